@@ -1,0 +1,1 @@
+"""Metrics: pure functions for the math, thin streaming accumulators around them."""

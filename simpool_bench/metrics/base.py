@@ -1,0 +1,70 @@
+"""A minimal torchmetrics-style accumulator: declared sum states, update/compute/reset/merge.
+
+Every metric of this package keeps only integer (or float) *sums* as state, so that merging two
+accumulators (``merge``) or reducing them across ranks (``sync``) is exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+class Accumulator:
+    """Base class: subclasses declare their states with ``add_state`` and implement
+    ``update`` and ``compute``. States are tensors reduced by summation."""
+
+    def __init__(self) -> None:
+        self._defaults: dict[str, torch.Tensor] = {}
+
+    def add_state(self, name: str, default: torch.Tensor) -> None:
+        """Declare a summed state ``name`` with its initial value."""
+        self._defaults[name] = default.detach().clone()
+        setattr(self, name, default.detach().clone())
+
+    def reset(self) -> None:
+        """Return every state to its default."""
+        for name, default in self._defaults.items():
+            setattr(self, name, default.clone())
+
+    def merge(self, other: "Accumulator") -> "Accumulator":
+        """Add the states of ``other`` (same type and configuration) into ``self``."""
+        if type(other) is not type(self) or other._defaults.keys() != self._defaults.keys():
+            raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
+        for name in self._defaults:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine.shape != theirs.shape:
+                raise ValueError(f"state {name!r} shapes differ: {tuple(mine.shape)} vs {tuple(theirs.shape)}")
+            setattr(self, name, mine + theirs.to(mine.device))
+        return self
+
+    def sync(self, group: Any = None) -> None:
+        """Sum every state over the ranks of ``group`` (no-op outside torch.distributed)."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        backend = dist.get_backend(group)
+        for name in self._defaults:
+            value = getattr(self, name)
+            work = value.to("cuda") if backend == "nccl" else value.cpu()
+            work = work.clone()
+            dist.all_reduce(work, op=dist.ReduceOp.SUM, group=group)
+            setattr(self, name, work.to(value.device))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """States as CPU tensors, e.g. to store with a finished shard."""
+        return {name: getattr(self, name).detach().cpu().clone() for name in self._defaults}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore states saved by ``state_dict``."""
+        for name in self._defaults:
+            if name not in state:
+                raise KeyError(f"accumulator state {name!r} missing")
+            setattr(self, name, state[name].clone())
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def compute(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError

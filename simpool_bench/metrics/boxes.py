@@ -1,0 +1,55 @@
+"""Box geometry shared by the metrics. Boxes are (x0, y0, x1, y1).
+
+Two IoU conventions exist in the protocols we reproduce, each named after its source:
+- ``iou_wsol``: wsolevaluation (MaxBoxAcc): inclusive pixel boxes, areas with +1.
+- ``iou_lost``: LOST (CorLoc): continuous boxes, no +1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def iou_wsol(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU (A, B) with wsolevaluation's +1 convention; a non-positive union gives 0."""
+    a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(boxes_b, dtype=np.float64).reshape(-1, 4)
+    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    iw = np.maximum(0.0, ix1 - ix0 + 1)
+    ih = np.maximum(0.0, iy1 - iy0 + 1)
+    inter = iw * ih
+    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
+    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    return iou
+
+
+def iou_lost(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU (A, B) as LOST's ``bbox_iou``: areas without +1; a zero union gives 0."""
+    a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(boxes_b, dtype=np.float64).reshape(-1, 4)
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    return iou
+
+
+def resize_boxes_wsol(boxes: np.ndarray, width: int, height: int, size: int = 224) -> np.ndarray:
+    """wsolevaluation ``resize_bbox``: each coordinate scaled to ``size`` and truncated with int()."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    out = np.empty(b.shape, dtype=np.int64)
+    out[:, 0] = (b[:, 0] * size / width).astype(np.int64)
+    out[:, 2] = (b[:, 2] * size / width).astype(np.int64)
+    out[:, 1] = (b[:, 1] * size / height).astype(np.int64)
+    out[:, 3] = (b[:, 3] * size / height).astype(np.int64)
+    return out
