@@ -1,0 +1,116 @@
+"""Classification metrics: top-k accuracy (with per-class counts) and DINO's weighted k-NN.
+
+Both keep integer counts only, so sharded runs merge exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .base import Accumulator
+
+#: DINO's weighted k-NN protocol (Caron et al. 2021, ``eval_knn.py``): k=20, temperature 0.07.
+DINO_KNN_K = 20
+DINO_KNN_TEMPERATURE = 0.07
+
+
+def topk_correct(scores: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...]) -> torch.Tensor:
+    """Per-sample hits (B, len(ks)) as bool: target among the ``k`` highest scores."""
+    maxk = min(max(ks), scores.shape[1])
+    top = scores.topk(maxk, dim=1, largest=True, sorted=True).indices
+    hit = top.eq(targets.view(-1, 1))
+    return torch.stack([hit[:, : min(k, maxk)].any(dim=1) for k in ks], dim=1)
+
+
+class TopKAccumulator(Accumulator):
+    """Top-k accuracy over a split, with per-class top-1 counts.
+
+    Args:
+        num_classes: number of classes of the logits.
+        ks: the k of each reported accuracy (default top-1 and top-5).
+    """
+
+    def __init__(self, num_classes: int, ks: tuple[int, ...] = (1, 5)) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.ks = tuple(ks)
+        self.add_state("correct", torch.zeros(len(self.ks), dtype=torch.int64))
+        self.add_state("total", torch.zeros((), dtype=torch.int64))
+        self.add_state("class_correct", torch.zeros(num_classes, dtype=torch.int64))
+        self.add_state("class_total", torch.zeros(num_classes, dtype=torch.int64))
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Count a batch; returns the per-sample top-1 hits (for Top-1 Loc)."""
+        logits = logits.detach().float()
+        targets = targets.to(logits.device).long()
+        hits = topk_correct(logits, targets, self.ks)
+        dev = self.correct.device
+        self.correct = self.correct + hits.sum(dim=0).to(dev, torch.int64)
+        self.total = self.total + targets.numel()
+        self.class_total = self.class_total + torch.bincount(targets.to(dev), minlength=self.num_classes)
+        self.class_correct = self.class_correct + torch.bincount(
+            targets.to(dev), weights=hits[:, 0].to(dev, torch.float64), minlength=self.num_classes
+        ).to(torch.int64)
+        return hits[:, 0]
+
+    def compute(self) -> dict[str, float]:
+        """``{'top1': %, 'top5': %, ...}`` (NaN when nothing was counted)."""
+        total = int(self.total)
+        return {f"top{k}": (100.0 * int(c) / total if total else float("nan")) for k, c in zip(self.ks, self.correct)}
+
+    def per_class(self) -> torch.Tensor:
+        """Top-1 accuracy per class in percent (NaN for classes with no image)."""
+        tot = self.class_total.double()
+        return torch.where(tot > 0, 100.0 * self.class_correct.double() / tot.clamp(min=1), torch.nan)
+
+
+@dataclass
+class MemoryBank:
+    """k-NN memory bank: L2-normalised train features (N, d) and their labels (N,)."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+
+    @classmethod
+    def from_features(cls, features: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> "MemoryBank":
+        labels = labels.long()
+        n = int(labels.max()) + 1 if num_classes is None else num_classes
+        return cls(F.normalize(features.float(), dim=1), labels, n)
+
+
+def knn_predict(
+    features: torch.Tensor, bank: MemoryBank, k: int = DINO_KNN_K, temperature: float = DINO_KNN_TEMPERATURE
+) -> torch.Tensor:
+    """DINO weighted k-NN class scores (B, C): cosine similarity to the k nearest bank entries,
+    each vote weighted by ``exp(sim / T)``."""
+    q = F.normalize(features.float(), dim=1).to(bank.features.device)
+    k = min(k, bank.features.shape[0])
+    sims, idx = (q @ bank.features.T).topk(k, dim=1, largest=True, sorted=True)
+    votes = torch.zeros(q.shape[0], bank.num_classes, device=q.device, dtype=sims.dtype)
+    votes.scatter_add_(1, bank.labels.to(q.device)[idx], (sims / temperature).exp())
+    return votes
+
+
+class KNNAccumulator(Accumulator):
+    """Weighted k-NN top-1/top-5 (DINO protocol) against a fixed memory bank."""
+
+    def __init__(self, bank: MemoryBank, k: int = DINO_KNN_K, temperature: float = DINO_KNN_TEMPERATURE) -> None:
+        super().__init__()
+        self.bank, self.k, self.temperature = bank, k, temperature
+        self.add_state("correct", torch.zeros(2, dtype=torch.int64))
+        self.add_state("total", torch.zeros((), dtype=torch.int64))
+
+    def update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        scores = knn_predict(features, self.bank, self.k, self.temperature)
+        hits = topk_correct(scores, targets.to(scores.device).long(), (1, min(5, self.k)))
+        self.correct = self.correct + hits.sum(dim=0).cpu()
+        self.total = self.total + targets.numel()
+
+    def compute(self) -> dict[str, float]:
+        total = int(self.total)
+        pct = [100.0 * int(c) / total if total else float("nan") for c in self.correct]
+        return {"knn_top1": pct[0], "knn_top5": pct[1]}

@@ -1,0 +1,92 @@
+"""Top-k accuracy and DINO weighted k-NN against plain, literal computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from simpool_bench.metrics.classification import KNNAccumulator, MemoryBank, TopKAccumulator, knn_predict
+
+
+def _literal_topk(logits: np.ndarray, targets: np.ndarray, k: int) -> float:
+    hits = 0
+    for row, t in zip(logits, targets):
+        order = sorted(range(len(row)), key=lambda j: -row[j])  # distinct values: no ties
+        hits += int(t in order[:k])
+    return 100.0 * hits / len(targets)
+
+
+def test_topk_matches_literal_over_batches():
+    rng = np.random.default_rng(0)
+    logits = rng.permutation(40 * 12).reshape(40, 12).astype(np.float32)  # distinct scores
+    targets = rng.integers(0, 12, size=40)
+    acc = TopKAccumulator(12)
+    for s in range(0, 40, 7):
+        acc.update(torch.from_numpy(logits[s : s + 7]), torch.from_numpy(targets[s : s + 7]))
+    out = acc.compute()
+    assert out["top1"] == _literal_topk(logits, targets, 1)
+    assert out["top5"] == _literal_topk(logits, targets, 5)
+    per = acc.per_class().numpy()
+    for c in range(12):
+        sel = targets == c
+        if sel.any():
+            assert math.isclose(per[c], _literal_topk(logits[sel], targets[sel], 1))
+        else:
+            assert math.isnan(per[c])
+
+
+def test_topk_merge_equals_single_pass():
+    rng = np.random.default_rng(1)
+    logits = torch.from_numpy(rng.normal(size=(30, 7)).astype(np.float32))
+    targets = torch.from_numpy(rng.integers(0, 7, size=30))
+    whole, a, b = TopKAccumulator(7), TopKAccumulator(7), TopKAccumulator(7)
+    whole.update(logits, targets)
+    a.update(logits[:11], targets[:11])
+    b.update(logits[11:], targets[11:])
+    a.merge(b)
+    assert a.compute() == whole.compute()
+    assert torch.equal(a.class_correct, whole.class_correct)
+
+
+def _literal_knn(train_f, train_y, test_f, k, T, C):
+    """DINO eval_knn.py written out one query at a time."""
+    tr = train_f / np.linalg.norm(train_f, axis=1, keepdims=True)
+    preds = []
+    for q in test_f:
+        q = q / np.linalg.norm(q)
+        sims = tr @ q
+        nn = np.argsort(-sims, kind="stable")[:k]
+        votes = np.zeros(C)
+        for j in nn:
+            votes[train_y[j]] += math.exp(sims[j] / T)
+        preds.append(np.argsort(-votes, kind="stable"))
+    return preds
+
+
+def test_knn_matches_direct_computation_on_toy_bank():
+    rng = np.random.default_rng(2)
+    C, d = 4, 8
+    centers = rng.normal(size=(C, d)) * 3
+    train_y = rng.integers(0, C, size=60)
+    train_f = centers[train_y] + rng.normal(size=(60, d))
+    test_y = rng.integers(0, C, size=25)
+    test_f = centers[test_y] + rng.normal(size=(25, d)) * 2
+    bank = MemoryBank.from_features(torch.from_numpy(train_f), torch.from_numpy(train_y), C)
+    k, T = 5, 0.07
+    scores = knn_predict(torch.from_numpy(test_f), bank, k=k, temperature=T).double().numpy()
+    preds = _literal_knn(train_f, train_y, test_f, k, T, C)
+    assert [int(np.argmax(s)) for s in scores] == [int(p[0]) for p in preds]
+    acc = KNNAccumulator(bank, k=k, temperature=T)
+    acc.update(torch.from_numpy(test_f[:10]), torch.from_numpy(test_y[:10]))
+    acc.update(torch.from_numpy(test_f[10:]), torch.from_numpy(test_y[10:]))
+    expected_top1 = 100.0 * sum(int(p[0] == t) for p, t in zip(preds, test_y)) / 25
+    assert acc.compute()["knn_top1"] == expected_top1
+
+
+def test_knn_votes_are_exponential_weights():
+    # two neighbours of class 0 at cosine 1.0 and 0.0, one of class 1 at 0.9: weights exp(s / T)
+    bank = MemoryBank.from_features(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, math.sqrt(1 - 0.81)]]), torch.tensor([0, 0, 1]), 2)
+    votes = knn_predict(torch.tensor([[1.0, 0.0]]), bank, k=3, temperature=0.5).double()
+    assert torch.allclose(votes[0], torch.tensor([math.exp(2.0) + math.exp(0.0), math.exp(1.8)], dtype=torch.float64), rtol=1e-5)
