@@ -1,8 +1,8 @@
 """Box geometry shared by the metrics. Boxes are (x0, y0, x1, y1).
 
-Two IoU conventions exist in the protocols we reproduce, each named after its source:
 - ``iou_wsol``: wsolevaluation (MaxBoxAcc): inclusive pixel boxes, areas with +1.
-- ``iou_lost``: LOST (CorLoc): continuous boxes, no +1.
+- ``iou_continuous``: plain IoU of continuous boxes, no +1 (for display and tests). LOST's exact
+  CorLoc IoU (float32 with its 1e-7 terms) is ``metrics.corloc.lost_iou_pairs``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def iou_wsol(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     return iou
 
 
-def iou_lost(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU (A, B) as LOST's ``bbox_iou``: areas without +1; a zero union gives 0."""
+def iou_continuous(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU (A, B) of continuous boxes in float64: areas without +1; a zero union gives 0."""
     a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(boxes_b, dtype=np.float64).reshape(-1, 4)
     iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)

@@ -1,0 +1,118 @@
+"""Test oracle: literal, one-image-at-a-time re-implementations of valeoai/LOST's box code.
+
+Written from LOST's ``object_discovery.py`` (``lost``, ``patch_scoring``, ``detect_box``,
+``dino_seg``) and ``datasets.py`` (``bbox_iou``, the x1y1x2y2 IoU branch), step for step in the same
+tensor ops and dtypes. The one deliberate change: every sort is ``stable=True`` (LOST's tie order
+is implementation-defined; ours is documented as stable). No shortcut, no batching.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.ndimage
+import torch
+
+
+def lost(feats, dims, scales, init_image_size, k_patches=100):
+    """LOST on one image: feats (1, N, d); dims (w_featmap, h_featmap) = (grid rows, grid cols)."""
+    A = (feats @ feats.transpose(1, 2)).squeeze()
+    sorted_patches, scores = patch_scoring(A)
+    seed = sorted_patches[0]
+    potentials = sorted_patches[:k_patches]
+    similars = potentials[A[seed, potentials] > 0.0]
+    M = torch.sum(A[similars, :], dim=0)
+    pred, _ = detect_box(M, seed, dims, scales=scales, initial_im_size=init_image_size[1:])
+    return np.asarray(pred), A, scores, seed
+
+
+def patch_scoring(M, threshold=0.0):
+    """Inverse degree: patches sorted by increasing number of positive similarities."""
+    A = M.clone()
+    A.fill_diagonal_(0)
+    A[A < 0] = 0
+    cent = -torch.sum(A > threshold, dim=1).type(torch.float32)
+    sel = torch.argsort(cent, descending=True, stable=True)
+    return sel, cent
+
+
+def detect_box(A, seed, dims, initial_im_size=None, scales=None):
+    """Box of the connected component of ``A > 0`` holding the seed."""
+    w_featmap, h_featmap = dims
+    correl = A.reshape(w_featmap, h_featmap).float()
+    labeled_array, num_features = scipy.ndimage.label(correl.cpu().numpy() > 0.0)
+    cc = labeled_array[np.unravel_index(seed.cpu().numpy(), (w_featmap, h_featmap))]
+    if cc == 0:
+        raise ValueError("The seed is in the background component.")
+    mask = np.where(labeled_array == cc)
+    ymin, ymax = min(mask[0]), max(mask[0]) + 1
+    xmin, xmax = min(mask[1]), max(mask[1]) + 1
+    r_xmin, r_xmax = scales[1] * xmin, scales[1] * xmax
+    r_ymin, r_ymax = scales[0] * ymin, scales[0] * ymax
+    pred = [r_xmin, r_ymin, r_xmax, r_ymax]
+    if initial_im_size:
+        pred[2] = min(pred[2], initial_im_size[1])
+        pred[3] = min(pred[3], initial_im_size[0])
+    pred_feats = [ymin, xmin, ymax, xmax]
+    return pred, pred_feats
+
+
+def dino_seg(attentions, dims, patch_size, head=0, official_th=0.6):
+    """DINO-seg box on one image; ``attentions`` is the CLS row per head, (nh, N) (LOST's
+    ``attn[0, :, 0, 1:].reshape(nh, -1)``). Raises ValueError where LOST fails (empty mask)."""
+    w_featmap, h_featmap = dims
+    nh = attentions.shape[0]
+    attentions = attentions.clone()
+    val, idx = torch.sort(attentions, stable=True)
+    val /= torch.sum(val, dim=1, keepdim=True)
+    cumval = torch.cumsum(val, dim=1)
+    th_attn = cumval > (1 - official_th)
+    idx2 = torch.argsort(idx, stable=True)
+    for h in range(nh):
+        th_attn[h] = th_attn[h][idx2[h]]
+    th_attn = th_attn.reshape(nh, w_featmap, h_featmap).float()
+    labeled_array, num_features = scipy.ndimage.label(th_attn[head].cpu().numpy())
+    size_components = [np.sum(labeled_array == c) for c in range(np.max(labeled_array))]
+    if len(size_components) > 1:
+        biggest_component = np.argmax(size_components[1:]) + 1
+    else:
+        biggest_component = 0
+    mask = np.where(labeled_array == biggest_component)
+    ymin, ymax = min(mask[0]), max(mask[0]) + 1
+    xmin, xmax = min(mask[1]), max(mask[1]) + 1
+    r_xmin, r_xmax = xmin * patch_size, xmax * patch_size
+    r_ymin, r_ymax = ymin * patch_size, ymax * patch_size
+    return [r_xmin, r_ymin, r_xmax, r_ymax]
+
+
+def dino_seg_mask(attentions, dims, head=0, official_th=0.6):
+    """The thresholded mask of ``dino_seg`` (its first half), (w_featmap, h_featmap) bool."""
+    w_featmap, h_featmap = dims
+    nh = attentions.shape[0]
+    val, idx = torch.sort(attentions.clone(), stable=True)
+    val /= torch.sum(val, dim=1, keepdim=True)
+    cumval = torch.cumsum(val, dim=1)
+    th_attn = cumval > (1 - official_th)
+    idx2 = torch.argsort(idx, stable=True)
+    for h in range(nh):
+        th_attn[h] = th_attn[h][idx2[h]]
+    return th_attn.reshape(nh, w_featmap, h_featmap)[head].cpu().numpy()
+
+
+def bbox_iou(box1, box2, eps=1e-7):
+    """LOST ``bbox_iou`` (x1y1x2y2 IoU): box1 (4,), box2 (n, 4) tensors."""
+    box2 = box2.T
+    b1_x1, b1_y1, b1_x2, b1_y2 = box1[0], box1[1], box1[2], box1[3]
+    b2_x1, b2_y1, b2_x2, b2_y2 = box2[0], box2[1], box2[2], box2[3]
+    inter = (torch.min(b1_x2, b2_x2) - torch.max(b1_x1, b2_x1)).clamp(0) * (
+        torch.min(b1_y2, b2_y2) - torch.max(b1_y1, b2_y1)
+    ).clamp(0)
+    w1, h1 = b1_x2 - b1_x1, b1_y2 - b1_y1 + eps
+    w2, h2 = b2_x2 - b2_x1, b2_y2 - b2_y1 + eps
+    union = w1 * h1 + w2 * h2 - inter + eps
+    return inter / union
+
+
+def corloc_hit(pred, gt_bbxs):
+    """LOST ``main_lost.py``: ``torch.any(bbox_iou(pred, gt) >= 0.5)`` on int64 numpy boxes."""
+    ious = bbox_iou(torch.from_numpy(pred), torch.from_numpy(gt_bbxs))
+    return bool(torch.any(ious >= 0.5))
