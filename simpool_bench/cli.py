@@ -1,3 +1,420 @@
+"""The ``simpool-bench`` command line: one thin function per command over ``simpool_bench.api``.
+
+Every user mistake (a ``SimpoolBenchError``) is printed as one ``error:`` line and exits with 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
 import typer
 
-app = typer.Typer()
+from .console import console, err_console
+from .errors import SimpoolBenchError
+
+app = typer.Typer(
+    name="simpool-bench",
+    help="Evaluate attention-based pooling (SimPool, CLS, GAP) by the published protocols: "
+    "classification, localization (MaxBoxAccV2) and object discovery (CorLoc).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+datasets_app = typer.Typer(help="Check dataset copies against data_manifests/.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user errors into one line and exit code 2; Ctrl-C into a resume hint and 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SimpoolBenchError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
+            err_console.print(f"[bold red]error:[/] {err.filename}: {err.strerror}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted: finished shards are kept; run the same command again to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+# ------------------------------------------------------------------------------------ shared options
+class Pool(str, Enum):
+    simpool = "simpool"
+    cls = "cls"
+    gap = "gap"
+
+
+class Amp(str, Enum):
+    off = "off"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class MinScope(str, Enum):
+    sample = "sample"
+    batch = "batch"
+    channel = "channel"
+
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="timm architecture, e.g. vit_small_patch16_224, resnet50, convnext_tiny (inferred from the checkpoint when it says).", rich_help_panel="Model")]
+PoolOpt = Annotated[Optional[Pool], typer.Option("--pool", help="Pooling: simpool | cls (ViTs) | gap (inferred from the checkpoint).", rich_help_panel="Model")]
+GammaOpt = Annotated[Optional[str], typer.Option("--gamma", help="SimPool gamma: a float, or 'none' for the plain attention-weighted mean (default 1.25 transformers, 2.0 CNNs).", rich_help_panel="Model")]
+CkptOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint file (.pth, .pth.tar, .safetensors); format auto-detected.", rich_help_panel="Model")]
+FormatOpt = Annotated[Optional[str], typer.Option("--format", help="Force the checkpoint format: official-supervised | official-dino | timm-simpool | state-dict | safetensors.", rich_help_panel="Model")]
+TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitrary unpickling (only for files you trust).", rich_help_panel="Model")]
+VariantOpt = Annotated[Optional[str], typer.Option("--variant", help="ViT layout: supervised (norm before SimPool) | dino (norm after).", rich_help_panel="Model")]
+MinScopeOpt = Annotated[MinScope, typer.Option("--min-scope", help="Where SimPool's gamma shift takes its min: sample (default, batch-independent) | batch (official) | channel (timm).", rich_help_panel="Model")]
+AttnOpt = Annotated[Optional[str], typer.Option("--attn-source", help="Attention map: simpool | cls | cam (default from --pool).", rich_help_panel="Model")]
+ClsHeadOpt = Annotated[Optional[int], typer.Option("--cls-head", help="For --attn-source cls: one head instead of the mean over heads.", rich_help_panel="Model")]
+NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Classifier size when the checkpoint does not tell.", rich_help_panel="Model")]
+QuirkOpt = Annotated[Optional[bool], typer.Option("--dino-pos-quirk/--no-dino-pos-quirk", help="Reproduce the official DINO-SimPool position-embedding interpolation (default: on for official DINO files).", rich_help_panel="Model")]
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.", rich_help_panel="Run")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.", rich_help_panel="Run")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=0, help="DataLoader workers.", rich_help_panel="Run")]
+AmpOpt = Annotated[Amp, typer.Option("--amp", help="Mixed precision: off | bf16 | fp16.", rich_help_panel="Run")]
+ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help="channels_last memory format (CNNs on GPU).", rich_help_panel="Run")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model.", rich_help_panel="Run")]
+ShardOpt = Annotated[int, typer.Option("--shard-size", min=1, help="Images per shard (unit of resume and of multi-GPU work).", rich_help_panel="Run")]
+ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Keep finished shards under OUT/.shards and reuse them when the same command runs again.", rich_help_panel="Run")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail on an image that does not decode (default: skip it, warn and count it).", rich_help_panel="Run")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder: results.csv and results.parquet always, plus --formats.", rich_help_panel="Output")]
+FormatsOpt = Annotated[str, typer.Option("--formats", help="Extra export formats, comma-separated: json, md, latex.", rich_help_panel="Output")]
+
+
+def _gamma(value: str | None) -> Any:
+    from .api import UNSET
+
+    if value is None:
+        return UNSET
+    if value.lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise SimpoolBenchError(f"--gamma {value!r}: expected a number or 'none'") from None
+
+
+def _model_options(model, pool, gamma, checkpoint, fmt, trust, variant, min_scope, attn_source, cls_head, num_classes, quirk, img_size=None):
+    from .api import ModelOptions
+
+    return ModelOptions(
+        arch=model, pool=pool.value if pool else None, gamma=_gamma(gamma), checkpoint=checkpoint, format=fmt,
+        trust=trust, variant=variant, min_scope=min_scope.value, attn_source=attn_source, cls_head=cls_head,
+        num_classes=num_classes, img_size=img_size, dino_pos_quirk=quirk,
+    )
+
+
+def _engine(device, batch_size, workers, amp, channels_last, compile_, shard_size, resume, strict, out):
+    from .engine import EngineConfig, init_distributed
+
+    init_distributed()
+    return EngineConfig(
+        device=device, batch_size=batch_size, workers=workers, amp=amp.value, channels_last=channels_last,
+        compile=compile_, shard_size=shard_size, resume_dir=(Path(out) / ".shards") if (resume and out) else None,
+        strict=strict,
+    )
+
+
+def _formats(formats: str) -> tuple[str, ...]:
+    extra = tuple(f.strip().lower() for f in formats.split(",") if f.strip())
+    allowed = {"csv", "parquet", "json", "md", "latex"}
+    bad = [f for f in extra if f not in allowed]
+    if bad:
+        raise SimpoolBenchError(f"--formats {bad[0]!r}: expected some of {', '.join(sorted(allowed))}")
+    return tuple(dict.fromkeys(("parquet", "csv", *extra)))
+
+
+def _show(table, out: Path | None) -> None:
+    from .engine import dist_rank
+    from .results import console_table
+
+    if dist_rank() != 0:
+        return
+    console.print(console_table(table))
+    if out is not None:
+        console.print(f"wrote {Path(out) / 'results.csv'} (and results.parquet)")
+
+
+# ------------------------------------------------------------------------------------ commands
+@app.command()
+@friendly
+def classify(
+    data: Annotated[Path, typer.Option("--data", "-d", help="ImageFolder root (class folders), a flat folder with --labels, or the image root of --metadata.")],
+    split: Annotated[str, typer.Option("--split", help="Split name (sub-folder of --data when it exists; recorded in the table).")] = "val",
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name recorded in the table.")] = "imagenet",
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Label file for a flat folder: 'filename label' lines or CSV.")] = None,
+    metadata: Annotated[Optional[Path], typer.Option("--metadata", help="wsolevaluation metadata folder (image_ids.txt, class_labels.txt, ...).")] = None,
+    subset: Annotated[Optional[int], typer.Option("--subset", min=1, help="Only the first N images per class (ImageNet-20%: 260).")] = None,
+    knn_train: Annotated[Optional[Path], typer.Option("--knn-train", help="ImageFolder train split: memory bank for weighted k-NN (DINO: k=20, T=0.07).")] = None,
+    knn_k: Annotated[int, typer.Option("--knn-k", min=1)] = 20,
+    knn_temperature: Annotated[float, typer.Option("--knn-temperature")] = 0.07,
+    per_class: Annotated[bool, typer.Option("--per-class", help="Also write per_class.csv (top-1 per class).")] = False,
+    resize: Annotated[Optional[int], typer.Option("--resize", help="Override the resize (short side) of the timm eval transform.")] = None,
+    crop: Annotated[Optional[int], typer.Option("--crop", help="Override the center-crop size.")] = None,
+    interpolation: Annotated[Optional[str], typer.Option("--interpolation", help="bilinear | bicubic | nearest.")] = None,
+    model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
+    fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
+    min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
+    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
+    channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
+    resume: ResumeOpt = True, strict: StrictOpt = False, out: OutOpt = None, formats: FormatsOpt = "json",
+) -> None:
+    """Top-1/top-5 accuracy (and weighted k-NN for self-supervised checkpoints). Writes OUT/results.csv."""
+    from . import api
+    from . import evaluate as ev
+    from .transforms import classification_transform
+
+    fmts = _formats(formats)
+    opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk)
+    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out)
+    records, classes = api.read_classification_data(data, split, labels, metadata, subset)
+    net, ckpt = api.load_model(opts)
+    transform = classification_transform(net.data_config, resize, crop, interpolation)
+    bank = api.read_classification_data(knn_train)[0] if knn_train is not None else None
+    key = api.resume_key("classify", opts, ckpt, data=str(data), split=split, n=len(records), subset=subset,
+                         knn=str(knn_train), resize=resize, crop=crop, interp=interpolation, shard=shard_size, amp=amp.value)
+    outcome = ev.classify(net, records, transform, config, dataset=dataset, split=split, knn_train=bank,
+                          knn_k=knn_k, knn_temperature=knn_temperature, key=key)
+    size = net.data_config.get("input_size", (3, 0, 0))[-1] if crop is None else crop
+    prov = api.provenance(net, ckpt, config, image_size=int(size), n_images=outcome.n_images)
+    table = api.finish(outcome, prov, out, fmts)
+    if per_class and out is not None and "per_class_top1" in outcome.extras:
+        api.write_per_class(outcome.extras["per_class_top1"], classes, Path(out) / "per_class.csv")
+    _show(table, out)
+
+
+@app.command()
+@friendly
+def localize(
+    dataset: Annotated[str, typer.Option("--dataset", help="cub | imagenet (recorded in the table).")] = "cub",
+    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Image root (the folder the metadata's image ids are relative to), or a CUB_200_2011 folder.")] = None,
+    metadata: Annotated[Optional[Path], typer.Option("--metadata", help="wsolevaluation metadata folder (e.g. metadata/CUB/test).")] = None,
+    split: Annotated[str, typer.Option("--split", help="Split recorded in the table (and CUB native split).")] = "test",
+    interval: Annotated[float, typer.Option("--interval", help="CAM threshold step: 0.001 (reference train/eval pipeline) or 0.01 (its standalone evaluation.py).")] = 0.001,
+    v1: Annotated[bool, typer.Option("--v1", help="Also MaxBoxAccV1 (largest contour, IoU 50).")] = False,
+    baseline: Annotated[Optional[str], typer.Option("--baseline", help="No-model baseline map: center-gaussian | full-box.")] = None,
+    cam_target: Annotated[str, typer.Option("--cam-target", help="CAM class: gt (wsolevaluation) | pred.")] = "gt",
+    model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
+    fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
+    min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
+    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
+    channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
+    resume: ResumeOpt = True, strict: StrictOpt = False, out: OutOpt = None, formats: FormatsOpt = "json",
+) -> None:
+    """MaxBoxAccV2 of attention maps (wsolevaluation protocol, exact and fast). Writes OUT/results.csv."""
+    from . import api
+    from . import evaluate as ev
+
+    fmts = _formats(formats)
+    if data is None:
+        raise SimpoolBenchError("--data is required (the image root of the dataset)")
+    if interval <= 0 or interval >= 1:
+        raise SimpoolBenchError(f"--interval {interval}: expected a step in (0, 1), e.g. 0.001 or 0.01")
+    if cam_target not in ("gt", "pred"):
+        raise SimpoolBenchError(f"--cam-target {cam_target!r}: expected gt or pred")
+    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out)
+    records = api.read_localization_data(dataset, data, metadata, split)
+    net = ckpt = opts = None
+    if baseline is None:
+        opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk)
+        net, ckpt = api.load_model(opts)
+    elif model or checkpoint:
+        raise SimpoolBenchError("--baseline needs no model: drop --model/--checkpoint")
+    key = api.resume_key("localize", opts, ckpt, data=str(data), meta=str(metadata), n=len(records), interval=interval,
+                         v1=v1, cam=cam_target, shard=shard_size, amp=amp.value)
+    outcome = ev.localize(net, records, config, dataset=dataset, split=split, interval=interval, v1=v1,
+                          baseline=baseline, cam_target=cam_target, key=key)
+    prov = api.provenance(net, ckpt, config, image_size=224, n_images=outcome.n_images, baseline=baseline)
+    table = api.finish(outcome, prov, out, fmts)
+    if out is not None:
+        api.write_curve(outcome.extras, Path(out) / "boxacc_curve.csv")
+    _show(table, out)
+
+
+@app.command()
+@friendly
+def discover(
+    dataset: Annotated[str, typer.Option("--dataset", help="voc07 | voc12 | coco20k.")] = "voc07",
+    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="VOC: the VOC2007/VOC2012 folder; COCO20k: the train2014 image folder.")] = None,
+    split: Annotated[str, typer.Option("--split", help="VOC ImageSets/Main split (trainval for the protocol).")] = "trainval",
+    annotations: Annotated[Optional[Path], typer.Option("--annotations", help="COCO20k: instances_train2014.json.")] = None,
+    list_file: Annotated[Optional[Path], typer.Option("--list", help="COCO20k: coco_20k_filenames.txt (LOST).")] = None,
+    method: Annotated[str, typer.Option("--method", help="attn (attention map) | lost (ViT keys) | center | full-image (no model).")] = "attn",
+    mass: Annotated[float, typer.Option("--mass", help="attn: fraction of attention mass kept (DINO/LOST: 0.6).")] = 0.6,
+    lost_compat: Annotated[bool, typer.Option("--lost-compat", help="attn: reproduce LOST dino_seg's component choice, off-by-one included.")] = False,
+    k_patches: Annotated[int, typer.Option("--k-patches", help="lost: seed expansion size (LOST: 100).")] = 100,
+    no_hard: Annotated[bool, typer.Option("--no-hard", help="VOC: drop images whose objects are all difficult/truncated (LOST --no_hard).")] = False,
+    model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
+    fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
+    min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
+    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = 16, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
+    channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
+    resume: ResumeOpt = True, strict: StrictOpt = False, out: OutOpt = None, formats: FormatsOpt = "json",
+) -> None:
+    """CorLoc of unsupervised object discovery (LOST protocol, full resolution). Writes OUT/results.csv."""
+    from . import api
+    from . import evaluate as ev
+
+    fmts = _formats(formats)
+    if data is None:
+        raise SimpoolBenchError("--data is required (VOC20XX folder or COCO train2014 images)")
+    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out)
+    records = api.read_discovery_data(dataset, data, split, no_hard, annotations, list_file)
+    net = ckpt = opts = None
+    if method not in ("center", "full-image"):
+        opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk)
+        net, ckpt = api.load_model(opts)
+    key = api.resume_key("discover", opts, ckpt, data=str(data), split=split, n=len(records), method=method, mass=mass,
+                         compat=lost_compat, k=k_patches, hard=no_hard, shard=shard_size, amp=amp.value)
+    outcome = ev.discover(net, records, config, dataset=dataset, split=split, method=method, mass=mass,
+                          lost_compat=lost_compat, k_patches=k_patches, key=key)
+    prov = api.provenance(net, ckpt, config, image_size=None, n_images=outcome.n_images, method=method,
+                          baseline=method if net is None else None)
+    table = api.finish(outcome, prov, out, fmts)
+    _show(table, out)
+
+
+@app.command()
+@friendly
+def inspect(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file.")],
+    trust_checkpoint: TrustOpt = False,
+    fmt: FormatOpt = None,
+) -> None:
+    """Show a checkpoint's format, architecture, pooling, gamma, parameters and key mapping."""
+    from rich.table import Table
+
+    from .checkpoints import inspect_checkpoint
+
+    info = inspect_checkpoint(checkpoint, trust=trust_checkpoint, format=fmt)
+    table = Table(title=str(checkpoint), show_header=False)
+    for k, v in info.items():
+        if isinstance(v, (list, tuple)):
+            v = "\n".join(map(str, v)) if v else "-"
+        table.add_row(str(k), str(v))
+    console.print(table)
+
+
+@app.command()
+@friendly
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Result files (results.parquet/.csv/.json) or run folders.")],
+    reference: Annotated[int, typer.Option("--reference", "-r", help="Index of the run the deltas are taken against.")] = 0,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the table as Markdown.")] = None,
+    latex: Annotated[Optional[Path], typer.Option("--latex", help="Also write the table as LaTeX (booktabs, best bold).")] = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Comma-separated row labels, one per run.")] = None,
+) -> None:
+    """Side-by-side table of several runs, with deltas against a reference run."""
+    from . import results as R
+
+    frames = [R.read_run(_result_file(p)) for p in runs]
+    lab = [s.strip() for s in labels.split(",")] if labels else None
+    table = R.compare(frames, reference=reference, labels=lab)
+    console.print(R.compare_console_table(table))
+    if markdown is not None:
+        markdown.write_text(R.compare_to_markdown(table))
+        console.print(f"wrote {markdown}")
+    if latex is not None:
+        latex.write_text(R.compare_to_latex(table))
+        console.print(f"wrote {latex}")
+
+
+def _result_file(path: Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        for name in ("results.parquet", "results.csv", "results.json"):
+            if (path / name).exists():
+                return path / name
+        raise SimpoolBenchError(f"{path}: no results.parquet, results.csv or results.json in this folder")
+    return path
+
+
+@app.command()
+@friendly
+def check(
+    run: Annotated[Path, typer.Argument(help="The run's result file (or folder).")],
+    baseline: Annotated[Path, typer.Option("--baseline", help="Baseline results file (ours, or a CSV with dataset,split,metric,iou_threshold,value).")],
+    tolerances: Annotated[Optional[Path], typer.Option("--tolerances", help="TOML file of per-metric absolute tolerances.")] = None,
+    tol: Annotated[Optional[list[str]], typer.Option("--tol", help="Override one tolerance: METRIC=VALUE (repeatable).")] = None,
+    summary: Annotated[Optional[Path], typer.Option("--summary", help="Also write the Markdown summary to this file.")] = None,
+    github: Annotated[bool, typer.Option("--github/--no-github", help="Append the summary to $GITHUB_STEP_SUMMARY when set.")] = True,
+) -> None:
+    """CI gate: compare a run with a baseline; exit 0 within tolerance, 1 on regression, 2 on bad input."""
+    from . import results as R
+
+    tols = dict(R.load_tolerances(tolerances)) if tolerances is not None else {}
+    for item in tol or []:
+        name, _, value = item.partition("=")
+        try:
+            tols[name.strip()] = float(value)
+        except ValueError:
+            raise SimpoolBenchError(f"--tol {item!r}: expected METRIC=NUMBER") from None
+    try:
+        report = R.check(R.read_run(_result_file(run)), R.read_baseline(_result_file(baseline)), tolerances=tols)
+    except SimpoolBenchError:
+        raise
+    except Exception as err:  # a crash must never read as a regression (exit 1)
+        raise SimpoolBenchError(f"check failed on {run} vs {baseline}: {type(err).__name__}: {err}") from err
+    console.print(report.markdown, markup=False, highlight=False)
+    if summary is not None:
+        summary.write_text(report.markdown)
+    if github:
+        R.append_github_summary(report.markdown)
+    raise typer.Exit(R.exit_code(report))
+
+
+@datasets_app.command("verify")
+@friendly
+def datasets_verify(
+    name: Annotated[str, typer.Argument(help="Manifest name (see `simpool-bench datasets list`).")],
+    path: Annotated[Path, typer.Argument(help="Root folder of your copy.")],
+    metadata: Annotated[Optional[Path], typer.Option("--metadata", help="wsolevaluation metadata folder (default PATH/metadata).")] = None,
+) -> None:
+    """Check a dataset copy's layout, counts and checksums against its manifest."""
+    from .data.manifests import verify_dataset
+
+    report = verify_dataset(name, path, metadata_dir=metadata)
+    for line in report.checked:
+        console.print(f"[green]✓[/] {line}", highlight=False)
+    for line in report.problems:
+        console.print(f"[red]✗[/] {line}", highlight=False)
+    if report.ok:
+        console.print(f"[green]✓[/] {name} at {path} matches its manifest", highlight=False)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@datasets_app.command("list")
+@friendly
+def datasets_list() -> None:
+    """List the dataset manifests shipped in data_manifests/."""
+    from .data.manifests import list_manifests
+
+    for name in list_manifests():
+        console.print(name)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

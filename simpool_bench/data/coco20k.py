@@ -1,0 +1,121 @@
+"""COCO20k reader for object discovery (CorLoc) as LOST does it (Simeoni et al., BMVC 2021;
+valeoai/LOST ``datasets.py``: ``select_coco_20k``, ``extract_gt_COCO``).
+
+COCO20k is the 19,817 COCO train2014 images listed in LOST's ``coco_20k_filenames.txt`` (lines
+like ``train2014/COCO_train2014_000000560992.jpg``), annotated by ``instances_train2014.json``.
+LOST takes the image id from a list entry as ``int(name.split("_")[-1].split(".")[0])``; the ground
+truth of an image is each non-crowd annotation's box ``(x, y, x + w, y + h)``, every coordinate
+``int(round(v))`` (Python's round: half to even); ``iscrowd == 1`` annotations are removed.
+An image whose annotations are all crowds keeps an empty box list (LOST counts it, never correct).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SimpoolBenchError
+from .records import Record
+
+COCO20K_IMAGES = 19817
+
+
+def coco_box_to_lost(bbox: list[float]) -> tuple[int, int, int, int]:
+    """COCO ``[x, y, w, h]`` -> LOST's ``(x, y, x + w, y + h)``, each ``int(round(v))``."""
+    x, y, w, h = bbox
+    return int(round(x)), int(round(y)), int(round(x + w)), int(round(y + h))
+
+
+def image_id_from_name(name: str) -> int:
+    """LOST's image id of a list entry: the digits after the last ``_`` and before the first ``.``."""
+    return int(name.split("_")[-1].split(".")[0])
+
+
+def _load_coco(annotation_file: Path):
+    from pycocotools.coco import COCO
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            return COCO(str(annotation_file))
+    except (ValueError, KeyError, TypeError, AssertionError) as exc:
+        raise SimpoolBenchError(
+            f"COCO annotation file {annotation_file}: not a COCO instances json ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: str | Path, check_images: bool = True) -> list[Record]:
+    """Read COCO20k: the images of ``list_file`` with their ``annotation_file`` boxes.
+
+    Args:
+        image_dir: the ``train2014`` image folder (images are ``image_dir / file_name`` from the json).
+        annotation_file: ``instances_train2014.json``.
+        list_file: LOST's ``coco_20k_filenames.txt``.
+        check_images: fail when listed images are missing from ``image_dir``.
+
+    Records come in list order; ``image_id`` is the json's ``file_name``, ``label`` -1, size from the
+    json, boxes (K, 4) in LOST's convention (see the module docstring).
+
+    Raises:
+        SimpoolBenchError: a missing folder or file; a list line whose id does not parse or repeats
+            (file:line); a json that holds none of the listed images, or list entries not in it
+            (the first one and the count), or whose ``file_name`` differs; missing images.
+    """
+    image_dir, annotation_file, list_file = Path(image_dir), Path(annotation_file), Path(list_file)
+    if not image_dir.is_dir():
+        raise SimpoolBenchError(f"COCO image folder {image_dir}: no such directory")
+    for f, what in ((annotation_file, "COCO annotation file"), (list_file, "COCO20k list file")):
+        if not f.is_file():
+            raise SimpoolBenchError(f"{what} {f}: no such file")
+
+    names: list[tuple[int, str, int]] = []
+    seen: dict[int, int] = {}
+    for n, raw in enumerate(list_file.read_text().splitlines(), start=1):
+        name = raw.strip()
+        if not name:
+            continue
+        try:
+            image_id = image_id_from_name(name)
+        except ValueError:
+            raise SimpoolBenchError(f"{list_file}:{n}: {name!r} is not a COCO file name (expected ..._<id>.jpg)") from None
+        if image_id in seen:
+            raise SimpoolBenchError(f"{list_file}:{n}: image id {image_id} already listed on line {seen[image_id]}")
+        seen[image_id] = n
+        names.append((n, name, image_id))
+    if not names:
+        raise SimpoolBenchError(f"{list_file}: no image names")
+
+    coco = _load_coco(annotation_file)
+    absent = [(n, name) for n, name, i in names if i not in coco.imgs]
+    if len(absent) == len(names):
+        raise SimpoolBenchError(
+            f"COCO annotation file {annotation_file} holds none of the {len(names)} images of {list_file} "
+            "(expected instances_train2014.json)"
+        )
+    if absent:
+        n, name = absent[0]
+        raise SimpoolBenchError(f"{list_file}:{n}: {name} is not in {annotation_file} ({len(absent)} of {len(names)} listed images absent)")
+
+    records = []
+    for n, name, image_id in names:
+        info = coco.imgs[image_id]
+        file_name = str(info.get("file_name", ""))
+        if Path(file_name).name != Path(name).name:
+            raise SimpoolBenchError(
+                f"{list_file}:{n}: {name} is image id {image_id}, whose file_name in {annotation_file} is {file_name!r}"
+            )
+        boxes = [coco_box_to_lost(a["bbox"]) for a in coco.imgToAnns.get(image_id, []) if a.get("iscrowd", 0) != 1]
+        records.append(Record(
+            file_name, image_dir / file_name, -1, int(info.get("width", 0)), int(info.get("height", 0)),
+            np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+        ))
+    if check_images:
+        missing = [r for r in records if not r.path.is_file()]
+        if missing:
+            hint = f"; {image_dir} should be the train2014 folder itself" if (image_dir / "train2014").is_dir() else ""
+            raise SimpoolBenchError(
+                f"COCO20k: image {missing[0].path} not found ({len(missing)} of {len(records)} listed images missing){hint}"
+            )
+    return records

@@ -1,0 +1,171 @@
+"""ImageNet-style classification readers: class folders, a flat folder with a label file, and
+per-class subsets (SimPool's ImageNet-20%).
+
+Class order and file order follow torchvision's ``ImageFolder`` (what timm and DINO/SimPool use):
+class folders sorted by name, then files of each class from ``sorted(os.walk(class_dir))`` and
+``sorted(filenames)``, keeping the extensions in ``IMG_EXTENSIONS``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SimpoolBenchError
+from .records import Record
+
+# torchvision.datasets.folder.IMG_EXTENSIONS (lower case, compared case-insensitively).
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+# SimPool's "ImageNet-20%": the first 260 ImageFolder images of every class (``--subset 260``).
+IMAGENET_20PCT_PER_CLASS = 260
+
+# First-line field names taken as a CSV header in a label file.
+_HEADER_WORDS = {"filename", "file", "file_name", "image", "image_id", "imageid", "path", "name", "id"}
+# Header of the Kaggle ImageNet localization CSV (LOC_val_solution.csv): ``ImageId,PredictionString``
+# where the prediction string is ``wnid x0 y0 x1 y1 [wnid ...]`` and the file is ``<ImageId>.JPEG``.
+_KAGGLE_HEADER = "imageid,predictionstring"
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS)
+
+
+def read_image_folder(root: str | Path) -> tuple[list[Record], list[str]]:
+    """Read ``root/<class>/**/<image>`` (the ImageNet val/train class-folder layout).
+
+    Labels are indices into the sorted class-folder names (hidden ``.``-folders are ignored); the
+    image id is the path relative to ``root`` with ``/`` separators. Sizes are left 0 (unknown).
+
+    Returns:
+        (records, class_names).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise SimpoolBenchError(f"image folder {root}: no such directory")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise SimpoolBenchError(f"image folder {root}: no class sub-folders (expected {root}/<class>/<image>)")
+    records: list[Record] = []
+    empty: list[str] = []
+    for label, cls in enumerate(classes):
+        n_before = len(records)
+        for dirpath, _, fnames in sorted(os.walk(root / cls, followlinks=True)):
+            for fname in sorted(fnames):
+                if _is_image(fname):
+                    path = Path(dirpath) / fname
+                    records.append(Record(path.relative_to(root).as_posix(), path, label))
+        if len(records) == n_before:
+            empty.append(cls)
+    if empty:
+        raise SimpoolBenchError(
+            f"image folder {root}: class folder {empty[0]!r} has no image files "
+            f"({len(empty)} such folder(s); extensions {', '.join(IMG_EXTENSIONS)})"
+        )
+    return records, classes
+
+
+def read_flat_folder(root: str | Path, label_file: str | Path, check_images: bool = True) -> tuple[list[Record], list[str]]:
+    """Read a flat image folder with a label file (e.g. ImageNet val as ``ILSVRC2012_val_*.JPEG``).
+
+    The label file has one image per line, ``filename label`` (whitespace) or ``filename,label``
+    (CSV); blank lines and ``#`` comments are skipped, and so is a first line whose filename field
+    is a header word (``filename``, ``image_id``, ``path``, ...). ``filename`` is relative to ``root``.
+    Kaggle's ``LOC_val_solution.csv`` (header ``ImageId,PredictionString``) is read as
+    ``<ImageId>.JPEG`` labelled with the first WordNet id of its prediction string.
+    Labels are either all non-negative integers (used as they are; class names are then
+    ``"0".."max"``) or all class names (e.g. WordNet ids; mapped to their index in sorted order,
+    which gives ImageFolder's indices for ImageNet synsets). Mixing the two is an error.
+
+    Returns:
+        (records, class_names), records in label-file order.
+    """
+    root, label_file = Path(root), Path(label_file)
+    if not root.is_dir():
+        raise SimpoolBenchError(f"image folder {root}: no such directory")
+    if not label_file.is_file():
+        raise SimpoolBenchError(f"label file {label_file}: no such file")
+    entries: list[tuple[str, str, int]] = []
+    seen: dict[str, int] = {}
+    kaggle = False
+    for lineno, raw in enumerate(label_file.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not entries and line.replace(" ", "").lower() == _KAGGLE_HEADER:
+            kaggle = True
+            continue
+        if kaggle:
+            parts = line.split(",", 1)
+            if len(parts) == 2 and parts[1].split():
+                parts = [parts[0] + ".JPEG", parts[1].split()[0]]
+        else:
+            parts = line.rsplit(",", 1) if "," in line else line.rsplit(None, 1)
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            raise SimpoolBenchError(f"{label_file}:{lineno}: expected 'filename label' or 'filename,label', got {raw!r}")
+        name, label = parts[0].strip(), parts[1].strip()
+        if not entries and not kaggle and name.lower() in _HEADER_WORDS:
+            continue
+        if name in seen:
+            raise SimpoolBenchError(f"{label_file}:{lineno}: {name!r} already listed on line {seen[name]}")
+        seen[name] = lineno
+        entries.append((name, label, lineno))
+    if not entries:
+        raise SimpoolBenchError(f"label file {label_file}: no entries")
+
+    numeric = [lab.isdigit() for _, lab, _ in entries]
+    if all(numeric):
+        ids = [int(lab) for _, lab, _ in entries]
+        classes = [str(c) for c in range(max(ids) + 1)]
+    elif not any(numeric):
+        classes = sorted({lab for _, lab, _ in entries})
+        index = {c: i for i, c in enumerate(classes)}
+        ids = [index[lab] for _, lab, _ in entries]
+    else:
+        k = numeric.index(not numeric[0])
+        raise SimpoolBenchError(
+            f"{label_file}:{entries[k][2]}: label {entries[k][1]!r} mixes with line {entries[0][2]}'s "
+            f"{entries[0][1]!r}: labels must be all integers or all class names"
+        )
+    records = [Record(name, root / name, label) for (name, _, _), label in zip(entries, ids)]
+    if check_images:
+        _check_exist(records, f"label file {label_file}")
+    return records, classes
+
+
+def _check_exist(records: Sequence[Record], what: str) -> None:
+    missing = [r for r in records if not r.path.is_file()]
+    if missing:
+        raise SimpoolBenchError(f"{what}: image {missing[0].path} not found ({len(missing)} of {len(records)} listed images missing)")
+
+
+def subset_per_class(records: Sequence[Record], n: int, seed: int | None = None) -> list[Record]:
+    """Keep ``n`` records per class (ImageNet-20% is ``n=260``).
+
+    ``seed=None`` (default) is SimPool's subset (``utils.subset_of_ImageNet_train_split``): the first
+    ``n`` records of each label in the given order, which for ``read_image_folder`` is sorted file
+    order; deterministic. An integer ``seed`` instead draws ``n`` per class at random with
+    ``numpy.random.default_rng(seed)``. The kept records stay in their input order. A class with
+    fewer than ``n`` records, or a record without a label, is an error.
+    """
+    if n < 1:
+        raise SimpoolBenchError(f"subset per class: n must be >= 1, got {n}")
+    by_label: dict[int, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        if r.label < 0:
+            raise SimpoolBenchError(f"subset per class: image {r.image_id} has no class label")
+        by_label[r.label].append(i)
+    short = sorted((lab, len(idx)) for lab, idx in by_label.items() if len(idx) < n)
+    if short:
+        lab, count = short[0]
+        raise SimpoolBenchError(f"subset per class: class {lab} has {count} images, fewer than {n} ({len(short)} such classes)")
+    rng = np.random.default_rng(seed) if seed is not None else None
+    keep: list[int] = []
+    for lab in sorted(by_label):
+        idx = by_label[lab]
+        keep += idx[:n] if rng is None else [idx[j] for j in rng.choice(len(idx), size=n, replace=False)]
+    return [records[i] for i in sorted(keep)]

@@ -1,0 +1,206 @@
+"""Dataset manifests (``data_manifests/<name>.json``) and ``datasets verify``.
+
+A manifest records what a correct copy of a dataset looks like, relative to the folder a user
+passes (``PATH``):
+
+- ``required``: files, and folders (ending in ``/``), that must exist;
+- ``splits``: per split, the expected image count and how to count and find the images:
+  ``layout`` ``"list"`` (a list file, one id per line; each ``files`` template with ``{id}`` must
+  exist), ``"image_folder"`` (class folders under ``folder``; ``classes`` and ``images`` counts) or
+  ``"cub_native"`` (``images.txt`` + ``train_test_split.txt``); ``optional`` splits are only
+  checked when their list file exists;
+- ``sha256``: checksums of list and metadata files, where known.
+
+Paths may start with ``{metadata}``: the wsolevaluation metadata folder of the split, by default
+``PATH/<metadata_default>``, or the folder given to ``verify_dataset``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import SimpoolBenchError
+
+MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
+_LAYOUTS = ("list", "image_folder", "cub_native")
+_IMG_EXT = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _manifest_dir(directory: str | Path | None) -> Path:
+    d = Path(directory) if directory is not None else MANIFEST_DIR
+    if not d.is_dir():
+        raise SimpoolBenchError(
+            f"dataset manifests folder {d} not found (it ships at the project root as data_manifests/; "
+            "install simpool-bench from a source checkout, e.g. pip install -e .)"
+        )
+    return d
+
+
+def list_manifests(directory: str | Path | None = None) -> list[str]:
+    """Names of the known dataset manifests, sorted."""
+    return sorted(p.stem for p in _manifest_dir(directory).glob("*.json"))
+
+
+def load_manifest(name: str, directory: str | Path | None = None) -> dict[str, Any]:
+    """The manifest of dataset ``name`` (see the module docstring for its fields)."""
+    d = _manifest_dir(directory)
+    path = d / f"{name}.json"
+    if not path.is_file():
+        raise SimpoolBenchError(f"unknown dataset {name!r}: expected one of {', '.join(list_manifests(d))}")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SimpoolBenchError(f"dataset manifest {path}: invalid JSON ({exc})") from None
+    for key in ("name", "splits"):
+        if key not in manifest:
+            raise SimpoolBenchError(f"dataset manifest {path}: missing key {key!r}")
+    for split, spec in manifest["splits"].items():
+        if spec.get("layout") not in _LAYOUTS or not isinstance(spec.get("images"), int):
+            raise SimpoolBenchError(f"dataset manifest {path}: split {split!r} needs 'images' (int) and 'layout' in {_LAYOUTS}")
+    return manifest
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of ``verify_dataset``: ``ok`` when no problem was found.
+
+    Attributes:
+        name: dataset name.
+        path: the folder checked.
+        problems: one human-readable line per problem (missing files, wrong counts, checksums).
+        checked: one line per check that passed.
+    """
+
+    name: str
+    path: Path
+    problems: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        head = f"{self.name} at {self.path}: " + ("OK" if self.ok else f"{len(self.problems)} problem(s)")
+        return "\n".join([head] + [f"  ok: {c}" for c in self.checked] + [f"  problem: {p}" for p in self.problems])
+
+
+def verify_dataset(
+    name: str, path: str | Path, metadata_dir: str | Path | None = None, directory: str | Path | None = None
+) -> VerifyReport:
+    """Check a user's copy of dataset ``name`` at ``path`` against its manifest.
+
+    Args:
+        name: manifest name (``list_manifests()``).
+        path: the dataset folder (what the manifest's ``path`` field describes).
+        metadata_dir: the wsolevaluation metadata folder for ``{metadata}`` paths (default
+            ``path / manifest["metadata_default"]``).
+        directory: manifests folder (default: the project's ``data_manifests/``).
+
+    Returns:
+        A ``VerifyReport``; nothing is raised for problems with the data, only for an unknown name.
+    """
+    manifest = load_manifest(name, directory)
+    root = Path(path)
+    report = VerifyReport(name, root)
+    if not root.is_dir():
+        report.problems.append(f"{root}: no such directory ({manifest.get('path', 'the dataset folder')})")
+        return report
+    meta = Path(metadata_dir) if metadata_dir is not None else root / manifest.get("metadata_default", "metadata")
+
+    def resolve(rel: str) -> Path:
+        return meta / rel[len("{metadata}/"):] if rel.startswith("{metadata}/") else root / rel
+
+    for rel in manifest.get("required", []):
+        p = resolve(rel)
+        if rel.endswith("/"):
+            (report.checked if p.is_dir() else report.problems).append(f"{'folder' if p.is_dir() else 'missing folder'} {p}")
+        else:
+            (report.checked if p.is_file() else report.problems).append(f"{'file' if p.is_file() else 'missing file'} {p}")
+    for rel, expected in manifest.get("sha256", {}).items():
+        p = resolve(rel)
+        if not p.is_file():
+            if rel not in manifest.get("required", []):
+                report.problems.append(f"missing file {p} (checksum expected)")
+            continue
+        got = sha256_file(p)
+        if got == expected:
+            report.checked.append(f"sha256 of {p}")
+        else:
+            report.problems.append(f"checksum mismatch for {p}: sha256 {got}, expected {expected} (another version of the file?)")
+    for split, spec in manifest["splits"].items():
+        _verify_split(split, spec, resolve, report)
+    return report
+
+
+def _verify_split(split: str, spec: dict[str, Any], resolve, report: VerifyReport) -> None:
+    expected = spec["images"]
+    layout = spec["layout"]
+    if layout == "image_folder":
+        folder = resolve(spec.get("folder", "."))
+        if not folder.is_dir():
+            report.problems.append(f"split {split}: missing folder {folder}")
+            return
+        classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+        n_img = sum(1 for c in classes for _, _, fs in os.walk(folder / c, followlinks=True) for f in fs if f.lower().endswith(_IMG_EXT))
+        if "classes" in spec and len(classes) != spec["classes"]:
+            report.problems.append(f"split {split}: {len(classes)} class folders in {folder}, expected {spec['classes']}")
+        _count(report, split, n_img, expected, f"images in {folder}")
+        return
+
+    if layout == "cub_native":
+        ids = _cub_split_paths(resolve, spec, split, report)
+        if ids is None:
+            return
+        paths = [resolve(spec.get("image_prefix", "images/") + p) for p in ids]
+    else:
+        list_file = resolve(spec["list"])
+        if not list_file.is_file():
+            if spec.get("optional"):
+                report.checked.append(f"split {split}: list {list_file} absent (optional split, not checked)")
+            else:
+                report.problems.append(f"split {split}: missing list file {list_file}")
+            return
+        ids = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+        paths = [resolve(t.replace("{id}", i)) for t in spec.get("files", []) for i in ids]
+    _count(report, split, len(ids), expected, "images listed")
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        report.problems.append(f"split {split}: {len(missing)} of {len(paths)} listed files missing, first {missing[0]}")
+    elif paths:
+        report.checked.append(f"split {split}: all {len(paths)} listed files present")
+
+
+def _count(report: VerifyReport, split: str, got: int, expected: int, what: str) -> None:
+    if got == expected:
+        report.checked.append(f"split {split}: {got} {what}")
+    else:
+        report.problems.append(f"split {split}: {got} {what}, expected {expected}")
+
+
+def _cub_split_paths(resolve, spec: dict[str, Any], split: str, report: VerifyReport) -> list[str] | None:
+    """Image paths of a CUB native split (``spec['is_train']`` = 1 or 0), or None when unreadable."""
+    images_f, split_f = resolve("images.txt"), resolve("train_test_split.txt")
+    if not (images_f.is_file() and split_f.is_file()):
+        return None  # reported by "required"
+    try:
+        paths = dict(line.split(None, 1) for line in images_f.read_text().splitlines() if line.strip())
+        flags = dict(line.split() for line in split_f.read_text().splitlines() if line.strip())
+    except ValueError:
+        report.problems.append(f"split {split}: {images_f} or {split_f} does not parse as '<id> <value>' lines")
+        return None
+    return [p.strip() for i, p in paths.items() if flags.get(i) == str(spec["is_train"])]

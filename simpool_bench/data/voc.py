@@ -1,0 +1,134 @@
+"""PASCAL VOC07/VOC12 reader for object discovery (CorLoc) as LOST does it (Simeoni et al., BMVC
+2021; valeoai/LOST ``datasets.py``: ``extract_gt_VOC``, ``discard_hard_voc``; ``main_lost.py``).
+
+Layout (the ``VOCdevkit/VOC2007`` or ``VOC2012`` folder): ``Annotations/<id>.xml``,
+``ImageSets/Main/<split>.txt`` (one image id per line) and ``JPEGImages/<id>.jpg``.
+
+Ground truth: every ``<object>`` of the annotation, difficult and truncated included, as
+``(xmin - 1, ymin - 1, xmax, ymax)``: VOC's 1-based inclusive pixel indices as continuous
+coordinates, so a box covering the image is (0, 0, W, H). With ``no_hard`` (LOST's ``--no_hard``)
+the hard objects (``truncated`` or ``difficult`` equal to "1") are dropped from the ground truth,
+and the images left without a box (all objects hard) are dropped from the evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from xml.etree.ElementTree import Element, ParseError
+
+import defusedxml.ElementTree as SafeET
+import numpy as np
+from defusedxml import DefusedXmlException
+
+from ..errors import SimpoolBenchError
+from .records import Record
+
+VOC_SPLITS_DIR = Path("ImageSets") / "Main"
+VOC_HARD_FLAGS = ("truncated", "difficult")
+
+
+def _text(node: Element | None) -> str | None:
+    return node.text.strip() if node is not None and node.text is not None else None
+
+
+def _coord(text: str | None, tag: str, xml: Path) -> float:
+    """A coordinate as LOST reads it (``int(text)``); a fractional value (which LOST cannot read)
+    is kept as a float."""
+    if text is None:
+        raise SimpoolBenchError(f"malformed VOC annotation {xml}: an <object> has no <bndbox>/<{tag}>")
+    try:
+        return float(int(text))
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise SimpoolBenchError(f"malformed VOC annotation {xml}: <{tag}> is {text!r}, not a number") from None
+
+
+def parse_voc_annotation(xml: str | Path, no_hard: bool = False) -> tuple[int, int, np.ndarray]:
+    """(width, height, boxes) of one VOC annotation file; boxes (K, 4) in LOST's convention.
+
+    The size is 0 x 0 when ``<size>`` is absent; then the boxes are not checked against it.
+    """
+    xml = Path(xml)
+    try:
+        root = SafeET.parse(xml).getroot()
+    except (ParseError, DefusedXmlException) as exc:
+        raise SimpoolBenchError(f"malformed VOC annotation {xml}: {exc}") from None
+    if root.tag != "annotation":
+        raise SimpoolBenchError(f"malformed VOC annotation {xml}: root element is <{root.tag}>, expected <annotation>")
+    size = root.find("size")
+    try:
+        width = int(_text(size.find("width")) or 0) if size is not None else 0
+        height = int(_text(size.find("height")) or 0) if size is not None else 0
+    except ValueError:
+        raise SimpoolBenchError(f"malformed VOC annotation {xml}: <size> width/height are not integers") from None
+    boxes = []
+    for obj in root.findall("object"):
+        if no_hard and any(_text(obj.find(flag)) == "1" for flag in VOC_HARD_FLAGS):
+            continue
+        bb = obj.find("bndbox")
+        xmin, ymin, xmax, ymax = (_coord(_text(bb.find(t)) if bb is not None else None, t, xml) for t in ("xmin", "ymin", "xmax", "ymax"))
+        box = (xmin - 1, ymin - 1, xmax, ymax)
+        inverted = box[0] > box[2] or box[1] > box[3]
+        outside = width > 0 and height > 0 and not (box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height)
+        if inverted or outside:
+            raise SimpoolBenchError(
+                f"VOC annotation {xml}: box (xmin={xmin:g}, ymin={ymin:g}, xmax={xmax:g}, ymax={ymax:g}) "
+                f"is outside its {width}x{height} image (or inverted)"
+            )
+        boxes.append(box)
+    return width, height, np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False) -> list[Record]:
+    """Read a VOC07/VOC12 split (``root`` = the ``VOC2007``/``VOC2012`` folder) for CorLoc.
+
+    Records come in split-file order; ``image_id`` is the VOC id (file stem), ``label`` is -1,
+    ``width``/``height`` come from the annotation's ``<size>``. With ``no_hard`` images whose
+    objects are all hard are left out and hard objects are dropped (see the module docstring).
+
+    Raises:
+        SimpoolBenchError: a missing ``Annotations``/``JPEGImages`` folder or split file (the path
+            named), listed images or annotations that are missing (the first and the count),
+            malformed XML (the file named), a box outside its image (the file named).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise SimpoolBenchError(f"VOC folder {root}: no such directory")
+    ann_dir, img_dir, split_file = root / "Annotations", root / "JPEGImages", root / VOC_SPLITS_DIR / f"{split}.txt"
+    for d in (ann_dir, img_dir):
+        if not d.is_dir():
+            raise SimpoolBenchError(f"VOC folder {root}: missing {d} (expected VOCdevkit/VOC20XX with Annotations, ImageSets, JPEGImages)")
+    if not split_file.is_file():
+        raise SimpoolBenchError(f"VOC folder {root}: missing split file {split_file}")
+
+    ids: list[str] = []
+    seen: dict[str, int] = {}
+    for n, raw in enumerate(split_file.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if len(line.split()) != 1:
+            raise SimpoolBenchError(f"{split_file}:{n}: expected one image id per line, got {raw!r}")
+        if line in seen:
+            raise SimpoolBenchError(f"{split_file}:{n}: image id {line!r} already listed on line {seen[line]}")
+        seen[line] = n
+        ids.append(line)
+    if not ids:
+        raise SimpoolBenchError(f"{split_file}: no image ids")
+
+    for folder, suffix, what in ((ann_dir, ".xml", "annotation"), (img_dir, ".jpg", "image")):
+        missing = [i for i in ids if not (folder / f"{i}{suffix}").is_file()]
+        if missing:
+            raise SimpoolBenchError(
+                f"{split_file}: {what} {folder / (missing[0] + suffix)} not found ({len(missing)} of {len(ids)} listed {what}s missing)"
+            )
+
+    records = []
+    for image_id in ids:
+        width, height, boxes = parse_voc_annotation(ann_dir / f"{image_id}.xml", no_hard=no_hard)
+        if no_hard and len(boxes) == 0:
+            continue
+        records.append(Record(image_id, img_dir / f"{image_id}.jpg", -1, width, height, boxes))
+    return records

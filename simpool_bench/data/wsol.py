@@ -1,0 +1,190 @@
+"""Readers for the WSOL localization data (Choe et al., CVPR 2020; clovaai/wsolevaluation).
+
+Two layouts:
+- wsolevaluation metadata (``data_loaders.py``): a split folder with ``image_ids.txt`` (one image id
+  per line, a path relative to the image root), ``class_labels.txt`` (``id,label``, 0-based),
+  ``image_sizes.txt`` (``id,width,height``) and ``localization.txt`` (``id,x0,y0,x1,y1``, integer
+  original-pixel boxes, one line per box, several lines per image possible).
+- CUB-200-2011 native files: ``images.txt`` (``n path``), ``image_class_labels.txt`` (``n class``,
+  1-based), ``train_test_split.txt`` (``n is_train``), ``bounding_boxes.txt`` (``n x y w h``, floats)
+  and ``images/``. The boxes convert as wsolevaluation's CUB metadata has them:
+  ``(x, y, x + w, y + h)`` (checked against its ``metadata/CUB/{train,test}/localization.txt``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import SimpoolBenchError
+from .records import Record
+
+WSOL_METADATA_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
+CUB_NATIVE_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt")
+CUB_SPLITS = {"train": 1, "test": 0}  # value of is_training_image in train_test_split.txt
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, line) of the non-blank lines of ``path``."""
+    if not path.is_file():
+        raise SimpoolBenchError(f"missing metadata file {path}")
+    return [(n, line) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
+
+
+def _fields(path: Path, lineno: int, line: str, n: int, conv: Callable[[str], object], what: str, sep: str | None = ",") -> list:
+    """Split an id-first line into the id and ``n`` converted fields, or fail naming file and line."""
+    parts = line.rsplit(sep, n) if sep else line.split(None, n)
+    if len(parts) != n + 1 or not parts[0]:
+        raise SimpoolBenchError(f"{path}:{lineno}: expected {what}, got {line!r}")
+    try:
+        return [parts[0]] + [conv(p) for p in parts[1:]]
+    except ValueError:
+        raise SimpoolBenchError(f"{path}:{lineno}: expected {what}, got {line!r}") from None
+
+
+def _check_box(box: tuple[float, float, float, float], width: int, height: int, where: str) -> None:
+    """A box must satisfy 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height."""
+    x0, y0, x1, y1 = box
+    if not (0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height):
+        raise SimpoolBenchError(f"{where}: box {tuple(box)} is outside its {width}x{height} image (or inverted)")
+
+
+def _check_images(records: list[Record], where: str) -> None:
+    missing = [r for r in records if not r.path.is_file()]
+    if missing:
+        raise SimpoolBenchError(f"{where}: image {missing[0].path} not found ({len(missing)} of {len(records)} images missing)")
+
+
+def read_wsol_metadata(metadata_dir: str | Path, image_root: str | Path, check_images: bool = True) -> list[Record]:
+    """Read one wsolevaluation metadata split (e.g. ``metadata/CUB/test``) over ``image_root``.
+
+    Records come in ``image_ids.txt`` order, with the 0-based label, the original size and every
+    box of the image in original pixels (K, 4). Entries of the other files for ids not in
+    ``image_ids.txt`` are ignored, as the reference does.
+
+    Raises:
+        SimpoolBenchError: a missing metadata file; a line that does not parse (file:line); an id
+            listed twice, or without a label, a size or a box; a box outside its image; with
+            ``check_images``, ids whose image file is missing (the first one and the count).
+    """
+    metadata_dir, image_root = Path(metadata_dir), Path(image_root)
+    if not metadata_dir.is_dir():
+        raise SimpoolBenchError(f"wsol metadata folder {metadata_dir}: no such directory")
+    ids_f, labels_f, sizes_f, loc_f = (metadata_dir / name for name in WSOL_METADATA_FILES)
+
+    ids: list[str] = []
+    first_line: dict[str, int] = {}
+    for n, line in _lines(ids_f):
+        if line in first_line:
+            raise SimpoolBenchError(f"{ids_f}:{n}: image id {line!r} already listed on line {first_line[line]}")
+        first_line[line] = n
+        ids.append(line)
+    if not ids:
+        raise SimpoolBenchError(f"{ids_f}: no image ids")
+
+    labels: dict[str, int] = {}
+    for n, line in _lines(labels_f):
+        image_id, label = _fields(labels_f, n, line, 1, int, "'id,label' with an integer label")
+        if label < 0:
+            raise SimpoolBenchError(f"{labels_f}:{n}: negative class label {label}")
+        labels[image_id] = label
+
+    sizes: dict[str, tuple[int, int]] = {}
+    for n, line in _lines(sizes_f):
+        image_id, w, h = _fields(sizes_f, n, line, 2, int, "'id,width,height' with integers")
+        if w <= 0 or h <= 0:
+            raise SimpoolBenchError(f"{sizes_f}:{n}: image size {w}x{h} is not positive")
+        sizes[image_id] = (w, h)
+
+    boxes: dict[str, list[tuple[int, int, int, int]]] = defaultdict(list)
+    for n, line in _lines(loc_f):
+        image_id, *box = _fields(loc_f, n, line, 4, int, "'id,x0,y0,x1,y1' with integers")
+        if image_id in sizes:
+            _check_box(box, *sizes[image_id], f"{loc_f}:{n}")
+        boxes[image_id].append(tuple(box))
+
+    records = []
+    for image_id in ids:
+        for table, f, what in ((labels, labels_f, "class label"), (sizes, sizes_f, "size"), (boxes, loc_f, "box")):
+            if image_id not in table:
+                missing = sum(1 for i in ids if i not in table)
+                raise SimpoolBenchError(f"{f}: image id {image_id!r} has no {what} ({missing} of {len(ids)} ids without one)")
+        w, h = sizes[image_id]
+        records.append(Record(image_id, image_root / image_id, labels[image_id], w, h, np.asarray(boxes[image_id], dtype=np.float64)))
+    if check_images:
+        _check_images(records, f"wsol metadata {metadata_dir}")
+    return records
+
+
+def cub_box_to_wsol(x: float, y: float, w: float, h: float) -> tuple[int, int, int, int]:
+    """CUB ``bounding_boxes.txt`` (x, y, width, height) -> wsolevaluation (x0, y0, x1, y1) = (x, y, x+w, y+h).
+
+    CUB's values are integral floats ("60.0"); ``int()`` truncates anything else.
+    """
+    return int(x), int(y), int(x + w), int(y + h)
+
+
+def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
+    """Read CUB-200-2011 in its native layout (``root`` = the ``CUB_200_2011`` folder).
+
+    Records come in ``images.txt`` order restricted to ``split`` ('test': 5794 images, 'train':
+    5994), with 0-based labels, one box each (see ``cub_box_to_wsol``) and sizes read from the image
+    headers. The image ids are the ``images.txt`` paths, the same ids as wsolevaluation's metadata.
+
+    Raises:
+        SimpoolBenchError: unknown split, a missing file, a line that does not parse (file:line),
+            an image without a label, split entry or box, a missing or unreadable image, a box
+            outside its image.
+    """
+    if split not in CUB_SPLITS:
+        raise SimpoolBenchError(f"CUB split {split!r}: expected one of {', '.join(CUB_SPLITS)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise SimpoolBenchError(f"CUB-200-2011 folder {root}: no such directory")
+    images_f, labels_f, split_f, boxes_f = (root / name for name in CUB_NATIVE_FILES)
+
+    paths: dict[int, str] = {}
+    for n, line in _lines(images_f):
+        num, path = _fields(images_f, n, line, 1, str, "'<image_id> <path>'", sep=None)
+        paths[_int(images_f, n, num)] = path
+    labels = {_int(labels_f, n, i): c for n, (i, c) in _id_table(labels_f, 1, int, "'<image_id> <class_id>'")}
+    is_train = {_int(split_f, n, i): t for n, (i, t) in _id_table(split_f, 1, int, "'<image_id> <is_training_image>'")}
+    boxes = {_int(boxes_f, n, i): tuple(v) for n, (i, *v) in _id_table(boxes_f, 4, float, "'<image_id> <x> <y> <width> <height>'")}
+
+    records: list[Record] = []
+    for num, rel in paths.items():
+        for table, f in ((is_train, split_f), (labels, labels_f), (boxes, boxes_f)):
+            if num not in table:
+                raise SimpoolBenchError(f"{f}: image {num} ({rel}) of {images_f.name} is not listed")
+        if is_train[num] != CUB_SPLITS[split]:
+            continue
+        if labels[num] < 1:
+            raise SimpoolBenchError(f"{labels_f}: image {num} has class {labels[num]}; CUB classes are 1-based")
+        box = np.asarray([cub_box_to_wsol(*boxes[num])], dtype=np.float64)
+        records.append(Record(rel, root / "images" / rel, labels[num] - 1, 0, 0, box))
+
+    _check_images(records, f"CUB-200-2011 {root}")
+    for r in records:
+        try:
+            with Image.open(r.path) as img:
+                r.width, r.height = img.size
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise SimpoolBenchError(f"cannot read the size of image {r.path}: {exc}") from None
+        _check_box(tuple(r.boxes[0]), r.width, r.height, f"{boxes_f} ({r.image_id})")
+    return records
+
+
+def _int(path: Path, lineno: int, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise SimpoolBenchError(f"{path}:{lineno}: expected an integer image id, got {text!r}") from None
+
+
+def _id_table(path: Path, n: int, conv: Callable[[str], object], what: str) -> list[tuple[int, list]]:
+    """Whitespace-separated ``id v1 .. vn`` lines of a CUB file, each converted, with line numbers."""
+    return [(lineno, _fields(path, lineno, line, n, conv, what, sep=None)) for lineno, line in _lines(path)]

@@ -1,0 +1,169 @@
+"""COCO20k reader against LOST's select_coco_20k + extract_gt_COCO, done on the raw json."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simpool_bench.data.coco20k import COCO20K_IMAGES, coco_box_to_lost, image_id_from_name, read_coco20k
+from simpool_bench.errors import SimpoolBenchError
+
+LOST_LIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lost" / "coco_20k_filenames.txt"
+
+
+def _name(image_id: int) -> str:
+    return f"COCO_train2014_{image_id:012d}.jpg"
+
+
+def _make_coco(tmp_path: Path, seed: int = 0):
+    """A real-format instances json (some crowd annotations, .5 coordinates), the train2014 folder,
+    and a 20k-style list of a subset of its images. Returns (image_dir, json, list, dataset)."""
+    rng = np.random.default_rng(seed)
+    image_dir = tmp_path / "images" / "train2014"
+    image_dir.mkdir(parents=True)
+    ids = sorted(rng.choice(600000, size=16, replace=False).tolist())
+    images, anns = [], []
+    for k, i in enumerate(ids):
+        w, h = int(rng.integers(100, 640)), int(rng.integers(100, 640))
+        images.append({"license": 1, "file_name": _name(i), "coco_url": "", "height": h, "width": w, "date_captured": "", "flickr_url": "", "id": i})
+        (image_dir / _name(i)).write_bytes(b"jpeg")
+        n_ann = [0, 1, 2, 3, 5][k % 5]
+        for j in range(n_ann):
+            x, y = float(rng.integers(0, w // 2)) + [0, 0.5, 0.25, 0.75][j % 4], float(rng.integers(0, h // 2)) + 0.5 * (k % 2)
+            bw, bh = float(rng.integers(1, w // 2)) + [0.5, 0, 0.49, 0.51][j % 4], float(rng.integers(1, h // 2)) + 0.5
+            crowd = int(k % 6 == 1 or (j == 2 and k % 3 == 0))  # k % 6 == 1: a crowd-only image
+            anns.append({
+                "segmentation": [[x, y, x + bw, y, x + bw, y + bh]], "area": bw * bh, "iscrowd": crowd,
+                "image_id": i, "bbox": [x, y, bw, bh], "category_id": int(rng.integers(1, 91)), "id": len(anns) + 1,
+            })
+    rng.shuffle(anns)
+    data = {"info": {"description": "COCO 2014"}, "licenses": [{"id": 1, "name": "x"}], "images": images,
+            "annotations": anns, "categories": [{"supercategory": "x", "id": c, "name": f"c{c}"} for c in range(1, 91)]}
+    ann_file = tmp_path / "annotations" / "instances_train2014.json"
+    ann_file.parent.mkdir()
+    ann_file.write_text(json.dumps(data))
+    listed = [ids[k] for k in rng.permutation(len(ids))[:12]]
+    list_file = tmp_path / "coco_20k_filenames.txt"
+    list_file.write_text("\n".join(f"train2014/{_name(i)}" for i in listed) + "\n")
+    return image_dir, ann_file, list_file, data
+
+
+def _lost_reference(data: dict, list_file: Path):
+    """LOST: select_coco_20k (ids from the list, annotations in json order) and extract_gt_COCO."""
+    sel = [s.replace("\n", "") for s in list_file.read_text().splitlines(keepends=True)]
+    im20k = [int(s.split("_")[-1].split(".")[0]) for s in sel]
+    out = []
+    for i in im20k:
+        info = next(a for a in data["images"] if a["id"] == i)
+        boxes = []
+        for o in (a for a in data["annotations"] if a["image_id"] == i):
+            if o["iscrowd"] == 1:
+                continue
+            bbx = o["bbox"]
+            boxes.append([int(round(v)) for v in [bbx[0], bbx[1], bbx[0] + bbx[2], bbx[1] + bbx[3]]])
+        out.append((info["file_name"], info["width"], info["height"], boxes))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_read_coco20k_matches_lost(tmp_path, seed):
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path, seed)
+    records = read_coco20k(image_dir, ann_file, list_file)
+    ref = _lost_reference(data, list_file)
+    assert len(records) == len(ref) == 12
+    for r, (file_name, w, h, boxes) in zip(records, ref):
+        assert (r.image_id, r.path, r.label, r.width, r.height) == (file_name, image_dir / file_name, -1, w, h)
+        np.testing.assert_array_equal(r.boxes, np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+    assert any(len(r.boxes) == 0 for r in records)
+
+
+def test_coco_box_rounding_by_hand():
+    # Python's round: half to even (LOST's int(round(x)))
+    assert coco_box_to_lost([2.5, 3.5, 3.0, 1.0]) == (2, 4, 6, 4)
+    assert coco_box_to_lost([0.49, 10.51, 0.02, 0.0]) == (0, 11, 1, 11)
+    assert image_id_from_name("train2014/COCO_train2014_000000560992.jpg") == 560992
+
+
+def test_crowd_only_and_unannotated_images_keep_empty_boxes(tmp_path):
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path, 0)
+    list_file.write_text("\n".join(f"train2014/{img['file_name']}" for img in data["images"]))
+    records = read_coco20k(image_dir, ann_file, list_file)
+    by_id = {r.image_id: r for r in records}
+    crowd_only = {a["image_id"] for a in data["annotations"]} - {a["image_id"] for a in data["annotations"] if not a["iscrowd"]}
+    unannotated = {img["id"] for img in data["images"]} - {a["image_id"] for a in data["annotations"]}
+    assert crowd_only and unannotated
+    for i in crowd_only | unannotated:
+        assert by_id[_name(i)].boxes.shape == (0, 4)
+
+
+def test_missing_files_named(tmp_path):
+    image_dir, ann_file, list_file, _ = _make_coco(tmp_path)
+    with pytest.raises(SimpoolBenchError, match="nodir"):
+        read_coco20k(tmp_path / "nodir", ann_file, list_file)
+    with pytest.raises(SimpoolBenchError, match="nope.json"):
+        read_coco20k(image_dir, tmp_path / "nope.json", list_file)
+    with pytest.raises(SimpoolBenchError, match="nolist.txt"):
+        read_coco20k(image_dir, ann_file, tmp_path / "nolist.txt")
+
+
+def test_json_without_the_listed_images(tmp_path):
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    other = tmp_path / "instances_val2014.json"
+    other.write_text(json.dumps({"images": [{"id": 1, "file_name": "COCO_val2014_000000000001.jpg", "width": 9, "height": 9}], "annotations": [], "categories": []}))
+    with pytest.raises(SimpoolBenchError, match=r"instances_val2014\.json holds none of the 12 images"):
+        read_coco20k(image_dir, other, list_file)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SimpoolBenchError, match=r"bad\.json"):
+        read_coco20k(image_dir, bad, list_file)
+
+
+def test_list_names_not_in_json_first_and_count(tmp_path):
+    image_dir, ann_file, list_file, _ = _make_coco(tmp_path)
+    lines = list_file.read_text().splitlines()
+    list_file.write_text("\n".join(lines[:3] + [f"train2014/{_name(999999999)}", f"train2014/{_name(999999998)}"] + lines[3:]))
+    with pytest.raises(SimpoolBenchError, match=rf"coco_20k_filenames\.txt:4: .*{_name(999999999)} is not in .*\(2 of 14 listed images absent\)"):
+        read_coco20k(image_dir, ann_file, list_file)
+
+
+def test_bad_list_lines(tmp_path):
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    lines = list_file.read_text().splitlines()
+    list_file.write_text("\n".join(lines + ["train2014/not_a_coco_name.jpg"]))
+    with pytest.raises(SimpoolBenchError, match=r"coco_20k_filenames\.txt:13: .*not a COCO file name"):
+        read_coco20k(image_dir, ann_file, list_file)
+    list_file.write_text("\n".join(lines + [lines[0]]))
+    with pytest.raises(SimpoolBenchError, match=r":13: image id \d+ already listed on line 1"):
+        read_coco20k(image_dir, ann_file, list_file)
+    # an id that exists in the json under another file name
+    i = image_id_from_name(lines[0])
+    list_file.write_text("\n".join([f"val2014/COCO_val2014_{i:012d}.jpg"] + lines[1:]))
+    with pytest.raises(SimpoolBenchError, match="whose file_name"):
+        read_coco20k(image_dir, ann_file, list_file)
+
+
+def test_missing_images_first_and_count_with_hint(tmp_path):
+    image_dir, ann_file, list_file, _ = _make_coco(tmp_path)
+    first = list_file.read_text().split()[0].split("/")[-1]
+    (image_dir / first).unlink()
+    with pytest.raises(SimpoolBenchError, match=rf"{first} not found \(1 of 12"):
+        read_coco20k(image_dir, ann_file, list_file)
+    assert len(read_coco20k(image_dir, ann_file, list_file, check_images=False)) == 12
+    with pytest.raises(SimpoolBenchError, match="should be the train2014 folder"):
+        read_coco20k(image_dir.parent, ann_file, list_file)
+
+
+@pytest.mark.skipif(not LOST_LIST.is_file(), reason=f"LOST's coco_20k_filenames.txt not found at {LOST_LIST}")
+def test_real_coco20k_list():
+    lines = LOST_LIST.read_text().splitlines()
+    assert len(lines) == COCO20K_IMAGES == 19817
+    pattern = re.compile(r"train2014/COCO_train2014_(\d{12})\.jpg")
+    matches = [pattern.fullmatch(line) for line in lines]
+    assert all(matches)
+    ids = [image_id_from_name(line) for line in lines]
+    assert ids == [int(m.group(1)) for m in matches]
+    assert len(set(ids)) == len(ids)

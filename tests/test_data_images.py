@@ -1,0 +1,278 @@
+"""Image decoding, ImageDataset, and the ImageNet-style readers (class folders, flat + labels, subsets)."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import datasets as tv_datasets
+from torchvision import transforms as T
+
+from simpool_bench.data.images import ImageDataset, load_rgb
+from simpool_bench.data.imagenet import read_flat_folder, read_image_folder, subset_per_class
+from simpool_bench.data.records import Record
+from simpool_bench.errors import SimpoolBenchError
+
+
+def _save(path: Path, arr: np.ndarray, mode: str | None = None, fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, mode=mode).save(path, format=fmt)
+    return path
+
+
+# ----------------------------------------------------------------------------------------- load_rgb
+def test_load_rgb_modes(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    gray = rng.integers(0, 256, (4, 6), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (3, 3, 4), dtype=np.uint8)
+
+    img = load_rgb(_save(tmp_path / "rgb.png", rgb))
+    assert img.mode == "RGB" and img.size == (5, 7)
+    np.testing.assert_array_equal(np.asarray(img), rgb)
+
+    img = load_rgb(_save(tmp_path / "gray.png", gray))
+    assert img.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(img), np.repeat(gray[:, :, None], 3, axis=2))
+
+    img = load_rgb(_save(tmp_path / "rgba.png", rgba))
+    np.testing.assert_array_equal(np.asarray(img), rgba[:, :, :3])  # alpha dropped, not blended
+
+    pal = Image.fromarray(rgb).quantize(colors=8)
+    pal.save(tmp_path / "pal.png")
+    np.testing.assert_array_equal(np.asarray(load_rgb(tmp_path / "pal.png")), np.asarray(pal.convert("RGB")))
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated_jpeg", "missing", "empty"])
+def test_load_rgb_bad_files_name_the_file(tmp_path, kind):
+    path = tmp_path / f"bad_{kind}.jpg"
+    if kind == "garbage":
+        path.write_bytes(b"this is not an image" * 10)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated_jpeg":
+        rng = np.random.default_rng(1)
+        _save(path, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), fmt="JPEG")
+        path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(SimpoolBenchError, match=path.name) as exc:
+        load_rgb(path)
+    assert "\n" not in str(exc.value)
+
+
+# ------------------------------------------------------------------------------------- ImageDataset
+def _records(tmp_path: Path) -> list[Record]:
+    rng = np.random.default_rng(2)
+    good = _save(tmp_path / "good.png", rng.integers(0, 256, (9, 13, 3), dtype=np.uint8))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 not really")
+    return [Record("good.png", good, 0, 13, 9), Record("bad.jpg", bad, 1, 5, 3), Record("bad2", bad, 1, 0, 0)]
+
+
+def test_image_dataset_items_and_placeholders(tmp_path):
+    recs = _records(tmp_path)
+    fixed = T.Compose([T.Resize((8, 6)), T.ToTensor()])
+    ds = ImageDataset(recs, fixed)
+    assert len(ds) == 3
+    img, i, ok = ds[0]
+    assert (i, ok) == (0, True)
+    assert img.shape == (3, 8, 6)
+    torch.testing.assert_close(img, fixed(Image.open(recs[0].path).convert("RGB")))
+
+    with pytest.warns(RuntimeWarning, match="bad.jpg"):
+        img, i, ok = ds[1]
+    assert (i, ok) == (1, False)
+    assert img.shape == (3, 8, 6) and not img.any()
+
+    # variable-size transform (LOST: full resolution): the placeholder has the record's size,
+    # or 1x1 when the size is unknown; normalisation does not leak non-zeros
+    full = T.Compose([T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    ds = ImageDataset(recs, full)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ds[1][0].shape == (3, 3, 5) and not ds[1][0].any()
+        assert ds[2][0].shape == (3, 1, 1) and ds[2][2] is False
+    assert ds[0][0].shape == (3, 9, 13)
+
+
+def test_image_dataset_strict_raises_naming_the_file(tmp_path):
+    recs = _records(tmp_path)
+    ds = ImageDataset(recs, T.ToTensor(), strict=True)
+    assert ds[0][2] is True
+    with pytest.raises(SimpoolBenchError, match="bad.jpg"):
+        ds[1]
+
+
+def test_image_dataset_pickles_and_runs_in_workers(tmp_path):
+    recs = _records(tmp_path)
+    ds = ImageDataset(recs[:1] * 3, T.Compose([T.Resize((4, 4)), T.ToTensor()]))
+    clone = pickle.loads(pickle.dumps(ds))
+    torch.testing.assert_close(clone[0][0], ds[0][0])
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=1)
+    imgs, idx, ok = next(iter(loader))
+    assert imgs.shape == (3, 3, 4, 4) and idx.tolist() == [0, 1, 2] and ok.tolist() == [True] * 3
+    assert ImageDataset(recs[:1], None)[0][0].shape == (3, 9, 13)  # None -> ToTensor
+
+
+# --------------------------------------------------------------------------------- read_image_folder
+def _tree(root: Path) -> None:
+    files = [
+        "n02/b.JPEG", "n02/a.jpeg", "n02/sub/z.png", "n02/sub-x/y.png", "n02/notes.txt",
+        "n01/c.jpg", "n01/B.jpg", "n01/a.PNG", "n10/x.webp", "n03 space/q.bmp",
+    ]
+    for f in files:
+        p = root / f
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+
+
+def test_read_image_folder_matches_torchvision(tmp_path):
+    _tree(tmp_path)
+    records, classes = read_image_folder(tmp_path)
+    ref = tv_datasets.ImageFolder(str(tmp_path), loader=lambda p: p)
+    assert classes == ref.classes == ["n01", "n02", "n03 space", "n10"]
+    assert [(str(r.path), r.label) for r in records] == [(p, t) for p, t in ref.samples]
+    assert records[0].image_id == "n01/B.jpg"
+    assert all(r.width == 0 and r.height == 0 and r.boxes.shape == (0, 4) for r in records)
+
+
+def test_read_image_folder_ignores_hidden_and_fails_clearly(tmp_path):
+    _tree(tmp_path)
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "a.jpg").write_bytes(b"x")
+    _, classes = read_image_folder(tmp_path)
+    assert classes[0] == "n01"
+    with pytest.raises(SimpoolBenchError, match="nope"):
+        read_image_folder(tmp_path / "nope")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "a.jpg").write_bytes(b"x")
+    with pytest.raises(SimpoolBenchError, match="no class sub-folders"):
+        read_image_folder(flat)
+    (tmp_path / "n05_empty").mkdir()
+    with pytest.raises(SimpoolBenchError, match="n05_empty"):
+        read_image_folder(tmp_path)
+
+
+# --------------------------------------------------------------------------------- read_flat_folder
+def _flat(tmp_path: Path, names: list[str]) -> Path:
+    root = tmp_path / "val"
+    root.mkdir()
+    for n in names:
+        (root / n).write_bytes(b"x")
+    return root
+
+
+def test_read_flat_folder_int_labels_whitespace(tmp_path):
+    names = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, 6)]
+    root = _flat(tmp_path, names)
+    labels = [65, 970, 230, 0, 65]
+    lf = tmp_path / "val.txt"
+    lf.write_text("\n".join(f"{n} {lab}" for n, lab in zip(names, labels)) + "\n\n")
+    records, classes = read_flat_folder(root, lf)
+    assert [(r.image_id, r.path, r.label) for r in records] == [(n, root / n, lab) for n, lab in zip(names, labels)]
+    assert classes == [str(i) for i in range(971)]
+
+
+def test_read_flat_folder_class_names_csv_with_header(tmp_path):
+    names = ["a.jpg", "b.jpg", "c d.jpg", "e.jpg"]
+    root = _flat(tmp_path, names)
+    wnids = ["n03", "n01", "n02", "n01"]
+    lf = tmp_path / "labels.csv"
+    lf.write_text("filename,label\r\n" + "".join(f"{n},{w}\r\n" for n, w in zip(names, wnids)))
+    records, classes = read_flat_folder(root, lf)
+    assert classes == ["n01", "n02", "n03"]
+    assert [r.label for r in records] == [2, 0, 1, 0]
+    assert records[2].image_id == "c d.jpg"
+
+
+def test_read_flat_folder_kaggle_loc_csv(tmp_path):
+    names = ["ILSVRC2012_val_00008726", "ILSVRC2012_val_00000001", "ILSVRC2012_val_00000002"]
+    root = _flat(tmp_path, [n + ".JPEG" for n in names])
+    lf = tmp_path / "LOC_val_solution.csv"
+    lf.write_text(
+        "ImageId,PredictionString\n"
+        "ILSVRC2012_val_00008726,n02119789 255 142 454 329 n02119789 44 21 322 295 \n"
+        "ILSVRC2012_val_00000001,n01751748 111 108 441 193 \n"
+        "ILSVRC2012_val_00000002,n09193705 31 1 500 221 \n"
+    )
+    records, classes = read_flat_folder(root, lf)
+    assert classes == ["n01751748", "n02119789", "n09193705"]
+    assert [(r.image_id, r.label) for r in records] == [(names[0] + ".JPEG", 1), (names[1] + ".JPEG", 0), (names[2] + ".JPEG", 2)]
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("a.jpg 1\nb.jpg n01\n", r"labels\.txt:2"),   # mixed ints and names
+        ("a.jpg 1\nb.jpg\n", r"labels\.txt:2"),        # no label
+        ("a.jpg 1\na.jpg 2\n", r"labels\.txt:2.*a\.jpg"),  # duplicate
+        ("a.jpg 1\nzz.jpg 2\n", r"zz\.jpg.*1 of 2"),   # image missing on disk
+        ("\n# only a comment\n", "no entries"),
+    ],
+)
+def test_read_flat_folder_errors(tmp_path, content, match):
+    root = _flat(tmp_path, ["a.jpg", "b.jpg"])
+    lf = tmp_path / "labels.txt"
+    lf.write_text(content)
+    with pytest.raises(SimpoolBenchError, match=match):
+        read_flat_folder(root, lf)
+
+
+def test_read_flat_folder_missing_files(tmp_path):
+    root = _flat(tmp_path, ["a.jpg"])
+    with pytest.raises(SimpoolBenchError, match="missing_labels.txt"):
+        read_flat_folder(root, tmp_path / "missing_labels.txt")
+    (tmp_path / "l.txt").write_text("a.jpg 0\n")
+    with pytest.raises(SimpoolBenchError, match="nodir"):
+        read_flat_folder(tmp_path / "nodir", tmp_path / "l.txt")
+
+
+# --------------------------------------------------------------------------------- subset_per_class
+def _simpool_subset(records: list[Record], n: int) -> list[Record]:
+    """SimPool's utils.subset_of_ImageNet_train_split: first n indices of each label, labels in order
+    of first appearance."""
+    label2inds: dict[int, list[int]] = {}
+    for idx, r in enumerate(records):
+        label2inds.setdefault(r.label, []).append(idx)
+    keep = [i for inds in label2inds.values() for i in inds[:n]]
+    return [records[i] for i in keep]
+
+
+def _class_records(seed: int, n_classes: int = 6) -> list[Record]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in range(n_classes):
+        for j in range(int(rng.integers(5, 12))):
+            out.append(Record(f"c{c}/{j:03d}.jpg", Path(f"c{c}/{j:03d}.jpg"), c))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_subset_per_class_first_n_is_simpool(seed):
+    records = _class_records(seed)
+    for n in (1, 3, 5):
+        got = subset_per_class(records, n)
+        assert got == _simpool_subset(records, n)
+        assert len(got) == 6 * n
+
+
+def test_subset_per_class_seeded_and_errors():
+    records = _class_records(3)
+    a, b = subset_per_class(records, 4, seed=7), subset_per_class(records, 4, seed=7)
+    assert a == b
+    counts = np.bincount([r.label for r in a])
+    assert counts.tolist() == [4] * 6
+    pos = [records.index(r) for r in a]
+    assert pos == sorted(pos)  # input order kept
+    assert a != subset_per_class(records, 4)  # seed 7 is not the first-n subset here
+    with pytest.raises(SimpoolBenchError, match="fewer than 50"):
+        subset_per_class(records, 50)
+    with pytest.raises(SimpoolBenchError, match="no class label"):
+        subset_per_class([Record("x", Path("x"))], 1)
+    with pytest.raises(SimpoolBenchError, match="n must be"):
+        subset_per_class(records, 0)

@@ -1,0 +1,204 @@
+"""VOC07/VOC12 reader against LOST's pipeline (torchvision VOCDetection + extract_gt_VOC)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from torchvision.datasets import VOCDetection
+
+from simpool_bench.data.voc import read_voc
+from simpool_bench.errors import SimpoolBenchError
+
+CLASSES = ["person", "dog", "car", "bottle", "chair"]
+
+
+def _object_xml(name: str, box: tuple[int, int, int, int], truncated: int, difficult: int, part: bool) -> str:
+    xmin, ymin, xmax, ymax = box
+    extra = ""
+    if part:  # VOC person-layout parts carry their own <bndbox>: not objects
+        extra = "<part><name>head</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></part>"
+    return (
+        f"\t<object>\n\t\t<name>{name}</name>\n\t\t<pose>Unspecified</pose>\n\t\t<truncated>{truncated}</truncated>\n"
+        f"\t\t<difficult>{difficult}</difficult>\n\t\t<bndbox>\n\t\t\t<xmin>{xmin}</xmin>\n\t\t\t<ymin>{ymin}</ymin>\n"
+        f"\t\t\t<xmax>{xmax}</xmax>\n\t\t\t<ymax>{ymax}</ymax>\n\t\t</bndbox>{extra}\n\t</object>\n"
+    )
+
+
+def _annotation_xml(image_id: str, w: int, h: int, objects: list[str]) -> str:
+    return (
+        f"<annotation>\n\t<folder>VOC2007</folder>\n\t<filename>{image_id}.jpg</filename>\n"
+        "\t<source>\n\t\t<database>The VOC2007 Database</database>\n\t\t<annotation>PASCAL VOC2007</annotation>\n"
+        "\t\t<image>flickr</image>\n\t</source>\n\t<owner>\n\t\t<name>?</name>\n\t</owner>\n"
+        f"\t<size>\n\t\t<width>{w}</width>\n\t\t<height>{h}</height>\n\t\t<depth>3</depth>\n\t</size>\n"
+        "\t<segmented>0</segmented>\n" + "".join(objects) + "</annotation>\n"
+    )
+
+
+def _make_voc(tmp_path: Path, seed: int = 0, n: int = 14, year: str = "2007") -> Path:
+    """A VOCdevkit/VOC<year> tree with odd image sizes, 0-4 objects per image (all-hard images too)."""
+    rng = np.random.default_rng(seed)
+    root = tmp_path / "VOCdevkit" / f"VOC{year}"
+    for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / d).mkdir(parents=True)
+    ids = []
+    for k in range(n):
+        image_id = f"{year}_{k:06d}" if year == "2012" else f"{k * 3 + 5:06d}"
+        w, h = int(rng.integers(17, 90)), int(rng.integers(13, 90))
+        objs = []
+        n_obj = [1, 2, 3, 4, 0][k % 5]
+        all_hard = k % 7 == 3
+        for j in range(n_obj):
+            x0, x1 = sorted(rng.integers(1, w + 1, 2).tolist())
+            y0, y1 = sorted(rng.integers(1, h + 1, 2).tolist())
+            if j == 0 and k % 4 == 0:
+                x0, y0, x1, y1 = 1, 1, w, h  # covers the whole image
+            trunc = 1 if all_hard else int(rng.random() < 0.3)
+            diff = 1 if (all_hard and not trunc) else int(rng.random() < 0.2)
+            objs.append(_object_xml(CLASSES[int(rng.integers(len(CLASSES)))], (x0, y0, x1, y1), trunc, diff, part=bool(j == 1)))
+        (root / "Annotations" / f"{image_id}.xml").write_text(_annotation_xml(image_id, w, h, objs))
+        Image.new("RGB", (w, h), (k, 0, 0)).save(root / "JPEGImages" / f"{image_id}.jpg")
+        ids.append(image_id)
+    (root / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")
+    (root / "ImageSets" / "Main" / "train.txt").write_text("\n".join(ids[::2]) + "\n")
+    return root
+
+
+def _lost_reference(root: Path, year: str, split: str, no_hard: bool):
+    """LOST: torchvision VOCDetection targets -> extract_gt_VOC; with --no_hard, images whose GT is
+    empty after removing hard objects are skipped (main_lost.py)."""
+    ds = VOCDetection(str(root.parent.parent), year=year, image_set=split, download=False)
+    out = []
+    for k in range(len(ds)):
+        _, target = ds[k]
+        objects = target["annotation"]["object"]
+        boxes = []
+        for o in objects:
+            if no_hard and (o["truncated"] == "1" or o["difficult"] == "1"):
+                continue
+            bb = o["bndbox"]
+            x1y1x2y2 = [int(bb["xmin"]), int(bb["ymin"]), int(bb["xmax"]), int(bb["ymax"])]
+            x1y1x2y2[0] -= 1
+            x1y1x2y2[1] -= 1
+            boxes.append(x1y1x2y2)
+        if no_hard and len(boxes) == 0:
+            continue
+        size = target["annotation"]["size"]
+        out.append((Path(ds.images[k]).stem, int(size["width"]), int(size["height"]), boxes))
+    return out
+
+
+@pytest.mark.parametrize("no_hard", [False, True])
+@pytest.mark.parametrize("year", ["2007", "2012"])
+def test_read_voc_matches_lost(tmp_path, year, no_hard):
+    root = _make_voc(tmp_path, seed=int(year), year=year)
+    records = read_voc(root, "trainval", no_hard=no_hard)
+    ref = _lost_reference(root, year, "trainval", no_hard)
+    assert [r.image_id for r in records] == [x[0] for x in ref]
+    for r, (image_id, w, h, boxes) in zip(records, ref):
+        assert (r.path, r.label, r.width, r.height) == (root / "JPEGImages" / f"{image_id}.jpg", -1, w, h)
+        np.testing.assert_array_equal(r.boxes, np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+    n_all = len((root / "ImageSets/Main/trainval.txt").read_text().split())
+    if no_hard:
+        assert len(records) < n_all  # the all-hard and object-less images are gone
+    else:
+        assert len(records) == n_all
+        assert any(len(r.boxes) == 0 for r in records) and max(len(r.boxes) for r in records) == 4
+
+
+def test_read_voc_conventions_by_hand(tmp_path):
+    root = tmp_path / "VOC2007"
+    for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / d).mkdir(parents=True)
+    objs = [
+        _object_xml("dog", (1, 1, 33, 21), 0, 0, False),      # whole image -> (0, 0, W, H)
+        _object_xml("cat", (5, 6, 10, 12), 1, 0, True),       # truncated
+        _object_xml("cat", (2, 3, 4, 5), 0, 1, False),        # difficult
+    ]
+    (root / "Annotations" / "000001.xml").write_text(_annotation_xml("000001", 33, 21, objs))
+    (root / "Annotations" / "000002.xml").write_text(_annotation_xml("000002", 10, 12, [objs[1]]))
+    for i in ("000001", "000002"):
+        (root / "JPEGImages" / f"{i}.jpg").write_bytes(b"x")
+    (root / "ImageSets/Main/trainval.txt").write_text("000001\n000002\n")
+    recs = read_voc(root)
+    assert recs[0].boxes.tolist() == [[0, 0, 33, 21], [4, 5, 10, 12], [1, 2, 4, 5]]
+    assert recs[1].boxes.tolist() == [[4, 5, 10, 12]]
+    hard = read_voc(root, no_hard=True)
+    assert [r.image_id for r in hard] == ["000001"] and hard[0].boxes.tolist() == [[0, 0, 33, 21]]
+
+
+def test_read_voc_other_split_and_fractional(tmp_path):
+    root = _make_voc(tmp_path)
+    ids = (root / "ImageSets/Main/train.txt").read_text().split()
+    assert [r.image_id for r in read_voc(root, "train")] == ids
+    xml = root / "Annotations" / f"{ids[1]}.xml"
+    xml.write_text(_annotation_xml(ids[1], 50, 40, [_object_xml("dog", (2, 3, 4, 5), 0, 0, False).replace("<xmax>4<", "<xmax>4.5<")]))
+    rec = next(r for r in read_voc(root, "train") if r.image_id == ids[1])
+    assert rec.boxes.tolist() == [[1, 2, 4.5, 5]]
+
+
+@pytest.mark.parametrize("missing", ["Annotations", "JPEGImages", "ImageSets/Main/trainval.txt"])
+def test_read_voc_missing_layout_named(tmp_path, missing):
+    root = _make_voc(tmp_path, n=3)
+    target = root / missing
+    if target.is_dir():
+        for f in target.iterdir():
+            f.unlink()
+        target.rmdir()
+    else:
+        target.unlink()
+    with pytest.raises(SimpoolBenchError, match=str(target).replace("/", ".")):
+        read_voc(root)
+
+
+def test_read_voc_missing_images_and_annotations(tmp_path):
+    root = _make_voc(tmp_path)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    (root / "JPEGImages" / f"{ids[2]}.jpg").unlink()
+    (root / "JPEGImages" / f"{ids[5]}.jpg").unlink()
+    with pytest.raises(SimpoolBenchError, match=rf"image .*{ids[2]}\.jpg not found \(2 of {len(ids)}"):
+        read_voc(root)
+    (root / "Annotations" / f"{ids[7]}.xml").unlink()
+    with pytest.raises(SimpoolBenchError, match=rf"annotation .*{ids[7]}\.xml not found \(1 of"):
+        read_voc(root)
+
+
+@pytest.mark.parametrize(
+    "xml, match",
+    [
+        ("<annotation><object><name>dog</name>", "malformed"),                       # truncated XML
+        ("<annotation><size><width>9</width><height>9</height></size><object><name>d</name></object></annotation>", "no <bndbox>"),
+        ("<annotation><object><bndbox><xmin>a</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></object></annotation>", "not a number"),
+        ("<notvoc/>", "root element"),
+        ('<!DOCTYPE a [<!ENTITY e "x">]><annotation>&e;</annotation>', "malformed"),  # entities refused (defusedxml)
+    ],
+)
+def test_read_voc_malformed_xml_named(tmp_path, xml, match):
+    root = _make_voc(tmp_path, n=4)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    (root / "Annotations" / f"{ids[1]}.xml").write_text(xml)
+    with pytest.raises(SimpoolBenchError, match=rf"{ids[1]}\.xml") as exc:
+        read_voc(root)
+    assert match in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("box", [(0, 1, 5, 5), (1, 0, 5, 5), (1, 1, 21, 5), (1, 1, 5, 11), (6, 1, 4, 5)])
+def test_read_voc_box_outside_image_named(tmp_path, box):
+    root = _make_voc(tmp_path, n=3)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    (root / "Annotations" / f"{ids[0]}.xml").write_text(_annotation_xml(ids[0], 20, 10, [_object_xml("dog", box, 0, 0, False)]))
+    with pytest.raises(SimpoolBenchError, match=rf"{ids[0]}\.xml: box .* outside its 20x10 image"):
+        read_voc(root)
+
+
+def test_read_voc_bad_split_file(tmp_path):
+    root = _make_voc(tmp_path, n=3)
+    split = root / "ImageSets/Main/trainval.txt"
+    split.write_text("000005 -1\n")
+    with pytest.raises(SimpoolBenchError, match=r"trainval\.txt:1: expected one image id"):
+        read_voc(root)
+    split.write_text("000005\n000005\n")
+    with pytest.raises(SimpoolBenchError, match=r"trainval\.txt:2: .*already listed"):
+        read_voc(root)

@@ -1,0 +1,217 @@
+"""Dataset manifests and ``verify_dataset``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from simpool_bench.data import manifests as M
+from simpool_bench.data.manifests import list_manifests, load_manifest, verify_dataset
+from simpool_bench.errors import SimpoolBenchError
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO_MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
+
+# Image counts the protocols rely on (SPEC.md sections 4-5; wsolevaluation; LOST).
+EXPECTED_COUNTS = {
+    ("cub_test", "test"): 5794,
+    ("cub_native", "test"): 5794,
+    ("imagenet_val", "test"): 50000,
+    ("imagenet_val_folder", "val"): 50000,
+    ("voc07", "trainval"): 5011,
+    ("voc12", "trainval"): 11540,
+    ("coco20k", "train"): 19817,
+}
+
+
+def test_manifests_are_found_next_to_the_package():
+    assert M.MANIFEST_DIR == REPO_MANIFESTS
+    names = list_manifests()
+    assert names == sorted(p.stem for p in REPO_MANIFESTS.glob("*.json"))
+    for name in names:
+        m = load_manifest(name)
+        assert m["name"] == name and m["splits"]
+        assert json.loads((REPO_MANIFESTS / f"{name}.json").read_text()) == m
+
+
+@pytest.mark.parametrize("key, count", EXPECTED_COUNTS.items())
+def test_manifest_counts(key, count):
+    name, split = key
+    assert load_manifest(name)["splits"][split]["images"] == count
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")
+def test_manifest_checksums_are_those_of_the_real_files():
+    sources = {
+        "cub_test": SHARED / "wsol_metadata/CUB/test", "cub_train": SHARED / "wsol_metadata/CUB/train",
+        "cub_val": SHARED / "wsol_metadata/CUB/val", "imagenet_val": SHARED / "wsol_metadata/ILSVRC/test",
+        "imagenetv2_val": SHARED / "wsol_metadata/ILSVRC/val",
+    }
+    n = 0
+    for name, folder in sources.items():
+        for rel, digest in load_manifest(name)["sha256"].items():
+            assert rel.startswith("{metadata}/")
+            assert hashlib.sha256((folder / rel.split("/", 1)[1]).read_bytes()).hexdigest() == digest
+            n += 1
+        split = next(iter(load_manifest(name)["splits"].values()))
+        assert split["images"] == len((folder / "image_ids.txt").read_text().split("\n"))
+    coco = load_manifest("coco20k")["sha256"]["coco_20k_filenames.txt"]
+    assert hashlib.sha256((SHARED / "lost/coco_20k_filenames.txt").read_bytes()).hexdigest() == coco
+    assert n == 20
+
+
+def test_unknown_name_and_missing_folder():
+    with pytest.raises(SimpoolBenchError, match=r"unknown dataset 'voc99'.*voc07"):
+        load_manifest("voc99")
+    with pytest.raises(SimpoolBenchError, match="manifests folder .*nowhere"):
+        list_manifests("/nowhere")
+
+
+def test_bad_manifest(tmp_path):
+    (tmp_path / "x.json").write_text("{")
+    with pytest.raises(SimpoolBenchError, match=r"x\.json: invalid JSON"):
+        load_manifest("x", tmp_path)
+    (tmp_path / "y.json").write_text(json.dumps({"name": "y", "splits": {"a": {"images": 3, "layout": "zip"}}}))
+    with pytest.raises(SimpoolBenchError, match="split 'a'"):
+        load_manifest("y", tmp_path)
+
+
+# ------------------------------------------------------------------------- verify: real manifests
+@pytest.mark.skipif(not (SHARED / "wsol_metadata/CUB/test").is_dir(), reason="real CUB metadata not found")
+def test_verify_cub_test_with_real_metadata(tmp_path):
+    root = tmp_path / "CUB"
+    shutil.copytree(SHARED / "wsol_metadata/CUB/test", root / "metadata")
+    ids = (root / "metadata/image_ids.txt").read_text().splitlines()
+    for d in {i.split("/")[0] for i in ids}:
+        (root / d).mkdir()
+    for i in ids:
+        (root / i).touch()
+    report = verify_dataset("cub_test", root)
+    assert report.ok, report.summary()
+    assert "split test: 5794 images listed" in report.checked
+
+    # the same check with the metadata elsewhere
+    meta = tmp_path / "elsewhere"
+    (root / "metadata").rename(meta)
+    assert not verify_dataset("cub_test", root).ok
+    assert verify_dataset("cub_test", root, metadata_dir=meta).ok
+
+    # broken: a missing image, an edited metadata file
+    (root / ids[10]).unlink()
+    (root / ids[20]).unlink()
+    loc = meta / "localization.txt"
+    loc.write_text(loc.read_text().replace(",60,27,385,331", ",61,27,385,331", 1))
+    report = verify_dataset("cub_test", root, metadata_dir=meta)
+    assert not report.ok
+    assert any(p.startswith("split test: 2 of 5794 listed files missing, first") and ids[10] in p for p in report.problems)
+    assert any("checksum mismatch" in p and "localization.txt" in p for p in report.problems)
+    assert len(report.problems) == 2
+
+
+def _voc_tree(root: Path, n: int, missing: int = -1) -> list[str]:
+    for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    ids = [f"{k:06d}" for k in range(n)]
+    (root / "ImageSets/Main/trainval.txt").write_text("\n".join(ids) + "\n")
+    for k, i in enumerate(ids):
+        (root / "Annotations" / f"{i}.xml").touch()
+        if k != missing:
+            (root / "JPEGImages" / f"{i}.jpg").touch()
+    return ids
+
+
+def test_verify_voc07_counts_and_missing(tmp_path):
+    root = tmp_path / "VOC2007"
+    ids = _voc_tree(root, 5011)
+    report = verify_dataset("voc07", root)
+    assert report.ok, report.summary()
+    assert any("optional split" in c and "test.txt" in c for c in report.checked)
+
+    (root / "ImageSets/Main/trainval.txt").write_text("\n".join(ids[:-1]))
+    (root / "ImageSets/Main/test.txt").write_text("1\n2\n")
+    (root / "JPEGImages" / f"{ids[7]}.jpg").unlink()
+    report = verify_dataset("voc07", root)
+    assert not report.ok
+    assert "split trainval: 5010 images listed, expected 5011" in report.problems
+    assert any(p.startswith("split trainval: 1 of 10020 listed files missing") and f"{ids[7]}.jpg" in p for p in report.problems)
+    assert any(p.startswith("split test: 2 images listed, expected 4952") for p in report.problems)
+
+
+def test_verify_missing_layout_named(tmp_path):
+    root = tmp_path / "VOC2012"
+    root.mkdir()
+    report = verify_dataset("voc12", root)
+    assert not report.ok
+    assert f"missing folder {root / 'Annotations'}" in report.problems
+    assert f"missing file {root / 'ImageSets/Main/trainval.txt'}" in report.problems
+    assert f"split trainval: missing list file {root / 'ImageSets/Main/trainval.txt'}" in report.problems
+    report = verify_dataset("voc12", tmp_path / "absent")
+    assert not report.ok and "no such directory" in report.problems[0]
+    assert "1 problem(s)" in report.summary()
+
+
+# ------------------------------------------------------------------- verify: generated manifests
+def _write_manifest(d: Path, m: dict) -> None:
+    d.mkdir(exist_ok=True)
+    (d / f"{m['name']}.json").write_text(json.dumps(m))
+
+
+def test_verify_image_folder_layout(tmp_path):
+    mdir = tmp_path / "manifests"
+    _write_manifest(mdir, {"name": "tiny", "required": [], "sha256": {},
+                           "splits": {"val": {"images": 6, "classes": 3, "layout": "image_folder", "folder": "."}}})
+    root = tmp_path / "val"
+    for c in ("n1", "n2", "n3"):
+        for j in range(2):
+            p = root / c / f"{j}.JPEG"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.touch()
+    (root / "n1" / "readme.txt").touch()
+    assert verify_dataset("tiny", root, directory=mdir).ok
+    (root / "n4").mkdir()
+    (root / "n4" / "a.jpg").touch()
+    report = verify_dataset("tiny", root, directory=mdir)
+    assert report.problems == [f"split val: 4 class folders in {root / '.'}, expected 3", f"split val: 7 images in {root / '.'}, expected 6"]
+
+
+def test_verify_cub_native_layout(tmp_path):
+    mdir = tmp_path / "manifests"
+    manifest = load_manifest("cub_native")
+    manifest["splits"]["test"]["images"] = 2
+    manifest["splits"]["train"]["images"] = 3
+    _write_manifest(mdir, manifest)
+    root = tmp_path / "CUB_200_2011"
+    (root / "images/001.A").mkdir(parents=True)
+    names = [f"001.A/{k}.jpg" for k in range(5)]
+    for n in names:
+        (root / "images" / n).touch()
+    (root / "images.txt").write_text("".join(f"{k + 1} {n}\n" for k, n in enumerate(names)))
+    (root / "train_test_split.txt").write_text("1 0\n2 1\n3 1\n4 0\n5 1\n")
+    for f in ("image_class_labels.txt", "bounding_boxes.txt"):
+        (root / f).touch()
+    report = verify_dataset("cub_native", root, directory=mdir)
+    assert report.ok, report.summary()
+    (root / "images" / names[3]).unlink()
+    (root / "bounding_boxes.txt").unlink()
+    report = verify_dataset("cub_native", root, directory=mdir)
+    assert f"missing file {root / 'bounding_boxes.txt'}" in report.problems
+    assert f"split test: 1 of 2 listed files missing, first {root / 'images' / names[3]}" in report.problems
+    assert len(report.problems) == 2
+
+
+def test_verify_checksum_of_optional_file(tmp_path):
+    mdir = tmp_path / "manifests"
+    body = b"train2014/COCO_train2014_000000000001.jpg\n"
+    _write_manifest(mdir, {"name": "c", "required": [], "sha256": {"list.txt": hashlib.sha256(body).hexdigest()},
+                           "splits": {"train": {"images": 1, "layout": "list", "list": "list.txt", "files": ["{id}"]}}})
+    root = tmp_path / "coco"
+    (root / "train2014").mkdir(parents=True)
+    report = verify_dataset("c", root, directory=mdir)
+    assert f"missing file {root / 'list.txt'} (checksum expected)" in report.problems
+    (root / "list.txt").write_bytes(body)
+    (root / "train2014/COCO_train2014_000000000001.jpg").touch()
+    assert verify_dataset("c", root, directory=mdir).ok
