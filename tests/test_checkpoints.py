@@ -1,0 +1,577 @@
+"""Checkpoint formats, key remapping and safe loading (simpool_bench/checkpoints.py).
+
+Every official layout is written here the way its trainer writes it (container entries and key names
+as in timm train.py's CheckpointSaver and DINO main_dino.py), then read back through auto-detection
+and loaded into a fresh model, which must reproduce the source model's outputs exactly. Tiny models
+(timm kwargs shrink depth/width), CPU only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import pathlib
+import pickle
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from simpool_bench.checkpoints import (
+    FORMATS,
+    UNSET,
+    LoadedCheckpoint,
+    file_sha256,
+    infer_arch,
+    infer_pool,
+    inspect_checkpoint,
+    load_checkpoint,
+    load_into,
+    resolve_spec,
+)
+from simpool_bench.errors import SimpoolBenchError
+from simpool_bench.models import build_model
+
+# Tiny stand-ins for the real architectures (the names are the real timm names).
+TINY = {
+    "vit_small_patch16_224": dict(img_size=32, embed_dim=32, depth=2, num_heads=2),
+    "resnet18": dict(channels=(8, 16, 16, 16), stem_width=8),
+    "convnext_tiny": dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32)),
+}
+IMG = {"vit_small_patch16_224": 32, "resnet18": 64, "convnext_tiny": 64}
+
+
+def tiny(arch: str, seed: int, **kw) -> torch.nn.Module:
+    """A tiny model with every float tensor randomised (LayerNorm/beta included) from ``seed``."""
+    m = build_model(arch, **kw, **TINY[arch])
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for k, v in m.state_dict().items():
+            if not v.is_floating_point():
+                continue
+            r = torch.randn(v.shape, generator=g) * 0.2
+            v.copy_(r.abs() + 0.5 if k.endswith("running_var") else r + (1.0 if k.endswith(("norm.weight", "bn1.weight")) else 0.0))
+    return m.eval()
+
+
+def rebuild(expect_arch: str, ckpt: LoadedCheckpoint, **flags) -> torch.nn.Module:
+    """The model the loader's answers describe, with the checkpoint loaded (as the CLI does)."""
+    a, pool, gamma, variant = resolve_spec(ckpt, **flags)
+    assert a == expect_arch
+    arch = a
+    m = build_model(
+        a, pool=pool, gamma=gamma, variant=variant, use_beta=ckpt.has_beta, num_classes=ckpt.num_classes or 0,
+        **TINY[arch], **ckpt.model_kwargs,
+    )
+    load_into(m, ckpt)
+    return m.eval()
+
+
+def _rebuild_as(arch: str, ckpt: LoadedCheckpoint) -> torch.nn.Module:
+    """Build ``arch`` (the tiny layout) with the checkpoint's pool/gamma/variant, bypassing its arch name."""
+    m = build_model(arch, pool=ckpt.pool, gamma=ckpt.gamma, variant=ckpt.variant, use_beta=ckpt.has_beta, **TINY[arch])
+    load_into(m, ckpt)
+    return m.eval()
+
+
+def same_outputs(a: torch.nn.Module, b: torch.nn.Module, arch: str) -> bool:
+    x = torch.randn(3, 3, IMG[arch], IMG[arch], generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        oa, ob = a(x), b(x)
+    def eq(u, v):
+        return (u is None and v is None) or (u is not None and v is not None and torch.equal(u, v))
+
+    return eq(oa.features, ob.features) and eq(oa.attn, ob.attn) and eq(oa.logits, ob.logits)
+
+
+def adamw_state(model: torch.nn.Module) -> dict:
+    """A real optimizer state dict (tensors, param groups), as the trainers save it."""
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return opt.state_dict()
+
+
+def timm_train_args(**kw) -> argparse.Namespace:
+    """An argparse.Namespace like the SimPool timm fork's train.py pickles (a realistic subset)."""
+    base = dict(
+        data=None, data_dir="/data/imagenet", dataset="torch/folder", train_split="train", val_split="validation",
+        subset=-1, model="vit_small_patch16_224", pretrained=False, initial_checkpoint="", resume="", num_classes=1000,
+        gp="simpool", gamma=1.25, img_size=None, in_chans=None, input_size=None, crop_pct=None, mean=None, std=None,
+        interpolation="", batch_size=74, model_kwargs={}, opt="adamw", opt_eps=None, opt_betas=None, momentum=0.9,
+        weight_decay=0.05, lr=5e-4, sched="cosine", epochs=100, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3],
+        aa="rand-m9-mstd0.5-inc1", mixup=0.2, smoothing=0.1, drop=0.1, drop_path=0.1, model_ema=True,
+        model_ema_decay=0.99996, seed=42, amp=False, output="/out", experiment="vits_supervised_simpool",
+        prefetcher=True, distributed=True, world_size=8, rank=0, local_rank=0, device="cuda:0",
+    )
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def write_timm_train_checkpoint(path, args, raw: torch.nn.Module, ema: torch.nn.Module | None, metric=74.3) -> None:
+    """timm CheckpointSaver._save: epoch, arch, optimizer, version, args, amp_scaler, state_dict(_ema), metric."""
+    state = {"epoch": 99, "arch": type(raw).__name__.lower(), "optimizer": adamw_state(raw), "version": 2}
+    state["arch"] = args.model
+    state["args"] = args
+    state["amp_scaler"] = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000, "_growth_tracker": 0}
+    state["state_dict"] = raw.state_dict()
+    if ema is not None:
+        state["state_dict_ema"] = ema.state_dict()
+    state["metric"] = metric
+    torch.save(state, path)
+
+
+def dino_args(**kw) -> argparse.Namespace:
+    base = dict(
+        arch="vit_small", mode="simpool", gamma=1.25, patch_size=16, out_dim=10, norm_last_layer=False,
+        momentum_teacher=0.996, use_bn_in_head=False, warmup_teacher_temp=0.04, teacher_temp=0.07,
+        warmup_teacher_temp_epochs=30, use_fp16=False, weight_decay=0.04, weight_decay_end=0.4, clip_grad=0.0,
+        batch_size_per_gpu=100, epochs=100, freeze_last_layer=1, lr=0.0005, warmup_epochs=10, min_lr=1e-5,
+        optimizer="adamw", drop_path_rate=0.1, global_crops_scale=(0.25, 1.0), local_crops_number=6,
+        local_crops_scale=(0.05, 0.25), backend="nccl", data_path="/data/imagenet", output_dir="/out",
+        saveckp_freq=20, seed=0, num_workers=10, dist_url="env://", local_rank=0, subset=-1, eval_every=5,
+        nb_knn=[10, 20, 100, 200], temperature=0.07, rank=0, world_size=8, gpu=0,
+    )
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def dino_head(dim: int, use_bn: bool, seed: int) -> dict[str, torch.Tensor]:
+    """DINOHead state dict (3-layer MLP [+BN], weight-normed last layer), official key names."""
+    g = torch.Generator().manual_seed(seed)
+    hid, bott, out = 16, 8, 10
+    sd: dict[str, torch.Tensor] = {}
+    layers = [(dim, hid), (hid, hid), (hid, bott)]
+    i = 0
+    for n, (a, b) in enumerate(layers):
+        sd[f"mlp.{i}.weight"], sd[f"mlp.{i}.bias"] = torch.randn(b, a, generator=g), torch.randn(b, generator=g)
+        i += 1
+        if use_bn and n < 2:
+            for s in ("weight", "bias", "running_mean", "running_var"):
+                sd[f"mlp.{i}.{s}"] = torch.rand(b, generator=g) + 0.5
+            sd[f"mlp.{i}.num_batches_tracked"] = torch.tensor(7)
+            i += 1
+        if n < 2:
+            i += 1  # GELU
+    sd["last_layer.weight_g"] = torch.ones(out, 1)
+    sd["last_layer.weight_v"] = torch.randn(out, bott, generator=g)
+    return sd
+
+
+def write_dino_checkpoint(path, args, teacher_sd, student_sd, dim, teacher_ddp: bool, use_bn: bool) -> None:
+    """DINO main_dino.py save_dict: student (DDP: module.), teacher (DDP only with BN: module.),
+    both through MultiCropWrapper (backbone., head.), optimizer, epoch, args, dino_loss."""
+
+    def wrap(sd, ddp, seed):
+        out = {f"backbone.{k}": v for k, v in sd.items()}
+        out.update({f"head.{k}": v for k, v in dino_head(dim, use_bn, seed).items()})
+        return {f"module.{k}": v for k, v in out.items()} if ddp else out
+
+    opt = {"state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.zeros(3), "exp_avg_sq": torch.zeros(3)}},
+           "param_groups": [{"lr": 1e-5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.4, "params": [0]},
+                            {"lr": 1e-5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "params": []}]}
+    torch.save({
+        "student": wrap(student_sd, True, 1), "teacher": wrap(teacher_sd, teacher_ddp, 2), "optimizer": opt,
+        "epoch": 100, "args": args, "dino_loss": {"center": torch.zeros(1, 10)},
+    }, path)
+
+
+# ------------------------------------------------------------------------------------------ official supervised
+@pytest.mark.parametrize(
+    "arch,gamma,pool_prefix",
+    [
+        ("vit_small_patch16_224", 1.25, "gp.pool."),
+        ("resnet18", 2.0, "global_pool.pool."),
+        ("convnext_tiny", None, "head.global_pool.pool."),
+    ],
+)
+def test_official_supervised_round_trip_prefers_ema(tmp_path, arch, gamma, pool_prefix):
+    raw = tiny(arch, 1, pool="simpool", gamma=gamma, num_classes=7)
+    ema = tiny(arch, 2, pool="simpool", gamma=gamma, num_classes=7)
+    assert f"{pool_prefix}wq.weight" in ema.state_dict() and f"{pool_prefix}norm_patches.bias" in ema.state_dict()
+    path = tmp_path / "model_best.pth.tar"
+    write_timm_train_checkpoint(path, timm_train_args(model=arch, gp="simpool", gamma=gamma, num_classes=7), raw, ema)
+
+    c = load_checkpoint(path)
+    assert (c.format, c.variant, c.arch, c.pool, c.num_classes, c.source) == ("official-supervised", "supervised", arch, "simpool", 7, "state_dict_ema")
+    assert c.gamma_known and c.gamma == gamma and not c.has_beta
+    assert c.container_keys == ["epoch", "arch", "optimizer", "version", "args", "amp_scaler", "state_dict", "state_dict_ema", "metric"]
+    assert any("state_dict_ema" in r for r in c.key_mapping)
+    loaded = rebuild(arch, c)
+    assert same_outputs(loaded, ema, arch) and not same_outputs(loaded, raw, arch)
+
+    c_raw = load_checkpoint(path, prefer="raw")
+    assert c_raw.source == "state_dict"
+    assert same_outputs(rebuild(arch, c_raw), raw, arch)
+
+
+def test_official_supervised_without_ema_and_baselines(tmp_path):
+    arch = "vit_small_patch16_224"
+    for pool, gp in (("cls", "token"), ("gap", "avg")):
+        raw = tiny(arch, 3, pool=pool, num_classes=4)
+        path = tmp_path / f"{pool}.pth.tar"
+        args = timm_train_args(gp=gp, gamma=None, num_classes=4, model_kwargs={"drop_path_rate": 0.0, "img_size": 224})
+        write_timm_train_checkpoint(path, args, raw, None)
+        c = load_checkpoint(path)
+        assert c.model_kwargs == {"drop_path_rate": 0.0}  # img_size is build_model's own argument
+        assert (c.format, c.pool, c.source, c.gamma) == ("official-supervised", pool, "state_dict", None)
+        assert "state_dict used (no state_dict_ema in the file)" in c.key_mapping
+        assert same_outputs(rebuild(arch, c), raw, arch)
+        with pytest.raises(SimpoolBenchError, match="state_dict_ema"):
+            load_checkpoint(path, prefer="ema")
+
+
+def test_ddp_prefixed_weights_are_stripped(tmp_path):
+    arch = "resnet18"
+    m = tiny(arch, 4, pool="gap", num_classes=3)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in m.state_dict().items()}, "epoch": 1, "arch": arch, "version": 2}, tmp_path / "c.pth")
+    c = load_checkpoint(tmp_path / "c.pth")
+    assert c.format == "official-supervised" and "stripped module." in c.key_mapping
+    assert same_outputs(rebuild(arch, c), m, arch)
+
+
+# ------------------------------------------------------------------------------------------ official DINO
+def test_official_dino_vit_teacher_default_student_on_request(tmp_path):
+    arch = "vit_small_patch16_224"
+    teacher = tiny(arch, 5, pool="simpool", gamma=1.25, variant="dino", use_beta=True)
+    student = tiny(arch, 6, pool="simpool", gamma=1.25, variant="dino", use_beta=True)
+    assert "simpool.beta" in teacher.state_dict() and "cls_token" not in teacher.state_dict()
+    path = tmp_path / "checkpoint.pth"
+    write_dino_checkpoint(path, dino_args(), teacher.state_dict(), student.state_dict(), 32, teacher_ddp=False, use_bn=False)
+
+    c = load_checkpoint(path)
+    assert (c.format, c.variant, c.arch, c.pool, c.gamma, c.has_beta, c.num_classes) == (
+        "official-dino", "dino", arch, "simpool", 1.25, True, None)
+    assert c.source == "teacher" and c.dino_pos_quirk
+    assert "dropped 8 DINO head keys (head.*)" in c.key_mapping and "stripped backbone." in c.key_mapping
+    assert not any(k.startswith(("head.", "backbone.", "module.")) for k in c.state_dict)
+    assert same_outputs(rebuild(arch, c), teacher, arch)
+
+    s = load_checkpoint(path, prefer="student")
+    assert s.source == "student" and "stripped module." in s.key_mapping
+    assert same_outputs(rebuild(arch, s), student, arch)
+
+
+def test_official_dino_resnet_ddp_teacher_with_bn_head(tmp_path):
+    arch = "resnet18"
+    teacher = tiny(arch, 7, pool="simpool", gamma=2.0, variant="dino")
+    path = tmp_path / "checkpoint.pth"
+    write_dino_checkpoint(path, dino_args(arch="resnet50", gamma=2.0), teacher.state_dict(), teacher.state_dict(), 16,
+                          teacher_ddp=True, use_bn=True)
+    c = load_checkpoint(path)
+    assert (c.format, c.variant, c.pool, c.gamma, c.has_beta) == ("official-dino", "dino", "simpool", 2.0, False)
+    assert c.arch == "resnet50"  # what the file says; the tiny test model is a resnet18 layout
+    assert "stripped module." in c.key_mapping and "dropped 18 DINO head keys (head.*)" in c.key_mapping
+    assert same_outputs(_rebuild_as(arch, c), teacher, arch)
+
+
+def to_fb_convnext(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm ConvNeXt keys -> the facebookresearch/ConvNeXt names of the official DINO ConvNeXt."""
+    out = {}
+    for k, v in sd.items():
+        parts = k.split(".")
+        if parts[0] == "stem":
+            n = "downsample_layers.0." + ".".join(parts[1:])
+        elif parts[0] == "stages" and parts[2] == "downsample":
+            n = f"downsample_layers.{parts[1]}." + ".".join(parts[3:])
+        elif parts[0] == "stages" and parts[2] == "blocks":
+            name = {"conv_dw": "dwconv", "norm": "norm", "gamma": "gamma"}.get(parts[4])
+            if parts[4] == "mlp":
+                name = {"fc1": "pwconv1", "fc2": "pwconv2"}[parts[5]]
+                rest = parts[6:]
+            else:
+                rest = parts[5:]
+            n = ".".join(["stages", parts[1], parts[3], name, *rest])
+        elif k.startswith("head.norm."):
+            n = k[len("head."):]
+        else:
+            n = k
+        out[n] = v
+    return out
+
+
+def test_official_dino_convnext_facebook_layout(tmp_path):
+    arch = "convnext_tiny"
+    teacher = tiny(arch, 8, pool="simpool", gamma=2.0, variant="dino")
+    fb = to_fb_convnext(teacher.state_dict())
+    assert "downsample_layers.0.0.weight" in fb and "stages.0.0.pwconv1.weight" in fb and "norm.weight" in fb
+    path = tmp_path / "checkpoint.pth"
+    write_dino_checkpoint(path, dino_args(arch="convnext_small", gamma=2.0), fb, fb, 32, teacher_ddp=False, use_bn=False)
+    c = load_checkpoint(path)
+    assert c.format == "official-dino" and c.arch == "convnext_small"
+    assert any("ConvNeXt facebookresearch layout" in r for r in c.key_mapping)
+    assert same_outputs(_rebuild_as(arch, c), teacher, arch)
+
+
+def test_official_dino_cls_baseline(tmp_path):
+    arch = "vit_small_patch16_224"
+    teacher = tiny(arch, 9, pool="cls", variant="dino")
+    path = tmp_path / "checkpoint.pth"
+    write_dino_checkpoint(path, dino_args(mode="official"), teacher.state_dict(), teacher.state_dict(), 32, teacher_ddp=False, use_bn=False)
+    c = load_checkpoint(path)
+    assert (c.pool, c.gamma, c.variant, c.dino_pos_quirk) == ("cls", None, "dino", False)
+    assert resolve_spec(c) == (arch, "cls", None, "dino")
+    assert same_outputs(rebuild(arch, c), teacher, arch)
+
+
+# ------------------------------------------------------------------------------------------ timm SimPool1d/2d
+OFFICIAL_FROM_TIMM = {"norm.weight": "norm_patches.weight", "norm.bias": "norm_patches.bias", "q.weight": "wq.weight", "k.weight": "wk.weight"}
+
+
+def as_timm_simpool(sd: dict[str, torch.Tensor], ours: str, theirs: str) -> dict[str, torch.Tensor]:
+    out = {k: v for k, v in sd.items() if not k.startswith(ours)}
+    out.update({theirs + t: sd[ours + o] for t, o in OFFICIAL_FROM_TIMM.items()})
+    return out
+
+
+@pytest.mark.parametrize(
+    "arch,ours,theirs,layer",
+    [
+        ("vit_small_patch16_224", "gp.pool.", "gp.pool.", "SimPool1d"),
+        ("convnext_tiny", "head.global_pool.pool.", "head.global_pool.pool.", "SimPool2d"),
+        ("resnet18", "global_pool.pool.", "global_pool.", "SimPool2d"),  # timm layer put in place of global_pool
+    ],
+)
+def test_timm_simpool_keys(tmp_path, arch, ours, theirs, layer):
+    src = tiny(arch, 10, pool="simpool", gamma=None, num_classes=5, simpool_eps=1e-5)
+    dim = src.num_features
+    timm_layer = getattr(timm.layers, layer)(dim, gamma=None)
+    assert set(timm_layer.state_dict()) == set(OFFICIAL_FROM_TIMM)  # the names timm really uses
+    sd = as_timm_simpool(src.state_dict(), ours, theirs)
+    torch.save(sd, tmp_path / "timm.pth")
+    c = load_checkpoint(tmp_path / "timm.pth")
+    assert c.format == "timm-simpool" and c.model_kwargs == {"simpool_eps": 1e-5}
+    assert any("norm->norm_patches, q->wq, k->wk" in r for r in c.key_mapping)
+    assert any("min-scope channel" in n for n in c.notes)
+    assert not c.gamma_known  # timm's layer keeps gamma out of its state dict
+    loaded = rebuild(arch, c, arch=arch, gamma=None)
+    assert same_outputs(loaded, src, arch)
+    # the renaming is the right one: timm's own layer with these weights computes our layer's output
+    timm_layer.load_state_dict({t: sd[theirs + t] for t in OFFICIAL_FROM_TIMM})
+    x = torch.randn(2, dim, 3, 3) if layer == "SimPool2d" else torch.randn(2, 9, dim)
+    with torch.no_grad():
+        ours_out, _ = loaded.simpool_layer(x)
+        torch.testing.assert_close(ours_out, timm_layer.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ plain / safetensors
+def test_plain_state_dict_needs_arch_flag(tmp_path):
+    arch = "vit_small_patch16_224"
+    m = tiny(arch, 11, pool="simpool", gamma=1.25, num_classes=6)
+    torch.save({f"module.{k}": v for k, v in m.state_dict().items()}, tmp_path / "plain.pth")
+    c = load_checkpoint(tmp_path / "plain.pth")
+    assert (c.format, c.variant, c.variant_known, c.arch, c.pool, c.num_classes) == ("state-dict", "supervised", True, None, "simpool", 6)
+    assert not c.gamma_known and c.container_keys == [] and "stripped module." in c.key_mapping
+    with pytest.raises(SimpoolBenchError, match="cannot tell the architecture of plain.pth"):
+        resolve_spec(c)
+    assert resolve_spec(c, arch=arch) == (arch, "simpool", "default", "supervised")
+    assert same_outputs(rebuild(arch, c, arch=arch, gamma=1.25), m, arch)
+
+
+def test_safetensors_with_and_without_metadata(tmp_path):
+    arch = "vit_small_patch16_224"
+    m = tiny(arch, 12, pool="simpool", gamma=2.5, num_classes=3)
+    sd = {k: v.contiguous() for k, v in m.state_dict().items()}
+    save_file(sd, str(tmp_path / "w.safetensors"), metadata={"arch": arch, "pool": "simpool", "gamma": "2.5", "variant": "supervised"})
+    c = load_checkpoint(tmp_path / "w.safetensors")
+    assert (c.format, c.arch, c.pool, c.gamma, c.gamma_known) == ("safetensors", arch, "simpool", 2.5, True)
+    assert same_outputs(rebuild(arch, c), m, arch)
+    save_file(sd, str(tmp_path / "weights.bin"))  # detected by content, not by name
+    c2 = load_checkpoint(tmp_path / "weights.bin")
+    assert c2.format == "safetensors" and c2.arch is None and not c2.gamma_known
+    assert same_outputs(rebuild(arch, c2, arch=arch, gamma=2.5), m, arch)
+    with pytest.raises(SimpoolBenchError, match="safetensors"):
+        torch.save(sd, tmp_path / "t.pth")
+        load_checkpoint(tmp_path / "t.pth", format="safetensors")
+
+
+# ------------------------------------------------------------------------------------------ bad inputs
+def test_missing_unreadable_and_foreign_files(tmp_path):
+    with pytest.raises(SimpoolBenchError, match=r"nope\.pth: no such file"):
+        load_checkpoint(tmp_path / "nope.pth")
+    with pytest.raises(SimpoolBenchError, match="is a directory"):
+        load_checkpoint(tmp_path)
+    cases = {
+        "garbage.pth": os.urandom(4096),
+        "empty.pth": b"",
+        "text.pth": b'{"not": "a checkpoint"}\n',
+        "trunc.pth": b"",
+    }
+    good = tmp_path / "good.pth"
+    torch.save({"a": torch.zeros(3)}, good)
+    cases["trunc.pth"] = good.read_bytes()[:200]
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(SimpoolBenchError) as e:
+            load_checkpoint(tmp_path / name)
+        msg = str(e.value)
+        assert name in msg and "\n" not in msg and "not a" in msg, msg
+    torch.save([torch.zeros(2)], tmp_path / "list.pth")
+    with pytest.raises(SimpoolBenchError, match="not a checkpoint format this tool knows"):
+        load_checkpoint(tmp_path / "list.pth")
+    torch.save({"state_dict": {"w": torch.zeros(2), "step": 3}, "epoch": 1}, tmp_path / "nontensor.pth")
+    with pytest.raises(SimpoolBenchError, match="entry 'step' is a int, expected a tensor"):
+        load_checkpoint(tmp_path / "nontensor.pth")
+
+
+def test_bad_flags(tmp_path):
+    torch.save({"a": torch.zeros(1)}, tmp_path / "a.pth")
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(tmp_path / "a.pth", format="onnx")
+    assert "'onnx'" in str(e.value) and all(f in str(e.value) for f in FORMATS)
+    with pytest.raises(SimpoolBenchError, match="--prefer 'best'"):
+        load_checkpoint(tmp_path / "a.pth", prefer="best")
+    with pytest.raises(SimpoolBenchError, match="official-dino expects"):
+        load_checkpoint(tmp_path / "a.pth", format="official-dino")
+    with pytest.raises(SimpoolBenchError, match="no SimPool1d/2d keys"):
+        load_checkpoint(tmp_path / "a.pth", format="timm-simpool")
+
+
+def test_other_architecture_lists_missing_and_unexpected_keys(tmp_path):
+    torch.save(tiny("resnet18", 13, pool="gap", num_classes=5).state_dict(), tmp_path / "r18.pth")
+    c = load_checkpoint(tmp_path / "r18.pth")
+    vit = build_model("vit_small_patch16_224", pool="simpool", num_classes=5, **TINY["vit_small_patch16_224"])
+    with pytest.raises(SimpoolBenchError) as e:
+        load_into(vit, c)
+    msg = str(e.value)
+    assert "\n" not in msg and "r18.pth (state-dict) does not fit the model vit_small_patch16_224" in msg
+    assert "missing keys [pos_embed, patch_embed.proj.weight" in msg and "unexpected keys [conv1.weight, bn1.weight" in msg
+    assert "more)" in msg  # truncated
+    with pytest.raises(SimpoolBenchError, match="is a vit but r18.pth holds resnet weights"):
+        resolve_spec(c, arch="vit_small_patch16_224", pool="gap")
+
+
+def test_shape_and_class_count_mismatch(tmp_path):
+    arch = "vit_small_patch16_224"
+    torch.save(tiny(arch, 14, pool="simpool", num_classes=7).state_dict(), tmp_path / "c7.pth")
+    c = load_checkpoint(tmp_path / "c7.pth")
+    m5 = build_model(arch, pool="simpool", num_classes=5, **TINY[arch])
+    with pytest.raises(SimpoolBenchError, match=r"class-count mismatch: the checkpoint has 7 classes, the model .* 5 classifier"):
+        load_into(m5, c)
+    wide = build_model(arch, pool="simpool", num_classes=7, **{**TINY[arch], "embed_dim": 48})
+    with pytest.raises(SimpoolBenchError, match=r"shape mismatches \[pos_embed: file \(1, 4, 32\) vs model \(1, 4, 48\)"):
+        load_into(wide, c)
+
+
+class _RunsCode:
+    """Unpickling this would run a shell command (a malicious checkpoint)."""
+
+    def __init__(self, marker: pathlib.Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused(tmp_path):
+    marker = tmp_path / "PWNED"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "args": _RunsCode(marker), "version": 2}, tmp_path / "evil.pth.tar")
+    with open(tmp_path / "evil_legacy.pth", "wb") as f:
+        pickle.dump({"state_dict": {"w": torch.zeros(2)}, "x": _RunsCode(marker)}, f, protocol=2)
+    for name in ("evil.pth.tar", "evil_legacy.pth"):
+        for fn in (load_checkpoint, inspect_checkpoint):
+            with pytest.raises(SimpoolBenchError) as e:
+                fn(tmp_path / name)
+            assert name in str(e.value) and "\n" not in str(e.value)
+            assert not marker.exists()
+    with pytest.raises(SimpoolBenchError, match=r"needs posix\.system, which could run arbitrary code.*pass --trust-checkpoint"):
+        load_checkpoint(tmp_path / "evil.pth.tar")
+    assert not marker.exists()
+
+
+def test_trust_loads_a_checkpoint_needing_other_globals(tmp_path):
+    arch = "resnet18"
+    m = tiny(arch, 15, pool="simpool", gamma=2.0, num_classes=4)
+    args = timm_train_args(model=arch, gamma=2.0, num_classes=4, output=pathlib.PurePosixPath("/out/run"))
+    write_timm_train_checkpoint(tmp_path / "p.pth.tar", args, m, m)
+    with pytest.raises(SimpoolBenchError, match=r"needs pathlib\.PurePosixPath.*pass --trust-checkpoint"):
+        load_checkpoint(tmp_path / "p.pth.tar")
+    c = load_checkpoint(tmp_path / "p.pth.tar", trust=True)
+    assert c.format == "official-supervised" and any("trust=True" in n for n in c.notes)
+    assert same_outputs(rebuild(arch, c), m, arch)
+
+
+# ------------------------------------------------------------------------------------------ resolve_spec
+def _ckpt(**kw) -> LoadedCheckpoint:
+    base = dict(path=pathlib.Path("/x/file.pth"), sha256="0", format="official-supervised", variant="supervised", state_dict={},
+                arch="vit_small_patch16_224", pool="simpool", gamma=1.25, gamma_known=True, arch_source="args.model", variant_known=True)
+    base.update(kw)
+    return LoadedCheckpoint(**base)
+
+
+def test_resolve_spec_flags_and_conflicts():
+    c = _ckpt()
+    assert resolve_spec(c) == ("vit_small_patch16_224", "simpool", 1.25, "supervised")
+    assert resolve_spec(c, arch="vit_small_patch16_224.augreg_in21k", pool="simpool", gamma=1.25, variant="supervised")[2] == 1.25
+    assert resolve_spec(c, gamma=object())[2] == 1.25  # another module's UNSET sentinel
+    for flags, both in [
+        (dict(arch="resnet50"), ("resnet50", "vit_small_patch16_224")),
+        (dict(pool="cls"), ("cls", "simpool")),
+        (dict(gamma=2.0), ("2", "1.25")),
+        (dict(gamma=None), ("none", "1.25")),
+        (dict(variant="dino"), ("dino", "supervised")),
+    ]:
+        with pytest.raises(SimpoolBenchError) as e:
+            resolve_spec(c, **flags)
+        assert all(v in str(e.value) for v in both) and "file.pth" in str(e.value), str(e.value)
+    guessed = _ckpt(arch_source="keys")  # an arch read off key shapes is a guess: the flag wins
+    assert resolve_spec(guessed, arch="vit_small_patch16_384")[0] == "vit_small_patch16_384"
+    unknown = _ckpt(arch=None, gamma=None, gamma_known=False, variant_known=False, pool=None)
+    assert resolve_spec(unknown, arch="resnet50") == ("resnet50", "simpool", "default", "supervised")
+    assert resolve_spec(unknown, arch="resnet50", pool="gap", variant="dino") == ("resnet50", "gap", None, "dino")
+    assert resolve_spec(unknown, arch="resnet50", gamma="none") == ("resnet50", "simpool", None, "supervised")
+    assert resolve_spec(unknown, arch="convnext_tiny", gamma=UNSET)[2] == "default"
+    with pytest.raises(SimpoolBenchError, match="unknown architecture 'foo_net'"):
+        resolve_spec(unknown, arch="foo_net")
+    with pytest.raises(SimpoolBenchError, match="unknown architecture 'efficientnet_b0'"):
+        resolve_spec(unknown, arch="efficientnet_b0")
+    with pytest.raises(SimpoolBenchError, match="--gamma 2.0 applies to --pool simpool only"):
+        resolve_spec(unknown, arch="resnet50", pool="gap", gamma=2.0)
+    with pytest.raises(SimpoolBenchError, match="--pool cls needs a ViT"):
+        resolve_spec(unknown, arch="resnet50", pool="cls")
+    with pytest.raises(SimpoolBenchError, match="has a SimPool beta"):
+        resolve_spec(_ckpt(has_beta=True, gamma=None, gamma_known=False), gamma="none")
+    with pytest.raises(SimpoolBenchError, match="--pool 'max'"):
+        resolve_spec(c, pool="max")
+
+
+# ------------------------------------------------------------------------------------------ inference, inspect, sha
+@pytest.mark.parametrize(
+    "name,kw,pool",
+    [
+        ("vit_tiny_patch16_224", {}, "cls"),
+        ("vit_small_patch16_224", {"global_pool": "avg"}, "gap"),
+        ("vit_base_patch16_224", {}, "cls"),
+        ("resnet18", {}, "gap"),
+        ("resnet50", {}, "gap"),
+        ("convnext_tiny", {}, "gap"),
+        ("convnext_small", {}, "gap"),
+    ],
+)
+def test_arch_and_pool_from_full_size_key_shapes(name, kw, pool):
+    sd = timm.create_model(name, pretrained=False, device="meta", **kw).state_dict()  # shapes only, no memory
+    assert infer_arch(sd) == name and infer_pool(sd) == pool
+
+
+def test_inspect_reports_the_file(tmp_path):
+    arch = "resnet18"
+    m = tiny(arch, 16, pool="simpool", gamma=2.0, num_classes=4)
+    write_timm_train_checkpoint(tmp_path / "r.pth.tar", timm_train_args(model=arch, gamma=2.0, num_classes=4), m, m)
+    info = inspect_checkpoint(tmp_path / "r.pth.tar")
+    assert {k: info[k] for k in ("format", "variant", "arch", "pool", "gamma", "beta", "num_classes", "weights", "epoch")} == dict(
+        format="official-supervised", variant="supervised", arch=arch, pool="simpool", gamma=2.0, beta=False,
+        num_classes=4, weights="state_dict_ema", epoch=99)
+    assert info["n_params"] == sum(p.numel() for p in m.parameters())
+    assert info["container_keys"][:5] == ["epoch", "arch", "optimizer", "version", "args"]
+    assert info["sha256"] == hashlib.sha256((tmp_path / "r.pth.tar").read_bytes()).hexdigest()
+    assert info["key_mapping"] == ["state_dict_ema used (EMA weights, as timm does)"]
+
+
+def test_file_sha256_streams(tmp_path):
+    data = os.urandom(3 * (1 << 20) + 123)
+    (tmp_path / "f").write_bytes(data)
+    assert file_sha256(tmp_path / "f", chunk_size=1 << 16) == hashlib.sha256(data).hexdigest()
