@@ -76,6 +76,7 @@ GammaOpt = Annotated[Optional[str], typer.Option("--gamma", help="SimPool gamma:
 CkptOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint file (.pth, .pth.tar, .safetensors); format auto-detected.", rich_help_panel="Model")]
 FormatOpt = Annotated[Optional[str], typer.Option("--format", help="Force the checkpoint format: official-supervised | official-dino | timm-simpool | state-dict | safetensors.", rich_help_panel="Model")]
 TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitrary unpickling (only for files you trust).", rich_help_panel="Model")]
+PreferOpt = Annotated[str, typer.Option("--prefer", help="Which weights of a checkpoint: auto (EMA, DINO teacher) | ema | raw | teacher | student.", rich_help_panel="Model")]
 VariantOpt = Annotated[Optional[str], typer.Option("--variant", help="ViT layout: supervised (norm before SimPool) | dino (norm after).", rich_help_panel="Model")]
 MinScopeOpt = Annotated[MinScope, typer.Option("--min-scope", help="Where SimPool's gamma shift takes its min: sample (default, batch-independent) | batch (official) | channel (timm).", rich_help_panel="Model")]
 AttnOpt = Annotated[Optional[str], typer.Option("--attn-source", help="Attention map: simpool | cls | cam (default from --pool).", rich_help_panel="Model")]
@@ -109,13 +110,13 @@ def _gamma(value: str | None) -> Any:
         raise SimpoolBenchError(f"--gamma {value!r}: expected a number or 'none'") from None
 
 
-def _model_options(model, pool, gamma, checkpoint, fmt, trust, variant, min_scope, attn_source, cls_head, num_classes, quirk, img_size=None):
+def _model_options(model, pool, gamma, checkpoint, fmt, trust, variant, min_scope, attn_source, cls_head, num_classes, quirk, prefer="auto", img_size=None):
     from .api import ModelOptions
 
     return ModelOptions(
         arch=model, pool=pool.value if pool else None, gamma=_gamma(gamma), checkpoint=checkpoint, format=fmt,
         trust=trust, variant=variant, min_scope=min_scope.value, attn_source=attn_source, cls_head=cls_head,
-        num_classes=num_classes, img_size=img_size, dino_pos_quirk=quirk,
+        num_classes=num_classes, img_size=img_size, dino_pos_quirk=quirk, prefer=prefer,
     )
 
 
@@ -170,7 +171,7 @@ def classify(
     model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
     fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
     min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
-    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None,
+    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
     device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
     resume: ResumeOpt = True, strict: StrictOpt = False, out: OutOpt = None, formats: FormatsOpt = "json",
@@ -181,7 +182,7 @@ def classify(
     from .transforms import classification_transform
 
     fmts = _formats(formats)
-    opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk)
+    opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
     config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out)
     records, classes = api.read_classification_data(data, split, labels, metadata, subset)
     net, ckpt = api.load_model(opts)
@@ -213,7 +214,7 @@ def localize(
     model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
     fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
     min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
-    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None,
+    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
     device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
     resume: ResumeOpt = True, strict: StrictOpt = False, out: OutOpt = None, formats: FormatsOpt = "json",
@@ -233,7 +234,7 @@ def localize(
     records = api.read_localization_data(dataset, data, metadata, split)
     net = ckpt = opts = None
     if baseline is None:
-        opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk)
+        opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
         net, ckpt = api.load_model(opts)
     elif model or checkpoint:
         raise SimpoolBenchError("--baseline needs no model: drop --model/--checkpoint")
@@ -264,7 +265,7 @@ def discover(
     model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
     fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
     min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
-    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None,
+    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
     device: DeviceOpt = "auto", batch_size: BatchOpt = 16, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
     resume: ResumeOpt = True, strict: StrictOpt = False, out: OutOpt = None, formats: FormatsOpt = "json",
@@ -280,7 +281,7 @@ def discover(
     records = api.read_discovery_data(dataset, data, split, no_hard, annotations, list_file)
     net = ckpt = opts = None
     if method not in ("center", "full-image"):
-        opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk)
+        opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
         net, ckpt = api.load_model(opts)
     key = api.resume_key("discover", opts, ckpt, data=str(data), split=split, n=len(records), method=method, mass=mass,
                          compat=lost_compat, k=k_patches, hard=no_hard, shard=shard_size, amp=amp.value)
@@ -409,6 +410,16 @@ def datasets_list() -> None:
 
     for name in list_manifests():
         console.print(name)
+
+
+def _register_extra_commands() -> None:
+    """Commands kept in their own modules (each exposes ``register(app, friendly)``)."""
+    from . import cli_maps
+
+    cli_maps.register(app, friendly)
+
+
+_register_extra_commands()
 
 
 def main() -> None:

@@ -1,0 +1,209 @@
+"""The importable API behind every command: build/load a model, read a dataset, run an evaluation,
+and turn the outcome into a tidy, provenance-stamped table.
+
+    >>> from simpool_bench import api
+    >>> model, ckpt = api.load_model(checkpoint="vits_supervised_simpool_ep300.pth.tar")
+    >>> table = api.run_localize(model, ckpt, dataset="cub", data="/data/CUB_200_2011/images",
+    ...                          metadata="wsol/CUB/test", out="results/")
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from . import evaluate as ev
+from .checkpoints import UNSET, LoadedCheckpoint, load_checkpoint, load_into, resolve_spec
+from .data.coco20k import read_coco20k
+from .data.imagenet import read_flat_folder, read_image_folder, subset_per_class
+from .data.records import Record
+from .data.voc import read_voc
+from .data.wsol import read_cub_native, read_wsol_metadata
+from .engine import EngineConfig, dist_rank, run_key
+from .errors import SimpoolBenchError
+from .models import BenchModel, build_model
+from .results import Provenance, make_table, write_run
+from .transforms import classification_transform
+
+
+
+# ------------------------------------------------------------------------------------------ models
+@dataclass
+class ModelOptions:
+    """Everything that decides which model is built and how it is loaded (mirrors the CLI flags)."""
+
+    arch: str | None = None
+    pool: str | None = None
+    gamma: Any = UNSET
+    checkpoint: Path | None = None
+    format: str | None = None
+    trust: bool = False
+    prefer: str = "auto"
+    variant: str | None = None
+    min_scope: str = "sample"
+    attn_source: str | None = None
+    cls_head: int | None = None
+    num_classes: int | None = None
+    img_size: int | None = None
+    dino_pos_quirk: bool | None = None
+
+
+def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | None]:
+    """Build the model the options describe and load its checkpoint (auto-detected format).
+
+    The checkpoint tells arch/pool/gamma/variant where it can; explicit options win, and an option
+    that contradicts the file is an error. Without a checkpoint the model is randomly initialised."""
+    ckpt = None
+    arch, pool, gamma, variant = options.arch, options.pool, options.gamma, options.variant
+    extra: dict[str, Any] = {}
+    if options.checkpoint is not None:
+        ckpt = load_checkpoint(options.checkpoint, format=options.format, trust=options.trust, prefer=options.prefer)
+        arch, pool, gamma, variant = resolve_spec(ckpt, arch=arch, pool=pool, gamma=gamma, variant=variant)
+        extra = dict(getattr(ckpt, "model_kwargs", None) or {})
+    if arch is None:
+        raise SimpoolBenchError("no architecture: give --model (e.g. vit_small_patch16_224) or a --checkpoint that names one")
+    num_classes = options.num_classes
+    if num_classes is None:
+        num_classes = ckpt.num_classes if (ckpt is not None and ckpt.num_classes is not None) else (0 if variant == "dino" else 1000)
+    quirk = options.dino_pos_quirk
+    if quirk is None:
+        quirk = bool(ckpt is not None and ckpt.dino_pos_quirk)
+    kwargs: dict[str, Any] = dict(
+        pool=pool or "simpool", variant=variant or "supervised", num_classes=num_classes, min_scope=options.min_scope,
+        attn_source=options.attn_source, cls_head=options.cls_head, dino_pos_quirk=quirk,
+        use_beta=bool(ckpt is not None and ckpt.has_beta),
+    )
+    if gamma is not UNSET:
+        kwargs["gamma"] = gamma
+    if options.img_size is not None:
+        kwargs["img_size"] = options.img_size
+    model = build_model(arch, **kwargs, **extra)
+    if ckpt is not None:
+        load_into(model, ckpt)
+    return model, ckpt
+
+
+# ------------------------------------------------------------------------------------------ data
+def read_classification_data(
+    data: Path, split: str | None = None, labels: Path | None = None, metadata: Path | None = None, subset: int | None = None
+) -> tuple[list[Record], list[str] | None]:
+    """Records of a classification split: wsol metadata (``metadata``), a flat folder with a label
+    file (``labels``), or an ImageFolder tree (``data/split`` when it exists, else ``data``)."""
+    data = Path(data)
+    if not data.exists():
+        raise SimpoolBenchError(f"--data {data}: no such directory")
+    classes: list[str] | None = None
+    if metadata is not None:
+        records = read_wsol_metadata(metadata, data)
+    elif labels is not None:
+        records, classes = read_flat_folder(data, labels)
+    else:
+        root = data / split if (split and (data / split).is_dir()) else data
+        records, classes = read_image_folder(root)
+    if subset:
+        records = subset_per_class(records, subset)
+    return records, classes
+
+
+def read_localization_data(dataset: str, data: Path, metadata: Path | None = None, split: str = "test") -> list[Record]:
+    """Records with GT boxes for localize: wsolevaluation metadata, or CUB-200-2011's native files
+    when ``metadata`` is not given and ``data`` holds ``images.txt``."""
+    data = Path(data)
+    if metadata is not None:
+        return read_wsol_metadata(metadata, data)
+    if dataset == "cub" and (data / "images.txt").exists():
+        return read_cub_native(data, split=split)
+    raise SimpoolBenchError(
+        f"--metadata is required for {dataset} (wsolevaluation metadata folder, e.g. metadata/{dataset.upper()}/{split}); "
+        f"{data / 'images.txt'} (CUB native layout) not found either"
+    )
+
+
+def read_discovery_data(
+    dataset: str, data: Path, split: str = "trainval", no_hard: bool = False,
+    annotations: Path | None = None, list_file: Path | None = None,
+) -> list[Record]:
+    """Records for discover: VOC07/VOC12 (``data`` = the VOC20XX folder) or COCO20k
+    (``data`` = train2014 images, ``annotations`` = instances_train2014.json, ``list_file`` = the 20k list)."""
+    if dataset in ("voc07", "voc12"):
+        return read_voc(data, split=split, no_hard=no_hard)
+    if dataset == "coco20k":
+        if annotations is None or list_file is None:
+            raise SimpoolBenchError("coco20k needs --annotations instances_train2014.json and --list coco_20k_filenames.txt")
+        return read_coco20k(data, annotations, list_file)
+    raise SimpoolBenchError(f"--dataset {dataset!r}: expected voc07, voc12 or coco20k")
+
+
+# ------------------------------------------------------------------------------------------ records
+def provenance(
+    model: BenchModel | None, ckpt: LoadedCheckpoint | None, config: EngineConfig, *,
+    image_size: int | None, n_images: int, method: str | None = None, baseline: str | None = None,
+) -> Provenance:
+    """The run's provenance (what produced these numbers); ``image_size`` None = full resolution."""
+    from .engine import resolve_device
+
+    return Provenance.collect(
+        model=(model.arch if model is not None else f"baseline:{baseline}"),
+        pool=model.pool if model is not None else "none",
+        checkpoint=str(ckpt.path) if ckpt else None,
+        checkpoint_sha256=ckpt.sha256 if ckpt else None,
+        checkpoint_format=ckpt.format if ckpt else ("none" if model is None else "random-init"),
+        gamma=model.gamma if model is not None else None,
+        min_scope=getattr(model, "min_scope", None) if model is not None else None,
+        attn_source=getattr(model, "attn_source", None) if model is not None else None,
+        method=method, image_size=image_size, n_images=n_images,
+        device=str(resolve_device(config.device)), amp=config.amp,
+    )
+
+
+def finish(outcome: ev.Outcome, prov: Provenance, out: Path | None, formats: Sequence[str] = ("parquet", "csv", "json")) -> pd.DataFrame:
+    """Tidy table with provenance; written to ``out`` (results.csv and results.parquet always) on rank 0."""
+    rows = list(outcome.rows)
+    ds, sp = (rows[0]["dataset"], rows[0]["split"]) if rows else ("", "")
+    rows.append({"dataset": ds, "split": sp, "metric": "n_images", "iou_threshold": None, "value": float(outcome.n_images)})
+    if outcome.n_failed:
+        rows.append({"dataset": ds, "split": sp, "metric": "n_failed", "iou_threshold": None, "value": float(outcome.n_failed)})
+    table = make_table(rows, prov)
+    if out is not None and dist_rank() == 0:
+        write_run(table, Path(out), formats=tuple(formats))
+    return table
+
+
+def resume_key(kind: str, options: ModelOptions | None, ckpt: LoadedCheckpoint | None, **parts: Any) -> str:
+    """The resume key of a run: the same command on the same files gives the same key."""
+    opts = asdict(options) if options is not None else {}
+    opts.pop("checkpoint", None)
+    return run_key({"kind": kind, "ckpt": ckpt.sha256 if ckpt else None, **opts, **parts})
+
+
+def write_per_class(per_class_top1: Any, classes: Sequence[str] | None, path: Path) -> Path:
+    """Per-class top-1 accuracy as CSV (class_index, class_name, top1)."""
+    import numpy as np
+
+    acc = np.asarray(per_class_top1, dtype=float)
+    names = list(classes) if classes is not None and len(classes) == len(acc) else [str(i) for i in range(len(acc))]
+    frame = pd.DataFrame({"class_index": np.arange(len(acc)), "class_name": names, "top1": acc})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def write_curve(extras: dict[str, Any], path: Path) -> Path | None:
+    """The BoxAcc-vs-threshold curve as CSV (threshold, boxacc_30, boxacc_50, boxacc_70)."""
+    if "curve" not in extras:
+        return None
+    import numpy as np
+
+    curve = np.asarray(extras["curve"], dtype=float)
+    cols = {"threshold": np.asarray(extras["curve_thresholds"], dtype=float)}
+    for j, iou in enumerate(extras.get("curve_ious", (30, 50, 70))):
+        cols[f"boxacc_{iou}"] = curve[:, j]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(cols).to_csv(path, index=False)
+    return path

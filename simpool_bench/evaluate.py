@@ -1,0 +1,340 @@
+"""The three evaluations as Python functions: ``classify``, ``localize``, ``discover``.
+
+Each takes a model (or none, for the no-model baselines), the dataset's records and an
+EngineConfig, runs the model once per image, and returns tidy rows
+(``dataset, split, metric, iou_threshold, value``) plus extras (curves, per-class accuracy).
+The CLI is a thin layer over these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data.images import ImageDataset
+from .data.records import Record
+from .discovery import boxes_from_attention, boxes_lost, center_boxes, full_image_boxes
+from .engine import Batch, EngineConfig, EvalResult, bucket_batches, evaluate
+from .errors import SimpoolBenchError
+from .metrics.base import Accumulator
+from .metrics.boxes import resize_boxes_wsol
+from .metrics.classification import KNNAccumulator, MemoryBank, TopKAccumulator
+from .metrics.corloc import CorLocAccumulator
+from .transforms import WSOL_IMAGE_SIZE, discovery_transform, padded_size, wsol_transform
+
+LOCALIZE_BASELINES = ("center-gaussian", "full-box")
+DISCOVER_METHODS = ("attn", "lost", "center", "full-image")
+
+
+@dataclass
+class Outcome:
+    """Rows of the tidy table, images counted, and anything else worth keeping."""
+
+    rows: list[dict[str, Any]]
+    n_images: int
+    n_failed: int
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _row(dataset: str, split: str, metric: str, value: float, iou: int | None = None) -> dict[str, Any]:
+    return {"dataset": dataset, "split": split, "metric": metric, "iou_threshold": iou, "value": float(value)}
+
+
+def _require(records: Sequence[Record], what: str) -> None:
+    if len(records) == 0:
+        raise SimpoolBenchError(f"the {what} dataset is empty: no image was found")
+
+
+def _engine_extras(res: EvalResult) -> dict[str, Any]:
+    return {"shards_total": res.shards_total, "shards_resumed": res.shards_resumed}
+
+
+# ----------------------------------------------------------------------------------- classify
+def collect_features(model: torch.nn.Module, records: Sequence[Record], transform: Callable, config: EngineConfig, key: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features (N, d) and labels of every decodable image (k-NN memory bank)."""
+    feats: dict[int, torch.Tensor] = {}
+
+    def step(batch: Batch, accs: dict[str, Accumulator]) -> None:
+        for j, i in enumerate(batch.indices):
+            if batch.ok[j]:
+                feats[int(i)] = batch.output.features[j].float().cpu()
+
+    evaluate(model, ImageDataset(records, transform), dict, step, _no_resume(config), description="memory bank")
+    order = sorted(feats)
+    if not order:
+        raise SimpoolBenchError("the k-NN train split has no decodable image")
+    return torch.stack([feats[i] for i in order]), torch.tensor([records[i].label for i in order])
+
+
+def _no_resume(config: EngineConfig) -> EngineConfig:
+    from dataclasses import replace
+
+    return replace(config, resume_dir=None)
+
+
+def classify(
+    model: torch.nn.Module,
+    records: Sequence[Record],
+    transform: Callable,
+    config: EngineConfig,
+    *,
+    dataset: str = "imagenet",
+    split: str = "val",
+    num_classes: int | None = None,
+    knn_train: Sequence[Record] | None = None,
+    knn_k: int = 20,
+    knn_temperature: float = 0.07,
+    key: str | None = None,
+) -> Outcome:
+    """Top-1/top-5 of the model's logits, and/or weighted k-NN on its pooled features.
+
+    Models without a classifier (DINO backbones) need ``knn_train`` (the memory bank's records)."""
+    _require(records, dataset)
+    labels = np.array([r.label for r in records])
+    if (labels < 0).any():
+        raise SimpoolBenchError(f"{records[int(np.argmax(labels < 0))].path}: image has no class label")
+    has_head = getattr(model, "num_classes", 0) > 0
+    n_cls = num_classes or (int(model.num_classes) if has_head else int(labels.max()) + 1)
+    if has_head and labels.max() >= model.num_classes:
+        raise SimpoolBenchError(
+            f"the dataset has {int(labels.max()) + 1} classes but the model has {model.num_classes} "
+            f"(checkpoint and dataset disagree on the class count)"
+        )
+    if not has_head and knn_train is None:
+        raise SimpoolBenchError("the model has no classifier head (self-supervised): give --knn-train DIR for a k-NN memory bank")
+    bank = None
+    if knn_train is not None:
+        _require(knn_train, "k-NN train")
+        feats, blabels = collect_features(model, knn_train, transform, config)
+        bank = MemoryBank.from_features(feats, blabels, max(n_cls, int(blabels.max()) + 1))
+
+    def make() -> dict[str, Accumulator]:
+        accs: dict[str, Accumulator] = {}
+        if has_head:
+            accs["topk"] = TopKAccumulator(n_cls)
+        if bank is not None:
+            accs["knn"] = KNNAccumulator(bank, knn_k, knn_temperature)
+        return accs
+
+    targets = torch.as_tensor(labels)
+
+    def step(batch: Batch, accs: dict[str, Accumulator]) -> None:
+        keep = torch.as_tensor(batch.ok)
+        if not keep.any():
+            return
+        tgt = targets[torch.as_tensor(batch.indices)][keep]
+        if "topk" in accs:
+            accs["topk"].update(batch.output.logits[keep.to(batch.output.logits.device)], tgt)
+        if "knn" in accs:
+            accs["knn"].update(batch.output.features[keep.to(batch.output.features.device)], tgt)
+
+    res = evaluate(model, ImageDataset(records, transform), make, step, config, key=key, description=f"classify {dataset}")
+    rows: list[dict[str, Any]] = []
+    extras = _engine_extras(res)
+    if "topk" in res.accumulators:
+        for m, v in res.accumulators["topk"].compute().items():
+            rows.append(_row(dataset, split, m, v))
+        extras["per_class_top1"] = res.accumulators["topk"].per_class().numpy()
+    if "knn" in res.accumulators:
+        for m, v in res.accumulators["knn"].compute().items():
+            rows.append(_row(dataset, split, m, v))
+    return Outcome(rows, res.n_images, res.n_failed, extras)
+
+
+# ----------------------------------------------------------------------------------- localize
+def baseline_scoremap(kind: str, size: int = WSOL_IMAGE_SIZE) -> np.ndarray:
+    """No-model score maps that show where chance lies.
+
+    ``center-gaussian``: an isotropic Gaussian at the image centre, sigma = size / 4.
+    ``full-box``: 1 everywhere except the corner pixel (0, 0), so that after the protocol's
+    min-max normalisation every threshold below 1 keeps the whole image: the box (0, 0, 223, 223).
+    """
+    if kind == "center-gaussian":
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+        c, s = (size - 1) / 2.0, size / 4.0
+        return np.exp(-((xx - c) ** 2 + (yy - c) ** 2) / (2 * s * s)).astype(np.float32)
+    if kind == "full-box":
+        m = np.ones((size, size), dtype=np.float32)
+        m[0, 0] = 0.0
+        return m
+    raise SimpoolBenchError(f"--baseline {kind!r}: expected one of {', '.join(LOCALIZE_BASELINES)}")
+
+
+def wsol_gt_boxes(records: Sequence[Record], size: int = WSOL_IMAGE_SIZE) -> list[np.ndarray]:
+    """Every record's GT boxes resized to ``size`` with wsolevaluation's ``resize_bbox``."""
+    return [resize_boxes_wsol(r.boxes, r.width, r.height, size) for r in records]
+
+
+def _boxacc_rows(acc: Any, dataset: str, split: str, v1: Any | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    res = acc.compute()
+    rows = [_row(dataset, split, "maxboxacc", res.maxboxacc[iou], iou) for iou in res.iou_thresholds]
+    rows.append(_row(dataset, split, "maxboxacc_v2", res.maxboxacc_v2))
+    rows += [_row(dataset, split, "best_threshold", res.best_threshold[iou], iou) for iou in res.iou_thresholds]
+    if res.top1_loc is not None:
+        rows.append(_row(dataset, split, "top1_loc", res.top1_loc, 50))
+    if res.gt_known_loc is not None:
+        rows.append(_row(dataset, split, "gt_known_loc", res.gt_known_loc, 50))
+    if v1 is not None:
+        rows.append(_row(dataset, split, "maxboxacc_v1", v1.compute().maxboxacc[50], 50))
+    return rows, {"curve_thresholds": res.thresholds, "curve": res.curve}
+
+
+def localize(
+    model: torch.nn.Module | None,
+    records: Sequence[Record],
+    config: EngineConfig,
+    *,
+    dataset: str = "cub",
+    split: str = "test",
+    interval: float = 0.001,
+    v1: bool = False,
+    baseline: str | None = None,
+    cam_target: str = "gt",
+    key: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    on_maps: Callable[[np.ndarray, np.ndarray], None] | None = None,
+) -> Outcome:
+    """MaxBoxAccV2 (and V1 on request) of the model's attention maps, or of a no-model baseline.
+
+    Images are resized to 224x224 without crop; maps go through the wsolevaluation pipeline inside
+    ``BoxAccumulator``. ``cam_target``: 'gt' (the GT class, as wsolevaluation) or 'pred' for CAMs.
+    ``on_maps(indices, maps)`` receives every batch's raw maps (for extract/visualize)."""
+    from .metrics.boxacc import BoxAccumulator  # numba kernels: imported only where used
+
+    _require(records, dataset)
+    gts = wsol_gt_boxes(records)
+    labels = torch.as_tensor([r.label for r in records])
+
+    def make() -> dict[str, Accumulator]:
+        accs: dict[str, Accumulator] = {"boxacc": BoxAccumulator(interval=interval)}
+        if v1:
+            accs["boxacc_v1"] = BoxAccumulator(interval=interval, multi_contour=False)
+        return accs
+
+    if model is None:
+        if baseline is None:
+            raise SimpoolBenchError("localize needs a model (--model/--checkpoint) or --baseline")
+        smap = baseline_scoremap(baseline)
+        accs = make()
+        bs = 256
+        for s in range(0, len(records), bs):
+            n = min(bs, len(records) - s)
+            maps = np.broadcast_to(smap, (n, *smap.shape))
+            for acc in accs.values():
+                acc.update(maps, gts[s : s + n])
+        rows, extras = _boxacc_rows(accs["boxacc"], dataset, split, accs.get("boxacc_v1"))
+        return Outcome(rows, len(records), 0, extras)
+
+    if getattr(model, "attn_source", None) is None:
+        raise SimpoolBenchError(f"model {getattr(model, 'arch', '?')} with pool {getattr(model, 'pool', '?')} gives no attention map to localize with")
+    cfg = getattr(model, "data_config", {})
+    transform = wsol_transform(mean or cfg.get("mean", (0.485, 0.456, 0.406)), std or cfg.get("std", (0.229, 0.224, 0.225)))
+    use_labels = bool((labels >= 0).all())
+    has_head = getattr(model, "num_classes", 0) > 0
+
+    def forward(m: torch.nn.Module, x: torch.Tensor, idx: np.ndarray) -> Any:
+        target = labels[torch.as_tensor(idx)].to(x.device) if (cam_target == "gt" and use_labels) else None
+        return m(x, target=target)
+
+    def step(batch: Batch, accs: dict[str, Accumulator]) -> None:
+        keep = np.flatnonzero(batch.ok)
+        if keep.size == 0:
+            return
+        maps = batch.output.attn.float().cpu().numpy()[keep]
+        idx = batch.indices[keep]
+        correct = None
+        if has_head and use_labels and batch.output.logits is not None:
+            pred = batch.output.logits.float().argmax(dim=1).cpu().numpy()[keep]
+            correct = pred == labels.numpy()[idx]
+        for acc in accs.values():
+            acc.update(maps, [gts[i] for i in idx], correct_cls=correct)
+        if on_maps is not None:
+            on_maps(idx, maps)
+
+    res = evaluate(model, ImageDataset(records, transform), make, step, config, forward=forward, key=key, description=f"localize {dataset}")
+    rows, extras = _boxacc_rows(res.accumulators["boxacc"], dataset, split, res.accumulators.get("boxacc_v1"))
+    extras.update(_engine_extras(res))
+    return Outcome(rows, res.n_images, res.n_failed, extras)
+
+
+# ----------------------------------------------------------------------------------- discover
+def discover(
+    model: torch.nn.Module | None,
+    records: Sequence[Record],
+    config: EngineConfig,
+    *,
+    dataset: str = "voc07",
+    split: str = "trainval",
+    method: str = "attn",
+    mass: float = 0.6,
+    lost_compat: bool = False,
+    k_patches: int = 100,
+    key: str | None = None,
+    on_boxes: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+) -> Outcome:
+    """CorLoc of one predicted box per image (LOST protocol).
+
+    Images are evaluated at full resolution, zero-padded right/bottom to the model's stride; batches
+    only group images of the same padded size, so the batch size never changes a box.
+    ``on_boxes(indices, boxes, hits)`` receives every batch's predictions (for visualize)."""
+    if method not in DISCOVER_METHODS:
+        raise SimpoolBenchError(f"--method {method!r}: expected one of {', '.join(DISCOVER_METHODS)}")
+    _require(records, dataset)
+    gts = [r.boxes for r in records]
+    sizes = np.array([[r.height, r.width] for r in records], dtype=np.int64)
+
+    if method in ("center", "full-image"):
+        acc = CorLocAccumulator()
+        fn = center_boxes if method == "center" else full_image_boxes
+        for s in range(0, len(records), 1024):
+            idx = np.arange(s, min(s + 1024, len(records)))
+            boxes = fn(sizes[idx])
+            hits = acc.update(boxes, [gts[i] for i in idx])
+            if on_boxes is not None:
+                on_boxes(idx, boxes, hits)
+        out = acc.compute()
+        return Outcome([_row(dataset, split, "corloc", out["corloc"])], len(records), 0, {"hits": out["hits"]})
+
+    if model is None:
+        raise SimpoolBenchError(f"--method {method} needs a model (--model/--checkpoint)")
+    stride = int(model.stride)
+    if method == "lost" and getattr(model, "family", "") != "vit":
+        raise SimpoolBenchError(f"--method lost needs a ViT (it uses the last block's keys); {model.arch} is a {model.family}")
+    if method == "attn" and getattr(model, "attn_source", None) is None:
+        raise SimpoolBenchError(f"model {model.arch} with pool {model.pool} gives no attention map; use --method lost, center or full-image")
+    cfg = getattr(model, "data_config", {})
+    transform = discovery_transform(stride, cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)))
+    pad_keys = [(padded_size(int(h), stride), padded_size(int(w), stride)) for h, w in sizes]
+
+    def forward(m: torch.nn.Module, x: torch.Tensor, idx: np.ndarray) -> Any:
+        return m(x, return_keys=(method == "lost"))
+
+    def step(batch: Batch, accs: dict[str, Accumulator]) -> None:
+        keep = np.flatnonzero(batch.ok)
+        if keep.size == 0:
+            return
+        idx = batch.indices[keep]
+        hw = sizes[idx]
+        if method == "attn":
+            boxes = boxes_from_attention(batch.output.attn.float().cpu()[keep], hw, stride, mass=mass, lost_compat=lost_compat)
+        else:
+            keys = batch.output.keys.float().cpu()[keep]
+            gh, gw = batch.images.shape[-2] // stride, batch.images.shape[-1] // stride
+            boxes = boxes_lost(keys, (gh, gw), hw, stride, k_patches=k_patches)
+        hits = accs["corloc"].update(boxes, [gts[i] for i in idx])
+        if on_boxes is not None:
+            on_boxes(idx, boxes, hits)
+
+    res = evaluate(
+        model, ImageDataset(records, transform), lambda: {"corloc": CorLocAccumulator()}, step, config,
+        forward=forward, batches_for=lambda r: bucket_batches(r, pad_keys, config.batch_size), key=key,
+        description=f"discover {dataset}",
+    )
+    out = res.accumulators["corloc"].compute()
+    extras = {"hits": out["hits"], **_engine_extras(res)}
+    return Outcome([_row(dataset, split, "corloc", out["corloc"])], res.n_images, res.n_failed, extras)

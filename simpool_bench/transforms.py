@@ -1,0 +1,87 @@
+"""Evaluation transforms: classification from the model's timm config, the fixed protocols of
+wsolevaluation (224x224, no crop) and LOST (full resolution, zero-padded to the stride)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchvision import transforms as T
+
+from .errors import SimpoolBenchError
+
+#: wsolevaluation resizes every image to 224x224 without cropping (``data_loaders.py``).
+WSOL_IMAGE_SIZE = 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_INTERPOLATIONS = {
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "nearest": T.InterpolationMode.NEAREST,
+}
+
+
+def classification_transform(
+    data_config: dict[str, Any],
+    resize: int | None = None,
+    crop: int | None = None,
+    interpolation: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> T.Compose:
+    """timm's eval transform for the model's data config, with optional overrides.
+
+    Without overrides this is ``timm.data.create_transform(**data_config)`` (resize the short side
+    to size / crop_pct, center crop, normalise)."""
+    cfg = dict(data_config)
+    if interpolation is not None:
+        if interpolation not in _INTERPOLATIONS:
+            raise SimpoolBenchError(f"--interpolation {interpolation!r}: expected one of {', '.join(_INTERPOLATIONS)}")
+        cfg["interpolation"] = interpolation
+    if mean is not None:
+        cfg["mean"] = tuple(mean)
+    if std is not None:
+        cfg["std"] = tuple(std)
+    if crop is not None:
+        cfg["input_size"] = (3, crop, crop)
+    if resize is not None:
+        size = cfg["input_size"][-1]
+        cfg["crop_pct"] = size / resize
+    from timm.data import create_transform
+
+    return create_transform(
+        input_size=cfg["input_size"], interpolation=cfg.get("interpolation", "bicubic"), mean=cfg["mean"],
+        std=cfg["std"], crop_pct=cfg.get("crop_pct", 0.875), crop_mode=cfg.get("crop_mode", "center"), is_training=False,
+    )
+
+
+def wsol_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, size: int = WSOL_IMAGE_SIZE) -> T.Compose:
+    """wsolevaluation's test transform: Resize((224, 224)) (bilinear), ToTensor, Normalize."""
+    return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
+
+
+class PadToMultiple:
+    """Zero-pad a (C, H, W) tensor right and bottom to a multiple of ``stride`` (LOST's padding,
+    applied after normalisation as LOST does)."""
+
+    def __init__(self, stride: int) -> None:
+        self.stride = int(stride)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        h, w = img.shape[-2:]
+        ph, pw = padded_size(h, self.stride) - h, padded_size(w, self.stride) - w
+        return F.pad(img, (0, pw, 0, ph)) if (ph or pw) else img
+
+
+def padded_size(n: int, stride: int) -> int:
+    """``n`` rounded up to a multiple of ``stride``."""
+    return int(math.ceil(n / stride) * stride)
+
+
+def discovery_transform(stride: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> T.Compose:
+    """LOST's transform: full resolution, ToTensor, Normalize, zero-pad to the stride."""
+    return T.Compose([T.ToTensor(), T.Normalize(mean, std), PadToMultiple(stride)])
