@@ -83,6 +83,7 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
         kwargs["gamma"] = gamma
     if options.img_size is not None:
         kwargs["img_size"] = options.img_size
+        extra.pop("img_size", None)
     model = build_model(arch, **kwargs, **extra)
     if ckpt is not None:
         load_into(model, ckpt)

@@ -39,6 +39,7 @@ import inspect
 import math
 import pickle
 import re
+import warnings
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -104,8 +105,9 @@ CONVNEXT_DEPTHS: dict[tuple[int, tuple[int, ...]], str] = {
 }
 
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
-# Arguments build_model decides itself (never taken from a file's args.model_kwargs).
-_BUILD_OWN_ARGS: frozenset[str] = frozenset(inspect.signature(build_model).parameters) | {
+# Arguments build_model decides itself (never taken from a file's args.model_kwargs); img_size is
+# the exception: a model trained at another input size needs it to rebuild its position embeddings.
+_BUILD_OWN_ARGS: frozenset[str] = (frozenset(inspect.signature(build_model).parameters) - {"img_size"}) | {
     "pretrained", "num_classes", "global_pool", "class_token", "fc_norm",
 }
 
@@ -234,7 +236,8 @@ def _torch_load(path: Path, trust: bool) -> Any:
                 f"checkpoint {path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})"
             ) from None
     try:
-        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol N": we word our own error
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         blocked = _blocked_globals(path, e)
@@ -242,6 +245,12 @@ def _torch_load(path: Path, trust: bool) -> Any:
             raise SimpoolBenchError(
                 f"checkpoint {path}: refused by safe loading: its pickle needs {', '.join(blocked)}, which could run "
                 f"arbitrary code when unpickled; if you trust this file, pass {TRUST_FLAG} (trust=True)"
+            ) from None
+        if "Weights only load failed" in str(e):
+            detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", str(e), re.S)
+            raise SimpoolBenchError(
+                f"checkpoint {path}: not a file the safe (weights-only) loader can read "
+                f"({_first_line(detail.group(1) if detail else e, 80)}); if it is a checkpoint you trust, pass {TRUST_FLAG}"
             ) from None
         raise SimpoolBenchError(
             f"checkpoint {path}: not a PyTorch checkpoint or safetensors file (unpickling failed: {_first_line(e)})"

@@ -338,7 +338,9 @@ def evaluate(
             sid = plan[i][0]
             if config.strict and not bool(ok.all()):
                 bad = int(idx[~ok][0])
-                raise SimpoolBenchError(f"image {getattr(dataset, 'describe', lambda j: j)(bad)} does not decode (--strict)")
+                records = getattr(dataset, "records", None)
+                name = records[bad].path if records is not None else f"#{bad}"
+                raise SimpoolBenchError(f"image {name} does not decode (--strict fails on it; without it, it is skipped and counted)")
             images = images.to(device, non_blocking=True)
             if config.channels_last and images.dim() == 4:
                 images = images.contiguous(memory_format=torch.channels_last)

@@ -63,7 +63,7 @@ def rebuild(expect_arch: str, ckpt: LoadedCheckpoint, **flags) -> torch.nn.Modul
     arch = a
     m = build_model(
         a, pool=pool, gamma=gamma, variant=variant, use_beta=ckpt.has_beta, num_classes=ckpt.num_classes or 0,
-        **TINY[arch], **ckpt.model_kwargs,
+        **{**TINY[arch], **ckpt.model_kwargs},  # what the file says wins
     )
     load_into(m, ckpt)
     return m.eval()
@@ -214,10 +214,11 @@ def test_official_supervised_without_ema_and_baselines(tmp_path):
     for pool, gp in (("cls", "token"), ("gap", "avg")):
         raw = tiny(arch, 3, pool=pool, num_classes=4)
         path = tmp_path / f"{pool}.pth.tar"
-        args = timm_train_args(gp=gp, gamma=None, num_classes=4, model_kwargs={"drop_path_rate": 0.0, "img_size": 224})
+        args = timm_train_args(gp=gp, gamma=None, num_classes=4, model_kwargs={"drop_path_rate": 0.0, "img_size": 32})
         write_timm_train_checkpoint(path, args, raw, None)
         c = load_checkpoint(path)
-        assert c.model_kwargs == {"drop_path_rate": 0.0}  # img_size is build_model's own argument
+        # img_size is the one build_model argument a file may set (to rebuild its position embeddings)
+        assert c.model_kwargs == {"drop_path_rate": 0.0, "img_size": 32}
         assert (c.format, c.pool, c.source, c.gamma) == ("official-supervised", pool, "state_dict", None)
         assert "state_dict used (no state_dict_ema in the file)" in c.key_mapping
         assert same_outputs(rebuild(arch, c), raw, arch)

@@ -1,0 +1,166 @@
+"""End-to-end CLI: classify on generated data, inspect, compare, check, and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from simpool_bench.cli import app
+from simpool_bench.models import build_model
+from simpool_bench.transforms import classification_transform
+
+TINY = dict(img_size=32, embed_dim=48, depth=2, num_heads=2)
+runner = CliRunner()
+
+
+def _invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny supervised SimPool ViT saved in the official timm train.py layout, and an ImageFolder."""
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    model = build_model("vit_tiny_patch16_224", num_classes=3, **TINY).eval()
+    ckpt = root / "tiny.pth.tar"
+    sd = model.state_dict()
+    torch.save({"state_dict": sd, "state_dict_ema": sd, "epoch": 3, "arch": "vit_tiny_patch16_224",
+                "args": argparse.Namespace(model="vit_tiny_patch16_224", gp="simpool", gamma=1.25, model_kwargs=TINY)}, ckpt)
+    rng = np.random.default_rng(0)
+    data = root / "data"
+    for c in ("ant", "bee", "cat"):
+        (data / "val" / c).mkdir(parents=True)
+        for i in range(5):
+            arr = rng.integers(0, 255, size=(36 + i, 40, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(data / "val" / c / f"{i}.png")
+    return model, ckpt, data, root
+
+
+def test_help_lists_every_command_with_one_line():
+    res = _invoke("--help")
+    assert res.exit_code == 0
+    for cmd in ("classify", "localize", "discover", "inspect", "compare", "check", "datasets"):
+        assert cmd in res.output
+
+
+def test_classify_matches_independent_top1(tiny, tmp_path):
+    model, ckpt, data, _ = tiny
+    out = tmp_path / "run"
+    res = _invoke("classify", "--data", data, "--split", "val", "--checkpoint", ckpt, "--out", out,
+                  "--device", "cpu", "-b", "4", "--formats", "json,md,latex")
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "results.csv")
+    for name in ("results.parquet", "results.json", "results.md", "results.tex"):
+        assert (out / name).exists()
+    # independent: the in-memory model, the same timm transform, images in ImageFolder order
+    tf = classification_transform(model.data_config)
+    hits1 = hits3 = n = 0
+    for label, c in enumerate(("ant", "bee", "cat")):
+        for i in range(5):
+            x = tf(Image.open(data / "val" / c / f"{i}.png").convert("RGB"))[None]
+            with torch.no_grad():
+                logits = model(x).logits[0]
+            hits1 += int(logits.argmax()) == label
+            hits3 += label in logits.topk(3).indices.tolist()
+            n += 1
+    top1 = table.loc[table.metric == "top1", "value"].item()
+    assert top1 == pytest.approx(100.0 * hits1 / n, abs=1e-9)
+    assert table.loc[table.metric == "top5", "value"].item() == pytest.approx(100.0 * hits3 / n)
+    assert table.loc[table.metric == "n_images", "value"].item() == n
+    assert set(table["checkpoint_format"]) == {"official-supervised"}
+
+
+def test_classify_skips_undecodable_image_or_fails_with_strict(tiny, tmp_path):
+    _, ckpt, data, root = tiny
+    bad = root / "bad"
+    import shutil
+
+    shutil.copytree(data / "val", bad / "val")
+    (bad / "val" / "ant" / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "skip"
+    res = _invoke("classify", "--data", bad, "--checkpoint", ckpt, "--out", out, "--device", "cpu")
+    assert res.exit_code == 0
+    table = pd.read_csv(out / "results.csv")
+    assert table.loc[table.metric == "n_failed", "value"].item() == 1
+    assert table.loc[table.metric == "n_images", "value"].item() == 15
+    res = _invoke("classify", "--data", bad, "--checkpoint", ckpt, "--device", "cpu", "--strict", "--no-resume")
+    assert res.exit_code == 2
+    assert "broken.png" in res.output
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--model", "nonexistent_net"], "nonexistent_net"),
+        (["--checkpoint", "/no/such/file.pth"], "/no/such/file.pth"),
+        (["--model", "vit_tiny_patch16_224", "--pool", "cls", "--gamma", "abc"], "--gamma"),
+    ],
+)
+def test_bad_model_flags_give_one_line(tiny, args, needle):
+    _, _, data, _ = tiny
+    res = _invoke("classify", "--data", data, "--device", "cpu", *args)
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0]
+
+
+def test_class_count_mismatch_and_empty_dataset(tiny, tmp_path):
+    _, ckpt, data, _ = tiny
+    res = _invoke("classify", "--data", data, "--model", "resnet18", "--num-classes", "2", "--device", "cpu")
+    assert res.exit_code == 2 and "3 classes" in res.output and "2" in res.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = _invoke("classify", "--data", empty, "--checkpoint", ckpt, "--device", "cpu")
+    assert res.exit_code == 2 and "error:" in res.output
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/simpool_bench_pwned_marker",))
+
+
+def test_malicious_pickle_is_refused(tiny, tmp_path):
+    _, _, data, _ = tiny
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as fh:
+        pickle.dump({"state_dict": _Evil()}, fh)
+    if os.path.exists("/tmp/simpool_bench_pwned_marker"):
+        os.remove("/tmp/simpool_bench_pwned_marker")
+    res = _invoke("classify", "--data", data, "--checkpoint", evil, "--device", "cpu")
+    assert res.exit_code == 2 and "--trust-checkpoint" in res.output
+    assert not os.path.exists("/tmp/simpool_bench_pwned_marker")
+
+
+def test_inspect_reports_format_and_arch(tiny):
+    _, ckpt, _, _ = tiny
+    res = _invoke("inspect", ckpt)
+    assert res.exit_code == 0
+    assert "official-supervised" in res.output and "vit_tiny_patch16_224" in res.output
+
+
+def test_compare_and_check_exit_codes(tiny, tmp_path):
+    _, ckpt, data, _ = tiny
+    out = tmp_path / "base"
+    assert _invoke("classify", "--data", data, "--checkpoint", ckpt, "--out", out, "--device", "cpu").exit_code == 0
+    res = _invoke("compare", out / "results.parquet", out / "results.csv", "--markdown", tmp_path / "cmp.md")
+    assert res.exit_code == 0 and (tmp_path / "cmp.md").exists()
+    # same run against itself: passes
+    assert _invoke("check", out / "results.csv", "--baseline", out / "results.csv", "--no-github").exit_code == 0
+    # a baseline 5 points higher on top1: regression, exit 1, summary names the metric
+    base = pd.read_csv(out / "results.csv")
+    base.loc[base.metric == "top1", "value"] += 5.0
+    high = tmp_path / "high.csv"
+    base[["dataset", "split", "metric", "iou_threshold", "value"]].to_csv(high, index=False)
+    res = _invoke("check", out / "results.csv", "--baseline", high, "--no-github")
+    assert res.exit_code == 1 and "top1" in res.output
+    # a missing baseline file: usage/data error, exit 2
+    assert _invoke("check", out / "results.csv", "--baseline", tmp_path / "nope.csv", "--no-github").exit_code == 2
