@@ -1,0 +1,394 @@
+"""MaxBoxAcc / MaxBoxAccV2: the fast component-tree path against the literal OpenCV pipeline of
+wsolevaluation (tests/boxacc_oracle.py), bit for bit, on random and adversarial maps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import boxacc_oracle as oracle
+from simpool_bench.errors import SimpoolBenchError
+from simpool_bench.metrics import _components
+from simpool_bench.metrics.boxacc import (BoxAccumulator, box_hits, cam_thresholds, prepare_scoremap)
+
+IOUS = (30, 50, 70)
+INTERVALS = (0.001, 0.01)
+
+
+# ------------------------------------------------------------------------------ map generators
+def _u8_small(rng: np.random.Generator, kind: str, h: int, w: int) -> np.ndarray:
+    """Quantised maps of any size, of the shapes that stress contour finding."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    if kind == "few_levels":  # plateaus, holes and diagonal contacts galore
+        return rng.integers(0, rng.integers(1, 6) + 1, (h, w)).astype(np.uint8)
+    if kind == "noise":  # up to 24 distinct values anywhere in 0..255
+        values = np.sort(rng.choice(256, rng.integers(2, 25), replace=False)).astype(np.uint8)
+        return values[rng.integers(0, len(values), (h, w))]
+    if kind == "binary_sparse":
+        return ((rng.random((h, w)) < rng.uniform(0.05, 0.95)) * rng.integers(1, 256)).astype(np.uint8)
+    if kind == "smooth":
+        s = rng.integers(2, 6)
+        m = cv2.resize(rng.random((s, s)), (w, h), interpolation=cv2.INTER_CUBIC)
+        step = rng.integers(1, 24)
+        return (oracle.quantise(oracle.normalize_scoremap(m)) // step * step).astype(np.uint8)
+    if kind == "rings":  # concentric rings around a random centre: nested holes
+        cy, cx = rng.uniform(-2, h + 1), rng.uniform(-2, w + 1)
+        period = rng.uniform(1.5, 6)
+        r = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+        return (np.floor(r / period) % rng.integers(2, 5) * rng.integers(1, 60)).astype(np.uint8)
+    if kind == "checker":
+        b = rng.integers(1, 4)
+        return (((yy // b + xx // b) % 2) * rng.integers(1, 256) + rng.integers(0, 2, (h, w))).astype(np.uint8)
+    if kind == "pixels":  # a few single pixels, often on the border or in corners
+        m = np.zeros((h, w), dtype=np.uint8)
+        for _ in range(rng.integers(1, 4)):
+            y = rng.choice([0, h - 1, rng.integers(0, h)])
+            x = rng.choice([0, w - 1, rng.integers(0, w)])
+            m[y, x] = rng.integers(1, 256)
+        return m
+    if kind == "frame":  # foreground touching the border, background holes inside
+        m = np.full((h, w), rng.integers(0, 3), dtype=np.uint8)
+        m[0, :] = m[-1, :] = m[:, 0] = m[:, -1] = rng.integers(3, 256)
+        if h > 4 and w > 4:
+            m[h // 2, :] = rng.integers(3, 256)
+            m[rng.integers(1, h - 1), rng.integers(1, w - 1)] = 255
+        return m
+    if kind == "holes":  # a blob with punched holes at several depths
+        m = np.zeros((h, w), dtype=np.uint8)
+        m[rng.integers(0, 2):h - rng.integers(0, 2), rng.integers(0, 2):w - rng.integers(0, 2)] = 200
+        holes = rng.random((h, w)) < 0.25
+        m[holes] = rng.integers(0, 200, holes.sum())
+        return m
+    if kind == "zero":
+        return np.zeros((h, w), dtype=np.uint8)
+    if kind == "constant":
+        return np.full((h, w), rng.integers(1, 256), dtype=np.uint8)
+    raise AssertionError(kind)
+
+
+SMALL_KINDS = ("few_levels", "noise", "binary_sparse", "smooth", "rings", "checker", "pixels", "frame", "holes",
+               "zero", "constant")
+
+
+def _raw_map(rng: np.random.Generator, kind: str) -> np.ndarray:
+    """Score maps at model resolution (or 224) for the full pipeline."""
+    if kind == "smooth14":
+        return rng.random((14, 14)).astype(np.float32)
+    if kind == "smooth7":
+        return rng.standard_normal((7, 7))
+    if kind == "noise224":
+        return rng.random((224, 224))
+    if kind == "nan":
+        m = rng.random((14, 14))
+        m[rng.integers(0, 14), rng.integers(0, 14)] = np.nan
+        return m
+    if kind == "constant":
+        return np.full((14, 14), rng.uniform(-3, 3))
+    if kind == "zero":
+        return np.zeros((7, 7), dtype=np.float32)
+    if kind == "hot_pixel":
+        m = np.zeros((14, 14))
+        m[rng.integers(0, 14), rng.integers(0, 14)] = 1.0
+        return m
+    if kind == "checker14":
+        return ((np.add.outer(np.arange(14), np.arange(14)) % 2) + 0.01 * rng.random((14, 14)))
+    if kind == "rings224":
+        yy, xx = np.mgrid[0:224, 0:224]
+        r = np.hypot(yy - rng.uniform(0, 224), xx - rng.uniform(0, 224))
+        return np.cos(r / rng.uniform(3, 12)) + 0.1 * np.cos(r / 2.3)
+    if kind == "nested224":  # nested square rings, touching the 223 edge
+        yy, xx = np.mgrid[0:224, 0:224]
+        d = np.maximum(np.abs(yy - 111.5), np.abs(xx - 111.5))
+        return (np.floor(d / rng.integers(3, 9)) % 2) * (1 + 0.2 * rng.random((224, 224)))
+    if kind == "blocks224":
+        b = rng.integers(2, 9)
+        return np.kron(rng.random((224 // b + 1, 224 // b + 1)), np.ones((b, b)))[:224, :224]
+    if kind == "int_map":
+        return rng.integers(-5, 6, (7, 14))
+    raise AssertionError(kind)
+
+
+RAW_KINDS = ("smooth14", "smooth7", "nan", "constant", "zero", "hot_pixel", "checker14", "rings224", "nested224",
+             "blocks224", "int_map")
+
+
+def _gt_boxes(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """1 to 4 GT boxes: random, full, tiny at the origin, or touching the last row/column."""
+    boxes = []
+    for _ in range(rng.integers(1, 5)):
+        style = rng.integers(0, 5)
+        if style == 0:
+            boxes.append([0, 0, w - 1, h - 1])
+        elif style == 1:
+            boxes.append([0, 0, rng.integers(0, 2), rng.integers(0, 2)])
+        else:
+            x0, y0 = rng.integers(0, w), rng.integers(0, h)
+            x1 = w - 1 if style == 2 else rng.integers(x0, w)
+            y1 = h - 1 if style == 2 else rng.integers(y0, h)
+            boxes.append([x0, y0, x1, y1])
+    return np.asarray(boxes, dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _check_level_boxes(u8: np.ndarray, per_level: dict[int, np.ndarray]) -> None:
+    """The kernel's boxes equal OpenCV's at every level, as multisets."""
+    rows = _components.level_box_rows(np.ascontiguousarray(u8))
+    if u8.max() == 0:
+        assert rows.shape == (0, 5)
+        return
+    ref = np.concatenate([np.column_stack([np.full(len(b), level), b]) for level, b in per_level.items()])
+    rows, ref = rows[np.lexsort(rows.T[::-1])], ref[np.lexsort(ref.T[::-1])]
+    if not np.array_equal(rows, ref):
+        first = next(i for i in range(min(len(rows), len(ref)) + 1) if i == min(len(rows), len(ref)) or (rows[i] != ref[i]).any())
+        raise AssertionError(f"boxes differ from OpenCV's (level, x0, y0, x1, y1) at row {first}: "
+                             f"{rows[first:first + 3].tolist()} vs {ref[first:first + 3].tolist()}; map:\n{u8}")
+
+
+def _check_hits(u8s: np.ndarray, gts: list[np.ndarray], per_levels: list[dict[int, np.ndarray]]) -> None:
+    """Fast per-threshold correctness equals the oracle's for both intervals, every image."""
+    for interval in INTERVALS:
+        thr = cam_thresholds(interval)
+        fast = box_hits(u8s, gts, thr, IOUS)
+        for i, u8 in enumerate(u8s):
+            ref = oracle.level_cached_hits(u8, gts[i], thr, IOUS, per_level=per_levels[i])
+            if not np.array_equal(fast[i], ref):
+                bad = np.argwhere(fast[i] != ref)[0]
+                raise AssertionError(f"interval {interval}: map {i} differs at IoU {IOUS[bad[0]]}, t={thr[bad[1]]}: "
+                                     f"fast {fast[i][tuple(bad)]}, oracle {ref[tuple(bad)]}\nmap:\n{u8}\ngt {gts[i]}")
+
+
+def _small_batches(seed: int, n_batches: int, per_batch: int, max_side: int) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    rng = np.random.default_rng(seed)
+    for b in range(n_batches):
+        h, w = (int(v) for v in rng.integers(1, max_side + 1, 2))
+        kinds = [SMALL_KINDS[(b + i) % len(SMALL_KINDS)] for i in range(per_batch)]
+        u8s = np.stack([_u8_small(rng, k, h, w) for k in kinds])
+        yield u8s, [_gt_boxes(rng, h, w) for _ in kinds]
+
+
+def _pipeline_batch(rng: np.random.Generator, kinds: list[str]) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
+    raw = [_raw_map(rng, k) for k in kinds]
+    u8s = np.stack([oracle.quantise(oracle.reference_scoremap(m)) for m in raw])
+    return raw, u8s, [_gt_boxes(rng, 224, 224) for _ in kinds]
+
+
+def _run_small(seed: int, n_batches: int, per_batch: int, max_side: int) -> int:
+    n = 0
+    for u8s, gts in _small_batches(seed, n_batches, per_batch, max_side):
+        per_levels = [oracle.level_boxes(u8) for u8 in u8s]
+        for u8, per_level in zip(u8s, per_levels):
+            _check_level_boxes(u8, per_level)
+        _check_hits(u8s, gts, per_levels)
+        n += len(u8s)
+    return n
+
+
+def _run_pipeline(seed: int, kinds: list[str], batch: int, box_every: int) -> int:
+    rng = np.random.default_rng(seed)
+    n = 0
+    for s in range(0, len(kinds), batch):
+        raw, u8s, gts = _pipeline_batch(rng, kinds[s:s + batch])
+        for m, u8 in zip(raw, u8s):
+            np.testing.assert_array_equal(prepare_scoremap(m), u8)
+        per_levels = [oracle.level_boxes(u8) for u8 in u8s]
+        for i in range(0, len(u8s), box_every):
+            _check_level_boxes(u8s[i], per_levels[i])
+        _check_hits(u8s, gts, per_levels)
+        n += len(u8s)
+    return n
+
+
+# ---------------------------------------------------------------------------------- quick tests
+def test_retr_tree_boxes_per_level_match_opencv() -> None:
+    """Component-tree boxes == OpenCV RETR_TREE boxes (8-connected foreground components plus
+    4-connected holes grown by one pixel), level by level, and counts per threshold agree."""
+    assert _run_small(seed=1, n_batches=16, per_batch=11, max_side=24) == 176
+
+
+def test_full_pipeline_matches_oracle() -> None:
+    kinds = list(RAW_KINDS) * 2
+    assert _run_pipeline(seed=2, kinds=kinds, batch=11, box_every=2) == len(kinds)
+
+
+def test_literal_reference_per_threshold() -> None:
+    """The fast path against the literal reference: one findContours per threshold."""
+    rng = np.random.default_rng(3)
+    kinds = ["smooth14", "smooth7", "rings224", "nan", "zero", "hot_pixel", "checker14", "nested224"]
+    raw, u8s, gts = _pipeline_batch(rng, kinds)
+    for interval, subset in ((0.01, range(len(kinds))), (0.001, range(2))):
+        thr = oracle.reference_thresholds(interval)
+        fast = box_hits(u8s[list(subset)], [gts[i] for i in subset], np.asarray(thr), IOUS)
+        for k, i in enumerate(subset):
+            np.testing.assert_array_equal(fast[k], oracle.reference_hits(u8s[i], gts[i], thr, IOUS))
+
+
+def test_v1_largest_contour_matches_oracle() -> None:
+    rng = np.random.default_rng(4)
+    kinds = ["smooth14", "smooth7", "rings224", "checker14", "zero", "blocks224"]
+    raw, u8s, gts = _pipeline_batch(rng, kinds)
+    for interval, subset in ((0.01, range(len(kinds))), (0.001, range(1))):
+        thr = oracle.reference_thresholds(interval)
+        fast = box_hits(u8s[list(subset)], [gts[i] for i in subset], np.asarray(thr), IOUS, multi_contour=False)
+        for k, i in enumerate(subset):
+            np.testing.assert_array_equal(fast[k], oracle.reference_hits(u8s[i], gts[i], thr, IOUS, multi_contour=False))
+
+
+def test_prepare_scoremap_matches_reference() -> None:
+    rng = np.random.default_rng(5)
+    maps: list[np.ndarray] = [_raw_map(rng, k) for k in RAW_KINDS + ("noise224",)]
+    maps += [rng.random((7, 14)) * 1e-9, -rng.random((16, 9)), rng.random((224, 224)).astype(np.float32),
+             np.array([[0.0, 1.0], [1.0, 1.0]])]
+    for m in maps:
+        np.testing.assert_array_equal(prepare_scoremap(m), oracle.quantise(oracle.reference_scoremap(m)))
+    half = torch.rand(14, 14, generator=torch.Generator().manual_seed(0)).half()
+    np.testing.assert_array_equal(prepare_scoremap(half), oracle.quantise(oracle.reference_scoremap(half.float().numpy())))
+    assert prepare_scoremap(np.full((5, 5), np.nan)).max() == 0
+    assert prepare_scoremap(np.ones((14, 14))).max() == 0
+    assert prepare_scoremap(rng.random((14, 14)), size=(32, 48)).shape == (32, 48)
+
+
+def test_accumulator_equals_oracle_counts_and_top1() -> None:
+    rng = np.random.default_rng(6)
+    kinds = ["smooth14", "smooth7", "hot_pixel", "rings224", "zero", "checker14"] * 2
+    raw, u8s, gts = _pipeline_batch(rng, kinds)
+    cls = rng.random(len(kinds)) < 0.5
+    acc = BoxAccumulator(interval=0.01)
+    acc.update(raw[:5], gts[:5], correct_cls=cls[:5])
+    acc.update(raw[5:], gts[5:], correct_cls=torch.from_numpy(cls[5:]))
+    thr = oracle.reference_thresholds(0.01)
+    ref = np.stack([oracle.level_cached_hits(u8, gt, thr, IOUS) for u8, gt in zip(u8s, gts)])
+    np.testing.assert_array_equal(acc.correct.numpy(), ref.sum(0))
+    np.testing.assert_array_equal(acc.correct_top1.numpy(), ref[cls].sum(0))
+    res = acc.compute()
+    n = len(kinds)
+    curve = ref.sum(0).T * 100.0 / n
+    np.testing.assert_array_equal(res.curve, curve)
+    assert res.maxboxacc == {iou: curve[:, j].max() for j, iou in enumerate(IOUS)}
+    assert res.best_threshold == {iou: thr[int(np.argmax(curve[:, j]))] for j, iou in enumerate(IOUS)}
+    assert res.maxboxacc_v2 == pytest.approx(np.mean([curve[:, j].max() for j in range(3)]), abs=0)
+    assert res.gt_known_loc == res.maxboxacc[50]
+    assert res.top1_loc == (ref[cls].sum(0)[1] * 100.0 / n).max()
+    assert res.n_images == n and res.multi_contour
+
+
+def test_tensor_batches_and_threads_agree() -> None:
+    g = torch.Generator().manual_seed(7)
+    maps = torch.rand(6, 14, 14, generator=g)
+    gts = [np.array([[10 * i, 20, 100 + 10 * i, 223]]) for i in range(6)]
+    one = BoxAccumulator(interval=0.01, num_threads=1)
+    one.update(maps, gts)
+    two = BoxAccumulator(interval=0.01, num_threads=2)
+    two.update(list(maps.numpy()), gts)
+    np.testing.assert_array_equal(one.correct.numpy(), two.correct.numpy())
+    thr = oracle.reference_thresholds(0.01)
+    ref = sum(oracle.level_cached_hits(oracle.quantise(oracle.reference_scoremap(m.numpy())), gt, thr, IOUS)
+              for m, gt in zip(maps, gts))
+    np.testing.assert_array_equal(one.correct.numpy(), ref)
+    assert one.compute().top1_loc is None  # no correct_cls given
+
+
+def test_merge_equals_single_pass_and_state_roundtrip() -> None:
+    rng = np.random.default_rng(8)
+    maps = [rng.random((14, 14)) for _ in range(10)]
+    gts = [_gt_boxes(rng, 224, 224) for _ in range(10)]
+    cls = rng.random(10) < 0.7
+    whole = BoxAccumulator(interval=0.01)
+    whole.update(maps, gts, correct_cls=cls)
+    a, b = BoxAccumulator(interval=0.01), BoxAccumulator(interval=0.01)
+    a.update(maps[:3], gts[:3], correct_cls=cls[:3])
+    b.update(maps[3:], gts[3:], correct_cls=cls[3:])
+    a.merge(b)
+    for name in ("correct", "correct_top1", "n_images", "n_with_cls"):
+        assert torch.equal(getattr(a, name), getattr(whole, name)), name
+    assert a.compute().maxboxacc == whole.compute().maxboxacc
+    c = BoxAccumulator(interval=0.01)
+    c.load_state_dict(a.state_dict())
+    assert c.compute().top1_loc == whole.compute().top1_loc
+    with pytest.raises(SimpoolBenchError):
+        a.merge(BoxAccumulator(interval=0.01, multi_contour=False))
+
+
+def _box_map(box: tuple[int, int, int, int]) -> np.ndarray:
+    m = np.zeros((224, 224))
+    m[box[1]:box[3] + 1, box[0]:box[2] + 1] = 1.0
+    return m
+
+
+def test_known_answers() -> None:
+    """Hand-computed: a map exactly on the GT box predicts (x0, y0, x1 + 1, y1 + 1), IoU
+    100*120/(101*121) = 0.98 at every threshold; a map in the opposite corner never overlaps;
+    an all-zero map predicts (0, 0, 0, 0): IoU 1/2 with GT (0, 0, 0, 1), 1/4 with (0, 0, 1, 1)."""
+    acc = BoxAccumulator(interval=0.01)
+    acc.update([_box_map((50, 60, 149, 179)), _box_map((100, 100, 223, 223))],
+               [np.array([[50, 60, 149, 179]]), np.array([[100, 100, 223, 223]])], correct_cls=[True, False])
+    res = acc.compute()
+    assert res.maxboxacc == {30: 100.0, 50: 100.0, 70: 100.0} and res.maxboxacc_v2 == 100.0
+    assert (res.curve == 100.0).all() and res.best_threshold == {30: 0.0, 50: 0.0, 70: 0.0}
+    assert res.top1_loc == 50.0 and res.gt_known_loc == 100.0
+
+    acc = BoxAccumulator(interval=0.001)
+    acc.update([_box_map((0, 0, 50, 50))], [np.array([[150, 150, 223, 223]])])
+    res = acc.compute()
+    assert res.maxboxacc == {30: 0.0, 50: 0.0, 70: 0.0} and (res.curve == 0).all()
+
+    acc = BoxAccumulator(interval=0.01)
+    acc.update(np.zeros((2, 7, 7)), [np.array([[0, 0, 0, 1]]), np.array([[0, 0, 1, 1]])])
+    assert acc.compute().maxboxacc == {30: 50.0, 50: 50.0, 70: 0.0}
+
+
+def test_v1_known_answer_and_two_blobs() -> None:
+    """Two blobs: V2 finds the small one on the GT, V1 keeps only the larger one."""
+    m = np.zeros((224, 224))
+    m[10:110, 10:110] = 1.0  # large, off target
+    m[150:170, 150:170] = 0.9  # small, on target
+    gt = [np.array([[150, 150, 169, 169]])]
+    v2, v1 = BoxAccumulator(interval=0.01), BoxAccumulator(interval=0.01, multi_contour=False)
+    v2.update([m], gt)
+    v1.update([m], gt)
+    assert v2.compute().maxboxacc[50] == 100.0
+    assert v1.compute().maxboxacc[50] == 0.0
+
+
+def test_bad_inputs_raise() -> None:
+    acc = BoxAccumulator(interval=0.01)
+    good = [np.array([[0, 0, 10, 10]])]
+    with pytest.raises(SimpoolBenchError, match="gt_boxes"):
+        acc.update(np.zeros((2, 7, 7)), good)
+    with pytest.raises(SimpoolBenchError, match=r"gt_boxes\[0\]"):
+        acc.update(np.zeros((1, 7, 7)), [np.zeros((0, 4))])
+    with pytest.raises(SimpoolBenchError, match="convention"):
+        acc.update(np.zeros((1, 7, 7)), [np.array([[5, 0, 4, 10]])])
+    with pytest.raises(SimpoolBenchError, match="whole pixels"):
+        acc.update(np.zeros((1, 7, 7)), [np.array([[0.5, 0, 4, 10]])])
+    with pytest.raises(SimpoolBenchError, match="infinite"):
+        acc.update(np.full((1, 7, 7), np.inf), good)
+    with pytest.raises(SimpoolBenchError, match="score_maps"):
+        acc.update(np.zeros((7, 7)), good)
+    with pytest.raises(SimpoolBenchError, match="correct_cls"):
+        acc.update(np.zeros((1, 7, 7)), good, correct_cls=[True, False])
+    with pytest.raises(SimpoolBenchError, match="interval"):
+        BoxAccumulator(interval=0)
+    with pytest.raises(SimpoolBenchError, match="iou_thresholds"):
+        BoxAccumulator(iou_thresholds=(0.5,))
+    with pytest.raises(SimpoolBenchError, match="no image"):
+        BoxAccumulator().compute()
+
+
+# ----------------------------------------------------------------------------------- the sweep
+@pytest.mark.slow
+def test_exactness_sweep() -> None:
+    """>= 10,000 maps, every per-threshold count at intervals 0.001 and 0.01 equal to the
+    oracle's, and the per-level box multisets equal to OpenCV's."""
+    t0 = time.perf_counter()
+    n = _run_small(seed=100, n_batches=410, per_batch=22, max_side=20)  # 9,020 small maps
+    smooth = ["smooth14", "smooth7"] * 400  # 800 maps as from a real attention head
+    n += _run_pipeline(seed=101, kinds=smooth, batch=50, box_every=25)
+    n += _run_pipeline(seed=102, kinds=list(RAW_KINDS) * 20, batch=22, box_every=11)
+    n += _run_pipeline(seed=103, kinds=["noise224"] * 2, batch=2, box_every=2)
+    assert n >= 10_000, n
+    print(f"exactness sweep: {n} maps in {time.perf_counter() - t0:.0f} s")
