@@ -208,3 +208,77 @@ def write_curve(extras: dict[str, Any], path: Path) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(cols).to_csv(path, index=False)
     return path
+
+
+# ------------------------------------------------------------------------------------------ stored maps
+#: The split recorded (and, for VOC/CUB native, read) when ``--split`` is not given.
+DEFAULT_SPLITS = {"cub": "test", "imagenet": "test", "voc07": "trainval", "voc12": "trainval", "coco20k": "train", "folder": "all"}
+
+
+def read_image_files(root: Path) -> list[Record]:
+    """Every image under ``root`` (recursively, sorted by relative path), without labels or boxes;
+    the size is read from each file's header (unreadable files get 0 x 0 and fail at decoding)."""
+    from PIL import Image
+
+    from .data.imagenet import IMG_EXTENSIONS
+
+    root = Path(root)
+    if not root.is_dir():
+        raise SimpoolBenchError(f"--data {root}: no such directory")
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    if not paths:
+        raise SimpoolBenchError(f"--data {root}: no image files ({', '.join(IMG_EXTENSIONS)})")
+    records = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+        except Exception:  # noqa: BLE001 - decoding reports it later, per image
+            w = h = 0
+        records.append(Record(p.relative_to(root).as_posix(), p, -1, w, h))
+    return records
+
+
+def read_map_data(
+    dataset: str, data: Path, *, metadata: Path | None = None, split: str | None = None, no_hard: bool = False,
+    annotations: Path | None = None, list_file: Path | None = None,
+) -> list[Record]:
+    """Records for ``extract``/``visualize``: cub/imagenet as ``localize`` reads them, voc07/voc12/
+    coco20k as ``discover`` does, or ``folder``: every image under ``data``."""
+    from .maps import protocol_for
+
+    protocol_for(dataset)  # validates the name
+    split = split or DEFAULT_SPLITS[dataset]
+    if dataset == "folder":
+        return read_image_files(data)
+    if dataset in ("cub", "imagenet"):
+        return read_localization_data(dataset, data, metadata, split)
+    return read_discovery_data(dataset, data, split, no_hard, annotations, list_file)
+
+
+def stored_provenance(store: Any, *, n_images: int, method: str | None = None) -> Provenance:
+    """Provenance of a run computed from stored maps: the extracting model's (from the store's
+    manifest), with this run's id, date and command line."""
+    known = dict(store.manifest.get("provenance") or {})
+    for k in ("run_id", "date", "command", "n_images", "method"):
+        known.pop(k, None)
+    model, pool = known.pop("model", "unknown"), known.pop("pool", "unknown")
+    return Provenance.collect(model=model, pool=pool, n_images=n_images, method=method, **known)
+
+
+def from_maps(kind: str, maps: Path, records: Sequence[Record], **kwargs: Any) -> tuple[ev.Outcome, Provenance]:
+    """``localize`` or ``discover`` (method attn) scored on the maps stored by ``extract`` in
+    ``maps`` instead of a model's; ``kwargs`` go to ``evaluate.localize_stored``/``discover_stored``.
+    The provenance is the extracting model's (from the store's manifest)."""
+    from .maps import MapStore
+
+    store = MapStore.open(maps)
+    if kind == "localize":
+        outcome = ev.localize_stored(store, records, **kwargs)
+        method = None
+    elif kind == "discover":
+        outcome = ev.discover_stored(store, records, **kwargs)
+        method = "attn"
+    else:
+        raise SimpoolBenchError(f"from_maps: kind {kind!r}, expected localize or discover")
+    return outcome, stored_provenance(store, n_images=outcome.n_images, method=method)

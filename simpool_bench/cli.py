@@ -211,6 +211,7 @@ def localize(
     v1: Annotated[bool, typer.Option("--v1", help="Also MaxBoxAccV1 (largest contour, IoU 50).")] = False,
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="No-model baseline map: center-gaussian | full-box.")] = None,
     cam_target: Annotated[str, typer.Option("--cam-target", help="CAM class: gt (wsolevaluation) | pred.")] = "gt",
+    maps: Annotated[Optional[Path], typer.Option("--maps", help="Score the maps stored by `extract` in this folder instead of running a model (float32 maps: the direct run's numbers exactly).")] = None,
     model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
     fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
     min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
@@ -232,6 +233,15 @@ def localize(
         raise SimpoolBenchError(f"--cam-target {cam_target!r}: expected gt or pred")
     config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out)
     records = api.read_localization_data(dataset, data, metadata, split)
+    if maps is not None:  # no model: the stored maps
+        if baseline or model or checkpoint:
+            raise SimpoolBenchError("--maps needs no model: drop --model/--checkpoint/--baseline")
+        outcome, prov = api.from_maps("localize", maps, records, dataset=dataset, split=split, interval=interval, v1=v1,
+                                      cam_target=cam_target)
+        table = api.finish(outcome, prov, out, fmts)
+        if out is not None:
+            api.write_curve(outcome.extras, Path(out) / "boxacc_curve.csv")
+        return _show(table, out)
     net = ckpt = opts = None
     if baseline is None:
         opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
@@ -262,6 +272,7 @@ def discover(
     lost_compat: Annotated[bool, typer.Option("--lost-compat", help="attn: reproduce LOST dino_seg's component choice, off-by-one included.")] = False,
     k_patches: Annotated[int, typer.Option("--k-patches", help="lost: seed expansion size (LOST: 100).")] = 100,
     no_hard: Annotated[bool, typer.Option("--no-hard", help="VOC: drop images whose objects are all difficult/truncated (LOST --no_hard).")] = False,
+    maps: Annotated[Optional[Path], typer.Option("--maps", help="--method attn on the maps stored by `extract` in this folder instead of running a model.")] = None,
     model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
     fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
     min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
@@ -279,6 +290,11 @@ def discover(
         raise SimpoolBenchError("--data is required (VOC20XX folder or COCO train2014 images)")
     config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out)
     records = api.read_discovery_data(dataset, data, split, no_hard, annotations, list_file)
+    if maps is not None:  # no model: the stored maps
+        if method != "attn" or model or checkpoint:
+            raise SimpoolBenchError("--maps scores stored attention maps: use --method attn, without --model/--checkpoint")
+        outcome, prov = api.from_maps("discover", maps, records, dataset=dataset, split=split, mass=mass, lost_compat=lost_compat)
+        return _show(api.finish(outcome, prov, out, fmts), out)
     net = ckpt = opts = None
     if method not in ("center", "full-image"):
         opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
@@ -410,6 +426,26 @@ def datasets_list() -> None:
 
     for name in list_manifests():
         console.print(name)
+
+
+@app.command()
+@friendly
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (data, models, runs, summary, figures).")] = Path("demo_out"),
+    small: Annotated[bool, typer.Option("--small", help="A quick setting (few images, one epoch): what CI runs.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the demo data and training.")] = 0,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Everything end to end on demo data the tool makes itself: data, two trained tiny ViTs, every command.
+
+    Writes OUT/data (every dataset layout), OUT/models (official checkpoint layout), OUT/runs/*/results.csv,
+    OUT/summary/compare.md|.tex, OUT/figures/overlays.png and boxacc_curves.png. A second run reuses data and models."""
+    from dataclasses import replace as _replace
+
+    from .demo.run import DemoSettings, run_demo
+
+    settings = DemoSettings.small() if small else DemoSettings()
+    run_demo(out, _replace(settings, seed=seed), device=device)
 
 
 def _register_extra_commands() -> None:

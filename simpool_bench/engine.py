@@ -4,15 +4,30 @@ The unit of work is a *shard*: a fixed, ordered chunk of the dataset's indices. 
 ranks round-robin; each finished shard's accumulator states are saved (with a sha256) when a resume
 folder is given, so that a rerun of the same command skips them. The per-shard accumulators are sums,
 so the merged result is the same whatever the number of ranks, the batch size or the interruptions.
+
+Speed: images are decoded by DataLoader workers into pinned memory and copied to the device
+asynchronously; on a GPU, batch ``i``'s outputs are copied back (non-blocking) while batch ``i + 1``
+runs, so the metric updates on the host overlap the next forward pass (one host sync per batch,
+never per image). ``EvalResult.extras`` reports how long the loop waited for decoded images.
+
+Distributed (``torchrun``): gloo carries the merges of the (CPU) accumulator counts, NCCL is
+registered for CUDA tensors when GPUs are present. Every collective has a timeout
+(``SIMPOOL_BENCH_DIST_TIMEOUT`` seconds, default 600): a rank that died or hangs turns into a
+one-line ``SimpoolBenchError`` on the others instead of a hang.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import io
+import math
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +42,19 @@ from .errors import SimpoolBenchError
 from .metrics.base import Accumulator
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: Seconds a collective (or joining the group) may wait for the other ranks before failing.
+DIST_TIMEOUT_ENV = "SIMPOOL_BENCH_DIST_TIMEOUT"
+DEFAULT_DIST_TIMEOUT_S = 600.0
+#: Test-only fault injection: ``RANK`` or ``RANK:exit`` makes that rank exit (code 17) after its
+#: first finished shard; ``RANK:hang`` makes it sleep forever instead.
+FAULT_ENV = "SIMPOOL_BENCH_FAULT"
+FAULT_EXIT_CODE = 17
+#: Liveness beats of every rank (a thread) and how long a silent rank may stay silent at most.
+HEARTBEAT_S = 1.0
+LIVENESS_TIMEOUT_S = 30.0
+#: Fraction of the loop's time spent waiting for decoded images above which a hint is printed.
+DATA_BOUND_HINT = 0.5
 
 
 @dataclass
@@ -93,6 +121,9 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 
 
 # --------------------------------------------------------------------------------------- distributed
+_DIST: dict[str, Any] = {"timeout_s": DEFAULT_DIST_TIMEOUT_S, "broken": False, "calls": 0}
+
+
 def dist_world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
@@ -101,25 +132,199 @@ def dist_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def init_distributed(timeout_s: float = 600.0) -> bool:
+def dist_timeout_s(value: float | str | None = None) -> float:
+    """The collective timeout in seconds: ``value``, else ``$SIMPOOL_BENCH_DIST_TIMEOUT``, else 600."""
+    raw = os.environ.get(DIST_TIMEOUT_ENV, "") if value is None else value
+    if raw in ("", None):
+        return DEFAULT_DIST_TIMEOUT_S
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise SimpoolBenchError(f"{DIST_TIMEOUT_ENV}={raw!r}: expected a number of seconds > 0 (default {DEFAULT_DIST_TIMEOUT_S:g})")
+    return seconds
+
+
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0].strip() if text else type(err).__name__
+    line = line.replace("[", "(").replace("]", ")")  # no console-markup look-alikes in a one-line error
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def init_distributed(timeout_s: float | None = None) -> bool:
     """Join the process group that ``torchrun`` describes in the environment (no-op otherwise).
 
-    NCCL is used when CUDA is available, gloo otherwise. The timeout makes a rank that died turn
-    into an error on the others instead of a hang."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+    gloo carries CPU tensors (every merge of the accumulators); with CUDA present NCCL is
+    registered for CUDA tensors (``cpu:gloo,cuda:nccl``) and each rank takes GPU ``LOCAL_RANK``.
+    ``timeout_s`` (default ``$SIMPOOL_BENCH_DIST_TIMEOUT`` or 600 s) bounds joining the group and
+    every collective, so a rank that died turns into an error on the others instead of a hang."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or not dist.is_available():
         return False
     if dist.is_initialized():
         return True
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend, timeout=_dt.timedelta(seconds=timeout_s))
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    timeout = dist_timeout_s(timeout_s)
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
+    if missing:
+        raise SimpoolBenchError(
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} not set: launch with torchrun "
+            f"(e.g. torchrun --nproc-per-node 2 $(which simpool-bench) ...)"
+        )
+    backend = "gloo"
+    if torch.cuda.is_available():
+        backend = "cpu:gloo,cuda:nccl"
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    try:
+        dist.init_process_group(backend=backend, timeout=_dt.timedelta(seconds=timeout))
+    except (RuntimeError, ValueError, OSError) as err:
+        raise SimpoolBenchError(
+            f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: could not join the process group at "
+            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} within {timeout:g} s ({_first_line(err)})"
+        ) from None
+    _DIST.update(timeout_s=timeout, broken=False)
+    atexit.register(shutdown_distributed)
     return True
 
 
 def shutdown_distributed() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group (skipped after a failed collective: the group is unusable)."""
+    if dist.is_available() and dist.is_initialized() and not _DIST["broken"]:
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+
+
+def collective(what: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` (torch.distributed calls); a failure or timeout becomes a one-line SimpoolBenchError."""
+    try:
+        return fn()
+    except SimpoolBenchError:
+        raise
+    except RuntimeError as err:  # DistBackendError, gloo "Connection closed by peer", timeouts
+        _DIST["broken"] = True
+        raise SimpoolBenchError(
+            f"rank {dist_rank()} of {dist_world()}: {what} failed: another rank died or did not answer within "
+            f"{_DIST['timeout_s']:g} s (set {DIST_TIMEOUT_ENV} to wait longer): {_first_line(err)}"
+        ) from None
+
+
+class RankMonitor:
+    """Waits for the other ranks at the end of an evaluation without a fixed deadline.
+
+    A rank that is slower (more shards, a slower node) is waited for as long as it makes progress;
+    through the process group's store every rank publishes a liveness count (a thread, every
+    ``HEARTBEAT_S``) and a progress count (per batch). A rank whose liveness stops for
+    ``min(timeout, LIVENESS_TIMEOUT_S)`` died; one whose progress stops for ``timeout`` hangs.
+    Either is a one-line SimpoolBenchError on the ranks that wait."""
+
+    def __init__(self, tag: str) -> None:
+        from torch.distributed.distributed_c10d import _get_default_store
+
+        base = _get_default_store()
+        self.prefix = f"simpool_bench/{tag}/"
+        self.store = dist.PrefixStore(self.prefix, base)
+        self.rank, self.world = dist_rank(), dist_world()
+        self.timeout = float(_DIST["timeout_s"])
+        self.liveness = min(self.timeout, LIVENESS_TIMEOUT_S)
+        self._last_progress = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(dist.PrefixStore(self.prefix, base.clone()),),
+                                        name="simpool-bench-heartbeat", daemon=True)
+        collective("publishing progress", lambda: self.store.add(f"progress/{self.rank}", 1))
+        self._thread.start()
+
+    def _beat(self, store: Any) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                store.add(f"alive/{self.rank}", 1)
+            except Exception:  # noqa: BLE001 - the store is gone: the waiting side reports it
+                return
+
+    def progress(self) -> None:
+        """Count a finished batch (published at most every HEARTBEAT_S / 2)."""
+        now = time.monotonic()
+        if now - self._last_progress >= HEARTBEAT_S / 2:
+            self._last_progress = now
+            collective("publishing progress", lambda: self.store.add(f"progress/{self.rank}", 1))
+
+    def wait_for_all(self, poll_s: float = 0.1) -> None:
+        """Mark this rank done and return when every rank is; raise if one died or hangs."""
+        collective("waiting for the other ranks", lambda: self.store.set(f"done/{self.rank}", "1"))
+        seen: dict[tuple[str, int], tuple[int, float]] = {}
+        while True:
+            pending = collective("waiting for the other ranks", lambda: [
+                r for r in range(self.world) if r != self.rank and not self.store.check([f"done/{r}"])])
+            if not pending:
+                return
+            now = time.monotonic()
+            for r in pending:
+                for kind, limit in (("alive", self.liveness), ("progress", self.timeout)):
+                    value = collective("waiting for the other ranks", lambda: self.store.add(f"{kind}/{r}", 0))
+                    last = seen.get((kind, r))
+                    if last is None or last[0] != value:
+                        seen[(kind, r)] = (value, now)
+                    elif now - last[1] > limit:
+                        what = "died (no sign of life" if kind == "alive" else "hangs (no progress"
+                        raise SimpoolBenchError(
+                            f"rank {self.rank} of {self.world}: rank {r} {what} for {limit:g} s) before finishing its "
+                            f"shards; stopping (set {DIST_TIMEOUT_ENV} to wait longer)"
+                        )
+            time.sleep(poll_s)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _check_same_work(n: int, n_shards: int) -> None:
+    """Every rank must see the same dataset size and sharding (else the shards would not line up)."""
+    mine = torch.tensor([n, n_shards], dtype=torch.int64)
+    everyone = [torch.zeros_like(mine) for _ in range(dist_world())]
+    collective("agreeing on the work", lambda: dist.all_gather(everyone, mine))
+    for r, other in enumerate(everyone):
+        if not torch.equal(other, mine):
+            raise SimpoolBenchError(
+                f"rank {r} sees {int(other[0])} images in {int(other[1])} shards, rank {dist_rank()} sees {n} in "
+                f"{n_shards}: every rank must read the same data with the same --shard-size"
+            )
+
+
+def all_gather_indexed(index: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``values`` (n, ...) keyed by dataset ``index`` (n,) from every rank, sorted by index.
+
+    Outside torch.distributed this only sorts. Used for what is not a sum (the k-NN memory bank)."""
+    index = index.detach().cpu().long()
+    values = values.detach().cpu()
+    if dist_world() > 1:
+        sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(dist_world())]
+        collective("gathering features", lambda: dist.all_gather(sizes, torch.tensor([index.numel()])))
+        top = int(max(int(s) for s in sizes))
+        pad_i = torch.full((top,), -1, dtype=torch.int64)
+        pad_i[: index.numel()] = index
+        pad_v = torch.zeros((top, *values.shape[1:]), dtype=values.dtype)
+        pad_v[: values.shape[0]] = values
+        all_i = [torch.empty_like(pad_i) for _ in sizes]
+        all_v = [torch.empty_like(pad_v) for _ in sizes]
+        collective("gathering features", lambda: (dist.all_gather(all_i, pad_i), dist.all_gather(all_v, pad_v)))
+        index = torch.cat([i[: int(s)] for i, s in zip(all_i, sizes)])
+        values = torch.cat([v[: int(s)] for v, s in zip(all_v, sizes)])
+    order = torch.argsort(index)
+    return index[order], values[order]
+
+
+def _fault_after_shard(rank: int) -> None:
+    """Test-only hook (``$SIMPOOL_BENCH_FAULT``): simulate a rank that dies or hangs mid-run."""
+    spec = os.environ.get(FAULT_ENV, "").strip()
+    if not spec:
+        return
+    who, _, action = spec.partition(":")
+    if not who.isdigit() or action not in ("", "exit", "hang"):
+        raise SimpoolBenchError(f"{FAULT_ENV}={spec!r}: expected RANK, RANK:exit or RANK:hang")
+    if int(who) != rank:
+        return
+    if action == "hang":
+        while True:
+            time.sleep(3600)
+    os._exit(FAULT_EXIT_CODE)
 
 
 def make_shards(n: int, shard_size: int) -> list[range]:
@@ -177,7 +382,10 @@ def run_key(parts: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------- batching
 @dataclass
 class Batch:
-    """One evaluated batch: dataset indices, which images decoded, and the model's output."""
+    """One evaluated batch: dataset indices, which images decoded, and the model's output.
+
+    ``output`` holds host (CPU) tensors; ``images`` is the batch as it went into the model (on the
+    device; its shape tells the padded input size)."""
 
     indices: np.ndarray
     ok: np.ndarray
@@ -257,7 +465,10 @@ class FailureCounter(Accumulator):
 
 @dataclass
 class EvalResult:
-    """What ``evaluate`` returns: merged accumulators plus bookkeeping."""
+    """What ``evaluate`` returns: merged accumulators plus bookkeeping.
+
+    ``extras``: ``data_wait_s`` (this rank's time blocked on image decoding), ``loop_s`` (this
+    rank's time in the batch loop) and ``images_per_s`` (this rank's computed images / loop_s)."""
 
     accumulators: dict[str, Accumulator]
     n_images: int
@@ -265,6 +476,48 @@ class EvalResult:
     shards_total: int
     shards_resumed: int
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------- the loop
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate")
+
+
+def _is_oom(err: BaseException) -> bool:
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in _OOM_MARKERS)
+
+
+def _oom_error(batch_size: int, device: torch.device, err: BaseException) -> SimpoolBenchError:
+    if batch_size > 1:
+        hint = f"try --batch-size {max(1, batch_size // 2)}"
+    else:
+        hint = "even one image does not fit: use another device, a smaller input or --amp bf16"
+    return SimpoolBenchError(f"--batch-size {batch_size} does not fit in the memory of {device}; {hint} ({_first_line(err, 120)})")
+
+
+def _describe(dataset: Dataset, i: int) -> str:
+    """The file behind item ``i`` (``dataset.describe(i)`` or ``dataset.records[i].path``), else its index."""
+    if callable(getattr(dataset, "describe", None)):
+        return str(dataset.describe(i))
+    records = getattr(dataset, "records", None)
+    if records is not None and hasattr(records[i], "path"):
+        return str(records[i].path)
+    return f"#{i}"
+
+
+def to_host(obj: Any) -> Any:
+    """Copy every tensor of ``obj`` (a tensor, dataclass, tuple, list or dict of them) to the CPU;
+    from CUDA the copies are non-blocking into pinned memory (wait on an event before reading)."""
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.device.type == "cpu" else obj.to("cpu", non_blocking=obj.device.type == "cuda")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: to_host(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init})
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_host(x) for x in obj)
+    if isinstance(obj, dict):
+        return {k: to_host(v) for k, v in obj.items()}
+    return obj
 
 
 def evaluate(
@@ -283,13 +536,15 @@ def evaluate(
     Args:
         make_accumulators: builds a fresh, empty set of accumulators (one per shard).
         step: updates the accumulators with a Batch (called on every batch, failed images included:
-            ``batch.ok`` says which decoded).
+            ``batch.ok`` says which decoded). Its outputs are on the host; on a GPU the step of
+            batch ``i`` runs while batch ``i + 1`` is computed.
         forward: ``forward(model, images, indices) -> output``; default ``model(images)``.
         batches_for: turns a shard's index range into batches (default: consecutive chunks).
         key: the run key for resume (required when ``config.resume_dir`` is set).
     Returns the accumulators merged over every shard (and every rank), and counts.
     """
     device = resolve_device(config.device)
+    autocast(device, config.amp)  # validates --amp before any work
     rank, world = dist_rank(), dist_world()
     model = model.to(device).eval()
     if config.channels_last:
@@ -299,8 +554,11 @@ def evaluate(
     batches_for = batches_for or (lambda r: chunk_batches(r, config.batch_size))
 
     shards = make_shards(len(dataset), config.shard_size)
+    if world > 1:
+        _check_same_work(len(dataset), len(shards))
     mine = my_shards(shards, rank, world)
     store = ShardStore(config.resume_dir, key or "default") if config.resume_dir is not None else None
+
     def fresh() -> dict[str, Accumulator]:
         accs = make_accumulators()
         accs["_failed"] = FailureCounter()
@@ -326,47 +584,101 @@ def evaluate(
     plan: list[tuple[int, list[int]]] = [(sid, b) for sid, rng in todo for b in batches_for(rng)]
     last_batch_of = {sid: i for i, (sid, _) in enumerate(plan)}
     n_todo = sum(len(b) for _, b in plan)
+    cuda = device.type == "cuda"
     loader = DataLoader(
         dataset, batch_sampler=_ListBatchSampler([b for _, b in plan]), num_workers=config.workers,
-        collate_fn=collate_with_failures, pin_memory=device.type == "cuda",
+        collate_fn=collate_with_failures, pin_memory=cuda,
         persistent_workers=False, prefetch_factor=4 if config.workers > 0 else None,
     )
     prog = _progress(config.progress and rank == 0 and n_todo > 0, n_todo, description)
-    part = fresh()
+    state: dict[str, Any] = {"part": fresh(), "faulted": False}
+    monitor = None
+    if world > 1:
+        _DIST["calls"] += 1  # the same sequence of evaluations on every rank
+        monitor = RankMonitor(f"evaluate{_DIST['calls']}")
+
+    def finish(i: int, idx: torch.Tensor, ok: torch.Tensor, images: torch.Tensor, output: Any, ready: Any) -> None:
+        """Metric updates of batch ``i`` (its outputs are host copies; ``ready`` their CUDA event)."""
+        if ready is not None:
+            ready.synchronize()
+        part = state["part"]
+        step(Batch(idx.numpy(), ok.numpy(), images, output), {k: a for k, a in part.items() if k != "_failed"})
+        part["_failed"].update(ok.numpy())
+        if prog is not None:
+            prog.advance(prog.task_ids[0], len(idx))
+        if monitor is not None:
+            monitor.progress()
+        sid = plan[i][0]
+        if last_batch_of[sid] == i:
+            if store is not None:
+                store.save(sid, {"states": {n: a.state_dict() for n, a in part.items()}})
+            for name, acc in part.items():
+                total[name].merge(acc)
+            state["part"] = fresh()
+            if not state["faulted"]:
+                state["faulted"] = True
+                _fault_after_shard(rank)
+
+    pending: tuple | None = None
+    wait_s = 0.0
+    t_start = time.perf_counter()
     try:
-        for i, (images, idx, ok) in enumerate(loader):
-            sid = plan[i][0]
+        batches = iter(loader)
+        for i in range(len(plan)):
+            t0 = time.perf_counter()
+            images, idx, ok = next(batches)
+            wait_s += time.perf_counter() - t0
             if config.strict and not bool(ok.all()):
                 bad = int(idx[~ok][0])
-                records = getattr(dataset, "records", None)
-                name = records[bad].path if records is not None else f"#{bad}"
-                raise SimpoolBenchError(f"image {name} does not decode (--strict fails on it; without it, it is skipped and counted)")
-            images = images.to(device, non_blocking=True)
-            if config.channels_last and images.dim() == 4:
-                images = images.contiguous(memory_format=torch.channels_last)
+                raise SimpoolBenchError(f"image {_describe(dataset, bad)} does not decode (--strict)")
             try:
+                images = images.to(device, non_blocking=True)
+                if config.channels_last and images.dim() == 4:
+                    images = images.contiguous(memory_format=torch.channels_last)
                 with torch.inference_mode(), autocast(device, config.amp):
                     output = forward(runner, images, idx.numpy())
-            except torch.cuda.OutOfMemoryError as err:
-                raise SimpoolBenchError(
-                    f"--batch-size {config.batch_size} does not fit in the memory of {device}; "
-                    f"try --batch-size {max(1, config.batch_size // 2)}"
-                ) from err
-            step(Batch(idx.numpy(), ok.numpy(), images, output), part)
-            part["_failed"].update(ok.numpy())
-            if prog is not None:
-                prog.advance(prog.task_ids[0], len(idx))
-            if last_batch_of[sid] == i:
-                if store is not None:
-                    store.save(sid, {"states": {n: a.state_dict() for n, a in part.items()}})
-                for name, acc in part.items():
-                    total[name].merge(acc)
-                part = fresh()
+                output = to_host(output)
+            except SimpoolBenchError:
+                raise
+            except (RuntimeError, MemoryError) as err:
+                if _is_oom(err):
+                    raise _oom_error(config.batch_size, device, err) from None
+                raise
+            ready = None
+            if cuda:
+                ready = torch.cuda.Event()
+                ready.record()
+            if pending is not None:
+                finish(*pending)
+            pending = (i, idx, ok, images, output, ready)
+        if pending is not None:
+            finish(*pending)
+            pending = None
+        loop_s = time.perf_counter() - t_start
+        if prog is not None:
+            prog.stop()
+            prog = None
+        if monitor is not None:
+            monitor.wait_for_all()
     finally:
         if prog is not None:
             prog.stop()
+        if monitor is not None:
+            monitor.close()
+    if config.progress and rank == 0 and n_todo >= 4 * config.batch_size and wait_s > DATA_BOUND_HINT * loop_s:
+        from .console import err_console
 
-    for acc in total.values():
-        acc.sync()
+        err_console.print(
+            f"note: {100 * wait_s / loop_s:.0f}% of the time went to decoding images; "
+            f"more --workers (now {config.workers}) would be faster", highlight=False,
+        )
+
+    if world > 1:
+        for acc in total.values():
+            collective("merging the results", acc.sync)
+        counts = torch.tensor([resumed], dtype=torch.int64)
+        collective("merging the results", lambda: dist.all_reduce(counts))
+        resumed = int(counts[0])
     n_failed = total.pop("_failed").compute()
-    return EvalResult(total, len(dataset) - n_failed, n_failed, len(shards), resumed)
+    extras = {"data_wait_s": wait_s, "loop_s": loop_s, "images_per_s": (n_todo / loop_s) if loop_s > 0 else float("nan")}
+    return EvalResult(total, len(dataset) - n_failed, n_failed, len(shards), resumed, extras)

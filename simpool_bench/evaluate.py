@@ -18,7 +18,7 @@ import torch
 from .data.images import ImageDataset
 from .data.records import Record
 from .discovery import boxes_from_attention, boxes_lost, center_boxes, full_image_boxes
-from .engine import Batch, EngineConfig, EvalResult, bucket_batches, evaluate
+from .engine import Batch, EngineConfig, EvalResult, all_gather_indexed, bucket_batches, evaluate, resolve_device
 from .errors import SimpoolBenchError
 from .metrics.base import Accumulator
 from .metrics.boxes import resize_boxes_wsol
@@ -65,9 +65,11 @@ def collect_features(model: torch.nn.Module, records: Sequence[Record], transfor
 
     evaluate(model, ImageDataset(records, transform), dict, step, _no_resume(config), description="memory bank")
     order = sorted(feats)
-    if not order:
+    local = torch.stack([feats[i] for i in order]) if order else torch.zeros(0, int(model.num_features))
+    index, features = all_gather_indexed(torch.tensor(order, dtype=torch.int64), local)  # every rank's shards
+    if index.numel() == 0:
         raise SimpoolBenchError("the k-NN train split has no decodable image")
-    return torch.stack([feats[i] for i in order]), torch.tensor([records[i].label for i in order])
+    return features, torch.tensor([records[int(i)].label for i in index])
 
 
 def _no_resume(config: EngineConfig) -> EngineConfig:
@@ -110,7 +112,8 @@ def classify(
     if knn_train is not None:
         _require(knn_train, "k-NN train")
         feats, blabels = collect_features(model, knn_train, transform, config)
-        bank = MemoryBank.from_features(feats, blabels, max(n_cls, int(blabels.max()) + 1))
+        dev = resolve_device(config.device)  # k-NN votes on the device (a GPU holds the bank)
+        bank = MemoryBank.from_features(feats.to(dev), blabels.to(dev), max(n_cls, int(blabels.max()) + 1))
 
     def make() -> dict[str, Accumulator]:
         accs: dict[str, Accumulator] = {}
@@ -338,3 +341,69 @@ def discover(
     out = res.accumulators["corloc"].compute()
     extras = {"hits": out["hits"], **_engine_extras(res)}
     return Outcome([_row(dataset, split, "corloc", out["corloc"])], res.n_images, res.n_failed, extras)
+
+
+# ----------------------------------------------------------------------------------- from stored maps
+def localize_stored(store: Any, records: Sequence[Record], *, dataset: str = "cub", split: str = "test",
+                    interval: float = 0.001, v1: bool = False, cam_target: str | None = None) -> Outcome:
+    """``localize`` from a map store (``maps.MapStore`` of protocol 'localize') instead of a model.
+
+    The same accumulators see the same maps as the direct run, so float32 stores give its table
+    exactly; float16 stores give the table of the float16-rounded maps (see ``maps``). A given
+    ``cam_target`` must be the one CAMs were extracted with."""
+    from .metrics.boxacc import BoxAccumulator
+
+    _require(records, dataset)
+    store.check_records(records, protocol="localize", dataset=dataset)
+    stored_target = store.manifest.get("cam_target")
+    if cam_target is not None and (store.manifest.get("provenance") or {}).get("attn_source") == "cam" and cam_target != stored_target:
+        raise SimpoolBenchError(f"--maps {store.root}: CAMs extracted with --cam-target {stored_target}, not {cam_target}")
+    gts = wsol_gt_boxes(records)
+    labels = np.array([r.label for r in records])
+    use_cls = bool(store.manifest.get("has_classifier")) and bool((labels >= 0).all())
+    accs = {"boxacc": BoxAccumulator(interval=interval)}
+    if v1:
+        accs["boxacc_v1"] = BoxAccumulator(interval=interval, multi_contour=False)
+    n_ok = n_failed = 0
+    for shard in store.iter_shards():
+        n_failed += len(shard.failed)
+        if len(shard.indices) == 0:
+            continue
+        idx = shard.indices
+        maps = np.stack([m.astype(np.float32) for m in shard.maps])
+        correct = shard.preds == labels[idx] if use_cls else None
+        for acc in accs.values():
+            acc.update(maps, [gts[i] for i in idx], correct_cls=correct)
+        n_ok += len(idx)
+    rows, extras = _boxacc_rows(accs["boxacc"], dataset, split, accs.get("boxacc_v1"))
+    extras["maps"] = str(store.root)
+    return Outcome(rows, n_ok, n_failed, extras)
+
+
+def discover_stored(store: Any, records: Sequence[Record], *, dataset: str = "voc07", split: str = "trainval",
+                    mass: float = 0.6, lost_compat: bool = False,
+                    on_boxes: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None) -> Outcome:
+    """``discover --method attn`` from a map store (protocol 'discover') instead of a model; maps of
+    one padded size are boxed together, as the direct run's size-bucketed batches."""
+    _require(records, dataset)
+    store.check_records(records, protocol="discover", dataset=dataset)
+    stride = int(store.manifest["stride"])
+    gts = [r.boxes for r in records]
+    sizes = np.array([[r.height, r.width] for r in records], dtype=np.int64)
+    acc = CorLocAccumulator()
+    n_failed = 0
+    for shard in store.iter_shards():
+        n_failed += len(shard.failed)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for j, m in enumerate(shard.maps):
+            groups.setdefault(m.shape, []).append(j)
+        for members in groups.values():
+            idx = shard.indices[members]
+            attn = torch.from_numpy(np.stack([shard.maps[j].astype(np.float32) for j in members]))
+            boxes = boxes_from_attention(attn, sizes[idx], stride, mass=mass, lost_compat=lost_compat)
+            hits = acc.update(boxes, [gts[i] for i in idx])
+            if on_boxes is not None:
+                on_boxes(idx, boxes, hits)
+    out = acc.compute()
+    extras = {"hits": out["hits"], "maps": str(store.root)}
+    return Outcome([_row(dataset, split, "corloc", out["corloc"])], int(out["total"]), n_failed, extras)

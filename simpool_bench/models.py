@@ -49,8 +49,8 @@ Attention sources (``attn_source``), all float32 maps (B, h, w) on the feature g
 * ``'simpool'``: SimPool's attention, mean over its heads; each map sums to 1.
 * ``'cls'``: the last block's CLS-to-patch attention after the softmax, restricted to the patch
   columns, mean over heads (or head ``cls_head``). NOT renormalised: a map sums to 1 minus the
-  CLS-to-prefix-token attention. The last block is run unfused (explicit softmax) for this; the
-  other blocks keep timm's fused attention.
+  CLS-to-prefix-token attention. Only that row's softmax is computed explicitly (O(N)); every
+  block's output, the last one's included, is timm's fused attention.
 * ``'cam'`` (GAP CNNs): class activation map of ``target`` (or the predicted class), as
   wsolevaluation computes it: ``(fc.weight[c] * features).mean(channels)`` on the last feature
   map. For ConvNeXt, whose head normalises the pooled vector before ``fc``, the class weights are
@@ -292,7 +292,9 @@ class ViTBenchModel(BenchModel):
         return self.pos_drop(t), gh, gw
 
     def _last_block(self, t: Tensor, need_attn: bool, need_keys: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Run the last block; unfused when its attention is needed. Returns (tokens, attn, keys)."""
+        """Run the last block, taking its qkv apart when its CLS attention or keys are needed; the
+        block's output is timm's fused attention either way. Returns (tokens, attn (B, heads, 1, N) or
+        None, keys)."""
         blk = self.blocks[-1]
         if not (need_attn or need_keys):
             return blk(t), None, None
@@ -306,11 +308,9 @@ class ViTBenchModel(BenchModel):
         keys = k.transpose(1, 2).reshape(B, N, -1)[:, self.num_prefix_tokens:] if need_keys else None
         q, k = a.q_norm(q), a.k_norm(k)
         attn = None
-        if need_attn:
-            attn = ((q * a.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-            o = a.attn_drop(attn) @ v
-        else:
-            o = F.scaled_dot_product_attention(q, k, v, dropout_p=a.attn_drop.p if self.training else 0.0)
+        if need_attn:  # the CLS query's row only (B, heads, 1, N): O(N) beside the fused attention
+            attn = ((q[:, :, :1] * a.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+        o = F.scaled_dot_product_attention(q, k, v, dropout_p=a.attn_drop.p if self.training else 0.0)
         o = a.proj_drop(a.proj(a.norm(o.transpose(1, 2).reshape(B, N, a.attn_dim))))
         t = t + blk.drop_path1(blk.ls1(o))
         t = t + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(t))))

@@ -1,0 +1,345 @@
+"""The API behind ``visualize``: which images to show, the box each model predicts on them, and
+the pictures (the SimPool paper's attention figures, and BoxAcc-vs-threshold curves).
+
+Predicted boxes follow the protocol that scores them:
+- localize (cub, imagenet; wsolevaluation ``evaluation.py``): the score map is resized to 224x224,
+  min-max normalised and quantised (``metrics.boxacc.prepare_scoremap``); at threshold t the binary
+  map ``u8 > int(t * max(u8))`` gives one box per contour (``findContours(RETR_TREE)``,
+  ``(x, y, min(x + w, W - 1), min(y + h, H - 1))`` of ``boundingRect``, none -> (0, 0, 0, 0)); the
+  box shown is the one with the best IoU against the GT boxes (+1 convention), as MaxBoxAccV2
+  scores an image. Without GT boxes, the largest contour's box.
+- discover (voc07, voc12, coco20k; LOST): ``discovery.boxes_from_attention`` (60% of the attention
+  mass, largest 4-connected component), its IoU as LOST's CorLoc computes it.
+Images are selected deterministically: ``--ids`` in the given order, the first N, or the best/worst
+N by the first column's IoU (stable: ties keep dataset order).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from .data.images import load_rgb
+from .data.records import Record
+from .discovery import DINO_ATTENTION_MASS, boxes_from_attention
+from .engine import EngineConfig
+from .errors import SimpoolBenchError
+from .evaluate import wsol_gt_boxes
+from .metrics.boxacc import prepare_scoremap
+from .metrics.boxes import iou_wsol
+from .metrics.corloc import lost_iou_pairs
+from .transforms import WSOL_IMAGE_SIZE
+from .viz import boxacc_curves, overlay_grid
+
+OVERLAYS_PNG = "overlays.png"
+SELECTION_CSV = "selection.csv"
+CURVES_PNG = "boxacc_curves.png"
+#: What ``localize --out`` writes (``api.write_curve``) and ``plot_curves`` reads.
+CURVE_CSV = "boxacc_curve.csv"
+SELECT_MODES = ("first", "best", "worst")
+#: The row of a localize run whose threshold ``read_best_threshold`` takes by default.
+BEST_THRESHOLD_IOU = 50
+
+
+# ------------------------------------------------------------------------------------ boxes
+def _contours(u8: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (K, 4) int64 and areas (K,) of the contours of ``u8 > int(threshold * max(u8))``."""
+    h, w = u8.shape
+    _, binary = cv2.threshold(u8, int(threshold * np.max(u8)), 255, cv2.THRESH_BINARY)
+    contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+    if len(contours) == 0:
+        return np.zeros((1, 4), dtype=np.int64), np.zeros(1)
+    boxes = []
+    for c in contours:
+        x, y, bw, bh = cv2.boundingRect(c)
+        boxes.append((x, y, min(x + bw, w - 1), min(y + bh, h - 1)))
+    return np.asarray(boxes, dtype=np.int64), np.asarray([cv2.contourArea(c) for c in contours])
+
+
+def wsol_boxes_at(scoremap: np.ndarray, threshold: float, size: int = WSOL_IMAGE_SIZE) -> np.ndarray:
+    """Every contour's box (K, 4) at ``threshold`` of a raw score map, in ``size`` x ``size``
+    pixels, as wsolevaluation ``compute_bboxes_from_scoremaps(multi_contour_eval=True)``."""
+    return _contours(prepare_scoremap(scoremap, (size, size)), threshold)[0]
+
+
+def best_wsol_box(scoremap: np.ndarray, gt_boxes: np.ndarray, threshold: float,
+                  size: int = WSOL_IMAGE_SIZE) -> tuple[np.ndarray, float]:
+    """The contour box at ``threshold`` with the best IoU (+1 convention) against ``gt_boxes``
+    (already in ``size`` pixels) and that IoU; without GT boxes, the largest contour's box and NaN."""
+    boxes, areas = _contours(prepare_scoremap(scoremap, (size, size)), threshold)
+    gt = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    if len(gt) == 0:
+        return boxes[int(np.argmax(areas))], float("nan")
+    iou = iou_wsol(boxes, gt).max(axis=1)
+    j = int(np.argmax(iou))
+    return boxes[j], float(iou[j])
+
+
+def discovery_box(scoremap: np.ndarray, image_hw: tuple[int, int], gt_boxes: np.ndarray, stride: int,
+                  mass: float = DINO_ATTENTION_MASS, lost_compat: bool = False) -> tuple[np.ndarray, float]:
+    """LOST-protocol box of one attention map (padded grid) and its best IoU (LOST ``bbox_iou``)
+    against ``gt_boxes``; NaN without GT boxes."""
+    attn = torch.from_numpy(np.ascontiguousarray(scoremap, dtype=np.float32))[None]
+    box = boxes_from_attention(attn, np.asarray([image_hw]), stride, mass=mass, lost_compat=lost_compat)[0]
+    gt = np.asarray(gt_boxes).reshape(-1, 4).astype(np.int64)
+    if len(gt) == 0:
+        return box, float("nan")
+    return box, float(lost_iou_pairs(np.repeat(box[None], len(gt), axis=0), gt).max())
+
+
+# ------------------------------------------------------------------------------------ selection
+def select_indices(scores: dict[int, float], how: str, n: int) -> list[int]:
+    """``n`` dataset indices from ``scores`` (index -> IoU): the first ones, or the best/worst by
+    score; ties (and 'first') keep ascending index order."""
+    if how not in SELECT_MODES:
+        raise SimpoolBenchError(f"--select {how!r}: expected one of {', '.join(SELECT_MODES)}")
+    order = sorted(scores)
+    if how == "first":
+        return order[:n]
+    if any(np.isnan(scores[i]) for i in order):
+        raise SimpoolBenchError(f"--select {how} ranks images by IoU, but the dataset has no ground-truth boxes; use --select first or --ids")
+    sign = -1.0 if how == "best" else 1.0
+    return sorted(order, key=lambda i: (sign * scores[i], i))[:n]
+
+
+# ------------------------------------------------------------------------------------ map sources
+@dataclass
+class MapSource:
+    """One column of the figure: a label and a way to get raw maps (float32, the model's grid) of
+    dataset indices (images that do not decode are left out of the returned dict)."""
+
+    label: str
+    fetch: Callable[[Sequence[int]], dict[int, np.ndarray]]
+    stride: int
+
+
+def model_source(model: torch.nn.Module, records: Sequence[Record], config: EngineConfig, *, protocol: str,
+                 cam_target: str = "gt", label: str | None = None) -> MapSource:
+    """Maps computed by ``model`` as ``protocol`` feeds images (``maps.compute_maps``)."""
+    from .maps import MapBatch, compute_maps
+
+    def fetch(indices: Sequence[int]) -> dict[int, np.ndarray]:
+        got: dict[int, np.ndarray] = {}
+
+        def keep(b: MapBatch) -> None:
+            for j, i in enumerate(b.indices.tolist()):
+                if b.ok[j]:
+                    got[i] = b.maps[j].copy()
+
+        if len(indices):
+            compute_maps(model, records, config, keep, protocol=protocol, indices=list(indices), cam_target=cam_target,
+                         description=f"maps {label or ''}".strip())
+        return got
+
+    return MapSource(label or getattr(model, "arch", "model"), fetch, int(getattr(model, "stride", 0)))
+
+
+def store_source(store, label: str | None = None) -> MapSource:
+    """Maps read from a ``maps.MapStore``."""
+    return MapSource(label or store.root.name, store.read, int(store.manifest.get("stride", 0)))
+
+
+# ------------------------------------------------------------------------------------ overlays
+@dataclass
+class OverlayResult:
+    """The files ``render_overlays`` wrote and the table behind selection.csv."""
+
+    png: Path
+    selection: Path
+    table: pd.DataFrame
+
+
+def _draw_box(box: np.ndarray, exclusive: bool) -> np.ndarray:
+    """A box in overlay_grid's inclusive pixels (LOST boxes have an exclusive max)."""
+    b = np.asarray(box, dtype=np.int64).reshape(4).copy()
+    if exclusive:
+        b[2], b[3] = max(b[0], b[2] - 1), max(b[1], b[3] - 1)
+    return b
+
+
+def _patch_map(scoremap: np.ndarray, stride: int, hw: tuple[int, int]) -> np.ndarray:
+    """A padded-grid map shown on its image: each patch covers stride x stride pixels, cropped to the image."""
+    up = np.repeat(np.repeat(np.asarray(scoremap, dtype=np.float32), stride, axis=0), stride, axis=1)
+    return up[: hw[0], : hw[1]]
+
+
+def render_overlays(
+    sources: Sequence[MapSource],
+    records: Sequence[Record],
+    out: str | os.PathLike,
+    *,
+    protocol: str,
+    ids: Sequence[str] | None = None,
+    select: str = "first",
+    n: int = 8,
+    thresholds: Sequence[float] | None = None,
+    mass: float = DINO_ATTENTION_MASS,
+    lost_compat: bool = False,
+    alpha: float = 0.5,
+) -> OverlayResult:
+    """Write ``out/overlays.png`` (a row per image: the image, then one overlay per source) and
+    ``out/selection.csv`` (row, image_id, index, column, threshold, x0, y0, x1, y1, iou).
+
+    Args:
+        sources: the columns (``model_source``/``store_source``).
+        protocol: 'localize' (images at 224x224, wsol boxes at ``thresholds``) or 'discover'
+            (full resolution, LOST boxes with ``mass``/``lost_compat``).
+        ids: image ids to show, in order; otherwise ``select`` ('first', 'best', 'worst') ``n``.
+        thresholds: one score-map threshold per source (localize; default 0.5).
+    Images that do not decode are left out (an error when asked for by id).
+    """
+    if not sources:
+        raise SimpoolBenchError("visualize: no model or map store to draw")
+    if protocol not in ("localize", "discover"):
+        raise SimpoolBenchError(f"protocol {protocol!r}: expected localize or discover")
+    if not records:
+        raise SimpoolBenchError("visualize: the dataset is empty")
+    thr = [0.5] * len(sources) if thresholds is None else [float(t) for t in thresholds]
+    if len(thr) != len(sources):
+        raise SimpoolBenchError(f"visualize: {len(thr)} thresholds for {len(sources)} columns")
+    for t in thr:
+        if not 0.0 <= t < 1.0:
+            raise SimpoolBenchError(f"threshold {t}: expected a score-map threshold in [0, 1)")
+    localize = protocol == "localize"
+    if localize:
+        gts = wsol_gt_boxes(records)
+    else:
+        gts = [np.asarray(r.boxes).reshape(-1, 4) for r in records]
+
+    def predict(col: int, i: int, m: np.ndarray) -> tuple[np.ndarray, float]:
+        if localize:
+            return best_wsol_box(m, gts[i], thr[col])
+        hw = (int(records[i].height), int(records[i].width))
+        if min(hw) <= 0:
+            w, h = load_rgb(records[i].path).size
+            hw = (h, w)
+        return discovery_box(m, hw, gts[i], sources[col].stride, mass=mass, lost_compat=lost_compat)
+
+    if ids:
+        where: dict[str, int] = {}
+        for i, r in enumerate(records):
+            where.setdefault(r.image_id, i)
+        missing = [x for x in ids if x not in where]
+        if missing:
+            raise SimpoolBenchError(f"--ids: image id {missing[0]!r} is not in the dataset ({len(records)} images, e.g. {records[0].image_id!r})")
+        chosen = [where[x] for x in ids]
+        first = sources[0].fetch(chosen)
+        bad = [records[i].image_id for i in chosen if i not in first]
+        if bad:
+            raise SimpoolBenchError(f"--ids: image {bad[0]!r} does not decode")
+    else:
+        if n < 1:
+            raise SimpoolBenchError(f"--n {n}: expected at least 1")
+        candidates = list(range(min(n, len(records)))) if select == "first" else list(range(len(records)))
+        first = sources[0].fetch(candidates)
+        scores = {i: predict(0, i, m)[1] for i, m in first.items()}
+        chosen = select_indices(scores, select, n)
+        if not chosen:
+            raise SimpoolBenchError("visualize: none of the selected images decodes")
+
+    columns: list[dict[int, np.ndarray]] = [{i: first[i] for i in chosen}]
+    for s in sources[1:]:
+        got = s.fetch(chosen)
+        lost = [records[i].image_id for i in chosen if i not in got]
+        if lost:
+            raise SimpoolBenchError(f"column {s.label!r}: no map for image {lost[0]!r}")
+        columns.append(got)
+
+    images, gt_draw, rows = [], [], []
+    maps_draw: list[list[np.ndarray]] = [[] for _ in sources]
+    pred_draw: list[list[np.ndarray]] = [[] for _ in sources]
+    for r, i in enumerate(chosen):
+        img = load_rgb(records[i].path)
+        if localize:
+            img = img.resize((WSOL_IMAGE_SIZE, WSOL_IMAGE_SIZE), Image.BILINEAR)  # torchvision Resize((224, 224)) on PIL
+        arr = np.asarray(img, dtype=np.uint8)
+        images.append(arr)
+        gt_draw.append(np.stack([_draw_box(b, not localize) for b in gts[i]]) if len(gts[i]) else np.zeros((0, 4)))
+        for c, s in enumerate(sources):
+            m = columns[c][i]
+            box, iou = predict(c, i, m)
+            maps_draw[c].append(m if localize else _patch_map(m, s.stride, arr.shape[:2]))
+            pred_draw[c].append(_draw_box(box, not localize))
+            rows.append({"row": r, "image_id": records[i].image_id, "index": i, "column": s.label,
+                         "threshold": thr[c] if localize else float("nan"),
+                         "x0": int(box[0]), "y0": int(box[1]), "x1": int(box[2]), "y1": int(box[3]), "iou": iou})
+    out = Path(out)
+    png = overlay_grid(images, maps_draw, gt_draw, pred_draw, [s.label for s in sources], out / OVERLAYS_PNG, alpha=alpha)
+    table = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / SELECTION_CSV, index=False)
+    return OverlayResult(png, out / SELECTION_CSV, table)
+
+
+# ------------------------------------------------------------------------------------ curves
+def _curve_file(run: Path) -> Path:
+    run = Path(run)
+    path = run / CURVE_CSV if run.is_dir() else run
+    if not path.is_file():
+        raise SimpoolBenchError(f"--curves {run}: no {CURVE_CSV} there (written by `simpool-bench localize --out`)")
+    return path
+
+
+def read_curve(run: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """(thresholds (T,), BoxAcc (T, J), IoU thresholds (J,)) of a localize run's boxacc_curve.csv."""
+    path = _curve_file(Path(run))
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise SimpoolBenchError(f"{path}: not a readable CSV ({err})") from None
+    cols = [c for c in df.columns if c.startswith("boxacc_")]
+    if "threshold" not in df.columns or not cols:
+        raise SimpoolBenchError(f"{path}: expected columns threshold, boxacc_30, boxacc_50, ... (got {', '.join(map(str, df.columns))})")
+    try:
+        ious = tuple(int(c.split("_", 1)[1]) for c in cols)
+    except ValueError:
+        raise SimpoolBenchError(f"{path}: column names {cols} must be boxacc_<IoU percent>") from None
+    return df["threshold"].to_numpy(float), df[cols].to_numpy(float), ious
+
+
+def plot_curves(runs: Sequence[str | os.PathLike], out_path: str | os.PathLike, labels: Sequence[str] | None = None) -> Path:
+    """BoxAcc-vs-threshold curves of several localize runs in one PNG (``viz.boxacc_curves``),
+    labelled by run folder name (or ``labels``)."""
+    if not runs:
+        raise SimpoolBenchError("--curves: no run given")
+    if labels is not None and len(labels) != len(runs):
+        raise SimpoolBenchError(f"{len(labels)} labels for {len(runs)} curves")
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    ious0: tuple[int, ...] | None = None
+    for k, run in enumerate(runs):
+        thr, acc, ious = read_curve(run)
+        if ious0 is not None and ious != ious0:
+            raise SimpoolBenchError(f"--curves {run}: IoU thresholds {ious} differ from the first run's {ious0}")
+        ious0 = ious
+        p = Path(run)
+        name = labels[k] if labels is not None else (p.name if p.is_dir() else p.parent.name)
+        base, j = name, 2
+        while name in curves:
+            name, j = f"{base} ({j})", j + 1
+        curves[name] = (thr, acc)
+    return boxacc_curves(curves, out_path, iou_thresholds=ious0)
+
+
+def read_best_threshold(run: str | os.PathLike, iou: int = BEST_THRESHOLD_IOU) -> float:
+    """The ``best_threshold`` row at ``iou`` of a localize run (folder or results file)."""
+    from .results import read_run
+
+    p = Path(run)
+    if p.is_dir():
+        found = [p / f for f in ("results.parquet", "results.csv", "results.json") if (p / f).exists()]
+        if not found:
+            raise SimpoolBenchError(f"--threshold-from {p}: no results.parquet, results.csv or results.json in this folder")
+        p = found[0]
+    df = read_run(p)
+    row = df[(df["metric"] == "best_threshold") & (pd.to_numeric(df["iou_threshold"], errors="coerce") == iou)]
+    if row.empty:
+        raise SimpoolBenchError(f"--threshold-from {p}: no best_threshold row at IoU {iou} (is it a localize run?)")
+    return float(row["value"].iloc[0])

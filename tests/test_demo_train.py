@@ -1,0 +1,107 @@
+"""Demo models: bit-identical retraining, the official supervised checkpoint layout (auto-detected
+and rebuilt by the loader), and the stamp cache."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from simpool_bench.api import ModelOptions, load_model
+from simpool_bench.checkpoints import load_checkpoint
+from simpool_bench.demo.data import build_demo_data
+from simpool_bench.demo.train import DEMO_MODEL_KINDS, read_stamp, stamp_path, train_demo_model
+from simpool_bench.errors import SimpoolBenchError
+from simpool_bench.models import build_model
+
+# A few optimiser steps on a few images: enough to move every weight, fast on one core.
+QUICK = dict(epochs=2, batch_size=6, max_images=12, warmup_steps=1, threads=1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory):
+    return build_demo_data(tmp_path_factory.mktemp("demo") / "data", seed=0, n_train=12, n_test=6, n_discovery=1, image_size=48)
+
+
+def _load(path: Path) -> dict:
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def simpool_ckpt(data, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_demo_model("vit-simpool", data, tmp_path_factory.mktemp("m") / "a.pth.tar", seed=0, time_budget_s=None, **QUICK)
+
+
+def test_retraining_is_bit_identical_and_the_seed_matters(data, simpool_ckpt: Path, tmp_path: Path):
+    again = train_demo_model("vit-simpool", data, tmp_path / "b.pth.tar", seed=0, time_budget_s=None, **QUICK)
+    a, b = _load(simpool_ckpt), _load(again)
+    assert _same(a["state_dict"], b["state_dict"]) and _same(a["state_dict_ema"], b["state_dict_ema"])
+    # training moved the weights away from the seed's initialisation
+    torch.manual_seed(0)
+    spec = DEMO_MODEL_KINDS["vit-simpool"]
+    init = build_model(spec.arch, pool=spec.pool, gamma=spec.gamma, num_classes=6, **spec.model_kwargs).state_dict()
+    assert init.keys() == a["state_dict"].keys()
+    assert all(not torch.equal(init[k], a["state_dict"][k]) for k in init if k.startswith(("blocks.0.attn", "gp.pool.w", "head.")))
+    other = _load(train_demo_model("vit-simpool", data, tmp_path / "c.pth.tar", seed=1, time_budget_s=None, **QUICK))
+    assert not torch.equal(other["state_dict"]["head.weight"], a["state_dict"]["head.weight"])
+
+
+def test_official_supervised_layout_is_detected_and_rebuilt(data, simpool_ckpt: Path):
+    obj = _load(simpool_ckpt)  # loads under weights_only with only Namespace allowed
+    assert {"state_dict", "state_dict_ema", "epoch", "arch", "args", "optimizer", "version"} <= obj.keys()
+    spec = DEMO_MODEL_KINDS["vit-simpool"]
+    assert obj["arch"] == obj["args"].model == spec.arch and obj["args"].gp == "simpool"
+    assert obj["args"].model_kwargs == spec.model_kwargs and obj["epoch"] == QUICK["epochs"] - 1
+    assert {"gp.pool.wq.weight", "gp.pool.wk.weight", "gp.pool.norm_patches.weight"} <= obj["state_dict"].keys()
+    assert "cls_token" not in obj["state_dict"]
+
+    ck = load_checkpoint(simpool_ckpt)
+    assert (ck.format, ck.variant, ck.pool, ck.gamma, ck.num_classes) == ("official-supervised", "supervised", "simpool", 1.25, 6)
+    model, _ = load_model(ModelOptions(checkpoint=simpool_ckpt))
+    assert _same(model.state_dict(), obj["state_dict_ema"])  # the EMA weights, as timm prefers
+    model.eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        out = model(x)
+    assert out.logits.shape == (2, 6) and out.attn.shape == (2, 4, 6)
+
+
+def test_cls_baseline_same_layout(data, tmp_path: Path):
+    path = train_demo_model("vit-cls", data, tmp_path / "cls.pth.tar", seed=0, time_budget_s=None, **{**QUICK, "epochs": 1})
+    ck = load_checkpoint(path)
+    assert (ck.format, ck.pool, ck.gamma) == ("official-supervised", "cls", None)
+    assert "cls_token" in ck.state_dict and not any(k.startswith("gp.") for k in ck.state_dict)
+    model, _ = load_model(ModelOptions(checkpoint=path))
+    assert model.attn_source == "cls"
+
+
+def test_stamp_reuse_and_retrain(data, tmp_path: Path):
+    path = tmp_path / "s.pth.tar"
+    train_demo_model("vit-simpool", data, path, seed=0, time_budget_s=None, **{**QUICK, "epochs": 1})
+    stamp = read_stamp(path)
+    assert stamp["kind"] == "vit-simpool" and stamp["seed"] == 0 and stamp["train_seconds"] > 0
+    before = (path.stat().st_mtime_ns, stamp_path(path).stat().st_mtime_ns)
+    assert train_demo_model("vit-simpool", data, path, seed=0, time_budget_s=None, **{**QUICK, "epochs": 1}) == path
+    assert (path.stat().st_mtime_ns, stamp_path(path).stat().st_mtime_ns) == before  # reused, not retrained
+    # a changed file (its sha256 no longer the stamp's) is retrained, and so is a changed setting
+    path.write_bytes(path.read_bytes() + b"x")
+    train_demo_model("vit-simpool", data, path, seed=0, time_budget_s=None, **{**QUICK, "epochs": 1})
+    assert load_checkpoint(path).format == "official-supervised"
+    mtime = path.stat().st_mtime_ns
+    train_demo_model("vit-simpool", data, path, seed=0, time_budget_s=None, **{**QUICK, "epochs": 1, "lr": 1e-3})
+    assert path.stat().st_mtime_ns != mtime and json.loads(stamp_path(path).read_text())["settings"]["lr"] == 1e-3
+
+
+def test_bad_kind_and_budget_warning(data, tmp_path: Path):
+    with pytest.raises(SimpoolBenchError, match="vit-simpool"):
+        train_demo_model("vit-gap-please", data, tmp_path / "x.pth.tar")
+    with pytest.warns(RuntimeWarning, match="budget"):
+        train_demo_model("vit-cls", data, tmp_path / "w.pth.tar", time_budget_s=1e-9, **{**QUICK, "epochs": 1})

@@ -1,0 +1,273 @@
+"""``extract`` and the map store: stored maps reproduce the direct localize/discover tables, shards
+are checksummed, resumed after Ctrl-C, recomputed when corrupt and refused by readers."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from simpool_bench import api
+from simpool_bench import evaluate as ev
+from simpool_bench.cli import app
+from simpool_bench.engine import EngineConfig
+from simpool_bench.errors import SimpoolBenchError
+from simpool_bench.maps import MapStore
+from simpool_bench.transforms import discovery_transform
+
+from conftest import TINY_VIT_ARCH as ARCH
+from conftest import build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset
+
+N_WSOL = 24  # images of the generated WSOL set: 5 shards of 5 (the last of 4)
+runner = CliRunner()
+
+
+# ------------------------------------------------------------------------------------ helpers
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def said(res) -> str:
+    """The command's output with rich's line wrapping undone."""
+    return " ".join(res.output.split())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread (the tiny model runs far faster so on a busy machine); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def table_values(outcome: ev.Outcome) -> list[tuple]:
+    return [(r["metric"], r["iou_threshold"], r["value"]) for r in outcome.rows]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("extract")
+    wsol = build_wsol_dataset(root / "wsol", n=N_WSOL)
+    images, meta = wsol.image_root, wsol.metadata
+    voc = build_voc_dataset(root / "VOC2007", n=10)
+    ckpt, model = build_tiny_checkpoint(root / "tiny_a.pth.tar", seed=0)
+    records = api.read_localization_data("cub", images, meta)
+    voc_records = api.read_discovery_data("voc07", voc)
+    return dict(root=root, images=images, meta=meta, voc=voc, ckpt=ckpt, model=model, records=records, voc_records=voc_records)
+
+
+def _extract(world, out, *extra, shard=5, batch=4):
+    return invoke("extract", "--dataset", "cub", "--data", world["images"], "--metadata", world["meta"],
+                  "--checkpoint", world["ckpt"], "--out", out, "--device", "cpu", "-b", batch, "--shard-size", shard, *extra)
+
+
+def _config(shard=5, batch=4) -> EngineConfig:
+    return EngineConfig(device="cpu", batch_size=batch, shard_size=shard, progress=False)
+
+
+def _store_content(store: MapStore) -> list[tuple]:
+    return [(sh.indices.tolist(), sh.ids, [m.tobytes() for m in sh.maps], sh.preds.tolist(), sh.failed.tolist())
+            for sh in store.iter_shards()]
+
+
+# ------------------------------------------------------------------------------------ tests
+@pytest.fixture(scope="module")
+def f32_store(world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("f32") / "maps"
+    res = _extract(world, out, "--dtype", "float32")
+    assert res.exit_code == 0, res.output
+    assert "0 reused, 5 computed" in said(res)
+    return MapStore.open(out)
+
+
+def test_float32_store_gives_the_direct_localize_table_exactly(world, f32_store):
+    records = world["records"]
+    store = f32_store
+    assert store.n_shards == 5 and store.manifest["dtype"] == "float32" and store.manifest["protocol"] == "localize"
+    assert store.manifest["provenance"]["checkpoint_sha256"] and store.manifest["provenance"]["model"] == ARCH
+    direct = ev.localize(world["model"], records, _config(), dataset="cub", split="test")
+    stored = ev.localize_stored(store, records, dataset="cub", split="test")
+    assert table_values(stored) == table_values(direct)  # bit for bit, top1_loc included
+    assert any(r["metric"] == "top1_loc" for r in stored.rows)
+    np.testing.assert_array_equal(stored.extras["curve"], direct.extras["curve"])
+    assert (stored.n_images, stored.n_failed) == (N_WSOL, 0)
+    # the API behind `localize --maps`: the same outcome, with the extracting model's provenance
+    outcome, prov = api.from_maps("localize", store.root, records, dataset="cub", split="test")
+    assert table_values(outcome) == table_values(direct)
+    assert (prov.model, prov.checkpoint_sha256, prov.n_images) == (ARCH, store.manifest["provenance"]["checkpoint_sha256"], N_WSOL)
+    # the stored maps are the model's own (independent forward, batch of one; within float32 noise)
+    # and the predictions its logits' argmax
+    shard = store.read_shard(2)
+    from simpool_bench.transforms import wsol_transform
+
+    tf = wsol_transform(world["model"].data_config["mean"], world["model"].data_config["std"])
+    for j, i in enumerate(shard.indices[:3]):
+        x = tf(Image.open(records[i].path).convert("RGB"))[None]
+        with torch.no_grad():
+            out = world["model"](x, target=torch.tensor([records[i].label]))
+        np.testing.assert_allclose(shard.maps[j], out.attn[0].numpy(), rtol=1e-5, atol=1e-7)
+        assert shard.preds[j] == int(out.logits.argmax())
+        assert shard.ids[j] == records[i].image_id
+
+
+def test_float16_store_holds_the_rounded_maps_and_features(world, f32_store, tmp_path):
+    out = tmp_path / "f16"
+    res = _extract(world, out, "--features")
+    assert res.exit_code == 0, res.output
+    store = MapStore.open(out)
+    assert store.manifest["dtype"] == "float16" and store.manifest["features"] is True
+    for a, b in zip(store.iter_shards(), f32_store.iter_shards()):
+        assert a.maps[0].dtype == np.float16
+        for m16, m32 in zip(a.maps, b.maps):
+            np.testing.assert_array_equal(m16, m32.astype(np.float16))  # exactly the rounded float32 maps
+        assert a.features.shape == (len(a.indices), world["model"].num_features) and a.features.dtype == np.float16
+    # features are the pooled features of the model
+    rec = world["records"][0]
+    from simpool_bench.transforms import wsol_transform
+
+    x = wsol_transform(world["model"].data_config["mean"], world["model"].data_config["std"])(Image.open(rec.path).convert("RGB"))[None]
+    with torch.no_grad():
+        feat = world["model"](x).features[0].numpy()
+    np.testing.assert_allclose(store.read_shard(0).features[0].astype(np.float32), feat, rtol=2e-3, atol=1e-3)
+    # the stored-map table is the table of the float16-rounded maps, evaluated directly
+    from simpool_bench.metrics.boxacc import BoxAccumulator
+
+    acc = BoxAccumulator()
+    gts = ev.wsol_gt_boxes(world["records"])
+    for sh in store.iter_shards():
+        acc.update(np.stack([m.astype(np.float32) for m in sh.maps]), [gts[i] for i in sh.indices])
+    stored = ev.localize_stored(store, world["records"], dataset="cub")
+    v2 = next(r["value"] for r in stored.rows if r["metric"] == "maxboxacc_v2")
+    assert v2 == acc.compute().maxboxacc_v2
+    exact = next(r["value"] for r in ev.localize_stored(f32_store, world["records"], dataset="cub").rows if r["metric"] == "maxboxacc_v2")
+    assert abs(v2 - exact) <= 100.0 / N_WSOL  # float16 rounding: at most one image here
+
+
+@pytest.mark.filterwarnings("ignore:cannot decode image")
+def test_discover_store_gives_the_direct_corloc_exactly(world, tmp_path):
+    voc = tmp_path / "VOC2007"
+    shutil.copytree(world["voc"], voc)
+    broken = sorted((voc / "JPEGImages").iterdir())[7]
+    broken.write_bytes(b"not a jpeg")  # skipped and counted by both runs
+    records = world["voc_records"]
+    out = tmp_path / "voc_maps"
+    res = invoke("extract", "--dataset", "voc07", "--data", voc, "--checkpoint", world["ckpt"], "--out", out,
+                 "--device", "cpu", "-b", 3, "--shard-size", 4, "--dtype", "float32")
+    assert res.exit_code == 0, res.output
+    store = MapStore.open(out)
+    assert store.protocol == "discover" and store.manifest["stride"] == 16
+    assert [int(i) for sh in store.iter_shards() for i in sh.failed] == [7]
+    shapes = {tuple(m.shape) for sh in store.iter_shards() for m in sh.maps}
+    expected = {(math.ceil(r.height / 16), math.ceil(r.width / 16)) for i, r in enumerate(records) if i != 7}
+    assert shapes == expected and len(shapes) > 1  # one grid per padded image size
+    # each map is the model's on the full-resolution, zero-padded image
+    model = world["model"]
+    x = discovery_transform(16, model.data_config["mean"], model.data_config["std"])(Image.open(records[5].path).convert("RGB"))[None]
+    with torch.no_grad():
+        np.testing.assert_allclose(store.read([5])[5], model(x).attn[0].numpy(), rtol=1e-5, atol=1e-7)
+    direct_boxes, stored_boxes = {}, {}
+    records = api.read_discovery_data("voc07", voc)
+    direct = ev.discover(model, records, _config(shard=4, batch=3), dataset="voc07",
+                         on_boxes=lambda idx, b, h: direct_boxes.update(zip(idx.tolist(), b.tolist())))
+    stored = ev.discover_stored(store, records, dataset="voc07",
+                                on_boxes=lambda idx, b, h: stored_boxes.update(zip(idx.tolist(), b.tolist())))
+    assert table_values(stored) == table_values(direct) and stored.extras["hits"] == direct.extras["hits"]
+    assert stored_boxes == direct_boxes and len(stored_boxes) == len(records) - 1
+    assert (stored.n_images, stored.n_failed) == (direct.n_images, direct.n_failed) == (len(records) - 1, 1)
+    with pytest.raises(SimpoolBenchError, match="not for localize"):
+        ev.localize_stored(store, records, dataset="voc07")
+
+
+def test_extract_resumes_after_ctrl_c_and_recomputes_a_corrupt_shard(world, f32_store, tmp_path, monkeypatch):
+    out = tmp_path / "resume"
+    real = MapStore.write_shard
+    calls = {"n": 0}
+
+    def interrupted(self, shard):
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # Ctrl-C while the fourth shard is being written
+        calls["n"] += 1
+        return real(self, shard)
+
+    monkeypatch.setattr(MapStore, "write_shard", interrupted)
+    res = _extract(world, out, "--dtype", "float32")
+    assert res.exit_code == 130 and "run the same command again to resume" in said(res)
+    assert sorted(p.name for p in out.glob("maps_*.pt")) == [f"maps_{i:06d}.pt" for i in range(3)]
+    monkeypatch.setattr(MapStore, "write_shard", real)
+    with pytest.raises(SimpoolBenchError, match=r"maps_000003\.pt: missing"):
+        ev.localize_stored(MapStore.open(out), world["records"], dataset="cub")
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("maps_*.pt")}
+    res = _extract(world, out, "--dtype", "float32")
+    assert res.exit_code == 0 and "3 reused, 2 computed" in said(res), res.output
+    assert all(out.joinpath(k).stat().st_mtime_ns == v for k, v in before.items())  # finished shards untouched
+    assert _store_content(MapStore.open(out)) == _store_content(f32_store)  # as the uninterrupted run
+
+    # a corrupted shard: refused by readers (naming it), recomputed by extract
+    path = out / "maps_000001.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x5A
+    path.write_bytes(bytes(data))
+    assert MapStore.open(out).status(1) == "corrupt"
+    with pytest.raises(SimpoolBenchError, match=r"maps_000001\.pt: checksum mismatch"):
+        ev.localize_stored(MapStore.open(out), world["records"], dataset="cub")
+    res = _extract(world, out, "--dtype", "float32")
+    assert res.exit_code == 0 and "4 reused, 1 computed, 1 of them after a checksum mismatch" in said(res), res.output
+    assert _store_content(MapStore.open(out)) == _store_content(f32_store)
+
+
+def test_store_is_refused_for_other_data_and_other_runs(world, f32_store, tmp_path):
+    records = world["records"]
+    with pytest.raises(SimpoolBenchError, match="use the same --data/--metadata/--split"):
+        ev.localize_stored(f32_store, records[:-1], dataset="cub")
+    swapped = [records[1], records[0], *records[2:]]
+    with pytest.raises(SimpoolBenchError, match="with other ids"):
+        ev.localize_stored(f32_store, swapped, dataset="cub")
+    with pytest.raises(SimpoolBenchError, match="dataset 'cub'"):
+        ev.localize_stored(f32_store, records, dataset="imagenet")
+    with pytest.raises(SimpoolBenchError, match="no manifest.json"):
+        MapStore.open(tmp_path)
+    # another command into the same folder: an error, unless --no-resume replaces the maps
+    res = _extract(world, f32_store.root, "--dtype", "float16")
+    assert res.exit_code == 2 and "holds the maps of another extract run" in said(res)
+    out = tmp_path / "replace"
+    shutil.copytree(f32_store.root, out)
+    (out / "notes.txt").write_text("mine")
+    res = _extract(world, out, "--dtype", "float16", "--no-resume")
+    assert res.exit_code == 0 and "0 reused, 5 computed" in said(res)
+    assert sorted(p.name for p in out.glob("maps_*.pt")) == [f"maps_{i:06d}.pt" for i in range(5)]
+    assert MapStore.open(out).manifest["dtype"] == "float16" and (out / "notes.txt").read_text() == "mine"
+
+
+def test_localize_cli_scores_stored_maps(world, f32_store, tmp_path):
+    if "--maps" not in said(invoke("localize", "--help")):
+        pytest.skip("localize --maps is not wired into cli.py yet")
+    out = tmp_path / "stored"
+    res = invoke("localize", "--dataset", "cub", "--data", world["images"], "--metadata", world["meta"],
+                 "--maps", f32_store.root, "--out", out)
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "results.csv")
+    direct = ev.localize(world["model"], world["records"], _config(), dataset="cub", split="test")
+    got = table[table.metric != "n_images"]
+    assert got["metric"].tolist() == [m for m, _, _ in table_values(direct)]
+    assert got["value"].tolist() == [v for _, _, v in table_values(direct)]
+    assert set(table["checkpoint_sha256"]) == {f32_store.manifest["provenance"]["checkpoint_sha256"]}
+    assert (out / "boxacc_curve.csv").exists()
+    res = invoke("localize", "--dataset", "cub", "--data", world["images"], "--metadata", world["meta"],
+                 "--maps", f32_store.root, "--checkpoint", world["ckpt"])
+    assert res.exit_code == 2 and "--maps needs no model" in said(res)
+
+
+def test_extract_help_documents_its_outputs():
+    res = invoke("extract", "--help")
+    assert res.exit_code == 0
+    text = said(res)
+    for needle in ("manifest.json", "maps_NNNNNN.pt", "maps_NNNNNN.sha256", "--dtype", "--features", "Resumable"):
+        assert needle in text, needle

@@ -1,0 +1,146 @@
+"""Resumable runs: a localize run killed with SIGKILL mid-way, started again with the same command,
+gives the table of an uninterrupted run without recomputing its finished shards; a corrupted or
+unchecked shard is recomputed, never trusted."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from simpool_bench import api
+from simpool_bench import evaluate as ev
+from simpool_bench.cli import app
+from simpool_bench.engine import EngineConfig
+
+from conftest import build_tiny_checkpoint, build_wsol_dataset
+
+N_IMAGES, SHARD = 40, 5  # 8 shards
+TABLE = ["dataset", "split", "metric", "iou_threshold", "value"]
+
+# The CLI in a child process, slowed down after each finished shard so that it can be killed mid-way.
+SLOW_CLI = """
+import sys, time
+import torch
+torch.set_num_threads(1)  # as this test process (one_thread): the same bits in both
+import simpool_bench.engine as engine
+_save = engine.ShardStore.save
+def slow_save(self, *args, **kwargs):
+    _save(self, *args, **kwargs)
+    time.sleep(0.5)
+engine.ShardStore.save = slow_save
+from simpool_bench.cli import app
+sys.argv = ["simpool-bench", *sys.argv[1:]]
+app()
+"""
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread, here and in the child (the same bits in both); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    wsol = build_wsol_dataset(root / "wsol", n=N_IMAGES, seed=3)
+    ckpt, _ = build_tiny_checkpoint(root / "tiny.pth.tar", seed=5)
+    return root, wsol.image_root, wsol.metadata, ckpt
+
+
+def _args(images, meta, ckpt, out):
+    return ["localize", "--dataset", "cub", "--data", str(images), "--metadata", str(meta), "--checkpoint", str(ckpt),
+            "--out", str(out), "--device", "cpu", "-b", "3", "--shard-size", str(SHARD)]
+
+
+def _table(out) -> pd.DataFrame:
+    return pd.read_csv(out / "results.csv")[TABLE]
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    root, images, meta, ckpt = setup
+    out = root / "uninterrupted"
+    res = invoke(*_args(images, meta, ckpt, out))
+    assert res.exit_code == 0, res.output
+    return _table(out)
+
+
+def _shard_files(out) -> list:
+    return sorted((out / ".shards").glob("*/shard_*.pt"))
+
+
+def test_killed_run_resumes_to_the_uninterrupted_table(setup, reference):
+    root, images, meta, ckpt = setup
+    out = root / "killed"
+    log = open(root / "killed.log", "w")
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI, *_args(images, meta, ckpt, out)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while len(list((out / ".shards").glob("*/shard_*.sha256"))) < 3:
+            assert proc.poll() is None, (root / "killed.log").read_text()
+            assert time.monotonic() < deadline, "the child wrote no shard in time"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    assert not (out / "results.csv").exists()
+    done = _shard_files(out)
+    assert 3 <= len(done) < N_IMAGES // SHARD  # killed mid-way
+    stamps = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in done}
+
+    res = invoke(*_args(images, meta, ckpt, out))  # the same command again
+    assert res.exit_code == 0, res.output
+    pd.testing.assert_frame_equal(_table(out), reference)
+    assert len(_shard_files(out)) == N_IMAGES // SHARD
+    for p, (mtime, data) in stamps.items():  # the finished shards were reused, not recomputed
+        assert p.stat().st_mtime_ns == mtime and p.read_bytes() == data
+
+
+def test_corrupt_or_unchecked_shards_are_recomputed(setup, reference):
+    root, images, meta, ckpt = setup
+    out = root / "uninterrupted"
+    (key_dir,) = (out / ".shards").iterdir()
+    shards = sorted(key_dir.glob("shard_*.pt"))
+    assert len(shards) == N_IMAGES // SHARD
+    bad = shards[2]
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # flipped bits: the checksum no longer matches
+    bad.write_bytes(bytes(data))
+    shards[5].with_suffix(".sha256").unlink()  # a shard whose checksum was never written
+    untouched = {p: p.stat().st_mtime_ns for p in shards if p not in (bad, shards[5])}
+
+    # the API tells how many shards it reused (same resume folder and key as the CLI run)
+    records = api.read_localization_data("cub", images, meta)
+    model, _ = api.load_model(api.ModelOptions(checkpoint=ckpt))
+    config = EngineConfig(device="cpu", batch_size=3, shard_size=SHARD, resume_dir=out / ".shards", progress=False)
+    outcome = ev.localize(model, records, config, dataset="cub", split="test", key=key_dir.name)
+    assert (outcome.extras["shards_total"], outcome.extras["shards_resumed"]) == (8, 6)
+    got = pd.DataFrame(outcome.rows)[TABLE]
+    want = reference[~reference.metric.isin(["n_images", "n_failed"])].reset_index(drop=True)
+    assert got["metric"].tolist() == want["metric"].tolist()
+    assert got["value"].tolist() == want["value"].tolist()
+    assert all(p.stat().st_mtime_ns == m for p, m in untouched.items())
+    assert bad.read_bytes() != bytes(data) and shards[5].with_suffix(".sha256").exists()  # both rewritten
+
+    # and the CLI, run again, now reuses all of them and gives the same table
+    res = invoke(*_args(images, meta, ckpt, out))
+    assert res.exit_code == 0
+    pd.testing.assert_frame_equal(_table(out), reference)

@@ -1,0 +1,294 @@
+"""``visualize``: boxes as the protocols score them, deterministic selection, and PNGs whose pixels
+are checked (size, heat map where the maps differ, GT and predicted boxes where expected)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib import colormaps
+from PIL import Image
+from typer.testing import CliRunner
+
+from simpool_bench import api
+from simpool_bench import viz as V
+from simpool_bench.cli import app
+from simpool_bench.data.images import load_rgb
+from simpool_bench.errors import SimpoolBenchError
+from simpool_bench.evaluate import wsol_gt_boxes
+from simpool_bench.maps import MapShard, MapStore, make_manifest
+from simpool_bench.metrics.boxacc import BoxAccumulator, cam_thresholds
+from simpool_bench.metrics.boxes import iou_wsol
+from simpool_bench.results import Provenance, make_table, write_run
+from simpool_bench.transforms import wsol_transform
+from simpool_bench.visualize import best_wsol_box, read_best_threshold, select_indices
+
+from conftest import build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset
+
+
+S = 224
+GT_ORIG = (60, 70, 100, 105)  # in a 112x112 image -> (120, 140, 200, 210) at 224
+BLOCK = (slice(40, 100), slice(30, 120))  # rows, cols of the hot block: wsol box (30, 40, 120, 100)
+EXTRA = (slice(150, 200), slice(150, 210))  # where map B differs: value 0.5, wsol box (150, 150, 210, 200)
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def said(res) -> str:
+    """The command's output with rich's line wrapping undone."""
+    return " ".join(res.output.split())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread (the tiny model runs far faster so on a busy machine); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cell(png: np.ndarray, heights: list[int], width: int, row: int, col: int) -> np.ndarray:
+    x, y = V.cell_origin(heights, width, row, col)
+    return png[y : y + heights[row], x : x + width]
+
+
+def _inclusive(box) -> tuple[int, int, int, int]:
+    """A LOST box (max exclusive) as the inclusive pixels the overlay draws."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)
+
+
+def _outline(boxes, hw, width: int = 2) -> np.ndarray:
+    """Pixels covered by the 2-px inward outlines of inclusive boxes."""
+    mask = np.zeros(hw, dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        x1, y1 = min(x1, hw[1] - 1), min(y1, hw[0] - 1)
+        mask[y0 : y0 + width, x0 : x1 + 1] = mask[y1 - width + 1 : y1 + 1, x0 : x1 + 1] = True
+        mask[y0 : y1 + 1, x0 : x0 + width] = mask[y0 : y1 + 1, x1 - width + 1 : x1 + 1] = True
+    return mask
+
+
+def _store(root, records, maps: dict[int, np.ndarray], protocol: str, stride: int = 16) -> MapStore:
+    """A hand-made map store (one shard) holding ``maps`` for the records' indices."""
+    man = make_manifest(records, key=root.name, protocol=protocol, shard_size=len(records), dtype="float32", stride=stride,
+                        info={"dataset": "cub" if protocol == "localize" else "voc07", "split": "test"})
+    store = MapStore.create(root, man)
+    idx = sorted(maps)
+    store.write_shard(MapShard(0, np.array(idx), [records[i].image_id for i in idx], [maps[i] for i in idx],
+                               np.full(len(idx), -1), None, np.zeros(0, dtype=np.int64)))
+    return store
+
+
+def _localize_run(root, best_threshold: float) -> None:
+    """A localize run folder: results with best_threshold rows, and a BoxAcc curve."""
+    rows = [{"dataset": "cub", "split": "test", "metric": "best_threshold", "iou_threshold": iou, "value": v}
+            for iou, v in ((30, 0.1), (50, best_threshold), (70, 0.9))]
+    write_run(make_table(rows, Provenance(model="m", pool="simpool")), root)
+    thr = cam_thresholds(0.01)
+    curve = np.stack([100 * np.exp(-((thr - best_threshold) ** 2) / 0.02) * f for f in (1.0, 0.8, 0.5)], axis=1)
+    api.write_curve({"curve": curve, "curve_thresholds": thr}, root / "boxacc_curve.csv")
+
+
+# ------------------------------------------------------------------------------------ boxes and selection
+def test_best_wsol_box_scores_images_as_the_boxacc_curve():
+    rng = np.random.default_rng(0)
+    maps, gts = [], []
+    for i in range(40):
+        h = (7, 14, 10)[i % 3]
+        m = rng.random((h, h)) ** 3
+        m[rng.integers(0, h), :] += rng.random()  # stripes and blobs: several contours at most levels
+        maps.append(m)
+        x0, y0 = rng.integers(0, 150, size=2)
+        gts.append(np.array([[x0, y0, x0 + rng.integers(10, 70), y0 + rng.integers(10, 70)]]))
+    acc = BoxAccumulator(interval=0.01)
+    for m, g in zip(maps, gts):
+        acc.update(m[None], [g])
+    res = acc.compute()
+    for k in (0, 7, 25, 38, 50, 61, 77, 93):
+        t = res.thresholds[k]
+        ious = np.array([best_wsol_box(m, g, t)[1] for m, g in zip(maps, gts)])
+        for j, iou in enumerate(res.iou_thresholds):
+            assert 100.0 * np.sum(ious >= iou / 100) / len(maps) == res.curve[k, j]
+
+
+def test_selection_is_deterministic():
+    scores = {0: 0.5, 1: 0.9, 2: 0.5, 3: 0.1, 4: 0.9}
+    assert select_indices(scores, "first", 3) == [0, 1, 2]
+    assert select_indices(scores, "best", 3) == [1, 4, 0]  # ties keep dataset order
+    assert select_indices(scores, "worst", 2) == [3, 0]
+    with pytest.raises(SimpoolBenchError, match="no ground-truth boxes"):
+        select_indices({0: float("nan")}, "best", 1)
+
+
+# ------------------------------------------------------------------------------------ pixels
+@pytest.fixture(scope="module")
+def hand(tmp_path_factory):
+    """Two 112x112 images with wsol metadata, two stores of 224x224 maps (A; B = A plus EXTRA) and
+    two localize runs whose best thresholds are 0.5 and 0.3."""
+    root = tmp_path_factory.mktemp("hand")
+    rng = np.random.default_rng(1)
+    (root / "images").mkdir()
+    lines = {"image_ids.txt": [], "class_labels.txt": [], "image_sizes.txt": [], "localization.txt": []}
+    for name in ("p.png", "q.png"):
+        Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(root / "images" / name)
+        lines["image_ids.txt"].append(name)
+        lines["class_labels.txt"].append(f"{name},0")
+        lines["image_sizes.txt"].append(f"{name},112,112")
+        lines["localization.txt"].append(f"{name}," + ",".join(map(str, GT_ORIG)))
+    (root / "meta").mkdir()
+    for f, ls in lines.items():
+        (root / "meta" / f).write_text("\n".join(ls) + "\n")
+    records = api.read_localization_data("cub", root / "images", root / "meta")
+    a = np.zeros((S, S), dtype=np.float32)
+    a[BLOCK] = 1.0
+    b = a.copy()
+    b[EXTRA] = 0.5
+    _store(root / "A", records, {0: a, 1: a}, "localize")
+    _store(root / "B", records, {0: b, 1: b}, "localize")
+    _localize_run(root / "runA", 0.5)
+    _localize_run(root / "runB", 0.3)
+    return root, records, a, b
+
+
+def test_overlay_pixels_show_maps_and_boxes_where_expected(hand, tmp_path):
+    root, records, a, b = hand
+    out = tmp_path / "viz"
+    res = invoke("visualize", "--dataset", "cub", "--data", root / "images", "--metadata", root / "meta",
+                 "--maps", root / "A", "--maps", root / "B", "--threshold-from", root / "runA", "--threshold-from", root / "runB",
+                 "--ids", "q.png", "--out", out)
+    assert res.exit_code == 0, res.output
+    png = np.asarray(Image.open(out / "overlays.png").convert("RGB"))
+    assert png.shape == (V.TITLE_HEIGHT + V.PAD + S + V.PAD, V.PAD + 3 * (S + V.PAD), 3)
+    image, cell_a, cell_b = (_cell(png, [S], S, 0, c) for c in range(3))
+
+    # the image column is the image as the protocol sees it (224x224, bilinear)
+    shown = np.asarray(Image.open(root / "images" / "q.png").convert("RGB").resize((S, S), Image.BILINEAR))
+    np.testing.assert_array_equal(image[:120], shown[:120])
+    # heat maps: alpha 0.5 blend with jet of the min-max normalised map, pixel for pixel
+    for cell, m in ((cell_a, a), (cell_b, b)):
+        heat = colormaps["jet"](m)[..., :3] * 255.0
+        want = np.clip(np.rint(0.5 * shown.astype(np.float32) + 0.5 * heat.astype(np.float32)), 0, 255)
+        np.testing.assert_array_equal(cell[:38], want[:38])  # above every box
+        np.testing.assert_array_equal(cell[160:190, 160:195], want[160:190, 160:195])
+    for rows, cols in ((slice(0, 38), slice(None)), (slice(45, 95), slice(35, 115)), (slice(102, 138), slice(None))):
+        np.testing.assert_array_equal(cell_a[rows, cols], cell_b[rows, cols])  # the maps agree there: so do the pixels
+    assert (cell_a[160:190, 160:195] != cell_b[160:190, 160:195]).any(axis=-1).all()  # they differ there
+
+    # GT box (120, 140, 200, 210) in green on every cell, 2 px inwards (B's red box crosses its right edge)
+    for cell in (image, cell_a, cell_b):
+        assert (cell[140:142, 120:201] == V.GT_COLOR).all() and (cell[140:211, 120:122] == V.GT_COLOR).all()
+        assert (cell[209:211, 120:201] == V.GT_COLOR).all() and (cell[140:150, 199:201] == V.GT_COLOR).all()
+    assert (cell_a[140:211, 199:201] == V.GT_COLOR).all()
+    # predicted boxes in red: A at 0.5 -> the block's box; B at 0.3 -> the best-IoU contour, EXTRA's box
+    assert (cell_a[40:42, 30:121] == V.PRED_COLOR).all() and (cell_a[40:101, 30:32] == V.PRED_COLOR).all()
+    assert (cell_b[150:152, 152:199] == V.PRED_COLOR).all() and (cell_b[150:201, 209:211] == V.PRED_COLOR).all()
+    assert not (cell_b[40:42, 30:121] == V.PRED_COLOR).all(axis=-1).any()
+    assert not (image == V.PRED_COLOR).all(axis=-1).any()
+
+    sel = pd.read_csv(out / "selection.csv")
+    assert sel["image_id"].tolist() == ["q.png", "q.png"] and sel["threshold"].tolist() == [0.5, 0.3]
+    assert sel[["x0", "y0", "x1", "y1"]].values.tolist() == [[30, 40, 120, 100], [150, 150, 210, 200]]
+    gt = np.array([[120, 140, 200, 210]])
+    assert sel["iou"].tolist() == [0.0, pytest.approx(iou_wsol(np.array([[150, 150, 210, 200]]), gt)[0, 0])]
+    assert read_best_threshold(root / "runB") == 0.3
+
+
+def test_discovery_overlay_at_full_resolution_with_patch_maps(tmp_path):
+    voc = build_voc_dataset(tmp_path / "VOC2007", n=3)
+    records = api.read_discovery_data("voc07", voc)
+    maps = {}
+    for i, r in enumerate(records):
+        m = np.zeros((-(-r.height // 16), -(-r.width // 16)), dtype=np.float32)
+        m[1:3, 1:3] = 1.0  # 4 equal patches: the 60% mass keeps 3 of them, one component spanning all 4 cells
+        maps[i] = m
+    _store(tmp_path / "maps", records, maps, "discover")
+    out = tmp_path / "viz"
+    res = invoke("visualize", "--dataset", "voc07", "--data", voc, "--maps", tmp_path / "maps", "--select", "first",
+                 "--n", 2, "--out", out)
+    assert res.exit_code == 0, res.output
+    png = np.asarray(Image.open(out / "overlays.png").convert("RGB"))
+    heights, width = [records[0].height, records[1].height], max(records[0].width, records[1].width)
+    assert png.shape[:2] == (V.TITLE_HEIGHT + V.PAD + sum(h + V.PAD for h in heights), V.PAD + 2 * (width + V.PAD))
+    sel = pd.read_csv(out / "selection.csv")
+    for r in range(2):
+        rec = records[r]
+        box = [16, 16, min(48, rec.width), min(48, rec.height)]
+        assert sel.loc[r, ["x0", "y0", "x1", "y1"]].tolist() == box
+        cell = _cell(png, heights, width, r, 1)
+        assert (cell[16:18, 16:box[2]] == V.PRED_COLOR).all()  # LOST boxes end before x1: drawn to x1 - 1
+        x0, y0, x1, y1 = (int(v) for v in rec.boxes[0])
+        assert (_cell(png, heights, width, r, 0)[y0 : y0 + 2, x0:x1] == V.GT_COLOR).all()
+        # the heat map is patch-exact: each patch's value over its 16x16 pixels, blended with the image
+        img = np.asarray(load_rgb(rec.path))
+        up = np.kron(maps[r], np.ones((16, 16), dtype=np.float32))[: rec.height, : rec.width]
+        want = np.clip(np.rint(0.5 * img.astype(np.float32) + 0.5 * (colormaps["jet"](up)[..., :3] * 255.0).astype(np.float32)), 0, 255)
+        lines = _outline([*(_inclusive(g) for g in rec.boxes), _inclusive(box)], img.shape[:2])
+        np.testing.assert_array_equal(cell[: rec.height, : rec.width][~lines], want[~lines])
+
+
+# ------------------------------------------------------------------------------------ with models
+def test_two_checkpoints_side_by_side_best_images(tmp_path):
+    wsol = build_wsol_dataset(tmp_path / "wsol", n=12, seed=7)
+    images, meta = wsol.image_root, wsol.metadata
+    ck_a, model_a = build_tiny_checkpoint(tmp_path / "tiny_a.pth.tar", seed=0)
+    ck_b, model_b = build_tiny_checkpoint(tmp_path / "tiny_b.pth.tar", seed=1)
+    out = tmp_path / "viz"
+    res = invoke("visualize", "--dataset", "cub", "--data", images, "--metadata", meta, "-c", ck_a, "-c", ck_b,
+                 "--select", "best", "--n", 3, "--threshold", 0.3, "--device", "cpu", "-b", 16, "--out", out)
+    assert res.exit_code == 0, res.output
+    records = api.read_localization_data("cub", images, meta)
+    gts = wsol_gt_boxes(records)
+    tf = wsol_transform(model_a.data_config["mean"], model_a.data_config["std"])
+    x = torch.stack([tf(Image.open(r.path).convert("RGB")) for r in records])
+    labels = torch.tensor([r.label for r in records])
+    with torch.no_grad():  # one batch of all 12, as visualize ranks them
+        maps_a = model_a(x, target=labels).attn.numpy()
+    ious = {i: best_wsol_box(maps_a[i], gts[i], 0.3)[1] for i in range(len(records))}
+    best = sorted(ious, key=lambda i: (-ious[i], i))[:3]
+    sel = pd.read_csv(out / "selection.csv")
+    assert sel["column"].tolist() == ["tiny_a", "tiny_b"] * 3
+    a_rows, b_rows = sel[sel.column == "tiny_a"], sel[sel.column == "tiny_b"]
+    assert a_rows["index"].tolist() == best and b_rows["index"].tolist() == best
+    np.testing.assert_allclose(a_rows["iou"], [ious[i] for i in best], rtol=0, atol=1e-12)
+    with torch.no_grad():
+        maps_b = model_b(x[best], target=labels[best]).attn.numpy()
+    np.testing.assert_allclose(b_rows["iou"], [best_wsol_box(maps_b[j], gts[i], 0.3)[1] for j, i in enumerate(best)], atol=1e-12)
+    png = Image.open(out / "overlays.png")
+    assert png.size == (V.PAD + 3 * (S + V.PAD), V.TITLE_HEIGHT + V.PAD + 3 * (S + V.PAD))
+
+
+def test_curves_of_several_runs(hand, tmp_path):
+    root = hand[0]
+    out = tmp_path / "curves"
+    res = invoke("visualize", "--curves", root / "runA", "--curves", root / "runB", "--out", out)
+    assert res.exit_code == 0, res.output
+    img = np.asarray(Image.open(out / "boxacc_curves.png").convert("RGB"))
+    assert img.shape == (500, 800, 3)  # figsize 8x5 at 100 dpi
+    for k in (0, 1):  # one colour per run
+        color = (np.array(colormaps["tab10"](k)[:3]) * 255).round().astype(np.uint8)
+        assert (np.abs(img.astype(int) - color).sum(axis=-1) <= 3).sum() > 200
+
+
+def test_visualize_errors_are_one_line(hand, tmp_path):
+    root = hand[0]
+    common = ["visualize", "--dataset", "cub", "--data", root / "images", "--metadata", root / "meta", "--out", tmp_path]
+    for extra, needle in (
+        (["--maps", root / "A", "--ids", "nope.png"], "'nope.png' is not in the dataset"),
+        (["--maps", root / "A", "--label", "x", "--label", "y"], "--label given 2 times for 1 columns"),
+        (["--maps", root / "A", "--threshold-from", root / "A"], "no results.parquet"),
+        ([], "nothing to draw"),
+    ):
+        res = invoke(*common, *extra)
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert res.exit_code == 2 and len(lines) == 1 and needle in said(res), res.output
+
+
+def test_visualize_help_documents_its_outputs():
+    res = invoke("visualize", "--help")
+    assert res.exit_code == 0
+    for needle in ("OUT/overlays.png", "OUT/selection.csv", "OUT/boxacc_curves.png", "--ids", "--select", "--curves"):
+        assert needle in said(res), needle
