@@ -34,13 +34,12 @@ anything else needs an explicit ``trust=True`` (CLI ``--trust-checkpoint``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import inspect
 import math
 import pickle
 import re
-import warnings
 import struct
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from typing import Any
 import torch
 
 from .errors import SimpoolBenchError
+from .files import sha256_file
 from .models import POOLS, VARIANTS, build_model, model_family
 
 FORMATS: tuple[str, ...] = ("official-supervised", "official-dino", "timm-simpool", "state-dict", "safetensors")
@@ -175,15 +175,6 @@ class LoadedCheckpoint:
 
 
 # ------------------------------------------------------------------------------------------ files
-def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file, read in chunks (constant memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_size):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _check_file(path: str | Path) -> Path:
     p = Path(path)
     if not p.exists():
@@ -535,7 +526,7 @@ def load_checkpoint(path: str | Path, format: str | None = None, trust: bool = F
     if prefer not in PREFER_CHOICES:
         raise SimpoolBenchError(f"--prefer {prefer!r}: expected one of {', '.join(PREFER_CHOICES)}")
     p = _check_file(path)
-    sha = file_sha256(p)
+    sha = sha256_file(p)
     meta: dict[str, str] | None = None
     if format == "safetensors" or (format is None and _is_safetensors(p)):
         obj, meta = _read_safetensors(p)

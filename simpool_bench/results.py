@@ -19,7 +19,6 @@ tolerance is given).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -40,6 +39,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import SimpoolBenchError
+from .files import sha256_file
 
 SCHEMA_VERSION = 1
 """Version of the results table layout; bump on any change of columns or their meaning."""
@@ -166,15 +166,6 @@ class Provenance:
         """The provenance columns, in table order."""
         d = asdict(self)
         return {c: d[c] for c in PROVENANCE_COLUMNS}
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------ the table

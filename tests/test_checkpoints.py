@@ -23,7 +23,6 @@ from simpool_bench.checkpoints import (
     FORMATS,
     UNSET,
     LoadedCheckpoint,
-    file_sha256,
     infer_arch,
     infer_pool,
     inspect_checkpoint,
@@ -32,6 +31,7 @@ from simpool_bench.checkpoints import (
     resolve_spec,
 )
 from simpool_bench.errors import SimpoolBenchError
+from simpool_bench.files import sha256_file
 from simpool_bench.models import build_model
 
 # Tiny stand-ins for the real architectures (the names are the real timm names).
@@ -572,7 +572,7 @@ def test_inspect_reports_the_file(tmp_path):
     assert info["key_mapping"] == ["state_dict_ema used (EMA weights, as timm does)"]
 
 
-def test_file_sha256_streams(tmp_path):
+def test_sha256_file_streams(tmp_path):
     data = os.urandom(3 * (1 << 20) + 123)
     (tmp_path / "f").write_bytes(data)
-    assert file_sha256(tmp_path / "f", chunk_size=1 << 16) == hashlib.sha256(data).hexdigest()
+    assert sha256_file(tmp_path / "f", chunk_size=1 << 16) == hashlib.sha256(data).hexdigest()

@@ -466,4 +466,4 @@ def test_sha256_file_matches_hashlib(tmp_path):
     data = np.random.default_rng(0).bytes(3 * 1024 + 17)
     p = tmp_path / "blob"
     p.write_bytes(data)
-    assert R.sha256_file(p, chunk=1024) == hashlib.sha256(data).hexdigest()
+    assert R.sha256_file(p, chunk_size=1024) == hashlib.sha256(data).hexdigest()

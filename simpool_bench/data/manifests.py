@@ -17,7 +17,6 @@ Paths may start with ``{metadata}``: the wsolevaluation metadata folder of the s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SimpoolBenchError
+from ..files import sha256_file
 
 MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
 _LAYOUTS = ("list", "image_folder", "cub_native")
@@ -63,15 +63,6 @@ def load_manifest(name: str, directory: str | Path | None = None) -> dict[str, A
         if spec.get("layout") not in _LAYOUTS or not isinstance(spec.get("images"), int):
             raise SimpoolBenchError(f"dataset manifest {path}: split {split!r} needs 'images' (int) and 'layout' in {_LAYOUTS}")
     return manifest
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
