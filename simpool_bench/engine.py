@@ -11,9 +11,12 @@ runs, so the metric updates on the host overlap the next forward pass (one host 
 never per image). ``EvalResult.extras`` reports how long the loop waited for decoded images.
 
 Distributed (``torchrun``): gloo carries the merges of the (CPU) accumulator counts, NCCL is
-registered for CUDA tensors when GPUs are present. Every collective has a timeout
-(``SIMPOOL_BENCH_DIST_TIMEOUT`` seconds, default 600): a rank that died or hangs turns into a
-one-line ``SimpoolBenchError`` on the others instead of a hang.
+registered for CUDA tensors when GPUs are present. Before merging, a rank that is done waits for
+the others as long as they make progress (``RankMonitor``: liveness and progress counts in the
+process group's store), so a slower rank never trips a deadline; a rank that died (silent for
+``min(timeout, 30 s)``) or hangs (no progress for ``timeout``) is a one-line ``SimpoolBenchError``
+on the others, and so is any collective that fails or exceeds the timeout
+(``SIMPOOL_BENCH_DIST_TIMEOUT`` seconds, default 600).
 """
 
 from __future__ import annotations
@@ -630,7 +633,9 @@ def evaluate(
             wait_s += time.perf_counter() - t0
             if config.strict and not bool(ok.all()):
                 bad = int(idx[~ok][0])
-                raise SimpoolBenchError(f"image {_describe(dataset, bad)} does not decode (--strict)")
+                raise SimpoolBenchError(
+                    f"image {_describe(dataset, bad)} does not decode (--strict fails on it; without it, it is skipped and counted)"
+                )
             try:
                 images = images.to(device, non_blocking=True)
                 if config.channels_last and images.dim() == 4:

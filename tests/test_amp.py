@@ -80,6 +80,11 @@ def test_bf16_agrees_with_fp32_within_one_image(tiny):
     assert len(set(ref.argmax(1).tolist())) > 1  # predictions are spread over classes
     ref_top1 = 100.0 * float((ref.argmax(1) == labels).double().mean())
 
+    # the engine really runs under autocast: its bf16 logits moved off fp32, by bf16's error only
+    e32, e16 = _engine_logits(model, records, tf, "off"), _engine_logits(model, records, tf, "bf16")
+    torch.testing.assert_close(e32, ref, atol=1e-4, rtol=1e-4)
+    assert 0 < float((e16 - e32).abs().max()) <= 2 * err
+
     c32 = _metrics(ev.classify(model, records, tf, _config("off")))
     c16 = _metrics(ev.classify(model, records, tf, _config("bf16")))
     assert c32[("top1", None)] == pytest.approx(ref_top1, abs=1e-9)
@@ -90,6 +95,17 @@ def test_bf16_agrees_with_fp32_within_one_image(tiny):
     for key in [("maxboxacc", 30), ("maxboxacc", 50), ("maxboxacc", 70), ("maxboxacc_v2", None)]:
         assert abs(l16[key] - l32[key]) <= one_image + 1e-9, key
     assert 0 < l32[("maxboxacc_v2", None)] < 100
+
+
+def _engine_logits(model: torch.nn.Module, records, tf, amp: str) -> torch.Tensor:
+    got: dict[int, torch.Tensor] = {}
+
+    def step(batch: Batch, accs) -> None:
+        for j, i in enumerate(batch.indices):
+            got[int(i)] = batch.output.logits[j].float()
+
+    evaluate(model, ImageDataset(records, tf), dict, step, _config(amp))
+    return torch.stack([got[i] for i in range(len(records))])
 
 
 def test_fp16_autocast_runs_on_cpu_and_agrees(tiny):
