@@ -439,17 +439,9 @@ class _ListBatchSampler:
 def _progress(enabled: bool, total: int, description: str):
     if not enabled:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from .console import start_progress
 
-    from .console import err_console
-
-    prog = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False,
-    )
-    prog.start()
-    prog.add_task(description, total=total)
-    return prog
+    return start_progress(description, total, "images")
 
 
 class FailureCounter(Accumulator):

@@ -13,12 +13,12 @@ import torch
 from simpool_bench.api import ModelOptions, load_model
 from simpool_bench.checkpoints import load_checkpoint
 from simpool_bench.demo.data import build_demo_data
-from simpool_bench.demo.train import DEMO_MODEL_KINDS, read_stamp, stamp_path, train_demo_model
+from simpool_bench.demo.train import DEMO_MODEL_KINDS, _official_simpool_init, read_stamp, stamp_path, train_demo_model
 from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.models import build_model
 
-# A few optimiser steps on a few images: enough to move every weight, fast on one core.
-QUICK = dict(epochs=2, batch_size=6, max_images=12, warmup_steps=1, threads=1)
+# A few optimiser steps on a few images (the demo's 2 threads): enough to move every weight.
+QUICK = dict(epochs=2, batch_size=6, max_images=12, warmup_steps=1)
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +47,26 @@ def test_retraining_is_bit_identical_and_the_seed_matters(data, simpool_ckpt: Pa
     # training moved the weights away from the seed's initialisation
     torch.manual_seed(0)
     spec = DEMO_MODEL_KINDS["vit-simpool"]
-    init = build_model(spec.arch, pool=spec.pool, gamma=spec.gamma, num_classes=6, **spec.model_kwargs).state_dict()
+    model = build_model(spec.arch, pool=spec.pool, gamma=spec.gamma, num_classes=6, **spec.model_kwargs)
+    _official_simpool_init(model)
+    init = model.state_dict()
     assert init.keys() == a["state_dict"].keys()
-    assert all(not torch.equal(init[k], a["state_dict"][k]) for k in init if k.startswith(("blocks.0.attn", "gp.pool.w", "head.")))
+    moved = [k for k in init if k.startswith(("blocks.0.attn", "gp.pool.w", "head."))]
+    assert moved and all(not torch.equal(init[k], a["state_dict"][k]) for k in moved)
     other = _load(train_demo_model("vit-simpool", data, tmp_path / "c.pth.tar", seed=1, time_budget_s=None, **QUICK))
     assert not torch.equal(other["state_dict"]["head.weight"], a["state_dict"]["head.weight"])
+
+
+def test_simpool_projections_start_as_in_the_official_fork():
+    """The official timm fork initialises gp.pool.wq/wk with timm's ViT init (trunc normal, std .02)."""
+    spec = DEMO_MODEL_KINDS["vit-simpool"]
+    torch.manual_seed(0)
+    model = build_model(spec.arch, pool=spec.pool, gamma=spec.gamma, num_classes=6, **spec.model_kwargs)
+    default_std = model.gp.pool.wq.weight.std().item()  # PyTorch's Linear default: U(+-1/sqrt(d))
+    _official_simpool_init(model)
+    for w in (model.gp.pool.wq.weight, model.gp.pool.wk.weight):
+        assert abs(w.std().item() - 0.02) < 0.002  # timm's trunc_normal_ cuts at +-2 (absolute): a plain N(0, .02)
+    assert abs(default_std - (1 / (3 * spec.model_kwargs["embed_dim"])) ** 0.5) < 0.005
 
 
 def test_official_supervised_layout_is_detected_and_rebuilt(data, simpool_ckpt: Path):
@@ -105,3 +120,27 @@ def test_bad_kind_and_budget_warning(data, tmp_path: Path):
         train_demo_model("vit-gap-please", data, tmp_path / "x.pth.tar")
     with pytest.warns(RuntimeWarning, match="budget"):
         train_demo_model("vit-cls", data, tmp_path / "w.pth.tar", time_budget_s=1e-9, **{**QUICK, "epochs": 1})
+
+
+@pytest.mark.slow
+def test_default_demo_simpool_beats_the_no_model_baselines(tmp_path: Path):
+    """The acceptance of the embedded demo: the default SimPool model, trained by the default recipe
+    on the default data, localises better than the no-model baselines (center-gaussian map for
+    MaxBoxAccV2, a centered box for CorLoc). About 1-2 minutes on 2 idle cores."""
+    from simpool_bench import evaluate as ev
+    from simpool_bench.data.voc import read_voc
+    from simpool_bench.data.wsol import read_wsol_metadata
+    from simpool_bench.engine import EngineConfig
+
+    d = build_demo_data(tmp_path / "demo")
+    model, _ = load_model(ModelOptions(checkpoint=train_demo_model("vit-simpool", d, time_budget_s=None)))
+    model.eval()
+    cfg = EngineConfig(device="cpu", batch_size=32, progress=False)
+
+    def value(out: ev.Outcome, metric: str) -> float:
+        return next(r["value"] for r in out.rows if r["metric"] == metric)
+
+    wsol = read_wsol_metadata(d.wsol_metadata_test, d.wsol_image_root)
+    voc = read_voc(d.voc_root)
+    assert value(ev.localize(model, wsol, cfg), "maxboxacc_v2") > value(ev.localize(None, wsol, cfg, baseline="center-gaussian"), "maxboxacc_v2") + 10
+    assert value(ev.discover(model, voc, cfg, method="attn"), "corloc") > value(ev.discover(None, voc, cfg, method="center"), "corloc")

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..console import err_console, start_progress
 from ..errors import SimpoolBenchError
 
 #: Bump when the generated files change for the same parameters (invalidates old stamps).
@@ -275,7 +276,9 @@ def _place(rng: np.random.Generator, length: int, size: int, truncate: bool) -> 
     return int(rng.integers(lo, max(lo, hi) + 1))
 
 
-def _render(rng: np.random.Generator, height: int, width: int, labels: list[int], scale: tuple[float, float], truncate_prob: float) -> tuple[np.ndarray, list[DemoObject]]:
+def _render(
+    rng: np.random.Generator, height: int, width: int, labels: list[int], scale: tuple[float, float], truncate_prob: float
+) -> tuple[np.ndarray, list[DemoObject]]:
     """Paste objects of ``labels`` onto a texture; objects never overlap (their full boxes are 2 px
     apart) and a truncated one shows at least ``MIN_VISIBLE`` of its mask. An object that finds no
     such place in ``PLACE_TRIES`` tries is left out; the first one always fits (its last tries keep
@@ -391,7 +394,8 @@ def _write_cub(cub_root: Path, train: list[DemoImage], test: list[DemoImage]) ->
         lines["labels"].append(f"{n} {img.label + 1}")
         lines["split"].append(f"{n} {CUB_SPLIT_FLAG[img.split]}")
         lines["boxes"].append(f"{n} {float(x0)} {float(y0)} {float(x1 - x0)} {float(y1 - y0)}")
-    for name, key in (("images.txt", "images"), ("image_class_labels.txt", "labels"), ("train_test_split.txt", "split"), ("bounding_boxes.txt", "boxes")):
+    files = {"images.txt": "images", "image_class_labels.txt": "labels", "train_test_split.txt": "split", "bounding_boxes.txt": "boxes"}
+    for name, key in files.items():
         _write(cub_root / name, "\n".join(lines[key]) + "\n")
     _write(cub_root / "classes.txt", "".join(f"{i + 1} {_cub_folder(i)}\n" for i in range(len(DEMO_CLASSES))))
     by_split: dict[str, list[tuple[str, DemoImage]]] = {"train": [], "test": []}
@@ -560,7 +564,8 @@ def build_demo_data(
         DemoPaths. When ``root`` holds a stamp with the same parameters (and library versions) and
         ``force`` is false, nothing is written.
     """
-    for name, v, least in (("n_train", n_train, len(DEMO_CLASSES)), ("n_test", n_test, len(DEMO_CLASSES)), ("n_discovery", n_discovery, 1), ("image_size", image_size, 32)):
+    k = len(DEMO_CLASSES)
+    for name, v, least in (("n_train", n_train, k), ("n_test", n_test, k), ("n_discovery", n_discovery, 1), ("image_size", image_size, 32)):
         if isinstance(v, bool) or not isinstance(v, int) or v < least:
             raise SimpoolBenchError(f"demo data: {name}={v!r} must be an integer >= {least}")
     root = Path(root)
@@ -572,6 +577,7 @@ def build_demo_data(
         except (OSError, ValueError):
             have = None
         if have == want:
+            err_console.print(f"  reusing the demo data in {root} (same seed, sizes and library versions)")
             return paths
     if root.exists() and not root.is_dir():
         raise SimpoolBenchError(f"demo data folder {root} is a file, expected a directory")
@@ -580,9 +586,17 @@ def build_demo_data(
         shutil.rmtree(root / sub, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
 
-    train = [render_image(seed, "train", i, image_size) for i in range(n_train)]
-    test = [render_image(seed, "test", i, image_size) for i in range(n_test)]
-    disc = [render_image(seed, "discovery", i, image_size) for i in range(n_discovery)]
+    bar = start_progress("demo images", n_train + n_test + n_discovery)
+    try:
+        rendered: dict[str, list[DemoImage]] = {}
+        for split, n in (("train", n_train), ("test", n_test), ("discovery", n_discovery)):
+            rendered[split] = []
+            for i in range(n):
+                rendered[split].append(render_image(seed, split, i, image_size))
+                bar.advance(bar.task_ids[0])
+    finally:
+        bar.stop()
+    train, test, disc = rendered["train"], rendered["test"], rendered["discovery"]
 
     _write_imagefolder(paths.imagefolder_train, train)
     _write_imagefolder(paths.imagefolder_test, test)

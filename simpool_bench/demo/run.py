@@ -41,7 +41,7 @@ class DemoSettings:
     n_train: int = 480
     n_test: int = 120
     n_discovery: int = 120
-    image_size: int = 224
+    image_size: int = 160
     train: TrainSettings | None = None
     time_budget_s: float | None = 60.0
     batch_size: int = 32

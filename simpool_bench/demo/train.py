@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..console import err_console, start_progress
 from ..errors import SimpoolBenchError
 from .data import DemoPaths, stamp_parameters
 
@@ -66,9 +67,6 @@ class TrainSettings:
     """Training recipe (AdamW, linear warm-up then cosine, label smoothing, EMA of the weights).
 
     ``crop_scale``: area range of the random-resized crop (aspect ratio in [3/4, 4/3]); flips p=0.5.
-    ``hide_prob``/``hide_grid``: Hide-and-Seek (Singh & Lee, ICCV 2017): the image is cut into square
-    cells of a side drawn from ``hide_grid`` and each cell is hidden (set to the normalisation mean)
-    with probability ``hide_prob``, so that the classifier must use every part of the object.
     ``cutmix_prob``: CutMix (Yun et al., ICCV 2019; in DeiT's and SimPool's recipes): with this
     probability a batch gets a box from a shuffled copy of itself, box area ~ U(0, 1), and the loss
     mixes the two labels by the exact pasted area.
@@ -84,9 +82,7 @@ class TrainSettings:
     label_smoothing: float = 0.1
     ema_decay: float = 0.98
     crop_scale: tuple[float, float] = (0.5, 1.0)
-    hide_prob: float = 0.0
     cutmix_prob: float = 1.0
-    hide_grid: tuple[int, ...] = (32, 56)
     threads: int = 2
     max_images: int | None = None
 
@@ -149,20 +145,6 @@ def _cutmix(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, float, t
     return out, 1.0 - (x1 - x0) * (y1 - y0) / (s * s), perm
 
 
-def _hide(x: torch.Tensor, g: torch.Generator, prob: float, grids: tuple[int, ...]) -> torch.Tensor:
-    """Hide-and-Seek on normalised images (B, 3, S, S): zero (= the mean) random grid cells."""
-    b, _, s, _ = x.shape
-    cell = torch.tensor(grids)[torch.randint(len(grids), (b,), generator=g)]
-    out = x.clone()
-    for i in range(b):
-        c = int(cell[i])
-        n = -(-s // c)
-        keep = (torch.rand(n, n, generator=g) >= prob).to(x.dtype)
-        mask = keep.repeat_interleave(c, 0).repeat_interleave(c, 1)[:s, :s]
-        out[i] *= mask
-    return out
-
-
 # ----------------------------------------------------------------------------------------- stamp
 def _code_hash() -> str:
     """sha256 of the sources that decide the trained weights (this file, models, pooling)."""
@@ -210,12 +192,12 @@ def _lr_at(step: int, total: int, settings: TrainSettings) -> float:
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """timm's rule: no weight decay on biases, norms (1-d) and position embeddings."""
+    """timm's rule: no weight decay on biases and norms (1-d), position embedding and CLS token."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith("pos_embed") else decay).append(p)
+        (no_decay if p.ndim <= 1 or name.endswith(("pos_embed", "cls_token")) else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -236,12 +218,15 @@ def _official_simpool_init(model: torch.nn.Module) -> None:
         trunc_normal_(layer.wk.weight, std=0.02)
 
 
-def _train(spec: DemoModelSpec, data: DemoPaths, seed: int, settings: TrainSettings) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int, dict[str, Any]]:
-    """Train one model; returns (state_dict, ema state_dict, epochs, optimizer state)."""
+def _train(
+    spec: DemoModelSpec, data: DemoPaths, seed: int, settings: TrainSettings
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+    """Train one model; returns (state_dict, EMA state_dict, optimizer state)."""
     from ..models import build_model
 
     torch.manual_seed(seed)
-    model = build_model(spec.arch, pool=spec.pool, gamma=spec.gamma if spec.pool == "simpool" else "default", num_classes=len(data.classes), **spec.model_kwargs)
+    gamma = spec.gamma if spec.pool == "simpool" else "default"
+    model = build_model(spec.arch, pool=spec.pool, gamma=gamma, num_classes=len(data.classes), **spec.model_kwargs)
     _official_simpool_init(model)
     size = int(model.data_config["input_size"][-1])
     mean = torch.tensor(model.data_config["mean"]).view(1, 3, 1, 1)
@@ -256,48 +241,55 @@ def _train(spec: DemoModelSpec, data: DemoPaths, seed: int, settings: TrainSetti
     total = steps_per_epoch * settings.epochs
     step = 0
     model.train()
-    for _ in range(settings.epochs):
-        order = torch.randperm(n, generator=g)
-        for b in range(steps_per_epoch):
-            idx = order[b * bs : (b + 1) * bs]
-            x = _augment(images[idx].float() / 255.0, g, settings.crop_scale)
-            x = (x - mean) / std
-            if settings.hide_prob > 0:
-                x = _hide(x, g, settings.hide_prob, settings.hide_grid)
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, total, settings)
-            y = labels[idx]
-            lam, y2 = 1.0, y
-            if settings.cutmix_prob > 0 and float(torch.rand((), generator=g)) < settings.cutmix_prob:
-                x, lam, perm = _cutmix(x, g)
-                y2 = y[perm]
-            logits = model(x).logits
-            loss = lam * F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
-            if lam < 1.0:
-                loss = loss + (1.0 - lam) * F.cross_entropy(logits, y2, label_smoothing=settings.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            decay = min(settings.ema_decay, (1.0 + step) / (10.0 + step))  # EMA warm-up
-            with torch.no_grad():
-                for k, v in model.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        ema[k].mul_(decay).add_(v.detach(), alpha=1.0 - decay)
-                    else:
-                        ema[k].copy_(v)
+    bar = start_progress(f"train demo ViT ({spec.pool})", total, "steps")
+    try:
+        for _ in range(settings.epochs):
+            order = torch.randperm(n, generator=g)
+            for b in range(steps_per_epoch):
+                idx = order[b * bs : (b + 1) * bs]
+                x = _augment(images[idx].float() / 255.0, g, settings.crop_scale)
+                x = (x - mean) / std
+                for group in opt.param_groups:
+                    group["lr"] = _lr_at(step, total, settings)
+                y = labels[idx]
+                lam, y2 = 1.0, y
+                if settings.cutmix_prob > 0 and float(torch.rand((), generator=g)) < settings.cutmix_prob:
+                    x, lam, perm = _cutmix(x, g)
+                    y2 = y[perm]
+                logits = model(x).logits
+                loss = lam * F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
+                if lam < 1.0:
+                    loss = loss + (1.0 - lam) * F.cross_entropy(logits, y2, label_smoothing=settings.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                decay = min(settings.ema_decay, (1.0 + step) / (10.0 + step))  # EMA warm-up
+                with torch.no_grad():
+                    for k, v in model.state_dict().items():
+                        if v.dtype.is_floating_point:
+                            ema[k].mul_(decay).add_(v.detach(), alpha=1.0 - decay)
+                        else:
+                            ema[k].copy_(v)
+                bar.advance(bar.task_ids[0])
+    finally:
+        bar.stop()
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return state, ema, settings.epochs, opt.state_dict()
+    return state, ema, opt.state_dict()
 
 
-def _checkpoint(spec: DemoModelSpec, state: dict, ema: dict, epochs: int, opt_state: dict, num_classes: int, seed: int) -> dict[str, Any]:
+def _checkpoint(spec: DemoModelSpec, settings: TrainSettings, state: dict, ema: dict, opt_state: dict, num_classes: int, seed: int) -> dict[str, Any]:
     """The official supervised layout (timm ``CheckpointSaver``)."""
-    args = argparse.Namespace(
+    args = argparse.Namespace(  # timm train.py's argument names, plus model_kwargs to rebuild the tiny size
         model=spec.arch, gp=POOL_TO_GP[spec.pool], gamma=spec.gamma, num_classes=num_classes,
-        img_size=spec.model_kwargs.get("img_size"), pretrained=False, seed=seed, model_kwargs=dict(spec.model_kwargs),
+        img_size=spec.model_kwargs.get("img_size"), pretrained=False, seed=seed, epochs=settings.epochs,
+        batch_size=settings.batch_size, lr=settings.lr, weight_decay=settings.weight_decay, opt="adamw",
+        sched="cosine", warmup_epochs=0, smoothing=settings.label_smoothing, cutmix=1.0, mixup=0.0,
+        cutmix_minmax=None, mixup_prob=settings.cutmix_prob, model_ema=True, model_ema_decay=settings.ema_decay,
+        model_kwargs=dict(spec.model_kwargs),
     )
     return {
-        "epoch": epochs - 1, "arch": spec.arch, "state_dict": state, "state_dict_ema": ema,
+        "epoch": settings.epochs - 1, "arch": spec.arch, "state_dict": state, "state_dict_ema": ema,
         "optimizer": opt_state, "version": TIMM_CHECKPOINT_VERSION, "args": args,
     }
 
@@ -338,6 +330,7 @@ def train_demo_model(
     if not force and have is not None and out.is_file():
         recorded = {k: have.get(k) for k in want}
         if recorded == json.loads(json.dumps(want)) and have.get("checkpoint_sha256") == _file_sha256(out):
+            err_console.print(f"  reusing {out} (trained earlier in {have.get('train_seconds', 0):.0f} s; same recipe, data and code)")
             return out
 
     threads = torch.get_num_threads()
@@ -346,7 +339,7 @@ def train_demo_model(
     torch.use_deterministic_algorithms(True)
     start = time.perf_counter()
     try:
-        state, ema, epochs, opt_state = _train(spec, data, seed, settings)
+        state, ema, opt_state = _train(spec, data, seed, settings)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
@@ -357,7 +350,8 @@ def train_demo_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     stamp_path(out).unlink(missing_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    torch.save(_checkpoint(spec, state, ema, epochs, opt_state, len(data.classes), seed), tmp)
+    torch.save(_checkpoint(spec, settings, state, ema, opt_state, len(data.classes), seed), tmp)
     tmp.replace(out)
-    stamp_path(out).write_text(json.dumps({**want, "train_seconds": round(seconds, 2), "checkpoint_sha256": _file_sha256(out)}, indent=1, sort_keys=True) + "\n")
+    done = {**want, "train_seconds": round(seconds, 2), "checkpoint_sha256": _file_sha256(out)}
+    stamp_path(out).write_text(json.dumps(done, indent=1, sort_keys=True) + "\n")
     return out
