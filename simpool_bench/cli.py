@@ -93,6 +93,7 @@ ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help="channels
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model.", rich_help_panel="Run")]
 ShardOpt = Annotated[int, typer.Option("--shard-size", min=1, help="Images per shard (unit of resume and of multi-GPU work).", rich_help_panel="Run")]
 ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Keep finished shards under OUT/.shards and reuse them when the same command runs again.", rich_help_panel="Run")]
+DistTimeoutOpt = Annotated[Optional[float], typer.Option("--dist-timeout", help="torchrun: seconds a collective may wait for the other ranks before the run stops with an error (default $SIMPOOL_BENCH_DIST_TIMEOUT or 600).", rich_help_panel="Run")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail on an image that does not decode (default: skip it, warn and count it).", rich_help_panel="Run")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder: results.csv and results.parquet always, plus --formats.", rich_help_panel="Output")]
 FormatsOpt = Annotated[str, typer.Option("--formats", help="Extra export formats, comma-separated: json, md, latex.", rich_help_panel="Output")]
@@ -121,10 +122,12 @@ def _model_options(model, pool, gamma, checkpoint, fmt, trust, variant, min_scop
     )
 
 
-def _engine(device, batch_size, workers, amp, channels_last, compile_, shard_size, resume, strict, out):
-    from .engine import EngineConfig, init_distributed
+def _engine(device, batch_size, workers, amp, channels_last, compile_, shard_size, resume, strict, out, dist_timeout=None):
+    from .engine import EngineConfig, dist_timeout_s, init_distributed
 
-    init_distributed()
+    if dist_timeout is not None:
+        dist_timeout_s(dist_timeout)  # validate (> 0) even in a single process
+    init_distributed(dist_timeout)
     return EngineConfig(
         device=device, batch_size=batch_size, workers=workers, amp=amp.value, channels_last=channels_last,
         compile=compile_, shard_size=shard_size, resume_dir=(Path(out) / ".shards") if (resume and out) else None,
@@ -175,7 +178,8 @@ def classify(
     num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
     device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
-    resume: ResumeOpt = True, strict: StrictOpt = False, out: OutOpt = None, formats: FormatsOpt = "json",
+    resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
+    out: OutOpt = None, formats: FormatsOpt = "json",
 ) -> None:
     """Top-1/top-5 accuracy (and weighted k-NN for self-supervised checkpoints). Writes OUT/results.csv."""
     from . import api
@@ -184,7 +188,7 @@ def classify(
 
     fmts = _formats(formats)
     opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
-    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out)
+    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout)
     records, classes = api.read_classification_data(data, split, labels, metadata, subset)
     net, ckpt = api.load_model(opts)
     transform = classification_transform(net.data_config, resize, crop, interpolation)
@@ -219,7 +223,8 @@ def localize(
     num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
     device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
-    resume: ResumeOpt = True, strict: StrictOpt = False, out: OutOpt = None, formats: FormatsOpt = "json",
+    resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
+    out: OutOpt = None, formats: FormatsOpt = "json",
 ) -> None:
     """MaxBoxAccV2 of attention maps (wsolevaluation protocol, exact and fast). Writes OUT/results.csv."""
     from . import api
@@ -232,7 +237,7 @@ def localize(
         raise SimpoolBenchError(f"--interval {interval}: expected a step in (0, 1), e.g. 0.001 or 0.01")
     if cam_target not in ("gt", "pred"):
         raise SimpoolBenchError(f"--cam-target {cam_target!r}: expected gt or pred")
-    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out)
+    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout)
     records = api.read_localization_data(dataset, data, metadata, split)
     if maps is not None:  # no model: the stored maps
         if baseline or model or checkpoint:
@@ -280,7 +285,8 @@ def discover(
     num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
     device: DeviceOpt = "auto", batch_size: BatchOpt = 16, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
-    resume: ResumeOpt = True, strict: StrictOpt = False, out: OutOpt = None, formats: FormatsOpt = "json",
+    resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
+    out: OutOpt = None, formats: FormatsOpt = "json",
 ) -> None:
     """CorLoc of unsupervised object discovery (LOST protocol, full resolution). Writes OUT/results.csv."""
     from . import api
@@ -289,7 +295,7 @@ def discover(
     fmts = _formats(formats)
     if data is None:
         raise SimpoolBenchError("--data is required (VOC20XX folder or COCO train2014 images)")
-    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out)
+    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout)
     records = api.read_discovery_data(dataset, data, split, no_hard, annotations, list_file)
     if maps is not None:  # no model: the stored maps
         if method != "attn" or model or checkpoint:

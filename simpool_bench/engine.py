@@ -16,7 +16,7 @@ the others as long as they make progress (``RankMonitor``: liveness and progress
 process group's store), so a slower rank never trips a deadline; a rank that died (silent for
 ``min(timeout, 30 s)``) or hangs (no progress for ``timeout``) is a one-line ``SimpoolBenchError``
 on the others, and so is any collective that fails or exceeds the timeout
-(``SIMPOOL_BENCH_DIST_TIMEOUT`` seconds, default 600).
+(``--dist-timeout`` or ``SIMPOOL_BENCH_DIST_TIMEOUT`` seconds, default 600).
 """
 
 from __future__ import annotations
@@ -145,7 +145,8 @@ def dist_timeout_s(value: float | str | None = None) -> float:
     except (TypeError, ValueError):
         seconds = float("nan")
     if not (math.isfinite(seconds) and seconds > 0):
-        raise SimpoolBenchError(f"{DIST_TIMEOUT_ENV}={raw!r}: expected a number of seconds > 0 (default {DEFAULT_DIST_TIMEOUT_S:g})")
+        name = DIST_TIMEOUT_ENV if value is None else "--dist-timeout"
+        raise SimpoolBenchError(f"{name}={raw!r}: expected a number of seconds > 0 (default {DEFAULT_DIST_TIMEOUT_S:g})")
     return seconds
 
 
@@ -207,7 +208,7 @@ def collective(what: str, fn: Callable[[], Any]) -> Any:
         _DIST["broken"] = True
         raise SimpoolBenchError(
             f"rank {dist_rank()} of {dist_world()}: {what} failed: another rank died or did not answer within "
-            f"{_DIST['timeout_s']:g} s (set {DIST_TIMEOUT_ENV} to wait longer): {_first_line(err)}"
+            f"{_DIST['timeout_s']:g} s (--dist-timeout or {DIST_TIMEOUT_ENV} to wait longer): {_first_line(err)}"
         ) from None
 
 
@@ -270,7 +271,7 @@ class RankMonitor:
                         what = "died (no sign of life" if kind == "alive" else "hangs (no progress"
                         raise SimpoolBenchError(
                             f"rank {self.rank} of {self.world}: rank {r} {what} for {limit:g} s) before finishing its "
-                            f"shards; stopping (set {DIST_TIMEOUT_ENV} to wait longer)"
+                            f"shards; stopping (--dist-timeout or {DIST_TIMEOUT_ENV} to wait longer)"
                         )
             time.sleep(poll_s)
 

@@ -103,6 +103,7 @@ def test_classify_skips_undecodable_image_or_fails_with_strict(tiny, tmp_path):
         (["--model", "nonexistent_net"], "nonexistent_net"),
         (["--checkpoint", "/no/such/file.pth"], "/no/such/file.pth"),
         (["--model", "vit_tiny_patch16_224", "--pool", "cls", "--gamma", "abc"], "--gamma"),
+        (["--model", "resnet18", "--dist-timeout", "0"], "--dist-timeout=0.0: expected a number of seconds > 0"),
     ],
 )
 def test_bad_model_flags_give_one_line(tiny, args, needle):

@@ -150,13 +150,17 @@ def test_console_script_runs_unchanged_under_torchrun(tiny):
     pd.testing.assert_frame_equal(_values(out1 / "classify" / "results.csv"), _values(out2 / "classify" / "results.csv"), check_exact=True)
 
 
-def _launch_two(cmd: list[str], fault: str, timeout_s: int) -> tuple[subprocess.Popen, subprocess.Popen]:
-    """Two ranks started by hand, as two nodes would be (no torchrun agent to stop the survivor)."""
+def _launch_two(cmd: list[str], fault: str, timeout_s: int, via_flag: bool = False) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """Two ranks started by hand, as two nodes would be (no torchrun agent to stop the survivor); the
+    collective timeout through ``--dist-timeout`` (``via_flag``) or the environment."""
     port = str(_free_port())
     procs = []
+    if via_flag:
+        cmd = [*cmd, "--dist-timeout", str(timeout_s)]
     for rank in (0, 1):
+        timeout_env = {} if via_flag else {DIST_TIMEOUT_ENV: str(timeout_s)}
         env = _env(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank),
-                   **{FAULT_ENV: fault, DIST_TIMEOUT_ENV: str(timeout_s)})
+                   **{FAULT_ENV: fault, **timeout_env})
         procs.append(subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps([cmd])], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs[0], procs[1]
@@ -169,7 +173,7 @@ def _error_lines(stderr: str) -> list[str]:
 def test_a_rank_that_dies_is_a_clear_error_on_the_others(tiny):
     cmd = _commands(tiny, tiny["root"] / "dies")["classify"]
     cmd = [a for i, a in enumerate(cmd) if not (a.startswith("--knn") or (i and cmd[i - 1].startswith("--knn")))]
-    r0, r1 = _launch_two(cmd, fault="1:exit", timeout_s=10)
+    r0, r1 = _launch_two(cmd, fault="1:exit", timeout_s=10, via_flag=True)  # 10 s, not the default 30 s: the flag
     try:
         _, err1 = r1.communicate(timeout=300)
         t_dead = time.monotonic()
