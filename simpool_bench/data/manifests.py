@@ -17,6 +17,7 @@ Paths may start with ``{metadata}``: the wsolevaluation metadata folder of the s
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,7 +27,19 @@ from typing import Any
 from ..errors import SimpoolBenchError
 from ..files import sha256_file
 
-MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
+def _default_manifest_dir() -> Path:
+    """The project's ``data_manifests/`` in a source checkout (editable install), else the copy that
+    wheels carry as the resource package ``simpool_bench.data_manifests``."""
+    checkout = Path(__file__).resolve().parents[2] / "data_manifests"
+    if checkout.is_dir():
+        return checkout
+    spec = importlib.util.find_spec("simpool_bench.data_manifests")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return checkout
+
+
+MANIFEST_DIR = _default_manifest_dir()
 _LAYOUTS = ("list", "image_folder", "cub_native")
 _IMG_EXT = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -35,8 +48,8 @@ def _manifest_dir(directory: str | Path | None) -> Path:
     d = Path(directory) if directory is not None else MANIFEST_DIR
     if not d.is_dir():
         raise SimpoolBenchError(
-            f"dataset manifests folder {d} not found (it ships at the project root as data_manifests/; "
-            "install simpool-bench from a source checkout, e.g. pip install -e .)"
+            f"dataset manifests folder {d} not found (expected the project's data_manifests/ or the copy "
+            "installed with the package; reinstall simpool-bench)"
         )
     return d
 

@@ -1,0 +1,48 @@
+"""A built wheel carries the dataset manifests, and an installed (non-editable) copy finds them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot build a wheel here (pip wheel failed): {proc.stderr.strip().splitlines()[-1:]}")
+    (whl,) = out.glob("simpool_bench-*.whl")
+    return whl
+
+
+def test_wheel_carries_every_manifest(wheel):
+    expected = sorted(p.name for p in (ROOT / "data_manifests").glob("*.json"))
+    with zipfile.ZipFile(wheel) as z:
+        shipped = sorted(Path(n).name for n in z.namelist() if n.startswith("simpool_bench/data_manifests/") and n.endswith(".json"))
+        for name in expected:
+            assert json.loads(z.read(f"simpool_bench/data_manifests/{name}")) == json.loads((ROOT / "data_manifests" / name).read_text())
+    assert shipped == expected and len(expected) >= 2
+
+
+def test_installed_copy_lists_the_manifests(wheel, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    code = ("import simpool_bench.data.manifests as m; "
+            "print(m.MANIFEST_DIR); print(','.join(m.list_manifests()))")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    where, names = proc.stdout.strip().splitlines()
+    assert Path(where).resolve().is_relative_to(target.resolve())
+    assert names.split(",") == sorted(p.stem for p in (ROOT / "data_manifests").glob("*.json"))
