@@ -56,7 +56,6 @@ from timm.layers import SimPool1d, SimPool2d  # noqa: E402
 from simpool_bench.data.records import Record  # noqa: E402
 from simpool_bench.engine import Batch, EngineConfig, autocast, evaluate, resolve_device  # noqa: E402
 from simpool_bench.metrics.boxacc import BoxAccumulator  # noqa: E402
-from simpool_bench.metrics.boxes import resize_boxes_wsol  # noqa: E402
 from simpool_bench.metrics.classification import TopKAccumulator  # noqa: E402
 from simpool_bench.models import BenchModel, build_model  # noqa: E402
 

@@ -9,14 +9,12 @@ and turn the outcome into a tidy, provenance-stamped table.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from . import evaluate as ev
 from .checkpoints import UNSET, LoadedCheckpoint, load_checkpoint, load_into, resolve_spec
@@ -29,7 +27,6 @@ from .engine import EngineConfig, dist_rank, run_key
 from .errors import SimpoolBenchError
 from .models import BenchModel, build_model
 from .results import Provenance, make_table, write_run
-from .transforms import classification_transform
 
 
 

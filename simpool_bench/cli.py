@@ -6,9 +6,7 @@ Every user mistake (a ``SimpoolBenchError``) is printed as one ``error:`` line a
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
-from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional

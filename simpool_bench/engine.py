@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
-import io
 import math
 import os
 import threading
@@ -42,6 +41,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import SimpoolBenchError
+from .files import load_checksummed, save_checksummed
 from .metrics.base import Accumulator
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -355,26 +355,10 @@ class ShardStore:
         return self.dir / f"shard_{shard_id:06d}.pt"
 
     def load(self, shard_id: int) -> dict[str, Any] | None:
-        path, digest = self._path(shard_id), self._path(shard_id).with_suffix(".sha256")
-        if not (path.exists() and digest.exists()):
-            return None
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != digest.read_text().strip():
-            return None
-        try:
-            return torch.load(io.BytesIO(data), weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged shard is recomputed
-            return None
+        return load_checksummed(self._path(shard_id))[1]
 
     def save(self, shard_id: int, payload: dict[str, Any]) -> None:
-        buf = io.BytesIO()
-        torch.save(payload, buf)
-        data = buf.getvalue()
-        path = self._path(shard_id)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        path.with_suffix(".sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+        save_checksummed(self._path(shard_id), payload)
 
 
 def run_key(parts: dict[str, Any]) -> str:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import io
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +43,7 @@ from .data.images import ImageDataset
 from .data.records import Record
 from .engine import Batch, EngineConfig, EvalResult, bucket_batches, dist_rank, dist_world, evaluate, make_shards
 from .errors import SimpoolBenchError
+from .files import atomic_write, checksum_path, load_checksummed, save_checksummed
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, WSOL_IMAGE_SIZE, discovery_transform, padded_size, wsol_transform
 
 MAP_STORE_SCHEMA = 1
@@ -116,12 +116,6 @@ class MapShard:
         feats = p["features"]
         return cls(int(p["shard"]), p["indices"].numpy(), list(p["ids"]), maps, p["preds"].numpy(),
                    None if feats is None else feats.numpy(), p["failed"].numpy())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------ the store
@@ -198,7 +192,7 @@ class MapStore:
                     )
                 existing.clear()
             root.mkdir(parents=True, exist_ok=True)
-            _atomic_write(old, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+            atomic_write(old, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
             return cls(root, manifest)
         finally:
             if dist_world() > 1:
@@ -245,21 +239,14 @@ class MapStore:
         return self.root / f"{SHARD_PREFIX}{shard:06d}.pt"
 
     def checksum_path(self, shard: int) -> Path:
-        return self.root / f"{SHARD_PREFIX}{shard:06d}.sha256"
+        return checksum_path(self.shard_path(shard))
 
     # -- shards
     def _load(self, shard: int) -> tuple[str, dict[str, Any] | None]:
         """('ok', payload) | ('missing', None) | ('corrupt', None)."""
-        path, digest = self.shard_path(shard), self.checksum_path(shard)
-        if not path.is_file() or not digest.is_file():
-            return "missing", None
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != digest.read_text().strip():
-            return "corrupt", None
-        try:
-            payload = torch.load(io.BytesIO(data), weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged shard is recomputed, never trusted
-            return "corrupt", None
+        state, payload = load_checksummed(self.shard_path(shard))
+        if state != "ok":
+            return state, None
         if not isinstance(payload, dict) or payload.get("key") != self.manifest["key"] or payload.get("shard") != shard:
             return "corrupt", None
         return "ok", payload
@@ -276,13 +263,8 @@ class MapStore:
             for i, m in zip(shard.ids, shard.maps):
                 if np.abs(m).max(initial=0.0) > FLOAT16_MAX:
                     raise SimpoolBenchError(f"the map of image {i} exceeds the float16 range; extract with --dtype float32")
-        buf = io.BytesIO()
-        torch.save(shard.to_payload(self.manifest["key"], dtype), buf)
-        data = buf.getvalue()
         path = self.shard_path(shard.shard)
-        self.checksum_path(shard.shard).unlink(missing_ok=True)
-        _atomic_write(path, data)
-        _atomic_write(self.checksum_path(shard.shard), (hashlib.sha256(data).hexdigest() + "\n").encode())
+        save_checksummed(path, shard.to_payload(self.manifest["key"], dtype))
         return path
 
     def read_shard(self, shard: int) -> MapShard:

@@ -13,7 +13,7 @@ Steps (each shows progress, and each reuses what an earlier run already made):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,9 @@ import pandas as pd
 
 from .. import api
 from .. import evaluate as ev
-from ..console import console, err_console
+from ..console import console
 from ..engine import EngineConfig
-from ..results import compare, compare_console_table, compare_to_latex, compare_to_markdown, make_table, write_run
+from ..results import compare, compare_console_table, compare_to_latex, compare_to_markdown
 from .data import build_demo_data
 from .train import DEMO_MODEL_KINDS, TrainSettings, train_demo_model
 
