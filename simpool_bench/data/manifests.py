@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import SimpoolBenchError
 from ..files import sha256_file
 
+
 def _default_manifest_dir() -> Path:
     """The project's ``data_manifests/`` in a source checkout (editable install), else the copy that
     wheels carry as the resource package ``simpool_bench.data_manifests``."""
