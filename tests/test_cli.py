@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -87,12 +88,15 @@ def test_classify_skips_undecodable_image_or_fails_with_strict(tiny, tmp_path):
     shutil.copytree(data / "val", bad / "val")
     (bad / "val" / "ant" / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "skip"
-    res = _invoke("classify", "--data", bad, "--checkpoint", ckpt, "--out", out, "--device", "cpu")
+    with pytest.warns(RuntimeWarning, match=r"cannot decode image .*broken\.png.*counted as failed and skipped"):
+        res = _invoke("classify", "--data", bad, "--checkpoint", ckpt, "--out", out, "--device", "cpu")
     assert res.exit_code == 0
     table = pd.read_csv(out / "results.csv")
     assert table.loc[table.metric == "n_failed", "value"].item() == 1
     assert table.loc[table.metric == "n_images", "value"].item() == 15
-    res = _invoke("classify", "--data", bad, "--checkpoint", ckpt, "--device", "cpu", "--strict", "--no-resume")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # --strict fails instead of warning
+        res = _invoke("classify", "--data", bad, "--checkpoint", ckpt, "--device", "cpu", "--strict", "--no-resume")
     assert res.exit_code == 2
     assert "broken.png" in res.output
 

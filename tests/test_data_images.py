@@ -107,6 +107,15 @@ def test_image_dataset_strict_raises_naming_the_file(tmp_path):
         ds[1]
 
 
+def test_image_dataset_warns_once_per_failure_unless_told_not_to(tmp_path):
+    recs = _records(tmp_path)
+    with pytest.warns(RuntimeWarning, match="bad.jpg.*counted as failed and skipped"):
+        assert ImageDataset(recs, T.ToTensor())[1][2] is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ImageDataset(recs, T.ToTensor(), warn=False)[1][2] is False
+
+
 def test_image_dataset_pickles_and_runs_in_workers(tmp_path):
     recs = _records(tmp_path)
     ds = ImageDataset(recs[:1] * 3, T.Compose([T.Resize((4, 4)), T.ToTensor()]))

@@ -50,12 +50,16 @@ class ImageDataset(torch.utils.data.Dataset):
         records: image metadata (only ``path``, ``width`` and ``height`` are used here).
         transform: PIL image -> tensor; ``None`` means ``torchvision.transforms.ToTensor()``.
         strict: raise instead of warning on an image that does not decode.
+        warn: warn about an image that does not decode (off when the caller fails on it anyway,
+            as the engine does under ``--strict``).
     """
 
-    def __init__(self, records: Sequence[Record], transform: Callable[[Image.Image], Any] | None, strict: bool = False):
+    def __init__(self, records: Sequence[Record], transform: Callable[[Image.Image], Any] | None, strict: bool = False,
+                 warn: bool = True):
         self.records = list(records)
         self.transform = transform if transform is not None else ToTensor()
         self.strict = strict
+        self.warn = warn
 
     def __len__(self) -> int:
         return len(self.records)
@@ -67,7 +71,8 @@ class ImageDataset(torch.utils.data.Dataset):
         except SimpoolBenchError as exc:
             if self.strict:
                 raise
-            warnings.warn(f"{exc}; counted as failed and skipped", RuntimeWarning, stacklevel=2)
+            if self.warn:
+                warnings.warn(f"{exc}; counted as failed and skipped", RuntimeWarning, stacklevel=2)
             return self.placeholder(i), i, False
         return self.transform(img), i, True
 
