@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny generated datasets in every layout the tool reads, and tiny checkpoints.
+"""Shared fixtures: tiny generated datasets in every layout the tool reads, tiny checkpoints, and
+the CLI helpers of the end-to-end tests.
 
 Every builder is seeded and writes only under the folder it is given (use ``tmp_path``). Images are
 JPEGs of a noisy background with one or more brighter rectangles (the ground-truth objects), so
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from typer.testing import CliRunner
 
 #: A ViT small enough for tests: 2 blocks of width 48 (32x32 classification input, any multiple of 16 else).
 TINY_VIT_KWARGS: dict[str, Any] = {"img_size": 32, "embed_dim": 48, "depth": 2, "num_heads": 2}
@@ -161,3 +163,26 @@ def make_tiny_checkpoint():
     """Builder: ``make_tiny_checkpoint(path, arch=..., pool='simpool', gamma=1.25, num_classes=3,
     seed=0, **model_kwargs) -> (path, model)``."""
     return build_tiny_checkpoint
+
+
+# ----------------------------------------------------------------------------------- CLI helpers
+def invoke_cli(*args: Any):
+    """Run ``simpool-bench ARGS`` in process (arguments str()-ed); exceptions propagate."""
+    from simpool_bench.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def said(res) -> str:
+    """A command's output with rich's line wrapping undone."""
+    return " ".join(res.output.split())
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (the tiny models run faster so on a busy machine, with the
+    same bits in a child process); restored after. Use ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,18 +12,13 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from simpool_bench.cli import app
 from simpool_bench.models import build_model
 from simpool_bench.transforms import classification_transform
 
+from conftest import invoke_cli as _invoke
+
 TINY = dict(img_size=32, embed_dim=48, depth=2, num_heads=2)
-runner = CliRunner()
-
-
-def _invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

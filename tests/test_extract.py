@@ -11,11 +11,9 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 from simpool_bench import api
 from simpool_bench import evaluate as ev
-from simpool_bench.cli import app
 from simpool_bench.engine import EngineConfig
 from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.maps import MapStore
@@ -23,28 +21,14 @@ from simpool_bench.transforms import discovery_transform
 
 from conftest import TINY_VIT_ARCH as ARCH
 from conftest import build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset
+from conftest import invoke_cli as invoke, said
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 N_WSOL = 24  # images of the generated WSOL set: 5 shards of 5 (the last of 4)
-runner = CliRunner()
 
 
 # ------------------------------------------------------------------------------------ helpers
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def said(res) -> str:
-    """The command's output with rich's line wrapping undone."""
-    return " ".join(res.output.split())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread (the tiny model runs far faster so on a busy machine); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def table_values(outcome: ev.Outcome) -> list[tuple]:

@@ -11,15 +11,15 @@ import time
 
 import pandas as pd
 import pytest
-import torch
-from typer.testing import CliRunner
 
 from simpool_bench import api
 from simpool_bench import evaluate as ev
-from simpool_bench.cli import app
 from simpool_bench.engine import EngineConfig
 
 from conftest import build_tiny_checkpoint, build_wsol_dataset
+from conftest import invoke_cli as invoke
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 N_IMAGES, SHARD = 40, 5  # 8 shards
 TABLE = ["dataset", "split", "metric", "iou_threshold", "value"]
@@ -39,19 +39,6 @@ from simpool_bench.cli import app
 sys.argv = ["simpool-bench", *sys.argv[1:]]
 app()
 """
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread, here and in the child (the same bits in both); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,9 @@ import pytest
 import torch
 from matplotlib import colormaps
 from PIL import Image
-from typer.testing import CliRunner
 
 from simpool_bench import api
 from simpool_bench import viz as V
-from simpool_bench.cli import app
 from simpool_bench.data.images import load_rgb
 from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.evaluate import wsol_gt_boxes
@@ -25,30 +23,15 @@ from simpool_bench.transforms import wsol_transform
 from simpool_bench.visualize import best_wsol_box, read_best_threshold, select_indices
 
 from conftest import build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset
+from conftest import invoke_cli as invoke, said
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 S = 224
 GT_ORIG = (60, 70, 100, 105)  # in a 112x112 image -> (120, 140, 200, 210) at 224
 BLOCK = (slice(40, 100), slice(30, 120))  # rows, cols of the hot block: wsol box (30, 40, 120, 100)
 EXTRA = (slice(150, 200), slice(150, 210))  # where map B differs: value 0.5, wsol box (150, 150, 210, 200)
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def said(res) -> str:
-    """The command's output with rich's line wrapping undone."""
-    return " ".join(res.output.split())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread (the tiny model runs far faster so on a busy machine); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _cell(png: np.ndarray, heights: list[int], width: int, row: int, col: int) -> np.ndarray:
