@@ -9,6 +9,7 @@ and turn the outcome into a tidy, provenance-stamped table.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -89,10 +90,13 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
 
 # ------------------------------------------------------------------------------------------ data
 def read_classification_data(
-    data: Path, split: str | None = None, labels: Path | None = None, metadata: Path | None = None, subset: int | None = None
+    data: Path, split: str | None = None, labels: Path | None = None, metadata: Path | None = None, subset: int | None = None,
+    default_split: str | None = None,
 ) -> tuple[list[Record], list[str] | None]:
     """Records of a classification split: wsol metadata (``metadata``), a flat folder with a label
-    file (``labels``), or an ImageFolder tree (``data/split`` when it exists, else ``data``)."""
+    file (``labels``), or an ImageFolder tree: ``data/split``, which must exist (otherwise the
+    split folders would be read as classes); without ``split``, ``data/default_split`` when it
+    exists, else ``data``."""
     data = Path(data)
     if not data.exists():
         raise SimpoolBenchError(f"--data {data}: no such directory")
@@ -102,7 +106,16 @@ def read_classification_data(
     elif labels is not None:
         records, classes = read_flat_folder(data, labels)
     else:
-        root = data / split if (split and (data / split).is_dir()) else data
+        if split:
+            root = data / split
+            if not root.is_dir():
+                there = sorted(e.name for e in os.scandir(data) if e.is_dir() and not e.name.startswith(".")) if data.is_dir() else []
+                raise SimpoolBenchError(
+                    f"--split {split!r}: no folder {root} (sub-folders of {data}: {', '.join(there[:8]) or 'none'}"
+                    f"{', ...' if len(there) > 8 else ''})"
+                )
+        else:
+            root = data / default_split if (default_split and (data / default_split).is_dir()) else data
         records, classes = read_image_folder(root)
     if subset:
         records = subset_per_class(records, subset)
@@ -215,9 +228,8 @@ DEFAULT_SPLITS = {"cub": "test", "imagenet": "test", "voc07": "trainval", "voc12
 def read_image_files(root: Path) -> list[Record]:
     """Every image under ``root`` (recursively, sorted by relative path), without labels or boxes;
     the size is read from each file's header (unreadable files get 0 x 0 and fail at decoding)."""
-    from PIL import Image
-
     from .data.imagenet import IMG_EXTENSIONS
+    from .data.images import header_size
 
     root = Path(root)
     if not root.is_dir():
@@ -228,8 +240,7 @@ def read_image_files(root: Path) -> list[Record]:
     records = []
     for p in paths:
         try:
-            with Image.open(p) as im:
-                w, h = im.size
+            w, h = header_size(p)
         except Exception:  # noqa: BLE001 - decoding reports it later, per image
             w = h = 0
         records.append(Record(p.relative_to(root).as_posix(), p, -1, w, h))

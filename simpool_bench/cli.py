@@ -5,19 +5,54 @@ Every user mistake (a ``SimpoolBenchError``) is printed as one ``error:`` line a
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from .console import console, err_console
+from .data.inputs import DEFAULT_MAX_PIXELS
 from .errors import SimpoolBenchError
 
+# click's UsageError (typer may vendor click, so it is found through typer's own BadParameter).
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+@contextlib.contextmanager
+def _one_line_usage() -> Iterator[None]:
+    """A bad flag value, a missing or unknown option: one ``error:`` line and exit 2, not a usage box."""
+    try:
+        yield
+    except _UsageError as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # no arguments: the help, as asked
+            raise
+        where = f"{err.ctx.command_path}: " if getattr(err, "ctx", None) is not None else ""
+        message = " ".join(err.format_message().split())
+        err_console.print(f"[bold red]error:[/] {escape(where + message)} (see --help)", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+class _OneLineUsageGroup(TyperGroup):
+    """The command group, with usage errors as one line (see ``_one_line_usage``)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _one_line_usage():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line_usage():
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_OneLineUsageGroup,
     name="simpool-bench",
     help="Evaluate attention-based pooling (SimPool, CLS, GAP) by the published protocols: "
     "classification, localization (MaxBoxAccV2) and object discovery (CorLoc).",
@@ -35,6 +70,8 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        before = warnings.formatwarning
+        warnings.formatwarning = _one_line_warning
         try:
             return fn(*args, **kwargs)
         except SimpoolBenchError as err:
@@ -46,8 +83,15 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             err_console.print("interrupted: finished shards are kept; run the same command again to resume")
             raise typer.Exit(130) from None
+        finally:
+            warnings.formatwarning = before
 
     return wrapper
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+    """Warnings shown as ``warning: <message>`` (one line; no source file, line and code)."""
+    return f"warning: {' '.join(str(message).split())}\n"
 
 
 # ------------------------------------------------------------------------------------ shared options
@@ -92,7 +136,8 @@ CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the m
 ShardOpt = Annotated[int, typer.Option("--shard-size", min=1, help="Images per shard (unit of resume and of multi-GPU work).", rich_help_panel="Run")]
 ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Keep finished shards under OUT/.shards and reuse them when the same command runs again.", rich_help_panel="Run")]
 DistTimeoutOpt = Annotated[Optional[float], typer.Option("--dist-timeout", help="torchrun: seconds a collective may wait for the other ranks before the run stops with an error (default $SIMPOOL_BENCH_DIST_TIMEOUT or 600).", rich_help_panel="Run")]
-StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail on an image that does not decode (default: skip it, warn and count it).", rich_help_panel="Run")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail on an image that does not decode or is over --max-pixels (default: skip it, warn and count it).", rich_help_panel="Run")]
+MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", min=1, help="Images with more pixels (read from the header, before decoding) are skipped and counted like undecodable ones (--strict: an error). Default: PIL's bomb limit.", rich_help_panel="Run")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder: results.csv and results.parquet always, plus --formats.", rich_help_panel="Output")]
 FormatsOpt = Annotated[str, typer.Option("--formats", help="Extra export formats, comma-separated: json, md, latex.", rich_help_panel="Output")]
 
@@ -120,7 +165,8 @@ def _model_options(model, pool, gamma, checkpoint, fmt, trust, variant, min_scop
     )
 
 
-def _engine(device, batch_size, workers, amp, channels_last, compile_, shard_size, resume, strict, out, dist_timeout=None):
+def _engine(device, batch_size, workers, amp, channels_last, compile_, shard_size, resume, strict, out, dist_timeout=None,
+            max_pixels=DEFAULT_MAX_PIXELS):
     from .engine import EngineConfig, dist_timeout_s, init_distributed
 
     if dist_timeout is not None:
@@ -129,7 +175,7 @@ def _engine(device, batch_size, workers, amp, channels_last, compile_, shard_siz
     return EngineConfig(
         device=device, batch_size=batch_size, workers=workers, amp=amp.value, channels_last=channels_last,
         compile=compile_, shard_size=shard_size, resume_dir=(Path(out) / ".shards") if (resume and out) else None,
-        strict=strict,
+        strict=strict, max_pixels=max_pixels,
     )
 
 
@@ -158,7 +204,7 @@ def _show(table, out: Path | None) -> None:
 @friendly
 def classify(
     data: Annotated[Path, typer.Option("--data", "-d", help="ImageFolder root (class folders), a flat folder with --labels, or the image root of --metadata.")],
-    split: Annotated[str, typer.Option("--split", help="Split name (sub-folder of --data when it exists; recorded in the table).")] = "val",
+    split: Annotated[Optional[str], typer.Option("--split", help="Split: the sub-folder of --data to read (it must exist; default: val when there is one, else --data itself); recorded in the table.")] = None,
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset name recorded in the table.")] = "imagenet",
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Label file for a flat folder: 'filename label' lines or CSV.")] = None,
     metadata: Annotated[Optional[Path], typer.Option("--metadata", help="wsolevaluation metadata folder (image_ids.txt, class_labels.txt, ...).")] = None,
@@ -167,8 +213,8 @@ def classify(
     knn_k: Annotated[int, typer.Option("--knn-k", min=1)] = 20,
     knn_temperature: Annotated[float, typer.Option("--knn-temperature")] = 0.07,
     per_class: Annotated[bool, typer.Option("--per-class", help="Also write per_class.csv (top-1 per class).")] = False,
-    resize: Annotated[Optional[int], typer.Option("--resize", help="Override the resize (short side) of the timm eval transform.")] = None,
-    crop: Annotated[Optional[int], typer.Option("--crop", help="Override the center-crop size.")] = None,
+    resize: Annotated[Optional[int], typer.Option("--resize", min=1, help="Override the resize (short side) of the timm eval transform.")] = None,
+    crop: Annotated[Optional[int], typer.Option("--crop", min=1, help="Override the center-crop size.")] = None,
     interpolation: Annotated[Optional[str], typer.Option("--interpolation", help="bilinear | bicubic | nearest.")] = None,
     model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
     fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
@@ -177,7 +223,7 @@ def classify(
     device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
     resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
-    out: OutOpt = None, formats: FormatsOpt = "json",
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, out: OutOpt = None, formats: FormatsOpt = "json",
 ) -> None:
     """Top-1/top-5 accuracy (and weighted k-NN for self-supervised checkpoints). Writes OUT/results.csv."""
     from . import api
@@ -186,8 +232,9 @@ def classify(
 
     fmts = _formats(formats)
     opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
-    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout)
-    records, classes = api.read_classification_data(data, split, labels, metadata, subset)
+    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout, max_pixels)
+    records, classes = api.read_classification_data(data, split, labels, metadata, subset, default_split="val")
+    split = split or "val"
     net, ckpt = api.load_model(opts)
     transform = classification_transform(net.data_config, resize, crop, interpolation)
     bank = api.read_classification_data(knn_train)[0] if knn_train is not None else None
@@ -222,7 +269,7 @@ def localize(
     device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
     resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
-    out: OutOpt = None, formats: FormatsOpt = "json",
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, out: OutOpt = None, formats: FormatsOpt = "json",
 ) -> None:
     """MaxBoxAccV2 of attention maps (wsolevaluation protocol, exact and fast). Writes OUT/results.csv."""
     from . import api
@@ -235,7 +282,7 @@ def localize(
         raise SimpoolBenchError(f"--interval {interval}: expected a step in (0, 1), e.g. 0.001 or 0.01")
     if cam_target not in ("gt", "pred"):
         raise SimpoolBenchError(f"--cam-target {cam_target!r}: expected gt or pred")
-    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout)
+    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout, max_pixels)
     records = api.read_localization_data(dataset, data, metadata, split)
     if maps is not None:  # no model: the stored maps
         if baseline or model or checkpoint:
@@ -284,7 +331,7 @@ def discover(
     device: DeviceOpt = "auto", batch_size: BatchOpt = 16, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
     resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
-    out: OutOpt = None, formats: FormatsOpt = "json",
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, out: OutOpt = None, formats: FormatsOpt = "json",
 ) -> None:
     """CorLoc of unsupervised object discovery (LOST protocol, full resolution). Writes OUT/results.csv."""
     from . import api
@@ -293,7 +340,7 @@ def discover(
     fmts = _formats(formats)
     if data is None:
         raise SimpoolBenchError("--data is required (VOC20XX folder or COCO train2014 images)")
-    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout)
+    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout, max_pixels)
     records = api.read_discovery_data(dataset, data, split, no_hard, annotations, list_file)
     if maps is not None:  # no model: the stored maps
         if method != "attn" or model or checkpoint:

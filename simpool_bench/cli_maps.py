@@ -14,8 +14,8 @@ import typer
 
 from .cli import (
     AmpOpt, AttnOpt, BatchOpt, ChannelsLastOpt, CkptOpt, ClsHeadOpt, CompileOpt, DeviceOpt, DistTimeoutOpt, FormatOpt, GammaOpt,
-    MinScopeOpt, ModelOpt, NumClassesOpt, PoolOpt, PreferOpt, QuirkOpt, ShardOpt, StrictOpt, TrustOpt, VariantOpt,
-    WorkersOpt, Amp, MinScope, _engine, _model_options,
+    DEFAULT_MAX_PIXELS, MaxPixelsOpt, MinScopeOpt, ModelOpt, NumClassesOpt, PoolOpt, PreferOpt, QuirkOpt, ShardOpt, StrictOpt,
+    TrustOpt, VariantOpt, WorkersOpt, Amp, MinScope, _engine, _model_options,
 )
 from .console import console
 from .errors import SimpoolBenchError
@@ -79,7 +79,7 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
         num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
         device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
         channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
-        strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
+        strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None, max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     ) -> None:
         """Attention maps to disk, in checksummed shards, so that localize/discover/visualize run without the model.
 
@@ -96,7 +96,8 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
 
         protocol = protocol_for(dataset.value)
         split = split or api.DEFAULT_SPLITS[dataset.value]
-        config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, False, strict, None, dist_timeout)
+        config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, False, strict, None, dist_timeout,
+                         max_pixels)
         records = _records(dataset, data, metadata, split, no_hard, annotations, list_file)
         opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
         net, ckpt = api.load_model(opts)

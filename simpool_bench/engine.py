@@ -41,6 +41,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import SimpoolBenchError
+from .data.inputs import DEFAULT_MAX_PIXELS
 from .files import load_checksummed, save_checksummed
 from .metrics.base import Accumulator
 
@@ -75,6 +76,8 @@ class EngineConfig:
         resume_dir: where finished shards are stored; None disables resume.
         progress: show a rich progress bar (rank 0 only).
         strict: fail on an image that does not decode instead of skipping it.
+        max_pixels: images whose header gives more pixels are not decoded (skipped and counted,
+            or an error under ``strict``); ``None``: PIL's own limit.
     """
 
     device: str = "auto"
@@ -87,6 +90,7 @@ class EngineConfig:
     resume_dir: Path | None = None
     progress: bool = True
     strict: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -610,9 +614,8 @@ def evaluate(
             wait_s += time.perf_counter() - t0
             if config.strict and not bool(ok.all()):
                 bad = int(idx[~ok][0])
-                raise SimpoolBenchError(
-                    f"image {_describe(dataset, bad)} does not decode (--strict fails on it; without it, it is skipped and counted)"
-                )
+                why = dataset.failure(bad) if callable(getattr(dataset, "failure", None)) else f"image {_describe(dataset, bad)} does not decode"
+                raise SimpoolBenchError(f"{why} (--strict fails on it; without it, it is skipped and counted)")
             try:
                 images = images.to(device, non_blocking=True)
                 if config.channels_last and images.dim() == 4:

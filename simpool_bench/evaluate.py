@@ -63,7 +63,7 @@ def collect_features(model: torch.nn.Module, records: Sequence[Record], transfor
             if batch.ok[j]:
                 feats[int(i)] = batch.output.features[j].float().cpu()
 
-    evaluate(model, ImageDataset(records, transform, warn=not config.strict), dict, step, _no_resume(config), description="memory bank")
+    evaluate(model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels), dict, step, _no_resume(config), description="memory bank")
     order = sorted(feats)
     local = torch.stack([feats[i] for i in order]) if order else torch.zeros(0, int(model.num_features))
     index, features = all_gather_indexed(torch.tensor(order, dtype=torch.int64), local)  # every rank's shards
@@ -135,7 +135,7 @@ def classify(
         if "knn" in accs:
             accs["knn"].update(batch.output.features[keep.to(batch.output.features.device)], tgt)
 
-    res = evaluate(model, ImageDataset(records, transform, warn=not config.strict), make, step, config, key=key, description=f"classify {dataset}")
+    res = evaluate(model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels), make, step, config, key=key, description=f"classify {dataset}")
     rows: list[dict[str, Any]] = []
     extras = _engine_extras(res)
     if "topk" in res.accumulators:
@@ -259,7 +259,7 @@ def localize(
         if on_maps is not None:
             on_maps(idx, maps)
 
-    res = evaluate(model, ImageDataset(records, transform, warn=not config.strict), make, step, config, forward=forward, key=key, description=f"localize {dataset}")
+    res = evaluate(model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels), make, step, config, forward=forward, key=key, description=f"localize {dataset}")
     rows, extras = _boxacc_rows(res.accumulators["boxacc"], dataset, split, res.accumulators.get("boxacc_v1"))
     extras.update(_engine_extras(res))
     return Outcome(rows, res.n_images, res.n_failed, extras)
@@ -334,7 +334,7 @@ def discover(
             on_boxes(idx, boxes, hits)
 
     res = evaluate(
-        model, ImageDataset(records, transform, warn=not config.strict), lambda: {"corloc": CorLocAccumulator()}, step, config,
+        model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels), lambda: {"corloc": CorLocAccumulator()}, step, config,
         forward=forward, batches_for=lambda r: bucket_batches(r, pad_keys, config.batch_size), key=key,
         description=f"discover {dataset}",
     )

@@ -384,7 +384,7 @@ def compute_maps(
         keys = [(padded_size(int(r.height), stride), padded_size(int(r.width), stride)) for r in subset]
         batches_for = lambda r: bucket_batches(r, keys, config.batch_size)  # noqa: E731
     transform = map_transform(model, protocol)
-    return evaluate(model, ImageDataset(subset, transform, warn=not config.strict), dict, step, replace(config, resume_dir=None),
+    return evaluate(model, ImageDataset(subset, transform, warn=not config.strict, max_pixels=config.max_pixels), dict, step, replace(config, resume_dir=None),
                     forward=forward, batches_for=batches_for, description=description)
 
 

@@ -38,6 +38,9 @@ def classification_transform(
     Without overrides this is ``timm.data.create_transform(**data_config)`` (resize the short side
     to size / crop_pct, center crop, normalise)."""
     cfg = dict(data_config)
+    for flag, value in (("--resize", resize), ("--crop", crop)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise SimpoolBenchError(f"{flag} {value!r}: expected a whole number of pixels >= 1")
     if interpolation is not None:
         if interpolation not in _INTERPOLATIONS:
             raise SimpoolBenchError(f"--interpolation {interpolation!r}: expected one of {', '.join(_INTERPOLATIONS)}")

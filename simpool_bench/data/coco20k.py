@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SimpoolBenchError
+from .inputs import join_inside, read_lines
 from .records import Record
 
 COCO20K_IMAGES = 19817
@@ -27,6 +29,15 @@ def coco_box_to_lost(bbox: list[float]) -> tuple[int, int, int, int]:
     """COCO ``[x, y, w, h]`` -> LOST's ``(x, y, x + w, y + h)``, each ``int(round(v))``."""
     x, y, w, h = bbox
     return int(round(x)), int(round(y)), int(round(x + w)), int(round(y + h))
+
+
+def _valid_bbox(ann: object) -> bool:
+    """A COCO annotation whose ``bbox`` is four finite numbers (``[x, y, w, h]``)."""
+    bbox = ann.get("bbox") if isinstance(ann, dict) else None
+    return (
+        isinstance(bbox, (list, tuple)) and len(bbox) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
+    )
 
 
 def image_id_from_name(name: str) -> int:
@@ -61,7 +72,9 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
     Raises:
         SimpoolBenchError: a missing folder or file; a list line whose id does not parse or repeats
             (file:line); a json that holds none of the listed images, or list entries not in it
-            (the first one and the count), or whose ``file_name`` differs; missing images.
+            (the first one and the count), or whose ``file_name`` differs or leads out of
+            ``image_dir``; an annotation whose ``bbox`` is not four finite numbers (its id named);
+            missing images.
     """
     image_dir, annotation_file, list_file = Path(image_dir), Path(annotation_file), Path(list_file)
     if not image_dir.is_dir():
@@ -72,7 +85,7 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
 
     names: list[tuple[int, str, int]] = []
     seen: dict[int, int] = {}
-    for n, raw in enumerate(list_file.read_text().splitlines(), start=1):
+    for n, raw in enumerate(read_lines(list_file), start=1):
         name = raw.strip()
         if not name:
             continue
@@ -106,9 +119,16 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
             raise SimpoolBenchError(
                 f"{list_file}:{n}: {name} is image id {image_id}, whose file_name in {annotation_file} is {file_name!r}"
             )
-        boxes = [coco_box_to_lost(a["bbox"]) for a in coco.imgToAnns.get(image_id, []) if a.get("iscrowd", 0) != 1]
+        anns = [a for a in coco.imgToAnns.get(image_id, []) if a.get("iscrowd", 0) != 1]
+        bad = next((a for a in anns if not _valid_bbox(a)), None)
+        if bad is not None:
+            raise SimpoolBenchError(
+                f"{annotation_file}: annotation id {bad.get('id')!r} (image {image_id}) has bbox {bad.get('bbox')!r}; "
+                "expected [x, y, width, height], four finite numbers"
+            )
+        boxes = [coco_box_to_lost(a["bbox"]) for a in anns]
         records.append(Record(
-            file_name, image_dir / file_name, -1, int(info.get("width", 0)), int(info.get("height", 0)),
+            file_name, join_inside(image_dir, file_name, f"{annotation_file} (image {image_id})"), -1, int(info.get("width", 0)), int(info.get("height", 0)),
             np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
         ))
     if check_images:

@@ -3,7 +3,9 @@ per-class subsets (SimPool's ImageNet-20%).
 
 Class order and file order follow torchvision's ``ImageFolder`` (what timm and DINO/SimPool use):
 class folders sorted by name, then files of each class from ``sorted(os.walk(class_dir))`` and
-``sorted(filenames)``, keeping the extensions in ``IMG_EXTENSIONS``.
+``sorted(filenames)``, keeping the extensions in ``IMG_EXTENSIONS``. Folder symlinks are followed as
+ImageFolder follows them, except one that loops or leads to a folder already read (ImageFolder would
+count its images again): it is skipped and counted in one ``DataWarning``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SimpoolBenchError
+from .inputs import join_inside, read_lines, walk_files, warn_data
 from .records import Record
 
 # torchvision.datasets.folder.IMG_EXTENSIONS (lower case, compared case-insensitively).
@@ -52,15 +55,19 @@ def read_image_folder(root: str | Path) -> tuple[list[Record], list[str]]:
         raise SimpoolBenchError(f"image folder {root}: no class sub-folders (expected {root}/<class>/<image>)")
     records: list[Record] = []
     empty: list[str] = []
+    seen = {os.path.realpath(root / cls) for cls in classes}
+    skipped: list[Path] = []
     for label, cls in enumerate(classes):
-        n_before = len(records)
-        for dirpath, _, fnames in sorted(os.walk(root / cls, followlinks=True)):
-            for fname in sorted(fnames):
-                if _is_image(fname):
-                    path = Path(dirpath) / fname
-                    records.append(Record(path.relative_to(root).as_posix(), path, label))
-        if len(records) == n_before:
+        paths, links = walk_files(root / cls, _is_image, seen)
+        skipped += links
+        records += [Record(p.relative_to(root).as_posix(), p, label) for p in paths]
+        if not paths:
             empty.append(cls)
+    if skipped:
+        warn_data(
+            f"image folder {root}: {len(skipped)} folder symlink(s) not followed because they loop or lead to a "
+            f"folder already read (first: {skipped[0]}); each image is counted once"
+        )
     if empty:
         raise SimpoolBenchError(
             f"image folder {root}: class folder {empty[0]!r} has no image files "
@@ -92,7 +99,7 @@ def read_flat_folder(root: str | Path, label_file: str | Path, check_images: boo
     entries: list[tuple[str, str, int]] = []
     seen: dict[str, int] = {}
     kaggle = False
-    for lineno, raw in enumerate(label_file.read_text().splitlines(), start=1):
+    for lineno, raw in enumerate(read_lines(label_file), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -131,7 +138,7 @@ def read_flat_folder(root: str | Path, label_file: str | Path, check_images: boo
             f"{label_file}:{entries[k][2]}: label {entries[k][1]!r} mixes with line {entries[0][2]}'s "
             f"{entries[0][1]!r}: labels must be all integers or all class names"
         )
-    records = [Record(name, root / name, label) for (name, _, _), label in zip(entries, ids)]
+    records = [Record(name, join_inside(root, name, f"{label_file}:{n}"), label) for (name, _, n), label in zip(entries, ids)]
     if check_images:
         _check_exist(records, f"label file {label_file}")
     return records, classes

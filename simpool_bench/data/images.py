@@ -6,8 +6,9 @@ ImageFolder): ``PIL.Image.open(path).convert("RGB")``, no EXIF rotation.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +17,55 @@ from PIL import Image
 from torchvision.transforms import ToTensor
 
 from ..errors import SimpoolBenchError
+from .inputs import DEFAULT_MAX_PIXELS
 from .records import Record
 
 # What PIL raises on a file that is missing, truncated, not an image, or too large.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode ``path`` into an RGB ``PIL.Image`` (fully loaded, file closed).
+class ImageTooLarge(SimpoolBenchError):
+    """An image whose header size is over the pixel limit (it is not decoded)."""
+
+
+@contextlib.contextmanager
+def _no_pil_bomb_check() -> Iterator[None]:
+    """PIL's decompression-bomb check off while a header is read, when our own size check comes
+    next (PIL would warn, or refuse past twice its limit, before we see the size)."""
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
+def header_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file's header, nothing decoded, whatever the size (no bomb check).
 
     Raises:
-        SimpoolBenchError: naming the file, when it is missing or does not decode.
+        OSError, ValueError, SyntaxError: the file is missing or not an image.
+    """
+    with _no_pil_bomb_check(), Image.open(path) as img:
+        return img.size
+
+
+def load_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+    """Decode ``path`` into an RGB ``PIL.Image`` (fully loaded, file closed).
+
+    With ``max_pixels``, the size is read from the header first and an image of more pixels is
+    refused before any pixel is decoded (``ImageTooLarge``); without it, PIL's own limit applies.
+
+    Raises:
+        SimpoolBenchError: naming the file, when it is missing, does not decode or is too large.
     """
     try:
         with open(path, "rb") as f:
-            img = Image.open(f)
+            with _no_pil_bomb_check() if max_pixels is not None else contextlib.nullcontext():
+                img = Image.open(f)
+            w, h = img.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageTooLarge(f"image {path} is {w}x{h} ({w * h:,} pixels), over the limit of {max_pixels:,} (--max-pixels)")
             return img.convert("RGB")  # convert() loads the pixels while the file is open
     except _DECODE_ERRORS as exc:
         raise SimpoolBenchError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from None
@@ -39,9 +74,10 @@ def load_rgb(path: str | Path) -> Image.Image:
 class ImageDataset(torch.utils.data.Dataset):
     """Images of a list of ``Record`` through a transform; item ``i`` is ``(image, i, ok)``.
 
-    An image that does not decode raises ``SimpoolBenchError`` (naming the file) when ``strict``;
+    An image that does not decode, or whose header says it has more than ``max_pixels`` pixels
+    (checked before decoding), raises ``SimpoolBenchError`` (naming the file) when ``strict``;
     otherwise it warns and returns ``ok=False`` with a zero placeholder: the transform applied to a
-    black RGB image of the record's size (1x1 when the size is unknown), then zeroed. Its shape is
+    black RGB image of the record's size (1x1 when the size is unknown or over ``max_pixels``), then zeroed. Its shape is
     therefore what the transform would give a real image of that size (fixed for resize/crop
     transforms, the record's own size for LOST's full-resolution transform). The engine counts
     and skips such images. Picklable when ``transform`` is (torchvision/timm transforms are).
@@ -52,14 +88,16 @@ class ImageDataset(torch.utils.data.Dataset):
         strict: raise instead of warning on an image that does not decode.
         warn: warn about an image that does not decode (off when the caller fails on it anyway,
             as the engine does under ``--strict``).
+        max_pixels: the pixel limit (``--max-pixels``); ``None``: PIL's own.
     """
 
     def __init__(self, records: Sequence[Record], transform: Callable[[Image.Image], Any] | None, strict: bool = False,
-                 warn: bool = True):
+                 warn: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.records = list(records)
         self.transform = transform if transform is not None else ToTensor()
         self.strict = strict
         self.warn = warn
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.records)
@@ -67,7 +105,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool]:
         rec = self.records[i]
         try:
-            img = load_rgb(rec.path)
+            img = load_rgb(rec.path, self.max_pixels)
         except SimpoolBenchError as exc:
             if self.strict:
                 raise
@@ -80,5 +118,15 @@ class ImageDataset(torch.utils.data.Dataset):
         """Zeros shaped like the transform's output for record ``i``'s image size."""
         rec = self.records[i]
         size = (rec.width if rec.width > 0 else 1, rec.height if rec.height > 0 else 1)
+        if self.max_pixels is not None and size[0] * size[1] > self.max_pixels:
+            size = (1, 1)  # never build a huge tensor for an image refused as too large
         out = self.transform(Image.new("RGB", size))
         return torch.zeros_like(torch.as_tensor(out))
+
+    def failure(self, i: int) -> str:
+        """Why item ``i`` did not load (its file is read again), for a one-line error."""
+        try:
+            load_rgb(self.records[i].path, self.max_pixels)
+        except SimpoolBenchError as exc:
+            return str(exc)
+        return f"image {self.records[i].path} did not load"

@@ -21,6 +21,7 @@ import numpy as np
 from defusedxml import DefusedXmlException
 
 from ..errors import SimpoolBenchError
+from .inputs import join_inside, read_lines
 from .records import Record
 
 VOC_SPLITS_DIR = Path("ImageSets") / "Main"
@@ -105,12 +106,13 @@ def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False) -
 
     ids: list[str] = []
     seen: dict[str, int] = {}
-    for n, raw in enumerate(split_file.read_text().splitlines(), start=1):
+    for n, raw in enumerate(read_lines(split_file), start=1):
         line = raw.strip()
         if not line:
             continue
         if len(line.split()) != 1:
             raise SimpoolBenchError(f"{split_file}:{n}: expected one image id per line, got {raw!r}")
+        join_inside(img_dir, line, f"{split_file}:{n}")
         if line in seen:
             raise SimpoolBenchError(f"{split_file}:{n}: image id {line!r} already listed on line {seen[line]}")
         seen[line] = n

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..errors import SimpoolBenchError
+from .images import header_size
+from .inputs import join_inside, read_lines, warn_data
 from .records import Record
 
 WSOL_METADATA_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
@@ -32,7 +33,30 @@ def _lines(path: Path) -> list[tuple[int, str]]:
     """(line number, line) of the non-blank lines of ``path``."""
     if not path.is_file():
         raise SimpoolBenchError(f"missing metadata file {path}")
-    return [(n, line) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
+    return [(n, line) for n, line in enumerate(read_lines(path), start=1) if line.strip()]
+
+
+def _unique(path: Path, rows: list[tuple[int, object, object]], what: str) -> dict:
+    """``{key: value}`` of ``(line, key, value)`` rows, one value per key.
+
+    A key listed again with the same value is dropped and counted in one ``DataWarning`` (the
+    references keep the last line, which is then the same); with another value it is an error."""
+    table: dict = {}
+    line_of: dict = {}
+    repeats: list[tuple[int, int]] = []
+    for n, key, value in rows:
+        if key in table:
+            if table[key] != value:
+                raise SimpoolBenchError(
+                    f"{path}:{n}: {what} {value} for image {key!r} conflicts with line {line_of[key]} ({table[key]}); "
+                    "expected one value per image"
+                )
+            repeats.append((n, line_of[key]))
+            continue
+        table[key], line_of[key] = value, n
+    if repeats:
+        warn_data(f"{path}: {len(repeats)} repeated line(s) ignored (first: line {repeats[0][0]} repeats line {repeats[0][1]})")
+    return table
 
 
 def _fields(path: Path, lineno: int, line: str, n: int, conv: Callable[[str], object], what: str, sep: str | None = ",") -> list:
@@ -68,8 +92,13 @@ def read_wsol_metadata(metadata_dir: str | Path, image_root: str | Path, check_i
 
     Raises:
         SimpoolBenchError: a missing metadata file; a line that does not parse (file:line); an id
-            listed twice, or without a label, a size or a box; a box outside its image; with
+            listed twice, absolute or leading out of ``image_root``, or without a label, a size or a
+            box; two different labels or sizes for one id; a box outside its image; with
             ``check_images``, ids whose image file is missing (the first one and the count).
+
+    Warns (``DataWarning``, once, counted): label or size lines repeated with the same value;
+    with ``check_images``, image files whose size differs from ``image_sizes.txt`` (the boxes
+    are scaled by ``image_sizes.txt`` all the same, as wsolevaluation does).
     """
     metadata_dir, image_root = Path(metadata_dir), Path(image_root)
     if not metadata_dir.is_dir():
@@ -81,24 +110,27 @@ def read_wsol_metadata(metadata_dir: str | Path, image_root: str | Path, check_i
     for n, line in _lines(ids_f):
         if line in first_line:
             raise SimpoolBenchError(f"{ids_f}:{n}: image id {line!r} already listed on line {first_line[line]}")
+        join_inside(image_root, line, f"{ids_f}:{n}")
         first_line[line] = n
         ids.append(line)
     if not ids:
         raise SimpoolBenchError(f"{ids_f}: no image ids")
 
-    labels: dict[str, int] = {}
+    rows = []
     for n, line in _lines(labels_f):
         image_id, label = _fields(labels_f, n, line, 1, int, "'id,label' with an integer label")
         if label < 0:
             raise SimpoolBenchError(f"{labels_f}:{n}: negative class label {label}")
-        labels[image_id] = label
+        rows.append((n, image_id, label))
+    labels: dict[str, int] = _unique(labels_f, rows, "class label")
 
-    sizes: dict[str, tuple[int, int]] = {}
+    rows = []
     for n, line in _lines(sizes_f):
         image_id, w, h = _fields(sizes_f, n, line, 2, int, "'id,width,height' with integers")
         if w <= 0 or h <= 0:
             raise SimpoolBenchError(f"{sizes_f}:{n}: image size {w}x{h} is not positive")
-        sizes[image_id] = (w, h)
+        rows.append((n, image_id, (w, h)))
+    sizes: dict[str, tuple[int, int]] = _unique(sizes_f, rows, "size")
 
     boxes: dict[str, list[tuple[int, int, int, int]]] = defaultdict(list)
     for n, line in _lines(loc_f):
@@ -117,7 +149,29 @@ def read_wsol_metadata(metadata_dir: str | Path, image_root: str | Path, check_i
         records.append(Record(image_id, image_root / image_id, labels[image_id], w, h, np.asarray(boxes[image_id], dtype=np.float64)))
     if check_images:
         _check_images(records, f"wsol metadata {metadata_dir}")
+        _check_sizes(records, sizes_f)
     return records
+
+
+def _check_sizes(records: list[Record], sizes_f: Path) -> None:
+    """One ``DataWarning`` counting the images whose header size differs from ``image_sizes.txt``.
+
+    wsolevaluation scales the boxes by ``image_sizes.txt`` and never looks at the image's own
+    size; we do the same (the numbers stay the reference's), and say how many disagree."""
+    differ = []
+    for r in records:
+        try:
+            size = header_size(r.path)
+        except (OSError, ValueError, SyntaxError):
+            continue  # decoding reports it, per image
+        if size != (r.width, r.height):
+            differ.append((r, size))
+    if differ:
+        r, (w, h) = differ[0]
+        warn_data(
+            f"{sizes_f}: {len(differ)} of {len(records)} image sizes differ from the image files (first: {r.image_id} "
+            f"listed {r.width}x{r.height}, file {w}x{h}); boxes are scaled by {sizes_f.name}, as wsolevaluation does"
+        )
 
 
 def cub_box_to_wsol(x: float, y: float, w: float, h: float) -> tuple[int, int, int, int]:
@@ -137,8 +191,10 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
 
     Raises:
         SimpoolBenchError: unknown split, a missing file, a line that does not parse (file:line),
-            an image without a label, split entry or box, a missing or unreadable image, a box
-            outside its image.
+            an image without a label, split entry or box, or with two different ones, a path
+            leading out of ``images/``, a missing or unreadable image, a box outside its image.
+
+    Warns (``DataWarning``, once per file, counted): lines repeated with the same value.
     """
     if split not in CUB_SPLITS:
         raise SimpoolBenchError(f"CUB split {split!r}: expected one of {', '.join(CUB_SPLITS)}")
@@ -147,13 +203,10 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
         raise SimpoolBenchError(f"CUB-200-2011 folder {root}: no such directory")
     images_f, labels_f, split_f, boxes_f = (root / name for name in CUB_NATIVE_FILES)
 
-    paths: dict[int, str] = {}
-    for n, line in _lines(images_f):
-        num, path = _fields(images_f, n, line, 1, str, "'<image_id> <path>'", sep=None)
-        paths[_int(images_f, n, num)] = path
-    labels = {_int(labels_f, n, i): c for n, (i, c) in _id_table(labels_f, 1, int, "'<image_id> <class_id>'")}
-    is_train = {_int(split_f, n, i): t for n, (i, t) in _id_table(split_f, 1, int, "'<image_id> <is_training_image>'")}
-    boxes = {_int(boxes_f, n, i): tuple(v) for n, (i, *v) in _id_table(boxes_f, 4, float, "'<image_id> <x> <y> <width> <height>'")}
+    paths: dict[int, str] = _id_table(images_f, 1, str, "'<image_id> <path>'", "path")
+    labels: dict[int, int] = _id_table(labels_f, 1, int, "'<image_id> <class_id>'", "class")
+    is_train: dict[int, int] = _id_table(split_f, 1, int, "'<image_id> <is_training_image>'", "is_training_image")
+    boxes: dict[int, tuple] = _id_table(boxes_f, 4, float, "'<image_id> <x> <y> <width> <height>'", "box")
 
     records: list[Record] = []
     for num, rel in paths.items():
@@ -165,13 +218,13 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
         if labels[num] < 1:
             raise SimpoolBenchError(f"{labels_f}: image {num} has class {labels[num]}; CUB classes are 1-based")
         box = np.asarray([cub_box_to_wsol(*boxes[num])], dtype=np.float64)
-        records.append(Record(rel, root / "images" / rel, labels[num] - 1, 0, 0, box))
+        path = join_inside(root / "images", rel, f"{images_f} (image {num})")
+        records.append(Record(rel, path, labels[num] - 1, 0, 0, box))
 
     _check_images(records, f"CUB-200-2011 {root}")
     for r in records:
         try:
-            with Image.open(r.path) as img:
-                r.width, r.height = img.size
+            r.width, r.height = header_size(r.path)
         except (OSError, ValueError, SyntaxError) as exc:
             raise SimpoolBenchError(f"cannot read the size of image {r.path}: {exc}") from None
         _check_box(tuple(r.boxes[0]), r.width, r.height, f"{boxes_f} ({r.image_id})")
@@ -185,6 +238,11 @@ def _int(path: Path, lineno: int, text: str) -> int:
         raise SimpoolBenchError(f"{path}:{lineno}: expected an integer image id, got {text!r}") from None
 
 
-def _id_table(path: Path, n: int, conv: Callable[[str], object], what: str) -> list[tuple[int, list]]:
-    """Whitespace-separated ``id v1 .. vn`` lines of a CUB file, each converted, with line numbers."""
-    return [(lineno, _fields(path, lineno, line, n, conv, what, sep=None)) for lineno, line in _lines(path)]
+def _id_table(path: Path, n: int, conv: Callable[[str], object], what: str, name: str) -> dict[int, object]:
+    """``{image number: value}`` of the whitespace-separated ``id v1 .. vn`` lines of a CUB file
+    (the value alone for ``n == 1``, else a tuple); a repeated line is counted, a conflicting one an error."""
+    rows = []
+    for lineno, line in _lines(path):
+        num, *values = _fields(path, lineno, line, n, conv, what, sep=None)
+        rows.append((lineno, _int(path, lineno, num), values[0] if n == 1 else tuple(values)))
+    return _unique(path, rows, name)

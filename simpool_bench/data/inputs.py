@@ -1,0 +1,94 @@
+"""Input hygiene shared by the readers: list files read as UTF-8 without a byte-order mark, ids that
+must stay inside their data root, folder walks that read each real folder once, and the one
+warning category (``DataWarning``) for input problems the reference tools let pass."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import SimpoolBenchError
+
+
+#: The default ``--max-pixels``: PIL's own decompression-bomb threshold (``Image.MAX_IMAGE_PIXELS``,
+#: 1024**3 // 4 // 3 = 89,478,485 pixels, e.g. 9459 x 9459), over which PIL warns.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+class DataWarning(UserWarning):
+    """An input problem the reference tool lets pass; we go on as it does, and say so once, counted."""
+
+
+def warn_data(message: str) -> None:
+    """One counted data warning (printed by the CLI as one ``warning:`` line)."""
+    warnings.warn(message, DataWarning, stacklevel=3)
+
+
+def read_text(path: str | Path) -> str:
+    """The text of a list/metadata file: UTF-8, a leading byte-order mark dropped (``utf-8-sig``).
+
+    Raises:
+        SimpoolBenchError: the file is not UTF-8 (the byte offset named).
+    """
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SimpoolBenchError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 4]!r})") from None
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """``read_text(path).splitlines()``."""
+    return read_text(path).splitlines()
+
+
+def join_inside(root: Path, rel: str, where: str) -> Path:
+    """``root / rel``, refusing an absolute ``rel`` or one whose ``..`` parts lead out of ``root``.
+
+    The check is on the path as written (symlinks inside ``root`` may point anywhere, as a data
+    folder of links to another disk does); ``where`` names the file and line for the error.
+    """
+    if os.path.isabs(rel) or Path(rel).drive:
+        raise SimpoolBenchError(f"{where}: image id {rel!r} is an absolute path; ids must be relative to {root}")
+    norm = os.path.normpath(rel)
+    if norm == ".." or norm.startswith(".." + os.sep):
+        raise SimpoolBenchError(f"{where}: image id {rel!r} points outside the data root {root}")
+    return root / rel
+
+
+def walk_files(root: Path, keep: Callable[[str], bool], seen: set[str] | None = None) -> tuple[list[Path], list[Path]]:
+    """Files under ``root`` whose name ``keep`` accepts, in torchvision ``ImageFolder``'s order
+    (``sorted(os.walk(root, followlinks=True))``, then ``sorted(filenames)``), each real folder read once.
+
+    A folder symlink is followed, as ImageFolder does, unless its target is an ancestor (a loop) or
+    a folder already read or in ``seen`` (real paths; updated): ImageFolder would read those images
+    again, or go round a loop until the OS refuses. Returns ``(files, skipped_links)``.
+    """
+    seen = set() if seen is None else seen
+    seen.add(os.path.realpath(root))
+    skipped: list[Path] = []
+    listing: list[tuple[str, list[str]]] = []
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # an unreadable folder: os.walk skips it too
+        names = []
+        for e in sorted(entries, key=lambda e: e.name, reverse=True):
+            if not e.is_dir():  # is_dir follows symlinks, as os.walk(followlinks=True) does
+                names.append(e.name)
+                continue
+            path = os.path.join(folder, e.name)
+            real = os.path.realpath(path)
+            if real in seen or (os.path.realpath(folder) + os.sep).startswith(real.rstrip(os.sep) + os.sep):
+                skipped.append(Path(path))
+            else:
+                seen.add(real)
+                stack.append(path)
+        listing.append((folder, names))
+    files = [Path(folder) / name for folder, names in sorted(listing) for name in sorted(names) if keep(name)]
+    return files, sorted(skipped)

@@ -1,0 +1,341 @@
+"""Damaged inputs through the CLI (issue 11, items 6, 8 and 10): each is one ``error:`` line and exit
+2 with nothing written, or a run that goes on as the reference does with ONE counted warning.
+
+Expected counts come from the files as written here (os.walk without links, the lines changed),
+and the order of a linked ImageFolder tree from torchvision's own ImageFolder."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from simpool_bench.data.imagenet import read_image_folder
+from simpool_bench.data.images import ImageTooLarge, load_rgb
+from simpool_bench.data.inputs import DataWarning, walk_files
+
+from conftest import build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset, invoke_cli, said
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _one_error(res, *needles: str, progress: bool = False) -> str:
+    """Exit 2, one non-blank line starting ``error:``, no traceback, every needle in it. With
+    ``progress``, the error came mid-run and the progress bar's own line may stand above it."""
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    if progress:
+        lines = [ln for ln in lines if not re.search(r"\d+/\d+ images", ln)]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    assert "Traceback" not in res.output
+    for needle in needles:
+        assert needle in said(res), (needle, res.output)
+    return lines[0]
+
+
+def _data_warnings(record) -> list[str]:
+    out = [str(w.message) for w in record if issubclass(w.category, DataWarning)]
+    assert all("\n" not in m for m in out)
+    return out
+
+
+def _value(out, metric: str) -> float:
+    table = pd.read_csv(out / "results.csv")
+    return float(table.loc[table.metric == metric, "value"].item())
+
+
+def _no_temp_files(out) -> None:
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.suffixes]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth.tar")[0]
+
+
+# ------------------------------------------------------------------------------ item 6: folders
+def _image(path, size=(40, 36), value=0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (value, 2 * value % 256, 3 * value % 256)).save(path)
+
+
+def test_symlink_loop_counts_each_image_once_with_one_warning(tmp_path, ckpt):
+    root = tmp_path / "data" / "val"
+    for c, n in (("ant", 3), ("bee", 3), ("cat", 2)):
+        for i in range(n):
+            _image(root / c / f"{i}.png", value=10 * i + len(c))
+    os.symlink(root, root / "ant" / "loop")  # ImageFolder would go round this until ELOOP
+    os.symlink(root / "bee", root / "cat" / "again")  # and read bee's images again as cat
+    real = sum(len([f for f in files if f.endswith(".png")]) for _, _, files in os.walk(root))
+    out = tmp_path / "out"
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        res = invoke_cli("classify", "--data", tmp_path / "data", "--checkpoint", ckpt, "--device", "cpu", "--out", out)
+    assert res.exit_code == 0, res.output
+    msgs = _data_warnings(rec)
+    assert len(msgs) == 1 and "2 folder symlink(s) not followed" in msgs[0]
+    assert _value(out, "n_images") == real == 8
+    _no_temp_files(out)
+
+
+def test_linked_folders_keep_torchvision_imagefolder_order(tmp_path):
+    """Without loops, links are followed and the order is ImageFolder's (sorted dirpaths: 'x-y' < 'x/z')."""
+    from torchvision.datasets import ImageFolder
+
+    root = tmp_path / "tree"
+    for rel in ("a/x/1.png", "a/x/z/2.png", "a/x-y/3.png", "a/0.png", "b/q.png"):
+        _image(root / rel)
+    _image(tmp_path / "elsewhere" / "4.png")
+    os.symlink(tmp_path / "elsewhere", root / "a" / "x" / "link")
+    records, classes = read_image_folder(root)
+    ref = ImageFolder(str(root))
+    assert classes == ref.classes
+    assert [(str(r.path), r.label) for r in records] == [(p, t) for p, t in ref.samples]
+    files, skipped = walk_files(root / "a", lambda n: True)
+    assert skipped == [] and len(files) == 5
+
+
+def test_missing_split_is_an_error_not_classes(tmp_path, ckpt):
+    for c in ("ant", "bee"):
+        _image(tmp_path / "data" / "val" / c / "0.png")
+    out = tmp_path / "out"
+    res = invoke_cli("classify", "--data", tmp_path / "data", "--split", "vall", "--checkpoint", ckpt, "--device", "cpu", "--out", out)
+    _one_error(res, "--split 'vall'", str(tmp_path / "data" / "vall"), "val")
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ item 6: metadata
+@pytest.fixture()
+def wsol(tmp_path):
+    return build_wsol_dataset(tmp_path / "cub", n=8)
+
+
+def _localize(wsol, out, *extra):
+    return invoke_cli("localize", "--dataset", "cub", "--data", wsol.image_root, "--metadata", wsol.metadata,
+                      "--baseline", "center-gaussian", "--device", "cpu", "--out", out, *extra)
+
+
+def _edit(path, fn) -> None:
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(fn(lines)) + "\n")
+
+
+@pytest.mark.parametrize("bad", ["../../x.jpg", "ant/../../x.jpg", "/etc/hostname"])
+def test_metadata_id_outside_the_data_root(wsol, tmp_path, bad):
+    _edit(wsol.metadata / "image_ids.txt", lambda ls: ls[:1] + [bad] + ls[1:])
+    out = tmp_path / "out"
+    _one_error(_localize(wsol, out), "image_ids.txt:2", repr(bad))
+    assert not out.exists()
+
+
+def test_image_sizes_differing_from_files_warn_once_counted(wsol, tmp_path):
+    sizes = wsol.metadata / "image_sizes.txt"
+    _edit(sizes, lambda ls: [f"{ln.split(',')[0]},{int(ln.split(',')[1]) + 3},{ln.split(',')[2]}" if i in (2, 5) else ln
+                             for i, ln in enumerate(ls)])
+    differ = 0
+    for line in sizes.read_text().splitlines():
+        image_id, w, h = line.split(",")
+        with Image.open(wsol.image_root / image_id) as im:
+            differ += im.size != (int(w), int(h))
+    out = tmp_path / "out"
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        res = _localize(wsol, out)
+    assert res.exit_code == 0, res.output
+    msgs = _data_warnings(rec)
+    assert len(msgs) == 1 and f"{differ} of 8 image sizes differ" in msgs[0] and differ == 2
+    assert _value(out, "n_images") == 8
+    _no_temp_files(out)
+
+
+def test_class_labels_conflicting_is_an_error_repeated_is_counted(wsol, tmp_path):
+    labels = wsol.metadata / "class_labels.txt"
+    first = labels.read_text().splitlines()[0]
+    image_id, label = first.split(",")
+    original = labels.read_text()
+    labels.write_text(original + f"{image_id},{int(label) + 1}\n")
+    out = tmp_path / "out"
+    _one_error(_localize(wsol, out), "class_labels.txt:9", "line 1")
+    assert not out.exists()
+    labels.write_text(original + first + "\n" + first + "\n")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        res = _localize(wsol, out)
+    assert res.exit_code == 0, res.output
+    msgs = _data_warnings(rec)
+    assert len(msgs) == 1 and "2 repeated line(s)" in msgs[0] and "class_labels.txt" in msgs[0]
+
+
+def test_byte_order_mark_is_dropped(wsol, tmp_path):
+    plain = tmp_path / "plain"
+    assert _localize(wsol, plain).exit_code == 0
+    for name in ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt"):
+        f = wsol.metadata / name
+        f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    bom = tmp_path / "bom"
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        res = _localize(wsol, bom)
+    assert res.exit_code == 0, res.output and not _data_warnings(rec)
+    a, b = pd.read_csv(plain / "results.csv"), pd.read_csv(bom / "results.csv")
+    pd.testing.assert_series_equal(a["value"], b["value"])
+    assert _value(bom, "n_images") == 8
+
+
+def _cub(root, n=6):
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i in range(1, n + 1):
+        rel = f"001.Bird/{i}.jpg"
+        _image(root / "images" / rel, size=(50, 40), value=i)
+        rows.append((i, rel))
+    (root / "images.txt").write_text("".join(f"{i} {rel}\n" for i, rel in rows))
+    (root / "image_class_labels.txt").write_text("".join(f"{i} 1\n" for i, _ in rows))
+    (root / "train_test_split.txt").write_text("".join(f"{i} 0\n" for i, _ in rows))
+    (root / "bounding_boxes.txt").write_text("".join(f"{i} 5.0 6.0 20.0 15.0\n" for i, _ in rows))
+    return root
+
+
+def test_cub_bounding_boxes_repeated_counted_conflicting_error(tmp_path):
+    root = _cub(tmp_path / "CUB_200_2011")
+    boxes = root / "bounding_boxes.txt"
+    original = boxes.read_text()
+    args = ("localize", "--dataset", "cub", "--data", root, "--baseline", "full-box", "--device", "cpu")
+    boxes.write_text(original + "3 5.0 6.0 20.0 15.0\n")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        res = invoke_cli(*args, "--out", tmp_path / "ok")
+    assert res.exit_code == 0, res.output
+    msgs = _data_warnings(rec)
+    assert len(msgs) == 1 and "1 repeated line(s)" in msgs[0] and "line 7 repeats line 3" in msgs[0]
+    assert _value(tmp_path / "ok", "n_images") == 6
+    boxes.write_text(original + "3 5.0 6.0 21.0 15.0\n")
+    _one_error(invoke_cli(*args, "--out", tmp_path / "bad"), "bounding_boxes.txt:7", "line 3")
+    assert not (tmp_path / "bad").exists()
+
+
+# ------------------------------------------------------------------------------ item 8: inputs
+def _coco(tmp_path, bbox):
+    image_dir = tmp_path / "train2014"
+    images, anns = [], []
+    for k, i in enumerate((11, 22, 33)):
+        name = f"COCO_train2014_{i:012d}.jpg"
+        _image(image_dir / name, size=(64, 48), value=k)
+        images.append({"id": i, "file_name": name, "width": 64, "height": 48})
+        anns.append({"id": 100 + k, "image_id": i, "bbox": bbox if k == 1 else [2, 3, 30.5, 20], "iscrowd": 0, "category_id": 1, "area": 1.0})
+    ann_file = tmp_path / "instances_train2014.json"
+    ann_file.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "x"}]}))
+    list_file = tmp_path / "coco_20k_filenames.txt"
+    list_file.write_text("".join(f"train2014/{im['file_name']}\n" for im in images))
+    return image_dir, ann_file, list_file
+
+
+@pytest.mark.parametrize("bbox", ["12 3 4 5", None, [1, 2], [1.0, 2.0, math.nan, 4.0], [1, 2, 3, math.inf]])
+def test_coco_bbox_not_four_numbers(tmp_path, bbox):
+    image_dir, ann_file, list_file = _coco(tmp_path, bbox)
+    out = tmp_path / "out"
+    res = invoke_cli("discover", "--dataset", "coco20k", "--data", image_dir, "--annotations", ann_file, "--list", list_file,
+                     "--method", "center", "--out", out)
+    _one_error(res, "annotation id 101", "image 22", str(ann_file))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--crop", "0"), ("--resize", "-5"), ("--batch-size", "0"), ("--max-pixels", "0")])
+def test_bad_numbers_one_line(tmp_path, ckpt, flag, value):
+    _image(tmp_path / "data" / "val" / "ant" / "0.png")
+    out = tmp_path / "out"
+    res = invoke_cli("classify", "--data", tmp_path / "data", "--checkpoint", ckpt, "--device", "cpu", "--out", out, flag, value)
+    _one_error(res, flag, "classify")
+    assert not out.exists()
+
+
+def test_help_still_works():
+    res = invoke_cli("classify", "--help")
+    assert res.exit_code == 0 and "--max-pixels" in said(res)
+
+
+# ------------------------------------------------------------------------------ item 10: huge
+def _huge_png(path, side=10000) -> None:
+    """A 10000 x 10000 1-bit image: a few kB on disk, 100 megapixels in its header."""
+    Image.new("1", (side, side), 0).save(path, format="PNG")
+
+
+def test_huge_image_is_refused_from_its_header(tmp_path, monkeypatch):
+    path = tmp_path / "huge.jpg"
+    _huge_png(path)
+    assert path.stat().st_size < 100_000
+
+    def no_decoding(*_a, **_k):
+        raise AssertionError("pixels decoded")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    monkeypatch.setattr(Image.Image, "convert", no_decoding)
+    with pytest.raises(ImageTooLarge, match=r"10000x10000 \(100,000,000 pixels\), over the limit of 89,478,485"):
+        load_rgb(path, 89_478_485)
+
+
+def test_huge_image_in_voc_skipped_and_counted_or_strict_error(tmp_path, ckpt):
+    voc = build_voc_dataset(tmp_path / "VOC2007", n=5)
+    ids = (voc / "ImageSets" / "Main" / "trainval.txt").read_text().split()
+    _huge_png(voc / "JPEGImages" / f"{ids[1]}.jpg")
+    xml = voc / "Annotations" / f"{ids[1]}.xml"  # the annotation says so too: no huge placeholder either
+    text = xml.read_text()
+    xml.write_text(text[: text.index("<width>")] + "<width>10000</width><height>10000</height>" + text[text.index("<depth>"):])
+    args = ("discover", "--dataset", "voc07", "--data", voc, "--checkpoint", ckpt, "--device", "cpu")
+    out = tmp_path / "out"
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        res = invoke_cli(*args, "--out", out)
+    assert res.exit_code == 0, res.output
+    too_large = [str(w.message) for w in rec if "--max-pixels" in str(w.message)]
+    assert len(too_large) == 1 and f"{ids[1]}.jpg is 10000x10000" in too_large[0]
+    assert (_value(out, "n_images"), _value(out, "n_failed")) == (4, 1)
+    _no_temp_files(out)
+
+    res = invoke_cli(*args, "--strict", "--out", tmp_path / "strict")
+    _one_error(res, f"{ids[1]}.jpg is 10000x10000", "--max-pixels", "--strict", progress=True)
+    assert not (tmp_path / "strict" / "results.csv").exists()
+
+    # a low limit: every image over it is skipped (sizes read independently from the files)
+    limit = 2500
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        over = sum(1 for i in ids if math.prod(Image.open(voc / "JPEGImages" / f"{i}.jpg").size) > limit)
+    low = tmp_path / "low"
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        res = invoke_cli(*args, "--max-pixels", limit, "--out", low)
+    assert res.exit_code == 0, res.output
+    assert 1 < over < len(ids) and _value(low, "n_failed") == over
+
+
+# ------------------------------------------------------------------------------ the other readers
+def test_other_readers_refuse_ids_outside_and_drop_the_bom(tmp_path):
+    from simpool_bench.data.imagenet import read_flat_folder
+    from simpool_bench.data.voc import read_voc
+    from simpool_bench.errors import SimpoolBenchError
+
+    voc = build_voc_dataset(tmp_path / "VOC2007", n=3)
+    split = voc / "ImageSets" / "Main" / "trainval.txt"
+    ids = split.read_text().split()
+    split.write_bytes(b"\xef\xbb\xbf" + split.read_bytes())
+    assert [r.image_id for r in read_voc(voc)] == ids  # no '\ufeff' on the first id
+    split.write_text("\n".join(ids + ["../../etc/x"]) + "\n")
+    with pytest.raises(SimpoolBenchError, match=r"trainval\.txt:4: image id '\.\./\.\./etc/x' points outside"):
+        read_voc(voc)
+
+    flat = tmp_path / "flat"
+    _image(flat / "a.png")
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes("\ufeffa.png 0\n".encode())
+    assert [r.image_id for r in read_flat_folder(flat, labels)[0]] == ["a.png"]
+    labels.write_text("a.png 0\n../flat/a.png 1\n")
+    with pytest.raises(SimpoolBenchError, match=r"labels\.txt:2: image id '\.\./flat/a\.png' points outside"):
+        read_flat_folder(flat, labels)
