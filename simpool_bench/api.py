@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,11 @@ from .data.imagenet import read_flat_folder, read_image_folder, subset_per_class
 from .data.records import Record
 from .data.voc import read_voc
 from .data.wsol import read_cub_native, read_wsol_metadata
-from .engine import EngineConfig, dist_rank, run_key
+from .engine import EngineConfig, dist_rank
 from .errors import SimpoolBenchError
+from .finite import NONFINITE_METRIC
 from .models import BenchModel, build_model
-from .results import Provenance, make_table, write_run
+from .results import Provenance, add_run_file, make_table, write_run
 
 
 
@@ -173,51 +174,61 @@ def provenance(
     )
 
 
-def finish(outcome: ev.Outcome, prov: Provenance, out: Path | None, formats: Sequence[str] = ("parquet", "csv", "json")) -> pd.DataFrame:
-    """Tidy table with provenance; written to ``out`` (results.csv and results.parquet always) on rank 0."""
+def finish(outcome: ev.Outcome, prov: Provenance, out: Path | None, formats: Sequence[str] = ("parquet", "csv", "json"),
+           *, per_class: bool = False, classes: Sequence[str] | None = None) -> pd.DataFrame:
+    """Tidy table with provenance; on rank 0 written to ``out`` as one set (``results.write_run``):
+    results.csv and results.parquet always, ``formats``, boxacc_curve.csv (localize) and, with
+    ``per_class``, per_class.csv (classify)."""
     rows = list(outcome.rows)
     ds, sp = (rows[0]["dataset"], rows[0]["split"]) if rows else ("", "")
     rows.append({"dataset": ds, "split": sp, "metric": "n_images", "iou_threshold": None, "value": float(outcome.n_images)})
     if outcome.n_failed:
         rows.append({"dataset": ds, "split": sp, "metric": "n_failed", "iou_threshold": None, "value": float(outcome.n_failed)})
+    if outcome.n_nonfinite:
+        rows.append({"dataset": ds, "split": sp, "metric": NONFINITE_METRIC, "iou_threshold": None, "value": float(outcome.n_nonfinite)})
     table = make_table(rows, prov)
     if out is not None and dist_rank() == 0:
-        write_run(table, Path(out), formats=tuple(formats))
+        extra = {}
+        if "curve" in outcome.extras:
+            extra["boxacc_curve.csv"] = curve_csv(outcome.extras)
+        if per_class and "per_class_top1" in outcome.extras:
+            extra["per_class.csv"] = per_class_csv(outcome.extras["per_class_top1"], classes)
+        write_run(table, Path(out), formats=tuple(formats), extra=extra)
     return table
 
 
-def resume_key(kind: str, options: ModelOptions | None, ckpt: LoadedCheckpoint | None, **parts: Any) -> str:
-    """The resume key of a run: the same command on the same files gives the same key."""
-    opts = asdict(options) if options is not None else {}
-    opts.pop("checkpoint", None)
-    return run_key({"kind": kind, "ckpt": ckpt.sha256 if ckpt else None, **opts, **parts})
-
-
-def write_per_class(per_class_top1: Any, classes: Sequence[str] | None, path: Path) -> Path:
-    """Per-class top-1 accuracy as CSV (class_index, class_name, top1)."""
+def per_class_csv(per_class_top1: Any, classes: Sequence[str] | None) -> bytes:
+    """Per-class top-1 accuracy as CSV bytes (class_index, class_name, top1)."""
     import numpy as np
 
     acc = np.asarray(per_class_top1, dtype=float)
     names = list(classes) if classes is not None and len(classes) == len(acc) else [str(i) for i in range(len(acc))]
     frame = pd.DataFrame({"class_index": np.arange(len(acc)), "class_name": names, "top1": acc})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
-    return path
+    return frame.to_csv(index=False).encode("utf-8")
 
 
-def write_curve(extras: dict[str, Any], path: Path) -> Path | None:
-    """The BoxAcc-vs-threshold curve as CSV (threshold, boxacc_30, boxacc_50, boxacc_70)."""
-    if "curve" not in extras:
-        return None
+def write_per_class(per_class_top1: Any, classes: Sequence[str] | None, path: Path) -> Path:
+    """``per_class_csv`` written (atomically) to ``path``, added to the run in that folder, if any."""
+    return add_run_file(Path(path).parent, Path(path).name, per_class_csv(per_class_top1, classes))
+
+
+def curve_csv(extras: dict[str, Any]) -> bytes:
+    """The BoxAcc-vs-threshold curve as CSV bytes (threshold, boxacc_30, boxacc_50, boxacc_70)."""
     import numpy as np
 
     curve = np.asarray(extras["curve"], dtype=float)
     cols = {"threshold": np.asarray(extras["curve_thresholds"], dtype=float)}
     for j, iou in enumerate(extras.get("curve_ious", (30, 50, 70))):
         cols[f"boxacc_{iou}"] = curve[:, j]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(cols).to_csv(path, index=False)
-    return path
+    return pd.DataFrame(cols).to_csv(index=False).encode("utf-8")
+
+
+def write_curve(extras: dict[str, Any], path: Path) -> Path | None:
+    """``curve_csv`` written (atomically) to ``path``, added to the run in that folder, if any; None
+    without a curve."""
+    if "curve" not in extras:
+        return None
+    return add_run_file(Path(path).parent, Path(path).name, curve_csv(extras))
 
 
 # ------------------------------------------------------------------------------------------ stored maps

@@ -822,7 +822,9 @@ def load_into(model: torch.nn.Module, ckpt: LoadedCheckpoint) -> None:
 # ------------------------------------------------------------------------------------------ inspect
 def inspect_checkpoint(path: str | Path, trust: bool = False, format: str | None = None, prefer: str = "auto") -> dict[str, Any]:
     """What ``simpool-bench inspect`` prints: format, variant, arch, pool, gamma, beta, classes,
-    parameter count, the key mapping applied and the container's entries."""
+    parameter count, NaN/inf weights (count and tensors), the key mapping applied and the container's entries."""
+    from .finite import describe_nonfinite, nonfinite_tensors
+
     c = load_checkpoint(path, format=format, trust=trust, prefer=prefer)
     return {
         "path": str(c.path),
@@ -838,6 +840,7 @@ def inspect_checkpoint(path: str | Path, trust: bool = False, format: str | None
         "num_classes": c.num_classes,
         "n_params": c.n_params,
         "n_tensors": len(c.state_dict),
+        "non_finite": describe_nonfinite(nonfinite_tensors(c.state_dict)),
         "weights": c.source,
         "epoch": c.epoch,
         "key_mapping": list(c.key_mapping),

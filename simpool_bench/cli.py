@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from .console import console, err_console
 from .data.inputs import DEFAULT_MAX_PIXELS
 from .errors import SimpoolBenchError
+from .files import atomic_write
 
 # click's UsageError (typer may vendor click, so it is found through typer's own BadParameter).
 _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
@@ -80,6 +81,10 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
             err_console.print(f"[bold red]error:[/] {escape(str(err.filename))}: {escape(str(err.strerror))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except OSError as err:  # disk full, read-only file system, I/O errors: one line, not a traceback
+            where = f"{err.filename}: " if err.filename else ""
+            err_console.print(f"[bold red]error:[/] {escape(where + (err.strerror or str(err)))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: finished shards are kept; run the same command again to resume")
             raise typer.Exit(130) from None
@@ -138,6 +143,7 @@ ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Keep fini
 DistTimeoutOpt = Annotated[Optional[float], typer.Option("--dist-timeout", help="torchrun: seconds a collective may wait for the other ranks before the run stops with an error (default $SIMPOOL_BENCH_DIST_TIMEOUT or 600).", rich_help_panel="Run")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail on an image that does not decode or is over --max-pixels (default: skip it, warn and count it).", rich_help_panel="Run")]
 MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", min=1, help="Images with more pixels (read from the header, before decoding) are skipped and counted like undecodable ones (--strict: an error). Default: PIL's bomb limit.", rich_help_panel="Run")]
+NonFiniteOpt = Annotated[bool, typer.Option("--allow-nonfinite", help="Images whose logits or maps hold NaN/inf count as misses and the table gets an n_nonfinite row (default: the run fails, saying how many).", rich_help_panel="Run")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder: results.csv and results.parquet always, plus --formats.", rich_help_panel="Output")]
 FormatsOpt = Annotated[str, typer.Option("--formats", help="Extra export formats, comma-separated: json, md, latex.", rich_help_panel="Output")]
 
@@ -166,7 +172,7 @@ def _model_options(model, pool, gamma, checkpoint, fmt, trust, variant, min_scop
 
 
 def _engine(device, batch_size, workers, amp, channels_last, compile_, shard_size, resume, strict, out, dist_timeout=None,
-            max_pixels=DEFAULT_MAX_PIXELS):
+            max_pixels=DEFAULT_MAX_PIXELS, allow_nonfinite=False):
     from .engine import EngineConfig, dist_timeout_s, init_distributed
 
     if dist_timeout is not None:
@@ -175,7 +181,7 @@ def _engine(device, batch_size, workers, amp, channels_last, compile_, shard_siz
     return EngineConfig(
         device=device, batch_size=batch_size, workers=workers, amp=amp.value, channels_last=channels_last,
         compile=compile_, shard_size=shard_size, resume_dir=(Path(out) / ".shards") if (resume and out) else None,
-        strict=strict, max_pixels=max_pixels,
+        strict=strict, max_pixels=max_pixels, allow_nonfinite=allow_nonfinite,
     )
 
 
@@ -223,7 +229,8 @@ def classify(
     device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
     resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, out: OutOpt = None, formats: FormatsOpt = "json",
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, allow_nonfinite: NonFiniteOpt = False, out: OutOpt = None,
+    formats: FormatsOpt = "json",
 ) -> None:
     """Top-1/top-5 accuracy (and weighted k-NN for self-supervised checkpoints). Writes OUT/results.csv."""
     from . import api
@@ -232,21 +239,17 @@ def classify(
 
     fmts = _formats(formats)
     opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
-    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout, max_pixels)
+    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout, max_pixels, allow_nonfinite)
     records, classes = api.read_classification_data(data, split, labels, metadata, subset, default_split="val")
     split = split or "val"
     net, ckpt = api.load_model(opts)
     transform = classification_transform(net.data_config, resize, crop, interpolation)
     bank = api.read_classification_data(knn_train)[0] if knn_train is not None else None
-    key = api.resume_key("classify", opts, ckpt, data=str(data), split=split, n=len(records), subset=subset,
-                         knn=str(knn_train), resize=resize, crop=crop, interp=interpolation, shard=shard_size, amp=amp.value)
     outcome = ev.classify(net, records, transform, config, dataset=dataset, split=split, knn_train=bank,
-                          knn_k=knn_k, knn_temperature=knn_temperature, key=key)
+                          knn_k=knn_k, knn_temperature=knn_temperature)
     size = net.data_config.get("input_size", (3, 0, 0))[-1] if crop is None else crop
     prov = api.provenance(net, ckpt, config, image_size=int(size), n_images=outcome.n_images)
-    table = api.finish(outcome, prov, out, fmts)
-    if per_class and out is not None and "per_class_top1" in outcome.extras:
-        api.write_per_class(outcome.extras["per_class_top1"], classes, Path(out) / "per_class.csv")
+    table = api.finish(outcome, prov, out, fmts, per_class=per_class, classes=classes)
     _show(table, out)
 
 
@@ -269,7 +272,8 @@ def localize(
     device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
     resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, out: OutOpt = None, formats: FormatsOpt = "json",
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, allow_nonfinite: NonFiniteOpt = False, out: OutOpt = None,
+    formats: FormatsOpt = "json",
 ) -> None:
     """MaxBoxAccV2 of attention maps (wsolevaluation protocol, exact and fast). Writes OUT/results.csv."""
     from . import api
@@ -282,32 +286,24 @@ def localize(
         raise SimpoolBenchError(f"--interval {interval}: expected a step in (0, 1), e.g. 0.001 or 0.01")
     if cam_target not in ("gt", "pred"):
         raise SimpoolBenchError(f"--cam-target {cam_target!r}: expected gt or pred")
-    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout, max_pixels)
+    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout, max_pixels, allow_nonfinite)
     records = api.read_localization_data(dataset, data, metadata, split)
     if maps is not None:  # no model: the stored maps
         if baseline or model or checkpoint:
             raise SimpoolBenchError("--maps needs no model: drop --model/--checkpoint/--baseline")
         outcome, prov = api.from_maps("localize", maps, records, dataset=dataset, split=split, interval=interval, v1=v1,
-                                      cam_target=cam_target)
-        table = api.finish(outcome, prov, out, fmts)
-        if out is not None:
-            api.write_curve(outcome.extras, Path(out) / "boxacc_curve.csv")
-        return _show(table, out)
+                                      cam_target=cam_target, allow_nonfinite=allow_nonfinite)
+        return _show(api.finish(outcome, prov, out, fmts), out)
     net = ckpt = opts = None
     if baseline is None:
         opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
         net, ckpt = api.load_model(opts)
     elif model or checkpoint:
         raise SimpoolBenchError("--baseline needs no model: drop --model/--checkpoint")
-    key = api.resume_key("localize", opts, ckpt, data=str(data), meta=str(metadata), n=len(records), interval=interval,
-                         v1=v1, cam=cam_target, shard=shard_size, amp=amp.value)
     outcome = ev.localize(net, records, config, dataset=dataset, split=split, interval=interval, v1=v1,
-                          baseline=baseline, cam_target=cam_target, key=key)
+                          baseline=baseline, cam_target=cam_target)
     prov = api.provenance(net, ckpt, config, image_size=224, n_images=outcome.n_images, baseline=baseline)
-    table = api.finish(outcome, prov, out, fmts)
-    if out is not None:
-        api.write_curve(outcome.extras, Path(out) / "boxacc_curve.csv")
-    _show(table, out)
+    _show(api.finish(outcome, prov, out, fmts), out)
 
 
 @app.command()
@@ -331,7 +327,8 @@ def discover(
     device: DeviceOpt = "auto", batch_size: BatchOpt = 16, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
     resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, out: OutOpt = None, formats: FormatsOpt = "json",
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, allow_nonfinite: NonFiniteOpt = False, out: OutOpt = None,
+    formats: FormatsOpt = "json",
 ) -> None:
     """CorLoc of unsupervised object discovery (LOST protocol, full resolution). Writes OUT/results.csv."""
     from . import api
@@ -340,21 +337,20 @@ def discover(
     fmts = _formats(formats)
     if data is None:
         raise SimpoolBenchError("--data is required (VOC20XX folder or COCO train2014 images)")
-    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout, max_pixels)
+    config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout, max_pixels, allow_nonfinite)
     records = api.read_discovery_data(dataset, data, split, no_hard, annotations, list_file)
     if maps is not None:  # no model: the stored maps
         if method != "attn" or model or checkpoint:
             raise SimpoolBenchError("--maps scores stored attention maps: use --method attn, without --model/--checkpoint")
-        outcome, prov = api.from_maps("discover", maps, records, dataset=dataset, split=split, mass=mass, lost_compat=lost_compat)
+        outcome, prov = api.from_maps("discover", maps, records, dataset=dataset, split=split, mass=mass, lost_compat=lost_compat,
+                                      allow_nonfinite=allow_nonfinite)
         return _show(api.finish(outcome, prov, out, fmts), out)
     net = ckpt = opts = None
     if method not in ("center", "full-image"):
         opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
         net, ckpt = api.load_model(opts)
-    key = api.resume_key("discover", opts, ckpt, data=str(data), split=split, n=len(records), method=method, mass=mass,
-                         compat=lost_compat, k=k_patches, hard=no_hard, shard=shard_size, amp=amp.value)
     outcome = ev.discover(net, records, config, dataset=dataset, split=split, method=method, mass=mass,
-                          lost_compat=lost_compat, k_patches=k_patches, key=key)
+                          lost_compat=lost_compat, k_patches=k_patches)
     prov = api.provenance(net, ckpt, config, image_size=None, n_images=outcome.n_images, method=method,
                           baseline=method if net is None else None)
     table = api.finish(outcome, prov, out, fmts)
@@ -380,6 +376,8 @@ def inspect(
             v = "\n".join(map(str, v)) if v else "-"
         table.add_row(str(k), str(v))
     console.print(table)
+    if info.get("non_finite", "none") != "none":
+        err_console.print(f"warning: non-finite weights (NaN or inf): {info['non_finite']}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -399,10 +397,10 @@ def compare(
     table = R.compare(frames, reference=reference, labels=lab)
     console.print(R.compare_console_table(table))
     if markdown is not None:
-        markdown.write_text(R.compare_to_markdown(table))
+        atomic_write(markdown, R.compare_to_markdown(table).encode())
         console.print(f"wrote {markdown}")
     if latex is not None:
-        latex.write_text(R.compare_to_latex(table))
+        atomic_write(latex, R.compare_to_latex(table).encode())
         console.print(f"wrote {latex}")
 
 
@@ -437,14 +435,14 @@ def check(
         except ValueError:
             raise SimpoolBenchError(f"--tol {item!r}: expected METRIC=NUMBER") from None
     try:
-        report = R.check(R.read_run(_result_file(run)), R.read_baseline(_result_file(baseline)), tolerances=tols)
+        report = R.check(_result_file(run), _result_file(baseline), tolerances=tols)  # read_run / read_baseline
     except SimpoolBenchError:
         raise
     except Exception as err:  # a crash must never read as a regression (exit 1)
         raise SimpoolBenchError(f"check failed on {run} vs {baseline}: {type(err).__name__}: {err}") from err
     console.print(report.markdown, markup=False, highlight=False)
     if summary is not None:
-        summary.write_text(report.markdown)
+        atomic_write(summary, report.markdown.encode())
     if github:
         R.append_github_summary(report.markdown)
     raise typer.Exit(R.exit_code(report))

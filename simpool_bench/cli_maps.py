@@ -14,8 +14,8 @@ import typer
 
 from .cli import (
     AmpOpt, AttnOpt, BatchOpt, ChannelsLastOpt, CkptOpt, ClsHeadOpt, CompileOpt, DeviceOpt, DistTimeoutOpt, FormatOpt, GammaOpt,
-    DEFAULT_MAX_PIXELS, MaxPixelsOpt, MinScopeOpt, ModelOpt, NumClassesOpt, PoolOpt, PreferOpt, QuirkOpt, ShardOpt, StrictOpt,
-    TrustOpt, VariantOpt, WorkersOpt, Amp, MinScope, _engine, _model_options,
+    DEFAULT_MAX_PIXELS, MaxPixelsOpt, MinScopeOpt, ModelOpt, NonFiniteOpt, NumClassesOpt, PoolOpt, PreferOpt, QuirkOpt, ShardOpt,
+    StrictOpt, TrustOpt, VariantOpt, WorkersOpt, Amp, MinScope, _engine, _model_options,
 )
 from .console import console
 from .errors import SimpoolBenchError
@@ -80,6 +80,7 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
         device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
         channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
         strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None, max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+        allow_nonfinite: NonFiniteOpt = False,
     ) -> None:
         """Attention maps to disk, in checksummed shards, so that localize/discover/visualize run without the model.
 
@@ -92,24 +93,23 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
         from dataclasses import asdict
 
         from . import api
-        from .maps import extract_maps, ids_sha256, protocol_for
+        from .maps import extract_maps, protocol_for
 
         protocol = protocol_for(dataset.value)
         split = split or api.DEFAULT_SPLITS[dataset.value]
         config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, False, strict, None, dist_timeout,
-                         max_pixels)
+                         max_pixels, allow_nonfinite)
         records = _records(dataset, data, metadata, split, no_hard, annotations, list_file)
         opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
         net, ckpt = api.load_model(opts)
-        key = api.resume_key("extract", opts, ckpt, dataset=dataset.value, data=str(data), meta=str(metadata), split=split,
-                             n=len(records), ids=ids_sha256(records), hard=no_hard, dtype=dtype.value, features=features,
-                             cam=cam_target, shard=shard_size, amp=amp.value)
         prov = api.provenance(net, ckpt, config, image_size=224 if protocol == "localize" else None, n_images=len(records))
         info = {"dataset": dataset.value, "split": split, "data": str(data), "metadata": None if metadata is None else str(metadata),
                 "provenance": asdict(prov)}
-        rep = extract_maps(net, records, config, out, key=key, info=info, protocol=protocol, dtype=dtype.value,
+        rep = extract_maps(net, records, config, out, info=info, protocol=protocol, dtype=dtype.value,
                            features=features, cam_target=cam_target, resume=resume)
         fixed = f", {rep.shards_corrupt} of them after a checksum mismatch" if rep.shards_corrupt else ""
+        if rep.n_nonfinite:
+            fixed += f"; {rep.n_nonfinite} maps hold NaN or inf (readers need --allow-nonfinite)"
         console.print(
             f"maps of {rep.n_images} images ({rep.n_failed} not decodable) in {rep.shards_total} shards: "
             f"{rep.shards_reused} reused, {rep.shards_computed} computed{fixed}", highlight=False)

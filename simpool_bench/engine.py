@@ -25,7 +25,6 @@ import atexit
 import contextlib
 import dataclasses
 import datetime as _dt
-import hashlib
 import math
 import os
 import threading
@@ -42,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import SimpoolBenchError
 from .data.inputs import DEFAULT_MAX_PIXELS
-from .files import load_checksummed, save_checksummed
+from .files import load_checksummed, make_dir, save_checksummed
 from .metrics.base import Accumulator
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -78,6 +77,8 @@ class EngineConfig:
         strict: fail on an image that does not decode instead of skipping it.
         max_pixels: images whose header gives more pixels are not decoded (skipped and counted,
             or an error under ``strict``); ``None``: PIL's own limit.
+        allow_nonfinite: count images with non-finite outputs as misses instead of failing the run
+            (the evaluations check it; see ``finite``).
     """
 
     device: str = "auto"
@@ -91,6 +92,7 @@ class EngineConfig:
     progress: bool = True
     strict: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    allow_nonfinite: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -348,27 +350,45 @@ def my_shards(shards: Sequence[range], rank: int, world: int) -> list[tuple[int,
 
 # --------------------------------------------------------------------------------------- resume store
 class ShardStore:
-    """Finished shards' accumulator states on disk, each with its sha256; a file whose checksum
-    does not match is reported as missing (and so recomputed), never trusted."""
+    """Finished shards' accumulator states on disk, each with its sha256 and the run key inside
+    (``runkey.resume_key``, which ``evaluate`` derives when none is given).
+
+    A file whose checksum does not match is 'corrupt', one written under another run key (copied
+    from another run, or stale) is 'foreign': both are recomputed, never trusted."""
 
     def __init__(self, root: Path, run_key: str) -> None:
-        self.dir = Path(root) / run_key
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.key = run_key
+        self.dir = make_dir(Path(root) / run_key)
 
     def _path(self, shard_id: int) -> Path:
         return self.dir / f"shard_{shard_id:06d}.pt"
 
+    def status(self, shard_id: int) -> tuple[str, dict[str, Any] | None]:
+        """('ok', payload), ('missing', None), ('corrupt', None) or ('foreign', None)."""
+        state, payload = load_checksummed(self._path(shard_id))
+        if state != "ok":
+            return state, None
+        if not isinstance(payload, dict) or payload.get("key") != self.key or payload.get("shard") != shard_id:
+            return "foreign", None
+        return "ok", payload
+
     def load(self, shard_id: int) -> dict[str, Any] | None:
-        return load_checksummed(self._path(shard_id))[1]
+        return self.status(shard_id)[1]
 
     def save(self, shard_id: int, payload: dict[str, Any]) -> None:
-        save_checksummed(self._path(shard_id), payload)
+        save_checksummed(self._path(shard_id), {**payload, "key": self.key, "shard": shard_id})
 
 
-def run_key(parts: dict[str, Any]) -> str:
-    """A stable key for 'the same command': hash of everything the numbers depend on."""
-    text = repr(sorted((k, repr(v)) for k, v in parts.items()))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def _recompute_notice(store: ShardStore, bad: dict[str, int], total: int) -> None:
+    """One line on stderr when stored shards are recomputed instead of reused."""
+    if not any(bad.values()):
+        return
+    from .console import err_console
+
+    why = {"foreign": "written by another run (other data, model, settings or code)", "corrupt": "failing their checksum"}
+    parts = [f"{n} {why[k]}" for k, n in bad.items() if n]
+    err_console.print(f"note: recomputing {sum(bad.values())} of {total} stored shards in {store.dir}: {'; '.join(parts)}",
+                      highlight=False, markup=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------------------- batching
@@ -514,6 +534,7 @@ def evaluate(
     batches_for: Callable[[range], list[list[int]]] | None = None,
     key: str | None = None,
     description: str = "evaluating",
+    params: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Run ``model`` over ``dataset`` shard by shard, feeding each batch to ``step``.
 
@@ -524,7 +545,9 @@ def evaluate(
             batch ``i`` runs while batch ``i + 1`` is computed.
         forward: ``forward(model, images, indices) -> output``; default ``model(images)``.
         batches_for: turns a shard's index range into batches (default: consecutive chunks).
-        key: the run key for resume (required when ``config.resume_dir`` is set).
+        key: the run key for resume; by default ``runkey.resume_key`` of the model, the dataset's
+            records and transform, ``params`` (the protocol's parameters) and the config.
+        params: what the numbers depend on besides model, data and transform (resume key).
     Returns the accumulators merged over every shard (and every rank), and counts.
     """
     device = resolve_device(config.device)
@@ -541,7 +564,17 @@ def evaluate(
     if world > 1:
         _check_same_work(len(dataset), len(shards))
     mine = my_shards(shards, rank, world)
-    store = ShardStore(config.resume_dir, key or "default") if config.resume_dir is not None else None
+    store = None
+    if config.resume_dir is not None:
+        if key is None:
+            from .runkey import resume_key
+
+            if not hasattr(dataset, "records"):
+                raise ValueError("evaluate: resume needs a key for a dataset without records")
+            key = resume_key(description, model, dataset.records, getattr(dataset, "transform", None),
+                             {**(params or {}), "max_pixels": config.max_pixels},
+                             amp=config.amp, shard_size=config.shard_size, device=device.type)
+        store = ShardStore(config.resume_dir, key)
 
     def fresh() -> dict[str, Accumulator]:
         accs = make_accumulators()
@@ -551,11 +584,15 @@ def evaluate(
     total = fresh()
     resumed = 0
     todo: list[tuple[int, range]] = []
+    bad = {"foreign": 0, "corrupt": 0}
     for sid, rng in mine:
-        saved = store.load(sid) if store else None
+        state, saved = store.status(sid) if store else ("missing", None)
+        if state in bad:
+            bad[state] += 1
         if saved is not None:
             part = fresh()
-            if set(saved["states"]) != set(part):
+            if not isinstance(saved.get("states"), dict) or set(saved["states"]) != set(part):
+                bad["foreign"] += 1
                 todo.append((sid, rng))
                 continue
             for name, acc in part.items():
@@ -565,6 +602,8 @@ def evaluate(
         else:
             todo.append((sid, rng))
 
+    if store is not None:
+        _recompute_notice(store, bad, len(mine))
     plan: list[tuple[int, list[int]]] = [(sid, b) for sid, rng in todo for b in batches_for(rng)]
     last_batch_of = {sid: i for i, (sid, _) in enumerate(plan)}
     n_todo = sum(len(b) for _, b in plan)

@@ -20,6 +20,7 @@ from .data.records import Record
 from .discovery import boxes_from_attention, boxes_lost, center_boxes, full_image_boxes
 from .engine import Batch, EngineConfig, EvalResult, all_gather_indexed, bucket_batches, evaluate, resolve_device
 from .errors import SimpoolBenchError
+from .finite import NonFiniteCounter, check_nonfinite, finite_rows
 from .metrics.base import Accumulator
 from .metrics.boxes import resize_boxes_wsol
 from .metrics.classification import KNNAccumulator, MemoryBank, TopKAccumulator
@@ -38,6 +39,7 @@ class Outcome:
     n_images: int
     n_failed: int
     extras: dict[str, Any] = field(default_factory=dict)
+    n_nonfinite: int = 0
 
 
 def _row(dataset: str, split: str, metric: str, value: float, iou: int | None = None) -> dict[str, Any]:
@@ -67,6 +69,10 @@ def collect_features(model: torch.nn.Module, records: Sequence[Record], transfor
     order = sorted(feats)
     local = torch.stack([feats[i] for i in order]) if order else torch.zeros(0, int(model.num_features))
     index, features = all_gather_indexed(torch.tensor(order, dtype=torch.int64), local)  # every rank's shards
+    fin = torch.as_tensor(finite_rows(features)) if index.numel() else torch.ones(0, dtype=torch.bool)
+    if not bool(fin.all()):
+        check_nonfinite(int((~fin).sum()), int(index.numel()), "k-NN memory-bank features", config.allow_nonfinite)
+        index, features = index[fin], features[fin]  # allowed: left out of the bank
     if index.numel() == 0:
         raise SimpoolBenchError("the k-NN train split has no decodable image")
     return features, torch.tensor([records[int(i)].label for i in index])
@@ -116,7 +122,7 @@ def classify(
         bank = MemoryBank.from_features(feats.to(dev), blabels.to(dev), max(n_cls, int(blabels.max()) + 1))
 
     def make() -> dict[str, Accumulator]:
-        accs: dict[str, Accumulator] = {}
+        accs: dict[str, Accumulator] = {"nonfinite": NonFiniteCounter()}
         if has_head:
             accs["topk"] = TopKAccumulator(n_cls)
         if bank is not None:
@@ -126,16 +132,31 @@ def classify(
     targets = torch.as_tensor(labels)
 
     def step(batch: Batch, accs: dict[str, Accumulator]) -> None:
-        keep = torch.as_tensor(batch.ok)
-        if not keep.any():
+        ok = np.asarray(batch.ok, dtype=bool)
+        if not ok.any():
             return
-        tgt = targets[torch.as_tensor(batch.indices)][keep]
-        if "topk" in accs:
-            accs["topk"].update(batch.output.logits[keep.to(batch.output.logits.device)], tgt)
-        if "knn" in accs:
-            accs["knn"].update(batch.output.features[keep.to(batch.output.features.device)], tgt)
+        out = batch.output
+        fin = finite_rows(out.logits if "topk" in accs else None, out.features if "knn" in accs else None)
+        good, bad = torch.as_tensor(ok & fin), torch.as_tensor(ok & ~fin)
+        tgt = targets[torch.as_tensor(batch.indices)]
+        if good.any():
+            if "topk" in accs:
+                accs["topk"].update(out.logits[good], tgt[good])
+            if "knn" in accs:
+                accs["knn"].update(out.features[good], tgt[good])
+        if bad.any():  # non-finite outputs: misses (or, by default, an error after the run)
+            accs["nonfinite"].update(int(bad.sum()))
+            if "topk" in accs:
+                accs["topk"].add_misses(tgt[bad])
+            if "knn" in accs:
+                accs["knn"].add_misses(int(bad.sum()))
 
-    res = evaluate(model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels), make, step, config, key=key, description=f"classify {dataset}")
+    res = evaluate(model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels), make, step, config, key=key,
+                   description=f"classify {dataset}",
+                   params={"num_classes": n_cls, "knn": bank is not None, "knn_k": knn_k, "knn_t": knn_temperature,
+                           "knn_bank": None if knn_train is None else _bank_fingerprint(knn_train)})
+    n_bad = res.accumulators["nonfinite"].compute()
+    check_nonfinite(n_bad, res.n_images, "logits or features", config.allow_nonfinite)
     rows: list[dict[str, Any]] = []
     extras = _engine_extras(res)
     if "topk" in res.accumulators:
@@ -145,7 +166,13 @@ def classify(
     if "knn" in res.accumulators:
         for m, v in res.accumulators["knn"].compute().items():
             rows.append(_row(dataset, split, m, v))
-    return Outcome(rows, res.n_images, res.n_failed, extras)
+    return Outcome(rows, res.n_images, res.n_failed, extras, n_bad)
+
+
+def _bank_fingerprint(records: Sequence[Record]) -> str:
+    from .runkey import data_fingerprint
+
+    return data_fingerprint(records)
 
 
 # ----------------------------------------------------------------------------------- localize
@@ -219,6 +246,9 @@ def localize(
             accs["boxacc_v1"] = BoxAccumulator(interval=interval, multi_contour=False)
         return accs
 
+    def make_run() -> dict[str, Accumulator]:
+        return {**make(), "nonfinite": NonFiniteCounter()}
+
     if model is None:
         if baseline is None:
             raise SimpoolBenchError("localize needs a model (--model/--checkpoint) or --baseline")
@@ -245,24 +275,38 @@ def localize(
         return m(x, target=target)
 
     def step(batch: Batch, accs: dict[str, Accumulator]) -> None:
-        keep = np.flatnonzero(batch.ok)
+        ok = np.asarray(batch.ok, dtype=bool)
+        if not ok.any():
+            return
+        logits = batch.output.logits if (has_head and use_labels and batch.output.logits is not None) else None
+        fin = finite_rows(batch.output.attn, logits)
+        boxes = [accs[k] for k in ("boxacc", "boxacc_v1") if k in accs]
+        n_bad = int((ok & ~fin).sum())
+        if n_bad:  # non-finite maps or logits: misses (or, by default, an error after the run)
+            accs["nonfinite"].update(n_bad)
+            for acc in boxes:
+                acc.add_misses(n_bad, with_cls=logits is not None)
+        keep = np.flatnonzero(ok & fin)
         if keep.size == 0:
             return
         maps = batch.output.attn.float().cpu().numpy()[keep]
         idx = batch.indices[keep]
         correct = None
-        if has_head and use_labels and batch.output.logits is not None:
-            pred = batch.output.logits.float().argmax(dim=1).cpu().numpy()[keep]
+        if logits is not None:
+            pred = logits.float().argmax(dim=1).cpu().numpy()[keep]
             correct = pred == labels.numpy()[idx]
-        for acc in accs.values():
+        for acc in boxes:
             acc.update(maps, [gts[i] for i in idx], correct_cls=correct)
         if on_maps is not None:
             on_maps(idx, maps)
 
-    res = evaluate(model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels), make, step, config, forward=forward, key=key, description=f"localize {dataset}")
+    res = evaluate(model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels), make_run, step, config, forward=forward,
+                   key=key, description=f"localize {dataset}", params={"interval": interval, "v1": v1, "cam_target": cam_target})
+    n_bad = res.accumulators["nonfinite"].compute()
+    check_nonfinite(n_bad, res.n_images, "maps", config.allow_nonfinite)
     rows, extras = _boxacc_rows(res.accumulators["boxacc"], dataset, split, res.accumulators.get("boxacc_v1"))
     extras.update(_engine_extras(res))
-    return Outcome(rows, res.n_images, res.n_failed, extras)
+    return Outcome(rows, res.n_images, res.n_failed, extras, n_bad)
 
 
 # ----------------------------------------------------------------------------------- discover
@@ -318,7 +362,15 @@ def discover(
         return m(x, return_keys=(method == "lost"))
 
     def step(batch: Batch, accs: dict[str, Accumulator]) -> None:
-        keep = np.flatnonzero(batch.ok)
+        ok = np.asarray(batch.ok, dtype=bool)
+        if not ok.any():
+            return
+        fin = finite_rows(batch.output.attn if method == "attn" else batch.output.keys)
+        n_bad = int((ok & ~fin).sum())
+        if n_bad:  # non-finite maps or keys: misses (or, by default, an error after the run)
+            accs["nonfinite"].update(n_bad)
+            accs["corloc"].add_misses(n_bad)
+        keep = np.flatnonzero(ok & fin)
         if keep.size == 0:
             return
         idx = batch.indices[keep]
@@ -334,18 +386,23 @@ def discover(
             on_boxes(idx, boxes, hits)
 
     res = evaluate(
-        model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels), lambda: {"corloc": CorLocAccumulator()}, step, config,
+        model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels),
+        lambda: {"corloc": CorLocAccumulator(), "nonfinite": NonFiniteCounter()}, step, config,
         forward=forward, batches_for=lambda r: bucket_batches(r, pad_keys, config.batch_size), key=key,
         description=f"discover {dataset}",
+        params={"method": method, "mass": mass, "lost_compat": lost_compat, "k_patches": k_patches},
     )
+    n_bad = res.accumulators["nonfinite"].compute()
+    check_nonfinite(n_bad, res.n_images, "maps" if method == "attn" else "keys", config.allow_nonfinite)
     out = res.accumulators["corloc"].compute()
     extras = {"hits": out["hits"], **_engine_extras(res)}
-    return Outcome([_row(dataset, split, "corloc", out["corloc"])], res.n_images, res.n_failed, extras)
+    return Outcome([_row(dataset, split, "corloc", out["corloc"])], res.n_images, res.n_failed, extras, n_bad)
 
 
 # ----------------------------------------------------------------------------------- from stored maps
 def localize_stored(store: Any, records: Sequence[Record], *, dataset: str = "cub", split: str = "test",
-                    interval: float = 0.001, v1: bool = False, cam_target: str | None = None) -> Outcome:
+                    interval: float = 0.001, v1: bool = False, cam_target: str | None = None,
+                    allow_nonfinite: bool = False) -> Outcome:
     """``localize`` from a map store (``maps.MapStore`` of protocol 'localize') instead of a model.
 
     The same accumulators see the same maps as the direct run, so float32 stores give its table
@@ -364,25 +421,34 @@ def localize_stored(store: Any, records: Sequence[Record], *, dataset: str = "cu
     accs = {"boxacc": BoxAccumulator(interval=interval)}
     if v1:
         accs["boxacc_v1"] = BoxAccumulator(interval=interval, multi_contour=False)
-    n_ok = n_failed = 0
+    n_ok = n_failed = n_bad = 0
     for shard in store.iter_shards():
         n_failed += len(shard.failed)
         if len(shard.indices) == 0:
             continue
-        idx = shard.indices
         maps = np.stack([m.astype(np.float32) for m in shard.maps])
-        correct = shard.preds == labels[idx] if use_cls else None
+        fin = finite_rows(maps)
+        n_ok += len(fin)
+        if not fin.all():
+            n_bad += int((~fin).sum())
+            for acc in accs.values():
+                acc.add_misses(int((~fin).sum()), with_cls=use_cls)
+            if not fin.any():
+                continue
+        idx = shard.indices[fin]
+        correct = shard.preds[fin] == labels[idx] if use_cls else None
         for acc in accs.values():
-            acc.update(maps, [gts[i] for i in idx], correct_cls=correct)
-        n_ok += len(idx)
+            acc.update(maps[fin], [gts[i] for i in idx], correct_cls=correct)
+    check_nonfinite(n_bad, n_ok, f"maps in {store.root}", allow_nonfinite)
     rows, extras = _boxacc_rows(accs["boxacc"], dataset, split, accs.get("boxacc_v1"))
     extras["maps"] = str(store.root)
-    return Outcome(rows, n_ok, n_failed, extras)
+    return Outcome(rows, n_ok, n_failed, extras, n_bad)
 
 
 def discover_stored(store: Any, records: Sequence[Record], *, dataset: str = "voc07", split: str = "trainval",
                     mass: float = 0.6, lost_compat: bool = False,
-                    on_boxes: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None) -> Outcome:
+                    on_boxes: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+                    allow_nonfinite: bool = False) -> Outcome:
     """``discover --method attn`` from a map store (protocol 'discover') instead of a model; maps of
     one padded size are boxed together, as the direct run's size-bucketed batches."""
     _require(records, dataset)
@@ -391,11 +457,15 @@ def discover_stored(store: Any, records: Sequence[Record], *, dataset: str = "vo
     gts = [r.boxes for r in records]
     sizes = np.array([[r.height, r.width] for r in records], dtype=np.int64)
     acc = CorLocAccumulator()
-    n_failed = 0
+    n_failed = n_bad = 0
     for shard in store.iter_shards():
         n_failed += len(shard.failed)
         groups: dict[tuple[int, int], list[int]] = {}
         for j, m in enumerate(shard.maps):
+            if not np.isfinite(m).all():
+                n_bad += 1
+                acc.add_misses(1)
+                continue
             groups.setdefault(m.shape, []).append(j)
         for members in groups.values():
             idx = shard.indices[members]
@@ -404,6 +474,7 @@ def discover_stored(store: Any, records: Sequence[Record], *, dataset: str = "vo
             hits = acc.update(boxes, [gts[i] for i in idx])
             if on_boxes is not None:
                 on_boxes(idx, boxes, hits)
+    check_nonfinite(n_bad, int(acc.total), f"maps in {store.root}", allow_nonfinite)
     out = acc.compute()
     extras = {"hits": out["hits"], "maps": str(store.root)}
-    return Outcome([_row(dataset, split, "corloc", out["corloc"])], int(out["total"]), n_failed, extras)
+    return Outcome([_row(dataset, split, "corloc", out["corloc"])], int(out["total"]), n_failed, extras, n_bad)

@@ -1,12 +1,23 @@
-"""File helpers shared by the package."""
+"""File helpers shared by the package: checksums, atomic writes, checksummed shards.
+
+Every file the tool writes goes through ``atomic_write``: the bytes go to a temporary file beside
+the target (``NAME.PID.RANDOM.tmp``), which is renamed over the target only once complete. A failed write
+(disk full, read-only file system, a path under a file) removes its temporary file and becomes one
+``SimpoolBenchError`` naming the file and the reason, so a later run never finds a half-written file.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from .errors import SimpoolBenchError
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
@@ -23,11 +34,72 @@ def checksum_path(path: Path) -> Path:
     return path.with_suffix(".sha256")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def os_reason(err: OSError) -> str:
+    """The reason of an OSError in words ('No space left on device'), without the file name."""
+    return err.strerror or str(err) or type(err).__name__
+
+
+def make_dir(path: str | os.PathLike) -> Path:
+    """``mkdir -p path``; a failure is a one-line SimpoolBenchError naming the folder."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where the folder should be
+        raise SimpoolBenchError(f"cannot create folder {path}: {os.strerror(errno.ENOTDIR)}") from None
+    except OSError as err:
+        raise SimpoolBenchError(f"cannot create folder {path}: {os_reason(err)}") from None
+    return path
+
+
+def temp_path(path: Path) -> Path:
+    """A fresh temporary name (``NAME.PID.RANDOM.tmp``) a write of ``path`` uses until it is complete."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_temp(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
+    """Write ``data`` (bytes, or a function writing to a binary file) to ``temp_path(path)`` and
+    return it; on failure the temporary file is removed and a SimpoolBenchError raised."""
+    path = Path(path)
+    make_dir(path.parent)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
+    except OSError as err:
+        discard(tmp)
+        raise SimpoolBenchError(f"cannot write {path}: {os_reason(err)}") from None
+    except BaseException:
+        discard(tmp)
+        raise
+    return tmp
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Rename a complete temporary file over ``path`` (atomic on one file system)."""
+    try:
+        os.replace(tmp, path)
+    except OSError as err:
+        discard(tmp)
+        raise SimpoolBenchError(f"cannot write {path}: {os_reason(err)}") from None
+
+
+def discard(tmp: Path) -> None:
+    """Remove a temporary file if it is there (errors ignored: it is garbage either way)."""
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None]) -> Path:
+    """Write ``path`` atomically: all of ``data`` or, on any failure, the old file untouched and no
+    temporary file left (a SimpoolBenchError names the file and the reason)."""
+    path = Path(path)
+    commit(write_temp(path, data), path)
+    return path
 
 
 def save_checksummed(path: Path, payload: Any) -> None:
@@ -38,7 +110,10 @@ def save_checksummed(path: Path, payload: Any) -> None:
     buf = io.BytesIO()
     torch.save(payload, buf)
     data = buf.getvalue()
-    checksum_path(path).unlink(missing_ok=True)
+    try:
+        checksum_path(path).unlink(missing_ok=True)
+    except OSError as err:
+        raise SimpoolBenchError(f"cannot write {path}: {os_reason(err)}") from None
     atomic_write(path, data)
     atomic_write(checksum_path(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
 

@@ -43,7 +43,8 @@ from .data.images import ImageDataset
 from .data.records import Record
 from .engine import Batch, EngineConfig, EvalResult, bucket_batches, dist_rank, dist_world, evaluate, make_shards
 from .errors import SimpoolBenchError
-from .files import atomic_write, checksum_path, load_checksummed, save_checksummed
+from .files import atomic_write, checksum_path, load_checksummed, make_dir, os_reason, save_checksummed
+from .finite import check_nonfinite
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, WSOL_IMAGE_SIZE, discovery_transform, padded_size, wsol_transform
 
 MAP_STORE_SCHEMA = 1
@@ -191,7 +192,7 @@ class MapStore:
                         f"or --no-resume to replace them"
                     )
                 existing.clear()
-            root.mkdir(parents=True, exist_ok=True)
+            make_dir(root)
             atomic_write(old, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
             return cls(root, manifest)
         finally:
@@ -200,10 +201,13 @@ class MapStore:
 
     def clear(self) -> None:
         """Delete this store's own files (shards, checksums, manifest), nothing else."""
-        for p in self.root.iterdir():
-            if p.name.startswith(SHARD_PREFIX) and p.suffix in (".pt", ".sha256", ".tmp"):
-                p.unlink()
-        (self.root / MANIFEST_NAME).unlink(missing_ok=True)
+        try:
+            for p in self.root.iterdir():
+                if p.name.startswith(SHARD_PREFIX) and p.suffix in (".pt", ".sha256", ".tmp"):
+                    p.unlink()
+            (self.root / MANIFEST_NAME).unlink(missing_ok=True)
+        except OSError as err:
+            raise SimpoolBenchError(f"cannot clear the map store {self.root}: {os_reason(err)}") from None
 
     def describe(self) -> str:
         m = self.manifest
@@ -261,7 +265,7 @@ class MapStore:
         dtype = self.dtype
         if dtype == torch.float16:
             for i, m in zip(shard.ids, shard.maps):
-                if np.abs(m).max(initial=0.0) > FLOAT16_MAX:
+                if np.abs(m[np.isfinite(m)]).max(initial=0.0) > FLOAT16_MAX:  # NaN/inf: counted by extract_maps
                     raise SimpoolBenchError(f"the map of image {i} exceeds the float16 range; extract with --dtype float32")
         path = self.shard_path(shard.shard)
         save_checksummed(path, shard.to_payload(self.manifest["key"], dtype))
@@ -417,7 +421,8 @@ class ExtractReport:
     """What ``extract_maps`` did: the store, image counts and shard bookkeeping.
 
     ``shards_reused``: finished shards found intact and kept; ``shards_computed``: computed now;
-    ``shards_corrupt``: of those, how many were on disk but failed their checksum."""
+    ``shards_corrupt``: of those, how many were on disk but failed their checksum.
+    ``n_nonfinite``: stored maps holding NaN or inf (only with ``allow_nonfinite``; else an error)."""
 
     store: MapStore
     n_images: int
@@ -426,6 +431,7 @@ class ExtractReport:
     shards_reused: int
     shards_computed: int
     shards_corrupt: int
+    n_nonfinite: int = 0
 
 
 def _barrier() -> None:
@@ -439,7 +445,7 @@ def extract_maps(
     config: EngineConfig,
     out: str | os.PathLike,
     *,
-    key: str,
+    key: str | None = None,
     info: dict[str, Any],
     protocol: str,
     dtype: str = "float16",
@@ -452,11 +458,22 @@ def extract_maps(
     Resumable: shards already in ``out`` for the same ``key`` that pass their checksum are kept;
     missing and corrupt ones are computed (shard boundaries are fixed by ``config.shard_size``, so
     the result does not depend on interruptions). ``info`` goes into the manifest (dataset, split,
-    data, provenance). Under torchrun each rank computes its round-robin share of the shards."""
+    data, provenance). Under torchrun each rank computes its round-robin share of the shards.
+    ``key`` defaults to ``runkey.resume_key`` of the model, records, transform and these settings.
+    Maps holding NaN or inf are stored but fail the extraction (one line with their count) unless
+    ``config.allow_nonfinite``; readers then count them as misses (with their own flag)."""
     if not records:
         raise SimpoolBenchError("the dataset is empty: no image to extract maps from")
     if getattr(model, "attn_source", None) is None:
         raise SimpoolBenchError(f"model {getattr(model, 'arch', '?')} with pool {getattr(model, 'pool', '?')} gives no attention map to extract")
+    if key is None:
+        from .engine import resolve_device
+        from .runkey import resume_key
+
+        params = {"protocol": protocol, "dtype": dtype, "features": features, "cam_target": cam_target,
+                  "dataset": info.get("dataset"), "split": info.get("split"), "max_pixels": config.max_pixels}
+        key = resume_key("extract", model, records, map_transform(model, protocol), params, amp=config.amp,
+                         shard_size=config.shard_size, device=resolve_device(config.device).type)
     manifest = make_manifest(
         records, key=key, protocol=protocol, shard_size=config.shard_size, dtype=dtype, features=features,
         cam_target=cam_target, stride=int(getattr(model, "stride", 0)),
@@ -485,9 +502,11 @@ def extract_maps(
         compute_maps(model, records, config, on_batch, protocol=protocol, indices=order, cam_target=cam_target,
                      features=features, description="extract")
     _barrier()
-    n_ok = n_failed = 0
+    n_ok = n_failed = n_bad = 0
     for sh in store.iter_shards():
         n_ok += len(sh.indices)
         n_failed += len(sh.failed)
+        n_bad += sum(not np.isfinite(m).all() for m in sh.maps)
+    check_nonfinite(n_bad, n_ok, "maps", config.allow_nonfinite)
     return ExtractReport(store, n_ok, n_failed, len(shards), len(shards) - len(todo), len(todo),
-                         sum(s == "corrupt" for s in states))
+                         sum(s == "corrupt" for s in states), n_bad)

@@ -10,6 +10,15 @@ The record of a run is ``results.csv`` and ``results.parquet`` (``write_run`` al
 JSON, Markdown and LaTeX (booktabs) are extra exports. ``read_run`` reads CSV, Parquet and JSON
 back into an identical table and refuses foreign tables and other schema versions.
 
+A run's files are all old or all new (``write_run``): every new file is first written complete
+under a temporary name; only then is ``results.manifest.json`` replaced by one saying "writing",
+the old run's files the new one lacks are removed, the new files renamed into place and, last, the
+manifest replaced by the complete one (state, run_id, each file's sha256). A failed write before
+the renames leaves the old set untouched; an interruption during them leaves the "writing"
+manifest. Readers (``read_run``, ``compare``, ``check``, ``visualize``) refuse a file of a folder
+whose manifest is not complete or does not list that file with that sha256, naming the folder; a
+folder without a manifest (older versions, hand-made baselines) is read as before.
+
 ``check`` gates a run against a baseline with absolute per-metric tolerances (percentage points
 for accuracies; see ``DEFAULT_TOLERANCES``). Direction: every metric is higher-is-better except
 ``n_failed`` (lower is better) and the ``exact`` metrics ``n_images`` (must not change) and
@@ -19,6 +28,7 @@ tolerance is given).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -39,7 +49,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import SimpoolBenchError
-from .files import sha256_file
+from .files import atomic_write, commit, discard, make_dir, os_reason, sha256_file, write_temp
 
 SCHEMA_VERSION = 1
 """Version of the results table layout; bump on any change of columns or their meaning."""
@@ -58,22 +68,27 @@ _INT_COLUMNS = frozenset({"iou_threshold", "image_size", "n_images", "schema_ver
 
 RECORD_FILES = {"csv": "results.csv", "parquet": "results.parquet"}
 EXPORT_FILES = {**RECORD_FILES, "json": "results.json", "md": "results.md", "latex": "results.tex"}
+#: Written last by ``write_run``: which files make up the run in a folder (see the module docstring).
+RUN_MANIFEST = "results.manifest.json"
+#: Every file a run may write beside the tables (removed when a new run in the folder lacks it).
+RUN_EXTRA_FILES = ("boxacc_curve.csv", "per_class.csv")
 _FORMAT_ALIASES = {"markdown": "md", "tex": "latex", "pq": "parquet"}
 
 # Metric names used by the evaluations, in display order. Others are allowed in a table.
 KNOWN_METRICS: tuple[str, ...] = (
     "top1", "top5", "knn_top1", "top1_loc", "gt_known_loc", "maxboxacc", "maxboxacc_v2",
-    "maxboxacc_v1", "best_threshold", "corloc", "n_images", "n_failed",
+    "maxboxacc_v1", "best_threshold", "corloc", "n_images", "n_failed", "n_nonfinite",
 )
 METRIC_LABELS = {
     "top1": "Top-1", "top5": "Top-5", "knn_top1": "k-NN Top-1", "top1_loc": "Top-1 Loc",
     "gt_known_loc": "GT-known Loc", "maxboxacc": "MaxBoxAcc", "maxboxacc_v2": "MaxBoxAccV2",
     "maxboxacc_v1": "MaxBoxAccV1", "best_threshold": "Best threshold", "corloc": "CorLoc",
-    "n_images": "Images", "n_failed": "Failed",
+    "n_images": "Images", "n_failed": "Failed", "n_nonfinite": "Non-finite",
 }
 
 Direction = Literal["higher", "lower", "exact"]
-METRIC_DIRECTIONS: dict[str, Direction] = {"n_failed": "lower", "n_images": "exact", "best_threshold": "exact"}
+METRIC_DIRECTIONS: dict[str, Direction] = {"n_failed": "lower", "n_nonfinite": "lower", "n_images": "exact",
+                                           "best_threshold": "exact"}
 """Which way is better; metrics not listed are higher-is-better. ``exact``: any move beyond the
 tolerance is a regression, and no value is ever 'best'."""
 
@@ -87,7 +102,7 @@ DEFAULT_TOLERANCES: dict[str, float] = {
     # a threshold, not a score: reported, not gated unless given a finite tolerance
     "best_threshold": math.inf,
     # counts: must not change
-    "n_images": 0.0, "n_failed": 0.0,
+    "n_images": 0.0, "n_failed": 0.0, "n_nonfinite": 0.0,
 }
 CHECK_PROVENANCE_FIELDS: tuple[str, ...] = (
     "model", "pool", "gamma", "min_scope", "attn_source", "method", "image_size", "n_images",
@@ -305,24 +320,16 @@ def _validate(df: pd.DataFrame, source: str, *, provenance: bool = True) -> None
 
 
 # ------------------------------------------------------------------------------- write and read
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _write_json(df: pd.DataFrame, path: Path) -> None:
+def _json_bytes(df: pd.DataFrame) -> bytes:
     records = [{c: _py(v) for c, v in zip(df.columns, row)} for row in df.itertuples(index=False, name=None)]
-    path.write_text(json.dumps(records, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    return (json.dumps(records, indent=1, allow_nan=False) + "\n").encode("utf-8")
 
 
-def write_run(df: pd.DataFrame, out_dir: str | os.PathLike, formats: Iterable[str] = ("parquet", "csv", "json")) -> dict[str, Path]:
+def write_run(df: pd.DataFrame, out_dir: str | os.PathLike, formats: Iterable[str] = ("parquet", "csv", "json"),
+              extra: Mapping[str, bytes] | None = None) -> dict[str, Path]:
     """Write a run into ``out_dir``: always ``results.csv`` and ``results.parquet`` (the record),
-    plus any of ``json``, ``md``, ``latex``. Returns {format: path}."""
+    plus any of ``json``, ``md``, ``latex`` and the ``extra`` files ({file name: bytes}, e.g. the
+    BoxAcc curve), all or none (see the module docstring). Returns {format or file name: path}."""
     wanted = ["csv", "parquet"]
     for f in formats:
         f = _FORMAT_ALIASES.get(f.lower(), f.lower())
@@ -332,26 +339,100 @@ def write_run(df: pd.DataFrame, out_dir: str | os.PathLike, formats: Iterable[st
             wanted.append(f)
     df = _coerce(df, "results table")
     _validate(df, "results table")
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SimpoolBenchError(f"cannot create output directory {out}: {e.strerror}") from None
+    out = make_dir(out_dir)
     writers = {
-        "csv": lambda p: df.to_csv(p, index=False),
-        "parquet": lambda p: df.to_parquet(p, index=False),
-        "json": lambda p: _write_json(df, p),
-        "md": lambda p: p.write_text(to_markdown(df), encoding="utf-8"),
-        "latex": lambda p: p.write_text(to_latex(df), encoding="utf-8"),
+        "csv": lambda: df.to_csv(index=False).encode("utf-8"),
+        "parquet": lambda: (lambda fh: df.to_parquet(fh, index=False)),
+        "json": lambda: _json_bytes(df),
+        "md": lambda: to_markdown(df).encode("utf-8"),
+        "latex": lambda: to_latex(df).encode("utf-8"),
     }
-    paths = {}
-    for f in wanted:
-        paths[f] = out / EXPORT_FILES[f]
+    files: dict[str, Any] = {EXPORT_FILES[f]: writers[f]() for f in wanted}
+    for name, data in (extra or {}).items():
+        if name in files or name == RUN_MANIFEST or Path(name).name != name:
+            raise SimpoolBenchError(f"write_run: extra file name {name!r} is taken or not a plain file name")
+        files[name] = data
+    run_ids = sorted({str(v) for v in df["run_id"].dropna()}) if "run_id" in df.columns else []
+    tmps: dict[str, Path] = {}
+    try:
+        for name, data in files.items():  # 1. every new file complete under a temporary name
+            tmps[name] = write_temp(out / name, data)
+        manifest = {"schema": 1, "state": "complete", "run_id": run_ids[0] if len(run_ids) == 1 else None,
+                    "files": {name: sha256_file(tmp) for name, tmp in tmps.items()}}
+        tmps[RUN_MANIFEST] = write_temp(out / RUN_MANIFEST, _manifest_bytes(manifest))
+        # 2. the folder is now being written: say so, and drop the old run's files the new one lacks
+        atomic_write(out / RUN_MANIFEST, _manifest_bytes({"schema": 1, "state": "writing", "run_id": manifest["run_id"]}))
+        for name in _run_file_names(out) - set(files):
+            try:
+                (out / name).unlink(missing_ok=True)
+            except OSError as e:
+                raise SimpoolBenchError(f"cannot remove the old {out / name}: {os_reason(e)}") from None
+        # 3. the new files into place, the complete manifest last
+        for name in list(tmps):
+            commit(tmps[name], out / name)
+            del tmps[name]
+    finally:
+        for tmp in tmps.values():
+            discard(tmp)
+    by_format = {f: out / EXPORT_FILES[f] for f in wanted}
+    return {**by_format, **{name: out / name for name in (extra or {})}}
+
+
+def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _run_file_names(out: Path) -> set[str]:
+    """The run files in ``out``: those of every known name present."""
+    return {n for n in (*EXPORT_FILES.values(), *RUN_EXTRA_FILES) if (out / n).is_file()}
+
+
+def add_run_file(out_dir: str | os.PathLike, name: str, data: bytes) -> Path:
+    """Write one more file into a run folder (atomically) and list it in the folder's complete
+    manifest, if it has one (a file replaced but not yet listed is refused by readers, never trusted)."""
+    out = Path(out_dir)
+    path = atomic_write(out / name, data)
+    man = out / RUN_MANIFEST
+    if man.is_file():
         try:
-            _atomic_write(paths[f], writers[f])
-        except OSError as e:
-            raise SimpoolBenchError(f"cannot write {paths[f]}: {e.strerror or e}") from None
-    return paths
+            m = json.loads(man.read_text(encoding="utf-8"))
+            complete = m.get("state") == "complete" and isinstance(m.get("files"), dict)
+        except (OSError, ValueError, AttributeError):
+            complete = False
+        if complete:
+            m["files"][name] = hashlib.sha256(data).hexdigest()
+            atomic_write(man, _manifest_bytes(m))
+    return path
+
+
+def verify_run_file(path: str | os.PathLike, run_ids: Iterable[Any] | None = None) -> None:
+    """Refuse ``path`` when its folder's ``results.manifest.json`` says a write did not finish, does
+    not list the file, or the file is of another write: a table whose ``run_ids`` (its run_id
+    column, when given) differ from the manifest's run, any other file whose sha256 differs. A
+    folder without a manifest is accepted (older versions, hand-made baselines)."""
+    path = Path(path)
+    man = path.parent / RUN_MANIFEST
+    if not man.is_file():
+        return
+    hint = f"run the command again, or delete {man} to accept the files as they are"
+    try:
+        m = json.loads(man.read_text(encoding="utf-8"))
+        state, files, run_id = m["state"], dict(m.get("files") or {}), m.get("run_id")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SimpoolBenchError(f"{man}: not a readable results manifest ({type(e).__name__}); {hint}") from None
+    if state != "complete":
+        raise SimpoolBenchError(f"{path.parent}: a results write did not finish ({RUN_MANIFEST} says {state!r}): "
+                                f"its files may mix two runs; {hint}")
+    ids = None if run_ids is None else {str(v) for v in run_ids if not _is_na(v)}
+    if path.name not in files:
+        same = False
+    elif ids is not None and run_id is not None:
+        same = ids == {run_id}
+    else:
+        same = files[path.name] == sha256_file(path)
+    if not same:
+        raise SimpoolBenchError(f"{path}: not a file of run {run_id}, the run {RUN_MANIFEST} records (another write "
+                                f"left it): the folder mixes results of different writes; {hint}")
 
 
 def _load_frame(path: Path) -> pd.DataFrame:
@@ -363,6 +444,12 @@ def _load_frame(path: Path) -> pd.DataFrame:
         raise SimpoolBenchError(f"{path}: directory holds no results.parquet, results.csv or results.json")
     if not path.is_file():
         raise SimpoolBenchError(f"results file not found: {path}")
+    frame = _read_frame(path)
+    verify_run_file(path, frame["run_id"].tolist() if "run_id" in frame.columns else None)
+    return frame
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -891,6 +978,11 @@ def check(run: pd.DataFrame | str | os.PathLike, baseline: pd.DataFrame | str | 
                 for r in df.itertuples(index=False)}
 
     run_vals, base_vals = index(run_df), index(base_df)
+    nan = [k for k, v in base_vals.items() if math.isnan(v)]
+    if nan:
+        d, s_, m, i = nan[0]
+        raise SimpoolBenchError(f"baseline {base_src}: value of {d}/{s_} {metric_key(m, i)} is NaN"
+                                f"{f' ({len(nan)} NaN values)' if len(nan) > 1 else ''}; a baseline must hold numbers")
     rows: list[CheckRow] = []
     notes: list[str] = []
     run_sets = sorted({(d, s) for d, s, *_ in run_vals})
@@ -921,10 +1013,8 @@ def check(run: pd.DataFrame | str | os.PathLike, baseline: pd.DataFrame | str | 
         value = run_vals.get((d, s, m, iou))
         if value is None:
             rows.append(CheckRow(d, s, m, iou, base, None, None, t, "missing", "absent from the run"))
-        elif math.isnan(value) and not math.isnan(base):
+        elif math.isnan(value):
             rows.append(CheckRow(d, s, m, iou, base, value, None, t, "missing", "the run's value is NaN"))
-        elif math.isnan(base):
-            rows.append(CheckRow(d, s, m, iou, base, value, None, t, "ok", "no baseline value"))
         else:
             rows.append(CheckRow(d, s, m, iou, base, value, value - base, t, _judge(m, base, value, t)))
     extra = sorted(set(run_vals) - set(base_vals), key=str)

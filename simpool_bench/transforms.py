@@ -74,6 +74,9 @@ class PadToMultiple:
     def __init__(self, stride: int) -> None:
         self.stride = int(stride)
 
+    def __repr__(self) -> str:
+        return f"PadToMultiple(stride={self.stride})"
+
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         h, w = img.shape[-2:]
         ph, pw = padded_size(h, self.stride) - h, padded_size(w, self.stride) - w

@@ -32,6 +32,7 @@ from .data.records import Record
 from .discovery import DINO_ATTENTION_MASS, boxes_from_attention
 from .engine import EngineConfig
 from .errors import SimpoolBenchError
+from .files import atomic_write
 from .evaluate import wsol_gt_boxes
 from .metrics.boxacc import prepare_scoremap
 from .metrics.boxes import iou_wsol
@@ -274,8 +275,7 @@ def render_overlays(
     out = Path(out)
     png = overlay_grid(images, maps_draw, gt_draw, pred_draw, [s.label for s in sources], out / OVERLAYS_PNG, alpha=alpha)
     table = pd.DataFrame(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / SELECTION_CSV, index=False)
+    atomic_write(out / SELECTION_CSV, table.to_csv(index=False).encode())
     return OverlayResult(png, out / SELECTION_CSV, table)
 
 
@@ -285,6 +285,9 @@ def _curve_file(run: Path) -> Path:
     path = run / CURVE_CSV if run.is_dir() else run
     if not path.is_file():
         raise SimpoolBenchError(f"--curves {run}: no {CURVE_CSV} there (written by `simpool-bench localize --out`)")
+    from .results import verify_run_file
+
+    verify_run_file(path)  # never a curve of another write than the folder's results
     return path
 
 

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import SimpoolBenchError
+from .files import atomic_write
 
 GT_COLOR: tuple[int, int, int] = (0, 255, 0)
 PRED_COLOR: tuple[int, int, int] = (255, 0, 0)
@@ -135,8 +136,7 @@ def overlay_grid(images: Sequence[np.ndarray], maps: Sequence[Sequence[np.ndarra
                 _draw_box(draw, box, origin, (w, h), pred_color, line_width)
 
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out, format="PNG")
+    atomic_write(out, lambda f: canvas.save(f, format="PNG"))
     return out
 
 
@@ -175,6 +175,5 @@ def boxacc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], out_path:
     if title:
         ax.set_title(title)
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=dpi)
+    atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=dpi))
     return out

@@ -115,7 +115,7 @@ def test_round_trip_every_readable_format(tmp_path):
     # a directory reads its record
     pd.testing.assert_frame_equal(R.read_run(tmp_path / "out"), df, check_exact=True)
     # no temporary files left behind
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(R.EXPORT_FILES.values())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([*R.EXPORT_FILES.values(), R.RUN_MANIFEST])
 
 
 def test_record_always_written(tmp_path):

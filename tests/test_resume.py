@@ -10,6 +10,7 @@ import sys
 import time
 
 import pandas as pd
+import torch
 import pytest
 
 from simpool_bench import api
@@ -131,3 +132,80 @@ def test_corrupt_or_unchecked_shards_are_recomputed(setup, reference):
     res = invoke(*_args(images, meta, ckpt, out))
     assert res.exit_code == 0
     pd.testing.assert_frame_equal(_table(out), reference)
+
+
+# ----------------------------------------------------------------------------------- what the key covers
+SMALL, SMALL_SHARD = 12, 4
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = tmp_path_factory.mktemp("key")
+    wsol = build_wsol_dataset(root / "wsol", n=SMALL, seed=7)
+    ckpt_a, _ = build_tiny_checkpoint(root / "a.pth.tar", seed=5)
+    ckpt_b, _ = build_tiny_checkpoint(root / "b.pth.tar", seed=6)
+    return root, wsol, ckpt_a, ckpt_b
+
+
+def _small_args(wsol, ckpt, out, *extra):
+    return ["localize", "--dataset", "cub", "--data", wsol.image_root, "--metadata", wsol.metadata, "--checkpoint", ckpt,
+            "--out", out, "--device", "cpu", "-b", "4", "--shard-size", str(SMALL_SHARD), *extra]
+
+
+def _v2(out) -> float:
+    t = pd.read_csv(out / "results.csv")
+    return float(t.loc[t.metric == "maxboxacc_v2", "value"].item())
+
+
+def test_edited_boxes_are_recomputed_not_resumed(small, tmp_path):
+    root, wsol, ckpt, _ = small
+    data = tmp_path / "wsol"
+    import shutil
+
+    shutil.copytree(wsol.image_root.parent, data)
+    images, meta = data / "images", data / "metadata" / "test"
+    out = tmp_path / "out"
+    assert invoke(*_small_args(type(wsol)(images, meta, SMALL), ckpt, out)).exit_code == 0
+    before = _v2(out)
+    lines = (meta / "localization.txt").read_text().splitlines()
+    for j in (0, 5):  # two boxes moved to a corner sliver: no threshold finds them any more
+        image_id = lines[j].split(",")[0]
+        lines[j] = f"{image_id},0,0,1,1"
+    (meta / "localization.txt").write_text("\n".join(lines) + "\n")
+
+    res = invoke(*_small_args(type(wsol)(images, meta, SMALL), ckpt, out))  # same --out, edited data
+    assert res.exit_code == 0, res.output
+    fresh = tmp_path / "fresh"  # the truth: the edited data without any stored shard
+    assert invoke(*_small_args(type(wsol)(images, meta, SMALL), ckpt, fresh, "--no-resume")).exit_code == 0
+    assert _v2(out) == _v2(fresh) != before
+    assert len(list((out / ".shards").iterdir())) == 2  # a key per data version, the old one untouched
+
+    # a replaced image (same name, other pixels) changes the key as well
+    first = sorted(images.rglob("*.jpg"))[0]
+    from PIL import Image
+
+    Image.open(first).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(first, format="JPEG", quality=90)
+    assert invoke(*_small_args(type(wsol)(images, meta, SMALL), ckpt, out)).exit_code == 0
+    assert len(list((out / ".shards").iterdir())) == 3
+
+
+def test_shard_copied_from_another_run_is_recomputed_with_a_notice(small, tmp_path):
+    root, wsol, ckpt_a, ckpt_b = small
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    assert invoke(*_small_args(wsol, ckpt_a, out_a)).exit_code == 0
+    assert invoke(*_small_args(wsol, ckpt_b, out_b)).exit_code == 0
+    truth = pd.read_csv(out_b / "results.csv")[TABLE]
+    (dir_a,), (dir_b,) = (out_a / ".shards").iterdir(), (out_b / ".shards").iterdir()
+    assert dir_a.name != dir_b.name  # another model: another key
+    for name in ("shard_000001.pt", "shard_000001.sha256"):  # another model's intact shard, copied in
+        (dir_b / name).write_bytes((dir_a / name).read_bytes())
+    copied = (dir_b / "shard_000001.pt").read_bytes()
+
+    res = invoke(*_small_args(wsol, ckpt_b, out_b))
+    assert res.exit_code == 0, res.output
+    notes = [ln for ln in res.output.splitlines() if ln.startswith("note: recomputing")]
+    assert len(notes) == 1 and "1 of 3 stored shards" in " ".join(res.output.split())
+    assert "written by another run" in " ".join(res.output.split())
+    pd.testing.assert_frame_equal(pd.read_csv(out_b / "results.csv")[TABLE], truth)
+    assert (dir_b / "shard_000001.pt").read_bytes() != copied  # recomputed under this run's key
+    assert torch.load(dir_b / "shard_000001.pt", weights_only=True)["key"] == dir_b.name

@@ -73,9 +73,7 @@ def _step(name: str) -> None:
 
 def _run(result: DemoResult, name: str, outcome: ev.Outcome, prov: Any) -> pd.DataFrame:
     path = result.out / "runs" / name
-    table = api.finish(outcome, prov, path, ("parquet", "csv", "json", "md"))
-    if "curve" in outcome.extras:
-        api.write_curve(outcome.extras, path / "boxacc_curve.csv")
+    table = api.finish(outcome, prov, path, ("parquet", "csv", "json", "md"))  # with boxacc_curve.csv
     result.runs[name] = path
     return table
 

@@ -327,6 +327,13 @@ class BoxAccumulator(Accumulator):
             self.n_with_cls += n
         self.n_images += n
 
+    def add_misses(self, n: int, with_cls: bool = False) -> None:
+        """Count ``n`` images as wrong at every threshold (e.g. non-finite maps); ``with_cls``: as
+        ``update`` with ``correct_cls`` given (they count in Top-1 Loc's denominator too)."""
+        self.n_images += int(n)
+        if with_cls:
+            self.n_with_cls += int(n)
+
     def compute(self) -> BoxAccResult:
         """Accuracies (percent) as wsolevaluation ``BoxEvaluator.compute``: ``num_correct * 100 / cnt``."""
         n = int(self.n_images)

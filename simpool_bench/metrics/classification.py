@@ -56,6 +56,12 @@ class TopKAccumulator(Accumulator):
         ).to(torch.int64)
         return hits[:, 0]
 
+    def add_misses(self, targets: torch.Tensor) -> None:
+        """Count images of class ``targets`` as wrong at every k (e.g. non-finite logits)."""
+        targets = torch.as_tensor(targets).long().reshape(-1).to(self.class_total.device)
+        self.total = self.total + targets.numel()
+        self.class_total = self.class_total + torch.bincount(targets, minlength=self.num_classes)
+
     def compute(self) -> dict[str, float]:
         """``{'top1': %, 'top5': %, ...}`` (NaN when nothing was counted)."""
         total = int(self.total)
@@ -109,6 +115,10 @@ class KNNAccumulator(Accumulator):
         hits = topk_correct(scores, targets.to(scores.device).long(), (1, min(5, self.k)))
         self.correct = self.correct + hits.sum(dim=0).cpu()
         self.total = self.total + targets.numel()
+
+    def add_misses(self, n: int) -> None:
+        """Count ``n`` images as wrong (e.g. non-finite features)."""
+        self.total = self.total + int(n)
 
     def compute(self) -> dict[str, float]:
         total = int(self.total)

@@ -102,6 +102,10 @@ class CorLocAccumulator(Accumulator):
         self.total = self.total + len(hits)
         return hits
 
+    def add_misses(self, n: int) -> None:
+        """Count ``n`` images without a correct box (e.g. non-finite maps)."""
+        self.total = self.total + int(n)
+
     def compute(self) -> dict[str, float | int]:
         """``corloc`` in percent (NaN when no image was seen), ``hits``, ``total``."""
         hits, total = int(self.hits), int(self.total)

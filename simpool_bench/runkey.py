@@ -1,0 +1,125 @@
+"""The resume key: one hash of everything a run's numbers depend on, derived in this one place.
+
+``resume_key`` is what finished shards (``engine.ShardStore``) and map stores (``maps``) are keyed
+by; a shard whose key differs from the run's is recomputed, never merged. The key covers:
+
+- the command (``kind``: classify, localize, discover, extract) and its protocol parameters
+  (interval, mass, method, k-NN settings, ...) as the caller passes them;
+- the model: every tensor of its ``state_dict`` (bytes, dtype, shape) and its settings (the plain
+  attributes of the model object: arch, pool, gamma, min_scope, attention source, data config, ...);
+- the data: every record (image id, path, label, size, boxes) as read from the list, metadata and
+  annotation files, so an edited box or label changes the key, plus each image file's size and
+  modification time (``st_size``, ``st_mtime_ns``): a replaced image changes the key without
+  reading any pixels;
+- the transform (its ``repr``, which names every step and its parameters);
+- the run settings that change numbers: ``--amp``, ``--shard-size``, the device type;
+- the code: the sha256 of the source files that compute numbers (``CODE_FILES``) and the torch
+  and timm versions, so a fix in a metric never merges with shards counted before it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Source files (relative to the package) whose code decides a number.
+CODE_FILES: tuple[str, ...] = (
+    "metrics", "data/images.py", "discovery.py", "engine.py", "evaluate.py", "finite.py", "maps.py",
+    "models.py", "pooling.py", "transforms.py",
+)
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def code_version() -> str:
+    """sha256 of the number-deciding source files (``CODE_FILES``) and the torch/timm versions."""
+    import timm
+
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256(f"torch {torch.__version__} timm {timm.__version__}".encode())
+    for name in CODE_FILES:
+        target = root / name
+        for f in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
+            if f.is_file():
+                h.update(f.relative_to(root).as_posix().encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def model_fingerprint(model: torch.nn.Module | None) -> str:
+    """sha256 of a model's tensors (name, dtype, shape, bytes) and plain settings."""
+    if model is None:
+        return "none"
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    settings = {k: v for k, v in vars(model).items()
+                if not k.startswith("_") and k != "training" and _plain(v)}
+    h.update(repr(sorted(settings.items())).encode())
+    return h.hexdigest()
+
+
+def _plain(v: Any) -> bool:
+    if isinstance(v, (str, int, float, bool, type(None))):
+        return True
+    if isinstance(v, (tuple, list)):
+        return all(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return all(_plain(k) and _plain(x) for k, x in v.items())
+    return False
+
+
+def data_fingerprint(records: Iterable[Any]) -> str:
+    """sha256 of every record's fields (boxes as bytes) and its image file's size and mtime."""
+    h = hashlib.sha256()
+    for r in records:
+        for f in dataclasses.fields(r):
+            v = getattr(r, f.name)
+            if isinstance(v, np.ndarray):
+                h.update(f"{f.name} {v.dtype} {v.shape}\n".encode())
+                h.update(np.ascontiguousarray(v).tobytes())
+            else:
+                h.update(f"{f.name}={v!r}\n".encode())
+        try:
+            st = os.stat(r.path)
+            h.update(f"file {st.st_size} {st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(b"file missing\n")
+    return h.hexdigest()
+
+
+def describe_transform(transform: Callable | None) -> str:
+    """A stable description of a transform: its ``repr`` (object addresses replaced by the object's
+    attributes for classes without their own ``repr``)."""
+    if transform is None:
+        return "none"
+    steps = getattr(transform, "transforms", None)
+    if isinstance(steps, (list, tuple)):
+        return f"{type(transform).__name__}[" + ", ".join(describe_transform(t) for t in steps) + "]"
+    text = repr(transform)
+    if _ADDRESS.search(text):
+        attrs = {k: v for k, v in vars(transform).items() if not k.startswith("_")} if hasattr(transform, "__dict__") else {}
+        text = f"{type(transform).__module__}.{type(transform).__qualname__}({attrs!r})"
+        text = _ADDRESS.sub("", text)
+    return text
+
+
+def resume_key(kind: str, model: torch.nn.Module | None, records: Iterable[Any], transform: Callable | None,
+               params: Mapping[str, Any], *, amp: str = "off", shard_size: int = 0, device: str = "cpu") -> str:
+    """The key of a run (see the module docstring): 24 hex digits of a sha256."""
+    parts = {
+        "kind": kind, "params": sorted((str(k), repr(v)) for k, v in params.items()),
+        "model": model_fingerprint(model), "data": data_fingerprint(records),
+        "transform": describe_transform(transform), "amp": amp, "shard_size": int(shard_size),
+        "device": str(device), "code": code_version(),
+    }
+    return hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()[:24]
