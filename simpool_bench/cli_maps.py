@@ -165,6 +165,10 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
             sources: list[V.MapSource] = []
             for ck in checkpoint or ([None] if not maps else []):
                 net, _ = api.load_model(replace(opts, checkpoint=ck))
+                if lost_compat and protocol == "discover":
+                    from .evaluate import use_lost_head
+
+                    use_lost_head(net)
                 name = Path(ck).name.split(".")[0] if ck is not None else net.arch
                 sources.append(V.model_source(net, records, config, protocol=protocol, cam_target=cam_target, label=name))
             for d in maps:
