@@ -182,3 +182,19 @@ def test_case_is_not_degenerate(lost_case):
     assert any(0 < c < 100 for c in (expected["lost"][1], expected["attn"][1]))
     with Image.open(voc / "JPEGImages" / "2007000105.jpg") as im:
         assert im.getexif().get(0x0112) == 6 and im.size == (131, 99)
+
+
+def test_lost_compat_head_is_lost_default_or_the_users():
+    from simpool_bench.errors import SimpoolBenchError
+    from simpool_bench.evaluate import use_lost_head
+    from simpool_bench.models import build_model
+
+    kw = dict(img_size=32, embed_dim=48, depth=1)
+    six = build_model("vit_small_patch16_224", pool="cls", variant="dino", num_heads=6, **kw)
+    assert use_lost_head(six) and six.cls_head == 4  # main_lost.py --dinoseg_head default
+    chosen = build_model("vit_small_patch16_224", pool="cls", variant="dino", num_heads=6, cls_head=1, **kw)
+    assert not use_lost_head(chosen) and chosen.cls_head == 1
+    simpool = build_model("vit_small_patch16_224", variant="dino", num_heads=6, **kw)
+    assert not use_lost_head(simpool) and simpool.attn_source == "simpool"
+    with pytest.raises(SimpoolBenchError, match="head 4 .* has 3 heads: pass --cls-head"):
+        use_lost_head(build_model("vit_tiny_patch16_224", pool="cls", variant="dino", num_heads=3, **kw))
