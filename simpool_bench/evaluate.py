@@ -346,7 +346,8 @@ def discover(
         hw = sizes[idx]
         if method == "attn":
             attn = batch.output.attn.float()
-            boxes = boxes_from_attention(attn[torch.as_tensor(keep, device=attn.device)], hw, stride, mass=mass, lost_compat=lost_compat)
+            attn = attn[torch.as_tensor(keep, device=attn.device)]
+            boxes = boxes_from_attention(attn, hw, stride, mass=mass, lost_compat=lost_compat)
         else:
             keys = batch.output.keys.float()
             keys = keys[torch.as_tensor(keep, device=keys.device)]
