@@ -51,13 +51,18 @@ class ModelOptions:
     num_classes: int | None = None
     img_size: int | None = None
     dino_pos_quirk: bool | None = None
+    pos_interp: str | None = None
 
 
 def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | None]:
     """Build the model the options describe and load its checkpoint (auto-detected format).
 
     The checkpoint tells arch/pool/gamma/variant where it can; explicit options win, and an option
-    that contradicts the file is an error. Without a checkpoint the model is randomly initialised."""
+    that contradicts the file is an error. Without a checkpoint the model is randomly initialised.
+    ViTs from DINO-code weights (``ckpt.dino_code``: DINO checkpoints and backbones, official SimPool
+    DINO files) run as DINO's ``vision_transformer.py``: its position interpolation
+    (``pos_interp='dino'`` unless ``options.pos_interp`` says otherwise) and its explicit attention;
+    other weights keep timm's way."""
     ckpt = None
     arch, pool, gamma, variant = options.arch, options.pool, options.gamma, options.variant
     extra: dict[str, Any] = {}
@@ -78,6 +83,11 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
         attn_source=options.attn_source, cls_head=options.cls_head, dino_pos_quirk=quirk,
         use_beta=bool(ckpt is not None and ckpt.has_beta),
     )
+    dino_vit = ckpt is not None and ckpt.dino_code and ckpt.family == "vit"
+    if options.pos_interp is not None or dino_vit:
+        kwargs["pos_interp"] = options.pos_interp or "dino"
+    if dino_vit:
+        kwargs["fused_attn"] = False
     if gamma is not UNSET:
         kwargs["gamma"] = gamma
     if options.img_size is not None:

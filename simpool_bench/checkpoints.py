@@ -14,6 +14,14 @@ Formats (auto-detected from the file's content; ``format=`` forces one):
     ``dino_loss`` [, ``fp16_scaler``]. Weights sit under ``module.`` (DDP) and ``backbone.``
     (MultiCropWrapper); ``head.*`` is the DINO projection head, which we drop. ``args`` has
     ``arch`` (``vit_small``...), ``patch_size``, ``mode`` (``official``/``simpool``) and ``gamma``.
+``dino-backbone``
+    a bare state dict of the DINO code's backbone, as DINO publishes it and LOST loads it
+    (``dino_deitsmall16_pretrain.pth``, ``dino_vitbase8_pretrain.pth``, ``dino_resnet50_pretrain.pth``):
+    a ViT with ``cls_token``, ``pos_embed`` (1, 1 + n*n, d), ``patch_embed.*``, ``blocks.*``,
+    ``norm.*`` and no classifier (no ``head.*``, no ``fc_norm``), or a ResNet without ``fc.*``.
+    Variant ``dino``: ImageNet mean/std, no classifier (a feature model), and for ViTs the DINO
+    code's position interpolation and explicit attention. A headless timm export has the same keys:
+    ``--format state-dict`` treats such a file as timm weights.
 ``timm-simpool``
     a state dict whose SimPool module uses timm's ``SimPool1d/2d`` names (``norm``, ``q``, ``k``)
     instead of the official ones (``norm_patches``, ``wq``, ``wk``).
@@ -51,7 +59,9 @@ from .errors import SimpoolBenchError
 from .files import sha256_file
 from .models import POOLS, VARIANTS, build_model, model_family
 
-FORMATS: tuple[str, ...] = ("official-supervised", "official-dino", "timm-simpool", "state-dict", "safetensors")
+FORMATS: tuple[str, ...] = (
+    "official-supervised", "official-dino", "dino-backbone", "timm-simpool", "state-dict", "safetensors",
+)
 PREFER_CHOICES: tuple[str, ...] = ("auto", "ema", "raw", "teacher", "student")
 TRUST_FLAG = "--trust-checkpoint"
 
@@ -167,6 +177,12 @@ class LoadedCheckpoint:
         """Default of the official DINO position-embedding quirk for this file: on for official DINO
         ViT SimPool checkpoints (their numbers carry it), off otherwise."""
         return self.format == "official-dino" and self.family == "vit" and self.pool == "simpool"
+
+    @property
+    def dino_code(self) -> bool:
+        """Weights of the DINO code's models (DINO checkpoints and backbones, official SimPool DINO
+        files): their ViTs resize position embeddings and attend as DINO's ``vision_transformer.py``."""
+        return self.variant == "dino"
 
     @property
     def n_params(self) -> int:
@@ -482,6 +498,25 @@ def _is_tensor_mapping(obj: Any) -> bool:
     return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
+def is_dino_backbone(sd: Mapping[str, Any]) -> bool:
+    """A bare DINO backbone state dict (``dino-backbone``): a DINO ViT (CLS token, square position
+    grid, final ``norm``, no classifier, no SimPool) or a ResNet without ``fc``."""
+    keys = strip_wrappers(sd, [])
+    if any(k.startswith(KNOWN_SIMPOOL_PREFIXES + (DINO_BACKBONE_PREFIX,)) for k in keys) or find_timm_simpool_prefixes(keys):
+        return False
+    family = family_of_keys(keys)
+    if family == "vit":
+        pos = keys.get("pos_embed")
+        if pos is None or getattr(pos, "ndim", 0) != 3 or "cls_token" not in keys or "norm.weight" not in keys:
+            return False
+        n = int(pos.shape[1]) - 1
+        no_head = not any(k.startswith(("head.", "fc_norm.", "reg_token", "head_dist.")) for k in keys)
+        return no_head and n > 0 and math.isqrt(n) ** 2 == n
+    if family == "resnet":
+        return not any(k.startswith("fc.") for k in keys)
+    return False
+
+
 def _detect(obj: Any, meta: dict[str, str] | None) -> str:
     if meta is not None:
         return "safetensors"
@@ -492,6 +527,8 @@ def _detect(obj: Any, meta: dict[str, str] | None) -> str:
             return "official-supervised"
         if _is_tensor_mapping(obj) and find_timm_simpool_prefixes(obj):
             return "timm-simpool"
+        if _is_tensor_mapping(obj) and is_dino_backbone(obj):
+            return "dino-backbone"
         if _is_tensor_mapping(obj) or any(k in obj for k in ("state_dict", "state_dict_ema", "model", "model_ema")):
             return "state-dict"
     return ""
@@ -615,6 +652,19 @@ def load_checkpoint(path: str | Path, format: str | None = None, trust: bool = F
             gamma, gamma_known = _as_gamma(m["gamma"], f"checkpoint {p} metadata"), True
         if m.get("variant") in VARIANTS:
             variant, variant_known = m["variant"], True
+    elif fmt == "dino-backbone":
+        if not _is_tensor_mapping(obj) or not is_dino_backbone(obj):
+            raise SimpoolBenchError(
+                f"checkpoint {p}: --format dino-backbone expects a bare DINO backbone state dict (ViT: cls_token, "
+                f"pos_embed, patch_embed, blocks, norm and no head; or a ResNet without fc)"
+            )
+        sd = strip_wrappers(_tensor_dict(obj, p, "the file"), rules)
+        variant, variant_known = "dino", True
+        notes.append(
+            "DINO backbone (no classifier): variant dino, ImageNet mean/std"
+            + ("; position interpolation and attention as DINO's vision_transformer.py" if family_of_keys(sd) == "vit" else "")
+            + "; --format state-dict reads it as timm weights"
+        )
     else:  # state-dict / timm-simpool
         if not isinstance(obj, Mapping):
             raise SimpoolBenchError(f"checkpoint {p}: --format {fmt} expects a state dict, found a {type(obj).__name__}")

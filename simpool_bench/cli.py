@@ -122,7 +122,7 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="timm arc
 PoolOpt = Annotated[Optional[Pool], typer.Option("--pool", help="Pooling: simpool | cls (ViTs) | gap (inferred from the checkpoint).", rich_help_panel="Model")]
 GammaOpt = Annotated[Optional[str], typer.Option("--gamma", help="SimPool gamma: a float, or 'none' for the plain attention-weighted mean (default 1.25 transformers, 2.0 CNNs).", rich_help_panel="Model")]
 CkptOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint file (.pth, .pth.tar, .safetensors); format auto-detected.", rich_help_panel="Model")]
-FormatOpt = Annotated[Optional[str], typer.Option("--format", help="Force the checkpoint format: official-supervised | official-dino | timm-simpool | state-dict | safetensors.", rich_help_panel="Model")]
+FormatOpt = Annotated[Optional[str], typer.Option("--format", help="Force the checkpoint format: official-supervised | official-dino | dino-backbone | timm-simpool | state-dict | safetensors.", rich_help_panel="Model")]
 TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitrary unpickling (only for files you trust).", rich_help_panel="Model")]
 PreferOpt = Annotated[str, typer.Option("--prefer", help="Which weights of a checkpoint: auto (EMA, DINO teacher) | ema | raw | teacher | student.", rich_help_panel="Model")]
 VariantOpt = Annotated[Optional[str], typer.Option("--variant", help="ViT layout: supervised (norm before SimPool) | dino (norm after).", rich_help_panel="Model")]
@@ -316,7 +316,7 @@ def discover(
     list_file: Annotated[Optional[Path], typer.Option("--list", help="COCO20k: coco_20k_filenames.txt (LOST).")] = None,
     method: Annotated[str, typer.Option("--method", help="attn (attention map) | lost (ViT keys) | center | full-image (no model).")] = "attn",
     mass: Annotated[float, typer.Option("--mass", help="attn: fraction of attention mass kept (DINO/LOST: 0.6).")] = 0.6,
-    lost_compat: Annotated[bool, typer.Option("--lost-compat", help="attn: reproduce LOST dino_seg's component choice, off-by-one included.")] = False,
+    lost_compat: Annotated[bool, typer.Option("--lost-compat", help="attn: all of LOST dino_seg's defaults: head 4 of a CLS map (unless --cls-head), its component choice (off-by-one included), its unclipped box.")] = False,
     k_patches: Annotated[int, typer.Option("--k-patches", help="lost: seed expansion size (LOST: 100).")] = 100,
     no_hard: Annotated[bool, typer.Option("--no-hard", help="VOC: drop images whose objects are all difficult/truncated (LOST --no_hard).")] = False,
     maps: Annotated[Optional[Path], typer.Option("--maps", help="--method attn on the maps stored by `extract` in this folder instead of running a model.")] = None,

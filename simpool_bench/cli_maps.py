@@ -130,7 +130,7 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
         threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=0.999999, help="cub/imagenet: score-map threshold of the predicted box (wsolevaluation: boxes of all contours, the best IoU shown).", rich_help_panel="Selection")] = 0.5,
         threshold_from: Annotated[Optional[list[Path]], typer.Option("--threshold-from", help="A localize run (folder or results file) per column: use its best_threshold at IoU 50 instead of --threshold.", rich_help_panel="Selection")] = None,
         mass: Annotated[float, typer.Option("--mass", help="VOC/COCO: attention mass of the predicted box (LOST: 0.6).", rich_help_panel="Selection")] = 0.6,
-        lost_compat: Annotated[bool, typer.Option("--lost-compat", help="VOC/COCO: LOST dino_seg's component choice.", rich_help_panel="Selection")] = False,
+        lost_compat: Annotated[bool, typer.Option("--lost-compat", help="VOC/COCO: LOST dino_seg's defaults (head 4 of a CLS map, its component choice).", rich_help_panel="Selection")] = False,
         curves: Annotated[Optional[list[Path]], typer.Option("--curves", help="A localize run folder (boxacc_curve.csv) to plot; repeatable, labelled by folder name.", rich_help_panel="Output")] = None,
         alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Heat-map opacity.", rich_help_panel="Output")] = 0.5,
         cam_target: CamTargetOpt = "gt",
@@ -166,6 +166,10 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
             sources: list[V.MapSource] = []
             for ck in checkpoint or ([None] if not maps else []):
                 net, _ = api.load_model(replace(opts, checkpoint=ck))
+                if lost_compat and protocol == "discover":
+                    from .evaluate import use_lost_head
+
+                    use_lost_head(net)
                 name = Path(ck).name.split(".")[0] if ck is not None else net.arch
                 sources.append(V.model_source(net, records, config, protocol=protocol, cam_target=cam_target, label=name))
             for d in maps:

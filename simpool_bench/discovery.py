@@ -8,10 +8,15 @@ LOST's ``detect_box``/``dino_seg`` produce them: patch-grid extents times the st
 - ``boxes_lost``: LOST's seed selection / seed expansion / ``detect_box`` on last-block keys.
 - ``center_boxes``, ``full_image_boxes``: model-free baselines.
 
-Exactness notes (the reference leaves these to the device, we fix them):
-- every sort is *stable*: among equal values the lower row-major patch index sorts first. LOST calls
-  ``torch.sort``/``torch.argsort`` without ``stable=True``, whose tie order is implementation-defined
-  (CPU is stable in practice, CUDA small sorts are not).
+Exactness notes:
+- every sort is LOST's own op, called the way LOST calls it, on the device the tensors are on:
+  ``torch.argsort(-degree as float32, descending=True)`` on one image's (N,) degrees (LOST
+  ``patch_scoring``) and ``torch.sort`` of each (N,) attention row (``dino_seg``). Neither is stable:
+  the tie order is the device's (on CPU, ``std::sort``: stable up to 16 elements, not beyond; CUDA
+  has its own). Degrees are integer counts, so ties are the rule and decide seeds; a box therefore
+  equals LOST's run on the same kind of device, and the tie order of a number is that of the
+  device given by ``--device``.
+- the similarity of one image is ``(f @ f^T)`` of its own (1, N, d) keys, as LOST computes it.
 - connected components are 4-connected (``scipy.ndimage.label``'s default, as LOST); labels are
   numbered in row-major order of each component's first patch.
 """
@@ -30,6 +35,8 @@ from .errors import SimpoolBenchError
 DINO_ATTENTION_MASS = 0.6
 #: LOST ``main_lost.py --k_patches``: lowest-degree patches considered at seed expansion.
 LOST_K_PATCHES = 100
+#: LOST ``main_lost.py --dinoseg_head``: the head of the CLS row ``dino_seg`` boxes by default.
+LOST_DINOSEG_HEAD = 4
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -61,14 +68,14 @@ def _work_dtype(t: torch.Tensor) -> torch.dtype:
 
 # ------------------------------------------------------------------------------------ pure steps
 def attention_mass_mask(maps: torch.Tensor, mass: float = DINO_ATTENTION_MASS) -> torch.Tensor:
-    """DINO's mass rule on flattened maps (G, N) -> bool (G, N), row by row.
+    """DINO's mass rule on flattened maps (G, N) -> bool (G, N), row by row, on the maps' device.
 
-    Sort each row ascending (stable), divide by the row's sum, cumulative sum, keep where
+    Sort each row ascending with ``torch.sort`` (LOST ``dino_seg``'s op: not stable, so equal
+    values come in the device's order), divide by the row's sum, cumulative sum, keep where
     ``cumsum > 1 - mass``; i.e. the smallest set of patches holding ``mass`` of the total, the
-    same float ops as DINO ``visualize_attention.py``. Among equal values the lower index sorts
-    first, so it is dropped first. A row summing to 0 (or with NaN) keeps nothing.
+    same float ops as DINO ``visualize_attention.py``. A row summing to 0 (or with NaN) keeps nothing.
     """
-    val, idx = torch.sort(maps, dim=1, stable=True)
+    val, idx = torch.sort(maps, dim=1)
     val = val / torch.sum(val, dim=1, keepdim=True)
     keep_sorted = torch.cumsum(val, dim=1) > (1 - mass)
     keep = torch.empty_like(keep_sorted)
@@ -164,13 +171,13 @@ def boxes_from_attention(
             f"stride {stride}) but the map is {attn.shape[1]}x{attn.shape[2]}"
         )
     do_clip = (not lost_compat) if clip is None else bool(clip)
-    work = attn.detach().to(device="cpu", dtype=_work_dtype(attn))
+    work = attn.detach().to(dtype=_work_dtype(attn))
     out = np.zeros((b, 4), dtype=np.int64)
     keys = [tuple(g) for g in grid.tolist()]
     for gh, gw in sorted(set(keys)):
         members = [i for i, k in enumerate(keys) if k == (gh, gw)]
         rows = work[members, :gh, :gw].reshape(len(members), gh * gw).contiguous()
-        masks = attention_mass_mask(rows, mass).numpy().reshape(len(members), gh, gw)
+        masks = attention_mass_mask(rows, mass).cpu().numpy().reshape(len(members), gh, gw)
         for j, i in enumerate(members):
             ext = largest_component_extent(masks[j], lost_compat=lost_compat)
             out[i] = _scale_clip(ext, stride, hw[i] if do_clip else None)
@@ -179,15 +186,22 @@ def boxes_from_attention(
 
 # ------------------------------------------------------------------------------------ LOST
 def lost_degree_order(similarity: torch.Tensor) -> torch.Tensor:
-    """LOST ``patch_scoring``: patches by increasing degree, (B, N) indices.
+    """LOST ``patch_scoring``: patches by increasing degree, (N,) indices of one image's (N, N)
+    similarity, or (B, N) for (B, N, N), each image sorted on its own.
 
     The degree of a patch is its number of *other* patches with a positive similarity (diagonal
-    and negative entries dropped). Stable: equal degrees keep the lower index first.
+    and negative entries dropped). The order is LOST's op on the similarity's device,
+    ``torch.argsort(-degree.float(), descending=True)`` on the (N,) vector: equal degrees come in
+    that op's (unstable) tie order, exactly as in LOST.
     """
+    if similarity.ndim == 3:
+        if len(similarity) == 0:
+            return torch.zeros((0, similarity.shape[1]), dtype=torch.long, device=similarity.device)
+        return torch.stack([lost_degree_order(s) for s in similarity])
     positive = similarity > 0
-    positive.diagonal(dim1=1, dim2=2).fill_(False)
-    degree = positive.sum(dim=2)
-    return torch.argsort(degree, dim=1, stable=True)
+    positive.fill_diagonal_(False)
+    cent = -torch.sum(positive, dim=1).type(torch.float32)
+    return torch.argsort(cent, descending=True)
 
 
 def boxes_lost(
@@ -199,15 +213,16 @@ def boxes_lost(
 ) -> np.ndarray:
     """LOST boxes (``object_discovery.lost`` + ``detect_box``) from last-block patch keys.
 
-    Per image: similarity A = K K^T; seed = the lowest-degree patch; the seed is expanded with the
+    Per image, on the keys' device: similarity A = K K^T of that image's (1, N, d) keys; seed = the
+    lowest-degree patch (LOST's own sort, see ``lost_degree_order``); the seed is expanded with the
     patches among the ``k_patches`` lowest-degree ones that have a positive similarity to it; the
     box is the extent of the 4-connected component of ``sum of their A rows > 0`` that holds the
     seed, times ``stride``, its max clipped to the image (LOST's ``initial_im_size``).
 
     Args:
         keys: (B, N, d) key features of the patch tokens only (no CLS/register), heads
-            concatenated, as LOST takes them from the last block's ``qkv`` output. Computed in the
-            keys' device and float32 (float64 kept).
+            concatenated, as LOST takes them from the last block's ``qkv`` output. Computed on the
+            keys' device in float32 (float64 kept).
         grid_hw: the patch grid (gh, gw), gh * gw = N; one pair, or (B, 2) all equal to it. LOST
             runs each image on its own grid (padded to a multiple of the stride only): batch only
             images of the same padded size.
@@ -238,20 +253,20 @@ def boxes_lost(
         return out
 
     feats = keys.detach().to(_work_dtype(keys))
+    seeds_list, expanded = [], []
     with torch.no_grad():
-        sim = feats @ feats.transpose(1, 2)
-        order = lost_degree_order(sim)
-        seeds = order[:, 0]
-        potentials = order[:, : int(k_patches)]
-        expanded = []
         for i in range(b):
-            a = sim[i]
-            pot = potentials[i]
-            similars = pot[a[seeds[i], pot] > 0.0]
+            f = feats[i : i + 1]
+            a = (f @ f.transpose(1, 2))[0]
+            order = lost_degree_order(a)
+            seed = order[0]
+            pot = order[: int(k_patches)]
+            similars = pot[a[seed, pot] > 0.0]
             expanded.append(torch.sum(a[similars, :], dim=0))
+            seeds_list.append(seed)
         # LOST's detect_box casts the map to float32 (``.float()``) before ``> 0``
         positive = (torch.stack(expanded).float() > 0.0).cpu().numpy().reshape(b, gh, gw)
-    seeds_np = seeds.cpu().numpy()
+    seeds_np = torch.stack(seeds_list).cpu().numpy()
 
     for i in range(b):
         labels, _ = scipy.ndimage.label(positive[i])

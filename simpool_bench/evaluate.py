@@ -17,7 +17,7 @@ import torch
 
 from .data.images import ImageDataset
 from .data.records import Record
-from .discovery import boxes_from_attention, boxes_lost, center_boxes, full_image_boxes
+from .discovery import LOST_DINOSEG_HEAD, boxes_from_attention, boxes_lost, center_boxes, full_image_boxes
 from .engine import Batch, EngineConfig, EvalResult, all_gather_indexed, bucket_batches, evaluate, resolve_device
 from .errors import SimpoolBenchError
 from .finite import NonFiniteCounter, check_nonfinite, finite_rows
@@ -310,6 +310,22 @@ def localize(
 
 
 # ----------------------------------------------------------------------------------- discover
+def use_lost_head(model: torch.nn.Module) -> bool:
+    """``--lost-compat``: LOST's ``dino_seg`` boxes head ``LOST_DINOSEG_HEAD`` (4, its ``--dinoseg_head``
+    default) of the last block's CLS row. A model whose map is that row's head mean is switched to
+    head 4 (True); a head chosen by the user, or a map of another source, is kept (False)."""
+    if getattr(model, "attn_source", None) != "cls" or getattr(model, "cls_head", None) is not None:
+        return False
+    heads = int(getattr(model, "num_heads", 0))
+    if heads <= LOST_DINOSEG_HEAD:
+        raise SimpoolBenchError(
+            f"--lost-compat boxes head {LOST_DINOSEG_HEAD} of the CLS attention (LOST --dinoseg_head), but {model.arch} "
+            f"has {heads} heads: pass --cls-head (0..{heads - 1})"
+        )
+    model.cls_head = LOST_DINOSEG_HEAD
+    return True
+
+
 def discover(
     model: torch.nn.Module | None,
     records: Sequence[Record],
@@ -327,7 +343,10 @@ def discover(
     """CorLoc of one predicted box per image (LOST protocol).
 
     Images are evaluated at full resolution, zero-padded right/bottom to the model's stride; batches
-    only group images of the same padded size, so the batch size never changes a box.
+    only group images of the same padded size, so the batch size never changes a box. Boxes are
+    computed on the model's device (LOST's sorts there: see ``discovery``). ``lost_compat`` with
+    ``method='attn'`` is all of LOST ``dino_seg``'s defaults: head 4 of a CLS map (``use_lost_head``,
+    unless a head was chosen) and its component choice.
     ``on_boxes(indices, boxes, hits)`` receives every batch's predictions (for visualize)."""
     if method not in DISCOVER_METHODS:
         raise SimpoolBenchError(f"--method {method!r}: expected one of {', '.join(DISCOVER_METHODS)}")
@@ -354,6 +373,8 @@ def discover(
         raise SimpoolBenchError(f"--method lost needs a ViT (it uses the last block's keys); {model.arch} is a {model.family}")
     if method == "attn" and getattr(model, "attn_source", None) is None:
         raise SimpoolBenchError(f"model {model.arch} with pool {model.pool} gives no attention map; use --method lost, center or full-image")
+    if method == "attn" and lost_compat:
+        use_lost_head(model)
     cfg = getattr(model, "data_config", {})
     transform = discovery_transform(stride, cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)))
     pad_keys = [(padded_size(int(h), stride), padded_size(int(w), stride)) for h, w in sizes]
@@ -376,9 +397,12 @@ def discover(
         idx = batch.indices[keep]
         hw = sizes[idx]
         if method == "attn":
-            boxes = boxes_from_attention(batch.output.attn.float().cpu()[keep], hw, stride, mass=mass, lost_compat=lost_compat)
+            attn = batch.output.attn.float()
+            attn = attn[torch.as_tensor(keep, device=attn.device)]
+            boxes = boxes_from_attention(attn, hw, stride, mass=mass, lost_compat=lost_compat)
         else:
-            keys = batch.output.keys.float().cpu()[keep]
+            keys = batch.output.keys.float()
+            keys = keys[torch.as_tensor(keep, device=keys.device)]
             gh, gw = batch.images.shape[-2] // stride, batch.images.shape[-1] // stride
             boxes = boxes_lost(keys, (gh, gw), hw, stride, k_patches=k_patches)
         hits = accs["corloc"].update(boxes, [gts[i] for i in idx])

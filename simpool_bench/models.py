@@ -57,9 +57,14 @@ Attention sources (``attn_source``), all float32 maps (B, h, w) on the feature g
   multiplied by the head norm's scale, which makes the map exact up to a per-image positive scale
   and shift (removed by the min-max normalisation of every localisation protocol).
 
-ViTs accept any input size divisible by the patch size (position embeddings resampled as timm's
-``dynamic_img_size`` does). ``dino_pos_quirk`` reproduces the official DINO/SimPool
-``interpolate_pos_encoding`` instead, including its ``npatch = tokens - 1`` slip in simpool mode.
+ViTs accept any input size divisible by the patch size. ``pos_interp`` says how position
+embeddings are resized: ``'timm'`` as timm's ``dynamic_img_size`` does (``resample_abs_pos_embed``,
+bicubic with antialias), ``'dino'`` as the DINO code's ``interpolate_pos_encoding`` does (bicubic,
+no antialias, ``scale_factor=((H//p + 0.1)/sqrt(N), (W//p + 0.1)/sqrt(N))``, identity only for
+the trained grid on a square input); the two agree only at the trained size. ``dino_pos_quirk``
+adds the official DINO/SimPool ``npatch = tokens - 1`` slip of simpool mode. ``fused_attn=False``
+runs every block's attention as explicit ``softmax(q k^T * scale) v`` (the DINO code's ops, bit for
+bit where the scale is a power of two, as for 64-dim heads) instead of timm's fused kernel.
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ from .errors import SimpoolBenchError
 from .pooling import MIN_SCOPES, SIMPOOL_NORM_EPS, SimPool
 
 POOLS: tuple[str, ...] = ("simpool", "cls", "gap")
+POS_INTERPS: tuple[str, ...] = ("timm", "dino")
 VARIANTS: tuple[str, ...] = ("supervised", "dino")
 ATTN_SOURCES: tuple[str, ...] = ("simpool", "cls", "cam", "none")
 # timm module -> our family name
@@ -137,7 +143,8 @@ class BenchModel(nn.Module):
     Attributes:
         arch, family ('vit' | 'resnet' | 'convnext'), pool ('simpool' | 'cls' | 'gap'),
         gamma (float | None), variant ('supervised' | 'dino'), attn_source (str | None),
-        cls_head, min_scope, use_beta, dino_pos_quirk, stride (patch size or CNN total stride),
+        cls_head, min_scope, use_beta, dino_pos_quirk, pos_interp ('timm' | 'dino', ViTs), stride (patch
+        size or CNN total stride),
         num_classes (0 = no classifier), num_features (d), data_config (timm's resolved eval
         config: input_size, interpolation, mean, std, crop_pct, crop_mode).
     """
@@ -158,6 +165,7 @@ class BenchModel(nn.Module):
         use_beta: bool,
         dino_pos_quirk: bool,
         data_config: dict[str, Any],
+        pos_interp: str = "timm",
     ) -> None:
         super().__init__()
         for name, p in net.named_parameters(recurse=False):
@@ -176,6 +184,7 @@ class BenchModel(nn.Module):
         self.min_scope = min_scope
         self.use_beta = use_beta
         self.dino_pos_quirk = dino_pos_quirk
+        self.pos_interp = pos_interp
         self.num_classes = int(getattr(net, "num_classes", 0))
         self.num_features = int(getattr(net, "num_features"))
         self.data_config = data_config
@@ -215,16 +224,20 @@ def _heads_mean(attn: Tensor, head: int | None) -> Tensor:
 
 
 def dino_interpolate_pos_encoding(
-    pos_embed: Tensor, num_prefix: int, num_patches: int, img_hw: tuple[int, int], patch_size: int
+    pos_embed: Tensor, num_prefix: int, num_patches: int, img_hw: tuple[int, int], patch_size: int,
+    npatch_slip: bool = True,
 ) -> Tensor:
-    """Position embeddings as the official DINO / SimPool ViT ``interpolate_pos_encoding`` gives them.
+    """Position embeddings as the DINO / SimPool ViT ``interpolate_pos_encoding`` gives them.
 
     ``num_prefix`` = prefix (CLS) tokens in the sequence and in ``pos_embed`` (0 in simpool mode).
-    The official code takes ``npatch = tokens - 1`` whatever the mode, so with no CLS token it
-    never takes the early return and always runs ``F.interpolate(..., scale_factor=((H//p + 0.1)/sqrt(N),
-    (W//p + 0.1)/sqrt(N)), mode='bicubic')``, which is not the identity even at the trained size.
+    DINO returns ``pos_embed`` unchanged when ``npatch == N`` and the input is square; otherwise it
+    runs ``F.interpolate(..., scale_factor=((H//p + 0.1)/sqrt(N), (W//p + 0.1)/sqrt(N)),
+    mode='bicubic')`` on the (1, d, sqrt(N), sqrt(N)) patch grid. The official code takes
+    ``npatch = tokens - 1`` whatever the mode (``npatch_slip``, default): with no CLS token it never
+    takes the early return, which is not the identity even at the trained size. With a CLS token
+    the slip changes nothing.
     """
-    npatch = num_patches + num_prefix - 1
+    npatch = num_patches + num_prefix - 1 if npatch_slip else num_patches
     n_pos = pos_embed.shape[1] - num_prefix
     h, w = img_hw
     if npatch == n_pos and h == w:
@@ -267,8 +280,10 @@ class ViTBenchModel(BenchModel):
 
     def _positions(self, n_patches: int, gh: int, gw: int, img_hw: tuple[int, int]) -> Tensor:
         n_prefix_pos = 0 if self.no_embed_class else self.num_prefix_tokens
-        if self.dino_pos_quirk:
-            return dino_interpolate_pos_encoding(self.pos_embed, n_prefix_pos, n_patches, img_hw, self.stride)
+        if self.dino_pos_quirk or self.pos_interp == "dino":
+            return dino_interpolate_pos_encoding(
+                self.pos_embed, n_prefix_pos, n_patches, img_hw, self.stride, npatch_slip=self.dino_pos_quirk
+            )
         return resample_abs_pos_embed(self.pos_embed, new_size=(gh, gw), old_size=self.pos_grid, num_prefix_tokens=n_prefix_pos)
 
     def _tokens(self, x: Tensor) -> tuple[Tensor, int, int]:
@@ -293,8 +308,8 @@ class ViTBenchModel(BenchModel):
 
     def _last_block(self, t: Tensor, need_attn: bool, need_keys: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Run the last block, taking its qkv apart when its CLS attention or keys are needed; the
-        block's output is timm's fused attention either way. Returns (tokens, attn (B, heads, 1, N) or
-        None, keys)."""
+        block's output is timm's fused attention, or (``fused_attn`` off) the explicit one whose CLS row
+        is the attention returned. Returns (tokens, attn (B, heads, 1, N) or None, keys)."""
         blk = self.blocks[-1]
         if not (need_attn or need_keys):
             return blk(t), None, None
@@ -308,9 +323,14 @@ class ViTBenchModel(BenchModel):
         keys = k.transpose(1, 2).reshape(B, N, -1)[:, self.num_prefix_tokens:] if need_keys else None
         q, k = a.q_norm(q), a.k_norm(k)
         attn = None
-        if need_attn:  # the CLS query's row only (B, heads, 1, N): O(N) beside the fused attention
-            attn = ((q[:, :, :1] * a.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-        o = F.scaled_dot_product_attention(q, k, v, dropout_p=a.attn_drop.p if self.training else 0.0)
+        if not a.fused_attn:  # explicit, as the DINO code (and timm's unfused path): the CLS row is row 0
+            full = ((q * a.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+            attn = full[:, :, :1] if need_attn else None
+            o = a.attn_drop(full) @ v
+        else:
+            if need_attn:  # the CLS query's row only (B, heads, 1, N): O(N) beside the fused attention
+                attn = ((q[:, :, :1] * a.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+            o = F.scaled_dot_product_attention(q, k, v, dropout_p=a.attn_drop.p if self.training else 0.0)
         o = a.proj_drop(a.proj(a.norm(o.transpose(1, 2).reshape(B, N, a.attn_dim))))
         t = t + blk.drop_path1(blk.ls1(o))
         t = t + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(t))))
@@ -508,6 +528,8 @@ def build_model(
     use_beta: bool = False,
     dino_pos_quirk: bool = False,
     simpool_eps: float = SIMPOOL_NORM_EPS,
+    pos_interp: str = "timm",
+    fused_attn: bool | None = None,
     **timm_kwargs: Any,
 ) -> BenchModel:
     """Build a timm model (``pretrained=False``) with the pooling and attention source asked for.
@@ -529,6 +551,11 @@ def build_model(
         dino_pos_quirk: reproduce the official DINO position-embedding interpolation (variant
             'dino' ViTs only; on for official DINO files, never for our own models).
         simpool_eps: LayerNorm eps of SimPool's ``norm_patches`` (official 1e-6, timm's 1e-5).
+        pos_interp: ViT position-embedding resize: ``'timm'`` (``resample_abs_pos_embed``) or ``'dino'``
+            (the DINO code's ``interpolate_pos_encoding``; the default for DINO-code weights in
+            ``api.load_model``).
+        fused_attn: ViT attention kernel: None = timm's default (fused where available), False = the
+            explicit ``softmax(q k^T * scale) v`` of the DINO code, True = fused.
         **timm_kwargs: passed to ``timm.create_model`` (e.g. depth, embed_dim, num_heads, patch_size).
     """
     family = model_family(arch)
@@ -547,6 +574,12 @@ def build_model(
         raise SimpoolBenchError("use_beta needs pool='simpool' with a gamma (official SimPool adds beta only on the gamma path)")
     if dino_pos_quirk and not (family == "vit" and variant == "dino"):
         raise SimpoolBenchError(f"dino_pos_quirk applies to variant 'dino' ViTs only, not {variant} {family}")
+    if pos_interp not in POS_INTERPS:
+        raise SimpoolBenchError(f"pos_interp {pos_interp!r} is not one of {', '.join(POS_INTERPS)}")
+    if pos_interp != "timm" and family != "vit":
+        raise SimpoolBenchError(f"pos_interp {pos_interp!r} applies to ViTs only (position embeddings), not a {family}")
+    if fused_attn is not None and family != "vit":
+        raise SimpoolBenchError(f"fused_attn applies to ViTs only, not a {family}")
     bad = [k for k in _RESERVED_TIMM_KWARGS if k in timm_kwargs]
     if bad:
         raise SimpoolBenchError(f"timm argument(s) {', '.join(bad)} are set by build_model (use pool/variant/num_classes)")
@@ -581,8 +614,12 @@ def build_model(
     model = _FAMILY_CLASSES[family](
         net, simpool_eps=simpool_eps, arch=arch, pool=pool, gamma=gamma_value, variant=variant,
         attn_source=source, cls_head=cls_head, min_scope=min_scope, use_beta=use_beta,
-        dino_pos_quirk=dino_pos_quirk, data_config=data_config,
+        dino_pos_quirk=dino_pos_quirk, data_config=data_config, pos_interp=pos_interp,
     )
+    if fused_attn is not None:
+        for m in model.modules():
+            if isinstance(m, Attention):
+                m.fused_attn = bool(fused_attn)
     if cls_head is not None and not 0 <= cls_head < getattr(model, "num_heads", 0):
         raise SimpoolBenchError(f"cls_head {cls_head} is out of range: the last block has {getattr(model, 'num_heads', 0)} heads")
     return model

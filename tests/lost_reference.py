@@ -2,8 +2,8 @@
 
 Written from LOST's ``object_discovery.py`` (``lost``, ``patch_scoring``, ``detect_box``,
 ``dino_seg``) and ``datasets.py`` (``bbox_iou``, the x1y1x2y2 IoU branch), step for step in the same
-tensor ops and dtypes. The one deliberate change: every sort is ``stable=True`` (LOST's tie order
-is implementation-defined; ours is documented as stable). No shortcut, no batching.
+tensor ops, dtypes and sort calls (``torch.argsort(cent, descending=True)``, ``torch.sort``: not
+stable, so ties come in the device's order, as in LOST). No shortcut, no batching.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def patch_scoring(M, threshold=0.0):
     A.fill_diagonal_(0)
     A[A < 0] = 0
     cent = -torch.sum(A > threshold, dim=1).type(torch.float32)
-    sel = torch.argsort(cent, descending=True, stable=True)
+    sel = torch.argsort(cent, descending=True)
     return sel, cent
 
 
@@ -62,11 +62,11 @@ def dino_seg(attentions, dims, patch_size, head=0, official_th=0.6):
     w_featmap, h_featmap = dims
     nh = attentions.shape[0]
     attentions = attentions.clone()
-    val, idx = torch.sort(attentions, stable=True)
+    val, idx = torch.sort(attentions)
     val /= torch.sum(val, dim=1, keepdim=True)
     cumval = torch.cumsum(val, dim=1)
     th_attn = cumval > (1 - official_th)
-    idx2 = torch.argsort(idx, stable=True)
+    idx2 = torch.argsort(idx)
     for h in range(nh):
         th_attn[h] = th_attn[h][idx2[h]]
     th_attn = th_attn.reshape(nh, w_featmap, h_featmap).float()
@@ -88,11 +88,11 @@ def dino_seg_mask(attentions, dims, head=0, official_th=0.6):
     """The thresholded mask of ``dino_seg`` (its first half), (w_featmap, h_featmap) bool."""
     w_featmap, h_featmap = dims
     nh = attentions.shape[0]
-    val, idx = torch.sort(attentions.clone(), stable=True)
+    val, idx = torch.sort(attentions.clone())
     val /= torch.sum(val, dim=1, keepdim=True)
     cumval = torch.cumsum(val, dim=1)
     th_attn = cumval > (1 - official_th)
-    idx2 = torch.argsort(idx, stable=True)
+    idx2 = torch.argsort(idx)
     for h in range(nh):
         th_attn[h] = th_attn[h][idx2[h]]
     return th_attn.reshape(nh, w_featmap, h_featmap)[head].cpu().numpy()
@@ -116,3 +116,115 @@ def corloc_hit(pred, gt_bbxs):
     """LOST ``main_lost.py``: ``torch.any(bbox_iou(pred, gt) >= 0.5)`` on int64 numpy boxes."""
     ious = bbox_iou(torch.from_numpy(pred), torch.from_numpy(gt_bbxs))
     return bool(torch.any(ious >= 0.5))
+
+
+# ------------------------------------------------------------------------------ main_lost.py, end to end
+# LOST ``datasets.py``: the transform applied to every image.
+LOST_TRANSFORM_MEAN = (0.485, 0.456, 0.406)
+LOST_TRANSFORM_STD = (0.229, 0.224, 0.225)
+
+
+def lost_voc_dataset(root, year="2007", image_set="trainval"):
+    """LOST ``datasets.Dataset`` for VOC: torchvision's ``VOCDetection`` (``root`` holds
+    ``VOCdevkit/VOC<year>``) with LOST's transform. Images are read by torchvision's loader,
+    ``Image.open(path).convert("RGB")``: no EXIF rotation."""
+    import torchvision
+    from torchvision import transforms as pth_transforms
+
+    transform = pth_transforms.Compose(
+        [pth_transforms.ToTensor(), pth_transforms.Normalize(LOST_TRANSFORM_MEAN, LOST_TRANSFORM_STD)]
+    )
+    return torchvision.datasets.VOCDetection(root, year=year, image_set=image_set, transform=transform, download=False)
+
+
+def extract_gt_voc(targets, remove_hards=False):
+    """LOST ``extract_gt_VOC``."""
+    objects = targets["annotation"]["object"]
+    nb_obj = len(objects)
+    gt_bbxs = []
+    gt_clss = []
+    for o in range(nb_obj):
+        if remove_hards and (objects[o]["truncated"] == "1" or objects[o]["difficult"] == "1"):
+            continue
+        gt_clss.append(objects[o]["name"])
+        obj = objects[o]["bndbox"]
+        x1y1x2y2 = [int(obj["xmin"]), int(obj["ymin"]), int(obj["xmax"]), int(obj["ymax"])]
+        x1y1x2y2[0] -= 1
+        x1y1x2y2[1] -= 1
+        gt_bbxs.append(x1y1x2y2)
+    return np.asarray(gt_bbxs), gt_clss
+
+
+def get_model_vit_small(state_dict, device, patch_size=16, depth=12):
+    """LOST ``networks.get_model`` for ``vit_small``: DINO's ViT, num_classes=0, the backbone state
+    dict loaded strictly, eval, on ``device``."""
+    import dino_reference as vits
+
+    model = vits.vit_small(patch_size=patch_size, depth=depth, num_classes=0)
+    for p in model.parameters():
+        p.requires_grad = False
+    model.load_state_dict(state_dict, strict=True)
+    model.eval()
+    model.to(device)
+    return model
+
+
+def main_lost(dataset, model, device, patch_size=16, dinoseg=False, dinoseg_head=4, k_patches=100, no_hard=False):
+    """The per-image loop of LOST ``main_lost.py`` (ViT, ``--which_features k``), line for line:
+    returns ({image name: pred box}, corloc in percent)."""
+    preds_dict = {}
+    cnt = 0
+    corloc = np.zeros(len(dataset))
+    for im_id, inp in enumerate(dataset):
+        img = inp[0]
+        init_image_size = img.shape
+        im_name = inp[1]["annotation"]["filename"]
+        if im_name is None:
+            continue
+        size_im = (
+            img.shape[0],
+            int(np.ceil(img.shape[1] / patch_size) * patch_size),
+            int(np.ceil(img.shape[2] / patch_size) * patch_size),
+        )
+        paded = torch.zeros(size_im)
+        paded[:, : img.shape[1], : img.shape[2]] = img
+        img = paded
+        img = img.to(device, non_blocking=True)
+        w_featmap = img.shape[-2] // patch_size
+        h_featmap = img.shape[-1] // patch_size
+
+        gt_bbxs, gt_cls = extract_gt_voc(inp[1], remove_hards=no_hard)
+        if gt_bbxs is not None and gt_bbxs.shape[0] == 0 and no_hard:
+            continue
+
+        with torch.no_grad():
+            feat_out = {}
+
+            def hook_fn_forward_qkv(module, input, output):
+                feat_out["qkv"] = output
+
+            handle = model._modules["blocks"][-1]._modules["attn"]._modules["qkv"].register_forward_hook(hook_fn_forward_qkv)
+            attentions = model.get_last_selfattention(img[None, :, :, :])
+            handle.remove()
+            scales = [patch_size, patch_size]
+            nb_im = attentions.shape[0]
+            nh = attentions.shape[1]
+            nb_tokens = attentions.shape[2]
+            if dinoseg:
+                pred = dino_seg(attentions[0, :, 0, 1:].reshape(nh, -1), (w_featmap, h_featmap), patch_size, head=dinoseg_head)
+                pred = np.asarray(pred)
+            else:
+                qkv = feat_out["qkv"].reshape(nb_im, nb_tokens, 3, nh, -1 // nh).permute(2, 0, 3, 1, 4)
+                q, k, v = qkv[0], qkv[1], qkv[2]
+                k = k.transpose(1, 2).reshape(nb_im, nb_tokens, -1)
+                feats = k[:, 1:, :]
+
+        if not dinoseg:
+            pred, A, scores, seed = lost(feats, [w_featmap, h_featmap], scales, init_image_size, k_patches=k_patches)
+
+        preds_dict[im_name] = pred
+        ious = bbox_iou(torch.from_numpy(pred), torch.from_numpy(gt_bbxs))
+        if torch.any(ious >= 0.5):
+            corloc[im_id] = 1
+        cnt += 1
+    return preds_dict, 100 * np.sum(corloc) / cnt

@@ -576,3 +576,68 @@ def test_sha256_file_streams(tmp_path):
     data = os.urandom(3 * (1 << 20) + 123)
     (tmp_path / "f").write_bytes(data)
     assert sha256_file(tmp_path / "f", chunk_size=1 << 16) == hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------------- DINO backbones
+@pytest.fixture
+def tiny_api(monkeypatch):
+    """``simpool_bench.api`` whose load_model builds the tiny stand-ins of TINY."""
+    from simpool_bench import api
+
+    def build(arch, **kw):
+        return build_model(arch, **{**kw, **{k: v for k, v in TINY[arch].items() if k != "img_size"}})
+
+    monkeypatch.setattr(api, "build_model", build)
+    return api
+
+
+def test_plain_dino_backbone_is_detected_and_runs_as_dino(tmp_path, tiny_api):
+    """DINO's published layout (a bare VisionTransformer state dict, no head): format dino-backbone,
+    variant dino, ImageNet mean/std, no classifier, DINO's position interpolation and attention."""
+    arch = "vit_small_patch16_224"
+    net = tiny(arch, 11, pool="cls", variant="dino")
+    path = tmp_path / "dino_deitsmall16_pretrain.pth"
+    torch.save(net.state_dict(), path)
+    info = inspect_checkpoint(path)
+    assert (info["format"], info["variant"], info["pool"], info["num_classes"]) == ("dino-backbone", "dino", "cls", None)
+    assert any("DINO backbone" in n for n in info["notes"])
+    api = tiny_api
+    model, ckpt = api.load_model(api.ModelOptions(arch=arch, checkpoint=path, img_size=32))
+    assert (model.variant, model.num_classes, model.pos_interp) == ("dino", 0, "dino")
+    assert model.data_config["mean"] == (0.485, 0.456, 0.406) and model.data_config["std"] == (0.229, 0.224, 0.225)
+    assert not any(b.attn.fused_attn for b in model.blocks)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 48, 32)).logits is None
+    # a headless timm export has the same keys: --format state-dict reads it as timm weights
+    forced = load_checkpoint(path, format="state-dict")
+    assert (forced.format, forced.variant, forced.dino_code) == ("state-dict", "supervised", False)
+    timm_model, _ = api.load_model(api.ModelOptions(arch=arch, checkpoint=path, img_size=32, format="state-dict", num_classes=0))
+    assert timm_model.pos_interp == "timm" and timm_model.data_config["mean"] == (0.5, 0.5, 0.5)
+
+
+def test_dino_training_checkpoint_and_official_simpool_run_dino_code(tmp_path, tiny_api):
+    api = tiny_api
+    arch = "vit_small_patch16_224"
+    teacher = tiny(arch, 12, pool="cls", variant="dino")
+    path = tmp_path / "checkpoint.pth"
+    write_dino_checkpoint(path, dino_args(mode="official"), teacher.state_dict(), teacher.state_dict(), 32, teacher_ddp=False, use_bn=False)
+    model, ckpt = api.load_model(api.ModelOptions(checkpoint=path, img_size=32))
+    assert (ckpt.format, model.pos_interp, model.dino_pos_quirk) == ("official-dino", "dino", False)
+    simpool = tiny(arch, 13, pool="simpool", gamma=1.25, variant="dino")
+    write_dino_checkpoint(path, dino_args(), simpool.state_dict(), simpool.state_dict(), 32, teacher_ddp=False, use_bn=False)
+    model, _ = api.load_model(api.ModelOptions(checkpoint=path, img_size=32))
+    assert (model.pos_interp, model.dino_pos_quirk) == ("dino", True)  # SPEC quirk 1 kept for official SimPool DINO
+    model, _ = api.load_model(api.ModelOptions(checkpoint=path, img_size=32, pos_interp="timm"))
+    assert model.pos_interp == "timm"
+
+
+def test_dino_backbone_detection_edges(tmp_path):
+    resnet = {k: v for k, v in tiny("resnet18", 14, pool="gap").state_dict().items() if not k.startswith("fc.")}
+    torch.save(resnet, tmp_path / "dino_resnet50_pretrain.pth")
+    c = load_checkpoint(tmp_path / "dino_resnet50_pretrain.pth")
+    assert (c.format, c.variant, c.pool) == ("dino-backbone", "dino", "gap")
+    with_head = tiny("vit_small_patch16_224", 15, pool="cls", num_classes=5).state_dict()
+    torch.save(with_head, tmp_path / "vit_head.pth")
+    assert load_checkpoint(tmp_path / "vit_head.pth").format == "state-dict"
+    with pytest.raises(SimpoolBenchError, match="dino-backbone expects a bare DINO backbone"):
+        load_checkpoint(tmp_path / "vit_head.pth", format="dino-backbone")

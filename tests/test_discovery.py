@@ -319,3 +319,69 @@ def test_center_and_full_image_boxes() -> None:
     assert full_image_boxes(np.array([[3, 4]])).dtype == np.int64
     with pytest.raises(SimpoolBenchError, match="image_hw"):
         full_image_boxes(np.array([[0, 4]]))
+
+
+# ------------------------------------------------------------------------------ ties: LOST's own sort ops
+def tied_similarity(rng: np.random.Generator, n: int) -> torch.Tensor:
+    """A symmetric (n, n) float32 similarity whose degrees are integer counts with many ties:
+    patches fall in a few groups, positive within a group and with random other groups."""
+    groups = rng.integers(0, int(rng.integers(2, 6)), n)
+    link = rng.random((6, 6)) < 0.4
+    link = link | link.T | np.eye(6, dtype=bool)
+    sign = np.where(link[groups][:, groups], 1.0, -1.0)
+    mag = rng.integers(1, 4, (n, n)).astype(np.float32)
+    mag = np.triu(mag) + np.triu(mag, 1).T
+    return torch.from_numpy((sign * mag).astype(np.float32))
+
+
+@pytest.mark.parametrize("n", [9, 16, 17, 40, 100, 257, 1000])
+def test_degree_order_is_lost_patch_scoring_on_tied_degrees(n) -> None:
+    from simpool_bench.discovery import lost_degree_order
+
+    rng = np.random.default_rng(n)
+    n_unstable = 0
+    for _ in range(4):
+        sim = tied_similarity(rng, n)
+        want, cent = ref.patch_scoring(sim.clone())
+        assert len(torch.unique(cent)) <= max(n // 2, 6)  # ties are the rule
+        got = lost_degree_order(sim.clone())
+        assert torch.equal(got, want)
+        assert torch.equal(lost_degree_order(sim[None].expand(2, n, n).clone())[1], want)  # batched = per image
+        n_unstable += int(not torch.equal(want, torch.argsort(cent, descending=True, stable=True)))
+    assert (n_unstable > 0) == (n > 16)  # the stable order is LOST's only up to 16 patches (CPU)
+
+
+@pytest.mark.parametrize("n", [9, 16, 17, 40, 100, 257, 1000])
+def test_mass_mask_is_dino_seg_sort_on_tied_attention(n) -> None:
+    from simpool_bench.discovery import attention_mass_mask
+
+    rng = np.random.default_rng(100 + n)
+    gh = int(next(d for d in range(int(math.isqrt(n)), 0, -1) if n % d == 0))
+    gw = n // gh
+    differs_from_stable = 0
+    for _ in range(4):
+        maps = torch.from_numpy(rng.integers(1, 4, (3, n)).astype(np.float32))
+        got = attention_mass_mask(maps.clone()).numpy()
+        for h in range(3):
+            assert np.array_equal(got[h].reshape(gh, gw), ref.dino_seg_mask(maps.clone(), (gh, gw), head=h))
+        val, idx = torch.sort(maps, dim=1, stable=True)
+        keep = torch.cumsum(val / val.sum(dim=1, keepdim=True), dim=1) > 0.4
+        stable = torch.empty_like(keep).scatter_(1, idx, keep).numpy()
+        differs_from_stable += int(not np.array_equal(stable, got))
+    assert (differs_from_stable > 0) == (n > 16)
+
+
+@pytest.mark.parametrize("gh,gw", [(3, 3), (4, 5), (10, 10), (25, 40)])
+def test_lost_boxes_equal_oracle_on_tied_keys(gh, gw) -> None:
+    """Keys drawn from a few discrete vectors: integer degrees tie in blocks and the seed and the
+    seed expansion follow LOST's tie order."""
+    rng = np.random.default_rng(gh * 100 + gw)
+    stride = 16
+    for _ in range(6):
+        protos = rng.integers(-2, 3, (int(rng.integers(2, 5)), 6)).astype(np.float32)
+        keys = protos[rng.integers(0, len(protos), (2, gh * gw))]
+        hws = np.array([(image_size_for(gh, stride, rng), image_size_for(gw, stride, rng)) for _ in range(2)])
+        got = boxes_lost(torch.from_numpy(keys), (gh, gw), hws, stride)
+        for i in range(2):
+            want, _ = oracle_lost_box(keys[i], gh, gw, (int(hws[i, 0]), int(hws[i, 1])), stride, 100)
+            assert got[i].tolist() == want

@@ -506,3 +506,48 @@ def test_attention_source_overrides():
         assert quiet(images(1, 32, 32)).attn is None
     with pytest.raises(SimpoolBenchError, match="return_keys"):
         build_model("resnet18")(images(1, 64, 64), return_keys=True)
+
+
+# ---------------------------------------------------------------------------------- DINO code, bit for bit
+@pytest.mark.parametrize("hw", [(32, 32), (48, 80), (80, 48), (112, 64)])
+def test_dino_code_vit_is_dino_vision_transformer_bit_for_bit(hw):
+    """pos_interp='dino' + explicit attention = DINO's vision_transformer.py (tests/dino_reference.py):
+    LOST's keys (qkv hook), the CLS attention of head 4 and the features identical on the same
+    batch; timm's way is not."""
+    import dino_reference
+
+    torch.manual_seed(3)
+    ref = dino_reference.vit_small(depth=2).eval()
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            p.copy_(torch.randn(p.shape) * (0.5 if name in ("pos_embed", "cls_token") else 0.05) + (1.0 if name.endswith("norm1.weight") else 0.0))
+    ours = build_model(VIT, pool="cls", variant="dino", depth=2, pos_interp="dino", fused_attn=False, cls_head=4).eval()
+    ours.load_state_dict(ref.state_dict())
+    timm_way = build_model(VIT, pool="cls", variant="dino", depth=2, cls_head=4).eval()
+    timm_way.load_state_dict(ref.state_dict())
+    x = images(3, *hw, seed=4)
+    with torch.no_grad():
+        out = ours(x, return_keys=True)
+        feat = {}
+        hook = ref.blocks[-1].attn.qkv.register_forward_hook(lambda m, a, o: feat.__setitem__("qkv", o))
+        attn = ref.get_last_selfattention(x)
+        hook.remove()
+        nt = attn.shape[2]
+        k = feat["qkv"].reshape(3, nt, 3, 6, -1).permute(2, 0, 3, 1, 4)[1].transpose(1, 2).reshape(3, nt, -1)
+        torch.testing.assert_close(out.keys, k[:, 1:], atol=0, rtol=0)
+        torch.testing.assert_close(out.attn.flatten(1), attn[:, 4, 0, 1:], atol=0, rtol=0)
+        torch.testing.assert_close(out.features, ref(x), atol=0, rtol=0)
+        if hw != (32, 32):  # timm resamples with antialias: only the trained grid agrees
+            assert (timm_way(x, return_keys=True).keys - out.keys).abs().max() > 1e-4
+
+
+def test_pos_interp_and_fused_attn_requests():
+    m = build_model(VIT, pool="cls", variant="dino", img_size=32, pos_interp="dino", **VIT_KW)
+    assert m.pos_interp == "dino" and all(b.attn.fused_attn == timm.layers.use_fused_attn() for b in m.blocks)
+    assert not any(b.attn.fused_attn for b in build_model(VIT, img_size=32, fused_attn=False, **VIT_KW).blocks)
+    with pytest.raises(SimpoolBenchError, match="pos_interp 'bilinear'"):
+        build_model(VIT, img_size=32, pos_interp="bilinear", **VIT_KW)
+    with pytest.raises(SimpoolBenchError, match="ViTs only"):
+        build_model("resnet18", pool="gap", pos_interp="dino")
+    with pytest.raises(SimpoolBenchError, match="ViTs only"):
+        build_model("resnet18", pool="gap", fused_attn=False)

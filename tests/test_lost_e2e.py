@@ -1,0 +1,200 @@
+"""End to end: ``simpool-bench discover`` (default flags) against LOST's own pipeline on the same images
+and the same seeded DINO ViT-S/16 weights.
+
+The reference is ``lost_reference.main_lost`` (LOST ``main_lost.py``'s per-image loop: torchvision
+``VOCDetection`` reading, ToTensor + ImageNet Normalize, zero padding to the patch size, DINO's
+``VisionTransformer`` with its ``interpolate_pos_encoding``, the qkv hook for the keys, ``lost`` and
+``dino_seg`` head 4) over ``dino_reference`` (DINO's ``vision_transformer.py``); it shares no code
+with simpool_bench. The weights are saved as DINO publishes them (a bare backbone state dict) and as
+a DINO training checkpoint (teacher/student); both must give LOST's every box and CorLoc, for
+``--method lost`` and for ``--method attn --lost-compat``. The reference runs on the device LOST
+picks (CUDA when available), which is also ``--device auto``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import dino_reference
+import lost_reference as ref
+from conftest import invoke_cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# (width, height, PIL mode, EXIF orientation): non-square, odd sizes, grayscale, CMYK, an
+# EXIF-rotated JPEG (LOST does not rotate it), several padded sizes, two images per padded size
+# (batched together by discover), grids from 3x4 to 13x10 patches (beyond LOST's k = 100 and
+# beyond the 16 elements up to which a CPU sort is stable).
+IMAGES = [
+    (97, 75, "RGB", None), (99, 77, "RGB", None), (61, 47, "L", None), (47, 61, "RGB", None),
+    (130, 101, "CMYK", None), (131, 99, "RGB", 6), (200, 150, "RGB", None), (177, 41, "L", None),
+    (161, 123, "RGB", 8), (33, 49, "CMYK", None),
+]
+
+
+def _image(rng: np.random.Generator, w: int, h: int, mode: str, orientation: int | None) -> tuple[bytes, list]:
+    """A JPEG with 1-2 bright blobs on noise, and its VOC boxes (1-based, inclusive)."""
+    arr = rng.integers(0, 100, size=(h, w, 3), dtype=np.uint8)
+    boxes = []
+    for _ in range(1 + int(rng.integers(0, 2))):
+        bw, bh = int(rng.integers(w // 4, w * 3 // 4)), int(rng.integers(h // 4, h * 3 // 4))
+        x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+        arr[y0 : y0 + bh, x0 : x0 + bw] = rng.integers(140, 256, size=3, dtype=np.uint8)
+        boxes.append((x0 + 1, y0 + 1, x0 + bw, y0 + bh))
+    im = Image.fromarray(arr).convert(mode)
+    buf = io.BytesIO()
+    kw = {}
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        kw["exif"] = exif.tobytes()
+    im.save(buf, format="JPEG", quality=92, **kw)
+    return buf.getvalue(), boxes
+
+
+def build_voc(root: Path, seed: int = 0) -> Path:
+    """``root/VOCdevkit/VOC2007`` (the layout torchvision's VOCDetection reads); returns the VOC2007 folder."""
+    rng = np.random.default_rng(seed)
+    voc = root / "VOCdevkit" / "VOC2007"
+    for d in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (voc / d).mkdir(parents=True, exist_ok=True)
+    ids = []
+    for i, (w, h, mode, orient) in enumerate(IMAGES):
+        image_id = f"{2007_000100 + i:06d}"
+        data, boxes = _image(rng, w, h, mode, orient)
+        (voc / "JPEGImages" / f"{image_id}.jpg").write_bytes(data)
+        objects = "".join(
+            f"<object><name>thing</name><truncated>0</truncated><difficult>{int(j == 1)}</difficult>"
+            f"<bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+            for j, (x0, y0, x1, y1) in enumerate(boxes)
+        )
+        (voc / "Annotations" / f"{image_id}.xml").write_text(
+            f"<annotation><filename>{image_id}.jpg</filename><size><width>{w}</width><height>{h}</height>"
+            f"<depth>3</depth></size>{objects}</annotation>"
+        )
+        ids.append(image_id)
+    (voc / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")
+    return voc
+
+
+def seeded_dino_vits16(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A DINO ViT-S/16 state dict (DINO's own model, full depth) with seeded weights under which
+    the image content drives the keys (LOST's boxes vary from image to image)."""
+    torch.manual_seed(seed)
+    model = dino_reference.vit_small(patch_size=16)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in ("pos_embed", "cls_token"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+            elif p.ndim > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * (0.1 if name.startswith("patch_embed") else 0.03))
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                p.copy_(1 + torch.randn(p.shape, generator=g) * 0.1)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def save_dino_files(sd: dict[str, torch.Tensor], folder: Path) -> tuple[Path, Path]:
+    """The weights as DINO publishes them (bare backbone) and as ``main_dino.py`` saves a training
+    checkpoint (teacher/student MultiCropWrapper dicts with ``backbone.``/``head.``, the student
+    under DDP's ``module.``, with other weights than the teacher)."""
+    backbone = folder / "dino_deitsmall16_pretrain.pth"
+    torch.save(sd, backbone)
+    head = {"head.mlp.0.weight": torch.randn(32, 384), "head.mlp.0.bias": torch.zeros(32),
+            "head.last_layer.weight_g": torch.ones(64, 1), "head.last_layer.weight_v": torch.randn(64, 32)}
+    teacher = {**{f"backbone.{k}": v for k, v in sd.items()}, **head}
+    student = {f"module.{k}": v + 0.01 for k, v in teacher.items()}
+    args = argparse.Namespace(arch="vit_small", patch_size=16, out_dim=64, norm_last_layer=True)
+    training = folder / "checkpoint.pth"
+    torch.save({"student": student, "teacher": teacher, "optimizer": {}, "epoch": 100, "args": args,
+                "dino_loss": {"center": torch.zeros(1, 64)}}, training)
+    return backbone, training
+
+
+@pytest.fixture(scope="module")
+def lost_case(tmp_path_factory):
+    """The VOC folder, the two weight files and LOST's own predictions for both methods."""
+    root = tmp_path_factory.mktemp("lost_e2e")
+    voc = build_voc(root)
+    sd = seeded_dino_vits16()
+    files = save_dino_files(sd, root)
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")  # main_lost.py's rule
+    model = ref.get_model_vit_small(torch.load(files[0], map_location="cpu", weights_only=True), device)
+    dataset = ref.lost_voc_dataset(root)
+    expected = {
+        "lost": ref.main_lost(dataset, model, device),
+        "attn": ref.main_lost(dataset, model, device, dinoseg=True, dinoseg_head=4),
+    }
+    return voc, files, expected
+
+
+def run_discover(monkeypatch, tmp_path: Path, voc: Path, ckpt: Path, *flags: str) -> tuple[dict[str, list[int]], float]:
+    """``simpool-bench discover`` through the CLI; the boxes are read off ``evaluate.discover``'s
+    ``on_boxes`` hook (the run itself is the command's own)."""
+    from simpool_bench import evaluate as ev
+
+    boxes: dict[str, list[int]] = {}
+    original = ev.discover
+
+    def spy(model, records, config, **kw):
+        def on_boxes(idx, b, hits):
+            for i, box in zip(idx, b):
+                boxes[records[i].image_id + ".jpg"] = [int(v) for v in box]
+
+        return original(model, records, config, on_boxes=on_boxes, **kw)
+
+    monkeypatch.setattr(ev, "discover", spy)
+    out = tmp_path / "out"
+    res = invoke_cli("discover", "--dataset", "voc07", "--data", voc, "--checkpoint", ckpt, "--out", out, *flags)
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "results.csv")
+    return boxes, float(table.loc[table.metric == "corloc", "value"].iloc[0])
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["dino-backbone", "dino-teacher-student"])
+@pytest.mark.parametrize("method", ["lost", "attn"])
+def test_discover_equals_main_lost(lost_case, monkeypatch, tmp_path, which, method):
+    voc, files, expected = lost_case
+    flags = ("--method", "lost") if method == "lost" else ("--method", "attn", "--lost-compat")
+    boxes, corloc = run_discover(monkeypatch, tmp_path, voc, files[which], *flags)
+    want_boxes, want_corloc = expected[method]
+    assert boxes == {k: [int(v) for v in b] for k, b in want_boxes.items()}
+    assert corloc == pytest.approx(want_corloc, abs=1e-9)
+
+
+def test_case_is_not_degenerate(lost_case):
+    """The fixture exercises what it claims: distinct boxes, CorLoc strictly between 0 and 100 for
+    one method at least, the two methods disagreeing somewhere, and EXIF-rotated images read as stored."""
+    voc, _, expected = lost_case
+    lost_boxes, attn_boxes = expected["lost"][0], expected["attn"][0]
+    assert len({tuple(b) for b in lost_boxes.values()}) > 3
+    assert any(lost_boxes[k].tolist() != attn_boxes[k].tolist() for k in lost_boxes)
+    assert any(0 < c < 100 for c in (expected["lost"][1], expected["attn"][1]))
+    with Image.open(voc / "JPEGImages" / "2007000105.jpg") as im:
+        assert im.getexif().get(0x0112) == 6 and im.size == (131, 99)
+
+
+def test_lost_compat_head_is_lost_default_or_the_users():
+    from simpool_bench.errors import SimpoolBenchError
+    from simpool_bench.evaluate import use_lost_head
+    from simpool_bench.models import build_model
+
+    kw = dict(img_size=32, embed_dim=48, depth=1)
+    six = build_model("vit_small_patch16_224", pool="cls", variant="dino", num_heads=6, **kw)
+    assert use_lost_head(six) and six.cls_head == 4  # main_lost.py --dinoseg_head default
+    chosen = build_model("vit_small_patch16_224", pool="cls", variant="dino", num_heads=6, cls_head=1, **kw)
+    assert not use_lost_head(chosen) and chosen.cls_head == 1
+    simpool = build_model("vit_small_patch16_224", variant="dino", num_heads=6, **kw)
+    assert not use_lost_head(simpool) and simpool.attn_source == "simpool"
+    with pytest.raises(SimpoolBenchError, match="head 4 .* has 3 heads: pass --cls-head"):
+        use_lost_head(build_model("vit_tiny_patch16_224", pool="cls", variant="dino", num_heads=3, **kw))
