@@ -10,14 +10,13 @@ and turn the outcome into a tidy, provenance-stamped table.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from . import evaluate as ev
-from .checkpoints import UNSET, LoadedCheckpoint, load_checkpoint, load_into, resolve_spec
 from .data.coco20k import read_coco20k
 from .data.imagenet import read_flat_folder, read_image_folder, subset_per_class
 from .data.records import Record
@@ -25,8 +24,17 @@ from .data.voc import read_voc
 from .data.wsol import read_cub_native, read_wsol_metadata
 from .engine import EngineConfig, dist_rank, run_key
 from .errors import SimpoolBenchError
-from .models import BenchModel, build_model
 from .results import Provenance, make_table, write_run
+
+if TYPE_CHECKING:  # timm and the checkpoint loaders are imported only when a model is built
+    from .checkpoints import LoadedCheckpoint
+    from .models import BenchModel
+
+
+def _checkpoints() -> Any:
+    from . import checkpoints
+
+    return checkpoints
 
 
 
@@ -37,7 +45,7 @@ class ModelOptions:
 
     arch: str | None = None
     pool: str | None = None
-    gamma: Any = UNSET
+    gamma: Any = field(default_factory=lambda: _checkpoints().UNSET)
     checkpoint: Path | None = None
     format: str | None = None
     trust: bool = False
@@ -56,6 +64,9 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
 
     The checkpoint tells arch/pool/gamma/variant where it can; explicit options win, and an option
     that contradicts the file is an error. Without a checkpoint the model is randomly initialised."""
+    from .checkpoints import UNSET, load_checkpoint, load_into, resolve_spec
+    from .models import build_model
+
     ckpt = None
     arch, pool, gamma, variant = options.arch, options.pool, options.gamma, options.variant
     extra: dict[str, Any] = {}

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data.decode import load_rgb_array
 from .data.images import ImageDataset
 from .data.records import Record
 from .discovery import boxes_from_attention, boxes_lost, center_boxes, full_image_boxes
-from .engine import Batch, EngineConfig, EvalResult, all_gather_indexed, bucket_batches, evaluate, resolve_device
+from .engine import Batch, EngineConfig, EvalResult, all_gather_indexed, bucket_batches, evaluate, resolve_device, size_order
 from .errors import SimpoolBenchError
 from .metrics.base import Accumulator
 from .metrics.boxes import resize_boxes_wsol
@@ -283,7 +284,8 @@ def discover(
     """CorLoc of one predicted box per image (LOST protocol).
 
     Images are evaluated at full resolution, zero-padded right/bottom to the model's stride; batches
-    only group images of the same padded size, so the batch size never changes a box.
+    only group images of the same padded size, so the batch size never changes a box. Shards take
+    the images sorted by padded size (over the whole dataset), so equal sizes fill whole batches.
     ``on_boxes(indices, boxes, hits)`` receives every batch's predictions (for visualize)."""
     if method not in DISCOVER_METHODS:
         raise SimpoolBenchError(f"--method {method!r}: expected one of {', '.join(DISCOVER_METHODS)}")
@@ -334,9 +336,9 @@ def discover(
             on_boxes(idx, boxes, hits)
 
     res = evaluate(
-        model, ImageDataset(records, transform, warn=not config.strict), lambda: {"corloc": CorLocAccumulator()}, step, config,
+        model, ImageDataset(records, transform, warn=not config.strict, decode=load_rgb_array), lambda: {"corloc": CorLocAccumulator()}, step, config,
         forward=forward, batches_for=lambda r: bucket_batches(r, pad_keys, config.batch_size), key=key,
-        description=f"discover {dataset}",
+        description=f"discover {dataset}", order=size_order(pad_keys),
     )
     out = res.accumulators["corloc"].compute()
     extras = {"hits": out["hits"], **_engine_extras(res)}

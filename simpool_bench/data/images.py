@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torchvision.transforms import ToTensor
 
 from ..errors import SimpoolBenchError
 from .records import Record
@@ -52,14 +51,21 @@ class ImageDataset(torch.utils.data.Dataset):
         strict: raise instead of warning on an image that does not decode.
         warn: warn about an image that does not decode (off when the caller fails on it anyway,
             as the engine does under ``--strict``).
+        decode: path -> what ``transform`` takes (default :func:`load_rgb`; ``data.decode`` has a
+            faster JPEG path for transforms that start with ``ToTensor``).
     """
 
     def __init__(self, records: Sequence[Record], transform: Callable[[Image.Image], Any] | None, strict: bool = False,
-                 warn: bool = True):
+                 warn: bool = True, decode: Callable[[str | Path], Any] = load_rgb):
         self.records = list(records)
-        self.transform = transform if transform is not None else ToTensor()
+        if transform is None:
+            from torchvision.transforms import ToTensor  # (torchvision takes seconds to import)
+
+            transform = ToTensor()
+        self.transform = transform
         self.strict = strict
         self.warn = warn
+        self.decode = decode
 
     def __len__(self) -> int:
         return len(self.records)
@@ -67,7 +73,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool]:
         rec = self.records[i]
         try:
-            img = load_rgb(rec.path)
+            img = self.decode(rec.path)
         except SimpoolBenchError as exc:
             if self.strict:
                 raise

@@ -25,6 +25,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ._numba_cache import cache_enabled
+
+_CACHE = cache_enabled()  # compiled kernels kept on disk: only the first run compiles
+
 
 def _neighbour_tables(pos: list[tuple[int, int]], adjacent) -> tuple[np.ndarray, np.ndarray]:
     """For each mask of present neighbours, one representative per group of mutually connected
@@ -58,7 +62,7 @@ _REP8, _NREP8 = _neighbour_tables(_POS8, lambda a, b: max(abs(a[0] - b[0]), abs(
 _REP4, _NREP4 = _neighbour_tables(_POS4, lambda a, b: abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def normalise_quantise(resized, out):
     """wsolevaluation ``normalize_scoremap`` then ``(map * 255).astype(np.uint8)``, written to
     ``out``: a map with a NaN, or a constant map, becomes zeros; else ``(x - min) / max(x - min)``
@@ -84,7 +88,7 @@ def normalise_quantise(resized, out):
         dst[i] = np.uint8(((flat[i] - mn) / top) * 255)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _iou_flags(x0, y0, x1, y1, gt, g0, g1, iou_thr):
     """Bitmask of the IoU thresholds met by box (x0, y0, x1, y1) against the best of gt[g0:g1]."""
     area = (x1 - x0 + 1) * (y1 - y0 + 1)
@@ -105,7 +109,7 @@ def _iou_flags(x0, y0, x1, y1, gt, g0, g1, iou_thr):
     return flags
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _workspace(H, W):
     """Per-thread arrays for maps of size (H, W). The union-find lives on the map padded by one
     pixel; slot ``n`` is the border root of the background sweep."""
@@ -124,7 +128,7 @@ def _workspace(H, W):
     return parent, size, box, flags, dirty, dlist, yx, img, starts, m8, m4
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _sort_levels(u8, ws):
     """Counting sort of the pixels by value into the workspace, with each pixel's mask of the
     neighbours already present when a sweep adds it: the foreground sweep (values decreasing,
@@ -165,7 +169,7 @@ def _sort_levels(u8, ws):
     return vmax
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _sweep(H, W, vmax, background, ws, gt, g0, g1, iou_thr, observed, ok, emit):
     """One union-find sweep over the levels of the map sorted in ``ws``.
 
@@ -316,7 +320,7 @@ def _sweep(H, W, vmax, background, ws, gt, g0, g1, iou_thr, observed, ok, emit):
     return rows[:n_rows]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def batch_hits(u8, gt, offsets, thresholds, iou_thr, hits):
     """``hits[i, j, t] = 1`` if, at score-map threshold ``thresholds[t]``, some RETR_TREE box of
     map ``u8[i]`` has IoU >= ``iou_thr[j]`` with one of its GT boxes ``gt[offsets[i]:offsets[i+1]]``.
@@ -351,7 +355,7 @@ def batch_hits(u8, gt, offsets, thresholds, iou_thr, hits):
                 hits[i, j, t] = 1 if ok[level, j] else 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def level_box_rows(u8):
     """Every (level, x0, y0, x1, y1) RETR_TREE box of the map ``u8`` (H, W) at the levels
     0..max-1: foreground components, then holes. Test helper, O(levels x pixels)."""
