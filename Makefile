@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/boxacc_speed.py
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/vs_peers.py
 
 clean:
 	rm -rf $(VENV) demo_out

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from . import evaluate as ev
-from .checkpoints import UNSET, LoadedCheckpoint, load_checkpoint, load_into, resolve_spec
 from .data.coco20k import read_coco20k
 from .data.imagenet import read_flat_folder, read_image_folder, subset_per_class
 from .data.records import Record
@@ -27,8 +26,17 @@ from .data.wsol import read_cub_native, read_wsol_metadata
 from .engine import EngineConfig, dist_rank
 from .errors import SimpoolBenchError
 from .finite import NONFINITE_METRIC
-from .models import BenchModel, build_model
 from .results import Provenance, add_run_file, make_table, write_run
+
+if TYPE_CHECKING:  # timm and the checkpoint loaders are imported only when a model is built
+    from .checkpoints import LoadedCheckpoint
+    from .models import BenchModel
+
+
+def _checkpoints() -> Any:
+    from . import checkpoints
+
+    return checkpoints
 
 
 
@@ -39,7 +47,7 @@ class ModelOptions:
 
     arch: str | None = None
     pool: str | None = None
-    gamma: Any = UNSET
+    gamma: Any = field(default_factory=lambda: _checkpoints().UNSET)
     checkpoint: Path | None = None
     format: str | None = None
     trust: bool = False
@@ -63,6 +71,9 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
     DINO files) run as DINO's ``vision_transformer.py``: its position interpolation
     (``pos_interp='dino'`` unless ``options.pos_interp`` says otherwise) and its explicit attention;
     other weights keep timm's way."""
+    from .checkpoints import UNSET, load_checkpoint, load_into, resolve_spec
+    from .models import build_model
+
     ckpt = None
     arch, pool, gamma, variant = options.arch, options.pool, options.gamma, options.variant
     extra: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 
 from .console import console, err_console
 from .data.inputs import DEFAULT_MAX_PIXELS
-from .errors import SimpoolBenchError
+from .errors import SimpoolBenchError, one_line
 from .files import atomic_write
 
 # click's UsageError (typer may vendor click, so it is found through typer's own BadParameter).
@@ -76,7 +76,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except SimpoolBenchError as err:
-            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, markup=True, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(one_line(err))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
         except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
             err_console.print(f"[bold red]error:[/] {escape(str(err.filename))}: {escape(str(err.strerror))}", highlight=False, soft_wrap=True)
@@ -134,7 +134,7 @@ QuirkOpt = Annotated[Optional[bool], typer.Option("--dino-pos-quirk/--no-dino-po
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.", rich_help_panel="Run")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.", rich_help_panel="Run")]
-WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=0, help="DataLoader workers.", rich_help_panel="Run")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", "-j", min=0, help="DataLoader workers decoding images (default: min(8, cores); 0: in the main process).", rich_help_panel="Run", show_default=False)]
 AmpOpt = Annotated[Amp, typer.Option("--amp", help="Mixed precision: off | bf16 | fp16.", rich_help_panel="Run")]
 ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help="channels_last memory format (CNNs on GPU).", rich_help_panel="Run")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model.", rich_help_panel="Run")]
@@ -149,7 +149,7 @@ FormatsOpt = Annotated[str, typer.Option("--formats", help="Extra export formats
 
 
 def _gamma(value: str | None) -> Any:
-    from .api import UNSET
+    from .checkpoints import UNSET
 
     if value is None:
         return UNSET
@@ -174,7 +174,10 @@ def _model_options(model, pool, gamma, checkpoint, fmt, trust, variant, min_scop
 def _engine(device, batch_size, workers, amp, channels_last, compile_, shard_size, resume, strict, out, dist_timeout=None,
             max_pixels=DEFAULT_MAX_PIXELS, allow_nonfinite=False):
     from .engine import EngineConfig, dist_timeout_s, init_distributed
+    from .workers import default_workers
 
+    if workers is None:
+        workers = default_workers()
     if dist_timeout is not None:
         dist_timeout_s(dist_timeout)  # validate (> 0) even in a single process
     init_distributed(dist_timeout)
@@ -226,7 +229,7 @@ def classify(
     fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
     min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
     num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
-    device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
     resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, allow_nonfinite: NonFiniteOpt = False, out: OutOpt = None,
@@ -269,7 +272,7 @@ def localize(
     fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
     min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
     num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
-    device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
     resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, allow_nonfinite: NonFiniteOpt = False, out: OutOpt = None,
@@ -324,7 +327,7 @@ def discover(
     fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
     min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
     num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
-    device: DeviceOpt = "auto", batch_size: BatchOpt = 16, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = 16, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
     resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, allow_nonfinite: NonFiniteOpt = False, out: OutOpt = None,

@@ -77,7 +77,7 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
         fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
         min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
         num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
-        device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
+        device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
         channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
         strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None, max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
         allow_nonfinite: NonFiniteOpt = False,
@@ -138,7 +138,7 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
         fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
         min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
         num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
-        device: DeviceOpt = "auto", batch_size: BatchOpt = 16, workers: WorkersOpt = 0, amp: AmpOpt = Amp.off,
+        device: DeviceOpt = "auto", batch_size: BatchOpt = 16, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
     ) -> None:
         """Attention overlays (image, heat map, GT boxes in green, predicted box in red) of several models side by side, and BoxAcc-vs-threshold curves.
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.ndimage
 import torch
 
 from .errors import SimpoolBenchError
@@ -37,6 +36,13 @@ DINO_ATTENTION_MASS = 0.6
 LOST_K_PATCHES = 100
 #: LOST ``main_lost.py --dinoseg_head``: the head of the CLS row ``dino_seg`` boxes by default.
 LOST_DINOSEG_HEAD = 4
+
+
+def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """``scipy.ndimage.label`` (4-connected), imported on first use: ``--method center`` needs no scipy."""
+    import scipy.ndimage
+
+    return scipy.ndimage.label(mask)
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -102,7 +108,7 @@ def largest_component_extent(mask: np.ndarray, lost_compat: bool = False) -> tup
     label 0 (the background) is chosen. Where that selects no patch (LOST would fail on an empty
     ``min``) the whole grid is returned.
     """
-    labels, n = scipy.ndimage.label(mask)
+    labels, n = _label(mask)
     if n == 0:
         return 0, 0, mask.shape[1], mask.shape[0]
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
@@ -269,7 +275,7 @@ def boxes_lost(
     seeds_np = torch.stack(seeds_list).cpu().numpy()
 
     for i in range(b):
-        labels, _ = scipy.ndimage.label(positive[i])
+        labels, _ = _label(positive[i])
         sy, sx = divmod(int(seeds_np[i]), gw)
         cc = labels[sy, sx]
         ext = _bounds(labels == cc) if cc != 0 else (sx, sy, sx + 1, sy + 1)

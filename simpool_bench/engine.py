@@ -43,6 +43,7 @@ from .errors import SimpoolBenchError
 from .data.inputs import DEFAULT_MAX_PIXELS
 from .files import load_checksummed, make_dir, save_checksummed
 from .metrics.base import Accumulator
+from .workers import usable_workers
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -337,13 +338,25 @@ def _fault_after_shard(rank: int) -> None:
     os._exit(FAULT_EXIT_CODE)
 
 
-def make_shards(n: int, shard_size: int) -> list[range]:
-    """Split ``range(n)`` into consecutive shards of ``shard_size`` (the last may be shorter)."""
+def make_shards(n: int, shard_size: int, order: Sequence[int] | None = None) -> list[Sequence[int]]:
+    """Split ``range(n)`` into consecutive shards of ``shard_size`` (the last may be shorter); with
+    ``order`` (a permutation of ``range(n)``), consecutive chunks of ``order`` instead."""
     shard_size = max(1, int(shard_size))
-    return [range(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
+    if order is None:
+        return [range(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
+    order = [int(i) for i in order]
+    if sorted(order) != list(range(n)):
+        raise ValueError(f"order: not a permutation of range({n})")
+    return [order[s:s + shard_size] for s in range(0, n, shard_size)]
 
 
-def my_shards(shards: Sequence[range], rank: int, world: int) -> list[tuple[int, range]]:
+def size_order(keys: Sequence[Any]) -> list[int]:
+    """Indices sorted by key (e.g. the padded image size), stable: as shards of this order, equal
+    keys of the whole dataset land in as few shards (hence full batches) as possible."""
+    return sorted(range(len(keys)), key=lambda i: keys[i])
+
+
+def my_shards(shards: Sequence[Sequence[int]], rank: int, world: int) -> list[tuple[int, Sequence[int]]]:
     """The (shard id, indices) pairs that ``rank`` of ``world`` evaluates: round-robin."""
     return [(i, s) for i, s in enumerate(shards) if i % world == rank]
 
@@ -531,10 +544,11 @@ def evaluate(
     step: Callable[[Batch, dict[str, Accumulator]], None],
     config: EngineConfig,
     forward: Callable[[torch.nn.Module, torch.Tensor, np.ndarray], Any] | None = None,
-    batches_for: Callable[[range], list[list[int]]] | None = None,
+    batches_for: Callable[[Sequence[int]], list[list[int]]] | None = None,
     key: str | None = None,
     description: str = "evaluating",
     params: dict[str, Any] | None = None,
+    order: Sequence[int] | None = None,
 ) -> EvalResult:
     """Run ``model`` over ``dataset`` shard by shard, feeding each batch to ``step``.
 
@@ -548,6 +562,8 @@ def evaluate(
         key: the run key for resume; by default ``runkey.resume_key`` of the model, the dataset's
             records and transform, ``params`` (the protocol's parameters) and the config.
         params: what the numbers depend on besides model, data and transform (resume key).
+        order: shards are consecutive chunks of this permutation of the indices (default: 0..n-1);
+            a stored shard is reused only under the same order.
     Returns the accumulators merged over every shard (and every rank), and counts.
     """
     device = resolve_device(config.device)
@@ -560,7 +576,9 @@ def evaluate(
     forward = forward or (lambda m, x, idx: m(x))
     batches_for = batches_for or (lambda r: chunk_batches(r, config.batch_size))
 
-    shards = make_shards(len(dataset), config.shard_size)
+    shards = make_shards(len(dataset), config.shard_size, order)
+    if order is not None:  # another order makes other shards: keep their resume stores apart
+        key = run_key({"key": key or "default", "order": hashlib.sha256(repr(list(order)).encode()).hexdigest()})
     if world > 1:
         _check_same_work(len(dataset), len(shards))
     mine = my_shards(shards, rank, world)
@@ -583,7 +601,7 @@ def evaluate(
 
     total = fresh()
     resumed = 0
-    todo: list[tuple[int, range]] = []
+    todo: list[tuple[int, Sequence[int]]] = []
     bad = {"foreign": 0, "corrupt": 0}
     for sid, rng in mine:
         state, saved = store.status(sid) if store else ("missing", None)
@@ -608,10 +626,11 @@ def evaluate(
     last_batch_of = {sid: i for i, (sid, _) in enumerate(plan)}
     n_todo = sum(len(b) for _, b in plan)
     cuda = device.type == "cuda"
+    workers = usable_workers(config.workers) if n_todo > 0 else 0  # 0 where workers cannot start
     loader = DataLoader(
-        dataset, batch_sampler=_ListBatchSampler([b for _, b in plan]), num_workers=config.workers,
+        dataset, batch_sampler=_ListBatchSampler([b for _, b in plan]), num_workers=workers,
         collate_fn=collate_with_failures, pin_memory=cuda,
-        persistent_workers=False, prefetch_factor=4 if config.workers > 0 else None,
+        persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
     )
     prog = _progress(config.progress and rank == 0 and n_todo > 0, n_todo, description)
     state: dict[str, Any] = {"part": fresh(), "faulted": False}

@@ -9,3 +9,14 @@ class SimpoolBenchError(Exception):
     The message is one line that names the file, key or value at fault and what was expected.
     The CLI prints it as ``error: <message>`` and exits with code 2, without a traceback.
     """
+
+
+def one_line(err: BaseException) -> str:
+    """The user's message of ``err``: a DataLoader worker re-raises it in the main process wrapped in
+    "Caught ... in DataLoader worker process N" and the worker's traceback; keep only the message."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    prefix = f"{type(err).__name__}: "
+    last = text.rstrip().splitlines()[-1]
+    return last[len(prefix):] if last.startswith(prefix) else last

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data.decode import load_rgb_array
 from .data.images import ImageDataset
 from .data.records import Record
 from .discovery import LOST_DINOSEG_HEAD, boxes_from_attention, boxes_lost, center_boxes, full_image_boxes
-from .engine import Batch, EngineConfig, EvalResult, all_gather_indexed, bucket_batches, evaluate, resolve_device
+from .engine import Batch, EngineConfig, EvalResult, all_gather_indexed, bucket_batches, evaluate, resolve_device, size_order
 from .errors import SimpoolBenchError
 from .finite import NonFiniteCounter, check_nonfinite, finite_rows
 from .metrics.base import Accumulator
@@ -347,6 +348,8 @@ def discover(
     computed on the model's device (LOST's sorts there: see ``discovery``). ``lost_compat`` with
     ``method='attn'`` is all of LOST ``dino_seg``'s defaults: head 4 of a CLS map (``use_lost_head``,
     unless a head was chosen) and its component choice.
+    Shards take the images sorted by padded size (over the whole dataset), so equal sizes fill
+    whole batches.
     ``on_boxes(indices, boxes, hits)`` receives every batch's predictions (for visualize)."""
     if method not in DISCOVER_METHODS:
         raise SimpoolBenchError(f"--method {method!r}: expected one of {', '.join(DISCOVER_METHODS)}")
@@ -410,10 +413,11 @@ def discover(
             on_boxes(idx, boxes, hits)
 
     res = evaluate(
-        model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels),
+        model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels,
+                     decode=load_rgb_array),
         lambda: {"corloc": CorLocAccumulator(), "nonfinite": NonFiniteCounter()}, step, config,
         forward=forward, batches_for=lambda r: bucket_batches(r, pad_keys, config.batch_size), key=key,
-        description=f"discover {dataset}",
+        description=f"discover {dataset}", order=size_order(pad_keys),
         params={"method": method, "mass": mass, "lost_compat": lost_compat, "k_patches": k_patches},
     )
     n_bad = res.accumulators["nonfinite"].compute()

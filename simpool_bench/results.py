@@ -116,6 +116,15 @@ _EPS = 1e-9
 
 
 # ------------------------------------------------------------------------------------ provenance
+def _timm_version() -> str:
+    """timm's version, without importing timm (seconds) when no model was built."""
+    if "timm" in sys.modules:
+        return sys.modules["timm"].__version__
+    from importlib.metadata import version
+
+    return version("timm")
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Where a run's numbers come from; one value per provenance column of the table."""
@@ -146,7 +155,6 @@ class Provenance:
                 argv: Sequence[str] | None = None, **known: Any) -> Provenance:
         """Provenance of a run made now: fills run_id, versions, UTC date, command line, and the
         checkpoint's sha256 (hashed from the file when not given)."""
-        import timm
         import torch
 
         from . import __version__
@@ -159,7 +167,7 @@ class Provenance:
             "run_id": uuid.uuid4().hex[:12],
             "tool_version": __version__,
             "torch_version": torch.__version__,
-            "timm_version": timm.__version__,
+            "timm_version": _timm_version(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": shlex.join([Path(argv[0]).name, *argv[1:]]) if argv else None,
         }

@@ -5,24 +5,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torchvision import transforms as T
 
 from .errors import SimpoolBenchError
+
+if TYPE_CHECKING:  # torchvision takes seconds to import: only where a transform is built
+    from torchvision import transforms as T
 
 #: wsolevaluation resizes every image to 224x224 without cropping (``data_loaders.py``).
 WSOL_IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_INTERPOLATIONS = {
-    "bilinear": T.InterpolationMode.BILINEAR,
-    "bicubic": T.InterpolationMode.BICUBIC,
-    "nearest": T.InterpolationMode.NEAREST,
-}
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 def classification_transform(
@@ -64,6 +62,8 @@ def classification_transform(
 
 def wsol_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, size: int = WSOL_IMAGE_SIZE) -> T.Compose:
     """wsolevaluation's test transform: Resize((224, 224)) (bilinear), ToTensor, Normalize."""
+    from torchvision import transforms as T
+
     return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
 
 
@@ -90,4 +90,6 @@ def padded_size(n: int, stride: int) -> int:
 
 def discovery_transform(stride: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> T.Compose:
     """LOST's transform: full resolution, ToTensor, Normalize, zero-pad to the stride."""
+    from torchvision import transforms as T
+
     return T.Compose([T.ToTensor(), T.Normalize(mean, std), PadToMultiple(stride)])

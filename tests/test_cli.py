@@ -84,7 +84,8 @@ def test_classify_skips_undecodable_image_or_fails_with_strict(tiny, tmp_path):
     (bad / "val" / "ant" / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "skip"
     with pytest.warns(RuntimeWarning, match=r"cannot decode image .*broken\.png.*counted as failed and skipped"):
-        res = _invoke("classify", "--data", bad, "--checkpoint", ckpt, "--out", out, "--device", "cpu")
+        # -j 0: decode here, so that the warning is raised in this process (workers print theirs)
+        res = _invoke("classify", "--data", bad, "--checkpoint", ckpt, "--out", out, "--device", "cpu", "-j", "0")
     assert res.exit_code == 0
     table = pd.read_csv(out / "results.csv")
     assert table.loc[table.metric == "n_failed", "value"].item() == 1
@@ -94,6 +95,7 @@ def test_classify_skips_undecodable_image_or_fails_with_strict(tiny, tmp_path):
         res = _invoke("classify", "--data", bad, "--checkpoint", ckpt, "--device", "cpu", "--strict", "--no-resume")
     assert res.exit_code == 2
     assert "broken.png" in res.output
+    assert "Traceback" not in res.output  # the worker's error arrives as one line
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torchvision.transforms import ToTensor
 
 from ..errors import SimpoolBenchError
 from .inputs import DEFAULT_MAX_PIXELS
@@ -89,15 +88,23 @@ class ImageDataset(torch.utils.data.Dataset):
         warn: warn about an image that does not decode (off when the caller fails on it anyway,
             as the engine does under ``--strict``).
         max_pixels: the pixel limit (``--max-pixels``); ``None``: PIL's own.
+        decode: ``(path, max_pixels)`` -> what ``transform`` takes (default :func:`load_rgb`;
+            ``data.decode`` has a faster JPEG path for transforms that start with ``ToTensor``).
     """
 
     def __init__(self, records: Sequence[Record], transform: Callable[[Image.Image], Any] | None, strict: bool = False,
-                 warn: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+                 warn: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 decode: Callable[[str | Path, int | None], Any] = load_rgb):
         self.records = list(records)
-        self.transform = transform if transform is not None else ToTensor()
+        if transform is None:
+            from torchvision.transforms import ToTensor  # (torchvision takes seconds to import)
+
+            transform = ToTensor()
+        self.transform = transform
         self.strict = strict
         self.warn = warn
         self.max_pixels = max_pixels
+        self.decode = decode
 
     def __len__(self) -> int:
         return len(self.records)
@@ -105,7 +112,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool]:
         rec = self.records[i]
         try:
-            img = load_rgb(rec.path, self.max_pixels)
+            img = self.decode(rec.path, self.max_pixels)
         except SimpoolBenchError as exc:
             if self.strict:
                 raise

@@ -25,6 +25,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ._numba_cache import cache_enabled
+
+_CACHE = cache_enabled()  # compiled kernels kept on disk: only the first run compiles
+
 
 def _neighbour_tables(pos: list[tuple[int, int]], adjacent) -> tuple[np.ndarray, np.ndarray]:
     """For each mask of present neighbours, one representative per group of mutually connected
@@ -58,7 +62,7 @@ _REP8, _NREP8 = _neighbour_tables(_POS8, lambda a, b: max(abs(a[0] - b[0]), abs(
 _REP4, _NREP4 = _neighbour_tables(_POS4, lambda a, b: abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def normalise_quantise(resized, out):
     """wsolevaluation ``normalize_scoremap`` then ``(map * 255).astype(np.uint8)``, written to
     ``out``: a map with a NaN, or a constant map, becomes zeros; else ``(x - min) / max(x - min)``
@@ -84,7 +88,7 @@ def normalise_quantise(resized, out):
         dst[i] = np.uint8(((flat[i] - mn) / top) * 255)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _iou_flags(x0, y0, x1, y1, gt, g0, g1, iou_thr):
     """Bitmask of the IoU thresholds met by box (x0, y0, x1, y1) against the best of gt[g0:g1]."""
     area = (x1 - x0 + 1) * (y1 - y0 + 1)
@@ -105,7 +109,7 @@ def _iou_flags(x0, y0, x1, y1, gt, g0, g1, iou_thr):
     return flags
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _workspace(H, W):
     """Per-thread arrays for maps of size (H, W). The union-find lives on the map padded by one
     pixel; slot ``n`` is the border root of the background sweep."""
@@ -115,40 +119,57 @@ def _workspace(H, W):
     box = np.empty((n + 1, 4), dtype=np.int32)  # x0, y0, x1, y1 of each root
     flags = np.zeros(n + 1, dtype=np.int64)  # bitmask of the IoU thresholds met by each root
     dirty = np.zeros(n + 1, dtype=np.uint8)
-    dlist = np.empty(n + 1, dtype=np.int32)  # roots changed since the last refresh
-    xs = np.empty(H * W, dtype=np.int32)  # pixels sorted by value (raster order within a value)
-    ys = np.empty(H * W, dtype=np.int32)
+    dlist = np.empty(n + 1, dtype=np.int32)  # roots whose box changed since the last refresh
+    yx = np.empty(H * W, dtype=np.int32)  # y << 16 | x of the pixels sorted by value (raster order within a value)
+    img = np.full((H + 2, W + 2), -1, dtype=np.int16)  # the map inside a ring of -1
     starts = np.zeros(258, dtype=np.int64)
-    return parent, size, box, flags, dirty, dlist, xs, ys, starts
+    m8 = np.empty((H, W), dtype=np.uint8)  # neighbours present when added, foreground sweep
+    m4 = np.empty((H, W), dtype=np.uint8)  # neighbours present when added, background sweep
+    return parent, size, box, flags, dirty, dlist, yx, img, starts, m8, m4
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _sort_levels(u8, ws):
-    """Counting sort of the pixels by value into the workspace; returns the max value."""
+    """Counting sort of the pixels by value into the workspace, with each pixel's mask of the
+    neighbours already present when a sweep adds it: the foreground sweep (values decreasing,
+    raster order within a value) has added q before p iff u8[q] > v, or u8[q] == v and q comes
+    first in raster order; the background sweep (values increasing) iff u8[q] < v, or u8[q] == v
+    and q comes first, or q is on the padding ring. Returns the max value."""
     H, W = u8.shape
-    xs, ys, starts = ws[6], ws[7], ws[8]
+    yx, img, starts, m8, m4 = ws[6], ws[7], ws[8], ws[9], ws[10]
     starts[:] = 0
     vmax = 0
     for y in range(H):
         for x in range(W):
             v = u8[y, x]
+            img[y + 1, x + 1] = v
             starts[v + 1] += 1
-            if v > vmax:
-                vmax = v
+            vmax = max(vmax, v)
     for v in range(256):
         starts[v + 1] += starts[v]
+    # the masks in raster order (row slices and uint8 bits: the compiler vectorises this loop);
+    # bit order of _POS8 / _POS4; the ring (-1) is never >= v and always <= v
+    one = np.uint8(1)
+    for y in range(H):
+        a, b, c, o8, o4 = img[y], img[y + 1], img[y + 2], m8[y], m4[y]
+        for x in range(W):
+            v = b[x + 1]
+            o8[x] = (np.uint8(a[x] >= v) | np.uint8(a[x + 1] >= v) << one | np.uint8(a[x + 2] >= v) << 2
+                     | np.uint8(b[x] >= v) << 3 | np.uint8(b[x + 2] > v) << 4 | np.uint8(c[x] > v) << 5
+                     | np.uint8(c[x + 1] > v) << 6 | np.uint8(c[x + 2] > v) << 7)
+            o4[x] = (np.uint8(a[x + 1] <= v) | np.uint8(b[x] <= v) << one | np.uint8(b[x + 2] < v) << 2
+                     | np.uint8(c[x + 1] < v) << 3)
     fill = starts[:256].copy()
     for y in range(H):
         for x in range(W):
             v = u8[y, x]
             k = fill[v]
-            xs[k] = x
-            ys[k] = y
             fill[v] = k + 1
+            yx[k] = y << 16 | x
     return vmax
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _sweep(H, W, vmax, background, ws, gt, g0, g1, iou_thr, observed, ok, emit):
     """One union-find sweep over the levels of the map sorted in ``ws``.
 
@@ -160,17 +181,17 @@ def _sweep(H, W, vmax, background, ws, gt, g0, g1, iou_thr, observed, ok, emit):
     ``observed[L]`` (the flags of the others are not brought up to date). With ``emit`` it
     returns instead every (level, x0, y0, x1, y1) box (a test helper, O(levels x pixels)).
     """
-    parent, size, box, flags, dirty, dlist, xs, ys, starts = ws
+    parent, size, box, flags, dirty, dlist, yx, img, starts, m8, m4 = ws
     Wp = W + 2
     n = (H + 2) * Wp
     n_thr = iou_thr.shape[0]
     if background:
-        rep, n_rep = _REP4, _NREP4
+        rep, n_rep, masks = _REP4, _NREP4, m4
         offs = np.array([-Wp, -1, 1, Wp], dtype=np.int64)
         pad = n  # the border root
         size[n] = 2 * n
     else:
-        rep, n_rep = _REP8, _NREP8
+        rep, n_rep, masks = _REP8, _NREP8, m8
         offs = np.array([-Wp - 1, -Wp, -Wp + 1, -1, 1, Wp - 1, Wp, Wp + 1], dtype=np.int64)
         pad = -1  # absent
     parent[:] = pad
@@ -188,17 +209,10 @@ def _sweep(H, W, vmax, background, ws, gt, g0, g1, iou_thr, observed, ok, emit):
         v = step if background else vmax - step
         level = v if background else v - 1
         for idx in range(starts[v], starts[v + 1]):
-            x = xs[idx]
-            y = ys[idx]
+            y = yx[idx] >> 16
+            x = yx[idx] & 0xFFFF
             p = (y + 1) * Wp + x + 1
-            if background:
-                mask = ((parent[p - Wp] >= 0) * 1 | (parent[p - 1] >= 0) * 2
-                        | (parent[p + 1] >= 0) * 4 | (parent[p + Wp] >= 0) * 8)
-            else:
-                mask = ((parent[p - Wp - 1] >= 0) * 1 | (parent[p - Wp] >= 0) * 2
-                        | (parent[p - Wp + 1] >= 0) * 4 | (parent[p - 1] >= 0) * 8
-                        | (parent[p + 1] >= 0) * 16 | (parent[p + Wp - 1] >= 0) * 32
-                        | (parent[p + Wp] >= 0) * 64 | (parent[p + Wp + 1] >= 0) * 128)
+            mask = masks[y, x]
             k = n_rep[mask]
             if k == 0:  # a new component
                 parent[p] = p
@@ -224,18 +238,16 @@ def _sweep(H, W, vmax, background, ws, gt, g0, g1, iou_thr, observed, ok, emit):
                     r = g
             parent[p] = r  # (sizes count merged components only: a balancing heuristic)
             if r != n:
-                if x < box[r, 0]:
-                    box[r, 0] = x
-                elif x > box[r, 2]:
-                    box[r, 2] = x
-                if y < box[r, 1]:
-                    box[r, 1] = y
-                elif y > box[r, 3]:
-                    box[r, 3] = y
-                if dirty[r] == 0:
-                    dirty[r] = 1
-                    dlist[nd] = r
-                    nd += 1
+                b0, b1, b2, b3 = box[r, 0], box[r, 1], box[r, 2], box[r, 3]
+                if x < b0 or x > b2 or y < b1 or y > b3:  # the box grows: its flags need a refresh
+                    box[r, 0] = min(b0, x)
+                    box[r, 1] = min(b1, y)
+                    box[r, 2] = max(b2, x)
+                    box[r, 3] = max(b3, y)
+                    if dirty[r] == 0:
+                        dirty[r] = 1
+                        dlist[nd] = r
+                        nd += 1
             for i in range(1, k):
                 q = p + offs[rep[mask, i]]
                 pq = parent[q]
@@ -250,10 +262,6 @@ def _sweep(H, W, vmax, background, ws, gt, g0, g1, iou_thr, observed, ok, emit):
                     continue
                 if size[r] < size[q]:
                     r, q = q, r
-                    if r != n and dirty[r] == 0:
-                        dirty[r] = 1
-                        dlist[nd] = r
-                        nd += 1
                 parent[q] = r
                 size[r] += size[q]
                 if r != n:
@@ -261,6 +269,10 @@ def _sweep(H, W, vmax, background, ws, gt, g0, g1, iou_thr, observed, ok, emit):
                     box[r, 1] = min(box[r, 1], box[q, 1])
                     box[r, 2] = max(box[r, 2], box[q, 2])
                     box[r, 3] = max(box[r, 3], box[q, 3])
+                    if dirty[r] == 0:
+                        dirty[r] = 1
+                        dlist[nd] = r
+                        nd += 1
                 fq = flags[q]
                 if fq != 0:
                     for j in range(n_thr):
@@ -308,7 +320,7 @@ def _sweep(H, W, vmax, background, ws, gt, g0, g1, iou_thr, observed, ok, emit):
     return rows[:n_rows]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def batch_hits(u8, gt, offsets, thresholds, iou_thr, hits):
     """``hits[i, j, t] = 1`` if, at score-map threshold ``thresholds[t]``, some RETR_TREE box of
     map ``u8[i]`` has IoU >= ``iou_thr[j]`` with one of its GT boxes ``gt[offsets[i]:offsets[i+1]]``.
@@ -343,7 +355,7 @@ def batch_hits(u8, gt, offsets, thresholds, iou_thr, hits):
                 hits[i, j, t] = 1 if ok[level, j] else 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def level_box_rows(u8):
     """Every (level, x0, y0, x1, y1) RETR_TREE box of the map ``u8`` (H, W) at the levels
     0..max-1: foreground components, then holes. Test helper, O(levels x pixels)."""

@@ -1,0 +1,248 @@
+"""simpool-bench against the peers' own evaluation loops: one run, the same generated images, the
+same random weights, identical numbers asserted, one ``ratio`` line per task (peer time / ours).
+
+* discovery, LOST ``main_lost.py``: one image per forward at full resolution (PIL decode,
+  ToTensor, Normalize, zero-pad to 16), the last block's keys of a DINO ViT-S/16, then LOST's own
+  ``lost()`` (tests/lost_reference.py, a literal copy) and ``corloc``; ours: ``evaluate.discover``
+  (``--method lost``), batches of one padded size. Same boxes for every image, same CorLoc.
+* localization, wsolevaluation: batches through Resize(224x224)/ToTensor/Normalize, the model's
+  map, then per image ``cv2.resize``, ``normalize_scoremap`` and one ``cv2.findContours`` per
+  threshold at interval 0.001 (tests/boxacc_oracle.py); ours: ``evaluate.localize``. Same
+  MaxBoxAcc at IoU 30/50/70.
+* classification, timm ``validate.py``: a plain timm model, timm's eval transform, forward and
+  ``timm.utils.accuracy`` top-1/top-5; ours: ``evaluate.classify`` (which also computes the maps
+  path's features). Same top-1/top-5 counts.
+
+Both sides decode with the same number of DataLoader workers (simpool-bench's default,
+min(8, cores)); the peers keep their own batch sizes (LOST 1, wsolevaluation 64, timm 256 capped
+at the image count). Weights are random (seeded): no download.
+
+    python benchmarks/vs_peers.py                 # --images 24: a couple of minutes on 2 cores
+    python benchmarks/vs_peers.py --images 96 --tasks lost,wsol
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the literal references live beside the tests
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+
+import boxacc_oracle as oracle  # noqa: E402
+import lost_reference as lost_ref  # noqa: E402
+
+from simpool_bench import api  # noqa: E402
+from simpool_bench import evaluate as ev  # noqa: E402
+from simpool_bench.data.records import Record  # noqa: E402
+from simpool_bench.engine import EngineConfig  # noqa: E402
+from simpool_bench.metrics.boxes import resize_boxes_wsol  # noqa: E402
+from simpool_bench.models import build_model  # noqa: E402
+from simpool_bench.transforms import IMAGENET_MEAN, IMAGENET_STD, classification_transform, wsol_transform  # noqa: E402
+from simpool_bench.workers import default_workers  # noqa: E402
+
+# VOC-like full-resolution sizes (width, height): several images share a padded size
+SIZES = [(500, 375), (375, 500), (500, 333), (333, 500), (500, 400), (480, 360)]
+NUM_CLASSES = 10
+
+
+# ------------------------------------------------------------------------------------------ data
+def _image(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    img = rng.integers(0, 110, (h, w, 3), dtype=np.uint8)
+    bw, bh = int(rng.integers(w // 4, 3 * w // 4)), int(rng.integers(h // 4, 3 * h // 4))
+    x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+    img[y0:y0 + bh, x0:x0 + bw] = rng.integers(150, 256, 3, dtype=np.uint8)
+    return img, (x0, y0, x0 + bw - 1, y0 + bh - 1)
+
+
+def write_voc(root: Path, n: int, seed: int) -> Path:
+    """A VOC2007 layout of n JPEGs of the SIZES (interleaved), one object each."""
+    rng = np.random.default_rng(seed)
+    ids = []
+    for i in range(n):
+        w, h = SIZES[i % len(SIZES)]
+        img, (x0, y0, x1, y1) = _image(rng, w, h)
+        image_id = f"{2007_000000 + i:06d}"
+        (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(root / "JPEGImages" / f"{image_id}.jpg", quality=90)
+        (root / "Annotations").mkdir(parents=True, exist_ok=True)
+        (root / "Annotations" / f"{image_id}.xml").write_text(
+            f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size><object><name>a</name>"
+            f"<truncated>0</truncated><difficult>0</difficult><bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin>"
+            f"<xmax>{x1 + 1}</xmax><ymax>{y1 + 1}</ymax></bndbox></object></annotation>")
+        ids.append(image_id)
+    (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+    (root / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")
+    return root
+
+
+def labelled_records(folder: Path, n: int, seed: int) -> list[Record]:
+    """n JPEGs with a class label and one box (wsolevaluation convention, original pixels)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        w, h = SIZES[i % len(SIZES)]
+        img, box = _image(rng, w, h)
+        path = folder / f"{i:05d}.jpg"
+        Image.fromarray(img).save(path, quality=90)
+        out.append(Record(image_id=path.name, path=str(path), label=int(rng.integers(0, NUM_CLASSES)), width=w, height=h,
+                          boxes=np.asarray([box], dtype=np.float64)))
+    return out
+
+
+class _PilDataset(torch.utils.data.Dataset):
+    """What the peers' loaders do: PIL open + convert("RGB"), the transform, the label."""
+
+    def __init__(self, records: list[Record], transform) -> None:
+        self.records, self.transform = records, transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        rec = self.records[i]
+        with open(rec.path, "rb") as f:
+            img = Image.open(f).convert("RGB")
+        return self.transform(img), rec.label, i
+
+
+# ------------------------------------------------------------------------------------------ tasks
+def task_lost(records: list[Record], workers: int, batch_size: int) -> tuple[float, float, str]:
+    """LOST's loop against ``evaluate.discover --method lost``: boxes and CorLoc identical."""
+    from torchvision import transforms as T
+
+    torch.manual_seed(0)
+    model = build_model("vit_small_patch16_224", pool="cls", variant="dino", num_classes=0).eval()
+    to_tensor = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    loader = torch.utils.data.DataLoader(_PilDataset(records, to_tensor), batch_size=1, num_workers=workers)
+    t0 = time.perf_counter()
+    peer_boxes, hits = {}, 0
+    with torch.no_grad():
+        for img, _, idx in loader:  # main_lost.py: one image per forward
+            img = img[0]
+            init_image_size = img.shape
+            size_im = (img.shape[0], int(np.ceil(img.shape[1] / 16) * 16), int(np.ceil(img.shape[2] / 16) * 16))
+            paded = torch.zeros(size_im)
+            paded[:, : img.shape[1], : img.shape[2]] = img
+            w_featmap, h_featmap = paded.shape[-2] // 16, paded.shape[-1] // 16
+            feats = model(paded[None], return_keys=True).keys  # the last block's keys of the patches
+            pred, _, _, _ = lost_ref.lost(feats, [w_featmap, h_featmap], [16, 16], init_image_size, k_patches=100)
+            i = int(idx)
+            peer_boxes[i] = tuple(int(v) for v in pred)
+            hits += lost_ref.corloc_hit(np.asarray(pred).astype(np.int64), np.asarray(records[i].boxes, dtype=np.int64))
+    peer_s = time.perf_counter() - t0
+    ours_boxes = {}
+
+    def keep(idx, boxes, _hits):
+        for i, b in zip(idx, boxes):
+            ours_boxes[int(i)] = tuple(int(v) for v in b)
+
+    cfg = EngineConfig(device="cpu", batch_size=batch_size, workers=workers, progress=False)
+    t0 = time.perf_counter()
+    out = ev.discover(model, records, cfg, method="lost", on_boxes=keep)
+    ours_s = time.perf_counter() - t0
+    assert ours_boxes == peer_boxes, "LOST: boxes differ"
+    corloc = out.rows[0]["value"]
+    assert corloc == 100.0 * hits / len(records), (corloc, hits)
+    return peer_s, ours_s, f"CorLoc {corloc:.2f}, {len(records)} boxes identical"
+
+
+def task_wsol(records: list[Record], workers: int, batch_size: int) -> tuple[float, float, str]:
+    """wsolevaluation's CAMComputer + BoxEvaluator (OpenCV per threshold) against ``evaluate.localize``."""
+    torch.manual_seed(1)
+    model = build_model("vit_small_patch16_224", pool="cls", num_classes=NUM_CLASSES).eval()
+    loader = torch.utils.data.DataLoader(_PilDataset(records, wsol_transform()), batch_size=min(64, len(records)),
+                                         num_workers=workers)
+    thresholds = oracle.reference_thresholds(0.001)
+    ious = (30, 50, 70)
+    counts = np.zeros((len(ious), len(thresholds)), dtype=np.int64)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for images, _, idx in loader:
+            cams = model(images).attn.float().cpu().numpy()
+            for cam, i in zip(cams, idx.tolist()):
+                rec = records[i]
+                u8 = oracle.quantise(oracle.reference_scoremap(cam))
+                gt = resize_boxes_wsol(np.asarray(rec.boxes), rec.width, rec.height)
+                counts += oracle.reference_hits(u8, gt, thresholds, ious)
+    peer_s = time.perf_counter() - t0
+    peer = {iou: float((counts[j] * 100.0 / len(records)).max()) for j, iou in enumerate(ious)}
+    cfg = EngineConfig(device="cpu", batch_size=batch_size, workers=workers, progress=False)
+    t0 = time.perf_counter()
+    out = ev.localize(model, records, cfg, interval=0.001)
+    ours_s = time.perf_counter() - t0
+    ours = {r["iou_threshold"]: r["value"] for r in out.rows if r["metric"] == "maxboxacc"}
+    assert ours == peer, (ours, peer)
+    return peer_s, ours_s, "MaxBoxAcc@30/50/70 " + "/".join(f"{peer[i]:.2f}" for i in ious) + " identical"
+
+
+def task_timm(records: list[Record], workers: int, batch_size: int) -> tuple[float, float, str]:
+    """timm validate.py (plain timm model, eval transform, accuracy) against ``evaluate.classify``."""
+    import timm
+    from timm.utils import accuracy
+
+    torch.manual_seed(2)
+    ours_model = build_model("vit_small_patch16_224", pool="cls", num_classes=NUM_CLASSES).eval()
+    net = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=NUM_CLASSES).eval()
+    net.load_state_dict(ours_model.state_dict())
+    transform = classification_transform(ours_model.data_config)
+    loader = torch.utils.data.DataLoader(_PilDataset(records, transform), batch_size=min(256, len(records)), num_workers=workers)
+    correct1 = correct5 = 0
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for images, target, _ in loader:
+            output = net(images)
+            acc1, acc5 = accuracy(output, target, topk=(1, 5))  # percent of the batch
+            correct1 += int(round(acc1.item() * images.shape[0] / 100))
+            correct5 += int(round(acc5.item() * images.shape[0] / 100))
+    peer_s = time.perf_counter() - t0
+    cfg = EngineConfig(device="cpu", batch_size=batch_size, workers=workers, progress=False)
+    t0 = time.perf_counter()
+    out = ev.classify(ours_model, records, transform, cfg, num_classes=NUM_CLASSES)
+    ours_s = time.perf_counter() - t0
+    vals = {r["metric"]: r["value"] for r in out.rows}
+    n = len(records)
+    assert round(vals["top1"] * n / 100) == correct1 and round(vals["top5"] * n / 100) == correct5, (vals, correct1, correct5)
+    return peer_s, ours_s, f"top-1 {vals['top1']:.2f} top-5 {vals['top5']:.2f} identical"
+
+
+TASKS = {"lost": ("discovery vs LOST main_lost.py", task_lost, 16),
+         "wsol": ("localization vs wsolevaluation", task_wsol, 64),
+         "timm": ("classification vs timm validate", task_timm, 64)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=24, help="images per task (the size flag)")
+    p.add_argument("--tasks", default="lost,wsol,timm")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers on both sides (default min(8, cores))")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    workers = default_workers() if args.workers is None else args.workers
+    print(f"cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, workers {workers}, images {args.images}, "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        voc = api.read_discovery_data("voc07", write_voc(tmp / "VOC2007", args.images, args.seed))
+        labelled = labelled_records(tmp / "labelled", args.images, args.seed + 1)
+        for name in args.tasks.split(","):
+            title, fn, bs = TASKS[name]
+            recs = voc if name == "lost" else labelled
+            peer_s, ours_s, what = fn(recs, workers, bs)
+            print(f"{title:34s} peer {len(recs) / peer_s:7.2f} img/s  simpool-bench {len(recs) / ours_s:7.2f} img/s  "
+                  f"ratio {peer_s / ours_s:.1f}x  ({what}; load {os.getloadavg()[0]:.2f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Full-resolution discovery batches images by padded size over the whole dataset (shards take the
+images sorted by size), and the boxes stay those of batch size 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simpool_bench import api
+from simpool_bench import evaluate as ev
+from simpool_bench.engine import EngineConfig, make_shards, size_order
+from tests.conftest import _random_box, _render, build_tiny_checkpoint, write_jpeg
+
+# six shapes whose sizes padded to 16 all differ: (48,48) (64,48) (48,64) (80,48) (48,80) (64,64)
+SHAPES = [(40, 40), (56, 40), (40, 56), (72, 40), (40, 72), (56, 56)]
+
+
+def _voc_interleaved(root: Path, per_shape: int = 3, seed: int = 0) -> Path:
+    """A VOC2007 layout whose image i has shape SHAPES[i % 6]: equal sizes never adjacent."""
+    rng = np.random.default_rng(seed)
+    ids = []
+    for i in range(per_shape * len(SHAPES)):
+        w, h = SHAPES[i % len(SHAPES)]
+        x0, y0, x1, y1 = _random_box(rng, w, h, 0.4, 0.9)
+        image_id = f"{2007_000000 + i:06d}"
+        write_jpeg(root / "JPEGImages" / f"{image_id}.jpg", _render(rng, w, h, [(x0, y0, x1, y1)]))
+        (root / "Annotations").mkdir(parents=True, exist_ok=True)
+        (root / "Annotations" / f"{image_id}.xml").write_text(
+            f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size><object><name>a</name>"
+            f"<truncated>0</truncated><difficult>0</difficult><bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin>"
+            f"<xmax>{x1 + 1}</xmax><ymax>{y1 + 1}</ymax></bndbox></object></annotation>")
+        ids.append(image_id)
+    (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+    (root / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")
+    return root
+
+
+def test_size_order_shards_are_a_stable_sort_and_check_the_permutation():
+    keys = [(64, 48), (48, 48), (64, 48), (48, 48), (80, 48)]
+    assert size_order(keys) == [1, 3, 0, 2, 4]
+    assert make_shards(5, 2, size_order(keys)) == [[1, 3], [0, 2], [4]]
+    assert [list(s) for s in make_shards(5, 2)] == [[0, 1], [2, 3], [4]]
+    with pytest.raises(ValueError):
+        make_shards(3, 2, [0, 0, 1])
+
+
+@pytest.mark.parametrize("method", ["attn", "lost"])
+def test_interleaved_sizes_fill_batches_and_keep_batch_size_one_boxes(tmp_path, method):
+    voc = _voc_interleaved(tmp_path / "VOC2007")
+    records = api.read_discovery_data("voc07", voc)
+    ckpt, _ = build_tiny_checkpoint(tmp_path / "m.pth.tar")
+    model, _ = api.load_model(api.ModelOptions(checkpoint=ckpt))
+    runs = {}
+    for bs in (1, 4):
+        seen: dict[int, tuple[int, ...]] = {}
+        batches: list[int] = []
+
+        def on_boxes(idx, boxes, hits, seen=seen, batches=batches):
+            batches.append(len(idx))
+            for i, b in zip(idx, boxes):
+                seen[int(i)] = tuple(int(v) for v in b)
+
+        # shards of 6 images: in file order each would hold one image of every size (18 batches of 1)
+        cfg = EngineConfig(device="cpu", batch_size=bs, shard_size=6, progress=False)
+        ev.discover(model, records, cfg, method=method, on_boxes=on_boxes)
+        runs[bs] = (seen, batches)
+    assert sorted(runs[1][0]) == list(range(18))
+    assert runs[4][0] == runs[1][0]  # every box identical to batch size 1
+    assert runs[4][1] == [3] * 6  # each padded size is one full batch (3 images of it in the set)

@@ -1,0 +1,57 @@
+"""Start-up: the light commands import no heavy library, and numba's kernel cache falls back when
+its usual folders are not writable. (No timing here: benchmarks/ prints the figures.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(code: str, **env: str) -> str:
+    full = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    proc = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_cli_and_center_discovery_import_no_heavy_library(tmp_path):
+    from tests.conftest import build_voc_dataset
+
+    voc = build_voc_dataset(tmp_path / "VOC2007", n=3)
+    code = (
+        "import sys, json\n"
+        "from simpool_bench.cli import main\n"
+        "after_cli = sorted(m for m in ('torch', 'pandas') if m in sys.modules)\n"
+        f"sys.argv = ['simpool-bench', 'discover', '--data', {str(voc)!r}, '--method', 'center', '--out', {str(tmp_path / 'o')!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "heavy = sorted(m for m in ('torchvision', 'timm', 'numba', 'scipy', 'cv2') if m in sys.modules)\n"
+        "print(json.dumps([after_cli, heavy]))\n"
+    )
+    after_cli, heavy = json.loads(_run(code))
+    assert after_cli == []  # `--help` and argument parsing need neither torch nor pandas
+    assert heavy == []
+    assert (tmp_path / "o" / "results.csv").is_file()
+
+
+def test_numba_cache_falls_back_to_temp_dir_then_to_no_cache(tmp_path):
+    probe = ("from simpool_bench.metrics import _components as C; from numba.core import config; "
+             "print(C._CACHE, config.CACHE_DIR)")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    # only the NUMBA_CACHE_DIR locator allowed: the fallback points it at the temp dir
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, env={
+        **env, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path),
+        "NUMBA_CACHE_LOCATOR_CLASSES": "numba.core.caching.UserProvidedCacheLocator"})
+    assert out.returncode == 0, out.stderr
+    flag, where = out.stdout.split()
+    assert flag == "True" and Path(where).parent == tmp_path and Path(where).is_dir()
+    # no locator can place the file at all: kernels compile without a cache instead of failing
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, env={
+        **env, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path),
+        "NUMBA_CACHE_LOCATOR_CLASSES": "numba.core.caching.ZipCacheLocator"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "False"
