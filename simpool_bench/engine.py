@@ -25,6 +25,7 @@ import atexit
 import contextlib
 import dataclasses
 import datetime as _dt
+import hashlib
 import math
 import os
 import threading
@@ -577,8 +578,8 @@ def evaluate(
     batches_for = batches_for or (lambda r: chunk_batches(r, config.batch_size))
 
     shards = make_shards(len(dataset), config.shard_size, order)
-    if order is not None:  # another order makes other shards: keep their resume stores apart
-        key = run_key({"key": key or "default", "order": hashlib.sha256(repr(list(order)).encode()).hexdigest()})
+    # another order makes other shards: keep their resume stores apart
+    order_id = None if order is None else hashlib.sha256(repr(list(order)).encode()).hexdigest()
     if world > 1:
         _check_same_work(len(dataset), len(shards))
     mine = my_shards(shards, rank, world)
@@ -590,8 +591,10 @@ def evaluate(
             if not hasattr(dataset, "records"):
                 raise ValueError("evaluate: resume needs a key for a dataset without records")
             key = resume_key(description, model, dataset.records, getattr(dataset, "transform", None),
-                             {**(params or {}), "max_pixels": config.max_pixels},
+                             {**(params or {}), "max_pixels": config.max_pixels, "order": order_id},
                              amp=config.amp, shard_size=config.shard_size, device=device.type)
+        elif order_id is not None:
+            key = hashlib.sha256(f"{key} order {order_id}".encode()).hexdigest()[:24]
         store = ShardStore(config.resume_dir, key)
 
     def fresh() -> dict[str, Accumulator]:

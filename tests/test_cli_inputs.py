@@ -288,7 +288,8 @@ def test_huge_image_in_voc_skipped_and_counted_or_strict_error(tmp_path, ckpt):
     xml = voc / "Annotations" / f"{ids[1]}.xml"  # the annotation says so too: no huge placeholder either
     text = xml.read_text()
     xml.write_text(text[: text.index("<width>")] + "<width>10000</width><height>10000</height>" + text[text.index("<depth>"):])
-    args = ("discover", "--dataset", "voc07", "--data", voc, "--checkpoint", ckpt, "--device", "cpu")
+    # -j 0: decode here, so that the warning is raised in this process (workers print theirs)
+    args = ("discover", "--dataset", "voc07", "--data", voc, "--checkpoint", ckpt, "--device", "cpu", "-j", "0")
     out = tmp_path / "out"
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")

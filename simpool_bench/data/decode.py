@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from .images import load_rgb
+from .images import header_size, load_rgb
 
 _JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
 
@@ -46,8 +45,7 @@ def _within(path: str | Path, max_pixels: int | None) -> bool:
     if max_pixels is None:
         return True
     try:
-        with Image.open(path) as im:
-            w, h = im.size
+        w, h = header_size(path)
     except Exception:  # noqa: BLE001 - load_rgb names the problem
         return False
     return w * h <= max_pixels
