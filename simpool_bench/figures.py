@@ -63,6 +63,20 @@ def _box_text(box: np.ndarray | None) -> str:
     return "(" + ", ".join(str(int(v)) for v in np.asarray(box).reshape(-1)[:4]) + ")"
 
 
+def _wrap(title: str, width: int = 28) -> str:
+    """A column title on up to three lines: breaks at ': ' and ' (' first, then after the last '_'
+    (or space) that keeps a line within ``width`` characters."""
+    lines: list[str] = []
+    for part in title.replace(": ", ":\n").replace(" (", "\n(").split("\n"):
+        while len(part) > width:
+            cut = max(part.rfind("_", 0, width), part.rfind(" ", 0, width))
+            cut = cut + 1 if cut > 0 else width
+            lines.append(part[:cut].rstrip())
+            part = part[cut:].lstrip()
+        lines.append(part)
+    return "\n".join(lines[:3])
+
+
 def _rect(ax, box, color, style: str, lw: float) -> None:
     from matplotlib.patches import Rectangle
 
@@ -78,9 +92,9 @@ def _lost(ax, lp: LostPatches) -> None:
     s = lp.stride
     for j in np.asarray(lp.expanded).reshape(-1):
         r, c = divmod(int(j), lp.grid_w)
-        ax.add_patch(Rectangle((c * s - 0.5, r * s - 0.5), s, s, facecolor=SEED_RGB, alpha=0.25, edgecolor="none"))
+        ax.add_patch(Rectangle((c * s - 0.5, r * s - 0.5), s, s, facecolor=SEED_RGB, alpha=0.35, edgecolor="none"))
     r, c = divmod(int(lp.seed), lp.grid_w)
-    ax.add_patch(Rectangle((c * s - 0.5, r * s - 0.5), s, s, fill=False, edgecolor=SEED_RGB, linewidth=1.2))
+    ax.add_patch(Rectangle((c * s - 0.5, r * s - 0.5), s, s, fill=False, edgecolor=SEED_RGB, linewidth=1.6))
 
 
 def paper_figure(
@@ -129,29 +143,32 @@ def paper_figure(
     if len(titles) != m or len(image_ids) != n or len(gt_boxes) != n:
         raise SimpoolBenchError(f"paper_figure: {len(titles)} titles, {len(image_ids)} ids, {len(gt_boxes)} GT sets for {m} columns, {n} images")
 
-    aspect = max(im.shape[0] / im.shape[1] for im in images)
     cell_w = CELL_INCHES
-    cell_h = cell_w * aspect
-    caption_h, title_h, bar_w = 0.36, 0.22, 0.12
-    fig_w = (m + 1) * cell_w + 0.55
-    fig_h = title_h + n * (cell_h + caption_h) + 0.05
+    row_h = [cell_w * im.shape[0] / im.shape[1] for im in images]  # each row at its image's aspect
+    caption_h, title_h, bar_w, legend_h = 0.34, 0.36, 0.12, 0.2
+    any_map = any(lost is None or lost[c][r] is None for c in range(m) for r in range(n))
+    fig_w = (m + 1) * cell_w + (0.55 if any_map else 0.05)
+    fig_h = title_h + sum(row_h) + n * caption_h + legend_h
     fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
     FigureCanvasAgg(fig)
     colour = colormaps[cmap]
     pad = 0.04
+    top = fig_h - title_h
     for r, img in enumerate(images):
         h, w = img.shape[:2]
+        cell_h = row_h[r]
+        top -= cell_h + caption_h
         gt = np.asarray(gt_boxes[r], dtype=np.float64).reshape(-1, 4)
         for c in range(m + 1):
             left = (c * cell_w + pad) / fig_w
-            bottom = (fig_h - title_h - (r + 1) * (cell_h + caption_h) + caption_h) / fig_h
+            bottom = (top + caption_h) / fig_h
             ax = fig.add_axes((left, bottom, (cell_w - 2 * pad) / fig_w, (cell_h - pad) / fig_h))
             ax.imshow(img, interpolation="nearest")
-            if c > 0:
+            if c > 0 and lost is not None and lost[c - 1][r] is not None:
+                _lost(ax, lost[c - 1][r])  # LOST's own picture: seed and expanded patches, no heat map
+            elif c > 0:
                 ax.imshow(normalized_map(maps[c - 1][r], (h, w)), cmap=colour, vmin=0.0, vmax=1.0, alpha=alpha,
                           interpolation="nearest")
-                if lost is not None and lost[c - 1][r] is not None:
-                    _lost(ax, lost[c - 1][r])
             for b in gt:
                 _rect(ax, b, GT_RGB, "-", 1.1)
             if c > 0 and pred_boxes[c - 1][r] is not None:
@@ -171,13 +188,27 @@ def paper_figure(
                 text = f"pred {_box_text(pred_boxes[c - 1][r])}\nIoU {iou_s}"
             ax.text(0.5, -0.03, text, transform=ax.transAxes, ha="center", va="top", fontsize=FONT_PT, linespacing=1.15)
             if r == 0:
-                ax.set_title("image" if c == 0 else str(titles[c - 1]), fontsize=FONT_PT + 1.5, pad=3)
-    cax = fig.add_axes(((m + 1) * cell_w / fig_w + 0.05 / fig_w, (caption_h + 0.05) / fig_h, bar_w / fig_w,
-                        (fig_h - title_h - caption_h - 0.1) / fig_h))
-    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), colour), cax=cax)
-    bar.set_label("normalised map (per image)", fontsize=FONT_PT)
-    bar.ax.tick_params(labelsize=FONT_PT)
+                ax.set_title("image" if c == 0 else _wrap(str(titles[c - 1])), fontsize=FONT_PT + 1, pad=3, linespacing=1.1)
+    if any_map:
+        cax = fig.add_axes(((m + 1) * cell_w / fig_w + 0.05 / fig_w, (legend_h + caption_h) / fig_h, bar_w / fig_w,
+                            (fig_h - title_h - caption_h - legend_h - 0.05) / fig_h))
+        bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), colour), cax=cax)
+        bar.set_label("normalised map (per image)", fontsize=FONT_PT)
+        bar.ax.tick_params(labelsize=FONT_PT)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Line2D([], [], color=GT_RGB, lw=1.1, label="ground-truth box"),
+               Line2D([], [], color=PRED_RGB, lw=1.1, ls="--", label="predicted box")]
+    if lost is not None:
+        handles += [Patch(facecolor="none", edgecolor=SEED_RGB, label="LOST seed"),
+                    Patch(facecolor=SEED_RGB, alpha=0.35, edgecolor="none", label="LOST expanded patches")]
+    fig.legend(handles=handles, loc="lower left", bbox_to_anchor=(pad / fig_w, 0.0), ncol=len(handles), frameon=False,
+               fontsize=FONT_PT, handlelength=2.2, borderaxespad=0.3)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format=fmt, dpi=dpi)
+    from matplotlib import rc_context
+
+    with rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):  # editable text in vector output
+        fig.savefig(out, format=fmt, dpi=dpi)
     return out

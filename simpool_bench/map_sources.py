@@ -155,7 +155,7 @@ def gradcam_forward(model: nn.Module, x: Tensor, target: Tensor | None, return_k
             handle.remove()
         if out.logits is None:
             raise SimpoolBenchError(f"{model.arch}: gradcam needs a classifier (its gradients are those of a class logit)")
-        cls = _cam_classes(out.logits, target, x.shape[0])
+        cls = _cam_classes(out.logits, target, x.shape[0]).clone()  # a target made in inference mode cannot index a graph
         score = out.logits.gather(1, cls[:, None]).sum()
         (grad,) = torch.autograd.grad(score, store["act"])
     act = store["act"].detach()

@@ -704,6 +704,7 @@ def build_model(
     overrides.update(name.data_config)
     overrides.update({k: v for k, v in (data_overrides or {}).items() if v is not None})
     data_config = resolve_model_data_config(net, args=overrides)
+    data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in data_config.items()}  # JSON configs give lists
 
     extra = {"family": family} if family not in _FAMILY_CLASSES else {}
     model = _family_class(family)(
