@@ -57,6 +57,13 @@ Attention sources (``attn_source``), all float32 maps (B, h, w) on the feature g
   multiplied by the head norm's scale, which makes the map exact up to a per-image positive scale
   and shift (removed by the min-max normalisation of every localisation protocol).
 
+* ``'map'`` (ViTs with timm's attention-pool head, pool 'map'), ``'rollout'`` (any ViT) and
+  ``'gradcam'`` (any model with a classifier): see ``map_sources``.
+
+Families beyond the official ones (``families``): DeiT (distilled ones: pool 'cls', the mean of
+the two heads as timm), EfficientNet and RegNet (``cnn.CNNBenchModel``: timm's ``forward_features``,
+SimPool in place of timm's global pool); ``pool='map'`` keeps timm's ``AttentionPoolLatent``.
+
 ViTs accept any input size divisible by the patch size (position embeddings resampled as timm's
 ``dynamic_img_size`` does). ``dino_pos_quirk`` reproduces the official DINO/SimPool
 ``interpolate_pos_encoding`` instead, including its ``npatch = tokens - 1`` slip in simpool mode.
@@ -79,7 +86,7 @@ from torch import Tensor, nn
 
 from .errors import SimpoolBenchError
 from .map_sources import DEFAULT_DISCARD_RATIO, DEFAULT_HEAD_FUSION, attention_rollout, block_attention, check_rollout_options, latent_pool_attention
-from .families import EXAMPLE_ARCHS, FAMILIES, MAP_SOURCES, POOLS, family_of_module, source_applies
+from .families import EXAMPLE_ARCHS, FAMILIES, MAP_SOURCES, POOLS, source_applies
 from .pooling import MIN_SCOPES, SIMPOOL_NORM_EPS, SimPool
 
 VARIANTS: tuple[str, ...] = ("supervised", "dino")
