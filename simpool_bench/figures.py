@@ -145,7 +145,9 @@ def paper_figure(
 
     cell_w = CELL_INCHES
     row_h = [cell_w * im.shape[0] / im.shape[1] for im in images]  # each row at its image's aspect
-    caption_h, title_h, bar_w, legend_h = 0.34, 0.36, 0.12, 0.2
+    n_handles = 4 if lost is not None else 2
+    legend_cols = n_handles if (m + 1) * CELL_INCHES >= 1.7 * n_handles else 2  # a narrow figure: two rows
+    caption_h, title_h, bar_w, legend_h = 0.34, 0.36, 0.12, 0.2 * math.ceil(n_handles / legend_cols)
     any_map = any(lost is None or lost[c][r] is None for c in range(m) for r in range(n))
     fig_w = (m + 1) * cell_w + (0.55 if any_map else 0.05)
     fig_h = title_h + sum(row_h) + n * caption_h + legend_h
@@ -203,7 +205,7 @@ def paper_figure(
     if lost is not None:
         handles += [Patch(facecolor="none", edgecolor=SEED_RGB, label="LOST seed"),
                     Patch(facecolor=SEED_RGB, alpha=0.35, edgecolor="none", label="LOST expanded patches")]
-    fig.legend(handles=handles, loc="lower left", bbox_to_anchor=(pad / fig_w, 0.0), ncol=len(handles), frameon=False,
+    fig.legend(handles=handles, loc="lower left", bbox_to_anchor=(pad / fig_w, 0.0), ncol=legend_cols, frameon=False,
                fontsize=FONT_PT, handlelength=2.2, borderaxespad=0.3)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
