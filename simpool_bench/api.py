@@ -60,6 +60,14 @@ class ModelOptions:
     img_size: int | None = None
     dino_pos_quirk: bool | None = None
     pos_interp: str | None = None
+    pretrained: bool = False
+    pretrained_file: Path | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    crop_pct: float | None = None
+    interpolation: str | None = None
+    rollout_fusion: str = "mean"
+    rollout_discard: float = 0.0
 
 
 def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | None]:
@@ -77,6 +85,9 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
     ckpt = None
     arch, pool, gamma, variant = options.arch, options.pool, options.gamma, options.variant
     extra: dict[str, Any] = {}
+    pretrained = bool(options.pretrained or options.pretrained_file is not None)
+    if pretrained and options.checkpoint is not None:
+        raise SimpoolBenchError("--checkpoint and --pretrained/--pretrained-file both give weights: use one")
     if options.checkpoint is not None:
         ckpt = load_checkpoint(options.checkpoint, format=options.format, trust=options.trust, prefer=options.prefer)
         arch, pool, gamma, variant = resolve_spec(ckpt, arch=arch, pool=pool, gamma=gamma, variant=variant)
@@ -84,15 +95,18 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
     if arch is None:
         raise SimpoolBenchError("no architecture: give --model (e.g. vit_small_patch16_224) or a --checkpoint that names one")
     num_classes = options.num_classes
-    if num_classes is None:
+    if num_classes is None and not pretrained:
         num_classes = ckpt.num_classes if (ckpt is not None and ckpt.num_classes is not None) else (0 if variant == "dino" else 1000)
     quirk = options.dino_pos_quirk
     if quirk is None:
         quirk = bool(ckpt is not None and ckpt.dino_pos_quirk)
     kwargs: dict[str, Any] = dict(
-        pool=pool or "simpool", variant=variant or "supervised", num_classes=num_classes, min_scope=options.min_scope,
-        attn_source=options.attn_source, cls_head=options.cls_head, dino_pos_quirk=quirk,
-        use_beta=bool(ckpt is not None and ckpt.has_beta),
+        pool=pool or (None if pretrained else "simpool"), variant=variant or "supervised", num_classes=num_classes,
+        min_scope=options.min_scope, attn_source=options.attn_source, cls_head=options.cls_head, dino_pos_quirk=quirk,
+        use_beta=bool(ckpt is not None and ckpt.has_beta), pretrained=pretrained,
+        pretrained_file=None if options.pretrained_file is None else str(options.pretrained_file),
+        data_overrides=data_overrides(options), rollout_fusion=options.rollout_fusion,
+        rollout_discard=options.rollout_discard,
     )
     dino_vit = ckpt is not None and ckpt.dino_code and ckpt.family == "vit"
     if options.pos_interp is not None or dino_vit:
@@ -108,6 +122,39 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
     if ckpt is not None:
         load_into(model, ckpt)
     return model, ckpt
+
+
+def data_overrides(options: ModelOptions) -> dict[str, Any]:
+    """The data-config entries the user set (``--mean``, ``--std``, ``--crop-pct``, ``--interpolation``),
+    checked; they win over the model's pretrained config."""
+    out: dict[str, Any] = {}
+    for name in ("mean", "std"):
+        v = getattr(options, name)
+        if v is None:
+            continue
+        v = tuple(float(x) for x in v)
+        if len(v) not in (1, 3) or (name == "std" and any(x <= 0 for x in v)):
+            raise SimpoolBenchError(f"--{name} {','.join(map(str, v))}: expected 3 numbers (R,G,B){', all > 0' if name == 'std' else ''}")
+        out[name] = v * 3 if len(v) == 1 else v
+    if options.crop_pct is not None:
+        if not 0.0 < float(options.crop_pct) <= 1.0:
+            raise SimpoolBenchError(f"--crop-pct {options.crop_pct}: expected a fraction in (0, 1]")
+        out["crop_pct"] = float(options.crop_pct)
+    if options.interpolation is not None:
+        if options.interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise SimpoolBenchError(f"--interpolation {options.interpolation!r}: expected bilinear, bicubic or nearest")
+        out["interpolation"] = options.interpolation
+    return out
+
+
+def describe_data_config(cfg: dict[str, Any]) -> str:
+    """One provenance string of a data config: mean, std, crop_pct, interpolation, input size."""
+    def nums(v: Any) -> str:
+        return ",".join(f"{float(x):g}" for x in v)
+
+    size = cfg.get("input_size", (3, 0, 0))
+    return (f"mean={nums(cfg.get('mean', ()))} std={nums(cfg.get('std', ()))} crop_pct={float(cfg.get('crop_pct', 0)):g} "
+            f"interpolation={cfg.get('interpolation', '')} input={size[-2]}x{size[-1]}")
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -181,12 +228,25 @@ def provenance(
     """The run's provenance (what produced these numbers); ``image_size`` None = full resolution."""
     from .engine import resolve_device
 
+    wfile = getattr(model, "weights_file", None) if model is not None else None
+    wsrc = getattr(model, "weights_source", None) if model is not None else None
+    if ckpt:
+        ck, ck_fmt = str(ckpt.path), ckpt.format
+    elif wsrc is not None:
+        ck = str(wfile) if wfile is not None else wsrc
+        ck_fmt = "torchvision-pretrained" if wsrc.startswith("torchvision:") else "timm-pretrained"
+    else:
+        ck, ck_fmt = None, ("none" if model is None else "random-init")
+    attn = getattr(model, "attn_source", None) if model is not None else None
     return Provenance.collect(
         model=(model.arch if model is not None else f"baseline:{baseline}"),
         pool=model.pool if model is not None else "none",
-        checkpoint=str(ckpt.path) if ckpt else None,
+        checkpoint=ck,
         checkpoint_sha256=ckpt.sha256 if ckpt else None,
-        checkpoint_format=ckpt.format if ckpt else ("none" if model is None else "random-init"),
+        checkpoint_format=ck_fmt,
+        weights=wsrc,
+        data_config=describe_data_config(model.data_config) if model is not None else None,
+        attn_options=(f"fusion={model.rollout_fusion} discard={model.rollout_discard:g}" if attn == "rollout" else None),
         gamma=model.gamma if model is not None else None,
         min_scope=getattr(model, "min_scope", None) if model is not None else None,
         attn_source=getattr(model, "attn_source", None) if model is not None else None,

@@ -56,6 +56,7 @@ from typing import Any
 import torch
 
 from .errors import SimpoolBenchError
+from .families import CNN_FAMILIES, FAMILIES, family_of_state_dict
 from .files import sha256_file
 from .models import POOLS, VARIANTS, build_model, model_family
 
@@ -82,6 +83,8 @@ SIMPOOL_PREFIX: dict[tuple[str, str], str] = {
     ("resnet", "dino"): "simpool.",
     ("convnext", "supervised"): "head.global_pool.pool.",
     ("convnext", "dino"): "simpool.",
+    **{(f.name, "supervised"): f.simpool_supervised for f in FAMILIES.values() if f.name not in ("vit", "resnet", "convnext")},
+    **{(f.name, "dino"): "simpool." for f in FAMILIES.values() if f.name not in ("vit", "resnet", "convnext")},
 }
 KNOWN_SIMPOOL_PREFIXES: tuple[str, ...] = ("gp.pool.", "simpool.", "global_pool.pool.", "head.global_pool.pool.")
 # timm SimPool1d/2d parameter names -> official sp.py names; timm's layer normalises with
@@ -89,14 +92,14 @@ KNOWN_SIMPOOL_PREFIXES: tuple[str, ...] = ("gp.pool.", "simpool.", "global_pool.
 TIMM_SIMPOOL_RENAMES: dict[str, str] = {"norm": "norm_patches", "q": "wq", "k": "wk"}
 TIMM_SIMPOOL_NORM_EPS = 1e-5
 # Classifier weight per family (its first dimension is the class count).
-CLASSIFIER_WEIGHT: dict[str, str] = {"vit": "head.weight", "resnet": "fc.weight", "convnext": "head.fc.weight"}
+CLASSIFIER_WEIGHT: dict[str, str] = {f.name: f.classifier for f in FAMILIES.values()}
 # Buffers that are not parameters (left out of the parameter count).
 BUFFER_SUFFIXES: tuple[str, ...] = ("running_mean", "running_var", "num_batches_tracked")
 
 # timm train.py --gp values / DINO --mode values -> our pool names.
-SUPERVISED_GP_TO_POOL: dict[str, str] = {"simpool": "simpool", "avg": "gap", "token": "cls"}
+SUPERVISED_GP_TO_POOL: dict[str, str] = {"simpool": "simpool", "avg": "gap", "token": "cls", "map": "map"}
 DINO_MODE_TO_POOL: dict[str, str] = {"simpool": "simpool"}  # 'official': cls for ViT, gap for CNNs
-POOL_ALIASES: dict[str, str] = {"simpool": "simpool", "cls": "cls", "token": "cls", "gap": "gap", "avg": "gap"}
+POOL_ALIASES: dict[str, str] = {"simpool": "simpool", "cls": "cls", "token": "cls", "gap": "gap", "avg": "gap", "map": "map"}
 
 # Standard timm names recognised from key shapes (family, width, depths) -> name.
 VIT_WIDTHS: dict[tuple[int, int], str] = {(192, 12): "tiny", (384, 12): "small", (768, 12): "base", (1024, 24): "large"}
@@ -381,14 +384,14 @@ def rename_timm_simpool(sd: Mapping[str, Any], family: str | None, variant: str,
 
 # ------------------------------------------------------------------------------------------ inference
 def family_of_keys(sd: Mapping[str, Any]) -> str | None:
-    """Architecture family told by the keys (our layout): 'vit', 'resnet', 'convnext' or None."""
+    """Architecture family told by the keys (our layout): one of ``families.FAMILIES`` or None."""
     if "patch_embed.proj.weight" in sd:
         return "vit"
     if "conv1.weight" in sd and any(k.startswith("layer4.") for k in sd):
         return "resnet"
     if "stem.0.weight" in sd and any(k.startswith("stages.") for k in sd):
         return "convnext"
-    return None
+    return family_of_state_dict(sd)
 
 
 def family_of_arch(arch: str) -> str | None:
@@ -448,10 +451,12 @@ def infer_pool(sd: Mapping[str, Any]) -> str | None:
     if any(k.startswith(KNOWN_SIMPOOL_PREFIXES) for k in sd):
         return "simpool"
     if fam == "vit":
+        if any(k.startswith("attn_pool.") for k in sd):
+            return "map"
         if "fc_norm.weight" in sd:
             return "gap"
         return "cls" if "cls_token" in sd else "gap"
-    return "gap" if fam in ("resnet", "convnext") else None
+    return "gap" if fam in CNN_FAMILIES else None
 
 
 def _beta_key(sd: Mapping[str, Any]) -> str | None:
@@ -766,8 +771,8 @@ def resolve_spec(
         raise SimpoolBenchError(f"cannot tell the architecture of {name} ({ckpt.format}): pass --model (e.g. vit_small_patch16_224)")
     if not _supported_arch(out_arch):
         raise SimpoolBenchError(
-            f"unknown architecture {out_arch!r}{'' if arch else f' (from {name})'}: expected a timm ViT, ResNet or ConvNeXt "
-            f"name such as vit_small_patch16_224, resnet50, convnext_tiny"
+            f"unknown architecture {out_arch!r}{'' if arch else f' (from {name})'}: expected a timm ViT, DeiT, ResNet, ConvNeXt, "
+            f"EfficientNet or RegNet name such as vit_small_patch16_224, deit_small_patch16_224, resnet50, efficientnet_b0"
         )
     fam = family_of_arch(out_arch)
     if ckpt.family is not None and fam != ckpt.family:

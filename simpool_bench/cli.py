@@ -104,6 +104,7 @@ class Pool(str, Enum):
     simpool = "simpool"
     cls = "cls"
     gap = "gap"
+    map = "map"
 
 
 class Amp(str, Enum):
@@ -119,7 +120,7 @@ class MinScope(str, Enum):
 
 
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="timm architecture, e.g. vit_small_patch16_224, resnet50, convnext_tiny (inferred from the checkpoint when it says).", rich_help_panel="Model")]
-PoolOpt = Annotated[Optional[Pool], typer.Option("--pool", help="Pooling: simpool | cls (ViTs) | gap (inferred from the checkpoint).", rich_help_panel="Model")]
+PoolOpt = Annotated[Optional[Pool], typer.Option("--pool", help="Pooling: simpool | cls (ViTs) | gap | map (ViTs, timm's attention pool) (inferred from the checkpoint).", rich_help_panel="Model")]
 GammaOpt = Annotated[Optional[str], typer.Option("--gamma", help="SimPool gamma: a float, or 'none' for the plain attention-weighted mean (default 1.25 transformers, 2.0 CNNs).", rich_help_panel="Model")]
 CkptOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint file (.pth, .pth.tar, .safetensors); format auto-detected.", rich_help_panel="Model")]
 FormatOpt = Annotated[Optional[str], typer.Option("--format", help="Force the checkpoint format: official-supervised | official-dino | dino-backbone | timm-simpool | state-dict | safetensors.", rich_help_panel="Model")]
@@ -127,10 +128,17 @@ TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitr
 PreferOpt = Annotated[str, typer.Option("--prefer", help="Which weights of a checkpoint: auto (EMA, DINO teacher) | ema | raw | teacher | student.", rich_help_panel="Model")]
 VariantOpt = Annotated[Optional[str], typer.Option("--variant", help="ViT layout: supervised (norm before SimPool) | dino (norm after).", rich_help_panel="Model")]
 MinScopeOpt = Annotated[MinScope, typer.Option("--min-scope", help="Where SimPool's gamma shift takes its min: sample (default, batch-independent) | batch (official) | channel (timm).", rich_help_panel="Model")]
-AttnOpt = Annotated[Optional[str], typer.Option("--attn-source", help="Attention map: simpool | cls | cam (default from --pool).", rich_help_panel="Model")]
+AttnOpt = Annotated[Optional[str], typer.Option("--attn-source", help="Attention map: simpool | cls | cam | map | rollout | gradcam (default from --pool).", rich_help_panel="Model")]
 ClsHeadOpt = Annotated[Optional[int], typer.Option("--cls-head", help="For --attn-source cls: one head instead of the mean over heads.", rich_help_panel="Model")]
 NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Classifier size when the checkpoint does not tell.", rich_help_panel="Model")]
 QuirkOpt = Annotated[Optional[bool], typer.Option("--dino-pos-quirk/--no-dino-pos-quirk", help="Reproduce the official DINO-SimPool position-embedding interpolation (default: on for official DINO files).", rich_help_panel="Model")]
+
+PretrainedOpt = Annotated[bool, typer.Option("--pretrained", help="timm's pretrained weights of --model, from the local Hugging Face cache (HF_HUB_CACHE / HF_HOME; honours HF_HUB_OFFLINE=1: no cached copy is an error). Default pool: the model's own.", rich_help_panel="Model")]
+PretrainedFileOpt = Annotated[Optional[Path], typer.Option("--pretrained-file", help="timm pretrained weights of --model from this file (model.safetensors, pytorch_model.bin), loaded as timm loads them.", rich_help_panel="Model")]
+MeanOpt = Annotated[Optional[str], typer.Option("--mean", help="Normalisation mean R,G,B (default: the model's pretrained config).", rich_help_panel="Model")]
+StdOpt = Annotated[Optional[str], typer.Option("--std", help="Normalisation std R,G,B (default: the model's pretrained config).", rich_help_panel="Model")]
+RolloutFusionOpt = Annotated[str, typer.Option("--rollout-fusion", help="--attn-source rollout: head fusion mean | max | min.", rich_help_panel="Model")]
+RolloutDiscardOpt = Annotated[float, typer.Option("--rollout-discard", help="--attn-source rollout: fraction of the lowest fused attentions discarded per block (0 = the paper).", rich_help_panel="Model")]
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.", rich_help_panel="Run")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.", rich_help_panel="Run")]
@@ -161,14 +169,29 @@ def _gamma(value: str | None) -> Any:
         raise SimpoolBenchError(f"--gamma {value!r}: expected a number or 'none'") from None
 
 
-def _model_options(model, pool, gamma, checkpoint, fmt, trust, variant, min_scope, attn_source, cls_head, num_classes, quirk, prefer="auto", img_size=None):
+def _model_options(model, pool, gamma, checkpoint, fmt, trust, variant, min_scope, attn_source, cls_head, num_classes, quirk, prefer="auto", img_size=None, **extra):
     from .api import ModelOptions
 
     return ModelOptions(
         arch=model, pool=pool.value if pool else None, gamma=_gamma(gamma), checkpoint=checkpoint, format=fmt,
         trust=trust, variant=variant, min_scope=min_scope.value, attn_source=attn_source, cls_head=cls_head,
-        num_classes=num_classes, img_size=img_size, dino_pos_quirk=quirk, prefer=prefer,
+        num_classes=num_classes, img_size=img_size, dino_pos_quirk=quirk, prefer=prefer, **extra,
     )
+
+
+def _floats(flag: str, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(x) for x in value.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise SimpoolBenchError(f"{flag} {value!r}: expected comma-separated numbers, e.g. 0.485,0.456,0.406") from None
+
+
+def _weights_options(pretrained, pretrained_file, mean, std, rollout_fusion, rollout_discard, crop_pct=None, interpolation=None) -> dict:
+    """The ModelOptions fields of --pretrained/--pretrained-file, the data config and the rollout flags."""
+    return dict(pretrained=pretrained, pretrained_file=pretrained_file, mean=_floats("--mean", mean), std=_floats("--std", std),
+                crop_pct=crop_pct, interpolation=interpolation, rollout_fusion=rollout_fusion, rollout_discard=rollout_discard)
 
 
 def _engine(device, batch_size, workers, amp, channels_last, compile_, shard_size, resume, strict, out, dist_timeout=None,
@@ -225,10 +248,13 @@ def classify(
     resize: Annotated[Optional[int], typer.Option("--resize", min=1, help="Override the resize (short side) of the timm eval transform.")] = None,
     crop: Annotated[Optional[int], typer.Option("--crop", min=1, help="Override the center-crop size.")] = None,
     interpolation: Annotated[Optional[str], typer.Option("--interpolation", help="bilinear | bicubic | nearest.")] = None,
+    crop_pct: Annotated[Optional[float], typer.Option("--crop-pct", help="Center-crop fraction (resize = crop size / crop_pct; default: the model's pretrained config).")] = None,
     model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
     fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
     min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
     num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
+    pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+    rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
     device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
     resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
@@ -241,7 +267,8 @@ def classify(
     from .transforms import classification_transform
 
     fmts = _formats(formats)
-    opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
+    opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer,
+                          **_weights_options(pretrained, pretrained_file, mean, std, rollout_fusion, rollout_discard, crop_pct, interpolation))
     config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout, max_pixels, allow_nonfinite)
     records, classes = api.read_classification_data(data, split, labels, metadata, subset, default_split="val")
     split = split or "val"
@@ -272,6 +299,8 @@ def localize(
     fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
     min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
     num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
+    pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+    rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
     device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
     resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
@@ -292,17 +321,18 @@ def localize(
     config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, resume, strict, out, dist_timeout, max_pixels, allow_nonfinite)
     records = api.read_localization_data(dataset, data, metadata, split)
     if maps is not None:  # no model: the stored maps
-        if baseline or model or checkpoint:
-            raise SimpoolBenchError("--maps needs no model: drop --model/--checkpoint/--baseline")
+        if baseline or model or checkpoint or pretrained or pretrained_file:
+            raise SimpoolBenchError("--maps needs no model: drop --model/--checkpoint/--pretrained/--baseline")
         outcome, prov = api.from_maps("localize", maps, records, dataset=dataset, split=split, interval=interval, v1=v1,
                                       cam_target=cam_target, allow_nonfinite=allow_nonfinite)
         return _show(api.finish(outcome, prov, out, fmts), out)
     net = ckpt = opts = None
     if baseline is None:
-        opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
+        opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer,
+                              **_weights_options(pretrained, pretrained_file, mean, std, rollout_fusion, rollout_discard))
         net, ckpt = api.load_model(opts)
-    elif model or checkpoint:
-        raise SimpoolBenchError("--baseline needs no model: drop --model/--checkpoint")
+    elif model or checkpoint or pretrained or pretrained_file:
+        raise SimpoolBenchError("--baseline needs no model: drop --model/--checkpoint/--pretrained")
     outcome = ev.localize(net, records, config, dataset=dataset, split=split, interval=interval, v1=v1,
                           baseline=baseline, cam_target=cam_target)
     prov = api.provenance(net, ckpt, config, image_size=224, n_images=outcome.n_images, baseline=baseline)
@@ -327,6 +357,8 @@ def discover(
     fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
     min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
     num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
+    pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+    rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
     device: DeviceOpt = "auto", batch_size: BatchOpt = 16, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
     channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
     resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
@@ -350,7 +382,8 @@ def discover(
         return _show(api.finish(outcome, prov, out, fmts), out)
     net = ckpt = opts = None
     if method not in ("center", "full-image"):
-        opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
+        opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer,
+                              **_weights_options(pretrained, pretrained_file, mean, std, rollout_fusion, rollout_discard))
         net, ckpt = api.load_model(opts)
     outcome = ev.discover(net, records, config, dataset=dataset, split=split, method=method, mass=mass,
                           lost_compat=lost_compat, k_patches=k_patches)

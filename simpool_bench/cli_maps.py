@@ -15,7 +15,8 @@ import typer
 from .cli import (
     AmpOpt, AttnOpt, BatchOpt, ChannelsLastOpt, CkptOpt, ClsHeadOpt, CompileOpt, DeviceOpt, DistTimeoutOpt, FormatOpt, GammaOpt,
     DEFAULT_MAX_PIXELS, MaxPixelsOpt, MinScopeOpt, ModelOpt, NonFiniteOpt, NumClassesOpt, PoolOpt, PreferOpt, QuirkOpt, ShardOpt,
-    StrictOpt, TrustOpt, VariantOpt, WorkersOpt, Amp, MinScope, _engine, _model_options,
+    StrictOpt, TrustOpt, VariantOpt, WorkersOpt, Amp, MinScope, _engine, _model_options, PretrainedOpt, PretrainedFileOpt,
+    MeanOpt, StdOpt, RolloutFusionOpt, RolloutDiscardOpt, _weights_options,
 )
 from .console import console
 from .errors import SimpoolBenchError
@@ -33,6 +34,12 @@ class MapDataset(str, Enum):
 class MapDtype(str, Enum):
     float16 = "float16"
     float32 = "float32"
+
+
+class FigureFormat(str, Enum):
+    png = "png"
+    pdf = "pdf"
+    svg = "svg"
 
 
 class Select(str, Enum):
@@ -77,6 +84,8 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
         fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
         min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
         num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
+        pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+        rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
         device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
         channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
         strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None, max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
@@ -100,7 +109,8 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
         config = _engine(device, batch_size, workers, amp, channels_last, compile, shard_size, False, strict, None, dist_timeout,
                          max_pixels, allow_nonfinite)
         records = _records(dataset, data, metadata, split, no_hard, annotations, list_file)
-        opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
+        opts = _model_options(model, pool, gamma, checkpoint, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer,
+                              **_weights_options(pretrained, pretrained_file, mean, std, rollout_fusion, rollout_discard))
         net, ckpt = api.load_model(opts)
         prov = api.provenance(net, ckpt, config, image_size=224 if protocol == "localize" else None, n_images=len(records))
         info = {"dataset": dataset.value, "split": split, "data": str(data), "metadata": None if metadata is None else str(metadata),
@@ -133,17 +143,29 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
         lost_compat: Annotated[bool, typer.Option("--lost-compat", help="VOC/COCO: LOST dino_seg's defaults (head 4 of a CLS map, its component choice).", rich_help_panel="Selection")] = False,
         curves: Annotated[Optional[list[Path]], typer.Option("--curves", help="A localize run folder (boxacc_curve.csv) to plot; repeatable, labelled by folder name.", rich_help_panel="Output")] = None,
         alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Heat-map opacity.", rich_help_panel="Output")] = 0.5,
+        method: Annotated[str, typer.Option("--method", help="VOC/COCO: attn (box from each map) | lost (LOST's box, seed and expanded patches; ViTs).", rich_help_panel="Selection")] = "attn",
+        k_patches: Annotated[int, typer.Option("--k-patches", min=1, help="--method lost: seed expansion size (LOST: 100).", rich_help_panel="Selection")] = 100,
+        figure_format: Annotated[FigureFormat, typer.Option("--format", help="Paper figure OUT/figure.<format>: png | pdf | svg.", rich_help_panel="Output")] = FigureFormat.png,
+        dpi: Annotated[int, typer.Option("--dpi", min=20, max=1200, help="Paper figure resolution (dots per inch).", rich_help_panel="Output")] = 200,
+        cmap: Annotated[str, typer.Option("--cmap", help="Paper figure colour map (perceptual: inferno, viridis, magma, cividis).", rich_help_panel="Output")] = "inferno",
         cam_target: CamTargetOpt = "gt",
         model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None,
-        fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
-        min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
+        fmt: Annotated[Optional[str], typer.Option("--checkpoint-format", help="Force the checkpoint format (what --format is in the other commands; here --format is the figure's).", rich_help_panel="Model")] = None,
+        trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
+        min_scope: MinScopeOpt = MinScope.sample,
+        attn_source: Annotated[Optional[str], typer.Option("--attn-source", help="Map source(s), comma-separated for one column each per checkpoint: simpool | cls | cam | map | rollout | gradcam.", rich_help_panel="Model")] = None,
+        cls_head: ClsHeadOpt = None,
         num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
+        pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+        rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
         device: DeviceOpt = "auto", batch_size: BatchOpt = 16, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
     ) -> None:
         """Attention overlays (image, heat map, GT boxes in green, predicted box in red) of several models side by side, and BoxAcc-vs-threshold curves.
 
-        Writes OUT/overlays.png (a row per image: the image, then one overlay per checkpoint or map store),
-        OUT/selection.csv (per image and column: image id, threshold, predicted box, IoU) and, with
+        Writes OUT/figure.png (or .pdf/.svg with --format): the paper figure, a row per image and a column per
+        checkpoint x map source (or map store), captioned with image id, GT box, predicted box and IoU, in a
+        perceptual colour map with a colour bar (--method lost: LOST's seed and expanded patches drawn);
+        OUT/overlays.png (the same grid pixel-exact, jet, a quick look), OUT/selection.csv (per image and column: image id, threshold, predicted box, IoU) and, with
         --curves, OUT/boxacc_curves.png (BoxAcc of IoU 30/50/70 vs threshold, one colour per run).
         cub/imagenet images are shown at 224x224 as the protocol sees them; VOC/COCO at full resolution.
         """
@@ -158,20 +180,34 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
         if curves:
             written.append(V.plot_curves(curves, Path(out) / V.CURVES_PNG))
         want_maps = bool(checkpoint or maps or model)
+        if method not in ("attn", "lost"):
+            raise SimpoolBenchError(f"--method {method!r}: expected attn or lost")
         if want_maps:
             protocol = protocol_for(dataset.value)
+            if method == "lost" and protocol != "discover":
+                raise SimpoolBenchError(f"--method lost draws object discovery (voc07, voc12, coco20k), not --dataset {dataset.value}")
             records = _records(dataset, data, metadata, split, no_hard, annotations, list_file)
             config = _engine(device, batch_size, workers, amp, False, False, 1024, False, False, None)
-            opts = _model_options(model, pool, gamma, None, fmt, trust_checkpoint, variant, min_scope, attn_source, cls_head, num_classes, dino_pos_quirk, prefer)
+            attn_list = [a.strip() for a in attn_source.split(",") if a.strip()] if attn_source else [None]
+            opts = _model_options(model, pool, gamma, None, fmt, trust_checkpoint, variant, min_scope, None, cls_head, num_classes, dino_pos_quirk, prefer,
+                                  **_weights_options(pretrained, pretrained_file, mean, std, rollout_fusion, rollout_discard))
             sources: list[V.MapSource] = []
             for ck in checkpoint or ([None] if not maps else []):
-                net, _ = api.load_model(replace(opts, checkpoint=ck))
-                if lost_compat and protocol == "discover":
-                    from .evaluate import use_lost_head
+                if method == "lost":
+                    net, _ = api.load_model(replace(opts, checkpoint=ck, attn_source="none"))
+                    name = Path(ck).name.split(".")[0] if ck is not None else net.arch
+                    sources.append(V.lost_source(net, records, config, k_patches=k_patches, label=f"{name} (LOST)"))
+                    continue
+                for src in attn_list:
+                    net, _ = api.load_model(replace(opts, checkpoint=ck, attn_source=src))
+                    if lost_compat and protocol == "discover":
+                        from .evaluate import use_lost_head
 
-                    use_lost_head(net)
-                name = Path(ck).name.split(".")[0] if ck is not None else net.arch
-                sources.append(V.model_source(net, records, config, protocol=protocol, cam_target=cam_target, label=name))
+                        use_lost_head(net)
+                    name = Path(ck).name.split(".")[0] if ck is not None else net.arch
+                    if len(attn_list) > 1:
+                        name = f"{name}: {net.attn_source}"
+                    sources.append(V.model_source(net, records, config, protocol=protocol, cam_target=cam_target, label=name))
             for d in maps:
                 store = MapStore.open(d)
                 store.check_records(records, protocol=protocol, dataset=dataset.value)
@@ -187,8 +223,9 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
                 thresholds = [V.read_best_threshold(r) for r in threshold_from]
             id_list = [s.strip() for s in ids.split(",") if s.strip()] if ids else None
             res = V.render_overlays(sources, records, out, protocol=protocol, ids=id_list, select=select.value, n=n,
-                                    thresholds=thresholds, mass=mass, lost_compat=lost_compat, alpha=alpha)
-            written += [res.png, res.selection]
+                                    thresholds=thresholds, mass=mass, lost_compat=lost_compat, alpha=alpha,
+                                    figure_format=figure_format.value, dpi=dpi, cmap=cmap)
+            written += [res.figure, res.png, res.selection]
         elif not curves:
             raise SimpoolBenchError("nothing to draw: give --checkpoint/--model or --maps (overlays), and/or --curves RUN")
         for p in written:

@@ -57,6 +57,13 @@ Attention sources (``attn_source``), all float32 maps (B, h, w) on the feature g
   multiplied by the head norm's scale, which makes the map exact up to a per-image positive scale
   and shift (removed by the min-max normalisation of every localisation protocol).
 
+* ``'map'`` (ViTs with timm's attention-pool head, pool 'map'), ``'rollout'`` (any ViT) and
+  ``'gradcam'`` (any model with a classifier): see ``map_sources``.
+
+Families beyond the official ones (``families``): DeiT (distilled ones: pool 'cls', the mean of
+the two heads as timm), EfficientNet and RegNet (``cnn.CNNBenchModel``: timm's ``forward_features``,
+SimPool in place of timm's global pool); ``pool='map'`` keeps timm's ``AttentionPoolLatent``.
+
 ViTs accept any input size divisible by the patch size. ``pos_interp`` says how position
 embeddings are resized: ``'timm'`` as timm's ``dynamic_img_size`` does (``resample_abs_pos_embed``,
 bicubic with antialias), ``'dino'`` as the DINO code's ``interpolate_pos_encoding`` does (bicubic,
@@ -83,20 +90,22 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from .errors import SimpoolBenchError
+from .map_sources import DEFAULT_DISCARD_RATIO, DEFAULT_HEAD_FUSION, attention_rollout, block_attention, check_rollout_options, latent_pool_attention
+from .families import EXAMPLE_ARCHS, FAMILIES, MAP_SOURCES, POOLS, source_applies
 from .pooling import MIN_SCOPES, SIMPOOL_NORM_EPS, SimPool
 
-POOLS: tuple[str, ...] = ("simpool", "cls", "gap")
 POS_INTERPS: tuple[str, ...] = ("timm", "dino")
 VARIANTS: tuple[str, ...] = ("supervised", "dino")
-ATTN_SOURCES: tuple[str, ...] = ("simpool", "cls", "cam", "none")
+ATTN_SOURCES: tuple[str, ...] = (*MAP_SOURCES, "none")
 # timm module -> our family name
-FAMILY_MODULES: dict[str, str] = {"vision_transformer": "vit", "resnet": "resnet", "convnext": "convnext"}
-EXAMPLE_ARCHS: tuple[str, ...] = (
-    "vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224",
-    "resnet18", "resnet50", "convnext_tiny", "convnext_small",
-)
+FAMILY_MODULES: dict[str, str] = {m: f.name for f in FAMILIES.values() for m in f.modules}
 # Paper defaults (SimPool README: "1.25 for transformers, 2.0 for convolutional networks").
-DEFAULT_GAMMA: dict[str, float] = {"vit": 1.25, "resnet": 2.0, "convnext": 2.0}
+DEFAULT_GAMMA: dict[str, float] = {f.name: f.gamma for f in FAMILIES.values()}
+# Grad-CAM target layer per family (map_sources): CNNs their last feature map, ViTs the last
+# block's norm1 (pytorch-grad-cam's recommendation for ViTs).
+GRADCAM_LAYERS: dict[str, str] = {
+    "vit": "blocks.-1.norm1", "resnet": "layer4", "convnext": "norm_pre", "efficientnet": "bn2", "regnet": "final_conv",
+}
 # DINO's evaluation transform (eval_knn.py / eval_linear.py): Resize(256, bicubic), CenterCrop(224),
 # ImageNet mean/std; given to timm's data-config resolver as overrides for variant='dino'.
 DINO_EVAL_DATA_CONFIG: dict[str, Any] = {
@@ -212,6 +221,10 @@ class BenchModel(nn.Module):
             raise SimpoolBenchError(f"{self.arch}: input must be (B, C, H, W) images, got shape {tuple(x.shape)}")
         if return_keys and self.family != "vit":
             raise SimpoolBenchError(f"{self.arch}: return_keys needs a ViT (last-block keys), not a {self.family}")
+        if self.attn_source == "gradcam":
+            from .map_sources import gradcam_forward
+
+            return gradcam_forward(self, x, target, return_keys, GRADCAM_LAYERS[self.family])
         return self._forward(x, target, return_keys)
 
     def _forward(self, x: Tensor, target: Tensor | None, return_keys: bool) -> ModelOutput:
@@ -267,8 +280,15 @@ class ViTBenchModel(BenchModel):
         self.stride = int(ph)
         self.pos_grid = tuple(net.patch_embed.grid_size)
         self.no_embed_class = bool(getattr(net, "no_embed_class", False))
-        self.prefix_names = [n for n in ("cls_token", "reg_token") if isinstance(getattr(net, n, None), nn.Parameter)]
+        self.prefix_names = [n for n in ("cls_token", "dist_token", "reg_token") if isinstance(getattr(net, n, None), nn.Parameter)]
         self.num_prefix_tokens = int(getattr(net, "num_prefix_tokens", len(self.prefix_names)))
+        self.has_cls_token = isinstance(getattr(net, "cls_token", None), nn.Parameter)
+        self.distilled = isinstance(getattr(net, "head_dist", None), nn.Module)
+        self.pool_include_prefix = bool(getattr(net, "pool_include_prefix", False))
+        if self.distilled and self.pool != "cls":
+            raise SimpoolBenchError(f"{self.arch}: a distilled DeiT reads its CLS and distillation tokens: use --pool cls, not {self.pool!r}")
+        if self.pool == "map" and getattr(net, "attn_pool", None) is None:
+            raise SimpoolBenchError(f"{self.arch}: pool 'map' needs timm's attention-pool head (global_pool='map')")
         if self.pool == "simpool":
             layer = self._new_simpool(net, simpool_eps)
             if self.variant == "dino":
@@ -339,8 +359,13 @@ class ViTBenchModel(BenchModel):
     def _forward(self, x: Tensor, target: Tensor | None, return_keys: bool) -> ModelOutput:
         t, gh, gw = self._tokens(x)
         t = self.norm_pre(self.patch_drop(t)) if hasattr(self, "patch_drop") else self.norm_pre(t)
+        block_attns: list[Tensor] | None = [] if self.attn_source == "rollout" else None
         for blk in list(self.blocks)[:-1]:
+            if block_attns is not None:
+                block_attns.append(block_attention(blk, t, self.arch))
             t = blk(t)
+        if block_attns is not None:
+            block_attns.append(block_attention(self.blocks[-1], t, self.arch))
         t, cls_attn, keys = self._last_block(t, self.attn_source == "cls", return_keys)
         attn_map = None
         if self.pool == "simpool":
@@ -351,11 +376,26 @@ class ViTBenchModel(BenchModel):
                 feats, a = self.gp.pool(self.norm(t))
             if self.attn_source == "simpool":
                 attn_map = a.mean(dim=1)
+        elif self.pool == "map":  # timm's AttentionPoolLatent on the normed (patch) tokens
+            t = self.norm(t)
+            pooled_in = t if self.pool_include_prefix else t[:, self.num_prefix_tokens:]
+            feats = self.attn_pool(pooled_in)
+            if self.attn_source == "map":
+                skip = self.num_prefix_tokens if self.pool_include_prefix else 0
+                attn_map = latent_pool_attention(self.attn_pool, pooled_in)[..., skip:].mean(dim=(1, 2))
         else:
             t = self.norm(t)
             feats = t[:, 0] if self.pool == "cls" else t[:, self.num_prefix_tokens:].mean(dim=1)
         if cls_attn is not None:
             attn_map = _heads_mean(cls_attn[:, :, 0, self.num_prefix_tokens:], self.cls_head)
+        if block_attns is not None:
+            attn_map = attention_rollout(block_attns, self.num_prefix_tokens, self.rollout_fusion, self.rollout_discard)
+        if self.distilled:  # timm VisionTransformerDistilled at eval: mean of the two heads
+            feats, dist = (feats + t[:, 1]) / 2, t[:, 1]
+            logits = (self.head(t[:, 0]) + self.head_dist(dist)) / 2 if self.num_classes > 0 else None
+            if attn_map is not None:
+                attn_map = attn_map.float().reshape(-1, gh, gw)
+            return ModelOutput(logits=logits, features=feats, attn=attn_map, keys=keys)
         feats = self.fc_norm(feats)
         logits = self.head(self.head_drop(feats)) if self.num_classes > 0 else None
         if attn_map is not None:
@@ -457,18 +497,31 @@ _FAMILY_CLASSES: dict[str, type[BenchModel]] = {
 }
 
 
+def _family_class(family: str) -> type[BenchModel]:
+    if family in _FAMILY_CLASSES:
+        return _FAMILY_CLASSES[family]
+    from .cnn import CNNBenchModel  # EfficientNet, RegNet: timm's forward_features, pooled linear head
+
+    return CNNBenchModel
+
+
 def model_family(arch: str) -> str:
-    """'vit' | 'resnet' | 'convnext' for a timm model name (a pretrained tag is allowed)."""
+    """Our family ('vit', 'resnet', 'convnext', 'efficientnet', 'regnet') of a timm model name (a
+    pretrained tag is allowed; ``hf-hub:``/``torchvision:`` names resolve through ``weights``)."""
+    if arch.startswith(("hf-hub:", "hf_hub:", "torchvision:")):
+        from .weights import resolve_name
+
+        arch = resolve_name(arch).arch
     name, _ = split_model_name_tag(arch)
     if not is_model(name):
         raise SimpoolBenchError(
-            f"unknown model {arch!r}: expected a timm ViT/ResNet/ConvNeXt name such as {', '.join(EXAMPLE_ARCHS)}"
+            f"unknown model {arch!r}: expected a timm model name of a supported family, such as {', '.join(EXAMPLE_ARCHS)}"
         )
     for module, family in FAMILY_MODULES.items():
         if is_model_in_modules(name, [module]):
             return family
     raise SimpoolBenchError(
-        f"model {arch!r} is outside the supported timm families (vit, resnet, convnext), e.g. {', '.join(EXAMPLE_ARCHS)}"
+        f"model {arch!r} is outside the supported timm families ({', '.join(FAMILIES)}), e.g. {', '.join(EXAMPLE_ARCHS)}"
     )
 
 
@@ -495,32 +548,41 @@ def resolve_gamma(gamma: Any, family: str, pool: str) -> float | None:
     return float(gamma)
 
 
-def _resolve_attn_source(attn_source: str | None, family: str, pool: str, has_classifier: bool) -> str | None:
+def _resolve_attn_source(attn_source: str | None, family: str, pool: str, has_classifier: bool,
+                         has_cls_token: bool | None = None) -> str | None:
+    if has_cls_token is None:
+        has_cls_token = family == "vit" and pool != "simpool"
     if attn_source is None:
-        if pool == "simpool":
-            return "simpool"
-        if pool == "cls":
-            return "cls"
+        if pool in ("simpool", "cls", "map"):
+            return pool
         return "cam" if family != "vit" and has_classifier else None
     if attn_source not in ATTN_SOURCES:
         raise SimpoolBenchError(f"attn_source {attn_source!r} is not one of {', '.join(ATTN_SOURCES)}")
     if attn_source == "none":
         return None
-    if attn_source == "simpool" and pool != "simpool":
-        raise SimpoolBenchError(f"attn_source 'simpool' needs pool='simpool', not pool={pool!r}")
-    if attn_source == "cls" and (family != "vit" or pool == "simpool"):
-        raise SimpoolBenchError(f"attn_source 'cls' needs a ViT with a CLS token (pool 'cls' or 'gap'), not {family} pool={pool!r}")
-    if attn_source == "cam" and (family == "vit" or pool != "gap" or not has_classifier):
-        raise SimpoolBenchError(f"attn_source 'cam' needs a GAP CNN with a classifier, not {family} pool={pool!r}")
+    why = source_applies(family, pool, attn_source, has_cls_token=has_cls_token, has_classifier=has_classifier)
+    if why is not None:
+        raise SimpoolBenchError(f"attn_source {attn_source!r} does not apply to this {family} (pool={pool!r}): {why}")
     return attn_source
+
+
+def _native_pool(net: nn.Module, family: str) -> str:
+    """The pooling a timm model was built with: ViT global_pool token -> cls, avg -> gap, map -> map; CNNs gap."""
+    if family != "vit":
+        return "gap"
+    gp = str(getattr(net, "global_pool", ""))
+    native = {"token": "cls", "avg": "gap", "map": "map"}.get(gp)
+    if native is None:
+        raise SimpoolBenchError(f"this ViT pools with timm global_pool {gp!r}; simpool-bench reads token (cls), avg (gap) and map")
+    return native
 
 
 def build_model(
     arch: str,
-    pool: str = "simpool",
+    pool: str | None = "simpool",
     gamma: Any = "default",
     variant: str = "supervised",
-    num_classes: int = 1000,
+    num_classes: int | None = 1000,
     img_size: int | tuple[int, int] = 224,
     min_scope: str = "sample",
     attn_source: str | None = None,
@@ -530,22 +592,31 @@ def build_model(
     simpool_eps: float = SIMPOOL_NORM_EPS,
     pos_interp: str = "timm",
     fused_attn: bool | None = None,
+    pretrained: bool = False,
+    pretrained_file: str | None = None,
+    data_overrides: dict[str, Any] | None = None,
+    rollout_fusion: str = DEFAULT_HEAD_FUSION,
+    rollout_discard: float = DEFAULT_DISCARD_RATIO,
     **timm_kwargs: Any,
 ) -> BenchModel:
-    """Build a timm model (``pretrained=False``) with the pooling and attention source asked for.
+    """Build a timm model with the pooling and attention source asked for (random weights unless
+    ``pretrained``/``pretrained_file``).
 
     Args:
-        arch: timm name of a ViT, ResNet or ConvNeXt (e.g. ``vit_small_patch16_224``, ``resnet50``).
-        pool: ``'simpool'``, ``'cls'`` (ViT only) or ``'gap'``.
+        arch: timm name of a supported family (``families``: vit_*/deit_*, resnet*, convnext*,
+            efficientnet*, regnet*; a pretrained tag is allowed), ``hf-hub:ORG/NAME`` or
+            ``torchvision:NAME`` (see ``weights``).
+        pool: ``'simpool'``, ``'cls'`` (ViTs with a CLS token), ``'gap'``, ``'map'`` (ViTs: timm's
+            attention-pool head) or None: the model's own timm pooling (ViT token/avg/map, CNN gap).
         gamma: SimPool exponent: ``'default'`` (1.25 transformers, 2.0 CNNs), ``None``/'none' (plain
             attention-weighted mean) or a positive number. Only for pool='simpool'.
         variant: ``'supervised'`` (official timm fork layout, classifier) or ``'dino'`` (official DINO
             layout: features only, ``num_classes`` ignored; ViT pools 'simpool'/'cls', CNNs 'simpool'/'gap').
-        num_classes: classifier outputs (supervised).
+        num_classes: classifier outputs (supervised); None: the pretrained config's (else 1000).
         img_size: configured input size (ViT position grid; every family: ``data_config`` input size).
         min_scope: SimPool minimum scope, 'sample' | 'batch' | 'channel' (see ``pooling``).
-        attn_source: 'simpool' | 'cls' | 'cam' | 'none'; default by pool (simpool -> 'simpool',
-            cls -> 'cls', CNN gap -> 'cam', ViT gap -> none).
+        attn_source: 'simpool' | 'cls' | 'cam' | 'map' | 'rollout' | 'gradcam' | 'none'; default by
+            pool (simpool, cls and map give their own map; CNN gap -> 'cam'; ViT gap -> none).
         cls_head: with attn_source 'cls', use this head instead of the mean over heads.
         use_beta: SimPool has the learnable scalar ``beta`` (needs a gamma).
         dino_pos_quirk: reproduce the official DINO position-embedding interpolation (variant
@@ -556,22 +627,38 @@ def build_model(
             ``api.load_model``).
         fused_attn: ViT attention kernel: None = timm's default (fused where available), False = the
             explicit ``softmax(q k^T * scale) v`` of the DINO code, True = fused.
+        pretrained: load timm's pretrained weights (from the local Hugging Face cache, see ``weights``).
+        pretrained_file: load timm's pretrained weights from this file (implies ``pretrained``).
+        data_overrides: data-config entries that win over the pretrained config (mean, std,
+            crop_pct, interpolation).
+        rollout_fusion, rollout_discard: attention-rollout head fusion and discard ratio.
         **timm_kwargs: passed to ``timm.create_model`` (e.g. depth, embed_dim, num_heads, patch_size).
     """
-    family = model_family(arch)
-    if pool not in POOLS:
+    from .weights import locate_pretrained, resolve_name
+
+    name = resolve_name(arch)
+    family = model_family(name.arch)
+    pretrained = bool(pretrained or pretrained_file is not None)
+    if pool is not None and pool not in POOLS:
         raise SimpoolBenchError(f"pool {pool!r} is not one of {', '.join(POOLS)}")
+    if pool is not None and pool not in FAMILIES[family].pools:
+        raise SimpoolBenchError(f"pool {pool!r} needs a ViT; {arch!r} is a {family}: use 'simpool' or 'gap'")
     if variant not in VARIANTS:
         raise SimpoolBenchError(f"variant {variant!r} is not one of {', '.join(VARIANTS)}")
     if min_scope not in MIN_SCOPES:
         raise SimpoolBenchError(f"min_scope {min_scope!r} is not one of {', '.join(MIN_SCOPES)}")
-    if pool == "cls" and family != "vit":
-        raise SimpoolBenchError(f"pool 'cls' needs a ViT; {arch!r} is a {family}: use 'simpool' or 'gap'")
-    if variant == "dino" and family == "vit" and pool == "gap":
-        raise SimpoolBenchError("variant 'dino' ViTs pool with 'simpool' or 'cls' (the official DINO models), not 'gap'")
-    gamma_value = resolve_gamma(gamma, family, pool)
-    if use_beta and (pool != "simpool" or gamma_value is None):
-        raise SimpoolBenchError("use_beta needs pool='simpool' with a gamma (official SimPool adds beta only on the gamma path)")
+    if variant == "dino" and family == "vit" and pool in ("gap", "map"):
+        raise SimpoolBenchError(f"variant 'dino' ViTs pool with 'simpool' or 'cls' (the official DINO models), not {pool!r}")
+    if pretrained and pool == "simpool":
+        raise SimpoolBenchError(
+            f"--pretrained loads timm's own weights of {arch}, which have no SimPool layer: use the model's pooling "
+            f"(leave --pool out) or --pool cls|gap|map, or --checkpoint for a SimPool checkpoint"
+        )
+    if pretrained and variant != "supervised":
+        raise SimpoolBenchError("--pretrained builds timm's supervised layout; drop --variant dino")
+    check_rollout_options(rollout_fusion, rollout_discard)
+    if family == "vit" and "distilled" in name.arch and pool not in (None, "cls"):
+        raise SimpoolBenchError(f"{arch}: a distilled DeiT reads its CLS and distillation tokens: use --pool cls, not {pool!r}")
     if dino_pos_quirk and not (family == "vit" and variant == "dino"):
         raise SimpoolBenchError(f"dino_pos_quirk applies to variant 'dino' ViTs only, not {variant} {family}")
     if pos_interp not in POS_INTERPS:
@@ -580,18 +667,24 @@ def build_model(
         raise SimpoolBenchError(f"pos_interp {pos_interp!r} applies to ViTs only (position embeddings), not a {family}")
     if fused_attn is not None and family != "vit":
         raise SimpoolBenchError(f"fused_attn applies to ViTs only, not a {family}")
-    bad = [k for k in _RESERVED_TIMM_KWARGS if k in timm_kwargs]
+        own = ("class_token",) if pool in ("map", "gap") else ()  # e.g. SigLIP-style map ViTs have no CLS token
+    bad = [k for k in _RESERVED_TIMM_KWARGS if k in timm_kwargs and k not in own]
     if bad:
         raise SimpoolBenchError(f"timm argument(s) {', '.join(bad)} are set by build_model (use pool/variant/num_classes)")
+    if num_classes is None:
+        cfg_classes = (name.pretrained_cfg or {}).get("num_classes") if name.pretrained_cfg else None
+        if cfg_classes is None and pretrained:
+            from timm.models import get_pretrained_cfg
+
+            found = get_pretrained_cfg(name.arch)
+            cfg_classes = getattr(found, "num_classes", None) if found is not None else None
+        num_classes = int(cfg_classes) if cfg_classes else 1000
     n_classes = 0 if variant == "dino" else int(num_classes)
     if n_classes < 0:
         raise SimpoolBenchError(f"num_classes {num_classes!r} must be >= 0")
-    source = _resolve_attn_source(attn_source, family, pool, n_classes > 0)
-    if cls_head is not None and source != "cls":
-        raise SimpoolBenchError(f"cls_head applies to attn_source 'cls', not {source!r}")
 
     size = (img_size, img_size) if isinstance(img_size, int) else tuple(int(s) for s in img_size)
-    kw: dict[str, Any] = dict(timm_kwargs)
+    kw: dict[str, Any] = {**name.model_args, **timm_kwargs}
     if family == "vit":
         kw["img_size"] = size
         kw.setdefault("dynamic_img_size", True)
@@ -599,27 +692,73 @@ def build_model(
             if kw.get("reg_tokens"):
                 raise SimpoolBenchError("SimPool ViTs have no prefix tokens: drop reg_tokens")
             kw.update(class_token=False, global_pool="", fc_norm=False)
-        else:
-            kw["global_pool"] = "token" if pool == "cls" else "avg"
+        elif pool is not None:
+            kw["global_pool"] = {"cls": "token", "gap": "avg", "map": "map"}[pool]
+    where = None
+    if pretrained:
+        from timm.models import get_pretrained_cfg
+
+        cfg = name.pretrained_cfg or (get_pretrained_cfg(name.arch).to_dict() if get_pretrained_cfg(name.arch) else {})
+        where = locate_pretrained(name, cfg, pretrained_file)
+        if not where.torchvision:
+            kw["pretrained_cfg_overlay"] = where.overlay
+        if where.file is None:  # online, not cached: timm downloads into the cache
+            from .weights import hf_cache_dir
+
+            kw["cache_dir"] = str(hf_cache_dir())
+    if name.pretrained_cfg is not None:
+        kw["pretrained_cfg"] = name.pretrained_cfg
+    timm_pretrained = pretrained and where is not None and not where.torchvision
     try:
-        net = timm.create_model(arch, pretrained=False, num_classes=n_classes, **kw)
+        net = timm.create_model(name.arch, pretrained=timm_pretrained, num_classes=n_classes, **kw)
     except TypeError as e:
         raise SimpoolBenchError(f"model {arch!r}: timm rejected the arguments {sorted(timm_kwargs)}: {e}") from None
+    except SimpoolBenchError:
+        raise
+    except (RuntimeError, OSError, ValueError, KeyError, AssertionError) as e:
+        if not pretrained:
+            raise
+        raise SimpoolBenchError(f"--pretrained {arch}: timm could not load {where.label if where else 'the weights'} "
+                                f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
+    if where is not None and where.torchvision:
+        from .weights import load_torchvision_weights
+
+        load_torchvision_weights(net, where.file, arch)
+    if pool is None:
+        pool = _native_pool(net, family)
+    if pool not in FAMILIES[family].pools:
+        raise SimpoolBenchError(f"pool {pool!r} does not apply to {arch!r}, a {family}")
+    if pool == "cls" and family == "vit" and not isinstance(getattr(net, "cls_token", None), nn.Parameter):
+        raise SimpoolBenchError(f"pool 'cls' needs a CLS token; {arch!r} is built without one (class_token=False)")
+    gamma_value = resolve_gamma(gamma, family, pool)
+    if use_beta and (pool != "simpool" or gamma_value is None):
+        raise SimpoolBenchError("use_beta needs pool='simpool' with a gamma (official SimPool adds beta only on the gamma path)")
+    has_cls = family == "vit" and isinstance(getattr(net, "cls_token", None), nn.Parameter)
+    source = _resolve_attn_source(attn_source, family, pool, n_classes > 0, has_cls)
+    if cls_head is not None and source != "cls":
+        raise SimpoolBenchError(f"cls_head applies to attn_source 'cls', not {source!r}")
 
     overrides: dict[str, Any] = {"input_size": (3, *size)}
     if variant == "dino":
         overrides.update(DINO_EVAL_DATA_CONFIG)
+    overrides.update(name.data_config)
+    overrides.update({k: v for k, v in (data_overrides or {}).items() if v is not None})
     data_config = resolve_model_data_config(net, args=overrides)
+    data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in data_config.items()}  # JSON configs give lists
 
-    model = _FAMILY_CLASSES[family](
+    extra = {"family": family} if family not in _FAMILY_CLASSES else {}
+    model = _family_class(family)(
         net, simpool_eps=simpool_eps, arch=arch, pool=pool, gamma=gamma_value, variant=variant,
         attn_source=source, cls_head=cls_head, min_scope=min_scope, use_beta=use_beta,
-        dino_pos_quirk=dino_pos_quirk, data_config=data_config, pos_interp=pos_interp,
+        dino_pos_quirk=dino_pos_quirk, data_config=data_config, pos_interp=pos_interp, **extra,
     )
     if fused_attn is not None:
         for m in model.modules():
             if isinstance(m, Attention):
                 m.fused_attn = bool(fused_attn)
+    model.rollout_fusion, model.rollout_discard = rollout_fusion, float(rollout_discard)
+    model.weights_source = where.label if where is not None else None
+    model.weights_file = where.file if where is not None else None
     if cls_head is not None and not 0 <= cls_head < getattr(model, "num_heads", 0):
         raise SimpoolBenchError(f"cls_head {cls_head} is out of range: the last block has {getattr(model, 'num_heads', 0)} heads")
     return model

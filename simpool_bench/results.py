@@ -51,13 +51,13 @@ from rich.table import Table
 from .errors import SimpoolBenchError
 from .files import atomic_write, commit, discard, make_dir, os_reason, sha256_file, write_temp
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the results table layout; bump on any change of columns or their meaning."""
 
 METRIC_COLUMNS: tuple[str, ...] = ("dataset", "split", "metric", "iou_threshold", "value")
 PROVENANCE_COLUMNS: tuple[str, ...] = (
     "run_id", "checkpoint", "checkpoint_sha256", "checkpoint_format", "model", "pool", "gamma",
-    "min_scope", "attn_source", "method", "image_size", "n_images", "tool_version",
+    "min_scope", "attn_source", "attn_options", "weights", "data_config", "method", "image_size", "n_images", "tool_version",
     "torch_version", "timm_version", "device", "amp", "date", "command", "schema_version",
 )
 COLUMNS: tuple[str, ...] = METRIC_COLUMNS + PROVENANCE_COLUMNS
@@ -137,6 +137,9 @@ class Provenance:
     gamma: float | None = None
     min_scope: str | None = None
     attn_source: str | None = None
+    attn_options: str | None = None
+    weights: str | None = None
+    data_config: str | None = None
     method: str | None = None
     image_size: int | None = None
     n_images: int | None = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -41,6 +41,8 @@ from .transforms import WSOL_IMAGE_SIZE
 from .viz import boxacc_curves, overlay_grid
 
 OVERLAYS_PNG = "overlays.png"
+#: The paper figure: OUT/figure.png|pdf|svg (``figures.paper_figure``).
+FIGURE_STEM = "figure"
 SELECTION_CSV = "selection.csv"
 CURVES_PNG = "boxacc_curves.png"
 #: What ``localize --out`` writes (``api.write_curve``) and ``plot_curves`` reads.
@@ -120,6 +122,7 @@ class MapSource:
     label: str
     fetch: Callable[[Sequence[int]], dict[int, np.ndarray]]
     stride: int
+    lost: dict[int, tuple[np.ndarray, "LostPatches"]] | None = None
 
 
 def model_source(model: torch.nn.Module, records: Sequence[Record], config: EngineConfig, *, protocol: str,
@@ -143,6 +146,55 @@ def model_source(model: torch.nn.Module, records: Sequence[Record], config: Engi
     return MapSource(label or getattr(model, "arch", "model"), fetch, int(getattr(model, "stride", 0)))
 
 
+def lost_source(model: torch.nn.Module, records: Sequence[Record], config: EngineConfig, *, k_patches: int = 100,
+                label: str | None = None) -> MapSource:
+    """LOST on a ViT's last-block keys (discover protocol): per image its box (``discovery.boxes_lost``),
+    its seed and expanded patches, and as the map LOST's expansion score (the sum of the expanded
+    patches' similarity rows, whose positive component around the seed is the box)."""
+    from .data.images import ImageDataset
+    from .discovery import boxes_lost, lost_degree_order
+    from .engine import Batch, bucket_batches, evaluate
+    from .figures import LostPatches
+    from .maps import map_transform
+    from .transforms import padded_size
+
+    if getattr(model, "family", "") != "vit":
+        raise SimpoolBenchError(f"--method lost needs a ViT (last-block keys); {getattr(model, 'arch', '?')} is a {getattr(model, 'family', '?')}")
+    stride = int(model.stride)
+    details: dict[int, tuple[np.ndarray, LostPatches]] = {}
+
+    def fetch(indices: Sequence[int]) -> dict[int, np.ndarray]:
+        order_idx = np.asarray(list(indices), dtype=np.int64)
+        subset = [records[int(i)] for i in order_idx]
+        sizes = np.array([[r.height, r.width] for r in subset], dtype=np.int64)
+        got: dict[int, np.ndarray] = {}
+
+        def step(batch: Batch, accs: dict) -> None:
+            keep = np.flatnonzero(batch.ok)
+            if keep.size == 0:
+                return
+            gh, gw = batch.images.shape[-2] // stride, batch.images.shape[-1] // stride
+            keys = batch.output.keys.float().cpu()[keep]
+            boxes = boxes_lost(keys, (gh, gw), sizes[batch.indices[keep]], stride, k_patches=k_patches)
+            sim = keys @ keys.transpose(1, 2)
+            order = lost_degree_order(sim)
+            for j, local in enumerate(batch.indices[keep]):
+                a, seed, pot = sim[j], int(order[j, 0]), order[j, :k_patches]
+                similars = pot[a[seed, pot] > 0.0]
+                i = int(order_idx[local])
+                got[i] = a[similars, :].sum(dim=0).reshape(gh, gw).numpy()
+                details[i] = (boxes[j], LostPatches(seed, similars.numpy(), gw, stride))
+
+        pad_keys = [(padded_size(int(h), stride), padded_size(int(w), stride)) for h, w in sizes]
+        if len(subset):
+            evaluate(model, ImageDataset(subset, map_transform(model, "discover"), warn=not config.strict), dict, step,
+                     replace(config, resume_dir=None), forward=lambda m, x, idx: m(x, return_keys=True),
+                     batches_for=lambda r: bucket_batches(r, pad_keys, config.batch_size), description=f"lost {label or ''}".strip())
+        return got
+
+    return MapSource(label or getattr(model, "arch", "model"), fetch, stride, lost=details)
+
+
 def store_source(store, label: str | None = None) -> MapSource:
     """Maps read from a ``maps.MapStore``."""
     return MapSource(label or store.root.name, store.read, int(store.manifest.get("stride", 0)))
@@ -156,6 +208,7 @@ class OverlayResult:
     png: Path
     selection: Path
     table: pd.DataFrame
+    figure: Path | None = None
 
 
 def _draw_box(box: np.ndarray, exclusive: bool) -> np.ndarray:
@@ -185,6 +238,9 @@ def render_overlays(
     mass: float = DINO_ATTENTION_MASS,
     lost_compat: bool = False,
     alpha: float = 0.5,
+    figure_format: str | None = "png",
+    dpi: int = 200,
+    cmap: str = "inferno",
 ) -> OverlayResult:
     """Write ``out/overlays.png`` (a row per image: the image, then one overlay per source) and
     ``out/selection.csv`` (row, image_id, index, column, threshold, x0, y0, x1, y1, iou).
@@ -195,7 +251,10 @@ def render_overlays(
             (full resolution, LOST boxes with ``mass``/``lost_compat``).
         ids: image ids to show, in order; otherwise ``select`` ('first', 'best', 'worst') ``n``.
         thresholds: one score-map threshold per source (localize; default 0.5).
+        figure_format: also write the paper figure ``out/figure.<format>`` (png, pdf, svg; None: not)
+            at ``dpi`` in colour map ``cmap`` (``figures.paper_figure``).
     Images that do not decode are left out (an error when asked for by id).
+    A LOST column (``lost_source``) shows LOST's box, seed and expanded patches.
     """
     if not sources:
         raise SimpoolBenchError("visualize: no model or map store to draw")
@@ -216,6 +275,10 @@ def render_overlays(
         gts = [np.asarray(r.boxes).reshape(-1, 4) for r in records]
 
     def predict(col: int, i: int, m: np.ndarray) -> tuple[np.ndarray, float]:
+        if sources[col].lost is not None:
+            box = np.asarray(sources[col].lost[i][0])
+            gt = np.asarray(gts[i]).reshape(-1, 4).astype(np.int64)
+            return box, (float(lost_iou_pairs(np.repeat(box[None], len(gt), axis=0), gt).max()) if len(gt) else float("nan"))
         if localize:
             return best_wsol_box(m, gts[i], thr[col])
         hw = (int(records[i].height), int(records[i].width))
@@ -257,6 +320,8 @@ def render_overlays(
     images, gt_draw, rows = [], [], []
     maps_draw: list[list[np.ndarray]] = [[] for _ in sources]
     pred_draw: list[list[np.ndarray]] = [[] for _ in sources]
+    iou_draw: list[list[float]] = [[] for _ in sources]
+    lost_draw = [[s.lost[i][1] if s.lost is not None else None for i in chosen] for s in sources]
     for r, i in enumerate(chosen):
         img = load_rgb(records[i].path)
         if localize:
@@ -269,6 +334,7 @@ def render_overlays(
             box, iou = predict(c, i, m)
             maps_draw[c].append(m if localize else _patch_map(m, s.stride, arr.shape[:2]))
             pred_draw[c].append(_draw_box(box, not localize))
+            iou_draw[c].append(iou)
             rows.append({"row": r, "image_id": records[i].image_id, "index": i, "column": s.label,
                          "threshold": thr[c] if localize else float("nan"),
                          "x0": int(box[0]), "y0": int(box[1]), "x1": int(box[2]), "y1": int(box[3]), "iou": iou})
@@ -276,7 +342,14 @@ def render_overlays(
     png = overlay_grid(images, maps_draw, gt_draw, pred_draw, [s.label for s in sources], out / OVERLAYS_PNG, alpha=alpha)
     table = pd.DataFrame(rows)
     atomic_write(out / SELECTION_CSV, table.to_csv(index=False).encode())
-    return OverlayResult(png, out / SELECTION_CSV, table)
+    fig = None
+    if figure_format is not None:
+        from .figures import paper_figure
+
+        fig = paper_figure(images, maps_draw, gt_draw, pred_draw, iou_draw, [records[i].image_id for i in chosen],
+                           [s.label for s in sources], out / f"{FIGURE_STEM}.{figure_format}", fmt=figure_format, dpi=dpi,
+                           cmap=cmap, lost=lost_draw if any(s.lost is not None for s in sources) else None)
+    return OverlayResult(png, out / SELECTION_CSV, table, fig)
 
 
 # ------------------------------------------------------------------------------------ curves

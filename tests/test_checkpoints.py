@@ -528,8 +528,8 @@ def test_resolve_spec_flags_and_conflicts():
     assert resolve_spec(unknown, arch="convnext_tiny", gamma=UNSET)[2] == "default"
     with pytest.raises(SimpoolBenchError, match="unknown architecture 'foo_net'"):
         resolve_spec(unknown, arch="foo_net")
-    with pytest.raises(SimpoolBenchError, match="unknown architecture 'efficientnet_b0'"):
-        resolve_spec(unknown, arch="efficientnet_b0")
+    with pytest.raises(SimpoolBenchError, match="unknown architecture 'swin_tiny_patch4_window7_224'"):
+        resolve_spec(unknown, arch="swin_tiny_patch4_window7_224")  # efficientnet: supported since issue 14
     with pytest.raises(SimpoolBenchError, match="--gamma 2.0 applies to --pool simpool only"):
         resolve_spec(unknown, arch="resnet50", pool="gap", gamma=2.0)
     with pytest.raises(SimpoolBenchError, match="--pool cls needs a ViT"):

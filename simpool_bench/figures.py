@@ -1,0 +1,216 @@
+"""Paper-ready attention figures: a row per image, a column per checkpoint or map source.
+
+Each map is shown as the protocol sees it: upsampled to the image (bicubic, as ``viz.heatmap_overlay``)
+and min-max normalised per image, in a perceptual colour map (``inferno`` by default) with one
+colour bar for the figure. Ground-truth boxes are drawn solid green, the predicted box dashed red;
+every cell is captioned (image id and GT box under the image column; predicted box and IoU under
+each map). For LOST columns the seed patch (cyan outline) and its expanded patches (cyan tint)
+are drawn. Vector output (pdf, svg) keeps text and boxes as vectors; the images are embedded at
+their own resolution. matplotlib's object API (no pyplot state).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SimpoolBenchError
+
+FIGURE_FORMATS: tuple[str, ...] = ("png", "pdf", "svg")
+DEFAULT_CMAP = "inferno"
+PERCEPTUAL_CMAPS: tuple[str, ...] = ("inferno", "viridis", "magma", "plasma", "cividis", "turbo")
+GT_RGB = (0.10, 0.85, 0.25)
+PRED_RGB = (0.95, 0.15, 0.15)
+SEED_RGB = (0.0, 0.9, 1.0)
+CELL_INCHES = 1.9
+FONT_PT = 6.5
+
+
+@dataclass
+class LostPatches:
+    """LOST's seed expansion on one image: the seed patch and the expanded patches (indices on
+    the patch grid of ``grid_w`` columns, row-major) of patch size ``stride`` pixels."""
+
+    seed: int
+    expanded: np.ndarray
+    grid_w: int
+    stride: int
+
+
+def normalized_map(scoremap: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """The map upsampled to ``hw`` (bicubic, OpenCV) and min-max normalised (constant/NaN -> 0)."""
+    import cv2
+
+    m = np.asarray(scoremap, dtype=np.float32)
+    if m.ndim != 2 or m.size == 0:
+        raise SimpoolBenchError(f"a score map must be 2-D (h, w); got shape {m.shape}")
+    h, w = hw
+    m = cv2.resize(m, (w, h), interpolation=cv2.INTER_CUBIC) if m.shape != (h, w) else m.copy()
+    if not np.isfinite(m).all():
+        return np.zeros_like(m)
+    lo, hi = float(m.min()), float(m.max())
+    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+
+
+def _box_text(box: np.ndarray | None) -> str:
+    if box is None:
+        return "-"
+    return "(" + ", ".join(str(int(v)) for v in np.asarray(box).reshape(-1)[:4]) + ")"
+
+
+def _wrap(title: str, width: int = 28) -> str:
+    """A column title on up to three lines: breaks at ': ' and ' (' first, then after the last '_'
+    (or space) that keeps a line within ``width`` characters."""
+    lines: list[str] = []
+    for part in title.replace(": ", ":\n").replace(" (", "\n(").split("\n"):
+        while len(part) > width:
+            cut = max(part.rfind("_", 0, width), part.rfind(" ", 0, width))
+            cut = cut + 1 if cut > 0 else width
+            lines.append(part[:cut].rstrip())
+            part = part[cut:].lstrip()
+        lines.append(part)
+    return "\n".join(lines[:3])
+
+
+def _rect(ax, box, color, style: str, lw: float) -> None:
+    from matplotlib.patches import Rectangle
+
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box).reshape(-1)[:4])
+    # inclusive pixel boxes: the outline runs along the outer edges of pixels x0..x1, y0..y1
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, edgecolor=color,
+                           linestyle=style, linewidth=lw))
+
+
+def _lost(ax, lp: LostPatches) -> None:
+    from matplotlib.patches import Rectangle
+
+    s = lp.stride
+    for j in np.asarray(lp.expanded).reshape(-1):
+        r, c = divmod(int(j), lp.grid_w)
+        ax.add_patch(Rectangle((c * s - 0.5, r * s - 0.5), s, s, facecolor=SEED_RGB, alpha=0.35, edgecolor="none"))
+    r, c = divmod(int(lp.seed), lp.grid_w)
+    ax.add_patch(Rectangle((c * s - 0.5, r * s - 0.5), s, s, fill=False, edgecolor=SEED_RGB, linewidth=1.6))
+
+
+def paper_figure(
+    images: Sequence[np.ndarray],
+    maps: Sequence[Sequence[np.ndarray]],
+    gt_boxes: Sequence[np.ndarray],
+    pred_boxes: Sequence[Sequence[np.ndarray | None]],
+    ious: Sequence[Sequence[float]],
+    image_ids: Sequence[str],
+    titles: Sequence[str],
+    out_path: str | os.PathLike,
+    *,
+    fmt: str = "png",
+    dpi: int = 200,
+    cmap: str = DEFAULT_CMAP,
+    alpha: float = 0.55,
+    lost: Sequence[Sequence[LostPatches | None]] | None = None,
+) -> Path:
+    """Write the figure (module docstring) to ``out_path`` in ``fmt`` at ``dpi``.
+
+    Args:
+        images: N images (H, W, 3) uint8, as the protocol sees them.
+        maps: one list per column (M) of N raw score maps.
+        gt_boxes: N arrays (K, 4) of inclusive pixel boxes; pred_boxes/ious: per column, per image.
+        image_ids: N captions of the image column; titles: M column titles.
+        lost: per column, per image, LOST's seed expansion to draw (or None).
+    """
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    if fmt not in FIGURE_FORMATS:
+        raise SimpoolBenchError(f"--format {fmt!r}: expected one of {', '.join(FIGURE_FORMATS)}")
+    if cmap not in colormaps:
+        raise SimpoolBenchError(f"--cmap {cmap!r}: not a matplotlib colour map (perceptual ones: {', '.join(PERCEPTUAL_CMAPS)})")
+    if not 20 <= int(dpi) <= 1200:
+        raise SimpoolBenchError(f"--dpi {dpi}: expected 20 to 1200")
+    n, m = len(images), len(maps)
+    if n == 0 or m == 0:
+        raise SimpoolBenchError("paper_figure: nothing to draw (no image or no column)")
+    for name, seq in (("maps", maps), ("pred_boxes", pred_boxes), ("ious", ious)):
+        if len(seq) != m or any(len(col) != n for col in seq):
+            raise SimpoolBenchError(f"paper_figure: {name} must hold {m} columns of {n} entries")
+    if len(titles) != m or len(image_ids) != n or len(gt_boxes) != n:
+        raise SimpoolBenchError(f"paper_figure: {len(titles)} titles, {len(image_ids)} ids, {len(gt_boxes)} GT sets for {m} columns, {n} images")
+
+    cell_w = CELL_INCHES
+    row_h = [cell_w * im.shape[0] / im.shape[1] for im in images]  # each row at its image's aspect
+    n_handles = 4 if lost is not None else 2
+    legend_cols = n_handles if (m + 1) * CELL_INCHES >= 1.7 * n_handles else 2  # a narrow figure: two rows
+    caption_h, title_h, bar_w, legend_h = 0.34, 0.36, 0.12, 0.2 * math.ceil(n_handles / legend_cols)
+    any_map = any(lost is None or lost[c][r] is None for c in range(m) for r in range(n))
+    fig_w = (m + 1) * cell_w + (0.55 if any_map else 0.05)
+    fig_h = title_h + sum(row_h) + n * caption_h + legend_h
+    fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
+    FigureCanvasAgg(fig)
+    colour = colormaps[cmap]
+    pad = 0.04
+    top = fig_h - title_h
+    for r, img in enumerate(images):
+        h, w = img.shape[:2]
+        cell_h = row_h[r]
+        top -= cell_h + caption_h
+        gt = np.asarray(gt_boxes[r], dtype=np.float64).reshape(-1, 4)
+        for c in range(m + 1):
+            left = (c * cell_w + pad) / fig_w
+            bottom = (top + caption_h) / fig_h
+            ax = fig.add_axes((left, bottom, (cell_w - 2 * pad) / fig_w, (cell_h - pad) / fig_h))
+            ax.imshow(img, interpolation="nearest")
+            if c > 0 and lost is not None and lost[c - 1][r] is not None:
+                _lost(ax, lost[c - 1][r])  # LOST's own picture: seed and expanded patches, no heat map
+            elif c > 0:
+                ax.imshow(normalized_map(maps[c - 1][r], (h, w)), cmap=colour, vmin=0.0, vmax=1.0, alpha=alpha,
+                          interpolation="nearest")
+            for b in gt:
+                _rect(ax, b, GT_RGB, "-", 1.1)
+            if c > 0 and pred_boxes[c - 1][r] is not None:
+                _rect(ax, pred_boxes[c - 1][r], PRED_RGB, "--", 1.1)
+            ax.set_xlim(-0.5, w - 0.5)
+            ax.set_ylim(h - 0.5, -0.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for sp in ax.spines.values():
+                sp.set_visible(False)
+            if c == 0:
+                gts = " ".join(_box_text(b) for b in gt[:2]) + (" ..." if len(gt) > 2 else "") if len(gt) else "none"
+                text = f"{image_ids[r]}\nGT {gts}"
+            else:
+                iou = ious[c - 1][r]
+                iou_s = "-" if iou is None or (isinstance(iou, float) and math.isnan(iou)) else f"{iou:.2f}"
+                text = f"pred {_box_text(pred_boxes[c - 1][r])}\nIoU {iou_s}"
+            ax.text(0.5, -0.03, text, transform=ax.transAxes, ha="center", va="top", fontsize=FONT_PT, linespacing=1.15)
+            if r == 0:
+                ax.set_title("image" if c == 0 else _wrap(str(titles[c - 1])), fontsize=FONT_PT + 1, pad=3, linespacing=1.1)
+    if any_map:
+        cax = fig.add_axes(((m + 1) * cell_w / fig_w + 0.05 / fig_w, (legend_h + caption_h) / fig_h, bar_w / fig_w,
+                            (fig_h - title_h - caption_h - legend_h - 0.05) / fig_h))
+        bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), colour), cax=cax)
+        bar.set_label("normalised map (per image)", fontsize=FONT_PT)
+        bar.ax.tick_params(labelsize=FONT_PT)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Line2D([], [], color=GT_RGB, lw=1.1, label="ground-truth box"),
+               Line2D([], [], color=PRED_RGB, lw=1.1, ls="--", label="predicted box")]
+    if lost is not None:
+        handles += [Patch(facecolor="none", edgecolor=SEED_RGB, label="LOST seed"),
+                    Patch(facecolor=SEED_RGB, alpha=0.35, edgecolor="none", label="LOST expanded patches")]
+    fig.legend(handles=handles, loc="lower left", bbox_to_anchor=(pad / fig_w, 0.0), ncol=legend_cols, frameon=False,
+               fontsize=FONT_PT, handlelength=2.2, borderaxespad=0.3)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from matplotlib import rc_context
+
+    with rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):  # editable text in vector output
+        fig.savefig(out, format=fmt, dpi=dpi)
+    return out

@@ -1,0 +1,221 @@
+"""Model names and pretrained weights: timm names (``vit_small_patch8_224.dino``), ``hf-hub:ORG/NAME``
+and ``torchvision:NAME``; weights from a local file or the local Hugging Face cache.
+
+* ``--pretrained`` takes timm's pretrained weights of the name (its tag, or timm's default tag)
+  from the Hugging Face cache (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``).
+  With ``HF_HUB_OFFLINE=1`` and no cached copy the run stops with one error naming the repository
+  and the cache; online, timm downloads it into that cache. ``--pretrained-file FILE`` reads the
+  weights from FILE instead (a timm ``model.safetensors`` / ``pytorch_model.bin``), through timm's
+  own loading (its key filters, class-count adaptation), never touching the network.
+* ``hf-hub:ORG/NAME`` reads the repository's ``config.json`` (architecture, model arguments,
+  pretrained config) from the same cache (or downloads it when online), as timm does.
+* ``torchvision:NAME`` builds the timm model of the same layout (torchvision ResNets and ResNeXts:
+  their state-dict keys are timm's) with torchvision's evaluation transform (resize, crop,
+  bilinear, ImageNet mean/std) as data config; ``--pretrained`` reads torchvision's weight file from
+  the torch hub cache (``$TORCH_HOME/hub/checkpoints``) and never downloads it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SimpoolBenchError
+
+HF_PREFIX = "hf-hub:"
+TV_PREFIX = "torchvision:"
+#: timm's weight file names on the Hub, in the order timm tries them.
+HF_WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
+_TRUE = ("1", "on", "yes", "true")
+
+
+@dataclass
+class ModelName:
+    """What a ``--model`` name resolves to.
+
+    arch: the timm model name to build (with its pretrained tag, if any).
+    source: 'timm' | 'hf-hub' | 'torchvision'.
+    model_args: timm arguments from an hf-hub config.json.
+    pretrained_cfg: the hf-hub repository's pretrained config (timm's), or None.
+    data_config: data-config overrides (torchvision transforms), or {}.
+    """
+
+    given: str
+    arch: str
+    source: str = "timm"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    pretrained_cfg: dict[str, Any] | None = None
+    data_config: dict[str, Any] = field(default_factory=dict)
+
+
+def hf_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as set now (or as huggingface_hub read it at import)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE:
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:  # pragma: no cover - timm depends on huggingface_hub
+        return False
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache as set now: ``HF_HUB_CACHE``, ``HF_HOME/hub``, or the default."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _split_revision(repo: str) -> tuple[str, str | None]:
+    name, _, rev = repo.partition("@")
+    return name, (rev or None)
+
+
+def cached_hf_file(repo: str, filenames: tuple[str, ...]) -> Path | None:
+    """The first of ``filenames`` cached locally for Hub repository ``repo`` (``ORG/NAME[@REV]``), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    name, rev = _split_revision(repo)
+    for fn in filenames:
+        got = try_to_load_from_cache(name, fn, cache_dir=str(hf_cache_dir()), revision=rev)
+        if isinstance(got, str) and Path(got).is_file():
+            return Path(got)
+    return None
+
+
+def _offline_error(what: str, repo: str) -> SimpoolBenchError:
+    return SimpoolBenchError(
+        f"{what}: no cached copy of Hugging Face repository {repo!r} in {hf_cache_dir()} and HF_HUB_OFFLINE is set; "
+        f"fetch it once online (or unset HF_HUB_OFFLINE), or pass --pretrained-file FILE"
+    )
+
+
+def _hf_config(repo: str) -> Path:
+    path = cached_hf_file(repo, ("config.json",))
+    if path is not None:
+        return path
+    if hf_offline():
+        raise _offline_error(f"--model {HF_PREFIX}{repo}", repo)
+    from huggingface_hub import hf_hub_download
+
+    name, rev = _split_revision(repo)
+    try:
+        return Path(hf_hub_download(name, "config.json", revision=rev, cache_dir=str(hf_cache_dir())))
+    except Exception as e:  # noqa: BLE001 - network/hub errors of every kind
+        raise SimpoolBenchError(f"--model {HF_PREFIX}{repo}: cannot fetch its config.json ({type(e).__name__}: {e})") from None
+
+
+def _torchvision_name(name: str) -> ModelName:
+    import timm
+
+    arch = name[len(TV_PREFIX):]
+    if not (arch.startswith(("resnet", "resnext", "wide_resnet")) and timm.is_model(arch)):
+        raise SimpoolBenchError(
+            f"--model {name}: only torchvision ResNets/ResNeXts (e.g. torchvision:resnet50), whose layout is timm's, are "
+            f"supported; for other models use the timm name (e.g. vit_base_patch16_224, convnext_tiny, efficientnet_b0)"
+        )
+    try:
+        from torchvision.models import get_model_weights
+
+        w = get_model_weights(arch).DEFAULT
+    except (ValueError, KeyError):
+        raise SimpoolBenchError(f"--model {name}: torchvision has no model {arch!r}") from None
+    kw = dict(getattr(w.transforms, "keywords", {}) or {})
+    crop, resize = int(kw.get("crop_size", 224)), int(kw.get("resize_size", 256))
+    interp = getattr(kw.get("interpolation"), "value", "bilinear")
+    data = {"input_size": (3, crop, crop), "crop_pct": crop / resize, "interpolation": str(interp),
+            "mean": tuple(kw.get("mean", (0.485, 0.456, 0.406))), "std": tuple(kw.get("std", (0.229, 0.224, 0.225)))}
+    return ModelName(name, arch, "torchvision", data_config=data)
+
+
+def resolve_name(name: str) -> ModelName:
+    """What ``--model NAME`` is: a timm name, ``hf-hub:ORG/NAME`` or ``torchvision:NAME``."""
+    if name.startswith(TV_PREFIX):
+        return _torchvision_name(name)
+    if name.startswith(HF_PREFIX) or name.startswith("hf_hub:"):
+        repo = name.split(":", 1)[1]
+        from timm.models._hub import _parse_model_cfg, load_cfg_from_json
+
+        cfg = load_cfg_from_json(_hf_config(repo))
+        try:
+            pretrained_cfg, arch, model_args = _parse_model_cfg(cfg, {"hf_hub_id": repo, "source": "hf-hub"})
+        except (KeyError, TypeError) as e:
+            raise SimpoolBenchError(f"--model {name}: its config.json is not a timm model config (missing {e})") from None
+        return ModelName(name, arch, "hf-hub", model_args=dict(model_args or {}), pretrained_cfg=dict(pretrained_cfg))
+    return ModelName(name, name)
+
+
+def _torchvision_file(name: ModelName) -> Path:
+    import torch
+    from torchvision.models import get_model_weights
+
+    url = get_model_weights(name.arch).DEFAULT.url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    if not path.is_file():
+        raise SimpoolBenchError(
+            f"--pretrained {name.given}: torchvision's weights {path.name} are not in the torch hub cache "
+            f"({path.parent}); simpool-bench never downloads them: fetch {url} there, or pass --pretrained-file FILE"
+        )
+    return path
+
+
+@dataclass
+class Pretrained:
+    """Where pretrained weights come from: ``file`` (always local), ``label`` for provenance
+    (``hf-hub:REPO`` or the file), and the timm config overlay that makes timm read ``file``."""
+
+    file: Path | None
+    label: str
+    overlay: dict[str, Any]
+    torchvision: bool = False
+
+
+def locate_pretrained(name: ModelName, pretrained_cfg: dict[str, Any], pretrained_file: str | os.PathLike | None) -> Pretrained:
+    """The local weight file of ``name`` (its timm ``pretrained_cfg``): ``pretrained_file`` if given,
+    else the cached Hub file; online and not cached, an empty ``file`` (timm downloads to the cache)."""
+    if pretrained_file is not None:
+        p = Path(pretrained_file)
+        if not p.is_file():
+            raise SimpoolBenchError(f"--pretrained-file {p}: no such file")
+        return Pretrained(p, str(p), {"file": str(p), "source": ""}, name.source == "torchvision")
+    if name.source == "torchvision":
+        p = _torchvision_file(name)
+        return Pretrained(p, f"torchvision:{p.name}", {}, True)
+    repo = pretrained_cfg.get("hf_hub_id")
+    if not repo:
+        raise SimpoolBenchError(
+            f"--pretrained {name.given}: timm lists no Hugging Face weights for it; pass --pretrained-file FILE"
+        )
+    files = tuple(f for f in (pretrained_cfg.get("hf_hub_filename"),) if f) or HF_WEIGHT_FILES
+    cached = cached_hf_file(repo, files)
+    if cached is not None:
+        return Pretrained(cached, f"hf-hub:{repo}", {"file": str(cached), "source": ""})
+    if hf_offline():
+        raise _offline_error(f"--pretrained {name.given}", repo)
+    return Pretrained(None, f"hf-hub:{repo}", {})
+
+
+def load_torchvision_weights(net: Any, path: Path, arch: str) -> None:
+    """Load a torchvision ResNet state dict (weights-only unpickling) into the timm model of the same layout."""
+    import torch
+
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file
+        raise SimpoolBenchError(f"--pretrained {arch}: {path} is not a readable weights file ({type(e).__name__})") from None
+    if not isinstance(sd, dict):
+        raise SimpoolBenchError(f"--pretrained {arch}: {path} holds a {type(sd).__name__}, expected a state dict")
+    if int(getattr(net, "num_classes", 0)) != int(sd.get("fc.weight", torch.zeros(0)).shape[0]):
+        sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    missing, unexpected = net.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise SimpoolBenchError(f"--pretrained {arch}: {path} does not fit timm's {net.__class__.__name__}: "
+                                f"missing {missing[:4]}, unexpected {unexpected[:4]}")

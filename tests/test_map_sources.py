@@ -1,0 +1,244 @@
+"""Model families and map sources (map, rollout, gradcam) against timm's own models and literal
+re-implementations of the references, on tiny random models (nothing downloaded)."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from simpool_bench.errors import SimpoolBenchError
+from simpool_bench.families import FAMILIES, source_applies
+from simpool_bench.models import build_model
+
+NC = 5
+VIT_KW = dict(depth=3, embed_dim=32, num_heads=2, img_size=32, patch_size=8)
+CNN_IN = (2, 3, 64, 64)
+VIT_IN = (2, 3, 32, 48)  # a non-square grid (4 x 6)
+
+
+def _randomize(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial weights everywhere (timm zero-inits some heads and latents)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            r = torch.randn(p.shape, generator=g)
+            if p.ndim > 1:
+                p.copy_(r * 1.5 / max(1, p[0].numel()) ** 0.5)
+            else:
+                p.copy_(1.0 + 0.1 * r if name.endswith("weight") else 0.1 * r)
+
+
+def _plain(arch: str, model: nn.Module, **kw) -> nn.Module:
+    """timm's own model with ``model``'s weights."""
+    net = timm.create_model(arch, pretrained=False, num_classes=NC, **kw).eval()
+    net.load_state_dict(model.state_dict())
+    return net
+
+
+# ------------------------------------------------------------------------------------ families
+FAMILY_CASES = [
+    ("vit_tiny_patch16_224", dict(pool="cls", **VIT_KW), dict(global_pool="token", dynamic_img_size=True, **VIT_KW)),
+    ("vit_tiny_patch16_224", dict(pool="map", **VIT_KW), dict(global_pool="map", dynamic_img_size=True, **VIT_KW)),
+    ("vit_small_patch8_224", dict(pool="gap", **{**VIT_KW, "patch_size": 8}), dict(global_pool="avg", dynamic_img_size=True, **VIT_KW)),
+    ("deit_tiny_patch16_224", dict(pool="cls", **VIT_KW), dict(dynamic_img_size=True, **VIT_KW)),
+    ("deit_tiny_distilled_patch16_224", dict(pool="cls", **VIT_KW), dict(dynamic_img_size=True, **VIT_KW)),
+    ("resnet18", dict(pool="gap"), {}),
+    ("convnext_atto", dict(pool="gap"), {}),
+    ("efficientnet_b0", dict(pool="gap"), {}),
+    ("regnetx_002", dict(pool="gap"), {}),
+]
+
+
+@pytest.mark.parametrize("arch,kw,timm_kw", FAMILY_CASES, ids=[f"{a}-{k['pool']}" for a, k, _ in FAMILY_CASES])
+def test_every_family_gives_timms_logits(arch, kw, timm_kw):
+    model = build_model(arch, num_classes=NC, **kw).eval()
+    _randomize(model)
+    plain = _plain(arch, model, **timm_kw)
+    x = torch.randn(*(VIT_IN if "pool" in kw and arch.startswith(("vit", "deit")) else CNN_IN))
+    with torch.no_grad():
+        out = model(x)
+        want = plain(x)
+    assert torch.equal(out.logits, want)
+    if kw["pool"] != "gap" or not arch.startswith("vit"):  # a GAP ViT has no map of its own (cls/rollout/gradcam on request)
+        assert out.attn is not None and out.attn.shape[0] == 2 and torch.isfinite(out.attn).all()
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_b0", "regnetx_002"])
+def test_generic_cnn_simpool_and_cam(arch):
+    """SimPool sits where timm's global pool was; CAM is wsolevaluation's on timm's feature map."""
+    m = build_model(arch, pool="simpool", num_classes=NC).eval()
+    key = FAMILIES[m.family].simpool_supervised
+    assert any(k.startswith(key) for k in m.state_dict())
+    x = torch.randn(*CNN_IN)
+    with torch.no_grad():
+        out = m(x)
+    assert torch.allclose(out.attn.sum(dim=(1, 2)), torch.ones(2))
+    gap = build_model(arch, pool="gap", num_classes=NC, attn_source="cam").eval()
+    _randomize(gap, 1)
+    plain = _plain(arch, gap)
+    with torch.no_grad():
+        out = gap(x)
+        feats = plain.forward_features(x)
+        cls = plain(x).argmax(1)
+    w = plain.get_classifier().weight[cls]
+    assert torch.equal(out.attn, (w[:, :, None, None] * feats).mean(1))
+
+
+def test_pool_and_source_rules_are_one_clear_error():
+    with pytest.raises(SimpoolBenchError, match="pool 'map' needs a ViT"):
+        build_model("resnet18", pool="map")
+    with pytest.raises(SimpoolBenchError, match="'map' needs a ViT with timm's attention-pool head"):
+        build_model("vit_tiny_patch16_224", pool="cls", attn_source="map", **VIT_KW)
+    with pytest.raises(SimpoolBenchError, match="a resnet has no 'rollout' map"):
+        build_model("resnet18", pool="gap", attn_source="rollout")
+    with pytest.raises(SimpoolBenchError, match="distilled DeiT"):
+        build_model("deit_tiny_distilled_patch16_224", pool="gap", **VIT_KW)
+    with pytest.raises(SimpoolBenchError, match="'gradcam' needs a classifier"):
+        build_model("resnet18", pool="gap", variant="dino", attn_source="gradcam")
+    with pytest.raises(SimpoolBenchError, match="--rollout-fusion 'median'"):
+        build_model("vit_tiny_patch16_224", pool="cls", attn_source="rollout", rollout_fusion="median", **VIT_KW)
+    assert source_applies("vit", "simpool", "rollout", has_cls_token=False, has_classifier=True) is None
+
+
+# ------------------------------------------------------------------------------------ map
+def latent_pool_reference(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm AttentionPoolLatent.forward's non-fused branch, up to its softmax, line for line."""
+    B, N, C = x.shape
+    if pool.pos_embed is not None:
+        x = x + pool.pos_embed.unsqueeze(0).to(x.dtype)
+    q_latent = pool.latent.expand(B, -1, -1)
+    q = pool.q(q_latent).reshape(B, pool.latent_len, pool.num_heads, pool.head_dim).transpose(1, 2)
+    kv = pool.kv(x).reshape(B, N, 2, pool.num_heads, pool.head_dim).permute(2, 0, 3, 1, 4)
+    k, v = kv.unbind(0)
+    q, k = pool.q_norm(q), pool.k_norm(k)
+    q = q * pool.scale
+    attn = q @ k.transpose(-2, -1)
+    return attn.softmax(dim=-1)
+
+
+@pytest.mark.parametrize("class_token", [True, False])
+def test_map_source_equals_attention_pool_latent(class_token):
+    kw = dict(pool="map", **VIT_KW) if class_token else dict(pool="map", class_token=False, **VIT_KW)
+    model = build_model("vit_tiny_patch16_224", num_classes=NC, attn_source="map", **kw).eval()
+    _randomize(model, 2)
+    plain = _plain("vit_tiny_patch16_224", model, global_pool="map", dynamic_img_size=True, class_token=class_token, **VIT_KW)
+    seen = {}
+    plain.attn_pool.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0]))
+    x = torch.randn(*VIT_IN)
+    with torch.no_grad():
+        out = model(x)
+        logits = plain(x)
+        ref = latent_pool_reference(plain.attn_pool, seen["x"]).mean(dim=(1, 2)).reshape(2, 4, 6)
+    assert torch.equal(out.logits, logits)
+    assert torch.equal(out.attn, ref)
+    assert torch.allclose(out.attn.sum(dim=(1, 2)), torch.ones(2))
+
+
+# ------------------------------------------------------------------------------------ rollout
+def rollout_reference(attentions, discard_ratio, head_fusion, num_prefix):
+    """jacobgil/vit-explain ``rollout`` per image, with the paper's row normalisation (keepdim)."""
+    out = []
+    for b in range(attentions[0].shape[0]):
+        result = torch.eye(attentions[0].size(-1))
+        with torch.no_grad():
+            for attention in attentions:
+                attention = attention[b : b + 1]
+                if head_fusion == "mean":
+                    attention_heads_fused = attention.mean(axis=1)
+                elif head_fusion == "max":
+                    attention_heads_fused = attention.max(axis=1)[0]
+                else:
+                    attention_heads_fused = attention.min(axis=1)[0]
+                flat = attention_heads_fused.view(attention_heads_fused.size(0), -1)
+                _, indices = flat.topk(int(flat.size(-1) * discard_ratio), -1, False)
+                indices = indices[indices != 0]
+                flat[0, indices] = 0
+                I = torch.eye(attention_heads_fused.size(-1))
+                a = (attention_heads_fused + 1.0 * I) / 2
+                a = a / a.sum(dim=-1, keepdim=True)
+                result = torch.matmul(a, result)
+        out.append(result[0, 0, num_prefix:] if num_prefix else result[0].mean(dim=0))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("pool", ["cls", "simpool", "map"])
+@pytest.mark.parametrize("fusion,discard", [("mean", 0.0), ("max", 0.9), ("min", 0.5)])
+def test_rollout_equals_vit_explain_on_timms_attention(pool, fusion, discard):
+    model = build_model("vit_tiny_patch16_224", pool=pool, num_classes=NC, attn_source="rollout", rollout_fusion=fusion,
+                        rollout_discard=discard, **VIT_KW).eval()
+    _randomize(model, 3)
+    # vit-explain's way to get the attentions: hooks on timm's (non-fused) attn_drop
+    attns = []
+    for blk in model.blocks:
+        blk.attn.fused_attn = False
+        blk.attn.attn_drop.register_forward_hook(lambda m, i, o: attns.append(o.detach()))
+    x = torch.randn(*VIT_IN)
+    with torch.no_grad():
+        out = model(x)
+    attns = attns[-len(model.blocks):]  # the hooks saw timm's own forward of every block
+    ref = rollout_reference(attns, discard, fusion, model.num_prefix_tokens).reshape(2, 4, 6)
+    assert torch.equal(out.attn, ref)
+    for blk in model.blocks:
+        blk.attn.fused_attn = True
+    with torch.no_grad():
+        fused = model(x)
+    assert torch.allclose(fused.attn, ref, rtol=1e-5, atol=1e-7) and torch.equal(fused.attn, model(x).attn)
+
+
+# ------------------------------------------------------------------------------------ gradcam
+def gradcam_reference(plain: nn.Module, layer: nn.Module, x: torch.Tensor, classes, reshape=None):
+    """pytorch-grad-cam GradCAM (ActivationsAndGradients hooks, ClassifierOutputTarget summed,
+    backward, mean-of-gradients weights, weighted sum, ReLU), its raw map before scaling."""
+    store = {}
+
+    def save(m, i, output):
+        store["a"] = reshape(output) if reshape else output
+
+        def keep(grad):
+            store["g"] = reshape(grad) if reshape else grad
+
+        output.register_hook(keep)
+
+    h = layer.register_forward_hook(save)
+    outputs = plain(x)
+    h.remove()
+    plain.zero_grad()
+    loss = sum(output[c] for c, output in zip(classes, outputs))
+    loss.backward(retain_graph=True)
+    weights = store["g"].detach().mean(dim=(2, 3))
+    cam = (weights[:, :, None, None] * store["a"].detach()).sum(dim=1)
+    return cam.clamp_min(0.0)
+
+
+GRADCAM_CASES = [
+    ("resnet18", dict(pool="gap"), {}, "layer4"),
+    ("convnext_atto", dict(pool="gap"), {}, "norm_pre"),
+    ("efficientnet_b0", dict(pool="gap"), {}, "bn2"),
+    ("regnetx_002", dict(pool="gap"), {}, "final_conv"),
+    ("vit_tiny_patch16_224", dict(pool="cls", **VIT_KW), dict(global_pool="token", dynamic_img_size=True, **VIT_KW), "blocks.-1.norm1"),
+    ("deit_tiny_patch16_224", dict(pool="gap", **VIT_KW), dict(global_pool="avg", dynamic_img_size=True, **VIT_KW), "blocks.-1.norm1"),
+]
+
+
+GRADCAM_RUNS = [(*c, False) for c in GRADCAM_CASES] + [(*GRADCAM_CASES[0], True), (*GRADCAM_CASES[4], True)]
+
+
+@pytest.mark.parametrize("arch,kw,timm_kw,layer,given_target", GRADCAM_RUNS, ids=[f"{c[0]}-{'gt' if c[-1] else 'pred'}" for c in GRADCAM_RUNS])
+def test_gradcam_equals_pytorch_grad_cam_literal(arch, kw, timm_kw, layer, given_target):
+    from simpool_bench.map_sources import resolve_layer
+
+    model = build_model(arch, num_classes=NC, attn_source="gradcam", **kw).eval()
+    _randomize(model, 4)
+    plain = _plain(arch, model, **timm_kw)
+    vit = arch.startswith(("vit", "deit"))
+    x = torch.randn(*(VIT_IN if vit else CNN_IN))
+    with torch.inference_mode():  # as the engine runs it, target made there too
+        target = torch.tensor([3, 1]) if given_target else None
+        out = model(x, target=target)
+    classes = target.tolist() if given_target else plain(x).argmax(1).tolist()
+    reshape = (lambda t: t[:, 1:].reshape(t.shape[0], 4, 6, t.shape[-1]).permute(0, 3, 1, 2)) if vit else None
+    ref = gradcam_reference(plain, resolve_layer(plain, layer), x, classes, reshape)
+    assert torch.equal(out.attn, ref)
+    assert not out.logits.requires_grad and torch.equal(out.logits, plain(x).detach())

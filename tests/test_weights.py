@@ -1,0 +1,177 @@
+"""Pretrained weights without the network: an empty Hugging Face cache offline is one clear error;
+a fake cached repository (timm tag, hf-hub: name), a --pretrained-file and torchvision: names load
+exactly the file's weights; the data config comes from the pretrained config unless overridden,
+and everything lands in the provenance. Then classify/localize/discover/extract/visualize with
+``--model deit_tiny_patch16_224 --checkpoint FILE`` (a timm state dict) and a global_pool='map' ViT."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from conftest import build_image_folder, build_voc_dataset, build_wsol_dataset, invoke_cli, said
+from simpool_bench.errors import SimpoolBenchError
+from simpool_bench.models import build_model
+from simpool_bench.weights import resolve_name
+
+SMALL = dict(depth=2, embed_dim=32, num_heads=2)
+SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, offline."""
+    cache = tmp_path / "hf"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+def fake_repo(cache, repo: str, files: dict) -> None:
+    """A repository as huggingface_hub caches it: snapshots/<sha>/<file> and refs/main."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    snap = root / "snapshots" / SNAPSHOT
+    snap.mkdir(parents=True)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(SNAPSHOT)
+    for name, content in files.items():
+        if isinstance(content, dict) and all(isinstance(v, torch.Tensor) for v in content.values()):
+            save_file({k: v.contiguous() for k, v in content.items()}, str(snap / name))
+        else:
+            (snap / name).write_text(json.dumps(content))
+
+
+def _random_sd(arch: str, seed: int, **kw) -> dict:
+    torch.manual_seed(seed)
+    net = timm.create_model(arch, pretrained=False, **kw)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return net.state_dict()
+
+
+def test_offline_without_a_cached_copy_is_one_clear_error(hf_cache, tmp_path):
+    with pytest.raises(SimpoolBenchError, match=r"no cached copy of Hugging Face repository 'timm/deit_tiny_patch16_224.fb_in1k'.*HF_HUB_OFFLINE"):
+        build_model("deit_tiny_patch16_224", pool=None, pretrained=True)
+    with pytest.raises(SimpoolBenchError, match="'someone/nothing'"):
+        build_model("hf-hub:someone/nothing", pool=None, pretrained=True)
+    folder = build_image_folder(tmp_path / "imgs", counts=(1, 1))
+    res = invoke_cli("classify", "--model", "vit_small_patch8_224", "--pretrained", "--data", folder, "--device", "cpu")
+    assert res.exit_code == 2 and said(res).startswith("error:") and "timm/vit_small_patch8_224.dino" in said(res)
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) <= 3
+    assert not any(hf_cache.iterdir())  # nothing was fetched
+
+
+def test_pretrained_from_the_cache_of_a_timm_tag(hf_cache):
+    arch = "vit_tiny_patch16_224"
+    repo = timm.models.get_pretrained_cfg(arch).hf_hub_id  # timm's default tag
+    sd = _random_sd(arch, 0, **SMALL)
+    fake_repo(hf_cache, repo, {"model.safetensors": sd})
+    m = build_model(arch, pool=None, pretrained=True, **SMALL)
+    assert m.pool == "cls" and m.num_classes == 1000 and m.weights_source == f"hf-hub:{repo}"
+    got = m.state_dict()
+    assert set(got) == set(sd) and all(torch.equal(got[k], sd[k]) for k in sd)
+    with pytest.raises(SimpoolBenchError, match="no SimPool layer"):
+        build_model(arch, pool="simpool", pretrained=True, **SMALL)
+
+
+def test_hf_hub_name_reads_config_and_weights_from_the_cache(hf_cache):
+    args = dict(SMALL, global_pool="map", class_token=False)
+    sd = _random_sd("vit_tiny_patch16_224", 1, num_classes=4, **args)
+    cfg = {"architecture": "vit_tiny_patch16_224", "num_classes": 4, "model_args": args,
+           "pretrained_cfg": {"input_size": [3, 224, 224], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+                              "crop_pct": 1.0, "interpolation": "bilinear", "num_classes": 4}}
+    fake_repo(hf_cache, "lab/tiny-map-vit", {"config.json": cfg, "model.safetensors": sd})
+    m = build_model("hf-hub:lab/tiny-map-vit", pool=None, num_classes=None, pretrained=True)
+    assert (m.pool, m.attn_source, m.num_classes) == ("map", "map", 4)
+    assert m.data_config["mean"] == (0.5, 0.5, 0.5) and m.data_config["crop_pct"] == 1.0
+    assert m.data_config["interpolation"] == "bilinear"
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in sd.items())
+    over = build_model("hf-hub:lab/tiny-map-vit", pool=None, num_classes=None, pretrained=True,
+                       data_overrides={"mean": (0.1, 0.2, 0.3), "crop_pct": 0.8})
+    assert over.data_config["mean"] == (0.1, 0.2, 0.3) and over.data_config["crop_pct"] == 0.8
+    assert over.data_config["std"] == (0.25, 0.25, 0.25)
+
+
+def test_pretrained_file_and_torchvision_names(tmp_path, hf_cache, monkeypatch):
+    sd = _random_sd("deit_tiny_patch16_224", 2, **SMALL)
+    f = tmp_path / "deit.safetensors"
+    save_file(sd, str(f))
+    m = build_model("deit_tiny_patch16_224", pool="cls", num_classes=None, pretrained_file=str(f), **SMALL)
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in sd.items()) and m.weights_file == f
+    tv = resolve_name("torchvision:resnet50")  # torchvision's IMAGENET1K_V2 transform: resize 232, crop 224, bilinear
+    assert tv.arch == "resnet50" and tv.data_config["crop_pct"] == 224 / 232 and tv.data_config["interpolation"] == "bilinear"
+    with pytest.raises(SimpoolBenchError, match="only torchvision ResNets"):
+        resolve_name("torchvision:vit_b_16")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(SimpoolBenchError, match="not in the torch hub cache .* never downloads"):
+        build_model("torchvision:resnet18", pool="gap", pretrained=True)
+    rsd = _random_sd("resnet18", 3)
+    rf = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(rsd, rf)
+    r = build_model("torchvision:resnet18", pool="gap", num_classes=None, pretrained_file=str(rf))
+    assert all(torch.equal(r.state_dict()[k], v) for k, v in rsd.items())
+    assert r.data_config["interpolation"] == "bilinear" and r.data_config["crop_pct"] == 224 / 256
+
+
+# ------------------------------------------------------------------------------------ commands
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return build_wsol_dataset(root / "wsol", n=6, seed=3), build_voc_dataset(root / "voc", n=5, seed=4)
+
+
+def _timm_state_dict(path, arch, seed, **kw):
+    sd = _random_sd(arch, seed, num_classes=3, **kw)
+    torch.save(sd, path)
+    return path
+
+
+@pytest.mark.parametrize("arch,kw,source", [
+    ("deit_tiny_patch16_224", {}, "cls"),
+    ("vit_tiny_patch16_224", dict(global_pool="map"), "map"),
+])
+def test_commands_with_a_timm_state_dict(tmp_path, data, arch, kw, source):
+    """A plain timm state dict (full-size tiny models, random weights) through every command."""
+    wsol, voc = data
+    ck = _timm_state_dict(tmp_path / "w.pth", arch, 5, **kw)
+    model = ["--model", arch, "--checkpoint", ck, "--device", "cpu", "-b", 8]
+    res = invoke_cli("classify", "--data", wsol.image_root, "--metadata", wsol.metadata, *model, "--out", tmp_path / "c",
+                     "--mean", "0.5,0.5,0.5", "--std", "0.2,0.2,0.2", "--crop-pct", "0.8")
+    assert res.exit_code == 0, res.output
+    prov = pd.read_csv(tmp_path / "c" / "results.csv").iloc[0]
+    assert prov["pool"] == source and prov["attn_source"] == source and prov["checkpoint_format"] == "state-dict"
+    assert prov["data_config"].startswith("mean=0.5,0.5,0.5 std=0.2,0.2,0.2 crop_pct=0.8 interpolation=bicubic")
+    res = invoke_cli("localize", "--dataset", "cub", "--data", wsol.image_root, "--metadata", wsol.metadata, *model,
+                     "--attn-source", "rollout", "--rollout-fusion", "max", "--rollout-discard", "0.5", "--out", tmp_path / "l")
+    assert res.exit_code == 0, res.output
+    loc = pd.read_csv(tmp_path / "l" / "results.csv")
+    assert loc.iloc[0]["attn_source"] == "rollout" and loc.iloc[0]["attn_options"] == "fusion=max discard=0.5"
+    assert {"maxboxacc_v2", "best_threshold"} <= set(loc["metric"])
+    for src in (source, "gradcam"):
+        res = invoke_cli("discover", "--dataset", "voc07", "--data", voc, *model, "--attn-source", src, "--out", tmp_path / f"d_{src}")
+        assert res.exit_code == 0, res.output
+        d = pd.read_csv(tmp_path / f"d_{src}" / "results.csv")
+        assert d.iloc[0]["attn_source"] == src and "corloc" in set(d["metric"])
+    res = invoke_cli("extract", "--dataset", "voc07", "--data", voc, *model, "--attn-source", "gradcam", "--dtype", "float32",
+                     "--out", tmp_path / "maps")
+    assert res.exit_code == 0, res.output
+    res = invoke_cli("discover", "--dataset", "voc07", "--data", voc, "--maps", tmp_path / "maps", "--out", tmp_path / "dm")
+    assert res.exit_code == 0, res.output
+    direct = pd.read_csv(tmp_path / "d_gradcam" / "results.csv")
+    stored = pd.read_csv(tmp_path / "dm" / "results.csv")
+    assert direct.loc[direct.metric == "corloc", "value"].item() == stored.loc[stored.metric == "corloc", "value"].item()
+    res = invoke_cli("visualize", "--dataset", "voc07", "--data", voc, *model, "--attn-source", f"{source},rollout,gradcam",
+                     "--n", 2, "--format", "svg", "--out", tmp_path / "v")
+    assert res.exit_code == 0, res.output
+    sel = pd.read_csv(tmp_path / "v" / "selection.csv")
+    assert sel["column"].tolist() == [f"w: {source}", "w: rollout", "w: gradcam"] * 2
+    assert (tmp_path / "v" / "figure.svg").read_text().lstrip().startswith("<?xml")
