@@ -667,7 +667,7 @@ def build_model(
         raise SimpoolBenchError(f"pos_interp {pos_interp!r} applies to ViTs only (position embeddings), not a {family}")
     if fused_attn is not None and family != "vit":
         raise SimpoolBenchError(f"fused_attn applies to ViTs only, not a {family}")
-        own = ("class_token",) if pool in ("map", "gap") else ()  # e.g. SigLIP-style map ViTs have no CLS token
+    own = ("class_token",) if pool in ("map", "gap") else ()  # e.g. SigLIP-style map ViTs have no CLS token
     bad = [k for k in _RESERVED_TIMM_KWARGS if k in timm_kwargs and k not in own]
     if bad:
         raise SimpoolBenchError(f"timm argument(s) {', '.join(bad)} are set by build_model (use pool/variant/num_classes)")

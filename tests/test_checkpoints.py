@@ -581,13 +581,14 @@ def test_sha256_file_streams(tmp_path):
 # ---------------------------------------------------------------------------------- DINO backbones
 @pytest.fixture
 def tiny_api(monkeypatch):
-    """``simpool_bench.api`` whose load_model builds the tiny stand-ins of TINY."""
-    from simpool_bench import api
+    """``simpool_bench.api`` whose load_model builds the tiny stand-ins of TINY (load_model imports
+    ``models.build_model`` when called, so the stand-in goes there)."""
+    from simpool_bench import api, models
 
     def build(arch, **kw):
         return build_model(arch, **{**kw, **{k: v for k, v in TINY[arch].items() if k != "img_size"}})
 
-    monkeypatch.setattr(api, "build_model", build)
+    monkeypatch.setattr(models, "build_model", build)
     return api
 
 
