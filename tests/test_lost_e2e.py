@@ -212,6 +212,8 @@ def run_discover(monkeypatch, tmp_path: Path, voc: Path, ckpt: Path, *flags: str
     res = invoke_cli("discover", "--dataset", "voc07", "--data", voc, "--checkpoint", ckpt, "--out", out, *flags)
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out / "results.csv")
+    assert (table.pos_interp == "dino").all()  # provenance: DINO's own position interpolation
+    assert (table.cls_head == 4).all() if "--lost-compat" in flags else table.cls_head.isna().all()
     return boxes, float(table.loc[table.metric == "corloc", "value"].iloc[0])
 
 
@@ -291,3 +293,30 @@ def test_lost_compat_head_is_lost_default_or_the_users():
     assert not use_lost_head(simpool) and simpool.attn_source == "simpool"
     with pytest.raises(SimpoolBenchError, match="head 4 .* has 3 heads: pass --cls-head"):
         use_lost_head(build_model("vit_tiny_patch16_224", pool="cls", variant="dino", num_heads=3, **kw))
+
+
+@pytest.mark.parametrize("method", ["lost", "attn"])
+def test_discover_forward_is_lost_one_image_loop(method):
+    """``discover`` runs the model one image at a time, as ``main_lost.py``: what it boxes is
+    bit for bit a batch-1 forward of each image, whatever the batch (on this CPU a 16-image batch
+    of 2x2-patch images gives keys up to ~2e-6 away from batch 1; GPU kernels are chosen by shape)."""
+    from simpool_bench.discovery import attention_mass_mask, lost_seed_maps
+    from simpool_bench.evaluate import discover_forward
+    from simpool_bench.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("vit_small_patch16_224", pool="cls", variant="dino", pos_interp="dino", fused_attn=False,
+                        depth=2, cls_head=4).eval()
+    for h, w in ((32, 32), (16, 48), (64, 80)):
+        x = torch.randn(16, 3, h, w)
+        with torch.no_grad():
+            out, prep = discover_forward(model, x, method)
+            for i in range(len(x)):
+                one = model(x[i : i + 1], return_keys=method == "lost")
+                if method == "lost":
+                    assert torch.equal(out.keys[i], one.keys[0])
+                    seeds, positive = lost_seed_maps(one.keys)
+                    assert int(prep[0][i]) == int(seeds[0]) and torch.equal(prep[1][i], positive[0])
+                else:
+                    assert torch.equal(out.attn[i], one.attn[0])
+                    assert torch.equal(prep[i], attention_mass_mask(one.attn.flatten(1))[0])
