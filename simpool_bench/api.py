@@ -250,9 +250,18 @@ def provenance(
         gamma=model.gamma if model is not None else None,
         min_scope=getattr(model, "min_scope", None) if model is not None else None,
         attn_source=getattr(model, "attn_source", None) if model is not None else None,
+        cls_head=getattr(model, "cls_head", None) if getattr(model, "attn_source", None) == "cls" else None,
+        pos_interp=pos_interp_of(model),
         method=method, image_size=image_size, n_images=n_images,
         device=str(resolve_device(config.device)), amp=config.amp,
     )
+
+
+def pos_interp_of(model: BenchModel | None) -> str | None:
+    """The position-embedding resize a ViT ran with ('timm' | 'dino' | 'dino-quirk'); None otherwise."""
+    if getattr(model, "family", None) != "vit":
+        return None
+    return "dino-quirk" if model.dino_pos_quirk else model.pos_interp
 
 
 def finish(outcome: ev.Outcome, prov: Provenance, out: Path | None, formats: Sequence[str] = ("parquet", "csv", "json"),
@@ -360,7 +369,7 @@ def stored_provenance(store: Any, *, n_images: int, method: str | None = None) -
     """Provenance of a run computed from stored maps: the extracting model's (from the store's
     manifest), with this run's id, date and command line."""
     known = dict(store.manifest.get("provenance") or {})
-    for k in ("run_id", "date", "command", "n_images", "method"):
+    for k in ("run_id", "date", "command", "n_images", "method", "schema_version"):
         known.pop(k, None)
     model, pool = known.pop("model", "unknown"), known.pop("pool", "unknown")
     return Provenance.collect(model=model, pool=pool, n_images=n_images, method=method, **known)

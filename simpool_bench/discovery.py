@@ -15,7 +15,9 @@ Exactness notes:
   the tie order is the device's (on CPU, ``std::sort``: stable up to 16 elements, not beyond; CUDA
   has its own). Degrees are integer counts, so ties are the rule and decide seeds; a box therefore
   equals LOST's run on the same kind of device, and the tie order of a number is that of the
-  device given by ``--device``.
+  device given by ``--device``: ``evaluate.discover`` runs ``attention_mass_mask`` and
+  ``lost_seed_maps`` (the sort-dependent halves) on the model's device, the component halves
+  (``boxes_from_masks``, ``boxes_from_seed_maps``; scipy, as LOST) on the host.
 - the similarity of one image is ``(f @ f^T)`` of its own (1, N, d) keys, as LOST computes it.
 - connected components are 4-connected (``scipy.ndimage.label``'s default, as LOST); labels are
   numbered in row-major order of each component's first patch.
@@ -176,7 +178,6 @@ def boxes_from_attention(
             f"attn: image {i} needs a {grid[i, 0]}x{grid[i, 1]} patch grid (image {hw[i, 0]}x{hw[i, 1]}, "
             f"stride {stride}) but the map is {attn.shape[1]}x{attn.shape[2]}"
         )
-    do_clip = (not lost_compat) if clip is None else bool(clip)
     work = attn.detach().to(dtype=_work_dtype(attn))
     out = np.zeros((b, 4), dtype=np.int64)
     keys = [tuple(g) for g in grid.tolist()]
@@ -184,9 +185,21 @@ def boxes_from_attention(
         members = [i for i, k in enumerate(keys) if k == (gh, gw)]
         rows = work[members, :gh, :gw].reshape(len(members), gh * gw).contiguous()
         masks = attention_mass_mask(rows, mass).cpu().numpy().reshape(len(members), gh, gw)
-        for j, i in enumerate(members):
-            ext = largest_component_extent(masks[j], lost_compat=lost_compat)
-            out[i] = _scale_clip(ext, stride, hw[i] if do_clip else None)
+        out[members] = boxes_from_masks(masks, hw[members], stride, lost_compat=lost_compat, clip=clip)
+    return out
+
+
+def boxes_from_masks(
+    masks: np.ndarray, image_hw: np.ndarray, stride: int, lost_compat: bool = False, clip: bool | None = None
+) -> np.ndarray:
+    """The host half of ``boxes_from_attention``: (B, gh, gw) boolean mass masks (each image's own
+    grid) -> (B, 4) int64 boxes (largest 4-connected component, times ``stride``; ``lost_compat``
+    and ``clip`` as there)."""
+    do_clip = (not lost_compat) if clip is None else bool(clip)
+    out = np.zeros((len(masks), 4), dtype=np.int64)
+    for i, mask in enumerate(masks):
+        ext = largest_component_extent(np.asarray(mask, dtype=bool), lost_compat=lost_compat)
+        out[i] = _scale_clip(ext, stride, image_hw[i] if do_clip else None)
     return out
 
 
@@ -258,10 +271,20 @@ def boxes_lost(
     if b == 0:
         return out
 
+    seeds, positive = lost_seed_maps(keys, k_patches)
+    return boxes_from_seed_maps(seeds, positive, (gh, gw), hw, stride)
+
+
+def lost_seed_maps(keys: torch.Tensor, k_patches: int = LOST_K_PATCHES) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sort-dependent half of ``boxes_lost``, on the keys' device, image by image as LOST:
+    A = K K^T of the image's (1, N, d) keys, the seed (LOST's degree order, ``lost_degree_order``)
+    and ``sum of the similar patches' A rows > 0`` cast as LOST's ``detect_box`` does.
+
+    Returns (seeds (B,) int64, positive (B, N) bool), on the keys' device."""
     feats = keys.detach().to(_work_dtype(keys))
-    seeds_list, expanded = [], []
+    seeds, expanded = [], []
     with torch.no_grad():
-        for i in range(b):
+        for i in range(len(feats)):
             f = feats[i : i + 1]
             a = (f @ f.transpose(1, 2))[0]
             order = lost_degree_order(a)
@@ -269,18 +292,32 @@ def boxes_lost(
             pot = order[: int(k_patches)]
             similars = pot[a[seed, pot] > 0.0]
             expanded.append(torch.sum(a[similars, :], dim=0))
-            seeds_list.append(seed)
+            seeds.append(seed)
+        if not seeds:
+            return (torch.zeros(0, dtype=torch.long, device=keys.device),
+                    torch.zeros((0, keys.shape[1]), dtype=torch.bool, device=keys.device))
         # LOST's detect_box casts the map to float32 (``.float()``) before ``> 0``
-        positive = (torch.stack(expanded).float() > 0.0).cpu().numpy().reshape(b, gh, gw)
-    seeds_np = torch.stack(seeds_list).cpu().numpy()
+        return torch.stack(seeds), torch.stack(expanded).float() > 0.0
 
-    for i in range(b):
-        labels, _ = _label(positive[i])
+
+def boxes_from_seed_maps(
+    seeds: torch.Tensor | np.ndarray, positive: torch.Tensor | np.ndarray, grid_hw: Sequence[int],
+    image_hw: np.ndarray, stride: int,
+) -> np.ndarray:
+    """The host half of ``boxes_lost`` (LOST ``detect_box``): the extent of the 4-connected
+    component of each (gh, gw) positive map holding its seed, times ``stride``, max clipped to the
+    image; the seed patch's own box where the seed is not positive (LOST raises there)."""
+    gh, gw = (int(v) for v in grid_hw)
+    seeds_np = np.asarray(seeds.cpu() if isinstance(seeds, torch.Tensor) else seeds).reshape(-1)
+    pos = np.asarray(positive.cpu() if isinstance(positive, torch.Tensor) else positive).reshape(-1, gh, gw)
+    out = np.zeros((len(seeds_np), 4), dtype=np.int64)
+    for i in range(len(seeds_np)):
+        labels, _ = _label(pos[i])
         sy, sx = divmod(int(seeds_np[i]), gw)
         cc = labels[sy, sx]
         ext = _bounds(labels == cc) if cc != 0 else (sx, sy, sx + 1, sy + 1)
         x0, y0, x1, y1 = (v * stride for v in ext)
-        out[i] = [x0, y0, min(x1, int(hw[i, 1])), min(y1, int(hw[i, 0]))]
+        out[i] = [x0, y0, min(x1, int(image_hw[i][1])), min(y1, int(image_hw[i][0]))]
     return out
 
 

@@ -18,7 +18,10 @@ import torch
 from .data.decode import load_rgb_array
 from .data.images import ImageDataset
 from .data.records import Record
-from .discovery import LOST_DINOSEG_HEAD, boxes_from_attention, boxes_lost, center_boxes, full_image_boxes
+from .discovery import (
+    LOST_DINOSEG_HEAD, attention_mass_mask, boxes_from_attention, boxes_from_masks, boxes_from_seed_maps, center_boxes,
+    full_image_boxes, lost_seed_maps,
+)
 from .engine import Batch, EngineConfig, EvalResult, all_gather_indexed, bucket_batches, evaluate, resolve_device, size_order
 from .errors import SimpoolBenchError
 from .finite import NonFiniteCounter, check_nonfinite, finite_rows
@@ -26,6 +29,7 @@ from .metrics.base import Accumulator
 from .metrics.boxes import resize_boxes_wsol
 from .metrics.classification import KNNAccumulator, MemoryBank, TopKAccumulator
 from .metrics.corloc import CorLocAccumulator
+from .models import ModelOutput
 from .transforms import WSOL_IMAGE_SIZE, discovery_transform, padded_size, wsol_transform
 
 LOCALIZE_BASELINES = ("center-gaussian", "full-box")
@@ -327,6 +331,28 @@ def use_lost_head(model: torch.nn.Module) -> bool:
     return True
 
 
+def discover_forward(model: torch.nn.Module, x: torch.Tensor, method: str, *, mass: float = 0.6,
+                     k_patches: int = 100, one_by_one: bool = True) -> tuple[ModelOutput, Any]:
+    """``discover``'s forward pass, then the sort-dependent half of each box on the model's device
+    in float32 (LOST's tie order there): the mass masks (``method='attn'``) or the seeds and
+    expanded maps (``'lost'``). ``one_by_one``: LOST ``main_lost.py``'s loop, one image per forward
+    pass, so no kernel chosen by the batch shape can change a key or a map by a rounding; otherwise
+    the batch (of one padded size) goes through in one pass.
+
+    Returns (the images' outputs concatenated, masks (B, N) | (seeds (B,), positive (B, N)))."""
+    keys = method == "lost"
+    outs = [model(x[i : i + 1], return_keys=keys) for i in range(len(x))] if one_by_one else [model(x, return_keys=keys)]
+
+    def cat(name: str) -> torch.Tensor | None:
+        return None if getattr(outs[0], name) is None else torch.cat([getattr(o, name) for o in outs])
+
+    output = ModelOutput(logits=cat("logits"), features=cat("features"), attn=cat("attn"), keys=cat("keys"))
+    with torch.autocast(x.device.type, enabled=False):
+        if method == "attn":
+            return output, attention_mass_mask(output.attn.flatten(1).float(), mass)
+        return output, lost_seed_maps(output.keys.float(), k_patches)
+
+
 def discover(
     model: torch.nn.Module | None,
     records: Sequence[Record],
@@ -343,13 +369,15 @@ def discover(
 ) -> Outcome:
     """CorLoc of one predicted box per image (LOST protocol).
 
-    Images are evaluated at full resolution, zero-padded right/bottom to the model's stride; batches
-    only group images of the same padded size, so the batch size never changes a box. Boxes are
-    computed on the model's device (LOST's sorts there: see ``discovery``). ``lost_compat`` with
-    ``method='attn'`` is all of LOST ``dino_seg``'s defaults: head 4 of a CLS map (``use_lost_head``,
-    unless a head was chosen) and its component choice.
-    Shards take the images sorted by padded size (over the whole dataset), so equal sizes fill
-    whole batches.
+    Images are evaluated at full resolution, zero-padded right/bottom to the model's stride. LOST's
+    own modes (``method='lost'``, ``lost_compat``) go through the model one image at a time, as in
+    LOST's loop (``discover_forward``), so ``batch_size`` only sets how many are decoded together;
+    plain ``attn`` runs batches of one padded size (the same boxes as batch size 1 on CPU, tested;
+    a GPU may pick other kernels for other batch shapes). Shards take the images sorted by padded
+    size (over the whole dataset), so equal sizes fill whole batches. LOST's sorts run on the
+    model's device (see ``discovery``). ``lost_compat`` with ``method='attn'`` is all of LOST
+    ``dino_seg``'s defaults: head 4 of a CLS map (``use_lost_head``, unless a head was chosen) and
+    its component choice.
     ``on_boxes(indices, boxes, hits)`` receives every batch's predictions (for visualize)."""
     if method not in DISCOVER_METHODS:
         raise SimpoolBenchError(f"--method {method!r}: expected one of {', '.join(DISCOVER_METHODS)}")
@@ -381,15 +409,17 @@ def discover(
     cfg = getattr(model, "data_config", {})
     transform = discovery_transform(stride, cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)))
     pad_keys = [(padded_size(int(h), stride), padded_size(int(w), stride)) for h, w in sizes]
+    lost_loop = method == "lost" or lost_compat  # LOST's own modes: its one-image loop, bit for bit on any device
 
     def forward(m: torch.nn.Module, x: torch.Tensor, idx: np.ndarray) -> Any:
-        return m(x, return_keys=(method == "lost"))
+        return discover_forward(m, x, method, mass=mass, k_patches=k_patches, one_by_one=lost_loop)
 
     def step(batch: Batch, accs: dict[str, Accumulator]) -> None:
         ok = np.asarray(batch.ok, dtype=bool)
         if not ok.any():
             return
-        fin = finite_rows(batch.output.attn if method == "attn" else batch.output.keys)
+        output, prep = batch.output
+        fin = finite_rows(output.attn if method == "attn" else output.keys)
         n_bad = int((ok & ~fin).sum())
         if n_bad:  # non-finite maps or keys: misses (or, by default, an error after the run)
             accs["nonfinite"].update(n_bad)
@@ -399,15 +429,12 @@ def discover(
             return
         idx = batch.indices[keep]
         hw = sizes[idx]
-        if method == "attn":
-            attn = batch.output.attn.float()
-            attn = attn[torch.as_tensor(keep, device=attn.device)]
-            boxes = boxes_from_attention(attn, hw, stride, mass=mass, lost_compat=lost_compat)
+        gh, gw = batch.images.shape[-2] // stride, batch.images.shape[-1] // stride
+        if method == "attn":  # the padded grid is each image's own (padded to the stride only)
+            boxes = boxes_from_masks(prep.numpy()[keep].reshape(-1, gh, gw), hw, stride, lost_compat=lost_compat)
         else:
-            keys = batch.output.keys.float()
-            keys = keys[torch.as_tensor(keep, device=keys.device)]
-            gh, gw = batch.images.shape[-2] // stride, batch.images.shape[-1] // stride
-            boxes = boxes_lost(keys, (gh, gw), hw, stride, k_patches=k_patches)
+            seeds, positive = prep
+            boxes = boxes_from_seed_maps(seeds[keep], positive[keep], (gh, gw), hw, stride)
         hits = accs["corloc"].update(boxes, [gts[i] for i in idx])
         if on_boxes is not None:
             on_boxes(idx, boxes, hits)

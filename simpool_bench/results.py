@@ -52,19 +52,21 @@ from .errors import SimpoolBenchError
 from .files import atomic_write, commit, discard, make_dir, os_reason, sha256_file, write_temp
 
 SCHEMA_VERSION = 2
-"""Version of the results table layout; bump on any change of columns or their meaning."""
+"""Version of the results table layout; bump on any change of columns or their meaning.
+2: ``attn_options``, ``weights``, ``data_config``, ``cls_head`` and ``pos_interp`` provenance columns."""
 
 METRIC_COLUMNS: tuple[str, ...] = ("dataset", "split", "metric", "iou_threshold", "value")
 PROVENANCE_COLUMNS: tuple[str, ...] = (
     "run_id", "checkpoint", "checkpoint_sha256", "checkpoint_format", "model", "pool", "gamma",
-    "min_scope", "attn_source", "attn_options", "weights", "data_config", "method", "image_size", "n_images", "tool_version",
+    "min_scope", "attn_source", "attn_options", "cls_head", "pos_interp", "weights", "data_config", "method", "image_size",
+    "n_images", "tool_version",
     "torch_version", "timm_version", "device", "amp", "date", "command", "schema_version",
 )
 COLUMNS: tuple[str, ...] = METRIC_COLUMNS + PROVENANCE_COLUMNS
 KEY_COLUMNS: tuple[str, ...] = ("dataset", "split", "metric", "iou_threshold")
 
 _FLOAT_COLUMNS = frozenset({"value", "gamma"})
-_INT_COLUMNS = frozenset({"iou_threshold", "image_size", "n_images", "schema_version"})
+_INT_COLUMNS = frozenset({"iou_threshold", "cls_head", "image_size", "n_images", "schema_version"})
 
 RECORD_FILES = {"csv": "results.csv", "parquet": "results.parquet"}
 EXPORT_FILES = {**RECORD_FILES, "json": "results.json", "md": "results.md", "latex": "results.tex"}
@@ -105,7 +107,7 @@ DEFAULT_TOLERANCES: dict[str, float] = {
     "n_images": 0.0, "n_failed": 0.0, "n_nonfinite": 0.0,
 }
 CHECK_PROVENANCE_FIELDS: tuple[str, ...] = (
-    "model", "pool", "gamma", "min_scope", "attn_source", "method", "image_size", "n_images",
+    "model", "pool", "gamma", "min_scope", "attn_source", "cls_head", "pos_interp", "method", "image_size", "n_images",
 )
 """Provenance a run must share with the baseline (where the baseline records it)."""
 
@@ -127,7 +129,12 @@ def _timm_version() -> str:
 
 @dataclass(frozen=True)
 class Provenance:
-    """Where a run's numbers come from; one value per provenance column of the table."""
+    """Where a run's numbers come from; one value per provenance column of the table.
+
+    ``cls_head``: the head of a CLS attention map (None = the head mean, or no CLS map; 4 under
+    ``discover --lost-compat``). ``pos_interp``: how a ViT resized its position embeddings:
+    ``'timm'``, ``'dino'`` (DINO's ``interpolate_pos_encoding``) or ``'dino-quirk'`` (the official
+    SimPool DINO code's ``npatch`` slip); None for CNNs."""
 
     model: str
     pool: str
@@ -140,6 +147,8 @@ class Provenance:
     attn_options: str | None = None
     weights: str | None = None
     data_config: str | None = None
+    cls_head: int | None = None
+    pos_interp: str | None = None
     method: str | None = None
     image_size: int | None = None
     n_images: int | None = None
@@ -585,7 +594,8 @@ def _provenance_line(df: pd.DataFrame) -> str:
     parts = [f"model {p.model}", f"pool {p.pool}"]
     if p.gamma is not None:
         parts.append(f"gamma {p.gamma:g}")
-    for name, v in (("min-scope", p.min_scope), ("attention", p.attn_source), ("method", p.method),
+    for name, v in (("min-scope", p.min_scope), ("attention", p.attn_source), ("head", p.cls_head),
+                    ("positions", p.pos_interp), ("method", p.method),
                     ("image size", p.image_size), ("images", p.n_images), ("device", p.device)):
         if v is not None:
             parts.append(f"{name} {v}")

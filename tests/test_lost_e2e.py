@@ -9,12 +9,21 @@ with simpool_bench. The weights are saved as DINO publishes them (a bare backbon
 a DINO training checkpoint (teacher/student); both must give LOST's every box and CorLoc, for
 ``--method lost`` and for ``--method attn --lost-compat``. The reference runs on the device LOST
 picks (CUDA when available), which is also ``--device auto``'s.
+
+The case is built to tell LOST's behaviour from its look-alikes (``test_case_catches_each_departure_from_lost``
+checks that on the reference itself): trained-like smooth position embeddings as large as the
+patch embeddings, on grids that all differ from 14x14 (DINO's ``interpolate_pos_encoding`` versus
+timm's antialiased resampling), pairs of identical objects whose patches tie in integer degree on
+grids beyond 16 patches (``torch.argsort``'s tie order versus a stable sort), and head 4 versus
+the head mean. ``torch.sort``'s tie order in ``dino_seg`` needs exactly equal attention values,
+which real position embeddings do not give: ``test_discovery``'s tie tests cover it.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +38,26 @@ from conftest import invoke_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# (width, height, PIL mode, EXIF orientation): non-square, odd sizes, grayscale, CMYK, an
+# (width, height, PIL mode, EXIF orientation, kind): non-square, odd sizes, grayscale, CMYK, an
 # EXIF-rotated JPEG (LOST does not rotate it), several padded sizes, two images per padded size
-# (batched together by discover), grids from 3x4 to 13x10 patches (beyond LOST's k = 100 and
-# beyond the 16 elements up to which a CPU sort is stable).
+# (batched together by discover), grids from 3x4 to 15x20 patches (beyond LOST's k = 100 and
+# beyond the 16 elements up to which a CPU sort is stable), all resampling the 14x14 position grid.
+# kind "blobs": 1-2 bright boxes on noise; "twins": two identical grey objects on a flat
+# background, aligned to the patch grid: their patches have equal integer degrees, so LOST's seed
+# (and its box: the left or the right object) is decided by the sort's tie order.
 IMAGES = [
-    (97, 75, "RGB", None), (99, 77, "RGB", None), (61, 47, "L", None), (47, 61, "RGB", None),
-    (130, 101, "CMYK", None), (131, 99, "RGB", 6), (200, 150, "RGB", None), (177, 41, "L", None),
-    (161, 123, "RGB", 8), (33, 49, "CMYK", None),
+    (97, 75, "RGB", None, "blobs"), (99, 77, "RGB", None, "blobs"), (61, 47, "L", None, "blobs"),
+    (47, 61, "RGB", None, "blobs"), (130, 101, "CMYK", None, "blobs"), (131, 99, "RGB", 6, "blobs"),
+    (200, 150, "RGB", None, "blobs"), (177, 41, "L", None, "blobs"), (161, 123, "RGB", 8, "blobs"),
+    (33, 49, "CMYK", None, "blobs"),
+    (320, 240, "RGB", None, "twins"), (317, 236, "L", None, "twins"), (288, 224, "RGB", None, "twins"),
+    (250, 186, "CMYK", None, "twins"), (256, 256, "RGB", None, "twins"),
+    (224, 160, "RGB", None, "twins"),
 ]
 
 
-def _image(rng: np.random.Generator, w: int, h: int, mode: str, orientation: int | None) -> tuple[bytes, list]:
-    """A JPEG with 1-2 bright blobs on noise, and its VOC boxes (1-based, inclusive)."""
+def _blobs(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray, list]:
+    """1-2 bright blobs on noise, and their VOC boxes (1-based, inclusive)."""
     arr = rng.integers(0, 100, size=(h, w, 3), dtype=np.uint8)
     boxes = []
     for _ in range(1 + int(rng.integers(0, 2))):
@@ -49,6 +65,26 @@ def _image(rng: np.random.Generator, w: int, h: int, mode: str, orientation: int
         x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
         arr[y0 : y0 + bh, x0 : x0 + bw] = rng.integers(140, 256, size=3, dtype=np.uint8)
         boxes.append((x0 + 1, y0 + 1, x0 + bw, y0 + bh))
+    return arr, boxes
+
+
+def _twins(w: int, h: int, patch: int = 16) -> tuple[np.ndarray, list]:
+    """Two identical light-grey objects (a quarter of the width, a third of the height, on whole
+    patches) at the left and right edges of a flat dark-grey background, and their VOC boxes."""
+    arr = np.full((h, w, 3), 40, dtype=np.uint8)
+    gw, gh = w // patch, h // patch
+    bw, bh = max(1, gw // 4), max(1, gh // 3)
+    boxes = []
+    for cx in (0, gw - bw):
+        x0, y0 = cx * patch, (gh // 3) * patch
+        arr[y0 : y0 + bh * patch, x0 : x0 + bw * patch] = 220
+        boxes.append((x0 + 1, y0 + 1, x0 + bw * patch, y0 + bh * patch))
+    return arr, boxes
+
+
+def _image(rng: np.random.Generator, w: int, h: int, mode: str, orientation: int | None, kind: str) -> tuple[bytes, list]:
+    """A JPEG of the given kind, and its VOC boxes (1-based, inclusive)."""
+    arr, boxes = _blobs(rng, w, h) if kind == "blobs" else _twins(w, h)
     im = Image.fromarray(arr).convert(mode)
     buf = io.BytesIO()
     kw = {}
@@ -67,9 +103,9 @@ def build_voc(root: Path, seed: int = 0) -> Path:
     for d in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (voc / d).mkdir(parents=True, exist_ok=True)
     ids = []
-    for i, (w, h, mode, orient) in enumerate(IMAGES):
+    for i, (w, h, mode, orient, kind) in enumerate(IMAGES):
         image_id = f"{2007_000100 + i:06d}"
-        data, boxes = _image(rng, w, h, mode, orient)
+        data, boxes = _image(rng, w, h, mode, orient, kind)
         (voc / "JPEGImages" / f"{image_id}.jpg").write_bytes(data)
         objects = "".join(
             f"<object><name>thing</name><truncated>0</truncated><difficult>{int(j == 1)}</difficult>"
@@ -85,18 +121,35 @@ def build_voc(root: Path, seed: int = 0) -> Path:
     return voc
 
 
+def smooth_position_field(g: torch.Generator, side: int, dim: int, waves: int = 4) -> torch.Tensor:
+    """(1, side*side, dim) position embeddings like a trained ViT's: every channel a smooth 2-D
+    field (a sum of ``waves`` random plane waves of at most 1.5 periods across the grid), std 1."""
+    y, x = torch.meshgrid(torch.arange(side).float(), torch.arange(side).float(), indexing="ij")
+    field = torch.zeros(side, side, dim)
+    for _ in range(waves):
+        fy, fx = (torch.rand(2, dim, generator=g) * 2 - 1) * 1.5 * 2 * math.pi / side
+        phase = torch.rand(dim, generator=g) * 2 * math.pi
+        field += torch.cos(y[..., None] * fy + x[..., None] * fx + phase)
+    return (field / field.std()).reshape(1, side * side, dim)
+
+
 def seeded_dino_vits16(seed: int = 0) -> dict[str, torch.Tensor]:
     """A DINO ViT-S/16 state dict (DINO's own model, full depth) with seeded weights under which
-    the image content drives the keys (LOST's boxes vary from image to image)."""
+    both the image content and the position drive the keys: smooth position embeddings (std 0.5)
+    as large as the patch embeddings of the images (patch projection std 0.02), so that how they
+    are resampled to each grid changes boxes, as with trained DINO weights."""
     torch.manual_seed(seed)
     model = dino_reference.vit_small(patch_size=16)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name in ("pos_embed", "cls_token"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+            if name == "pos_embed":
+                p[:, 1:] = smooth_position_field(g, 14, p.shape[-1]) * 0.5
+                p[:, :1] = torch.randn(1, 1, p.shape[-1], generator=g) * 0.5
+            elif name == "cls_token":
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
             elif p.ndim > 1:
-                p.copy_(torch.randn(p.shape, generator=g) * (0.1 if name.startswith("patch_embed") else 0.03))
+                p.copy_(torch.randn(p.shape, generator=g) * (0.02 if name.startswith("patch_embed") else 0.03))
             elif name.endswith("bias"):
                 p.zero_()
             else:
@@ -123,7 +176,8 @@ def save_dino_files(sd: dict[str, torch.Tensor], folder: Path) -> tuple[Path, Pa
 
 @pytest.fixture(scope="module")
 def lost_case(tmp_path_factory):
-    """The VOC folder, the two weight files and LOST's own predictions for both methods."""
+    """The VOC folder, the two weight files, LOST's own predictions for both methods, and what
+    LOST needs to run again (model, dataset, device)."""
     root = tmp_path_factory.mktemp("lost_e2e")
     voc = build_voc(root)
     sd = seeded_dino_vits16()
@@ -135,7 +189,7 @@ def lost_case(tmp_path_factory):
         "lost": ref.main_lost(dataset, model, device),
         "attn": ref.main_lost(dataset, model, device, dinoseg=True, dinoseg_head=4),
     }
-    return voc, files, expected
+    return voc, files, expected, (model, dataset, device)
 
 
 def run_discover(monkeypatch, tmp_path: Path, voc: Path, ckpt: Path, *flags: str) -> tuple[dict[str, list[int]], float]:
@@ -158,13 +212,15 @@ def run_discover(monkeypatch, tmp_path: Path, voc: Path, ckpt: Path, *flags: str
     res = invoke_cli("discover", "--dataset", "voc07", "--data", voc, "--checkpoint", ckpt, "--out", out, *flags)
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out / "results.csv")
+    assert (table.pos_interp == "dino").all()  # provenance: DINO's own position interpolation
+    assert (table.cls_head == 4).all() if "--lost-compat" in flags else table.cls_head.isna().all()
     return boxes, float(table.loc[table.metric == "corloc", "value"].iloc[0])
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["dino-backbone", "dino-teacher-student"])
 @pytest.mark.parametrize("method", ["lost", "attn"])
 def test_discover_equals_main_lost(lost_case, monkeypatch, tmp_path, which, method):
-    voc, files, expected = lost_case
+    voc, files, expected, _ = lost_case
     flags = ("--method", "lost") if method == "lost" else ("--method", "attn", "--lost-compat")
     boxes, corloc = run_discover(monkeypatch, tmp_path, voc, files[which], *flags)
     want_boxes, want_corloc = expected[method]
@@ -175,13 +231,52 @@ def test_discover_equals_main_lost(lost_case, monkeypatch, tmp_path, which, meth
 def test_case_is_not_degenerate(lost_case):
     """The fixture exercises what it claims: distinct boxes, CorLoc strictly between 0 and 100 for
     one method at least, the two methods disagreeing somewhere, and EXIF-rotated images read as stored."""
-    voc, _, expected = lost_case
+    voc, _, expected, _ = lost_case
     lost_boxes, attn_boxes = expected["lost"][0], expected["attn"][0]
     assert len({tuple(b) for b in lost_boxes.values()}) > 3
     assert any(lost_boxes[k].tolist() != attn_boxes[k].tolist() for k in lost_boxes)
     assert any(0 < c < 100 for c in (expected["lost"][1], expected["attn"][1]))
     with Image.open(voc / "JPEGImages" / "2007000105.jpg") as im:
         assert im.getexif().get(0x0112) == 6 and im.size == (131, 99)
+
+
+def _stable_patch_scoring(M, threshold=0.0):
+    """``lost_reference.patch_scoring`` with a stable sort (what LOST does not do)."""
+    A = M.clone()
+    A.fill_diagonal_(0)
+    A[A < 0] = 0
+    cent = -torch.sum(A > threshold, dim=1).type(torch.float32)
+    return torch.argsort(cent, descending=True, stable=True), cent
+
+
+def test_case_catches_each_departure_from_lost(lost_case, monkeypatch):
+    """The images and weights are such that each way of departing from LOST changes boxes: LOST's
+    own pipeline, run once with that change, gives other boxes than ``expected`` (and so would
+    ``discover``). Departures: timm's position resampling (bicubic, antialias) instead of DINO's
+    ``interpolate_pos_encoding``; a stable degree sort instead of ``torch.argsort``; the head mean
+    instead of head 4 in ``dino_seg``."""
+    from timm.layers import resample_abs_pos_embed
+
+    _, _, expected, (model, dataset, device) = lost_case
+
+    def changed(method: str) -> list[str]:
+        got = ref.main_lost(dataset, model, device, dinoseg=method == "attn", dinoseg_head=4)[0]
+        return [k for k, b in expected[method][0].items() if b.tolist() != got[k].tolist()]
+
+    with monkeypatch.context() as m:
+        def timm_positions(x, w, h):
+            return resample_abs_pos_embed(model.pos_embed, new_size=(w // 16, h // 16), old_size=(14, 14),
+                                          num_prefix_tokens=1)
+
+        m.setattr(model, "interpolate_pos_encoding", timm_positions)
+        assert changed("lost") and changed("attn")
+    with monkeypatch.context() as m:
+        m.setattr(ref, "patch_scoring", _stable_patch_scoring)
+        assert changed("lost")
+    with monkeypatch.context() as m:
+        seg = ref.dino_seg
+        m.setattr(ref, "dino_seg", lambda att, dims, ps, head=0: seg(att.mean(0, keepdim=True), dims, ps, head=0))
+        assert changed("attn")
 
 
 def test_lost_compat_head_is_lost_default_or_the_users():
@@ -198,3 +293,30 @@ def test_lost_compat_head_is_lost_default_or_the_users():
     assert not use_lost_head(simpool) and simpool.attn_source == "simpool"
     with pytest.raises(SimpoolBenchError, match="head 4 .* has 3 heads: pass --cls-head"):
         use_lost_head(build_model("vit_tiny_patch16_224", pool="cls", variant="dino", num_heads=3, **kw))
+
+
+@pytest.mark.parametrize("method", ["lost", "attn"])
+def test_discover_forward_is_lost_one_image_loop(method):
+    """``discover`` runs the model one image at a time, as ``main_lost.py``: what it boxes is
+    bit for bit a batch-1 forward of each image, whatever the batch (on this CPU a 16-image batch
+    of 2x2-patch images gives keys up to ~2e-6 away from batch 1; GPU kernels are chosen by shape)."""
+    from simpool_bench.discovery import attention_mass_mask, lost_seed_maps
+    from simpool_bench.evaluate import discover_forward
+    from simpool_bench.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("vit_small_patch16_224", pool="cls", variant="dino", pos_interp="dino", fused_attn=False,
+                        depth=2, cls_head=4).eval()
+    for h, w in ((32, 32), (16, 48), (64, 80)):
+        x = torch.randn(16, 3, h, w)
+        with torch.no_grad():
+            out, prep = discover_forward(model, x, method)
+            for i in range(len(x)):
+                one = model(x[i : i + 1], return_keys=method == "lost")
+                if method == "lost":
+                    assert torch.equal(out.keys[i], one.keys[0])
+                    seeds, positive = lost_seed_maps(one.keys)
+                    assert int(prep[0][i]) == int(seeds[0]) and torch.equal(prep[1][i], positive[0])
+                else:
+                    assert torch.equal(out.attn[i], one.attn[0])
+                    assert torch.equal(prep[i], attention_mass_mask(one.attn.flatten(1))[0])

@@ -467,3 +467,19 @@ def test_sha256_file_matches_hashlib(tmp_path):
     p = tmp_path / "blob"
     p.write_bytes(data)
     assert R.sha256_file(p, chunk_size=1024) == hashlib.sha256(data).hexdigest()
+
+
+def test_stored_provenance_takes_this_schema_version_and_new_columns():
+    """Maps extracted by an older version (schema 1, no cls_head/pos_interp) score into a table of
+    this version: the layout is the writer's, the model facts the store's."""
+    from types import SimpleNamespace
+
+    from simpool_bench.api import stored_provenance
+
+    store = SimpleNamespace(manifest={"provenance": {"model": "vit_small_patch16_224", "pool": "cls", "schema_version": 1,
+                                                     "attn_source": "cls"}})
+    prov = stored_provenance(store, n_images=3, method="attn")
+    row = prov.as_row()
+    assert row["schema_version"] == R.SCHEMA_VERSION == 2
+    assert row["attn_source"] == "cls" and row["cls_head"] is None and row["pos_interp"] is None
+    assert list(row) == list(R.PROVENANCE_COLUMNS)
