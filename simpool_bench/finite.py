@@ -17,9 +17,10 @@ import torch
 
 from .errors import SimpoolBenchError
 from .metrics.base import Accumulator
+from .metrics.catalog import NONFINITE_METRICS
 
 #: The metric row that counts images with non-finite outputs (written only when there are some).
-NONFINITE_METRIC = "n_nonfinite"
+NONFINITE_METRIC = NONFINITE_METRICS[0].name
 ALLOW_FLAG = "--allow-nonfinite"
 
 
@@ -58,6 +59,8 @@ def finite_rows(*tensors: torch.Tensor | np.ndarray | None) -> np.ndarray:
 
 class NonFiniteCounter(Accumulator):
     """Counts images whose outputs (logits, maps, keys, features) are not all finite."""
+
+    METRICS = NONFINITE_METRICS
 
     def __init__(self) -> None:
         super().__init__()

@@ -113,7 +113,7 @@ def test_full_disk_on_results_keeps_the_old_set_whole(setup, tmp_path, monkeypat
 def test_interrupted_renames_are_refused_by_compare_and_check(setup, tmp_path, monkeypatch):
     out = tmp_path / "run"
     assert _localize(setup, out).exit_code == 0
-    real, calls = results.commit, []
+    real, calls = results.store.commit, []
 
     def dies_after_one(tmp, path):  # the process is killed after the first rename
         calls.append(path)
@@ -122,7 +122,7 @@ def test_interrupted_renames_are_refused_by_compare_and_check(setup, tmp_path, m
         real(tmp, path)
 
     with monkeypatch.context() as m:
-        m.setattr(results, "commit", dies_after_one)
+        m.setattr(results.store, "commit", dies_after_one)
         res = _localize(setup, out, "--interval", "0.01")
     assert res.exit_code == 130
     _no_tmp(out)

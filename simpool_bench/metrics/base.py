@@ -6,15 +6,21 @@ accumulators (``merge``) or reducing them across ranks (``sync``) is exact.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
 
+from .catalog import MetricSpec
+
 
 class Accumulator:
     """Base class: subclasses declare their states with ``add_state`` and implement
-    ``update`` and ``compute``. States are tensors reduced by summation."""
+    ``update`` and ``compute``. States are tensors reduced by summation. ``METRICS`` names the
+    results-table metrics the accumulator reports (``metrics.catalog``): which way is better, the
+    default ``check`` tolerance."""
+
+    METRICS: ClassVar[tuple[MetricSpec, ...]] = ()
 
     def __init__(self) -> None:
         self._defaults: dict[str, torch.Tensor] = {}
@@ -29,7 +35,7 @@ class Accumulator:
         for name, default in self._defaults.items():
             setattr(self, name, default.clone())
 
-    def merge(self, other: "Accumulator") -> "Accumulator":
+    def merge(self, other: Accumulator) -> Accumulator:
         """Add the states of ``other`` (same type and configuration) into ``self``."""
         if type(other) is not type(self) or other._defaults.keys() != self._defaults.keys():
             raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")

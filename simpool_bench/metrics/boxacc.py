@@ -36,6 +36,7 @@ from ..errors import SimpoolBenchError
 from ..transforms import WSOL_IMAGE_SIZE
 from . import _components
 from .base import Accumulator
+from .catalog import BOXACC_METRICS
 from .boxes import iou_wsol
 
 WSOL_IOU_THRESHOLDS = (30, 50, 70)
@@ -248,6 +249,8 @@ class BoxAccumulator(Accumulator):
         image_size: side of the square the maps are resized to (wsolevaluation: 224).
         num_threads: threads for a batch (default: all cores).
     """
+
+    METRICS = BOXACC_METRICS
 
     def __init__(self, interval: float = WSOL_CAM_CURVE_INTERVAL, iou_thresholds: Sequence[int] = WSOL_IOU_THRESHOLDS,
                  multi_contour: bool = True, image_size: int = WSOL_IMAGE_SIZE, num_threads: int | None = None) -> None:

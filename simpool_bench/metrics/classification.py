@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Accumulator
+from .catalog import KNN_METRICS, TOPK_METRICS
 
 #: DINO's weighted k-NN protocol (Caron et al. 2021, ``eval_knn.py``): k=20, temperature 0.07.
 DINO_KNN_K = 20
@@ -32,6 +33,8 @@ class TopKAccumulator(Accumulator):
         num_classes: number of classes of the logits.
         ks: the k of each reported accuracy (default top-1 and top-5).
     """
+
+    METRICS = TOPK_METRICS
 
     def __init__(self, num_classes: int, ks: tuple[int, ...] = (1, 5)) -> None:
         super().__init__()
@@ -103,6 +106,8 @@ def knn_predict(
 
 class KNNAccumulator(Accumulator):
     """Weighted k-NN top-1/top-5 (DINO protocol) against a fixed memory bank."""
+
+    METRICS = KNN_METRICS
 
     def __init__(self, bank: MemoryBank, k: int = DINO_KNN_K, temperature: float = DINO_KNN_TEMPERATURE) -> None:
         super().__init__()

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import SimpoolBenchError
 from .base import Accumulator
+from .catalog import CORLOC_METRICS
 
 #: LOST ``main_lost.py``: ``torch.any(ious >= 0.5)``.
 CORLOC_IOU_THRESHOLD = 0.5
@@ -89,6 +90,8 @@ def corloc_hits(pred_boxes: object, gt_boxes: Sequence[object]) -> np.ndarray:
 
 class CorLocAccumulator(Accumulator):
     """Streaming CorLoc (LOST protocol): summed ``hits`` and ``total`` image counts (exact merges)."""
+
+    METRICS = CORLOC_METRICS
 
     def __init__(self) -> None:
         super().__init__()

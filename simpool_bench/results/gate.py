@@ -1,0 +1,311 @@
+"""``check``: the CI gate of a run against a baseline, with absolute per-metric tolerances.
+
+Tolerances are in the metric's unit (percentage points for accuracies); the defaults and the
+direction of each metric come from ``metrics.catalog``, where the accumulators declare their
+metrics: every metric is higher-is-better except ``n_failed`` and ``n_nonfinite`` (lower is better)
+and the ``exact`` metrics ``n_images`` (must not change) and ``best_threshold`` (a threshold, not a
+score: reported, never "best", and gated only if a finite tolerance is given).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from rich.markup import escape
+from rich.table import Table
+
+from ..errors import SimpoolBenchError
+from ..metrics import catalog
+from ..metrics.catalog import Direction
+from .render import _md_cell, format_delta, format_value
+from .store import _as_table
+from .table import KNOWN_METRICS, _fmt_iou, _is_na, _py, metric_key
+
+METRIC_DIRECTIONS: dict[str, Direction] = {m.name: m.direction for m in catalog.METRICS}
+"""Which way is better, per metric of the catalog; a metric not listed is higher-is-better."""
+DEFAULT_TOLERANCE = 0.1
+"""Absolute tolerance for a metric without its own entry in ``DEFAULT_TOLERANCES``."""
+DEFAULT_TOLERANCES: dict[str, float] = {m.name: m.tolerance for m in catalog.METRICS}
+"""The built-in tolerance of each metric of the catalog (``MetricSpec.tolerance``)."""
+CHECK_PROVENANCE_FIELDS: tuple[str, ...] = (
+    "model", "pool", "gamma", "min_scope", "attn_source", "cls_head", "pos_interp", "method", "image_size", "n_images",
+)
+"""Provenance a run must share with the baseline (where the baseline records it)."""
+
+EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
+_EPS = 1e-9
+
+Status = Literal["ok", "regressed", "improved", "missing", "provenance-mismatch"]
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One line of a check: a metric (or, for provenance-mismatch, 'provenance:<field>')."""
+
+    dataset: str
+    split: str
+    metric: str
+    iou: int | None
+    baseline: float | str | None
+    value: float | str | None
+    delta: float | None
+    tolerance: float | None
+    status: Status
+    note: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.split} {metric_key(self.metric, self.iou)}"
+
+
+@dataclass
+class CheckReport:
+    """The outcome of ``check``: passed, one row per baseline metric (plus provenance
+    mismatches), and a Markdown summary for a CI job."""
+
+    passed: bool
+    rows: list[CheckRow]
+    run_source: str = "run"
+    baseline_source: str = "baseline"
+    notes: list[str] = field(default_factory=list)
+
+    def by_status(self, status: Status) -> list[CheckRow]:
+        return [r for r in self.rows if r.status == status]
+
+    def to_frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame."""
+        return pd.DataFrame([asdict(r) for r in self.rows],
+                            columns=[f.name for f in fields(CheckRow)])
+
+    @property
+    def markdown(self) -> str:
+        """Markdown naming what moved, by how much, against which tolerance."""
+        counts = {s: len(self.by_status(s)) for s in ("regressed", "missing", "provenance-mismatch", "improved", "ok")}
+        verdict = "PASSED" if self.passed else "FAILED"
+        summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        lines = [f"### simpool-bench check: {verdict} ({summary})", "",
+                 f"Run `{self.run_source}` against baseline `{self.baseline_source}`.", ""]
+        lines += [f"- {n}" for n in self.notes]
+        if self.notes:
+            lines.append("")
+        for status, title in (("regressed", "Regressed"), ("missing", "Missing"),
+                              ("provenance-mismatch", "Provenance mismatch"), ("improved", "Improved")):
+            rows = self.by_status(status)
+            if not rows:
+                continue
+            lines.append(f"**{title}:**")
+            for r in rows:
+                lines.append(f"- {_describe(r)}")
+            lines.append("")
+        lines += ["| status | dataset | split | metric | IoU | baseline | value | delta | tolerance |",
+                  "|---|---|---|---|---:|---:|---:|---:|---:|"]
+        for r in self.rows:
+            lines.append(" | ".join([
+                f"| {r.status}", _md_cell(r.dataset), _md_cell(r.split), _md_cell(r.metric), _fmt_iou(r.iou),
+                _cell(r.metric, r.baseline), _cell(r.metric, r.value),
+                "" if r.delta is None else format_delta(r.metric, r.delta), _fmt_tol(r.tolerance),
+            ]) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def _cell(metric: str, v: float | str | None) -> str:
+    if v is None:
+        return "–"
+    return _md_cell(v) if isinstance(v, str) else format_value(metric, v)
+
+
+def _fmt_tol(t: float | None) -> str:
+    return "" if t is None else "none" if math.isinf(t) else f"±{t:g}"
+
+
+def _describe(r: CheckRow) -> str:
+    if r.status == "provenance-mismatch":
+        return f"`{r.dataset}/{r.split}` {r.metric.removeprefix('provenance:')}: baseline `{r.baseline}`, run `{r.value}`"
+    if r.status == "missing":
+        return f"`{r.key}`: baseline {_cell(r.metric, r.baseline)}, {r.note or 'absent from the run'}"
+    return (f"`{r.key}`: {_cell(r.metric, r.baseline)} → {_cell(r.metric, r.value)} "
+            f"(delta {format_delta(r.metric, r.delta)}, tolerance {_fmt_tol(r.tolerance)}"
+            f"{', lower is better' if METRIC_DIRECTIONS.get(r.metric) == 'lower' else ''}"
+            f"{', must not change' if METRIC_DIRECTIONS.get(r.metric) == 'exact' else ''})")
+
+
+def _validate_tolerances(tol: Mapping[str, Any], source: str) -> dict[str, float]:
+    out = {}
+    for key, v in tol.items():
+        if key != "default":
+            metric, _, iou = str(key).partition("@")
+            if metric not in KNOWN_METRICS:
+                raise SimpoolBenchError(
+                    f"{source}: unknown metric {key!r} in tolerances; expected 'default' or one of "
+                    f"{', '.join(KNOWN_METRICS)} (optionally '@IOU', e.g. 'maxboxacc@70')"
+                )
+            if iou and not (iou.isdigit() and 0 < int(iou) <= 100):
+                raise SimpoolBenchError(f"{source}: tolerance key {key!r}: IoU threshold after '@' must be an integer in (0, 100]")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
+            raise SimpoolBenchError(f"{source}: tolerance {key!r} = {v!r}; expected a non-negative number (absolute, in the metric's unit)")
+        out[str(key)] = float(v)
+    return out
+
+
+def load_tolerances(path: str | os.PathLike) -> dict[str, float]:
+    """Tolerances from a TOML file: top-level (or a ``[tolerances]`` table of) keys ``default``,
+    a metric name (``top1``) or a metric at one IoU threshold (``"maxboxacc@70"``), each an
+    absolute tolerance in the metric's unit (``inf`` = not gated)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise SimpoolBenchError(f"tolerances file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SimpoolBenchError(f"{path}: invalid TOML: {e}") from None
+    except OSError as e:
+        raise SimpoolBenchError(f"cannot read tolerances file {path}: {e.strerror}") from None
+    if "tolerances" in doc:
+        if not isinstance(doc["tolerances"], dict) or len(doc) != 1:
+            raise SimpoolBenchError(f"{path}: 'tolerances' must be the only table when present")
+        doc = doc["tolerances"]
+    return _validate_tolerances(doc, str(path))
+
+
+def tolerance_for(metric: str, iou: int | None, tolerances: Mapping[str, float] | None = None,
+                  default_tolerance: float = DEFAULT_TOLERANCE) -> float:
+    """The tolerance of one metric: given ``metric@iou``, given ``metric``, built-in
+    ``DEFAULT_TOLERANCES[metric]``, given ``default``, then ``default_tolerance``."""
+    tol = tolerances or {}
+    if iou is not None and f"{metric}@{iou}" in tol:
+        return tol[f"{metric}@{iou}"]
+    if metric in tol:
+        return tol[metric]
+    if metric in DEFAULT_TOLERANCES:
+        return DEFAULT_TOLERANCES[metric]
+    return tol.get("default", default_tolerance)
+
+
+def _judge(metric: str, base: float, value: float, tol: float) -> Status:
+    delta = value - base
+    direction = catalog.direction(metric)
+    if direction == "exact":
+        return "regressed" if abs(delta) > tol + _EPS else "ok"
+    gain = delta if direction == "higher" else -delta
+    if gain < -(tol + _EPS):
+        return "regressed"
+    if gain > tol + _EPS:
+        return "improved"
+    return "ok"
+
+
+def _prov_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            return float(a) == float(b)
+        except (TypeError, ValueError):
+            return False
+    return str(a) == str(b)
+
+
+def check(run: pd.DataFrame | str | os.PathLike, baseline: pd.DataFrame | str | os.PathLike,
+          tolerances: Mapping[str, float] | None = None, default_tolerance: float = DEFAULT_TOLERANCE,
+          provenance_fields: Sequence[str] = CHECK_PROVENANCE_FIELDS) -> CheckReport:
+    """Gate ``run`` against ``baseline`` (DataFrames or files). Every baseline metric must be in
+    the run (else 'missing') and within its tolerance (``tolerance_for``) in the bad direction
+    (else 'regressed'); ``provenance_fields`` the baseline records must equal the run's (else
+    'provenance-mismatch'). Metrics of the run absent from the baseline are noted, not gated."""
+    tol = _validate_tolerances(tolerances or {}, "tolerances")
+    run_df, run_src = _as_table(run, "run")
+    base_df, base_src = _as_table(baseline, "baseline", baseline=True)
+
+    def index(df: pd.DataFrame) -> dict[tuple, float]:
+        return {(r.dataset, r.split, r.metric, None if _is_na(r.iou_threshold) else int(r.iou_threshold)): float(r.value)
+                for r in df.itertuples(index=False)}
+
+    run_vals, base_vals = index(run_df), index(base_df)
+    nan = [k for k, v in base_vals.items() if math.isnan(v)]
+    if nan:
+        d, s_, m, i = nan[0]
+        raise SimpoolBenchError(f"baseline {base_src}: value of {d}/{s_} {metric_key(m, i)} is NaN"
+                                f"{f' ({len(nan)} NaN values)' if len(nan) > 1 else ''}; a baseline must hold numbers")
+    rows: list[CheckRow] = []
+    notes: list[str] = []
+    run_sets = sorted({(d, s) for d, s, *_ in run_vals})
+    base_sets = sorted({(d, s) for d, s, *_ in base_vals})
+    if set(base_sets) - set(run_sets):
+        notes.append(f"the run covers dataset/split {', '.join(f'{d}/{s}' for d, s in run_sets)}; "
+                     f"the baseline expects {', '.join(f'{d}/{s}' for d, s in base_sets)}")
+
+    # provenance, per dataset/split the baseline covers
+    for d, s in base_sets:
+        bsel = base_df[(base_df["dataset"] == d) & (base_df["split"] == s)]
+        rsel = run_df[(run_df["dataset"] == d) & (run_df["split"] == s)]
+        if len(rsel) == 0:
+            continue
+        for f in provenance_fields:
+            if f not in bsel.columns:
+                continue
+            bvals = {_py(v) for v in bsel[f]} - {None}
+            if not bvals:
+                continue
+            rvals = {_py(v) for v in rsel[f]} if f in rsel.columns else {None}
+            bval, rval = ", ".join(map(str, sorted(bvals, key=str))), ", ".join(map(str, sorted(rvals, key=str)))
+            if len(bvals) != 1 or len(rvals) != 1 or not _prov_equal(next(iter(bvals)), next(iter(rvals))):
+                rows.append(CheckRow(d, s, f"provenance:{f}", None, bval, rval, None, None, "provenance-mismatch"))
+
+    for (d, s, m, iou), base in base_vals.items():
+        t = tolerance_for(m, iou, tol, default_tolerance)
+        value = run_vals.get((d, s, m, iou))
+        if value is None:
+            rows.append(CheckRow(d, s, m, iou, base, None, None, t, "missing", "absent from the run"))
+        elif math.isnan(value):
+            rows.append(CheckRow(d, s, m, iou, base, value, None, t, "missing", "the run's value is NaN"))
+        else:
+            rows.append(CheckRow(d, s, m, iou, base, value, value - base, t, _judge(m, base, value, t)))
+    extra = sorted(set(run_vals) - set(base_vals), key=str)
+    if extra:
+        notes.append(f"{len(extra)} metric(s) of the run are not in the baseline (not gated): "
+                     + ", ".join(f"{d}/{s} {metric_key(m, i)}" for d, s, m, i in extra[:10]) + (" …" if len(extra) > 10 else ""))
+    passed = not any(r.status in ("regressed", "missing", "provenance-mismatch") for r in rows)
+    return CheckReport(passed, rows, run_src, base_src, notes)
+
+
+def check_console_table(report: CheckReport) -> Table:
+    """A check report for the console (rich), failing rows in red."""
+    style = {"regressed": "red", "missing": "red", "provenance-mismatch": "red", "improved": "green", "ok": ""}
+    table = Table(title=f"simpool-bench check: {'PASSED' if report.passed else 'FAILED'}")
+    for name in ("status", "dataset", "split", "metric", "IoU", "baseline", "value", "delta", "tolerance"):
+        table.add_column(name, justify="right" if name in ("IoU", "baseline", "value", "delta", "tolerance") else "left")
+    for r in report.rows:
+        table.add_row(r.status, escape(r.dataset), escape(r.split), escape(r.metric), _fmt_iou(r.iou),
+                      escape(_cell(r.metric, r.baseline)), escape(_cell(r.metric, r.value)), "" if r.delta is None else format_delta(r.metric, r.delta),
+                      _fmt_tol(r.tolerance), style=style[r.status])
+    return table
+
+
+def append_github_summary(markdown: str, path: str | os.PathLike | None = None) -> bool:
+    """Append to the GitHub Actions job summary ($GITHUB_STEP_SUMMARY, or ``path``); False when
+    there is none."""
+    target = path if path is not None else os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return False
+    try:
+        with open(target, "a", encoding="utf-8") as f:
+            f.write(markdown if markdown.endswith("\n") else markdown + "\n")
+    except OSError as e:
+        raise SimpoolBenchError(f"cannot append to GitHub step summary {target}: {e.strerror}") from None
+    return True
+
+
+def exit_code(outcome: CheckReport | BaseException) -> int:
+    """Exit status of ``check``: 0 passed, 1 regression (anything failed in the report),
+    2 usage or data error (any exception: a crash must never read as a regression)."""
+    if isinstance(outcome, CheckReport):
+        return EXIT_OK if outcome.passed else EXIT_REGRESSION
+    if isinstance(outcome, BaseException):
+        return EXIT_ERROR
+    raise TypeError(f"exit_code expects a CheckReport or an exception, got {type(outcome).__name__}")

@@ -1,0 +1,246 @@
+"""A run's files: write them all or none, read them back, and refuse a mixed folder.
+
+The record of a run is ``results.csv`` and ``results.parquet`` (``write_run`` always writes both);
+JSON, Markdown and LaTeX (booktabs) are extra exports. ``read_run`` reads CSV, Parquet and JSON
+back into an identical table and refuses foreign tables and other schema versions.
+
+A run's files are all old or all new (``write_run``): every new file is first written complete
+under a temporary name; only then is ``results.manifest.json`` replaced by one saying "writing",
+the old run's files the new one lacks are removed, the new files renamed into place and, last, the
+manifest replaced by the complete one (state, run_id, each file's sha256). A failed write before
+the renames leaves the old set untouched; an interruption during them leaves the "writing"
+manifest. Readers (``read_run``, ``compare``, ``check``, ``visualize``) refuse a file of a folder
+whose manifest is not complete or does not list that file with that sha256, naming the folder; a
+folder without a manifest (older versions, hand-made baselines) is read as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import SimpoolBenchError
+from ..files import atomic_write, commit, discard, make_dir, os_reason, sha256_file, write_temp
+from .render import to_latex, to_markdown
+from .table import (
+    _FORMAT_ALIASES,
+    EXPORT_FILES,
+    METRIC_COLUMNS,
+    RECORD_FILES,
+    RUN_EXTRA_FILES,
+    RUN_MANIFEST,
+    SCHEMA_VERSION,
+    _coerce,
+    _is_na,
+    _py,
+    _to_int,
+    _validate,
+)
+
+
+def _json_bytes(df: pd.DataFrame) -> bytes:
+    records = [{c: _py(v) for c, v in zip(df.columns, row)} for row in df.itertuples(index=False, name=None)]
+    return (json.dumps(records, indent=1, allow_nan=False) + "\n").encode("utf-8")
+
+
+def write_run(df: pd.DataFrame, out_dir: str | os.PathLike, formats: Iterable[str] = ("parquet", "csv", "json"),
+              extra: Mapping[str, bytes] | None = None) -> dict[str, Path]:
+    """Write a run into ``out_dir``: always ``results.csv`` and ``results.parquet`` (the record),
+    plus any of ``json``, ``md``, ``latex`` and the ``extra`` files ({file name: bytes}, e.g. the
+    BoxAcc curve), all or none (see the module docstring). Returns {format or file name: path}."""
+    wanted = ["csv", "parquet"]
+    for f in formats:
+        f = _FORMAT_ALIASES.get(f.lower(), f.lower())
+        if f not in EXPORT_FILES:
+            raise SimpoolBenchError(f"unknown export format {f!r}; expected one of {', '.join(EXPORT_FILES)}")
+        if f not in wanted:
+            wanted.append(f)
+    df = _coerce(df, "results table")
+    _validate(df, "results table")
+    out = make_dir(out_dir)
+    writers = {
+        "csv": lambda: df.to_csv(index=False).encode("utf-8"),
+        "parquet": lambda: (lambda fh: df.to_parquet(fh, index=False)),
+        "json": lambda: _json_bytes(df),
+        "md": lambda: to_markdown(df).encode("utf-8"),
+        "latex": lambda: to_latex(df).encode("utf-8"),
+    }
+    files: dict[str, Any] = {EXPORT_FILES[f]: writers[f]() for f in wanted}
+    for name, data in (extra or {}).items():
+        if name in files or name == RUN_MANIFEST or Path(name).name != name:
+            raise SimpoolBenchError(f"write_run: extra file name {name!r} is taken or not a plain file name")
+        files[name] = data
+    run_ids = sorted({str(v) for v in df["run_id"].dropna()}) if "run_id" in df.columns else []
+    tmps: dict[str, Path] = {}
+    try:
+        for name, data in files.items():  # 1. every new file complete under a temporary name
+            tmps[name] = write_temp(out / name, data)
+        manifest = {"schema": 1, "state": "complete", "run_id": run_ids[0] if len(run_ids) == 1 else None,
+                    "files": {name: sha256_file(tmp) for name, tmp in tmps.items()}}
+        tmps[RUN_MANIFEST] = write_temp(out / RUN_MANIFEST, _manifest_bytes(manifest))
+        # 2. the folder is now being written: say so, and drop the old run's files the new one lacks
+        atomic_write(out / RUN_MANIFEST, _manifest_bytes({"schema": 1, "state": "writing", "run_id": manifest["run_id"]}))
+        for name in _run_file_names(out) - set(files):
+            try:
+                (out / name).unlink(missing_ok=True)
+            except OSError as e:
+                raise SimpoolBenchError(f"cannot remove the old {out / name}: {os_reason(e)}") from None
+        # 3. the new files into place, the complete manifest last
+        for name in list(tmps):
+            commit(tmps[name], out / name)
+            del tmps[name]
+    finally:
+        for tmp in tmps.values():
+            discard(tmp)
+    by_format = {f: out / EXPORT_FILES[f] for f in wanted}
+    return {**by_format, **{name: out / name for name in (extra or {})}}
+
+
+def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _run_file_names(out: Path) -> set[str]:
+    """The run files in ``out``: those of every known name present."""
+    return {n for n in (*EXPORT_FILES.values(), *RUN_EXTRA_FILES) if (out / n).is_file()}
+
+
+def add_run_file(out_dir: str | os.PathLike, name: str, data: bytes) -> Path:
+    """Write one more file into a run folder (atomically) and list it in the folder's complete
+    manifest, if it has one (a file replaced but not yet listed is refused by readers, never trusted)."""
+    out = Path(out_dir)
+    path = atomic_write(out / name, data)
+    man = out / RUN_MANIFEST
+    if man.is_file():
+        try:
+            m = json.loads(man.read_text(encoding="utf-8"))
+            complete = m.get("state") == "complete" and isinstance(m.get("files"), dict)
+        except (OSError, ValueError, AttributeError):
+            complete = False
+        if complete:
+            m["files"][name] = hashlib.sha256(data).hexdigest()
+            atomic_write(man, _manifest_bytes(m))
+    return path
+
+
+def verify_run_file(path: str | os.PathLike, run_ids: Iterable[Any] | None = None) -> None:
+    """Refuse ``path`` when its folder's ``results.manifest.json`` says a write did not finish, does
+    not list the file, or the file is of another write: a table whose ``run_ids`` (its run_id
+    column, when given) differ from the manifest's run, any other file whose sha256 differs. A
+    folder without a manifest is accepted (older versions, hand-made baselines)."""
+    path = Path(path)
+    man = path.parent / RUN_MANIFEST
+    if not man.is_file():
+        return
+    hint = f"run the command again, or delete {man} to accept the files as they are"
+    try:
+        m = json.loads(man.read_text(encoding="utf-8"))
+        state, files, run_id = m["state"], dict(m.get("files") or {}), m.get("run_id")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SimpoolBenchError(f"{man}: not a readable results manifest ({type(e).__name__}); {hint}") from None
+    if state != "complete":
+        raise SimpoolBenchError(f"{path.parent}: a results write did not finish ({RUN_MANIFEST} says {state!r}): "
+                                f"its files may mix two runs; {hint}")
+    ids = None if run_ids is None else {str(v) for v in run_ids if not _is_na(v)}
+    if path.name not in files:
+        same = False
+    elif ids is not None and run_id is not None:
+        same = ids == {run_id}
+    else:
+        same = files[path.name] == sha256_file(path)
+    if not same:
+        raise SimpoolBenchError(f"{path}: not a file of run {run_id}, the run {RUN_MANIFEST} records (another write "
+                                f"left it): the folder mixes results of different writes; {hint}")
+
+
+def _load_frame(path: Path) -> pd.DataFrame:
+    """A table from .parquet/.csv/.json as read, before any checks (a directory: its results file)."""
+    if path.is_dir():
+        for name in (RECORD_FILES["parquet"], RECORD_FILES["csv"], EXPORT_FILES["json"]):
+            if (path / name).is_file():
+                return _load_frame(path / name)
+        raise SimpoolBenchError(f"{path}: directory holds no results.parquet, results.csv or results.json")
+    if not path.is_file():
+        raise SimpoolBenchError(f"results file not found: {path}")
+    frame = _read_frame(path)
+    verify_run_file(path, frame["run_id"].tolist() if "run_id" in frame.columns else None)
+    return frame
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix == ".csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        if suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise SimpoolBenchError(f"{path}: expected a JSON list of row objects, as written by simpool-bench")
+            return pd.DataFrame.from_records(data)
+    except SimpoolBenchError:
+        raise
+    except Exception as e:  # pyarrow, pandas and json raise many types for a corrupt file
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SimpoolBenchError(f"{path}: cannot read as {suffix[1:]}: {reason}") from None
+    raise SimpoolBenchError(f"{path}: unknown results format {suffix or '(no suffix)'}; expected .parquet, .csv or .json")
+
+
+def read_run(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a results table written by ``write_run`` (.parquet, .csv or .json; a directory: its
+    results file). A foreign table or another schema version -> SimpoolBenchError."""
+    path = Path(path)
+    raw = _load_frame(path)
+    missing = [c for c in METRIC_COLUMNS if c not in raw.columns]
+    if missing:
+        raise SimpoolBenchError(f"{path}: not a simpool-bench results table (missing columns: {', '.join(missing)})")
+    if "schema_version" not in raw.columns:
+        raise SimpoolBenchError(f"{path}: no 'schema_version' column: not a results file written by simpool-bench")
+    try:
+        versions = {_to_int(v) for v in raw["schema_version"].tolist()}
+    except (TypeError, ValueError):
+        raise SimpoolBenchError(f"{path}: column 'schema_version' is not an integer") from None
+    if len(versions) != 1 or any(v is pd.NA for v in versions):
+        raise SimpoolBenchError(f"{path}: mixed or empty schema_version values {sorted(map(str, versions))}")
+    (version,) = versions
+    if version < SCHEMA_VERSION:
+        raise SimpoolBenchError(f"{path}: older results schema version {version}; this simpool-bench reads "
+                                f"version {SCHEMA_VERSION} (re-run the evaluation)")
+    if version > SCHEMA_VERSION:
+        raise SimpoolBenchError(f"{path}: newer results schema version {version}; this simpool-bench reads "
+                                f"version {SCHEMA_VERSION} (upgrade simpool-bench)")
+    df = _coerce(raw, str(path))
+    _validate(df, str(path))
+    return df
+
+
+def read_baseline(path: str | os.PathLike) -> pd.DataFrame:
+    """A baseline for ``check``: a results file of ours, or any CSV/Parquet/JSON table with at
+    least ``dataset, split, metric, iou_threshold, value``."""
+    path = Path(path)
+    raw = _load_frame(path)
+    if "schema_version" in raw.columns:
+        return read_run(path)
+    missing = [c for c in METRIC_COLUMNS if c not in raw.columns]
+    if missing:
+        raise SimpoolBenchError(f"{path}: a baseline needs columns {', '.join(METRIC_COLUMNS)}; missing {', '.join(missing)}")
+    df = _coerce(raw, str(path))
+    _validate(df, str(path), provenance=False)
+    return df
+
+
+def _as_table(x: pd.DataFrame | str | os.PathLike, what: str, *, baseline: bool = False) -> tuple[pd.DataFrame, str]:
+    if isinstance(x, pd.DataFrame):
+        df = _coerce(x, what)
+        _validate(df, what, provenance=False)
+        return df, what
+    return (read_baseline(x) if baseline else read_run(x)), str(x)
+
+

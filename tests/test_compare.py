@@ -1,0 +1,82 @@
+"""Tests for simpool_bench.results.compare: runs side by side, deltas, renderers."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from results_helpers import _run
+from rich.console import Console
+
+from simpool_bench import results as R
+from simpool_bench.errors import SimpoolBenchError
+
+
+# --------------------------------------------------------------------------------------- compare
+def test_compare_three_runs_deltas():
+    a = {"top1": 80.0, "maxboxacc": {50: 70.0, 70: 30.0}, "maxboxacc_v2": 55.0}
+    b = {"top1": 81.5, "maxboxacc": {50: 69.25, 70: 33.0}, "maxboxacc_v2": 56.0}
+    c = {"top1": 79.0, "maxboxacc": {50: 72.0}, "corloc": 61.9}  # no @70, no v2; a metric the others lack
+    runs = [_run(a, model="m_a", run_id="a"), _run(b, model="m_b", run_id="b"), _run(c, model="m_c", run_id="c")]
+    cmp = R.compare(runs)
+    assert list(cmp.index) == [f"m_{x}/simpool γ=1.25 [vits_simpool.pth.tar]" for x in "abc"]
+    # labels survive the renderers: rich markup and LaTeX specials are escaped
+    console = Console(record=True, width=400)
+    console.print(R.compare_console_table(cmp))
+    assert "m_b/simpool γ=1.25 [vits_simpool.pth.tar]" in console.export_text()
+    assert r"m\_b/simpool $\gamma$=1.25 [vits\_simpool.pth.tar] &" in R.compare_to_latex(cmp)
+    for ref in (0, 1):
+        cmp = R.compare(runs, reference=ref, labels=["A", "B", "C"])
+        vals = [a, b, c]
+        for key, getter in (("top1", lambda d: d.get("top1")), ("maxboxacc@50", lambda d: d.get("maxboxacc", {}).get(50)),
+                            ("maxboxacc@70", lambda d: d.get("maxboxacc", {}).get(70)),
+                            ("maxboxacc_v2", lambda d: d.get("maxboxacc_v2")), ("corloc", lambda d: d.get("corloc"))):
+            for i, lab in enumerate("ABC"):
+                v, r = getter(vals[i]), getter(vals[ref])
+                got_v = cmp.loc[lab, ("cub", "test", key, "value")]
+                got_d = cmp.loc[lab, ("cub", "test", key, "delta")]
+                if v is None:
+                    assert math.isnan(got_v) and math.isnan(got_d)
+                else:
+                    assert got_v == v
+                    if r is None:
+                        assert math.isnan(got_d)
+                    else:
+                        assert got_d == pytest.approx(v - r, abs=1e-12)
+    assert cmp.attrs["reference"] == "B"
+    # column order: metric display order, IoU ascending
+    metrics = list(dict.fromkeys(k[2] for k in cmp.columns))
+    assert metrics == ["top1", "maxboxacc@50", "maxboxacc@70", "maxboxacc_v2", "corloc"]
+    no_ref = R.compare(runs, reference=None)
+    assert set(k[3] for k in no_ref.columns) == {"value"}
+
+
+def test_compare_renderers_bold_the_best():
+    runs = [_run({"top1": 80.0, "n_failed": 3, "best_threshold": 0.2}, run_id="a"),
+            _run({"top1": 81.5, "n_failed": 1, "best_threshold": 0.4}, run_id="b"),
+            _run({"top1": 79.0, "n_failed": 2, "best_threshold": 0.6}, run_id="c")]
+    cmp = R.compare(runs, labels=["A", "B", "C"])
+    md = R.compare_to_markdown(cmp)
+    lines = md.splitlines()
+    assert lines[0] == "| run | cub/test top1 | cub/test best_threshold | cub/test n_failed |"
+    row = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")[1:]] for ln in lines[2:]}
+    assert row["A (ref)"] == ["80.00", "0.200", "3"]
+    assert row["B"] == ["**81.50** (+1.50)", "0.400 (+0.200)", "**1** (-2)"]  # n_failed: lower is better
+    assert row["C"] == ["79.00 (-1.00)", "0.600 (+0.400)", "2 (-1)"]  # best_threshold never bold
+    tex = R.compare_to_latex(cmp)
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\multicolumn{3}{c}{cub/test}" in tex
+    assert r"B & \textbf{81.50} {\scriptsize (+1.50)} & 0.400 {\scriptsize (+0.200)} & \textbf{1} {\scriptsize (-2)} \\" in tex
+    assert R.compare_console_table(cmp).row_count == 3
+
+
+def test_compare_errors():
+    with pytest.raises(SimpoolBenchError, match="2 labels given for 1 runs"):
+        R.compare([_run()], labels=["a", "b"])
+    with pytest.raises(SimpoolBenchError, match="reference run 3 does not exist"):
+        R.compare([_run()], reference=3)
+    two = pd.concat([_run(run_id="x"), _run(run_id="y")], ignore_index=True)
+    with pytest.raises(SimpoolBenchError, match="holds 2 runs"):
+        R.compare([two])
+    labs = list(R.compare([_run(run_id="x"), _run(run_id="y")]).index)
+    assert len(set(labs)) == 2 and labs[0].endswith("#0")
