@@ -1,0 +1,114 @@
+"""Safe reading of a checkpoint file: restricted unpickling (``weights_only=True`` with an allow-list)
+or safetensors; a file that needs more is refused with one line naming the globals it needs, unless
+the user trusts it (``trust=True``, CLI ``--trust-checkpoint``). The only module that unpickles."""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+import struct
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import SimpoolBenchError
+
+TRUST_FLAG = "--trust-checkpoint"
+
+# The only globals a pickle may name under safe loading: what the official files really hold
+# (timm train.py and DINO main_dino.py both pickle their argparse.Namespace as ``args``).
+SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
+_SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+
+
+def _check_file(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise SimpoolBenchError(f"checkpoint {p}: no such file")
+    if p.is_dir():
+        raise SimpoolBenchError(f"checkpoint {p}: is a directory, expected a checkpoint file")
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as e:
+        raise SimpoolBenchError(f"checkpoint {p}: cannot be read ({e.strerror or e})") from None
+    return p
+
+
+def _is_safetensors(path: Path) -> bool:
+    """Sniff the safetensors layout: an 8-byte little-endian header length, then a JSON object."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= min(size - 8, _SAFETENSORS_MAX_HEADER) and head[8:9] == b"{"
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(e).split())
+    return (text[: limit - 3] + "...") if len(text) > limit else text
+
+
+def _blocked_globals(path: Path, err: BaseException) -> list[str]:
+    """Names of the pickle globals that safe loading refused (from the error, else by scanning)."""
+    names = re.findall(r"GLOBAL ([A-Za-z_][\w.]*)", str(err))
+    if not names and hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
+        try:
+            names = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        except Exception:  # noqa: BLE001 - best effort, only used to word the message
+            names = []
+    allowed = {f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS}
+    return sorted({n for n in names if n not in allowed})
+
+
+def _torch_load(path: Path, trust: bool) -> Any:
+    """``torch.load`` on CPU: restricted unpickling with :data:`SAFE_GLOBALS`, or full when trusted."""
+    if trust:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any failure of a trusted unpickle is "unreadable"
+            raise SimpoolBenchError(
+                f"checkpoint {path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})"
+            ) from None
+    try:
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol N": we word our own error
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        blocked = _blocked_globals(path, e)
+        if blocked:
+            raise SimpoolBenchError(
+                f"checkpoint {path}: refused by safe loading: its pickle needs {', '.join(blocked)}, which could run "
+                f"arbitrary code when unpickled; if you trust this file, pass {TRUST_FLAG} (trust=True)"
+            ) from None
+        if "Weights only load failed" in str(e):
+            detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", str(e), re.S)
+            raise SimpoolBenchError(
+                f"checkpoint {path}: not a file the safe (weights-only) loader can read "
+                f"({_first_line(detail.group(1) if detail else e, 80)}); if it is a checkpoint you trust, pass {TRUST_FLAG}"
+            ) from None
+        raise SimpoolBenchError(
+            f"checkpoint {path}: not a PyTorch checkpoint or safetensors file (unpickling failed: {_first_line(e)})"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - zip/pickle/EOF errors all mean "not a checkpoint"
+        raise SimpoolBenchError(
+            f"checkpoint {path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e) or 'empty or truncated'})"
+        ) from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+    except Exception as e:  # noqa: BLE001 - SafetensorError and friends
+        raise SimpoolBenchError(f"checkpoint {path}: not a readable safetensors file ({_first_line(e)})") from None
+    return tensors, meta
