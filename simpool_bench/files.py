@@ -8,6 +8,7 @@ the target (``NAME.PID.RANDOM.tmp``), which is renamed over the target only once
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -88,10 +89,8 @@ def commit(tmp: Path, path: Path) -> None:
 
 def discard(tmp: Path) -> None:
     """Remove a temporary file if it is there (errors ignored: it is garbage either way)."""
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(tmp)
-    except OSError:
-        pass
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None]) -> Path:

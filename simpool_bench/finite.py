@@ -61,6 +61,7 @@ class NonFiniteCounter(Accumulator):
     """Counts images whose outputs (logits, maps, keys, features) are not all finite."""
 
     METRICS = NONFINITE_METRICS
+    count: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()

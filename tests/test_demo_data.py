@@ -16,6 +16,7 @@ from simpool_bench.data.imagenet import read_image_folder
 from simpool_bench.data.voc import read_voc
 from simpool_bench.data.wsol import read_cub_native, read_wsol_metadata
 from simpool_bench.demo import data as demo_data
+from simpool_bench.demo import scenes
 from simpool_bench.demo.data import DEMO_CLASSES, build_demo_data, object_cutouts
 from simpool_bench.errors import SimpoolBenchError
 
@@ -151,7 +152,7 @@ def test_gt_boxes_are_exactly_the_pasted_objects(tmp_path: Path, monkeypatch: py
     """With a uniform background and lossless files, the pixels an object changed are exactly inside
     its box and touch all four sides of it (an independent check from the image content)."""
     flat = np.full((64, 64), 255, dtype=np.uint8)
-    monkeypatch.setattr(demo_data, "textures", lambda: (flat,))
+    monkeypatch.setattr(scenes, "textures", lambda: (flat,))
 
     def png(arr: np.ndarray) -> bytes:
         import io
@@ -160,7 +161,7 @@ def test_gt_boxes_are_exactly_the_pasted_objects(tmp_path: Path, monkeypatch: py
         Image.fromarray(arr).save(buf, format="PNG")
         return buf.getvalue()
 
-    monkeypatch.setattr(demo_data, "_jpeg", png)
+    monkeypatch.setattr(scenes, "_jpeg", png)
     p = build_demo_data(tmp_path / "flat", seed=1, n_train=6, n_test=6, n_discovery=24, image_size=64)
     # wsolevaluation boxes are inclusive (x0, y0, x1, y1); the VOC reader gives (x0, y0, x1 + 1, y1 + 1)
     wsol = [(r, 0) for r in read_wsol_metadata(p.wsol_metadata_test, p.wsol_image_root)]

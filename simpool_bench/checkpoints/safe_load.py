@@ -49,7 +49,7 @@ def _is_safetensors(path: Path) -> bool:
     return 2 <= n <= min(size - 8, _SAFETENSORS_MAX_HEADER) and head[8:9] == b"{"
 
 
-def _first_line(e: BaseException, limit: int = 160) -> str:
+def _first_line(e: BaseException | str, limit: int = 160) -> str:
     text = " ".join(str(e).split())
     return (text[: limit - 3] + "...") if len(text) > limit else text
 

@@ -57,6 +57,27 @@ def _load_coco(annotation_file: Path):
         ) from None
 
 
+def _read_list(list_file: Path) -> list[tuple[int, str, int]]:
+    """(line number, file name, image id) of each name of LOST's list file, ids unique."""
+    names: list[tuple[int, str, int]] = []
+    seen: dict[int, int] = {}
+    for n, raw in enumerate(read_lines(list_file), start=1):
+        name = raw.strip()
+        if not name:
+            continue
+        try:
+            image_id = image_id_from_name(name)
+        except ValueError:
+            raise SimpoolBenchError(f"{list_file}:{n}: {name!r} is not a COCO file name (expected ..._<id>.jpg)") from None
+        if image_id in seen:
+            raise SimpoolBenchError(f"{list_file}:{n}: image id {image_id} already listed on line {seen[image_id]}")
+        seen[image_id] = n
+        names.append((n, name, image_id))
+    if not names:
+        raise SimpoolBenchError(f"{list_file}: no image names")
+    return names
+
+
 def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: str | Path, check_images: bool = True) -> list[Record]:
     """Read COCO20k: the images of ``list_file`` with their ``annotation_file`` boxes.
 
@@ -83,23 +104,7 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
         if not f.is_file():
             raise SimpoolBenchError(f"{what} {f}: no such file")
 
-    names: list[tuple[int, str, int]] = []
-    seen: dict[int, int] = {}
-    for n, raw in enumerate(read_lines(list_file), start=1):
-        name = raw.strip()
-        if not name:
-            continue
-        try:
-            image_id = image_id_from_name(name)
-        except ValueError:
-            raise SimpoolBenchError(f"{list_file}:{n}: {name!r} is not a COCO file name (expected ..._<id>.jpg)") from None
-        if image_id in seen:
-            raise SimpoolBenchError(f"{list_file}:{n}: image id {image_id} already listed on line {seen[image_id]}")
-        seen[image_id] = n
-        names.append((n, name, image_id))
-    if not names:
-        raise SimpoolBenchError(f"{list_file}: no image names")
-
+    names = _read_list(list_file)
     coco = _load_coco(annotation_file)
     absent = [(n, name) for n, name, i in names if i not in coco.imgs]
     if len(absent) == len(names):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from ..errors import SimpoolBenchError
 
-
 #: The default ``--max-pixels``: PIL's own decompression-bomb threshold (``Image.MAX_IMAGE_PIXELS``,
 #: 1024**3 // 4 // 3 = 89,478,485 pixels, e.g. 9459 x 9459), over which PIL warns.
 DEFAULT_MAX_PIXELS = 89_478_485

@@ -14,8 +14,9 @@ Two layouts:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def _lines(path: Path) -> list[tuple[int, str]]:
     return [(n, line) for n, line in enumerate(read_lines(path), start=1) if line.strip()]
 
 
-def _unique(path: Path, rows: list[tuple[int, object, object]], what: str) -> dict:
+def _unique(path: Path, rows: Sequence[tuple[int, object, object]], what: str) -> dict:
     """``{key: value}`` of ``(line, key, value)`` rows, one value per key.
 
     A key listed again with the same value is dropped and counted in one ``DataWarning`` (the
@@ -70,7 +71,7 @@ def _fields(path: Path, lineno: int, line: str, n: int, conv: Callable[[str], ob
         raise SimpoolBenchError(f"{path}:{lineno}: expected {what}, got {line!r}") from None
 
 
-def _check_box(box: tuple[float, float, float, float], width: int, height: int, where: str) -> None:
+def _check_box(box: Sequence[float], width: int, height: int, where: str) -> None:
     """A box must satisfy 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height."""
     x0, y0, x1, y1 = box
     if not (0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height):
@@ -238,7 +239,7 @@ def _int(path: Path, lineno: int, text: str) -> int:
         raise SimpoolBenchError(f"{path}:{lineno}: expected an integer image id, got {text!r}") from None
 
 
-def _id_table(path: Path, n: int, conv: Callable[[str], object], what: str, name: str) -> dict[int, object]:
+def _id_table(path: Path, n: int, conv: Callable[[str], object], what: str, name: str) -> dict[int, Any]:
     """``{image number: value}`` of the whitespace-separated ``id v1 .. vn`` lines of a CUB file
     (the value alone for ``n == 1``, else a tuple); a repeated line is counted, a conflicting one an error."""
     rows = []

@@ -151,8 +151,11 @@ def _code_hash() -> str:
     from .. import models, pooling
 
     h = hashlib.sha256()
-    for source in (Path(__file__), Path(models.__file__), Path(pooling.__file__)):
-        h.update(source.read_bytes())
+    for module in (Path(__file__), Path(models.__file__), Path(pooling.__file__)):
+        # a package counts with every module in it (sorted), a module on its own
+        sources = sorted(module.parent.rglob("*.py")) if module.name == "__init__.py" else [module]
+        for source in sources:
+            h.update(source.read_bytes())
     return h.hexdigest()
 
 
@@ -193,7 +196,8 @@ def _lr_at(step: int, total: int, settings: TrainSettings) -> float:
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """timm's rule: no weight decay on biases and norms (1-d), position embedding and CLS token."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

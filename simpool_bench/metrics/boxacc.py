@@ -36,8 +36,8 @@ from ..errors import SimpoolBenchError
 from ..transforms import WSOL_IMAGE_SIZE
 from . import _components
 from .base import Accumulator
-from .catalog import BOXACC_METRICS
 from .boxes import iou_wsol
+from .catalog import BOXACC_METRICS
 
 WSOL_IOU_THRESHOLDS = (30, 50, 70)
 """wsolevaluation ``config.py`` ``--iou_threshold_list``: the IoU thresholds (percent) of MaxBoxAccV2."""
@@ -251,6 +251,10 @@ class BoxAccumulator(Accumulator):
     """
 
     METRICS = BOXACC_METRICS
+    correct: torch.Tensor
+    correct_top1: torch.Tensor
+    n_images: torch.Tensor
+    n_with_cls: torch.Tensor
 
     def __init__(self, interval: float = WSOL_CAM_CURVE_INTERVAL, iou_thresholds: Sequence[int] = WSOL_IOU_THRESHOLDS,
                  multi_contour: bool = True, image_size: int = WSOL_IMAGE_SIZE, num_threads: int | None = None) -> None:

@@ -35,6 +35,10 @@ class TopKAccumulator(Accumulator):
     """
 
     METRICS = TOPK_METRICS
+    correct: torch.Tensor
+    total: torch.Tensor
+    class_correct: torch.Tensor
+    class_total: torch.Tensor
 
     def __init__(self, num_classes: int, ks: tuple[int, ...] = (1, 5)) -> None:
         super().__init__()
@@ -85,7 +89,7 @@ class MemoryBank:
     num_classes: int
 
     @classmethod
-    def from_features(cls, features: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> "MemoryBank":
+    def from_features(cls, features: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> MemoryBank:
         labels = labels.long()
         n = int(labels.max()) + 1 if num_classes is None else num_classes
         return cls(F.normalize(features.float(), dim=1), labels, n)
@@ -108,6 +112,8 @@ class KNNAccumulator(Accumulator):
     """Weighted k-NN top-1/top-5 (DINO protocol) against a fixed memory bank."""
 
     METRICS = KNN_METRICS
+    correct: torch.Tensor
+    total: torch.Tensor
 
     def __init__(self, bank: MemoryBank, k: int = DINO_KNN_K, temperature: float = DINO_KNN_TEMPERATURE) -> None:
         super().__init__()

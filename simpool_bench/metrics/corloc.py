@@ -92,6 +92,8 @@ class CorLocAccumulator(Accumulator):
     """Streaming CorLoc (LOST protocol): summed ``hits`` and ``total`` image counts (exact merges)."""
 
     METRICS = CORLOC_METRICS
+    hits: torch.Tensor
+    total: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()

@@ -106,7 +106,7 @@ def _compare_cells(cmp: pd.DataFrame, bold: tuple[str, str], delta_fmt: tuple[st
     """(value column keys, rows of rendered cells) shared by the renderers."""
     value_cols = [c for c in cmp.columns if c[3] == "value"]
     ref = cmp.attrs.get("reference")
-    rows = [[] for _ in range(len(cmp))]
+    rows: list[list[str]] = [[] for _ in range(len(cmp))]
     for col in value_cols:
         metric = _base_metric(col[2])
         best = _best_rows(cmp, col)

@@ -95,8 +95,9 @@ class CheckReport:
         lines += [f"- {n}" for n in self.notes]
         if self.notes:
             lines.append("")
-        for status, title in (("regressed", "Regressed"), ("missing", "Missing"),
-                              ("provenance-mismatch", "Provenance mismatch"), ("improved", "Improved")):
+        titles: tuple[tuple[Status, str], ...] = (("regressed", "Regressed"), ("missing", "Missing"),
+                                                  ("provenance-mismatch", "Provenance mismatch"), ("improved", "Improved"))
+        for status, title in titles:
             rows = self.by_status(status)
             if not rows:
                 continue
