@@ -48,7 +48,7 @@ class DemoSettings:
     n_overlays: int = 6
 
     @classmethod
-    def small(cls) -> DemoSettings:
+    def small(cls) -> "DemoSettings":
         return cls(n_train=36, n_test=12, n_discovery=8, image_size=64,
                    train=TrainSettings(epochs=1, batch_size=12), time_budget_s=None, batch_size=8, n_overlays=3)
 
