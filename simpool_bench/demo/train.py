@@ -151,7 +151,7 @@ def _code_hash() -> str:
     from .. import models, pooling
 
     h = hashlib.sha256()
-    for source in (Path(__file__), Path(models.__file__), Path(pooling.__file__)):
+    for source in (Path(__file__), *sorted(Path(models.__file__).parent.rglob("*.py")), Path(pooling.__file__)):
         h.update(source.read_bytes())
     return h.hexdigest()
 
