@@ -77,29 +77,55 @@ Modules: ``base`` (ModelOutput, BenchModel, CAM), ``vit``, ``resnet``, ``convnex
 (one per family) and ``build`` (``build_model``: options, timm, data config).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ..families import EXAMPLE_ARCHS, FAMILIES, MAP_SOURCES, POOLS
 from ..pooling import MIN_SCOPES, SIMPOOL_NORM_EPS, SimPool
 from .base import GRADCAM_LAYERS, BenchModel, ModelOutput, PoolSlot, cam, cam_classes
-from .build import (
-    ATTN_SOURCES,
-    DEFAULT_GAMMA,
-    DINO_EVAL_DATA_CONFIG,
-    FAMILY_MODULES,
-    POS_INTERPS,
-    VARIANTS,
-    build_model,
-    model_family,
-    resolve_gamma,
-)
 from .convnext import ConvNeXtBenchModel
 from .resnet import ResNetBenchModel
-from .vit import ViTBenchModel, dino_interpolate_pos_encoding
+
+if TYPE_CHECKING:
+    from .build import (
+        ATTN_SOURCES,
+        DEFAULT_GAMMA,
+        DINO_EVAL_DATA_CONFIG,
+        FAMILY_MODULES,
+        POS_INTERPS,
+        VARIANTS,
+        build_model,
+        model_family,
+        resolve_gamma,
+    )
+    from .vit import ViTBenchModel, dino_interpolate_pos_encoding
+
+#: Names whose modules import timm, loaded on first use: ``from simpool_bench.models import
+#: ModelOutput`` (e.g. for a command that runs no model) stays free of timm.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("ATTN_SOURCES", "DEFAULT_GAMMA", "DINO_EVAL_DATA_CONFIG", "FAMILY_MODULES", "POS_INTERPS", "VARIANTS",
+                     "build_model", "model_family", "resolve_gamma"), "build"),
+    **dict.fromkeys(("ViTBenchModel", "dino_interpolate_pos_encoding"), "vit"),
+}
 
 # the names these had in the single models.py module this package replaces
 _cam, _cam_classes = cam, cam_classes
 
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups (and monkeypatching) see a plain module attribute
+    return value
+
+
 __all__ = [
-    "ATTN_SOURCES", "DEFAULT_GAMMA", "DINO_EVAL_DATA_CONFIG", "EXAMPLE_ARCHS", "FAMILIES", "FAMILY_MODULES", "GRADCAM_LAYERS",
-    "MAP_SOURCES", "MIN_SCOPES", "POOLS", "POS_INTERPS", "SIMPOOL_NORM_EPS", "VARIANTS", "SimPool", "BenchModel", "ConvNeXtBenchModel", "ModelOutput", "PoolSlot", "ResNetBenchModel", "ViTBenchModel",
+    "ATTN_SOURCES", "DEFAULT_GAMMA", "DINO_EVAL_DATA_CONFIG", "EXAMPLE_ARCHS", "FAMILIES", "FAMILY_MODULES",
+    "GRADCAM_LAYERS", "MAP_SOURCES", "MIN_SCOPES", "POOLS", "POS_INTERPS", "SIMPOOL_NORM_EPS", "VARIANTS",
+    "BenchModel", "ConvNeXtBenchModel", "ModelOutput", "PoolSlot", "ResNetBenchModel", "SimPool", "ViTBenchModel",
     "build_model", "cam", "cam_classes", "dino_interpolate_pos_encoding", "model_family", "resolve_gamma",
 ]
