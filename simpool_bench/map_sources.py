@@ -135,7 +135,7 @@ def gradcam_forward(model: nn.Module, x: Tensor, target: Tensor | None, return_k
     """Run ``model._forward`` once with gradients on, and replace its map by Grad-CAM of the
     ``layer_path`` output (a CNN feature map (B, C, h, w), or ViT tokens (B, N, C) whose patch
     tokens are laid on the grid). Returns the model's ``ModelOutput`` with ``attn`` set."""
-    from .models import _cam_classes
+    from .models.base import cam_classes
 
     layer = resolve_layer(model, layer_path)
     store: dict[str, Tensor] = {}
@@ -155,7 +155,7 @@ def gradcam_forward(model: nn.Module, x: Tensor, target: Tensor | None, return_k
             handle.remove()
         if out.logits is None:
             raise SimpoolBenchError(f"{model.arch}: gradcam needs a classifier (its gradients are those of a class logit)")
-        cls = _cam_classes(out.logits, target, x.shape[0]).clone()  # a target made in inference mode cannot index a graph
+        cls = cam_classes(out.logits, target, x.shape[0]).clone()  # a target made in inference mode cannot index a graph
         score = out.logits.gather(1, cls[:, None]).sum()
         (grad,) = torch.autograd.grad(score, store["act"])
     act = store["act"].detach()

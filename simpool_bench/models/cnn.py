@@ -15,8 +15,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import SimpoolBenchError
-from .models import BenchModel, ModelOutput, PoolSlot, _cam, _cam_classes
+from ..errors import SimpoolBenchError
+from .base import BenchModel, ModelOutput, PoolSlot, cam, cam_classes
 
 
 class CNNBenchModel(BenchModel):
@@ -65,8 +65,10 @@ class CNNBenchModel(BenchModel):
             logits = classifier(z)
         attn_map = None
         if self.attn_source == "simpool":
+            assert a is not None  # attn_source 'simpool' comes with pool 'simpool'
             attn_map = a.mean(dim=1).reshape(-1, f.shape[-2], f.shape[-1])
         elif self.attn_source == "cam":
-            cls = _cam_classes(logits, target, x.shape[0])
-            attn_map = _cam(f, classifier.weight[cls])
+            assert classifier is not None  # attn_source 'cam' needs a classifier (build_model checks it)
+            cls = cam_classes(logits, target, x.shape[0])
+            attn_map = cam(f, classifier.weight[cls])
         return ModelOutput(logits=logits, features=feats, attn=None if attn_map is None else attn_map.float())

@@ -1,0 +1,99 @@
+"""Batches: how indices become batches, how decoded items are stacked, and host copies of outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..metrics.base import Accumulator
+
+
+@dataclass
+class Batch:
+    """One evaluated batch: dataset indices, which images decoded, and the model's output.
+
+    ``output`` holds host (CPU) tensors; ``images`` is the batch as it went into the model (on the
+    device; its shape tells the padded input size)."""
+
+    indices: np.ndarray
+    ok: np.ndarray
+    images: torch.Tensor
+    output: Any
+
+
+def collate_with_failures(items: list[tuple[torch.Tensor, int, bool]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack (image, index, ok) items; an image that failed to decode becomes zeros of the batch's shape."""
+    shape = next((img.shape for img, _, ok in items if ok), items[0][0].shape)
+    imgs = [img if (ok and img.shape == shape) else torch.zeros(shape, dtype=img.dtype) for img, _, ok in items]
+    idx = torch.tensor([i for _, i, _ in items], dtype=torch.int64)
+    oks = torch.tensor([bool(ok) for _, _, ok in items], dtype=torch.bool)
+    return torch.stack(imgs), idx, oks
+
+
+def chunk_batches(indices: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Consecutive batches of ``batch_size`` indices."""
+    idx = list(indices)
+    return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
+
+
+def bucket_batches(indices: Sequence[int], keys: Sequence[Any], batch_size: int) -> list[list[int]]:
+    """Batches whose members share a key (e.g. the padded image size), in first-seen key order.
+
+    Grouping identical sizes keeps a full-resolution batch exact: no image is padded beyond what
+    the protocol pads it to, so batch size never changes a number."""
+    groups: dict[Any, list[int]] = {}
+    for i in indices:
+        groups.setdefault(keys[i], []).append(i)
+    out: list[list[int]] = []
+    for members in groups.values():
+        out.extend(chunk_batches(members, batch_size))
+    return out
+
+
+class ListBatchSampler:
+    """A batch sampler over a fixed list of batches (the planned ones, in order)."""
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class FailureCounter(Accumulator):
+    """Counts images that did not decode (so the count survives resume and merges across ranks)."""
+
+    failed: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("failed", torch.zeros((), dtype=torch.int64))
+
+    def update(self, ok: np.ndarray) -> None:
+        self.failed = self.failed + int((~np.asarray(ok, dtype=bool)).sum())
+
+    def compute(self) -> int:
+        return int(self.failed)
+
+
+def to_host(obj: Any) -> Any:
+    """Copy every tensor of ``obj`` (a tensor, dataclass, tuple, list or dict of them) to the CPU;
+    from CUDA the copies are non-blocking into pinned memory (wait on an event before reading)."""
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.device.type == "cpu" else obj.to("cpu", non_blocking=obj.device.type == "cuda")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: to_host(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init})
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_host(x) for x in obj)
+    if isinstance(obj, dict):
+        return {k: to_host(v) for k, v in obj.items()}
+    return obj
+

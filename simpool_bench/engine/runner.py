@@ -1,0 +1,365 @@
+"""The evaluation loop: ``evaluate`` runs a model over a dataset shard by shard (``EvalRunner``).
+
+``EvalRunner`` does it in four steps: ``plan`` (device, shards of this rank, the resume store),
+``resume`` (load finished shards, list the rest), ``loop`` (decode, forward, metric step) and
+``merge`` (sum the accumulators over the ranks). Images are decoded by DataLoader workers into
+pinned memory and copied to the device asynchronously; on a GPU, batch ``i``'s outputs are copied
+back (non-blocking) while batch ``i + 1`` runs, so the metric updates on the host overlap the next
+forward pass (one host sync per batch, never per image).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import SimpoolBenchError
+from ..metrics.base import Accumulator
+from ..workers import usable_workers
+from .batching import Batch, FailureCounter, ListBatchSampler, chunk_batches, collate_with_failures, to_host
+from .config import EngineConfig, autocast, resolve_device
+from .distributed import (
+    RankMonitor,
+    check_same_work,
+    collective,
+    dist_rank,
+    dist_world,
+    fault_after_shard,
+    first_line,
+    next_monitor_tag,
+)
+from .shards import ShardStore, make_shards, my_shards, recompute_notice
+
+#: Fraction of the loop's time spent waiting for decoded images above which a hint is printed.
+DATA_BOUND_HINT = 0.5
+
+Forward = Callable[[torch.nn.Module, torch.Tensor, np.ndarray], Any]
+Step = Callable[[Batch, dict[str, Accumulator]], None]
+
+
+@dataclass
+class EvalResult:
+    """What ``evaluate`` returns: merged accumulators plus bookkeeping.
+
+    ``extras``: ``data_wait_s`` (this rank's time blocked on image decoding), ``loop_s`` (this
+    rank's time in the batch loop) and ``images_per_s`` (this rank's computed images / loop_s)."""
+
+    accumulators: dict[str, Accumulator]
+    n_images: int
+    n_failed: int
+    shards_total: int
+    shards_resumed: int
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------- the loop
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate")
+
+
+def _is_oom(err: BaseException) -> bool:
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in _OOM_MARKERS)
+
+
+def _oom_error(batch_size: int, device: torch.device, err: BaseException) -> SimpoolBenchError:
+    if batch_size > 1:
+        hint = f"try --batch-size {max(1, batch_size // 2)}"
+    else:
+        hint = "even one image does not fit: use another device, a smaller input or --amp bf16"
+    return SimpoolBenchError(f"--batch-size {batch_size} does not fit in the memory of {device}; {hint} ({first_line(err, 120)})")
+
+
+def _describe(dataset: Dataset, i: int) -> str:
+    """The file behind item ``i`` (``dataset.describe(i)`` or ``dataset.records[i].path``), else its index."""
+    if callable(getattr(dataset, "describe", None)):
+        return str(dataset.describe(i))
+    records = getattr(dataset, "records", None)
+    if records is not None and hasattr(records[i], "path"):
+        return str(records[i].path)
+    return f"#{i}"
+
+
+def _progress(enabled: bool, total: int, description: str):
+    if not enabled:
+        return None
+    from ..console import start_progress
+
+    return start_progress(description, total, "images")
+
+
+
+class EvalRunner:
+    """One evaluation: ``plan`` -> ``resume`` -> ``loop`` -> ``merge`` (``run`` does all four).
+
+    Arguments as ``evaluate``'s. The state between steps lives on the object: the device and the
+    model on it, this rank's shards and resume store (``plan``), the merged totals and the batches
+    still to compute (``resume``), the time spent (``loop``)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        dataset: Dataset,
+        make_accumulators: Callable[[], dict[str, Accumulator]],
+        step: Step,
+        config: EngineConfig,
+        forward: Forward | None = None,
+        batches_for: Callable[[Sequence[int]], list[list[int]]] | None = None,
+        key: str | None = None,
+        description: str = "evaluating",
+        params: dict[str, Any] | None = None,
+        order: Sequence[int] | None = None,
+    ) -> None:
+        self.model, self.dataset, self.config = model, dataset, config
+        self.make_accumulators, self.step = make_accumulators, step
+        self.forward: Forward = forward or (lambda m, x, idx: m(x))
+        self.batches_for = batches_for or (lambda r: chunk_batches(r, config.batch_size))
+        self.key, self.description, self.params, self.order = key, description, params, order
+        self.rank, self.world = dist_rank(), dist_world()
+        self.store: ShardStore | None = None
+        self.resumed = 0
+        self.wait_s = self.loop_s = 0.0
+        self.prog: Any = None
+        self.monitor: RankMonitor | None = None
+
+    def run(self) -> EvalResult:
+        """Evaluate: the accumulators merged over every shard (and every rank), and counts."""
+        self.plan()
+        self.resume()
+        self.loop()
+        return self.merge()
+
+    def fresh(self) -> dict[str, Accumulator]:
+        """A new, empty set of accumulators (one per shard), with the count of failed images."""
+        accs = self.make_accumulators()
+        accs["_failed"] = FailureCounter()
+        return accs
+
+    # ----------------------------------------------------------------------------------- plan
+    def plan(self) -> None:
+        """Put the model on its device, cut the dataset into shards, pick this rank's, open the store."""
+        config = self.config
+        self.device = resolve_device(config.device)
+        autocast(self.device, config.amp)  # validates --amp before any work
+        model = self.model.to(self.device).eval()
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.runner = torch.compile(model) if config.compile else model
+        self.shards = make_shards(len(self.dataset), config.shard_size, self.order)
+        if self.world > 1:
+            check_same_work(len(self.dataset), len(self.shards))
+        self.mine = my_shards(self.shards, self.rank, self.world)
+        if config.resume_dir is not None:
+            self.store = ShardStore(config.resume_dir, self._run_key())
+
+    def _run_key(self) -> str:
+        """The resume key: the given one (under another order, a key of both), else derived."""
+        # another order makes other shards: keep their resume stores apart
+        order_id = None if self.order is None else hashlib.sha256(repr(list(self.order)).encode()).hexdigest()
+        if self.key is not None:
+            if order_id is None:
+                return self.key
+            return hashlib.sha256(f"{self.key} order {order_id}".encode()).hexdigest()[:24]
+        from ..runkey import resume_key
+
+        if not hasattr(self.dataset, "records"):
+            raise ValueError("evaluate: resume needs a key for a dataset without records")
+        config = self.config
+        return resume_key(self.description, self.model, self.dataset.records, getattr(self.dataset, "transform", None),
+                          {**(self.params or {}), "max_pixels": config.max_pixels, "order": order_id},
+                          amp=config.amp, shard_size=config.shard_size, device=self.device.type)
+
+    # ----------------------------------------------------------------------------------- resume
+    def resume(self) -> None:
+        """Merge the stored shards that are good into the totals; plan batches for the others."""
+        self.total = self.fresh()
+        todo: list[tuple[int, Sequence[int]]] = []
+        bad = {"foreign": 0, "corrupt": 0}
+        for sid, rng in self.mine:
+            state, saved = self.store.status(sid) if self.store else ("missing", None)
+            if state in bad:
+                bad[state] += 1
+            if saved is None:
+                todo.append((sid, rng))
+                continue
+            part = self.fresh()
+            if not isinstance(saved.get("states"), dict) or set(saved["states"]) != set(part):
+                bad["foreign"] += 1
+                todo.append((sid, rng))
+                continue
+            for name, acc in part.items():
+                acc.load_state_dict(saved["states"][name])
+                self.total[name].merge(acc)
+            self.resumed += 1
+        if self.store is not None:
+            recompute_notice(self.store, bad, len(self.mine))
+        self.batch_plan: list[tuple[int, list[int]]] = [(sid, b) for sid, rng in todo for b in self.batches_for(rng)]
+        self.last_batch_of = {sid: i for i, (sid, _) in enumerate(self.batch_plan)}
+        self.n_todo = sum(len(b) for _, b in self.batch_plan)
+
+    # ----------------------------------------------------------------------------------- loop
+    def loop(self) -> None:
+        """Compute the planned batches (decode, forward, metric step), saving each finished shard."""
+        config = self.config
+        self.cuda = self.device.type == "cuda"
+        workers = usable_workers(config.workers) if self.n_todo > 0 else 0  # 0 where workers cannot start
+        loader = DataLoader(
+            self.dataset, batch_sampler=ListBatchSampler([b for _, b in self.batch_plan]), num_workers=workers,
+            collate_fn=collate_with_failures, pin_memory=self.cuda,
+            persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
+        )
+        self.prog = _progress(config.progress and self.rank == 0 and self.n_todo > 0, self.n_todo, self.description)
+        self.part = self.fresh()
+        self.faulted = False
+        if self.world > 1:
+            self.monitor = RankMonitor(next_monitor_tag())
+        try:
+            self._run_batches(loader)
+            if self.prog is not None:
+                self.prog.stop()
+                self.prog = None
+            if self.monitor is not None:
+                self.monitor.wait_for_all()
+        finally:
+            if self.prog is not None:
+                self.prog.stop()
+            if self.monitor is not None:
+                self.monitor.close()
+        self._data_bound_hint()
+
+    def _run_batches(self, loader: DataLoader) -> None:
+        """The batch loop; on a GPU, batch ``i``'s step runs while batch ``i + 1`` is computed."""
+        pending: tuple | None = None
+        t_start = time.perf_counter()
+        batches = iter(loader)
+        for i in range(len(self.batch_plan)):
+            t0 = time.perf_counter()
+            images, idx, ok = next(batches)
+            self.wait_s += time.perf_counter() - t0
+            self._check_strict(idx, ok)
+            images, output = self._forward_batch(images, idx)
+            ready = None
+            if self.cuda:
+                ready = torch.cuda.Event()
+                ready.record()
+            if pending is not None:
+                self._finish(*pending)
+            pending = (i, idx, ok, images, output, ready)
+        if pending is not None:
+            self._finish(*pending)
+        self.loop_s = time.perf_counter() - t_start
+
+    def _check_strict(self, idx: torch.Tensor, ok: torch.Tensor) -> None:
+        """Under ``strict``, an image that did not decode stops the run."""
+        if self.config.strict and not bool(ok.all()):
+            bad = int(idx[~ok][0])
+            dataset = self.dataset
+            why = dataset.failure(bad) if callable(getattr(dataset, "failure", None)) else f"image {_describe(dataset, bad)} does not decode"
+            raise SimpoolBenchError(f"{why} (--strict fails on it; without it, it is skipped and counted)")
+
+    def _forward_batch(self, images: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """The batch on the device and the model's output (host copies); running out of memory is a hint."""
+        config = self.config
+        try:
+            images = images.to(self.device, non_blocking=True)
+            if config.channels_last and images.dim() == 4:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), autocast(self.device, config.amp):
+                output = self.forward(self.runner, images, idx.numpy())
+            return images, to_host(output)
+        except SimpoolBenchError:
+            raise
+        except (RuntimeError, MemoryError) as err:
+            if _is_oom(err):
+                raise _oom_error(config.batch_size, self.device, err) from None
+            raise
+
+    def _finish(self, i: int, idx: torch.Tensor, ok: torch.Tensor, images: torch.Tensor, output: Any, ready: Any) -> None:
+        """Metric updates of batch ``i`` (its outputs are host copies; ``ready`` their CUDA event)."""
+        if ready is not None:
+            ready.synchronize()
+        part = self.part
+        self.step(Batch(idx.numpy(), ok.numpy(), images, output), {k: a for k, a in part.items() if k != "_failed"})
+        part["_failed"].update(ok.numpy())
+        if self.prog is not None:
+            self.prog.advance(self.prog.task_ids[0], len(idx))
+        if self.monitor is not None:
+            self.monitor.progress()
+        sid = self.batch_plan[i][0]
+        if self.last_batch_of[sid] == i:
+            if self.store is not None:
+                self.store.save(sid, {"states": {n: a.state_dict() for n, a in part.items()}})
+            for name, acc in part.items():
+                self.total[name].merge(acc)
+            self.part = self.fresh()
+            if not self.faulted:
+                self.faulted = True
+                fault_after_shard(self.rank)
+
+    def _data_bound_hint(self) -> None:
+        """One line when most of the loop waited for decoded images."""
+        config, wait_s, loop_s = self.config, self.wait_s, self.loop_s
+        if config.progress and self.rank == 0 and self.n_todo >= 4 * config.batch_size and wait_s > DATA_BOUND_HINT * loop_s:
+            from ..console import err_console
+
+            err_console.print(
+                f"note: {100 * wait_s / loop_s:.0f}% of the time went to decoding images; "
+                f"more --workers (now {config.workers}) would be faster", highlight=False,
+            )
+
+    # ----------------------------------------------------------------------------------- merge
+    def merge(self) -> EvalResult:
+        """Sum the totals (and the resumed count) over the ranks; the result with its extras."""
+        total = self.total
+        if self.world > 1:
+            for acc in total.values():
+                collective("merging the results", acc.sync)
+            counts = torch.tensor([self.resumed], dtype=torch.int64)
+            collective("merging the results", lambda: dist.all_reduce(counts))
+            self.resumed = int(counts[0])
+        n_failed = total.pop("_failed").compute()
+        loop_s = self.loop_s
+        extras = {"data_wait_s": self.wait_s, "loop_s": loop_s, "images_per_s": (self.n_todo / loop_s) if loop_s > 0 else float("nan")}
+        return EvalResult(total, len(self.dataset) - n_failed, n_failed, len(self.shards), self.resumed, extras)
+
+
+def evaluate(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    make_accumulators: Callable[[], dict[str, Accumulator]],
+    step: Step,
+    config: EngineConfig,
+    forward: Forward | None = None,
+    batches_for: Callable[[Sequence[int]], list[list[int]]] | None = None,
+    key: str | None = None,
+    description: str = "evaluating",
+    params: dict[str, Any] | None = None,
+    order: Sequence[int] | None = None,
+) -> EvalResult:
+    """Run ``model`` over ``dataset`` shard by shard, feeding each batch to ``step``.
+
+    Args:
+        make_accumulators: builds a fresh, empty set of accumulators (one per shard).
+        step: updates the accumulators with a Batch (called on every batch, failed images included:
+            ``batch.ok`` says which decoded). Its outputs are on the host; on a GPU the step of
+            batch ``i`` runs while batch ``i + 1`` is computed.
+        forward: ``forward(model, images, indices) -> output``; default ``model(images)``.
+        batches_for: turns a shard's index range into batches (default: consecutive chunks).
+        key: the run key for resume; by default ``runkey.resume_key`` of the model, the dataset's
+            records and transform, ``params`` (the protocol's parameters) and the config.
+        params: what the numbers depend on besides model, data and transform (resume key).
+        order: shards are consecutive chunks of this permutation of the indices (default: 0..n-1);
+            a stored shard is reused only under the same order.
+    Returns the accumulators merged over every shard (and every rank), and counts.
+    """
+    return EvalRunner(model, dataset, make_accumulators, step, config, forward, batches_for, key,
+                      description, params, order).run()
