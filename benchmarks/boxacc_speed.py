@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the literal oracle lives beside the tests
 sys.path.insert(0, str(ROOT))
 
-import boxacc_oracle as oracle  # noqa: E402
 from simpool_bench.metrics.boxacc import WSOL_IOU_THRESHOLDS, BoxAccumulator  # noqa: E402
 from simpool_bench.metrics.boxes import resize_boxes_wsol  # noqa: E402
+
+import boxacc_oracle as oracle  # noqa: E402
 
 DEFAULT_METADATA = ROOT.parent / "shared" / "data" / "wsol_metadata" / "CUB" / "test"
 

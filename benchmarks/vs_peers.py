@@ -39,9 +39,6 @@ sys.path.insert(0, str(ROOT / "tests"))  # the literal references live beside th
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-import boxacc_oracle as oracle  # noqa: E402
-import lost_reference as lost_ref  # noqa: E402
-
 from simpool_bench import api  # noqa: E402
 from simpool_bench import evaluate as ev  # noqa: E402
 from simpool_bench.data.records import Record  # noqa: E402
@@ -50,6 +47,9 @@ from simpool_bench.metrics.boxes import resize_boxes_wsol  # noqa: E402
 from simpool_bench.models import build_model  # noqa: E402
 from simpool_bench.transforms import IMAGENET_MEAN, IMAGENET_STD, classification_transform, wsol_transform  # noqa: E402
 from simpool_bench.workers import default_workers  # noqa: E402
+
+import boxacc_oracle as oracle  # noqa: E402
+import lost_reference as lost_ref  # noqa: E402
 
 # VOC-like full-resolution sizes (width, height): several images share a padded size
 SIZES = [(500, 375), (375, 500), (500, 333), (333, 500), (500, 400), (480, 360)]

@@ -130,7 +130,7 @@ def build_tiny_checkpoint(
     Returns the file and the in-memory model (eval mode)."""
     from simpool_bench.models import build_model
 
-    kwargs = dict(TINY_VIT_KWARGS if not model_kwargs else model_kwargs)
+    kwargs = dict(model_kwargs if model_kwargs else TINY_VIT_KWARGS)
     torch.manual_seed(seed)
     model = build_model(arch, pool=pool, gamma=gamma if pool == "simpool" else None, num_classes=num_classes, **kwargs).eval()
     gp = {"simpool": "simpool", "gap": "avg", "cls": "token"}[pool]

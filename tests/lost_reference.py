@@ -30,7 +30,7 @@ def patch_scoring(M, threshold=0.0):
     A = M.clone()
     A.fill_diagonal_(0)
     A[A < 0] = 0
-    cent = -torch.sum(A > threshold, dim=1).type(torch.float32)
+    cent = -torch.sum(A > threshold, dim=1).type(torch.float32)  # noqa: SIM300 (reference text; A is a tensor, not a constant)
     sel = torch.argsort(cent, descending=True)
     return sel, cent
 
@@ -201,7 +201,7 @@ def main_lost(dataset, model, device, patch_size=16, dinoseg=False, dinoseg_head
             feat_out = {}
 
             def hook_fn_forward_qkv(module, input, output):
-                feat_out["qkv"] = output
+                feat_out["qkv"] = output  # noqa: B023 (reference text; the hook runs within this iteration)
 
             handle = model._modules["blocks"][-1]._modules["attn"]._modules["qkv"].register_forward_hook(hook_fn_forward_qkv)
             attentions = model.get_last_selfattention(img[None, :, :, :])
@@ -215,7 +215,7 @@ def main_lost(dataset, model, device, patch_size=16, dinoseg=False, dinoseg_head
                 pred = np.asarray(pred)
             else:
                 qkv = feat_out["qkv"].reshape(nb_im, nb_tokens, 3, nh, -1 // nh).permute(2, 0, 3, 1, 4)
-                q, k, v = qkv[0], qkv[1], qkv[2]
+                q, k, v = qkv[0], qkv[1], qkv[2]  # noqa: F841 (reference text)
                 k = k.transpose(1, 2).reshape(nb_im, nb_tokens, -1)
                 feats = k[:, 1:, :]
 

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-import boxacc_oracle as oracle
 from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.metrics import _components
-from simpool_bench.metrics.boxacc import (BoxAccumulator, box_hits, cam_thresholds, prepare_scoremap)
+from simpool_bench.metrics.boxacc import BoxAccumulator, box_hits, cam_thresholds, prepare_scoremap
+
+import boxacc_oracle as oracle
 
 IOUS = (30, 50, 70)
 INTERVALS = (0.001, 0.01)

@@ -12,7 +12,6 @@ import os
 import re
 import warnings
 
-import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image

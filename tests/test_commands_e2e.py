@@ -46,7 +46,7 @@ def _write_layouts(root, n=12, seed=0):
     (root / "images.txt").write_text("".join(f"{k + 1} {a}\n" for k, a in enumerate(ids)))
     (root / "bounding_boxes.txt").write_text("".join(f"{k + 1} {b[0]}.0 {b[1]}.0 {b[2] - b[0]}.0 {b[3] - b[1]}.0\n" for k, b in enumerate(boxes)))
     (root / "train_test_split.txt").write_text("".join(f"{k + 1} 0\n" for k in range(n)))
-    (root / "image_class_labels.txt").write_text("".join(f"{k + 1} {l + 1}\n" for k, l in enumerate(labels)))
+    (root / "image_class_labels.txt").write_text("".join(f"{k + 1} {lab + 1}\n" for k, lab in enumerate(labels)))
     return root
 
 

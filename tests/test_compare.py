@@ -6,11 +6,12 @@ import math
 
 import pandas as pd
 import pytest
-from results_helpers import _run
 from rich.console import Console
 
 from simpool_bench import results as R
 from simpool_bench.errors import SimpoolBenchError
+
+from results_helpers import _run
 
 
 # --------------------------------------------------------------------------------------- compare
@@ -49,7 +50,7 @@ def test_compare_three_runs_deltas():
     metrics = list(dict.fromkeys(k[2] for k in cmp.columns))
     assert metrics == ["top1", "maxboxacc@50", "maxboxacc@70", "maxboxacc_v2", "corloc"]
     no_ref = R.compare(runs, reference=None)
-    assert set(k[3] for k in no_ref.columns) == {"value"}
+    assert {k[3] for k in no_ref.columns} == {"value"}
 
 
 def test_compare_renderers_bold_the_best():

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-import lost_reference as ref
 from simpool_bench.discovery import boxes_from_attention
 from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.metrics.boxes import iou_continuous
 from simpool_bench.metrics.corloc import CorLocAccumulator, corloc_hits, lost_iou_pairs
+
+import lost_reference as ref
 
 
 def test_hand_computed_set() -> None:

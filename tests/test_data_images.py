@@ -13,8 +13,8 @@ from PIL import Image
 from torchvision import datasets as tv_datasets
 from torchvision import transforms as T
 
-from simpool_bench.data.images import ImageDataset, load_rgb
 from simpool_bench.data.imagenet import read_flat_folder, read_image_folder, subset_per_class
+from simpool_bench.data.images import ImageDataset, load_rgb
 from simpool_bench.data.records import Record
 from simpool_bench.errors import SimpoolBenchError
 

@@ -97,7 +97,7 @@ def test_unparsable_line_names_file_and_line(tmp_path, name, line, match):
 def test_id_without_label_size_or_box(tmp_path, name, what):
     meta, root, truth = _make_split(tmp_path)
     victim = truth[5][0]
-    _rewrite(meta / name, lambda ls: [l for l in ls if not l.startswith(victim + ",")])
+    _rewrite(meta / name, lambda ls: [line for line in ls if not line.startswith(victim + ",")])
     with pytest.raises(SimpoolBenchError, match=f"{name}: image id '{victim}' has no {what} \\(1 of 12"):
         read_wsol_metadata(meta, root)
 
@@ -138,7 +138,7 @@ def test_missing_images_first_and_count(tmp_path):
 REAL_SPLITS = {"CUB/test": 5794, "CUB/train": 5994, "CUB/val": 1000, "ILSVRC/test": 50000, "ILSVRC/val": 10000}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _real(split: str):
     return read_wsol_metadata(SHARED / split, Path("/nonexistent"), check_images=False)
 
@@ -225,7 +225,7 @@ def test_read_cub_native(tmp_path, split, flag):
     records = read_cub_native(root, split)
     expect = [r for r in rows if r[3] == flag]
     assert len(records) == len(expect) > 0
-    for rec, (n, rel, cls, _, (x, y, bw, bh), (w, h)) in zip(records, expect):
+    for rec, (_n, rel, cls, _, (x, y, bw, bh), (w, h)) in zip(records, expect):
         assert (rec.image_id, rec.path, rec.label, rec.width, rec.height) == (rel, root / "images" / rel, cls - 1, w, h)
         np.testing.assert_array_equal(rec.boxes, [[x, y, x + bw, y + bh]])
 

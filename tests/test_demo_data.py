@@ -135,7 +135,7 @@ def test_voc_hard_flags_and_no_hard(small: demo_data.DemoPaths):
     for xml in sorted((small.voc_root / "Annotations").glob("*.xml")):
         for obj in ET.parse(xml).getroot().findall("object"):
             flags.append((obj.find("truncated").text, obj.find("difficult").text))
-    assert {f for f in flags} <= {("0", "0"), ("1", "0"), ("1", "1")}  # difficult only when truncated
+    assert set(flags) <= {("0", "0"), ("1", "0"), ("1", "1")}  # difficult only when truncated
     n_hard = sum(t == "1" or d == "1" for t, d in flags)
     easy = read_voc(small.voc_root, no_hard=True)
     assert sum(len(r.boxes) for r in easy) == len(flags) - n_hard

@@ -10,7 +10,6 @@ import pytest
 import scipy.ndimage
 import torch
 
-import lost_reference as ref
 from simpool_bench.discovery import (
     boxes_from_attention,
     boxes_lost,
@@ -19,6 +18,8 @@ from simpool_bench.discovery import (
     largest_component_extent,
 )
 from simpool_bench.errors import SimpoolBenchError
+
+import lost_reference as ref
 
 
 # ------------------------------------------------------------------------------ plain references

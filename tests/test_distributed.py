@@ -107,7 +107,7 @@ def test_torchrun_two_ranks_give_exactly_the_tables_of_one_process(tiny):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for name, args in _commands(tiny, out1).items():
+        for args in _commands(tiny, out1).values():
             res = CliRunner().invoke(app, args, catch_exceptions=False)
             assert res.exit_code == 0, res.output
     finally:

@@ -20,8 +20,8 @@ from simpool_bench.maps import MapStore
 from simpool_bench.transforms import discovery_transform
 
 from conftest import TINY_VIT_ARCH as ARCH
-from conftest import build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset
-from conftest import invoke_cli as invoke, said
+from conftest import build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset, said
+from conftest import invoke_cli as invoke
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

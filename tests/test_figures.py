@@ -8,9 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import build_voc_dataset
-from lost_reference import lost as lost_reference
-from lost_reference import patch_scoring
 from simpool_bench import api
 from simpool_bench import visualize as V
 from simpool_bench.engine import EngineConfig
@@ -18,6 +15,10 @@ from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.figures import LostPatches, normalized_map, paper_figure
 from simpool_bench.maps import map_transform
 from simpool_bench.models import build_model
+
+from conftest import build_voc_dataset
+from lost_reference import lost as lost_reference
+from lost_reference import patch_scoring
 
 
 def _inputs(n=2, m=2):

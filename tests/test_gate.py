@@ -6,10 +6,11 @@ import json
 import math
 
 import pytest
-from results_helpers import _prov, _rows, _run
 
 from simpool_bench import results as R
 from simpool_bench.errors import SimpoolBenchError
+
+from results_helpers import _prov, _rows, _run
 
 # ----------------------------------------------------------------------------------------- check
 BASE = {"top1": 80.0, "maxboxacc": {30: 90.0, 50: 70.0, 70: 30.0}, "maxboxacc_v2": 63.0,

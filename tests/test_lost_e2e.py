@@ -245,7 +245,7 @@ def _stable_patch_scoring(M, threshold=0.0):
     A = M.clone()
     A.fill_diagonal_(0)
     A[A < 0] = 0
-    cent = -torch.sum(A > threshold, dim=1).type(torch.float32)
+    cent = -torch.sum(A > threshold, dim=1).type(torch.float32)  # noqa: SIM300 (reference text; A is a tensor, not a constant)
     return torch.argsort(cent, descending=True, stable=True), cent
 
 

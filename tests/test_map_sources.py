@@ -155,7 +155,7 @@ def rollout_reference(attentions, discard_ratio, head_fusion, num_prefix):
                 _, indices = flat.topk(int(flat.size(-1) * discard_ratio), -1, False)
                 indices = indices[indices != 0]
                 flat[0, indices] = 0
-                I = torch.eye(attention_heads_fused.size(-1))
+                I = torch.eye(attention_heads_fused.size(-1))  # noqa: E741 (reference text)
                 a = (attention_heads_fused + 1.0 * I) / 2
                 a = a / a.sum(dim=-1, keepdim=True)
                 result = torch.matmul(a, result)

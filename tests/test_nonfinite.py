@@ -124,8 +124,8 @@ def test_nonfinite_maps_of_some_images_are_misses(nan_setup):
     assert outcome.n_nonfinite == 2 and outcome.n_images == 6
 
     # independently: the four finite images' maps through a fresh accumulator, counts over all six
-    from simpool_bench.transforms import wsol_transform
     from simpool_bench.data.images import load_rgb
+    from simpool_bench.transforms import wsol_transform
 
     tf = wsol_transform(model.data_config["mean"], model.data_config["std"])
     keep = [i for i in range(6) if i not in bad]

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
-from results_helpers import _prov, _rows, _run
 
 from simpool_bench import results as R
 from simpool_bench.errors import SimpoolBenchError
+
+from results_helpers import _prov, _rows, _run
 
 
 # ------------------------------------------------------------------------------------ the table

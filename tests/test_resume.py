@@ -10,8 +10,8 @@ import sys
 import time
 
 import pandas as pd
-import torch
 import pytest
+import torch
 
 from simpool_bench import api
 from simpool_bench import evaluate as ev
@@ -75,20 +75,19 @@ def _shard_files(out) -> list:
 def test_killed_run_resumes_to_the_uninterrupted_table(setup, reference):
     root, images, meta, ckpt = setup
     out = root / "killed"
-    log = open(root / "killed.log", "w")
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI, *_args(images, meta, ckpt, out)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 240
-        while len(list((out / ".shards").glob("*/shard_*.sha256"))) < 3:
-            assert proc.poll() is None, (root / "killed.log").read_text()
-            assert time.monotonic() < deadline, "the child wrote no shard in time"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+    with open(root / "killed.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI, *_args(images, meta, ckpt, out)], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 240
+            while len(list((out / ".shards").glob("*/shard_*.sha256"))) < 3:
+                assert proc.poll() is None, (root / "killed.log").read_text()
+                assert time.monotonic() < deadline, "the child wrote no shard in time"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     assert not (out / "results.csv").exists()
     done = _shard_files(out)
     assert 3 <= len(done) < N_IMAGES // SHARD  # killed mid-way

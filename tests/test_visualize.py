@@ -22,8 +22,8 @@ from simpool_bench.results import Provenance, make_table, write_run
 from simpool_bench.transforms import wsol_transform
 from simpool_bench.visualize import best_wsol_box, read_best_threshold, select_indices
 
-from conftest import build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset
-from conftest import invoke_cli as invoke, said
+from conftest import build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset, said
+from conftest import invoke_cli as invoke
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,10 +14,11 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from conftest import build_image_folder, build_voc_dataset, build_wsol_dataset, invoke_cli, said
 from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.models import build_model
 from simpool_bench.weights import resolve_name
+
+from conftest import build_image_folder, build_voc_dataset, build_wsol_dataset, invoke_cli, said
 
 SMALL = dict(depth=2, embed_dim=32, num_heads=2)
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
