@@ -27,12 +27,17 @@ backward pass (under ``torch.enable_grad`` even inside the engine's inference mo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from .errors import SimpoolBenchError
+
+if TYPE_CHECKING:  # timm and the models load on first use
+    from timm.layers import Attention, AttentionPoolLatent
+
+    from .models.base import BenchModel, ModelOutput
 
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
 #: Defaults of attention rollout: the paper's (head mean, nothing discarded).
@@ -48,7 +53,7 @@ def check_rollout_options(head_fusion: str, discard_ratio: float) -> None:
         raise SimpoolBenchError(f"--rollout-discard {discard_ratio!r}: expected a fraction in [0, 1)")
 
 
-def standard_attention(blk: nn.Module, arch: str) -> nn.Module:
+def standard_attention(blk: nn.Module, arch: str) -> Attention:
     """The block's timm ``Attention`` (qkv, num_heads, head_dim, scale, q_norm, k_norm), or an error."""
     from timm.layers import Attention
 
@@ -63,13 +68,13 @@ def block_attention(blk: nn.Module, t: Tensor, arch: str = "model") -> Tensor:
     as timm's non-fused path computes it: ``softmax((q * scale) @ k^T)`` after q/k norm."""
     a = standard_attention(blk, arch)
     B, N, _ = t.shape
-    qkv = a.qkv(blk.norm1(t)).reshape(B, N, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4)
+    qkv = a.qkv(cast(nn.Module, blk.norm1)(t)).reshape(B, N, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4)
     q, k, _ = qkv.unbind(0)
     q, k = a.q_norm(q), a.k_norm(k)
     return ((q * a.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
 
 
-def latent_pool_attention(pool: nn.Module, x: Tensor) -> Tensor:
+def latent_pool_attention(pool: AttentionPoolLatent, x: Tensor) -> Tensor:
     """Attention (B, heads, latents, N) of timm's ``AttentionPoolLatent`` on the tokens ``x`` it pools."""
     B, N, _ = x.shape
     if getattr(pool, "pos_embed", None) is not None:
@@ -131,7 +136,7 @@ def resolve_layer(model: nn.Module, path: str) -> nn.Module:
     return m
 
 
-def gradcam_forward(model: nn.Module, x: Tensor, target: Tensor | None, return_keys: bool, layer_path: str) -> Any:
+def gradcam_forward(model: BenchModel, x: Tensor, target: Tensor | None, return_keys: bool, layer_path: str) -> ModelOutput:
     """Run ``model._forward`` once with gradients on, and replace its map by Grad-CAM of the
     ``layer_path`` output (a CNN feature map (B, C, h, w), or ViT tokens (B, N, C) whose patch
     tokens are laid on the grid). Returns the model's ``ModelOutput`` with ``attn`` set."""

@@ -19,7 +19,7 @@ Where we differ from ``sp.py``, on purpose, each as a named argument:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -75,7 +75,7 @@ class SimPool(nn.Module):
             raise SimpoolBenchError(f"SimPool: gamma {gamma!r} must be a positive number or None")
         if use_beta and gamma is None:
             raise SimpoolBenchError("SimPool: use_beta needs a gamma (official sp.py adds beta only on the gamma path)")
-        dd = {"device": device, "dtype": dtype}
+        dd: dict[str, Any] = {"device": device, "dtype": dtype}
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads

@@ -5,6 +5,8 @@ e.g. a too small or missing /dev/shm, or a sandbox without multiprocessing."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sized
+from typing import cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -53,8 +55,9 @@ _CHECKED: dict[str, bool] = {}
 def _workers_start(probe: Dataset) -> bool:
     try:
         batches = list(DataLoader(probe, batch_size=1, num_workers=1, timeout=120))
-        if len(batches) != len(probe):
-            raise RuntimeError(f"the worker returned {len(batches)} of {len(probe)} batches")
+        size = len(cast(Sized, probe))  # a map-style dataset
+        if len(batches) != size:
+            raise RuntimeError(f"the worker returned {len(batches)} of {size} batches")
     except Exception as exc:  # noqa: BLE001 - any failure to start or talk to a worker means: no workers
         from .console import err_console
 

@@ -125,7 +125,7 @@ def _stamp_content(seed: int, n_train: int, n_test: int, n_discovery: int, image
 
     return {
         "version": DEMO_DATA_VERSION, "seed": seed, "n_train": n_train, "n_test": n_test, "n_discovery": n_discovery,
-        "image_size": image_size, "classes": list(DEMO_CLASSES), "pillow": PIL.__version__, "scikit-image": skimage.__version__,
+        "image_size": image_size, "classes": list(DEMO_CLASSES), "pillow": PIL.__version__, "scikit-image": skimage.__version__,  # type: ignore[attr-defined]  # its __init__.pyi omits it
     }
 
 

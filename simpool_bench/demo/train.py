@@ -99,8 +99,8 @@ def _load_train_split(data: DemoPaths, size: int, max_images: int | None) -> tup
         records = records[:max_images]
     images = []
     for r in records:
-        with Image.open(r.path) as img:
-            img = img.convert("RGB")
+        with Image.open(r.path) as opened:
+            img = opened.convert("RGB")
             if img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BICUBIC)
             images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -78,10 +78,16 @@ def _oom_error(batch_size: int, device: torch.device, err: BaseException) -> Sim
     return SimpoolBenchError(f"--batch-size {batch_size} does not fit in the memory of {device}; {hint} ({first_line(err, 120)})")
 
 
+def _size(dataset: Dataset) -> int:
+    """Items in a map-style dataset (``Dataset`` itself declares no ``__len__``)."""
+    return len(cast(Sized, dataset))
+
+
 def _describe(dataset: Dataset, i: int) -> str:
     """The file behind item ``i`` (``dataset.describe(i)`` or ``dataset.records[i].path``), else its index."""
-    if callable(getattr(dataset, "describe", None)):
-        return str(dataset.describe(i))
+    describe = getattr(dataset, "describe", None)
+    if callable(describe):
+        return str(describe(i))
     records = getattr(dataset, "records", None)
     if records is not None and hasattr(records[i], "path"):
         return str(records[i].path)
@@ -153,10 +159,10 @@ class EvalRunner:
         if config.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.runner = torch.compile(model) if config.compile else model
-        self.shards = make_shards(len(self.dataset), config.shard_size, self.order)
+        self.runner = cast(torch.nn.Module, torch.compile(model)) if config.compile else model  # compile wraps a Module in a Module
+        self.shards = make_shards(_size(self.dataset), config.shard_size, self.order)
         if self.world > 1:
-            check_same_work(len(self.dataset), len(self.shards))
+            check_same_work(_size(self.dataset), len(self.shards))
         self.mine = my_shards(self.shards, self.rank, self.world)
         if config.resume_dir is not None:
             self.store = ShardStore(config.resume_dir, self._run_key())
@@ -262,8 +268,8 @@ class EvalRunner:
         """Under ``strict``, an image that did not decode stops the run."""
         if self.config.strict and not bool(ok.all()):
             bad = int(idx[~ok][0])
-            dataset = self.dataset
-            why = dataset.failure(bad) if callable(getattr(dataset, "failure", None)) else f"image {_describe(dataset, bad)} does not decode"
+            failure = getattr(self.dataset, "failure", None)
+            why = failure(bad) if callable(failure) else f"image {_describe(self.dataset, bad)} does not decode"
             raise SimpoolBenchError(f"{why} (--strict fails on it; without it, it is skipped and counted)")
 
     def _forward_batch(self, images: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -329,7 +335,7 @@ class EvalRunner:
         n_failed = total.pop("_failed").compute()
         loop_s = self.loop_s
         extras = {"data_wait_s": self.wait_s, "loop_s": loop_s, "images_per_s": (self.n_todo / loop_s) if loop_s > 0 else float("nan")}
-        return EvalResult(total, len(self.dataset) - n_failed, n_failed, len(self.shards), self.resumed, extras)
+        return EvalResult(total, _size(self.dataset) - n_failed, n_failed, len(self.shards), self.resumed, extras)
 
 
 def evaluate(

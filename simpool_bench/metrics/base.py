@@ -69,7 +69,7 @@ class Accumulator:
                 raise KeyError(f"accumulator state {name!r} missing")
             setattr(self, name, state[name].clone())
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - abstract
+    def update(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract; may return per-sample values
         raise NotImplementedError
 
     def compute(self) -> Any:  # pragma: no cover - abstract

@@ -6,6 +6,7 @@ Also the class activation map (CAM) as wsolevaluation computes it, used by the C
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -65,6 +66,12 @@ class BenchModel(nn.Module):
     """
 
     family: str = ""
+    simpool: SimPool  # the SimPool layer of the DINO layout (variant 'dino')
+    # set by build_model after construction
+    rollout_fusion: str
+    rollout_discard: float
+    weights_source: str | None
+    weights_file: Path | None
 
     def __init__(
         self,
@@ -135,6 +142,11 @@ class BenchModel(nn.Module):
 
     def _forward(self, x: Tensor, target: Tensor | None, return_keys: bool) -> ModelOutput:
         raise NotImplementedError
+
+
+def feature_stride(net: nn.Module) -> int:
+    """Total stride of a timm CNN's last feature map (``feature_info[-1]['reduction']``)."""
+    return int(cast("list[dict[str, Any]]", net.feature_info)[-1]["reduction"])
 
 
 def cam(features: Tensor, class_weights: Tensor) -> Tensor:

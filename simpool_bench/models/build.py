@@ -237,7 +237,7 @@ class _ModelBuild:
         if self.fused_attn is not None:
             for m in model.modules():
                 if isinstance(m, Attention):
-                    m.fused_attn = bool(self.fused_attn)
+                    m.fused_attn = bool(self.fused_attn)  # type: ignore[misc]  # timm marks it Final (for TorchScript); it is its own switch
         model.rollout_fusion, model.rollout_discard = self.rollout_fusion, float(self.rollout_discard)
         model.weights_source = where.label if where is not None else None
         model.weights_file = where.file if where is not None else None
@@ -317,7 +317,10 @@ class _ModelBuild:
         from timm.models import get_pretrained_cfg
 
         name = self.name
-        cfg = name.pretrained_cfg or (get_pretrained_cfg(name.arch).to_dict() if get_pretrained_cfg(name.arch) else {})
+        cfg = name.pretrained_cfg
+        if not cfg:
+            found = get_pretrained_cfg(name.arch)
+            cfg = found.to_dict() if found else {}
         where = locate_pretrained(name, cfg, self.pretrained_file)
         if not where.torchvision:
             kw["pretrained_cfg_overlay"] = where.overlay

@@ -10,13 +10,13 @@ for the DINO layout. Official SimPool code has no such models: this layout is ou
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import SimpoolBenchError
-from .base import BenchModel, ModelOutput, PoolSlot, cam, cam_classes
+from .base import BenchModel, ModelOutput, PoolSlot, cam, cam_classes, feature_stride
 
 
 class CNNBenchModel(BenchModel):
@@ -24,14 +24,15 @@ class CNNBenchModel(BenchModel):
 
     family = "cnn"
 
-    def __init__(self, net: nn.Module, *, simpool_eps: float, family: str, **kw: Any) -> None:
+    def __init__(self, net: Any, *, simpool_eps: float, family: str, **kw: Any) -> None:
+        """``net``: any timm CNN (its class's ``forward_features`` is called on this module)."""
         super().__init__(net, **kw)
         self.family = family
         for k, v in vars(net).items():  # settings forward_features reads (grad_checkpointing, ...)
             if not k.startswith("_") and k != "training" and not hasattr(self, k):
                 setattr(self, k, v)
         self._timm_forward_features = type(net).forward_features
-        self.stride = int(net.feature_info[-1]["reduction"])
+        self.stride = feature_stride(net)
         if isinstance(getattr(net, "global_pool", None), nn.Module):
             self.pool_path = "global_pool"
         elif isinstance(getattr(getattr(net, "head", None), "global_pool", None), nn.Module):
@@ -54,12 +55,12 @@ class CNNBenchModel(BenchModel):
         f = self._timm_forward_features(self, x)
         a = None
         if self.pool == "simpool":
-            layer = self.simpool if self.variant == "dino" else self.get_submodule(self.pool_path).pool
+            layer = self.simpool if self.variant == "dino" else cast(PoolSlot, self.get_submodule(self.pool_path)).pool
             feats, a = layer(f)
         else:
             feats = self.get_submodule(self.pool_path)(f).flatten(1)
         logits = None
-        classifier = self.get_submodule(self.classifier_path) if self.num_classes > 0 else None
+        classifier = cast(nn.Linear, self.get_submodule(self.classifier_path)) if self.num_classes > 0 else None  # checked in __init__
         if classifier is not None:
             z = F.dropout(feats, p=self.drop_rate, training=self.training) if self.drop_rate else feats
             logits = classifier(z)

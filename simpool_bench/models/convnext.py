@@ -6,17 +6,22 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .base import BenchModel, ModelOutput, PoolSlot, cam, cam_classes
+from .base import BenchModel, ModelOutput, PoolSlot, cam, cam_classes, feature_stride
 
 
 class ConvNeXtBenchModel(BenchModel):
     """ConvNeXt (timm ``ConvNeXt`` modules): GAP or SimPool on the last stage, before the head norm."""
 
     family = "convnext"
+    # timm ConvNeXt children, registered on this module by BenchModel
+    stem: nn.Module
+    stages: nn.Module
+    norm_pre: nn.Module
+    head: Any  # timm NormMlpClassifierHead: global_pool (or a PoolSlot), norm, flatten, pre_logits, drop, fc
 
     def __init__(self, net: nn.Module, *, simpool_eps: float, **kw: Any) -> None:
         super().__init__(net, **kw)
-        self.stride = int(net.feature_info[-1]["reduction"])
+        self.stride = feature_stride(net)
         if self.pool == "simpool":
             layer = self._new_simpool(net, simpool_eps)
             if self.variant == "dino":

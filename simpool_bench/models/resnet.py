@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import BenchModel, ModelOutput, PoolSlot, cam, cam_classes
+from .base import BenchModel, ModelOutput, PoolSlot, cam, cam_classes, feature_stride
 
 
 class ResNetBenchModel(BenchModel):
     """ResNet (timm ``ResNet`` modules): GAP or SimPool on the layer4 output."""
 
     family = "resnet"
+    # timm ResNet children, registered on this module by BenchModel
+    conv1: nn.Module
+    bn1: nn.Module
+    act1: nn.Module
+    maxpool: nn.Module
+    layer1: nn.Module
+    layer2: nn.Module
+    layer3: nn.Module
+    layer4: nn.Module
+    global_pool: nn.Module  # timm's pool, or a PoolSlot holding SimPool
+    fc: nn.Module  # nn.Linear, or nn.Identity without a classifier
 
     def __init__(self, net: nn.Module, *, simpool_eps: float, **kw: Any) -> None:
         super().__init__(net, **kw)
-        self.stride = int(net.feature_info[-1]["reduction"])
+        self.stride = feature_stride(net)
         self.drop_rate = float(getattr(net, "drop_rate", 0.0))
         if self.pool == "simpool":
             layer = self._new_simpool(net, simpool_eps)
@@ -31,7 +42,7 @@ class ResNetBenchModel(BenchModel):
         f = self.layer4(self.layer3(self.layer2(self.layer1(f))))
         a = None
         if self.pool == "simpool":
-            feats, a = (self.simpool if self.variant == "dino" else self.global_pool.pool)(f)
+            feats, a = (self.simpool if self.variant == "dino" else cast(PoolSlot, self.global_pool).pool)(f)
         else:
             feats = self.global_pool(f)
         logits = None
@@ -44,5 +55,5 @@ class ResNetBenchModel(BenchModel):
             attn_map = a.mean(dim=1).reshape(-1, f.shape[-2], f.shape[-1])
         elif self.attn_source == "cam":
             cls = cam_classes(logits, target, x.shape[0])
-            attn_map = cam(f, self.fc.weight[cls])
+            attn_map = cam(f, cast(nn.Linear, self.fc).weight[cls])
         return ModelOutput(logits=logits, features=feats, attn=None if attn_map is None else attn_map.float())

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Attention, resample_abs_pos_embed
-from timm.models.vision_transformer import Block
+from timm.layers import Attention, AttentionPoolLatent, resample_abs_pos_embed
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
 from ..errors import SimpoolBenchError
@@ -62,8 +62,22 @@ class ViTBenchModel(BenchModel):
     """Vision Transformer (timm ``VisionTransformer`` modules) with CLS, GAP or SimPool pooling."""
 
     family = "vit"
+    # timm VisionTransformer children and parameters, registered on this module by BenchModel
+    patch_embed: nn.Module
+    pos_embed: Tensor
+    pos_drop: nn.Module
+    patch_drop: nn.Module
+    norm_pre: nn.Module
+    blocks: nn.Sequential
+    norm: nn.Module
+    attn_pool: AttentionPoolLatent  # global_pool='map' only
+    fc_norm: nn.Module
+    head_drop: nn.Module
+    head: nn.Module
+    head_dist: nn.Module  # distilled DeiT only
+    gp: PoolSlot  # SimPool in the supervised layout
 
-    def __init__(self, net: nn.Module, *, simpool_eps: float, **kw: Any) -> None:
+    def __init__(self, net: VisionTransformer, *, simpool_eps: float, **kw: Any) -> None:
         super().__init__(net, **kw)
         ph, pw = net.patch_embed.patch_size
         if ph != pw:
@@ -86,7 +100,7 @@ class ViTBenchModel(BenchModel):
                 self.simpool = layer
             else:
                 self.gp = PoolSlot(layer)
-        last = self.blocks[-1]
+        last: Any = self.blocks[-1]  # a timm Block, or any block (its attn is read only if present)
         self.num_heads = int(last.attn.num_heads) if hasattr(last, "attn") else 0
 
     def _positions(self, n_patches: int, gh: int, gw: int, img_hw: tuple[int, int]) -> Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+from rich.console import JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
@@ -108,7 +109,8 @@ def console_table(df: pd.DataFrame) -> Table:
     if "model" in df.columns and len(df):
         title = f"{_py(df['model'].iloc[0]) or '?'} / {_py(df['pool'].iloc[0]) or '?'}"
     table = Table(title=escape(title) if title else None, caption=escape(_provenance_line(df)) or None)
-    for name, justify in (("dataset", "left"), ("split", "left"), ("metric", "left"), ("IoU", "right"), ("value", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (("dataset", "left"), ("split", "left"), ("metric", "left"), ("IoU", "right"), ("value", "right"))
+    for name, justify in columns:
         table.add_column(name, justify=justify)
     for r in df.itertuples(index=False):
         table.add_row(escape(r.dataset), escape(r.split), escape(r.metric), _fmt_iou(r.iou_threshold),
