@@ -354,7 +354,7 @@ def read_map_data(
 ) -> list[Record]:
     """Records for ``extract``/``visualize``: cub/imagenet as ``localize`` reads them, voc07/voc12/
     coco20k as ``discover`` does, or ``folder``: every image under ``data``."""
-    from .maps import protocol_for
+    from .map_store import protocol_for
 
     protocol_for(dataset)  # validates the name
     split = split or DEFAULT_SPLITS[dataset]
@@ -379,7 +379,7 @@ def from_maps(kind: str, maps: Path, records: Sequence[Record], **kwargs: Any) -
     """``localize`` or ``discover`` (method attn) scored on the maps stored by ``extract`` in
     ``maps`` instead of a model's; ``kwargs`` go to ``evaluate.localize_stored``/``discover_stored``.
     The provenance is the extracting model's (from the store's manifest)."""
-    from .maps import MapStore
+    from .map_store import MapStore
 
     store = MapStore.open(maps)
     if kind == "localize":

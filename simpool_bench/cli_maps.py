@@ -102,7 +102,7 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
         from dataclasses import asdict
 
         from . import api
-        from .maps import extract_maps, protocol_for
+        from .map_store import extract_maps, protocol_for
 
         protocol = protocol_for(dataset.value)
         split = split or api.DEFAULT_SPLITS[dataset.value]
@@ -172,8 +172,8 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
         from dataclasses import replace
 
         from . import api
-        from . import visualize as V
-        from .maps import MapStore, protocol_for
+        from . import overlays as V
+        from .map_store import MapStore, protocol_for
 
         checkpoint, maps, label, threshold_from, curves = (list(x or []) for x in (checkpoint, maps, label, threshold_from, curves))
         written: list[Path] = []

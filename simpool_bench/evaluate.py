@@ -458,7 +458,7 @@ def discover(
 def localize_stored(store: Any, records: Sequence[Record], *, dataset: str = "cub", split: str = "test",
                     interval: float = 0.001, v1: bool = False, cam_target: str | None = None,
                     allow_nonfinite: bool = False) -> Outcome:
-    """``localize`` from a map store (``maps.MapStore`` of protocol 'localize') instead of a model.
+    """``localize`` from a map store (``map_store.MapStore`` of protocol 'localize') instead of a model.
 
     The same accumulators see the same maps as the direct run, so float32 stores give its table
     exactly; float16 stores give the table of the float16-rounded maps (see ``maps``). A given

@@ -1,6 +1,6 @@
 """Paper-ready attention figures: a row per image, a column per checkpoint or map source.
 
-Each map is shown as the protocol sees it: upsampled to the image (bicubic, as ``viz.heatmap_overlay``)
+Each map is shown as the protocol sees it: upsampled to the image (bicubic, as ``plotting.heatmap_overlay``)
 and min-max normalised per image, in a perceptual colour map (``inferno`` by default) with one
 colour bar for the figure. Ground-truth boxes are drawn solid green, the predicted box dashed red;
 every cell is captioned (image id and GT box under the image column; predicted box and IoU under

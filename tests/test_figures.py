@@ -12,11 +12,11 @@ from conftest import build_voc_dataset
 from lost_reference import lost as lost_reference
 from lost_reference import patch_scoring
 from simpool_bench import api
-from simpool_bench import visualize as V
+from simpool_bench import overlays as V
 from simpool_bench.engine import EngineConfig
 from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.figures import LostPatches, normalized_map, paper_figure
-from simpool_bench.maps import map_transform
+from simpool_bench.map_store import map_transform
 from simpool_bench.models import build_model
 
 

@@ -167,7 +167,7 @@ def run_demo(out: str | Path = "demo_out", settings: DemoSettings | None = None,
     console.print(compare_console_table(table))
 
     _step("5/5 visualize: SimPool vs CLS attention overlays, BoxAcc-vs-threshold curves")
-    from ..visualize import model_source, plot_curves, read_best_threshold, render_overlays
+    from ..overlays import model_source, plot_curves, read_best_threshold, render_overlays
 
     figures = out / "figures"
     sources, thresholds = [], []

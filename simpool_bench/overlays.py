@@ -38,7 +38,7 @@ from .metrics.boxacc import prepare_scoremap
 from .metrics.boxes import iou_wsol
 from .metrics.corloc import lost_iou_pairs
 from .transforms import WSOL_IMAGE_SIZE
-from .viz import boxacc_curves, overlay_grid
+from .plotting import boxacc_curves, overlay_grid
 
 OVERLAYS_PNG = "overlays.png"
 #: The paper figure: OUT/figure.png|pdf|svg (``figures.paper_figure``).
@@ -127,8 +127,8 @@ class MapSource:
 
 def model_source(model: torch.nn.Module, records: Sequence[Record], config: EngineConfig, *, protocol: str,
                  cam_target: str = "gt", label: str | None = None) -> MapSource:
-    """Maps computed by ``model`` as ``protocol`` feeds images (``maps.compute_maps``)."""
-    from .maps import MapBatch, compute_maps
+    """Maps computed by ``model`` as ``protocol`` feeds images (``map_store.compute_maps``)."""
+    from .map_store import MapBatch, compute_maps
 
     def fetch(indices: Sequence[int]) -> dict[int, np.ndarray]:
         got: dict[int, np.ndarray] = {}
@@ -155,7 +155,7 @@ def lost_source(model: torch.nn.Module, records: Sequence[Record], config: Engin
     from .discovery import boxes_lost, lost_degree_order
     from .engine import Batch, bucket_batches, evaluate
     from .figures import LostPatches
-    from .maps import map_transform
+    from .map_store import map_transform
     from .transforms import padded_size
 
     if getattr(model, "family", "") != "vit":
@@ -196,7 +196,7 @@ def lost_source(model: torch.nn.Module, records: Sequence[Record], config: Engin
 
 
 def store_source(store, label: str | None = None) -> MapSource:
-    """Maps read from a ``maps.MapStore``."""
+    """Maps read from a ``map_store.MapStore``."""
     return MapSource(label or store.root.name, store.read, int(store.manifest.get("stride", 0)))
 
 
@@ -382,7 +382,7 @@ def read_curve(run: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[in
 
 
 def plot_curves(runs: Sequence[str | os.PathLike], out_path: str | os.PathLike, labels: Sequence[str] | None = None) -> Path:
-    """BoxAcc-vs-threshold curves of several localize runs in one PNG (``viz.boxacc_curves``),
+    """BoxAcc-vs-threshold curves of several localize runs in one PNG (``plotting.boxacc_curves``),
     labelled by run folder name (or ``labels``)."""
     if not runs:
         raise SimpoolBenchError("--curves: no run given")
