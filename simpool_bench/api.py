@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,50 +25,16 @@ from .data.wsol import read_cub_native, read_wsol_metadata
 from .engine import EngineConfig, dist_rank
 from .errors import SimpoolBenchError
 from .finite import NONFINITE_METRIC
+from .registry import DATASETS
 from .results import Provenance, add_run_file, make_table, write_run
+from .specs import ModelOptions
 
 if TYPE_CHECKING:  # timm and the checkpoint loaders are imported only when a model is built
     from .checkpoints import LoadedCheckpoint
     from .models import BenchModel
 
 
-def _checkpoints() -> Any:
-    from . import checkpoints
-
-    return checkpoints
-
-
-
 # ------------------------------------------------------------------------------------------ models
-@dataclass
-class ModelOptions:
-    """Everything that decides which model is built and how it is loaded (mirrors the CLI flags)."""
-
-    arch: str | None = None
-    pool: str | None = None
-    gamma: Any = field(default_factory=lambda: _checkpoints().UNSET)
-    checkpoint: Path | None = None
-    format: str | None = None
-    trust: bool = False
-    prefer: str = "auto"
-    variant: str | None = None
-    min_scope: str = "sample"
-    attn_source: str | None = None
-    cls_head: int | None = None
-    num_classes: int | None = None
-    img_size: int | None = None
-    dino_pos_quirk: bool | None = None
-    pos_interp: str | None = None
-    pretrained: bool = False
-    pretrained_file: Path | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    crop_pct: float | None = None
-    interpolation: str | None = None
-    rollout_fusion: str = "mean"
-    rollout_discard: float = 0.0
-
-
 def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | None]:
     """Build the model the options describe and load its checkpoint (auto-detected format).
 
@@ -323,7 +288,7 @@ def write_curve(extras: dict[str, Any], path: Path) -> Path | None:
 
 # ------------------------------------------------------------------------------------------ stored maps
 #: The split recorded (and, for VOC/CUB native, read) when ``--split`` is not given.
-DEFAULT_SPLITS = {"cub": "test", "imagenet": "test", "voc07": "trainval", "voc12": "trainval", "coco20k": "train", "folder": "all"}
+DEFAULT_SPLITS = {name: record.default_split for name, record in DATASETS.items()}
 
 
 def read_image_files(root: Path) -> list[Record]:
