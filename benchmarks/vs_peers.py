@@ -43,7 +43,7 @@ import boxacc_oracle as oracle  # noqa: E402
 import lost_reference as lost_ref  # noqa: E402
 
 from simpool_bench import api  # noqa: E402
-from simpool_bench import evaluate as ev  # noqa: E402
+from simpool_bench import tasks as ev  # noqa: E402
 from simpool_bench.data.records import Record  # noqa: E402
 from simpool_bench.engine import EngineConfig  # noqa: E402
 from simpool_bench.metrics.boxes import resize_boxes_wsol  # noqa: E402

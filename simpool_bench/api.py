@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import evaluate as ev
+from . import tasks as ev
 from .data.coco20k import read_coco20k
 from .data.imagenet import read_flat_folder, read_image_folder, subset_per_class
 from .data.records import Record
@@ -342,7 +342,7 @@ def stored_provenance(store: Any, *, n_images: int, method: str | None = None) -
 
 def from_maps(kind: str, maps: Path, records: Sequence[Record], **kwargs: Any) -> tuple[ev.Outcome, Provenance]:
     """``localize`` or ``discover`` (method attn) scored on the maps stored by ``extract`` in
-    ``maps`` instead of a model's; ``kwargs`` go to ``evaluate.localize_stored``/``discover_stored``.
+    ``maps`` instead of a model's; ``kwargs`` go to ``tasks.localize_stored``/``discover_stored``.
     The provenance is the extracting model's (from the store's manifest)."""
     from .map_store import MapStore
 

@@ -263,7 +263,7 @@ def classify(
 ) -> None:
     """Top-1/top-5 accuracy (and weighted k-NN for self-supervised checkpoints). Writes OUT/results.csv."""
     from . import api
-    from . import evaluate as ev
+    from . import tasks as ev
     from .transforms import classification_transform
 
     fmts = _formats(formats)
@@ -309,7 +309,7 @@ def localize(
 ) -> None:
     """MaxBoxAccV2 of attention maps (wsolevaluation protocol, exact and fast). Writes OUT/results.csv."""
     from . import api
-    from . import evaluate as ev
+    from . import tasks as ev
 
     fmts = _formats(formats)
     if data is None:
@@ -367,7 +367,7 @@ def discover(
 ) -> None:
     """CorLoc of unsupervised object discovery (LOST protocol, full resolution). Writes OUT/results.csv."""
     from . import api
-    from . import evaluate as ev
+    from . import tasks as ev
 
     fmts = _formats(formats)
     if data is None:

@@ -201,7 +201,7 @@ def register(app: typer.Typer, friendly: Callable[[Callable[..., Any]], Callable
                 for src in attn_list:
                     net, _ = api.load_model(replace(opts, checkpoint=ck, attn_source=src))
                     if lost_compat and protocol == "discover":
-                        from .evaluate import use_lost_head
+                        from .tasks import use_lost_head
 
                         use_lost_head(net)
                     name = Path(ck).name.split(".")[0] if ck is not None else net.arch

@@ -333,7 +333,7 @@ class MapBatch:
 
 
 def map_transform(model: torch.nn.Module, protocol: str) -> Callable:
-    """The image transform of ``protocol`` for ``model`` (as ``evaluate.localize``/``discover``)."""
+    """The image transform of ``protocol`` for ``model`` (as ``tasks.localize``/``discover``)."""
     cfg = getattr(model, "data_config", {})
     mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
     if protocol == "localize":
@@ -359,7 +359,7 @@ def compute_maps(
     hand every batch's maps to ``on_batch``. No resume here (``config.resume_dir`` is ignored).
 
     ``cam_target`` (localize): 'gt' gives CAMs of the GT class when every record has a label (as
-    ``evaluate.localize``), 'pred' of the predicted class; discover always uses the predicted one."""
+    ``tasks.localize``), 'pred' of the predicted class; discover always uses the predicted one."""
     if getattr(model, "attn_source", None) is None:
         raise SimpoolBenchError(f"model {getattr(model, 'arch', '?')} with pool {getattr(model, 'pool', '?')} gives no attention map")
     if cam_target not in ("gt", "pred"):

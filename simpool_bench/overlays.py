@@ -20,8 +20,8 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -29,16 +29,18 @@ from PIL import Image
 
 from .data.images import load_rgb
 from .data.records import Record
-from .discovery import DINO_ATTENTION_MASS, boxes_from_attention
+from .discovery import DINO_ATTENTION_MASS
 from .engine import EngineConfig
 from .errors import SimpoolBenchError
 from .files import atomic_write
-from .evaluate import wsol_gt_boxes
-from .metrics.boxacc import prepare_scoremap
-from .metrics.boxes import iou_wsol
 from .metrics.corloc import lost_iou_pairs
-from .transforms import WSOL_IMAGE_SIZE
 from .plotting import boxacc_curves, overlay_grid
+from .tasks.discovery import map_boxes
+from .tasks.wsol import best_wsol_box, wsol_gt_boxes
+from .transforms import WSOL_IMAGE_SIZE
+
+if TYPE_CHECKING:
+    from .figures import LostPatches
 
 OVERLAYS_PNG = "overlays.png"
 #: The paper figure: OUT/figure.png|pdf|svg (``figures.paper_figure``).
@@ -53,45 +55,12 @@ BEST_THRESHOLD_IOU = 50
 
 
 # ------------------------------------------------------------------------------------ boxes
-def _contours(u8: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (K, 4) int64 and areas (K,) of the contours of ``u8 > int(threshold * max(u8))``."""
-    h, w = u8.shape
-    _, binary = cv2.threshold(u8, int(threshold * np.max(u8)), 255, cv2.THRESH_BINARY)
-    contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
-    if len(contours) == 0:
-        return np.zeros((1, 4), dtype=np.int64), np.zeros(1)
-    boxes = []
-    for c in contours:
-        x, y, bw, bh = cv2.boundingRect(c)
-        boxes.append((x, y, min(x + bw, w - 1), min(y + bh, h - 1)))
-    return np.asarray(boxes, dtype=np.int64), np.asarray([cv2.contourArea(c) for c in contours])
-
-
-def wsol_boxes_at(scoremap: np.ndarray, threshold: float, size: int = WSOL_IMAGE_SIZE) -> np.ndarray:
-    """Every contour's box (K, 4) at ``threshold`` of a raw score map, in ``size`` x ``size``
-    pixels, as wsolevaluation ``compute_bboxes_from_scoremaps(multi_contour_eval=True)``."""
-    return _contours(prepare_scoremap(scoremap, (size, size)), threshold)[0]
-
-
-def best_wsol_box(scoremap: np.ndarray, gt_boxes: np.ndarray, threshold: float,
-                  size: int = WSOL_IMAGE_SIZE) -> tuple[np.ndarray, float]:
-    """The contour box at ``threshold`` with the best IoU (+1 convention) against ``gt_boxes``
-    (already in ``size`` pixels) and that IoU; without GT boxes, the largest contour's box and NaN."""
-    boxes, areas = _contours(prepare_scoremap(scoremap, (size, size)), threshold)
-    gt = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
-    if len(gt) == 0:
-        return boxes[int(np.argmax(areas))], float("nan")
-    iou = iou_wsol(boxes, gt).max(axis=1)
-    j = int(np.argmax(iou))
-    return boxes[j], float(iou[j])
-
-
 def discovery_box(scoremap: np.ndarray, image_hw: tuple[int, int], gt_boxes: np.ndarray, stride: int,
                   mass: float = DINO_ATTENTION_MASS, lost_compat: bool = False) -> tuple[np.ndarray, float]:
     """LOST-protocol box of one attention map (padded grid) and its best IoU (LOST ``bbox_iou``)
     against ``gt_boxes``; NaN without GT boxes."""
     attn = torch.from_numpy(np.ascontiguousarray(scoremap, dtype=np.float32))[None]
-    box = boxes_from_attention(attn, np.asarray([image_hw]), stride, mass=mass, lost_compat=lost_compat)[0]
+    box = map_boxes(attn, np.asarray([image_hw]), stride, mass=mass, lost_compat=lost_compat)[0]
     gt = np.asarray(gt_boxes).reshape(-1, 4).astype(np.int64)
     if len(gt) == 0:
         return box, float("nan")
@@ -122,7 +91,7 @@ class MapSource:
     label: str
     fetch: Callable[[Sequence[int]], dict[int, np.ndarray]]
     stride: int
-    lost: dict[int, tuple[np.ndarray, "LostPatches"]] | None = None
+    lost: dict[int, tuple[np.ndarray, LostPatches]] | None = None
 
 
 def model_source(model: torch.nn.Module, records: Sequence[Record], config: EngineConfig, *, protocol: str,

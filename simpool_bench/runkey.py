@@ -32,7 +32,7 @@ import torch
 
 #: Source files (relative to the package) whose code decides a number.
 CODE_FILES: tuple[str, ...] = (
-    "metrics", "data/images.py", "discovery.py", "engine.py", "evaluate.py", "finite.py", "map_store.py",
+    "metrics", "data/images.py", "discovery.py", "engine.py", "tasks", "finite.py", "map_store.py",
     "models.py", "pooling.py", "transforms.py",
 )
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")

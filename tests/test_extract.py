@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from simpool_bench import api
-from simpool_bench import evaluate as ev
+from simpool_bench import tasks as ev
 from simpool_bench.engine import EngineConfig
 from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.map_store import MapStore

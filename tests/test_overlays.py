@@ -14,7 +14,7 @@ from simpool_bench import api
 from simpool_bench import plotting as V
 from simpool_bench.data.images import load_rgb
 from simpool_bench.errors import SimpoolBenchError
-from simpool_bench.evaluate import wsol_gt_boxes
+from simpool_bench.tasks import wsol_gt_boxes
 from simpool_bench.map_store import MapShard, MapStore, make_manifest
 from simpool_bench.metrics.boxacc import BoxAccumulator, cam_thresholds
 from simpool_bench.metrics.boxes import iou_wsol

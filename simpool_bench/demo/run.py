@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from .. import api
-from .. import evaluate as ev
+from .. import tasks as ev
 from ..console import console
 from ..engine import EngineConfig
 from ..results import compare, compare_console_table, compare_to_latex, compare_to_markdown
