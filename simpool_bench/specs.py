@@ -105,10 +105,6 @@ class LocalizeSpec:
     v1: bool = False
     cam_target: str = WSOL.cam_target
 
-    def key_params(self) -> dict[str, Any]:
-        """The protocol's parameters in the resume key."""
-        return {"interval": self.interval, "v1": self.v1, "cam_target": self.cam_target}
-
 
 @dataclass(frozen=True)
 class DiscoverSpec:
@@ -121,10 +117,6 @@ class DiscoverSpec:
     mass: float = LOST.mass
     lost_compat: bool = False
     k_patches: int = LOST.k_patches
-
-    def key_params(self) -> dict[str, Any]:
-        """The protocol's parameters in the resume key."""
-        return {"method": self.method, "mass": self.mass, "lost_compat": self.lost_compat, "k_patches": self.k_patches}
 
 
 @dataclass(frozen=True)

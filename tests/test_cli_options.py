@@ -14,6 +14,10 @@ import typer
 
 from simpool_bench.cli import app
 
+#: Defaults changed on purpose, with the reason. discover --split: the dataset's own default split
+#: from the registry (trainval for VOC, as before; train for coco20k, LOST's --set train, as extract
+#: already recorded it), so coco20k has one split name everywhere.
+CHANGED = {("discover", "--split"): None}
 BEFORE = json.loads((Path(__file__).parent / "cli_options_before_issue12.json").read_text())
 
 
@@ -43,4 +47,5 @@ def test_every_command_and_flag_and_default_of_before_is_kept():
         spellings_now = {s for names, _ in now[command].values() for s in names}
         for first, (names, default) in options.items():
             assert set(names) <= spellings_now, f"{command}: {names} gone"
+            default = CHANGED.get((command, first), default)
             assert now[command][first][1] == default, f"{command} {first}: default {now[command][first][1]!r}, was {default!r}"
