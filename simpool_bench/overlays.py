@@ -225,6 +225,44 @@ def render_overlays(
     Images that do not decode are left out (an error when asked for by id).
     A LOST column (``lost_source``) shows LOST's box, seed and expanded patches.
     """
+    thr = _check_overlay_args(sources, records, protocol, thresholds)
+    localize = protocol == "localize"
+    gts = wsol_gt_boxes(records) if localize else [np.asarray(r.boxes).reshape(-1, 4) for r in records]
+
+    def predict(col: int, i: int, m: np.ndarray) -> tuple[np.ndarray, float]:
+        lost = sources[col].lost
+        if lost is not None:
+            box = np.asarray(lost[i][0])
+            gt = np.asarray(gts[i]).reshape(-1, 4).astype(np.int64)
+            return box, (float(lost_iou_pairs(np.repeat(box[None], len(gt), axis=0), gt).max()) if len(gt) else float("nan"))
+        if localize:
+            return best_wsol_box(m, gts[i], thr[col])
+        hw = (int(records[i].height), int(records[i].width))
+        if min(hw) <= 0:
+            w, h = load_rgb(records[i].path).size
+            hw = (h, w)
+        return discovery_box(m, hw, gts[i], sources[col].stride, mass=mass, lost_compat=lost_compat)
+
+    chosen, columns = _choose(sources, records, ids, select, n, lambda i, m: predict(0, i, m)[1])
+    drawn = _Drawn.of(sources, records, chosen, columns, gts, localize, predict, thr)
+    out = Path(out)
+    png = overlay_grid(drawn.images, drawn.maps, drawn.gt, drawn.pred, [s.label for s in sources], out / OVERLAYS_PNG, alpha=alpha)
+    table = pd.DataFrame(drawn.rows)
+    atomic_write(out / SELECTION_CSV, table.to_csv(index=False).encode())
+    fig = None
+    if figure_format is not None:
+        from .figures import paper_figure
+
+        lost_draw = [[s.lost[i][1] if s.lost is not None else None for i in chosen] for s in sources]
+        fig = paper_figure(drawn.images, drawn.maps, drawn.gt, drawn.pred, drawn.ious, [records[i].image_id for i in chosen],
+                           [s.label for s in sources], out / f"{FIGURE_STEM}.{figure_format}", fmt=figure_format, dpi=dpi,
+                           cmap=cmap, lost=lost_draw if any(s.lost is not None for s in sources) else None)
+    return OverlayResult(png, out / SELECTION_CSV, table, fig)
+
+
+def _check_overlay_args(sources: Sequence[MapSource], records: Sequence[Record], protocol: str,
+                        thresholds: Sequence[float] | None) -> list[float]:
+    """render_overlays' arguments checked; one threshold per source."""
     if not sources:
         raise SimpoolBenchError("visualize: no model or map store to draw")
     if protocol not in ("localize", "discover"):
@@ -237,29 +275,17 @@ def render_overlays(
     for t in thr:
         if not 0.0 <= t < 1.0:
             raise SimpoolBenchError(f"threshold {t}: expected a score-map threshold in [0, 1)")
-    localize = protocol == "localize"
-    if localize:
-        gts = wsol_gt_boxes(records)
-    else:
-        gts = [np.asarray(r.boxes).reshape(-1, 4) for r in records]
+    return thr
 
-    def predict(col: int, i: int, m: np.ndarray) -> tuple[np.ndarray, float]:
-        if sources[col].lost is not None:
-            box = np.asarray(sources[col].lost[i][0])
-            gt = np.asarray(gts[i]).reshape(-1, 4).astype(np.int64)
-            return box, (float(lost_iou_pairs(np.repeat(box[None], len(gt), axis=0), gt).max()) if len(gt) else float("nan"))
-        if localize:
-            return best_wsol_box(m, gts[i], thr[col])
-        hw = (int(records[i].height), int(records[i].width))
-        if min(hw) <= 0:
-            w, h = load_rgb(records[i].path).size
-            hw = (h, w)
-        return discovery_box(m, hw, gts[i], sources[col].stride, mass=mass, lost_compat=lost_compat)
 
+def _choose(sources: Sequence[MapSource], records: Sequence[Record], ids: Sequence[str] | None, select: str, n: int,
+            score: Callable[[int, np.ndarray], float]) -> tuple[list[int], list[dict[int, np.ndarray]]]:
+    """The images shown (by id, or the first/best/worst ``n`` by the first column's ``score``) and
+    every column's maps of them."""
     if ids:
         where: dict[str, int] = {}
-        for i, r in enumerate(records):
-            where.setdefault(r.image_id, i)
+        for i, rec in enumerate(records):
+            where.setdefault(rec.image_id, i)
         missing = [x for x in ids if x not in where]
         if missing:
             raise SimpoolBenchError(f"--ids: image id {missing[0]!r} is not in the dataset ({len(records)} images, e.g. {records[0].image_id!r})")
@@ -273,11 +299,9 @@ def render_overlays(
             raise SimpoolBenchError(f"--n {n}: expected at least 1")
         candidates = list(range(min(n, len(records)))) if select == "first" else list(range(len(records)))
         first = sources[0].fetch(candidates)
-        scores = {i: predict(0, i, m)[1] for i, m in first.items()}
-        chosen = select_indices(scores, select, n)
+        chosen = select_indices({i: score(i, m) for i, m in first.items()}, select, n)
         if not chosen:
             raise SimpoolBenchError("visualize: none of the selected images decodes")
-
     columns: list[dict[int, np.ndarray]] = [{i: first[i] for i in chosen}]
     for s in sources[1:]:
         got = s.fetch(chosen)
@@ -285,40 +309,42 @@ def render_overlays(
         if lost:
             raise SimpoolBenchError(f"column {s.label!r}: no map for image {lost[0]!r}")
         columns.append(got)
+    return chosen, columns
 
-    images, gt_draw, rows = [], [], []
-    maps_draw: list[list[np.ndarray]] = [[] for _ in sources]
-    pred_draw: list[list[np.ndarray]] = [[] for _ in sources]
-    iou_draw: list[list[float]] = [[] for _ in sources]
-    lost_draw = [[s.lost[i][1] if s.lost is not None else None for i in chosen] for s in sources]
-    for r, i in enumerate(chosen):
-        img = load_rgb(records[i].path)
-        if localize:
-            img = img.resize((WSOL_IMAGE_SIZE, WSOL_IMAGE_SIZE), Image.BILINEAR)  # torchvision Resize((224, 224)) on PIL
-        arr = np.asarray(img, dtype=np.uint8)
-        images.append(arr)
-        gt_draw.append(np.stack([_draw_box(b, not localize) for b in gts[i]]) if len(gts[i]) else np.zeros((0, 4)))
-        for c, s in enumerate(sources):
-            m = columns[c][i]
-            box, iou = predict(c, i, m)
-            maps_draw[c].append(m if localize else _patch_map(m, s.stride, arr.shape[:2]))
-            pred_draw[c].append(_draw_box(box, not localize))
-            iou_draw[c].append(iou)
-            rows.append({"row": r, "image_id": records[i].image_id, "index": i, "column": s.label,
-                         "threshold": thr[c] if localize else float("nan"),
-                         "x0": int(box[0]), "y0": int(box[1]), "x1": int(box[2]), "y1": int(box[3]), "iou": iou})
-    out = Path(out)
-    png = overlay_grid(images, maps_draw, gt_draw, pred_draw, [s.label for s in sources], out / OVERLAYS_PNG, alpha=alpha)
-    table = pd.DataFrame(rows)
-    atomic_write(out / SELECTION_CSV, table.to_csv(index=False).encode())
-    fig = None
-    if figure_format is not None:
-        from .figures import paper_figure
 
-        fig = paper_figure(images, maps_draw, gt_draw, pred_draw, iou_draw, [records[i].image_id for i in chosen],
-                           [s.label for s in sources], out / f"{FIGURE_STEM}.{figure_format}", fmt=figure_format, dpi=dpi,
-                           cmap=cmap, lost=lost_draw if any(s.lost is not None for s in sources) else None)
-    return OverlayResult(png, out / SELECTION_CSV, table, fig)
+@dataclass
+class _Drawn:
+    """What the overlay grid and the paper figure draw: images, per column maps, boxes and IoUs, and selection rows."""
+
+    images: list[np.ndarray]
+    gt: list[np.ndarray]
+    maps: list[list[np.ndarray]]
+    pred: list[list[np.ndarray]]
+    ious: list[list[float]]
+    rows: list[dict]
+
+    @classmethod
+    def of(cls, sources: Sequence[MapSource], records: Sequence[Record], chosen: list[int], columns: list[dict[int, np.ndarray]],
+           gts: Sequence[np.ndarray], localize: bool, predict: Callable[[int, int, np.ndarray], tuple[np.ndarray, float]],
+           thr: list[float]) -> _Drawn:
+        d = cls([], [], [[] for _ in sources], [[] for _ in sources], [[] for _ in sources], [])
+        for r, i in enumerate(chosen):
+            img = load_rgb(records[i].path)
+            if localize:
+                img = img.resize((WSOL_IMAGE_SIZE, WSOL_IMAGE_SIZE), Image.BILINEAR)  # torchvision Resize((224, 224)) on PIL
+            arr = np.asarray(img, dtype=np.uint8)
+            d.images.append(arr)
+            d.gt.append(np.stack([_draw_box(b, not localize) for b in gts[i]]) if len(gts[i]) else np.zeros((0, 4)))
+            for c, s in enumerate(sources):
+                m = columns[c][i]
+                box, iou = predict(c, i, m)
+                d.maps[c].append(m if localize else _patch_map(m, s.stride, arr.shape[:2]))
+                d.pred[c].append(_draw_box(box, not localize))
+                d.ious[c].append(iou)
+                d.rows.append({"row": r, "image_id": records[i].image_id, "index": i, "column": s.label,
+                               "threshold": thr[c] if localize else float("nan"),
+                               "x0": int(box[0]), "y0": int(box[1]), "x1": int(box[2]), "y1": int(box[3]), "iou": iou})
+        return d
 
 
 # ------------------------------------------------------------------------------------ curves
