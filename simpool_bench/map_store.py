@@ -280,6 +280,7 @@ class MapStore:
             raise SimpoolBenchError(
                 f"{self.shard_path(shard)}: checksum mismatch or unreadable: refused; run the same extract command again to recompute it"
             )
+        assert payload is not None
         return MapShard.from_payload(payload)
 
     def iter_shards(self) -> Iterator[MapShard]:

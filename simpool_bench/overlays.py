@@ -112,7 +112,7 @@ def model_source(model: torch.nn.Module, records: Sequence[Record], config: Engi
                          description=f"maps {label or ''}".strip())
         return got
 
-    return MapSource(label or getattr(model, "arch", "model"), fetch, int(getattr(model, "stride", 0)))
+    return MapSource(str(label or getattr(model, "arch", "model")), fetch, int(getattr(model, "stride", 0)))
 
 
 def lost_source(model: torch.nn.Module, records: Sequence[Record], config: EngineConfig, *, k_patches: int = 100,
@@ -161,7 +161,7 @@ def lost_source(model: torch.nn.Module, records: Sequence[Record], config: Engin
                      batches_for=lambda r: bucket_batches(r, pad_keys, config.batch_size), description=f"lost {label or ''}".strip())
         return got
 
-    return MapSource(label or getattr(model, "arch", "model"), fetch, stride, lost=details)
+    return MapSource(str(label or getattr(model, "arch", "model")), fetch, stride, lost=details)
 
 
 def store_source(store, label: str | None = None) -> MapSource:
@@ -396,7 +396,7 @@ def plot_curves(runs: Sequence[str | os.PathLike], out_path: str | os.PathLike, 
         while name in curves:
             name, j = f"{base} ({j})", j + 1
         curves[name] = (thr, acc)
-    return boxacc_curves(curves, out_path, iou_thresholds=ious0)
+    return boxacc_curves(curves, out_path, iou_thresholds=ious0 or ())
 
 
 def read_best_threshold(run: str | os.PathLike, iou: int = BEST_THRESHOLD_IOU) -> float:

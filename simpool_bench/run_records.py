@@ -45,7 +45,7 @@ def provenance(
         checkpoint_format=ck_fmt,
         weights=wsrc,
         data_config=describe_data_config(model.data_config) if model is not None else None,
-        attn_options=(f"fusion={model.rollout_fusion} discard={model.rollout_discard:g}" if attn == "rollout" else None),
+        attn_options=(f"fusion={model.rollout_fusion} discard={model.rollout_discard:g}" if (model is not None and attn == "rollout") else None),
         gamma=model.gamma if model is not None else None,
         min_scope=getattr(model, "min_scope", None) if model is not None else None,
         attn_source=getattr(model, "attn_source", None) if model is not None else None,
@@ -58,7 +58,7 @@ def provenance(
 
 def pos_interp_of(model: BenchModel | None) -> str | None:
     """The position-embedding resize a ViT ran with ('timm' | 'dino' | 'dino-quirk'); None otherwise."""
-    if getattr(model, "family", None) != "vit":
+    if model is None or getattr(model, "family", None) != "vit":
         return None
     return "dino-quirk" if model.dino_pos_quirk else model.pos_interp
 

@@ -64,7 +64,7 @@ from .options import (
 def extract(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="The map store folder (created; resumed when it holds this command's maps).", rich_help_panel="Output")],
-    dataset: DatasetOpt = MapDataset.cub, data: DataOpt = None, metadata: MetadataOpt = None, split: SplitOpt = None,
+    dataset: DatasetOpt = MapDataset("cub"), data: DataOpt = None, metadata: MetadataOpt = None, split: SplitOpt = None,
     annotations: AnnOpt = None, list_file: ListOpt = None, no_hard: NoHardOpt = False,
     dtype: Annotated[MapDtype, typer.Option("--dtype", help="float16 (half the size; numbers from the maps can differ slightly from the direct run) | float32 (exactly the direct run's numbers).", rich_help_panel="Output")] = MapDtype.float16,
     features: Annotated[bool, typer.Option("--features", help="Also store the pooled features (same dtype).", rich_help_panel="Output")] = False,
@@ -110,7 +110,7 @@ def visualize(
     checkpoint: Annotated[Optional[list[Path]], typer.Option("--checkpoint", "-c", help="A model's checkpoint; repeat for several columns (model flags apply to all).", rich_help_panel="Model")] = None,
     maps: Annotated[Optional[list[Path]], typer.Option("--maps", help="A map store written by extract, instead of a model; repeatable.", rich_help_panel="Model")] = None,
     label: Annotated[Optional[list[str]], typer.Option("--label", help="Column titles, one per checkpoint then map store (default: file/folder names).", rich_help_panel="Output")] = None,
-    dataset: DatasetOpt = MapDataset.cub, data: DataOpt = None, metadata: MetadataOpt = None, split: SplitOpt = None,
+    dataset: DatasetOpt = MapDataset("cub"), data: DataOpt = None, metadata: MetadataOpt = None, split: SplitOpt = None,
     annotations: AnnOpt = None, list_file: ListOpt = None, no_hard: NoHardOpt = False,
     ids: Annotated[Optional[str], typer.Option("--ids", help="Comma-separated image ids to show, in this order.", rich_help_panel="Selection")] = None,
     select: Annotated[Select, typer.Option("--select", help="Without --ids: first N images, or best/worst N by the first column's IoU (ties: dataset order).", rich_help_panel="Selection")] = Select.first,
@@ -189,7 +189,7 @@ def _overlays(p: Parsed) -> list[Path]:
     res = V.render_overlays(sources, records, p["out"], protocol=protocol, ids=id_list, select=p["select"], n=p["n"],
                             thresholds=thresholds, mass=p["mass"], lost_compat=p["lost_compat"], alpha=p["alpha"],
                             figure_format=p["figure_format"], dpi=p["dpi"], cmap=p["cmap"])
-    return [res.figure, res.png, res.selection]
+    return [path for path in (res.figure, res.png, res.selection) if path is not None]
 
 
 def _model_sources(p: Parsed, records: list, protocol: str) -> list:
@@ -203,7 +203,8 @@ def _model_sources(p: Parsed, records: list, protocol: str) -> list:
     attn_list = [a.strip() for a in attn_source.split(",") if a.strip()] if attn_source else [None]
     opts = p.model(checkpoint=None, attn_source=None)
     sources = []
-    for ck in p["checkpoint"] or ([None] if not p["maps"] else []):
+    checkpoints: list[Path | None] = list(p["checkpoint"] or ([None] if not p["maps"] else []))
+    for ck in checkpoints:
         if p["method"] == "lost":
             net, _ = load_model(replace(opts, checkpoint=ck, attn_source="none"))
             name = Path(ck).name.split(".")[0] if ck is not None else net.arch

@@ -95,10 +95,10 @@ def classify(
     from ..specs import ClassifySpec
 
     p = Parsed(ctx.params)
-    formats = p.formats()
+    fmts = p.formats()
     spec = ClassifySpec(p.data(), p.model(), knn_train=knn_train, knn_k=knn_k, knn_temperature=knn_temperature,
                         per_class=per_class, resize=resize, crop=crop, interpolation=interpolation)
-    show(runs.run_classify(spec, p.engine(), out, formats).table, out)
+    show(runs.run_classify(spec, p.engine(), out, fmts).table, out)
 
 
 def localize(
@@ -129,9 +129,9 @@ def localize(
     from ..specs import LocalizeSpec
 
     p = Parsed(ctx.params)
-    formats = p.formats()
+    fmts = p.formats()
     spec = LocalizeSpec(p.data(), p.model(), maps=maps, baseline=baseline, interval=interval, v1=v1, cam_target=cam_target)
-    show(runs.run_localize(spec, p.engine(), out, formats).table, out)
+    show(runs.run_localize(spec, p.engine(), out, fmts).table, out)
 
 
 def discover(
@@ -164,7 +164,7 @@ def discover(
     from ..specs import DiscoverSpec
 
     p = Parsed(ctx.params)
-    formats = p.formats()
+    fmts = p.formats()
     needs_model = method not in ("center", "full-image")  # no-model boxes import no model code
     spec = DiscoverSpec(p.data(), p.model() if needs_model else None, maps=maps, method=method, mass=mass, lost_compat=lost_compat, k_patches=k_patches)
-    show(runs.run_discover(spec, p.engine(), out, formats).table, out)
+    show(runs.run_discover(spec, p.engine(), out, fmts).table, out)

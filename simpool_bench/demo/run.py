@@ -77,6 +77,7 @@ def _run(result: DemoResult, name: str, run: Callable[..., RunResult], spec: Any
     """One command of the run layer into OUT/runs/NAME (with boxacc_curve.csv for localize)."""
     path = result.out / "runs" / name
     table = run(spec, config, path, ("parquet", "csv", "json", "md")).table
+    assert table is not None
     result.runs[name] = path
     return table
 
@@ -124,6 +125,7 @@ def _check_native_cub(data: DemoPaths, ckpts: dict[str, Path], per_model: dict[s
     """The CUB native layout must give the wsol-metadata numbers."""
     native = DataSpec("cub", data=data.cub_root, split="test", label="demo-cub")
     table = runs.run_localize(LocalizeSpec(native, ModelOptions(checkpoint=ckpts["vit-simpool"])), config).table
+    assert table is not None
     wsol_v2 = per_model[DEMO_LABELS["vit-simpool"]][1].query("metric == 'maxboxacc_v2'")["value"].item()
     native_v2 = table.query("metric == 'maxboxacc_v2'")["value"].item()
     same = "same" if native_v2 == wsol_v2 else f"DIFFERENT ({native_v2:.2f} vs {wsol_v2:.2f})"

@@ -53,15 +53,15 @@ class ClassificationTask:
     knn_k: int = DINO_KNN.k
     knn_temperature: float = DINO_KNN.temperature
 
-    def accumulators(self) -> dict[str, Accumulator]:
-        accs: dict[str, Accumulator] = {"nonfinite": NonFiniteCounter()}
+    def accumulators(self) -> dict[str, Any]:
+        accs: dict[str, Any] = {"nonfinite": NonFiniteCounter()}
         if self.has_head:
             accs["topk"] = TopKAccumulator(self.n_cls)
         if self.bank is not None:
             accs["knn"] = KNNAccumulator(self.bank, self.knn_k, self.knn_temperature)
         return accs
 
-    def step(self, batch: Batch, accs: dict[str, Accumulator]) -> None:
+    def step(self, batch: Batch, accs: dict[str, Any]) -> None:
         """Logits/features of the decodable images into the accumulators; non-finite ones as misses."""
         ok = np.asarray(batch.ok, dtype=bool)
         if not ok.any():
@@ -87,9 +87,10 @@ class ClassificationTask:
         rows: list[dict[str, Any]] = []
         extras = engine_extras(res)
         if "topk" in res.accumulators:
-            for m, v in res.accumulators["topk"].compute().items():
+            topk: Any = res.accumulators["topk"]
+            for m, v in topk.compute().items():
                 rows.append(row(dataset, split, m, v))
-            extras["per_class_top1"] = res.accumulators["topk"].per_class().numpy()
+            extras["per_class_top1"] = topk.per_class().numpy()
         if "knn" in res.accumulators:
             for m, v in res.accumulators["knn"].compute().items():
                 rows.append(row(dataset, split, m, v))

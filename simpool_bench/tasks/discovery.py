@@ -77,7 +77,9 @@ def discover_forward(model: torch.nn.Module, x: torch.Tensor, method: str, *, ma
     output = ModelOutput(logits=cat("logits"), features=cat("features"), attn=cat("attn"), keys=cat("keys"))
     with torch.autocast(x.device.type, enabled=False):
         if method == "attn":
+            assert output.attn is not None
             return output, attention_mass_mask(output.attn.flatten(1).float(), mass)
+        assert output.keys is not None
         return output, lost_seed_maps(output.keys.float(), k_patches)
 
 
@@ -108,7 +110,7 @@ class DiscoveryTask:
         self.sizes = np.array([[r.height, r.width] for r in self.records], dtype=np.int64)
 
     @staticmethod
-    def accumulators() -> dict[str, Accumulator]:
+    def accumulators() -> dict[str, Any]:
         return {"corloc": CorLocAccumulator(), "nonfinite": NonFiniteCounter()}
 
     def score(self, accs: dict[str, Any], boxes: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -66,10 +66,10 @@ class WsolTask:
         self.gts = wsol_gt_boxes(self.records)
         self.labels = np.array([r.label for r in self.records])
 
-    def accumulators(self) -> dict[str, Accumulator]:
+    def accumulators(self) -> dict[str, Any]:
         from ..metrics.boxacc import BoxAccumulator  # numba kernels: imported only where used
 
-        accs: dict[str, Accumulator] = {"boxacc": BoxAccumulator(interval=self.interval), "nonfinite": NonFiniteCounter()}
+        accs: dict[str, Any] = {"boxacc": BoxAccumulator(interval=self.interval), "nonfinite": NonFiniteCounter()}
         if self.v1:
             accs["boxacc_v1"] = BoxAccumulator(interval=self.interval, multi_contour=False)
         return accs
@@ -89,7 +89,7 @@ class WsolTask:
 
         return forward
 
-    def score(self, accs: dict[str, Accumulator], maps: np.ndarray, idx: np.ndarray, fin: np.ndarray,
+    def score(self, accs: dict[str, Any], maps: np.ndarray, idx: np.ndarray, fin: np.ndarray,
               correct: np.ndarray | None, with_cls: bool) -> np.ndarray:
         """Maps (float32, one per dataset index ``idx``) into the box accumulators; the non-finite
         ones (``~fin``) as misses. Returns the indices scored."""
