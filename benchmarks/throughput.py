@@ -318,7 +318,7 @@ def _status_kib(field: str) -> int:
 
 def memory_child(spec: dict[str, Any]) -> None:
     """One full ``evaluate.localize`` run in this process; prints JSON with the peak RSS."""
-    from simpool_bench import evaluate as ev
+    from simpool_bench import tasks as ev
 
     base = json.loads(Path(spec["records"]).read_text())
     records = [Record(f"{i}", Path(base[i % len(base)]["path"]), base[i % len(base)]["label"], *JPEG_SIZE,

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 from simpool_bench import api  # noqa: E402
-from simpool_bench import evaluate as ev  # noqa: E402
+from simpool_bench import tasks as ev  # noqa: E402
 from simpool_bench.data.records import Record  # noqa: E402
 from simpool_bench.engine import EngineConfig  # noqa: E402
 from simpool_bench.metrics.boxes import resize_boxes_wsol  # noqa: E402

@@ -1,6 +1,6 @@
 """Paper-ready attention figures: a row per image, a column per checkpoint or map source.
 
-Each map is shown as the protocol sees it: upsampled to the image (bicubic, as ``viz.heatmap_overlay``)
+Each map is shown as the protocol sees it: upsampled to the image (bicubic, as ``plotting.heatmap_overlay``)
 and min-max normalised per image, in a perceptual colour map (``inferno`` by default) with one
 colour bar for the figure. Ground-truth boxes are drawn solid green, the predicted box dashed red;
 every cell is captioned (image id and GT box under the image column; predicted box and IoU under
@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -128,20 +129,8 @@ def paper_figure(
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    if fmt not in FIGURE_FORMATS:
-        raise SimpoolBenchError(f"--format {fmt!r}: expected one of {', '.join(FIGURE_FORMATS)}")
-    if cmap not in colormaps:
-        raise SimpoolBenchError(f"--cmap {cmap!r}: not a matplotlib colour map (perceptual ones: {', '.join(PERCEPTUAL_CMAPS)})")
-    if not 20 <= int(dpi) <= 1200:
-        raise SimpoolBenchError(f"--dpi {dpi}: expected 20 to 1200")
+    _check_figure(fmt, cmap, dpi, images, maps, gt_boxes, pred_boxes, ious, image_ids, titles)
     n, m = len(images), len(maps)
-    if n == 0 or m == 0:
-        raise SimpoolBenchError("paper_figure: nothing to draw (no image or no column)")
-    for name, seq in (("maps", maps), ("pred_boxes", pred_boxes), ("ious", ious)):
-        if len(seq) != m or any(len(col) != n for col in seq):
-            raise SimpoolBenchError(f"paper_figure: {name} must hold {m} columns of {n} entries")
-    if len(titles) != m or len(image_ids) != n or len(gt_boxes) != n:
-        raise SimpoolBenchError(f"paper_figure: {len(titles)} titles, {len(image_ids)} ids, {len(gt_boxes)} GT sets for {m} columns, {n} images")
 
     cell_w = CELL_INCHES
     row_h = [cell_w * im.shape[0] / im.shape[1] for im in images]  # each row at its image's aspect
@@ -157,7 +146,6 @@ def paper_figure(
     pad = 0.04
     top = fig_h - title_h
     for r, img in enumerate(images):
-        h, w = img.shape[:2]
         cell_h = row_h[r]
         top -= cell_h + caption_h
         gt = np.asarray(gt_boxes[r], dtype=np.float64).reshape(-1, 4)
@@ -165,30 +153,12 @@ def paper_figure(
             left = (c * cell_w + pad) / fig_w
             bottom = (top + caption_h) / fig_h
             ax = fig.add_axes((left, bottom, (cell_w - 2 * pad) / fig_w, (cell_h - pad) / fig_h))
-            ax.imshow(img, interpolation="nearest")
-            if c > 0 and lost is not None and lost[c - 1][r] is not None:
-                _lost(ax, lost[c - 1][r])  # LOST's own picture: seed and expanded patches, no heat map
-            elif c > 0:
-                ax.imshow(normalized_map(maps[c - 1][r], (h, w)), cmap=colour, vmin=0.0, vmax=1.0, alpha=alpha,
-                          interpolation="nearest")
-            for b in gt:
-                _rect(ax, b, GT_RGB, "-", 1.1)
-            if c > 0 and pred_boxes[c - 1][r] is not None:
-                _rect(ax, pred_boxes[c - 1][r], PRED_RGB, "--", 1.1)
-            ax.set_xlim(-0.5, w - 0.5)
-            ax.set_ylim(h - 0.5, -0.5)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for sp in ax.spines.values():
-                sp.set_visible(False)
+            cell_lost = lost[c - 1][r] if (c > 0 and lost is not None) else None
+            _cell(ax, img, c, maps[c - 1][r] if c > 0 else None, gt, pred_boxes[c - 1][r] if c > 0 else None,
+                  ious[c - 1][r] if c > 0 else None, cell_lost, colour, alpha)
             if c == 0:
-                gts = " ".join(_box_text(b) for b in gt[:2]) + (" ..." if len(gt) > 2 else "") if len(gt) else "none"
-                text = f"{image_ids[r]}\nGT {gts}"
-            else:
-                iou = ious[c - 1][r]
-                iou_s = "-" if iou is None or (isinstance(iou, float) and math.isnan(iou)) else f"{iou:.2f}"
-                text = f"pred {_box_text(pred_boxes[c - 1][r])}\nIoU {iou_s}"
-            ax.text(0.5, -0.03, text, transform=ax.transAxes, ha="center", va="top", fontsize=FONT_PT, linespacing=1.15)
+                ax.text(0.5, -0.03, _image_caption(image_ids[r], gt), transform=ax.transAxes, ha="center", va="top",
+                        fontsize=FONT_PT, linespacing=1.15)
             if r == 0:
                 ax.set_title("image" if c == 0 else _wrap(str(titles[c - 1])), fontsize=FONT_PT + 1, pad=3, linespacing=1.1)
     if any_map:
@@ -197,16 +167,7 @@ def paper_figure(
         bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), colour), cax=cax)
         bar.set_label("normalised map (per image)", fontsize=FONT_PT)
         bar.ax.tick_params(labelsize=FONT_PT)
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
-    handles = [Line2D([], [], color=GT_RGB, lw=1.1, label="ground-truth box"),
-               Line2D([], [], color=PRED_RGB, lw=1.1, ls="--", label="predicted box")]
-    if lost is not None:
-        handles += [Patch(facecolor="none", edgecolor=SEED_RGB, label="LOST seed"),
-                    Patch(facecolor=SEED_RGB, alpha=0.35, edgecolor="none", label="LOST expanded patches")]
-    fig.legend(handles=handles, loc="lower left", bbox_to_anchor=(pad / fig_w, 0.0), ncol=legend_cols, frameon=False,
-               fontsize=FONT_PT, handlelength=2.2, borderaxespad=0.3)
+    _legend(fig, lost is not None, pad / fig_w, legend_cols)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     from matplotlib import rc_context
@@ -214,3 +175,68 @@ def paper_figure(
     with rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):  # editable text in vector output
         fig.savefig(out, format=fmt, dpi=dpi)
     return out
+
+
+def _check_figure(fmt: str, cmap: str, dpi: int, images: Sequence[Any], maps: Sequence[Sequence[Any]], gt_boxes: Sequence[Any],
+                  pred_boxes: Sequence[Sequence[Any]], ious: Sequence[Sequence[Any]], image_ids: Sequence[str],
+                  titles: Sequence[str]) -> None:
+    """paper_figure's arguments: a known format and colour map, a sane dpi, M columns of N entries."""
+    from matplotlib import colormaps
+
+    if fmt not in FIGURE_FORMATS:
+        raise SimpoolBenchError(f"--format {fmt!r}: expected one of {', '.join(FIGURE_FORMATS)}")
+    if cmap not in colormaps:
+        raise SimpoolBenchError(f"--cmap {cmap!r}: not a matplotlib colour map (perceptual ones: {', '.join(PERCEPTUAL_CMAPS)})")
+    if not 20 <= int(dpi) <= 1200:
+        raise SimpoolBenchError(f"--dpi {dpi}: expected 20 to 1200")
+    n, m = len(images), len(maps)
+    if n == 0 or m == 0:
+        raise SimpoolBenchError("paper_figure: nothing to draw (no image or no column)")
+    for name, seq in (("maps", maps), ("pred_boxes", pred_boxes), ("ious", ious)):
+        if len(seq) != m or any(len(col) != n for col in seq):
+            raise SimpoolBenchError(f"paper_figure: {name} must hold {m} columns of {n} entries")
+    if len(titles) != m or len(image_ids) != n or len(gt_boxes) != n:
+        raise SimpoolBenchError(f"paper_figure: {len(titles)} titles, {len(image_ids)} ids, {len(gt_boxes)} GT sets for {m} columns, {n} images")
+
+
+def _image_caption(image_id: str, gt: np.ndarray) -> str:
+    gts = " ".join(_box_text(b) for b in gt[:2]) + (" ..." if len(gt) > 2 else "") if len(gt) else "none"
+    return f"{image_id}\nGT {gts}"
+
+
+def _cell(ax: Any, img: np.ndarray, c: int, scoremap: np.ndarray | None, gt: np.ndarray, pred: np.ndarray | None,
+          iou: float | None, lost: LostPatches | None, colour: Any, alpha: float) -> None:
+    """One cell: the image (column 0) or its overlay (heat map or LOST's patches), boxes and caption."""
+    h, w = img.shape[:2]
+    ax.imshow(img, interpolation="nearest")
+    if lost is not None:
+        _lost(ax, lost)  # LOST's own picture: seed and expanded patches, no heat map
+    elif c > 0:
+        ax.imshow(normalized_map(scoremap, (h, w)), cmap=colour, vmin=0.0, vmax=1.0, alpha=alpha, interpolation="nearest")
+    for b in gt:
+        _rect(ax, b, GT_RGB, "-", 1.1)
+    if c > 0 and pred is not None:
+        _rect(ax, pred, PRED_RGB, "--", 1.1)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for sp in ax.spines.values():
+        sp.set_visible(False)
+    if c > 0:
+        iou_s = "-" if iou is None or (isinstance(iou, float) and math.isnan(iou)) else f"{iou:.2f}"
+        ax.text(0.5, -0.03, f"pred {_box_text(pred)}\nIoU {iou_s}", transform=ax.transAxes, ha="center", va="top",
+                fontsize=FONT_PT, linespacing=1.15)
+
+
+def _legend(fig: Any, with_lost: bool, left: float, ncol: int) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Line2D([], [], color=GT_RGB, lw=1.1, label="ground-truth box"),
+               Line2D([], [], color=PRED_RGB, lw=1.1, ls="--", label="predicted box")]
+    if with_lost:
+        handles += [Patch(facecolor="none", edgecolor=SEED_RGB, label="LOST seed"),
+                    Patch(facecolor=SEED_RGB, alpha=0.35, edgecolor="none", label="LOST expanded patches")]
+    fig.legend(handles=handles, loc="lower left", bbox_to_anchor=(left, 0.0), ncol=ncol, frameon=False,
+               fontsize=FONT_PT, handlelength=2.2, borderaxespad=0.3)

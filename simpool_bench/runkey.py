@@ -32,8 +32,8 @@ import torch
 
 #: Source files (relative to the package) whose code decides a number.
 CODE_FILES: tuple[str, ...] = (
-    "metrics", "data/images.py", "discovery.py", "engine", "evaluate.py", "finite.py", "maps.py",
-    "models", "pooling.py", "transforms.py",
+    "metrics", "data/images.py", "data/decode.py", "discovery.py", "engine", "tasks", "finite.py", "map_store.py",
+    "map_sources.py", "models", "pooling.py", "transforms.py",
 )
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 

@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from simpool_bench import api
-from simpool_bench import evaluate as ev
+from simpool_bench import tasks as ev
 from simpool_bench.cli import app
 from simpool_bench.data.images import ImageDataset
 from simpool_bench.engine import Batch, EngineConfig, autocast, evaluate

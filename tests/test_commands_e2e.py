@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from simpool_bench import evaluate as ev
+from simpool_bench import tasks as ev
 from simpool_bench.api import read_discovery_data, read_localization_data
 from simpool_bench.cli import app
 from simpool_bench.engine import EngineConfig

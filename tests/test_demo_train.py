@@ -127,7 +127,7 @@ def test_default_demo_simpool_beats_the_no_model_baselines(tmp_path: Path):
     """The acceptance of the embedded demo: the default SimPool model, trained by the default recipe
     on the default data, localises better than the no-model baselines (center-gaussian map for
     MaxBoxAccV2, a centered box for CorLoc). About 1-2 minutes on 2 idle cores."""
-    from simpool_bench import evaluate as ev
+    from simpool_bench import tasks as ev
     from simpool_bench.data.voc import read_voc
     from simpool_bench.data.wsol import read_wsol_metadata
     from simpool_bench.engine import EngineConfig

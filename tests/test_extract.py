@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from simpool_bench import api
-from simpool_bench import evaluate as ev
+from simpool_bench import tasks as ev
 from simpool_bench.engine import EngineConfig
 from simpool_bench.errors import SimpoolBenchError
-from simpool_bench.maps import MapStore
+from simpool_bench.map_store import MapStore
 from simpool_bench.transforms import discovery_transform
 
 from conftest import TINY_VIT_ARCH as ARCH

@@ -195,7 +195,7 @@ def lost_case(tmp_path_factory):
 def run_discover(monkeypatch, tmp_path: Path, voc: Path, ckpt: Path, *flags: str) -> tuple[dict[str, list[int]], float]:
     """``simpool-bench discover`` through the CLI; the boxes are read off ``evaluate.discover``'s
     ``on_boxes`` hook (the run itself is the command's own)."""
-    from simpool_bench import evaluate as ev
+    from simpool_bench import tasks as ev
 
     boxes: dict[str, list[int]] = {}
     original = ev.discover
@@ -281,7 +281,7 @@ def test_case_catches_each_departure_from_lost(lost_case, monkeypatch):
 
 def test_lost_compat_head_is_lost_default_or_the_users():
     from simpool_bench.errors import SimpoolBenchError
-    from simpool_bench.evaluate import use_lost_head
+    from simpool_bench.tasks import use_lost_head
     from simpool_bench.models import build_model
 
     kw = dict(img_size=32, embed_dim=48, depth=1)
@@ -301,7 +301,7 @@ def test_discover_forward_is_lost_one_image_loop(method):
     bit for bit a batch-1 forward of each image, whatever the batch (on this CPU a 16-image batch
     of 2x2-patch images gives keys up to ~2e-6 away from batch 1; GPU kernels are chosen by shape)."""
     from simpool_bench.discovery import attention_mass_mask, lost_seed_maps
-    from simpool_bench.evaluate import discover_forward
+    from simpool_bench.tasks import discover_forward
     from simpool_bench.models import build_model
 
     torch.manual_seed(0)

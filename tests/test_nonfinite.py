@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from simpool_bench import api
-from simpool_bench import evaluate as ev
+from simpool_bench import tasks as ev
 from simpool_bench.engine import EngineConfig
 from simpool_bench.finite import describe_nonfinite, finite_rows, nonfinite_tensors
 from simpool_bench.metrics.boxacc import BoxAccumulator

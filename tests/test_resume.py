@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from simpool_bench import api
-from simpool_bench import evaluate as ev
+from simpool_bench import tasks as ev
 from simpool_bench.engine import EngineConfig
 
 from conftest import build_tiny_checkpoint, build_wsol_dataset

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from simpool_bench import api
-from simpool_bench import evaluate as ev
+from simpool_bench import tasks as ev
 from simpool_bench.engine import EngineConfig, make_shards, size_order
 from tests.conftest import _random_box, _render, build_tiny_checkpoint, write_jpeg
 

@@ -13,18 +13,20 @@ Steps (each shows progress, and each reuses what an earlier run already made):
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .. import api
-from .. import evaluate as ev
+from .. import runs
 from ..console import console
 from ..engine import EngineConfig
+from ..loading import load_model
 from ..results import compare, compare_console_table, compare_to_latex, compare_to_markdown
-from .data import build_demo_data
+from ..specs import ClassifySpec, DataSpec, DiscoverSpec, LocalizeSpec, ModelOptions, RunResult
+from .data import DemoPaths, build_demo_data
 from .train import DEMO_MODEL_KINDS, TrainSettings, train_demo_model
 
 DEMO_LABELS = {"vit-simpool": "ViT-demo SimPool", "vit-cls": "ViT-demo CLS"}
@@ -48,7 +50,7 @@ class DemoSettings:
     n_overlays: int = 6
 
     @classmethod
-    def small(cls) -> "DemoSettings":
+    def small(cls) -> DemoSettings:
         return cls(n_train=36, n_test=12, n_discovery=8, image_size=64,
                    train=TrainSettings(epochs=1, batch_size=12), time_budget_s=None, batch_size=8, n_overlays=3)
 
@@ -71,11 +73,63 @@ def _step(name: str) -> None:
     console.print(f"[bold cyan]▶ {name}[/]")
 
 
-def _run(result: DemoResult, name: str, outcome: ev.Outcome, prov: Any) -> pd.DataFrame:
+def _run(result: DemoResult, name: str, run: Callable[..., RunResult], spec: Any, config: EngineConfig) -> pd.DataFrame:
+    """One command of the run layer into OUT/runs/NAME (with boxacc_curve.csv for localize)."""
     path = result.out / "runs" / name
-    table = api.finish(outcome, prov, path, ("parquet", "csv", "json", "md"))  # with boxacc_curve.csv
+    table = run(spec, config, path, ("parquet", "csv", "json", "md")).table
+    assert table is not None
     result.runs[name] = path
     return table
+
+
+@dataclass(frozen=True)
+class _DemoSpecs:
+    """The demo's data as specs; the tables record the demo's own dataset names."""
+
+    classify: DataSpec
+    localize: DataSpec
+    discover: tuple[DataSpec, ...]
+
+    @classmethod
+    def of(cls, data: DemoPaths) -> _DemoSpecs:
+        # split 'test' recorded and, with no such sub-folder, the folder itself read (as before)
+        classify = DataSpec("demo", data=data.imagefolder_test)
+        localize = DataSpec("cub", data=data.wsol_image_root, metadata=data.wsol_metadata_test, split="test", label="demo-cub")
+        voc = DataSpec("voc07", data=data.voc_root, split=data.voc_split, label="demo-voc07")
+        coco = DataSpec("coco20k", data=data.coco_image_dir, annotations=data.coco_annotations, list_file=data.coco_list,
+                        split="trainval", label="demo-coco20k")  # the demo tables keep the split they always recorded
+        return cls(classify, localize, (voc, coco))
+
+
+def _evaluate(result: DemoResult, ckpts: dict[str, Path], specs: _DemoSpecs, config: EngineConfig) -> dict[str, list[pd.DataFrame]]:
+    """classify, localize and discover of each demo model, then the no-model baselines."""
+    per_model: dict[str, list[pd.DataFrame]] = {}
+    for kind, path in ckpts.items():
+        t = time.perf_counter()
+        model = ModelOptions(checkpoint=path)
+        tables = per_model.setdefault(DEMO_LABELS[kind], [])
+        tables.append(_run(result, f"{kind}-classify", runs.run_classify, ClassifySpec(specs.classify, model, default_split="test"), config))
+        tables.append(_run(result, f"{kind}-localize", runs.run_localize, LocalizeSpec(specs.localize, model), config))
+        for d in specs.discover:
+            tables.append(_run(result, f"{kind}-discover-{d.dataset}", runs.run_discover, DiscoverSpec(d, model), config))
+        result.seconds[f"evaluate {kind}"] = time.perf_counter() - t
+    base = [_run(result, "baseline-center-gaussian-localize", runs.run_localize,
+                 LocalizeSpec(specs.localize, baseline="center-gaussian"), config)]
+    for d in specs.discover:
+        base.append(_run(result, f"baseline-center-discover-{d.dataset}", runs.run_discover, DiscoverSpec(d, method="center"), config))
+    per_model[BASELINE_LABEL] = base
+    return per_model
+
+
+def _check_native_cub(data: DemoPaths, ckpts: dict[str, Path], per_model: dict[str, list[pd.DataFrame]], config: EngineConfig) -> None:
+    """The CUB native layout must give the wsol-metadata numbers."""
+    native = DataSpec("cub", data=data.cub_root, split="test", label="demo-cub")
+    table = runs.run_localize(LocalizeSpec(native, ModelOptions(checkpoint=ckpts["vit-simpool"])), config).table
+    assert table is not None
+    wsol_v2 = per_model[DEMO_LABELS["vit-simpool"]][1].query("metric == 'maxboxacc_v2'")["value"].item()
+    native_v2 = table.query("metric == 'maxboxacc_v2'")["value"].item()
+    same = "same" if native_v2 == wsol_v2 else f"DIFFERENT ({native_v2:.2f} vs {wsol_v2:.2f})"
+    console.print(f"  CUB native layout: MaxBoxAccV2 {native_v2:.2f}, {same} as the wsolevaluation layout")
 
 
 def _one_run(tables: list[pd.DataFrame], label: str) -> pd.DataFrame:
@@ -111,75 +165,26 @@ def run_demo(out: str | Path = "demo_out", settings: DemoSettings | None = None,
         result.seconds[f"train {kind}"] = time.perf_counter() - t
 
     _step("3/5 evaluations: classify, localize (MaxBoxAccV2), discover (CorLoc)")
-    loc_records = api.read_localization_data("cub", data.wsol_image_root, data.wsol_metadata_test)
-    cls_records, _ = api.read_classification_data(data.imagefolder_test)
-    voc_records = api.read_discovery_data("voc07", data.voc_root, split=data.voc_split)
-    coco_records = api.read_discovery_data("coco20k", data.coco_image_dir, annotations=data.coco_annotations,
-                                           list_file=data.coco_list)
-    per_model: dict[str, list[pd.DataFrame]] = {}
-    for kind, path in ckpts.items():
-        t = time.perf_counter()
-        model, ckpt = api.load_model(api.ModelOptions(checkpoint=path))
-        tables = per_model.setdefault(DEMO_LABELS[kind], [])
-        from ..transforms import classification_transform
-
-        o = ev.classify(model, cls_records, classification_transform(model.data_config), config, dataset="demo", split="test")
-        tables.append(_run(result, f"{kind}-classify", o, api.provenance(model, ckpt, config, image_size=model.data_config["input_size"][-1], n_images=o.n_images)))
-        o = ev.localize(model, loc_records, config, dataset="demo-cub", split="test")
-        tables.append(_run(result, f"{kind}-localize", o, api.provenance(model, ckpt, config, image_size=224, n_images=o.n_images)))
-        for ds, recs in (("demo-voc07", voc_records), ("demo-coco20k", coco_records)):
-            o = ev.discover(model, recs, config, dataset=ds, split="trainval", method="attn")
-            tables.append(_run(result, f"{kind}-discover-{ds.split('-')[1]}", o,
-                               api.provenance(model, ckpt, config, image_size=None, n_images=o.n_images, method="attn")))
-        result.seconds[f"evaluate {kind}"] = time.perf_counter() - t
-
-    base: list[pd.DataFrame] = []
-    o = ev.localize(None, loc_records, config, dataset="demo-cub", split="test", baseline="center-gaussian")
-    base.append(_run(result, "baseline-center-gaussian-localize", o,
-                     api.provenance(None, None, config, image_size=224, n_images=o.n_images, baseline="center-gaussian")))
-    for ds, recs in (("demo-voc07", voc_records), ("demo-coco20k", coco_records)):
-        o = ev.discover(None, recs, config, dataset=ds, split="trainval", method="center")
-        base.append(_run(result, f"baseline-center-discover-{ds.split('-')[1]}", o,
-                         api.provenance(None, None, config, image_size=None, n_images=o.n_images, method="center", baseline="center")))
-    per_model[BASELINE_LABEL] = base
-
-    # the CUB native layout must give the wsol-metadata numbers
-    native = api.read_localization_data("cub", data.cub_root, None)
-    simpool_model, _ = api.load_model(api.ModelOptions(checkpoint=ckpts["vit-simpool"]))
-    o_native = ev.localize(simpool_model, native, config, dataset="demo-cub", split="test")
-    wsol_v2 = per_model[DEMO_LABELS["vit-simpool"]][1].query("metric == 'maxboxacc_v2'")["value"].item()
-    native_v2 = next(r["value"] for r in o_native.rows if r["metric"] == "maxboxacc_v2")
-    same = "same" if native_v2 == wsol_v2 else f"DIFFERENT ({native_v2:.2f} vs {wsol_v2:.2f})"
-    console.print(f"  CUB native layout: MaxBoxAccV2 {native_v2:.2f}, {same} as the wsolevaluation layout")
+    specs = _DemoSpecs.of(data)
+    per_model = _evaluate(result, ckpts, specs, config)
+    _check_native_cub(data, ckpts, per_model, config)
 
     _step("4/5 compare: one table, models and baselines as rows")
     labels = list(per_model)
-    runs = [_one_run(per_model[k], k) for k in labels]
-    table = compare([_headline(r) for r in runs], reference=labels.index(DEMO_LABELS["vit-cls"]), labels=labels)
+    run_tables = [_one_run(per_model[k], k) for k in labels]
+    table = compare([_headline(r) for r in run_tables], reference=labels.index(DEMO_LABELS["vit-cls"]), labels=labels)
     summary = out / "summary"
     summary.mkdir(parents=True, exist_ok=True)
     result.compare_md = summary / "compare.md"
     result.compare_md.write_text(compare_to_markdown(table))
     result.compare_tex = summary / "compare.tex"
     result.compare_tex.write_text(compare_to_latex(table))
-    pd.concat(runs, ignore_index=True).to_csv(summary / "all_results.csv", index=False)
+    pd.concat(run_tables, ignore_index=True).to_csv(summary / "all_results.csv", index=False)
     result.table = table
     console.print(compare_console_table(table))
 
     _step("5/5 visualize: SimPool vs CLS attention overlays, BoxAcc-vs-threshold curves")
-    from ..visualize import model_source, plot_curves, read_best_threshold, render_overlays
-
-    figures = out / "figures"
-    sources, thresholds = [], []
-    for kind, path in ckpts.items():
-        model, _ = api.load_model(api.ModelOptions(checkpoint=path))
-        sources.append(model_source(model, loc_records, config, protocol="localize", label=DEMO_LABELS[kind]))
-        thresholds.append(read_best_threshold(result.runs[f"{kind}-localize"]))
-    ov = render_overlays(sources, loc_records, figures, protocol="localize", select="first", n=s.n_overlays, thresholds=thresholds)
-    result.overlays = ov.png
-    curve_runs = [result.runs[f"{k}-localize"] for k in ckpts] + [result.runs["baseline-center-gaussian-localize"]]
-    result.curves = plot_curves(curve_runs, figures / "boxacc_curves.png",
-                                labels=[DEMO_LABELS[k] for k in ckpts] + ["center-gaussian"])
+    result.overlays, result.curves = _figures(result, ckpts, specs, config, s.n_overlays, out / "figures")
     result.seconds["total"] = time.perf_counter() - t0
 
     console.print(f"\n[bold green]demo finished in {result.seconds['total']:.0f} s[/]; everything is under {out}/")
@@ -187,3 +192,22 @@ def run_demo(out: str | Path = "demo_out", settings: DemoSettings | None = None,
     console.print(f"  runs:    {out / 'runs'}/<model>-<command>/results.csv (and .parquet, .json, .md)")
     console.print(f"  figures: {result.overlays}  {result.curves}")
     return result
+
+
+def _figures(result: DemoResult, ckpts: dict[str, Path], specs: _DemoSpecs, config: EngineConfig, n: int,
+             figures: Path) -> tuple[Path, Path]:
+    """SimPool vs CLS overlays at each run's best threshold, and the BoxAcc-vs-threshold curves."""
+    from ..overlays import model_source, plot_curves, read_best_threshold, render_overlays
+    from ..readers import read_localization_data
+
+    d = specs.localize
+    records = read_localization_data(d.dataset, d.data, d.metadata)  # type: ignore[arg-type]
+    sources, thresholds = [], []
+    for kind, path in ckpts.items():
+        model, _ = load_model(ModelOptions(checkpoint=path))
+        sources.append(model_source(model, records, config, protocol="localize", label=DEMO_LABELS[kind]))
+        thresholds.append(read_best_threshold(result.runs[f"{kind}-localize"]))
+    ov = render_overlays(sources, records, figures, protocol="localize", select="first", n=n, thresholds=thresholds)
+    curve_runs = [result.runs[f"{k}-localize"] for k in ckpts] + [result.runs["baseline-center-gaussian-localize"]]
+    curves = plot_curves(curve_runs, figures / "boxacc_curves.png", labels=[DEMO_LABELS[k] for k in ckpts] + ["center-gaussian"])
+    return ov.png, curves

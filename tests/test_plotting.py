@@ -1,4 +1,4 @@
-"""Tests for simpool_bench.viz: PNG content of the overlay grid and the BoxAcc curves."""
+"""Tests for simpool_bench.plotting: PNG content of the overlay grid and the BoxAcc curves."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from simpool_bench import viz as V
+from simpool_bench import plotting as V
 from simpool_bench.errors import SimpoolBenchError
 
 H, W = 40, 50

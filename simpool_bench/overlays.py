@@ -20,8 +20,8 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -29,16 +29,18 @@ from PIL import Image
 
 from .data.images import load_rgb
 from .data.records import Record
-from .discovery import DINO_ATTENTION_MASS, boxes_from_attention
+from .discovery import DINO_ATTENTION_MASS
 from .engine import EngineConfig
 from .errors import SimpoolBenchError
 from .files import atomic_write
-from .evaluate import wsol_gt_boxes
-from .metrics.boxacc import prepare_scoremap
-from .metrics.boxes import iou_wsol
 from .metrics.corloc import lost_iou_pairs
+from .plotting import boxacc_curves, overlay_grid
+from .tasks.discovery import map_boxes
+from .tasks.wsol import best_wsol_box, wsol_gt_boxes
 from .transforms import WSOL_IMAGE_SIZE
-from .viz import boxacc_curves, overlay_grid
+
+if TYPE_CHECKING:
+    from .figures import LostPatches
 
 OVERLAYS_PNG = "overlays.png"
 #: The paper figure: OUT/figure.png|pdf|svg (``figures.paper_figure``).
@@ -53,45 +55,12 @@ BEST_THRESHOLD_IOU = 50
 
 
 # ------------------------------------------------------------------------------------ boxes
-def _contours(u8: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (K, 4) int64 and areas (K,) of the contours of ``u8 > int(threshold * max(u8))``."""
-    h, w = u8.shape
-    _, binary = cv2.threshold(u8, int(threshold * np.max(u8)), 255, cv2.THRESH_BINARY)
-    contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
-    if len(contours) == 0:
-        return np.zeros((1, 4), dtype=np.int64), np.zeros(1)
-    boxes = []
-    for c in contours:
-        x, y, bw, bh = cv2.boundingRect(c)
-        boxes.append((x, y, min(x + bw, w - 1), min(y + bh, h - 1)))
-    return np.asarray(boxes, dtype=np.int64), np.asarray([cv2.contourArea(c) for c in contours])
-
-
-def wsol_boxes_at(scoremap: np.ndarray, threshold: float, size: int = WSOL_IMAGE_SIZE) -> np.ndarray:
-    """Every contour's box (K, 4) at ``threshold`` of a raw score map, in ``size`` x ``size``
-    pixels, as wsolevaluation ``compute_bboxes_from_scoremaps(multi_contour_eval=True)``."""
-    return _contours(prepare_scoremap(scoremap, (size, size)), threshold)[0]
-
-
-def best_wsol_box(scoremap: np.ndarray, gt_boxes: np.ndarray, threshold: float,
-                  size: int = WSOL_IMAGE_SIZE) -> tuple[np.ndarray, float]:
-    """The contour box at ``threshold`` with the best IoU (+1 convention) against ``gt_boxes``
-    (already in ``size`` pixels) and that IoU; without GT boxes, the largest contour's box and NaN."""
-    boxes, areas = _contours(prepare_scoremap(scoremap, (size, size)), threshold)
-    gt = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
-    if len(gt) == 0:
-        return boxes[int(np.argmax(areas))], float("nan")
-    iou = iou_wsol(boxes, gt).max(axis=1)
-    j = int(np.argmax(iou))
-    return boxes[j], float(iou[j])
-
-
 def discovery_box(scoremap: np.ndarray, image_hw: tuple[int, int], gt_boxes: np.ndarray, stride: int,
                   mass: float = DINO_ATTENTION_MASS, lost_compat: bool = False) -> tuple[np.ndarray, float]:
     """LOST-protocol box of one attention map (padded grid) and its best IoU (LOST ``bbox_iou``)
     against ``gt_boxes``; NaN without GT boxes."""
     attn = torch.from_numpy(np.ascontiguousarray(scoremap, dtype=np.float32))[None]
-    box = boxes_from_attention(attn, np.asarray([image_hw]), stride, mass=mass, lost_compat=lost_compat)[0]
+    box = map_boxes(attn, np.asarray([image_hw]), stride, mass=mass, lost_compat=lost_compat)[0]
     gt = np.asarray(gt_boxes).reshape(-1, 4).astype(np.int64)
     if len(gt) == 0:
         return box, float("nan")
@@ -122,13 +91,13 @@ class MapSource:
     label: str
     fetch: Callable[[Sequence[int]], dict[int, np.ndarray]]
     stride: int
-    lost: dict[int, tuple[np.ndarray, "LostPatches"]] | None = None
+    lost: dict[int, tuple[np.ndarray, LostPatches]] | None = None
 
 
 def model_source(model: torch.nn.Module, records: Sequence[Record], config: EngineConfig, *, protocol: str,
                  cam_target: str = "gt", label: str | None = None) -> MapSource:
-    """Maps computed by ``model`` as ``protocol`` feeds images (``maps.compute_maps``)."""
-    from .maps import MapBatch, compute_maps
+    """Maps computed by ``model`` as ``protocol`` feeds images (``map_store.compute_maps``)."""
+    from .map_store import MapBatch, compute_maps
 
     def fetch(indices: Sequence[int]) -> dict[int, np.ndarray]:
         got: dict[int, np.ndarray] = {}
@@ -143,7 +112,7 @@ def model_source(model: torch.nn.Module, records: Sequence[Record], config: Engi
                          description=f"maps {label or ''}".strip())
         return got
 
-    return MapSource(label or getattr(model, "arch", "model"), fetch, int(getattr(model, "stride", 0)))
+    return MapSource(str(label or getattr(model, "arch", "model")), fetch, int(getattr(model, "stride", 0)))
 
 
 def lost_source(model: torch.nn.Module, records: Sequence[Record], config: EngineConfig, *, k_patches: int = 100,
@@ -155,7 +124,7 @@ def lost_source(model: torch.nn.Module, records: Sequence[Record], config: Engin
     from .discovery import boxes_lost, lost_degree_order
     from .engine import Batch, bucket_batches, evaluate
     from .figures import LostPatches
-    from .maps import map_transform
+    from .map_store import map_transform
     from .transforms import padded_size
 
     if getattr(model, "family", "") != "vit":
@@ -192,11 +161,11 @@ def lost_source(model: torch.nn.Module, records: Sequence[Record], config: Engin
                      batches_for=lambda r: bucket_batches(r, pad_keys, config.batch_size), description=f"lost {label or ''}".strip())
         return got
 
-    return MapSource(label or getattr(model, "arch", "model"), fetch, stride, lost=details)
+    return MapSource(str(label or getattr(model, "arch", "model")), fetch, stride, lost=details)
 
 
 def store_source(store, label: str | None = None) -> MapSource:
-    """Maps read from a ``maps.MapStore``."""
+    """Maps read from a ``map_store.MapStore``."""
     return MapSource(label or store.root.name, store.read, int(store.manifest.get("stride", 0)))
 
 
@@ -256,6 +225,44 @@ def render_overlays(
     Images that do not decode are left out (an error when asked for by id).
     A LOST column (``lost_source``) shows LOST's box, seed and expanded patches.
     """
+    thr = _check_overlay_args(sources, records, protocol, thresholds)
+    localize = protocol == "localize"
+    gts = wsol_gt_boxes(records) if localize else [np.asarray(r.boxes).reshape(-1, 4) for r in records]
+
+    def predict(col: int, i: int, m: np.ndarray) -> tuple[np.ndarray, float]:
+        lost = sources[col].lost
+        if lost is not None:
+            box = np.asarray(lost[i][0])
+            gt = np.asarray(gts[i]).reshape(-1, 4).astype(np.int64)
+            return box, (float(lost_iou_pairs(np.repeat(box[None], len(gt), axis=0), gt).max()) if len(gt) else float("nan"))
+        if localize:
+            return best_wsol_box(m, gts[i], thr[col])
+        hw = (int(records[i].height), int(records[i].width))
+        if min(hw) <= 0:
+            w, h = load_rgb(records[i].path).size
+            hw = (h, w)
+        return discovery_box(m, hw, gts[i], sources[col].stride, mass=mass, lost_compat=lost_compat)
+
+    chosen, columns = _choose(sources, records, ids, select, n, lambda i, m: predict(0, i, m)[1])
+    drawn = _Drawn.of(sources, records, chosen, columns, gts, localize, predict, thr)
+    out = Path(out)
+    png = overlay_grid(drawn.images, drawn.maps, drawn.gt, drawn.pred, [s.label for s in sources], out / OVERLAYS_PNG, alpha=alpha)
+    table = pd.DataFrame(drawn.rows)
+    atomic_write(out / SELECTION_CSV, table.to_csv(index=False).encode())
+    fig = None
+    if figure_format is not None:
+        from .figures import paper_figure
+
+        lost_draw = [[s.lost[i][1] if s.lost is not None else None for i in chosen] for s in sources]
+        fig = paper_figure(drawn.images, drawn.maps, drawn.gt, drawn.pred, drawn.ious, [records[i].image_id for i in chosen],
+                           [s.label for s in sources], out / f"{FIGURE_STEM}.{figure_format}", fmt=figure_format, dpi=dpi,
+                           cmap=cmap, lost=lost_draw if any(s.lost is not None for s in sources) else None)
+    return OverlayResult(png, out / SELECTION_CSV, table, fig)
+
+
+def _check_overlay_args(sources: Sequence[MapSource], records: Sequence[Record], protocol: str,
+                        thresholds: Sequence[float] | None) -> list[float]:
+    """render_overlays' arguments checked; one threshold per source."""
     if not sources:
         raise SimpoolBenchError("visualize: no model or map store to draw")
     if protocol not in ("localize", "discover"):
@@ -268,29 +275,17 @@ def render_overlays(
     for t in thr:
         if not 0.0 <= t < 1.0:
             raise SimpoolBenchError(f"threshold {t}: expected a score-map threshold in [0, 1)")
-    localize = protocol == "localize"
-    if localize:
-        gts = wsol_gt_boxes(records)
-    else:
-        gts = [np.asarray(r.boxes).reshape(-1, 4) for r in records]
+    return thr
 
-    def predict(col: int, i: int, m: np.ndarray) -> tuple[np.ndarray, float]:
-        if sources[col].lost is not None:
-            box = np.asarray(sources[col].lost[i][0])
-            gt = np.asarray(gts[i]).reshape(-1, 4).astype(np.int64)
-            return box, (float(lost_iou_pairs(np.repeat(box[None], len(gt), axis=0), gt).max()) if len(gt) else float("nan"))
-        if localize:
-            return best_wsol_box(m, gts[i], thr[col])
-        hw = (int(records[i].height), int(records[i].width))
-        if min(hw) <= 0:
-            w, h = load_rgb(records[i].path).size
-            hw = (h, w)
-        return discovery_box(m, hw, gts[i], sources[col].stride, mass=mass, lost_compat=lost_compat)
 
+def _choose(sources: Sequence[MapSource], records: Sequence[Record], ids: Sequence[str] | None, select: str, n: int,
+            score: Callable[[int, np.ndarray], float]) -> tuple[list[int], list[dict[int, np.ndarray]]]:
+    """The images shown (by id, or the first/best/worst ``n`` by the first column's ``score``) and
+    every column's maps of them."""
     if ids:
         where: dict[str, int] = {}
-        for i, r in enumerate(records):
-            where.setdefault(r.image_id, i)
+        for i, rec in enumerate(records):
+            where.setdefault(rec.image_id, i)
         missing = [x for x in ids if x not in where]
         if missing:
             raise SimpoolBenchError(f"--ids: image id {missing[0]!r} is not in the dataset ({len(records)} images, e.g. {records[0].image_id!r})")
@@ -304,11 +299,9 @@ def render_overlays(
             raise SimpoolBenchError(f"--n {n}: expected at least 1")
         candidates = list(range(min(n, len(records)))) if select == "first" else list(range(len(records)))
         first = sources[0].fetch(candidates)
-        scores = {i: predict(0, i, m)[1] for i, m in first.items()}
-        chosen = select_indices(scores, select, n)
+        chosen = select_indices({i: score(i, m) for i, m in first.items()}, select, n)
         if not chosen:
             raise SimpoolBenchError("visualize: none of the selected images decodes")
-
     columns: list[dict[int, np.ndarray]] = [{i: first[i] for i in chosen}]
     for s in sources[1:]:
         got = s.fetch(chosen)
@@ -316,40 +309,42 @@ def render_overlays(
         if lost:
             raise SimpoolBenchError(f"column {s.label!r}: no map for image {lost[0]!r}")
         columns.append(got)
+    return chosen, columns
 
-    images, gt_draw, rows = [], [], []
-    maps_draw: list[list[np.ndarray]] = [[] for _ in sources]
-    pred_draw: list[list[np.ndarray]] = [[] for _ in sources]
-    iou_draw: list[list[float]] = [[] for _ in sources]
-    lost_draw = [[s.lost[i][1] if s.lost is not None else None for i in chosen] for s in sources]
-    for r, i in enumerate(chosen):
-        img = load_rgb(records[i].path)
-        if localize:
-            img = img.resize((WSOL_IMAGE_SIZE, WSOL_IMAGE_SIZE), Image.BILINEAR)  # torchvision Resize((224, 224)) on PIL
-        arr = np.asarray(img, dtype=np.uint8)
-        images.append(arr)
-        gt_draw.append(np.stack([_draw_box(b, not localize) for b in gts[i]]) if len(gts[i]) else np.zeros((0, 4)))
-        for c, s in enumerate(sources):
-            m = columns[c][i]
-            box, iou = predict(c, i, m)
-            maps_draw[c].append(m if localize else _patch_map(m, s.stride, arr.shape[:2]))
-            pred_draw[c].append(_draw_box(box, not localize))
-            iou_draw[c].append(iou)
-            rows.append({"row": r, "image_id": records[i].image_id, "index": i, "column": s.label,
-                         "threshold": thr[c] if localize else float("nan"),
-                         "x0": int(box[0]), "y0": int(box[1]), "x1": int(box[2]), "y1": int(box[3]), "iou": iou})
-    out = Path(out)
-    png = overlay_grid(images, maps_draw, gt_draw, pred_draw, [s.label for s in sources], out / OVERLAYS_PNG, alpha=alpha)
-    table = pd.DataFrame(rows)
-    atomic_write(out / SELECTION_CSV, table.to_csv(index=False).encode())
-    fig = None
-    if figure_format is not None:
-        from .figures import paper_figure
 
-        fig = paper_figure(images, maps_draw, gt_draw, pred_draw, iou_draw, [records[i].image_id for i in chosen],
-                           [s.label for s in sources], out / f"{FIGURE_STEM}.{figure_format}", fmt=figure_format, dpi=dpi,
-                           cmap=cmap, lost=lost_draw if any(s.lost is not None for s in sources) else None)
-    return OverlayResult(png, out / SELECTION_CSV, table, fig)
+@dataclass
+class _Drawn:
+    """What the overlay grid and the paper figure draw: images, per column maps, boxes and IoUs, and selection rows."""
+
+    images: list[np.ndarray]
+    gt: list[np.ndarray]
+    maps: list[list[np.ndarray]]
+    pred: list[list[np.ndarray]]
+    ious: list[list[float]]
+    rows: list[dict]
+
+    @classmethod
+    def of(cls, sources: Sequence[MapSource], records: Sequence[Record], chosen: list[int], columns: list[dict[int, np.ndarray]],
+           gts: Sequence[np.ndarray], localize: bool, predict: Callable[[int, int, np.ndarray], tuple[np.ndarray, float]],
+           thr: list[float]) -> _Drawn:
+        d = cls([], [], [[] for _ in sources], [[] for _ in sources], [[] for _ in sources], [])
+        for r, i in enumerate(chosen):
+            img = load_rgb(records[i].path)
+            if localize:
+                img = img.resize((WSOL_IMAGE_SIZE, WSOL_IMAGE_SIZE), Image.BILINEAR)  # torchvision Resize((224, 224)) on PIL
+            arr = np.asarray(img, dtype=np.uint8)
+            d.images.append(arr)
+            d.gt.append(np.stack([_draw_box(b, not localize) for b in gts[i]]) if len(gts[i]) else np.zeros((0, 4)))
+            for c, s in enumerate(sources):
+                m = columns[c][i]
+                box, iou = predict(c, i, m)
+                d.maps[c].append(m if localize else _patch_map(m, s.stride, arr.shape[:2]))
+                d.pred[c].append(_draw_box(box, not localize))
+                d.ious[c].append(iou)
+                d.rows.append({"row": r, "image_id": records[i].image_id, "index": i, "column": s.label,
+                               "threshold": thr[c] if localize else float("nan"),
+                               "x0": int(box[0]), "y0": int(box[1]), "x1": int(box[2]), "y1": int(box[3]), "iou": iou})
+        return d
 
 
 # ------------------------------------------------------------------------------------ curves
@@ -382,7 +377,7 @@ def read_curve(run: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[in
 
 
 def plot_curves(runs: Sequence[str | os.PathLike], out_path: str | os.PathLike, labels: Sequence[str] | None = None) -> Path:
-    """BoxAcc-vs-threshold curves of several localize runs in one PNG (``viz.boxacc_curves``),
+    """BoxAcc-vs-threshold curves of several localize runs in one PNG (``plotting.boxacc_curves``),
     labelled by run folder name (or ``labels``)."""
     if not runs:
         raise SimpoolBenchError("--curves: no run given")
@@ -401,7 +396,7 @@ def plot_curves(runs: Sequence[str | os.PathLike], out_path: str | os.PathLike, 
         while name in curves:
             name, j = f"{base} ({j})", j + 1
         curves[name] = (thr, acc)
-    return boxacc_curves(curves, out_path, iou_thresholds=ious0)
+    return boxacc_curves(curves, out_path, iou_thresholds=ious0 or ())
 
 
 def read_best_threshold(run: str | os.PathLike, iou: int = BEST_THRESHOLD_IOU) -> float:

@@ -100,9 +100,8 @@ def overlay_grid(images: Sequence[np.ndarray], maps: Sequence[Sequence[np.ndarra
             raise SimpoolBenchError(f"overlay_grid: model {j} has {len(col)} maps for {n} images")
     if len(gt_boxes) != n:
         raise SimpoolBenchError(f"overlay_grid: {len(gt_boxes)} ground-truth box sets for {n} images")
-    if pred_boxes is not None:
-        if len(pred_boxes) != m or any(len(p) != n for p in pred_boxes):
-            raise SimpoolBenchError(f"overlay_grid: pred_boxes must be {m} lists (one per model) of {n} boxes or None")
+    if pred_boxes is not None and (len(pred_boxes) != m or any(len(p) != n for p in pred_boxes)):
+        raise SimpoolBenchError(f"overlay_grid: pred_boxes must be {m} lists (one per model) of {n} boxes or None")
     titles = list(titles)
     if len(titles) == m:
         titles = ["image", *titles]

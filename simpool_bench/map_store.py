@@ -45,6 +45,7 @@ from .engine import Batch, EngineConfig, EvalResult, bucket_batches, dist_rank, 
 from .errors import SimpoolBenchError
 from .files import atomic_write, checksum_path, load_checksummed, make_dir, os_reason, save_checksummed
 from .finite import check_nonfinite
+from .registry import DATASETS
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, WSOL_IMAGE_SIZE, discovery_transform, padded_size, wsol_transform
 
 MAP_STORE_SCHEMA = 1
@@ -53,10 +54,7 @@ SHARD_PREFIX = "maps_"
 PROTOCOLS = ("localize", "discover")
 MAP_DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "float32": torch.float32}
 #: Which protocol each dataset is evaluated with (``folder``: any images, localize-style).
-DATASET_PROTOCOL: dict[str, str] = {
-    "cub": "localize", "imagenet": "localize", "folder": "localize",
-    "voc07": "discover", "voc12": "discover", "coco20k": "discover",
-}
+DATASET_PROTOCOL: dict[str, str] = {name: record.protocol for name, record in DATASETS.items()}
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 
 
@@ -137,7 +135,7 @@ def make_manifest(
         "features": bool(features), "cam_target": cam_target if protocol == "localize" else "pred",
         "stride": int(stride), "image_size": WSOL_IMAGE_SIZE if protocol == "localize" else None,
         "has_classifier": bool(has_classifier),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "dataset": None, "split": None, "data": None, "provenance": {}, **(info or {}),
     }
 
@@ -282,6 +280,7 @@ class MapStore:
             raise SimpoolBenchError(
                 f"{self.shard_path(shard)}: checksum mismatch or unreadable: refused; run the same extract command again to recompute it"
             )
+        assert payload is not None
         return MapShard.from_payload(payload)
 
     def iter_shards(self) -> Iterator[MapShard]:
@@ -335,7 +334,7 @@ class MapBatch:
 
 
 def map_transform(model: torch.nn.Module, protocol: str) -> Callable:
-    """The image transform of ``protocol`` for ``model`` (as ``evaluate.localize``/``discover``)."""
+    """The image transform of ``protocol`` for ``model`` (as ``tasks.localize``/``discover``)."""
     cfg = getattr(model, "data_config", {})
     mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
     if protocol == "localize":
@@ -361,7 +360,7 @@ def compute_maps(
     hand every batch's maps to ``on_batch``. No resume here (``config.resume_dir`` is ignored).
 
     ``cam_target`` (localize): 'gt' gives CAMs of the GT class when every record has a label (as
-    ``evaluate.localize``), 'pred' of the predicted class; discover always uses the predicted one."""
+    ``tasks.localize``), 'pred' of the predicted class; discover always uses the predicted one."""
     if getattr(model, "attn_source", None) is None:
         raise SimpoolBenchError(f"model {getattr(model, 'arch', '?')} with pool {getattr(model, 'pool', '?')} gives no attention map")
     if cam_target not in ("gt", "pred"):

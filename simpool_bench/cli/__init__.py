@@ -1,0 +1,122 @@
+"""The ``simpool-bench`` command line: each command parses its options, turns them into a spec
+(``options.Parsed``), runs it (``simpool_bench.runs``) and prints the result.
+
+``run_commands`` (classify, localize, discover), ``map_commands`` (extract, visualize) and
+``table_commands`` (inspect, compare, check, datasets, demo) hold the commands; this module makes
+the app, registers them and turns every user mistake (a ``SimpoolBenchError``) into one
+``error:`` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import typer
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from ..console import err_console
+from ..errors import SimpoolBenchError, one_line
+from . import map_commands, run_commands, table_commands
+
+# click's UsageError (typer may vendor click, so it is found through typer's own BadParameter).
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+@contextlib.contextmanager
+def _one_line_usage() -> Iterator[None]:
+    """A bad flag value, a missing or unknown option: one ``error:`` line and exit 2, not a usage box."""
+    try:
+        yield
+    except _UsageError as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # no arguments: the help, as asked
+            raise
+        where = f"{err.ctx.command_path}: " if getattr(err, "ctx", None) is not None else ""
+        message = " ".join(err.format_message().split())
+        err_console.print(f"[bold red]error:[/] {escape(where + message)} (see --help)", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+class _OneLineUsageGroup(TyperGroup):
+    """The command group, with usage errors as one line (see ``_one_line_usage``)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _one_line_usage():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line_usage():
+            return super().invoke(ctx)
+
+
+app = typer.Typer(
+    cls=_OneLineUsageGroup,
+    name="simpool-bench",
+    help="Evaluate attention-based pooling (SimPool, CLS, GAP) by the published protocols: "
+    "classification, localization (MaxBoxAccV2) and object discovery (CorLoc).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+datasets_app = typer.Typer(help="Check dataset copies against data_manifests/.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user errors into one line and exit code 2; Ctrl-C into a resume hint and 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        before = warnings.formatwarning
+        warnings.formatwarning = _one_line_warning
+        try:
+            return fn(*args, **kwargs)
+        except SimpoolBenchError as err:
+            err_console.print(f"[bold red]error:[/] {escape(one_line(err))}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
+            err_console.print(f"[bold red]error:[/] {escape(str(err.filename))}: {escape(str(err.strerror))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except OSError as err:  # disk full, read-only file system, I/O errors: one line, not a traceback
+            where = f"{err.filename}: " if err.filename else ""
+            err_console.print(f"[bold red]error:[/] {escape(where + (err.strerror or str(err)))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted: finished shards are kept; run the same command again to resume")
+            raise typer.Exit(130) from None
+        finally:
+            warnings.formatwarning = before
+
+    return wrapper
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+    """Warnings shown as ``warning: <message>`` (one line; no source file, line and code)."""
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
+def _register() -> None:
+    """Every command on the app, each through ``friendly``."""
+    for module, names in ((run_commands, ("classify", "localize", "discover")), (table_commands, ("inspect", "compare", "check", "demo")),
+                          (map_commands, ("extract", "visualize"))):
+        for name in names:
+            app.command(name)(friendly(getattr(module, name)))
+    datasets_app.command("verify")(friendly(table_commands.datasets_verify))
+    datasets_app.command("list")(friendly(table_commands.datasets_list))
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

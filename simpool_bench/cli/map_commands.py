@@ -1,0 +1,234 @@
+"""``extract`` and ``visualize``: the commands around stored attention maps."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..console import console
+from ..errors import SimpoolBenchError
+from ..registry import LOST
+from .options import (
+    DEFAULT_MAX_PIXELS,
+    Amp,
+    AmpOpt,
+    AnnOpt,
+    AttnOpt,
+    BatchOpt,
+    CamTargetOpt,
+    ChannelsLastOpt,
+    CkptOpt,
+    ClsHeadOpt,
+    CompileOpt,
+    DataOpt,
+    DatasetOpt,
+    DeviceOpt,
+    DistTimeoutOpt,
+    FigureFormat,
+    FormatOpt,
+    GammaOpt,
+    ListOpt,
+    MapDataset,
+    MapDtype,
+    MaxPixelsOpt,
+    MeanOpt,
+    MetadataOpt,
+    MinScope,
+    MinScopeOpt,
+    ModelOpt,
+    NoHardOpt,
+    NonFiniteOpt,
+    NumClassesOpt,
+    Parsed,
+    PoolOpt,
+    PreferOpt,
+    PretrainedFileOpt,
+    PretrainedOpt,
+    QuirkOpt,
+    RolloutDiscardOpt,
+    RolloutFusionOpt,
+    Select,
+    ShardOpt,
+    SplitOpt,
+    StdOpt,
+    StrictOpt,
+    TrustOpt,
+    VariantOpt,
+    WorkersOpt,
+)
+
+
+def extract(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The map store folder (created; resumed when it holds this command's maps).", rich_help_panel="Output")],
+    dataset: DatasetOpt = MapDataset("cub"), data: DataOpt = None, metadata: MetadataOpt = None, split: SplitOpt = None,
+    annotations: AnnOpt = None, list_file: ListOpt = None, no_hard: NoHardOpt = False,
+    dtype: Annotated[MapDtype, typer.Option("--dtype", help="float16 (half the size; numbers from the maps can differ slightly from the direct run) | float32 (exactly the direct run's numbers).", rich_help_panel="Output")] = MapDtype.float16,
+    features: Annotated[bool, typer.Option("--features", help="Also store the pooled features (same dtype).", rich_help_panel="Output")] = False,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Keep the intact shards already in OUT (default); --no-resume deletes them and starts over.", rich_help_panel="Run")] = True,
+    cam_target: CamTargetOpt = "gt",
+    model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
+    fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
+    min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
+    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
+    pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+    rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
+    channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
+    strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None, max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    allow_nonfinite: NonFiniteOpt = False,
+) -> None:
+    """Attention maps to disk, in checksummed shards, so that localize/discover/visualize run without the model.
+
+    Writes OUT/manifest.json (protocol, dataset, image ids, dtype, model provenance) and, per shard of
+    --shard-size images, OUT/maps_NNNNNN.pt (image ids and indices, maps at the model's grid, top-1
+    predictions, features with --features, images that did not decode) with OUT/maps_NNNNNN.sha256.
+    Resumable: run the same command again after an interruption; intact shards are kept, missing
+    ones and ones whose checksum fails are recomputed. Then: localize/discover --maps OUT, visualize --maps OUT.
+    """
+    from .. import runs
+    from ..specs import ExtractSpec
+
+    p = Parsed(ctx.params)
+    spec = ExtractSpec(p.data(), p.model(), dtype=dtype.value, features=features, cam_target=cam_target, resume=resume)
+    rep = runs.run_extract(spec, p.engine(shards=False), out).extras["report"]
+    fixed = f", {rep.shards_corrupt} of them after a checksum mismatch" if rep.shards_corrupt else ""
+    if rep.n_nonfinite:
+        fixed += f"; {rep.n_nonfinite} maps hold NaN or inf (readers need --allow-nonfinite)"
+    console.print(
+        f"maps of {rep.n_images} images ({rep.n_failed} not decodable) in {rep.shards_total} shards: "
+        f"{rep.shards_reused} reused, {rep.shards_computed} computed{fixed}", highlight=False)
+    console.print(f"wrote {Path(out) / 'manifest.json'} and {Path(out) / 'maps_*.pt'}", highlight=False)
+
+
+def visualize(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the PNGs and selection.csv.", rich_help_panel="Output")],
+    checkpoint: Annotated[Optional[list[Path]], typer.Option("--checkpoint", "-c", help="A model's checkpoint; repeat for several columns (model flags apply to all).", rich_help_panel="Model")] = None,
+    maps: Annotated[Optional[list[Path]], typer.Option("--maps", help="A map store written by extract, instead of a model; repeatable.", rich_help_panel="Model")] = None,
+    label: Annotated[Optional[list[str]], typer.Option("--label", help="Column titles, one per checkpoint then map store (default: file/folder names).", rich_help_panel="Output")] = None,
+    dataset: DatasetOpt = MapDataset("cub"), data: DataOpt = None, metadata: MetadataOpt = None, split: SplitOpt = None,
+    annotations: AnnOpt = None, list_file: ListOpt = None, no_hard: NoHardOpt = False,
+    ids: Annotated[Optional[str], typer.Option("--ids", help="Comma-separated image ids to show, in this order.", rich_help_panel="Selection")] = None,
+    select: Annotated[Select, typer.Option("--select", help="Without --ids: first N images, or best/worst N by the first column's IoU (ties: dataset order).", rich_help_panel="Selection")] = Select.first,
+    n: Annotated[int, typer.Option("--n", min=1, help="How many images (rows).", rich_help_panel="Selection")] = 8,
+    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=0.999999, help="cub/imagenet: score-map threshold of the predicted box (wsolevaluation: boxes of all contours, the best IoU shown).", rich_help_panel="Selection")] = 0.5,
+    threshold_from: Annotated[Optional[list[Path]], typer.Option("--threshold-from", help="A localize run (folder or results file) per column: use its best_threshold at IoU 50 instead of --threshold.", rich_help_panel="Selection")] = None,
+    mass: Annotated[float, typer.Option("--mass", help="VOC/COCO: attention mass of the predicted box (LOST: 0.6).", rich_help_panel="Selection")] = LOST.mass,
+    lost_compat: Annotated[bool, typer.Option("--lost-compat", help="VOC/COCO: LOST dino_seg's defaults (head 4 of a CLS map, its component choice).", rich_help_panel="Selection")] = False,
+    curves: Annotated[Optional[list[Path]], typer.Option("--curves", help="A localize run folder (boxacc_curve.csv) to plot; repeatable, labelled by folder name.", rich_help_panel="Output")] = None,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Heat-map opacity.", rich_help_panel="Output")] = 0.5,
+    method: Annotated[str, typer.Option("--method", help="VOC/COCO: attn (box from each map) | lost (LOST's box, seed and expanded patches; ViTs).", rich_help_panel="Selection")] = "attn",
+    k_patches: Annotated[int, typer.Option("--k-patches", min=1, help="--method lost: seed expansion size (LOST: 100).", rich_help_panel="Selection")] = LOST.k_patches,
+    figure_format: Annotated[FigureFormat, typer.Option("--format", help="Paper figure OUT/figure.<format>: png | pdf | svg.", rich_help_panel="Output")] = FigureFormat.png,
+    dpi: Annotated[int, typer.Option("--dpi", min=20, max=1200, help="Paper figure resolution (dots per inch).", rich_help_panel="Output")] = 200,
+    cmap: Annotated[str, typer.Option("--cmap", help="Paper figure colour map (perceptual: inferno, viridis, magma, cividis).", rich_help_panel="Output")] = "inferno",
+    cam_target: CamTargetOpt = "gt",
+    model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None,
+    fmt: Annotated[Optional[str], typer.Option("--checkpoint-format", help="Force the checkpoint format (what --format is in the other commands; here --format is the figure's).", rich_help_panel="Model")] = None,
+    trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
+    min_scope: MinScopeOpt = MinScope.sample,
+    attn_source: Annotated[Optional[str], typer.Option("--attn-source", help="Map source(s), comma-separated for one column each per checkpoint: simpool | cls | cam | map | rollout | gradcam.", rich_help_panel="Model")] = None,
+    cls_head: ClsHeadOpt = None,
+    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
+    pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+    rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = 16, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
+) -> None:
+    """Attention overlays (image, heat map, GT boxes in green, predicted box in red) of several models side by side, and BoxAcc-vs-threshold curves.
+
+    Writes OUT/figure.png (or .pdf/.svg with --format): the paper figure, a row per image and a column per
+    checkpoint x map source (or map store), captioned with image id, GT box, predicted box and IoU, in a
+    perceptual colour map with a colour bar (--method lost: LOST's seed and expanded patches drawn);
+    OUT/overlays.png (the same grid pixel-exact, jet, a quick look), OUT/selection.csv (per image and column: image id, threshold, predicted box, IoU) and, with
+    --curves, OUT/boxacc_curves.png (BoxAcc of IoU 30/50/70 vs threshold, one colour per run).
+    cub/imagenet images are shown at 224x224 as the protocol sees them; VOC/COCO at full resolution.
+    """
+    from .. import overlays as V
+
+    p = Parsed(ctx.params)
+    written: list[Path] = []
+    if curves:
+        written.append(V.plot_curves(list(curves), Path(out) / V.CURVES_PNG))
+    if method not in ("attn", "lost"):
+        raise SimpoolBenchError(f"--method {method!r}: expected attn or lost")
+    if checkpoint or maps or model:
+        written += _overlays(p)
+    elif not curves:
+        raise SimpoolBenchError("nothing to draw: give --checkpoint/--model or --maps (overlays), and/or --curves RUN")
+    for path in written:
+        console.print(f"wrote {path}", highlight=False)
+
+
+def _overlays(p: Parsed) -> list[Path]:
+    """visualize's overlay figure: one column per checkpoint x map source, then per map store."""
+    from .. import overlays as V
+    from ..map_store import protocol_for
+    from ..readers import read_data
+
+    protocol = protocol_for(p["dataset"])
+    if p["method"] == "lost" and protocol != "discover":
+        raise SimpoolBenchError(f"--method lost draws object discovery (voc07, voc12, coco20k), not --dataset {p['dataset']}")
+    records = read_data(p.data())
+    sources = _model_sources(p, records, protocol) + _store_sources(p, records, protocol)
+    labels, threshold_from = list(p["label"] or []), list(p["threshold_from"] or [])
+    if labels:
+        if len(labels) != len(sources):
+            raise SimpoolBenchError(f"--label given {len(labels)} times for {len(sources)} columns (checkpoints, then map stores)")
+        sources = [replace(s, label=lab) for s, lab in zip(sources, labels)]
+    thresholds = [p["threshold"]] * len(sources)
+    if threshold_from:
+        if len(threshold_from) != len(sources):
+            raise SimpoolBenchError(f"--threshold-from given {len(threshold_from)} times for {len(sources)} columns")
+        thresholds = [V.read_best_threshold(r) for r in threshold_from]
+    ids = p["ids"]
+    id_list = [s.strip() for s in ids.split(",") if s.strip()] if ids else None
+    res = V.render_overlays(sources, records, p["out"], protocol=protocol, ids=id_list, select=p["select"], n=p["n"],
+                            thresholds=thresholds, mass=p["mass"], lost_compat=p["lost_compat"], alpha=p["alpha"],
+                            figure_format=p["figure_format"], dpi=p["dpi"], cmap=p["cmap"])
+    return [path for path in (res.figure, res.png, res.selection) if path is not None]
+
+
+def _model_sources(p: Parsed, records: list, protocol: str) -> list:
+    """One column per --checkpoint (or the --model alone) and --attn-source (LOST: one per checkpoint)."""
+    from .. import overlays as V
+    from ..loading import load_model
+    from ..tasks import use_lost_head
+
+    config = p.engine(shards=False)
+    attn_source = p["attn_source"]
+    attn_list = [a.strip() for a in attn_source.split(",") if a.strip()] if attn_source else [None]
+    opts = p.model(checkpoint=None, attn_source=None)
+    sources = []
+    checkpoints: list[Path | None] = list(p["checkpoint"] or ([None] if not p["maps"] else []))
+    for ck in checkpoints:
+        if p["method"] == "lost":
+            net, _ = load_model(replace(opts, checkpoint=ck, attn_source="none"))
+            name = Path(ck).name.split(".")[0] if ck is not None else net.arch
+            sources.append(V.lost_source(net, records, config, k_patches=p["k_patches"], label=f"{name} (LOST)"))
+            continue
+        for src in attn_list:
+            net, _ = load_model(replace(opts, checkpoint=ck, attn_source=src))
+            if p["lost_compat"] and protocol == "discover":
+                use_lost_head(net)
+            name = Path(ck).name.split(".")[0] if ck is not None else net.arch
+            if len(attn_list) > 1:
+                name = f"{name}: {net.attn_source}"
+            sources.append(V.model_source(net, records, config, protocol=protocol, cam_target=p["cam_target"], label=name))
+    return sources
+
+
+def _store_sources(p: Parsed, records: list, protocol: str) -> list:
+    """One column per --maps store (checked against the records)."""
+    from .. import overlays as V
+    from ..map_store import MapStore
+
+    sources = []
+    for d in p["maps"] or []:
+        store = MapStore.open(d)
+        store.check_records(records, protocol=protocol, dataset=p["dataset"])
+        sources.append(V.store_source(store, label=Path(d).name))
+    return sources

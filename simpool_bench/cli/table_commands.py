@@ -1,0 +1,143 @@
+"""The commands around tables, checkpoints and datasets: ``inspect``, ``compare``, ``check``,
+``datasets verify|list`` and ``demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..console import console, err_console
+from ..errors import SimpoolBenchError
+from ..files import atomic_write
+from .options import DeviceOpt, FormatOpt, TrustOpt
+
+
+def inspect(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file.")],
+    trust_checkpoint: TrustOpt = False,
+    fmt: FormatOpt = None,
+) -> None:
+    """Show a checkpoint's format, architecture, pooling, gamma, parameters and key mapping."""
+    from rich.table import Table
+
+    from ..checkpoints import inspect_checkpoint
+
+    info = inspect_checkpoint(checkpoint, trust=trust_checkpoint, format=fmt)
+    table = Table(title=str(checkpoint), show_header=False)
+    for k, v in info.items():
+        if isinstance(v, (list, tuple)):
+            v = "\n".join(map(str, v)) if v else "-"
+        table.add_row(str(k), str(v))
+    console.print(table)
+    if info.get("non_finite", "none") != "none":
+        err_console.print(f"warning: non-finite weights (NaN or inf): {info['non_finite']}", highlight=False, markup=False, soft_wrap=True)
+
+
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Result files (results.parquet/.csv/.json) or run folders.")],
+    reference: Annotated[int, typer.Option("--reference", "-r", help="Index of the run the deltas are taken against.")] = 0,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the table as Markdown.")] = None,
+    latex: Annotated[Optional[Path], typer.Option("--latex", help="Also write the table as LaTeX (booktabs, best bold).")] = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Comma-separated row labels, one per run.")] = None,
+) -> None:
+    """Side-by-side table of several runs, with deltas against a reference run."""
+    from .. import results as R
+
+    frames = [R.read_run(_result_file(p)) for p in runs]
+    lab = [s.strip() for s in labels.split(",")] if labels else None
+    table = R.compare(frames, reference=reference, labels=lab)
+    console.print(R.compare_console_table(table))
+    if markdown is not None:
+        atomic_write(markdown, R.compare_to_markdown(table).encode())
+        console.print(f"wrote {markdown}")
+    if latex is not None:
+        atomic_write(latex, R.compare_to_latex(table).encode())
+        console.print(f"wrote {latex}")
+
+
+def _result_file(path: Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        for name in ("results.parquet", "results.csv", "results.json"):
+            if (path / name).exists():
+                return path / name
+        raise SimpoolBenchError(f"{path}: no results.parquet, results.csv or results.json in this folder")
+    return path
+
+
+def check(
+    run: Annotated[Path, typer.Argument(help="The run's result file (or folder).")],
+    baseline: Annotated[Path, typer.Option("--baseline", help="Baseline results file (ours, or a CSV with dataset,split,metric,iou_threshold,value).")],
+    tolerances: Annotated[Optional[Path], typer.Option("--tolerances", help="TOML file of per-metric absolute tolerances.")] = None,
+    tol: Annotated[Optional[list[str]], typer.Option("--tol", help="Override one tolerance: METRIC=VALUE (repeatable).")] = None,
+    summary: Annotated[Optional[Path], typer.Option("--summary", help="Also write the Markdown summary to this file.")] = None,
+    github: Annotated[bool, typer.Option("--github/--no-github", help="Append the summary to $GITHUB_STEP_SUMMARY when set.")] = True,
+) -> None:
+    """CI gate: compare a run with a baseline; exit 0 within tolerance, 1 on regression, 2 on bad input."""
+    from .. import results as R
+
+    tols = dict(R.load_tolerances(tolerances)) if tolerances is not None else {}
+    for item in tol or []:
+        name, _, value = item.partition("=")
+        try:
+            tols[name.strip()] = float(value)
+        except ValueError:
+            raise SimpoolBenchError(f"--tol {item!r}: expected METRIC=NUMBER") from None
+    try:
+        report = R.check(_result_file(run), _result_file(baseline), tolerances=tols)  # read_run / read_baseline
+    except SimpoolBenchError:
+        raise
+    except Exception as err:  # a crash must never read as a regression (exit 1)
+        raise SimpoolBenchError(f"check failed on {run} vs {baseline}: {type(err).__name__}: {err}") from err
+    console.print(report.markdown, markup=False, highlight=False)
+    if summary is not None:
+        atomic_write(summary, report.markdown.encode())
+    if github:
+        R.append_github_summary(report.markdown)
+    raise typer.Exit(R.exit_code(report))
+
+
+def datasets_verify(
+    name: Annotated[str, typer.Argument(help="Manifest name (see `simpool-bench datasets list`).")],
+    path: Annotated[Path, typer.Argument(help="Root folder of your copy.")],
+    metadata: Annotated[Optional[Path], typer.Option("--metadata", help="wsolevaluation metadata folder (default PATH/metadata).")] = None,
+) -> None:
+    """Check a dataset copy's layout, counts and checksums against its manifest."""
+    from ..data.manifests import verify_dataset
+
+    report = verify_dataset(name, path, metadata_dir=metadata)
+    for line in report.checked:
+        console.print(f"[green]✓[/] {line}", highlight=False)
+    for line in report.problems:
+        console.print(f"[red]✗[/] {line}", highlight=False)
+    if report.ok:
+        console.print(f"[green]✓[/] {name} at {path} matches its manifest", highlight=False)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def datasets_list() -> None:
+    """List the dataset manifests shipped in data_manifests/."""
+    from ..data.manifests import list_manifests
+
+    for name in list_manifests():
+        console.print(name)
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (data, models, runs, summary, figures).")] = Path("demo_out"),
+    small: Annotated[bool, typer.Option("--small", help="A quick setting (few images, one epoch): what CI runs.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the demo data and training.")] = 0,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Everything end to end on demo data the tool makes itself: data, two trained tiny ViTs, every command.
+
+    Writes OUT/data (every dataset layout), OUT/models (official checkpoint layout), OUT/runs/*/results.csv,
+    OUT/summary/compare.md|.tex, OUT/figures/overlays.png and boxacc_curves.png. A second run reuses data and models."""
+    from dataclasses import replace as _replace
+
+    from ..demo.run import DemoSettings, run_demo
+
+    settings = DemoSettings.small() if small else DemoSettings()
+    run_demo(out, _replace(settings, seed=seed), device=device)

@@ -1,0 +1,99 @@
+"""Build and load a model from ``ModelOptions``: the checkpoint's own facts, the user's flags, the data config."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import SimpoolBenchError
+from .specs import ModelOptions
+
+if TYPE_CHECKING:  # timm and the checkpoint loaders are imported only when a model is built
+    from .checkpoints import LoadedCheckpoint
+    from .models import BenchModel
+
+
+def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | None]:
+    """Build the model the options describe and load its checkpoint (auto-detected format).
+
+    The checkpoint tells arch/pool/gamma/variant where it can; explicit options win, and an option
+    that contradicts the file is an error. Without a checkpoint the model is randomly initialised.
+    ViTs from DINO-code weights (``ckpt.dino_code``: DINO checkpoints and backbones, official SimPool
+    DINO files) run as DINO's ``vision_transformer.py``: its position interpolation
+    (``pos_interp='dino'`` unless ``options.pos_interp`` says otherwise) and its explicit attention;
+    other weights keep timm's way."""
+    from .checkpoints import UNSET, load_checkpoint, load_into, resolve_spec
+    from .models import build_model
+
+    ckpt = None
+    arch, pool, gamma, variant = options.arch, options.pool, options.gamma, options.variant
+    extra: dict[str, Any] = {}
+    pretrained = bool(options.pretrained or options.pretrained_file is not None)
+    if pretrained and options.checkpoint is not None:
+        raise SimpoolBenchError("--checkpoint and --pretrained/--pretrained-file both give weights: use one")
+    if options.checkpoint is not None:
+        ckpt = load_checkpoint(options.checkpoint, format=options.format, trust=options.trust, prefer=options.prefer)
+        arch, pool, gamma, variant = resolve_spec(ckpt, arch=arch, pool=pool, gamma=gamma, variant=variant)
+        extra = dict(getattr(ckpt, "model_kwargs", None) or {})
+    if arch is None:
+        raise SimpoolBenchError("no architecture: give --model (e.g. vit_small_patch16_224) or a --checkpoint that names one")
+    num_classes = options.num_classes
+    if num_classes is None and not pretrained:
+        num_classes = ckpt.num_classes if (ckpt is not None and ckpt.num_classes is not None) else (0 if variant == "dino" else 1000)
+    quirk = options.dino_pos_quirk
+    if quirk is None:
+        quirk = bool(ckpt is not None and ckpt.dino_pos_quirk)
+    kwargs: dict[str, Any] = dict(
+        pool=pool or (None if pretrained else "simpool"), variant=variant or "supervised", num_classes=num_classes,
+        min_scope=options.min_scope, attn_source=options.attn_source, cls_head=options.cls_head, dino_pos_quirk=quirk,
+        use_beta=bool(ckpt is not None and ckpt.has_beta), pretrained=pretrained,
+        pretrained_file=None if options.pretrained_file is None else str(options.pretrained_file),
+        data_overrides=data_overrides(options), rollout_fusion=options.rollout_fusion,
+        rollout_discard=options.rollout_discard,
+    )
+    dino_vit = ckpt is not None and ckpt.dino_code and ckpt.family == "vit"
+    if options.pos_interp is not None or dino_vit:
+        kwargs["pos_interp"] = options.pos_interp or "dino"
+    if dino_vit:
+        kwargs["fused_attn"] = False
+    if gamma is not UNSET:
+        kwargs["gamma"] = gamma
+    if options.img_size is not None:
+        kwargs["img_size"] = options.img_size
+        extra.pop("img_size", None)
+    model = build_model(arch, **kwargs, **extra)
+    if ckpt is not None:
+        load_into(model, ckpt)
+    return model, ckpt
+
+
+def data_overrides(options: ModelOptions) -> dict[str, Any]:
+    """The data-config entries the user set (``--mean``, ``--std``, ``--crop-pct``, ``--interpolation``),
+    checked; they win over the model's pretrained config."""
+    out: dict[str, Any] = {}
+    for name in ("mean", "std"):
+        v = getattr(options, name)
+        if v is None:
+            continue
+        v = tuple(float(x) for x in v)
+        if len(v) not in (1, 3) or (name == "std" and any(x <= 0 for x in v)):
+            raise SimpoolBenchError(f"--{name} {','.join(map(str, v))}: expected 3 numbers (R,G,B){', all > 0' if name == 'std' else ''}")
+        out[name] = v * 3 if len(v) == 1 else v
+    if options.crop_pct is not None:
+        if not 0.0 < float(options.crop_pct) <= 1.0:
+            raise SimpoolBenchError(f"--crop-pct {options.crop_pct}: expected a fraction in (0, 1]")
+        out["crop_pct"] = float(options.crop_pct)
+    if options.interpolation is not None:
+        if options.interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise SimpoolBenchError(f"--interpolation {options.interpolation!r}: expected bilinear, bicubic or nearest")
+        out["interpolation"] = options.interpolation
+    return out
+
+
+def describe_data_config(cfg: dict[str, Any]) -> str:
+    """One provenance string of a data config: mean, std, crop_pct, interpolation, input size."""
+    def nums(v: Any) -> str:
+        return ",".join(f"{float(x):g}" for x in v)
+
+    size = cfg.get("input_size", (3, 0, 0))
+    return (f"mean={nums(cfg.get('mean', ()))} std={nums(cfg.get('std', ()))} crop_pct={float(cfg.get('crop_pct', 0)):g} "
+            f"interpolation={cfg.get('interpolation', '')} input={size[-2]}x{size[-1]}")

@@ -1,0 +1,133 @@
+"""Read a dataset's records by the registry's facts: classification folders, wsolevaluation
+metadata or CUB's native files, VOC, COCO20k, or any folder of images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .data.coco20k import read_coco20k
+from .data.imagenet import read_flat_folder, read_image_folder, subset_per_class
+from .data.records import Record
+from .data.voc import read_voc
+from .data.wsol import read_cub_native, read_wsol_metadata
+from .errors import SimpoolBenchError
+from .registry import DATASETS, default_split
+from .registry import dataset as registry_dataset
+from .specs import DataSpec
+
+
+def read_classification_data(
+    data: Path, split: str | None = None, labels: Path | None = None, metadata: Path | None = None, subset: int | None = None,
+    default_split: str | None = None,
+) -> tuple[list[Record], list[str] | None]:
+    """Records of a classification split: wsol metadata (``metadata``), a flat folder with a label
+    file (``labels``), or an ImageFolder tree: ``data/split``, which must exist (otherwise the
+    split folders would be read as classes); without ``split``, ``data/default_split`` when it
+    exists, else ``data``."""
+    data = Path(data)
+    if not data.exists():
+        raise SimpoolBenchError(f"--data {data}: no such directory")
+    classes: list[str] | None = None
+    if metadata is not None:
+        records = read_wsol_metadata(metadata, data)
+    elif labels is not None:
+        records, classes = read_flat_folder(data, labels)
+    else:
+        if split:
+            root = data / split
+            if not root.is_dir():
+                there = sorted(e.name for e in os.scandir(data) if e.is_dir() and not e.name.startswith(".")) if data.is_dir() else []
+                raise SimpoolBenchError(
+                    f"--split {split!r}: no folder {root} (sub-folders of {data}: {', '.join(there[:8]) or 'none'}"
+                    f"{', ...' if len(there) > 8 else ''})"
+                )
+        else:
+            root = data / default_split if (default_split and (data / default_split).is_dir()) else data
+        records, classes = read_image_folder(root)
+    if subset:
+        records = subset_per_class(records, subset)
+    return records, classes
+
+
+def read_localization_data(dataset: str, data: Path, metadata: Path | None = None, split: str = "test") -> list[Record]:
+    """Records with GT boxes for localize: wsolevaluation metadata, or CUB-200-2011's native files
+    when ``metadata`` is not given and ``data`` holds ``images.txt``."""
+    data = Path(data)
+    if metadata is not None:
+        return read_wsol_metadata(metadata, data)
+    if dataset == "cub" and (data / "images.txt").exists():
+        return read_cub_native(data, split=split)
+    raise SimpoolBenchError(
+        f"--metadata is required for {dataset} (wsolevaluation metadata folder, e.g. metadata/{dataset.upper()}/{split}); "
+        f"{data / 'images.txt'} (CUB native layout) not found either"
+    )
+
+
+def read_discovery_data(
+    dataset: str, data: Path, split: str = "trainval", no_hard: bool = False,
+    annotations: Path | None = None, list_file: Path | None = None,
+) -> list[Record]:
+    """Records for discover: VOC07/VOC12 (``data`` = the VOC20XX folder) or COCO20k
+    (``data`` = train2014 images, ``annotations`` = instances_train2014.json, ``list_file`` = the 20k list)."""
+    if dataset in ("voc07", "voc12"):
+        return read_voc(data, split=split, no_hard=no_hard)
+    if dataset == "coco20k":
+        if annotations is None or list_file is None:
+            raise SimpoolBenchError("coco20k needs --annotations instances_train2014.json and --list coco_20k_filenames.txt")
+        return read_coco20k(data, annotations, list_file)
+    raise SimpoolBenchError(f"--dataset {dataset!r}: expected voc07, voc12 or coco20k")
+
+
+#: The split recorded (and, for VOC/CUB native, read) when ``--split`` is not given.
+DEFAULT_SPLITS = {name: record.default_split for name, record in DATASETS.items()}
+
+
+def read_image_files(root: Path) -> list[Record]:
+    """Every image under ``root`` (recursively, sorted by relative path), without labels or boxes;
+    the size is read from each file's header (unreadable files get 0 x 0 and fail at decoding)."""
+    from .data.imagenet import IMG_EXTENSIONS
+    from .data.images import header_size
+
+    root = Path(root)
+    if not root.is_dir():
+        raise SimpoolBenchError(f"--data {root}: no such directory")
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    if not paths:
+        raise SimpoolBenchError(f"--data {root}: no image files ({', '.join(IMG_EXTENSIONS)})")
+    records = []
+    for p in paths:
+        try:
+            w, h = header_size(p)
+        except Exception:  # noqa: BLE001 - decoding reports it later, per image
+            w = h = 0
+        records.append(Record(p.relative_to(root).as_posix(), p, -1, w, h))
+    return records
+
+
+def read_map_data(
+    dataset: str, data: Path, *, metadata: Path | None = None, split: str | None = None, no_hard: bool = False,
+    annotations: Path | None = None, list_file: Path | None = None,
+) -> list[Record]:
+    """Records for ``extract``/``visualize``: cub/imagenet as ``localize`` reads them, voc07/voc12/
+    coco20k as ``discover`` does, or ``folder``: every image under ``data``."""
+    record = registry_dataset(dataset)
+    split = split or record.default_split
+    if record.reader == "folder":
+        return read_image_files(data)
+    if record.reader == "wsol":
+        return read_localization_data(dataset, data, metadata, split)
+    return read_discovery_data(dataset, data, split, no_hard, annotations, list_file)
+
+
+def read_data(spec: DataSpec) -> list[Record]:
+    """The records of a localize/discover/extract/visualize data spec (``read_map_data`` of its fields)."""
+    if spec.data is None:
+        raise SimpoolBenchError("--data is required (the image root of the dataset)")
+    return read_map_data(spec.dataset, spec.data, metadata=spec.metadata, split=spec.split, no_hard=spec.no_hard,
+                         annotations=spec.annotations, list_file=spec.list_file)
+
+
+def split_of(spec: DataSpec, fallback: str) -> str:
+    """The split a run records: the given one, else the dataset's default (``fallback`` for unknown names)."""
+    return spec.split or default_split(spec.dataset, fallback)

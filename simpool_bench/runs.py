@@ -1,0 +1,149 @@
+"""The run layer under every command, the demo and Python users: a frozen spec, engine options
+and an output folder in, a ``RunResult`` (table, files, extras) out.
+
+``run_classify``, ``run_localize``, ``run_discover`` and ``run_extract`` read the data the spec
+names, build the model (or open the stored maps, or take the baseline), run the protocol's task
+(``tasks``) and write the tidy, provenance-stamped table. Each run's resume key is
+``runkey.resume_key`` of the command, the model, the spec's records and transform, the spec's
+protocol parameters and the engine settings (see ``runkey``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from . import tasks
+from .data.records import Record
+from .engine import EngineConfig
+from .errors import SimpoolBenchError
+from .loading import load_model
+from .readers import read_classification_data, read_data, read_discovery_data, read_localization_data, split_of
+from .registry import DATASETS, WSOL
+from .results import Provenance
+from .run_records import finish_run, provenance, stored_provenance
+from .specs import ClassifySpec, DiscoverSpec, ExtractSpec, LocalizeSpec, ModelOptions, RunResult
+
+#: The files a run writes besides results.csv and results.parquet, unless told otherwise.
+DEFAULT_FORMATS = ("parquet", "csv", "json")
+
+
+def _result(outcome: tasks.Outcome, prov: Provenance, out: Path | None, formats: Sequence[str], **kwargs: Any) -> RunResult:
+    table, files = finish_run(outcome, prov, out, formats, **kwargs)
+    extras = {**outcome.extras, "n_images": outcome.n_images, "n_failed": outcome.n_failed, "n_nonfinite": outcome.n_nonfinite}
+    return RunResult(table, files, extras)
+
+
+def run_classify(spec: ClassifySpec, engine: EngineConfig, out: Path | None = None,
+                 formats: Sequence[str] = DEFAULT_FORMATS) -> RunResult:
+    """Top-1/top-5 (and DINO's weighted k-NN with ``spec.knn_train``) of the spec's model."""
+    from .transforms import classification_transform
+
+    d = spec.data
+    if d.data is None:
+        raise SimpoolBenchError("--data is required (the image root of the dataset)")
+    records, classes = read_classification_data(d.data, d.split, d.labels, d.metadata, d.subset, default_split=spec.default_split)
+    net, ckpt = load_model(spec.model)
+    transform = classification_transform(net.data_config, spec.resize, spec.crop, spec.interpolation)
+    bank = read_classification_data(spec.knn_train)[0] if spec.knn_train is not None else None
+    outcome = tasks.classify(net, records, transform, engine, dataset=d.name, split=d.split or spec.default_split,
+                             knn_train=bank, knn_k=spec.knn_k, knn_temperature=spec.knn_temperature)
+    size = net.data_config.get("input_size", (3, 0, 0))[-1] if spec.crop is None else spec.crop
+    prov = provenance(net, ckpt, engine, image_size=int(size), n_images=outcome.n_images)
+    return _result(outcome, prov, out, formats, per_class=spec.per_class, classes=classes)
+
+
+def _check_localize(spec: LocalizeSpec) -> None:
+    if spec.data.data is None:
+        raise SimpoolBenchError("--data is required (the image root of the dataset)")
+    if spec.interval <= 0 or spec.interval >= 1:
+        raise SimpoolBenchError(f"--interval {spec.interval}: expected a step in (0, 1), e.g. 0.001 or 0.01")
+    if spec.cam_target not in ("gt", "pred"):
+        raise SimpoolBenchError(f"--cam-target {spec.cam_target!r}: expected gt or pred")
+    weights = spec.model is not None and spec.model.gives_weights
+    if spec.maps is not None and (spec.baseline or weights):
+        raise SimpoolBenchError("--maps needs no model: drop --model/--checkpoint/--pretrained/--baseline")
+    if spec.maps is None and spec.baseline is not None and weights:
+        raise SimpoolBenchError("--baseline needs no model: drop --model/--checkpoint/--pretrained")
+
+
+def run_localize(spec: LocalizeSpec, engine: EngineConfig, out: Path | None = None,
+                 formats: Sequence[str] = DEFAULT_FORMATS) -> RunResult:
+    """MaxBoxAccV2 of the spec's model, of the maps stored in ``spec.maps``, or of ``spec.baseline``."""
+    _check_localize(spec)
+    d = spec.data
+    split = split_of(d, DATASETS["cub"].default_split)
+    records = read_localization_data(d.dataset, d.data, d.metadata, split)  # type: ignore[arg-type]
+    if spec.maps is not None:  # no model: the stored maps
+        outcome, prov = from_maps("localize", spec.maps, records, dataset=d.name, split=split, interval=spec.interval,
+                                  v1=spec.v1, cam_target=spec.cam_target, allow_nonfinite=engine.allow_nonfinite)
+        return _result(outcome, prov, out, formats)
+    net = ckpt = None
+    if spec.baseline is None:
+        net, ckpt = load_model(spec.model or ModelOptions())
+    outcome = tasks.localize(net, records, engine, dataset=d.name, split=split, interval=spec.interval, v1=spec.v1,
+                             baseline=spec.baseline, cam_target=spec.cam_target)
+    prov = provenance(net, ckpt, engine, image_size=WSOL.image_size, n_images=outcome.n_images, baseline=spec.baseline)
+    return _result(outcome, prov, out, formats)
+
+
+def run_discover(spec: DiscoverSpec, engine: EngineConfig, out: Path | None = None,
+                 formats: Sequence[str] = DEFAULT_FORMATS) -> RunResult:
+    """CorLoc of the spec's model (``method`` attn or lost), of stored maps, or of a no-model box."""
+    d = spec.data
+    if d.data is None:
+        raise SimpoolBenchError("--data is required (VOC20XX folder or COCO train2014 images)")
+    split = split_of(d, DATASETS["voc07"].default_split)
+    records = read_discovery_data(d.dataset, d.data, split, d.no_hard, d.annotations, d.list_file)
+    if spec.maps is not None:  # no model: the stored maps
+        if spec.method != "attn" or (spec.model is not None and (spec.model.arch or spec.model.checkpoint)):
+            raise SimpoolBenchError("--maps scores stored attention maps: use --method attn, without --model/--checkpoint")
+        outcome, prov = from_maps("discover", spec.maps, records, dataset=d.name, split=split, mass=spec.mass,
+                                  lost_compat=spec.lost_compat, allow_nonfinite=engine.allow_nonfinite)
+        return _result(outcome, prov, out, formats)
+    net = ckpt = None
+    if spec.method not in ("center", "full-image"):
+        net, ckpt = load_model(spec.model or ModelOptions())
+    outcome = tasks.discover(net, records, engine, dataset=d.name, split=split, method=spec.method, mass=spec.mass,
+                             lost_compat=spec.lost_compat, k_patches=spec.k_patches)
+    prov = provenance(net, ckpt, engine, image_size=None, n_images=outcome.n_images, method=spec.method,
+                      baseline=spec.method if net is None else None)
+    return _result(outcome, prov, out, formats)
+
+
+def run_extract(spec: ExtractSpec, engine: EngineConfig, out: Path) -> RunResult:
+    """The spec's model's attention maps into the map store ``out`` (resumable; see ``map_store``).
+    ``RunResult.extras['report']`` is the ``map_store.ExtractReport``."""
+    from .map_store import extract_maps, protocol_for
+
+    d = spec.data
+    protocol = protocol_for(d.dataset)
+    split = d.split or DATASETS[d.dataset].default_split
+    records = read_data(d)
+    net, ckpt = load_model(spec.model)
+    prov = provenance(net, ckpt, engine, image_size=WSOL.image_size if protocol == "localize" else None, n_images=len(records))
+    info = {"dataset": d.dataset, "split": split, "data": str(d.data), "metadata": None if d.metadata is None else str(d.metadata),
+            "provenance": asdict(prov)}
+    rep = extract_maps(net, records, engine, out, info=info, protocol=protocol, dtype=spec.dtype,
+                       features=spec.features, cam_target=spec.cam_target, resume=spec.resume)
+    return RunResult(None, (Path(out) / "manifest.json",), {"report": rep})
+
+
+def from_maps(kind: str, maps: Path, records: Sequence[Record], **kwargs: Any) -> tuple[tasks.Outcome, Provenance]:
+    """``localize`` or ``discover`` (method attn) scored on the maps stored by ``extract`` in
+    ``maps`` instead of a model's; ``kwargs`` go to ``tasks.localize_stored``/``discover_stored``.
+    The provenance is the extracting model's (from the store's manifest)."""
+    from .map_store import MapStore
+
+    store = MapStore.open(maps)
+    if kind == "localize":
+        outcome = tasks.localize_stored(store, records, **kwargs)
+        method = None
+    elif kind == "discover":
+        outcome = tasks.discover_stored(store, records, **kwargs)
+        method = "attn"
+    else:
+        raise SimpoolBenchError(f"from_maps: kind {kind!r}, expected localize or discover")
+    return outcome, stored_provenance(store, n_images=outcome.n_images, method=method)

@@ -1,0 +1,141 @@
+"""Frozen descriptions of a run: which data, which model (or stored maps, or a baseline), which
+protocol parameters; and what a run gives back (``RunResult``). ``runs`` turns them into tables.
+
+"Gamma not given" has one spelling: ``checkpoints.UNSET`` (``ModelOptions.gamma``'s default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .registry import CLASSIFY_DEFAULT_SPLIT, DINO_KNN, LOST, WSOL
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _unset() -> Any:
+    from .checkpoints import UNSET  # lazily: checkpoints imports torch and the model code
+
+    return UNSET
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Everything that decides which model is built and how it is loaded (mirrors the CLI flags)."""
+
+    arch: str | None = None
+    pool: str | None = None
+    gamma: Any = field(default_factory=_unset)
+    checkpoint: Path | None = None
+    format: str | None = None
+    trust: bool = False
+    prefer: str = "auto"
+    variant: str | None = None
+    min_scope: str = "sample"
+    attn_source: str | None = None
+    cls_head: int | None = None
+    num_classes: int | None = None
+    img_size: int | None = None
+    dino_pos_quirk: bool | None = None
+    pos_interp: str | None = None
+    pretrained: bool = False
+    pretrained_file: Path | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    crop_pct: float | None = None
+    interpolation: str | None = None
+    rollout_fusion: str = "mean"
+    rollout_discard: float = 0.0
+
+    @property
+    def gives_weights(self) -> bool:
+        """A checkpoint or pretrained weights were named (the stored-maps and baseline runs take none)."""
+        return bool(self.arch or self.checkpoint or self.pretrained or self.pretrained_file)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a dataset is and how to read it; ``label`` is the name recorded in the table
+    (default: ``dataset``), ``split`` None means the dataset's default split."""
+
+    dataset: str
+    data: Path | None = None
+    split: str | None = None
+    metadata: Path | None = None
+    labels: Path | None = None
+    subset: int | None = None
+    annotations: Path | None = None
+    list_file: Path | None = None
+    no_hard: bool = False
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.label or self.dataset
+
+
+@dataclass(frozen=True)
+class ClassifySpec:
+    """Top-1/top-5 and DINO's weighted k-NN; ``resize``/``crop``/``interpolation`` override the eval transform."""
+
+    data: DataSpec
+    model: ModelOptions = field(default_factory=ModelOptions)
+    knn_train: Path | None = None
+    knn_k: int = DINO_KNN.k
+    knn_temperature: float = DINO_KNN.temperature
+    per_class: bool = False
+    resize: int | None = None
+    crop: int | None = None
+    interpolation: str | None = None
+    default_split: str = CLASSIFY_DEFAULT_SPLIT
+
+
+@dataclass(frozen=True)
+class LocalizeSpec:
+    """MaxBoxAccV2 of a model's maps, of stored maps (``maps``) or of a no-model ``baseline``."""
+
+    data: DataSpec
+    model: ModelOptions | None = None
+    maps: Path | None = None
+    baseline: str | None = None
+    interval: float = WSOL.interval
+    v1: bool = False
+    cam_target: str = WSOL.cam_target
+
+
+@dataclass(frozen=True)
+class DiscoverSpec:
+    """CorLoc of a model's boxes (``method`` attn or lost), of stored maps or of a no-model box."""
+
+    data: DataSpec
+    model: ModelOptions | None = None
+    maps: Path | None = None
+    method: str = "attn"
+    mass: float = LOST.mass
+    lost_compat: bool = False
+    k_patches: int = LOST.k_patches
+
+
+@dataclass(frozen=True)
+class ExtractSpec:
+    """Attention maps of a model to a map store (``dtype`` float16|float32, ``features`` too)."""
+
+    data: DataSpec
+    model: ModelOptions = field(default_factory=ModelOptions)
+    dtype: str = "float16"
+    features: bool = False
+    cam_target: str = WSOL.cam_target
+    resume: bool = True
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run gives back: the tidy table, the files it wrote, and anything else worth keeping
+    (curves, per-class accuracy, hits, shard counts, an extract report)."""
+
+    table: pd.DataFrame | None
+    files: tuple[Path, ...] = ()
+    extras: dict[str, Any] = field(default_factory=dict)

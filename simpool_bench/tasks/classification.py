@@ -1,0 +1,156 @@
+"""Classification: top-1/top-5 of a model's logits and DINO's weighted k-NN on its pooled features."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.images import ImageDataset
+from ..data.records import Record
+from ..engine import Batch, EngineConfig, EvalResult, all_gather_indexed, evaluate, resolve_device
+from ..errors import SimpoolBenchError
+from ..finite import NonFiniteCounter, check_nonfinite, finite_rows
+from ..metrics.base import Accumulator
+from ..metrics.classification import KNNAccumulator, MemoryBank, TopKAccumulator
+from ..registry import DINO_KNN
+from .common import Outcome, engine_extras, no_resume, require, row
+
+
+def collect_features(model: torch.nn.Module, records: Sequence[Record], transform: Callable, config: EngineConfig, key: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features (N, d) and labels of every decodable image (k-NN memory bank)."""
+    feats: dict[int, torch.Tensor] = {}
+
+    def step(batch: Batch, accs: dict[str, Accumulator]) -> None:
+        for j, i in enumerate(batch.indices):
+            if batch.ok[j]:
+                feats[int(i)] = batch.output.features[j].float().cpu()
+
+    evaluate(model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels), dict, step, no_resume(config), description="memory bank")
+    order = sorted(feats)
+    local = torch.stack([feats[i] for i in order]) if order else torch.zeros(0, int(model.num_features))
+    index, features = all_gather_indexed(torch.tensor(order, dtype=torch.int64), local)  # every rank's shards
+    fin = torch.as_tensor(finite_rows(features)) if index.numel() else torch.ones(0, dtype=torch.bool)
+    if not bool(fin.all()):
+        check_nonfinite(int((~fin).sum()), int(index.numel()), "k-NN memory-bank features", config.allow_nonfinite)
+        index, features = index[fin], features[fin]  # allowed: left out of the bank
+    if index.numel() == 0:
+        raise SimpoolBenchError("the k-NN train split has no decodable image")
+    return features, torch.tensor([records[int(i)].label for i in index])
+
+
+@dataclass
+class ClassificationTask:
+    """The classification protocol's accumulators, its step over model outputs and its rows."""
+
+    targets: torch.Tensor
+    n_cls: int
+    has_head: bool
+    bank: MemoryBank | None = None
+    knn_k: int = DINO_KNN.k
+    knn_temperature: float = DINO_KNN.temperature
+
+    def accumulators(self) -> dict[str, Any]:
+        accs: dict[str, Any] = {"nonfinite": NonFiniteCounter()}
+        if self.has_head:
+            accs["topk"] = TopKAccumulator(self.n_cls)
+        if self.bank is not None:
+            accs["knn"] = KNNAccumulator(self.bank, self.knn_k, self.knn_temperature)
+        return accs
+
+    def step(self, batch: Batch, accs: dict[str, Any]) -> None:
+        """Logits/features of the decodable images into the accumulators; non-finite ones as misses."""
+        ok = np.asarray(batch.ok, dtype=bool)
+        if not ok.any():
+            return
+        out = batch.output
+        fin = finite_rows(out.logits if "topk" in accs else None, out.features if "knn" in accs else None)
+        good, bad = torch.as_tensor(ok & fin), torch.as_tensor(ok & ~fin)
+        tgt = self.targets[torch.as_tensor(batch.indices)]
+        if good.any():
+            if "topk" in accs:
+                accs["topk"].update(out.logits[good], tgt[good])
+            if "knn" in accs:
+                accs["knn"].update(out.features[good], tgt[good])
+        if bad.any():  # non-finite outputs: misses (or, by default, an error after the run)
+            accs["nonfinite"].update(int(bad.sum()))
+            if "topk" in accs:
+                accs["topk"].add_misses(tgt[bad])
+            if "knn" in accs:
+                accs["knn"].add_misses(int(bad.sum()))
+
+    @staticmethod
+    def rows(res: EvalResult, dataset: str, split: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        extras = engine_extras(res)
+        if "topk" in res.accumulators:
+            topk: Any = res.accumulators["topk"]
+            for m, v in topk.compute().items():
+                rows.append(row(dataset, split, m, v))
+            extras["per_class_top1"] = topk.per_class().numpy()
+        if "knn" in res.accumulators:
+            for m, v in res.accumulators["knn"].compute().items():
+                rows.append(row(dataset, split, m, v))
+        return rows, extras
+
+
+def _check_labels(model: torch.nn.Module, labels: np.ndarray, records: Sequence[Record], knn: bool) -> bool:
+    """Every image labelled, within the model's classes; a model without a head needs a k-NN bank."""
+    if (labels < 0).any():
+        raise SimpoolBenchError(f"{records[int(np.argmax(labels < 0))].path}: image has no class label")
+    has_head = getattr(model, "num_classes", 0) > 0
+    if has_head and labels.max() >= model.num_classes:
+        raise SimpoolBenchError(
+            f"the dataset has {int(labels.max()) + 1} classes but the model has {model.num_classes} "
+            f"(checkpoint and dataset disagree on the class count)"
+        )
+    if not has_head and not knn:
+        raise SimpoolBenchError("the model has no classifier head (self-supervised): give --knn-train DIR for a k-NN memory bank")
+    return has_head
+
+
+def classify(
+    model: torch.nn.Module,
+    records: Sequence[Record],
+    transform: Callable,
+    config: EngineConfig,
+    *,
+    dataset: str = "imagenet",
+    split: str = "val",
+    num_classes: int | None = None,
+    knn_train: Sequence[Record] | None = None,
+    knn_k: int = DINO_KNN.k,
+    knn_temperature: float = DINO_KNN.temperature,
+    key: str | None = None,
+) -> Outcome:
+    """Top-1/top-5 of the model's logits, and/or weighted k-NN on its pooled features.
+
+    Models without a classifier (DINO backbones) need ``knn_train`` (the memory bank's records)."""
+    require(records, dataset)
+    labels = np.array([r.label for r in records])
+    has_head = _check_labels(model, labels, records, knn_train is not None)
+    n_cls = num_classes or (int(model.num_classes) if has_head else int(labels.max()) + 1)
+    bank = None
+    if knn_train is not None:
+        require(knn_train, "k-NN train")
+        feats, blabels = collect_features(model, knn_train, transform, config)
+        dev = resolve_device(config.device)  # k-NN votes on the device (a GPU holds the bank)
+        bank = MemoryBank.from_features(feats.to(dev), blabels.to(dev), max(n_cls, int(blabels.max()) + 1))
+    task = ClassificationTask(torch.as_tensor(labels), n_cls, has_head, bank, knn_k, knn_temperature)
+    res = evaluate(model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels),
+                   task.accumulators, task.step, config, key=key, description=f"classify {dataset}",
+                   params={"num_classes": n_cls, "knn": bank is not None, "knn_k": knn_k, "knn_t": knn_temperature,
+                           "knn_bank": None if knn_train is None else _bank_fingerprint(knn_train)})
+    n_bad = res.accumulators["nonfinite"].compute()
+    check_nonfinite(n_bad, res.n_images, "logits or features", config.allow_nonfinite)
+    rows, extras = task.rows(res, dataset, split)
+    return Outcome(rows, res.n_images, res.n_failed, extras, n_bad)
+
+
+def _bank_fingerprint(records: Sequence[Record]) -> str:
+    from ..runkey import data_fingerprint
+
+    return data_fingerprint(records)

@@ -1,0 +1,45 @@
+"""What every task shares: the outcome of a run, a tidy row, the empty-dataset check."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SimpoolBenchError
+
+if TYPE_CHECKING:
+    from ..data.records import Record
+    from ..engine import EngineConfig, EvalResult
+
+
+@dataclass
+class Outcome:
+    """Rows of the tidy table, images counted, and anything else worth keeping."""
+
+    rows: list[dict[str, Any]]
+    n_images: int
+    n_failed: int
+    extras: dict[str, Any] = field(default_factory=dict)
+    n_nonfinite: int = 0
+
+
+def row(dataset: str, split: str, metric: str, value: float, iou: int | None = None) -> dict[str, Any]:
+    """One row of the tidy table."""
+    return {"dataset": dataset, "split": split, "metric": metric, "iou_threshold": iou, "value": float(value)}
+
+
+def require(records: Sequence[Record], what: str) -> None:
+    """An empty dataset is a user error."""
+    if len(records) == 0:
+        raise SimpoolBenchError(f"the {what} dataset is empty: no image was found")
+
+
+def engine_extras(res: EvalResult) -> dict[str, Any]:
+    """The engine's shard counts, kept in the outcome's extras."""
+    return {"shards_total": res.shards_total, "shards_resumed": res.shards_resumed}
+
+
+def no_resume(config: EngineConfig) -> EngineConfig:
+    """``config`` without resume (auxiliary passes: memory bank, figures)."""
+    return replace(config, resume_dir=None)

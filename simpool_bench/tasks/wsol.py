@@ -1,0 +1,264 @@
+"""WSOL localization (wsolevaluation): MaxBoxAccV2 of score maps at 224x224.
+
+``WsolTask`` is the protocol once: its transform, forward options, the step that scores maps
+(from a model or from a map store) into the box accumulators, and its rows; ``best_wsol_box`` is
+the box ``visualize`` draws, as MaxBoxAccV2 scores an image."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.images import ImageDataset
+from ..data.records import Record
+from ..engine import Batch, EngineConfig, evaluate
+from ..errors import SimpoolBenchError
+from ..finite import NonFiniteCounter, check_nonfinite, finite_rows
+from ..metrics.base import Accumulator
+from ..metrics.boxes import iou_wsol, resize_boxes_wsol
+from ..registry import WSOL
+from ..transforms import wsol_transform
+from .common import Outcome, engine_extras, require, row
+
+LOCALIZE_BASELINES = WSOL.baselines
+
+
+def baseline_scoremap(kind: str, size: int = WSOL.image_size) -> np.ndarray:
+    """No-model score maps that show where chance lies.
+
+    ``center-gaussian``: an isotropic Gaussian at the image centre, sigma = size / 4.
+    ``full-box``: 1 everywhere except the corner pixel (0, 0), so that after the protocol's
+    min-max normalisation every threshold below 1 keeps the whole image: the box (0, 0, 223, 223).
+    """
+    if kind == "center-gaussian":
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+        c, s = (size - 1) / 2.0, size / 4.0
+        return np.exp(-((xx - c) ** 2 + (yy - c) ** 2) / (2 * s * s)).astype(np.float32)
+    if kind == "full-box":
+        m = np.ones((size, size), dtype=np.float32)
+        m[0, 0] = 0.0
+        return m
+    raise SimpoolBenchError(f"--baseline {kind!r}: expected one of {', '.join(LOCALIZE_BASELINES)}")
+
+
+def wsol_gt_boxes(records: Sequence[Record], size: int = WSOL.image_size) -> list[np.ndarray]:
+    """Every record's GT boxes resized to ``size`` with wsolevaluation's ``resize_bbox``."""
+    return [resize_boxes_wsol(r.boxes, r.width, r.height, size) for r in records]
+
+
+@dataclass
+class WsolTask:
+    """The WSOL protocol over one dataset: accumulators, the map -> accumulator step, rows."""
+
+    records: Sequence[Record]
+    dataset: str = "cub"
+    split: str = "test"
+    interval: float = WSOL.interval
+    v1: bool = False
+    cam_target: str = WSOL.cam_target
+
+    def __post_init__(self) -> None:
+        require(self.records, self.dataset)
+        self.gts = wsol_gt_boxes(self.records)
+        self.labels = np.array([r.label for r in self.records])
+
+    def accumulators(self) -> dict[str, Any]:
+        from ..metrics.boxacc import BoxAccumulator  # numba kernels: imported only where used
+
+        accs: dict[str, Any] = {"boxacc": BoxAccumulator(interval=self.interval), "nonfinite": NonFiniteCounter()}
+        if self.v1:
+            accs["boxacc_v1"] = BoxAccumulator(interval=self.interval, multi_contour=False)
+        return accs
+
+    @staticmethod
+    def transform(model: torch.nn.Module, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Callable:
+        cfg = getattr(model, "data_config", {})
+        return wsol_transform(mean or cfg.get("mean", WSOL.mean), std or cfg.get("std", WSOL.std))
+
+    def forward(self) -> Callable[[torch.nn.Module, torch.Tensor, np.ndarray], Any]:
+        """The model call: CAMs of the GT class (``cam_target='gt'``, every image labelled) or of the prediction."""
+        labels = torch.as_tensor(self.labels)
+        use_gt = self.cam_target == "gt" and bool((self.labels >= 0).all())
+
+        def forward(m: torch.nn.Module, x: torch.Tensor, idx: np.ndarray) -> Any:
+            return m(x, target=labels[torch.as_tensor(idx)].to(x.device) if use_gt else None)
+
+        return forward
+
+    def score(self, accs: dict[str, Any], maps: np.ndarray, idx: np.ndarray, fin: np.ndarray,
+              correct: np.ndarray | None, with_cls: bool) -> np.ndarray:
+        """Maps (float32, one per dataset index ``idx``) into the box accumulators; the non-finite
+        ones (``~fin``) as misses. Returns the indices scored."""
+        boxes = [accs[k] for k in ("boxacc", "boxacc_v1") if k in accs]
+        n_bad = int((~fin).sum())
+        if n_bad:  # non-finite maps or logits: misses (or, by default, an error after the run)
+            accs["nonfinite"].update(n_bad)
+            for acc in boxes:
+                acc.add_misses(n_bad, with_cls=with_cls)
+        keep = np.flatnonzero(fin)
+        if keep.size == 0:
+            return keep
+        for acc in boxes:
+            acc.update(maps[keep], [self.gts[i] for i in idx[keep]], correct_cls=None if correct is None else correct[keep])
+        return keep
+
+    def rows(self, accs: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        res, v1, ds, sp = accs["boxacc"].compute(), accs.get("boxacc_v1"), self.dataset, self.split
+        rows = [row(ds, sp, "maxboxacc", res.maxboxacc[iou], iou) for iou in res.iou_thresholds]
+        rows.append(row(ds, sp, "maxboxacc_v2", res.maxboxacc_v2))
+        rows += [row(ds, sp, "best_threshold", res.best_threshold[iou], iou) for iou in res.iou_thresholds]
+        if res.top1_loc is not None:
+            rows.append(row(ds, sp, "top1_loc", res.top1_loc, 50))
+        if res.gt_known_loc is not None:
+            rows.append(row(ds, sp, "gt_known_loc", res.gt_known_loc, 50))
+        if v1 is not None:
+            rows.append(row(ds, sp, "maxboxacc_v1", v1.compute().maxboxacc[50], 50))
+        return rows, {"curve_thresholds": res.thresholds, "curve": res.curve}
+
+    def model_step(self, model: torch.nn.Module, on_maps: Callable[[np.ndarray, np.ndarray], None] | None = None) -> Callable:
+        """The engine's step: a batch of model outputs into the accumulators."""
+        use_cls = getattr(model, "num_classes", 0) > 0 and bool((self.labels >= 0).all())
+
+        def step(batch: Batch, accs: dict[str, Accumulator]) -> None:
+            ok = np.asarray(batch.ok, dtype=bool)
+            if not ok.any():
+                return
+            logits = batch.output.logits if (use_cls and batch.output.logits is not None) else None
+            fin = finite_rows(batch.output.attn, logits)[ok]
+            idx = batch.indices[ok]
+            correct = None
+            if logits is not None:
+                correct = logits.float().argmax(dim=1).cpu().numpy()[ok] == self.labels[idx]
+            maps = batch.output.attn.float().cpu().numpy()[ok]
+            keep = self.score(accs, maps, idx, fin, correct, logits is not None)
+            if on_maps is not None and keep.size:
+                on_maps(idx[keep], maps[keep])
+
+        return step
+
+
+def _baseline_outcome(task: WsolTask, baseline: str) -> Outcome:
+    smap = baseline_scoremap(baseline)
+    accs = task.accumulators()
+    del accs["nonfinite"]
+    bs, n_all = 256, len(task.records)
+    for s in range(0, n_all, bs):
+        n = min(bs, n_all - s)
+        maps = np.broadcast_to(smap, (n, *smap.shape))
+        for acc in accs.values():
+            acc.update(maps, task.gts[s : s + n])
+    rows, extras = task.rows(accs)
+    return Outcome(rows, n_all, 0, extras)
+
+
+def localize(
+    model: torch.nn.Module | None,
+    records: Sequence[Record],
+    config: EngineConfig,
+    *,
+    dataset: str = "cub",
+    split: str = "test",
+    interval: float = WSOL.interval,
+    v1: bool = False,
+    baseline: str | None = None,
+    cam_target: str = WSOL.cam_target,
+    key: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    on_maps: Callable[[np.ndarray, np.ndarray], None] | None = None,
+) -> Outcome:
+    """MaxBoxAccV2 (and V1 on request) of the model's attention maps, or of a no-model baseline.
+
+    Images are resized to 224x224 without crop; maps go through the wsolevaluation pipeline inside
+    ``BoxAccumulator``. ``cam_target``: 'gt' (the GT class, as wsolevaluation) or 'pred' for CAMs.
+    ``on_maps(indices, maps)`` receives every batch's raw maps (for extract/visualize)."""
+    task = WsolTask(records, dataset, split, interval, v1, cam_target)
+    if model is None:
+        if baseline is None:
+            raise SimpoolBenchError("localize needs a model (--model/--checkpoint) or --baseline")
+        return _baseline_outcome(task, baseline)
+    if getattr(model, "attn_source", None) is None:
+        raise SimpoolBenchError(f"model {getattr(model, 'arch', '?')} with pool {getattr(model, 'pool', '?')} gives no attention map to localize with")
+    data = ImageDataset(records, task.transform(model, mean, std), warn=not config.strict, max_pixels=config.max_pixels)
+    res = evaluate(model, data, task.accumulators, task.model_step(model, on_maps), config, forward=task.forward(),
+                   key=key, description=f"localize {dataset}", params={"interval": interval, "v1": v1, "cam_target": cam_target})
+    n_bad = res.accumulators["nonfinite"].compute()
+    check_nonfinite(n_bad, res.n_images, "maps", config.allow_nonfinite)
+    rows, extras = task.rows(res.accumulators)
+    extras.update(engine_extras(res))
+    return Outcome(rows, res.n_images, res.n_failed, extras, n_bad)
+
+
+def localize_stored(store: Any, records: Sequence[Record], *, dataset: str = "cub", split: str = "test",
+                    interval: float = WSOL.interval, v1: bool = False, cam_target: str | None = None,
+                    allow_nonfinite: bool = False) -> Outcome:
+    """``localize`` from a map store (``map_store.MapStore`` of protocol 'localize') instead of a model.
+
+    The same accumulators see the same maps as the direct run, so float32 stores give its table
+    exactly; float16 stores give the table of the float16-rounded maps (see ``map_store``). A given
+    ``cam_target`` must be the one CAMs were extracted with."""
+    task = WsolTask(records, dataset, split, interval, v1)
+    store.check_records(records, protocol="localize", dataset=dataset)
+    stored_target = store.manifest.get("cam_target")
+    if cam_target is not None and (store.manifest.get("provenance") or {}).get("attn_source") == "cam" and cam_target != stored_target:
+        raise SimpoolBenchError(f"--maps {store.root}: CAMs extracted with --cam-target {stored_target}, not {cam_target}")
+    use_cls = bool(store.manifest.get("has_classifier")) and bool((task.labels >= 0).all())
+    accs = task.accumulators()
+    n_ok = n_failed = 0
+    for shard in store.iter_shards():
+        n_failed += len(shard.failed)
+        if len(shard.indices) == 0:
+            continue
+        maps = np.stack([m.astype(np.float32) for m in shard.maps])
+        n_ok += len(maps)
+        correct = shard.preds == task.labels[shard.indices] if use_cls else None
+        task.score(accs, maps, shard.indices, finite_rows(maps), correct, use_cls)
+    n_bad = accs["nonfinite"].compute()
+    check_nonfinite(n_bad, n_ok, f"maps in {store.root}", allow_nonfinite)
+    rows, extras = task.rows(accs)
+    extras["maps"] = str(store.root)
+    return Outcome(rows, n_ok, n_failed, extras, n_bad)
+
+
+# ------------------------------------------------------------------------------------ boxes drawn by visualize
+def _contours(u8: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (K, 4) int64 and areas (K,) of the contours of ``u8 > int(threshold * max(u8))``."""
+    import cv2
+
+    h, w = u8.shape
+    _, binary = cv2.threshold(u8, int(threshold * np.max(u8)), 255, cv2.THRESH_BINARY)
+    contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+    if len(contours) == 0:
+        return np.zeros((1, 4), dtype=np.int64), np.zeros(1)
+    boxes = []
+    for c in contours:
+        x, y, bw, bh = cv2.boundingRect(c)
+        boxes.append((x, y, min(x + bw, w - 1), min(y + bh, h - 1)))
+    return np.asarray(boxes, dtype=np.int64), np.asarray([cv2.contourArea(c) for c in contours])
+
+
+def wsol_boxes_at(scoremap: np.ndarray, threshold: float, size: int = WSOL.image_size) -> np.ndarray:
+    """Every contour's box (K, 4) at ``threshold`` of a raw score map, in ``size`` x ``size``
+    pixels, as wsolevaluation ``compute_bboxes_from_scoremaps(multi_contour_eval=True)``."""
+    from ..metrics.boxacc import prepare_scoremap
+
+    return _contours(prepare_scoremap(scoremap, (size, size)), threshold)[0]
+
+
+def best_wsol_box(scoremap: np.ndarray, gt_boxes: np.ndarray, threshold: float,
+                  size: int = WSOL.image_size) -> tuple[np.ndarray, float]:
+    """The contour box at ``threshold`` with the best IoU (+1 convention) against ``gt_boxes``
+    (already in ``size`` pixels) and that IoU; without GT boxes, the largest contour's box and NaN."""
+    from ..metrics.boxacc import prepare_scoremap
+
+    boxes, areas = _contours(prepare_scoremap(scoremap, (size, size)), threshold)
+    gt = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    if len(gt) == 0:
+        return boxes[int(np.argmax(areas))], float("nan")
+    iou = iou_wsol(boxes, gt).max(axis=1)
+    j = int(np.argmax(iou))
+    return boxes[j], float(iou[j])
