@@ -47,7 +47,7 @@ def normalized_map(scoremap: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """The map upsampled to ``hw`` (bicubic, OpenCV) and min-max normalised (constant/NaN -> 0)."""
     import cv2
 
-    m = np.asarray(scoremap, dtype=np.float32)
+    m: np.ndarray = np.asarray(scoremap, dtype=np.float32)
     if m.ndim != 2 or m.size == 0:
         raise SimpoolBenchError(f"a score map must be 2-D (h, w); got shape {m.shape}")
     h, w = hw
@@ -212,6 +212,7 @@ def _cell(ax: Any, img: np.ndarray, c: int, scoremap: np.ndarray | None, gt: np.
     if lost is not None:
         _lost(ax, lost)  # LOST's own picture: seed and expanded patches, no heat map
     elif c > 0:
+        assert scoremap is not None  # a map column (c > 0) has a map
         ax.imshow(normalized_map(scoremap, (h, w)), cmap=colour, vmin=0.0, vmax=1.0, alpha=alpha, interpolation="nearest")
     for b in gt:
         _rect(ax, b, GT_RGB, "-", 1.1)
@@ -233,7 +234,7 @@ def _legend(fig: Any, with_lost: bool, left: float, ncol: int) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles = [Line2D([], [], color=GT_RGB, lw=1.1, label="ground-truth box"),
+    handles: list[Any] = [Line2D([], [], color=GT_RGB, lw=1.1, label="ground-truth box"),
                Line2D([], [], color=PRED_RGB, lw=1.1, ls="--", label="predicted box")]
     if with_lost:
         handles += [Patch(facecolor="none", edgecolor=SEED_RGB, label="LOST seed"),

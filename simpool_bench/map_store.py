@@ -34,7 +34,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -47,6 +47,9 @@ from .files import atomic_write, checksum_path, load_checksummed, make_dir, os_r
 from .finite import check_nonfinite
 from .registry import DATASETS
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, WSOL_IMAGE_SIZE, discovery_transform, padded_size, wsol_transform
+
+if TYPE_CHECKING:
+    from .models.base import BenchModel
 
 MAP_STORE_SCHEMA = 1
 MANIFEST_NAME = "manifest.json"
@@ -333,7 +336,7 @@ class MapBatch:
     features: np.ndarray | None
 
 
-def map_transform(model: torch.nn.Module, protocol: str) -> Callable:
+def map_transform(model: BenchModel, protocol: str) -> Callable:
     """The image transform of ``protocol`` for ``model`` (as ``tasks.localize``/``discover``)."""
     cfg = getattr(model, "data_config", {})
     mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
@@ -345,7 +348,7 @@ def map_transform(model: torch.nn.Module, protocol: str) -> Callable:
 
 
 def compute_maps(
-    model: torch.nn.Module,
+    model: BenchModel,
     records: Sequence[Record],
     config: EngineConfig,
     on_batch: Callable[[MapBatch], None],
@@ -407,10 +410,12 @@ class _ShardBuffer:
 
     def to_shard(self, records: Sequence[Record], features: bool) -> MapShard:
         good = [i for i in self.members if self.seen[i][0]]
+        maps = [m for i in good if (m := self.seen[i][1]) is not None]  # every good image has its map
+        feats = [f for i in good if (f := self.seen[i][3]) is not None]
         return MapShard(
             shard=self.shard, indices=np.asarray(good, dtype=np.int64), ids=[records[i].image_id for i in good],
-            maps=[self.seen[i][1] for i in good], preds=np.asarray([self.seen[i][2] for i in good], dtype=np.int64),
-            features=(np.stack([self.seen[i][3] for i in good]) if good else np.zeros((0, 0), np.float32)) if features else None,
+            maps=maps, preds=np.asarray([self.seen[i][2] for i in good], dtype=np.int64),
+            features=(np.stack(feats) if good else np.zeros((0, 0), np.float32)) if features else None,
             failed=np.asarray([i for i in self.members if not self.seen[i][0]], dtype=np.int64),
         )
 
@@ -439,7 +444,7 @@ def _barrier() -> None:
 
 
 def extract_maps(
-    model: torch.nn.Module,
+    model: BenchModel,
     records: Sequence[Record],
     config: EngineConfig,
     out: str | os.PathLike,

@@ -41,6 +41,7 @@ from .transforms import WSOL_IMAGE_SIZE
 
 if TYPE_CHECKING:
     from .figures import LostPatches
+    from .models.base import BenchModel
 
 OVERLAYS_PNG = "overlays.png"
 #: The paper figure: OUT/figure.png|pdf|svg (``figures.paper_figure``).
@@ -94,7 +95,7 @@ class MapSource:
     lost: dict[int, tuple[np.ndarray, LostPatches]] | None = None
 
 
-def model_source(model: torch.nn.Module, records: Sequence[Record], config: EngineConfig, *, protocol: str,
+def model_source(model: BenchModel, records: Sequence[Record], config: EngineConfig, *, protocol: str,
                  cam_target: str = "gt", label: str | None = None) -> MapSource:
     """Maps computed by ``model`` as ``protocol`` feeds images (``map_store.compute_maps``)."""
     from .map_store import MapBatch, compute_maps
@@ -115,7 +116,7 @@ def model_source(model: torch.nn.Module, records: Sequence[Record], config: Engi
     return MapSource(str(label or getattr(model, "arch", "model")), fetch, int(getattr(model, "stride", 0)))
 
 
-def lost_source(model: torch.nn.Module, records: Sequence[Record], config: EngineConfig, *, k_patches: int = 100,
+def lost_source(model: BenchModel, records: Sequence[Record], config: EngineConfig, *, k_patches: int = 100,
                 label: str | None = None) -> MapSource:
     """LOST on a ViT's last-block keys (discover protocol): per image its box (``discovery.boxes_lost``),
     its seed and expanded patches, and as the map LOST's expansion score (the sum of the expanded
@@ -331,7 +332,7 @@ class _Drawn:
         for r, i in enumerate(chosen):
             img = load_rgb(records[i].path)
             if localize:
-                img = img.resize((WSOL_IMAGE_SIZE, WSOL_IMAGE_SIZE), Image.BILINEAR)  # torchvision Resize((224, 224)) on PIL
+                img = img.resize((WSOL_IMAGE_SIZE, WSOL_IMAGE_SIZE), Image.Resampling.BILINEAR)  # torchvision Resize((224, 224)) on PIL
             arr = np.asarray(img, dtype=np.uint8)
             d.images.append(arr)
             d.gt.append(np.stack([_draw_box(b, not localize) for b in gts[i]]) if len(gts[i]) else np.zeros((0, 4)))

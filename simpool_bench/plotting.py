@@ -39,7 +39,7 @@ def heatmap_overlay(image: np.ndarray, scoremap: np.ndarray, alpha: float = 0.5,
     """``image`` (H, W, 3) uint8 blended with ``scoremap`` upsampled to (H, W) (bicubic), min-max
     normalised (a constant or NaN map shows as zeros) and coloured with ``cmap``."""
     h, w = image.shape[:2]
-    m = np.asarray(scoremap, dtype=np.float32)
+    m: np.ndarray = np.asarray(scoremap, dtype=np.float32)
     if m.ndim != 2 or m.size == 0:
         raise SimpoolBenchError(f"a score map must be 2-D (h, w); got shape {m.shape}")
     m = cv2.resize(m, (w, h), interpolation=cv2.INTER_CUBIC) if m.shape != (h, w) else m.copy()

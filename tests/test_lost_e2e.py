@@ -281,8 +281,8 @@ def test_case_catches_each_departure_from_lost(lost_case, monkeypatch):
 
 def test_lost_compat_head_is_lost_default_or_the_users():
     from simpool_bench.errors import SimpoolBenchError
-    from simpool_bench.tasks import use_lost_head
     from simpool_bench.models import build_model
+    from simpool_bench.tasks import use_lost_head
 
     kw = dict(img_size=32, embed_dim=48, depth=1)
     six = build_model("vit_small_patch16_224", pool="cls", variant="dino", num_heads=6, **kw)
@@ -301,8 +301,8 @@ def test_discover_forward_is_lost_one_image_loop(method):
     bit for bit a batch-1 forward of each image, whatever the batch (on this CPU a 16-image batch
     of 2x2-patch images gives keys up to ~2e-6 away from batch 1; GPU kernels are chosen by shape)."""
     from simpool_bench.discovery import attention_mass_mask, lost_seed_maps
-    from simpool_bench.tasks import discover_forward
     from simpool_bench.models import build_model
+    from simpool_bench.tasks import discover_forward
 
     torch.manual_seed(0)
     model = build_model("vit_small_patch16_224", pool="cls", variant="dino", pos_interp="dino", fused_attn=False,

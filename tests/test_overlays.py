@@ -14,13 +14,13 @@ from simpool_bench import api
 from simpool_bench import plotting as V
 from simpool_bench.data.images import load_rgb
 from simpool_bench.errors import SimpoolBenchError
-from simpool_bench.tasks import wsol_gt_boxes
 from simpool_bench.map_store import MapShard, MapStore, make_manifest
 from simpool_bench.metrics.boxacc import BoxAccumulator, cam_thresholds
 from simpool_bench.metrics.boxes import iou_wsol
-from simpool_bench.results import Provenance, make_table, write_run
-from simpool_bench.transforms import wsol_transform
 from simpool_bench.overlays import best_wsol_box, read_best_threshold, select_indices
+from simpool_bench.results import Provenance, make_table, write_run
+from simpool_bench.tasks import wsol_gt_boxes
+from simpool_bench.transforms import wsol_transform
 
 from conftest import build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset, said
 from conftest import invoke_cli as invoke

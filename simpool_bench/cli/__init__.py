@@ -24,7 +24,7 @@ from ..errors import SimpoolBenchError, one_line
 from . import map_commands, run_commands, table_commands
 
 # click's UsageError (typer may vendor click, so it is found through typer's own BadParameter).
-_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_UsageError: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 @contextlib.contextmanager

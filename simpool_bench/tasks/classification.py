@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,8 +19,11 @@ from ..metrics.classification import KNNAccumulator, MemoryBank, TopKAccumulator
 from ..registry import DINO_KNN
 from .common import Outcome, engine_extras, no_resume, require, row
 
+if TYPE_CHECKING:
+    from ..models.base import BenchModel
 
-def collect_features(model: torch.nn.Module, records: Sequence[Record], transform: Callable, config: EngineConfig, key: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+
+def collect_features(model: BenchModel, records: Sequence[Record], transform: Callable, config: EngineConfig, key: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features (N, d) and labels of every decodable image (k-NN memory bank)."""
     feats: dict[int, torch.Tensor] = {}
 
@@ -97,7 +100,7 @@ class ClassificationTask:
         return rows, extras
 
 
-def _check_labels(model: torch.nn.Module, labels: np.ndarray, records: Sequence[Record], knn: bool) -> bool:
+def _check_labels(model: BenchModel, labels: np.ndarray, records: Sequence[Record], knn: bool) -> bool:
     """Every image labelled, within the model's classes; a model without a head needs a k-NN bank."""
     if (labels < 0).any():
         raise SimpoolBenchError(f"{records[int(np.argmax(labels < 0))].path}: image has no class label")
@@ -113,7 +116,7 @@ def _check_labels(model: torch.nn.Module, labels: np.ndarray, records: Sequence[
 
 
 def classify(
-    model: torch.nn.Module,
+    model: BenchModel,
     records: Sequence[Record],
     transform: Callable,
     config: EngineConfig,

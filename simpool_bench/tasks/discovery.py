@@ -37,11 +37,12 @@ from .common import Outcome, engine_extras, require, row
 DISCOVER_METHODS = LOST.methods
 if TYPE_CHECKING:
     from ..models import ModelOutput
+    from ..models.base import BenchModel
 
 OnBoxes = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
 
-def use_lost_head(model: torch.nn.Module) -> bool:
+def use_lost_head(model: BenchModel) -> bool:
     """``--lost-compat``: LOST's ``dino_seg`` boxes head ``LOST.dinoseg_head`` (4, its ``--dinoseg_head``
     default) of the last block's CLS row. A model whose map is that row's head mean is switched to
     head 4 (True); a head chosen by the user, or a map of another source, is kept (False)."""
@@ -57,7 +58,7 @@ def use_lost_head(model: torch.nn.Module) -> bool:
     return True
 
 
-def discover_forward(model: torch.nn.Module, x: torch.Tensor, method: str, *, mass: float = LOST.mass,
+def discover_forward(model: BenchModel, x: torch.Tensor, method: str, *, mass: float = LOST.mass,
                      k_patches: int = LOST.k_patches, one_by_one: bool = True) -> tuple[ModelOutput, Any]:
     """``discover``'s forward pass, then the sort-dependent half of each box on the model's device
     in float32 (LOST's tie order there): the mass masks (``method='attn'``) or the seeds and
@@ -74,7 +75,9 @@ def discover_forward(model: torch.nn.Module, x: torch.Tensor, method: str, *, ma
     def cat(name: str) -> torch.Tensor | None:
         return None if getattr(outs[0], name) is None else torch.cat([getattr(o, name) for o in outs])
 
-    output = ModelOutput(logits=cat("logits"), features=cat("features"), attn=cat("attn"), keys=cat("keys"))
+    features = cat("features")
+    assert features is not None  # every model gives its pooled features
+    output = ModelOutput(logits=cat("logits"), features=features, attn=cat("attn"), keys=cat("keys"))
     with torch.autocast(x.device.type, enabled=False):
         if method == "attn":
             assert output.attn is not None
@@ -171,7 +174,7 @@ def _no_model_outcome(task: DiscoveryTask) -> Outcome:
     return Outcome(rows, n, 0, {"hits": extras["hits"]})
 
 
-def _check_model(model: torch.nn.Module | None, method: str) -> torch.nn.Module:
+def _check_model(model: BenchModel | None, method: str) -> BenchModel:
     if model is None:
         raise SimpoolBenchError(f"--method {method} needs a model (--model/--checkpoint)")
     if method == "lost" and getattr(model, "family", "") != "vit":
@@ -182,7 +185,7 @@ def _check_model(model: torch.nn.Module | None, method: str) -> torch.nn.Module:
 
 
 def discover(
-    model: torch.nn.Module | None,
+    model: BenchModel | None,
     records: Sequence[Record],
     config: EngineConfig,
     *,
@@ -219,7 +222,7 @@ def discover(
     pad_keys = [(padded_size(int(h), stride), padded_size(int(w), stride)) for h, w in task.sizes]
     lost_loop = method == "lost" or lost_compat  # LOST's own modes: its one-image loop, bit for bit on any device
 
-    def forward(m: torch.nn.Module, x: torch.Tensor, idx: np.ndarray) -> Any:
+    def forward(m: Any, x: torch.Tensor, idx: np.ndarray) -> Any:  # m: the BenchModel the engine moved
         return discover_forward(m, x, method, mass=mass, k_patches=k_patches, one_by_one=lost_loop)
 
     res = evaluate(

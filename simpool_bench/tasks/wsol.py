@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from ..metrics.boxes import iou_wsol, resize_boxes_wsol
 from ..registry import WSOL
 from ..transforms import wsol_transform
 from .common import Outcome, engine_extras, require, row
+
+if TYPE_CHECKING:
+    from ..models.base import BenchModel
 
 LOCALIZE_BASELINES = WSOL.baselines
 
@@ -75,7 +78,7 @@ class WsolTask:
         return accs
 
     @staticmethod
-    def transform(model: torch.nn.Module, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Callable:
+    def transform(model: BenchModel, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Callable:
         cfg = getattr(model, "data_config", {})
         return wsol_transform(mean or cfg.get("mean", WSOL.mean), std or cfg.get("std", WSOL.std))
 
@@ -119,7 +122,7 @@ class WsolTask:
             rows.append(row(ds, sp, "maxboxacc_v1", v1.compute().maxboxacc[50], 50))
         return rows, {"curve_thresholds": res.thresholds, "curve": res.curve}
 
-    def model_step(self, model: torch.nn.Module, on_maps: Callable[[np.ndarray, np.ndarray], None] | None = None) -> Callable:
+    def model_step(self, model: BenchModel, on_maps: Callable[[np.ndarray, np.ndarray], None] | None = None) -> Callable:
         """The engine's step: a batch of model outputs into the accumulators."""
         use_cls = getattr(model, "num_classes", 0) > 0 and bool((self.labels >= 0).all())
 
@@ -156,7 +159,7 @@ def _baseline_outcome(task: WsolTask, baseline: str) -> Outcome:
 
 
 def localize(
-    model: torch.nn.Module | None,
+    model: BenchModel | None,
     records: Sequence[Record],
     config: EngineConfig,
     *,
