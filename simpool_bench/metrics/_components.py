@@ -14,6 +14,13 @@ Each live component carries a bitmask of the IoU thresholds its box meets (best 
 image's GT boxes); a per-threshold count of such components tells, at the end of each level,
 whether some box of that level meets the threshold. The two sweeps are OR-ed per level.
 
+Work per map: one counting sort (the thresholds give at most 256 distinct levels, each evaluated
+once), the foreground sweep over every pixel, and the background sweep only as far as it is
+needed: the foreground sweep also keeps the Euler number (components minus holes, from each
+pixel's neighbour mask), so it knows how many holes every level has; the background sweep stops
+after the highest observed level that has a hole and is not already settled by the foreground
+boxes at every IoU threshold. Indices in the hot loops are unsigned (no negative-index fix-ups).
+
 Conventions of wsolevaluation ``evaluation.py``: a contour's box is ``(x, y, min(x + w, W - 1),
 min(y + h, H - 1))`` from ``cv2.boundingRect``, i.e. one past the last column/row, clipped;
 IoU as ``calculate_multiple_iou`` (+1 areas, float64 ``inter / union``, union <= 0 -> 0) and
@@ -503,3 +510,21 @@ def level_box_rows(u8):
     out[: fg.shape[0]] = fg
     out[fg.shape[0]:] = bg
     return out
+
+
+@njit(cache=_CACHE, nogil=True)
+def level_hole_counts(u8):
+    """Number of holes of the binary image ``u8 > L`` for L = 0..max-1, as the foreground sweep
+    counts them (components minus the Euler number). Test helper."""
+    H, W = u8.shape
+    ws = _workspace(H, W)
+    vmax = _sort_levels(u8, ws)
+    holes = np.zeros(max(vmax, 1), dtype=np.int64)
+    gt = np.zeros((1, 4), dtype=np.int64)
+    iou_thr = np.zeros(1, dtype=np.float64)
+    ok = np.zeros((max(vmax, 1), 1), dtype=np.bool_)
+    flag = np.zeros(2, dtype=np.bool_)  # run-time flags: share _sweep's compiled signature
+    g = np.arange(2)
+    observed = np.zeros(max(vmax, 1), dtype=np.bool_)
+    _sweep(H, W, vmax, vmax, flag[0], ws, gt, g[0], g[1], iou_thr, observed, ok, holes, flag[0])
+    return holes[:vmax]
