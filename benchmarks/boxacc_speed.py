@@ -32,7 +32,15 @@ from simpool_bench.metrics.boxes import resize_boxes_wsol  # noqa: E402
 
 import boxacc_oracle as oracle  # noqa: E402
 
-DEFAULT_METADATA = ROOT.parent / "shared" / "data" / "wsol_metadata" / "CUB" / "test"
+
+def default_metadata(start: Path = ROOT) -> Path:
+    """The CUB test metadata of the nearest ``shared/data/wsol_metadata`` folder above ``start``
+    (the main checkout has ``../shared``; a worktree may sit deeper), else the main checkout's."""
+    for folder in (start, *start.parents):
+        candidate = folder / "shared" / "data" / "wsol_metadata"
+        if candidate.is_dir():
+            return candidate / "CUB" / "test"
+    return ROOT.parent / "shared" / "data" / "wsol_metadata" / "CUB" / "test"
 
 
 def read_cub_boxes(metadata: Path) -> list[np.ndarray]:
@@ -94,7 +102,9 @@ def run_fast(maps: list[np.ndarray], gts: list[np.ndarray], interval: float, thr
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--metadata", type=Path, default=DEFAULT_METADATA, help="wsolevaluation metadata folder (CUB test)")
+    p.add_argument("--metadata", type=Path, default=None,
+                   help="wsolevaluation metadata folder (CUB test; default: shared/data/wsol_metadata/CUB/test "
+                        "in the nearest folder above this checkout that has one)")
     p.add_argument("--smooth-001", type=int, default=40, help="smooth maps at interval 0.001")
     p.add_argument("--smooth-01", type=int, default=300, help="smooth maps at interval 0.01")
     p.add_argument("--noisy-001", type=int, default=2, help="noisy maps at interval 0.001")
@@ -105,6 +115,11 @@ def main() -> None:
     args = p.parse_args()
 
     rng = np.random.default_rng(args.seed)
+    if args.metadata is None:
+        args.metadata = default_metadata()
+    if not (args.metadata / "localization.txt").is_file():
+        raise SystemExit(f"error: --metadata {args.metadata}: no localization.txt there "
+                         "(expected a wsolevaluation metadata folder such as .../wsol_metadata/CUB/test)")
     all_boxes = read_cub_boxes(args.metadata)
     print(f"CUB test boxes: {len(all_boxes)} images from {args.metadata}; cores: {os.cpu_count()}; "
           f"fast-path threads: {args.threads or 'all'}; load average: {os.getloadavg()[0]:.2f}")

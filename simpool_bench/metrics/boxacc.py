@@ -95,6 +95,9 @@ def _as_gt_boxes(gt_boxes: Sequence[Any], n: int) -> tuple[np.ndarray, np.ndarra
     ``check_box_convention`` (non-negative, x0 <= x1, y0 <= y1)."""
     if len(gt_boxes) != n:
         raise SimpoolBenchError(f"gt_boxes: {len(gt_boxes)} entries for {n} score maps")
+    fast = _gt_boxes_fast(gt_boxes)
+    if fast is not None:
+        return fast
     parts, offsets = [], np.zeros(n + 1, dtype=np.int64)
     for i, boxes in enumerate(gt_boxes):
         b = np.asarray(boxes.detach().cpu() if isinstance(boxes, torch.Tensor) else boxes)
@@ -113,6 +116,29 @@ def _as_gt_boxes(gt_boxes: Sequence[Any], n: int) -> tuple[np.ndarray, np.ndarra
         offsets[i + 1] = offsets[i] + b.shape[0]
     gt = np.ascontiguousarray(np.concatenate(parts, axis=0)) if parts else np.zeros((0, 4), dtype=np.int64)
     return gt, offsets
+
+
+def _gt_boxes_fast(gt_boxes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``_as_gt_boxes`` in one vectorised check when every entry is a valid (K >= 1, 4) array of
+    whole, non-negative x0y0x1y1 boxes; None otherwise (the per-entry path then names the bad one)."""
+    if len(gt_boxes) == 0 or not isinstance(gt_boxes[0], np.ndarray):
+        return None
+    dtype = gt_boxes[0].dtype  # one dtype: concatenating converts nothing
+    if not all(isinstance(b, np.ndarray) and b.dtype == dtype and b.ndim == 2 and b.shape[1] == 4 and b.shape[0] > 0
+               for b in gt_boxes):
+        return None
+    cat = np.concatenate(gt_boxes, axis=0)
+    if not (np.issubdtype(cat.dtype, np.integer) or np.issubdtype(cat.dtype, np.floating)):
+        return None
+    f = cat.astype(np.float64)
+    if not np.isfinite(f).all() or (f != np.round(f)).any():
+        return None
+    b = cat.astype(np.int64)
+    if (b < 0).any() or (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
+        return None
+    offsets = np.zeros(len(gt_boxes) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in gt_boxes], out=offsets[1:])
+    return np.ascontiguousarray(b), offsets
 
 
 def _iou_fractions(iou_thresholds: Sequence[int]) -> np.ndarray:
