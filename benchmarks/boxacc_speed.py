@@ -84,8 +84,9 @@ def run_oracle(maps: list[np.ndarray], gts: list[np.ndarray], interval: float) -
     return counts, time.perf_counter() - t0, time.process_time() - c0
 
 
-def run_fast(maps: list[np.ndarray], gts: list[np.ndarray], interval: float, threads: int | None,
-             min_seconds: float) -> tuple[np.ndarray, float, float]:
+def run_fast(
+    maps: list[np.ndarray], gts: list[np.ndarray], interval: float, threads: int | None, min_seconds: float
+) -> tuple[np.ndarray, float, float]:
     """Counts of one pass, and the wall and CPU (all threads) seconds per pass (passes repeated
     for at least min_seconds)."""
     passes, elapsed, cpu, counts = 0, 0.0, 0.0, None
@@ -102,9 +103,13 @@ def run_fast(maps: list[np.ndarray], gts: list[np.ndarray], interval: float, thr
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--metadata", type=Path, default=None,
-                   help="wsolevaluation metadata folder (CUB test; default: shared/data/wsol_metadata/CUB/test "
-                        "in the nearest folder above this checkout that has one)")
+    p.add_argument(
+        "--metadata",
+        type=Path,
+        default=None,
+        help="wsolevaluation metadata folder (CUB test; default: shared/data/wsol_metadata/CUB/test "
+        "in the nearest folder above this checkout that has one)",
+    )
     p.add_argument("--smooth-001", type=int, default=40, help="smooth maps at interval 0.001")
     p.add_argument("--smooth-01", type=int, default=300, help="smooth maps at interval 0.01")
     p.add_argument("--noisy-001", type=int, default=2, help="noisy maps at interval 0.001")
@@ -118,17 +123,25 @@ def main() -> None:
     if args.metadata is None:
         args.metadata = default_metadata()
     if not (args.metadata / "localization.txt").is_file():
-        raise SystemExit(f"error: --metadata {args.metadata}: no localization.txt there "
-                         "(expected a wsolevaluation metadata folder such as .../wsol_metadata/CUB/test)")
+        raise SystemExit(
+            f"error: --metadata {args.metadata}: no localization.txt there "
+            "(expected a wsolevaluation metadata folder such as .../wsol_metadata/CUB/test)"
+        )
     all_boxes = read_cub_boxes(args.metadata)
-    print(f"CUB test boxes: {len(all_boxes)} images from {args.metadata}; cores: {os.cpu_count()}; "
-          f"fast-path threads: {args.threads or 'all'}; load average: {os.getloadavg()[0]:.2f}")
+    print(
+        f"CUB test boxes: {len(all_boxes)} images from {args.metadata}; cores: {os.cpu_count()}; "
+        f"fast-path threads: {args.threads or 'all'}; load average: {os.getloadavg()[0]:.2f}"
+    )
     t0 = time.perf_counter()
     BoxAccumulator(interval=0.01).update(make_maps("smooth", 2, rng), all_boxes[:2])  # numba compile / cache load
     print(f"warm-up (numba compile or cache load): {time.perf_counter() - t0:.1f} s")
 
-    runs = [("smooth", 0.001, args.smooth_001), ("smooth", 0.01, args.smooth_01),
-            ("noisy", 0.001, args.noisy_001), ("noisy", 0.01, args.noisy_01)]
+    runs = [
+        ("smooth", 0.001, args.smooth_001),
+        ("smooth", 0.01, args.smooth_01),
+        ("noisy", 0.001, args.noisy_001),
+        ("noisy", 0.01, args.noisy_01),
+    ]
     for kind, interval, n in runs:
         if n <= 0:
             continue
@@ -138,9 +151,12 @@ def main() -> None:
         fast_counts, fast_s, fast_cpu = run_fast(maps, gts, interval, args.threads, args.min_seconds)
         if not np.array_equal(ref_counts, fast_counts):
             raise SystemExit(f"{kind} interval {interval}: counts differ between the OpenCV oracle and the fast path")
-        print(f"{kind:6s} interval={interval:<5} n={n:<4d} opencv-oracle {n / ref_s:9.2f} img/s   "
-              f"fast {n / fast_s:9.1f} img/s   speedup {ref_s / fast_s:7.1f}x   "
-              f"(CPU-time ratio {ref_cpu / fast_cpu:.1f}x; counts identical)", flush=True)
+        print(
+            f"{kind:6s} interval={interval:<5} n={n:<4d} opencv-oracle {n / ref_s:9.2f} img/s   "
+            f"fast {n / fast_s:9.1f} img/s   speedup {ref_s / fast_s:7.1f}x   "
+            f"(CPU-time ratio {ref_cpu / fast_cpu:.1f}x; counts identical)",
+            flush=True,
+        )
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 

@@ -75,11 +75,13 @@ def build_pair(arch: str, pool: str) -> tuple[BenchModel, Callable[[torch.Tensor
     sd = ours.state_dict()
     if ours.family == "vit":
         if pool == "simpool":
-            net = timm.create_model(arch, pretrained=False, num_classes=NUM_CLASSES, class_token=False, global_pool="",
-                                    fc_norm=False, dynamic_img_size=True)
+            net = timm.create_model(
+                arch, pretrained=False, num_classes=NUM_CLASSES, class_token=False, global_pool="", fc_norm=False, dynamic_img_size=True
+            )
         else:
-            net = timm.create_model(arch, pretrained=False, num_classes=NUM_CLASSES, global_pool="token" if pool == "cls" else "avg",
-                                    dynamic_img_size=True)
+            net = timm.create_model(
+                arch, pretrained=False, num_classes=NUM_CLASSES, global_pool="token" if pool == "cls" else "avg", dynamic_img_size=True
+            )
     else:
         net = timm.create_model(arch, pretrained=False, num_classes=NUM_CLASSES)
     if pool != "simpool":
@@ -92,8 +94,14 @@ def build_pair(arch: str, pool: str) -> tuple[BenchModel, Callable[[torch.Tensor
     assert not unexpected and all(k.startswith(("global_pool", "head.global_pool")) for k in missing), (missing, unexpected)
     gamma = ours.gamma
     layer = (SimPool1d if ours.family == "vit" else SimPool2d)(ours.num_features, gamma=gamma)
-    layer.load_state_dict({"q.weight": sd[prefix + "wq.weight"], "k.weight": sd[prefix + "wk.weight"],
-                           "norm.weight": sd[prefix + "norm_patches.weight"], "norm.bias": sd[prefix + "norm_patches.bias"]})
+    layer.load_state_dict(
+        {
+            "q.weight": sd[prefix + "wq.weight"],
+            "k.weight": sd[prefix + "wk.weight"],
+            "norm.weight": sd[prefix + "norm_patches.weight"],
+            "norm.bias": sd[prefix + "norm_patches.bias"],
+        }
+    )
     holder = torch.nn.ModuleDict({"net": net.eval(), "pool": layer.eval()})
     head = net.head if ours.family == "vit" else net.fc
 
@@ -197,8 +205,7 @@ def _localize_step(labels: torch.Tensor, boxes: list[np.ndarray]) -> Callable[[B
     return step
 
 
-def time_engine(model: BenchModel, images: torch.Tensor, labels: torch.Tensor, boxes: list[np.ndarray],
-                config: EngineConfig) -> float:
+def time_engine(model: BenchModel, images: torch.Tensor, labels: torch.Tensor, boxes: list[np.ndarray], config: EngineConfig) -> float:
     """One whole pass of the engine with the localize workflow's updates."""
     has_cam = model.attn_source == "cam"
 
@@ -213,8 +220,14 @@ def time_engine(model: BenchModel, images: torch.Tensor, labels: torch.Tensor, b
     return time.perf_counter() - t
 
 
-def paired_engine_pass(ours: BenchModel, plain: Callable[[torch.Tensor], Any], images: torch.Tensor, labels: torch.Tensor,
-                       boxes: list[np.ndarray], config: EngineConfig) -> dict[str, Any]:
+def paired_engine_pass(
+    ours: BenchModel,
+    plain: Callable[[torch.Tensor], Any],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    boxes: list[np.ndarray],
+    config: EngineConfig,
+) -> dict[str, Any]:
     """One engine pass in which every batch also runs the plain timm forward, back to back with
     ours (alternating which goes first), each timed, and the metric step timed: paired per-batch
     ratios are robust to a machine whose load drifts (other processes on the same cores)."""
@@ -229,10 +242,22 @@ def paired_engine_pass(ours: BenchModel, plain: Callable[[torch.Tensor], Any], i
         target = labels[torch.as_tensor(idx)].to(x.device) if has_cam else None
         first_plain = len(t_plain) % 2 == 0
         if first_plain:
-            _sync(device); t = time.perf_counter(); plain(x); _sync(device); t_plain.append(time.perf_counter() - t)  # noqa: E702
-        _sync(device); t = time.perf_counter(); out = m(x, target=target); _sync(device); t_ours.append(time.perf_counter() - t)  # noqa: E702
+            _sync(device)
+            t = time.perf_counter()
+            plain(x)
+            _sync(device)
+            t_plain.append(time.perf_counter() - t)  # noqa: E702
+        _sync(device)
+        t = time.perf_counter()
+        out = m(x, target=target)
+        _sync(device)
+        t_ours.append(time.perf_counter() - t)  # noqa: E702
         if not first_plain:
-            _sync(device); t = time.perf_counter(); plain(x); _sync(device); t_plain.append(time.perf_counter() - t)  # noqa: E702
+            _sync(device)
+            t = time.perf_counter()
+            plain(x)
+            _sync(device)
+            t_plain.append(time.perf_counter() - t)  # noqa: E702
         return out
 
     def timed_step(batch: Batch, accs: dict[str, Any]) -> None:
@@ -256,8 +281,7 @@ def bench_overhead(arch: str, pool: str, amp: str, args: argparse.Namespace, dev
     with torch.inference_mode():
         x = batches[0][:2].to(device)
         diff = float((ours(x).logits - plain(x)).abs().max())
-    config = EngineConfig(device=str(device), batch_size=args.batch_size, amp=amp, progress=False, shard_size=args.images,
-                          workers=0)
+    config = EngineConfig(device=str(device), batch_size=args.batch_size, amp=amp, progress=False, shard_size=args.images, workers=0)
     out: dict[str, Any] = {"arch": arch, "pool": pool, "amp": amp, "diff": diff}
     if args.mode == "paired":
         paired_engine_pass(ours, plain, images[: args.batch_size], labels, boxes, config)  # warm-up
@@ -270,8 +294,10 @@ def bench_overhead(arch: str, pool: str, amp: str, args: argparse.Namespace, dev
         out["overhead_metrics"] = float(np.median(st / p))
         out["overhead_engine"] = float(rest)
         out["overhead_total"] = out["overhead_maps"] + out["overhead_metrics"] + out["overhead_engine"]
-        out["img_s"] = {"plain": float(len(p) * args.batch_size / p.sum() if args.images % args.batch_size == 0 else float("nan")),
-                        "ours": float(len(o) * args.batch_size / o.sum() if args.images % args.batch_size == 0 else float("nan"))}
+        out["img_s"] = {
+            "plain": float(len(p) * args.batch_size / p.sum() if args.images % args.batch_size == 0 else float("nan")),
+            "ours": float(len(o) * args.batch_size / o.sum() if args.images % args.batch_size == 0 else float("nan")),
+        }
         out["pairs"] = len(p)
         return out
     timers = {
@@ -284,11 +310,15 @@ def bench_overhead(arch: str, pool: str, amp: str, args: argparse.Namespace, dev
     runs: dict[str, list[float]] = {k: [] for k in timers}
     order = list(timers)
     for rep in range(args.reps):
-        for name in order[rep % 3:] + order[: rep % 3]:
+        for name in order[rep % 3 :] + order[: rep % 3]:
             runs[name].append(timers[name]())
     med = {k: statistics.median(v) for k, v in runs.items()}
-    out.update(runs=runs, img_s={k: args.images / v for k, v in med.items()},
-               overhead_maps=med["maps"] / med["plain"] - 1, overhead_total=med["engine"] / med["plain"] - 1)
+    out.update(
+        runs=runs,
+        img_s={k: args.images / v for k, v in med.items()},
+        overhead_maps=med["maps"] / med["plain"] - 1,
+        overhead_total=med["engine"] / med["plain"] - 1,
+    )
     return out
 
 
@@ -301,8 +331,9 @@ def bench_decode(records: list[Record], workers: int, batch: int) -> float:
 
     cfg = build_model("resnet50", pool="gap", num_classes=NUM_CLASSES).data_config
     ds = ImageDataset(records, classification_transform(cfg))
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=workers, collate_fn=collate_with_failures,
-                                         prefetch_factor=4 if workers else None)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch, num_workers=workers, collate_fn=collate_with_failures, prefetch_factor=4 if workers else None
+    )
     t = time.perf_counter()
     n = sum(len(b[1]) for b in loader)
     return n / (time.perf_counter() - t)
@@ -321,24 +352,51 @@ def memory_child(spec: dict[str, Any]) -> None:
     from simpool_bench import tasks as ev
 
     base = json.loads(Path(spec["records"]).read_text())
-    records = [Record(f"{i}", Path(base[i % len(base)]["path"]), base[i % len(base)]["label"], *JPEG_SIZE,
-                      np.asarray(base[i % len(base)]["boxes"], dtype=np.float64)) for i in range(spec["n"])]
+    records = [
+        Record(
+            f"{i}",
+            Path(base[i % len(base)]["path"]),
+            base[i % len(base)]["label"],
+            *JPEG_SIZE,
+            np.asarray(base[i % len(base)]["boxes"], dtype=np.float64),
+        )
+        for i in range(spec["n"])
+    ]
     torch.manual_seed(0)
     model = build_model(spec["arch"], pool=spec["pool"], num_classes=NUM_CLASSES)
-    config = EngineConfig(device=spec["device"], batch_size=spec["batch_size"], amp=spec["amp"], progress=False,
-                          workers=0, shard_size=spec["shard_size"])
+    config = EngineConfig(
+        device=spec["device"], batch_size=spec["batch_size"], amp=spec["amp"], progress=False, workers=0, shard_size=spec["shard_size"]
+    )
     rss_start = _status_kib("VmRSS")
     t = time.perf_counter()
     out = ev.localize(model, records, config)
     wall = time.perf_counter() - t
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() and spec["device"].startswith("cuda") else None
-    print(json.dumps({"n": spec["n"], "vmhwm_mib": _status_kib("VmHWM") / 1024, "rss_start_mib": rss_start / 1024,
-                      "gpu_peak_mib": gpu, "wall_s": wall, "n_images": out.n_images}))
+    print(
+        json.dumps(
+            {
+                "n": spec["n"],
+                "vmhwm_mib": _status_kib("VmHWM") / 1024,
+                "rss_start_mib": rss_start / 1024,
+                "gpu_peak_mib": gpu,
+                "wall_s": wall,
+                "n_images": out.n_images,
+            }
+        )
+    )
 
 
 def bench_memory(arch: str, pool: str, amp: str, n: int, records_file: Path, args: argparse.Namespace) -> dict[str, Any]:
-    spec = {"arch": arch, "pool": pool, "amp": amp, "n": n, "records": str(records_file), "device": args.device,
-            "batch_size": args.batch_size, "shard_size": args.shard_size}
+    spec = {
+        "arch": arch,
+        "pool": pool,
+        "amp": amp,
+        "n": n,
+        "records": str(records_file),
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "shard_size": args.shard_size,
+    }
     proc = subprocess.run([sys.executable, __file__, "--memory-child", json.dumps(spec)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"memory run {spec} failed:\n{proc.stderr[-3000:]}")
@@ -355,13 +413,22 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--images", type=int, default=32, help="images per timed pass")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per variant (median)")
-    p.add_argument("--memory-images", type=int, default=64, help="the 1x image count of the memory runs (10x also runs); several batches, so that 1x already reaches the allocator's steady state")
+    p.add_argument(
+        "--memory-images",
+        type=int,
+        default=64,
+        help="the 1x image count of the memory runs (10x also runs); several batches, so that 1x already reaches the allocator's steady state",
+    )
     p.add_argument("--memory-amp", default="off", help="precisions of the memory runs")
     p.add_argument("--shard-size", type=int, default=64, help="engine shard size in the memory runs")
     p.add_argument("--decode-workers", default="0,1,2")
-    p.add_argument("--mode", choices=("auto", "paired", "pass"), default="auto",
-                   help="paired: per-batch plain/ours pairs inside one engine pass (default on CPU, robust to shared cores); "
-                        "pass: whole interleaved passes (default on GPU, where the engine overlaps host work with the device)")
+    p.add_argument(
+        "--mode",
+        choices=("auto", "paired", "pass"),
+        default="auto",
+        help="paired: per-batch plain/ours pairs inside one engine pass (default on CPU, robust to shared cores); "
+        "pass: whole interleaved passes (default on GPU, where the engine overlaps host work with the device)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--no-overhead", action="store_true")
     p.add_argument("--no-memory", action="store_true")
@@ -379,9 +446,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     amps = [a.strip() for a in args.amp.split(",") if a.strip()]
-    print(f"# simpool-bench throughput: device {device}, torch {torch.__version__}, timm {timm.__version__}, "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, "
-          f"batch {args.batch_size}, {args.images} images x {args.reps} reps, mode {args.mode}")
+    print(
+        f"# simpool-bench throughput: device {device}, torch {torch.__version__}, timm {timm.__version__}, "
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, "
+        f"batch {args.batch_size}, {args.images} images x {args.reps} reps, mode {args.mode}"
+    )
     results = []
     for arch in models if not args.no_overhead else []:
         pools = args.pools.split(",") if args.pools else POOLS.get(arch, ("simpool",))
@@ -391,20 +460,31 @@ def main() -> None:
                 results.append(r)
                 i = r["img_s"]
                 if args.mode == "paired":
-                    print(f"{arch:22s} {pool:7s} {amp:4s} plain {i['plain']:7.2f} img/s, ours {i['ours']:7.2f} img/s | "
-                          f"maps {100 * r['overhead_maps']:+5.1f}%  metrics {100 * r['overhead_metrics']:+5.1f}%  "
-                          f"engine {100 * r['overhead_engine']:+5.1f}%  => overhead {100 * r['overhead_total']:5.1f}%  "
-                          f"({r['pairs']} paired batches; max |logit diff| vs timm {r['diff']:.1e})", flush=True)
+                    print(
+                        f"{arch:22s} {pool:7s} {amp:4s} plain {i['plain']:7.2f} img/s, ours {i['ours']:7.2f} img/s | "
+                        f"maps {100 * r['overhead_maps']:+5.1f}%  metrics {100 * r['overhead_metrics']:+5.1f}%  "
+                        f"engine {100 * r['overhead_engine']:+5.1f}%  => overhead {100 * r['overhead_total']:5.1f}%  "
+                        f"({r['pairs']} paired batches; max |logit diff| vs timm {r['diff']:.1e})",
+                        flush=True,
+                    )
                 else:
-                    print(f"{arch:22s} {pool:7s} {amp:4s} plain {i['plain']:8.2f} img/s | +maps {i['maps']:8.2f} img/s  "
-                          f"overhead {100 * r['overhead_maps']:5.1f}% | +maps+metrics (engine) {i['engine']:8.2f} img/s  "
-                          f"overhead {100 * r['overhead_total']:5.1f}%   (max |logit diff| vs timm {r['diff']:.1e})", flush=True)
-                    print("    runs (s): " + "; ".join(f"{k} " + ", ".join(f"{v:.2f}" for v in vs) for k, vs in r["runs"].items()), flush=True)
+                    print(
+                        f"{arch:22s} {pool:7s} {amp:4s} plain {i['plain']:8.2f} img/s | +maps {i['maps']:8.2f} img/s  "
+                        f"overhead {100 * r['overhead_maps']:5.1f}% | +maps+metrics (engine) {i['engine']:8.2f} img/s  "
+                        f"overhead {100 * r['overhead_total']:5.1f}%   (max |logit diff| vs timm {r['diff']:.1e})",
+                        flush=True,
+                    )
+                    print(
+                        "    runs (s): " + "; ".join(f"{k} " + ", ".join(f"{v:.2f}" for v in vs) for k, vs in r["runs"].items()), flush=True
+                    )
     if results:
         worst = max(results, key=lambda r: r["overhead_total"])
         verdict = "OK" if worst["overhead_total"] <= OVERHEAD_TARGET else "MISSED"
-        print(f"overhead target <= {100 * OVERHEAD_TARGET:.0f}% ({device.type}): worst {100 * worst['overhead_total']:.1f}% "
-              f"({worst['arch']} {worst['pool']} {worst['amp']}): {verdict}", flush=True)
+        print(
+            f"overhead target <= {100 * OVERHEAD_TARGET:.0f}% ({device.type}): worst {100 * worst['overhead_total']:.1f}% "
+            f"({worst['arch']} {worst['pool']} {worst['amp']}): {verdict}",
+            flush=True,
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         records = None
@@ -415,8 +495,11 @@ def main() -> None:
             for w in [int(x) for x in args.decode_workers.split(",") if x.strip()]:
                 rate = bench_decode(records, w, args.batch_size)
                 per = rate / max(1, w)
-                need = "" if fastest != fastest else (
-                    f"; the fastest model above ({fastest:.1f} img/s) needs >= {int(np.ceil(fastest / per))} worker(s)")
+                need = (
+                    ""
+                    if fastest != fastest
+                    else (f"; the fastest model above ({fastest:.1f} img/s) needs >= {int(np.ceil(fastest / per))} worker(s)")
+                )
                 print(f"decode 500x375 JPEG + eval transform, {w} workers: {rate:8.1f} img/s ({per:.1f} per worker){need}", flush=True)
         if not args.no_memory:
             rec_file = Path(tmp) / "records.json"
@@ -429,11 +512,13 @@ def main() -> None:
                     growth = ten["vmhwm_mib"] / one["vmhwm_mib"] - 1
                     gpu = "" if one["gpu_peak_mib"] is None else f"; GPU peak {one['gpu_peak_mib']:.0f} -> {ten['gpu_peak_mib']:.0f} MiB"
                     verdict = "OK" if growth <= MEMORY_TARGET else "MISSED"
-                    print(f"memory {arch} {pool} {amp} localize: peak RSS {one['vmhwm_mib']:.0f} MiB ({one['n']} images, "
-                          f"{one['wall_s']:.0f} s) -> {ten['vmhwm_mib']:.0f} MiB ({ten['n']} images, {ten['wall_s']:.0f} s): "
-                          f"{100 * growth:+.1f}% (above start {one['vmhwm_mib'] - one['rss_start_mib']:.0f} -> "
-                          f"{ten['vmhwm_mib'] - ten['rss_start_mib']:.0f} MiB){gpu}  target <= {100 * MEMORY_TARGET:.0f}%: {verdict}",
-                          flush=True)
+                    print(
+                        f"memory {arch} {pool} {amp} localize: peak RSS {one['vmhwm_mib']:.0f} MiB ({one['n']} images, "
+                        f"{one['wall_s']:.0f} s) -> {ten['vmhwm_mib']:.0f} MiB ({ten['n']} images, {ten['wall_s']:.0f} s): "
+                        f"{100 * growth:+.1f}% (above start {one['vmhwm_mib'] - one['rss_start_mib']:.0f} -> "
+                        f"{ten['vmhwm_mib'] - ten['rss_start_mib']:.0f} MiB){gpu}  target <= {100 * MEMORY_TARGET:.0f}%: {verdict}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def _image(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray, tuple[
     img = rng.integers(0, 110, (h, w, 3), dtype=np.uint8)
     bw, bh = int(rng.integers(w // 4, 3 * w // 4)), int(rng.integers(h // 4, 3 * h // 4))
     x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
-    img[y0:y0 + bh, x0:x0 + bw] = rng.integers(150, 256, 3, dtype=np.uint8)
+    img[y0 : y0 + bh, x0 : x0 + bw] = rng.integers(150, 256, 3, dtype=np.uint8)
     return img, (x0, y0, x0 + bw - 1, y0 + bh - 1)
 
 
@@ -79,7 +79,8 @@ def write_voc(root: Path, n: int, seed: int) -> Path:
         (root / "Annotations" / f"{image_id}.xml").write_text(
             f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size><object><name>a</name>"
             f"<truncated>0</truncated><difficult>0</difficult><bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin>"
-            f"<xmax>{x1 + 1}</xmax><ymax>{y1 + 1}</ymax></bndbox></object></annotation>")
+            f"<xmax>{x1 + 1}</xmax><ymax>{y1 + 1}</ymax></bndbox></object></annotation>"
+        )
         ids.append(image_id)
     (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
     (root / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")
@@ -96,8 +97,16 @@ def labelled_records(folder: Path, n: int, seed: int) -> list[Record]:
         img, box = _image(rng, w, h)
         path = folder / f"{i:05d}.jpg"
         Image.fromarray(img).save(path, quality=90)
-        out.append(Record(image_id=path.name, path=str(path), label=int(rng.integers(0, NUM_CLASSES)), width=w, height=h,
-                          boxes=np.asarray([box], dtype=np.float64)))
+        out.append(
+            Record(
+                image_id=path.name,
+                path=str(path),
+                label=int(rng.integers(0, NUM_CLASSES)),
+                width=w,
+                height=h,
+                boxes=np.asarray([box], dtype=np.float64),
+            )
+        )
     return out
 
 
@@ -162,8 +171,7 @@ def task_wsol(records: list[Record], workers: int, batch_size: int) -> tuple[flo
     """wsolevaluation's CAMComputer + BoxEvaluator (OpenCV per threshold) against ``evaluate.localize``."""
     torch.manual_seed(1)
     model = build_model("vit_small_patch16_224", pool="cls", num_classes=NUM_CLASSES).eval()
-    loader = torch.utils.data.DataLoader(_PilDataset(records, wsol_transform()), batch_size=min(64, len(records)),
-                                         num_workers=workers)
+    loader = torch.utils.data.DataLoader(_PilDataset(records, wsol_transform()), batch_size=min(64, len(records)), num_workers=workers)
     thresholds = oracle.reference_thresholds(0.001)
     ious = (30, 50, 70)
     counts = np.zeros((len(ious), len(thresholds)), dtype=np.int64)
@@ -217,9 +225,11 @@ def task_timm(records: list[Record], workers: int, batch_size: int) -> tuple[flo
     return peer_s, ours_s, f"top-1 {vals['top1']:.2f} top-5 {vals['top5']:.2f} identical"
 
 
-TASKS = {"lost": ("discovery vs LOST main_lost.py", task_lost, 16),
-         "wsol": ("localization vs wsolevaluation", task_wsol, 64),
-         "timm": ("classification vs timm validate", task_timm, 64)}
+TASKS = {
+    "lost": ("discovery vs LOST main_lost.py", task_lost, 16),
+    "wsol": ("localization vs wsolevaluation", task_wsol, 64),
+    "timm": ("classification vs timm validate", task_timm, 64),
+}
 
 
 def main() -> None:
@@ -230,8 +240,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     workers = default_workers() if args.workers is None else args.workers
-    print(f"cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, workers {workers}, images {args.images}, "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, workers {workers}, images {args.images}, "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         voc = api.read_discovery_data("voc07", write_voc(tmp / "VOC2007", args.images, args.seed))
@@ -240,8 +253,11 @@ def main() -> None:
             title, fn, bs = TASKS[name]
             recs = voc if name == "lost" else labelled
             peer_s, ours_s, what = fn(recs, workers, bs)
-            print(f"{title:34s} peer {len(recs) / peer_s:7.2f} img/s  simpool-bench {len(recs) / ours_s:7.2f} img/s  "
-                  f"ratio {peer_s / ours_s:.1f}x  ({what}; load {os.getloadavg()[0]:.2f})", flush=True)
+            print(
+                f"{title:34s} peer {len(recs) / peer_s:7.2f} img/s  simpool-bench {len(recs) / ours_s:7.2f} img/s  "
+                f"ratio {peer_s / ours_s:.1f}x  ({what}; load {os.getloadavg()[0]:.2f})",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,14 @@ def start_progress(description: str, total: int, unit: str = "images") -> Progre
     """A started progress bar on stderr with one task (``total`` steps of ``unit``); advance it
     with ``bar.advance(bar.task_ids[0], n)`` and ``stop()`` it when done."""
     bar = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
     )
     bar.start()
     bar.add_task(description, total=total)

@@ -263,8 +263,7 @@ def boxes_lost(
     gh, gw = (int(v) for v in grids[0]) if b else (0, 0)
     if b and (np.any(grids != grids[0]) or gh * gw != n):
         raise SimpoolBenchError(
-            f"grid_hw: expected one (gh, gw) grid with gh*gw = N = {n} for the batch, "
-            f"got {np.unique(grids, axis=0).tolist()}"
+            f"grid_hw: expected one (gh, gw) grid with gh*gw = N = {n} for the batch, got {np.unique(grids, axis=0).tolist()}"
         )
     hw = _as_hw(image_hw, b, "image_hw")
     out = np.zeros((b, 4), dtype=np.int64)
@@ -294,15 +293,20 @@ def lost_seed_maps(keys: torch.Tensor, k_patches: int = LOST_K_PATCHES) -> tuple
             expanded.append(torch.sum(a[similars, :], dim=0))
             seeds.append(seed)
         if not seeds:
-            return (torch.zeros(0, dtype=torch.long, device=keys.device),
-                    torch.zeros((0, keys.shape[1]), dtype=torch.bool, device=keys.device))
+            return (
+                torch.zeros(0, dtype=torch.long, device=keys.device),
+                torch.zeros((0, keys.shape[1]), dtype=torch.bool, device=keys.device),
+            )
         # LOST's detect_box casts the map to float32 (``.float()``) before ``> 0``
         return torch.stack(seeds), torch.stack(expanded).float() > 0.0
 
 
 def boxes_from_seed_maps(
-    seeds: torch.Tensor | np.ndarray, positive: torch.Tensor | np.ndarray, grid_hw: Sequence[int],
-    image_hw: np.ndarray, stride: int,
+    seeds: torch.Tensor | np.ndarray,
+    positive: torch.Tensor | np.ndarray,
+    grid_hw: Sequence[int],
+    image_hw: np.ndarray,
+    stride: int,
 ) -> np.ndarray:
     """The host half of ``boxes_lost`` (LOST ``detect_box``): the extent of the 4-connected
     component of each (gh, gw) positive map holding its seed, times ``stride``, max clipped to the

@@ -19,4 +19,4 @@ def one_line(err: BaseException) -> str:
         return text
     prefix = f"{type(err).__name__}: "
     last = text.rstrip().splitlines()[-1]
-    return last[len(prefix):] if last.startswith(prefix) else last
+    return last[len(prefix) :] if last.startswith(prefix) else last

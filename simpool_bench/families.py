@@ -52,22 +52,67 @@ class Family:
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("vit", ("vision_transformer", "deit"), POOLS, ("simpool", "cls", "map", "rollout", "gradcam"), 1.25,
-               "head.weight", "gp.pool.", ("patch_embed.proj.weight",)),
-        Family("resnet", ("resnet",), ("simpool", "gap"), ("simpool", "cam", "gradcam"), 2.0,
-               "fc.weight", "global_pool.pool.", ("conv1.weight", "layer4.")),
-        Family("convnext", ("convnext",), ("simpool", "gap"), ("simpool", "cam", "gradcam"), 2.0,
-               "head.fc.weight", "head.global_pool.pool.", ("stem.0.weight", "stages.")),
-        Family("efficientnet", ("efficientnet",), ("simpool", "gap"), ("simpool", "cam", "gradcam"), 2.0,
-               "classifier.weight", "global_pool.pool.", ("conv_stem.weight", "blocks.")),
-        Family("regnet", ("regnet",), ("simpool", "gap"), ("simpool", "cam", "gradcam"), 2.0,
-               "head.fc.weight", "head.global_pool.pool.", ("stem.conv.weight", "s4.")),
+        Family(
+            "vit",
+            ("vision_transformer", "deit"),
+            POOLS,
+            ("simpool", "cls", "map", "rollout", "gradcam"),
+            1.25,
+            "head.weight",
+            "gp.pool.",
+            ("patch_embed.proj.weight",),
+        ),
+        Family(
+            "resnet",
+            ("resnet",),
+            ("simpool", "gap"),
+            ("simpool", "cam", "gradcam"),
+            2.0,
+            "fc.weight",
+            "global_pool.pool.",
+            ("conv1.weight", "layer4."),
+        ),
+        Family(
+            "convnext",
+            ("convnext",),
+            ("simpool", "gap"),
+            ("simpool", "cam", "gradcam"),
+            2.0,
+            "head.fc.weight",
+            "head.global_pool.pool.",
+            ("stem.0.weight", "stages."),
+        ),
+        Family(
+            "efficientnet",
+            ("efficientnet",),
+            ("simpool", "gap"),
+            ("simpool", "cam", "gradcam"),
+            2.0,
+            "classifier.weight",
+            "global_pool.pool.",
+            ("conv_stem.weight", "blocks."),
+        ),
+        Family(
+            "regnet",
+            ("regnet",),
+            ("simpool", "gap"),
+            ("simpool", "cam", "gradcam"),
+            2.0,
+            "head.fc.weight",
+            "head.global_pool.pool.",
+            ("stem.conv.weight", "s4."),
+        ),
     )
 }
 CNN_FAMILIES: tuple[str, ...] = tuple(n for n in FAMILIES if n != "vit")
 EXAMPLE_ARCHS: tuple[str, ...] = (
-    "vit_small_patch16_224", "vit_small_patch8_224", "deit_tiny_patch16_224", "resnet50", "convnext_tiny",
-    "efficientnet_b0", "regnetx_002",
+    "vit_small_patch16_224",
+    "vit_small_patch8_224",
+    "deit_tiny_patch16_224",
+    "resnet50",
+    "convnext_tiny",
+    "efficientnet_b0",
+    "regnetx_002",
 )
 
 

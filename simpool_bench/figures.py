@@ -83,8 +83,7 @@ def _rect(ax, box, color, style: str, lw: float) -> None:
 
     x0, y0, x1, y1 = (float(v) for v in np.asarray(box).reshape(-1)[:4])
     # inclusive pixel boxes: the outline runs along the outer edges of pixels x0..x1, y0..y1
-    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, edgecolor=color,
-                           linestyle=style, linewidth=lw))
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, edgecolor=color, linestyle=style, linewidth=lw))
 
 
 def _lost(ax, lp: LostPatches) -> None:
@@ -154,16 +153,40 @@ def paper_figure(
             bottom = (top + caption_h) / fig_h
             ax = fig.add_axes((left, bottom, (cell_w - 2 * pad) / fig_w, (cell_h - pad) / fig_h))
             cell_lost = lost[c - 1][r] if (c > 0 and lost is not None) else None
-            _cell(ax, img, c, maps[c - 1][r] if c > 0 else None, gt, pred_boxes[c - 1][r] if c > 0 else None,
-                  ious[c - 1][r] if c > 0 else None, cell_lost, colour, alpha)
+            _cell(
+                ax,
+                img,
+                c,
+                maps[c - 1][r] if c > 0 else None,
+                gt,
+                pred_boxes[c - 1][r] if c > 0 else None,
+                ious[c - 1][r] if c > 0 else None,
+                cell_lost,
+                colour,
+                alpha,
+            )
             if c == 0:
-                ax.text(0.5, -0.03, _image_caption(image_ids[r], gt), transform=ax.transAxes, ha="center", va="top",
-                        fontsize=FONT_PT, linespacing=1.15)
+                ax.text(
+                    0.5,
+                    -0.03,
+                    _image_caption(image_ids[r], gt),
+                    transform=ax.transAxes,
+                    ha="center",
+                    va="top",
+                    fontsize=FONT_PT,
+                    linespacing=1.15,
+                )
             if r == 0:
                 ax.set_title("image" if c == 0 else _wrap(str(titles[c - 1])), fontsize=FONT_PT + 1, pad=3, linespacing=1.1)
     if any_map:
-        cax = fig.add_axes(((m + 1) * cell_w / fig_w + 0.05 / fig_w, (legend_h + caption_h) / fig_h, bar_w / fig_w,
-                            (fig_h - title_h - caption_h - legend_h - 0.05) / fig_h))
+        cax = fig.add_axes(
+            (
+                (m + 1) * cell_w / fig_w + 0.05 / fig_w,
+                (legend_h + caption_h) / fig_h,
+                bar_w / fig_w,
+                (fig_h - title_h - caption_h - legend_h - 0.05) / fig_h,
+            )
+        )
         bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), colour), cax=cax)
         bar.set_label("normalised map (per image)", fontsize=FONT_PT)
         bar.ax.tick_params(labelsize=FONT_PT)
@@ -177,9 +200,18 @@ def paper_figure(
     return out
 
 
-def _check_figure(fmt: str, cmap: str, dpi: int, images: Sequence[Any], maps: Sequence[Sequence[Any]], gt_boxes: Sequence[Any],
-                  pred_boxes: Sequence[Sequence[Any]], ious: Sequence[Sequence[Any]], image_ids: Sequence[str],
-                  titles: Sequence[str]) -> None:
+def _check_figure(
+    fmt: str,
+    cmap: str,
+    dpi: int,
+    images: Sequence[Any],
+    maps: Sequence[Sequence[Any]],
+    gt_boxes: Sequence[Any],
+    pred_boxes: Sequence[Sequence[Any]],
+    ious: Sequence[Sequence[Any]],
+    image_ids: Sequence[str],
+    titles: Sequence[str],
+) -> None:
     """paper_figure's arguments: a known format and colour map, a sane dpi, M columns of N entries."""
     from matplotlib import colormaps
 
@@ -196,7 +228,9 @@ def _check_figure(fmt: str, cmap: str, dpi: int, images: Sequence[Any], maps: Se
         if len(seq) != m or any(len(col) != n for col in seq):
             raise SimpoolBenchError(f"paper_figure: {name} must hold {m} columns of {n} entries")
     if len(titles) != m or len(image_ids) != n or len(gt_boxes) != n:
-        raise SimpoolBenchError(f"paper_figure: {len(titles)} titles, {len(image_ids)} ids, {len(gt_boxes)} GT sets for {m} columns, {n} images")
+        raise SimpoolBenchError(
+            f"paper_figure: {len(titles)} titles, {len(image_ids)} ids, {len(gt_boxes)} GT sets for {m} columns, {n} images"
+        )
 
 
 def _image_caption(image_id: str, gt: np.ndarray) -> str:
@@ -204,8 +238,18 @@ def _image_caption(image_id: str, gt: np.ndarray) -> str:
     return f"{image_id}\nGT {gts}"
 
 
-def _cell(ax: Any, img: np.ndarray, c: int, scoremap: np.ndarray | None, gt: np.ndarray, pred: np.ndarray | None,
-          iou: float | None, lost: LostPatches | None, colour: Any, alpha: float) -> None:
+def _cell(
+    ax: Any,
+    img: np.ndarray,
+    c: int,
+    scoremap: np.ndarray | None,
+    gt: np.ndarray,
+    pred: np.ndarray | None,
+    iou: float | None,
+    lost: LostPatches | None,
+    colour: Any,
+    alpha: float,
+) -> None:
     """One cell: the image (column 0) or its overlay (heat map or LOST's patches), boxes and caption."""
     h, w = img.shape[:2]
     ax.imshow(img, interpolation="nearest")
@@ -226,18 +270,38 @@ def _cell(ax: Any, img: np.ndarray, c: int, scoremap: np.ndarray | None, gt: np.
         sp.set_visible(False)
     if c > 0:
         iou_s = "-" if iou is None or (isinstance(iou, float) and math.isnan(iou)) else f"{iou:.2f}"
-        ax.text(0.5, -0.03, f"pred {_box_text(pred)}\nIoU {iou_s}", transform=ax.transAxes, ha="center", va="top",
-                fontsize=FONT_PT, linespacing=1.15)
+        ax.text(
+            0.5,
+            -0.03,
+            f"pred {_box_text(pred)}\nIoU {iou_s}",
+            transform=ax.transAxes,
+            ha="center",
+            va="top",
+            fontsize=FONT_PT,
+            linespacing=1.15,
+        )
 
 
 def _legend(fig: Any, with_lost: bool, left: float, ncol: int) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles: list[Any] = [Line2D([], [], color=GT_RGB, lw=1.1, label="ground-truth box"),
-               Line2D([], [], color=PRED_RGB, lw=1.1, ls="--", label="predicted box")]
+    handles: list[Any] = [
+        Line2D([], [], color=GT_RGB, lw=1.1, label="ground-truth box"),
+        Line2D([], [], color=PRED_RGB, lw=1.1, ls="--", label="predicted box"),
+    ]
     if with_lost:
-        handles += [Patch(facecolor="none", edgecolor=SEED_RGB, label="LOST seed"),
-                    Patch(facecolor=SEED_RGB, alpha=0.35, edgecolor="none", label="LOST expanded patches")]
-    fig.legend(handles=handles, loc="lower left", bbox_to_anchor=(left, 0.0), ncol=ncol, frameon=False,
-               fontsize=FONT_PT, handlelength=2.2, borderaxespad=0.3)
+        handles += [
+            Patch(facecolor="none", edgecolor=SEED_RGB, label="LOST seed"),
+            Patch(facecolor=SEED_RGB, alpha=0.35, edgecolor="none", label="LOST expanded patches"),
+        ]
+    fig.legend(
+        handles=handles,
+        loc="lower left",
+        bbox_to_anchor=(left, 0.0),
+        ncol=ncol,
+        frameon=False,
+        fontsize=FONT_PT,
+        handlelength=2.2,
+        borderaxespad=0.3,
+    )

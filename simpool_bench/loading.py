@@ -43,11 +43,18 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
     if quirk is None:
         quirk = bool(ckpt is not None and ckpt.dino_pos_quirk)
     kwargs: dict[str, Any] = dict(
-        pool=pool or (None if pretrained else "simpool"), variant=variant or "supervised", num_classes=num_classes,
-        min_scope=options.min_scope, attn_source=options.attn_source, cls_head=options.cls_head, dino_pos_quirk=quirk,
-        use_beta=bool(ckpt is not None and ckpt.has_beta), pretrained=pretrained,
+        pool=pool or (None if pretrained else "simpool"),
+        variant=variant or "supervised",
+        num_classes=num_classes,
+        min_scope=options.min_scope,
+        attn_source=options.attn_source,
+        cls_head=options.cls_head,
+        dino_pos_quirk=quirk,
+        use_beta=bool(ckpt is not None and ckpt.has_beta),
+        pretrained=pretrained,
         pretrained_file=None if options.pretrained_file is None else str(options.pretrained_file),
-        data_overrides=data_overrides(options), rollout_fusion=options.rollout_fusion,
+        data_overrides=data_overrides(options),
+        rollout_fusion=options.rollout_fusion,
         rollout_discard=options.rollout_discard,
     )
     dino_vit = ckpt is not None and ckpt.dino_code and ckpt.family == "vit"
@@ -91,9 +98,12 @@ def data_overrides(options: ModelOptions) -> dict[str, Any]:
 
 def describe_data_config(cfg: dict[str, Any]) -> str:
     """One provenance string of a data config: mean, std, crop_pct, interpolation, input size."""
+
     def nums(v: Any) -> str:
         return ",".join(f"{float(x):g}" for x in v)
 
     size = cfg.get("input_size", (3, 0, 0))
-    return (f"mean={nums(cfg.get('mean', ()))} std={nums(cfg.get('std', ()))} crop_pct={float(cfg.get('crop_pct', 0)):g} "
-            f"interpolation={cfg.get('interpolation', '')} input={size[-2]}x{size[-1]}")
+    return (
+        f"mean={nums(cfg.get('mean', ()))} std={nums(cfg.get('std', ()))} crop_pct={float(cfg.get('crop_pct', 0)):g} "
+        f"interpolation={cfg.get('interpolation', '')} input={size[-2]}x{size[-1]}"
+    )

@@ -87,7 +87,9 @@ def latent_pool_attention(pool: AttentionPoolLatent, x: Tensor) -> Tensor:
 
 
 def attention_rollout(
-    attentions: Sequence[Tensor], num_prefix: int, head_fusion: str = DEFAULT_HEAD_FUSION,
+    attentions: Sequence[Tensor],
+    num_prefix: int,
+    head_fusion: str = DEFAULT_HEAD_FUSION,
     discard_ratio: float = DEFAULT_DISCARD_RATIO,
 ) -> Tensor:
     """Attention rollout (module docstring) of per-block attentions (B, heads, N, N), first block

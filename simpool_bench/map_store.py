@@ -100,9 +100,13 @@ class MapShard:
         shapes = torch.tensor([m.shape for m in self.maps], dtype=torch.int64).reshape(-1, 2)
         flat = torch.cat([torch.from_numpy(np.ascontiguousarray(m)).reshape(-1) for m in self.maps]) if self.maps else torch.zeros(0)
         return {
-            "schema": MAP_STORE_SCHEMA, "key": key, "shard": int(self.shard),
-            "indices": torch.as_tensor(self.indices, dtype=torch.int64), "ids": list(self.ids),
-            "shapes": shapes, "maps": flat.to(dtype),
+            "schema": MAP_STORE_SCHEMA,
+            "key": key,
+            "shard": int(self.shard),
+            "indices": torch.as_tensor(self.indices, dtype=torch.int64),
+            "ids": list(self.ids),
+            "shapes": shapes,
+            "maps": flat.to(dtype),
             "preds": torch.as_tensor(self.preds, dtype=torch.int64),
             "features": None if self.features is None else torch.from_numpy(np.ascontiguousarray(self.features)).to(dtype),
             "failed": torch.as_tensor(self.failed, dtype=torch.int64),
@@ -114,16 +118,31 @@ class MapShard:
         sizes = [h * w for h, w in shapes]
         flat = p["maps"].numpy()
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        maps = [flat[offsets[i]:offsets[i + 1]].reshape(h, w) for i, (h, w) in enumerate(shapes)]
+        maps = [flat[offsets[i] : offsets[i + 1]].reshape(h, w) for i, (h, w) in enumerate(shapes)]
         feats = p["features"]
-        return cls(int(p["shard"]), p["indices"].numpy(), list(p["ids"]), maps, p["preds"].numpy(),
-                   None if feats is None else feats.numpy(), p["failed"].numpy())
+        return cls(
+            int(p["shard"]),
+            p["indices"].numpy(),
+            list(p["ids"]),
+            maps,
+            p["preds"].numpy(),
+            None if feats is None else feats.numpy(),
+            p["failed"].numpy(),
+        )
 
 
 # ------------------------------------------------------------------------------------ the store
 def make_manifest(
-    records: Sequence[Record], *, key: str, protocol: str, shard_size: int, dtype: str = "float16",
-    features: bool = False, cam_target: str = "gt", stride: int = 0, has_classifier: bool = False,
+    records: Sequence[Record],
+    *,
+    key: str,
+    protocol: str,
+    shard_size: int,
+    dtype: str = "float16",
+    features: bool = False,
+    cam_target: str = "gt",
+    stride: int = 0,
+    has_classifier: bool = False,
     info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A store's manifest: what readers check (protocol, image ids, shard size, dtype, run key)
@@ -133,13 +152,24 @@ def make_manifest(
     if dtype not in MAP_DTYPES:
         raise SimpoolBenchError(f"--dtype {dtype!r}: expected one of {', '.join(MAP_DTYPES)}")
     return {
-        "schema": MAP_STORE_SCHEMA, "key": key, "protocol": protocol, "n_images": len(records),
-        "ids_sha256": ids_sha256(records), "shard_size": int(shard_size), "dtype": dtype,
-        "features": bool(features), "cam_target": cam_target if protocol == "localize" else "pred",
-        "stride": int(stride), "image_size": WSOL_IMAGE_SIZE if protocol == "localize" else None,
+        "schema": MAP_STORE_SCHEMA,
+        "key": key,
+        "protocol": protocol,
+        "n_images": len(records),
+        "ids_sha256": ids_sha256(records),
+        "shard_size": int(shard_size),
+        "dtype": dtype,
+        "features": bool(features),
+        "cam_target": cam_target if protocol == "localize" else "pred",
+        "stride": int(stride),
+        "image_size": WSOL_IMAGE_SIZE if protocol == "localize" else None,
         "has_classifier": bool(has_classifier),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "dataset": None, "split": None, "data": None, "provenance": {}, **(info or {}),
+        "dataset": None,
+        "split": None,
+        "data": None,
+        "provenance": {},
+        **(info or {}),
     }
 
 
@@ -165,7 +195,9 @@ class MapStore:
         except (OSError, ValueError) as err:
             raise SimpoolBenchError(f"{path}: not a readable map-store manifest ({err})") from None
         if not isinstance(manifest, dict) or manifest.get("schema") != MAP_STORE_SCHEMA:
-            raise SimpoolBenchError(f"{path}: map-store schema {manifest.get('schema') if isinstance(manifest, dict) else '?'}, expected {MAP_STORE_SCHEMA}")
+            raise SimpoolBenchError(
+                f"{path}: map-store schema {manifest.get('schema') if isinstance(manifest, dict) else '?'}, expected {MAP_STORE_SCHEMA}"
+            )
         return cls(root, manifest)
 
     @classmethod
@@ -213,8 +245,10 @@ class MapStore:
     def describe(self) -> str:
         m = self.manifest
         prov = m.get("provenance") or {}
-        return (f"{m.get('dataset')} {m.get('split')}, {m.get('n_images')} images, model {prov.get('model')} "
-                f"pool {prov.get('pool')}, checkpoint {prov.get('checkpoint')}")
+        return (
+            f"{m.get('dataset')} {m.get('split')}, {m.get('n_images')} images, model {prov.get('model')} "
+            f"pool {prov.get('pool')}, checkpoint {prov.get('checkpoint')}"
+        )
 
     # -- geometry
     @property
@@ -381,8 +415,9 @@ def compute_maps(
         logits = out.logits
         preds = logits.float().argmax(dim=1).cpu().numpy() if logits is not None else np.full(len(batch.indices), -1)
         feats = out.features.float().cpu().numpy() if features else None
-        on_batch(MapBatch(order[batch.indices], np.asarray(batch.ok, dtype=bool), out.attn.float().cpu().numpy(),
-                          preds.astype(np.int64), feats))
+        on_batch(
+            MapBatch(order[batch.indices], np.asarray(batch.ok, dtype=bool), out.attn.float().cpu().numpy(), preds.astype(np.int64), feats)
+        )
 
     batches_for = None
     if protocol == "discover":
@@ -390,8 +425,16 @@ def compute_maps(
         keys = [(padded_size(int(r.height), stride), padded_size(int(r.width), stride)) for r in subset]
         batches_for = lambda r: bucket_batches(r, keys, config.batch_size)  # noqa: E731
     transform = map_transform(model, protocol)
-    return evaluate(model, ImageDataset(subset, transform, warn=not config.strict, max_pixels=config.max_pixels), dict, step, replace(config, resume_dir=None),
-                    forward=forward, batches_for=batches_for, description=description)
+    return evaluate(
+        model,
+        ImageDataset(subset, transform, warn=not config.strict, max_pixels=config.max_pixels),
+        dict,
+        step,
+        replace(config, resume_dir=None),
+        forward=forward,
+        batches_for=batches_for,
+        description=description,
+    )
 
 
 class _ShardBuffer:
@@ -413,8 +456,11 @@ class _ShardBuffer:
         maps = [m for i in good if (m := self.seen[i][1]) is not None]  # every good image has its map
         feats = [f for i in good if (f := self.seen[i][3]) is not None]
         return MapShard(
-            shard=self.shard, indices=np.asarray(good, dtype=np.int64), ids=[records[i].image_id for i in good],
-            maps=maps, preds=np.asarray([self.seen[i][2] for i in good], dtype=np.int64),
+            shard=self.shard,
+            indices=np.asarray(good, dtype=np.int64),
+            ids=[records[i].image_id for i in good],
+            maps=maps,
+            preds=np.asarray([self.seen[i][2] for i in good], dtype=np.int64),
             features=(np.stack(feats) if good else np.zeros((0, 0), np.float32)) if features else None,
             failed=np.asarray([i for i in self.members if not self.seen[i][0]], dtype=np.int64),
         )
@@ -469,19 +515,43 @@ def extract_maps(
     if not records:
         raise SimpoolBenchError("the dataset is empty: no image to extract maps from")
     if getattr(model, "attn_source", None) is None:
-        raise SimpoolBenchError(f"model {getattr(model, 'arch', '?')} with pool {getattr(model, 'pool', '?')} gives no attention map to extract")
+        raise SimpoolBenchError(
+            f"model {getattr(model, 'arch', '?')} with pool {getattr(model, 'pool', '?')} gives no attention map to extract"
+        )
     if key is None:
         from .engine import resolve_device
         from .runkey import resume_key
 
-        params = {"protocol": protocol, "dtype": dtype, "features": features, "cam_target": cam_target,
-                  "dataset": info.get("dataset"), "split": info.get("split"), "max_pixels": config.max_pixels}
-        key = resume_key("extract", model, records, map_transform(model, protocol), params, amp=config.amp,
-                         shard_size=config.shard_size, device=resolve_device(config.device).type)
+        params = {
+            "protocol": protocol,
+            "dtype": dtype,
+            "features": features,
+            "cam_target": cam_target,
+            "dataset": info.get("dataset"),
+            "split": info.get("split"),
+            "max_pixels": config.max_pixels,
+        }
+        key = resume_key(
+            "extract",
+            model,
+            records,
+            map_transform(model, protocol),
+            params,
+            amp=config.amp,
+            shard_size=config.shard_size,
+            device=resolve_device(config.device).type,
+        )
     manifest = make_manifest(
-        records, key=key, protocol=protocol, shard_size=config.shard_size, dtype=dtype, features=features,
-        cam_target=cam_target, stride=int(getattr(model, "stride", 0)),
-        has_classifier=int(getattr(model, "num_classes", 0)) > 0, info=info,
+        records,
+        key=key,
+        protocol=protocol,
+        shard_size=config.shard_size,
+        dtype=dtype,
+        features=features,
+        cam_target=cam_target,
+        stride=int(getattr(model, "stride", 0)),
+        has_classifier=int(getattr(model, "num_classes", 0)) > 0,
+        info=info,
     )
     store = MapStore.create(out, manifest, resume=resume)
     shards = make_shards(len(records), config.shard_size)
@@ -503,8 +573,17 @@ def extract_maps(
         # The missing shards are whole shards (only the dataset's last can be short, and it comes
         # last), so the engine's own shards of this list are exactly them: each is done by one rank.
         order = [i for sid in todo for i in shards[sid]]
-        compute_maps(model, records, config, on_batch, protocol=protocol, indices=order, cam_target=cam_target,
-                     features=features, description="extract")
+        compute_maps(
+            model,
+            records,
+            config,
+            on_batch,
+            protocol=protocol,
+            indices=order,
+            cam_target=cam_target,
+            features=features,
+            description="extract",
+        )
     _barrier()
     n_ok = n_failed = n_bad = 0
     for sh in store.iter_shards():
@@ -512,5 +591,4 @@ def extract_maps(
         n_failed += len(sh.failed)
         n_bad += sum(not np.isfinite(m).all() for m in sh.maps)
     check_nonfinite(n_bad, n_ok, "maps", config.allow_nonfinite)
-    return ExtractReport(store, n_ok, n_failed, len(shards), len(shards) - len(todo), len(todo),
-                         sum(s == "corrupt" for s in states), n_bad)
+    return ExtractReport(store, n_ok, n_failed, len(shards), len(shards) - len(todo), len(todo), sum(s == "corrupt" for s in states), n_bad)

@@ -56,8 +56,14 @@ BEST_THRESHOLD_IOU = 50
 
 
 # ------------------------------------------------------------------------------------ boxes
-def discovery_box(scoremap: np.ndarray, image_hw: tuple[int, int], gt_boxes: np.ndarray, stride: int,
-                  mass: float = DINO_ATTENTION_MASS, lost_compat: bool = False) -> tuple[np.ndarray, float]:
+def discovery_box(
+    scoremap: np.ndarray,
+    image_hw: tuple[int, int],
+    gt_boxes: np.ndarray,
+    stride: int,
+    mass: float = DINO_ATTENTION_MASS,
+    lost_compat: bool = False,
+) -> tuple[np.ndarray, float]:
     """LOST-protocol box of one attention map (padded grid) and its best IoU (LOST ``bbox_iou``)
     against ``gt_boxes``; NaN without GT boxes."""
     attn = torch.from_numpy(np.ascontiguousarray(scoremap, dtype=np.float32))[None]
@@ -78,7 +84,9 @@ def select_indices(scores: dict[int, float], how: str, n: int) -> list[int]:
     if how == "first":
         return order[:n]
     if any(np.isnan(scores[i]) for i in order):
-        raise SimpoolBenchError(f"--select {how} ranks images by IoU, but the dataset has no ground-truth boxes; use --select first or --ids")
+        raise SimpoolBenchError(
+            f"--select {how} ranks images by IoU, but the dataset has no ground-truth boxes; use --select first or --ids"
+        )
     sign = -1.0 if how == "best" else 1.0
     return sorted(order, key=lambda i: (sign * scores[i], i))[:n]
 
@@ -95,8 +103,9 @@ class MapSource:
     lost: dict[int, tuple[np.ndarray, LostPatches]] | None = None
 
 
-def model_source(model: BenchModel, records: Sequence[Record], config: EngineConfig, *, protocol: str,
-                 cam_target: str = "gt", label: str | None = None) -> MapSource:
+def model_source(
+    model: BenchModel, records: Sequence[Record], config: EngineConfig, *, protocol: str, cam_target: str = "gt", label: str | None = None
+) -> MapSource:
     """Maps computed by ``model`` as ``protocol`` feeds images (``map_store.compute_maps``)."""
     from .map_store import MapBatch, compute_maps
 
@@ -109,15 +118,24 @@ def model_source(model: BenchModel, records: Sequence[Record], config: EngineCon
                     got[i] = b.maps[j].copy()
 
         if len(indices):
-            compute_maps(model, records, config, keep, protocol=protocol, indices=list(indices), cam_target=cam_target,
-                         description=f"maps {label or ''}".strip())
+            compute_maps(
+                model,
+                records,
+                config,
+                keep,
+                protocol=protocol,
+                indices=list(indices),
+                cam_target=cam_target,
+                description=f"maps {label or ''}".strip(),
+            )
         return got
 
     return MapSource(str(label or getattr(model, "arch", "model")), fetch, int(getattr(model, "stride", 0)))
 
 
-def lost_source(model: BenchModel, records: Sequence[Record], config: EngineConfig, *, k_patches: int = 100,
-                label: str | None = None) -> MapSource:
+def lost_source(
+    model: BenchModel, records: Sequence[Record], config: EngineConfig, *, k_patches: int = 100, label: str | None = None
+) -> MapSource:
     """LOST on a ViT's last-block keys (discover protocol): per image its box (``discovery.boxes_lost``),
     its seed and expanded patches, and as the map LOST's expansion score (the sum of the expanded
     patches' similarity rows, whose positive component around the seed is the box)."""
@@ -129,7 +147,9 @@ def lost_source(model: BenchModel, records: Sequence[Record], config: EngineConf
     from .transforms import padded_size
 
     if getattr(model, "family", "") != "vit":
-        raise SimpoolBenchError(f"--method lost needs a ViT (last-block keys); {getattr(model, 'arch', '?')} is a {getattr(model, 'family', '?')}")
+        raise SimpoolBenchError(
+            f"--method lost needs a ViT (last-block keys); {getattr(model, 'arch', '?')} is a {getattr(model, 'family', '?')}"
+        )
     stride = int(model.stride)
     details: dict[int, tuple[np.ndarray, LostPatches]] = {}
 
@@ -157,9 +177,16 @@ def lost_source(model: BenchModel, records: Sequence[Record], config: EngineConf
 
         pad_keys = [(padded_size(int(h), stride), padded_size(int(w), stride)) for h, w in sizes]
         if len(subset):
-            evaluate(model, ImageDataset(subset, map_transform(model, "discover"), warn=not config.strict), dict, step,
-                     replace(config, resume_dir=None), forward=lambda m, x, idx: m(x, return_keys=True),
-                     batches_for=lambda r: bucket_batches(r, pad_keys, config.batch_size), description=f"lost {label or ''}".strip())
+            evaluate(
+                model,
+                ImageDataset(subset, map_transform(model, "discover"), warn=not config.strict),
+                dict,
+                step,
+                replace(config, resume_dir=None),
+                forward=lambda m, x, idx: m(x, return_keys=True),
+                batches_for=lambda r: bucket_batches(r, pad_keys, config.batch_size),
+                description=f"lost {label or ''}".strip(),
+            )
         return got
 
     return MapSource(str(label or getattr(model, "arch", "model")), fetch, stride, lost=details)
@@ -255,14 +282,26 @@ def render_overlays(
         from .figures import paper_figure
 
         lost_draw = [[s.lost[i][1] if s.lost is not None else None for i in chosen] for s in sources]
-        fig = paper_figure(drawn.images, drawn.maps, drawn.gt, drawn.pred, drawn.ious, [records[i].image_id for i in chosen],
-                           [s.label for s in sources], out / f"{FIGURE_STEM}.{figure_format}", fmt=figure_format, dpi=dpi,
-                           cmap=cmap, lost=lost_draw if any(s.lost is not None for s in sources) else None)
+        fig = paper_figure(
+            drawn.images,
+            drawn.maps,
+            drawn.gt,
+            drawn.pred,
+            drawn.ious,
+            [records[i].image_id for i in chosen],
+            [s.label for s in sources],
+            out / f"{FIGURE_STEM}.{figure_format}",
+            fmt=figure_format,
+            dpi=dpi,
+            cmap=cmap,
+            lost=lost_draw if any(s.lost is not None for s in sources) else None,
+        )
     return OverlayResult(png, out / SELECTION_CSV, table, fig)
 
 
-def _check_overlay_args(sources: Sequence[MapSource], records: Sequence[Record], protocol: str,
-                        thresholds: Sequence[float] | None) -> list[float]:
+def _check_overlay_args(
+    sources: Sequence[MapSource], records: Sequence[Record], protocol: str, thresholds: Sequence[float] | None
+) -> list[float]:
     """render_overlays' arguments checked; one threshold per source."""
     if not sources:
         raise SimpoolBenchError("visualize: no model or map store to draw")
@@ -279,8 +318,14 @@ def _check_overlay_args(sources: Sequence[MapSource], records: Sequence[Record],
     return thr
 
 
-def _choose(sources: Sequence[MapSource], records: Sequence[Record], ids: Sequence[str] | None, select: str, n: int,
-            score: Callable[[int, np.ndarray], float]) -> tuple[list[int], list[dict[int, np.ndarray]]]:
+def _choose(
+    sources: Sequence[MapSource],
+    records: Sequence[Record],
+    ids: Sequence[str] | None,
+    select: str,
+    n: int,
+    score: Callable[[int, np.ndarray], float],
+) -> tuple[list[int], list[dict[int, np.ndarray]]]:
     """The images shown (by id, or the first/best/worst ``n`` by the first column's ``score``) and
     every column's maps of them."""
     if ids:
@@ -289,7 +334,9 @@ def _choose(sources: Sequence[MapSource], records: Sequence[Record], ids: Sequen
             where.setdefault(rec.image_id, i)
         missing = [x for x in ids if x not in where]
         if missing:
-            raise SimpoolBenchError(f"--ids: image id {missing[0]!r} is not in the dataset ({len(records)} images, e.g. {records[0].image_id!r})")
+            raise SimpoolBenchError(
+                f"--ids: image id {missing[0]!r} is not in the dataset ({len(records)} images, e.g. {records[0].image_id!r})"
+            )
         chosen = [where[x] for x in ids]
         first = sources[0].fetch(chosen)
         bad = [records[i].image_id for i in chosen if i not in first]
@@ -325,9 +372,17 @@ class _Drawn:
     rows: list[dict]
 
     @classmethod
-    def of(cls, sources: Sequence[MapSource], records: Sequence[Record], chosen: list[int], columns: list[dict[int, np.ndarray]],
-           gts: Sequence[np.ndarray], localize: bool, predict: Callable[[int, int, np.ndarray], tuple[np.ndarray, float]],
-           thr: list[float]) -> _Drawn:
+    def of(
+        cls,
+        sources: Sequence[MapSource],
+        records: Sequence[Record],
+        chosen: list[int],
+        columns: list[dict[int, np.ndarray]],
+        gts: Sequence[np.ndarray],
+        localize: bool,
+        predict: Callable[[int, int, np.ndarray], tuple[np.ndarray, float]],
+        thr: list[float],
+    ) -> _Drawn:
         d = cls([], [], [[] for _ in sources], [[] for _ in sources], [[] for _ in sources], [])
         for r, i in enumerate(chosen):
             img = load_rgb(records[i].path)
@@ -342,9 +397,20 @@ class _Drawn:
                 d.maps[c].append(m if localize else _patch_map(m, s.stride, arr.shape[:2]))
                 d.pred[c].append(_draw_box(box, not localize))
                 d.ious[c].append(iou)
-                d.rows.append({"row": r, "image_id": records[i].image_id, "index": i, "column": s.label,
-                               "threshold": thr[c] if localize else float("nan"),
-                               "x0": int(box[0]), "y0": int(box[1]), "x1": int(box[2]), "y1": int(box[3]), "iou": iou})
+                d.rows.append(
+                    {
+                        "row": r,
+                        "image_id": records[i].image_id,
+                        "index": i,
+                        "column": s.label,
+                        "threshold": thr[c] if localize else float("nan"),
+                        "x0": int(box[0]),
+                        "y0": int(box[1]),
+                        "x1": int(box[2]),
+                        "y1": int(box[3]),
+                        "iou": iou,
+                    }
+                )
         return d
 
 

@@ -29,8 +29,9 @@ TITLE_HEIGHT = 18
 IOU_LINESTYLES = {30: ":", 50: "-", 70: "--"}
 
 
-def cell_origin(row_heights: Sequence[int], cell_width: int, row: int, col: int, pad: int = PAD,
-                title_height: int = TITLE_HEIGHT) -> tuple[int, int]:
+def cell_origin(
+    row_heights: Sequence[int], cell_width: int, row: int, col: int, pad: int = PAD, title_height: int = TITLE_HEIGHT
+) -> tuple[int, int]:
     """Top-left pixel (x, y) of grid cell (row, col) in ``overlay_grid``'s picture."""
     return pad + col * (cell_width + pad), title_height + pad + sum(h + pad for h in row_heights[:row])
 
@@ -71,11 +72,20 @@ def _check_image(img: np.ndarray, i: int) -> np.ndarray:
     return a
 
 
-def overlay_grid(images: Sequence[np.ndarray], maps: Sequence[Sequence[np.ndarray]], gt_boxes: Sequence[np.ndarray],
-                 pred_boxes: Sequence[Sequence[np.ndarray | None]] | None, titles: Sequence[str],
-                 out_path: str | os.PathLike, *, alpha: float = 0.5, cmap: str = "jet",
-                 gt_color: tuple[int, int, int] = GT_COLOR, pred_color: tuple[int, int, int] = PRED_COLOR,
-                 line_width: int = 2) -> Path:
+def overlay_grid(
+    images: Sequence[np.ndarray],
+    maps: Sequence[Sequence[np.ndarray]],
+    gt_boxes: Sequence[np.ndarray],
+    pred_boxes: Sequence[Sequence[np.ndarray | None]] | None,
+    titles: Sequence[str],
+    out_path: str | os.PathLike,
+    *,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    gt_color: tuple[int, int, int] = GT_COLOR,
+    pred_color: tuple[int, int, int] = PRED_COLOR,
+    line_width: int = 2,
+) -> Path:
     """A PNG grid: a row per image; column 0 the image, then one heat-map overlay per model.
 
     Args:
@@ -139,9 +149,15 @@ def overlay_grid(images: Sequence[np.ndarray], maps: Sequence[Sequence[np.ndarra
     return out
 
 
-def boxacc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], out_path: str | os.PathLike, *,
-                  iou_thresholds: Sequence[int] = (30, 50, 70), title: str | None = None,
-                  figsize: tuple[float, float] = (8.0, 5.0), dpi: int = 100) -> Path:
+def boxacc_curves(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    out_path: str | os.PathLike,
+    *,
+    iou_thresholds: Sequence[int] = (30, 50, 70),
+    title: str | None = None,
+    figsize: tuple[float, float] = (8.0, 5.0),
+    dpi: int = 100,
+) -> Path:
     """BoxAcc (%) vs score-map threshold for several runs in one plot: a colour per run, a line
     style per IoU threshold, the maximum (MaxBoxAcc) marked. ``curves``: {label: (thresholds (T,),
     boxacc (T, len(iou_thresholds)) or (T,) for one IoU)}. The PNG is figsize * dpi pixels."""
@@ -156,8 +172,10 @@ def boxacc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], out_path:
         acc = np.asarray(acc, dtype=np.float64)
         acc = acc.reshape(-1, 1) if acc.ndim == 1 else acc
         if acc.shape[0] != thr.shape[0] or acc.shape[1] not in (1, len(iou_thresholds)):
-            raise SimpoolBenchError(f"boxacc_curves: curve {label!r}: boxacc shape {acc.shape} does not fit "
-                                    f"{thr.shape[0]} thresholds and IoU thresholds {tuple(iou_thresholds)}")
+            raise SimpoolBenchError(
+                f"boxacc_curves: curve {label!r}: boxacc shape {acc.shape} does not fit "
+                f"{thr.shape[0]} thresholds and IoU thresholds {tuple(iou_thresholds)}"
+            )
         ious = iou_thresholds if acc.shape[1] == len(iou_thresholds) else (50,)
         for j, iou in enumerate(ious):
             color = colors(k % 10)

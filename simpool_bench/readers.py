@@ -18,7 +18,11 @@ from .specs import DataSpec
 
 
 def read_classification_data(
-    data: Path, split: str | None = None, labels: Path | None = None, metadata: Path | None = None, subset: int | None = None,
+    data: Path,
+    split: str | None = None,
+    labels: Path | None = None,
+    metadata: Path | None = None,
+    subset: int | None = None,
     default_split: str | None = None,
 ) -> tuple[list[Record], list[str] | None]:
     """Records of a classification split: wsol metadata (``metadata``), a flat folder with a label
@@ -65,8 +69,12 @@ def read_localization_data(dataset: str, data: Path, metadata: Path | None = Non
 
 
 def read_discovery_data(
-    dataset: str, data: Path, split: str = "trainval", no_hard: bool = False,
-    annotations: Path | None = None, list_file: Path | None = None,
+    dataset: str,
+    data: Path,
+    split: str = "trainval",
+    no_hard: bool = False,
+    annotations: Path | None = None,
+    list_file: Path | None = None,
 ) -> list[Record]:
     """Records for discover: VOC07/VOC12 (``data`` = the VOC20XX folder) or COCO20k
     (``data`` = train2014 images, ``annotations`` = instances_train2014.json, ``list_file`` = the 20k list)."""
@@ -106,8 +114,14 @@ def read_image_files(root: Path) -> list[Record]:
 
 
 def read_map_data(
-    dataset: str, data: Path, *, metadata: Path | None = None, split: str | None = None, no_hard: bool = False,
-    annotations: Path | None = None, list_file: Path | None = None,
+    dataset: str,
+    data: Path,
+    *,
+    metadata: Path | None = None,
+    split: str | None = None,
+    no_hard: bool = False,
+    annotations: Path | None = None,
+    list_file: Path | None = None,
 ) -> list[Record]:
     """Records for ``extract``/``visualize``: cub/imagenet as ``localize`` reads them, voc07/voc12/
     coco20k as ``discover`` does, or ``folder``: every image under ``data``."""
@@ -124,8 +138,15 @@ def read_data(spec: DataSpec) -> list[Record]:
     """The records of a localize/discover/extract/visualize data spec (``read_map_data`` of its fields)."""
     if spec.data is None:
         raise SimpoolBenchError("--data is required (the image root of the dataset)")
-    return read_map_data(spec.dataset, spec.data, metadata=spec.metadata, split=spec.split, no_hard=spec.no_hard,
-                         annotations=spec.annotations, list_file=spec.list_file)
+    return read_map_data(
+        spec.dataset,
+        spec.data,
+        metadata=spec.metadata,
+        split=spec.split,
+        no_hard=spec.no_hard,
+        annotations=spec.annotations,
+        list_file=spec.list_file,
+    )
 
 
 def split_of(spec: DataSpec, fallback: str) -> str:

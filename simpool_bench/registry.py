@@ -73,14 +73,17 @@ class DatasetRecord:
 
 
 #: COCO20k is LOST's subset of COCO train2014 (LOST runs it with ``--set train``): split ``train``.
-DATASETS: dict[str, DatasetRecord] = {r.name: r for r in (
-    DatasetRecord("cub", "localize", "test", "wsol"),
-    DatasetRecord("imagenet", "localize", "test", "wsol"),
-    DatasetRecord("voc07", "discover", "trainval", "voc"),
-    DatasetRecord("voc12", "discover", "trainval", "voc"),
-    DatasetRecord("coco20k", "discover", "train", "coco20k"),
-    DatasetRecord("folder", "localize", "all", "folder"),
-)}
+DATASETS: dict[str, DatasetRecord] = {
+    r.name: r
+    for r in (
+        DatasetRecord("cub", "localize", "test", "wsol"),
+        DatasetRecord("imagenet", "localize", "test", "wsol"),
+        DatasetRecord("voc07", "discover", "trainval", "voc"),
+        DatasetRecord("voc12", "discover", "trainval", "voc"),
+        DatasetRecord("coco20k", "discover", "train", "coco20k"),
+        DatasetRecord("folder", "localize", "all", "folder"),
+    )
+}
 LOCALIZE_DATASETS = tuple(n for n, r in DATASETS.items() if r.protocol == "localize" and r.reader != "folder")
 DISCOVER_DATASETS = tuple(n for n, r in DATASETS.items() if r.protocol == "discover")
 

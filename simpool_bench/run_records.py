@@ -21,8 +21,14 @@ if TYPE_CHECKING:
 
 
 def provenance(
-    model: BenchModel | None, ckpt: LoadedCheckpoint | None, config: EngineConfig, *,
-    image_size: int | None, n_images: int, method: str | None = None, baseline: str | None = None,
+    model: BenchModel | None,
+    ckpt: LoadedCheckpoint | None,
+    config: EngineConfig,
+    *,
+    image_size: int | None,
+    n_images: int,
+    method: str | None = None,
+    baseline: str | None = None,
 ) -> Provenance:
     """The run's provenance (what produced these numbers); ``image_size`` None = full resolution."""
     from .engine import resolve_device
@@ -45,14 +51,19 @@ def provenance(
         checkpoint_format=ck_fmt,
         weights=wsrc,
         data_config=describe_data_config(model.data_config) if model is not None else None,
-        attn_options=(f"fusion={model.rollout_fusion} discard={model.rollout_discard:g}" if (model is not None and attn == "rollout") else None),
+        attn_options=(
+            f"fusion={model.rollout_fusion} discard={model.rollout_discard:g}" if (model is not None and attn == "rollout") else None
+        ),
         gamma=model.gamma if model is not None else None,
         min_scope=getattr(model, "min_scope", None) if model is not None else None,
         attn_source=getattr(model, "attn_source", None) if model is not None else None,
         cls_head=getattr(model, "cls_head", None) if getattr(model, "attn_source", None) == "cls" else None,
         pos_interp=pos_interp_of(model),
-        method=method, image_size=image_size, n_images=n_images,
-        device=str(resolve_device(config.device)), amp=config.amp,
+        method=method,
+        image_size=image_size,
+        n_images=n_images,
+        device=str(resolve_device(config.device)),
+        amp=config.amp,
     )
 
 
@@ -63,14 +74,28 @@ def pos_interp_of(model: BenchModel | None) -> str | None:
     return "dino-quirk" if model.dino_pos_quirk else model.pos_interp
 
 
-def finish(outcome: Outcome, prov: Provenance, out: Path | None, formats: Sequence[str] = ("parquet", "csv", "json"),
-           *, per_class: bool = False, classes: Sequence[str] | None = None) -> pd.DataFrame:
+def finish(
+    outcome: Outcome,
+    prov: Provenance,
+    out: Path | None,
+    formats: Sequence[str] = ("parquet", "csv", "json"),
+    *,
+    per_class: bool = False,
+    classes: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """``finish_run``'s table."""
     return finish_run(outcome, prov, out, formats, per_class=per_class, classes=classes)[0]
 
 
-def finish_run(outcome: Outcome, prov: Provenance, out: Path | None, formats: Sequence[str] = ("parquet", "csv", "json"),
-               *, per_class: bool = False, classes: Sequence[str] | None = None) -> tuple[pd.DataFrame, tuple[Path, ...]]:
+def finish_run(
+    outcome: Outcome,
+    prov: Provenance,
+    out: Path | None,
+    formats: Sequence[str] = ("parquet", "csv", "json"),
+    *,
+    per_class: bool = False,
+    classes: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, tuple[Path, ...]]:
     """Tidy table with provenance; on rank 0 written to ``out`` as one set (``results.write_run``):
     results.csv and results.parquet always, ``formats``, boxacc_curve.csv (localize) and, with
     ``per_class``, per_class.csv (classify)."""

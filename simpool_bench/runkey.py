@@ -32,8 +32,18 @@ import torch
 
 #: Source files (relative to the package) whose code decides a number.
 CODE_FILES: tuple[str, ...] = (
-    "metrics", "data/images.py", "data/decode.py", "discovery.py", "engine", "tasks", "finite.py", "map_store.py",
-    "map_sources.py", "models", "pooling.py", "transforms.py",
+    "metrics",
+    "data/images.py",
+    "data/decode.py",
+    "discovery.py",
+    "engine",
+    "tasks",
+    "finite.py",
+    "map_store.py",
+    "map_sources.py",
+    "models",
+    "pooling.py",
+    "transforms.py",
 )
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
@@ -62,8 +72,7 @@ def model_fingerprint(model: torch.nn.Module | None) -> str:
         t = t.detach().to("cpu").contiguous()
         h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    settings = {k: v for k, v in vars(model).items()
-                if not k.startswith("_") and k != "training" and _plain(v)}
+    settings = {k: v for k, v in vars(model).items() if not k.startswith("_") and k != "training" and _plain(v)}
     h.update(repr(sorted(settings.items())).encode())
     return h.hexdigest()
 
@@ -113,13 +122,27 @@ def describe_transform(transform: Callable | None) -> str:
     return text
 
 
-def resume_key(kind: str, model: torch.nn.Module | None, records: Iterable[Any], transform: Callable | None,
-               params: Mapping[str, Any], *, amp: str = "off", shard_size: int = 0, device: str = "cpu") -> str:
+def resume_key(
+    kind: str,
+    model: torch.nn.Module | None,
+    records: Iterable[Any],
+    transform: Callable | None,
+    params: Mapping[str, Any],
+    *,
+    amp: str = "off",
+    shard_size: int = 0,
+    device: str = "cpu",
+) -> str:
     """The key of a run (see the module docstring): 24 hex digits of a sha256."""
     parts = {
-        "kind": kind, "params": sorted((str(k), repr(v)) for k, v in params.items()),
-        "model": model_fingerprint(model), "data": data_fingerprint(records),
-        "transform": describe_transform(transform), "amp": amp, "shard_size": int(shard_size),
-        "device": str(device), "code": code_version(),
+        "kind": kind,
+        "params": sorted((str(k), repr(v)) for k, v in params.items()),
+        "model": model_fingerprint(model),
+        "data": data_fingerprint(records),
+        "transform": describe_transform(transform),
+        "amp": amp,
+        "shard_size": int(shard_size),
+        "device": str(device),
+        "code": code_version(),
     }
     return hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()[:24]

@@ -36,8 +36,7 @@ def _result(outcome: tasks.Outcome, prov: Provenance, out: Path | None, formats:
     return RunResult(table, files, extras)
 
 
-def run_classify(spec: ClassifySpec, engine: EngineConfig, out: Path | None = None,
-                 formats: Sequence[str] = DEFAULT_FORMATS) -> RunResult:
+def run_classify(spec: ClassifySpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] = DEFAULT_FORMATS) -> RunResult:
     """Top-1/top-5 (and DINO's weighted k-NN with ``spec.knn_train``) of the spec's model."""
     from .transforms import classification_transform
 
@@ -48,8 +47,17 @@ def run_classify(spec: ClassifySpec, engine: EngineConfig, out: Path | None = No
     net, ckpt = load_model(spec.model)
     transform = classification_transform(net.data_config, spec.resize, spec.crop, spec.interpolation)
     bank = read_classification_data(spec.knn_train)[0] if spec.knn_train is not None else None
-    outcome = tasks.classify(net, records, transform, engine, dataset=d.name, split=d.split or spec.default_split,
-                             knn_train=bank, knn_k=spec.knn_k, knn_temperature=spec.knn_temperature)
+    outcome = tasks.classify(
+        net,
+        records,
+        transform,
+        engine,
+        dataset=d.name,
+        split=d.split or spec.default_split,
+        knn_train=bank,
+        knn_k=spec.knn_k,
+        knn_temperature=spec.knn_temperature,
+    )
     size = net.data_config.get("input_size", (3, 0, 0))[-1] if spec.crop is None else spec.crop
     prov = provenance(net, ckpt, engine, image_size=int(size), n_images=outcome.n_images)
     return _result(outcome, prov, out, formats, per_class=spec.per_class, classes=classes)
@@ -69,28 +77,44 @@ def _check_localize(spec: LocalizeSpec) -> None:
         raise SimpoolBenchError("--baseline needs no model: drop --model/--checkpoint/--pretrained")
 
 
-def run_localize(spec: LocalizeSpec, engine: EngineConfig, out: Path | None = None,
-                 formats: Sequence[str] = DEFAULT_FORMATS) -> RunResult:
+def run_localize(spec: LocalizeSpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] = DEFAULT_FORMATS) -> RunResult:
     """MaxBoxAccV2 of the spec's model, of the maps stored in ``spec.maps``, or of ``spec.baseline``."""
     _check_localize(spec)
     d = spec.data
     split = split_of(d, DATASETS["cub"].default_split)
     records = read_localization_data(d.dataset, d.data, d.metadata, split)  # type: ignore[arg-type]
     if spec.maps is not None:  # no model: the stored maps
-        outcome, prov = from_maps("localize", spec.maps, records, dataset=d.name, split=split, interval=spec.interval,
-                                  v1=spec.v1, cam_target=spec.cam_target, allow_nonfinite=engine.allow_nonfinite)
+        outcome, prov = from_maps(
+            "localize",
+            spec.maps,
+            records,
+            dataset=d.name,
+            split=split,
+            interval=spec.interval,
+            v1=spec.v1,
+            cam_target=spec.cam_target,
+            allow_nonfinite=engine.allow_nonfinite,
+        )
         return _result(outcome, prov, out, formats)
     net = ckpt = None
     if spec.baseline is None:
         net, ckpt = load_model(spec.model or ModelOptions())
-    outcome = tasks.localize(net, records, engine, dataset=d.name, split=split, interval=spec.interval, v1=spec.v1,
-                             baseline=spec.baseline, cam_target=spec.cam_target)
+    outcome = tasks.localize(
+        net,
+        records,
+        engine,
+        dataset=d.name,
+        split=split,
+        interval=spec.interval,
+        v1=spec.v1,
+        baseline=spec.baseline,
+        cam_target=spec.cam_target,
+    )
     prov = provenance(net, ckpt, engine, image_size=WSOL.image_size, n_images=outcome.n_images, baseline=spec.baseline)
     return _result(outcome, prov, out, formats)
 
 
-def run_discover(spec: DiscoverSpec, engine: EngineConfig, out: Path | None = None,
-                 formats: Sequence[str] = DEFAULT_FORMATS) -> RunResult:
+def run_discover(spec: DiscoverSpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] = DEFAULT_FORMATS) -> RunResult:
     """CorLoc of the spec's model (``method`` attn or lost), of stored maps, or of a no-model box."""
     d = spec.data
     if d.data is None:
@@ -100,16 +124,34 @@ def run_discover(spec: DiscoverSpec, engine: EngineConfig, out: Path | None = No
     if spec.maps is not None:  # no model: the stored maps
         if spec.method != "attn" or (spec.model is not None and (spec.model.arch or spec.model.checkpoint)):
             raise SimpoolBenchError("--maps scores stored attention maps: use --method attn, without --model/--checkpoint")
-        outcome, prov = from_maps("discover", spec.maps, records, dataset=d.name, split=split, mass=spec.mass,
-                                  lost_compat=spec.lost_compat, allow_nonfinite=engine.allow_nonfinite)
+        outcome, prov = from_maps(
+            "discover",
+            spec.maps,
+            records,
+            dataset=d.name,
+            split=split,
+            mass=spec.mass,
+            lost_compat=spec.lost_compat,
+            allow_nonfinite=engine.allow_nonfinite,
+        )
         return _result(outcome, prov, out, formats)
     net = ckpt = None
     if spec.method not in ("center", "full-image"):
         net, ckpt = load_model(spec.model or ModelOptions())
-    outcome = tasks.discover(net, records, engine, dataset=d.name, split=split, method=spec.method, mass=spec.mass,
-                             lost_compat=spec.lost_compat, k_patches=spec.k_patches)
-    prov = provenance(net, ckpt, engine, image_size=None, n_images=outcome.n_images, method=spec.method,
-                      baseline=spec.method if net is None else None)
+    outcome = tasks.discover(
+        net,
+        records,
+        engine,
+        dataset=d.name,
+        split=split,
+        method=spec.method,
+        mass=spec.mass,
+        lost_compat=spec.lost_compat,
+        k_patches=spec.k_patches,
+    )
+    prov = provenance(
+        net, ckpt, engine, image_size=None, n_images=outcome.n_images, method=spec.method, baseline=spec.method if net is None else None
+    )
     return _result(outcome, prov, out, formats)
 
 
@@ -124,10 +166,25 @@ def run_extract(spec: ExtractSpec, engine: EngineConfig, out: Path) -> RunResult
     records = read_data(d)
     net, ckpt = load_model(spec.model)
     prov = provenance(net, ckpt, engine, image_size=WSOL.image_size if protocol == "localize" else None, n_images=len(records))
-    info = {"dataset": d.dataset, "split": split, "data": str(d.data), "metadata": None if d.metadata is None else str(d.metadata),
-            "provenance": asdict(prov)}
-    rep = extract_maps(net, records, engine, out, info=info, protocol=protocol, dtype=spec.dtype,
-                       features=spec.features, cam_target=spec.cam_target, resume=spec.resume)
+    info = {
+        "dataset": d.dataset,
+        "split": split,
+        "data": str(d.data),
+        "metadata": None if d.metadata is None else str(d.metadata),
+        "provenance": asdict(prov),
+    }
+    rep = extract_maps(
+        net,
+        records,
+        engine,
+        out,
+        info=info,
+        protocol=protocol,
+        dtype=spec.dtype,
+        features=spec.features,
+        cam_target=spec.cam_target,
+        resume=spec.resume,
+    )
     return RunResult(None, (Path(out) / "manifest.json",), {"report": rep})
 
 

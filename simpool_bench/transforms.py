@@ -55,8 +55,13 @@ def classification_transform(
     from timm.data import create_transform
 
     return create_transform(
-        input_size=cfg["input_size"], interpolation=cfg.get("interpolation", "bicubic"), mean=cfg["mean"],
-        std=cfg["std"], crop_pct=cfg.get("crop_pct", 0.875), crop_mode=cfg.get("crop_mode", "center"), is_training=False,
+        input_size=cfg["input_size"],
+        interpolation=cfg.get("interpolation", "bicubic"),
+        mean=cfg["mean"],
+        std=cfg["std"],
+        crop_pct=cfg.get("crop_pct", 0.875),
+        crop_mode=cfg.get("crop_mode", "center"),
+        is_training=False,
     )
 
 

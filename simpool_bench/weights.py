@@ -115,7 +115,7 @@ def _hf_config(repo: str) -> Path:
 def _torchvision_name(name: str) -> ModelName:
     import timm
 
-    arch = name[len(TV_PREFIX):]
+    arch = name[len(TV_PREFIX) :]
     if not (arch.startswith(("resnet", "resnext", "wide_resnet")) and timm.is_model(arch)):
         raise SimpoolBenchError(
             f"--model {name}: only torchvision ResNets/ResNeXts (e.g. torchvision:resnet50), whose layout is timm's, are "
@@ -130,8 +130,13 @@ def _torchvision_name(name: str) -> ModelName:
     kw = dict(getattr(w.transforms, "keywords", {}) or {})
     crop, resize = int(kw.get("crop_size", 224)), int(kw.get("resize_size", 256))
     interp = getattr(kw.get("interpolation"), "value", "bilinear")
-    data = {"input_size": (3, crop, crop), "crop_pct": crop / resize, "interpolation": str(interp),
-            "mean": tuple(kw.get("mean", (0.485, 0.456, 0.406))), "std": tuple(kw.get("std", (0.229, 0.224, 0.225)))}
+    data = {
+        "input_size": (3, crop, crop),
+        "crop_pct": crop / resize,
+        "interpolation": str(interp),
+        "mean": tuple(kw.get("mean", (0.485, 0.456, 0.406))),
+        "std": tuple(kw.get("std", (0.229, 0.224, 0.225))),
+    }
     return ModelName(name, arch, "torchvision", data_config=data)
 
 
@@ -190,9 +195,7 @@ def locate_pretrained(name: ModelName, pretrained_cfg: dict[str, Any], pretraine
         return Pretrained(p, f"torchvision:{p.name}", {}, True)
     repo = pretrained_cfg.get("hf_hub_id")
     if not repo:
-        raise SimpoolBenchError(
-            f"--pretrained {name.given}: timm lists no Hugging Face weights for it; pass --pretrained-file FILE"
-        )
+        raise SimpoolBenchError(f"--pretrained {name.given}: timm lists no Hugging Face weights for it; pass --pretrained-file FILE")
     files = tuple(f for f in (pretrained_cfg.get("hf_hub_filename"),) if f) or HF_WEIGHT_FILES
     cached = cached_hf_file(repo, files)
     if cached is not None:
@@ -217,5 +220,6 @@ def load_torchvision_weights(net: Any, path: Path, arch: str) -> None:
     missing, unexpected = net.load_state_dict(sd, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
-        raise SimpoolBenchError(f"--pretrained {arch}: {path} does not fit timm's {net.__class__.__name__}: "
-                                f"missing {missing[:4]}, unexpected {unexpected[:4]}")
+        raise SimpoolBenchError(
+            f"--pretrained {arch}: {path} does not fit timm's {net.__class__.__name__}: missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )

@@ -64,7 +64,11 @@ def _workers_start(probe: Dataset) -> bool:
         text = str(exc).strip()  # a worker's error ends with its own "Type: message" line
         last = text.splitlines()[-1] if text else ""
         detail = last if last.startswith(type(exc).__name__) else f"{type(exc).__name__}: {last}"
-        err_console.print(f"notice: DataLoader workers cannot start here ({detail}); "
-                          "decoding in the main process (--workers 0)", highlight=False, markup=False, soft_wrap=True)
+        err_console.print(
+            f"notice: DataLoader workers cannot start here ({detail}); decoding in the main process (--workers 0)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
         return False
     return True

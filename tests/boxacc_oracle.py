@@ -58,8 +58,7 @@ def boxes_at_threshold(u8: np.ndarray, threshold: float, multi_contour: bool = T
     """One threshold of ``compute_bboxes_from_scoremaps``: ``cv2.threshold`` at
     ``int(threshold * max)`` (THRESH_BINARY: value > thresh), then the contour boxes."""
     image = np.expand_dims(u8, 2)
-    _, binary = cv2.threshold(src=image, thresh=int(threshold * np.max(image)), maxval=255,
-                              type=cv2.THRESH_BINARY)
+    _, binary = cv2.threshold(src=image, thresh=int(threshold * np.max(image)), maxval=255, type=cv2.THRESH_BINARY)
     return boxes_of_binary(binary, multi_contour)
 
 
@@ -82,8 +81,7 @@ def calculate_multiple_iou(box_a: np.ndarray, box_b: np.ndarray) -> np.ndarray:
     return ious
 
 
-def _correct_per_threshold(boxes_per_thr: Sequence[np.ndarray], gt_boxes: np.ndarray,
-                           iou_thresholds: Sequence[int]) -> np.ndarray:
+def _correct_per_threshold(boxes_per_thr: Sequence[np.ndarray], gt_boxes: np.ndarray, iou_thresholds: Sequence[int]) -> np.ndarray:
     """``BoxEvaluator.accumulate``: best IoU over all (box, GT) pairs per threshold, then
     ``>= IoU / 100``; returns (J, T) bool."""
     counts = [len(b) for b in boxes_per_thr]
@@ -91,14 +89,19 @@ def _correct_per_threshold(boxes_per_thr: Sequence[np.ndarray], gt_boxes: np.nda
     best_per_box = multiple_iou.max(1)
     sliced, idx = [], 0
     for nr in counts:
-        sliced.append(max(best_per_box[idx:idx + nr]))
+        sliced.append(max(best_per_box[idx : idx + nr]))
         idx += nr
     sliced = np.asarray(sliced)
     return np.stack([sliced >= (thr / 100) for thr in iou_thresholds])
 
 
-def reference_hits(u8: np.ndarray, gt_boxes: np.ndarray, thresholds: Sequence[float],
-                   iou_thresholds: Sequence[int] = (30, 50, 70), multi_contour: bool = True) -> np.ndarray:
+def reference_hits(
+    u8: np.ndarray,
+    gt_boxes: np.ndarray,
+    thresholds: Sequence[float],
+    iou_thresholds: Sequence[int] = (30, 50, 70),
+    multi_contour: bool = True,
+) -> np.ndarray:
     """(J, T) correctness of one quantised map, one findContours per threshold (the reference)."""
     boxes = [boxes_at_threshold(u8, t, multi_contour) for t in thresholds]
     return _correct_per_threshold(boxes, gt_boxes, iou_thresholds)
@@ -124,9 +127,14 @@ def level_boxes(u8: np.ndarray, multi_contour: bool = True) -> dict[int, np.ndar
     return out
 
 
-def level_cached_hits(u8: np.ndarray, gt_boxes: np.ndarray, thresholds: Sequence[float],
-                      iou_thresholds: Sequence[int] = (30, 50, 70), multi_contour: bool = True,
-                      per_level: dict[int, np.ndarray] | None = None) -> np.ndarray:
+def level_cached_hits(
+    u8: np.ndarray,
+    gt_boxes: np.ndarray,
+    thresholds: Sequence[float],
+    iou_thresholds: Sequence[int] = (30, 50, 70),
+    multi_contour: bool = True,
+    per_level: dict[int, np.ndarray] | None = None,
+) -> np.ndarray:
     """Same as ``reference_hits`` with findContours and the IoU computed once per distinct binary
     image instead of once per threshold (the binary depends on t only through ``int(t * max)``)."""
     per_level = level_boxes(u8, multi_contour) if per_level is None else per_level

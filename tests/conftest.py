@@ -121,8 +121,13 @@ def build_voc_dataset(root: Path, n: int = 11, split: str = "trainval", seed: in
 
 
 def build_tiny_checkpoint(
-    path: Path, arch: str = TINY_VIT_ARCH, pool: str = "simpool", gamma: float | None = 1.25, num_classes: int = 3,
-    seed: int = 0, **model_kwargs: Any,
+    path: Path,
+    arch: str = TINY_VIT_ARCH,
+    pool: str = "simpool",
+    gamma: float | None = 1.25,
+    num_classes: int = 3,
+    seed: int = 0,
+    **model_kwargs: Any,
 ) -> tuple[Path, torch.nn.Module]:
     """A randomly initialised (seeded) supervised model saved in the official timm ``train.py``
     layout (``state_dict`` + ``args`` with ``model``, ``gp``, ``gamma`` and ``model_kwargs``), which

@@ -103,9 +103,7 @@ def bbox_iou(box1, box2, eps=1e-7):
     box2 = box2.T
     b1_x1, b1_y1, b1_x2, b1_y2 = box1[0], box1[1], box1[2], box1[3]
     b2_x1, b2_y1, b2_x2, b2_y2 = box2[0], box2[1], box2[2], box2[3]
-    inter = (torch.min(b1_x2, b2_x2) - torch.max(b1_x1, b2_x1)).clamp(0) * (
-        torch.min(b1_y2, b2_y2) - torch.max(b1_y1, b2_y1)
-    ).clamp(0)
+    inter = (torch.min(b1_x2, b2_x2) - torch.max(b1_x1, b2_x1)).clamp(0) * (torch.min(b1_y2, b2_y2) - torch.max(b1_y1, b2_y1)).clamp(0)
     w1, h1 = b1_x2 - b1_x1, b1_y2 - b1_y1 + eps
     w2, h2 = b2_x2 - b2_x1, b2_y2 - b2_y1 + eps
     union = w1 * h1 + w2 * h2 - inter + eps
@@ -131,9 +129,7 @@ def lost_voc_dataset(root, year="2007", image_set="trainval"):
     import torchvision
     from torchvision import transforms as pth_transforms
 
-    transform = pth_transforms.Compose(
-        [pth_transforms.ToTensor(), pth_transforms.Normalize(LOST_TRANSFORM_MEAN, LOST_TRANSFORM_STD)]
-    )
+    transform = pth_transforms.Compose([pth_transforms.ToTensor(), pth_transforms.Normalize(LOST_TRANSFORM_MEAN, LOST_TRANSFORM_STD)])
     return torchvision.datasets.VOCDetection(root, year=year, image_set=image_set, transform=transform, download=False)
 
 

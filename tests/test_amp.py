@@ -128,8 +128,20 @@ def test_cli_device_cuda_without_gpu_is_one_line_error(tiny, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     _, ckpt, records, _ = tiny
-    res = CliRunner().invoke(app, ["classify", "--data", str(records[0].path.parent.parent), "--checkpoint", str(ckpt),
-                                   "--device", "cuda", "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "classify",
+            "--data",
+            str(records[0].path.parent.parent),
+            "--checkpoint",
+            str(ckpt),
+            "--device",
+            "cuda",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 2
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --device cuda") and "no CUDA GPU" in lines[0]
@@ -158,11 +170,14 @@ class _Tensors(torch.utils.data.Dataset):
         return torch.full((3, 4, 4), float(i)), i, True
 
 
-@pytest.mark.parametrize("err", [
-    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
-    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 99999999999 bytes."),
-    MemoryError(),
-])
+@pytest.mark.parametrize(
+    "err",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 99999999999 bytes."),
+        MemoryError(),
+    ],
+)
 def test_batch_that_does_not_fit_suggests_a_smaller_one(err):
     cfg = EngineConfig(device="cpu", batch_size=64, progress=False)
     with pytest.raises(SimpoolBenchError, match=r"--batch-size 64 does not fit in the memory of cpu; try --batch-size 32"):
@@ -174,7 +189,9 @@ def test_batch_that_does_not_fit_suggests_a_smaller_one(err):
 
 def test_other_runtime_errors_are_not_reported_as_memory():
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        evaluate(_Exploding(RuntimeError("shape mismatch")), _Tensors(5), dict, lambda b, a: None, EngineConfig(device="cpu", progress=False))
+        evaluate(
+            _Exploding(RuntimeError("shape mismatch")), _Tensors(5), dict, lambda b, a: None, EngineConfig(device="cpu", progress=False)
+        )
 
 
 def test_every_batch_reaches_step_once_with_host_outputs_and_exact_shard_merges():

@@ -61,7 +61,7 @@ def _u8_small(rng: np.random.Generator, kind: str, h: int, w: int) -> np.ndarray
         return m
     if kind == "holes":  # a blob with punched holes at several depths
         m = np.zeros((h, w), dtype=np.uint8)
-        m[rng.integers(0, 2):h - rng.integers(0, 2), rng.integers(0, 2):w - rng.integers(0, 2)] = 200
+        m[rng.integers(0, 2) : h - rng.integers(0, 2), rng.integers(0, 2) : w - rng.integers(0, 2)] = 200
         holes = rng.random((h, w)) < 0.25
         m[holes] = rng.integers(0, 200, holes.sum())
         return m
@@ -72,8 +72,7 @@ def _u8_small(rng: np.random.Generator, kind: str, h: int, w: int) -> np.ndarray
     raise AssertionError(kind)
 
 
-SMALL_KINDS = ("few_levels", "noise", "binary_sparse", "smooth", "rings", "checker", "pixels", "frame", "holes",
-               "zero", "constant")
+SMALL_KINDS = ("few_levels", "noise", "binary_sparse", "smooth", "rings", "checker", "pixels", "frame", "holes", "zero", "constant")
 
 
 def _raw_map(rng: np.random.Generator, kind: str) -> np.ndarray:
@@ -97,7 +96,7 @@ def _raw_map(rng: np.random.Generator, kind: str) -> np.ndarray:
         m[rng.integers(0, 14), rng.integers(0, 14)] = 1.0
         return m
     if kind == "checker14":
-        return ((np.add.outer(np.arange(14), np.arange(14)) % 2) + 0.01 * rng.random((14, 14)))
+        return (np.add.outer(np.arange(14), np.arange(14)) % 2) + 0.01 * rng.random((14, 14))
     if kind == "rings224":
         yy, xx = np.mgrid[0:224, 0:224]
         r = np.hypot(yy - rng.uniform(0, 224), xx - rng.uniform(0, 224))
@@ -114,8 +113,7 @@ def _raw_map(rng: np.random.Generator, kind: str) -> np.ndarray:
     raise AssertionError(kind)
 
 
-RAW_KINDS = ("smooth14", "smooth7", "nan", "constant", "zero", "hot_pixel", "checker14", "rings224", "nested224",
-             "blocks224", "int_map")
+RAW_KINDS = ("smooth14", "smooth7", "nan", "constant", "zero", "hot_pixel", "checker14", "rings224", "nested224", "blocks224", "int_map")
 
 
 def _gt_boxes(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -146,8 +144,10 @@ def _check_level_boxes(u8: np.ndarray, per_level: dict[int, np.ndarray]) -> None
     rows, ref = rows[np.lexsort(rows.T[::-1])], ref[np.lexsort(ref.T[::-1])]
     if not np.array_equal(rows, ref):
         first = next(i for i in range(min(len(rows), len(ref)) + 1) if i == min(len(rows), len(ref)) or (rows[i] != ref[i]).any())
-        raise AssertionError(f"boxes differ from OpenCV's (level, x0, y0, x1, y1) at row {first}: "
-                             f"{rows[first:first + 3].tolist()} vs {ref[first:first + 3].tolist()}; map:\n{u8}")
+        raise AssertionError(
+            f"boxes differ from OpenCV's (level, x0, y0, x1, y1) at row {first}: "
+            f"{rows[first : first + 3].tolist()} vs {ref[first : first + 3].tolist()}; map:\n{u8}"
+        )
 
 
 def _check_hits(u8s: np.ndarray, gts: list[np.ndarray], per_levels: list[dict[int, np.ndarray]]) -> None:
@@ -159,8 +159,10 @@ def _check_hits(u8s: np.ndarray, gts: list[np.ndarray], per_levels: list[dict[in
             ref = oracle.level_cached_hits(u8, gts[i], thr, IOUS, per_level=per_levels[i])
             if not np.array_equal(fast[i], ref):
                 bad = np.argwhere(fast[i] != ref)[0]
-                raise AssertionError(f"interval {interval}: map {i} differs at IoU {IOUS[bad[0]]}, t={thr[bad[1]]}: "
-                                     f"fast {fast[i][tuple(bad)]}, oracle {ref[tuple(bad)]}\nmap:\n{u8}\ngt {gts[i]}")
+                raise AssertionError(
+                    f"interval {interval}: map {i} differs at IoU {IOUS[bad[0]]}, t={thr[bad[1]]}: "
+                    f"fast {fast[i][tuple(bad)]}, oracle {ref[tuple(bad)]}\nmap:\n{u8}\ngt {gts[i]}"
+                )
 
 
 def _small_batches(seed: int, n_batches: int, per_batch: int, max_side: int) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
@@ -193,7 +195,7 @@ def _run_pipeline(seed: int, kinds: list[str], batch: int, box_every: int) -> in
     rng = np.random.default_rng(seed)
     n = 0
     for s in range(0, len(kinds), batch):
-        raw, u8s, gts = _pipeline_batch(rng, kinds[s:s + batch])
+        raw, u8s, gts = _pipeline_batch(rng, kinds[s : s + batch])
         for m, u8 in zip(raw, u8s):
             np.testing.assert_array_equal(prepare_scoremap(m), u8)
         per_levels = [oracle.level_boxes(u8) for u8 in u8s]
@@ -242,8 +244,12 @@ def test_v1_largest_contour_matches_oracle() -> None:
 def test_prepare_scoremap_matches_reference() -> None:
     rng = np.random.default_rng(5)
     maps: list[np.ndarray] = [_raw_map(rng, k) for k in RAW_KINDS + ("noise224",)]
-    maps += [rng.random((7, 14)) * 1e-9, -rng.random((16, 9)), rng.random((224, 224)).astype(np.float32),
-             np.array([[0.0, 1.0], [1.0, 1.0]])]
+    maps += [
+        rng.random((7, 14)) * 1e-9,
+        -rng.random((16, 9)),
+        rng.random((224, 224)).astype(np.float32),
+        np.array([[0.0, 1.0], [1.0, 1.0]]),
+    ]
     for m in maps:
         np.testing.assert_array_equal(prepare_scoremap(m), oracle.quantise(oracle.reference_scoremap(m)))
     half = torch.rand(14, 14, generator=torch.Generator().manual_seed(0)).half()
@@ -287,8 +293,7 @@ def test_tensor_batches_and_threads_agree() -> None:
     two.update(list(maps.numpy()), gts)
     np.testing.assert_array_equal(one.correct.numpy(), two.correct.numpy())
     thr = oracle.reference_thresholds(0.01)
-    ref = sum(oracle.level_cached_hits(oracle.quantise(oracle.reference_scoremap(m.numpy())), gt, thr, IOUS)
-              for m, gt in zip(maps, gts))
+    ref = sum(oracle.level_cached_hits(oracle.quantise(oracle.reference_scoremap(m.numpy())), gt, thr, IOUS) for m, gt in zip(maps, gts))
     np.testing.assert_array_equal(one.correct.numpy(), ref)
     assert one.compute().top1_loc is None  # no correct_cls given
 
@@ -316,7 +321,7 @@ def test_merge_equals_single_pass_and_state_roundtrip() -> None:
 
 def _box_map(box: tuple[int, int, int, int]) -> np.ndarray:
     m = np.zeros((224, 224))
-    m[box[1]:box[3] + 1, box[0]:box[2] + 1] = 1.0
+    m[box[1] : box[3] + 1, box[0] : box[2] + 1] = 1.0
     return m
 
 
@@ -325,8 +330,11 @@ def test_known_answers() -> None:
     100*120/(101*121) = 0.98 at every threshold; a map in the opposite corner never overlaps;
     an all-zero map predicts (0, 0, 0, 0): IoU 1/2 with GT (0, 0, 0, 1), 1/4 with (0, 0, 1, 1)."""
     acc = BoxAccumulator(interval=0.01)
-    acc.update([_box_map((50, 60, 149, 179)), _box_map((100, 100, 223, 223))],
-               [np.array([[50, 60, 149, 179]]), np.array([[100, 100, 223, 223]])], correct_cls=[True, False])
+    acc.update(
+        [_box_map((50, 60, 149, 179)), _box_map((100, 100, 223, 223))],
+        [np.array([[50, 60, 149, 179]]), np.array([[100, 100, 223, 223]])],
+        correct_cls=[True, False],
+    )
     res = acc.compute()
     assert res.maxboxacc == {30: 100.0, 50: 100.0, 70: 100.0} and res.maxboxacc_v2 == 100.0
     assert (res.curve == 100.0).all() and res.best_threshold == {30: 0.0, 50: 0.0, 70: 0.0}

@@ -62,7 +62,12 @@ def rebuild(expect_arch: str, ckpt: LoadedCheckpoint, **flags) -> torch.nn.Modul
     assert a == expect_arch
     arch = a
     m = build_model(
-        a, pool=pool, gamma=gamma, variant=variant, use_beta=ckpt.has_beta, num_classes=ckpt.num_classes or 0,
+        a,
+        pool=pool,
+        gamma=gamma,
+        variant=variant,
+        use_beta=ckpt.has_beta,
+        num_classes=ckpt.num_classes or 0,
         **{**TINY[arch], **ckpt.model_kwargs},  # what the file says wins
     )
     load_into(m, ckpt)
@@ -80,6 +85,7 @@ def same_outputs(a: torch.nn.Module, b: torch.nn.Module, arch: str) -> bool:
     x = torch.randn(3, 3, IMG[arch], IMG[arch], generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         oa, ob = a(x), b(x)
+
     def eq(u, v):
         return (u is None and v is None) or (u is not None and v is not None and torch.equal(u, v))
 
@@ -99,14 +105,55 @@ def adamw_state(model: torch.nn.Module) -> dict:
 def timm_train_args(**kw) -> argparse.Namespace:
     """An argparse.Namespace like the SimPool timm fork's train.py pickles (a realistic subset)."""
     base = dict(
-        data=None, data_dir="/data/imagenet", dataset="torch/folder", train_split="train", val_split="validation",
-        subset=-1, model="vit_small_patch16_224", pretrained=False, initial_checkpoint="", resume="", num_classes=1000,
-        gp="simpool", gamma=1.25, img_size=None, in_chans=None, input_size=None, crop_pct=None, mean=None, std=None,
-        interpolation="", batch_size=74, model_kwargs={}, opt="adamw", opt_eps=None, opt_betas=None, momentum=0.9,
-        weight_decay=0.05, lr=5e-4, sched="cosine", epochs=100, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3],
-        aa="rand-m9-mstd0.5-inc1", mixup=0.2, smoothing=0.1, drop=0.1, drop_path=0.1, model_ema=True,
-        model_ema_decay=0.99996, seed=42, amp=False, output="/out", experiment="vits_supervised_simpool",
-        prefetcher=True, distributed=True, world_size=8, rank=0, local_rank=0, device="cuda:0",
+        data=None,
+        data_dir="/data/imagenet",
+        dataset="torch/folder",
+        train_split="train",
+        val_split="validation",
+        subset=-1,
+        model="vit_small_patch16_224",
+        pretrained=False,
+        initial_checkpoint="",
+        resume="",
+        num_classes=1000,
+        gp="simpool",
+        gamma=1.25,
+        img_size=None,
+        in_chans=None,
+        input_size=None,
+        crop_pct=None,
+        mean=None,
+        std=None,
+        interpolation="",
+        batch_size=74,
+        model_kwargs={},
+        opt="adamw",
+        opt_eps=None,
+        opt_betas=None,
+        momentum=0.9,
+        weight_decay=0.05,
+        lr=5e-4,
+        sched="cosine",
+        epochs=100,
+        scale=[0.08, 1.0],
+        ratio=[3 / 4, 4 / 3],
+        aa="rand-m9-mstd0.5-inc1",
+        mixup=0.2,
+        smoothing=0.1,
+        drop=0.1,
+        drop_path=0.1,
+        model_ema=True,
+        model_ema_decay=0.99996,
+        seed=42,
+        amp=False,
+        output="/out",
+        experiment="vits_supervised_simpool",
+        prefetcher=True,
+        distributed=True,
+        world_size=8,
+        rank=0,
+        local_rank=0,
+        device="cuda:0",
     )
     base.update(kw)
     return argparse.Namespace(**base)
@@ -127,14 +174,47 @@ def write_timm_train_checkpoint(path, args, raw: torch.nn.Module, ema: torch.nn.
 
 def dino_args(**kw) -> argparse.Namespace:
     base = dict(
-        arch="vit_small", mode="simpool", gamma=1.25, patch_size=16, out_dim=10, norm_last_layer=False,
-        momentum_teacher=0.996, use_bn_in_head=False, warmup_teacher_temp=0.04, teacher_temp=0.07,
-        warmup_teacher_temp_epochs=30, use_fp16=False, weight_decay=0.04, weight_decay_end=0.4, clip_grad=0.0,
-        batch_size_per_gpu=100, epochs=100, freeze_last_layer=1, lr=0.0005, warmup_epochs=10, min_lr=1e-5,
-        optimizer="adamw", drop_path_rate=0.1, global_crops_scale=(0.25, 1.0), local_crops_number=6,
-        local_crops_scale=(0.05, 0.25), backend="nccl", data_path="/data/imagenet", output_dir="/out",
-        saveckp_freq=20, seed=0, num_workers=10, dist_url="env://", local_rank=0, subset=-1, eval_every=5,
-        nb_knn=[10, 20, 100, 200], temperature=0.07, rank=0, world_size=8, gpu=0,
+        arch="vit_small",
+        mode="simpool",
+        gamma=1.25,
+        patch_size=16,
+        out_dim=10,
+        norm_last_layer=False,
+        momentum_teacher=0.996,
+        use_bn_in_head=False,
+        warmup_teacher_temp=0.04,
+        teacher_temp=0.07,
+        warmup_teacher_temp_epochs=30,
+        use_fp16=False,
+        weight_decay=0.04,
+        weight_decay_end=0.4,
+        clip_grad=0.0,
+        batch_size_per_gpu=100,
+        epochs=100,
+        freeze_last_layer=1,
+        lr=0.0005,
+        warmup_epochs=10,
+        min_lr=1e-5,
+        optimizer="adamw",
+        drop_path_rate=0.1,
+        global_crops_scale=(0.25, 1.0),
+        local_crops_number=6,
+        local_crops_scale=(0.05, 0.25),
+        backend="nccl",
+        data_path="/data/imagenet",
+        output_dir="/out",
+        saveckp_freq=20,
+        seed=0,
+        num_workers=10,
+        dist_url="env://",
+        local_rank=0,
+        subset=-1,
+        eval_every=5,
+        nb_knn=[10, 20, 100, 200],
+        temperature=0.07,
+        rank=0,
+        world_size=8,
+        gpu=0,
     )
     base.update(kw)
     return argparse.Namespace(**base)
@@ -171,13 +251,24 @@ def write_dino_checkpoint(path, args, teacher_sd, student_sd, dim, teacher_ddp: 
         out.update({f"head.{k}": v for k, v in dino_head(dim, use_bn, seed).items()})
         return {f"module.{k}": v for k, v in out.items()} if ddp else out
 
-    opt = {"state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.zeros(3), "exp_avg_sq": torch.zeros(3)}},
-           "param_groups": [{"lr": 1e-5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.4, "params": [0]},
-                            {"lr": 1e-5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "params": []}]}
-    torch.save({
-        "student": wrap(student_sd, True, 1), "teacher": wrap(teacher_sd, teacher_ddp, 2), "optimizer": opt,
-        "epoch": 100, "args": args, "dino_loss": {"center": torch.zeros(1, 10)},
-    }, path)
+    opt = {
+        "state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.zeros(3), "exp_avg_sq": torch.zeros(3)}},
+        "param_groups": [
+            {"lr": 1e-5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.4, "params": [0]},
+            {"lr": 1e-5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "params": []},
+        ],
+    }
+    torch.save(
+        {
+            "student": wrap(student_sd, True, 1),
+            "teacher": wrap(teacher_sd, teacher_ddp, 2),
+            "optimizer": opt,
+            "epoch": 100,
+            "args": args,
+            "dino_loss": {"center": torch.zeros(1, 10)},
+        },
+        path,
+    )
 
 
 # ------------------------------------------------------------------------------------------ official supervised
@@ -197,7 +288,14 @@ def test_official_supervised_round_trip_prefers_ema(tmp_path, arch, gamma, pool_
     write_timm_train_checkpoint(path, timm_train_args(model=arch, gp="simpool", gamma=gamma, num_classes=7), raw, ema)
 
     c = load_checkpoint(path)
-    assert (c.format, c.variant, c.arch, c.pool, c.num_classes, c.source) == ("official-supervised", "supervised", arch, "simpool", 7, "state_dict_ema")
+    assert (c.format, c.variant, c.arch, c.pool, c.num_classes, c.source) == (
+        "official-supervised",
+        "supervised",
+        arch,
+        "simpool",
+        7,
+        "state_dict_ema",
+    )
     assert c.gamma_known and c.gamma == gamma and not c.has_beta
     assert c.container_keys == ["epoch", "arch", "optimizer", "version", "args", "amp_scaler", "state_dict", "state_dict_ema", "metric"]
     assert any("state_dict_ema" in r for r in c.key_mapping)
@@ -229,7 +327,9 @@ def test_official_supervised_without_ema_and_baselines(tmp_path):
 def test_ddp_prefixed_weights_are_stripped(tmp_path):
     arch = "resnet18"
     m = tiny(arch, 4, pool="gap", num_classes=3)
-    torch.save({"state_dict": {f"module.{k}": v for k, v in m.state_dict().items()}, "epoch": 1, "arch": arch, "version": 2}, tmp_path / "c.pth")
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in m.state_dict().items()}, "epoch": 1, "arch": arch, "version": 2}, tmp_path / "c.pth"
+    )
     c = load_checkpoint(tmp_path / "c.pth")
     assert c.format == "official-supervised" and "stripped module." in c.key_mapping
     assert same_outputs(rebuild(arch, c), m, arch)
@@ -246,7 +346,14 @@ def test_official_dino_vit_teacher_default_student_on_request(tmp_path):
 
     c = load_checkpoint(path)
     assert (c.format, c.variant, c.arch, c.pool, c.gamma, c.has_beta, c.num_classes) == (
-        "official-dino", "dino", arch, "simpool", 1.25, True, None)
+        "official-dino",
+        "dino",
+        arch,
+        "simpool",
+        1.25,
+        True,
+        None,
+    )
     assert c.source == "teacher" and c.dino_pos_quirk
     assert "dropped 8 DINO head keys (head.*)" in c.key_mapping and "stripped backbone." in c.key_mapping
     assert not any(k.startswith(("head.", "backbone.", "module.")) for k in c.state_dict)
@@ -261,8 +368,9 @@ def test_official_dino_resnet_ddp_teacher_with_bn_head(tmp_path):
     arch = "resnet18"
     teacher = tiny(arch, 7, pool="simpool", gamma=2.0, variant="dino")
     path = tmp_path / "checkpoint.pth"
-    write_dino_checkpoint(path, dino_args(arch="resnet50", gamma=2.0), teacher.state_dict(), teacher.state_dict(), 16,
-                          teacher_ddp=True, use_bn=True)
+    write_dino_checkpoint(
+        path, dino_args(arch="resnet50", gamma=2.0), teacher.state_dict(), teacher.state_dict(), 16, teacher_ddp=True, use_bn=True
+    )
     c = load_checkpoint(path)
     assert (c.format, c.variant, c.pool, c.gamma, c.has_beta) == ("official-dino", "dino", "simpool", 2.0, False)
     assert c.arch == "resnet50"  # what the file says; the tiny test model is a resnet18 layout
@@ -288,7 +396,7 @@ def to_fb_convnext(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 rest = parts[5:]
             n = ".".join(["stages", parts[1], parts[3], name, *rest])
         elif k.startswith("head.norm."):
-            n = k[len("head."):]
+            n = k[len("head.") :]
         else:
             n = k
         out[n] = v
@@ -320,7 +428,12 @@ def test_official_dino_cls_baseline(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ timm SimPool1d/2d
-OFFICIAL_FROM_TIMM = {"norm.weight": "norm_patches.weight", "norm.bias": "norm_patches.bias", "q.weight": "wq.weight", "k.weight": "wk.weight"}
+OFFICIAL_FROM_TIMM = {
+    "norm.weight": "norm_patches.weight",
+    "norm.bias": "norm_patches.bias",
+    "q.weight": "wq.weight",
+    "k.weight": "wk.weight",
+}
 
 
 def as_timm_simpool(sd: dict[str, torch.Tensor], ours: str, theirs: str) -> dict[str, torch.Tensor]:
@@ -498,8 +611,19 @@ def test_trust_loads_a_checkpoint_needing_other_globals(tmp_path):
 
 # ------------------------------------------------------------------------------------------ resolve_spec
 def _ckpt(**kw) -> LoadedCheckpoint:
-    base = dict(path=pathlib.Path("/x/file.pth"), sha256="0", format="official-supervised", variant="supervised", state_dict={},
-                arch="vit_small_patch16_224", pool="simpool", gamma=1.25, gamma_known=True, arch_source="args.model", variant_known=True)
+    base = dict(
+        path=pathlib.Path("/x/file.pth"),
+        sha256="0",
+        format="official-supervised",
+        variant="supervised",
+        state_dict={},
+        arch="vit_small_patch16_224",
+        pool="simpool",
+        gamma=1.25,
+        gamma_known=True,
+        arch_source="args.model",
+        variant_known=True,
+    )
     base.update(kw)
     return LoadedCheckpoint(**base)
 
@@ -564,8 +688,16 @@ def test_inspect_reports_the_file(tmp_path):
     write_timm_train_checkpoint(tmp_path / "r.pth.tar", timm_train_args(model=arch, gamma=2.0, num_classes=4), m, m)
     info = inspect_checkpoint(tmp_path / "r.pth.tar")
     assert {k: info[k] for k in ("format", "variant", "arch", "pool", "gamma", "beta", "num_classes", "weights", "epoch")} == dict(
-        format="official-supervised", variant="supervised", arch=arch, pool="simpool", gamma=2.0, beta=False,
-        num_classes=4, weights="state_dict_ema", epoch=99)
+        format="official-supervised",
+        variant="supervised",
+        arch=arch,
+        pool="simpool",
+        gamma=2.0,
+        beta=False,
+        num_classes=4,
+        weights="state_dict_ema",
+        epoch=99,
+    )
     assert info["n_params"] == sum(p.numel() for p in m.parameters())
     assert info["container_keys"][:5] == ["epoch", "arch", "optimizer", "version", "args"]
     assert info["sha256"] == hashlib.sha256((tmp_path / "r.pth.tar").read_bytes()).hexdigest()

@@ -29,8 +29,16 @@ def tiny(tmp_path_factory):
     model = build_model("vit_tiny_patch16_224", num_classes=3, **TINY).eval()
     ckpt = root / "tiny.pth.tar"
     sd = model.state_dict()
-    torch.save({"state_dict": sd, "state_dict_ema": sd, "epoch": 3, "arch": "vit_tiny_patch16_224",
-                "args": argparse.Namespace(model="vit_tiny_patch16_224", gp="simpool", gamma=1.25, model_kwargs=TINY)}, ckpt)
+    torch.save(
+        {
+            "state_dict": sd,
+            "state_dict_ema": sd,
+            "epoch": 3,
+            "arch": "vit_tiny_patch16_224",
+            "args": argparse.Namespace(model="vit_tiny_patch16_224", gp="simpool", gamma=1.25, model_kwargs=TINY),
+        },
+        ckpt,
+    )
     rng = np.random.default_rng(0)
     data = root / "data"
     for c in ("ant", "bee", "cat"):
@@ -51,8 +59,23 @@ def test_help_lists_every_command_with_one_line():
 def test_classify_matches_independent_top1(tiny, tmp_path):
     model, ckpt, data, _ = tiny
     out = tmp_path / "run"
-    res = _invoke("classify", "--data", data, "--split", "val", "--checkpoint", ckpt, "--out", out,
-                  "--device", "cpu", "-b", "4", "--formats", "json,md,latex")
+    res = _invoke(
+        "classify",
+        "--data",
+        data,
+        "--split",
+        "val",
+        "--checkpoint",
+        ckpt,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "-b",
+        "4",
+        "--formats",
+        "json,md,latex",
+    )
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out / "results.csv")
     for name in ("results.parquet", "results.json", "results.md", "results.tex"):

@@ -117,8 +117,22 @@ def wsol(tmp_path):
 
 
 def _localize(wsol, out, *extra):
-    return invoke_cli("localize", "--dataset", "cub", "--data", wsol.image_root, "--metadata", wsol.metadata,
-                      "--baseline", "center-gaussian", "--device", "cpu", "--out", out, *extra)
+    return invoke_cli(
+        "localize",
+        "--dataset",
+        "cub",
+        "--data",
+        wsol.image_root,
+        "--metadata",
+        wsol.metadata,
+        "--baseline",
+        "center-gaussian",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        *extra,
+    )
 
 
 def _edit(path, fn) -> None:
@@ -136,8 +150,10 @@ def test_metadata_id_outside_the_data_root(wsol, tmp_path, bad):
 
 def test_image_sizes_differing_from_files_warn_once_counted(wsol, tmp_path):
     sizes = wsol.metadata / "image_sizes.txt"
-    _edit(sizes, lambda ls: [f"{ln.split(',')[0]},{int(ln.split(',')[1]) + 3},{ln.split(',')[2]}" if i in (2, 5) else ln
-                             for i, ln in enumerate(ls)])
+    _edit(
+        sizes,
+        lambda ls: [f"{ln.split(',')[0]},{int(ln.split(',')[1]) + 3},{ln.split(',')[2]}" if i in (2, 5) else ln for i, ln in enumerate(ls)],
+    )
     differ = 0
     for line in sizes.read_text().splitlines():
         image_id, w, h = line.split(",")
@@ -228,7 +244,9 @@ def _coco(tmp_path, bbox):
         name = f"COCO_train2014_{i:012d}.jpg"
         _image(image_dir / name, size=(64, 48), value=k)
         images.append({"id": i, "file_name": name, "width": 64, "height": 48})
-        anns.append({"id": 100 + k, "image_id": i, "bbox": bbox if k == 1 else [2, 3, 30.5, 20], "iscrowd": 0, "category_id": 1, "area": 1.0})
+        anns.append(
+            {"id": 100 + k, "image_id": i, "bbox": bbox if k == 1 else [2, 3, 30.5, 20], "iscrowd": 0, "category_id": 1, "area": 1.0}
+        )
     ann_file = tmp_path / "instances_train2014.json"
     ann_file.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "x"}]}))
     list_file = tmp_path / "coco_20k_filenames.txt"
@@ -240,8 +258,21 @@ def _coco(tmp_path, bbox):
 def test_coco_bbox_not_four_numbers(tmp_path, bbox):
     image_dir, ann_file, list_file = _coco(tmp_path, bbox)
     out = tmp_path / "out"
-    res = invoke_cli("discover", "--dataset", "coco20k", "--data", image_dir, "--annotations", ann_file, "--list", list_file,
-                     "--method", "center", "--out", out)
+    res = invoke_cli(
+        "discover",
+        "--dataset",
+        "coco20k",
+        "--data",
+        image_dir,
+        "--annotations",
+        ann_file,
+        "--list",
+        list_file,
+        "--method",
+        "center",
+        "--out",
+        out,
+    )
     _one_error(res, "annotation id 101", "image 22", str(ann_file))
     assert not out.exists()
 
@@ -286,7 +317,7 @@ def test_huge_image_in_voc_skipped_and_counted_or_strict_error(tmp_path, ckpt):
     _huge_png(voc / "JPEGImages" / f"{ids[1]}.jpg")
     xml = voc / "Annotations" / f"{ids[1]}.xml"  # the annotation says so too: no huge placeholder either
     text = xml.read_text()
-    xml.write_text(text[: text.index("<width>")] + "<width>10000</width><height>10000</height>" + text[text.index("<depth>"):])
+    xml.write_text(text[: text.index("<width>")] + "<width>10000</width><height>10000</height>" + text[text.index("<depth>") :])
     # -j 0: decode here, so that the warning is raised in this process (workers print theirs)
     args = ("discover", "--dataset", "voc07", "--data", voc, "--checkpoint", ckpt, "--device", "cpu", "-j", "0")
     out = tmp_path / "out"

@@ -34,8 +34,11 @@ def _options(group, prefix=""):
         if hasattr(sub, "commands"):
             out.update(_options(sub, path))
         else:
-            out[path] = {p.opts[0]: [sorted((*p.opts, *p.secondary_opts)), _plain(p.default)]
-                         for p in sub.params if type(p).__name__.endswith("Option")}
+            out[path] = {
+                p.opts[0]: [sorted((*p.opts, *p.secondary_opts)), _plain(p.default)]
+                for p in sub.params
+                if type(p).__name__.endswith("Option")
+            }
     return out
 
 

@@ -44,7 +44,9 @@ def _write_layouts(root, n=12, seed=0):
     (meta / "localization.txt").write_text("\n".join(f"{a},{b[0]},{b[1]},{b[2]},{b[3]}" for a, b in zip(ids, boxes)))
     # CUB-200-2011 native files: 1-based ids, boxes as x, y, w, h, everything in the test split
     (root / "images.txt").write_text("".join(f"{k + 1} {a}\n" for k, a in enumerate(ids)))
-    (root / "bounding_boxes.txt").write_text("".join(f"{k + 1} {b[0]}.0 {b[1]}.0 {b[2] - b[0]}.0 {b[3] - b[1]}.0\n" for k, b in enumerate(boxes)))
+    (root / "bounding_boxes.txt").write_text(
+        "".join(f"{k + 1} {b[0]}.0 {b[1]}.0 {b[2] - b[0]}.0 {b[3] - b[1]}.0\n" for k, b in enumerate(boxes))
+    )
     (root / "train_test_split.txt").write_text("".join(f"{k + 1} 0\n" for k in range(n)))
     (root / "image_class_labels.txt").write_text("".join(f"{k + 1} {lab + 1}\n" for k, lab in enumerate(labels)))
     return root
@@ -76,8 +78,11 @@ def wsol(tmp_path_factory):
 
 @pytest.mark.parametrize("layout", ["wsol", "cub-native"])
 def test_planted_map_scores_100_and_opposite_corner_0(wsol, layout):
-    records = (read_localization_data("imagenet", wsol / "images", wsol / "metadata") if layout == "wsol"
-               else read_localization_data("cub", wsol, None))
+    records = (
+        read_localization_data("imagenet", wsol / "images", wsol / "metadata")
+        if layout == "wsol"
+        else read_localization_data("cub", wsol, None)
+    )
     assert len(records) == 12
     cfg = EngineConfig(device="cpu", batch_size=5, progress=False)
     on = ev.localize(PlantedModel(flip=False), records, cfg, dataset="x", split="test")
@@ -96,8 +101,11 @@ def test_localize_cli_runs_on_both_layouts_with_same_numbers(wsol, tmp_path):
     tables = []
     for args in (["--data", wsol / "images", "--metadata", wsol / "metadata"], ["--data", wsol]):
         out = tmp_path / f"out{len(tables)}"
-        res = runner.invoke(app, ["localize", "--checkpoint", str(ckpt), "--device", "cpu", "--out", str(out), "-b", "4",
-                                  *map(str, args)], catch_exceptions=False)
+        res = runner.invoke(
+            app,
+            ["localize", "--checkpoint", str(ckpt), "--device", "cpu", "--out", str(out), "-b", "4", *map(str, args)],
+            catch_exceptions=False,
+        )
         assert res.exit_code == 0, res.output
         tables.append(pd.read_csv(out / "results.csv").set_index(["metric", "iou_threshold"])["value"])
         assert (out / "boxacc_curve.csv").exists()
@@ -131,8 +139,26 @@ def test_discover_baselines_equal_hand_computed_and_batch_size_is_invisible(tmp_
     values = []
     for bs in ("1", "16"):
         out = tmp_path / f"d{bs}"
-        res = runner.invoke(app, ["discover", "--dataset", "voc07", "--data", str(voc), "--checkpoint", str(ckpt),
-                                  "--device", "cpu", "-b", bs, "--out", str(out), "--no-resume"], catch_exceptions=False)
+        res = runner.invoke(
+            app,
+            [
+                "discover",
+                "--dataset",
+                "voc07",
+                "--data",
+                str(voc),
+                "--checkpoint",
+                str(ckpt),
+                "--device",
+                "cpu",
+                "-b",
+                bs,
+                "--out",
+                str(out),
+                "--no-resume",
+            ],
+            catch_exceptions=False,
+        )
         assert res.exit_code == 0, res.output
         values.append(pd.read_csv(out / "results.csv").query("metric == 'corloc'")["value"].item())
     assert values[0] == values[1]

@@ -30,9 +30,13 @@ def test_compare_three_runs_deltas():
     for ref in (0, 1):
         cmp = R.compare(runs, reference=ref, labels=["A", "B", "C"])
         vals = [a, b, c]
-        for key, getter in (("top1", lambda d: d.get("top1")), ("maxboxacc@50", lambda d: d.get("maxboxacc", {}).get(50)),
-                            ("maxboxacc@70", lambda d: d.get("maxboxacc", {}).get(70)),
-                            ("maxboxacc_v2", lambda d: d.get("maxboxacc_v2")), ("corloc", lambda d: d.get("corloc"))):
+        for key, getter in (
+            ("top1", lambda d: d.get("top1")),
+            ("maxboxacc@50", lambda d: d.get("maxboxacc", {}).get(50)),
+            ("maxboxacc@70", lambda d: d.get("maxboxacc", {}).get(70)),
+            ("maxboxacc_v2", lambda d: d.get("maxboxacc_v2")),
+            ("corloc", lambda d: d.get("corloc")),
+        ):
             for i, lab in enumerate("ABC"):
                 v, r = getter(vals[i]), getter(vals[ref])
                 got_v = cmp.loc[lab, ("cub", "test", key, "value")]
@@ -54,9 +58,11 @@ def test_compare_three_runs_deltas():
 
 
 def test_compare_renderers_bold_the_best():
-    runs = [_run({"top1": 80.0, "n_failed": 3, "best_threshold": 0.2}, run_id="a"),
-            _run({"top1": 81.5, "n_failed": 1, "best_threshold": 0.4}, run_id="b"),
-            _run({"top1": 79.0, "n_failed": 2, "best_threshold": 0.6}, run_id="c")]
+    runs = [
+        _run({"top1": 80.0, "n_failed": 3, "best_threshold": 0.2}, run_id="a"),
+        _run({"top1": 81.5, "n_failed": 1, "best_threshold": 0.4}, run_id="b"),
+        _run({"top1": 79.0, "n_failed": 2, "best_threshold": 0.6}, run_id="c"),
+    ]
     cmp = R.compare(runs, labels=["A", "B", "C"])
     md = R.compare_to_markdown(cmp)
     lines = md.splitlines()

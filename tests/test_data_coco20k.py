@@ -29,20 +29,34 @@ def _make_coco(tmp_path: Path, seed: int = 0):
     images, anns = [], []
     for k, i in enumerate(ids):
         w, h = int(rng.integers(100, 640)), int(rng.integers(100, 640))
-        images.append({"license": 1, "file_name": _name(i), "coco_url": "", "height": h, "width": w, "date_captured": "", "flickr_url": "", "id": i})
+        images.append(
+            {"license": 1, "file_name": _name(i), "coco_url": "", "height": h, "width": w, "date_captured": "", "flickr_url": "", "id": i}
+        )
         (image_dir / _name(i)).write_bytes(b"jpeg")
         n_ann = [0, 1, 2, 3, 5][k % 5]
         for j in range(n_ann):
             x, y = float(rng.integers(0, w // 2)) + [0, 0.5, 0.25, 0.75][j % 4], float(rng.integers(0, h // 2)) + 0.5 * (k % 2)
             bw, bh = float(rng.integers(1, w // 2)) + [0.5, 0, 0.49, 0.51][j % 4], float(rng.integers(1, h // 2)) + 0.5
             crowd = int(k % 6 == 1 or (j == 2 and k % 3 == 0))  # k % 6 == 1: a crowd-only image
-            anns.append({
-                "segmentation": [[x, y, x + bw, y, x + bw, y + bh]], "area": bw * bh, "iscrowd": crowd,
-                "image_id": i, "bbox": [x, y, bw, bh], "category_id": int(rng.integers(1, 91)), "id": len(anns) + 1,
-            })
+            anns.append(
+                {
+                    "segmentation": [[x, y, x + bw, y, x + bw, y + bh]],
+                    "area": bw * bh,
+                    "iscrowd": crowd,
+                    "image_id": i,
+                    "bbox": [x, y, bw, bh],
+                    "category_id": int(rng.integers(1, 91)),
+                    "id": len(anns) + 1,
+                }
+            )
     rng.shuffle(anns)
-    data = {"info": {"description": "COCO 2014"}, "licenses": [{"id": 1, "name": "x"}], "images": images,
-            "annotations": anns, "categories": [{"supercategory": "x", "id": c, "name": f"c{c}"} for c in range(1, 91)]}
+    data = {
+        "info": {"description": "COCO 2014"},
+        "licenses": [{"id": 1, "name": "x"}],
+        "images": images,
+        "annotations": anns,
+        "categories": [{"supercategory": "x", "id": c, "name": f"c{c}"} for c in range(1, 91)],
+    }
     ann_file = tmp_path / "annotations" / "instances_train2014.json"
     ann_file.parent.mkdir()
     ann_file.write_text(json.dumps(data))
@@ -113,7 +127,15 @@ def test_missing_files_named(tmp_path):
 def test_json_without_the_listed_images(tmp_path):
     image_dir, ann_file, list_file, data = _make_coco(tmp_path)
     other = tmp_path / "instances_val2014.json"
-    other.write_text(json.dumps({"images": [{"id": 1, "file_name": "COCO_val2014_000000000001.jpg", "width": 9, "height": 9}], "annotations": [], "categories": []}))
+    other.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "COCO_val2014_000000000001.jpg", "width": 9, "height": 9}],
+                "annotations": [],
+                "categories": [],
+            }
+        )
+    )
     with pytest.raises(SimpoolBenchError, match=r"instances_val2014\.json holds none of the 12 images"):
         read_coco20k(image_dir, other, list_file)
     bad = tmp_path / "bad.json"
@@ -126,7 +148,9 @@ def test_list_names_not_in_json_first_and_count(tmp_path):
     image_dir, ann_file, list_file, _ = _make_coco(tmp_path)
     lines = list_file.read_text().splitlines()
     list_file.write_text("\n".join(lines[:3] + [f"train2014/{_name(999999999)}", f"train2014/{_name(999999998)}"] + lines[3:]))
-    with pytest.raises(SimpoolBenchError, match=rf"coco_20k_filenames\.txt:4: .*{_name(999999999)} is not in .*\(2 of 14 listed images absent\)"):
+    with pytest.raises(
+        SimpoolBenchError, match=rf"coco_20k_filenames\.txt:4: .*{_name(999999999)} is not in .*\(2 of 14 listed images absent\)"
+    ):
         read_coco20k(image_dir, ann_file, list_file)
 
 

@@ -130,8 +130,16 @@ def test_image_dataset_pickles_and_runs_in_workers(tmp_path):
 # --------------------------------------------------------------------------------- read_image_folder
 def _tree(root: Path) -> None:
     files = [
-        "n02/b.JPEG", "n02/a.jpeg", "n02/sub/z.png", "n02/sub-x/y.png", "n02/notes.txt",
-        "n01/c.jpg", "n01/B.jpg", "n01/a.PNG", "n10/x.webp", "n03 space/q.bmp",
+        "n02/b.JPEG",
+        "n02/a.jpeg",
+        "n02/sub/z.png",
+        "n02/sub-x/y.png",
+        "n02/notes.txt",
+        "n01/c.jpg",
+        "n01/B.jpg",
+        "n01/a.PNG",
+        "n10/x.webp",
+        "n03 space/q.bmp",
     ]
     for f in files:
         p = root / f
@@ -217,10 +225,10 @@ def test_read_flat_folder_kaggle_loc_csv(tmp_path):
 @pytest.mark.parametrize(
     "content, match",
     [
-        ("a.jpg 1\nb.jpg n01\n", r"labels\.txt:2"),   # mixed ints and names
-        ("a.jpg 1\nb.jpg\n", r"labels\.txt:2"),        # no label
+        ("a.jpg 1\nb.jpg n01\n", r"labels\.txt:2"),  # mixed ints and names
+        ("a.jpg 1\nb.jpg\n", r"labels\.txt:2"),  # no label
         ("a.jpg 1\na.jpg 2\n", r"labels\.txt:2.*a\.jpg"),  # duplicate
-        ("a.jpg 1\nzz.jpg 2\n", r"zz\.jpg.*1 of 2"),   # image missing on disk
+        ("a.jpg 1\nzz.jpg 2\n", r"zz\.jpg.*1 of 2"),  # image missing on disk
         ("\n# only a comment\n", "no entries"),
     ],
 )

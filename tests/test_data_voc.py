@@ -113,9 +113,9 @@ def test_read_voc_conventions_by_hand(tmp_path):
     for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (root / d).mkdir(parents=True)
     objs = [
-        _object_xml("dog", (1, 1, 33, 21), 0, 0, False),      # whole image -> (0, 0, W, H)
-        _object_xml("cat", (5, 6, 10, 12), 1, 0, True),       # truncated
-        _object_xml("cat", (2, 3, 4, 5), 0, 1, False),        # difficult
+        _object_xml("dog", (1, 1, 33, 21), 0, 0, False),  # whole image -> (0, 0, W, H)
+        _object_xml("cat", (5, 6, 10, 12), 1, 0, True),  # truncated
+        _object_xml("cat", (2, 3, 4, 5), 0, 1, False),  # difficult
     ]
     (root / "Annotations" / "000001.xml").write_text(_annotation_xml("000001", 33, 21, objs))
     (root / "Annotations" / "000002.xml").write_text(_annotation_xml("000002", 10, 12, [objs[1]]))
@@ -168,9 +168,12 @@ def test_read_voc_missing_images_and_annotations(tmp_path):
 @pytest.mark.parametrize(
     "xml, match",
     [
-        ("<annotation><object><name>dog</name>", "malformed"),                       # truncated XML
+        ("<annotation><object><name>dog</name>", "malformed"),  # truncated XML
         ("<annotation><size><width>9</width><height>9</height></size><object><name>d</name></object></annotation>", "no <bndbox>"),
-        ("<annotation><object><bndbox><xmin>a</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></object></annotation>", "not a number"),
+        (
+            "<annotation><object><bndbox><xmin>a</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></object></annotation>",
+            "not a number",
+        ),
         ("<notvoc/>", "root element"),
         ('<!DOCTYPE a [<!ENTITY e "x">]><annotation>&e;</annotation>', "malformed"),  # entities refused (defusedxml)
     ],

@@ -163,7 +163,10 @@ def test_real_metadata(split, count):
     one = records[len(records) // 2]  # spot check against the scalar form
     np.testing.assert_array_equal(
         resize_boxes_wsol(one.boxes, one.width, one.height),
-        [[int(x0 * 224 / one.width), int(y0 * 224 / one.height), int(x1 * 224 / one.width), int(y1 * 224 / one.height)] for x0, y0, x1, y1 in one.boxes],
+        [
+            [int(x0 * 224 / one.width), int(y0 * 224 / one.height), int(x1 * 224 / one.width), int(y1 * 224 / one.height)]
+            for x0, y0, x1, y1 in one.boxes
+        ],
     )
 
 

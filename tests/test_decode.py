@@ -26,10 +26,14 @@ def _jpegs(tmp_path):
     exif = im.getexif()
     exif[0x0112] = 6  # "rotate 90": neither path applies it (the references do not)
     kinds = {
-        "q90_420": (im, dict(quality=90)), "q90_444": (im, dict(quality=90, subsampling=0)),
-        "q75_422": (im, dict(quality=75, subsampling=1)), "progressive": (im, dict(quality=85, progressive=True)),
-        "gray": (im.convert("L"), dict(quality=90)), "cmyk": (im.convert("CMYK"), dict(quality=90)),
-        "q100": (im, dict(quality=100)), "exif": (im, dict(quality=90, exif=exif)),
+        "q90_420": (im, dict(quality=90)),
+        "q90_444": (im, dict(quality=90, subsampling=0)),
+        "q75_422": (im, dict(quality=75, subsampling=1)),
+        "progressive": (im, dict(quality=85, progressive=True)),
+        "gray": (im.convert("L"), dict(quality=90)),
+        "cmyk": (im.convert("CMYK"), dict(quality=90)),
+        "q100": (im, dict(quality=100)),
+        "exif": (im, dict(quality=90, exif=exif)),
     }
     paths = {}
     for name, (img, kw) in kinds.items():

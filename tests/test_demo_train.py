@@ -142,5 +142,8 @@ def test_default_demo_simpool_beats_the_no_model_baselines(tmp_path: Path):
 
     wsol = read_wsol_metadata(d.wsol_metadata_test, d.wsol_image_root)
     voc = read_voc(d.voc_root)
-    assert value(ev.localize(model, wsol, cfg), "maxboxacc_v2") > value(ev.localize(None, wsol, cfg, baseline="center-gaussian"), "maxboxacc_v2") + 10
+    assert (
+        value(ev.localize(model, wsol, cfg), "maxboxacc_v2")
+        > value(ev.localize(None, wsol, cfg, baseline="center-gaussian"), "maxboxacc_v2") + 10
+    )
     assert value(ev.discover(model, voc, cfg, method="attn"), "corloc") > value(ev.discover(None, voc, cfg, method="center"), "corloc")

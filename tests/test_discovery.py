@@ -232,9 +232,7 @@ def random_keys(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
     return (rng.normal(0, 1, (b, n, d)) + rng.normal(0, 1.5, (1, 1, d))).astype(np.float32)
 
 
-def oracle_lost_box(
-    keys: np.ndarray, gh: int, gw: int, hw: tuple[int, int], stride: int, k: int
-) -> tuple[list[int], bool]:
+def oracle_lost_box(keys: np.ndarray, gh: int, gw: int, hw: tuple[int, int], stride: int, k: int) -> tuple[list[int], bool]:
     """LOST's box for one image; on LOST's ValueError the seed patch's box (our documented fallback)."""
     feats = torch.from_numpy(keys[None].copy())
     try:

@@ -64,8 +64,28 @@ def tiny(tmp_path_factory, make_image_folder, make_wsol_dataset, make_voc_datase
 def _commands(d: dict, out: Path) -> dict[str, list[str]]:
     run = ["--checkpoint", str(d["ckpt"]), "--device", "cpu", "-b", str(BATCH), "--shard-size", str(SHARD)]
     return {
-        "classify": ["classify", "--data", str(d["folder"]), "--knn-train", str(d["folder"]), "--knn-k", "3", *run, "--out", str(out / "classify")],
-        "localize": ["localize", "--data", str(d["wsol"].image_root), "--metadata", str(d["wsol"].metadata), *run, "--out", str(out / "localize")],
+        "classify": [
+            "classify",
+            "--data",
+            str(d["folder"]),
+            "--knn-train",
+            str(d["folder"]),
+            "--knn-k",
+            "3",
+            *run,
+            "--out",
+            str(out / "classify"),
+        ],
+        "localize": [
+            "localize",
+            "--data",
+            str(d["wsol"].image_root),
+            "--metadata",
+            str(d["wsol"].metadata),
+            *run,
+            "--out",
+            str(out / "localize"),
+        ],
         "discover": ["discover", "--data", str(d["voc"]), *run, "--out", str(out / "discover")],
     }
 
@@ -98,9 +118,23 @@ def test_torchrun_two_ranks_give_exactly_the_tables_of_one_process(tiny):
     out2, out1 = tiny["root"] / "two", tiny["root"] / "one"
     cmds2 = _commands(tiny, out2)
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "--no-python", sys.executable, "-c", DRIVER, json.dumps(list(cmds2.values()))],
-        env=_env(), capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "--no-python",
+            sys.executable,
+            "-c",
+            DRIVER,
+            json.dumps(list(cmds2.values())),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -118,7 +152,11 @@ def test_torchrun_two_ranks_give_exactly_the_tables_of_one_process(tiny):
         pd.testing.assert_frame_equal(one, two, check_exact=True)
         assert one.loc[one.metric == "n_images", "value"].item() == N_IMAGES
     # the tables are not trivial: every metric was computed
-    for name, metrics in {"classify": {"top1", "top5", "knn_top1"}, "localize": {"maxboxacc_v2", "top1_loc"}, "discover": {"corloc"}}.items():
+    for name, metrics in {
+        "classify": {"top1", "top5", "knn_top1"},
+        "localize": {"maxboxacc_v2", "top1_loc"},
+        "discover": {"corloc"},
+    }.items():
         table = _values(out2 / name / "results.csv")
         assert metrics <= set(table.metric) and table.value.notna().all()
     # every image counted exactly once, each in its own shard: the stored per-shard counts (written by both ranks)
@@ -137,8 +175,13 @@ def test_console_script_runs_unchanged_under_torchrun(tiny):
         pytest.skip("the simpool-bench console script is not installed beside this interpreter")
     out2, out1 = tiny["root"] / "script2", tiny["root"] / "script1"
     args2 = _commands(tiny, out2)["classify"]
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "--no-python", str(script), *args2], env=_env(), capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--no-python", str(script), *args2],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -159,10 +202,19 @@ def _launch_two(cmd: list[str], fault: str, timeout_s: int, via_flag: bool = Fal
         cmd = [*cmd, "--dist-timeout", str(timeout_s)]
     for rank in (0, 1):
         timeout_env = {} if via_flag else {DIST_TIMEOUT_ENV: str(timeout_s)}
-        env = _env(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank),
-                   **{FAULT_ENV: fault, **timeout_env})
-        procs.append(subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps([cmd])], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env = _env(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+            WORLD_SIZE="2",
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            **{FAULT_ENV: fault, **timeout_env},
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", DRIVER, json.dumps([cmd])], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
     return procs[0], procs[1]
 
 

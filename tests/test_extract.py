@@ -48,8 +48,26 @@ def world(tmp_path_factory):
 
 
 def _extract(world, out, *extra, shard=5, batch=4):
-    return invoke("extract", "--dataset", "cub", "--data", world["images"], "--metadata", world["meta"],
-                  "--checkpoint", world["ckpt"], "--out", out, "--device", "cpu", "-b", batch, "--shard-size", shard, *extra)
+    return invoke(
+        "extract",
+        "--dataset",
+        "cub",
+        "--data",
+        world["images"],
+        "--metadata",
+        world["meta"],
+        "--checkpoint",
+        world["ckpt"],
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "-b",
+        batch,
+        "--shard-size",
+        shard,
+        *extra,
+    )
 
 
 def _config(shard=5, batch=4) -> EngineConfig:
@@ -57,8 +75,9 @@ def _config(shard=5, batch=4) -> EngineConfig:
 
 
 def _store_content(store: MapStore) -> list[tuple]:
-    return [(sh.indices.tolist(), sh.ids, [m.tobytes() for m in sh.maps], sh.preds.tolist(), sh.failed.tolist())
-            for sh in store.iter_shards()]
+    return [
+        (sh.indices.tolist(), sh.ids, [m.tobytes() for m in sh.maps], sh.preds.tolist(), sh.failed.tolist()) for sh in store.iter_shards()
+    ]
 
 
 # ------------------------------------------------------------------------------------ tests
@@ -142,8 +161,25 @@ def test_discover_store_gives_the_direct_corloc_exactly(world, tmp_path):
     broken.write_bytes(b"not a jpeg")  # skipped and counted by both runs
     records = world["voc_records"]
     out = tmp_path / "voc_maps"
-    res = invoke("extract", "--dataset", "voc07", "--data", voc, "--checkpoint", world["ckpt"], "--out", out,
-                 "--device", "cpu", "-b", 3, "--shard-size", 4, "--dtype", "float32")
+    res = invoke(
+        "extract",
+        "--dataset",
+        "voc07",
+        "--data",
+        voc,
+        "--checkpoint",
+        world["ckpt"],
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "-b",
+        3,
+        "--shard-size",
+        4,
+        "--dtype",
+        "float32",
+    )
     assert res.exit_code == 0, res.output
     store = MapStore.open(out)
     assert store.protocol == "discover" and store.manifest["stride"] == 16
@@ -158,10 +194,16 @@ def test_discover_store_gives_the_direct_corloc_exactly(world, tmp_path):
         np.testing.assert_allclose(store.read([5])[5], model(x).attn[0].numpy(), rtol=1e-5, atol=1e-7)
     direct_boxes, stored_boxes = {}, {}
     records = api.read_discovery_data("voc07", voc)
-    direct = ev.discover(model, records, _config(shard=4, batch=3), dataset="voc07",
-                         on_boxes=lambda idx, b, h: direct_boxes.update(zip(idx.tolist(), b.tolist())))
-    stored = ev.discover_stored(store, records, dataset="voc07",
-                                on_boxes=lambda idx, b, h: stored_boxes.update(zip(idx.tolist(), b.tolist())))
+    direct = ev.discover(
+        model,
+        records,
+        _config(shard=4, batch=3),
+        dataset="voc07",
+        on_boxes=lambda idx, b, h: direct_boxes.update(zip(idx.tolist(), b.tolist())),
+    )
+    stored = ev.discover_stored(
+        store, records, dataset="voc07", on_boxes=lambda idx, b, h: stored_boxes.update(zip(idx.tolist(), b.tolist()))
+    )
     assert table_values(stored) == table_values(direct) and stored.extras["hits"] == direct.extras["hits"]
     assert stored_boxes == direct_boxes and len(stored_boxes) == len(records) - 1
     assert (stored.n_images, stored.n_failed) == (direct.n_images, direct.n_failed) == (len(records) - 1, 1)
@@ -233,8 +275,9 @@ def test_localize_cli_scores_stored_maps(world, f32_store, tmp_path):
     if "--maps" not in said(invoke("localize", "--help")):
         pytest.skip("localize --maps is not wired into cli.py yet")
     out = tmp_path / "stored"
-    res = invoke("localize", "--dataset", "cub", "--data", world["images"], "--metadata", world["meta"],
-                 "--maps", f32_store.root, "--out", out)
+    res = invoke(
+        "localize", "--dataset", "cub", "--data", world["images"], "--metadata", world["meta"], "--maps", f32_store.root, "--out", out
+    )
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out / "results.csv")
     direct = ev.localize(world["model"], world["records"], _config(), dataset="cub", split="test")
@@ -243,8 +286,19 @@ def test_localize_cli_scores_stored_maps(world, f32_store, tmp_path):
     assert got["value"].tolist() == [v for _, _, v in table_values(direct)]
     assert set(table["checkpoint_sha256"]) == {f32_store.manifest["provenance"]["checkpoint_sha256"]}
     assert (out / "boxacc_curve.csv").exists()
-    res = invoke("localize", "--dataset", "cub", "--data", world["images"], "--metadata", world["meta"],
-                 "--maps", f32_store.root, "--checkpoint", world["ckpt"])
+    res = invoke(
+        "localize",
+        "--dataset",
+        "cub",
+        "--data",
+        world["images"],
+        "--metadata",
+        world["meta"],
+        "--maps",
+        f32_store.root,
+        "--checkpoint",
+        world["ckpt"],
+    )
     assert res.exit_code == 2 and "--maps needs no model" in said(res)
 
 

@@ -56,8 +56,9 @@ def test_lost_columns_show_losts_seed_expansion_and_box(tmp_path):
     voc = build_voc_dataset(tmp_path / "voc", n=4, seed=5)
     records = api.read_discovery_data("voc07", voc)
     torch.manual_seed(0)
-    model = build_model("vit_tiny_patch16_224", pool="cls", num_classes=3, depth=2, embed_dim=32, num_heads=2, patch_size=8,
-                        img_size=32).eval()
+    model = build_model(
+        "vit_tiny_patch16_224", pool="cls", num_classes=3, depth=2, embed_dim=32, num_heads=2, patch_size=8, img_size=32
+    ).eval()
     src = V.lost_source(model, records, EngineConfig(device="cpu", batch_size=2, progress=False), k_patches=10, label="t")
     got = src.fetch(range(len(records)))
     tf = map_transform(model, "discover")

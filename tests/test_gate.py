@@ -13,8 +13,7 @@ from simpool_bench.errors import SimpoolBenchError
 from results_helpers import _prov, _rows, _run
 
 # ----------------------------------------------------------------------------------------- check
-BASE = {"top1": 80.0, "maxboxacc": {30: 90.0, 50: 70.0, 70: 30.0}, "maxboxacc_v2": 63.0,
-        "best_threshold": {50: 0.25}, "n_failed": 0}
+BASE = {"top1": 80.0, "maxboxacc": {30: 90.0, 50: 70.0, 70: 30.0}, "maxboxacc_v2": 63.0, "best_threshold": {50: 0.25}, "n_failed": 0}
 
 
 def _moved(**changes) -> dict:
@@ -119,8 +118,9 @@ def test_check_provenance_mismatch():
 
 def test_check_simple_baseline_csv_and_files(tmp_path):
     base = tmp_path / "baseline.csv"
-    base.write_text("dataset,split,metric,iou_threshold,value\n"
-                    "cub,test,top1,,80.0\ncub,test,maxboxacc,50,70.0\ncub,test,maxboxacc_v2,,63.0\n")
+    base.write_text(
+        "dataset,split,metric,iou_threshold,value\ncub,test,top1,,80.0\ncub,test,maxboxacc,50,70.0\ncub,test,maxboxacc_v2,,63.0\n"
+    )
     run_path = R.write_run(_run(_moved(top1=79.0)), tmp_path / "run")["parquet"]
     rep = R.check(run_path, base)
     assert [(r.metric, r.status) for r in rep.rows] == [("top1", "regressed"), ("maxboxacc", "ok"), ("maxboxacc_v2", "ok")]
@@ -180,16 +180,19 @@ def test_load_tolerances(tmp_path):
     assert not R.check(run, _run(BASE)).passed and R.check(run, _run(BASE), R.load_tolerances(p)).passed
 
 
-@pytest.mark.parametrize("text, match", [
-    ("top1 = ", r"tol\.toml: invalid TOML"),
-    ("top_1 = 0.2", r"tol\.toml: unknown metric 'top_1'"),
-    ('"maxboxacc@x" = 0.2', r"tol\.toml: tolerance key 'maxboxacc@x'"),
-    ("top1 = -0.2", r"tol\.toml: tolerance 'top1' = -0.2"),
-    ('top1 = "small"', r"tol\.toml: tolerance 'top1' = 'small'"),
-    ("top1 = true", r"tol\.toml: tolerance 'top1' = True"),
-    ("top1 = nan", r"tol\.toml: tolerance 'top1' = nan"),
-    ("[tolerances]\ntop1 = 1\n[other]\nx = 1", r"tol\.toml: 'tolerances' must be the only table"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("top1 = ", r"tol\.toml: invalid TOML"),
+        ("top_1 = 0.2", r"tol\.toml: unknown metric 'top_1'"),
+        ('"maxboxacc@x" = 0.2', r"tol\.toml: tolerance key 'maxboxacc@x'"),
+        ("top1 = -0.2", r"tol\.toml: tolerance 'top1' = -0.2"),
+        ('top1 = "small"', r"tol\.toml: tolerance 'top1' = 'small'"),
+        ("top1 = true", r"tol\.toml: tolerance 'top1' = True"),
+        ("top1 = nan", r"tol\.toml: tolerance 'top1' = nan"),
+        ("[tolerances]\ntop1 = 1\n[other]\nx = 1", r"tol\.toml: 'tolerances' must be the only table"),
+    ],
+)
 def test_load_tolerances_errors(tmp_path, text, match):
     p = tmp_path / "tol.toml"
     p.write_text(text)

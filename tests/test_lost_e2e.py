@@ -46,12 +46,21 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # background, aligned to the patch grid: their patches have equal integer degrees, so LOST's seed
 # (and its box: the left or the right object) is decided by the sort's tie order.
 IMAGES = [
-    (97, 75, "RGB", None, "blobs"), (99, 77, "RGB", None, "blobs"), (61, 47, "L", None, "blobs"),
-    (47, 61, "RGB", None, "blobs"), (130, 101, "CMYK", None, "blobs"), (131, 99, "RGB", 6, "blobs"),
-    (200, 150, "RGB", None, "blobs"), (177, 41, "L", None, "blobs"), (161, 123, "RGB", 8, "blobs"),
+    (97, 75, "RGB", None, "blobs"),
+    (99, 77, "RGB", None, "blobs"),
+    (61, 47, "L", None, "blobs"),
+    (47, 61, "RGB", None, "blobs"),
+    (130, 101, "CMYK", None, "blobs"),
+    (131, 99, "RGB", 6, "blobs"),
+    (200, 150, "RGB", None, "blobs"),
+    (177, 41, "L", None, "blobs"),
+    (161, 123, "RGB", 8, "blobs"),
     (33, 49, "CMYK", None, "blobs"),
-    (320, 240, "RGB", None, "twins"), (317, 236, "L", None, "twins"), (288, 224, "RGB", None, "twins"),
-    (250, 186, "CMYK", None, "twins"), (256, 256, "RGB", None, "twins"),
+    (320, 240, "RGB", None, "twins"),
+    (317, 236, "L", None, "twins"),
+    (288, 224, "RGB", None, "twins"),
+    (250, 186, "CMYK", None, "twins"),
+    (256, 256, "RGB", None, "twins"),
     (224, 160, "RGB", None, "twins"),
 ]
 
@@ -163,14 +172,20 @@ def save_dino_files(sd: dict[str, torch.Tensor], folder: Path) -> tuple[Path, Pa
     under DDP's ``module.``, with other weights than the teacher)."""
     backbone = folder / "dino_deitsmall16_pretrain.pth"
     torch.save(sd, backbone)
-    head = {"head.mlp.0.weight": torch.randn(32, 384), "head.mlp.0.bias": torch.zeros(32),
-            "head.last_layer.weight_g": torch.ones(64, 1), "head.last_layer.weight_v": torch.randn(64, 32)}
+    head = {
+        "head.mlp.0.weight": torch.randn(32, 384),
+        "head.mlp.0.bias": torch.zeros(32),
+        "head.last_layer.weight_g": torch.ones(64, 1),
+        "head.last_layer.weight_v": torch.randn(64, 32),
+    }
     teacher = {**{f"backbone.{k}": v for k, v in sd.items()}, **head}
     student = {f"module.{k}": v + 0.01 for k, v in teacher.items()}
     args = argparse.Namespace(arch="vit_small", patch_size=16, out_dim=64, norm_last_layer=True)
     training = folder / "checkpoint.pth"
-    torch.save({"student": student, "teacher": teacher, "optimizer": {}, "epoch": 100, "args": args,
-                "dino_loss": {"center": torch.zeros(1, 64)}}, training)
+    torch.save(
+        {"student": student, "teacher": teacher, "optimizer": {}, "epoch": 100, "args": args, "dino_loss": {"center": torch.zeros(1, 64)}},
+        training,
+    )
     return backbone, training
 
 
@@ -264,9 +279,9 @@ def test_case_catches_each_departure_from_lost(lost_case, monkeypatch):
         return [k for k, b in expected[method][0].items() if b.tolist() != got[k].tolist()]
 
     with monkeypatch.context() as m:
+
         def timm_positions(x, w, h):
-            return resample_abs_pos_embed(model.pos_embed, new_size=(w // 16, h // 16), old_size=(14, 14),
-                                          num_prefix_tokens=1)
+            return resample_abs_pos_embed(model.pos_embed, new_size=(w // 16, h // 16), old_size=(14, 14), num_prefix_tokens=1)
 
         m.setattr(model, "interpolate_pos_encoding", timm_positions)
         assert changed("lost") and changed("attn")
@@ -305,8 +320,9 @@ def test_discover_forward_is_lost_one_image_loop(method):
     from simpool_bench.tasks import discover_forward
 
     torch.manual_seed(0)
-    model = build_model("vit_small_patch16_224", pool="cls", variant="dino", pos_interp="dino", fused_attn=False,
-                        depth=2, cls_head=4).eval()
+    model = build_model(
+        "vit_small_patch16_224", pool="cls", variant="dino", pos_interp="dino", fused_attn=False, depth=2, cls_head=4
+    ).eval()
     for h, w in ((32, 32), (16, 48), (64, 80)):
         x = torch.randn(16, 3, h, w)
         with torch.no_grad():

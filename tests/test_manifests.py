@@ -47,8 +47,10 @@ def test_manifest_counts(key, count):
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")
 def test_manifest_checksums_are_those_of_the_real_files():
     sources = {
-        "cub_test": SHARED / "wsol_metadata/CUB/test", "cub_train": SHARED / "wsol_metadata/CUB/train",
-        "cub_val": SHARED / "wsol_metadata/CUB/val", "imagenet_val": SHARED / "wsol_metadata/ILSVRC/test",
+        "cub_test": SHARED / "wsol_metadata/CUB/test",
+        "cub_train": SHARED / "wsol_metadata/CUB/train",
+        "cub_val": SHARED / "wsol_metadata/CUB/val",
+        "imagenet_val": SHARED / "wsol_metadata/ILSVRC/test",
         "imagenetv2_val": SHARED / "wsol_metadata/ILSVRC/val",
     }
     n = 0
@@ -162,8 +164,15 @@ def _write_manifest(d: Path, m: dict) -> None:
 
 def test_verify_image_folder_layout(tmp_path):
     mdir = tmp_path / "manifests"
-    _write_manifest(mdir, {"name": "tiny", "required": [], "sha256": {},
-                           "splits": {"val": {"images": 6, "classes": 3, "layout": "image_folder", "folder": "."}}})
+    _write_manifest(
+        mdir,
+        {
+            "name": "tiny",
+            "required": [],
+            "sha256": {},
+            "splits": {"val": {"images": 6, "classes": 3, "layout": "image_folder", "folder": "."}},
+        },
+    )
     root = tmp_path / "val"
     for c in ("n1", "n2", "n3"):
         for j in range(2):
@@ -175,7 +184,10 @@ def test_verify_image_folder_layout(tmp_path):
     (root / "n4").mkdir()
     (root / "n4" / "a.jpg").touch()
     report = verify_dataset("tiny", root, directory=mdir)
-    assert report.problems == [f"split val: 4 class folders in {root / '.'}, expected 3", f"split val: 7 images in {root / '.'}, expected 6"]
+    assert report.problems == [
+        f"split val: 4 class folders in {root / '.'}, expected 3",
+        f"split val: 7 images in {root / '.'}, expected 6",
+    ]
 
 
 def test_verify_cub_native_layout(tmp_path):
@@ -206,8 +218,15 @@ def test_verify_cub_native_layout(tmp_path):
 def test_verify_checksum_of_optional_file(tmp_path):
     mdir = tmp_path / "manifests"
     body = b"train2014/COCO_train2014_000000000001.jpg\n"
-    _write_manifest(mdir, {"name": "c", "required": [], "sha256": {"list.txt": hashlib.sha256(body).hexdigest()},
-                           "splits": {"train": {"images": 1, "layout": "list", "list": "list.txt", "files": ["{id}"]}}})
+    _write_manifest(
+        mdir,
+        {
+            "name": "c",
+            "required": [],
+            "sha256": {"list.txt": hashlib.sha256(body).hexdigest()},
+            "splits": {"train": {"images": 1, "layout": "list", "list": "list.txt", "files": ["{id}"]}},
+        },
+    )
     root = tmp_path / "coco"
     (root / "train2014").mkdir(parents=True)
     report = verify_dataset("c", root, directory=mdir)

@@ -166,8 +166,9 @@ def rollout_reference(attentions, discard_ratio, head_fusion, num_prefix):
 @pytest.mark.parametrize("pool", ["cls", "simpool", "map"])
 @pytest.mark.parametrize("fusion,discard", [("mean", 0.0), ("max", 0.9), ("min", 0.5)])
 def test_rollout_equals_vit_explain_on_timms_attention(pool, fusion, discard):
-    model = build_model("vit_tiny_patch16_224", pool=pool, num_classes=NC, attn_source="rollout", rollout_fusion=fusion,
-                        rollout_discard=discard, **VIT_KW).eval()
+    model = build_model(
+        "vit_tiny_patch16_224", pool=pool, num_classes=NC, attn_source="rollout", rollout_fusion=fusion, rollout_discard=discard, **VIT_KW
+    ).eval()
     _randomize(model, 3)
     # vit-explain's way to get the attentions: hooks on timm's (non-fused) attn_drop
     attns = []
@@ -177,7 +178,7 @@ def test_rollout_equals_vit_explain_on_timms_attention(pool, fusion, discard):
     x = torch.randn(*VIT_IN)
     with torch.no_grad():
         out = model(x)
-    attns = attns[-len(model.blocks):]  # the hooks saw timm's own forward of every block
+    attns = attns[-len(model.blocks) :]  # the hooks saw timm's own forward of every block
     ref = rollout_reference(attns, discard, fusion, model.num_prefix_tokens).reshape(2, 4, 6)
     assert torch.equal(out.attn, ref)
     for blk in model.blocks:
@@ -225,7 +226,9 @@ GRADCAM_CASES = [
 GRADCAM_RUNS = [(*c, False) for c in GRADCAM_CASES] + [(*GRADCAM_CASES[0], True), (*GRADCAM_CASES[4], True)]
 
 
-@pytest.mark.parametrize("arch,kw,timm_kw,layer,given_target", GRADCAM_RUNS, ids=[f"{c[0]}-{'gt' if c[-1] else 'pred'}" for c in GRADCAM_RUNS])
+@pytest.mark.parametrize(
+    "arch,kw,timm_kw,layer,given_target", GRADCAM_RUNS, ids=[f"{c[0]}-{'gt' if c[-1] else 'pred'}" for c in GRADCAM_RUNS]
+)
 def test_gradcam_equals_pytorch_grad_cam_literal(arch, kw, timm_kw, layer, given_target):
     from simpool_bench.map_sources import resolve_layer
 

@@ -19,8 +19,22 @@ from simpool_bench.metrics.corloc import CorLocAccumulator
 
 ACCUMULATORS = (TopKAccumulator, KNNAccumulator, BoxAccumulator, CorLocAccumulator, NonFiniteCounter)
 # What evaluate/api write into a results table (read from their code), written out by hand.
-WRITTEN = {"top1", "top5", "knn_top1", "knn_top5", "maxboxacc", "maxboxacc_v2", "maxboxacc_v1", "best_threshold",
-           "top1_loc", "gt_known_loc", "corloc", "n_images", "n_failed", "n_nonfinite"}
+WRITTEN = {
+    "top1",
+    "top5",
+    "knn_top1",
+    "knn_top5",
+    "maxboxacc",
+    "maxboxacc_v2",
+    "maxboxacc_v1",
+    "best_threshold",
+    "top1_loc",
+    "gt_known_loc",
+    "corloc",
+    "n_images",
+    "n_failed",
+    "n_nonfinite",
+}
 
 
 def _names(acc: type) -> set[str]:
@@ -52,7 +66,11 @@ def test_compute_names_only_declared_metrics():
 
 def test_check_derives_directions_and_tolerances_from_the_catalog():
     assert {m: d for m, d in R.METRIC_DIRECTIONS.items() if d != "higher"} == {
-        "n_failed": "lower", "n_nonfinite": "lower", "n_images": "exact", "best_threshold": "exact"}
+        "n_failed": "lower",
+        "n_nonfinite": "lower",
+        "n_images": "exact",
+        "best_threshold": "exact",
+    }
     assert R.DEFAULT_TOLERANCES["knn_top5"] == R.DEFAULT_TOLERANCES["top5"] == 0.1
     assert math.isinf(R.DEFAULT_TOLERANCES["best_threshold"]) and R.DEFAULT_TOLERANCES["corloc"] == 0.2
     # knn_top5 is a known metric: a tolerance key for it is accepted, and a drop beyond it regresses
@@ -69,4 +87,9 @@ def test_check_derives_directions_and_tolerances_from_the_catalog():
 def test_labels_and_decimals_come_from_the_catalog():
     assert R.METRIC_LABELS["knn_top5"] == "k-NN Top-5" and R.METRIC_LABELS["maxboxacc_v2"] == "MaxBoxAccV2"
     assert [R.format_value(m, 3.14159) for m in ("best_threshold", "n_images", "n_failed", "n_nonfinite", "top1")] == [
-        "3.142", "3", "3", "3.14", "3.14"]
+        "3.142",
+        "3",
+        "3",
+        "3.14",
+        "3.14",
+    ]

@@ -54,7 +54,8 @@ def official_dino_pos(pos_embed, n_tokens, w, h, patch, mode):
     w0, h0 = w // patch + 0.1, h // patch + 0.1
     patch_pos_embed = F.interpolate(
         patch_pos_embed.reshape(1, int(math.sqrt(N)), int(math.sqrt(N)), dim).permute(0, 3, 1, 2),
-        scale_factor=(w0 / math.sqrt(N), h0 / math.sqrt(N)), mode="bicubic",
+        scale_factor=(w0 / math.sqrt(N), h0 / math.sqrt(N)),
+        mode="bicubic",
     )
     patch_pos_embed = patch_pos_embed.permute(0, 2, 3, 1).view(1, -1, dim)
     if mode == "official":
@@ -78,7 +79,7 @@ def randomize(module: nn.Module, seed: int = 0) -> None:
 def split_pool_keys(sd: dict, prefix: str) -> tuple[dict, dict]:
     """(state dict without the pooling keys, pooling keys with ``prefix`` stripped)."""
     rest = {k: v for k, v in sd.items() if not k.startswith(prefix)}
-    pool = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    pool = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     return rest, pool
 
 
@@ -118,8 +119,9 @@ def test_vit_supervised_simpool_is_official_fork_math():
 def test_vit_dino_simpool_is_official_dino_math(quirk, hw):
     """DINO: SimPool on the raw last-block tokens, norm after pooling, no classifier; with the
     quirk, position embeddings exactly as the official interpolate_pos_encoding makes them."""
-    model = build_model(VIT, variant="dino", img_size=32, gamma=1.25, use_beta=True, min_scope="batch",
-                        dino_pos_quirk=quirk, **VIT_KW).eval()
+    model = build_model(
+        VIT, variant="dino", img_size=32, gamma=1.25, use_beta=True, min_scope="batch", dino_pos_quirk=quirk, **VIT_KW
+    ).eval()
     randomize(model, seed=1)
     ref = timm_vit(32, num_classes=0, class_token=False, global_pool="")
     rest, pool_sd = split_pool_keys(model.state_dict(), "simpool.")
@@ -160,8 +162,10 @@ def test_dino_cls_quirk_only_off_grid():
     pos = plain.pos_embed.detach()
     assert dino_interpolate_pos_encoding(pos, 1, 4, (32, 32), 16) is pos
     torch.testing.assert_close(
-        dino_interpolate_pos_encoding(pos, 1, 15, (48, 80), 16), official_dino_pos(pos, 16, 48, 80, 16, mode="official"),
-        atol=0, rtol=0,
+        dino_interpolate_pos_encoding(pos, 1, 15, (48, 80), 16),
+        official_dino_pos(pos, 16, 48, 80, 16, mode="official"),
+        atol=0,
+        rtol=0,
     )
     x = images(2, 32, 32)
     with torch.no_grad():
@@ -371,9 +375,12 @@ def test_convnext_cam_is_exact_logit_decomposition():
 
 def test_every_family_builds_with_maps_summing_to_one():
     cases = [
-        (VIT, "supervised", VIT_KW, (2, 3)), (VIT, "dino", VIT_KW, (2, 3)),
-        ("resnet18", "supervised", {}, (2, 3)), ("resnet50", "dino", {}, (1, 2)),
-        ("convnext_tiny", "supervised", CNX_KW, (2, 3)), ("convnext_small", "dino", CNX_KW, (2, 3)),
+        (VIT, "supervised", VIT_KW, (2, 3)),
+        (VIT, "dino", VIT_KW, (2, 3)),
+        ("resnet18", "supervised", {}, (2, 3)),
+        ("resnet50", "dino", {}, (1, 2)),
+        ("convnext_tiny", "supervised", CNX_KW, (2, 3)),
+        ("convnext_small", "dino", CNX_KW, (2, 3)),
     ]
     for arch, variant, kw, grid in cases:
         model = build_model(arch, variant=variant, num_classes=NC, img_size=32, **kw).eval()
@@ -520,7 +527,10 @@ def test_dino_code_vit_is_dino_vision_transformer_bit_for_bit(hw):
     ref = dino_reference.vit_small(depth=2).eval()
     with torch.no_grad():
         for name, p in ref.named_parameters():
-            p.copy_(torch.randn(p.shape) * (0.5 if name in ("pos_embed", "cls_token") else 0.05) + (1.0 if name.endswith("norm1.weight") else 0.0))
+            p.copy_(
+                torch.randn(p.shape) * (0.5 if name in ("pos_embed", "cls_token") else 0.05)
+                + (1.0 if name.endswith("norm1.weight") else 0.0)
+            )
     ours = build_model(VIT, pool="cls", variant="dino", depth=2, pos_interp="dino", fused_attn=False, cls_head=4).eval()
     ours.load_state_dict(ref.state_dict())
     timm_way = build_model(VIT, pool="cls", variant="dino", depth=2, cls_head=4).eval()

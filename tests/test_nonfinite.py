@@ -31,8 +31,14 @@ def nan_setup(tmp_path_factory):
     blob["state_dict"][NAN_KEY][1, :3] = float("inf")
     bad = root / "nan.pth.tar"
     torch.save(blob, bad)
-    return {"root": root, "good": good, "bad": bad, "wsol": build_wsol_dataset(root / "wsol", n=6, seed=2),
-            "voc": build_voc_dataset(root / "voc", n=5, seed=2), "folder": build_image_folder(root / "folder", counts=(2, 2, 2))}
+    return {
+        "root": root,
+        "good": good,
+        "bad": bad,
+        "wsol": build_wsol_dataset(root / "wsol", n=6, seed=2),
+        "voc": build_voc_dataset(root / "voc", n=5, seed=2),
+        "folder": build_image_folder(root / "folder", counts=(2, 2, 2)),
+    }
 
 
 def _one_error(res) -> str:
@@ -130,8 +136,7 @@ def test_nonfinite_maps_of_some_images_are_misses(nan_setup):
     tf = wsol_transform(model.data_config["mean"], model.data_config["std"])
     keep = [i for i in range(6) if i not in bad]
     with torch.inference_mode():
-        maps = np.stack([model(tf(load_rgb(records[i].path))[None], target=torch.tensor([records[i].label])).attn[0].numpy()
-                         for i in keep])
+        maps = np.stack([model(tf(load_rgb(records[i].path))[None], target=torch.tensor([records[i].label])).attn[0].numpy() for i in keep])
     acc = BoxAccumulator()
     acc.update(maps, [ev.wsol_gt_boxes([records[i]])[0] for i in keep])
     want = {iou: float((acc.correct.numpy().T * 100.0 / 6.0)[:, j].max()) for j, iou in enumerate(acc.iou_thresholds)}

@@ -57,19 +57,37 @@ def _outline(boxes, hw, width: int = 2) -> np.ndarray:
 
 def _store(root, records, maps: dict[int, np.ndarray], protocol: str, stride: int = 16) -> MapStore:
     """A hand-made map store (one shard) holding ``maps`` for the records' indices."""
-    man = make_manifest(records, key=root.name, protocol=protocol, shard_size=len(records), dtype="float32", stride=stride,
-                        info={"dataset": "cub" if protocol == "localize" else "voc07", "split": "test"})
+    man = make_manifest(
+        records,
+        key=root.name,
+        protocol=protocol,
+        shard_size=len(records),
+        dtype="float32",
+        stride=stride,
+        info={"dataset": "cub" if protocol == "localize" else "voc07", "split": "test"},
+    )
     store = MapStore.create(root, man)
     idx = sorted(maps)
-    store.write_shard(MapShard(0, np.array(idx), [records[i].image_id for i in idx], [maps[i] for i in idx],
-                               np.full(len(idx), -1), None, np.zeros(0, dtype=np.int64)))
+    store.write_shard(
+        MapShard(
+            0,
+            np.array(idx),
+            [records[i].image_id for i in idx],
+            [maps[i] for i in idx],
+            np.full(len(idx), -1),
+            None,
+            np.zeros(0, dtype=np.int64),
+        )
+    )
     return store
 
 
 def _localize_run(root, best_threshold: float) -> None:
     """A localize run folder: results with best_threshold rows, and a BoxAcc curve."""
-    rows = [{"dataset": "cub", "split": "test", "metric": "best_threshold", "iou_threshold": iou, "value": v}
-            for iou, v in ((30, 0.1), (50, best_threshold), (70, 0.9))]
+    rows = [
+        {"dataset": "cub", "split": "test", "metric": "best_threshold", "iou_threshold": iou, "value": v}
+        for iou, v in ((30, 0.1), (50, best_threshold), (70, 0.9))
+    ]
     write_run(make_table(rows, Provenance(model="m", pool="simpool")), root)
     thr = cam_thresholds(0.01)
     curve = np.stack([100 * np.exp(-((thr - best_threshold) ** 2) / 0.02) * f for f in (1.0, 0.8, 0.5)], axis=1)
@@ -140,9 +158,27 @@ def hand(tmp_path_factory):
 def test_overlay_pixels_show_maps_and_boxes_where_expected(hand, tmp_path):
     root, records, a, b = hand
     out = tmp_path / "viz"
-    res = invoke("visualize", "--dataset", "cub", "--data", root / "images", "--metadata", root / "meta",
-                 "--maps", root / "A", "--maps", root / "B", "--threshold-from", root / "runA", "--threshold-from", root / "runB",
-                 "--ids", "q.png", "--out", out)
+    res = invoke(
+        "visualize",
+        "--dataset",
+        "cub",
+        "--data",
+        root / "images",
+        "--metadata",
+        root / "meta",
+        "--maps",
+        root / "A",
+        "--maps",
+        root / "B",
+        "--threshold-from",
+        root / "runA",
+        "--threshold-from",
+        root / "runB",
+        "--ids",
+        "q.png",
+        "--out",
+        out,
+    )
     assert res.exit_code == 0, res.output
     png = np.asarray(Image.open(out / "overlays.png").convert("RGB"))
     assert png.shape == (V.TITLE_HEIGHT + V.PAD + S + V.PAD, V.PAD + 3 * (S + V.PAD), 3)
@@ -190,8 +226,7 @@ def test_discovery_overlay_at_full_resolution_with_patch_maps(tmp_path):
         maps[i] = m
     _store(tmp_path / "maps", records, maps, "discover")
     out = tmp_path / "viz"
-    res = invoke("visualize", "--dataset", "voc07", "--data", voc, "--maps", tmp_path / "maps", "--select", "first",
-                 "--n", 2, "--out", out)
+    res = invoke("visualize", "--dataset", "voc07", "--data", voc, "--maps", tmp_path / "maps", "--select", "first", "--n", 2, "--out", out)
     assert res.exit_code == 0, res.output
     png = np.asarray(Image.open(out / "overlays.png").convert("RGB"))
     heights, width = [records[0].height, records[1].height], max(records[0].width, records[1].width)
@@ -202,7 +237,7 @@ def test_discovery_overlay_at_full_resolution_with_patch_maps(tmp_path):
         box = [16, 16, min(48, rec.width), min(48, rec.height)]
         assert sel.loc[r, ["x0", "y0", "x1", "y1"]].tolist() == box
         cell = _cell(png, heights, width, r, 1)
-        assert (cell[16:18, 16:box[2]] == V.PRED_COLOR).all()  # LOST boxes end before x1: drawn to x1 - 1
+        assert (cell[16:18, 16 : box[2]] == V.PRED_COLOR).all()  # LOST boxes end before x1: drawn to x1 - 1
         x0, y0, x1, y1 = (int(v) for v in rec.boxes[0])
         assert (_cell(png, heights, width, r, 0)[y0 : y0 + 2, x0:x1] == V.GT_COLOR).all()
         # the heat map is patch-exact: each patch's value over its 16x16 pixels, blended with the image
@@ -220,8 +255,31 @@ def test_two_checkpoints_side_by_side_best_images(tmp_path):
     ck_a, model_a = build_tiny_checkpoint(tmp_path / "tiny_a.pth.tar", seed=0)
     ck_b, model_b = build_tiny_checkpoint(tmp_path / "tiny_b.pth.tar", seed=1)
     out = tmp_path / "viz"
-    res = invoke("visualize", "--dataset", "cub", "--data", images, "--metadata", meta, "-c", ck_a, "-c", ck_b,
-                 "--select", "best", "--n", 3, "--threshold", 0.3, "--device", "cpu", "-b", 16, "--out", out)
+    res = invoke(
+        "visualize",
+        "--dataset",
+        "cub",
+        "--data",
+        images,
+        "--metadata",
+        meta,
+        "-c",
+        ck_a,
+        "-c",
+        ck_b,
+        "--select",
+        "best",
+        "--n",
+        3,
+        "--threshold",
+        0.3,
+        "--device",
+        "cpu",
+        "-b",
+        16,
+        "--out",
+        out,
+    )
     assert res.exit_code == 0, res.output
     records = api.read_localization_data("cub", images, meta)
     gts = wsol_gt_boxes(records)

@@ -74,25 +74,27 @@ def test_boxes_drawn_on_their_edges(tmp_path):
     # the prediction of model A is not drawn in the image column nor in model B's column
     for c in (0, 2):
         ox, oy = _origin(0, c)
-        assert not any(tuple(png[y - _origin(0, 1)[1] + oy, x - _origin(0, 1)[0] + ox]) == V.PRED_COLOR
-                       for y, x in _edge_pixels(pred_box, _origin(0, 1)))
+        assert not any(
+            tuple(png[y - _origin(0, 1)[1] + oy, x - _origin(0, 1)[0] + ox]) == V.PRED_COLOR
+            for y, x in _edge_pixels(pred_box, _origin(0, 1))
+        )
     # row 1 has no boxes at all
     ox, oy = _origin(1, 0)
-    cell = png[oy:oy + H, ox:ox + 3 * 54 - 4]
+    cell = png[oy : oy + H, ox : ox + 3 * 54 - 4]
     assert not (cell == V.GT_COLOR).all(-1).any() and not (cell == V.PRED_COLOR).all(-1).any()
 
 
 def test_image_column_is_the_image(tmp_path):
     png, images, _ = _grid(tmp_path)
     ox, oy = _origin(1, 0)
-    assert np.array_equal(png[oy:oy + H, ox:ox + W], images[1])
+    assert np.array_equal(png[oy : oy + H, ox : ox + W], images[1])
 
 
 def test_heatmap_pixels_follow_the_maps(tmp_path):
     png, _, _ = _grid(tmp_path)
     (ax, ay), (bx, by) = _origin(1, 1), _origin(1, 2)
-    cell_a = png[ay:ay + H, ax:ax + W].astype(int)
-    cell_b = png[by:by + H, bx:bx + W].astype(int)
+    cell_a = png[ay : ay + H, ax : ax + W].astype(int)
+    cell_b = png[by : by + H, bx : bx + W].astype(int)
     half = W // 2
     # equal maps (at full resolution: no resampling) -> equal pixels; different maps -> different pixels
     assert np.array_equal(cell_a[:, :half], cell_b[:, :half])
@@ -104,7 +106,7 @@ def test_heatmap_pixels_follow_the_maps(tmp_path):
     assert (low[:, 2] > low[:, 0] + 40).all() and (high[:, 0] > high[:, 2] + 40).all()
     # a constant map shows as zeros (all blue), like wsolevaluation's normalize_scoremap
     cx, cy = _origin(0, 2)
-    const = png[cy + 14:cy + 20, cx + 35:cx + 45].astype(int)
+    const = png[cy + 14 : cy + 20, cx + 35 : cx + 45].astype(int)
     assert (const[..., 2] > const[..., 0] + 40).all()
     # the 7x7 map with one peak is upsampled: the cell centre is red, its corners blue
     px, py = _origin(0, 1)

@@ -60,8 +60,14 @@ def random_layer(num_heads=1, gamma=None, use_beta=False, min_scope="batch", see
 def official_of(layer, x):
     beta = layer.beta.detach() if layer.use_beta else None
     return official_simpool(
-        x, layer.wq.weight.detach(), layer.wk.weight.detach(), layer.norm_patches.weight.detach(),
-        layer.norm_patches.bias.detach(), layer.num_heads, layer.gamma, beta,
+        x,
+        layer.wq.weight.detach(),
+        layer.wk.weight.detach(),
+        layer.norm_patches.weight.detach(),
+        layer.norm_patches.bias.detach(),
+        layer.num_heads,
+        layer.gamma,
+        beta,
     )
 
 
@@ -125,10 +131,14 @@ def timm_reference(layer: SimPool, x: torch.Tensor) -> torch.Tensor:
     """timm SimPool1d/2d (keys norm/q/k, min per sample, head and channel) with our weights copied."""
     cls = SimPool2d if x.dim() == 4 else SimPool1d
     ref = cls(DIM, num_heads=layer.num_heads, gamma=layer.gamma)
-    ref.load_state_dict({
-        "norm.weight": layer.norm_patches.weight, "norm.bias": layer.norm_patches.bias,
-        "q.weight": layer.wq.weight, "k.weight": layer.wk.weight,
-    })
+    ref.load_state_dict(
+        {
+            "norm.weight": layer.norm_patches.weight,
+            "norm.bias": layer.norm_patches.bias,
+            "q.weight": layer.wq.weight,
+            "k.weight": layer.wk.weight,
+        }
+    )
     assert ref.norm.eps == 1e-5
     return ref(x)
 
@@ -169,8 +179,11 @@ def test_batch_of_one_keeps_batch_axis():
 def test_official_state_dict_loads_by_name():
     layer = SimPool(DIM, gamma=1.25, use_beta=True)
     official = {
-        "wq.weight": torch.randn(DIM, DIM), "wk.weight": torch.randn(DIM, DIM),
-        "norm_patches.weight": torch.rand(DIM), "norm_patches.bias": torch.randn(DIM), "beta": torch.tensor([0.25]),
+        "wq.weight": torch.randn(DIM, DIM),
+        "wk.weight": torch.randn(DIM, DIM),
+        "norm_patches.weight": torch.rand(DIM),
+        "norm_patches.bias": torch.randn(DIM),
+        "beta": torch.tensor([0.25]),
     }
     assert set(layer.state_dict()) == set(official)
     layer.load_state_dict(official, strict=True)

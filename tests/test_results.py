@@ -33,16 +33,19 @@ def test_make_table_columns_and_rows():
     assert df["method"].isna().all() and (df["schema_version"] == R.SCHEMA_VERSION).all()
 
 
-@pytest.mark.parametrize("rows, match", [
-    ([], "at least one"),
-    ([{"dataset": "cub", "split": "test", "metric": "top1"}], "missing keys"),
-    ([{"dataset": "cub", "split": "test", "metric": "top1", "value": 1.0, "extra": 2}], "unknown keys"),
-    ([{"dataset": "cub", "split": "test", "metric": "maxboxacc", "value": 1.0}], "needs an iou_threshold"),
-    ([{"dataset": "cub", "split": "test", "metric": "maxboxacc_v2", "iou_threshold": 50, "value": 1.0}], "must be empty"),
-    ([{"dataset": "cub", "split": "test", "metric": "top1", "value": "high"}], "'value' row 0"),
-    ([{"dataset": "cub", "split": "test", "metric": "top1", "value": 1.0}] * 2, "duplicate rows"),
-    ([{"dataset": "cub", "split": "test", "metric": "corloc", "iou_threshold": 150, "value": 1.0}], "iou_threshold 150"),
-])
+@pytest.mark.parametrize(
+    "rows, match",
+    [
+        ([], "at least one"),
+        ([{"dataset": "cub", "split": "test", "metric": "top1"}], "missing keys"),
+        ([{"dataset": "cub", "split": "test", "metric": "top1", "value": 1.0, "extra": 2}], "unknown keys"),
+        ([{"dataset": "cub", "split": "test", "metric": "maxboxacc", "value": 1.0}], "needs an iou_threshold"),
+        ([{"dataset": "cub", "split": "test", "metric": "maxboxacc_v2", "iou_threshold": 50, "value": 1.0}], "must be empty"),
+        ([{"dataset": "cub", "split": "test", "metric": "top1", "value": "high"}], "'value' row 0"),
+        ([{"dataset": "cub", "split": "test", "metric": "top1", "value": 1.0}] * 2, "duplicate rows"),
+        ([{"dataset": "cub", "split": "test", "metric": "corloc", "iou_threshold": 150, "value": 1.0}], "iou_threshold 150"),
+    ],
+)
 def test_make_table_rejects_bad_rows(rows, match):
     with pytest.raises(SimpoolBenchError, match=match):
         R.make_table(rows, _prov())
@@ -51,12 +54,12 @@ def test_make_table_rejects_bad_rows(rows, match):
 def test_provenance_collect(tmp_path):
     ck = tmp_path / "model.pth"
     ck.write_bytes(b"abc")
-    p = R.Provenance.collect("resnet50", "simpool", checkpoint=ck, gamma=2.0,
-                             argv=["/usr/bin/simpool-bench", "check", "a b.parquet"])
+    p = R.Provenance.collect("resnet50", "simpool", checkpoint=ck, gamma=2.0, argv=["/usr/bin/simpool-bench", "check", "a b.parquet"])
     import timm
     import torch
 
     import simpool_bench
+
     # sha256("abc"), the FIPS 180-2 test vector
     assert p.checkpoint_sha256 == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert p.checkpoint == str(ck) and p.gamma == 2.0
@@ -74,11 +77,18 @@ def test_provenance_collect(tmp_path):
 
 # ------------------------------------------------------------------------------- write and read
 def _tricky_run() -> pd.DataFrame:
-    rows = _rows({"top1": 100 / 3, "top5": 0.1 + 0.2, "knn_top1": float("nan"), "corloc": 61.9,
-                  "maxboxacc": {30: 1e-17, 50: 12345.678901234567, 70: 0.0}, "maxboxacc_v2": 5.0})
+    rows = _rows(
+        {
+            "top1": 100 / 3,
+            "top5": 0.1 + 0.2,
+            "knn_top1": float("nan"),
+            "corloc": 61.9,
+            "maxboxacc": {30: 1e-17, 50: 12345.678901234567, 70: 0.0},
+            "maxboxacc_v2": 5.0,
+        }
+    )
     rows.append({"dataset": "NA", "split": "null", "metric": "n_images", "value": 7.0})
-    return R.make_table(rows, _prov(checkpoint_sha256="00123", method=None, gamma=None, device="NA",
-                                    command='x "y" \'z\', w\nnext'))
+    return R.make_table(rows, _prov(checkpoint_sha256="00123", method=None, gamma=None, device="NA", command="x \"y\" 'z', w\nnext"))
 
 
 def test_round_trip_every_readable_format(tmp_path):
@@ -107,8 +117,10 @@ def test_markdown_export_lists_every_row(tmp_path):
     md = R.write_run(df, tmp_path, formats=("md",))["md"].read_text()
     body = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| dataset")]
     parsed = [[c.strip() for c in ln.strip("|").split("|")] for ln in body]
-    expected = [[d, s, m, "" if pd.isna(i) else str(int(i)), f"{v:.{3 if m == 'best_threshold' else 0 if m == 'n_failed' else 2}f}"]
-                for d, s, m, i, v in df[list(R.METRIC_COLUMNS)].itertuples(index=False)]
+    expected = [
+        [d, s, m, "" if pd.isna(i) else str(int(i)), f"{v:.{3 if m == 'best_threshold' else 0 if m == 'n_failed' else 2}f}"]
+        for d, s, m, i, v in df[list(R.METRIC_COLUMNS)].itertuples(index=False)
+    ]
     assert parsed == expected
     assert "vit_small_patch16_224" in md and "ckpt/vits_simpool.pth.tar" in md
     assert "80.12" in md or "80.13" in md
@@ -135,11 +147,16 @@ def test_console_table_has_every_row():
 def test_read_run_rejects_foreign_table(tmp_path):
     p = tmp_path / "foreign.csv"
     pd.DataFrame({"epoch": [1, 2], "loss": [0.5, 0.4]}).to_csv(p, index=False)
-    with pytest.raises(SimpoolBenchError, match=r"foreign\.csv: not a simpool-bench results table \(missing columns: dataset, split, metric, iou_threshold, value\)"):
+    with pytest.raises(
+        SimpoolBenchError,
+        match=r"foreign\.csv: not a simpool-bench results table \(missing columns: dataset, split, metric, iou_threshold, value\)",
+    ):
         R.read_run(p)
     # the five columns but no schema_version: a plain table, not a record of ours
     plain = tmp_path / "plain.csv"
-    pd.DataFrame({"dataset": ["cub"], "split": ["test"], "metric": ["top1"], "iou_threshold": [None], "value": [1.0]}).to_csv(plain, index=False)
+    pd.DataFrame({"dataset": ["cub"], "split": ["test"], "metric": ["top1"], "iou_threshold": [None], "value": [1.0]}).to_csv(
+        plain, index=False
+    )
     with pytest.raises(SimpoolBenchError, match="plain.csv: no 'schema_version' column"):
         R.read_run(plain)
     j = tmp_path / "dict.json"
@@ -163,8 +180,11 @@ def test_read_run_rejects_other_schema_version(tmp_path, fmt, version, word):
     df = _run()
     df["schema_version"] = pd.array([version] * len(df), dtype="Int64")
     p = tmp_path / f"old.{fmt}"
-    {"csv": lambda: df.to_csv(p, index=False), "parquet": lambda: df.to_parquet(p, index=False),
-     "json": lambda: p.write_text(df.to_json(orient="records"))}[fmt]()
+    {
+        "csv": lambda: df.to_csv(p, index=False),
+        "parquet": lambda: df.to_parquet(p, index=False),
+        "json": lambda: p.write_text(df.to_json(orient="records")),
+    }[fmt]()
     with pytest.raises(SimpoolBenchError, match=rf"old\.{fmt}: {word} results schema version {version}"):
         R.read_run(p)
 
@@ -192,8 +212,9 @@ def test_stored_provenance_takes_this_schema_version_and_new_columns():
 
     from simpool_bench.api import stored_provenance
 
-    store = SimpleNamespace(manifest={"provenance": {"model": "vit_small_patch16_224", "pool": "cls", "schema_version": 1,
-                                                     "attn_source": "cls"}})
+    store = SimpleNamespace(
+        manifest={"provenance": {"model": "vit_small_patch16_224", "pool": "cls", "schema_version": 1, "attn_source": "cls"}}
+    )
     prov = stored_provenance(store, n_images=3, method="attn")
     row = prov.as_row()
     assert row["schema_version"] == R.SCHEMA_VERSION == 2

@@ -51,8 +51,25 @@ def setup(tmp_path_factory):
 
 
 def _args(images, meta, ckpt, out):
-    return ["localize", "--dataset", "cub", "--data", str(images), "--metadata", str(meta), "--checkpoint", str(ckpt),
-            "--out", str(out), "--device", "cpu", "-b", "3", "--shard-size", str(SHARD)]
+    return [
+        "localize",
+        "--dataset",
+        "cub",
+        "--data",
+        str(images),
+        "--metadata",
+        str(meta),
+        "--checkpoint",
+        str(ckpt),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "-b",
+        "3",
+        "--shard-size",
+        str(SHARD),
+    ]
 
 
 def _table(out) -> pd.DataFrame:
@@ -147,8 +164,26 @@ def small(tmp_path_factory):
 
 
 def _small_args(wsol, ckpt, out, *extra):
-    return ["localize", "--dataset", "cub", "--data", wsol.image_root, "--metadata", wsol.metadata, "--checkpoint", ckpt,
-            "--out", out, "--device", "cpu", "-b", "4", "--shard-size", str(SMALL_SHARD), *extra]
+    return [
+        "localize",
+        "--dataset",
+        "cub",
+        "--data",
+        wsol.image_root,
+        "--metadata",
+        wsol.metadata,
+        "--checkpoint",
+        ckpt,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "-b",
+        "4",
+        "--shard-size",
+        str(SMALL_SHARD),
+        *extra,
+    ]
 
 
 def _v2(out) -> float:

@@ -32,13 +32,16 @@ def test_cli_and_run_layer_give_the_same_table(tmp_path, make_voc_dataset):
     assert result.extras["n_images"] == 7
 
 
-@pytest.mark.parametrize("spec, needle", [
-    (lambda d: api.LocalizeSpec(d, baseline="full-box", maps=Path("m")), "--maps needs no model"),
-    (lambda d: api.LocalizeSpec(d, model=api.ModelOptions(arch="resnet18"), baseline="full-box"), "--baseline needs no model"),
-    (lambda d: api.LocalizeSpec(d, interval=1.5, baseline="full-box"), "--interval 1.5"),
-    (lambda d: api.LocalizeSpec(d, cam_target="top", baseline="full-box"), "--cam-target 'top'"),
-    (lambda d: api.LocalizeSpec(api.DataSpec("cub"), baseline="full-box"), "--data is required"),
-])
+@pytest.mark.parametrize(
+    "spec, needle",
+    [
+        (lambda d: api.LocalizeSpec(d, baseline="full-box", maps=Path("m")), "--maps needs no model"),
+        (lambda d: api.LocalizeSpec(d, model=api.ModelOptions(arch="resnet18"), baseline="full-box"), "--baseline needs no model"),
+        (lambda d: api.LocalizeSpec(d, interval=1.5, baseline="full-box"), "--interval 1.5"),
+        (lambda d: api.LocalizeSpec(d, cam_target="top", baseline="full-box"), "--cam-target 'top'"),
+        (lambda d: api.LocalizeSpec(api.DataSpec("cub"), baseline="full-box"), "--data is required"),
+    ],
+)
 def test_localize_spec_errors_are_the_cli_errors(tmp_path, spec, needle):
     with pytest.raises(SimpoolBenchError, match=needle.replace("(", r"\(")):
         api.run_localize(spec(api.DataSpec("cub", data=tmp_path)), EngineConfig(device="cpu", workers=0))
@@ -51,5 +54,7 @@ def test_cli_modules_import_no_cli_package_module_but_options():
         tree = ast.parse(path.read_text())
         relative = {(n.level, n.module) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
         assert relative <= {(1, "options")}, f"{path.name} imports {relative}"
-        absolute = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("simpool_bench.cli")]
+        absolute = [
+            n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("simpool_bench.cli")
+        ]
         assert not absolute, f"{path.name} imports {absolute}"

@@ -30,7 +30,8 @@ def _voc_interleaved(root: Path, per_shape: int = 3, seed: int = 0) -> Path:
         (root / "Annotations" / f"{image_id}.xml").write_text(
             f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size><object><name>a</name>"
             f"<truncated>0</truncated><difficult>0</difficult><bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin>"
-            f"<xmax>{x1 + 1}</xmax><ymax>{y1 + 1}</ymax></bndbox></object></annotation>")
+            f"<xmax>{x1 + 1}</xmax><ymax>{y1 + 1}</ymax></bndbox></object></annotation>"
+        )
         ids.append(image_id)
     (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
     (root / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")

@@ -39,19 +39,31 @@ def test_cli_and_center_discovery_import_no_heavy_library(tmp_path):
 
 
 def test_numba_cache_falls_back_to_temp_dir_then_to_no_cache(tmp_path):
-    probe = ("from simpool_bench.metrics import _components as C; from numba.core import config; "
-             "print(C._CACHE, config.CACHE_DIR)")
+    probe = "from simpool_bench.metrics import _components as C; from numba.core import config; print(C._CACHE, config.CACHE_DIR)"
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     # only the NUMBA_CACHE_DIR locator allowed: the fallback points it at the temp dir
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, env={
-        **env, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path),
-        "NUMBA_CACHE_LOCATOR_CLASSES": "numba.core.caching.UserProvidedCacheLocator"})
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **env,
+            "PYTHONPATH": str(ROOT),
+            "TMPDIR": str(tmp_path),
+            "NUMBA_CACHE_LOCATOR_CLASSES": "numba.core.caching.UserProvidedCacheLocator",
+        },
+    )
     assert out.returncode == 0, out.stderr
     flag, where = out.stdout.split()
     assert flag == "True" and Path(where).parent == tmp_path and Path(where).is_dir()
     # no locator can place the file at all: kernels compile without a cache instead of failing
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, env={
-        **env, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path),
-        "NUMBA_CACHE_LOCATOR_CLASSES": "numba.core.caching.ZipCacheLocator"})
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path), "NUMBA_CACHE_LOCATOR_CLASSES": "numba.core.caching.ZipCacheLocator"},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == "False"

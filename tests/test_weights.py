@@ -60,7 +60,9 @@ def _random_sd(arch: str, seed: int, **kw) -> dict:
 
 
 def test_offline_without_a_cached_copy_is_one_clear_error(hf_cache, tmp_path):
-    with pytest.raises(SimpoolBenchError, match=r"no cached copy of Hugging Face repository 'timm/deit_tiny_patch16_224.fb_in1k'.*HF_HUB_OFFLINE"):
+    with pytest.raises(
+        SimpoolBenchError, match=r"no cached copy of Hugging Face repository 'timm/deit_tiny_patch16_224.fb_in1k'.*HF_HUB_OFFLINE"
+    ):
         build_model("deit_tiny_patch16_224", pool=None, pretrained=True)
     with pytest.raises(SimpoolBenchError, match="'someone/nothing'"):
         build_model("hf-hub:someone/nothing", pool=None, pretrained=True)
@@ -87,17 +89,28 @@ def test_pretrained_from_the_cache_of_a_timm_tag(hf_cache):
 def test_hf_hub_name_reads_config_and_weights_from_the_cache(hf_cache):
     args = dict(SMALL, global_pool="map", class_token=False)
     sd = _random_sd("vit_tiny_patch16_224", 1, num_classes=4, **args)
-    cfg = {"architecture": "vit_tiny_patch16_224", "num_classes": 4, "model_args": args,
-           "pretrained_cfg": {"input_size": [3, 224, 224], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
-                              "crop_pct": 1.0, "interpolation": "bilinear", "num_classes": 4}}
+    cfg = {
+        "architecture": "vit_tiny_patch16_224",
+        "num_classes": 4,
+        "model_args": args,
+        "pretrained_cfg": {
+            "input_size": [3, 224, 224],
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25],
+            "crop_pct": 1.0,
+            "interpolation": "bilinear",
+            "num_classes": 4,
+        },
+    }
     fake_repo(hf_cache, "lab/tiny-map-vit", {"config.json": cfg, "model.safetensors": sd})
     m = build_model("hf-hub:lab/tiny-map-vit", pool=None, num_classes=None, pretrained=True)
     assert (m.pool, m.attn_source, m.num_classes) == ("map", "map", 4)
     assert m.data_config["mean"] == (0.5, 0.5, 0.5) and m.data_config["crop_pct"] == 1.0
     assert m.data_config["interpolation"] == "bilinear"
     assert all(torch.equal(m.state_dict()[k], v) for k, v in sd.items())
-    over = build_model("hf-hub:lab/tiny-map-vit", pool=None, num_classes=None, pretrained=True,
-                       data_overrides={"mean": (0.1, 0.2, 0.3), "crop_pct": 0.8})
+    over = build_model(
+        "hf-hub:lab/tiny-map-vit", pool=None, num_classes=None, pretrained=True, data_overrides={"mean": (0.1, 0.2, 0.3), "crop_pct": 0.8}
+    )
     assert over.data_config["mean"] == (0.1, 0.2, 0.3) and over.data_config["crop_pct"] == 0.8
     assert over.data_config["std"] == (0.25, 0.25, 0.25)
 
@@ -136,23 +149,56 @@ def _timm_state_dict(path, arch, seed, **kw):
     return path
 
 
-@pytest.mark.parametrize("arch,kw,source", [
-    ("deit_tiny_patch16_224", {}, "cls"),
-    ("vit_tiny_patch16_224", dict(global_pool="map"), "map"),
-])
+@pytest.mark.parametrize(
+    "arch,kw,source",
+    [
+        ("deit_tiny_patch16_224", {}, "cls"),
+        ("vit_tiny_patch16_224", dict(global_pool="map"), "map"),
+    ],
+)
 def test_commands_with_a_timm_state_dict(tmp_path, data, arch, kw, source):
     """A plain timm state dict (full-size tiny models, random weights) through every command."""
     wsol, voc = data
     ck = _timm_state_dict(tmp_path / "w.pth", arch, 5, **kw)
     model = ["--model", arch, "--checkpoint", ck, "--device", "cpu", "-b", 8]
-    res = invoke_cli("classify", "--data", wsol.image_root, "--metadata", wsol.metadata, *model, "--out", tmp_path / "c",
-                     "--mean", "0.5,0.5,0.5", "--std", "0.2,0.2,0.2", "--crop-pct", "0.8")
+    res = invoke_cli(
+        "classify",
+        "--data",
+        wsol.image_root,
+        "--metadata",
+        wsol.metadata,
+        *model,
+        "--out",
+        tmp_path / "c",
+        "--mean",
+        "0.5,0.5,0.5",
+        "--std",
+        "0.2,0.2,0.2",
+        "--crop-pct",
+        "0.8",
+    )
     assert res.exit_code == 0, res.output
     prov = pd.read_csv(tmp_path / "c" / "results.csv").iloc[0]
     assert prov["pool"] == source and prov["attn_source"] == source and prov["checkpoint_format"] == "state-dict"
     assert prov["data_config"].startswith("mean=0.5,0.5,0.5 std=0.2,0.2,0.2 crop_pct=0.8 interpolation=bicubic")
-    res = invoke_cli("localize", "--dataset", "cub", "--data", wsol.image_root, "--metadata", wsol.metadata, *model,
-                     "--attn-source", "rollout", "--rollout-fusion", "max", "--rollout-discard", "0.5", "--out", tmp_path / "l")
+    res = invoke_cli(
+        "localize",
+        "--dataset",
+        "cub",
+        "--data",
+        wsol.image_root,
+        "--metadata",
+        wsol.metadata,
+        *model,
+        "--attn-source",
+        "rollout",
+        "--rollout-fusion",
+        "max",
+        "--rollout-discard",
+        "0.5",
+        "--out",
+        tmp_path / "l",
+    )
     assert res.exit_code == 0, res.output
     loc = pd.read_csv(tmp_path / "l" / "results.csv")
     assert loc.iloc[0]["attn_source"] == "rollout" and loc.iloc[0]["attn_options"] == "fusion=max discard=0.5"
@@ -162,16 +208,31 @@ def test_commands_with_a_timm_state_dict(tmp_path, data, arch, kw, source):
         assert res.exit_code == 0, res.output
         d = pd.read_csv(tmp_path / f"d_{src}" / "results.csv")
         assert d.iloc[0]["attn_source"] == src and "corloc" in set(d["metric"])
-    res = invoke_cli("extract", "--dataset", "voc07", "--data", voc, *model, "--attn-source", "gradcam", "--dtype", "float32",
-                     "--out", tmp_path / "maps")
+    res = invoke_cli(
+        "extract", "--dataset", "voc07", "--data", voc, *model, "--attn-source", "gradcam", "--dtype", "float32", "--out", tmp_path / "maps"
+    )
     assert res.exit_code == 0, res.output
     res = invoke_cli("discover", "--dataset", "voc07", "--data", voc, "--maps", tmp_path / "maps", "--out", tmp_path / "dm")
     assert res.exit_code == 0, res.output
     direct = pd.read_csv(tmp_path / "d_gradcam" / "results.csv")
     stored = pd.read_csv(tmp_path / "dm" / "results.csv")
     assert direct.loc[direct.metric == "corloc", "value"].item() == stored.loc[stored.metric == "corloc", "value"].item()
-    res = invoke_cli("visualize", "--dataset", "voc07", "--data", voc, *model, "--attn-source", f"{source},rollout,gradcam",
-                     "--n", 2, "--format", "svg", "--out", tmp_path / "v")
+    res = invoke_cli(
+        "visualize",
+        "--dataset",
+        "voc07",
+        "--data",
+        voc,
+        *model,
+        "--attn-source",
+        f"{source},rollout,gradcam",
+        "--n",
+        2,
+        "--format",
+        "svg",
+        "--out",
+        tmp_path / "v",
+    )
     assert res.exit_code == 0, res.output
     sel = pd.read_csv(tmp_path / "v" / "selection.csv")
     assert sel["column"].tolist() == [f"w: {source}", "w: rollout", "w: gradcam"] * 2

@@ -84,8 +84,28 @@ def setup(tmp_path_factory):
 
 def _localize(setup, out, *extra):
     root, wsol, ckpt = setup
-    return invoke("localize", "--dataset", "cub", "--data", wsol.image_root, "--metadata", wsol.metadata, "--checkpoint", ckpt,
-                  "--out", out, "--device", "cpu", "-b", "3", "--shard-size", "3", "--formats", "json,md", *extra)
+    return invoke(
+        "localize",
+        "--dataset",
+        "cub",
+        "--data",
+        wsol.image_root,
+        "--metadata",
+        wsol.metadata,
+        "--checkpoint",
+        ckpt,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "-b",
+        "3",
+        "--shard-size",
+        "3",
+        "--formats",
+        "json,md",
+        *extra,
+    )
 
 
 def test_full_disk_on_results_keeps_the_old_set_whole(setup, tmp_path, monkeypatch):
@@ -127,8 +147,10 @@ def test_interrupted_renames_are_refused_by_compare_and_check(setup, tmp_path, m
     assert res.exit_code == 130
     _no_tmp(out)
     # results.csv is new, the others are gone or old: nothing reads this folder
-    for cmd in (["compare", out / "results.parquet", out / "results.csv"],
-                ["check", out, "--baseline", out / "results.csv", "--no-github"]):
+    for cmd in (
+        ["compare", out / "results.parquet", out / "results.csv"],
+        ["check", out, "--baseline", out / "results.csv", "--no-github"],
+    ):
         line = _one_error(invoke(*cmd))
         assert f"error: {out}: a results write did not finish (results.manifest.json says 'writing')" in line
     assert _localize(setup, out, "--interval", "0.01").exit_code == 0  # the same command again: all new
@@ -188,8 +210,21 @@ def test_extract_visualize_compare_out_unwritable(setup, tmp_path, monkeypatch, 
         _fail_writes(monkeypatch, "", errno.ENOSPC if where == "full" else errno.EROFS)
     reason = {"full": "No space left on device", "read-only": "Read-only file system", "under-a-file": "Not a directory"}[where]
     commands = {
-        "extract": ["extract", "--dataset", "cub", "--data", wsol.image_root, "--metadata", wsol.metadata, "--checkpoint", ckpt,
-                    "--device", "cpu", "--out", base / "maps"],
+        "extract": [
+            "extract",
+            "--dataset",
+            "cub",
+            "--data",
+            wsol.image_root,
+            "--metadata",
+            wsol.metadata,
+            "--checkpoint",
+            ckpt,
+            "--device",
+            "cpu",
+            "--out",
+            base / "maps",
+        ],
         "visualize": ["visualize", "--curves", run, "--out", base / "viz"],
         "compare": ["compare", run, run / "results.json", "--markdown", base / "cmp.md"],
     }

@@ -26,9 +26,12 @@ POOL_ALIASES: dict[str, str] = {"simpool": "simpool", "cls": "cls", "token": "cl
 # Arguments build_model decides itself (never taken from a file's args.model_kwargs); img_size is
 # the exception: a model trained at another input size needs it to rebuild its position embeddings.
 _BUILD_OWN_ARGS: frozenset[str] = (frozenset(inspect.signature(build_model).parameters) - {"img_size"}) | {
-    "pretrained", "num_classes", "global_pool", "class_token", "fc_norm",
+    "pretrained",
+    "num_classes",
+    "global_pool",
+    "class_token",
+    "fc_norm",
 }
-
 
 
 def _dino_arch(args: Any) -> str | None:
@@ -49,7 +52,6 @@ def _as_gamma(value: Any, what: str) -> float | None:
     if not g > 0 or math.isinf(g):
         raise SimpoolBenchError(f"{what}: gamma {value!r} must be a positive number or 'none'")
     return g
-
 
 
 def _tensor_dict(sd: Any, path: Path, where: str) -> dict[str, torch.Tensor]:
@@ -102,7 +104,6 @@ def _pick(obj: Mapping[str, Any], options: tuple[str, ...], prefer_key: str | No
             rules.append(f"{k} used{why if k == options[0] else ''}")
             return k
     raise SimpoolBenchError(f"checkpoint {path}: none of {', '.join(options)} found (entries: {', '.join(map(str, obj))})")
-
 
 
 @dataclass

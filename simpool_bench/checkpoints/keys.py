@@ -64,7 +64,7 @@ def strip_wrappers(sd: Mapping[str, Any], rules: list[str]) -> dict[str, Any]:
             for p in WRAPPER_PREFIXES:
                 if k.startswith(p):
                     seen.add(p)
-                    k = k[len(p):]
+                    k = k[len(p) :]
         out[k] = v
     if seen:
         rules.append("stripped " + " and ".join(sorted(seen)))
@@ -78,7 +78,7 @@ def split_dino_backbone(sd: Mapping[str, Any], rules: list[str]) -> dict[str, An
         if heads:
             rules.append(f"dropped {len(heads)} DINO head keys (head.*)")
         return {k: v for k, v in sd.items() if not k.startswith(DINO_HEAD_PREFIX)}
-    out = {k[len(DINO_BACKBONE_PREFIX):]: v for k, v in sd.items() if k.startswith(DINO_BACKBONE_PREFIX)}
+    out = {k[len(DINO_BACKBONE_PREFIX) :]: v for k, v in sd.items() if k.startswith(DINO_BACKBONE_PREFIX)}
     dropped = [k for k in sd if not k.startswith(DINO_BACKBONE_PREFIX)]
     rules.append("stripped backbone.")
     if dropped:
@@ -96,14 +96,14 @@ def convnext_fb_to_timm(sd: Mapping[str, Any], rules: list[str]) -> dict[str, An
     for k, v in sd.items():
         n = k
         if n.startswith("downsample_layers.0."):
-            n = "stem." + n[len("downsample_layers.0."):]
+            n = "stem." + n[len("downsample_layers.0.") :]
         n = re.sub(r"^downsample_layers\.(\d+)\.", r"stages.\1.downsample.", n)
         n = re.sub(r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2.", n)
         n = n.replace(".dwconv.", ".conv_dw.").replace(".pwconv1.", ".mlp.fc1.").replace(".pwconv2.", ".mlp.fc2.")
         if n.startswith("norm."):
             n = "head." + n
         elif n.startswith("head.") and not n.startswith("head.norm."):
-            n = "head.fc." + n[len("head."):]
+            n = "head.fc." + n[len("head.") :]
         out[n] = v
     rules.append("ConvNeXt facebookresearch layout -> timm (downsample_layers/stages/dwconv/pwconv/norm/head)")
     return out
@@ -119,9 +119,7 @@ def find_timm_simpool_prefixes(sd: Mapping[str, Any]) -> list[str]:
         p = key[: -len("q.weight")]
         if p and not p.endswith("."):
             continue
-        if f"{p}k.weight" in sd and f"{p}norm.weight" in sd and not any(
-            f"{p}{x}.weight" in sd for x in ("v", "kv", "qkv", "proj")
-        ):
+        if f"{p}k.weight" in sd and f"{p}norm.weight" in sd and not any(f"{p}{x}.weight" in sd for x in ("v", "kv", "qkv", "proj")):
             found.append(p)
     return sorted(found)
 
@@ -139,7 +137,7 @@ def rename_timm_simpool(sd: Mapping[str, Any], family: str | None, variant: str,
         for k in list(out):
             if not k.startswith(p):
                 continue
-            rest = k[len(p):]
+            rest = k[len(p) :]
             head, _, tail = rest.partition(".")
             if head in TIMM_SIMPOOL_RENAMES and tail:
                 moved[k] = f"{target}{TIMM_SIMPOOL_RENAMES[head]}.{tail}"
@@ -231,7 +229,6 @@ def infer_pool(sd: Mapping[str, Any]) -> str | None:
 
 def _beta_key(sd: Mapping[str, Any]) -> str | None:
     return next((f"{p}beta" for p in KNOWN_SIMPOOL_PREFIXES if f"{p}beta" in sd), None)
-
 
 
 def is_dino_backbone(sd: Mapping[str, Any]) -> bool:

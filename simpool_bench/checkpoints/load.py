@@ -99,9 +99,7 @@ def _reconcile(facts: FileFacts, fmt: str, family: str | None) -> tuple[str | No
     if family is not None and CLASSIFIER_WEIGHT[family] in sd:
         num_classes = int(sd[CLASSIFIER_WEIGHT[family]].shape[0])
     if fmt == "official-dino" and pool == "simpool" and family == "vit":
-        notes.append(
-            "official DINO SimPool ViT: its npatch=tokens-1 position interpolation is reproduced by default (dino_pos_quirk)"
-        )
+        notes.append("official DINO SimPool ViT: its npatch=tokens-1 position interpolation is reproduced by default (dino_pos_quirk)")
     return pool, num_classes, beta is not None
 
 
@@ -131,10 +129,25 @@ def load_checkpoint(path: str | Path, format: str | None = None, trust: bool = F
     fmt, family = _to_our_layout(facts, fmt, format is not None, p)
     pool, num_classes, has_beta = _reconcile(facts, fmt, family)
     return LoadedCheckpoint(
-        path=p, sha256=sha, format=fmt, variant=facts.variant, state_dict=facts.sd, arch=facts.arch, pool=pool,
-        gamma=facts.gamma, gamma_known=facts.gamma_known, has_beta=has_beta, num_classes=num_classes,
-        key_mapping=facts.rules, notes=facts.notes, container_keys=container_keys, source=facts.source,
-        arch_source=facts.arch_source, variant_known=facts.variant_known, epoch=epoch, model_kwargs=facts.model_kwargs,
+        path=p,
+        sha256=sha,
+        format=fmt,
+        variant=facts.variant,
+        state_dict=facts.sd,
+        arch=facts.arch,
+        pool=pool,
+        gamma=facts.gamma,
+        gamma_known=facts.gamma_known,
+        has_beta=has_beta,
+        num_classes=num_classes,
+        key_mapping=facts.rules,
+        notes=facts.notes,
+        container_keys=container_keys,
+        source=facts.source,
+        arch_source=facts.arch_source,
+        variant_known=facts.variant_known,
+        epoch=epoch,
+        model_kwargs=facts.model_kwargs,
     )
 
 

@@ -68,9 +68,7 @@ def resolve_spec(
         if variant not in VARIANTS:
             raise SimpoolBenchError(f"--variant {variant!r}: expected one of {', '.join(VARIANTS)}")
         if ckpt.variant_known and variant != ckpt.variant:
-            raise SimpoolBenchError(
-                f"--variant {variant} conflicts with {name}, a {ckpt.variant} checkpoint ({ckpt.format})"
-            )
+            raise SimpoolBenchError(f"--variant {variant} conflicts with {name}, a {ckpt.variant} checkpoint ({ckpt.format})")
         out_variant = variant
     else:
         out_variant = ckpt.variant
@@ -82,9 +80,7 @@ def resolve_spec(
     if gamma is not UNSET:
         user_gamma = _as_gamma(gamma, "--gamma")
         if ckpt.gamma_known and not _same_gamma(user_gamma, ckpt.gamma):
-            raise SimpoolBenchError(
-                f"--gamma {_fmt_gamma(user_gamma)} conflicts with {name}, trained with gamma {_fmt_gamma(ckpt.gamma)}"
-            )
+            raise SimpoolBenchError(f"--gamma {_fmt_gamma(user_gamma)} conflicts with {name}, trained with gamma {_fmt_gamma(ckpt.gamma)}")
         if ckpt.has_beta and user_gamma is None:
             raise SimpoolBenchError(f"--gamma none conflicts with {name}: it has a SimPool beta, which only exists with a gamma")
         return out_arch, out_pool, user_gamma, out_variant

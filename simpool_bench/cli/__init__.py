@@ -80,7 +80,9 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             err_console.print(f"[bold red]error:[/] {escape(one_line(err))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
         except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
-            err_console.print(f"[bold red]error:[/] {escape(str(err.filename))}: {escape(str(err.strerror))}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(err.filename))}: {escape(str(err.strerror))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
         except OSError as err:  # disk full, read-only file system, I/O errors: one line, not a traceback
             where = f"{err.filename}: " if err.filename else ""
@@ -102,8 +104,11 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
 
 def _register() -> None:
     """Every command on the app, each through ``friendly``."""
-    for module, names in ((run_commands, ("classify", "localize", "discover")), (table_commands, ("inspect", "compare", "check", "demo")),
-                          (map_commands, ("extract", "visualize"))):
+    for module, names in (
+        (run_commands, ("classify", "localize", "discover")),
+        (table_commands, ("inspect", "compare", "check", "demo")),
+        (map_commands, ("extract", "visualize")),
+    ):
         for name in names:
             app.command(name)(friendly(getattr(module, name)))
     datasets_app.command("verify")(friendly(table_commands.datasets_verify))

@@ -40,41 +40,190 @@ class MinScope(str, Enum):
     channel = "channel"
 
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="timm architecture, e.g. vit_small_patch16_224, resnet50, convnext_tiny (inferred from the checkpoint when it says).", rich_help_panel="Model")]
-PoolOpt = Annotated[Optional[Pool], typer.Option("--pool", help="Pooling: simpool | cls (ViTs) | gap | map (ViTs, timm's attention pool) (inferred from the checkpoint).", rich_help_panel="Model")]
-GammaOpt = Annotated[Optional[str], typer.Option("--gamma", help="SimPool gamma: a float, or 'none' for the plain attention-weighted mean (default 1.25 transformers, 2.0 CNNs).", rich_help_panel="Model")]
-CkptOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint file (.pth, .pth.tar, .safetensors); format auto-detected.", rich_help_panel="Model")]
-FormatOpt = Annotated[Optional[str], typer.Option("--format", help="Force the checkpoint format: official-supervised | official-dino | dino-backbone | timm-simpool | state-dict | safetensors.", rich_help_panel="Model")]
-TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitrary unpickling (only for files you trust).", rich_help_panel="Model")]
-PreferOpt = Annotated[str, typer.Option("--prefer", help="Which weights of a checkpoint: auto (EMA, DINO teacher) | ema | raw | teacher | student.", rich_help_panel="Model")]
-VariantOpt = Annotated[Optional[str], typer.Option("--variant", help="ViT layout: supervised (norm before SimPool) | dino (norm after).", rich_help_panel="Model")]
-MinScopeOpt = Annotated[MinScope, typer.Option("--min-scope", help="Where SimPool's gamma shift takes its min: sample (default, batch-independent) | batch (official) | channel (timm).", rich_help_panel="Model")]
-AttnOpt = Annotated[Optional[str], typer.Option("--attn-source", help="Attention map: simpool | cls | cam | map | rollout | gradcam (default from --pool).", rich_help_panel="Model")]
-ClsHeadOpt = Annotated[Optional[int], typer.Option("--cls-head", help="For --attn-source cls: one head instead of the mean over heads.", rich_help_panel="Model")]
-NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Classifier size when the checkpoint does not tell.", rich_help_panel="Model")]
-QuirkOpt = Annotated[Optional[bool], typer.Option("--dino-pos-quirk/--no-dino-pos-quirk", help="Reproduce the official DINO-SimPool position-embedding interpolation (default: on for official DINO files).", rich_help_panel="Model")]
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        "-m",
+        help="timm architecture, e.g. vit_small_patch16_224, resnet50, convnext_tiny (inferred from the checkpoint when it says).",
+        rich_help_panel="Model",
+    ),
+]
+PoolOpt = Annotated[
+    Optional[Pool],
+    typer.Option(
+        "--pool",
+        help="Pooling: simpool | cls (ViTs) | gap | map (ViTs, timm's attention pool) (inferred from the checkpoint).",
+        rich_help_panel="Model",
+    ),
+]
+GammaOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--gamma",
+        help="SimPool gamma: a float, or 'none' for the plain attention-weighted mean (default 1.25 transformers, 2.0 CNNs).",
+        rich_help_panel="Model",
+    ),
+]
+CkptOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--checkpoint", "-c", help="Checkpoint file (.pth, .pth.tar, .safetensors); format auto-detected.", rich_help_panel="Model"
+    ),
+]
+FormatOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--format",
+        help="Force the checkpoint format: official-supervised | official-dino | dino-backbone | timm-simpool | state-dict | safetensors.",
+        rich_help_panel="Model",
+    ),
+]
+TrustOpt = Annotated[
+    bool, typer.Option("--trust-checkpoint", help="Allow arbitrary unpickling (only for files you trust).", rich_help_panel="Model")
+]
+PreferOpt = Annotated[
+    str,
+    typer.Option(
+        "--prefer", help="Which weights of a checkpoint: auto (EMA, DINO teacher) | ema | raw | teacher | student.", rich_help_panel="Model"
+    ),
+]
+VariantOpt = Annotated[
+    Optional[str],
+    typer.Option("--variant", help="ViT layout: supervised (norm before SimPool) | dino (norm after).", rich_help_panel="Model"),
+]
+MinScopeOpt = Annotated[
+    MinScope,
+    typer.Option(
+        "--min-scope",
+        help="Where SimPool's gamma shift takes its min: sample (default, batch-independent) | batch (official) | channel (timm).",
+        rich_help_panel="Model",
+    ),
+]
+AttnOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--attn-source", help="Attention map: simpool | cls | cam | map | rollout | gradcam (default from --pool).", rich_help_panel="Model"
+    ),
+]
+ClsHeadOpt = Annotated[
+    Optional[int],
+    typer.Option("--cls-head", help="For --attn-source cls: one head instead of the mean over heads.", rich_help_panel="Model"),
+]
+NumClassesOpt = Annotated[
+    Optional[int], typer.Option("--num-classes", help="Classifier size when the checkpoint does not tell.", rich_help_panel="Model")
+]
+QuirkOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--dino-pos-quirk/--no-dino-pos-quirk",
+        help="Reproduce the official DINO-SimPool position-embedding interpolation (default: on for official DINO files).",
+        rich_help_panel="Model",
+    ),
+]
 
-PretrainedOpt = Annotated[bool, typer.Option("--pretrained", help="timm's pretrained weights of --model, from the local Hugging Face cache (HF_HUB_CACHE / HF_HOME; honours HF_HUB_OFFLINE=1: no cached copy is an error). Default pool: the model's own.", rich_help_panel="Model")]
-PretrainedFileOpt = Annotated[Optional[Path], typer.Option("--pretrained-file", help="timm pretrained weights of --model from this file (model.safetensors, pytorch_model.bin), loaded as timm loads them.", rich_help_panel="Model")]
-MeanOpt = Annotated[Optional[str], typer.Option("--mean", help="Normalisation mean R,G,B (default: the model's pretrained config).", rich_help_panel="Model")]
-StdOpt = Annotated[Optional[str], typer.Option("--std", help="Normalisation std R,G,B (default: the model's pretrained config).", rich_help_panel="Model")]
-RolloutFusionOpt = Annotated[str, typer.Option("--rollout-fusion", help="--attn-source rollout: head fusion mean | max | min.", rich_help_panel="Model")]
-RolloutDiscardOpt = Annotated[float, typer.Option("--rollout-discard", help="--attn-source rollout: fraction of the lowest fused attentions discarded per block (0 = the paper).", rich_help_panel="Model")]
+PretrainedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--pretrained",
+        help="timm's pretrained weights of --model, from the local Hugging Face cache (HF_HUB_CACHE / HF_HOME; honours HF_HUB_OFFLINE=1: no cached copy is an error). Default pool: the model's own.",
+        rich_help_panel="Model",
+    ),
+]
+PretrainedFileOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--pretrained-file",
+        help="timm pretrained weights of --model from this file (model.safetensors, pytorch_model.bin), loaded as timm loads them.",
+        rich_help_panel="Model",
+    ),
+]
+MeanOpt = Annotated[
+    Optional[str],
+    typer.Option("--mean", help="Normalisation mean R,G,B (default: the model's pretrained config).", rich_help_panel="Model"),
+]
+StdOpt = Annotated[
+    Optional[str], typer.Option("--std", help="Normalisation std R,G,B (default: the model's pretrained config).", rich_help_panel="Model")
+]
+RolloutFusionOpt = Annotated[
+    str, typer.Option("--rollout-fusion", help="--attn-source rollout: head fusion mean | max | min.", rich_help_panel="Model")
+]
+RolloutDiscardOpt = Annotated[
+    float,
+    typer.Option(
+        "--rollout-discard",
+        help="--attn-source rollout: fraction of the lowest fused attentions discarded per block (0 = the paper).",
+        rich_help_panel="Model",
+    ),
+]
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.", rich_help_panel="Run")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.", rich_help_panel="Run")]
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", "-j", min=0, help="DataLoader workers decoding images (default: min(8, cores); 0: in the main process).", rich_help_panel="Run", show_default=False)]
+WorkersOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--workers",
+        "-j",
+        min=0,
+        help="DataLoader workers decoding images (default: min(8, cores); 0: in the main process).",
+        rich_help_panel="Run",
+        show_default=False,
+    ),
+]
 AmpOpt = Annotated[Amp, typer.Option("--amp", help="Mixed precision: off | bf16 | fp16.", rich_help_panel="Run")]
 ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help="channels_last memory format (CNNs on GPU).", rich_help_panel="Run")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model.", rich_help_panel="Run")]
-ShardOpt = Annotated[int, typer.Option("--shard-size", min=1, help="Images per shard (unit of resume and of multi-GPU work).", rich_help_panel="Run")]
-ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Keep finished shards under OUT/.shards and reuse them when the same command runs again.", rich_help_panel="Run")]
-DistTimeoutOpt = Annotated[Optional[float], typer.Option("--dist-timeout", help="torchrun: seconds a collective may wait for the other ranks before the run stops with an error (default $SIMPOOL_BENCH_DIST_TIMEOUT or 600).", rich_help_panel="Run")]
-StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail on an image that does not decode or is over --max-pixels (default: skip it, warn and count it).", rich_help_panel="Run")]
-MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", min=1, help="Images with more pixels (read from the header, before decoding) are skipped and counted like undecodable ones (--strict: an error). Default: PIL's bomb limit.", rich_help_panel="Run")]
-NonFiniteOpt = Annotated[bool, typer.Option("--allow-nonfinite", help="Images whose logits or maps hold NaN/inf count as misses and the table gets an n_nonfinite row (default: the run fails, saying how many).", rich_help_panel="Run")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder: results.csv and results.parquet always, plus --formats.", rich_help_panel="Output")]
-FormatsOpt = Annotated[str, typer.Option("--formats", help="Extra export formats, comma-separated: json, md, latex.", rich_help_panel="Output")]
+ShardOpt = Annotated[
+    int, typer.Option("--shard-size", min=1, help="Images per shard (unit of resume and of multi-GPU work).", rich_help_panel="Run")
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume/--no-resume",
+        help="Keep finished shards under OUT/.shards and reuse them when the same command runs again.",
+        rich_help_panel="Run",
+    ),
+]
+DistTimeoutOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--dist-timeout",
+        help="torchrun: seconds a collective may wait for the other ranks before the run stops with an error (default $SIMPOOL_BENCH_DIST_TIMEOUT or 600).",
+        rich_help_panel="Run",
+    ),
+]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Fail on an image that does not decode or is over --max-pixels (default: skip it, warn and count it).",
+        rich_help_panel="Run",
+    ),
+]
+MaxPixelsOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-pixels",
+        min=1,
+        help="Images with more pixels (read from the header, before decoding) are skipped and counted like undecodable ones (--strict: an error). Default: PIL's bomb limit.",
+        rich_help_panel="Run",
+    ),
+]
+NonFiniteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-nonfinite",
+        help="Images whose logits or maps hold NaN/inf count as misses and the table gets an n_nonfinite row (default: the run fails, saying how many).",
+        rich_help_panel="Run",
+    ),
+]
+OutOpt = Annotated[
+    Optional[Path],
+    typer.Option("--out", "-o", help="Output folder: results.csv and results.parquet always, plus --formats.", rich_help_panel="Output"),
+]
+FormatsOpt = Annotated[
+    str, typer.Option("--formats", help="Extra export formats, comma-separated: json, md, latex.", rich_help_panel="Output")
+]
 
 
 #: The datasets extract/visualize know (the registry's names).
@@ -98,14 +247,34 @@ class Select(str, Enum):
     worst = "worst"
 
 
-DatasetOpt = Annotated[MapDataset, typer.Option("--dataset", help="cub | imagenet (224x224, wsolevaluation) | voc07 | voc12 | coco20k (full resolution, LOST) | folder (any images, 224x224).", rich_help_panel="Data")]
-DataOpt = Annotated[Optional[Path], typer.Option("--data", "-d", help="Image root (as localize/discover take it; folder: any folder of images).", rich_help_panel="Data")]
-MetadataOpt = Annotated[Optional[Path], typer.Option("--metadata", help="cub/imagenet: wsolevaluation metadata folder (e.g. metadata/CUB/test).", rich_help_panel="Data")]
-SplitOpt = Annotated[Optional[str], typer.Option("--split", help="Split (default: test for cub/imagenet, trainval for VOC, train for coco20k).", rich_help_panel="Data")]
+DatasetOpt = Annotated[
+    MapDataset,
+    typer.Option(
+        "--dataset",
+        help="cub | imagenet (224x224, wsolevaluation) | voc07 | voc12 | coco20k (full resolution, LOST) | folder (any images, 224x224).",
+        rich_help_panel="Data",
+    ),
+]
+DataOpt = Annotated[
+    Optional[Path],
+    typer.Option("--data", "-d", help="Image root (as localize/discover take it; folder: any folder of images).", rich_help_panel="Data"),
+]
+MetadataOpt = Annotated[
+    Optional[Path],
+    typer.Option("--metadata", help="cub/imagenet: wsolevaluation metadata folder (e.g. metadata/CUB/test).", rich_help_panel="Data"),
+]
+SplitOpt = Annotated[
+    Optional[str],
+    typer.Option("--split", help="Split (default: test for cub/imagenet, trainval for VOC, train for coco20k).", rich_help_panel="Data"),
+]
 AnnOpt = Annotated[Optional[Path], typer.Option("--annotations", help="coco20k: instances_train2014.json.", rich_help_panel="Data")]
 ListOpt = Annotated[Optional[Path], typer.Option("--list", help="coco20k: coco_20k_filenames.txt.", rich_help_panel="Data")]
-NoHardOpt = Annotated[bool, typer.Option("--no-hard", help="VOC: drop images whose objects are all difficult/truncated.", rich_help_panel="Data")]
-CamTargetOpt = Annotated[str, typer.Option("--cam-target", help="CAM class for cub/imagenet: gt (wsolevaluation) | pred.", rich_help_panel="Model")]
+NoHardOpt = Annotated[
+    bool, typer.Option("--no-hard", help="VOC: drop images whose objects are all difficult/truncated.", rich_help_panel="Data")
+]
+CamTargetOpt = Annotated[
+    str, typer.Option("--cam-target", help="CAM class for cub/imagenet: gt (wsolevaluation) | pred.", rich_help_panel="Model")
+]
 
 
 # ------------------------------------------------------------------------------------ the conversion
@@ -170,12 +339,27 @@ class Parsed:
 
         g = self.get
         fields = dict(
-            arch=g("model"), pool=g("pool"), gamma=parse_gamma(g("gamma")), checkpoint=g("checkpoint"), format=g("fmt"),
-            trust=g("trust_checkpoint", False), variant=g("variant"), min_scope=g("min_scope", "sample"),
-            attn_source=g("attn_source"), cls_head=g("cls_head"), num_classes=g("num_classes"), dino_pos_quirk=g("dino_pos_quirk"),
-            prefer=g("prefer", "auto"), pretrained=g("pretrained", False), pretrained_file=g("pretrained_file"),
-            mean=parse_floats("--mean", g("mean")), std=parse_floats("--std", g("std")), crop_pct=g("crop_pct"),
-            interpolation=g("interpolation"), rollout_fusion=g("rollout_fusion", "mean"), rollout_discard=g("rollout_discard", 0.0),
+            arch=g("model"),
+            pool=g("pool"),
+            gamma=parse_gamma(g("gamma")),
+            checkpoint=g("checkpoint"),
+            format=g("fmt"),
+            trust=g("trust_checkpoint", False),
+            variant=g("variant"),
+            min_scope=g("min_scope", "sample"),
+            attn_source=g("attn_source"),
+            cls_head=g("cls_head"),
+            num_classes=g("num_classes"),
+            dino_pos_quirk=g("dino_pos_quirk"),
+            prefer=g("prefer", "auto"),
+            pretrained=g("pretrained", False),
+            pretrained_file=g("pretrained_file"),
+            mean=parse_floats("--mean", g("mean")),
+            std=parse_floats("--std", g("std")),
+            crop_pct=g("crop_pct"),
+            interpolation=g("interpolation"),
+            rollout_fusion=g("rollout_fusion", "mean"),
+            rollout_discard=g("rollout_discard", 0.0),
         )
         return ModelOptions(**{**fields, **override})
 
@@ -184,8 +368,17 @@ class Parsed:
         from ..specs import DataSpec
 
         g = self.get
-        fields = dict(dataset=g("dataset"), data=g("data"), split=g("split"), metadata=g("metadata"), labels=g("labels"),
-                      subset=g("subset"), annotations=g("annotations"), list_file=g("list_file"), no_hard=g("no_hard", False))
+        fields = dict(
+            dataset=g("dataset"),
+            data=g("data"),
+            split=g("split"),
+            metadata=g("metadata"),
+            labels=g("labels"),
+            subset=g("subset"),
+            annotations=g("annotations"),
+            list_file=g("list_file"),
+            no_hard=g("no_hard", False),
+        )
         return DataSpec(**{**fields, **override})
 
     def engine(self, *, shards: bool = True) -> EngineConfig:
@@ -204,8 +397,15 @@ class Parsed:
         out = g("out")
         resume_dir = (Path(out) / ".shards") if (shards and g("resume", False) and out) else None
         return EngineConfig(
-            device=g("device", "auto"), batch_size=g("batch_size"), workers=workers, amp=g("amp", "off"),
-            channels_last=g("channels_last", False), compile=g("compile", False), shard_size=g("shard_size", 1024),
-            resume_dir=resume_dir, strict=g("strict", False), max_pixels=g("max_pixels", DEFAULT_MAX_PIXELS),
+            device=g("device", "auto"),
+            batch_size=g("batch_size"),
+            workers=workers,
+            amp=g("amp", "off"),
+            channels_last=g("channels_last", False),
+            compile=g("compile", False),
+            shard_size=g("shard_size", 1024),
+            resume_dir=resume_dir,
+            strict=g("strict", False),
+            max_pixels=g("max_pixels", DEFAULT_MAX_PIXELS),
             allow_nonfinite=g("allow_nonfinite", False),
         )

@@ -64,30 +64,72 @@ def show(table: Any, out: Path | None) -> None:
 
 def classify(
     ctx: typer.Context,
-    data: Annotated[Path, typer.Option("--data", "-d", help="ImageFolder root (class folders), a flat folder with --labels, or the image root of --metadata.")],
-    split: Annotated[Optional[str], typer.Option("--split", help="Split: the sub-folder of --data to read (it must exist; default: val when there is one, else --data itself); recorded in the table.")] = None,
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", "-d", help="ImageFolder root (class folders), a flat folder with --labels, or the image root of --metadata."
+        ),
+    ],
+    split: Annotated[
+        Optional[str],
+        typer.Option(
+            "--split",
+            help="Split: the sub-folder of --data to read (it must exist; default: val when there is one, else --data itself); recorded in the table.",
+        ),
+    ] = None,
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset name recorded in the table.")] = "imagenet",
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Label file for a flat folder: 'filename label' lines or CSV.")] = None,
-    metadata: Annotated[Optional[Path], typer.Option("--metadata", help="wsolevaluation metadata folder (image_ids.txt, class_labels.txt, ...).")] = None,
+    metadata: Annotated[
+        Optional[Path], typer.Option("--metadata", help="wsolevaluation metadata folder (image_ids.txt, class_labels.txt, ...).")
+    ] = None,
     subset: Annotated[Optional[int], typer.Option("--subset", min=1, help="Only the first N images per class (ImageNet-20%: 260).")] = None,
-    knn_train: Annotated[Optional[Path], typer.Option("--knn-train", help="ImageFolder train split: memory bank for weighted k-NN (DINO: k=20, T=0.07).")] = None,
+    knn_train: Annotated[
+        Optional[Path], typer.Option("--knn-train", help="ImageFolder train split: memory bank for weighted k-NN (DINO: k=20, T=0.07).")
+    ] = None,
     knn_k: Annotated[int, typer.Option("--knn-k", min=1)] = DINO_KNN.k,
     knn_temperature: Annotated[float, typer.Option("--knn-temperature")] = DINO_KNN.temperature,
     per_class: Annotated[bool, typer.Option("--per-class", help="Also write per_class.csv (top-1 per class).")] = False,
-    resize: Annotated[Optional[int], typer.Option("--resize", min=1, help="Override the resize (short side) of the timm eval transform.")] = None,
+    resize: Annotated[
+        Optional[int], typer.Option("--resize", min=1, help="Override the resize (short side) of the timm eval transform.")
+    ] = None,
     crop: Annotated[Optional[int], typer.Option("--crop", min=1, help="Override the center-crop size.")] = None,
     interpolation: Annotated[Optional[str], typer.Option("--interpolation", help="bilinear | bicubic | nearest.")] = None,
-    crop_pct: Annotated[Optional[float], typer.Option("--crop-pct", help="Center-crop fraction (resize = crop size / crop_pct; default: the model's pretrained config).")] = None,
-    model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
-    fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
-    min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
-    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
-    pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
-    rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
-    device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
-    channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
-    resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, allow_nonfinite: NonFiniteOpt = False, out: OutOpt = None,
+    crop_pct: Annotated[
+        Optional[float],
+        typer.Option("--crop-pct", help="Center-crop fraction (resize = crop size / crop_pct; default: the model's pretrained config)."),
+    ] = None,
+    model: ModelOpt = None,
+    pool: PoolOpt = None,
+    gamma: GammaOpt = None,
+    checkpoint: CkptOpt = None,
+    fmt: FormatOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    variant: VariantOpt = None,
+    min_scope: MinScopeOpt = MinScope.sample,
+    attn_source: AttnOpt = None,
+    cls_head: ClsHeadOpt = None,
+    num_classes: NumClassesOpt = None,
+    dino_pos_quirk: QuirkOpt = None,
+    prefer: PreferOpt = "auto",
+    pretrained: PretrainedOpt = False,
+    pretrained_file: PretrainedFileOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    rollout_fusion: RolloutFusionOpt = "mean",
+    rollout_discard: RolloutDiscardOpt = 0.0,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 64,
+    workers: WorkersOpt = None,
+    amp: AmpOpt = Amp.off,
+    channels_last: ChannelsLastOpt = False,
+    compile: CompileOpt = False,
+    shard_size: ShardOpt = 1024,
+    resume: ResumeOpt = True,
+    strict: StrictOpt = False,
+    dist_timeout: DistTimeoutOpt = None,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    allow_nonfinite: NonFiniteOpt = False,
+    out: OutOpt = None,
     formats: FormatsOpt = "json",
 ) -> None:
     """Top-1/top-5 accuracy (and weighted k-NN for self-supervised checkpoints). Writes OUT/results.csv."""
@@ -96,32 +138,81 @@ def classify(
 
     p = Parsed(ctx.params)
     fmts = p.formats()
-    spec = ClassifySpec(p.data(), p.model(), knn_train=knn_train, knn_k=knn_k, knn_temperature=knn_temperature,
-                        per_class=per_class, resize=resize, crop=crop, interpolation=interpolation)
+    spec = ClassifySpec(
+        p.data(),
+        p.model(),
+        knn_train=knn_train,
+        knn_k=knn_k,
+        knn_temperature=knn_temperature,
+        per_class=per_class,
+        resize=resize,
+        crop=crop,
+        interpolation=interpolation,
+    )
     show(runs.run_classify(spec, p.engine(), out, fmts).table, out)
 
 
 def localize(
     ctx: typer.Context,
-    dataset: Annotated[str, typer.Option("--dataset", help=f"{' | '.join(LOCALIZE_DATASETS)} (recorded in the table).")] = LOCALIZE_DATASETS[0],
-    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Image root (the folder the metadata's image ids are relative to), or a CUB_200_2011 folder.")] = None,
+    dataset: Annotated[
+        str, typer.Option("--dataset", help=f"{' | '.join(LOCALIZE_DATASETS)} (recorded in the table).")
+    ] = LOCALIZE_DATASETS[0],
+    data: Annotated[
+        Optional[Path],
+        typer.Option("--data", "-d", help="Image root (the folder the metadata's image ids are relative to), or a CUB_200_2011 folder."),
+    ] = None,
     metadata: Annotated[Optional[Path], typer.Option("--metadata", help="wsolevaluation metadata folder (e.g. metadata/CUB/test).")] = None,
-    split: Annotated[str, typer.Option("--split", help="Split recorded in the table (and CUB native split).")] = DATASETS["cub"].default_split,
-    interval: Annotated[float, typer.Option("--interval", help="CAM threshold step: 0.001 (reference train/eval pipeline) or 0.01 (its standalone evaluation.py).")] = WSOL.interval,
+    split: Annotated[str, typer.Option("--split", help="Split recorded in the table (and CUB native split).")] = DATASETS[
+        "cub"
+    ].default_split,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval", help="CAM threshold step: 0.001 (reference train/eval pipeline) or 0.01 (its standalone evaluation.py)."
+        ),
+    ] = WSOL.interval,
     v1: Annotated[bool, typer.Option("--v1", help="Also MaxBoxAccV1 (largest contour, IoU 50).")] = False,
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="No-model baseline map: center-gaussian | full-box.")] = None,
     cam_target: Annotated[str, typer.Option("--cam-target", help="CAM class: gt (wsolevaluation) | pred.")] = WSOL.cam_target,
-    maps: Annotated[Optional[Path], typer.Option("--maps", help="Score the maps stored by `extract` in this folder instead of running a model (float32 maps: the direct run's numbers exactly).")] = None,
-    model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
-    fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
-    min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
-    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
-    pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
-    rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
-    device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
-    channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
-    resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, allow_nonfinite: NonFiniteOpt = False, out: OutOpt = None,
+    maps: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--maps",
+            help="Score the maps stored by `extract` in this folder instead of running a model (float32 maps: the direct run's numbers exactly).",
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    pool: PoolOpt = None,
+    gamma: GammaOpt = None,
+    checkpoint: CkptOpt = None,
+    fmt: FormatOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    variant: VariantOpt = None,
+    min_scope: MinScopeOpt = MinScope.sample,
+    attn_source: AttnOpt = None,
+    cls_head: ClsHeadOpt = None,
+    num_classes: NumClassesOpt = None,
+    dino_pos_quirk: QuirkOpt = None,
+    prefer: PreferOpt = "auto",
+    pretrained: PretrainedOpt = False,
+    pretrained_file: PretrainedFileOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    rollout_fusion: RolloutFusionOpt = "mean",
+    rollout_discard: RolloutDiscardOpt = 0.0,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 64,
+    workers: WorkersOpt = None,
+    amp: AmpOpt = Amp.off,
+    channels_last: ChannelsLastOpt = False,
+    compile: CompileOpt = False,
+    shard_size: ShardOpt = 1024,
+    resume: ResumeOpt = True,
+    strict: StrictOpt = False,
+    dist_timeout: DistTimeoutOpt = None,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    allow_nonfinite: NonFiniteOpt = False,
+    out: OutOpt = None,
     formats: FormatsOpt = "json",
 ) -> None:
     """MaxBoxAccV2 of attention maps (wsolevaluation protocol, exact and fast). Writes OUT/results.csv."""
@@ -137,26 +228,69 @@ def localize(
 def discover(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option("--dataset", help=f"{' | '.join(DISCOVER_DATASETS)}.")] = DISCOVER_DATASETS[0],
-    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="VOC: the VOC2007/VOC2012 folder; COCO20k: the train2014 image folder.")] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="VOC ImageSets/Main split; recorded in the table (default: trainval for VOC, the protocol's; train for coco20k).")] = None,
+    data: Annotated[
+        Optional[Path], typer.Option("--data", "-d", help="VOC: the VOC2007/VOC2012 folder; COCO20k: the train2014 image folder.")
+    ] = None,
+    split: Annotated[
+        Optional[str],
+        typer.Option(
+            "--split",
+            help="VOC ImageSets/Main split; recorded in the table (default: trainval for VOC, the protocol's; train for coco20k).",
+        ),
+    ] = None,
     annotations: Annotated[Optional[Path], typer.Option("--annotations", help="COCO20k: instances_train2014.json.")] = None,
     list_file: Annotated[Optional[Path], typer.Option("--list", help="COCO20k: coco_20k_filenames.txt (LOST).")] = None,
-    method: Annotated[str, typer.Option("--method", help="attn (attention map) | lost (ViT keys) | center | full-image (no model).")] = LOST.methods[0],
+    method: Annotated[
+        str, typer.Option("--method", help="attn (attention map) | lost (ViT keys) | center | full-image (no model).")
+    ] = LOST.methods[0],
     mass: Annotated[float, typer.Option("--mass", help="attn: fraction of attention mass kept (DINO/LOST: 0.6).")] = LOST.mass,
-    lost_compat: Annotated[bool, typer.Option("--lost-compat", help="attn: all of LOST dino_seg's defaults: head 4 of a CLS map (unless --cls-head), its component choice (off-by-one included), its unclipped box.")] = False,
+    lost_compat: Annotated[
+        bool,
+        typer.Option(
+            "--lost-compat",
+            help="attn: all of LOST dino_seg's defaults: head 4 of a CLS map (unless --cls-head), its component choice (off-by-one included), its unclipped box.",
+        ),
+    ] = False,
     k_patches: Annotated[int, typer.Option("--k-patches", help="lost: seed expansion size (LOST: 100).")] = LOST.k_patches,
-    no_hard: Annotated[bool, typer.Option("--no-hard", help="VOC: drop images whose objects are all difficult/truncated (LOST --no_hard).")] = False,
-    maps: Annotated[Optional[Path], typer.Option("--maps", help="--method attn on the maps stored by `extract` in this folder instead of running a model.")] = None,
-    model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
-    fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
-    min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
-    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
-    pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
-    rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
-    device: DeviceOpt = "auto", batch_size: BatchOpt = 16, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
-    channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
-    resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, allow_nonfinite: NonFiniteOpt = False, out: OutOpt = None,
+    no_hard: Annotated[
+        bool, typer.Option("--no-hard", help="VOC: drop images whose objects are all difficult/truncated (LOST --no_hard).")
+    ] = False,
+    maps: Annotated[
+        Optional[Path],
+        typer.Option("--maps", help="--method attn on the maps stored by `extract` in this folder instead of running a model."),
+    ] = None,
+    model: ModelOpt = None,
+    pool: PoolOpt = None,
+    gamma: GammaOpt = None,
+    checkpoint: CkptOpt = None,
+    fmt: FormatOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    variant: VariantOpt = None,
+    min_scope: MinScopeOpt = MinScope.sample,
+    attn_source: AttnOpt = None,
+    cls_head: ClsHeadOpt = None,
+    num_classes: NumClassesOpt = None,
+    dino_pos_quirk: QuirkOpt = None,
+    prefer: PreferOpt = "auto",
+    pretrained: PretrainedOpt = False,
+    pretrained_file: PretrainedFileOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    rollout_fusion: RolloutFusionOpt = "mean",
+    rollout_discard: RolloutDiscardOpt = 0.0,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 16,
+    workers: WorkersOpt = None,
+    amp: AmpOpt = Amp.off,
+    channels_last: ChannelsLastOpt = False,
+    compile: CompileOpt = False,
+    shard_size: ShardOpt = 1024,
+    resume: ResumeOpt = True,
+    strict: StrictOpt = False,
+    dist_timeout: DistTimeoutOpt = None,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    allow_nonfinite: NonFiniteOpt = False,
+    out: OutOpt = None,
     formats: FormatsOpt = "json",
 ) -> None:
     """CorLoc of unsupervised object discovery (LOST protocol, full resolution). Writes OUT/results.csv."""
@@ -166,5 +300,7 @@ def discover(
     p = Parsed(ctx.params)
     fmts = p.formats()
     needs_model = method not in ("center", "full-image")  # no-model boxes import no model code
-    spec = DiscoverSpec(p.data(), p.model() if needs_model else None, maps=maps, method=method, mass=mass, lost_compat=lost_compat, k_patches=k_patches)
+    spec = DiscoverSpec(
+        p.data(), p.model() if needs_model else None, maps=maps, method=method, mass=mass, lost_compat=lost_compat, k_patches=k_patches
+    )
     show(runs.run_discover(spec, p.engine(), out, fmts).table, out)

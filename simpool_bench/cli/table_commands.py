@@ -69,7 +69,9 @@ def _result_file(path: Path) -> Path:
 
 def check(
     run: Annotated[Path, typer.Argument(help="The run's result file (or folder).")],
-    baseline: Annotated[Path, typer.Option("--baseline", help="Baseline results file (ours, or a CSV with dataset,split,metric,iou_threshold,value).")],
+    baseline: Annotated[
+        Path, typer.Option("--baseline", help="Baseline results file (ours, or a CSV with dataset,split,metric,iou_threshold,value).")
+    ],
     tolerances: Annotated[Optional[Path], typer.Option("--tolerances", help="TOML file of per-metric absolute tolerances.")] = None,
     tol: Annotated[Optional[list[str]], typer.Option("--tol", help="Override one tolerance: METRIC=VALUE (repeatable).")] = None,
     summary: Annotated[Optional[Path], typer.Option("--summary", help="Also write the Markdown summary to this file.")] = None,

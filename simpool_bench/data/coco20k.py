@@ -35,7 +35,8 @@ def _valid_bbox(ann: object) -> bool:
     """A COCO annotation whose ``bbox`` is four finite numbers (``[x, y, w, h]``)."""
     bbox = ann.get("bbox") if isinstance(ann, dict) else None
     return (
-        isinstance(bbox, (list, tuple)) and len(bbox) == 4
+        isinstance(bbox, (list, tuple))
+        and len(bbox) == 4
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
     )
 
@@ -132,10 +133,16 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
                 "expected [x, y, width, height], four finite numbers"
             )
         boxes = [coco_box_to_lost(a["bbox"]) for a in anns]
-        records.append(Record(
-            file_name, join_inside(image_dir, file_name, f"{annotation_file} (image {image_id})"), -1, int(info.get("width", 0)), int(info.get("height", 0)),
-            np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-        ))
+        records.append(
+            Record(
+                file_name,
+                join_inside(image_dir, file_name, f"{annotation_file} (image {image_id})"),
+                -1,
+                int(info.get("width", 0)),
+                int(info.get("height", 0)),
+                np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+            )
+        )
     if check_images:
         missing = [r for r in records if not r.path.is_file()]
         if missing:

@@ -92,9 +92,15 @@ class ImageDataset(torch.utils.data.Dataset):
             ``data.decode`` has a faster JPEG path for transforms that start with ``ToTensor``).
     """
 
-    def __init__(self, records: Sequence[Record], transform: Callable[[Image.Image], Any] | None, strict: bool = False,
-                 warn: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 decode: Callable[[str | Path, int | None], Any] = load_rgb):
+    def __init__(
+        self,
+        records: Sequence[Record],
+        transform: Callable[[Image.Image], Any] | None,
+        strict: bool = False,
+        warn: bool = True,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        decode: Callable[[str | Path, int | None], Any] = load_rgb,
+    ):
         self.records = list(records)
         if transform is None:
             from torchvision.transforms import ToTensor  # (torchvision takes seconds to import)

@@ -35,7 +35,7 @@ def read_text(path: str | Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SimpoolBenchError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 4]!r})") from None
+        raise SimpoolBenchError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 4]!r})") from None
 
 
 def read_lines(path: str | Path) -> list[str]:

@@ -128,7 +128,7 @@ def verify_dataset(
     meta = Path(metadata_dir) if metadata_dir is not None else root / manifest.get("metadata_default", "metadata")
 
     def resolve(rel: str) -> Path:
-        return meta / rel[len("{metadata}/"):] if rel.startswith("{metadata}/") else root / rel
+        return meta / rel[len("{metadata}/") :] if rel.startswith("{metadata}/") else root / rel
 
     for rel in manifest.get("required", []):
         p = resolve(rel)

@@ -50,12 +50,25 @@ from .scenes import (
 )
 
 __all__ = [
-    "DEMO_CLASSES", "DEMO_DATA_VERSION", "DEMO_TEXTURES", "STAMP_NAME", "Cutout", "DemoImage", "DemoObject", "DemoPaths",
-    "build_demo_data", "object_cutouts", "paths_as_dict", "render_image", "skimage_data_dir", "stamp_parameters",
+    "DEMO_CLASSES",
+    "DEMO_DATA_VERSION",
+    "DEMO_TEXTURES",
+    "STAMP_NAME",
+    "Cutout",
+    "DemoImage",
+    "DemoObject",
+    "DemoPaths",
+    "build_demo_data",
+    "object_cutouts",
+    "paths_as_dict",
+    "render_image",
+    "skimage_data_dir",
+    "stamp_parameters",
     "textures",
 ]
 
 STAMP_NAME = "demo_data_stamp.json"
+
 
 @dataclass(frozen=True)
 class DemoPaths:
@@ -98,7 +111,6 @@ class DemoPaths:
     n_discovery: int
 
 
-
 # ----------------------------------------------------------------------------------------- entry point
 _OWNED = ("imagefolder", "cub", "wsol", "voc", "coco")
 
@@ -106,16 +118,23 @@ _OWNED = ("imagefolder", "cub", "wsol", "voc", "coco")
 def _paths(root: Path, n_train: int, n_test: int, n_discovery: int) -> DemoPaths:
     cub = root / "cub" / "CUB_200_2011"
     return DemoPaths(
-        root=root, classes=DEMO_CLASSES,
-        imagefolder_train=root / "imagefolder" / "train", imagefolder_test=root / "imagefolder" / "test",
-        cub_root=cub, wsol_image_root=cub / "images",
+        root=root,
+        classes=DEMO_CLASSES,
+        imagefolder_train=root / "imagefolder" / "train",
+        imagefolder_test=root / "imagefolder" / "test",
+        cub_root=cub,
+        wsol_image_root=cub / "images",
         wsol_metadata_train=root / "wsol" / "metadata" / "CUB" / "train",
         wsol_metadata_test=root / "wsol" / "metadata" / "CUB" / "test",
-        voc_root=root / "voc" / "VOCdevkit" / "VOC2007", voc_split="trainval",
+        voc_root=root / "voc" / "VOCdevkit" / "VOC2007",
+        voc_split="trainval",
         coco_image_dir=root / "coco" / "train2014",
         coco_annotations=root / "coco" / "annotations" / "instances_train2014.json",
         coco_list=root / "coco" / "coco_20k_filenames.txt",
-        stamp=root / STAMP_NAME, n_train=n_train, n_test=n_test, n_discovery=n_discovery,
+        stamp=root / STAMP_NAME,
+        n_train=n_train,
+        n_test=n_test,
+        n_discovery=n_discovery,
     )
 
 
@@ -124,8 +143,15 @@ def _stamp_content(seed: int, n_train: int, n_test: int, n_discovery: int, image
     import skimage
 
     return {
-        "version": DEMO_DATA_VERSION, "seed": seed, "n_train": n_train, "n_test": n_test, "n_discovery": n_discovery,
-        "image_size": image_size, "classes": list(DEMO_CLASSES), "pillow": PIL.__version__, "scikit-image": skimage.__version__,  # type: ignore[attr-defined]  # its __init__.pyi omits it
+        "version": DEMO_DATA_VERSION,
+        "seed": seed,
+        "n_train": n_train,
+        "n_test": n_test,
+        "n_discovery": n_discovery,
+        "image_size": image_size,
+        "classes": list(DEMO_CLASSES),
+        "pillow": PIL.__version__,
+        "scikit-image": skimage.__version__,  # type: ignore[attr-defined]  # its __init__.pyi omits it
     }
 
 
@@ -209,4 +235,3 @@ def stamp_parameters(paths: DemoPaths) -> dict[str, Any]:
 def paths_as_dict(paths: DemoPaths) -> dict[str, Any]:
     """DemoPaths as plain strings/ints (for json)."""
     return {k: (str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)) for k, v in asdict(paths).items()}
-

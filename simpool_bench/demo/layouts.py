@@ -93,9 +93,7 @@ def _voc_xml(image_id: str, img: DemoImage) -> str:
         f"\t<filename>{image_id}.jpg</filename>\n"
         "\t<source>\n\t\t<database>simpool-bench demo</database>\n\t</source>\n"
         f"\t<size>\n\t\t<width>{img.width}</width>\n\t\t<height>{img.height}</height>\n\t\t<depth>3</depth>\n\t</size>\n"
-        "\t<segmented>0</segmented>\n"
-        + "".join(objs)
-        + "</annotation>\n"
+        "\t<segmented>0</segmented>\n" + "".join(objs) + "</annotation>\n"
     )
 
 
@@ -133,22 +131,34 @@ def _write_coco(coco_root: Path, discovery: list[DemoImage], extra: list[DemoIma
             listed.append(f"train2014/{name}")
         for o in img.objects:
             x0, y0, x1, y1 = o.box
-            anns.append({
-                "id": ann_id, "image_id": image_id, "category_id": o.label + 1, "iscrowd": 0, "area": float(o.area),
-                "bbox": [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)], "segmentation": _rle(o.mask),
-            })
+            anns.append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": o.label + 1,
+                    "iscrowd": 0,
+                    "area": float(o.area),
+                    "bbox": [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)],
+                    "segmentation": _rle(o.mask),
+                }
+            )
             ann_id += 1
         # a crowd region over all objects of some multi-object images (LOST removes iscrowd boxes)
         crowd_rng = np.random.default_rng([int(seed), 98, img.index, SPLIT_CODES[img.split]])
         if len(img.objects) > 1 and crowd_rng.random() < CROWD_PROB:
             union = np.logical_or.reduce([o.mask for o in img.objects])
             ys, xs = np.nonzero(union)
-            anns.append({
-                "id": ann_id, "image_id": image_id, "category_id": img.objects[0].label + 1, "iscrowd": 1,
-                "area": float(union.sum()),
-                "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)],
-                "segmentation": _rle(union),
-            })
+            anns.append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": img.objects[0].label + 1,
+                    "iscrowd": 1,
+                    "area": float(union.sum()),
+                    "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)],
+                    "segmentation": _rle(union),
+                }
+            )
             ann_id += 1
     doc = {
         "info": {"description": "simpool-bench demo data (COCO train2014 layout)", "version": str(DEMO_DATA_VERSION)},

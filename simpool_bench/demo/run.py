@@ -51,8 +51,16 @@ class DemoSettings:
 
     @classmethod
     def small(cls) -> DemoSettings:
-        return cls(n_train=36, n_test=12, n_discovery=8, image_size=64,
-                   train=TrainSettings(epochs=1, batch_size=12), time_budget_s=None, batch_size=8, n_overlays=3)
+        return cls(
+            n_train=36,
+            n_test=12,
+            n_discovery=8,
+            image_size=64,
+            train=TrainSettings(epochs=1, batch_size=12),
+            time_budget_s=None,
+            batch_size=8,
+            n_overlays=3,
+        )
 
 
 @dataclass
@@ -96,8 +104,14 @@ class _DemoSpecs:
         classify = DataSpec("demo", data=data.imagefolder_test)
         localize = DataSpec("cub", data=data.wsol_image_root, metadata=data.wsol_metadata_test, split="test", label="demo-cub")
         voc = DataSpec("voc07", data=data.voc_root, split=data.voc_split, label="demo-voc07")
-        coco = DataSpec("coco20k", data=data.coco_image_dir, annotations=data.coco_annotations, list_file=data.coco_list,
-                        split="trainval", label="demo-coco20k")  # the demo tables keep the split they always recorded
+        coco = DataSpec(
+            "coco20k",
+            data=data.coco_image_dir,
+            annotations=data.coco_annotations,
+            list_file=data.coco_list,
+            split="trainval",
+            label="demo-coco20k",
+        )  # the demo tables keep the split they always recorded
         return cls(classify, localize, (voc, coco))
 
 
@@ -108,13 +122,18 @@ def _evaluate(result: DemoResult, ckpts: dict[str, Path], specs: _DemoSpecs, con
         t = time.perf_counter()
         model = ModelOptions(checkpoint=path)
         tables = per_model.setdefault(DEMO_LABELS[kind], [])
-        tables.append(_run(result, f"{kind}-classify", runs.run_classify, ClassifySpec(specs.classify, model, default_split="test"), config))
+        tables.append(
+            _run(result, f"{kind}-classify", runs.run_classify, ClassifySpec(specs.classify, model, default_split="test"), config)
+        )
         tables.append(_run(result, f"{kind}-localize", runs.run_localize, LocalizeSpec(specs.localize, model), config))
         for d in specs.discover:
             tables.append(_run(result, f"{kind}-discover-{d.dataset}", runs.run_discover, DiscoverSpec(d, model), config))
         result.seconds[f"evaluate {kind}"] = time.perf_counter() - t
-    base = [_run(result, "baseline-center-gaussian-localize", runs.run_localize,
-                 LocalizeSpec(specs.localize, baseline="center-gaussian"), config)]
+    base = [
+        _run(
+            result, "baseline-center-gaussian-localize", runs.run_localize, LocalizeSpec(specs.localize, baseline="center-gaussian"), config
+        )
+    ]
     for d in specs.discover:
         base.append(_run(result, f"baseline-center-discover-{d.dataset}", runs.run_discover, DiscoverSpec(d, method="center"), config))
     per_model[BASELINE_LABEL] = base
@@ -152,16 +171,18 @@ def run_demo(out: str | Path = "demo_out", settings: DemoSettings | None = None,
     t0 = time.perf_counter()
 
     _step("1/5 demo data: objects from scikit-image photographs on its textures, every layout")
-    data = build_demo_data(out / "data", seed=s.seed, n_train=s.n_train, n_test=s.n_test,
-                           n_discovery=s.n_discovery, image_size=s.image_size)
+    data = build_demo_data(
+        out / "data", seed=s.seed, n_train=s.n_train, n_test=s.n_test, n_discovery=s.n_discovery, image_size=s.image_size
+    )
     result.seconds["data"] = time.perf_counter() - t0
 
     _step("2/5 demo models: tiny ViTs with SimPool and with the CLS token (cached after the first run)")
     ckpts: dict[str, Path] = {}
     for kind in DEMO_MODEL_KINDS:
         t = time.perf_counter()
-        ckpts[kind] = train_demo_model(kind, data, out / "models" / DEMO_MODEL_KINDS[kind].file_name, seed=s.seed,
-                                       settings=s.train, time_budget_s=s.time_budget_s)
+        ckpts[kind] = train_demo_model(
+            kind, data, out / "models" / DEMO_MODEL_KINDS[kind].file_name, seed=s.seed, settings=s.train, time_budget_s=s.time_budget_s
+        )
         result.seconds[f"train {kind}"] = time.perf_counter() - t
 
     _step("3/5 evaluations: classify, localize (MaxBoxAccV2), discover (CorLoc)")
@@ -194,8 +215,9 @@ def run_demo(out: str | Path = "demo_out", settings: DemoSettings | None = None,
     return result
 
 
-def _figures(result: DemoResult, ckpts: dict[str, Path], specs: _DemoSpecs, config: EngineConfig, n: int,
-             figures: Path) -> tuple[Path, Path]:
+def _figures(
+    result: DemoResult, ckpts: dict[str, Path], specs: _DemoSpecs, config: EngineConfig, n: int, figures: Path
+) -> tuple[Path, Path]:
     """SimPool vs CLS overlays at each run's best threshold, and the BoxAcc-vs-threshold curves."""
     from ..overlays import model_source, plot_curves, read_best_threshold, render_overlays
     from ..readers import read_localization_data

@@ -253,10 +253,16 @@ def _render(
         ys, xs = np.nonzero(full_mask)
         area = int(sub.sum())
         truncated = area < int(mask.sum())
-        objects.append(DemoObject(
-            label, (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())), area, truncated,
-            truncated and area < DIFFICULT_VISIBLE * mask.sum(), full_mask,
-        ))
+        objects.append(
+            DemoObject(
+                label,
+                (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())),
+                area,
+                truncated,
+                truncated and area < DIFFICULT_VISIBLE * mask.sum(),
+                full_mask,
+            )
+        )
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8), objects
 
 

@@ -172,8 +172,15 @@ def _stamp(kind: str, spec: DemoModelSpec, seed: int, settings: TrainSettings, d
     import timm
 
     return {
-        "version": DEMO_TRAIN_VERSION, "kind": kind, "spec": asdict(spec), "seed": seed, "settings": asdict(settings),
-        "data": stamp_parameters(data), "code_sha256": _code_hash(), "torch": torch.__version__, "timm": timm.__version__,
+        "version": DEMO_TRAIN_VERSION,
+        "kind": kind,
+        "spec": asdict(spec),
+        "seed": seed,
+        "settings": asdict(settings),
+        "data": stamp_parameters(data),
+        "code_sha256": _code_hash(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
     }
 
 
@@ -282,19 +289,42 @@ def _train(
     return state, ema, opt.state_dict()
 
 
-def _checkpoint(spec: DemoModelSpec, settings: TrainSettings, state: dict, ema: dict, opt_state: dict, num_classes: int, seed: int) -> dict[str, Any]:
+def _checkpoint(
+    spec: DemoModelSpec, settings: TrainSettings, state: dict, ema: dict, opt_state: dict, num_classes: int, seed: int
+) -> dict[str, Any]:
     """The official supervised layout (timm ``CheckpointSaver``)."""
     args = argparse.Namespace(  # timm train.py's argument names, plus model_kwargs to rebuild the tiny size
-        model=spec.arch, gp=POOL_TO_GP[spec.pool], gamma=spec.gamma, num_classes=num_classes,
-        img_size=spec.model_kwargs.get("img_size"), pretrained=False, seed=seed, epochs=settings.epochs,
-        batch_size=settings.batch_size, lr=settings.lr, weight_decay=settings.weight_decay, opt="adamw",
-        sched="cosine", warmup_epochs=0, smoothing=settings.label_smoothing, cutmix=1.0, mixup=0.0,
-        cutmix_minmax=None, mixup_prob=settings.cutmix_prob, model_ema=True, model_ema_decay=settings.ema_decay,
+        model=spec.arch,
+        gp=POOL_TO_GP[spec.pool],
+        gamma=spec.gamma,
+        num_classes=num_classes,
+        img_size=spec.model_kwargs.get("img_size"),
+        pretrained=False,
+        seed=seed,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        opt="adamw",
+        sched="cosine",
+        warmup_epochs=0,
+        smoothing=settings.label_smoothing,
+        cutmix=1.0,
+        mixup=0.0,
+        cutmix_minmax=None,
+        mixup_prob=settings.cutmix_prob,
+        model_ema=True,
+        model_ema_decay=settings.ema_decay,
         model_kwargs=dict(spec.model_kwargs),
     )
     return {
-        "epoch": settings.epochs - 1, "arch": spec.arch, "state_dict": state, "state_dict_ema": ema,
-        "optimizer": opt_state, "version": TIMM_CHECKPOINT_VERSION, "args": args,
+        "epoch": settings.epochs - 1,
+        "arch": spec.arch,
+        "state_dict": state,
+        "state_dict_ema": ema,
+        "optimizer": opt_state,
+        "version": TIMM_CHECKPOINT_VERSION,
+        "args": args,
     }
 
 
@@ -349,7 +379,9 @@ def train_demo_model(
         torch.use_deterministic_algorithms(deterministic)
     seconds = time.perf_counter() - start
     if time_budget_s is not None and seconds > time_budget_s:
-        warnings.warn(f"demo model {kind} took {seconds:.0f} s to train, over its {time_budget_s:.0f} s budget", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"demo model {kind} took {seconds:.0f} s to train, over its {time_budget_s:.0f} s budget", RuntimeWarning, stacklevel=2
+        )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     stamp_path(out).unlink(missing_ok=True)

@@ -96,4 +96,3 @@ def to_host(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_host(v) for k, v in obj.items()}
     return obj
-

@@ -146,8 +146,9 @@ class RankMonitor:
         self.liveness = min(self.timeout, LIVENESS_TIMEOUT_S)
         self._last_progress = 0.0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, args=(dist.PrefixStore(self.prefix, base.clone()),),
-                                        name="simpool-bench-heartbeat", daemon=True)
+        self._thread = threading.Thread(
+            target=self._beat, args=(dist.PrefixStore(self.prefix, base.clone()),), name="simpool-bench-heartbeat", daemon=True
+        )
         collective("publishing progress", lambda: self.store.add(f"progress/{self.rank}", 1))
         self._thread.start()
 
@@ -170,8 +171,10 @@ class RankMonitor:
         collective("waiting for the other ranks", lambda: self.store.set(f"done/{self.rank}", "1"))
         seen: dict[tuple[str, int], tuple[int, float]] = {}
         while True:
-            pending = collective("waiting for the other ranks", lambda: [
-                r for r in range(self.world) if r != self.rank and not self.store.check([f"done/{r}"])])
+            pending = collective(
+                "waiting for the other ranks",
+                lambda: [r for r in range(self.world) if r != self.rank and not self.store.check([f"done/{r}"])],
+            )
             if not pending:
                 return
             now = time.monotonic()

@@ -102,7 +102,6 @@ def _progress(enabled: bool, total: int, description: str):
     return start_progress(description, total, "images")
 
 
-
 class EvalRunner:
     """One evaluation: ``plan`` -> ``resume`` -> ``loop`` -> ``merge`` (``run`` does all four).
 
@@ -180,9 +179,16 @@ class EvalRunner:
         if not hasattr(self.dataset, "records"):
             raise ValueError("evaluate: resume needs a key for a dataset without records")
         config = self.config
-        return resume_key(self.description, self.model, self.dataset.records, getattr(self.dataset, "transform", None),
-                          {**(self.params or {}), "max_pixels": config.max_pixels, "order": order_id},
-                          amp=config.amp, shard_size=config.shard_size, device=self.device.type)
+        return resume_key(
+            self.description,
+            self.model,
+            self.dataset.records,
+            getattr(self.dataset, "transform", None),
+            {**(self.params or {}), "max_pixels": config.max_pixels, "order": order_id},
+            amp=config.amp,
+            shard_size=config.shard_size,
+            device=self.device.type,
+        )
 
     # ----------------------------------------------------------------------------------- resume
     def resume(self) -> None:
@@ -219,9 +225,13 @@ class EvalRunner:
         self.cuda = self.device.type == "cuda"
         workers = usable_workers(config.workers) if self.n_todo > 0 else 0  # 0 where workers cannot start
         loader = DataLoader(
-            self.dataset, batch_sampler=ListBatchSampler([b for _, b in self.batch_plan]), num_workers=workers,
-            collate_fn=collate_with_failures, pin_memory=self.cuda,
-            persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
+            self.dataset,
+            batch_sampler=ListBatchSampler([b for _, b in self.batch_plan]),
+            num_workers=workers,
+            collate_fn=collate_with_failures,
+            pin_memory=self.cuda,
+            persistent_workers=False,
+            prefetch_factor=4 if workers > 0 else None,
         )
         self.prog = _progress(config.progress and self.rank == 0 and self.n_todo > 0, self.n_todo, self.description)
         self.part = self.fresh()
@@ -319,7 +329,8 @@ class EvalRunner:
 
             err_console.print(
                 f"note: {100 * wait_s / loop_s:.0f}% of the time went to decoding images; "
-                f"more --workers (now {config.workers}) would be faster", highlight=False,
+                f"more --workers (now {config.workers}) would be faster",
+                highlight=False,
             )
 
     # ----------------------------------------------------------------------------------- merge
@@ -367,5 +378,4 @@ def evaluate(
             a stored shard is reused only under the same order.
     Returns the accumulators merged over every shard (and every rank), and counts.
     """
-    return EvalRunner(model, dataset, make_accumulators, step, config, forward, batches_for, key,
-                      description, params, order).run()
+    return EvalRunner(model, dataset, make_accumulators, step, config, forward, batches_for, key, description, params, order).run()

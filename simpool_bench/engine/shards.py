@@ -23,7 +23,7 @@ def make_shards(n: int, shard_size: int, order: Sequence[int] | None = None) -> 
     order = [int(i) for i in order]
     if sorted(order) != list(range(n)):
         raise ValueError(f"order: not a permutation of range({n})")
-    return [order[s:s + shard_size] for s in range(0, n, shard_size)]
+    return [order[s : s + shard_size] for s in range(0, n, shard_size)]
 
 
 def size_order(keys: Sequence[Any]) -> list[int]:
@@ -76,5 +76,9 @@ def recompute_notice(store: ShardStore, bad: dict[str, int], total: int) -> None
 
     why = {"foreign": "written by another run (other data, model, settings or code)", "corrupt": "failing their checksum"}
     parts = [f"{n} {why[k]}" for k, n in bad.items() if n]
-    err_console.print(f"note: recomputing {sum(bad.values())} of {total} stored shards in {store.dir}: {'; '.join(parts)}",
-                      highlight=False, markup=False, soft_wrap=True)
+    err_console.print(
+        f"note: recomputing {sum(bad.values())} of {total} stored shards in {store.dir}: {'; '.join(parts)}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )

@@ -38,8 +38,7 @@ from ._numba_cache import cache_enabled
 _CACHE = cache_enabled()  # compiled kernels kept on disk: only the first run compiles
 
 
-def _neighbour_tables(pos: list[tuple[int, int]], adjacent, touching: tuple[int, ...] | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def _neighbour_tables(pos: list[tuple[int, int]], adjacent, touching: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For each mask of present neighbours, one representative per group of mutually connected
     present neighbours (present pixels that are adjacent are already in one component), keeping
     only the groups with a member in ``touching`` (default all), represented by such a member."""
@@ -83,8 +82,7 @@ def _side_table(pos: list[tuple[int, int]], rep: np.ndarray, n_rep: np.ndarray, 
                     stack.append(b)
         dx = [pos[i][0] for i in members]
         dy = [pos[i][1] for i in members]
-        need[mask] = (all(d >= 0 for d in dx) | all(d >= 0 for d in dy) << 1
-                      | all(d <= 0 for d in dx) << 2 | all(d <= 0 for d in dy) << 3)
+        need[mask] = all(d >= 0 for d in dx) | all(d >= 0 for d in dy) << 1 | all(d <= 0 for d in dx) << 2 | all(d <= 0 for d in dy) << 3
     return need
 
 
@@ -214,7 +212,7 @@ def _sort_levels(u8, ws):
     R = H // 4
     hist = np.zeros((4, 256), dtype=np.int64)
     for y in range(H):
-        img[y + 1, 1:W + 1] = u8[y]
+        img[y + 1, 1 : W + 1] = u8[y]
     for r in range(R):
         for x in range(W):
             hist[0, u8[r, x]] += 1
@@ -241,16 +239,30 @@ def _sort_levels(u8, ws):
     one = np.uint8(1)
     for y in range(H):
         a, b, c = img[y], img[y + 1], img[y + 2]
-        o8 = m8[(y + 1) * Wp + 1:(y + 1) * Wp + 1 + W]
-        o4 = m4[(y + 1) * Wp + 1:(y + 1) * Wp + 1 + W]
+        o8 = m8[(y + 1) * Wp + 1 : (y + 1) * Wp + 1 + W]
+        o4 = m4[(y + 1) * Wp + 1 : (y + 1) * Wp + 1 + W]
         for x in range(W):
             v = b[x + 1]
-            o8[x] = (np.uint8(a[x] >= v) | np.uint8(a[x + 1] >= v) << one | np.uint8(a[x + 2] >= v) << 2
-                     | np.uint8(b[x] >= v) << 3 | np.uint8(b[x + 2] > v) << 4 | np.uint8(c[x] > v) << 5
-                     | np.uint8(c[x + 1] > v) << 6 | np.uint8(c[x + 2] > v) << 7)
-            o4[x] = (np.uint8(a[x] <= v) | np.uint8(a[x + 1] <= v) << one | np.uint8(a[x + 2] <= v) << 2
-                     | np.uint8(b[x] <= v) << 3 | np.uint8(b[x + 2] < v) << 4 | np.uint8(c[x] < v) << 5
-                     | np.uint8(c[x + 1] < v) << 6 | np.uint8(c[x + 2] < v) << 7)
+            o8[x] = (
+                np.uint8(a[x] >= v)
+                | np.uint8(a[x + 1] >= v) << one
+                | np.uint8(a[x + 2] >= v) << 2
+                | np.uint8(b[x] >= v) << 3
+                | np.uint8(b[x + 2] > v) << 4
+                | np.uint8(c[x] > v) << 5
+                | np.uint8(c[x + 1] > v) << 6
+                | np.uint8(c[x + 2] > v) << 7
+            )
+            o4[x] = (
+                np.uint8(a[x] <= v)
+                | np.uint8(a[x + 1] <= v) << one
+                | np.uint8(a[x + 2] <= v) << 2
+                | np.uint8(b[x] <= v) << 3
+                | np.uint8(b[x + 2] < v) << 4
+                | np.uint8(c[x] < v) << 5
+                | np.uint8(c[x + 1] < v) << 6
+                | np.uint8(c[x + 2] < v) << 7
+            )
     for r in range(R):
         for x in range(W):
             for b in range(4):  # (unrolled by the compiler: independent chains)
@@ -315,7 +327,7 @@ def _sweep(H, W, vmax, steps, background, ws, gt, g0, g1, iou_thr, observed, ok,
     parent[n] = n
     for y in range(H):
         row = (y + 1) * Wp + 1
-        parent[row:row + W] = -1
+        parent[row : row + W] = -1
     grow = 1 if background else 0  # a hole's contour box is the hole's box grown by one pixel
     # boxes smaller than this meet no threshold: IoU <= box area / GT area, and the margin keeps
     # the float IoU of the reference below every threshold too
@@ -508,7 +520,7 @@ def level_box_rows(u8):
     bg = _sweep(H, W, vmax, vmax, flag[1], ws, gt, g[0], g[1], iou_thr, observed, ok, holes, flag[1])
     out = np.empty((fg.shape[0] + bg.shape[0], 5), dtype=np.int64)
     out[: fg.shape[0]] = fg
-    out[fg.shape[0]:] = bg
+    out[fg.shape[0] :] = bg
     return out
 
 

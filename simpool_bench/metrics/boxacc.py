@@ -124,8 +124,7 @@ def _gt_boxes_fast(gt_boxes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | N
     if len(gt_boxes) == 0 or not isinstance(gt_boxes[0], np.ndarray):
         return None
     dtype = gt_boxes[0].dtype  # one dtype: concatenating converts nothing
-    if not all(isinstance(b, np.ndarray) and b.dtype == dtype and b.ndim == 2 and b.shape[1] == 4 and b.shape[0] > 0
-               for b in gt_boxes):
+    if not all(isinstance(b, np.ndarray) and b.dtype == dtype and b.ndim == 2 and b.shape[1] == 4 and b.shape[0] > 0 for b in gt_boxes):
         return None
     cat = np.concatenate(gt_boxes, axis=0)
     if not (np.issubdtype(cat.dtype, np.integer) or np.issubdtype(cat.dtype, np.floating)):
@@ -191,9 +190,14 @@ def _opencv_v1_hits(u8: np.ndarray, gt: np.ndarray, thresholds: np.ndarray, iou_
     return np.stack([ok_of_level[int(level)] for level in levels], axis=1)
 
 
-def box_hits(u8_maps: np.ndarray, gt_boxes: Sequence[Any], thresholds: np.ndarray,
-             iou_thresholds: Sequence[int] = WSOL_IOU_THRESHOLDS, multi_contour: bool = True,
-             num_threads: int | None = None) -> np.ndarray:
+def box_hits(
+    u8_maps: np.ndarray,
+    gt_boxes: Sequence[Any],
+    thresholds: np.ndarray,
+    iou_thresholds: Sequence[int] = WSOL_IOU_THRESHOLDS,
+    multi_contour: bool = True,
+    num_threads: int | None = None,
+) -> np.ndarray:
     """Per-image correctness (B, J, T) bool of quantised maps ``u8_maps`` (B, H, W) uint8 against
     ``gt_boxes`` (B entries of (K, 4) boxes in map pixels), at every score-map threshold and IoU
     threshold: wsolevaluation ``BoxEvaluator.accumulate`` before the sum over images.
@@ -211,13 +215,15 @@ def box_hits(u8_maps: np.ndarray, gt_boxes: Sequence[Any], thresholds: np.ndarra
     if n == 0:
         return hits.astype(bool)
     if multi_contour:
+
         def work(lo: int, hi: int) -> None:
-            _components.batch_hits(u8[lo:hi], gt[offsets[lo]:offsets[hi]], offsets[lo:hi + 1] - offsets[lo],
-                                   thr, iou_thr, hits[lo:hi])
+            _components.batch_hits(u8[lo:hi], gt[offsets[lo] : offsets[hi]], offsets[lo : hi + 1] - offsets[lo], thr, iou_thr, hits[lo:hi])
     else:
+
         def work(lo: int, hi: int) -> None:
             for i in range(lo, hi):
-                hits[i] = _opencv_v1_hits(u8[i], gt[offsets[i]:offsets[i + 1]], thr, iou_thr)
+                hits[i] = _opencv_v1_hits(u8[i], gt[offsets[i] : offsets[i + 1]], thr, iou_thr)
+
     _run_chunks(work, n, num_threads)
     return hits.astype(bool)
 
@@ -282,14 +288,26 @@ class BoxAccumulator(Accumulator):
     n_images: torch.Tensor
     n_with_cls: torch.Tensor
 
-    def __init__(self, interval: float = WSOL_CAM_CURVE_INTERVAL, iou_thresholds: Sequence[int] = WSOL_IOU_THRESHOLDS,
-                 multi_contour: bool = True, image_size: int = WSOL_IMAGE_SIZE, num_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        interval: float = WSOL_CAM_CURVE_INTERVAL,
+        iou_thresholds: Sequence[int] = WSOL_IOU_THRESHOLDS,
+        multi_contour: bool = True,
+        image_size: int = WSOL_IMAGE_SIZE,
+        num_threads: int | None = None,
+    ) -> None:
         super().__init__()
         self.thresholds = cam_thresholds(interval)
         ious = tuple(iou_thresholds)
-        if not ious or len(ious) > 16 or len(set(ious)) != len(ious) or not all(
-                isinstance(t, (int, np.integer)) and not isinstance(t, bool) and 0 < t <= 100 for t in ious):
-            raise SimpoolBenchError(f"iou_thresholds {iou_thresholds!r}: expected 1 to 16 distinct whole percents in 1..100, e.g. (30, 50, 70)")
+        if (
+            not ious
+            or len(ious) > 16
+            or len(set(ious)) != len(ious)
+            or not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) and 0 < t <= 100 for t in ious)
+        ):
+            raise SimpoolBenchError(
+                f"iou_thresholds {iou_thresholds!r}: expected 1 to 16 distinct whole percents in 1..100, e.g. (30, 50, 70)"
+            )
         if not (isinstance(image_size, (int, np.integer)) and image_size > 0):
             raise SimpoolBenchError(f"image_size {image_size!r}: expected a positive number of pixels, e.g. 224")
         self.interval = float(interval)
@@ -385,8 +403,15 @@ class BoxAccumulator(Accumulator):
                 top1 = float(top1_curve.max())
                 top1_thr = float(self.thresholds[top1_curve.argmax()])
         return BoxAccResult(
-            iou_thresholds=self.iou_thresholds, thresholds=self.thresholds.copy(), curve=curve,
-            maxboxacc=maxboxacc, best_threshold=best_thr,
+            iou_thresholds=self.iou_thresholds,
+            thresholds=self.thresholds.copy(),
+            curve=curve,
+            maxboxacc=maxboxacc,
+            best_threshold=best_thr,
             maxboxacc_v2=float(np.average([maxboxacc[iou] for iou in self.iou_thresholds])),
-            multi_contour=self.multi_contour, n_images=n, gt_known_loc=gt_known, top1_loc=top1,
-            top1_best_threshold=top1_thr)
+            multi_contour=self.multi_contour,
+            n_images=n,
+            gt_known_loc=gt_known,
+            top1_loc=top1,
+            top1_best_threshold=top1_thr,
+        )

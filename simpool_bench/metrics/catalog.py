@@ -59,9 +59,7 @@ RUN_METRICS = (
 NONFINITE_METRICS = (MetricSpec("n_nonfinite", "Non-finite", "lower", 0.0),)
 
 #: Every metric the tool writes, in display order. Other names are allowed in a table.
-METRICS: tuple[MetricSpec, ...] = (
-    TOPK_METRICS + KNN_METRICS + BOXACC_METRICS + CORLOC_METRICS + RUN_METRICS + NONFINITE_METRICS
-)
+METRICS: tuple[MetricSpec, ...] = TOPK_METRICS + KNN_METRICS + BOXACC_METRICS + CORLOC_METRICS + RUN_METRICS + NONFINITE_METRICS
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
 
 

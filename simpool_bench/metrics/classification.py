@@ -95,9 +95,7 @@ class MemoryBank:
         return cls(F.normalize(features.float(), dim=1), labels, n)
 
 
-def knn_predict(
-    features: torch.Tensor, bank: MemoryBank, k: int = DINO_KNN_K, temperature: float = DINO_KNN_TEMPERATURE
-) -> torch.Tensor:
+def knn_predict(features: torch.Tensor, bank: MemoryBank, k: int = DINO_KNN_K, temperature: float = DINO_KNN_TEMPERATURE) -> torch.Tensor:
     """DINO weighted k-NN class scores (B, C): cosine similarity to the k nearest bank entries,
     each vote weighted by ``exp(sim / T)``."""
     q = F.normalize(features.float(), dim=1).to(bank.features.device)

@@ -39,9 +39,7 @@ def _int_boxes(boxes: object, name: str) -> np.ndarray:
         return arr.astype(np.int64)
     if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)) or np.any(arr != np.floor(arr)):
         bad = arr.reshape(-1)[:4].tolist()
-        raise SimpoolBenchError(
-            f"{name}: LOST's CorLoc takes integer pixel boxes, got {arr.dtype} {bad}...; round them first"
-        )
+        raise SimpoolBenchError(f"{name}: LOST's CorLoc takes integer pixel boxes, got {arr.dtype} {bad}...; round them first")
     return arr.astype(np.int64)
 
 
@@ -55,9 +53,7 @@ def lost_iou_pairs(pred: np.ndarray, gt: np.ndarray) -> torch.Tensor:
     b = torch.from_numpy(np.ascontiguousarray(gt, dtype=np.int64))
     a_x1, a_y1, a_x2, a_y2 = a.unbind(1)
     b_x1, b_y1, b_x2, b_y2 = b.unbind(1)
-    inter = (torch.min(a_x2, b_x2) - torch.max(a_x1, b_x1)).clamp(0) * (
-        torch.min(a_y2, b_y2) - torch.max(a_y1, b_y1)
-    ).clamp(0)
+    inter = (torch.min(a_x2, b_x2) - torch.max(a_x1, b_x1)).clamp(0) * (torch.min(a_y2, b_y2) - torch.max(a_y1, b_y1)).clamp(0)
     w1, h1 = a_x2 - a_x1, a_y2 - a_y1 + LOST_IOU_EPS
     w2, h2 = b_x2 - b_x1, b_y2 - b_y1 + LOST_IOU_EPS
     union = w1 * h1 + w2 * h2 - inter + LOST_IOU_EPS
@@ -73,9 +69,7 @@ def corloc_hits(pred_boxes: object, gt_boxes: Sequence[object]) -> np.ndarray:
     """
     pred = _int_boxes(pred_boxes, "pred_boxes")
     if len(pred) != len(gt_boxes):
-        raise SimpoolBenchError(
-            f"gt_boxes: expected one (K, 4) array per predicted box ({len(pred)}), got {len(gt_boxes)}"
-        )
+        raise SimpoolBenchError(f"gt_boxes: expected one (K, 4) array per predicted box ({len(pred)}), got {len(gt_boxes)}")
     gts = [_int_boxes(g, f"gt_boxes[{i}]") for i, g in enumerate(gt_boxes)]
     counts = np.array([len(g) for g in gts], dtype=np.int64)
     hits = np.zeros(len(pred), dtype=bool)

@@ -105,8 +105,20 @@ if TYPE_CHECKING:
 #: Names whose modules import timm, loaded on first use: ``from simpool_bench.models import
 #: ModelOutput`` (e.g. for a command that runs no model) stays free of timm.
 _LAZY: dict[str, str] = {
-    **dict.fromkeys(("ATTN_SOURCES", "DEFAULT_GAMMA", "DINO_EVAL_DATA_CONFIG", "FAMILY_MODULES", "POS_INTERPS", "VARIANTS",
-                     "build_model", "model_family", "resolve_gamma"), "build"),
+    **dict.fromkeys(
+        (
+            "ATTN_SOURCES",
+            "DEFAULT_GAMMA",
+            "DINO_EVAL_DATA_CONFIG",
+            "FAMILY_MODULES",
+            "POS_INTERPS",
+            "VARIANTS",
+            "build_model",
+            "model_family",
+            "resolve_gamma",
+        ),
+        "build",
+    ),
     **dict.fromkeys(("ViTBenchModel", "dino_interpolate_pos_encoding"), "vit"),
 }
 
@@ -124,8 +136,30 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ATTN_SOURCES", "DEFAULT_GAMMA", "DINO_EVAL_DATA_CONFIG", "EXAMPLE_ARCHS", "FAMILIES", "FAMILY_MODULES",
-    "GRADCAM_LAYERS", "MAP_SOURCES", "MIN_SCOPES", "POOLS", "POS_INTERPS", "SIMPOOL_NORM_EPS", "VARIANTS",
-    "BenchModel", "ConvNeXtBenchModel", "ModelOutput", "PoolSlot", "ResNetBenchModel", "SimPool", "ViTBenchModel",
-    "build_model", "cam", "cam_classes", "dino_interpolate_pos_encoding", "model_family", "resolve_gamma",
+    "ATTN_SOURCES",
+    "DEFAULT_GAMMA",
+    "DINO_EVAL_DATA_CONFIG",
+    "EXAMPLE_ARCHS",
+    "FAMILIES",
+    "FAMILY_MODULES",
+    "GRADCAM_LAYERS",
+    "MAP_SOURCES",
+    "MIN_SCOPES",
+    "POOLS",
+    "POS_INTERPS",
+    "SIMPOOL_NORM_EPS",
+    "VARIANTS",
+    "BenchModel",
+    "ConvNeXtBenchModel",
+    "ModelOutput",
+    "PoolSlot",
+    "ResNetBenchModel",
+    "SimPool",
+    "ViTBenchModel",
+    "build_model",
+    "cam",
+    "cam_classes",
+    "dino_interpolate_pos_encoding",
+    "model_family",
+    "resolve_gamma",
 ]

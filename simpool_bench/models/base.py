@@ -18,7 +18,11 @@ from ..pooling import MinScope, SimPool
 # Grad-CAM target layer per family (map_sources): CNNs their last feature map, ViTs the last
 # block's norm1 (pytorch-grad-cam's recommendation for ViTs).
 GRADCAM_LAYERS: dict[str, str] = {
-    "vit": "blocks.-1.norm1", "resnet": "layer4", "convnext": "norm_pre", "efficientnet": "bn2", "regnet": "final_conv",
+    "vit": "blocks.-1.norm1",
+    "resnet": "layer4",
+    "convnext": "norm_pre",
+    "efficientnet": "bn2",
+    "regnet": "final_conv",
 }
 
 
@@ -115,8 +119,14 @@ class BenchModel(nn.Module):
     def _new_simpool(self, net: nn.Module, norm_eps: float) -> SimPool:
         p = next(net.parameters())
         return SimPool(
-            self.num_features, num_heads=1, gamma=self.gamma, use_beta=self.use_beta, min_scope=cast("MinScope", self.min_scope),
-            norm_eps=norm_eps, device=p.device, dtype=p.dtype,
+            self.num_features,
+            num_heads=1,
+            gamma=self.gamma,
+            use_beta=self.use_beta,
+            min_scope=cast("MinScope", self.min_scope),
+            norm_eps=norm_eps,
+            device=p.device,
+            dtype=p.dtype,
         )
 
     @property
@@ -163,5 +173,3 @@ def cam_classes(logits: Tensor | None, target: Tensor | None, batch: int) -> Ten
     if target.shape != (batch,):
         raise SimpoolBenchError(f"target must hold one class per image, shape ({batch},), got {tuple(target.shape)}")
     return target.long().to(logits.device if logits is not None else target.device)
-
-

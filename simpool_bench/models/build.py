@@ -39,15 +39,19 @@ DEFAULT_GAMMA: dict[str, float] = {f.name: f.gamma for f in FAMILIES.values()}
 # DINO's evaluation transform (eval_knn.py / eval_linear.py): Resize(256, bicubic), CenterCrop(224),
 # ImageNet mean/std; given to timm's data-config resolver as overrides for variant='dino'.
 DINO_EVAL_DATA_CONFIG: dict[str, Any] = {
-    "crop_pct": 224 / 256, "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+    "crop_pct": 224 / 256,
+    "interpolation": "bicubic",
+    "mean": IMAGENET_DEFAULT_MEAN,
+    "std": IMAGENET_DEFAULT_STD,
 }
 # timm arguments that build_model decides itself.
 _RESERVED_TIMM_KWARGS = ("pretrained", "num_classes", "global_pool", "class_token", "fc_norm")
 
 
-
 _FAMILY_CLASSES: dict[str, type[BenchModel]] = {
-    "vit": ViTBenchModel, "resnet": ResNetBenchModel, "convnext": ConvNeXtBenchModel,
+    "vit": ViTBenchModel,
+    "resnet": ResNetBenchModel,
+    "convnext": ConvNeXtBenchModel,
 }
 
 
@@ -100,8 +104,9 @@ def resolve_gamma(gamma: Any, family: str, pool: str) -> float | None:
     return float(gamma)
 
 
-def _resolve_attn_source(attn_source: str | None, family: str, pool: str, has_classifier: bool,
-                         has_cls_token: bool | None = None) -> str | None:
+def _resolve_attn_source(
+    attn_source: str | None, family: str, pool: str, has_classifier: bool, has_cls_token: bool | None = None
+) -> str | None:
     if has_cls_token is None:
         has_cls_token = family == "vit" and pool != "simpool"
     if attn_source is None:
@@ -127,7 +132,6 @@ def _native_pool(net: nn.Module, family: str) -> str:
     if native is None:
         raise SimpoolBenchError(f"this ViT pools with timm global_pool {gp!r}; simpool-bench reads token (cls), avg (gap) and map")
     return native
-
 
 
 def build_model(
@@ -230,9 +234,20 @@ class _ModelBuild:
         gamma, source = self.check_pooling(net, n_classes)
         extra = {"family": self.family} if self.family not in _FAMILY_CLASSES else {}
         model = _family_class(self.family)(
-            net, simpool_eps=self.simpool_eps, arch=self.arch, pool=self.pool, gamma=gamma, variant=self.variant,
-            attn_source=source, cls_head=self.cls_head, min_scope=self.min_scope, use_beta=self.use_beta,
-            dino_pos_quirk=self.dino_pos_quirk, data_config=self.data_config(net), pos_interp=self.pos_interp, **extra,
+            net,
+            simpool_eps=self.simpool_eps,
+            arch=self.arch,
+            pool=self.pool,
+            gamma=gamma,
+            variant=self.variant,
+            attn_source=source,
+            cls_head=self.cls_head,
+            min_scope=self.min_scope,
+            use_beta=self.use_beta,
+            dino_pos_quirk=self.dino_pos_quirk,
+            data_config=self.data_config(net),
+            pos_interp=self.pos_interp,
+            **extra,
         )
         if self.fused_attn is not None:
             for m in model.modules():
@@ -345,8 +360,10 @@ class _ModelBuild:
         except (RuntimeError, OSError, ValueError, KeyError, AssertionError) as e:
             if not pretrained:
                 raise
-            raise SimpoolBenchError(f"--pretrained {arch}: timm could not load {where.label if where else 'the weights'} "
-                                    f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
+            raise SimpoolBenchError(
+                f"--pretrained {arch}: timm could not load {where.label if where else 'the weights'} "
+                f"({type(e).__name__}: {' '.join(str(e).split())[:300]})"
+            ) from None
         if where is not None and where.torchvision:
             assert where.file is not None  # locate_pretrained always finds torchvision's file locally
             load_torchvision_weights(net, where.file, arch)

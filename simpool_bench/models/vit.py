@@ -28,7 +28,11 @@ def _heads_mean(attn: Tensor, head: int | None) -> Tensor:
 
 
 def dino_interpolate_pos_encoding(
-    pos_embed: Tensor, num_prefix: int, num_patches: int, img_hw: tuple[int, int], patch_size: int,
+    pos_embed: Tensor,
+    num_prefix: int,
+    num_patches: int,
+    img_hw: tuple[int, int],
+    patch_size: int,
     npatch_slip: bool = True,
 ) -> Tensor:
     """Position embeddings as the DINO / SimPool ViT ``interpolate_pos_encoding`` gives them.
@@ -91,7 +95,9 @@ class ViTBenchModel(BenchModel):
         self.distilled = isinstance(getattr(net, "head_dist", None), nn.Module)
         self.pool_include_prefix = bool(getattr(net, "pool_include_prefix", False))
         if self.distilled and self.pool != "cls":
-            raise SimpoolBenchError(f"{self.arch}: a distilled DeiT reads its CLS and distillation tokens: use --pool cls, not {self.pool!r}")
+            raise SimpoolBenchError(
+                f"{self.arch}: a distilled DeiT reads its CLS and distillation tokens: use --pool cls, not {self.pool!r}"
+            )
         if self.pool == "map" and getattr(net, "attn_pool", None) is None:
             raise SimpoolBenchError(f"{self.arch}: pool 'map' needs timm's attention-pool head (global_pool='map')")
         if self.pool == "simpool":
@@ -145,7 +151,7 @@ class ViTBenchModel(BenchModel):
         hdn = blk.norm1(t)
         qkv = a.qkv(hdn).reshape(B, N, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        keys = k.transpose(1, 2).reshape(B, N, -1)[:, self.num_prefix_tokens:] if need_keys else None
+        keys = k.transpose(1, 2).reshape(B, N, -1)[:, self.num_prefix_tokens :] if need_keys else None
         q, k = a.q_norm(q), a.k_norm(k)
         attn = None
         if not a.fused_attn:  # explicit, as the DINO code (and timm's unfused path): the CLS row is row 0
@@ -183,16 +189,16 @@ class ViTBenchModel(BenchModel):
                 attn_map = a.mean(dim=1)
         elif self.pool == "map":  # timm's AttentionPoolLatent on the normed (patch) tokens
             t = self.norm(t)
-            pooled_in = t if self.pool_include_prefix else t[:, self.num_prefix_tokens:]
+            pooled_in = t if self.pool_include_prefix else t[:, self.num_prefix_tokens :]
             feats = self.attn_pool(pooled_in)
             if self.attn_source == "map":
                 skip = self.num_prefix_tokens if self.pool_include_prefix else 0
                 attn_map = latent_pool_attention(self.attn_pool, pooled_in)[..., skip:].mean(dim=(1, 2))
         else:
             t = self.norm(t)
-            feats = t[:, 0] if self.pool == "cls" else t[:, self.num_prefix_tokens:].mean(dim=1)
+            feats = t[:, 0] if self.pool == "cls" else t[:, self.num_prefix_tokens :].mean(dim=1)
         if cls_attn is not None:
-            attn_map = _heads_mean(cls_attn[:, :, 0, self.num_prefix_tokens:], self.cls_head)
+            attn_map = _heads_mean(cls_attn[:, :, 0, self.num_prefix_tokens :], self.cls_head)
         if block_attns is not None:
             attn_map = attention_rollout(block_attns, self.num_prefix_tokens, self.rollout_fusion, self.rollout_discard)
         if self.distilled:  # timm VisionTransformerDistilled at eval: mean of the two heads

@@ -176,5 +176,3 @@ def compare_console_table(cmp: pd.DataFrame) -> Table:
     for label, cells in zip(cmp.index, rows):
         table.add_row(escape(f"{label} (ref)" if label == ref else str(label)), *cells)
     return table
-
-

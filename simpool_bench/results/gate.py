@@ -35,7 +35,16 @@ DEFAULT_TOLERANCE = 0.1
 DEFAULT_TOLERANCES: dict[str, float] = {m.name: m.tolerance for m in catalog.METRICS}
 """The built-in tolerance of each metric of the catalog (``MetricSpec.tolerance``)."""
 CHECK_PROVENANCE_FIELDS: tuple[str, ...] = (
-    "model", "pool", "gamma", "min_scope", "attn_source", "cls_head", "pos_interp", "method", "image_size", "n_images",
+    "model",
+    "pool",
+    "gamma",
+    "min_scope",
+    "attn_source",
+    "cls_head",
+    "pos_interp",
+    "method",
+    "image_size",
+    "n_images",
 )
 """Provenance a run must share with the baseline (where the baseline records it)."""
 
@@ -81,8 +90,7 @@ class CheckReport:
 
     def to_frame(self) -> pd.DataFrame:
         """The rows as a DataFrame."""
-        return pd.DataFrame([asdict(r) for r in self.rows],
-                            columns=[f.name for f in fields(CheckRow)])
+        return pd.DataFrame([asdict(r) for r in self.rows], columns=[f.name for f in fields(CheckRow)])
 
     @property
     def markdown(self) -> str:
@@ -90,13 +98,21 @@ class CheckReport:
         counts = {s: len(self.by_status(s)) for s in ("regressed", "missing", "provenance-mismatch", "improved", "ok")}
         verdict = "PASSED" if self.passed else "FAILED"
         summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-        lines = [f"### simpool-bench check: {verdict} ({summary})", "",
-                 f"Run `{self.run_source}` against baseline `{self.baseline_source}`.", ""]
+        lines = [
+            f"### simpool-bench check: {verdict} ({summary})",
+            "",
+            f"Run `{self.run_source}` against baseline `{self.baseline_source}`.",
+            "",
+        ]
         lines += [f"- {n}" for n in self.notes]
         if self.notes:
             lines.append("")
-        titles: tuple[tuple[Status, str], ...] = (("regressed", "Regressed"), ("missing", "Missing"),
-                                                  ("provenance-mismatch", "Provenance mismatch"), ("improved", "Improved"))
+        titles: tuple[tuple[Status, str], ...] = (
+            ("regressed", "Regressed"),
+            ("missing", "Missing"),
+            ("provenance-mismatch", "Provenance mismatch"),
+            ("improved", "Improved"),
+        )
         for status, title in titles:
             rows = self.by_status(status)
             if not rows:
@@ -105,14 +121,27 @@ class CheckReport:
             for r in rows:
                 lines.append(f"- {_describe(r)}")
             lines.append("")
-        lines += ["| status | dataset | split | metric | IoU | baseline | value | delta | tolerance |",
-                  "|---|---|---|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "| status | dataset | split | metric | IoU | baseline | value | delta | tolerance |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|",
+        ]
         for r in self.rows:
-            lines.append(" | ".join([
-                f"| {r.status}", _md_cell(r.dataset), _md_cell(r.split), _md_cell(r.metric), _fmt_iou(r.iou),
-                _cell(r.metric, r.baseline), _cell(r.metric, r.value),
-                "" if r.delta is None else format_delta(r.metric, r.delta), _fmt_tol(r.tolerance),
-            ]) + " |")
+            lines.append(
+                " | ".join(
+                    [
+                        f"| {r.status}",
+                        _md_cell(r.dataset),
+                        _md_cell(r.split),
+                        _md_cell(r.metric),
+                        _fmt_iou(r.iou),
+                        _cell(r.metric, r.baseline),
+                        _cell(r.metric, r.value),
+                        "" if r.delta is None else format_delta(r.metric, r.delta),
+                        _fmt_tol(r.tolerance),
+                    ]
+                )
+                + " |"
+            )
         return "\n".join(lines) + "\n"
 
 
@@ -131,10 +160,12 @@ def _describe(r: CheckRow) -> str:
         return f"`{r.dataset}/{r.split}` {r.metric.removeprefix('provenance:')}: baseline `{r.baseline}`, run `{r.value}`"
     if r.status == "missing":
         return f"`{r.key}`: baseline {_cell(r.metric, r.baseline)}, {r.note or 'absent from the run'}"
-    return (f"`{r.key}`: {_cell(r.metric, r.baseline)} → {_cell(r.metric, r.value)} "
-            f"(delta {format_delta(r.metric, r.delta)}, tolerance {_fmt_tol(r.tolerance)}"
-            f"{', lower is better' if METRIC_DIRECTIONS.get(r.metric) == 'lower' else ''}"
-            f"{', must not change' if METRIC_DIRECTIONS.get(r.metric) == 'exact' else ''})")
+    return (
+        f"`{r.key}`: {_cell(r.metric, r.baseline)} → {_cell(r.metric, r.value)} "
+        f"(delta {format_delta(r.metric, r.delta)}, tolerance {_fmt_tol(r.tolerance)}"
+        f"{', lower is better' if METRIC_DIRECTIONS.get(r.metric) == 'lower' else ''}"
+        f"{', must not change' if METRIC_DIRECTIONS.get(r.metric) == 'exact' else ''})"
+    )
 
 
 def _validate_tolerances(tol: Mapping[str, Any], source: str) -> dict[str, float]:
@@ -176,8 +207,9 @@ def load_tolerances(path: str | os.PathLike) -> dict[str, float]:
     return _validate_tolerances(doc, str(path))
 
 
-def tolerance_for(metric: str, iou: int | None, tolerances: Mapping[str, float] | None = None,
-                  default_tolerance: float = DEFAULT_TOLERANCE) -> float:
+def tolerance_for(
+    metric: str, iou: int | None, tolerances: Mapping[str, float] | None = None, default_tolerance: float = DEFAULT_TOLERANCE
+) -> float:
     """The tolerance of one metric: given ``metric@iou``, given ``metric``, built-in
     ``DEFAULT_TOLERANCES[metric]``, given ``default``, then ``default_tolerance``."""
     tol = tolerances or {}
@@ -212,9 +244,13 @@ def _prov_equal(a: Any, b: Any) -> bool:
     return str(a) == str(b)
 
 
-def check(run: pd.DataFrame | str | os.PathLike, baseline: pd.DataFrame | str | os.PathLike,
-          tolerances: Mapping[str, float] | None = None, default_tolerance: float = DEFAULT_TOLERANCE,
-          provenance_fields: Sequence[str] = CHECK_PROVENANCE_FIELDS) -> CheckReport:
+def check(
+    run: pd.DataFrame | str | os.PathLike,
+    baseline: pd.DataFrame | str | os.PathLike,
+    tolerances: Mapping[str, float] | None = None,
+    default_tolerance: float = DEFAULT_TOLERANCE,
+    provenance_fields: Sequence[str] = CHECK_PROVENANCE_FIELDS,
+) -> CheckReport:
     """Gate ``run`` against ``baseline`` (DataFrames or files). Every baseline metric must be in
     the run (else 'missing') and within its tolerance (``tolerance_for``) in the bad direction
     (else 'regressed'); ``provenance_fields`` the baseline records must equal the run's (else
@@ -224,22 +260,28 @@ def check(run: pd.DataFrame | str | os.PathLike, baseline: pd.DataFrame | str | 
     base_df, base_src = _as_table(baseline, "baseline", baseline=True)
 
     def index(df: pd.DataFrame) -> dict[tuple, float]:
-        return {(r.dataset, r.split, r.metric, None if _is_na(r.iou_threshold) else int(r.iou_threshold)): float(r.value)
-                for r in df.itertuples(index=False)}
+        return {
+            (r.dataset, r.split, r.metric, None if _is_na(r.iou_threshold) else int(r.iou_threshold)): float(r.value)
+            for r in df.itertuples(index=False)
+        }
 
     run_vals, base_vals = index(run_df), index(base_df)
     nan = [k for k, v in base_vals.items() if math.isnan(v)]
     if nan:
         d, s_, m, i = nan[0]
-        raise SimpoolBenchError(f"baseline {base_src}: value of {d}/{s_} {metric_key(m, i)} is NaN"
-                                f"{f' ({len(nan)} NaN values)' if len(nan) > 1 else ''}; a baseline must hold numbers")
+        raise SimpoolBenchError(
+            f"baseline {base_src}: value of {d}/{s_} {metric_key(m, i)} is NaN"
+            f"{f' ({len(nan)} NaN values)' if len(nan) > 1 else ''}; a baseline must hold numbers"
+        )
     rows: list[CheckRow] = []
     notes: list[str] = []
     run_sets = sorted({(d, s) for d, s, *_ in run_vals})
     base_sets = sorted({(d, s) for d, s, *_ in base_vals})
     if set(base_sets) - set(run_sets):
-        notes.append(f"the run covers dataset/split {', '.join(f'{d}/{s}' for d, s in run_sets)}; "
-                     f"the baseline expects {', '.join(f'{d}/{s}' for d, s in base_sets)}")
+        notes.append(
+            f"the run covers dataset/split {', '.join(f'{d}/{s}' for d, s in run_sets)}; "
+            f"the baseline expects {', '.join(f'{d}/{s}' for d, s in base_sets)}"
+        )
 
     # provenance, per dataset/split the baseline covers
     for d, s in base_sets:
@@ -269,8 +311,11 @@ def check(run: pd.DataFrame | str | os.PathLike, baseline: pd.DataFrame | str | 
             rows.append(CheckRow(d, s, m, iou, base, value, value - base, t, _judge(m, base, value, t)))
     extra = sorted(set(run_vals) - set(base_vals), key=str)
     if extra:
-        notes.append(f"{len(extra)} metric(s) of the run are not in the baseline (not gated): "
-                     + ", ".join(f"{d}/{s} {metric_key(m, i)}" for d, s, m, i in extra[:10]) + (" …" if len(extra) > 10 else ""))
+        notes.append(
+            f"{len(extra)} metric(s) of the run are not in the baseline (not gated): "
+            + ", ".join(f"{d}/{s} {metric_key(m, i)}" for d, s, m, i in extra[:10])
+            + (" …" if len(extra) > 10 else "")
+        )
     passed = not any(r.status in ("regressed", "missing", "provenance-mismatch") for r in rows)
     return CheckReport(passed, rows, run_src, base_src, notes)
 
@@ -282,9 +327,18 @@ def check_console_table(report: CheckReport) -> Table:
     for name in ("status", "dataset", "split", "metric", "IoU", "baseline", "value", "delta", "tolerance"):
         table.add_column(name, justify="right" if name in ("IoU", "baseline", "value", "delta", "tolerance") else "left")
     for r in report.rows:
-        table.add_row(r.status, escape(r.dataset), escape(r.split), escape(r.metric), _fmt_iou(r.iou),
-                      escape(_cell(r.metric, r.baseline)), escape(_cell(r.metric, r.value)), "" if r.delta is None else format_delta(r.metric, r.delta),
-                      _fmt_tol(r.tolerance), style=style[r.status])
+        table.add_row(
+            r.status,
+            escape(r.dataset),
+            escape(r.split),
+            escape(r.metric),
+            _fmt_iou(r.iou),
+            escape(_cell(r.metric, r.baseline)),
+            escape(_cell(r.metric, r.value)),
+            "" if r.delta is None else format_delta(r.metric, r.delta),
+            _fmt_tol(r.tolerance),
+            style=style[r.status],
+        )
     return table
 
 

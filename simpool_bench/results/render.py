@@ -30,7 +30,7 @@ def format_delta(metric: str, delta: Any) -> str:
     if _is_na(delta):
         return "–"
     d, n = float(delta), _decimals(metric)
-    if d != 0 and abs(d) < 0.5 * 10.0 ** -n:
+    if d != 0 and abs(d) < 0.5 * 10.0**-n:
         return f"{d:+.2g}"
     return f"{d:+.{n}f}"
 
@@ -40,8 +40,19 @@ def _metric_label(metric: str, iou: Any = None) -> str:
     return label if _is_na(iou) else f"{label}@{int(iou)}"
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "γ": r"$\gamma$"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "γ": r"$\gamma$",
+}
 
 
 def latex_escape(s: str) -> str:
@@ -60,9 +71,16 @@ def _provenance_line(df: pd.DataFrame) -> str:
     parts = [f"model {p.model}", f"pool {p.pool}"]
     if p.gamma is not None:
         parts.append(f"gamma {p.gamma:g}")
-    for name, v in (("min-scope", p.min_scope), ("attention", p.attn_source), ("head", p.cls_head),
-                    ("positions", p.pos_interp), ("method", p.method),
-                    ("image size", p.image_size), ("images", p.n_images), ("device", p.device)):
+    for name, v in (
+        ("min-scope", p.min_scope),
+        ("attention", p.attn_source),
+        ("head", p.cls_head),
+        ("positions", p.pos_interp),
+        ("method", p.method),
+        ("image size", p.image_size),
+        ("images", p.n_images),
+        ("device", p.device),
+    ):
         if v is not None:
             parts.append(f"{name} {v}")
     if p.checkpoint:
@@ -78,8 +96,10 @@ def to_markdown(df: pd.DataFrame) -> str:
     """A run as a Markdown table, with its provenance and command line underneath."""
     lines = ["| dataset | split | metric | IoU | value |", "|---|---|---|---:|---:|"]
     for r in df.itertuples(index=False):
-        lines.append(f"| {_md_cell(r.dataset)} | {_md_cell(r.split)} | {_md_cell(r.metric)} | "
-                     f"{_fmt_iou(r.iou_threshold)} | {format_value(r.metric, r.value)} |")
+        lines.append(
+            f"| {_md_cell(r.dataset)} | {_md_cell(r.split)} | {_md_cell(r.metric)} | "
+            f"{_fmt_iou(r.iou_threshold)} | {format_value(r.metric, r.value)} |"
+        )
     prov = _provenance_line(df)
     if prov:
         lines += ["", f"Provenance: {_md_cell(prov)}."]
@@ -97,8 +117,10 @@ def to_latex(df: pd.DataFrame) -> str:
         lines.append("% simpool-bench: " + " ".join(prov.splitlines()))
     lines += [r"\begin{tabular}{lllrr}", r"\toprule", r"Dataset & Split & Metric & IoU & Value \\", r"\midrule"]
     for r in df.itertuples(index=False):
-        lines.append(f"{latex_escape(r.dataset)} & {latex_escape(r.split)} & {latex_escape(_metric_label(r.metric))} & "
-                     f"{_fmt_iou(r.iou_threshold)} & {format_value(r.metric, r.value)} \\\\")
+        lines.append(
+            f"{latex_escape(r.dataset)} & {latex_escape(r.split)} & {latex_escape(_metric_label(r.metric))} & "
+            f"{_fmt_iou(r.iou_threshold)} & {format_value(r.metric, r.value)} \\\\"
+        )
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
@@ -109,12 +131,15 @@ def console_table(df: pd.DataFrame) -> Table:
     if "model" in df.columns and len(df):
         title = f"{_py(df['model'].iloc[0]) or '?'} / {_py(df['pool'].iloc[0]) or '?'}"
     table = Table(title=escape(title) if title else None, caption=escape(_provenance_line(df)) or None)
-    columns: tuple[tuple[str, JustifyMethod], ...] = (("dataset", "left"), ("split", "left"), ("metric", "left"), ("IoU", "right"), ("value", "right"))
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("dataset", "left"),
+        ("split", "left"),
+        ("metric", "left"),
+        ("IoU", "right"),
+        ("value", "right"),
+    )
     for name, justify in columns:
         table.add_column(name, justify=justify)
     for r in df.itertuples(index=False):
-        table.add_row(escape(r.dataset), escape(r.split), escape(r.metric), _fmt_iou(r.iou_threshold),
-                      format_value(r.metric, r.value))
+        table.add_row(escape(r.dataset), escape(r.split), escape(r.metric), _fmt_iou(r.iou_threshold), format_value(r.metric, r.value))
     return table
-
-

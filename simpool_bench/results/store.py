@@ -49,8 +49,12 @@ def _json_bytes(df: pd.DataFrame) -> bytes:
     return (json.dumps(records, indent=1, allow_nan=False) + "\n").encode("utf-8")
 
 
-def write_run(df: pd.DataFrame, out_dir: str | os.PathLike, formats: Iterable[str] = ("parquet", "csv", "json"),
-              extra: Mapping[str, bytes] | None = None) -> dict[str, Path]:
+def write_run(
+    df: pd.DataFrame,
+    out_dir: str | os.PathLike,
+    formats: Iterable[str] = ("parquet", "csv", "json"),
+    extra: Mapping[str, bytes] | None = None,
+) -> dict[str, Path]:
     """Write a run into ``out_dir``: always ``results.csv`` and ``results.parquet`` (the record),
     plus any of ``json``, ``md``, ``latex`` and the ``extra`` files ({file name: bytes}, e.g. the
     BoxAcc curve), all or none (see the module docstring). Returns {format or file name: path}."""
@@ -66,7 +70,7 @@ def write_run(df: pd.DataFrame, out_dir: str | os.PathLike, formats: Iterable[st
     out = make_dir(out_dir)
     writers = {
         "csv": lambda: df.to_csv(index=False).encode("utf-8"),
-        "parquet": lambda: (lambda fh: df.to_parquet(fh, index=False)),
+        "parquet": lambda: lambda fh: df.to_parquet(fh, index=False),
         "json": lambda: _json_bytes(df),
         "md": lambda: to_markdown(df).encode("utf-8"),
         "latex": lambda: to_latex(df).encode("utf-8"),
@@ -81,8 +85,12 @@ def write_run(df: pd.DataFrame, out_dir: str | os.PathLike, formats: Iterable[st
     try:
         for name, data in files.items():  # 1. every new file complete under a temporary name
             tmps[name] = write_temp(out / name, data)
-        manifest = {"schema": 1, "state": "complete", "run_id": run_ids[0] if len(run_ids) == 1 else None,
-                    "files": {name: sha256_file(tmp) for name, tmp in tmps.items()}}
+        manifest = {
+            "schema": 1,
+            "state": "complete",
+            "run_id": run_ids[0] if len(run_ids) == 1 else None,
+            "files": {name: sha256_file(tmp) for name, tmp in tmps.items()},
+        }
         tmps[RUN_MANIFEST] = write_temp(out / RUN_MANIFEST, _manifest_bytes(manifest))
         # 2. the folder is now being written: say so, and drop the old run's files the new one lacks
         atomic_write(out / RUN_MANIFEST, _manifest_bytes({"schema": 1, "state": "writing", "run_id": manifest["run_id"]}))
@@ -145,8 +153,9 @@ def verify_run_file(path: str | os.PathLike, run_ids: Iterable[Any] | None = Non
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise SimpoolBenchError(f"{man}: not a readable results manifest ({type(e).__name__}); {hint}") from None
     if state != "complete":
-        raise SimpoolBenchError(f"{path.parent}: a results write did not finish ({RUN_MANIFEST} says {state!r}): "
-                                f"its files may mix two runs; {hint}")
+        raise SimpoolBenchError(
+            f"{path.parent}: a results write did not finish ({RUN_MANIFEST} says {state!r}): its files may mix two runs; {hint}"
+        )
     ids = None if run_ids is None else {str(v) for v in run_ids if not _is_na(v)}
     if path.name not in files:
         same = False
@@ -155,8 +164,10 @@ def verify_run_file(path: str | os.PathLike, run_ids: Iterable[Any] | None = Non
     else:
         same = files[path.name] == sha256_file(path)
     if not same:
-        raise SimpoolBenchError(f"{path}: not a file of run {run_id}, the run {RUN_MANIFEST} records (another write "
-                                f"left it): the folder mixes results of different writes; {hint}")
+        raise SimpoolBenchError(
+            f"{path}: not a file of run {run_id}, the run {RUN_MANIFEST} records (another write "
+            f"left it): the folder mixes results of different writes; {hint}"
+        )
 
 
 def _load_frame(path: Path) -> pd.DataFrame:
@@ -211,11 +222,13 @@ def read_run(path: str | os.PathLike) -> pd.DataFrame:
         raise SimpoolBenchError(f"{path}: mixed or empty schema_version values {sorted(map(str, versions))}")
     (version,) = versions
     if version < SCHEMA_VERSION:
-        raise SimpoolBenchError(f"{path}: older results schema version {version}; this simpool-bench reads "
-                                f"version {SCHEMA_VERSION} (re-run the evaluation)")
+        raise SimpoolBenchError(
+            f"{path}: older results schema version {version}; this simpool-bench reads version {SCHEMA_VERSION} (re-run the evaluation)"
+        )
     if version > SCHEMA_VERSION:
-        raise SimpoolBenchError(f"{path}: newer results schema version {version}; this simpool-bench reads "
-                                f"version {SCHEMA_VERSION} (upgrade simpool-bench)")
+        raise SimpoolBenchError(
+            f"{path}: newer results schema version {version}; this simpool-bench reads version {SCHEMA_VERSION} (upgrade simpool-bench)"
+        )
     df = _coerce(raw, str(path))
     _validate(df, str(path))
     return df
@@ -242,5 +255,3 @@ def _as_table(x: pd.DataFrame | str | os.PathLike, what: str, *, baseline: bool 
         _validate(df, what, provenance=False)
         return df, what
     return (read_baseline(x) if baseline else read_run(x)), str(x)
-
-

@@ -34,10 +34,31 @@ SCHEMA_VERSION = 2
 
 METRIC_COLUMNS: tuple[str, ...] = ("dataset", "split", "metric", "iou_threshold", "value")
 PROVENANCE_COLUMNS: tuple[str, ...] = (
-    "run_id", "checkpoint", "checkpoint_sha256", "checkpoint_format", "model", "pool", "gamma",
-    "min_scope", "attn_source", "attn_options", "cls_head", "pos_interp", "weights", "data_config", "method", "image_size",
-    "n_images", "tool_version",
-    "torch_version", "timm_version", "device", "amp", "date", "command", "schema_version",
+    "run_id",
+    "checkpoint",
+    "checkpoint_sha256",
+    "checkpoint_format",
+    "model",
+    "pool",
+    "gamma",
+    "min_scope",
+    "attn_source",
+    "attn_options",
+    "cls_head",
+    "pos_interp",
+    "weights",
+    "data_config",
+    "method",
+    "image_size",
+    "n_images",
+    "tool_version",
+    "torch_version",
+    "timm_version",
+    "device",
+    "amp",
+    "date",
+    "command",
+    "schema_version",
 )
 COLUMNS: tuple[str, ...] = METRIC_COLUMNS + PROVENANCE_COLUMNS
 KEY_COLUMNS: tuple[str, ...] = ("dataset", "split", "metric", "iou_threshold")
@@ -103,8 +124,9 @@ class Provenance:
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
-    def collect(cls, model: str, pool: str, *, checkpoint: str | os.PathLike | None = None,
-                argv: Sequence[str] | None = None, **known: Any) -> Provenance:
+    def collect(
+        cls, model: str, pool: str, *, checkpoint: str | os.PathLike | None = None, argv: Sequence[str] | None = None, **known: Any
+    ) -> Provenance:
         """Provenance of a run made now: fills run_id, versions, UTC date, command line, and the
         checkpoint's sha256 (hashed from the file when not given)."""
         import torch
@@ -149,8 +171,9 @@ def metric_rows(dataset: str, split: str, values: Mapping[str, float | Mapping[i
     rows: list[dict[str, Any]] = []
     for metric, v in values.items():
         if isinstance(v, Mapping):
-            rows += [{"dataset": dataset, "split": split, "metric": metric, "iou_threshold": int(i), "value": float(x)}
-                     for i, x in v.items()]
+            rows += [
+                {"dataset": dataset, "split": split, "metric": metric, "iou_threshold": int(i), "value": float(x)} for i, x in v.items()
+            ]
         else:
             rows.append({"dataset": dataset, "split": split, "metric": metric, "iou_threshold": None, "value": float(v)})
     return rows
@@ -230,8 +253,9 @@ def _coerce(df: pd.DataFrame, source: str) -> pd.DataFrame:
     for col in df.columns:
         values = df[col].tolist()
         if col in COLUMNS:
-            conv, dtype = ((_to_float, "float64") if col in _FLOAT_COLUMNS else
-                           (_to_int, "Int64") if col in _INT_COLUMNS else (_to_str, "string"))
+            conv, dtype = (
+                (_to_float, "float64") if col in _FLOAT_COLUMNS else (_to_int, "Int64") if col in _INT_COLUMNS else (_to_str, "string")
+            )
             converted = []
             for i, v in enumerate(values):
                 try:
@@ -267,8 +291,9 @@ def _validate(df: pd.DataFrame, source: str, *, provenance: bool = True) -> None
         if m == "maxboxacc" and iou is pd.NA:
             raise SimpoolBenchError(f"{source}: row {i}: metric 'maxboxacc' needs an iou_threshold (30, 50 or 70)")
         if m == "maxboxacc_v2" and iou is not pd.NA:
-            raise SimpoolBenchError(f"{source}: row {i}: metric 'maxboxacc_v2' is the mean over IoU thresholds; "
-                                    "its iou_threshold must be empty")
+            raise SimpoolBenchError(
+                f"{source}: row {i}: metric 'maxboxacc_v2' is the mean over IoU thresholds; its iou_threshold must be empty"
+            )
     keys = list(KEY_COLUMNS) + (["run_id"] if "run_id" in df.columns else [])
     dup = df.duplicated(subset=keys, keep=False)
     if dup.any():
@@ -282,7 +307,7 @@ def _validate(df: pd.DataFrame, source: str, *, provenance: bool = True) -> None
 def _fmt_iou(iou: Any) -> str:
     return "" if _is_na(iou) else str(int(iou))
 
+
 def metric_key(metric: str, iou: Any) -> str:
     """Column key of a metric: ``maxboxacc@50`` where an IoU threshold applies, else the name."""
     return metric if _is_na(iou) else f"{metric}@{int(iou)}"
-

@@ -11,7 +11,20 @@ from .discovery import DISCOVER_METHODS, DiscoveryTask, discover, discover_forwa
 from .wsol import LOCALIZE_BASELINES, WsolTask, baseline_scoremap, localize, localize_stored, wsol_gt_boxes
 
 __all__ = [
-    "DISCOVER_METHODS", "LOCALIZE_BASELINES", "ClassificationTask", "DiscoveryTask", "Outcome", "WsolTask",
-    "baseline_scoremap", "classify", "collect_features", "discover", "discover_forward", "discover_stored",
-    "localize", "localize_stored", "use_lost_head", "wsol_gt_boxes",
+    "DISCOVER_METHODS",
+    "LOCALIZE_BASELINES",
+    "ClassificationTask",
+    "DiscoveryTask",
+    "Outcome",
+    "WsolTask",
+    "baseline_scoremap",
+    "classify",
+    "collect_features",
+    "discover",
+    "discover_forward",
+    "discover_stored",
+    "localize",
+    "localize_stored",
+    "use_lost_head",
+    "wsol_gt_boxes",
 ]

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from ..models.base import BenchModel
 
 
-def collect_features(model: BenchModel, records: Sequence[Record], transform: Callable, config: EngineConfig, key: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def collect_features(
+    model: BenchModel, records: Sequence[Record], transform: Callable, config: EngineConfig, key: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features (N, d) and labels of every decodable image (k-NN memory bank)."""
     feats: dict[int, torch.Tensor] = {}
 
@@ -32,7 +34,14 @@ def collect_features(model: BenchModel, records: Sequence[Record], transform: Ca
             if batch.ok[j]:
                 feats[int(i)] = batch.output.features[j].float().cpu()
 
-    evaluate(model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels), dict, step, no_resume(config), description="memory bank")
+    evaluate(
+        model,
+        ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels),
+        dict,
+        step,
+        no_resume(config),
+        description="memory bank",
+    )
     order = sorted(feats)
     local = torch.stack([feats[i] for i in order]) if order else torch.zeros(0, int(model.num_features))
     index, features = all_gather_indexed(torch.tensor(order, dtype=torch.int64), local)  # every rank's shards
@@ -143,10 +152,22 @@ def classify(
         dev = resolve_device(config.device)  # k-NN votes on the device (a GPU holds the bank)
         bank = MemoryBank.from_features(feats.to(dev), blabels.to(dev), max(n_cls, int(blabels.max()) + 1))
     task = ClassificationTask(torch.as_tensor(labels), n_cls, has_head, bank, knn_k, knn_temperature)
-    res = evaluate(model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels),
-                   task.accumulators, task.step, config, key=key, description=f"classify {dataset}",
-                   params={"num_classes": n_cls, "knn": bank is not None, "knn_k": knn_k, "knn_t": knn_temperature,
-                           "knn_bank": None if knn_train is None else _bank_fingerprint(knn_train)})
+    res = evaluate(
+        model,
+        ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels),
+        task.accumulators,
+        task.step,
+        config,
+        key=key,
+        description=f"classify {dataset}",
+        params={
+            "num_classes": n_cls,
+            "knn": bank is not None,
+            "knn_k": knn_k,
+            "knn_t": knn_temperature,
+            "knn_bank": None if knn_train is None else _bank_fingerprint(knn_train),
+        },
+    )
     n_bad = res.accumulators["nonfinite"].compute()
     check_nonfinite(n_bad, res.n_images, "logits or features", config.allow_nonfinite)
     rows, extras = task.rows(res, dataset, split)

@@ -58,8 +58,9 @@ def use_lost_head(model: BenchModel) -> bool:
     return True
 
 
-def discover_forward(model: BenchModel, x: torch.Tensor, method: str, *, mass: float = LOST.mass,
-                     k_patches: int = LOST.k_patches, one_by_one: bool = True) -> tuple[ModelOutput, Any]:
+def discover_forward(
+    model: BenchModel, x: torch.Tensor, method: str, *, mass: float = LOST.mass, k_patches: int = LOST.k_patches, one_by_one: bool = True
+) -> tuple[ModelOutput, Any]:
     """``discover``'s forward pass, then the sort-dependent half of each box on the model's device
     in float32 (LOST's tie order there): the mass masks (``method='attn'``) or the seeds and
     expanded maps (``'lost'``). ``one_by_one``: LOST ``main_lost.py``'s loop, one image per forward
@@ -180,7 +181,9 @@ def _check_model(model: BenchModel | None, method: str) -> BenchModel:
     if method == "lost" and getattr(model, "family", "") != "vit":
         raise SimpoolBenchError(f"--method lost needs a ViT (it uses the last block's keys); {model.arch} is a {model.family}")
     if method == "attn" and getattr(model, "attn_source", None) is None:
-        raise SimpoolBenchError(f"model {model.arch} with pool {model.pool} gives no attention map; use --method lost, center or full-image")
+        raise SimpoolBenchError(
+            f"model {model.arch} with pool {model.pool} gives no attention map; use --method lost, center or full-image"
+        )
     return model
 
 
@@ -226,10 +229,16 @@ def discover(
         return discover_forward(m, x, method, mass=mass, k_patches=k_patches, one_by_one=lost_loop)
 
     res = evaluate(
-        model, ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels, decode=load_rgb_array),
-        task.accumulators, task.model_step(stride), config,
-        forward=forward, batches_for=lambda r: bucket_batches(r, pad_keys, config.batch_size), key=key,
-        description=f"discover {dataset}", order=size_order(pad_keys),
+        model,
+        ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels, decode=load_rgb_array),
+        task.accumulators,
+        task.model_step(stride),
+        config,
+        forward=forward,
+        batches_for=lambda r: bucket_batches(r, pad_keys, config.batch_size),
+        key=key,
+        description=f"discover {dataset}",
+        order=size_order(pad_keys),
         params={"method": method, "mass": mass, "lost_compat": lost_compat, "k_patches": k_patches},
     )
     n_bad = res.accumulators["nonfinite"].compute()
@@ -238,9 +247,17 @@ def discover(
     return Outcome(rows, res.n_images, res.n_failed, {"hits": extras["hits"], **engine_extras(res)}, n_bad)
 
 
-def discover_stored(store: Any, records: Sequence[Record], *, dataset: str = "voc07", split: str = "trainval",
-                    mass: float = LOST.mass, lost_compat: bool = False, on_boxes: OnBoxes | None = None,
-                    allow_nonfinite: bool = False) -> Outcome:
+def discover_stored(
+    store: Any,
+    records: Sequence[Record],
+    *,
+    dataset: str = "voc07",
+    split: str = "trainval",
+    mass: float = LOST.mass,
+    lost_compat: bool = False,
+    on_boxes: OnBoxes | None = None,
+    allow_nonfinite: bool = False,
+) -> Outcome:
     """``discover --method attn`` from a map store (protocol 'discover') instead of a model; maps of
     one padded size are boxed together, as the direct run's size-bucketed batches."""
     task = DiscoveryTask(records, dataset, split, "attn", mass, lost_compat, on_boxes=on_boxes)

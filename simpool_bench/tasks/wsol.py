@@ -92,8 +92,9 @@ class WsolTask:
 
         return forward
 
-    def score(self, accs: dict[str, Any], maps: np.ndarray, idx: np.ndarray, fin: np.ndarray,
-              correct: np.ndarray | None, with_cls: bool) -> np.ndarray:
+    def score(
+        self, accs: dict[str, Any], maps: np.ndarray, idx: np.ndarray, fin: np.ndarray, correct: np.ndarray | None, with_cls: bool
+    ) -> np.ndarray:
         """Maps (float32, one per dataset index ``idx``) into the box accumulators; the non-finite
         ones (``~fin``) as misses. Returns the indices scored."""
         boxes = [accs[k] for k in ("boxacc", "boxacc_v1") if k in accs]
@@ -185,10 +186,21 @@ def localize(
             raise SimpoolBenchError("localize needs a model (--model/--checkpoint) or --baseline")
         return _baseline_outcome(task, baseline)
     if getattr(model, "attn_source", None) is None:
-        raise SimpoolBenchError(f"model {getattr(model, 'arch', '?')} with pool {getattr(model, 'pool', '?')} gives no attention map to localize with")
+        raise SimpoolBenchError(
+            f"model {getattr(model, 'arch', '?')} with pool {getattr(model, 'pool', '?')} gives no attention map to localize with"
+        )
     data = ImageDataset(records, task.transform(model, mean, std), warn=not config.strict, max_pixels=config.max_pixels)
-    res = evaluate(model, data, task.accumulators, task.model_step(model, on_maps), config, forward=task.forward(),
-                   key=key, description=f"localize {dataset}", params={"interval": interval, "v1": v1, "cam_target": cam_target})
+    res = evaluate(
+        model,
+        data,
+        task.accumulators,
+        task.model_step(model, on_maps),
+        config,
+        forward=task.forward(),
+        key=key,
+        description=f"localize {dataset}",
+        params={"interval": interval, "v1": v1, "cam_target": cam_target},
+    )
     n_bad = res.accumulators["nonfinite"].compute()
     check_nonfinite(n_bad, res.n_images, "maps", config.allow_nonfinite)
     rows, extras = task.rows(res.accumulators)
@@ -196,9 +208,17 @@ def localize(
     return Outcome(rows, res.n_images, res.n_failed, extras, n_bad)
 
 
-def localize_stored(store: Any, records: Sequence[Record], *, dataset: str = "cub", split: str = "test",
-                    interval: float = WSOL.interval, v1: bool = False, cam_target: str | None = None,
-                    allow_nonfinite: bool = False) -> Outcome:
+def localize_stored(
+    store: Any,
+    records: Sequence[Record],
+    *,
+    dataset: str = "cub",
+    split: str = "test",
+    interval: float = WSOL.interval,
+    v1: bool = False,
+    cam_target: str | None = None,
+    allow_nonfinite: bool = False,
+) -> Outcome:
     """``localize`` from a map store (``map_store.MapStore`` of protocol 'localize') instead of a model.
 
     The same accumulators see the same maps as the direct run, so float32 stores give its table
@@ -252,8 +272,7 @@ def wsol_boxes_at(scoremap: np.ndarray, threshold: float, size: int = WSOL.image
     return _contours(prepare_scoremap(scoremap, (size, size)), threshold)[0]
 
 
-def best_wsol_box(scoremap: np.ndarray, gt_boxes: np.ndarray, threshold: float,
-                  size: int = WSOL.image_size) -> tuple[np.ndarray, float]:
+def best_wsol_box(scoremap: np.ndarray, gt_boxes: np.ndarray, threshold: float, size: int = WSOL.image_size) -> tuple[np.ndarray, float]:
     """The contour box at ``threshold`` with the best IoU (+1 convention) against ``gt_boxes``
     (already in ``size`` pixels) and that IoU; without GT boxes, the largest contour's box and NaN."""
     from ..metrics.boxacc import prepare_scoremap
