@@ -1,7 +1,7 @@
 """Frozen descriptions of a run: which data, which model (or stored maps, or a baseline), which
 protocol parameters; and what a run gives back (``RunResult``). ``runs`` turns them into tables.
 
-"Gamma not given" has one spelling: ``checkpoints.UNSET`` (``ModelOptions.gamma``'s default).
+"Gamma not given" has one spelling: ``unset.UNSET`` (``ModelOptions.gamma``'s default).
 """
 
 from __future__ import annotations
@@ -11,15 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .registry import CLASSIFY_DEFAULT_SPLIT, DINO_KNN, LOST, WSOL
+from .unset import UNSET
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-def _unset() -> Any:
-    from .checkpoints import UNSET  # lazily: checkpoints imports torch and the model code
-
-    return UNSET
 
 
 @dataclass(frozen=True)
@@ -28,7 +23,7 @@ class ModelOptions:
 
     arch: str | None = None
     pool: str | None = None
-    gamma: Any = field(default_factory=_unset)
+    gamma: Any = UNSET
     checkpoint: Path | None = None
     format: str | None = None
     trust: bool = False

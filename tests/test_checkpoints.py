@@ -482,7 +482,7 @@ def test_plain_state_dict_needs_arch_flag(tmp_path):
     assert not c.gamma_known and c.container_keys == [] and "stripped module." in c.key_mapping
     with pytest.raises(SimpoolBenchError, match="cannot tell the architecture of plain.pth"):
         resolve_spec(c)
-    assert resolve_spec(c, arch=arch) == (arch, "simpool", "default", "supervised")
+    assert resolve_spec(c, arch=arch) == (arch, "simpool", UNSET, "supervised")
     assert same_outputs(rebuild(arch, c, arch=arch, gamma=1.25), m, arch)
 
 
@@ -632,7 +632,7 @@ def test_resolve_spec_flags_and_conflicts():
     c = _ckpt()
     assert resolve_spec(c) == ("vit_small_patch16_224", "simpool", 1.25, "supervised")
     assert resolve_spec(c, arch="vit_small_patch16_224.augreg_in21k", pool="simpool", gamma=1.25, variant="supervised")[2] == 1.25
-    assert resolve_spec(c, gamma=object())[2] == 1.25  # another module's UNSET sentinel
+    assert resolve_spec(c, gamma=UNSET)[2] == 1.25  # the one "not given" value
     for flags, both in [
         (dict(arch="resnet50"), ("resnet50", "vit_small_patch16_224")),
         (dict(pool="cls"), ("cls", "simpool")),
@@ -646,10 +646,10 @@ def test_resolve_spec_flags_and_conflicts():
     guessed = _ckpt(arch_source="keys")  # an arch read off key shapes is a guess: the flag wins
     assert resolve_spec(guessed, arch="vit_small_patch16_384")[0] == "vit_small_patch16_384"
     unknown = _ckpt(arch=None, gamma=None, gamma_known=False, variant_known=False, pool=None)
-    assert resolve_spec(unknown, arch="resnet50") == ("resnet50", "simpool", "default", "supervised")
+    assert resolve_spec(unknown, arch="resnet50") == ("resnet50", "simpool", UNSET, "supervised")
     assert resolve_spec(unknown, arch="resnet50", pool="gap", variant="dino") == ("resnet50", "gap", None, "dino")
     assert resolve_spec(unknown, arch="resnet50", gamma="none") == ("resnet50", "simpool", None, "supervised")
-    assert resolve_spec(unknown, arch="convnext_tiny", gamma=UNSET)[2] == "default"
+    assert resolve_spec(unknown, arch="convnext_tiny", gamma=UNSET)[2] is UNSET
     with pytest.raises(SimpoolBenchError, match="unknown architecture 'foo_net'"):
         resolve_spec(unknown, arch="foo_net")
     with pytest.raises(SimpoolBenchError, match="unknown architecture 'swin_tiny_patch4_window7_224'"):

@@ -21,23 +21,6 @@ FORMATS: tuple[str, ...] = (
 PREFER_CHOICES: tuple[str, ...] = ("auto", "ema", "raw", "teacher", "student")
 
 
-class _Unset:
-    """Type of :data:`UNSET` (a flag the user did not pass)."""
-
-    _instance: _Unset | None = None
-
-    def __new__(cls) -> _Unset:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Any = _Unset()
-
-
 @dataclass
 class LoadedCheckpoint:
     """A checkpoint read from disk, its weights mapped to our layout, and what it says about itself.

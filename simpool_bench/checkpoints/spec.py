@@ -26,13 +26,11 @@ def resolve_spec(
     """``(arch, pool, gamma, variant)`` for building the model of ``ckpt``.
 
     What the file states is used where the user passed nothing; a flag that contradicts the file is an
-    error naming both values. ``gamma`` is :data:`UNSET` when not passed (any bare ``object()``
-    sentinel counts as unset too); the returned gamma is a float, None (no gamma) or ``'default'``
-    (neither the file nor the user tells: the paper default of the architecture).
+    error naming both values. ``gamma`` is :data:`UNSET` when not passed; the returned gamma is a
+    float, None (no gamma) or :data:`UNSET` (neither the file nor the user tells: the paper default
+    of the architecture, which ``build_model`` applies).
     """
     name = ckpt.path.name
-    if gamma is UNSET or type(gamma) is object or (isinstance(gamma, str) and gamma.strip().lower() == "default"):
-        gamma = UNSET
     # architecture
     if arch is not None:
         # an arch guessed from key shapes alone does not bind (several timm names share shapes)
@@ -86,7 +84,7 @@ def resolve_spec(
         return out_arch, out_pool, user_gamma, out_variant
     if ckpt.gamma_known:
         return out_arch, out_pool, ckpt.gamma, out_variant
-    return out_arch, out_pool, "default", out_variant
+    return out_arch, out_pool, UNSET, out_variant
 
 
 def _same_gamma(a: float | None, b: float | None) -> bool:

@@ -279,8 +279,8 @@ CamTargetOpt = Annotated[
 
 # ------------------------------------------------------------------------------------ the conversion
 def parse_gamma(value: str | None) -> Any:
-    """``--gamma``: a number, 'none' (the plain attention-weighted mean), or not given (``checkpoints.UNSET``)."""
-    from ..checkpoints import UNSET
+    """``--gamma``: a number, 'none' (the plain attention-weighted mean), or not given (``unset.UNSET``)."""
+    from ..unset import UNSET
 
     if value is None:
         return UNSET

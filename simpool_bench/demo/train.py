@@ -32,6 +32,7 @@ from PIL import Image
 
 from ..console import err_console, start_progress
 from ..errors import SimpoolBenchError
+from ..unset import UNSET
 from .data import DemoPaths, stamp_parameters
 
 #: Bump when training changes in a way the code hash would not show.
@@ -236,7 +237,7 @@ def _train(
     from ..models import build_model
 
     torch.manual_seed(seed)
-    gamma = spec.gamma if spec.pool == "simpool" else "default"
+    gamma = spec.gamma if spec.pool == "simpool" else UNSET
     model = build_model(spec.arch, pool=spec.pool, gamma=gamma, num_classes=len(data.classes), **spec.model_kwargs)
     _official_simpool_init(model)
     size = int(model.data_config["input_size"][-1])

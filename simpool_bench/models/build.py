@@ -23,6 +23,7 @@ from ..errors import SimpoolBenchError
 from ..families import EXAMPLE_ARCHS, FAMILIES, MAP_SOURCES, POOLS, source_applies
 from ..map_sources import DEFAULT_DISCARD_RATIO, DEFAULT_HEAD_FUSION, check_rollout_options
 from ..pooling import MIN_SCOPES, SIMPOOL_NORM_EPS
+from ..unset import UNSET
 from ..weights import Pretrained, hf_cache_dir, load_torchvision_weights, locate_pretrained, resolve_name
 from .base import BenchModel
 from .convnext import ConvNeXtBenchModel
@@ -82,25 +83,25 @@ def model_family(arch: str) -> str:
 
 
 def resolve_gamma(gamma: Any, family: str, pool: str) -> float | None:
-    """'default' -> paper default for the family; None/'none' -> None; a number (or its string)."""
+    """``UNSET`` -> paper default for the family; None/'none' -> None; a number (or its string)."""
     if pool != "simpool":
-        if gamma not in ("default", None) and not (isinstance(gamma, str) and gamma.lower() == "none"):
+        if gamma is not UNSET and gamma is not None and not (isinstance(gamma, str) and gamma.lower() == "none"):
             raise SimpoolBenchError(f"gamma {gamma!r} applies only to pool='simpool', not pool={pool!r}")
         return None
     if isinstance(gamma, str):
         low = gamma.strip().lower()
-        if low == "default":
-            return DEFAULT_GAMMA[family]
         if low == "none":
             return None
         try:
             gamma = float(low)
         except ValueError:
-            raise SimpoolBenchError(f"gamma {gamma!r}: expected a positive number, 'none' or 'default'") from None
+            raise SimpoolBenchError(f"gamma {gamma!r}: expected a positive number or 'none'") from None
+    if gamma is UNSET:
+        return DEFAULT_GAMMA[family]
     if gamma is None:
         return None
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma <= 0:
-        raise SimpoolBenchError(f"gamma {gamma!r}: expected a positive number, 'none' or 'default'")
+        raise SimpoolBenchError(f"gamma {gamma!r}: expected a positive number or 'none'")
     return float(gamma)
 
 
@@ -137,7 +138,7 @@ def _native_pool(net: nn.Module, family: str) -> str:
 def build_model(
     arch: str,
     pool: str | None = "simpool",
-    gamma: Any = "default",
+    gamma: Any = UNSET,
     variant: str = "supervised",
     num_classes: int | None = 1000,
     img_size: int | tuple[int, int] = 224,
@@ -165,7 +166,7 @@ def build_model(
             ``torchvision:NAME`` (see ``weights``).
         pool: ``'simpool'``, ``'cls'`` (ViTs with a CLS token), ``'gap'``, ``'map'`` (ViTs: timm's
             attention-pool head) or None: the model's own timm pooling (ViT token/avg/map, CNN gap).
-        gamma: SimPool exponent: ``'default'`` (1.25 transformers, 2.0 CNNs), ``None``/'none' (plain
+        gamma: SimPool exponent: ``UNSET`` (not given: the paper default, 1.25 transformers, 2.0 CNNs), ``None``/'none' (plain
             attention-weighted mean) or a positive number. Only for pool='simpool'.
         variant: ``'supervised'`` (official timm fork layout, classifier) or ``'dino'`` (official DINO
             layout: features only, ``num_classes`` ignored; ViT pools 'simpool'/'cls', CNNs 'simpool'/'gap').
