@@ -45,6 +45,7 @@ layout, key maps, what keys tell), ``loaded`` (``LoadedCheckpoint``), ``load`` (
 
 from __future__ import annotations
 
+from ..unset import UNSET
 from .formats import DINO_MODE_TO_POOL, POOL_ALIASES, READERS, SUPERVISED_GP_TO_POOL, FileFacts
 from .keys import (
     BUFFER_SUFFIXES,
@@ -71,7 +72,7 @@ from .keys import (
     strip_wrappers,
 )
 from .load import inspect_checkpoint, load_checkpoint, load_into
-from .loaded import FORMATS, PREFER_CHOICES, UNSET, LoadedCheckpoint
+from .loaded import FORMATS, PREFER_CHOICES, LoadedCheckpoint
 from .safe_load import SAFE_GLOBALS, TRUST_FLAG
 from .spec import resolve_spec
 

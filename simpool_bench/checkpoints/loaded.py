@@ -1,4 +1,4 @@
-"""A checkpoint as loaded (``LoadedCheckpoint``), the formats it may have, and the ``UNSET`` flag value."""
+"""A checkpoint as loaded (``LoadedCheckpoint``) and the formats it may have."""
 
 from __future__ import annotations
 

@@ -7,9 +7,10 @@ from typing import Any
 
 from ..errors import SimpoolBenchError
 from ..models import POOLS, VARIANTS
+from ..unset import UNSET
 from .formats import POOL_ALIASES, _as_gamma
 from .keys import family_of_arch
-from .loaded import UNSET, LoadedCheckpoint
+from .loaded import LoadedCheckpoint
 
 
 def _supported_arch(arch: str) -> bool:
