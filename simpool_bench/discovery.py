@@ -302,11 +302,7 @@ def lost_seed_maps(keys: torch.Tensor, k_patches: int = LOST_K_PATCHES) -> tuple
 
 
 def boxes_from_seed_maps(
-    seeds: torch.Tensor | np.ndarray,
-    positive: torch.Tensor | np.ndarray,
-    grid_hw: Sequence[int],
-    image_hw: np.ndarray,
-    stride: int,
+    seeds: torch.Tensor | np.ndarray, positive: torch.Tensor | np.ndarray, grid_hw: Sequence[int], image_hw: np.ndarray, stride: int
 ) -> np.ndarray:
     """The host half of ``boxes_lost`` (LOST ``detect_box``): the extent of the 4-connected
     component of each (gh, gw) positive map holding its seed, times ``stride``, max clipped to the

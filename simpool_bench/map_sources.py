@@ -87,10 +87,7 @@ def latent_pool_attention(pool: AttentionPoolLatent, x: Tensor) -> Tensor:
 
 
 def attention_rollout(
-    attentions: Sequence[Tensor],
-    num_prefix: int,
-    head_fusion: str = DEFAULT_HEAD_FUSION,
-    discard_ratio: float = DEFAULT_DISCARD_RATIO,
+    attentions: Sequence[Tensor], num_prefix: int, head_fusion: str = DEFAULT_HEAD_FUSION, discard_ratio: float = DEFAULT_DISCARD_RATIO
 ) -> Tensor:
     """Attention rollout (module docstring) of per-block attentions (B, heads, N, N), first block
     first: (B, N - num_prefix), the CLS row over the patches (mean over rows without prefix tokens)."""

@@ -69,12 +69,7 @@ def read_localization_data(dataset: str, data: Path, metadata: Path | None = Non
 
 
 def read_discovery_data(
-    dataset: str,
-    data: Path,
-    split: str = "trainval",
-    no_hard: bool = False,
-    annotations: Path | None = None,
-    list_file: Path | None = None,
+    dataset: str, data: Path, split: str = "trainval", no_hard: bool = False, annotations: Path | None = None, list_file: Path | None = None
 ) -> list[Record]:
     """Records for discover: VOC07/VOC12 (``data`` = the VOC20XX folder) or COCO20k
     (``data`` = train2014 images, ``annotations`` = instances_train2014.json, ``list_file`` = the 20k list)."""

@@ -177,11 +177,7 @@ def main_lost(dataset, model, device, patch_size=16, dinoseg=False, dinoseg_head
         im_name = inp[1]["annotation"]["filename"]
         if im_name is None:
             continue
-        size_im = (
-            img.shape[0],
-            int(np.ceil(img.shape[1] / patch_size) * patch_size),
-            int(np.ceil(img.shape[2] / patch_size) * patch_size),
-        )
+        size_im = (img.shape[0], int(np.ceil(img.shape[1] / patch_size) * patch_size), int(np.ceil(img.shape[2] / patch_size) * patch_size))
         paded = torch.zeros(size_im)
         paded[:, : img.shape[1], : img.shape[2]] = img
         img = paded

@@ -509,12 +509,7 @@ def test_missing_unreadable_and_foreign_files(tmp_path):
         load_checkpoint(tmp_path / "nope.pth")
     with pytest.raises(SimpoolBenchError, match="is a directory"):
         load_checkpoint(tmp_path)
-    cases = {
-        "garbage.pth": os.urandom(4096),
-        "empty.pth": b"",
-        "text.pth": b'{"not": "a checkpoint"}\n',
-        "trunc.pth": b"",
-    }
+    cases = {"garbage.pth": os.urandom(4096), "empty.pth": b"", "text.pth": b'{"not": "a checkpoint"}\n', "trunc.pth": b""}
     good = tmp_path / "good.pth"
     torch.save({"a": torch.zeros(3)}, good)
     cases["trunc.pth"] = good.read_bytes()[:200]

@@ -10,13 +10,7 @@ import pytest
 import scipy.ndimage
 import torch
 
-from simpool_bench.discovery import (
-    boxes_from_attention,
-    boxes_lost,
-    center_boxes,
-    full_image_boxes,
-    largest_component_extent,
-)
+from simpool_bench.discovery import boxes_from_attention, boxes_lost, center_boxes, full_image_boxes, largest_component_extent
 from simpool_bench.errors import SimpoolBenchError
 
 import lost_reference as ref

@@ -23,14 +23,7 @@ import torch.distributed as dist
 from typer.testing import CliRunner
 
 from simpool_bench.cli import app
-from simpool_bench.engine import (
-    DIST_TIMEOUT_ENV,
-    FAULT_ENV,
-    FAULT_EXIT_CODE,
-    all_gather_indexed,
-    dist_timeout_s,
-    init_distributed,
-)
+from simpool_bench.engine import DIST_TIMEOUT_ENV, FAULT_ENV, FAULT_EXIT_CODE, all_gather_indexed, dist_timeout_s, init_distributed
 from simpool_bench.errors import SimpoolBenchError
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")

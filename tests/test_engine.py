@@ -5,15 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from simpool_bench.engine import (
-    ShardStore,
-    bucket_batches,
-    chunk_batches,
-    collate_with_failures,
-    make_shards,
-    my_shards,
-    resolve_device,
-)
+from simpool_bench.engine import ShardStore, bucket_batches, chunk_batches, collate_with_failures, make_shards, my_shards, resolve_device
 from simpool_bench.errors import SimpoolBenchError
 
 

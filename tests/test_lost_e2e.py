@@ -200,10 +200,7 @@ def lost_case(tmp_path_factory):
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")  # main_lost.py's rule
     model = ref.get_model_vit_small(torch.load(files[0], map_location="cpu", weights_only=True), device)
     dataset = ref.lost_voc_dataset(root)
-    expected = {
-        "lost": ref.main_lost(dataset, model, device),
-        "attn": ref.main_lost(dataset, model, device, dinoseg=True, dinoseg_head=4),
-    }
+    expected = {"lost": ref.main_lost(dataset, model, device), "attn": ref.main_lost(dataset, model, device, dinoseg=True, dinoseg_head=4)}
     return voc, files, expected, (model, dataset, device)
 
 

@@ -162,10 +162,7 @@ def test_dino_cls_quirk_only_off_grid():
     pos = plain.pos_embed.detach()
     assert dino_interpolate_pos_encoding(pos, 1, 4, (32, 32), 16) is pos
     torch.testing.assert_close(
-        dino_interpolate_pos_encoding(pos, 1, 15, (48, 80), 16),
-        official_dino_pos(pos, 16, 48, 80, 16, mode="official"),
-        atol=0,
-        rtol=0,
+        dino_interpolate_pos_encoding(pos, 1, 15, (48, 80), 16), official_dino_pos(pos, 16, 48, 80, 16, mode="official"), atol=0, rtol=0
     )
     x = images(2, 32, 32)
     with torch.no_grad():

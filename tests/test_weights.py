@@ -149,13 +149,7 @@ def _timm_state_dict(path, arch, seed, **kw):
     return path
 
 
-@pytest.mark.parametrize(
-    "arch,kw,source",
-    [
-        ("deit_tiny_patch16_224", {}, "cls"),
-        ("vit_tiny_patch16_224", dict(global_pool="map"), "map"),
-    ],
-)
+@pytest.mark.parametrize("arch,kw,source", [("deit_tiny_patch16_224", {}, "cls"), ("vit_tiny_patch16_224", dict(global_pool="map"), "map")])
 def test_commands_with_a_timm_state_dict(tmp_path, data, arch, kw, source):
     """A plain timm state dict (full-size tiny models, random weights) through every command."""
     wsol, voc = data

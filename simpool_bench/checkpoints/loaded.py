@@ -10,14 +10,7 @@ import torch
 
 from .keys import BUFFER_SUFFIXES, family_of_keys
 
-FORMATS: tuple[str, ...] = (
-    "official-supervised",
-    "official-dino",
-    "dino-backbone",
-    "timm-simpool",
-    "state-dict",
-    "safetensors",
-)
+FORMATS: tuple[str, ...] = ("official-supervised", "official-dino", "dino-backbone", "timm-simpool", "state-dict", "safetensors")
 PREFER_CHOICES: tuple[str, ...] = ("auto", "ema", "raw", "teacher", "student")
 
 

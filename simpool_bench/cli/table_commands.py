@@ -15,9 +15,7 @@ from .options import DeviceOpt, FormatOpt, TrustOpt
 
 
 def inspect(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file.")],
-    trust_checkpoint: TrustOpt = False,
-    fmt: FormatOpt = None,
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file.")], trust_checkpoint: TrustOpt = False, fmt: FormatOpt = None
 ) -> None:
     """Show a checkpoint's format, architecture, pooling, gamma, parameters and key mapping."""
     from rich.table import Table

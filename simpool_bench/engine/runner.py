@@ -26,16 +26,7 @@ from ..metrics.base import Accumulator
 from ..workers import usable_workers
 from .batching import Batch, FailureCounter, ListBatchSampler, chunk_batches, collate_with_failures, to_host
 from .config import EngineConfig, autocast, resolve_device
-from .distributed import (
-    RankMonitor,
-    check_same_work,
-    collective,
-    dist_rank,
-    dist_world,
-    fault_after_shard,
-    first_line,
-    next_monitor_tag,
-)
+from .distributed import RankMonitor, check_same_work, collective, dist_rank, dist_world, fault_after_shard, first_line, next_monitor_tag
 from .shards import ShardStore, make_shards, my_shards, recompute_notice
 
 #: Fraction of the loop's time spent waiting for decoded images above which a hint is printed.

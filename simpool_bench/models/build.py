@@ -49,11 +49,7 @@ DINO_EVAL_DATA_CONFIG: dict[str, Any] = {
 _RESERVED_TIMM_KWARGS = ("pretrained", "num_classes", "global_pool", "class_token", "fc_norm")
 
 
-_FAMILY_CLASSES: dict[str, type[BenchModel]] = {
-    "vit": ViTBenchModel,
-    "resnet": ResNetBenchModel,
-    "convnext": ConvNeXtBenchModel,
-}
+_FAMILY_CLASSES: dict[str, type[BenchModel]] = {"vit": ViTBenchModel, "resnet": ResNetBenchModel, "convnext": ConvNeXtBenchModel}
 
 
 def _family_class(family: str) -> Callable[..., BenchModel]:

@@ -28,12 +28,7 @@ def _heads_mean(attn: Tensor, head: int | None) -> Tensor:
 
 
 def dino_interpolate_pos_encoding(
-    pos_embed: Tensor,
-    num_prefix: int,
-    num_patches: int,
-    img_hw: tuple[int, int],
-    patch_size: int,
-    npatch_slip: bool = True,
+    pos_embed: Tensor, num_prefix: int, num_patches: int, img_hw: tuple[int, int], patch_size: int, npatch_slip: bool = True
 ) -> Tensor:
     """Position embeddings as the DINO / SimPool ViT ``interpolate_pos_encoding`` gives them.
 
