@@ -124,8 +124,6 @@ def paper_figure(
     """
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     _check_figure(fmt, cmap, dpi, images, maps, gt_boxes, pred_boxes, ious, image_ids, titles)
@@ -166,36 +164,38 @@ def paper_figure(
                 alpha,
             )
             if c == 0:
-                ax.text(
-                    0.5,
-                    -0.03,
-                    _image_caption(image_ids[r], gt),
-                    transform=ax.transAxes,
-                    ha="center",
-                    va="top",
-                    fontsize=FONT_PT,
-                    linespacing=1.15,
-                )
+                _caption(ax, _image_caption(image_ids[r], gt))
             if r == 0:
                 ax.set_title("image" if c == 0 else _wrap(str(titles[c - 1])), fontsize=FONT_PT + 1, pad=3, linespacing=1.1)
     if any_map:
-        cax = fig.add_axes(
-            (
-                (m + 1) * cell_w / fig_w + 0.05 / fig_w,
-                (legend_h + caption_h) / fig_h,
-                bar_w / fig_w,
-                (fig_h - title_h - caption_h - legend_h - 0.05) / fig_h,
-            )
-        )
-        bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), colour), cax=cax)
-        bar.set_label("normalised map (per image)", fontsize=FONT_PT)
-        bar.ax.tick_params(labelsize=FONT_PT)
+        bar_rect = ((m + 1) * cell_w / fig_w + 0.05 / fig_w, (legend_h + caption_h) / fig_h, bar_w / fig_w)
+        _colorbar(fig, colour, (*bar_rect, (fig_h - title_h - caption_h - legend_h - 0.05) / fig_h))
     _legend(fig, lost is not None, pad / fig_w, legend_cols)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    return _save(fig, out_path, fmt, dpi)
+
+
+def _caption(ax: Any, text: str) -> None:
+    """The image column's caption under its axes."""
+    ax.text(0.5, -0.03, text, transform=ax.transAxes, ha="center", va="top", fontsize=FONT_PT, linespacing=1.15)
+
+
+def _colorbar(fig: Any, colour: Any, rect: tuple[float, float, float, float]) -> None:
+    """One colour bar for every heat map (each map is min-max normalised per image)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), colour), cax=fig.add_axes(rect))
+    bar.set_label("normalised map (per image)", fontsize=FONT_PT)
+    bar.ax.tick_params(labelsize=FONT_PT)
+
+
+def _save(fig: Any, out_path: str | os.PathLike, fmt: str, dpi: int) -> Path:
+    """Write ``fig`` (editable text in vector output)."""
     from matplotlib import rc_context
 
-    with rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):  # editable text in vector output
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
         fig.savefig(out, format=fmt, dpi=dpi)
     return out
 

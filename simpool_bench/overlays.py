@@ -106,8 +106,8 @@ class MapSource:
 def model_source(
     model: BenchModel, records: Sequence[Record], config: EngineConfig, *, protocol: str, cam_target: str = "gt", label: str | None = None
 ) -> MapSource:
-    """Maps computed by ``model`` as ``protocol`` feeds images (``map_store.compute_maps``)."""
-    from .map_store import MapBatch, compute_maps
+    """Maps computed by ``model`` as ``protocol`` feeds images (``extraction.compute_maps``)."""
+    from .extraction import MapBatch, compute_maps
 
     def fetch(indices: Sequence[int]) -> dict[int, np.ndarray]:
         got: dict[int, np.ndarray] = {}
@@ -142,8 +142,8 @@ def lost_source(
     from .data.images import ImageDataset
     from .discovery import boxes_lost, lost_degree_order
     from .engine import Batch, bucket_batches, evaluate
+    from .extraction import map_transform
     from .figures import LostPatches
-    from .map_store import map_transform
     from .transforms import padded_size
 
     if getattr(model, "family", "") != "vit":

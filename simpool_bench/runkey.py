@@ -40,6 +40,7 @@ CODE_FILES: tuple[str, ...] = (
     "tasks",
     "finite.py",
     "map_store.py",
+    "extraction.py",
     "map_sources.py",
     "models",
     "pooling.py",

@@ -157,8 +157,9 @@ def run_discover(spec: DiscoverSpec, engine: EngineConfig, out: Path | None = No
 
 def run_extract(spec: ExtractSpec, engine: EngineConfig, out: Path) -> RunResult:
     """The spec's model's attention maps into the map store ``out`` (resumable; see ``map_store``).
-    ``RunResult.extras['report']`` is the ``map_store.ExtractReport``."""
-    from .map_store import extract_maps, protocol_for
+    ``RunResult.extras['report']`` is the ``extraction.ExtractReport``."""
+    from .extraction import extract_maps
+    from .map_store import protocol_for
 
     d = spec.data
     protocol = protocol_for(d.dataset)

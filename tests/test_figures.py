@@ -12,8 +12,8 @@ from simpool_bench import api
 from simpool_bench import overlays as V
 from simpool_bench.engine import EngineConfig
 from simpool_bench.errors import SimpoolBenchError
+from simpool_bench.extraction import map_transform
 from simpool_bench.figures import LostPatches, normalized_map, paper_figure
-from simpool_bench.map_store import map_transform
 from simpool_bench.models import build_model
 
 from conftest import build_voc_dataset

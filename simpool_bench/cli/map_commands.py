@@ -63,70 +63,24 @@ from .options import (
 
 def extract(
     ctx: typer.Context,
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out", "-o", help="The map store folder (created; resumed when it holds this command's maps).", rich_help_panel="Output"
-        ),
-    ],
-    dataset: DatasetOpt = MapDataset("cub"),
-    data: DataOpt = None,
-    metadata: MetadataOpt = None,
-    split: SplitOpt = None,
-    annotations: AnnOpt = None,
-    list_file: ListOpt = None,
-    no_hard: NoHardOpt = False,
-    dtype: Annotated[
-        MapDtype,
-        typer.Option(
-            "--dtype",
-            help="float16 (half the size; numbers from the maps can differ slightly from the direct run) | float32 (exactly the direct run's numbers).",
-            rich_help_panel="Output",
-        ),
-    ] = MapDtype.float16,
-    features: Annotated[
-        bool, typer.Option("--features", help="Also store the pooled features (same dtype).", rich_help_panel="Output")
-    ] = False,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume/--no-resume",
-            help="Keep the intact shards already in OUT (default); --no-resume deletes them and starts over.",
-            rich_help_panel="Run",
-        ),
-    ] = True,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The map store folder (created; resumed when it holds this command's maps).", rich_help_panel="Output")],
+    dataset: DatasetOpt = MapDataset("cub"), data: DataOpt = None, metadata: MetadataOpt = None, split: SplitOpt = None,
+    annotations: AnnOpt = None, list_file: ListOpt = None, no_hard: NoHardOpt = False,
+    dtype: Annotated[MapDtype, typer.Option("--dtype", help="float16 (half the size; numbers from the maps can differ slightly from the direct run) | float32 (exactly the direct run's numbers).", rich_help_panel="Output")] = MapDtype.float16,
+    features: Annotated[bool, typer.Option("--features", help="Also store the pooled features (same dtype).", rich_help_panel="Output")] = False,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Keep the intact shards already in OUT (default); --no-resume deletes them and starts over.", rich_help_panel="Run")] = True,
     cam_target: CamTargetOpt = "gt",
-    model: ModelOpt = None,
-    pool: PoolOpt = None,
-    gamma: GammaOpt = None,
-    checkpoint: CkptOpt = None,
-    fmt: FormatOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    variant: VariantOpt = None,
-    min_scope: MinScopeOpt = MinScope.sample,
-    attn_source: AttnOpt = None,
-    cls_head: ClsHeadOpt = None,
-    num_classes: NumClassesOpt = None,
-    dino_pos_quirk: QuirkOpt = None,
-    prefer: PreferOpt = "auto",
-    pretrained: PretrainedOpt = False,
-    pretrained_file: PretrainedFileOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    rollout_fusion: RolloutFusionOpt = "mean",
-    rollout_discard: RolloutDiscardOpt = 0.0,
-    device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 64,
-    workers: WorkersOpt = None,
-    amp: AmpOpt = Amp.off,
-    channels_last: ChannelsLastOpt = False,
-    compile: CompileOpt = False,
-    shard_size: ShardOpt = 1024,
-    strict: StrictOpt = False,
-    dist_timeout: DistTimeoutOpt = None,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
+    fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
+    min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
+    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
+    pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+    rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
+    channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
+    strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None, max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     allow_nonfinite: NonFiniteOpt = False,
-) -> None:
+) -> None:  # fmt: skip
     """Attention maps to disk, in checksummed shards, so that localize/discover/visualize run without the model.
 
     Writes OUT/manifest.json (protocol, dataset, image ids, dtype, model provenance) and, per shard of
@@ -155,141 +109,37 @@ def extract(
 def visualize(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the PNGs and selection.csv.", rich_help_panel="Output")],
-    checkpoint: Annotated[
-        Optional[list[Path]],
-        typer.Option(
-            "--checkpoint",
-            "-c",
-            help="A model's checkpoint; repeat for several columns (model flags apply to all).",
-            rich_help_panel="Model",
-        ),
-    ] = None,
-    maps: Annotated[
-        Optional[list[Path]],
-        typer.Option("--maps", help="A map store written by extract, instead of a model; repeatable.", rich_help_panel="Model"),
-    ] = None,
-    label: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--label", help="Column titles, one per checkpoint then map store (default: file/folder names).", rich_help_panel="Output"
-        ),
-    ] = None,
-    dataset: DatasetOpt = MapDataset("cub"),
-    data: DataOpt = None,
-    metadata: MetadataOpt = None,
-    split: SplitOpt = None,
-    annotations: AnnOpt = None,
-    list_file: ListOpt = None,
-    no_hard: NoHardOpt = False,
-    ids: Annotated[
-        Optional[str], typer.Option("--ids", help="Comma-separated image ids to show, in this order.", rich_help_panel="Selection")
-    ] = None,
-    select: Annotated[
-        Select,
-        typer.Option(
-            "--select",
-            help="Without --ids: first N images, or best/worst N by the first column's IoU (ties: dataset order).",
-            rich_help_panel="Selection",
-        ),
-    ] = Select.first,
+    checkpoint: Annotated[Optional[list[Path]], typer.Option("--checkpoint", "-c", help="A model's checkpoint; repeat for several columns (model flags apply to all).", rich_help_panel="Model")] = None,
+    maps: Annotated[Optional[list[Path]], typer.Option("--maps", help="A map store written by extract, instead of a model; repeatable.", rich_help_panel="Model")] = None,
+    label: Annotated[Optional[list[str]], typer.Option("--label", help="Column titles, one per checkpoint then map store (default: file/folder names).", rich_help_panel="Output")] = None,
+    dataset: DatasetOpt = MapDataset("cub"), data: DataOpt = None, metadata: MetadataOpt = None, split: SplitOpt = None,
+    annotations: AnnOpt = None, list_file: ListOpt = None, no_hard: NoHardOpt = False,
+    ids: Annotated[Optional[str], typer.Option("--ids", help="Comma-separated image ids to show, in this order.", rich_help_panel="Selection")] = None,
+    select: Annotated[Select, typer.Option("--select", help="Without --ids: first N images, or best/worst N by the first column's IoU (ties: dataset order).", rich_help_panel="Selection")] = Select.first,
     n: Annotated[int, typer.Option("--n", min=1, help="How many images (rows).", rich_help_panel="Selection")] = 8,
-    threshold: Annotated[
-        float,
-        typer.Option(
-            "--threshold",
-            min=0.0,
-            max=0.999999,
-            help="cub/imagenet: score-map threshold of the predicted box (wsolevaluation: boxes of all contours, the best IoU shown).",
-            rich_help_panel="Selection",
-        ),
-    ] = 0.5,
-    threshold_from: Annotated[
-        Optional[list[Path]],
-        typer.Option(
-            "--threshold-from",
-            help="A localize run (folder or results file) per column: use its best_threshold at IoU 50 instead of --threshold.",
-            rich_help_panel="Selection",
-        ),
-    ] = None,
-    mass: Annotated[
-        float, typer.Option("--mass", help="VOC/COCO: attention mass of the predicted box (LOST: 0.6).", rich_help_panel="Selection")
-    ] = LOST.mass,
-    lost_compat: Annotated[
-        bool,
-        typer.Option(
-            "--lost-compat",
-            help="VOC/COCO: LOST dino_seg's defaults (head 4 of a CLS map, its component choice).",
-            rich_help_panel="Selection",
-        ),
-    ] = False,
-    curves: Annotated[
-        Optional[list[Path]],
-        typer.Option(
-            "--curves",
-            help="A localize run folder (boxacc_curve.csv) to plot; repeatable, labelled by folder name.",
-            rich_help_panel="Output",
-        ),
-    ] = None,
+    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=0.999999, help="cub/imagenet: score-map threshold of the predicted box (wsolevaluation: boxes of all contours, the best IoU shown).", rich_help_panel="Selection")] = 0.5,
+    threshold_from: Annotated[Optional[list[Path]], typer.Option("--threshold-from", help="A localize run (folder or results file) per column: use its best_threshold at IoU 50 instead of --threshold.", rich_help_panel="Selection")] = None,
+    mass: Annotated[float, typer.Option("--mass", help="VOC/COCO: attention mass of the predicted box (LOST: 0.6).", rich_help_panel="Selection")] = LOST.mass,
+    lost_compat: Annotated[bool, typer.Option("--lost-compat", help="VOC/COCO: LOST dino_seg's defaults (head 4 of a CLS map, its component choice).", rich_help_panel="Selection")] = False,
+    curves: Annotated[Optional[list[Path]], typer.Option("--curves", help="A localize run folder (boxacc_curve.csv) to plot; repeatable, labelled by folder name.", rich_help_panel="Output")] = None,
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Heat-map opacity.", rich_help_panel="Output")] = 0.5,
-    method: Annotated[
-        str,
-        typer.Option(
-            "--method",
-            help="VOC/COCO: attn (box from each map) | lost (LOST's box, seed and expanded patches; ViTs).",
-            rich_help_panel="Selection",
-        ),
-    ] = "attn",
-    k_patches: Annotated[
-        int, typer.Option("--k-patches", min=1, help="--method lost: seed expansion size (LOST: 100).", rich_help_panel="Selection")
-    ] = LOST.k_patches,
-    figure_format: Annotated[
-        FigureFormat, typer.Option("--format", help="Paper figure OUT/figure.<format>: png | pdf | svg.", rich_help_panel="Output")
-    ] = FigureFormat.png,
-    dpi: Annotated[
-        int, typer.Option("--dpi", min=20, max=1200, help="Paper figure resolution (dots per inch).", rich_help_panel="Output")
-    ] = 200,
-    cmap: Annotated[
-        str,
-        typer.Option("--cmap", help="Paper figure colour map (perceptual: inferno, viridis, magma, cividis).", rich_help_panel="Output"),
-    ] = "inferno",
+    method: Annotated[str, typer.Option("--method", help="VOC/COCO: attn (box from each map) | lost (LOST's box, seed and expanded patches; ViTs).", rich_help_panel="Selection")] = "attn",
+    k_patches: Annotated[int, typer.Option("--k-patches", min=1, help="--method lost: seed expansion size (LOST: 100).", rich_help_panel="Selection")] = LOST.k_patches,
+    figure_format: Annotated[FigureFormat, typer.Option("--format", help="Paper figure OUT/figure.<format>: png | pdf | svg.", rich_help_panel="Output")] = FigureFormat.png,
+    dpi: Annotated[int, typer.Option("--dpi", min=20, max=1200, help="Paper figure resolution (dots per inch).", rich_help_panel="Output")] = 200,
+    cmap: Annotated[str, typer.Option("--cmap", help="Paper figure colour map (perceptual: inferno, viridis, magma, cividis).", rich_help_panel="Output")] = "inferno",
     cam_target: CamTargetOpt = "gt",
-    model: ModelOpt = None,
-    pool: PoolOpt = None,
-    gamma: GammaOpt = None,
-    fmt: Annotated[
-        Optional[str],
-        typer.Option(
-            "--checkpoint-format",
-            help="Force the checkpoint format (what --format is in the other commands; here --format is the figure's).",
-            rich_help_panel="Model",
-        ),
-    ] = None,
-    trust_checkpoint: TrustOpt = False,
-    variant: VariantOpt = None,
+    model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None,
+    fmt: Annotated[Optional[str], typer.Option("--checkpoint-format", help="Force the checkpoint format (what --format is in the other commands; here --format is the figure's).", rich_help_panel="Model")] = None,
+    trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
     min_scope: MinScopeOpt = MinScope.sample,
-    attn_source: Annotated[
-        Optional[str],
-        typer.Option(
-            "--attn-source",
-            help="Map source(s), comma-separated for one column each per checkpoint: simpool | cls | cam | map | rollout | gradcam.",
-            rich_help_panel="Model",
-        ),
-    ] = None,
+    attn_source: Annotated[Optional[str], typer.Option("--attn-source", help="Map source(s), comma-separated for one column each per checkpoint: simpool | cls | cam | map | rollout | gradcam.", rich_help_panel="Model")] = None,
     cls_head: ClsHeadOpt = None,
-    num_classes: NumClassesOpt = None,
-    dino_pos_quirk: QuirkOpt = None,
-    prefer: PreferOpt = "auto",
-    pretrained: PretrainedOpt = False,
-    pretrained_file: PretrainedFileOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    rollout_fusion: RolloutFusionOpt = "mean",
-    rollout_discard: RolloutDiscardOpt = 0.0,
-    device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 16,
-    workers: WorkersOpt = None,
-    amp: AmpOpt = Amp.off,
-) -> None:
+    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
+    pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+    rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = 16, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
+) -> None:  # fmt: skip
     """Attention overlays (image, heat map, GT boxes in green, predicted box in red) of several models side by side, and BoxAcc-vs-threshold curves.
 
     Writes OUT/figure.png (or .pdf/.svg with --format): the paper figure, a row per image and a column per

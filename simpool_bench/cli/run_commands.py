@@ -64,74 +64,32 @@ def show(table: Any, out: Path | None) -> None:
 
 def classify(
     ctx: typer.Context,
-    data: Annotated[
-        Path,
-        typer.Option(
-            "--data", "-d", help="ImageFolder root (class folders), a flat folder with --labels, or the image root of --metadata."
-        ),
-    ],
-    split: Annotated[
-        Optional[str],
-        typer.Option(
-            "--split",
-            help="Split: the sub-folder of --data to read (it must exist; default: val when there is one, else --data itself); recorded in the table.",
-        ),
-    ] = None,
+    data: Annotated[Path, typer.Option("--data", "-d", help="ImageFolder root (class folders), a flat folder with --labels, or the image root of --metadata.")],
+    split: Annotated[Optional[str], typer.Option("--split", help="Split: the sub-folder of --data to read (it must exist; default: val when there is one, else --data itself); recorded in the table.")] = None,
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset name recorded in the table.")] = "imagenet",
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Label file for a flat folder: 'filename label' lines or CSV.")] = None,
-    metadata: Annotated[
-        Optional[Path], typer.Option("--metadata", help="wsolevaluation metadata folder (image_ids.txt, class_labels.txt, ...).")
-    ] = None,
+    metadata: Annotated[Optional[Path], typer.Option("--metadata", help="wsolevaluation metadata folder (image_ids.txt, class_labels.txt, ...).")] = None,
     subset: Annotated[Optional[int], typer.Option("--subset", min=1, help="Only the first N images per class (ImageNet-20%: 260).")] = None,
-    knn_train: Annotated[
-        Optional[Path], typer.Option("--knn-train", help="ImageFolder train split: memory bank for weighted k-NN (DINO: k=20, T=0.07).")
-    ] = None,
+    knn_train: Annotated[Optional[Path], typer.Option("--knn-train", help="ImageFolder train split: memory bank for weighted k-NN (DINO: k=20, T=0.07).")] = None,
     knn_k: Annotated[int, typer.Option("--knn-k", min=1)] = DINO_KNN.k,
     knn_temperature: Annotated[float, typer.Option("--knn-temperature")] = DINO_KNN.temperature,
     per_class: Annotated[bool, typer.Option("--per-class", help="Also write per_class.csv (top-1 per class).")] = False,
-    resize: Annotated[
-        Optional[int], typer.Option("--resize", min=1, help="Override the resize (short side) of the timm eval transform.")
-    ] = None,
+    resize: Annotated[Optional[int], typer.Option("--resize", min=1, help="Override the resize (short side) of the timm eval transform.")] = None,
     crop: Annotated[Optional[int], typer.Option("--crop", min=1, help="Override the center-crop size.")] = None,
     interpolation: Annotated[Optional[str], typer.Option("--interpolation", help="bilinear | bicubic | nearest.")] = None,
-    crop_pct: Annotated[
-        Optional[float],
-        typer.Option("--crop-pct", help="Center-crop fraction (resize = crop size / crop_pct; default: the model's pretrained config)."),
-    ] = None,
-    model: ModelOpt = None,
-    pool: PoolOpt = None,
-    gamma: GammaOpt = None,
-    checkpoint: CkptOpt = None,
-    fmt: FormatOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    variant: VariantOpt = None,
-    min_scope: MinScopeOpt = MinScope.sample,
-    attn_source: AttnOpt = None,
-    cls_head: ClsHeadOpt = None,
-    num_classes: NumClassesOpt = None,
-    dino_pos_quirk: QuirkOpt = None,
-    prefer: PreferOpt = "auto",
-    pretrained: PretrainedOpt = False,
-    pretrained_file: PretrainedFileOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    rollout_fusion: RolloutFusionOpt = "mean",
-    rollout_discard: RolloutDiscardOpt = 0.0,
-    device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 64,
-    workers: WorkersOpt = None,
-    amp: AmpOpt = Amp.off,
-    channels_last: ChannelsLastOpt = False,
-    compile: CompileOpt = False,
-    shard_size: ShardOpt = 1024,
-    resume: ResumeOpt = True,
-    strict: StrictOpt = False,
-    dist_timeout: DistTimeoutOpt = None,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
-    allow_nonfinite: NonFiniteOpt = False,
-    out: OutOpt = None,
+    crop_pct: Annotated[Optional[float], typer.Option("--crop-pct", help="Center-crop fraction (resize = crop size / crop_pct; default: the model's pretrained config).")] = None,
+    model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
+    fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
+    min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
+    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
+    pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+    rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
+    channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
+    resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, allow_nonfinite: NonFiniteOpt = False, out: OutOpt = None,
     formats: FormatsOpt = "json",
-) -> None:
+) -> None:  # fmt: skip
     """Top-1/top-5 accuracy (and weighted k-NN for self-supervised checkpoints). Writes OUT/results.csv."""
     from .. import runs
     from ..specs import ClassifySpec
