@@ -12,6 +12,7 @@ import typer
 
 from ..data.inputs import DEFAULT_MAX_PIXELS
 from ..errors import SimpoolBenchError
+from ..families import POOLS
 from ..registry import DATASETS
 
 if TYPE_CHECKING:
@@ -21,11 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_MAX_PIXELS"]
 
 
-class Pool(str, Enum):
-    simpool = "simpool"
-    cls = "cls"
-    gap = "gap"
-    map = "map"
+# the pools build_model knows (families.POOLS: simpool, cls, gap, map), one list for both
+Pool = Enum("Pool", {name: name for name in POOLS}, type=str)  # type: ignore[misc]
 
 
 class Amp(str, Enum):
