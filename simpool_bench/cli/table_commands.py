@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -33,26 +34,47 @@ def inspect(
         err_console.print(f"warning: non-finite weights (NaN or inf): {info['non_finite']}", highlight=False, markup=False, soft_wrap=True)
 
 
+class By(str, Enum):
+    run = "run"
+    checkpoint = "checkpoint"
+    label = "label"
+
+
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Result files (results.parquet/.csv/.json) or run folders.")],
-    reference: Annotated[int, typer.Option("--reference", "-r", help="Index of the run the deltas are taken against.")] = 0,
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run folders, results files (.parquet/.csv/.json) or all_results.csv (several runs, split by run_id); "
+            "a folder of run folders reads each."
+        ),
+    ],
+    by: Annotated[By, typer.Option("--by", help="Rows: one per run, per checkpoint (across tasks and datasets), or per label.")] = By.run,
+    metrics: Annotated[
+        Optional[str],
+        typer.Option("--metrics", help="Comma-separated metrics, in column order (maxboxacc@50: one IoU threshold, knn_top1@20: one k)."),
+    ] = None,
+    reference: Annotated[
+        str, typer.Option("--reference", "-r", help="Row (index or label) the deltas are taken against; 'none': no deltas.")
+    ] = "0",
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the table as Markdown.")] = None,
     latex: Annotated[Optional[Path], typer.Option("--latex", help="Also write the table as LaTeX (booktabs, best bold).")] = None,
-    labels: Annotated[Optional[str], typer.Option("--labels", help="Comma-separated row labels, one per run.")] = None,
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Also write the table as CSV (full precision).")] = None,
+    labels: Annotated[
+        Optional[str], typer.Option("--labels", help="Comma-separated row labels, one per row (--by label: one per input, the grouping).")
+    ] = None,
 ) -> None:
-    """Side-by-side table of several runs, with deltas against a reference run."""
+    """Side-by-side table of runs, checkpoints or labels, with deltas against a reference row."""
     from .. import results as R
 
-    frames = [R.read_run(_result_file(p)) for p in runs]
     lab = [s.strip() for s in labels.split(",")] if labels else None
-    table = R.compare(frames, reference=reference, labels=lab)
+    table = R.compare(runs, reference=R.parse_reference(reference), labels=lab, by=by.value, metrics=metrics)
+    for item in table.attrs.get("unmatched", []):
+        err_console.print(f"note: --metrics {item}: no input has this metric", highlight=False, markup=False, soft_wrap=True)
     console.print(R.compare_console_table(table))
-    if markdown is not None:
-        atomic_write(markdown, R.compare_to_markdown(table).encode())
-        console.print(f"wrote {markdown}")
-    if latex is not None:
-        atomic_write(latex, R.compare_to_latex(table).encode())
-        console.print(f"wrote {latex}")
+    for path, render in ((markdown, R.compare_to_markdown), (latex, R.compare_to_latex), (csv, R.compare_to_csv)):
+        if path is not None:
+            atomic_write(path, render(table).encode())
+            console.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _result_file(path: Path) -> Path:

@@ -2,8 +2,8 @@
 
 - ``table``: the schema (columns, version), ``Provenance``, ``make_table`` and the table checks;
 - ``store``: ``write_run`` (all files or none, with a manifest), ``read_run``, ``read_baseline``;
-- ``render``: values as shown, Markdown, LaTeX and console tables of one run;
-- ``compare``: runs side by side with deltas, and its renderers;
+- ``render``: values as shown; Markdown, LaTeX, CSV and console tables of one run and of ``compare``;
+- ``compare``: runs side by side (per run, checkpoint or label) with deltas;
 - ``gate``: ``check`` against a baseline with per-metric tolerances, and its exit codes.
 
 Every name is re-exported here: ``from simpool_bench.results import write_run`` keeps working.
@@ -13,7 +13,17 @@ from __future__ import annotations
 
 from ..files import sha256_file
 from ..metrics.catalog import Direction
-from .compare import compare, compare_console_table, compare_to_latex, compare_to_markdown
+from .compare import (
+    ALL_RESULTS,
+    BY_CHOICES,
+    MetricSelector,
+    cell_name,
+    compare,
+    compare_by_checkpoint,
+    parse_metrics,
+    parse_reference,
+    read_inputs,
+)
 from .gate import (
     CHECK_PROVENANCE_FIELDS,
     DEFAULT_TOLERANCE,
@@ -32,7 +42,19 @@ from .gate import (
     load_tolerances,
     tolerance_for,
 )
-from .render import METRIC_LABELS, console_table, format_delta, format_value, latex_escape, to_latex, to_markdown
+from .render import (
+    METRIC_LABELS,
+    compare_console_table,
+    compare_to_csv,
+    compare_to_latex,
+    compare_to_markdown,
+    console_table,
+    format_delta,
+    format_value,
+    latex_escape,
+    to_latex,
+    to_markdown,
+)
 from .store import add_run_file, read_baseline, read_run, verify_run_file, write_run
 from .table import (
     COLUMNS,
@@ -52,6 +74,15 @@ from .table import (
 )
 
 __all__ = [
+    "ALL_RESULTS",
+    "BY_CHOICES",
+    "MetricSelector",
+    "cell_name",
+    "compare_by_checkpoint",
+    "compare_to_csv",
+    "parse_metrics",
+    "parse_reference",
+    "read_inputs",
     "CHECK_PROVENANCE_FIELDS",
     "COLUMNS",
     "DEFAULT_TOLERANCE",

@@ -1,178 +1,333 @@
-"""``compare``: runs side by side, with deltas against a reference run, and its renderers."""
+"""``compare``: runs side by side (one row per run, per checkpoint or per label), with deltas
+against a reference row. The renderers are in ``render``.
+
+Inputs are tables or paths, read alike: a run folder, a results file (.parquet/.csv/.json), an
+``all_results.csv`` (several runs' tables one after the other), a folder holding one, or a folder
+of run folders. Every input is split into runs by ``run_id``. The rows are then:
+
+- ``by="run"``: one per run (the inputs' order, then each input's run order);
+- ``by="checkpoint"``: one per checkpoint (its sha256, else its path; no-model baselines share one
+  row, a model without weights has a row per architecture), across tasks and datasets;
+- ``by="label"``: one per label: ``labels`` name the inputs, else a ``label`` column, else the
+  run's own label (model/pool [checkpoint file]).
+
+A row that gets two different runs' values for the same cell is an error (never a silent pick).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from rich.markup import escape
-from rich.table import Table
 
 from ..errors import SimpoolBenchError
 from ..metrics import catalog
-from .render import _decimals, _md_cell, _metric_label, format_delta, format_value, latex_escape
-from .store import _as_table
-from .table import KNOWN_METRICS, _is_na, _py, metric_key
+from .store import _as_table, read_run
+from .table import EXPORT_FILES, KEY_COLUMNS, KNOWN_METRICS, RECORD_FILES, _is_na, _py, _to_int, metric_key
+
+By = Literal["run", "checkpoint", "label"]
+BY_CHOICES: tuple[str, ...] = ("run", "checkpoint", "label")
+#: The file ``suite run`` and the demo write: several runs' tables concatenated.
+ALL_RESULTS = "all_results.csv"
+NO_MODEL_LABEL = "no-model baseline"
+#: The key columns of a metric row; ``k`` (the k of a k-NN row) is read when a table has it.
+_KEYS: tuple[str, ...] = tuple(KEY_COLUMNS) + (() if "k" in KEY_COLUMNS else ("k",))
+_RUN_FILES = (RECORD_FILES["parquet"], RECORD_FILES["csv"], EXPORT_FILES["json"])
 
 
-def _metric_order(metric: str) -> tuple[int, str]:
-    return (KNOWN_METRICS.index(metric), "") if metric in KNOWN_METRICS else (len(KNOWN_METRICS) - 2, metric)
+# ------------------------------------------------------------------------------------ metrics
+@dataclass(frozen=True)
+class MetricSelector:
+    """One ``--metrics`` item: a catalog metric, optionally ``@N``: one IoU threshold or one k."""
+
+    name: str
+    at: int | None = None
+
+    def matches(self, metric: str, iou: Any, k: Any) -> bool:
+        return metric == self.name and (self.at is None or self.at in (iou, k))
+
+    def __str__(self) -> str:
+        return self.name if self.at is None else f"{self.name}@{self.at}"
+
+
+def parse_metrics(spec: str | Sequence[str]) -> tuple[MetricSelector, ...]:
+    """``"top1,maxboxacc@50,knn_top1@20"`` (or a list of items) as selectors; a name the catalog
+    (``metrics.catalog``) does not know -> SimpoolBenchError listing the known names."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out: list[MetricSelector] = []
+    for item in (s.strip() for s in items):
+        if not item:
+            continue
+        name, at_sign, at = item.partition("@")
+        if name not in catalog.BY_NAME:
+            raise SimpoolBenchError(f"--metrics: unknown metric {name!r}; known: {', '.join(KNOWN_METRICS)}")
+        n = None
+        if at_sign:
+            try:
+                n = int(at)
+            except ValueError:
+                raise SimpoolBenchError(f"--metrics {item!r}: after '@' comes an IoU threshold or a k (an integer)") from None
+        if MetricSelector(name, n) not in out:
+            out.append(MetricSelector(name, n))
+    if not out:
+        raise SimpoolBenchError("--metrics: no metric named")
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------------ inputs
+@dataclass(frozen=True)
+class _Run:
+    """One run of one input: its rows, where they came from, its input's index."""
+
+    table: pd.DataFrame
+    source: str
+    input_index: int
+    run_id: str | None
+
+
+def _run_files(path: Path) -> list[Path]:
+    """The tables a path stands for: itself (a file or run folder), its all_results.csv, or every
+    run folder below it (sorted, hidden folders skipped)."""
+    if not path.is_dir():
+        return [path]
+    if any((path / n).is_file() for n in _RUN_FILES):
+        return [path]
+    if (path / ALL_RESULTS).is_file():
+        return [path / ALL_RESULTS]
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if any(n in files for n in _RUN_FILES):
+            found.append(Path(root))
+            dirs[:] = []
+    if not found:
+        raise SimpoolBenchError(f"{path}: folder holds no {', '.join(_RUN_FILES)} or {ALL_RESULTS}, nor any run folder")
+    return found
+
+
+def read_inputs(inputs: Sequence[pd.DataFrame | str | os.PathLike]) -> list[tuple[str, pd.DataFrame]]:
+    """(name, table) of every input; a folder of run folders gives one per run folder."""
+    out = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, pd.DataFrame):
+            df, name = _as_table(x, f"run {i}")
+            out.append((name, df))
+        else:
+            out += [(str(p), read_run(p)) for p in _run_files(Path(x))]
+    return out
+
+
+def _split_runs(tables: Sequence[tuple[str, pd.DataFrame]]) -> list[_Run]:
+    runs = []
+    for i, (source, df) in enumerate(tables):
+        if "run_id" not in df.columns:
+            runs.append(_Run(df.reset_index(drop=True), source, i, None))
+            continue
+        ids = df["run_id"].astype(object).where(df["run_id"].notna(), None)
+        for rid in dict.fromkeys(ids.tolist()):
+            part = df[(ids == rid) if rid is not None else ids.isna()].reset_index(drop=True)
+            runs.append(_Run(part, source, i, None if rid is None else str(rid)))
+    return runs
+
+
+# ------------------------------------------------------------------------------------ row keys
+def _cell(df: pd.DataFrame, r: int, col: str) -> Any:
+    return _py(df[col].iat[r]) if col in df.columns else None
 
 
 def _default_label(df: pd.DataFrame, i: int) -> str:
     if "model" not in df.columns or _py(df["model"].iloc[0]) is None:
         return f"run {i}"
-    p = {c: _py(df[c].iloc[0]) if c in df.columns else None for c in ("model", "pool", "gamma", "checkpoint")}
+    p = {c: _cell(df, 0, c) for c in ("model", "pool", "gamma", "checkpoint")}
     label = f"{p['model']}/{p['pool']}"
     if p["gamma"] is not None:
-        label += f" γ={p['gamma']:g}"
+        label += f" γ={float(p['gamma']):g}"
     if p["checkpoint"]:
         label += f" [{Path(p['checkpoint']).name}]"
     return label
 
 
-def compare(runs: Sequence[pd.DataFrame], reference: int | None = 0, labels: Sequence[str] | None = None) -> pd.DataFrame:
-    """Runs side by side: one row per run (index 'run': its label), columns a MultiIndex
-    (dataset, split, metric, stat) where metric is ``metric_key`` (e.g. ``maxboxacc@50``) and
-    stat is 'value' or, when ``reference`` is a run index, 'delta' (value minus the reference
-    run's value; 0 for the reference itself, NaN where either is missing). ``attrs['reference']``
-    holds the reference label."""
+def _checkpoint_key(df: pd.DataFrame, r: int, run_index: int) -> tuple[tuple, str]:
+    """(group key, default label) of a row by its checkpoint: sha256, else path; no-model
+    baselines share one; a model without weights groups by architecture."""
+    if "model" not in df.columns or _cell(df, r, "model") is None:
+        return ("run", run_index), f"run {run_index}"
+    sha, ckpt, model = _cell(df, r, "checkpoint_sha256"), _cell(df, r, "checkpoint"), str(_cell(df, r, "model"))
+    row = df.iloc[[r]].reset_index(drop=True)
+    if sha:
+        return ("sha256", sha), _default_label(row, run_index)
+    if ckpt:
+        return ("checkpoint", ckpt), _default_label(row, run_index)
+    if model.startswith("baseline:"):
+        return ("no-model",), NO_MODEL_LABEL
+    pool, gamma = _cell(df, r, "pool"), _cell(df, r, "gamma")
+    return ("no-weights", model, pool, gamma), f"{_default_label(row, run_index)} (no weights)"
+
+
+def _unique(labels: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    for lab in labels:
+        seen[lab] = seen.get(lab, 0) + 1
+    return [f"{lab} #{i}" if seen[lab] > 1 else lab for i, lab in enumerate(labels)]
+
+
+def _key_value(v: Any) -> int | None:
+    return None if _is_na(v) else _to_int(v)
+
+
+def cell_name(metric: str, iou: Any = None, k: Any = None) -> str:
+    """Column name of a metric row: ``maxboxacc@50`` (an IoU threshold), ``knn_top1@20`` (a k)."""
+    name = metric_key(metric, iou)
+    return name if _is_na(k) else f"{name}@{int(k)}"
+
+
+def _metric_order(metric: str, selectors: Sequence[MetricSelector] | None) -> int:
+    if selectors:
+        return min(i for i, s in enumerate(selectors) if s.name == metric)
+    return KNOWN_METRICS.index(metric) if metric in KNOWN_METRICS else len(KNOWN_METRICS) - 2
+
+
+# ------------------------------------------------------------------------------------ compare
+def compare(
+    runs: Sequence[pd.DataFrame | str | os.PathLike],
+    reference: int | str | None = 0,
+    labels: Sequence[str] | None = None,
+    *,
+    by: By = "run",
+    metrics: str | Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Runs side by side: one row per run, checkpoint or label (``by``, see the module docstring;
+    index: the row labels), columns a MultiIndex (dataset, split, metric, stat) where metric is
+    ``cell_name`` (e.g. ``maxboxacc@50``) and stat is 'value' or, when ``reference`` names a row
+    (index or label), 'delta' (value minus the reference row's; NaN where either is missing).
+
+    ``runs``: tables or paths (run folders, results files, all_results.csv). ``labels``: by run
+    and checkpoint, one per row in order; by label, one per input (the grouping). ``metrics``:
+    catalog names, ``name@N`` for one IoU threshold or k (``parse_metrics``); default all.
+    ``attrs``: 'reference' (its label), 'by', 'show_split' (a dataset holds several splits, or
+    by run), 'unmatched' (the ``metrics`` items no input has)."""
+    if by not in BY_CHOICES:
+        raise SimpoolBenchError(f"compare: by={by!r}; expected one of {', '.join(BY_CHOICES)}")
     if len(runs) == 0:
         raise SimpoolBenchError("compare needs at least one run")
-    if labels is not None and len(labels) != len(runs):
-        raise SimpoolBenchError(f"compare: {len(labels)} labels given for {len(runs)} runs")
-    if reference is not None and not -len(runs) <= reference < len(runs):
-        raise SimpoolBenchError(f"compare: reference run {reference} does not exist ({len(runs)} runs)")
-    tables = []
-    for i, run in enumerate(runs):
-        df, _ = _as_table(run, f"run {i}")
-        if "run_id" in df.columns and df["run_id"].nunique(dropna=False) > 1:
-            raise SimpoolBenchError(f"compare: run {i} holds {df['run_id'].nunique()} runs (run_id values); pass one table per run")
-        tables.append(df)
-    if labels is None:
-        labels = [_default_label(df, i) for i, df in enumerate(tables)]
-        seen: dict[str, int] = {}
-        for lab in labels:
-            seen[lab] = seen.get(lab, 0) + 1
-        labels = [f"{lab} #{i}" if seen[lab] > 1 else lab for i, lab in enumerate(labels)]
-    if len(set(labels)) != len(labels):
-        raise SimpoolBenchError(f"compare: labels must be unique, got {list(labels)}")
+    selectors = parse_metrics(metrics) if metrics is not None else None
+    if by == "label" and labels is not None and len(labels) != len(runs):
+        raise SimpoolBenchError(f"compare --by label: {len(labels)} labels given for {len(runs)} inputs")
+    inputs = read_inputs(runs)
+    if by == "label" and labels is not None and len(inputs) != len(runs):
+        raise SimpoolBenchError("compare --by label: labels name the inputs; a folder of run folders cannot take one label each")
+    all_runs = _split_runs(inputs)
 
-    cells: dict[tuple[str, str, str], dict[str, float]] = {}
+    groups: dict[tuple, str] = {}  # group key -> default label, in first-appearance order
+    cells: dict[tuple, dict[tuple, tuple[float, tuple, str]]] = {}  # group -> cell key -> (value, origin, source)
     datasets: list[tuple[str, str]] = []
-    order: dict[tuple[str, str, str], tuple] = {}
-    for lab, df in zip(labels, tables):
-        for r in df.itertuples(index=False):
-            ds = (r.dataset, r.split)
+    matched: set[MetricSelector] = set()
+    for j, run in enumerate(all_runs):
+        df = run.table
+        origin = ("run_id", run.run_id) if run.run_id is not None else ("input", run.input_index, j)
+        where = run.source if run.run_id is None else f"{run.source}, run_id {run.run_id}"
+        run_label = _default_label(df, j)
+        for r in range(len(df)):
+            gkey: tuple
+            if by == "run":
+                gkey, glabel = ("run", j), run_label
+            elif by == "checkpoint":
+                gkey, glabel = _checkpoint_key(df, r, j)
+            else:
+                own = _cell(df, r, "label")
+                glabel = labels[run.input_index] if labels is not None else (str(own) if own is not None else run_label)
+                gkey = ("label", glabel)
+            groups.setdefault(gkey, glabel)
+            row = {c: _cell(df, r, c) for c in _KEYS}
+            iou, k = _key_value(row.get("iou_threshold")), _key_value(row.get("k"))
+            hit = [s for s in selectors if s.matches(row["metric"], iou, k)] if selectors is not None else None
+            if hit is not None and not hit:
+                continue
+            matched.update(hit or ())
+            ds = (str(row["dataset"]), str(row["split"]))
             if ds not in datasets:
                 datasets.append(ds)
-            key = (r.dataset, r.split, metric_key(r.metric, r.iou_threshold))
-            order[key] = (datasets.index(ds), *_metric_order(r.metric), -1 if _is_na(r.iou_threshold) else int(r.iou_threshold))
-            cells.setdefault(key, {})[lab] = float(r.value)
-    keys = sorted(cells, key=lambda k: order[k])
-    stats = ("value",) if reference is None else ("value", "delta")
-    columns = pd.MultiIndex.from_tuples([(*k, s) for k in keys for s in stats], names=["dataset", "split", "metric", "stat"])
-    data = np.full((len(labels), len(columns)), np.nan)
-    ref_label = None if reference is None else labels[reference]
-    for j, k in enumerate(keys):
-        vals = np.array([cells[k].get(lab, np.nan) for lab in labels], dtype=np.float64)
+            key = (ds, row["metric"], iou, k)
+            value = float(df["value"].iat[r])
+            seen = cells.setdefault(gkey, {}).get(key)
+            if seen is not None and not (seen[1] == origin and (seen[0] == value or np.isnan(seen[0]) and np.isnan(value))):
+                raise SimpoolBenchError(
+                    f"compare --by {by}: row {glabel!r} gets two values for {ds[0]}/{ds[1]} {cell_name(row['metric'], iou, k)}: "
+                    f"{seen[0]:g} ({seen[2]}) and {value:g} ({where}); compare them --by run, or leave one out"
+                )
+            cells[gkey][key] = (value, origin, where)
+
+    row_keys = list(groups)
+    if by != "label" and labels is not None:
+        if len(labels) != len(row_keys):
+            what = "runs" if by == "run" else f"rows ({', '.join(groups.values())})"
+            raise SimpoolBenchError(f"compare --by {by}: {len(labels)} labels given for {len(row_keys)} {what}")
+        row_labels = [str(x) for x in labels]
+        if len(set(row_labels)) != len(row_labels):
+            raise SimpoolBenchError(f"compare: labels must be unique, got {row_labels}")
+    else:
+        row_labels = _unique([groups[g] for g in row_keys])
+    ref = _reference_index(reference, row_labels)
+
+    keys = sorted(
+        {key for g in cells.values() for key in g},
+        key=lambda c: (datasets.index(c[0]), _metric_order(c[1], selectors), c[1], c[2] or -1, c[3] or -1),
+    )
+    stats = ("value",) if ref is None else ("value", "delta")
+    columns = pd.MultiIndex.from_tuples(
+        [(*c[0], cell_name(*c[1:]), s) for c in keys for s in stats], names=["dataset", "split", "metric", "stat"]
+    )
+    data = np.full((len(row_keys), len(columns)), np.nan)
+    for j, c in enumerate(keys):
+        vals = np.array([cells.get(g, {}).get(c, (np.nan,))[0] for g in row_keys], dtype=np.float64)
         data[:, j * len(stats)] = vals
-        if ref_label is not None:
-            data[:, j * len(stats) + 1] = vals - cells[k].get(ref_label, np.nan)
-    out = pd.DataFrame(data, index=pd.Index(list(labels), name="run"), columns=columns)
-    out.attrs["reference"] = ref_label
+        if ref is not None:
+            data[:, j * len(stats) + 1] = vals - vals[ref]
+    out = pd.DataFrame(data, index=pd.Index(row_labels, name=by), columns=columns)
+    splits: dict[str, set[str]] = {}
+    for ds, split in {c[0] for c in keys}:
+        splits.setdefault(ds, set()).add(split)
+    out.attrs.update(
+        reference=None if ref is None else row_labels[ref],
+        by=by,
+        show_split=by == "run" or any(len(s) > 1 for s in splits.values()),
+        unmatched=[str(s) for s in selectors if s not in matched] if selectors is not None else [],
+    )
     return out
 
 
-def _base_metric(key: str) -> str:
-    return key.split("@", 1)[0]
+def _reference_index(reference: int | str | None, labels: list[str]) -> int | None:
+    if reference is None:
+        return None
+    if isinstance(reference, str):
+        if reference in labels:
+            return labels.index(reference)
+        raise SimpoolBenchError(f"compare: reference row {reference!r} does not exist; rows: {', '.join(labels)}")
+    if not -len(labels) <= reference < len(labels):
+        raise SimpoolBenchError(f"compare: reference run {reference} does not exist ({len(labels)} rows)")
+    return reference % len(labels)
 
 
-def _best_rows(cmp: pd.DataFrame, col: tuple) -> set[int]:
-    """Rows holding the best shown value of a value column (ties all count)."""
-    metric = _base_metric(col[2])
-    direction = catalog.direction(metric)
-    vals = cmp[col].to_numpy(dtype=np.float64)
-    if direction == "exact" or np.all(np.isnan(vals)):
-        return set()
-    shown = np.round(vals, _decimals(metric))
-    best = np.nanmax(shown) if direction == "higher" else np.nanmin(shown)
-    return {i for i, v in enumerate(shown) if v == best}
+def compare_by_checkpoint(
+    runs: Sequence[pd.DataFrame | str | os.PathLike],
+    metrics: str | Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+    reference: int | str | None = None,
+) -> pd.DataFrame:
+    """One row per checkpoint across tasks and datasets (a paper table): ``compare(by="checkpoint")``."""
+    return compare(runs, reference=reference, labels=labels, by="checkpoint", metrics=metrics)
 
 
-def _compare_cells(cmp: pd.DataFrame, bold: tuple[str, str], delta_fmt: tuple[str, str]) -> tuple[list[tuple], list[list[str]]]:
-    """(value column keys, rows of rendered cells) shared by the renderers."""
-    value_cols = [c for c in cmp.columns if c[3] == "value"]
-    ref = cmp.attrs.get("reference")
-    rows: list[list[str]] = [[] for _ in range(len(cmp))]
-    for col in value_cols:
-        metric = _base_metric(col[2])
-        best = _best_rows(cmp, col)
-        has_delta = (*col[:3], "delta") in cmp.columns
-        for i, label in enumerate(cmp.index):
-            v = cmp[col].iloc[i]
-            s = format_value(metric, v)
-            if i in best:
-                s = f"{bold[0]}{s}{bold[1]}"
-            if has_delta and label != ref and not _is_na(v):
-                s += f" {delta_fmt[0]}({format_delta(metric, cmp[(*col[:3], 'delta')].iloc[i])}){delta_fmt[1]}"
-            rows[i].append(s)
-    return value_cols, rows
-
-
-def compare_to_markdown(cmp: pd.DataFrame) -> str:
-    """A ``compare`` table as Markdown: best value per column in bold, delta vs the reference in
-    parentheses."""
-    cols, rows = _compare_cells(cmp, ("**", "**"), ("", ""))
-    head = ["run"] + [f"{c[0]}/{c[1]} {c[2]}" for c in cols]
-    lines = ["| " + " | ".join(_md_cell(h) for h in head) + " |", "|---" + "|---:" * len(cols) + "|"]
-    ref = cmp.attrs.get("reference")
-    for label, cells in zip(cmp.index, rows):
-        name = f"{label} (ref)" if label == ref else label
-        lines.append("| " + " | ".join([_md_cell(name), *cells]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def compare_to_latex(cmp: pd.DataFrame) -> str:
-    """A ``compare`` table as a booktabs tabular: a header row per dataset/split, best value per
-    column in bold, delta vs the reference in small type."""
-    cols, rows = _compare_cells(cmp, (r"\textbf{", "}"), (r"{\scriptsize ", "}"))
-    groups: list[tuple[str, int]] = []
-    for c in cols:
-        g = f"{c[0]}/{c[1]}"
-        if groups and groups[-1][0] == g:
-            groups[-1] = (g, groups[-1][1] + 1)
-        else:
-            groups.append((g, 1))
-    lines = [rf"\begin{{tabular}}{{l{'r' * len(cols)}}}", r"\toprule"]
-    top, rules, start = ["Run"], [], 2
-    for g, n in groups:
-        top.append(rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(g)}}}")
-        rules.append(rf"\cmidrule(lr){{{start}-{start + n - 1}}}")
-        start += n
-    lines.append(" & ".join(top) + r" \\")
-    lines.append(" ".join(rules))
-    heads = [latex_escape(_metric_label(_base_metric(c[2]), c[2].split("@")[1] if "@" in c[2] else None)) for c in cols]
-    lines.append(" & ".join(["", *heads]) + r" \\")
-    lines.append(r"\midrule")
-    ref = cmp.attrs.get("reference")
-    for label, cells in zip(cmp.index, rows):
-        name = latex_escape(label) + (" (ref)" if label == ref else "")
-        lines.append(" & ".join([name, *cells]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
-
-
-def compare_console_table(cmp: pd.DataFrame) -> Table:
-    """A ``compare`` table for the console (rich): best value per column in bold."""
-    cols, rows = _compare_cells(cmp, ("[bold]", "[/bold]"), ("[dim]", "[/dim]"))
-    table = Table(title="simpool-bench compare")
-    table.add_column("run")
-    for c in cols:
-        table.add_column(escape(f"{c[0]}/{c[1]}\n{c[2]}"), justify="right")
-    ref = cmp.attrs.get("reference")
-    for label, cells in zip(cmp.index, rows):
-        table.add_row(escape(f"{label} (ref)" if label == ref else str(label)), *cells)
-    return table
+def parse_reference(text: str | None) -> int | str | None:
+    """``--reference``: a row index, a row label, or 'none' (no deltas)."""
+    if text is None or text.strip().lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text

@@ -1,9 +1,11 @@
-"""Rendering one run's table: values and deltas as shown, Markdown, LaTeX (booktabs), the console."""
+"""Rendering tables: values and deltas as shown; one run, and a ``compare`` table, as Markdown, LaTeX
+(booktabs), CSV and the console. Files never cut a cell; the console wraps a long one (never "…")."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.console import JustifyMethod
 from rich.markup import escape
@@ -142,4 +144,115 @@ def console_table(df: pd.DataFrame) -> Table:
         table.add_column(name, justify=justify)
     for r in df.itertuples(index=False):
         table.add_row(escape(r.dataset), escape(r.split), escape(r.metric), _fmt_iou(r.iou_threshold), format_value(r.metric, r.value))
+    return table
+
+
+# ------------------------------------------------------------------------------------ compare tables
+def _base_metric(key: str) -> str:
+    return key.split("@", 1)[0]
+
+
+def _best_rows(cmp: pd.DataFrame, col: tuple) -> set[int]:
+    """Rows holding the best shown value of a value column (ties all count)."""
+    metric = _base_metric(col[2])
+    direction = catalog.direction(metric)
+    vals = cmp[col].to_numpy(dtype=np.float64)
+    if direction == "exact" or np.all(np.isnan(vals)):
+        return set()
+    shown = np.round(vals, _decimals(metric))
+    best = np.nanmax(shown) if direction == "higher" else np.nanmin(shown)
+    return {i for i, v in enumerate(shown) if v == best}
+
+
+def _compare_cells(cmp: pd.DataFrame, bold: tuple[str, str], delta_fmt: tuple[str, str]) -> tuple[list[tuple], list[list[str]]]:
+    """(value column keys, rows of rendered cells) shared by the renderers."""
+    value_cols = [c for c in cmp.columns if c[3] == "value"]
+    ref = cmp.attrs.get("reference")
+    rows: list[list[str]] = [[] for _ in range(len(cmp))]
+    for col in value_cols:
+        metric = _base_metric(col[2])
+        best = _best_rows(cmp, col)
+        has_delta = (*col[:3], "delta") in cmp.columns
+        for i, label in enumerate(cmp.index):
+            v = cmp[col].iloc[i]
+            s = format_value(metric, v)
+            if i in best:
+                s = f"{bold[0]}{s}{bold[1]}"
+            if has_delta and label != ref and not _is_na(v):
+                s += f" {delta_fmt[0]}({format_delta(metric, cmp[(*col[:3], 'delta')].iloc[i])}){delta_fmt[1]}"
+            rows[i].append(s)
+    return value_cols, rows
+
+
+def _dataset_head(cmp: pd.DataFrame, col: tuple) -> str:
+    """``cub/test`` (by run, or a dataset with several splits) or ``cub``."""
+    return f"{col[0]}/{col[1]}" if cmp.attrs.get("show_split", True) else str(col[0])
+
+
+def _row_name(cmp: pd.DataFrame, label: Any) -> str:
+    return f"{label} (ref)" if label == cmp.attrs.get("reference") else str(label)
+
+
+def compare_to_markdown(cmp: pd.DataFrame) -> str:
+    """A ``compare`` table as Markdown: best value per column in bold, delta vs the reference in
+    parentheses."""
+    cols, rows = _compare_cells(cmp, ("**", "**"), ("", ""))
+    head = [cmp.index.name or "run"] + [f"{_dataset_head(cmp, c)} {c[2]}" for c in cols]
+    lines = ["| " + " | ".join(_md_cell(h) for h in head) + " |", "|---" + "|---:" * len(cols) + "|"]
+    for label, cells in zip(cmp.index, rows):
+        lines.append("| " + " | ".join([_md_cell(_row_name(cmp, label)), *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compare_to_latex(cmp: pd.DataFrame) -> str:
+    """A ``compare`` table as a booktabs tabular: a header row per dataset(/split), best value per
+    column in bold, delta vs the reference in small type."""
+    cols, rows = _compare_cells(cmp, (r"\textbf{", "}"), (r"{\scriptsize ", "}"))
+    groups: list[tuple[str, int]] = []
+    for c in cols:
+        g = _dataset_head(cmp, c)
+        if groups and groups[-1][0] == g:
+            groups[-1] = (g, groups[-1][1] + 1)
+        else:
+            groups.append((g, 1))
+    lines = [rf"\begin{{tabular}}{{l{'r' * len(cols)}}}", r"\toprule"]
+    top, rules, start = [str(cmp.index.name or "run").capitalize()], [], 2
+    for g, n in groups:
+        top.append(rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(g)}}}")
+        rules.append(rf"\cmidrule(lr){{{start}-{start + n - 1}}}")
+        start += n
+    lines.append(" & ".join(top) + r" \\")
+    lines.append(" ".join(rules))
+    heads = [latex_escape(_metric_label(_base_metric(c[2])) + (c[2][len(_base_metric(c[2])) :])) for c in cols]
+    lines.append(" & ".join(["", *heads]) + r" \\")
+    lines.append(r"\midrule")
+    ref = cmp.attrs.get("reference")
+    for label, cells in zip(cmp.index, rows):
+        name = latex_escape(str(label)) + (" (ref)" if label == ref else "")
+        lines.append(" & ".join([name, *cells]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def compare_to_csv(cmp: pd.DataFrame) -> str:
+    """A ``compare`` table as CSV, every value in full precision: the row label, then per column
+    ``DATASET[/SPLIT] METRIC`` (and ``... delta`` against the reference)."""
+    out = pd.DataFrame(index=range(len(cmp)))
+    out[cmp.index.name or "run"] = [str(x) for x in cmp.index]
+    for col in cmp.columns:
+        head = f"{_dataset_head(cmp, col)} {col[2]}" + ("" if col[3] == "value" else " delta")
+        out[head] = cmp[col].to_numpy(dtype=np.float64)
+    return out.to_csv(index=False, float_format=None)
+
+
+def compare_console_table(cmp: pd.DataFrame) -> Table:
+    """A ``compare`` table for the console (rich): best value per column in bold; a cell too wide
+    for the terminal wraps, it is never cut."""
+    cols, rows = _compare_cells(cmp, ("[bold]", "[/bold]"), ("[dim]", "[/dim]"))
+    table = Table(title="simpool-bench compare")
+    table.add_column(cmp.index.name or "run", overflow="fold")
+    for c in cols:
+        table.add_column(escape(f"{_dataset_head(cmp, c)}\n{c[2]}"), justify="right", overflow="fold")
+    for label, cells in zip(cmp.index, rows):
+        table.add_row(escape(_row_name(cmp, label)), *cells)
     return table
