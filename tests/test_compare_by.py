@@ -138,6 +138,8 @@ def test_by_checkpoint_builds_the_demo_headline_table(demo_runs, tmp_path):
         ]
     )
     same = R.compare(folders, by="checkpoint", metrics="top1,maxboxacc_v2,corloc", reference=None)
+    # columns: datasets of the first metric asked for first, then in order of appearance (sorted folders)
+    assert [c[0] for c in whole.columns] == ["demo", "demo-cub", "demo-coco20k", "demo-voc07"]
     pd.testing.assert_frame_equal(whole.loc[same.index, same.columns], same)
 
 

@@ -51,7 +51,10 @@ def compare(
     by: Annotated[By, typer.Option("--by", help="Rows: one per run, per checkpoint (across tasks and datasets), or per label.")] = By.run,
     metrics: Annotated[
         Optional[str],
-        typer.Option("--metrics", help="Comma-separated metrics, in column order (maxboxacc@50: one IoU threshold, knn_top1@20: one k)."),
+        typer.Option(
+            "--metrics",
+            help="Comma-separated metrics, in this order within each dataset (maxboxacc@50: one IoU threshold, knn_top1@20: one k).",
+        ),
     ] = None,
     reference: Annotated[
         str, typer.Option("--reference", "-r", help="Row (index or label) the deltas are taken against; 'none': no deltas.")

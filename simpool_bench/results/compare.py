@@ -12,6 +12,8 @@ of run folders. Every input is split into runs by ``run_id``. The rows are then:
   run's own label (model/pool [checkpoint file]).
 
 A row that gets two different runs' values for the same cell is an error (never a silent pick).
+Columns: datasets in order of appearance (with ``metrics``: those of the first metric asked for
+first), and within a dataset the metrics in ``metrics`` order (else the catalog's), IoU and k ascending.
 """
 
 from __future__ import annotations
@@ -274,10 +276,11 @@ def compare(
         row_labels = _unique([groups[g] for g in row_keys])
     ref = _reference_index(reference, row_labels)
 
-    keys = sorted(
-        {key for g in cells.values() for key in g},
-        key=lambda c: (datasets.index(c[0]), _metric_order(c[1], selectors), c[1], c[2] or -1, c[3] or -1),
-    )
+    present = {key for g in cells.values() for key in g}
+    # datasets in order of appearance; with --metrics, first those of the first metric asked for
+    first_metric = {ds: min(_metric_order(c[1], selectors) for c in present if c[0] == ds) for ds in datasets}
+    rank = {ds: (first_metric[ds] if selectors else 0, i) for i, ds in enumerate(datasets)}
+    keys = sorted(present, key=lambda c: (rank[c[0]], _metric_order(c[1], selectors), c[1], c[2] or -1, c[3] or -1))
     stats = ("value",) if ref is None else ("value", "delta")
     columns = pd.MultiIndex.from_tuples(
         [(*c[0], cell_name(*c[1:]), s) for c in keys for s in stats], names=["dataset", "split", "metric", "stat"]
