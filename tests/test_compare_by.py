@@ -243,3 +243,36 @@ def test_no_cell_is_ever_cut(tmp_path):
         R.write_run(r, tmp_path / f"r{i}", formats=())
     res = invoke_cli("compare", *[tmp_path / f"r{i}" for i in range(5)], "--labels", ",".join(labels))
     assert res.exit_code == 0 and "…" not in res.output
+
+
+def test_checkpoint_rows_follow_sha256_then_path():
+    rows = lambda ds, v: R.metric_rows(ds, "val", {"top1": v})  # noqa: E731
+    same_sha = [
+        _table(rows("a", 1.0), run_id="1", checkpoint="x/ck.pth", checkpoint_sha256="s1"),
+        _table(rows("b", 2.0), run_id="2", checkpoint="copy/of/ck.pth", checkpoint_sha256="s1"),  # a copy: same row
+    ]
+    by_path = [
+        _table(rows("a", 3.0), run_id="3", checkpoint="timm:vit_small", checkpoint_sha256=None),
+        _table(rows("b", 4.0), run_id="4", checkpoint="timm:vit_small", checkpoint_sha256=None),
+    ]
+    no_weights = _table(rows("a", 5.0), run_id="5", checkpoint=None, checkpoint_sha256=None, checkpoint_format="random-init")
+    nomodel = dict(checkpoint=None, checkpoint_sha256=None, pool="none", gamma=None)
+    baselines = [_table(rows("c", 6.0), run_id="6", model="baseline:center", **nomodel)]
+    baselines.append(_table(rows("d", 7.0), run_id="7", model="baseline:center-gaussian", **nomodel))
+    cmp = R.compare([*same_sha, *by_path, no_weights, *baselines], by="checkpoint", reference=None)
+    assert list(cmp.index) == [
+        "vit_small_patch16_224/simpool γ=1.25 [ck.pth]",
+        "vit_small_patch16_224/simpool γ=1.25 [timm:vit_small]",
+        "vit_small_patch16_224/simpool γ=1.25 (no weights)",
+        "no-model baseline",
+    ]
+    got = {(lab, c[0]): v for lab, row in cmp.iterrows() for c, v in row.items() if not math.isnan(v)}
+    assert got == {
+        (cmp.index[0], "a"): 1.0,
+        (cmp.index[0], "b"): 2.0,
+        (cmp.index[1], "a"): 3.0,
+        (cmp.index[1], "b"): 4.0,
+        (cmp.index[2], "a"): 5.0,
+        ("no-model baseline", "c"): 6.0,
+        ("no-model baseline", "d"): 7.0,
+    }
