@@ -35,7 +35,7 @@ def _default_label(df: pd.DataFrame, i: int) -> str:
 
 def compare(runs: Sequence[pd.DataFrame], reference: int | None = 0, labels: Sequence[str] | None = None) -> pd.DataFrame:
     """Runs side by side: one row per run (index 'run': its label), columns a MultiIndex
-    (dataset, split, metric, stat) where metric is ``metric_key`` (e.g. ``maxboxacc@50``) and
+    (dataset, split, metric, stat) where metric is ``metric_key`` (e.g. ``maxboxacc@50``, ``knn_top1@20``) and
     stat is 'value' or, when ``reference`` is a run index, 'delta' (value minus the reference
     run's value; 0 for the reference itself, NaN where either is missing). ``attrs['reference']``
     holds the reference label."""
@@ -68,8 +68,13 @@ def compare(runs: Sequence[pd.DataFrame], reference: int | None = 0, labels: Seq
             ds = (r.dataset, r.split)
             if ds not in datasets:
                 datasets.append(ds)
-            key = (r.dataset, r.split, metric_key(r.metric, r.iou_threshold))
-            order[key] = (datasets.index(ds), *_metric_order(r.metric), -1 if _is_na(r.iou_threshold) else int(r.iou_threshold))
+            key = (r.dataset, r.split, metric_key(r.metric, r.iou_threshold, r.k))
+            order[key] = (
+                datasets.index(ds),
+                *_metric_order(r.metric),
+                -1 if _is_na(r.iou_threshold) else int(r.iou_threshold),
+                -1 if _is_na(r.k) else int(r.k),
+            )
             cells.setdefault(key, {})[lab] = float(r.value)
     keys = sorted(cells, key=lambda k: order[k])
     stats = ("value",) if reference is None else ("value", "delta")
