@@ -14,6 +14,7 @@ from simpool_bench import results as R
 from simpool_bench.engine import EngineConfig
 from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.metrics.knn import KNNAccumulator, MemoryBank, knn_votes
+
 from conftest import invoke_cli, said
 
 
@@ -39,9 +40,7 @@ def dino_knn_classifier(train_features, train_labels, test_features, test_labels
         retrieval_one_hot.resize_(batch_size * k, num_classes).zero_()
         retrieval_one_hot.scatter_(1, retrieved_neighbors.view(-1, 1), 1)
         distances_transform = distances.clone().div_(T).exp_()
-        probs = torch.sum(
-            torch.mul(retrieval_one_hot.view(batch_size, -1, num_classes), distances_transform.view(batch_size, -1, 1)), 1
-        )
+        probs = torch.sum(torch.mul(retrieval_one_hot.view(batch_size, -1, num_classes), distances_transform.view(batch_size, -1, 1)), 1)
         _, predictions = probs.sort(1, True)
         correct = predictions.eq(targets.data.view(-1, 1))
         top1 = top1 + correct.narrow(1, 0, 1).sum().item()
@@ -220,6 +219,8 @@ def test_cli_knn_k_list_subset_and_errors(tiny_knn, tmp_path):
         res = invoke_cli(*base, *args, "--no-resume")
         assert res.exit_code == 2 and msg in said(res), (args, res.output)
         assert "Traceback" not in res.output
+    res = invoke_cli("classify", "--data", d["test"], "--checkpoint", d["ckpt"], "--device", "cpu", "--knn-subset", "1")
+    assert res.exit_code == 2 and "error: --knn-subset picks part of the k-NN memory bank: give --knn-train DIR too" in said(res)
 
 
 # ----------------------------------------------------------------------------------- the k column

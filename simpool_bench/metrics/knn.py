@@ -196,7 +196,12 @@ class KNNAccumulator(Accumulator):
         self.misses, self._hits = misses, None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"index": self.index.clone(), "features": self.features.clone(), "targets": self.targets.clone(), "misses": self.misses.clone()}
+        return {
+            "index": self.index.clone(),
+            "features": self.features.clone(),
+            "targets": self.targets.clone(),
+            "misses": self.misses.clone(),
+        }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for name in ("index", "features", "targets", "misses"):

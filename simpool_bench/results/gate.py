@@ -276,9 +276,13 @@ def check(
 
     def index(df: pd.DataFrame) -> dict[tuple, float]:
         return {
-            (r.dataset, r.split, r.metric, None if _is_na(r.iou_threshold) else int(r.iou_threshold), None if _is_na(r.k) else int(r.k)): float(
-                r.value
-            )
+            (
+                r.dataset,
+                r.split,
+                r.metric,
+                None if _is_na(r.iou_threshold) else int(r.iou_threshold),
+                None if _is_na(r.k) else int(r.k),
+            ): float(r.value)
             for r in df.itertuples(index=False)
         }
 

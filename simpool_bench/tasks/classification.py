@@ -199,4 +199,3 @@ def classify(
     check_nonfinite(n_bad, res.n_images, "logits or features", config.allow_nonfinite)
     rows, extras = task.rows(res, dataset, split, len(records))
     return Outcome(rows, res.n_images, res.n_failed, extras, n_bad)
-
