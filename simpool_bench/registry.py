@@ -46,9 +46,9 @@ class LostProtocol:
 
 @dataclass(frozen=True)
 class KnnProtocol:
-    """DINO's weighted k-NN classifier on pooled features."""
+    """DINO's weighted k-NN classifier on pooled features: every k of ``ks`` in one pass."""
 
-    k: int = 20
+    ks: tuple[int, ...] = (10, 20, 100, 200)
     temperature: float = 0.07
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD

@@ -46,7 +46,7 @@ def run_classify(spec: ClassifySpec, engine: EngineConfig, out: Path | None = No
     records, classes = read_classification_data(d.data, d.split, d.labels, d.metadata, d.subset, default_split=spec.default_split)
     net, ckpt = load_model(spec.model)
     transform = classification_transform(net.data_config, spec.resize, spec.crop, spec.interpolation)
-    bank = read_classification_data(spec.knn_train)[0] if spec.knn_train is not None else None
+    bank = _knn_bank_records(spec)
     outcome = tasks.classify(
         net,
         records,
@@ -57,10 +57,26 @@ def run_classify(spec: ClassifySpec, engine: EngineConfig, out: Path | None = No
         knn_train=bank,
         knn_k=spec.knn_k,
         knn_temperature=spec.knn_temperature,
+        bank_cache=out,
     )
     size = net.data_config.get("input_size", (3, 0, 0))[-1] if spec.crop is None else spec.crop
     prov = provenance(net, ckpt, engine, image_size=int(size), n_images=outcome.n_images)
     return _result(outcome, prov, out, formats, per_class=spec.per_class, classes=classes)
+
+
+def _knn_bank_records(spec: ClassifySpec) -> list[Record] | None:
+    """The k-NN memory bank's records: ``knn_train`` (ImageFolder), with ``knn_subset`` N the first
+    N images of every class in sorted file order (as ``--subset``)."""
+    if spec.knn_train is None:
+        if spec.knn_subset is not None:
+            raise SimpoolBenchError("--knn-subset picks part of the k-NN memory bank: give --knn-train DIR too")
+        return None
+    try:
+        return read_classification_data(spec.knn_train, subset=spec.knn_subset)[0]
+    except SimpoolBenchError as err:
+        if spec.knn_subset is None or not str(err).startswith("subset per class"):
+            raise
+        raise SimpoolBenchError(f"--knn-subset {spec.knn_subset}: {err} (bank {spec.knn_train})") from None
 
 
 def _check_localize(spec: LocalizeSpec) -> None:

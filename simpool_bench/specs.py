@@ -74,13 +74,17 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ClassifySpec:
-    """Top-1/top-5 and DINO's weighted k-NN; ``resize``/``crop``/``interpolation`` override the eval transform."""
+    """Top-1/top-5 and DINO's weighted k-NN; ``resize``/``crop``/``interpolation`` override the eval transform.
+
+    k-NN: one row per k of ``knn_k``; ``knn_subset`` N keeps the first N bank images of every class
+    (sorted file order, as ``--subset``)."""
 
     data: DataSpec
     model: ModelOptions = field(default_factory=ModelOptions)
     knn_train: Path | None = None
-    knn_k: int = DINO_KNN.k
+    knn_k: tuple[int, ...] = DINO_KNN.ks
     knn_temperature: float = DINO_KNN.temperature
+    knn_subset: int | None = None
     per_class: bool = False
     resize: int | None = None
     crop: int | None = None

@@ -78,11 +78,11 @@ def test_knn_matches_direct_computation_on_toy_bank():
     scores = knn_predict(torch.from_numpy(test_f), bank, k=k, temperature=T).double().numpy()
     preds = _literal_knn(train_f, train_y, test_f, k, T, C)
     assert [int(np.argmax(s)) for s in scores] == [int(p[0]) for p in preds]
-    acc = KNNAccumulator(bank, k=k, temperature=T)
+    acc = KNNAccumulator(bank, ks=k, temperature=T)
     acc.update(torch.from_numpy(test_f[:10]), torch.from_numpy(test_y[:10]))
     acc.update(torch.from_numpy(test_f[10:]), torch.from_numpy(test_y[10:]))
     expected_top1 = 100.0 * sum(int(p[0] == t) for p, t in zip(preds, test_y)) / 25
-    assert acc.compute()["knn_top1"] == expected_top1
+    assert acc.compute()["knn_top1"][k] == expected_top1
 
 
 def test_knn_votes_are_exponential_weights():

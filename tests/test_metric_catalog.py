@@ -53,7 +53,7 @@ def test_compute_names_only_declared_metrics():
     topk.update(torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]]), torch.tensor([1, 2]))
     assert set(topk.compute()) == _names(TopKAccumulator) == {"top1", "top5"}
     bank = MemoryBank.from_features(torch.eye(3), torch.tensor([0, 1, 2]))
-    knn = KNNAccumulator(bank, k=2)
+    knn = KNNAccumulator(bank, ks=2)
     knn.update(torch.eye(3), torch.tensor([0, 1, 2]))
     assert set(knn.compute()) == _names(KNNAccumulator)
     corloc = CorLocAccumulator()

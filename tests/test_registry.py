@@ -16,7 +16,7 @@ def test_protocol_records_match_the_numeric_modules():
     assert registry.LOST.dinoseg_head == discovery.LOST_DINOSEG_HEAD
     assert registry.LOST.iou == corloc.CORLOC_IOU_THRESHOLD
     assert registry.LOST.eps == corloc.LOST_IOU_EPS
-    assert (registry.DINO_KNN.k, registry.DINO_KNN.temperature) == (classification.DINO_KNN_K, classification.DINO_KNN_TEMPERATURE)
+    assert (registry.DINO_KNN.ks, registry.DINO_KNN.temperature) == (classification.DINO_KNN_KS, classification.DINO_KNN_TEMPERATURE)
     for proto in (registry.WSOL, registry.LOST, registry.DINO_KNN):
         assert (proto.mean, proto.std) == (transforms.IMAGENET_MEAN, transforms.IMAGENET_STD)
 

@@ -21,7 +21,7 @@ from results_helpers import _prov, _rows, _run
 def test_make_table_columns_and_rows():
     df = _run()
     assert list(df.columns) == list(R.COLUMNS)
-    assert list(df.columns[:5]) == ["dataset", "split", "metric", "iou_threshold", "value"]
+    assert list(df.columns[:6]) == ["dataset", "split", "metric", "iou_threshold", "k", "value"]
     mb = df[df.metric == "maxboxacc"]
     assert mb["iou_threshold"].tolist() == [30, 50, 70]
     assert mb["value"].tolist() == [96.5, 80.125, 40.0]
@@ -119,7 +119,7 @@ def test_markdown_export_lists_every_row(tmp_path):
     parsed = [[c.strip() for c in ln.strip("|").split("|")] for ln in body]
     expected = [
         [d, s, m, "" if pd.isna(i) else str(int(i)), f"{v:.{3 if m == 'best_threshold' else 0 if m == 'n_failed' else 2}f}"]
-        for d, s, m, i, v in df[list(R.METRIC_COLUMNS)].itertuples(index=False)
+        for d, s, m, i, v in df[[c for c in R.METRIC_COLUMNS if c != "k"]].itertuples(index=False)  # no k-NN rows: no k column
     ]
     assert parsed == expected
     assert "vit_small_patch16_224" in md and "ckpt/vits_simpool.pth.tar" in md
@@ -217,6 +217,6 @@ def test_stored_provenance_takes_this_schema_version_and_new_columns():
     )
     prov = stored_provenance(store, n_images=3, method="attn")
     row = prov.as_row()
-    assert row["schema_version"] == R.SCHEMA_VERSION == 2
+    assert row["schema_version"] == R.SCHEMA_VERSION == 3
     assert row["attn_source"] == "cls" and row["cls_head"] is None and row["pos_interp"] is None
     assert list(row) == list(R.PROVENANCE_COLUMNS)

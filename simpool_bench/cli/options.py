@@ -13,7 +13,7 @@ import typer
 from ..data.inputs import DEFAULT_MAX_PIXELS
 from ..errors import SimpoolBenchError
 from ..families import POOLS
-from ..registry import DATASETS
+from ..registry import DATASETS, DINO_KNN
 
 if TYPE_CHECKING:
     from ..engine import EngineConfig
@@ -298,6 +298,21 @@ def parse_floats(flag: str, value: str | None) -> tuple[float, ...] | None:
         return tuple(float(x) for x in value.replace(" ", "").split(",") if x)
     except ValueError:
         raise SimpoolBenchError(f"{flag} {value!r}: expected comma-separated numbers, e.g. 0.485,0.456,0.406") from None
+
+
+#: ``--knn-k``'s default: DINO's k list, as the comma list the flag takes.
+KNN_KS_DEFAULT = ",".join(map(str, DINO_KNN.ks))
+
+
+def parse_ks(value: str) -> tuple[int, ...]:
+    """``--knn-k``: comma-separated distinct positive integers, e.g. 10,20,100,200."""
+    try:
+        ks = tuple(int(x) for x in value.replace(" ", "").split(",") if x)
+    except ValueError:
+        ks = ()
+    if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
+        raise SimpoolBenchError(f"--knn-k {value!r}: expected distinct positive integers separated by commas, e.g. 10,20,100,200")
+    return ks
 
 
 def parse_formats(formats: str) -> tuple[str, ...]:

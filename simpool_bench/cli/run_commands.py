@@ -11,6 +11,7 @@ from ..console import console
 from ..registry import DATASETS, DINO_KNN, DISCOVER_DATASETS, LOCALIZE_DATASETS, LOST, WSOL
 from .options import (
     DEFAULT_MAX_PIXELS,
+    KNN_KS_DEFAULT,
     Amp,
     AmpOpt,
     AttnOpt,
@@ -47,6 +48,7 @@ from .options import (
     TrustOpt,
     VariantOpt,
     WorkersOpt,
+    parse_ks,
 )
 
 
@@ -70,9 +72,10 @@ def classify(
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Label file for a flat folder: 'filename label' lines or CSV.")] = None,
     metadata: Annotated[Optional[Path], typer.Option("--metadata", help="wsolevaluation metadata folder (image_ids.txt, class_labels.txt, ...).")] = None,
     subset: Annotated[Optional[int], typer.Option("--subset", min=1, help="Only the first N images per class (ImageNet-20%: 260).")] = None,
-    knn_train: Annotated[Optional[Path], typer.Option("--knn-train", help="ImageFolder train split: memory bank for weighted k-NN (DINO: k=20, T=0.07).")] = None,
-    knn_k: Annotated[int, typer.Option("--knn-k", min=1)] = DINO_KNN.k,
-    knn_temperature: Annotated[float, typer.Option("--knn-temperature")] = DINO_KNN.temperature,
+    knn_train: Annotated[Optional[Path], typer.Option("--knn-train", help="ImageFolder train split: memory bank for DINO's weighted k-NN (its features are cached in OUT/knn_bank/).")] = None,
+    knn_k: Annotated[str, typer.Option("--knn-k", help="Comma list of k, one row each, all in one pass (DINO: 10,20,100,200).")] = KNN_KS_DEFAULT,
+    knn_temperature: Annotated[float, typer.Option("--knn-temperature", help="Temperature T of the exp(sim / T) vote weights.")] = DINO_KNN.temperature,
+    knn_subset: Annotated[Optional[int], typer.Option("--knn-subset", min=1, help="Only the first N bank images of every class (sorted file order, as --subset).")] = None,
     per_class: Annotated[bool, typer.Option("--per-class", help="Also write per_class.csv (top-1 per class).")] = False,
     resize: Annotated[Optional[int], typer.Option("--resize", min=1, help="Override the resize (short side) of the timm eval transform.")] = None,
     crop: Annotated[Optional[int], typer.Option("--crop", min=1, help="Override the center-crop size.")] = None,
@@ -100,8 +103,9 @@ def classify(
         p.data(),
         p.model(),
         knn_train=knn_train,
-        knn_k=knn_k,
+        knn_k=parse_ks(knn_k),
         knn_temperature=knn_temperature,
+        knn_subset=knn_subset,
         per_class=per_class,
         resize=resize,
         crop=crop,

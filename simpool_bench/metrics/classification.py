@@ -1,21 +1,27 @@
-"""Classification metrics: top-k accuracy (with per-class counts) and DINO's weighted k-NN.
+"""Classification metrics: top-k accuracy (with per-class counts); DINO's weighted k-NN lives in
+``metrics.knn`` (re-exported here).
 
-Both keep integer counts only, so sharded runs merge exactly.
+Top-k keeps integer counts only, so sharded runs merge exactly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 
 from .base import Accumulator
-from .catalog import KNN_METRICS, TOPK_METRICS
+from .catalog import TOPK_METRICS
+from .knn import DINO_KNN_KS, DINO_KNN_TEMPERATURE, KNNAccumulator, MemoryBank, knn_classify, knn_predict
 
-#: DINO's weighted k-NN protocol (Caron et al. 2021, ``eval_knn.py``): k=20, temperature 0.07.
-DINO_KNN_K = 20
-DINO_KNN_TEMPERATURE = 0.07
+__all__ = [
+    "DINO_KNN_KS",
+    "DINO_KNN_TEMPERATURE",
+    "KNNAccumulator",
+    "MemoryBank",
+    "TopKAccumulator",
+    "knn_classify",
+    "knn_predict",
+    "topk_correct",
+]
 
 
 def topk_correct(scores: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...]) -> torch.Tensor:
@@ -78,58 +84,3 @@ class TopKAccumulator(Accumulator):
         """Top-1 accuracy per class in percent (NaN for classes with no image)."""
         tot = self.class_total.double()
         return torch.where(tot > 0, 100.0 * self.class_correct.double() / tot.clamp(min=1), torch.nan)
-
-
-@dataclass
-class MemoryBank:
-    """k-NN memory bank: L2-normalised train features (N, d) and their labels (N,)."""
-
-    features: torch.Tensor
-    labels: torch.Tensor
-    num_classes: int
-
-    @classmethod
-    def from_features(cls, features: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> MemoryBank:
-        labels = labels.long()
-        n = int(labels.max()) + 1 if num_classes is None else num_classes
-        return cls(F.normalize(features.float(), dim=1), labels, n)
-
-
-def knn_predict(features: torch.Tensor, bank: MemoryBank, k: int = DINO_KNN_K, temperature: float = DINO_KNN_TEMPERATURE) -> torch.Tensor:
-    """DINO weighted k-NN class scores (B, C): cosine similarity to the k nearest bank entries,
-    each vote weighted by ``exp(sim / T)``."""
-    q = F.normalize(features.float(), dim=1).to(bank.features.device)
-    k = min(k, bank.features.shape[0])
-    sims, idx = (q @ bank.features.T).topk(k, dim=1, largest=True, sorted=True)
-    votes = torch.zeros(q.shape[0], bank.num_classes, device=q.device, dtype=sims.dtype)
-    votes.scatter_add_(1, bank.labels.to(q.device)[idx], (sims / temperature).exp())
-    return votes
-
-
-class KNNAccumulator(Accumulator):
-    """Weighted k-NN top-1/top-5 (DINO protocol) against a fixed memory bank."""
-
-    METRICS = KNN_METRICS
-    correct: torch.Tensor
-    total: torch.Tensor
-
-    def __init__(self, bank: MemoryBank, k: int = DINO_KNN_K, temperature: float = DINO_KNN_TEMPERATURE) -> None:
-        super().__init__()
-        self.bank, self.k, self.temperature = bank, k, temperature
-        self.add_state("correct", torch.zeros(2, dtype=torch.int64))
-        self.add_state("total", torch.zeros((), dtype=torch.int64))
-
-    def update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
-        scores = knn_predict(features, self.bank, self.k, self.temperature)
-        hits = topk_correct(scores, targets.to(scores.device).long(), (1, min(5, self.k)))
-        self.correct = self.correct + hits.sum(dim=0).cpu()
-        self.total = self.total + targets.numel()
-
-    def add_misses(self, n: int) -> None:
-        """Count ``n`` images as wrong (e.g. non-finite features)."""
-        self.total = self.total + int(n)
-
-    def compute(self) -> dict[str, float]:
-        total = int(self.total)
-        pct = [100.0 * int(c) / total if total else float("nan") for c in self.correct]
-        return {"knn_top1": pct[0], "knn_top5": pct[1]}

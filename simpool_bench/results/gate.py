@@ -49,6 +49,7 @@ CHECK_PROVENANCE_FIELDS: tuple[str, ...] = (
 """Provenance a run must share with the baseline (where the baseline records it)."""
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
+_KNN_METRICS = frozenset(m.name for m in catalog.KNN_METRICS)  # keyed by k: a tolerance 'knn_top1@200' is valid
 _EPS = 1e-9
 
 Status = Literal["ok", "regressed", "improved", "missing", "provenance-mismatch"]
@@ -68,10 +69,16 @@ class CheckRow:
     tolerance: float | None
     status: Status
     note: str = ""
+    k: int | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.dataset}/{self.split} {metric_key(self.metric, self.iou)}"
+        return f"{self.dataset}/{self.split} {metric_key(self.metric, self.iou, self.k)}"
+
+    @property
+    def shown_metric(self) -> str:
+        """The metric cell: the name, with ``@k`` for a k-NN row (the IoU has its own column)."""
+        return metric_key(self.metric, None, self.k)
 
 
 @dataclass
@@ -132,7 +139,7 @@ class CheckReport:
                         f"| {r.status}",
                         _md_cell(r.dataset),
                         _md_cell(r.split),
-                        _md_cell(r.metric),
+                        _md_cell(r.shown_metric),
                         _fmt_iou(r.iou),
                         _cell(r.metric, r.baseline),
                         _cell(r.metric, r.value),
@@ -178,7 +185,10 @@ def _validate_tolerances(tol: Mapping[str, Any], source: str) -> dict[str, float
                     f"{source}: unknown metric {key!r} in tolerances; expected 'default' or one of "
                     f"{', '.join(KNOWN_METRICS)} (optionally '@IOU', e.g. 'maxboxacc@70')"
                 )
-            if iou and not (iou.isdigit() and 0 < int(iou) <= 100):
+            if iou and metric in _KNN_METRICS:
+                if not (iou.isdigit() and int(iou) > 0):
+                    raise SimpoolBenchError(f"{source}: tolerance key {key!r}: the k after '@' must be a positive integer")
+            elif iou and not (iou.isdigit() and 0 < int(iou) <= 100):
                 raise SimpoolBenchError(f"{source}: tolerance key {key!r}: IoU threshold after '@' must be an integer in (0, 100]")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
             raise SimpoolBenchError(f"{source}: tolerance {key!r} = {v!r}; expected a non-negative number (absolute, in the metric's unit)")
@@ -208,11 +218,16 @@ def load_tolerances(path: str | os.PathLike) -> dict[str, float]:
 
 
 def tolerance_for(
-    metric: str, iou: int | None, tolerances: Mapping[str, float] | None = None, default_tolerance: float = DEFAULT_TOLERANCE
+    metric: str,
+    iou: int | None,
+    tolerances: Mapping[str, float] | None = None,
+    default_tolerance: float = DEFAULT_TOLERANCE,
+    k: int | None = None,
 ) -> float:
-    """The tolerance of one metric: given ``metric@iou``, given ``metric``, built-in
-    ``DEFAULT_TOLERANCES[metric]``, given ``default``, then ``default_tolerance``."""
+    """The tolerance of one metric: given ``metric@iou`` (``metric@k`` for a k-NN row), given
+    ``metric``, built-in ``DEFAULT_TOLERANCES[metric]``, given ``default``, then ``default_tolerance``."""
     tol = tolerances or {}
+    iou = iou if iou is not None else k
     if iou is not None and f"{metric}@{iou}" in tol:
         return tol[f"{metric}@{iou}"]
     if metric in tol:
@@ -261,21 +276,27 @@ def check(
 
     def index(df: pd.DataFrame) -> dict[tuple, float]:
         return {
-            (r.dataset, r.split, r.metric, None if _is_na(r.iou_threshold) else int(r.iou_threshold)): float(r.value)
+            (
+                r.dataset,
+                r.split,
+                r.metric,
+                None if _is_na(r.iou_threshold) else int(r.iou_threshold),
+                None if _is_na(r.k) else int(r.k),
+            ): float(r.value)
             for r in df.itertuples(index=False)
         }
 
     run_vals, base_vals = index(run_df), index(base_df)
     nan = [k for k, v in base_vals.items() if math.isnan(v)]
     if nan:
-        d, s_, m, i = nan[0]
+        d, s_, m, i, kk = nan[0]
         raise SimpoolBenchError(
-            f"baseline {base_src}: value of {d}/{s_} {metric_key(m, i)} is NaN"
+            f"baseline {base_src}: value of {d}/{s_} {metric_key(m, i, kk)} is NaN"
             f"{f' ({len(nan)} NaN values)' if len(nan) > 1 else ''}; a baseline must hold numbers"
         )
     rows: list[CheckRow] = []
     notes: list[str] = []
-    run_sets = sorted({(d, s) for d, s, *_ in run_vals})
+    run_sets = sorted({(d, s) for d, s, *_ in run_vals})  # keys: dataset, split, metric, iou, k
     base_sets = sorted({(d, s) for d, s, *_ in base_vals})
     if set(base_sets) - set(run_sets):
         notes.append(
@@ -300,20 +321,20 @@ def check(
             if len(bvals) != 1 or len(rvals) != 1 or not _prov_equal(next(iter(bvals)), next(iter(rvals))):
                 rows.append(CheckRow(d, s, f"provenance:{f}", None, bval, rval, None, None, "provenance-mismatch"))
 
-    for (d, s, m, iou), base in base_vals.items():
-        t = tolerance_for(m, iou, tol, default_tolerance)
-        value = run_vals.get((d, s, m, iou))
+    for (d, s, m, iou, k), base in base_vals.items():
+        t = tolerance_for(m, iou, tol, default_tolerance, k)
+        value = run_vals.get((d, s, m, iou, k))
         if value is None:
-            rows.append(CheckRow(d, s, m, iou, base, None, None, t, "missing", "absent from the run"))
+            rows.append(CheckRow(d, s, m, iou, base, None, None, t, "missing", "absent from the run", k))
         elif math.isnan(value):
-            rows.append(CheckRow(d, s, m, iou, base, value, None, t, "missing", "the run's value is NaN"))
+            rows.append(CheckRow(d, s, m, iou, base, value, None, t, "missing", "the run's value is NaN", k))
         else:
-            rows.append(CheckRow(d, s, m, iou, base, value, value - base, t, _judge(m, base, value, t)))
+            rows.append(CheckRow(d, s, m, iou, base, value, value - base, t, _judge(m, base, value, t), k=k))
     extra = sorted(set(run_vals) - set(base_vals), key=str)
     if extra:
         notes.append(
             f"{len(extra)} metric(s) of the run are not in the baseline (not gated): "
-            + ", ".join(f"{d}/{s} {metric_key(m, i)}" for d, s, m, i in extra[:10])
+            + ", ".join(f"{d}/{s} {metric_key(m, i, kk)}" for d, s, m, i, kk in extra[:10])
             + (" …" if len(extra) > 10 else "")
         )
     passed = not any(r.status in ("regressed", "missing", "provenance-mismatch") for r in rows)
@@ -331,7 +352,7 @@ def check_console_table(report: CheckReport) -> Table:
             r.status,
             escape(r.dataset),
             escape(r.split),
-            escape(r.metric),
+            escape(r.shown_metric),
             _fmt_iou(r.iou),
             escape(_cell(r.metric, r.baseline)),
             escape(_cell(r.metric, r.value)),

@@ -94,13 +94,19 @@ def _provenance_line(df: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
+def _has_k(df: pd.DataFrame) -> bool:
+    """The table has k-NN rows: show a ``k`` column (tables without one look as before)."""
+    return "k" in df.columns and bool(df["k"].notna().any())
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     """A run as a Markdown table, with its provenance and command line underneath."""
-    lines = ["| dataset | split | metric | IoU | value |", "|---|---|---|---:|---:|"]
+    has_k = _has_k(df)
+    lines = [f"| dataset | split | metric | IoU |{' k |' if has_k else ''} value |", f"|---|---|---|---:|{'---:|' if has_k else ''}---:|"]
     for r in df.itertuples(index=False):
         lines.append(
             f"| {_md_cell(r.dataset)} | {_md_cell(r.split)} | {_md_cell(r.metric)} | "
-            f"{_fmt_iou(r.iou_threshold)} | {format_value(r.metric, r.value)} |"
+            f"{_fmt_iou(r.iou_threshold)} |{f' {_fmt_iou(r.k)} |' if has_k else ''} {format_value(r.metric, r.value)} |"
         )
     prov = _provenance_line(df)
     if prov:
@@ -117,11 +123,17 @@ def to_latex(df: pd.DataFrame) -> str:
     prov = _provenance_line(df)
     if prov:
         lines.append("% simpool-bench: " + " ".join(prov.splitlines()))
-    lines += [r"\begin{tabular}{lllrr}", r"\toprule", r"Dataset & Split & Metric & IoU & Value \\", r"\midrule"]
+    has_k = _has_k(df)
+    lines += [
+        r"\begin{tabular}{lllrr" + ("r}" if has_k else "}"),
+        r"\toprule",
+        r"Dataset & Split & Metric & IoU & " + ("k & " if has_k else "") + r"Value \\",
+        r"\midrule",
+    ]
     for r in df.itertuples(index=False):
         lines.append(
             f"{latex_escape(r.dataset)} & {latex_escape(r.split)} & {latex_escape(_metric_label(r.metric))} & "
-            f"{_fmt_iou(r.iou_threshold)} & {format_value(r.metric, r.value)} \\\\"
+            f"{_fmt_iou(r.iou_threshold)} & {f'{_fmt_iou(r.k)} & ' if has_k else ''}{format_value(r.metric, r.value)} \\\\"
         )
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
@@ -138,12 +150,14 @@ def console_table(df: pd.DataFrame) -> Table:
         ("split", "left"),
         ("metric", "left"),
         ("IoU", "right"),
+        *((("k", "right"),) if _has_k(df) else ()),
         ("value", "right"),
     )
     for name, justify in columns:
         table.add_column(name, justify=justify)
     for r in df.itertuples(index=False):
-        table.add_row(escape(r.dataset), escape(r.split), escape(r.metric), _fmt_iou(r.iou_threshold), format_value(r.metric, r.value))
+        k = (_fmt_iou(r.k),) if _has_k(df) else ()
+        table.add_row(escape(r.dataset), escape(r.split), escape(r.metric), _fmt_iou(r.iou_threshold), *k, format_value(r.metric, r.value))
     return table
 
 

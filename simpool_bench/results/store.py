@@ -31,8 +31,9 @@ from .render import to_latex, to_markdown
 from .table import (
     _FORMAT_ALIASES,
     EXPORT_FILES,
-    METRIC_COLUMNS,
+    OLDEST_READABLE_SCHEMA,
     RECORD_FILES,
+    REQUIRED_METRIC_COLUMNS,
     RUN_EXTRA_FILES,
     RUN_MANIFEST,
     SCHEMA_VERSION,
@@ -41,6 +42,7 @@ from .table import (
     _py,
     _to_int,
     _validate,
+    upgrade_table,
 )
 
 
@@ -209,7 +211,7 @@ def read_run(path: str | os.PathLike) -> pd.DataFrame:
     results file). A foreign table or another schema version -> SimpoolBenchError."""
     path = Path(path)
     raw = _load_frame(path)
-    missing = [c for c in METRIC_COLUMNS if c not in raw.columns]
+    missing = [c for c in REQUIRED_METRIC_COLUMNS if c not in raw.columns]
     if missing:
         raise SimpoolBenchError(f"{path}: not a simpool-bench results table (missing columns: {', '.join(missing)})")
     if "schema_version" not in raw.columns:
@@ -221,15 +223,16 @@ def read_run(path: str | os.PathLike) -> pd.DataFrame:
     if len(versions) != 1 or any(v is pd.NA for v in versions):
         raise SimpoolBenchError(f"{path}: mixed or empty schema_version values {sorted(map(str, versions))}")
     (version,) = versions
-    if version < SCHEMA_VERSION:
+    if version < OLDEST_READABLE_SCHEMA:
         raise SimpoolBenchError(
-            f"{path}: older results schema version {version}; this simpool-bench reads version {SCHEMA_VERSION} (re-run the evaluation)"
+            f"{path}: older results schema version {version}; this simpool-bench reads versions "
+            f"{OLDEST_READABLE_SCHEMA} to {SCHEMA_VERSION} (re-run the evaluation)"
         )
     if version > SCHEMA_VERSION:
         raise SimpoolBenchError(
             f"{path}: newer results schema version {version}; this simpool-bench reads version {SCHEMA_VERSION} (upgrade simpool-bench)"
         )
-    df = _coerce(raw, str(path))
+    df = _coerce(upgrade_table(raw, version), str(path))
     _validate(df, str(path))
     return df
 
@@ -241,9 +244,11 @@ def read_baseline(path: str | os.PathLike) -> pd.DataFrame:
     raw = _load_frame(path)
     if "schema_version" in raw.columns:
         return read_run(path)
-    missing = [c for c in METRIC_COLUMNS if c not in raw.columns]
+    missing = [c for c in REQUIRED_METRIC_COLUMNS if c not in raw.columns]
     if missing:
-        raise SimpoolBenchError(f"{path}: a baseline needs columns {', '.join(METRIC_COLUMNS)}; missing {', '.join(missing)}")
+        raise SimpoolBenchError(
+            f"{path}: a baseline needs columns {', '.join(REQUIRED_METRIC_COLUMNS)} (and k for k-NN rows); missing {', '.join(missing)}"
+        )
     df = _coerce(raw, str(path))
     _validate(df, str(path), provenance=False)
     return df

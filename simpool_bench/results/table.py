@@ -1,9 +1,10 @@
 """The results table of one run: its schema, provenance, construction and checks (SPEC section 6).
 
-One run is one tidy long table: a row per (dataset, split, metric, iou_threshold, value), with the
-run's provenance repeated on every row. Accuracies are in percent, as in wsolevaluation
+One run is one tidy long table: a row per (dataset, split, metric, iou_threshold, k, value), with
+the run's provenance repeated on every row. Accuracies are in percent, as in wsolevaluation
 (``num_correct * 100 / cnt``) and LOST. ``maxboxacc`` has one row per IoU threshold (30/50/70,
 wsolevaluation's ``iou_threshold_list``); ``maxboxacc_v2`` is their mean and has no IoU threshold.
+``knn_top1``/``knn_top5`` have one row per k of the k-NN classifier (``k``; empty elsewhere).
 The metrics the tool writes are declared in ``metrics.catalog``; other names are allowed.
 """
 
@@ -28,11 +29,14 @@ from ..errors import SimpoolBenchError
 from ..files import sha256_file
 from ..metrics import catalog
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the results table layout; bump on any change of columns or their meaning.
-2: ``attn_options``, ``weights``, ``data_config``, ``cls_head`` and ``pos_interp`` provenance columns."""
+2: ``attn_options``, ``weights``, ``data_config``, ``cls_head`` and ``pos_interp`` provenance columns.
+3: the ``k`` key column (the k of a k-NN row). Version-2 tables are read with ``k`` empty."""
+#: The oldest schema version ``read_run`` still reads (``upgrade_table`` fills the newer columns).
+OLDEST_READABLE_SCHEMA = 2
 
-METRIC_COLUMNS: tuple[str, ...] = ("dataset", "split", "metric", "iou_threshold", "value")
+METRIC_COLUMNS: tuple[str, ...] = ("dataset", "split", "metric", "iou_threshold", "k", "value")
 PROVENANCE_COLUMNS: tuple[str, ...] = (
     "run_id",
     "checkpoint",
@@ -61,10 +65,12 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
     "schema_version",
 )
 COLUMNS: tuple[str, ...] = METRIC_COLUMNS + PROVENANCE_COLUMNS
-KEY_COLUMNS: tuple[str, ...] = ("dataset", "split", "metric", "iou_threshold")
+KEY_COLUMNS: tuple[str, ...] = ("dataset", "split", "metric", "iou_threshold", "k")
+#: Columns a table of an older schema may lack; ``upgrade_table`` adds them empty.
+ADDED_COLUMNS: dict[int, tuple[str, ...]] = {3: ("k",)}
 
 _FLOAT_COLUMNS = frozenset({"value", "gamma"})
-_INT_COLUMNS = frozenset({"iou_threshold", "cls_head", "image_size", "n_images", "schema_version"})
+_INT_COLUMNS = frozenset({"iou_threshold", "k", "cls_head", "image_size", "n_images", "schema_version"})
 
 RECORD_FILES = {"csv": "results.csv", "parquet": "results.parquet"}
 EXPORT_FILES = {**RECORD_FILES, "json": "results.json", "md": "results.md", "latex": "results.tex"}
@@ -181,7 +187,7 @@ def metric_rows(dataset: str, split: str, values: Mapping[str, float | Mapping[i
 
 def make_table(rows: Sequence[Mapping[str, Any]], provenance: Provenance) -> pd.DataFrame:
     """The tidy table of one run: ``rows`` (dataset, split, metric, value, optional
-    iou_threshold) with ``provenance`` repeated on every row."""
+    iou_threshold and k) with ``provenance`` repeated on every row."""
     if len(rows) == 0:
         raise SimpoolBenchError("a results table needs at least one metric row; got none")
     allowed = set(METRIC_COLUMNS)
@@ -248,7 +254,10 @@ def _to_int(x: Any) -> Any:
 
 def _coerce(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """Fix the dtypes of the known columns (strings: 'string' with NA for empty; integers: Int64;
-    floats: float64). Values are converted one by one with Python's exact parsers."""
+    floats: float64). Values are converted one by one with Python's exact parsers. A table without
+    the ``k`` column (schema 2, a hand-made baseline) gets it, empty."""
+    if "k" not in df.columns:
+        df = df.assign(k=None)
     out = {}
     for col in df.columns:
         values = df[col].tolist()
@@ -283,11 +292,13 @@ def _validate(df: pd.DataFrame, source: str, *, provenance: bool = True) -> None
         bad = df.index[df[col].isna()]
         if len(bad):
             raise SimpoolBenchError(f"{source}: column '{col}' is empty in row {int(bad[0])}")
-    for i, (m, iou) in enumerate(zip(df["metric"], df["iou_threshold"])):
+    for i, (m, iou, k) in enumerate(zip(df["metric"], df["iou_threshold"], df["k"])):
         if not _METRIC_RE.match(m):
             raise SimpoolBenchError(f"{source}: row {i}: metric name {m!r} must be letters, digits, '_', '.' or '-'")
         if iou is not pd.NA and not 0 < iou <= 100:
             raise SimpoolBenchError(f"{source}: row {i}: iou_threshold {iou} is not a percentage in (0, 100]")
+        if k is not pd.NA and k < 1:
+            raise SimpoolBenchError(f"{source}: row {i}: k {k} is not a positive number of neighbours")
         if m == "maxboxacc" and iou is pd.NA:
             raise SimpoolBenchError(f"{source}: row {i}: metric 'maxboxacc' needs an iou_threshold (30, 50 or 70)")
         if m == "maxboxacc_v2" and iou is not pd.NA:
@@ -300,7 +311,7 @@ def _validate(df: pd.DataFrame, source: str, *, provenance: bool = True) -> None
         r = df[dup].iloc[0]
         raise SimpoolBenchError(
             f"{source}: duplicate rows for dataset={r['dataset']} split={r['split']} metric={r['metric']} "
-            f"iou_threshold={_fmt_iou(r['iou_threshold']) or 'none'}"
+            f"iou_threshold={_fmt_iou(r['iou_threshold']) or 'none'} k={_fmt_iou(r['k']) or 'none'}"
         )
 
 
@@ -308,6 +319,22 @@ def _fmt_iou(iou: Any) -> str:
     return "" if _is_na(iou) else str(int(iou))
 
 
-def metric_key(metric: str, iou: Any) -> str:
-    """Column key of a metric: ``maxboxacc@50`` where an IoU threshold applies, else the name."""
-    return metric if _is_na(iou) else f"{metric}@{int(iou)}"
+def metric_key(metric: str, iou: Any, k: Any = None) -> str:
+    """Column key of a metric: ``maxboxacc@50`` where an IoU threshold applies, ``knn_top1@20``
+    where a k applies, else the name."""
+    return "@".join([metric] + [str(int(x)) for x in (iou, k) if not _is_na(x)])
+
+
+#: The columns every table must hold (a table without ``k`` is read with ``k`` empty).
+REQUIRED_METRIC_COLUMNS: tuple[str, ...] = tuple(c for c in METRIC_COLUMNS if c != "k")
+
+
+def upgrade_table(raw: pd.DataFrame, version: int) -> pd.DataFrame:
+    """A raw table of schema ``version`` with the columns later versions added, empty (k: None);
+    its ``schema_version`` column still says what it was written with."""
+    raw = raw.copy()
+    for v in range(version + 1, SCHEMA_VERSION + 1):
+        for col in ADDED_COLUMNS.get(v, ()):
+            if col not in raw.columns:
+                raw[col] = None
+    return raw

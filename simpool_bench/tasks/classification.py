@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,12 +12,14 @@ import torch
 
 from ..data.images import ImageDataset
 from ..data.records import Record
-from ..engine import Batch, EngineConfig, EvalResult, all_gather_indexed, evaluate, resolve_device
+from ..engine import Batch, EngineConfig, EvalResult, all_gather_indexed, dist_rank, evaluate, resolve_device
 from ..errors import SimpoolBenchError
 from ..finite import NonFiniteCounter, check_nonfinite, finite_rows
 from ..metrics.base import Accumulator
 from ..metrics.classification import KNNAccumulator, MemoryBank, TopKAccumulator
+from ..metrics.knn import check_ks
 from ..registry import DINO_KNN
+from . import knn_bank
 from .common import Outcome, engine_extras, no_resume, require, row
 
 if TYPE_CHECKING:
@@ -24,9 +27,34 @@ if TYPE_CHECKING:
 
 
 def collect_features(
-    model: BenchModel, records: Sequence[Record], transform: Callable, config: EngineConfig, key: str | None = None
+    model: BenchModel, records: Sequence[Record], transform: Callable, config: EngineConfig, cache: Path | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features (N, d) and labels of every decodable image (k-NN memory bank)."""
+    """Pooled features (N, d) and labels of every decodable image (k-NN memory bank). With
+    ``cache`` (the run folder), the features are read from / written to ``cache/knn_bank/``."""
+    key = path = None
+    got = None
+    if cache is not None:
+        key = knn_bank.bank_key(model, records, transform, config)
+        path = knn_bank.bank_path(cache, key)
+        got = knn_bank.load_bank(path, key)
+        if got is not None:
+            knn_bank.reuse_note(path, int(got[0].numel()))
+    if got is None:
+        got = _extract(model, records, transform, config)
+        if path is not None and key is not None and dist_rank() == 0:
+            knn_bank.save_bank(path, key, *got)
+    index, features = got
+    fin = torch.as_tensor(finite_rows(features)) if index.numel() else torch.ones(0, dtype=torch.bool)
+    if not bool(fin.all()):
+        check_nonfinite(int((~fin).sum()), int(index.numel()), "k-NN memory-bank features", config.allow_nonfinite)
+        index, features = index[fin], features[fin]  # allowed: left out of the bank
+    if index.numel() == 0:
+        raise SimpoolBenchError("the k-NN train split has no decodable image")
+    return features, torch.tensor([records[int(i)].label for i in index])
+
+
+def _extract(model: BenchModel, records: Sequence[Record], transform: Callable, config: EngineConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dataset positions, raw pooled features) of the decodable bank images, gathered from every rank."""
     feats: dict[int, torch.Tensor] = {}
 
     def step(batch: Batch, accs: dict[str, Accumulator]) -> None:
@@ -44,14 +72,7 @@ def collect_features(
     )
     order = sorted(feats)
     local = torch.stack([feats[i] for i in order]) if order else torch.zeros(0, int(model.num_features))
-    index, features = all_gather_indexed(torch.tensor(order, dtype=torch.int64), local)  # every rank's shards
-    fin = torch.as_tensor(finite_rows(features)) if index.numel() else torch.ones(0, dtype=torch.bool)
-    if not bool(fin.all()):
-        check_nonfinite(int((~fin).sum()), int(index.numel()), "k-NN memory-bank features", config.allow_nonfinite)
-        index, features = index[fin], features[fin]  # allowed: left out of the bank
-    if index.numel() == 0:
-        raise SimpoolBenchError("the k-NN train split has no decodable image")
-    return features, torch.tensor([records[int(i)].label for i in index])
+    return all_gather_indexed(torch.tensor(order, dtype=torch.int64), local)  # every rank's shards
 
 
 @dataclass
@@ -62,7 +83,7 @@ class ClassificationTask:
     n_cls: int
     has_head: bool
     bank: MemoryBank | None = None
-    knn_k: int = DINO_KNN.k
+    knn_k: tuple[int, ...] = DINO_KNN.ks
     knn_temperature: float = DINO_KNN.temperature
 
     def accumulators(self) -> dict[str, Any]:
@@ -86,7 +107,7 @@ class ClassificationTask:
             if "topk" in accs:
                 accs["topk"].update(out.logits[good], tgt[good])
             if "knn" in accs:
-                accs["knn"].update(out.features[good], tgt[good])
+                accs["knn"].update(out.features[good], tgt[good], torch.as_tensor(batch.indices)[good])
         if bad.any():  # non-finite outputs: misses (or, by default, an error after the run)
             accs["nonfinite"].update(int(bad.sum()))
             if "topk" in accs:
@@ -95,7 +116,7 @@ class ClassificationTask:
                 accs["knn"].add_misses(int(bad.sum()))
 
     @staticmethod
-    def rows(res: EvalResult, dataset: str, split: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def rows(res: EvalResult, dataset: str, split: str, n_records: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         extras = engine_extras(res)
         if "topk" in res.accumulators:
@@ -104,8 +125,11 @@ class ClassificationTask:
                 rows.append(row(dataset, split, m, v))
             extras["per_class_top1"] = topk.per_class().numpy()
         if "knn" in res.accumulators:
-            for m, v in res.accumulators["knn"].compute().items():
-                rows.append(row(dataset, split, m, v))
+            knn: Any = res.accumulators["knn"]
+            for m, by_k in knn.compute().items():
+                rows += [row(dataset, split, m, v, k=k) for k, v in by_k.items()]
+            extras["knn_k"], extras["knn_temperature"] = list(knn.ks), knn.temperature
+            extras["per_image_columns"] = {**extras.get("per_image_columns", {}), **knn.per_image_columns(n_records)}
         return rows, extras
 
 
@@ -134,24 +158,30 @@ def classify(
     split: str = "val",
     num_classes: int | None = None,
     knn_train: Sequence[Record] | None = None,
-    knn_k: int = DINO_KNN.k,
+    knn_k: int | Sequence[int] = DINO_KNN.ks,
     knn_temperature: float = DINO_KNN.temperature,
     key: str | None = None,
+    bank_cache: Path | None = None,
 ) -> Outcome:
-    """Top-1/top-5 of the model's logits, and/or weighted k-NN on its pooled features.
+    """Top-1/top-5 of the model's logits, and/or DINO's weighted k-NN on its pooled features (one
+    row per k of ``knn_k``; per-image hits in ``extras['per_image_columns']``).
 
-    Models without a classifier (DINO backbones) need ``knn_train`` (the memory bank's records)."""
+    Models without a classifier (DINO backbones) need ``knn_train`` (the memory bank's records);
+    with ``bank_cache`` (the run folder) its features are cached there (``knn_bank``)."""
     require(records, dataset)
     labels = np.array([r.label for r in records])
     has_head = _check_labels(model, labels, records, knn_train is not None)
     n_cls = num_classes or (int(model.num_classes) if has_head else int(labels.max()) + 1)
     bank = None
+    ks = (knn_k,) if isinstance(knn_k, int) else tuple(knn_k)
     if knn_train is not None:
         require(knn_train, "k-NN train")
-        feats, blabels = collect_features(model, knn_train, transform, config)
+        ks = check_ks(ks, len(knn_train), "the k-NN train split")  # before extracting
+        feats, blabels = collect_features(model, knn_train, transform, config, bank_cache)
+        ks = check_ks(ks, len(blabels), "the k-NN memory bank (decodable, finite images)")
         dev = resolve_device(config.device)  # k-NN votes on the device (a GPU holds the bank)
         bank = MemoryBank.from_features(feats.to(dev), blabels.to(dev), max(n_cls, int(blabels.max()) + 1))
-    task = ClassificationTask(torch.as_tensor(labels), n_cls, has_head, bank, knn_k, knn_temperature)
+    task = ClassificationTask(torch.as_tensor(labels), n_cls, has_head, bank, ks, knn_temperature)
     res = evaluate(
         model,
         ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels),
@@ -162,19 +192,10 @@ def classify(
         description=f"classify {dataset}",
         params={
             "num_classes": n_cls,
-            "knn": bank is not None,
-            "knn_k": knn_k,
-            "knn_t": knn_temperature,
-            "knn_bank": None if knn_train is None else _bank_fingerprint(knn_train),
+            "knn": bank is not None,  # k-NN shards keep test features: any k, T and bank can reuse them
         },
     )
     n_bad = res.accumulators["nonfinite"].compute()
     check_nonfinite(n_bad, res.n_images, "logits or features", config.allow_nonfinite)
-    rows, extras = task.rows(res, dataset, split)
+    rows, extras = task.rows(res, dataset, split, len(records))
     return Outcome(rows, res.n_images, res.n_failed, extras, n_bad)
-
-
-def _bank_fingerprint(records: Sequence[Record]) -> str:
-    from ..runkey import data_fingerprint
-
-    return data_fingerprint(records)

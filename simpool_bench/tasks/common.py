@@ -24,9 +24,9 @@ class Outcome:
     n_nonfinite: int = 0
 
 
-def row(dataset: str, split: str, metric: str, value: float, iou: int | None = None) -> dict[str, Any]:
-    """One row of the tidy table."""
-    return {"dataset": dataset, "split": split, "metric": metric, "iou_threshold": iou, "value": float(value)}
+def row(dataset: str, split: str, metric: str, value: float, iou: int | None = None, k: int | None = None) -> dict[str, Any]:
+    """One row of the tidy table (``k``: the k of a k-NN row)."""
+    return {"dataset": dataset, "split": split, "metric": metric, "iou_threshold": iou, "k": k, "value": float(value)}
 
 
 def require(records: Sequence[Record], what: str) -> None:

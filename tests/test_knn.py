@@ -1,0 +1,259 @@
+"""DINO's weighted k-NN, every k in one pass, against a literal ``eval_knn.knn_classifier``; the
+memory bank's feature cache; ``--knn-k`` lists, ``--knn-subset`` and the ``k`` column."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from simpool_bench import results as R
+from simpool_bench.engine import EngineConfig
+from simpool_bench.errors import SimpoolBenchError
+from simpool_bench.metrics.knn import KNNAccumulator, MemoryBank, knn_votes
+
+from conftest import invoke_cli, said
+
+
+@torch.no_grad()
+def dino_knn_classifier(train_features, train_labels, test_features, test_labels, k, T, num_classes=1000):
+    """facebookresearch/dino ``eval_knn.knn_classifier``, op for op (features L2-normalised by the
+    caller, as DINO's extraction does). Also returns each image's top-1 prediction and hits, in
+    order, and the class scores ``probs`` (collected beside DINO's sums; the ops are untouched)."""
+    top1, top5, total = 0.0, 0.0, 0
+    pred, hit1, hit5, scores = [], [], [], []
+    train_features = train_features.t()
+    num_test_images, num_chunks = test_labels.shape[0], 100
+    imgs_per_chunk = num_test_images // num_chunks
+    retrieval_one_hot = torch.zeros(k, num_classes).to(train_features.device)
+    for idx in range(0, num_test_images, imgs_per_chunk):
+        features = test_features[idx : min((idx + imgs_per_chunk), num_test_images), :]
+        targets = test_labels[idx : min((idx + imgs_per_chunk), num_test_images)]
+        batch_size = targets.shape[0]
+        similarity = torch.mm(features, train_features)
+        distances, indices = similarity.topk(k, largest=True, sorted=True)
+        candidates = train_labels.view(1, -1).expand(batch_size, -1)
+        retrieved_neighbors = torch.gather(candidates, 1, indices)
+        retrieval_one_hot.resize_(batch_size * k, num_classes).zero_()
+        retrieval_one_hot.scatter_(1, retrieved_neighbors.view(-1, 1), 1)
+        distances_transform = distances.clone().div_(T).exp_()
+        probs = torch.sum(torch.mul(retrieval_one_hot.view(batch_size, -1, num_classes), distances_transform.view(batch_size, -1, 1)), 1)
+        _, predictions = probs.sort(1, True)
+        correct = predictions.eq(targets.data.view(-1, 1))
+        top1 = top1 + correct.narrow(1, 0, 1).sum().item()
+        top5 = top5 + correct.narrow(1, 0, min(5, k)).sum().item()
+        total += targets.size(0)
+        scores.append(probs.clone())
+        pred += predictions[:, 0].tolist()
+        hit1 += correct.narrow(1, 0, 1).sum(1).tolist()
+        hit5 += correct.narrow(1, 0, min(5, k)).sum(1).tolist()
+    top1 = top1 * 100.0 / total
+    top5 = top5 * 100.0 / total
+    return top1, top5, np.array(pred), np.array(hit1, dtype=bool), np.array(hit5, dtype=bool), torch.cat(scores)
+
+
+def _ours(train_f, train_y, test_f, test_y, ks, T, C, batch=7, seed=0):
+    """Our accumulator fed in shuffled batches (dataset positions given), merged from three shards
+    through state_dict round trips."""
+    bank = MemoryBank.from_features(train_f, train_y, C)
+    order = np.random.default_rng(seed).permutation(len(test_y))
+    shards = [KNNAccumulator(bank, ks, T) for _ in range(3)]
+    for j, s in enumerate(range(0, len(order), batch)):
+        idx = order[s : s + batch]
+        shards[j % 3].update(test_f[idx], test_y[idx], torch.from_numpy(idx))
+    total = KNNAccumulator(bank, ks, T)
+    for acc in shards:
+        fresh = KNNAccumulator(bank, ks, T)
+        fresh.load_state_dict(acc.state_dict())
+        total.merge(fresh)
+    return total
+
+
+def _check_against_dino(train_f, train_y, test_f, test_y, ks, T, C):
+    acc = _ours(train_f, train_y, test_f, test_y, ks, T, C)
+    got = acc.compute()
+    cols = acc.per_image_columns(len(test_y))
+    tr, te = nn.functional.normalize(train_f, dim=1, p=2), nn.functional.normalize(test_f, dim=1, p=2)
+    for k in ks:
+        top1, top5, pred, hit1, hit5, probs = dino_knn_classifier(tr, train_y, te, test_y, k, T, C)
+        step = len(test_y) // 100  # DINO's chunks (the matmul's rounding depends on their size)
+        for c in range(0, len(test_y), step):  # the class scores of each chunk, bit for bit
+            assert torch.equal(knn_votes(torch.mm(te[c : c + step], tr.t()), train_y, k, T, C), probs[c : c + step]), k
+        assert (got["knn_top1"][k], got["knn_top5"][k]) == (top1, top5), k  # bit for bit
+        assert np.array_equal(cols[f"knn_pred_k{k}"], pred) and np.array_equal(cols[f"knn_top1_k{k}"], hit1), k
+        assert np.array_equal(cols[f"knn_top5_k{k}"], hit5), k
+    return got
+
+
+def test_every_k_in_one_pass_equals_dino_knn_classifier_per_k():
+    g = torch.Generator().manual_seed(0)
+    C, d = 9, 16
+    centers = torch.randn(C, d, generator=g) * 2
+    train_y = torch.randint(0, C, (300,), generator=g)
+    test_y = torch.randint(0, C, (250,), generator=g)  # 250 // 100: chunks of 2 (a last chunk of 2 too)
+    train_f = centers[train_y] + torch.randn(300, d, generator=g) * 1.5
+    test_f = centers[test_y] + torch.randn(250, d, generator=g) * 2
+    got = _check_against_dino(train_f, train_y, test_f, test_y, (1, 3, 10, 20, 100, 200), 0.07, C)
+    assert len({got["knn_top1"][k] for k in (1, 10, 200)}) > 1  # the ks really differ
+
+
+def test_ties_in_similarity_and_in_class_scores_break_as_dino():
+    """Integer features: many exactly equal similarities (duplicate bank rows with other labels,
+    queries equal to bank rows) and classes with equal or zero votes (the sort's order decides top-5)."""
+    g = torch.Generator().manual_seed(1)
+    C = 12
+    base = torch.randint(-1, 2, (40, 6), generator=g).float()
+    base[base.abs().sum(1) == 0, 0] = 1.0  # no zero vector
+    train_f = torch.cat([base, base, base[:20]])  # every vector two or three times
+    train_y = torch.randint(0, C, (100,), generator=g)
+    test_f = torch.cat([base[torch.randint(0, 40, (90,), generator=g)], torch.randint(-1, 2, (47, 6), generator=g).float()])
+    test_f[test_f.abs().sum(1) == 0, 1] = 1.0
+    test_y = torch.randint(0, C, (137,), generator=g)  # 137 // 100: chunks of 1
+    sims = nn.functional.normalize(test_f, dim=1) @ nn.functional.normalize(train_f, dim=1).t()
+    assert any(len(torch.unique(r)) < 40 for r in sims)  # ties are there
+    _check_against_dino(train_f, train_y, test_f, test_y, (1, 2, 4, 5, 7, 20, 60, 100), 0.07, C)
+
+
+def test_misses_count_as_wrong_and_k_beyond_the_bank_is_an_error():
+    bank = MemoryBank.from_features(torch.eye(4), torch.tensor([0, 1, 2, 3]), 4)
+    acc = KNNAccumulator(bank, (1, 2), 0.07)
+    acc.update(torch.eye(4)[:2], torch.tensor([0, 1]), torch.tensor([3, 5]))
+    acc.add_misses(2)
+    assert acc.compute() == {"knn_top1": {1: 50.0, 2: 50.0}, "knn_top5": {1: 50.0, 2: 50.0}}
+    cols = acc.per_image_columns(6)
+    assert cols["knn_pred_k1"].tolist() == [-1, -1, -1, 0, -1, 1] and cols["knn_top1_k2"].sum() == 2
+    with pytest.raises(SimpoolBenchError, match="--knn-k 5: the memory bank has only 4 images"):
+        KNNAccumulator(bank, (2, 5))
+
+
+# ----------------------------------------------------------------------------------- bank cache
+@pytest.fixture(scope="module")
+def tiny_knn(tmp_path_factory, make_image_folder, make_tiny_checkpoint):
+    root = tmp_path_factory.mktemp("knn")
+    return {
+        "test": make_image_folder(root / "val", counts=(3, 3, 2), seed=1),
+        "train": make_image_folder(root / "train", counts=(3, 2, 3), seed=2),
+        "ckpt": make_tiny_checkpoint(root / "tiny.pth.tar")[0],
+        "root": root,
+    }
+
+
+def test_a_rerun_with_other_k_reuses_the_cached_bank(tiny_knn, tmp_path, capsys):
+    from simpool_bench import api, tasks
+    from simpool_bench.readers import read_classification_data
+    from simpool_bench.transforms import classification_transform
+
+    model, _ = api.load_model(api.ModelOptions(checkpoint=tiny_knn["ckpt"]))
+    seen = []
+    model.register_forward_hook(lambda m, inp, out: seen.append(int(inp[0].shape[0])))
+    test = read_classification_data(tiny_knn["test"])[0]
+    bank = read_classification_data(tiny_knn["train"])[0]
+    transform = classification_transform(model.data_config)
+    config = EngineConfig(device="cpu", batch_size=3, progress=False)
+
+    def run(ks, cache):
+        seen.clear()
+        out = tasks.classify(model, test, transform, config, dataset="t", knn_train=bank, knn_k=ks, bank_cache=cache)
+        return {(r["metric"], r["k"]): r["value"] for r in out.rows}, sum(seen), out
+
+    first, n_first, _ = run((2, 3), tmp_path)
+    assert n_first == len(test) + len(bank) and "reusing" not in capsys.readouterr().err
+    assert len(list((tmp_path / "knn_bank").glob("*.pt"))) == 1
+    again, n_again, out = run((1, 3, 8), tmp_path)
+    assert n_again == len(test)  # the bank was not extracted again
+    assert f"note: reusing the k-NN memory bank's features ({len(bank)} images)" in " ".join(capsys.readouterr().err.split())
+    fresh, _, _ = run((1, 3, 8), None)  # no cache: extracted again, same numbers bit for bit
+    assert again == fresh and again[("knn_top1", 3)] == first[("knn_top1", 3)]
+    cols = out.extras["per_image_columns"]
+    for k in (1, 3, 8):  # per-image hits over the images == the table's value
+        assert cols[f"knn_top1_k{k}"].sum() * 100.0 / len(test) == again[("knn_top1", k)]
+        assert len(cols[f"knn_pred_k{k}"]) == len(test)
+    # a damaged cache file is extracted again, not trusted
+    (f,) = (tmp_path / "knn_bank").glob("*.pt")
+    f.write_bytes(f.read_bytes()[:-5] + b"xxxxx")
+    _, n_damaged, _ = run((2,), tmp_path)
+    assert n_damaged == len(test) + len(bank)
+
+
+def _knn_rows(table):
+    sel = table[table["metric"].str.startswith("knn_")]
+    return {(m, int(k)): v for m, k, v in zip(sel["metric"], sel["k"], sel["value"])}
+
+
+def test_cli_knn_k_list_subset_and_errors(tiny_knn, tmp_path):
+    d = tiny_knn
+    base = ["classify", "--data", d["test"], "--knn-train", d["train"], "--checkpoint", d["ckpt"], "--device", "cpu", "-j", "0"]
+    out = tmp_path / "run"
+    res = invoke_cli(*base, "--knn-k", "2,3", "--out", out)
+    assert res.exit_code == 0, res.output
+    first = _knn_rows(R.read_run(out))
+    assert set(first) == {(m, k) for m in ("knn_top1", "knn_top5") for k in (2, 3)}
+    res = invoke_cli(*base, "--knn-k", "3,5", "--out", out)
+    assert res.exit_code == 0 and "note: reusing the k-NN memory bank's features (8 images)" in said(res)
+    second = _knn_rows(R.read_run(out))
+    assert set(second) == {(m, k) for m in ("knn_top1", "knn_top5") for k in (3, 5)} and second[("knn_top1", 3)] == first[("knn_top1", 3)]
+    md = R.to_markdown(R.read_run(out))
+    assert "| IoU | k | value |" in md and "| knn_top1 |  | 5 |" in md
+
+    # --knn-subset 1: the first image of every class (sorted file order) == a bank of just those
+    only = tmp_path / "first"
+    for cls in sorted(p.name for p in d["train"].iterdir()):
+        (only / cls).mkdir(parents=True)
+        shutil.copy2(sorted((d["train"] / cls).iterdir())[0], only / cls)
+    res = invoke_cli(*base, "--knn-k", "1,3", "--knn-subset", "1", "--out", tmp_path / "sub")
+    assert res.exit_code == 0, res.output
+    sub = _knn_rows(R.read_run(tmp_path / "sub"))
+    base_only = [a if a != d["train"] else only for a in base]
+    assert invoke_cli(*base_only, "--knn-k", "1,3", "--out", tmp_path / "only").exit_code == 0
+    assert sub == _knn_rows(R.read_run(tmp_path / "only"))
+
+    for args, msg in (
+        (("--knn-k", "1,5", "--knn-subset", "1"), "error: --knn-k 5: the k-NN train split has only 3 images"),
+        (("--knn-k", "2,x"), "error: --knn-k '2,x': expected distinct positive integers"),
+        (("--knn-k", "3,3"), "error: --knn-k '3,3': expected distinct positive integers"),
+        (("--knn-subset", "3"), "error: --knn-subset 3: subset per class: class 1 has 2 images"),
+    ):
+        res = invoke_cli(*base, *args, "--no-resume")
+        assert res.exit_code == 2 and msg in said(res), (args, res.output)
+        assert "Traceback" not in res.output
+    res = invoke_cli("classify", "--data", d["test"], "--checkpoint", d["ckpt"], "--device", "cpu", "--knn-subset", "1")
+    assert res.exit_code == 2 and "error: --knn-subset picks part of the k-NN memory bank: give --knn-train DIR too" in said(res)
+
+
+# ----------------------------------------------------------------------------------- the k column
+def _knn_table(values: dict[int, float]):
+    prov = R.Provenance(model="vit_small_patch16_224", pool="cls", schema_version=R.SCHEMA_VERSION)
+    rows = [{"dataset": "imagenet", "split": "val", "metric": "knn_top1", "k": k, "value": v} for k, v in values.items()]
+    rows.append({"dataset": "imagenet", "split": "val", "metric": "top1", "value": 70.0})
+    return R.make_table(rows, prov)
+
+
+def test_k_column_keys_rows_in_check_and_compare(tmp_path):
+    base = _knn_table({10: 70.0, 20: 71.0, 200: 69.0})
+    run = _knn_table({10: 70.0, 20: 70.5, 200: 69.0})
+    rep = R.check(run, base)
+    assert [r.key for r in rep.by_status("regressed")] == ["imagenet/val knn_top1@20"]
+    assert R.check(run, base, tolerances={"knn_top1@20": 0.6}).passed
+    assert not R.check(run, base, tolerances={"knn_top1@200": 0.6}).passed  # k 200: its own key, valid
+    assert "knn_top1@20" in rep.markdown
+    cmp = R.compare([base, run], labels=["a", "b"])
+    assert [c[2] for c in cmp.columns if c[3] == "value"] == ["top1", "knn_top1@10", "knn_top1@20", "knn_top1@200"]
+    with pytest.raises(SimpoolBenchError, match="duplicate rows .* k=20"):
+        R.make_table(
+            [{"dataset": "d", "split": "s", "metric": "knn_top1", "k": 20, "value": v} for v in (1.0, 2.0)],
+            R.Provenance(model="m", pool="p"),
+        )
+
+
+def test_a_schema_2_table_is_read_with_k_empty(tmp_path):
+    df = _knn_table({20: 70.0})
+    R.write_run(df, tmp_path / "new")
+    old = df.drop(columns=["k"]).assign(schema_version=2)
+    old = old[old["metric"] == "top1"]
+    old.to_csv(tmp_path / "old.csv", index=False)
+    back = R.read_run(tmp_path / "old.csv")
+    assert back["k"].isna().all() and list(back.columns[:6]) == list(R.METRIC_COLUMNS) and int(back["schema_version"][0]) == 2
+    assert R.check(R.read_run(tmp_path / "new"), tmp_path / "old.csv").passed  # a schema-2 baseline gates a schema-3 run
