@@ -5,6 +5,11 @@ direction of each metric come from ``metrics.catalog``, where the accumulators d
 metrics: every metric is higher-is-better except ``n_failed`` and ``n_nonfinite`` (lower is better)
 and the ``exact`` metrics ``n_images`` (must not change) and ``best_threshold`` (a threshold, not a
 score: reported, never "best", and gated only if a finite tolerance is given).
+
+A run must also share the baseline's protocol and transform records, parameter by parameter
+(``results.protocols``): a difference is a 'protocol-mismatch' naming the parameter and both
+values, unless accepted by name (``allow_protocol_change``, the CLI's ``--allow-protocol-change``).
+A baseline without records (schema 2, hand-made) is noted, not failed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from rich.table import Table
 from ..errors import SimpoolBenchError
 from ..metrics import catalog
 from ..metrics.catalog import Direction
+from .protocols import PROTOCOL_PARAMETERS, has_record, parameter_changes
 from .render import _md_cell, format_delta, format_value
 from .store import _as_table
 from .table import KNOWN_METRICS, _fmt_iou, _is_na, _py, metric_key
@@ -45,18 +51,25 @@ CHECK_PROVENANCE_FIELDS: tuple[str, ...] = (
     "method",
     "image_size",
     "n_images",
+    "random_init",
 )
-"""Provenance a run must share with the baseline (where the baseline records it)."""
+"""Provenance a run must share with the baseline (where the baseline records it); the protocol
+and transform records are compared parameter by parameter (``results.protocols``)."""
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 _EPS = 1e-9
 
-Status = Literal["ok", "regressed", "improved", "missing", "provenance-mismatch"]
+Status = Literal["ok", "regressed", "improved", "missing", "provenance-mismatch", "protocol-mismatch"]
+_FAILING: tuple[Status, ...] = ("regressed", "missing", "provenance-mismatch", "protocol-mismatch")
+#: Metrics with one row per k-NN k (a ``k`` key column): their tolerance keys' ``@N`` is a k.
+K_METRICS = frozenset(m.name for m in catalog.KNN_METRICS)
 
 
 @dataclass(frozen=True)
 class CheckRow:
-    """One line of a check: a metric (or, for provenance-mismatch, 'provenance:<field>')."""
+    """One line of a check: a metric (or, for provenance-mismatch, 'provenance:<field>'; for
+    protocol-mismatch, 'protocol:<name>' or 'transform:<name>', ``value``/``baseline`` as shown).
+    ``k``: the k of a k-NN row."""
 
     dataset: str
     split: str
@@ -68,10 +81,16 @@ class CheckRow:
     tolerance: float | None
     status: Status
     note: str = ""
+    k: int | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.dataset}/{self.split} {metric_key(self.metric, self.iou)}"
+        return f"{self.dataset}/{self.split} {self.label}"
+
+    @property
+    def label(self) -> str:
+        """The metric as reports name it: ``maxboxacc@50``, ``knn_top1@20``, ``top1``."""
+        return f"{self.metric}@{self.k}" if self.k is not None else metric_key(self.metric, self.iou)
 
 
 @dataclass
@@ -95,7 +114,7 @@ class CheckReport:
     @property
     def markdown(self) -> str:
         """Markdown naming what moved, by how much, against which tolerance."""
-        counts = {s: len(self.by_status(s)) for s in ("regressed", "missing", "provenance-mismatch", "improved", "ok")}
+        counts = {s: len(self.by_status(s)) for s in (*_FAILING, "improved", "ok")}
         verdict = "PASSED" if self.passed else "FAILED"
         summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         lines = [
@@ -111,6 +130,7 @@ class CheckReport:
             ("regressed", "Regressed"),
             ("missing", "Missing"),
             ("provenance-mismatch", "Provenance mismatch"),
+            ("protocol-mismatch", "Protocol mismatch"),
             ("improved", "Improved"),
         )
         for status, title in titles:
@@ -132,7 +152,7 @@ class CheckReport:
                         f"| {r.status}",
                         _md_cell(r.dataset),
                         _md_cell(r.split),
-                        _md_cell(r.metric),
+                        _md_cell(r.metric if r.k is None else r.label),
                         _fmt_iou(r.iou),
                         _cell(r.metric, r.baseline),
                         _cell(r.metric, r.value),
@@ -158,6 +178,9 @@ def _fmt_tol(t: float | None) -> str:
 def _describe(r: CheckRow) -> str:
     if r.status == "provenance-mismatch":
         return f"`{r.dataset}/{r.split}` {r.metric.removeprefix('provenance:')}: baseline `{r.baseline}`, run `{r.value}`"
+    if r.status == "protocol-mismatch":
+        record, _, name = r.metric.partition(":")
+        return f"`{r.dataset}/{r.split}` {name}: run {r.value}, baseline {r.baseline} ({record})"
     if r.status == "missing":
         return f"`{r.key}`: baseline {_cell(r.metric, r.baseline)}, {r.note or 'absent from the run'}"
     return (
@@ -176,9 +199,12 @@ def _validate_tolerances(tol: Mapping[str, Any], source: str) -> dict[str, float
             if metric not in KNOWN_METRICS:
                 raise SimpoolBenchError(
                     f"{source}: unknown metric {key!r} in tolerances; expected 'default' or one of "
-                    f"{', '.join(KNOWN_METRICS)} (optionally '@IOU', e.g. 'maxboxacc@70')"
+                    f"{', '.join(KNOWN_METRICS)} (optionally '@IOU', e.g. 'maxboxacc@70', or '@K' for k-NN, e.g. 'knn_top1@20')"
                 )
-            if iou and not (iou.isdigit() and 0 < int(iou) <= 100):
+            if metric in K_METRICS:
+                if iou and not (iou.isdigit() and int(iou) > 0):
+                    raise SimpoolBenchError(f"{source}: tolerance key {key!r}: the k after '@' must be a whole number >= 1")
+            elif iou and not (iou.isdigit() and 0 < int(iou) <= 100):
                 raise SimpoolBenchError(f"{source}: tolerance key {key!r}: IoU threshold after '@' must be an integer in (0, 100]")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
             raise SimpoolBenchError(f"{source}: tolerance {key!r} = {v!r}; expected a non-negative number (absolute, in the metric's unit)")
@@ -188,8 +214,8 @@ def _validate_tolerances(tol: Mapping[str, Any], source: str) -> dict[str, float
 
 def load_tolerances(path: str | os.PathLike) -> dict[str, float]:
     """Tolerances from a TOML file: top-level (or a ``[tolerances]`` table of) keys ``default``,
-    a metric name (``top1``) or a metric at one IoU threshold (``"maxboxacc@70"``), each an
-    absolute tolerance in the metric's unit (``inf`` = not gated)."""
+    a metric name (``top1``), a metric at one IoU threshold (``"maxboxacc@70"``) or a k-NN metric
+    at one k (``"knn_top1@20"``), each an absolute tolerance in the metric's unit (``inf`` = not gated)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -208,13 +234,18 @@ def load_tolerances(path: str | os.PathLike) -> dict[str, float]:
 
 
 def tolerance_for(
-    metric: str, iou: int | None, tolerances: Mapping[str, float] | None = None, default_tolerance: float = DEFAULT_TOLERANCE
+    metric: str,
+    iou: int | None,
+    tolerances: Mapping[str, float] | None = None,
+    default_tolerance: float = DEFAULT_TOLERANCE,
+    k: int | None = None,
 ) -> float:
-    """The tolerance of one metric: given ``metric@iou``, given ``metric``, built-in
-    ``DEFAULT_TOLERANCES[metric]``, given ``default``, then ``default_tolerance``."""
+    """The tolerance of one metric: given ``metric@iou`` (``metric@k`` for a k-NN row), given
+    ``metric``, built-in ``DEFAULT_TOLERANCES[metric]``, given ``default``, then ``default_tolerance``."""
     tol = tolerances or {}
-    if iou is not None and f"{metric}@{iou}" in tol:
-        return tol[f"{metric}@{iou}"]
+    at = k if k is not None else iou
+    if at is not None and f"{metric}@{at}" in tol:
+        return tol[f"{metric}@{at}"]
     if metric in tol:
         return tol[metric]
     if metric in DEFAULT_TOLERANCES:
@@ -250,27 +281,39 @@ def check(
     tolerances: Mapping[str, float] | None = None,
     default_tolerance: float = DEFAULT_TOLERANCE,
     provenance_fields: Sequence[str] = CHECK_PROVENANCE_FIELDS,
+    allow_protocol_change: Sequence[str] = (),
+    run_source: str | None = None,
+    baseline_source: str | None = None,
 ) -> CheckReport:
     """Gate ``run`` against ``baseline`` (DataFrames or files). Every baseline metric must be in
     the run (else 'missing') and within its tolerance (``tolerance_for``) in the bad direction
     (else 'regressed'); ``provenance_fields`` the baseline records must equal the run's (else
-    'provenance-mismatch'). Metrics of the run absent from the baseline are noted, not gated."""
+    'provenance-mismatch'); so must every protocol and transform parameter (else
+    'protocol-mismatch'), but for the names in ``allow_protocol_change`` (protocol, transform or
+    provenance field names; their changes are noted). Metrics of the run absent from the baseline
+    are noted, not gated. ``run_source``/``baseline_source`` name the tables in the summary
+    (default: the file paths, or 'run'/'baseline' for DataFrames)."""
     tol = _validate_tolerances(tolerances or {}, "tolerances")
+    allowed = _validate_allowed(allow_protocol_change, provenance_fields)
     run_df, run_src = _as_table(run, "run")
     base_df, base_src = _as_table(baseline, "baseline", baseline=True)
+    run_src, base_src = run_source or run_src, baseline_source or base_src
 
     def index(df: pd.DataFrame) -> dict[tuple, float]:
-        return {
-            (r.dataset, r.split, r.metric, None if _is_na(r.iou_threshold) else int(r.iou_threshold)): float(r.value)
-            for r in df.itertuples(index=False)
-        }
+        """{(dataset, split, metric, iou, k): value}; k None without a ``k`` column."""
+        ks = df["k"].tolist() if "k" in df.columns else [None] * len(df)
+        out = {}
+        for r, k in zip(df.itertuples(index=False), ks):
+            iou = None if _is_na(r.iou_threshold) else int(r.iou_threshold)
+            out[(r.dataset, r.split, r.metric, iou, None if _is_na(k) else int(k))] = float(r.value)
+        return out
 
     run_vals, base_vals = index(run_df), index(base_df)
     nan = [k for k, v in base_vals.items() if math.isnan(v)]
     if nan:
-        d, s_, m, i = nan[0]
+        d, s_, m, i, k = nan[0]
         raise SimpoolBenchError(
-            f"baseline {base_src}: value of {d}/{s_} {metric_key(m, i)} is NaN"
+            f"baseline {base_src}: value of {d}/{s_} {_label(m, i, k)} is NaN"
             f"{f' ({len(nan)} NaN values)' if len(nan) > 1 else ''}; a baseline must hold numbers"
         )
     rows: list[CheckRow] = []
@@ -298,31 +341,67 @@ def check(
             rvals = {_py(v) for v in rsel[f]} if f in rsel.columns else {None}
             bval, rval = ", ".join(map(str, sorted(bvals, key=str))), ", ".join(map(str, sorted(rvals, key=str)))
             if len(bvals) != 1 or len(rvals) != 1 or not _prov_equal(next(iter(bvals)), next(iter(rvals))):
-                rows.append(CheckRow(d, s, f"provenance:{f}", None, bval, rval, None, None, "provenance-mismatch"))
+                if f in allowed:
+                    notes.append(f"accepted provenance change (`{d}/{s}`) {f}: run {rval}, baseline {bval}")
+                else:
+                    rows.append(CheckRow(d, s, f"provenance:{f}", None, bval, rval, None, None, "provenance-mismatch"))
+        rows += _protocol_rows(d, s, rsel, bsel, allowed, notes)
+    if base_sets and not has_record(base_df):
+        notes.append(f"the baseline {base_src} has no protocol record (schema 2 or a hand-made table): protocol and transform not checked")
 
-    for (d, s, m, iou), base in base_vals.items():
-        t = tolerance_for(m, iou, tol, default_tolerance)
-        value = run_vals.get((d, s, m, iou))
+    for (d, s, m, iou, k), base in base_vals.items():
+        t = tolerance_for(m, iou, tol, default_tolerance, k)
+        value = run_vals.get((d, s, m, iou, k))
         if value is None:
-            rows.append(CheckRow(d, s, m, iou, base, None, None, t, "missing", "absent from the run"))
+            rows.append(CheckRow(d, s, m, iou, base, None, None, t, "missing", "absent from the run", k))
         elif math.isnan(value):
-            rows.append(CheckRow(d, s, m, iou, base, value, None, t, "missing", "the run's value is NaN"))
+            rows.append(CheckRow(d, s, m, iou, base, value, None, t, "missing", "the run's value is NaN", k))
         else:
-            rows.append(CheckRow(d, s, m, iou, base, value, value - base, t, _judge(m, base, value, t)))
+            rows.append(CheckRow(d, s, m, iou, base, value, value - base, t, _judge(m, base, value, t), "", k))
     extra = sorted(set(run_vals) - set(base_vals), key=str)
     if extra:
         notes.append(
             f"{len(extra)} metric(s) of the run are not in the baseline (not gated): "
-            + ", ".join(f"{d}/{s} {metric_key(m, i)}" for d, s, m, i in extra[:10])
+            + ", ".join(f"{d}/{s} {_label(m, i, k)}" for d, s, m, i, k in extra[:10])
             + (" …" if len(extra) > 10 else "")
         )
-    passed = not any(r.status in ("regressed", "missing", "provenance-mismatch") for r in rows)
+    passed = not any(r.status in _FAILING for r in rows)
     return CheckReport(passed, rows, run_src, base_src, notes)
+
+
+def _label(metric: str, iou: int | None, k: int | None) -> str:
+    return f"{metric}@{k}" if k is not None else metric_key(metric, iou)
+
+
+def _validate_allowed(names: Sequence[str], provenance_fields: Sequence[str]) -> frozenset[str]:
+    """The names ``--allow-protocol-change`` may take: a protocol/transform parameter or a
+    provenance field ``check`` compares; anything else is a typo, refused."""
+    known = (*PROTOCOL_PARAMETERS, *(f for f in provenance_fields if f not in PROTOCOL_PARAMETERS))
+    for name in names:
+        if name not in known:
+            raise SimpoolBenchError(
+                f"--allow-protocol-change {name!r}: not a protocol, transform or provenance parameter; expected one of {', '.join(known)}"
+            )
+    return frozenset(names)
+
+
+def _protocol_rows(d: str, s: str, rsel: pd.DataFrame, bsel: pd.DataFrame, allowed: frozenset[str], notes: list[str]) -> list[CheckRow]:
+    """'protocol-mismatch' rows of one dataset/split for every differing parameter not in
+    ``allowed`` (whose changes go to ``notes``); none when the baseline has no protocol record."""
+    if not has_record(bsel):
+        return []
+    rows = []
+    for c in parameter_changes(rsel, bsel):
+        if c.name in allowed:
+            notes.append(f"accepted {c.record} change (`{d}/{s}`) {c.name}: run {c.run}, baseline {c.baseline}")
+        else:
+            rows.append(CheckRow(d, s, f"{c.record}:{c.name}", None, c.baseline, c.run, None, None, "protocol-mismatch"))
+    return rows
 
 
 def check_console_table(report: CheckReport) -> Table:
     """A check report for the console (rich), failing rows in red."""
-    style = {"regressed": "red", "missing": "red", "provenance-mismatch": "red", "improved": "green", "ok": ""}
+    style = {"regressed": "red", "missing": "red", "provenance-mismatch": "red", "protocol-mismatch": "red", "improved": "green", "ok": ""}
     table = Table(title=f"simpool-bench check: {'PASSED' if report.passed else 'FAILED'}")
     for name in ("status", "dataset", "split", "metric", "IoU", "baseline", "value", "delta", "tolerance"):
         table.add_column(name, justify="right" if name in ("IoU", "baseline", "value", "delta", "tolerance") else "left")

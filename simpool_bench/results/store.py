@@ -30,8 +30,10 @@ from ..files import atomic_write, commit, discard, make_dir, os_reason, sha256_f
 from .render import to_latex, to_markdown
 from .table import (
     _FORMAT_ALIASES,
+    ADDED_COLUMNS,
     EXPORT_FILES,
     METRIC_COLUMNS,
+    OLDEST_READABLE_SCHEMA,
     RECORD_FILES,
     RUN_EXTRA_FILES,
     RUN_MANIFEST,
@@ -221,17 +223,25 @@ def read_run(path: str | os.PathLike) -> pd.DataFrame:
     if len(versions) != 1 or any(v is pd.NA for v in versions):
         raise SimpoolBenchError(f"{path}: mixed or empty schema_version values {sorted(map(str, versions))}")
     (version,) = versions
-    if version < SCHEMA_VERSION:
+    if version < OLDEST_READABLE_SCHEMA:
         raise SimpoolBenchError(
-            f"{path}: older results schema version {version}; this simpool-bench reads version {SCHEMA_VERSION} (re-run the evaluation)"
+            f"{path}: older results schema version {version}; this simpool-bench reads versions "
+            f"{OLDEST_READABLE_SCHEMA} to {SCHEMA_VERSION} (re-run the evaluation)"
         )
     if version > SCHEMA_VERSION:
         raise SimpoolBenchError(
             f"{path}: newer results schema version {version}; this simpool-bench reads version {SCHEMA_VERSION} (upgrade simpool-bench)"
         )
-    df = _coerce(raw, str(path))
+    df = _coerce(_with_added_columns(raw, version), str(path))
     _validate(df, str(path))
     return df
+
+
+def _with_added_columns(raw: pd.DataFrame, version: int) -> pd.DataFrame:
+    """A table of an older schema with the columns added since (``ADDED_COLUMNS``) empty; its
+    ``schema_version`` stays the one it was written with."""
+    added = [c for v, cols in sorted(ADDED_COLUMNS.items()) if v > version for c in cols if c not in raw.columns]
+    return raw.assign(**{c: [None] * len(raw) for c in added}) if added else raw
 
 
 def read_baseline(path: str | os.PathLike) -> pd.DataFrame:
