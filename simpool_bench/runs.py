@@ -228,16 +228,8 @@ def from_maps(
     from .map_store import MapStore
 
     store = MapStore.open(maps)
-    if protocol is None and kind in ("localize", "discover"):  # the spec's defaults, with the parameters given
-        data = DataSpec(str(kwargs.get("dataset", "")))
-        given = {k: v for k, v in kwargs.items() if v is not None}
-        if kind == "localize":
-            spec: LocalizeSpec | DiscoverSpec = LocalizeSpec(
-                data, maps=maps, **{k: given[k] for k in ("interval", "v1", "cam_target") if k in given}
-            )
-        else:
-            spec = DiscoverSpec(data, maps=maps, **{k: given[k] for k in ("mass", "lost_compat") if k in given})
-        protocol = protocol_of(spec)
+    if protocol is None and kind in ("localize", "discover"):
+        protocol = _stored_protocol(kind, maps, kwargs)
     if kind == "localize":
         outcome = tasks.localize_stored(store, records, **kwargs)
         method = None
@@ -247,3 +239,13 @@ def from_maps(
     else:
         raise SimpoolBenchError(f"from_maps: kind {kind!r}, expected localize or discover")
     return outcome, stored_provenance(store, n_images=outcome.n_images, method=method, protocol=protocol)
+
+
+def _stored_protocol(kind: str, maps: Path, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The protocol record of ``from_maps`` called without one: the spec's defaults with the
+    parameters ``kwargs`` give."""
+    data = DataSpec(str(kwargs.get("dataset", "")))
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    if kind == "localize":
+        return protocol_of(LocalizeSpec(data, maps=maps, **{k: given[k] for k in ("interval", "v1", "cam_target") if k in given}))
+    return protocol_of(DiscoverSpec(data, maps=maps, **{k: given[k] for k in ("mass", "lost_compat") if k in given}))

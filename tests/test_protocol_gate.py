@@ -135,6 +135,11 @@ def test_schema_2_baseline_is_read_and_checked_with_a_note(tmp_path):
     assert rep.passed and not rep.by_status("protocol-mismatch")
     assert any(f"the baseline {path} has no protocol record" in n for n in rep.notes)
     assert "Run `ci/run.csv` against baseline" in rep.markdown
+    # a record that is not a JSON object is named
+    bad = table.assign(protocol=["{not json", table["protocol"].iloc[1]])
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(SimpoolBenchError, match=r"bad.csv: column 'protocol' row 0: '\{not json' is not a JSON object"):
+        R.read_run(tmp_path / "bad.csv")
     # and a schema-3 table round-trips its records through every format
     written = R.write_run(table, tmp_path / "new", formats=("json",))
     for f in ("csv", "parquet", "json"):

@@ -16,10 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from .table import _py, from_json
+from .table import RECORD_COLUMNS, _py, from_json
 
-#: The record columns, in the order ``check`` reports them.
-RECORD_COLUMNS: tuple[str, ...] = ("protocol", "transform")
 #: Every parameter name the tool records (``specs.protocol_of`` of every spec and
 #: ``transforms.transform_record``; ``tests/test_protocol_gate.py`` keeps them in step): the names
 #: ``--allow-protocol-change`` accepts besides the provenance fields ``check`` compares.

@@ -75,6 +75,8 @@ KEY_COLUMNS: tuple[str, ...] = ("dataset", "split", "metric", "iou_threshold")
 _FLOAT_COLUMNS = frozenset({"value", "gamma"})
 _INT_COLUMNS = frozenset({"iou_threshold", "cls_head", "image_size", "n_images", "schema_version"})
 _BOOL_COLUMNS = frozenset({"random_init"})
+#: Provenance columns holding a JSON object per row (``as_json``).
+RECORD_COLUMNS: tuple[str, ...] = ("protocol", "transform")
 
 RECORD_FILES = {"csv": "results.csv", "parquet": "results.parquet"}
 EXPORT_FILES = {**RECORD_FILES, "json": "results.json", "md": "results.md", "latex": "results.tex"}
@@ -350,6 +352,12 @@ def _validate(df: pd.DataFrame, source: str, *, provenance: bool = True) -> None
             raise SimpoolBenchError(
                 f"{source}: row {i}: metric 'maxboxacc_v2' is the mean over IoU thresholds; its iou_threshold must be empty"
             )
+    for col in RECORD_COLUMNS:
+        for i, cell in enumerate(df[col].tolist() if col in df.columns else []):
+            try:
+                from_json(cell)
+            except SimpoolBenchError:
+                raise SimpoolBenchError(f"{source}: column '{col}' row {i}: {str(cell)[:80]!r} is not a JSON object") from None
     keys = list(KEY_COLUMNS) + (["run_id"] if "run_id" in df.columns else [])
     dup = df.duplicated(subset=keys, keep=False)
     if dup.any():
