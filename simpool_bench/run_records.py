@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +13,7 @@ from .engine import EngineConfig, dist_rank
 from .finite import NONFINITE_METRIC
 from .loading import describe_data_config
 from .results import Provenance, add_run_file, make_table, write_run
+from .results.table import as_json
 from .tasks import Outcome
 
 if TYPE_CHECKING:
@@ -29,8 +30,12 @@ def provenance(
     n_images: int,
     method: str | None = None,
     baseline: str | None = None,
+    protocol: Mapping[str, Any] | None = None,
+    transform: Mapping[str, Any] | None = None,
 ) -> Provenance:
-    """The run's provenance (what produced these numbers); ``image_size`` None = full resolution."""
+    """The run's provenance (what produced these numbers); ``image_size`` None = full resolution;
+    ``protocol`` and ``transform``: the records of ``specs.protocol_of`` and ``transforms.transform_record``.
+    ``random_init``: the model ran without weights (no checkpoint, no pretrained weights)."""
     from .engine import resolve_device
 
     wfile = getattr(model, "weights_file", None) if model is not None else None
@@ -59,12 +64,26 @@ def provenance(
         attn_source=getattr(model, "attn_source", None) if model is not None else None,
         cls_head=getattr(model, "cls_head", None) if getattr(model, "attn_source", None) == "cls" else None,
         pos_interp=pos_interp_of(model),
+        protocol=as_json(protocol),
+        transform=as_json(transform),
+        random_init=model is not None and (ck_fmt == "random-init" or bool(getattr(model, "random_init", False))),
         method=method,
         image_size=image_size,
         n_images=n_images,
         device=str(resolve_device(config.device)),
         amp=config.amp,
     )
+
+
+def map_transform_record(model: BenchModel | None, protocol: str) -> dict[str, Any] | None:
+    """The ``transform`` record of ``localize``/``discover`` (``protocol``) with ``model``: the
+    transform its task builds (``extraction.map_transform``); None without a model."""
+    if model is None:
+        return None
+    from .extraction import map_transform
+    from .transforms import transform_record
+
+    return transform_record(map_transform(model, protocol))
 
 
 def pos_interp_of(model: BenchModel | None) -> str | None:
@@ -152,11 +171,15 @@ def write_curve(extras: dict[str, Any], path: Path) -> Path | None:
     return add_run_file(Path(path).parent, Path(path).name, curve_csv(extras))
 
 
-def stored_provenance(store: Any, *, n_images: int, method: str | None = None) -> Provenance:
+def stored_provenance(store: Any, *, n_images: int, method: str | None = None, protocol: Mapping[str, Any] | None = None) -> Provenance:
     """Provenance of a run computed from stored maps: the extracting model's (from the store's
-    manifest), with this run's id, date and command line."""
+    manifest: its transform and random_init too, where recorded), with this run's id, date,
+    command line and ``protocol`` record."""
     known = dict(store.manifest.get("provenance") or {})
-    for k in ("run_id", "date", "command", "n_images", "method", "schema_version"):
+    for k in ("run_id", "date", "command", "n_images", "method", "schema_version", "protocol"):
         known.pop(k, None)
+    known = {k: v for k, v in known.items() if k in Provenance.__dataclass_fields__}
+    if protocol is not None:
+        known["protocol"] = as_json(protocol)
     model, pool = known.pop("model", "unknown"), known.pop("pool", "unknown")
     return Provenance.collect(model=model, pool=pool, n_images=n_images, method=method, **known)

@@ -23,8 +23,8 @@ from .loading import load_model
 from .readers import read_classification_data, read_data, read_discovery_data, read_localization_data, split_of
 from .registry import DATASETS, WSOL
 from .results import Provenance
-from .run_records import finish_run, provenance, stored_provenance
-from .specs import ClassifySpec, DiscoverSpec, ExtractSpec, LocalizeSpec, ModelOptions, RunResult
+from .run_records import finish_run, map_transform_record, provenance, stored_provenance
+from .specs import ClassifySpec, DataSpec, DiscoverSpec, ExtractSpec, LocalizeSpec, ModelOptions, RunResult, protocol_of
 
 #: The files a run writes besides results.csv and results.parquet, unless told otherwise.
 DEFAULT_FORMATS = ("parquet", "csv", "json")
@@ -38,7 +38,7 @@ def _result(outcome: tasks.Outcome, prov: Provenance, out: Path | None, formats:
 
 def run_classify(spec: ClassifySpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] = DEFAULT_FORMATS) -> RunResult:
     """Top-1/top-5 (and DINO's weighted k-NN with ``spec.knn_train``) of the spec's model."""
-    from .transforms import classification_transform
+    from .transforms import classification_config, classification_transform, transform_record
 
     d = spec.data
     if d.data is None:
@@ -60,7 +60,9 @@ def run_classify(spec: ClassifySpec, engine: EngineConfig, out: Path | None = No
         bank_cache=out,
     )
     size = net.data_config.get("input_size", (3, 0, 0))[-1] if spec.crop is None else spec.crop
-    prov = provenance(net, ckpt, engine, image_size=int(size), n_images=outcome.n_images)
+    cfg = classification_config(net.data_config, spec.resize, spec.crop, spec.interpolation)
+    used = transform_record(transform, cfg["mean"], cfg["std"], cfg.get("crop_pct", 0.875))
+    prov = provenance(net, ckpt, engine, image_size=int(size), n_images=outcome.n_images, protocol=protocol_of(spec), transform=used)
     return _result(outcome, prov, out, formats, per_class=spec.per_class, classes=classes)
 
 
@@ -110,6 +112,7 @@ def run_localize(spec: LocalizeSpec, engine: EngineConfig, out: Path | None = No
             v1=spec.v1,
             cam_target=spec.cam_target,
             allow_nonfinite=engine.allow_nonfinite,
+            protocol=protocol_of(spec),
         )
         return _result(outcome, prov, out, formats)
     net = ckpt = None
@@ -126,7 +129,16 @@ def run_localize(spec: LocalizeSpec, engine: EngineConfig, out: Path | None = No
         baseline=spec.baseline,
         cam_target=spec.cam_target,
     )
-    prov = provenance(net, ckpt, engine, image_size=WSOL.image_size, n_images=outcome.n_images, baseline=spec.baseline)
+    prov = provenance(
+        net,
+        ckpt,
+        engine,
+        image_size=WSOL.image_size,
+        n_images=outcome.n_images,
+        baseline=spec.baseline,
+        protocol=protocol_of(spec),
+        transform=map_transform_record(net, "localize"),
+    )
     return _result(outcome, prov, out, formats)
 
 
@@ -149,6 +161,7 @@ def run_discover(spec: DiscoverSpec, engine: EngineConfig, out: Path | None = No
             mass=spec.mass,
             lost_compat=spec.lost_compat,
             allow_nonfinite=engine.allow_nonfinite,
+            protocol=protocol_of(spec),
         )
         return _result(outcome, prov, out, formats)
     net = ckpt = None
@@ -166,7 +179,15 @@ def run_discover(spec: DiscoverSpec, engine: EngineConfig, out: Path | None = No
         k_patches=spec.k_patches,
     )
     prov = provenance(
-        net, ckpt, engine, image_size=None, n_images=outcome.n_images, method=spec.method, baseline=spec.method if net is None else None
+        net,
+        ckpt,
+        engine,
+        image_size=None,
+        n_images=outcome.n_images,
+        method=spec.method,
+        baseline=spec.method if net is None else None,
+        protocol=protocol_of(spec),
+        transform=map_transform_record(net, "discover"),
     )
     return _result(outcome, prov, out, formats)
 
@@ -182,7 +203,15 @@ def run_extract(spec: ExtractSpec, engine: EngineConfig, out: Path) -> RunResult
     split = d.split or DATASETS[d.dataset].default_split
     records = read_data(d)
     net, ckpt = load_model(spec.model)
-    prov = provenance(net, ckpt, engine, image_size=WSOL.image_size if protocol == "localize" else None, n_images=len(records))
+    prov = provenance(
+        net,
+        ckpt,
+        engine,
+        image_size=WSOL.image_size if protocol == "localize" else None,
+        n_images=len(records),
+        protocol={**protocol_of(spec), "maps_for": protocol},
+        transform=map_transform_record(net, protocol),
+    )
     info = {
         "dataset": d.dataset,
         "split": split,
@@ -205,13 +234,18 @@ def run_extract(spec: ExtractSpec, engine: EngineConfig, out: Path) -> RunResult
     return RunResult(None, (Path(out) / "manifest.json",), {"report": rep})
 
 
-def from_maps(kind: str, maps: Path, records: Sequence[Record], **kwargs: Any) -> tuple[tasks.Outcome, Provenance]:
+def from_maps(
+    kind: str, maps: Path, records: Sequence[Record], *, protocol: dict[str, Any] | None = None, **kwargs: Any
+) -> tuple[tasks.Outcome, Provenance]:
     """``localize`` or ``discover`` (method attn) scored on the maps stored by ``extract`` in
     ``maps`` instead of a model's; ``kwargs`` go to ``tasks.localize_stored``/``discover_stored``.
-    The provenance is the extracting model's (from the store's manifest)."""
+    The provenance is the extracting model's (from the store's manifest, its transform too) with
+    this run's ``protocol`` record (default: ``specs.protocol_of`` of the parameters in ``kwargs``)."""
     from .map_store import MapStore
 
     store = MapStore.open(maps)
+    if protocol is None and kind in ("localize", "discover"):
+        protocol = _stored_protocol(kind, maps, kwargs)
     if kind == "localize":
         outcome = tasks.localize_stored(store, records, **kwargs)
         method = None
@@ -220,4 +254,14 @@ def from_maps(kind: str, maps: Path, records: Sequence[Record], **kwargs: Any) -
         method = "attn"
     else:
         raise SimpoolBenchError(f"from_maps: kind {kind!r}, expected localize or discover")
-    return outcome, stored_provenance(store, n_images=outcome.n_images, method=method)
+    return outcome, stored_provenance(store, n_images=outcome.n_images, method=method, protocol=protocol)
+
+
+def _stored_protocol(kind: str, maps: Path, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The protocol record of ``from_maps`` called without one: the spec's defaults with the
+    parameters ``kwargs`` give."""
+    data = DataSpec(str(kwargs.get("dataset", "")))
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    if kind == "localize":
+        return protocol_of(LocalizeSpec(data, maps=maps, **{k: given[k] for k in ("interval", "v1", "cam_target") if k in given}))
+    return protocol_of(DiscoverSpec(data, maps=maps, **{k: given[k] for k in ("mass", "lost_compat") if k in given}))

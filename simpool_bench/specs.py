@@ -2,6 +2,7 @@
 protocol parameters; and what a run gives back (``RunResult``). ``runs`` turns them into tables.
 
 "Gamma not given" has one spelling: ``unset.UNSET`` (``ModelOptions.gamma``'s default).
+``protocol_of`` is the ``protocol`` provenance record of a spec.
 """
 
 from __future__ import annotations
@@ -138,3 +139,41 @@ class RunResult:
     table: pd.DataFrame | None
     files: tuple[Path, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+def protocol_of(spec: ClassifySpec | LocalizeSpec | DiscoverSpec | ExtractSpec) -> dict[str, Any]:
+    """The ``protocol`` provenance record of a run: its ``task`` and every protocol parameter it
+    ran with. A parameter the run does not use (k-NN without a bank; ``cam_target`` of a no-model
+    baseline; ``mass`` of ``--method lost``, ``k_patches`` of ``attn``, all three of ``center`` and
+    ``full-image``) is None, so that changing it is not a protocol change."""
+    if isinstance(spec, ClassifySpec):
+        knn = spec.knn_train is not None
+        ks = spec.knn_k if isinstance(spec.knn_k, (tuple, list)) else (spec.knn_k,)
+        return {
+            "task": "classify",
+            "knn_train": str(spec.knn_train) if knn else None,
+            "knn_k": [int(k) for k in ks] if knn else None,
+            "knn_temperature": float(spec.knn_temperature) if knn else None,
+            "knn_subset": getattr(spec, "knn_subset", None) if knn else None,
+        }
+    if isinstance(spec, LocalizeSpec):
+        return {
+            "task": "localize",
+            "interval": float(spec.interval),
+            "v1": bool(spec.v1),
+            "cam_target": None if (spec.baseline is not None and spec.maps is None) else spec.cam_target,
+            "image_size": WSOL.image_size,
+        }
+    if isinstance(spec, DiscoverSpec):
+        attn, lost = spec.method == "attn", spec.method == "lost"
+        return {
+            "task": "discover",
+            "method": spec.method,
+            "mass": float(spec.mass) if attn else None,
+            "lost_compat": bool(spec.lost_compat) if attn else None,
+            "k_patches": int(spec.k_patches) if lost else None,
+            "no_hard": bool(spec.data.no_hard),
+        }
+    if isinstance(spec, ExtractSpec):
+        return {"task": "extract", "cam_target": spec.cam_target, "dtype": spec.dtype, "features": bool(spec.features)}
+    raise TypeError(f"protocol_of: not a run spec: {type(spec).__name__}")

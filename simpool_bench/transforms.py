@@ -35,6 +35,29 @@ def classification_transform(
 
     Without overrides this is ``timm.data.create_transform(**data_config)`` (resize the short side
     to size / crop_pct, center crop, normalise)."""
+    cfg = classification_config(data_config, resize, crop, interpolation, mean, std)
+    from timm.data import create_transform
+
+    return create_transform(
+        input_size=cfg["input_size"],
+        interpolation=cfg.get("interpolation", "bicubic"),
+        mean=cfg["mean"],
+        std=cfg["std"],
+        crop_pct=cfg.get("crop_pct", 0.875),
+        crop_mode=cfg.get("crop_mode", "center"),
+        is_training=False,
+    )
+
+
+def classification_config(
+    data_config: dict[str, Any],
+    resize: int | None = None,
+    crop: int | None = None,
+    interpolation: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """The data config ``classification_transform`` builds from: the model's, with the overrides."""
     cfg = dict(data_config)
     for flag, value in (("--resize", resize), ("--crop", crop)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -52,17 +75,38 @@ def classification_transform(
     if resize is not None:
         size = cfg["input_size"][-1]
         cfg["crop_pct"] = size / resize
-    from timm.data import create_transform
+    return cfg
 
-    return create_transform(
-        input_size=cfg["input_size"],
-        interpolation=cfg.get("interpolation", "bicubic"),
-        mean=cfg["mean"],
-        std=cfg["std"],
-        crop_pct=cfg.get("crop_pct", 0.875),
-        crop_mode=cfg.get("crop_mode", "center"),
-        is_training=False,
-    )
+
+def transform_record(
+    transform: Any, mean: Sequence[float] | None = None, std: Sequence[float] | None = None, crop_pct: float | None = None
+) -> dict[str, Any]:
+    """The ``transform`` provenance record of an image transform: ``resize`` and ``interpolation``
+    (of its resize step), ``crop`` (its crop size), ``crop_pct``, ``mean`` and ``std``; None where
+    it has no such step. ``mean``/``std`` default to its Normalize step's (give them for timm's
+    transforms, which keep them as float32 tensors)."""
+    record: dict[str, Any] = {
+        "resize": None,
+        "crop": None,
+        "crop_pct": None if crop_pct is None else float(crop_pct),
+        "interpolation": None,
+    }
+    for step in getattr(transform, "transforms", ()):
+        name, size = type(step).__name__, getattr(step, "size", None)
+        if "Resize" in name and size is not None:
+            record["resize"] = [int(v) for v in size] if isinstance(size, (tuple, list)) else int(size)
+            mode = getattr(step, "interpolation", None)
+            record["interpolation"] = None if mode is None else str(getattr(mode, "value", mode))
+        elif "Crop" in name and size is not None:
+            record["crop"] = [int(v) for v in size] if isinstance(size, (tuple, list)) else int(size)
+        elif name == "Normalize":
+            mean = step.mean if mean is None else mean
+            std = step.std if std is None else std
+    if mean is None or std is None:
+        raise ValueError(f"transform_record: no mean/std given and no Normalize step in {transform!r}")
+    record["mean"] = [float(v) for v in mean]
+    record["std"] = [float(v) for v in std]
+    return record
 
 
 def wsol_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, size: int = WSOL_IMAGE_SIZE) -> T.Compose:

@@ -3,6 +3,7 @@ are checksummed, resumed after Ctrl-C, recomputed when corrupt and refused by re
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -105,6 +106,15 @@ def test_float32_store_gives_the_direct_localize_table_exactly(world, f32_store)
     outcome, prov = api.from_maps("localize", store.root, records, dataset="cub", split="test")
     assert table_values(outcome) == table_values(direct)
     assert (prov.model, prov.checkpoint_sha256, prov.n_images) == (ARCH, store.manifest["provenance"]["checkpoint_sha256"], N_WSOL)
+    # the transform is the extraction's (the one the direct run records); the protocol this run's
+    from simpool_bench.run_records import map_transform_record
+
+    assert (
+        prov.transform
+        == store.manifest["provenance"]["transform"]
+        == json.dumps(map_transform_record(world["model"], "localize"), sort_keys=True)
+    )
+    assert json.loads(prov.protocol)["task"] == "localize" and prov.random_init is False
     # the stored maps are the model's own (independent forward, batch of one; within float32 noise)
     # and the predictions its logits' argmax
     shard = store.read_shard(2)

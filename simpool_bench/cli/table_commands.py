@@ -99,8 +99,17 @@ def check(
     tol: Annotated[Optional[list[str]], typer.Option("--tol", help="Override one tolerance: METRIC=VALUE (repeatable).")] = None,
     summary: Annotated[Optional[Path], typer.Option("--summary", help="Also write the Markdown summary to this file.")] = None,
     github: Annotated[bool, typer.Option("--github/--no-github", help="Append the summary to $GITHUB_STEP_SUMMARY when set.")] = True,
+    allow_protocol_change: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--allow-protocol-change",
+            metavar="NAME",
+            help="Accept a changed protocol/transform parameter (e.g. mass, interval, mean) or provenance field (repeatable).",
+        ),
+    ] = None,
 ) -> None:
-    """CI gate: compare a run with a baseline; exit 0 within tolerance, 1 on regression, 2 on bad input."""
+    """CI gate: compare a run with a baseline; exit 0 within tolerance, 1 on regression or a changed
+    protocol/transform parameter, 2 on bad input."""
     from .. import results as R
 
     tols = dict(R.load_tolerances(tolerances)) if tolerances is not None else {}
@@ -111,7 +120,9 @@ def check(
         except ValueError:
             raise SimpoolBenchError(f"--tol {item!r}: expected METRIC=NUMBER") from None
     try:
-        report = R.check(_result_file(run), _result_file(baseline), tolerances=tols)  # read_run / read_baseline
+        report = R.check(  # read_run / read_baseline
+            _result_file(run), _result_file(baseline), tolerances=tols, allow_protocol_change=tuple(allow_protocol_change or ())
+        )
     except SimpoolBenchError:
         raise
     except Exception as err:  # a crash must never read as a regression (exit 1)

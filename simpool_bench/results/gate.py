@@ -5,6 +5,11 @@ direction of each metric come from ``metrics.catalog``, where the accumulators d
 metrics: every metric is higher-is-better except ``n_failed`` and ``n_nonfinite`` (lower is better)
 and the ``exact`` metrics ``n_images`` (must not change) and ``best_threshold`` (a threshold, not a
 score: reported, never "best", and gated only if a finite tolerance is given).
+
+A run must also share the baseline's protocol and transform records, parameter by parameter
+(``results.protocols``): a difference is a 'protocol-mismatch' naming the parameter and both
+values, unless accepted by name (``allow_protocol_change``, the CLI's ``--allow-protocol-change``).
+A baseline without records (schema 2, hand-made) is noted, not failed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from rich.table import Table
 from ..errors import SimpoolBenchError
 from ..metrics import catalog
 from ..metrics.catalog import Direction
+from .protocols import PROTOCOL_PARAMETERS, has_record, parameter_changes
 from .render import _md_cell, format_delta, format_value
 from .store import _as_table
 from .table import KNOWN_METRICS, _fmt_iou, _is_na, _py, metric_key
@@ -45,19 +51,24 @@ CHECK_PROVENANCE_FIELDS: tuple[str, ...] = (
     "method",
     "image_size",
     "n_images",
+    "random_init",
 )
-"""Provenance a run must share with the baseline (where the baseline records it)."""
+"""Provenance a run must share with the baseline (where the baseline records it); the protocol
+and transform records are compared parameter by parameter (``results.protocols``)."""
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 _KNN_METRICS = frozenset(m.name for m in catalog.KNN_METRICS)  # keyed by k: a tolerance 'knn_top1@200' is valid
 _EPS = 1e-9
 
-Status = Literal["ok", "regressed", "improved", "missing", "provenance-mismatch"]
+Status = Literal["ok", "regressed", "improved", "missing", "provenance-mismatch", "protocol-mismatch"]
+_FAILING: tuple[Status, ...] = ("regressed", "missing", "provenance-mismatch", "protocol-mismatch")
 
 
 @dataclass(frozen=True)
 class CheckRow:
-    """One line of a check: a metric (or, for provenance-mismatch, 'provenance:<field>')."""
+    """One line of a check: a metric (or, for provenance-mismatch, 'provenance:<field>'; for
+    protocol-mismatch, 'protocol:<name>' or 'transform:<name>', ``value``/``baseline`` as shown).
+    ``k``: the k of a k-NN row."""
 
     dataset: str
     split: str
@@ -102,7 +113,7 @@ class CheckReport:
     @property
     def markdown(self) -> str:
         """Markdown naming what moved, by how much, against which tolerance."""
-        counts = {s: len(self.by_status(s)) for s in ("regressed", "missing", "provenance-mismatch", "improved", "ok")}
+        counts = {s: len(self.by_status(s)) for s in (*_FAILING, "improved", "ok")}
         verdict = "PASSED" if self.passed else "FAILED"
         summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         lines = [
@@ -118,6 +129,7 @@ class CheckReport:
             ("regressed", "Regressed"),
             ("missing", "Missing"),
             ("provenance-mismatch", "Provenance mismatch"),
+            ("protocol-mismatch", "Protocol mismatch"),
             ("improved", "Improved"),
         )
         for status, title in titles:
@@ -165,6 +177,9 @@ def _fmt_tol(t: float | None) -> str:
 def _describe(r: CheckRow) -> str:
     if r.status == "provenance-mismatch":
         return f"`{r.dataset}/{r.split}` {r.metric.removeprefix('provenance:')}: baseline `{r.baseline}`, run `{r.value}`"
+    if r.status == "protocol-mismatch":
+        record, _, name = r.metric.partition(":")
+        return f"`{r.dataset}/{r.split}` {name}: run {r.value}, baseline {r.baseline} ({record})"
     if r.status == "missing":
         return f"`{r.key}`: baseline {_cell(r.metric, r.baseline)}, {r.note or 'absent from the run'}"
     return (
@@ -183,7 +198,7 @@ def _validate_tolerances(tol: Mapping[str, Any], source: str) -> dict[str, float
             if metric not in KNOWN_METRICS:
                 raise SimpoolBenchError(
                     f"{source}: unknown metric {key!r} in tolerances; expected 'default' or one of "
-                    f"{', '.join(KNOWN_METRICS)} (optionally '@IOU', e.g. 'maxboxacc@70')"
+                    f"{', '.join(KNOWN_METRICS)} (optionally '@IOU', e.g. 'maxboxacc@70', or '@K' for k-NN, e.g. 'knn_top1@20')"
                 )
             if iou and metric in _KNN_METRICS:
                 if not (iou.isdigit() and int(iou) > 0):
@@ -198,8 +213,8 @@ def _validate_tolerances(tol: Mapping[str, Any], source: str) -> dict[str, float
 
 def load_tolerances(path: str | os.PathLike) -> dict[str, float]:
     """Tolerances from a TOML file: top-level (or a ``[tolerances]`` table of) keys ``default``,
-    a metric name (``top1``) or a metric at one IoU threshold (``"maxboxacc@70"``), each an
-    absolute tolerance in the metric's unit (``inf`` = not gated)."""
+    a metric name (``top1``), a metric at one IoU threshold (``"maxboxacc@70"``) or a k-NN metric
+    at one k (``"knn_top1@20"``), each an absolute tolerance in the metric's unit (``inf`` = not gated)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -265,14 +280,23 @@ def check(
     tolerances: Mapping[str, float] | None = None,
     default_tolerance: float = DEFAULT_TOLERANCE,
     provenance_fields: Sequence[str] = CHECK_PROVENANCE_FIELDS,
+    allow_protocol_change: Sequence[str] = (),
+    run_source: str | None = None,
+    baseline_source: str | None = None,
 ) -> CheckReport:
     """Gate ``run`` against ``baseline`` (DataFrames or files). Every baseline metric must be in
     the run (else 'missing') and within its tolerance (``tolerance_for``) in the bad direction
     (else 'regressed'); ``provenance_fields`` the baseline records must equal the run's (else
-    'provenance-mismatch'). Metrics of the run absent from the baseline are noted, not gated."""
+    'provenance-mismatch'); so must every protocol and transform parameter (else
+    'protocol-mismatch'), but for the names in ``allow_protocol_change`` (protocol, transform or
+    provenance field names; their changes are noted). Metrics of the run absent from the baseline
+    are noted, not gated. ``run_source``/``baseline_source`` name the tables in the summary
+    (default: the file paths, or 'run'/'baseline' for DataFrames)."""
     tol = _validate_tolerances(tolerances or {}, "tolerances")
+    allowed = _validate_allowed(allow_protocol_change, provenance_fields)
     run_df, run_src = _as_table(run, "run")
     base_df, base_src = _as_table(baseline, "baseline", baseline=True)
+    run_src, base_src = run_source or run_src, baseline_source or base_src
 
     def index(df: pd.DataFrame) -> dict[tuple, float]:
         return {
@@ -319,7 +343,13 @@ def check(
             rvals = {_py(v) for v in rsel[f]} if f in rsel.columns else {None}
             bval, rval = ", ".join(map(str, sorted(bvals, key=str))), ", ".join(map(str, sorted(rvals, key=str)))
             if len(bvals) != 1 or len(rvals) != 1 or not _prov_equal(next(iter(bvals)), next(iter(rvals))):
-                rows.append(CheckRow(d, s, f"provenance:{f}", None, bval, rval, None, None, "provenance-mismatch"))
+                if f in allowed:
+                    notes.append(f"accepted provenance change (`{d}/{s}`) {f}: run {rval}, baseline {bval}")
+                else:
+                    rows.append(CheckRow(d, s, f"provenance:{f}", None, bval, rval, None, None, "provenance-mismatch"))
+        rows += _protocol_rows(d, s, rsel, bsel, allowed, notes)
+    if base_sets and not has_record(base_df):
+        notes.append(f"the baseline {base_src} has no protocol record (schema 2 or a hand-made table): protocol and transform not checked")
 
     for (d, s, m, iou, k), base in base_vals.items():
         t = tolerance_for(m, iou, tol, default_tolerance, k)
@@ -337,13 +367,39 @@ def check(
             + ", ".join(f"{d}/{s} {metric_key(m, i, kk)}" for d, s, m, i, kk in extra[:10])
             + (" …" if len(extra) > 10 else "")
         )
-    passed = not any(r.status in ("regressed", "missing", "provenance-mismatch") for r in rows)
+    passed = not any(r.status in _FAILING for r in rows)
     return CheckReport(passed, rows, run_src, base_src, notes)
+
+
+def _validate_allowed(names: Sequence[str], provenance_fields: Sequence[str]) -> frozenset[str]:
+    """The names ``--allow-protocol-change`` may take: a protocol/transform parameter or a
+    provenance field ``check`` compares; anything else is a typo, refused."""
+    known = (*PROTOCOL_PARAMETERS, *(f for f in provenance_fields if f not in PROTOCOL_PARAMETERS))
+    for name in names:
+        if name not in known:
+            raise SimpoolBenchError(
+                f"--allow-protocol-change {name!r}: not a protocol, transform or provenance parameter; expected one of {', '.join(known)}"
+            )
+    return frozenset(names)
+
+
+def _protocol_rows(d: str, s: str, rsel: pd.DataFrame, bsel: pd.DataFrame, allowed: frozenset[str], notes: list[str]) -> list[CheckRow]:
+    """'protocol-mismatch' rows of one dataset/split for every differing parameter not in
+    ``allowed`` (whose changes go to ``notes``); none when the baseline has no protocol record."""
+    if not has_record(bsel):
+        return []
+    rows = []
+    for c in parameter_changes(rsel, bsel):
+        if c.name in allowed:
+            notes.append(f"accepted {c.record} change (`{d}/{s}`) {c.name}: run {c.run}, baseline {c.baseline}")
+        else:
+            rows.append(CheckRow(d, s, f"{c.record}:{c.name}", None, c.baseline, c.run, None, None, "protocol-mismatch"))
+    return rows
 
 
 def check_console_table(report: CheckReport) -> Table:
     """A check report for the console (rich), failing rows in red."""
-    style = {"regressed": "red", "missing": "red", "provenance-mismatch": "red", "improved": "green", "ok": ""}
+    style = {"regressed": "red", "missing": "red", "provenance-mismatch": "red", "protocol-mismatch": "red", "improved": "green", "ok": ""}
     table = Table(title=f"simpool-bench check: {'PASSED' if report.passed else 'FAILED'}")
     for name in ("status", "dataset", "split", "metric", "IoU", "baseline", "value", "delta", "tolerance"):
         table.add_column(name, justify="right" if name in ("IoU", "baseline", "value", "delta", "tolerance") else "left")

@@ -10,6 +10,7 @@ The metrics the tool writes are declared in ``metrics.catalog``; other names are
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -32,8 +33,9 @@ from ..metrics import catalog
 SCHEMA_VERSION = 3
 """Version of the results table layout; bump on any change of columns or their meaning.
 2: ``attn_options``, ``weights``, ``data_config``, ``cls_head`` and ``pos_interp`` provenance columns.
-3: the ``k`` key column (the k of a k-NN row). Version-2 tables are read with ``k`` empty."""
-#: The oldest schema version ``read_run`` still reads (``upgrade_table`` fills the newer columns).
+3: the ``k`` key column (the k of a k-NN row); ``protocol``, ``transform`` (JSON objects, sorted keys) and
+``random_init`` provenance columns. Version-2 tables are read with these columns empty."""
+#: The oldest schema ``read_run`` still reads; the columns added since (``ADDED_COLUMNS``) read as empty.
 OLDEST_READABLE_SCHEMA = 2
 
 METRIC_COLUMNS: tuple[str, ...] = ("dataset", "split", "metric", "iou_threshold", "k", "value")
@@ -52,6 +54,9 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
     "pos_interp",
     "weights",
     "data_config",
+    "transform",
+    "protocol",
+    "random_init",
     "method",
     "image_size",
     "n_images",
@@ -67,10 +72,13 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
 COLUMNS: tuple[str, ...] = METRIC_COLUMNS + PROVENANCE_COLUMNS
 KEY_COLUMNS: tuple[str, ...] = ("dataset", "split", "metric", "iou_threshold", "k")
 #: Columns a table of an older schema may lack; ``upgrade_table`` adds them empty.
-ADDED_COLUMNS: dict[int, tuple[str, ...]] = {3: ("k",)}
+ADDED_COLUMNS: dict[int, tuple[str, ...]] = {3: ("k", "protocol", "transform", "random_init")}
 
 _FLOAT_COLUMNS = frozenset({"value", "gamma"})
 _INT_COLUMNS = frozenset({"iou_threshold", "k", "cls_head", "image_size", "n_images", "schema_version"})
+_BOOL_COLUMNS = frozenset({"random_init"})
+#: Provenance columns holding a JSON object per row (``as_json``).
+RECORD_COLUMNS: tuple[str, ...] = ("protocol", "transform")
 
 RECORD_FILES = {"csv": "results.csv", "parquet": "results.parquet"}
 EXPORT_FILES = {**RECORD_FILES, "json": "results.json", "md": "results.md", "latex": "results.tex"}
@@ -101,7 +109,10 @@ class Provenance:
     ``cls_head``: the head of a CLS attention map (None = the head mean, or no CLS map; 4 under
     ``discover --lost-compat``). ``pos_interp``: how a ViT resized its position embeddings:
     ``'timm'``, ``'dino'`` (DINO's ``interpolate_pos_encoding``) or ``'dino-quirk'`` (the official
-    SimPool DINO code's ``npatch`` slip); None for CNNs."""
+    SimPool DINO code's ``npatch`` slip); None for CNNs. ``protocol``: every protocol parameter of
+    the command and its ``task`` (``specs.protocol_of``); ``transform``: the image transform the
+    run used (resize, crop, crop_pct, interpolation, mean, std; None without a model); both JSON
+    objects with sorted keys (``as_json``). ``random_init``: a model ran without any weights."""
 
     model: str
     pool: str
@@ -114,6 +125,9 @@ class Provenance:
     attn_options: str | None = None
     weights: str | None = None
     data_config: str | None = None
+    transform: str | None = None
+    protocol: str | None = None
+    random_init: bool | None = None
     cls_head: int | None = None
     pos_interp: str | None = None
     method: str | None = None
@@ -169,6 +183,25 @@ class Provenance:
         """The provenance columns, in table order."""
         d = asdict(self)
         return {c: d[c] for c in PROVENANCE_COLUMNS}
+
+
+def as_json(record: Mapping[str, Any] | None) -> str | None:
+    """A ``protocol``/``transform`` record as its column value: a JSON object with sorted keys
+    (tuples as lists); None stays None."""
+    return None if record is None else json.dumps(dict(record), sort_keys=True)
+
+
+def from_json(cell: Any) -> dict[str, Any] | None:
+    """A ``protocol``/``transform`` cell back as a dict; None for an empty cell."""
+    if _is_na(cell):
+        return None
+    try:
+        out = json.loads(str(cell))
+    except ValueError:
+        out = None
+    if not isinstance(out, dict):
+        raise SimpoolBenchError(f"protocol/transform cell {str(cell)[:80]!r} is not a JSON object")
+    return out
 
 
 # ------------------------------------------------------------------------------------ the table
@@ -252,27 +285,48 @@ def _to_int(x: Any) -> Any:
     return int(x)
 
 
+def _to_bool(x: Any) -> Any:
+    if _is_na(x) or (isinstance(x, str) and x.strip() == ""):
+        return pd.NA
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, str) and x.strip().lower() in ("true", "false"):
+        return x.strip().lower() == "true"
+    if isinstance(x, (int, np.integer)) and int(x) in (0, 1):
+        return bool(x)
+    raise ValueError(repr(x))
+
+
+def _converter(col: str) -> tuple[Any, str]:
+    if col in _FLOAT_COLUMNS:
+        return _to_float, "float64"
+    if col in _INT_COLUMNS:
+        return _to_int, "Int64"
+    if col in _BOOL_COLUMNS:
+        return _to_bool, "boolean"
+    return _to_str, "string"
+
+
+_EXPECTED = {"float64": "a number", "Int64": "an integer", "boolean": "true or false"}
+
+
 def _coerce(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """Fix the dtypes of the known columns (strings: 'string' with NA for empty; integers: Int64;
-    floats: float64). Values are converted one by one with Python's exact parsers. A table without
-    the ``k`` column (schema 2, a hand-made baseline) gets it, empty."""
+    floats: float64; booleans: boolean). Values are converted one by one with Python's exact parsers. A table
+    without the ``k`` column (schema 2, a hand-made baseline) gets it, empty."""
     if "k" not in df.columns:
         df = df.assign(k=None)
     out = {}
     for col in df.columns:
         values = df[col].tolist()
         if col in COLUMNS:
-            conv, dtype = (
-                (_to_float, "float64") if col in _FLOAT_COLUMNS else (_to_int, "Int64") if col in _INT_COLUMNS else (_to_str, "string")
-            )
+            conv, dtype = _converter(col)
             converted = []
             for i, v in enumerate(values):
                 try:
                     converted.append(conv(v))
                 except (TypeError, ValueError):
-                    raise SimpoolBenchError(
-                        f"{source}: column '{col}' row {i}: {v!r} is not {'a number' if dtype == 'float64' else 'an integer'}"
-                    ) from None
+                    raise SimpoolBenchError(f"{source}: column '{col}' row {i}: {v!r} is not {_EXPECTED[dtype]}") from None
             out[col] = np.asarray(converted, dtype=np.float64) if dtype == "float64" else pd.array(converted, dtype=dtype)
         else:
             out[col] = df[col].to_numpy()
@@ -305,6 +359,12 @@ def _validate(df: pd.DataFrame, source: str, *, provenance: bool = True) -> None
             raise SimpoolBenchError(
                 f"{source}: row {i}: metric 'maxboxacc_v2' is the mean over IoU thresholds; its iou_threshold must be empty"
             )
+    for col in RECORD_COLUMNS:
+        for i, cell in enumerate(df[col].tolist() if col in df.columns else []):
+            try:
+                from_json(cell)
+            except SimpoolBenchError:
+                raise SimpoolBenchError(f"{source}: column '{col}' row {i}: {str(cell)[:80]!r} is not a JSON object") from None
     keys = list(KEY_COLUMNS) + (["run_id"] if "run_id" in df.columns else [])
     dup = df.duplicated(subset=keys, keep=False)
     if dup.any():

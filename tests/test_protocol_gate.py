@@ -1,0 +1,236 @@
+"""Full provenance and the protocol-aware ``check``: every run records its protocol parameters and
+image transform (schema 3), ``check`` fails on any difference naming the parameter and both values
+unless ``--allow-protocol-change`` accepts it, knows every catalog metric, names the real paths,
+and still reads schema-2 baselines (with a note)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from simpool_bench import api
+from simpool_bench import results as R
+from simpool_bench.engine import EngineConfig
+from simpool_bench.errors import SimpoolBenchError
+from simpool_bench.metrics import catalog
+from simpool_bench.results.protocols import PROTOCOL_PARAMETERS
+from simpool_bench.specs import protocol_of
+from simpool_bench.transforms import classification_transform, discovery_transform, transform_record, wsol_transform
+
+from conftest import build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset, said
+from conftest import invoke_cli as invoke
+from results_helpers import _prov, _rows
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CFG = {
+    "input_size": (3, 224, 224),
+    "interpolation": "bicubic",
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "crop_pct": 0.875,
+}
+
+
+def _engine() -> EngineConfig:
+    return EngineConfig(device="cpu", workers=0, progress=False)
+
+
+def _table(values: dict, protocol: dict | None, transform: dict | None, **kw) -> pd.DataFrame:
+    prov = _prov(protocol=R.table.as_json(protocol), transform=R.table.as_json(transform), random_init=False, **kw)
+    return R.make_table(_rows(values), prov)
+
+
+# ------------------------------------------------------------------------------------ the CLI gate
+def test_discover_mass_change_fails_check_naming_mass_unless_allowed(tmp_path):
+    voc = build_voc_dataset(tmp_path / "VOC2007", n=5)
+    ckpt, _ = build_tiny_checkpoint(tmp_path / "m.pth.tar")
+    common = ("discover", "--dataset", "voc07", "--data", voc, "--checkpoint", ckpt, "--device", "cpu", "--no-resume")
+    assert invoke(*common, "--out", tmp_path / "base").exit_code == 0
+    assert invoke(*common, "--mass", "0.3", "--out", tmp_path / "run").exit_code == 0
+    run, base = tmp_path / "run" / "results.parquet", tmp_path / "base" / "results.parquet"
+    table = R.read_run(run)
+    assert json.loads(table["protocol"].iloc[0]) == {
+        "task": "discover",
+        "method": "attn",
+        "mass": 0.3,
+        "lost_compat": False,
+        "k_patches": None,
+        "no_hard": False,
+    }
+    summary = tmp_path / "summary.md"
+    res = invoke("check", tmp_path / "run", "--baseline", tmp_path / "base", "--no-github", "--summary", summary)
+    assert res.exit_code == 1, res.output
+    md = summary.read_text()
+    assert "- `voc07/trainval` mass: run 0.3, baseline 0.6 (protocol)" in md
+    assert "| protocol-mismatch | voc07 | trainval | protocol:mass |  | 0.6 | 0.3 |" in md
+    assert f"Run `{run}` against baseline `{base}`." in md  # the real paths, not 'run'/'baseline'
+    # accepted knowingly: a note, no mismatch row; CorLoc is still gated (here given the whole range)
+    res = invoke(
+        "check", tmp_path / "run", "--baseline", tmp_path / "base", "--no-github", "--summary", summary,
+        "--allow-protocol-change", "mass", "--tol", "corloc=100",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    md = summary.read_text()
+    assert "protocol-mismatch" not in md and "accepted protocol change (`voc07/trainval`) mass: run 0.3, baseline 0.6" in md
+    res = invoke("check", tmp_path / "run", "--baseline", tmp_path / "base", "--no-github", "--allow-protocol-change", "maas")
+    assert res.exit_code == 2 and "--allow-protocol-change 'maas': not a protocol, transform or provenance parameter" in said(res)
+
+
+def test_check_tol_takes_every_catalog_metric(tmp_path):
+    base = R.write_run(_table({"knn_top1": 70.0, "knn_top5": 90.0}, {"task": "classify"}, None), tmp_path / "base")["csv"]
+    run = R.write_run(_table({"knn_top1": 70.0, "knn_top5": 89.6}, {"task": "classify"}, None), tmp_path / "run")["csv"]
+    res = invoke("check", run, "--baseline", base, "--no-github")
+    assert res.exit_code == 1 and "knn_top5`: 90.00 → 89.60" in said(res)
+    res = invoke("check", run, "--baseline", base, "--no-github", "--tol", "knn_top5=0.5")
+    assert res.exit_code == 0, res.output
+    assert "| ok | cub | test | knn_top5 |  | 90.00 | 89.60 | -0.40 | ±0.5 |" in res.output
+    # every metric the tool writes is a tolerance key
+    assert R.check(run, base, tolerances={m.name: 1.0 for m in catalog.METRICS}).passed
+
+
+# ------------------------------------------------------------------------------------ check, in Python
+def test_transform_mismatch_names_each_parameter_and_both_values():
+    default = transform_record(classification_transform(CFG), CFG["mean"], CFG["std"], CFG["crop_pct"])
+    other_cfg = {**CFG, "interpolation": "bilinear", "crop_pct": 224 / 232}
+    other = transform_record(classification_transform(other_cfg), CFG["mean"], CFG["std"], other_cfg["crop_pct"])
+    proto = {"task": "classify", "knn_k": None}
+    rep = R.check(_table({"top1": 80.0}, proto, other), _table({"top1": 80.0}, proto, default))
+    bad = {r.metric: (r.value, r.baseline) for r in rep.by_status("protocol-mismatch")}
+    assert bad == {
+        "transform:resize": ("232", "256"),
+        "transform:interpolation": ("bilinear", "bicubic"),
+        "transform:crop_pct": (json.dumps(224 / 232), "0.875"),
+    }
+    assert not rep.passed and R.exit_code(rep) == 1
+    assert "- `cub/test` resize: run 232, baseline 256 (transform)" in rep.markdown
+    rep = R.check(_table({"top1": 80.0}, proto, other), _table({"top1": 80.0}, proto, default), allow_protocol_change=["resize"])
+    assert {r.metric for r in rep.by_status("protocol-mismatch")} == {"transform:interpolation", "transform:crop_pct"}
+    assert any("resize: run 232, baseline 256" in n for n in rep.notes)
+    # mean/std: a list per value; a missing record (no model) differs from any value
+    shifted = {**default, "mean": [0.5, 0.5, 0.5]}
+    rep = R.check(_table({"top1": 80.0}, proto, shifted), _table({"top1": 80.0}, proto, default))
+    assert [(r.metric, r.value, r.baseline) for r in rep.by_status("protocol-mismatch")] == [
+        ("transform:mean", "[0.5, 0.5, 0.5]", "[0.485, 0.456, 0.406]")
+    ]
+    rep = R.check(_table({"top1": 80.0}, proto, None), _table({"top1": 80.0}, proto, {"resize": 256}))
+    assert [(r.metric, r.value, r.baseline) for r in rep.by_status("protocol-mismatch")] == [("transform:resize", "not recorded", "256")]
+    # equal records pass; 100 and 100.0 are one value
+    assert R.check(_table({"top1": 80.0}, {"k_patches": 100}, default), _table({"top1": 80.0}, {"k_patches": 100.0}, default)).passed
+
+
+def test_schema_2_baseline_is_read_and_checked_with_a_note(tmp_path):
+    table = _table({"top1": 80.0, "top5": 95.0}, {"task": "classify"}, None)
+    old = table.drop(columns=["protocol", "transform", "random_init"]).assign(schema_version=2)
+    path = tmp_path / "old.csv"
+    old.to_csv(path, index=False)
+    back = R.read_run(path)
+    assert list(back.columns) == list(R.COLUMNS) and back["protocol"].isna().all() and back["random_init"].isna().all()
+    assert (back["schema_version"] == 2).all()
+    rep = R.check(_table({"top1": 80.0, "top5": 95.0}, {"task": "classify", "mass": 0.3}, None), path, run_source="ci/run.csv")
+    assert rep.passed and not rep.by_status("protocol-mismatch")
+    assert any(f"the baseline {path} has no protocol record" in n for n in rep.notes)
+    assert "Run `ci/run.csv` against baseline" in rep.markdown
+    # a record that is not a JSON object is named
+    bad = table.assign(protocol=["{not json", table["protocol"].iloc[1]])
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(SimpoolBenchError, match=r"bad.csv: column 'protocol' row 0: '\{not json' is not a JSON object"):
+        R.read_run(tmp_path / "bad.csv")
+    # and a schema-3 table round-trips its records through every format
+    written = R.write_run(table, tmp_path / "new", formats=("json",))
+    for f in ("csv", "parquet", "json"):
+        pd.testing.assert_frame_equal(R.read_run(written[f]), table)
+
+
+# ------------------------------------------------------------------------------------ the records
+def test_transform_record_of_each_protocol():
+    rec = transform_record(classification_transform(CFG), CFG["mean"], CFG["std"], CFG["crop_pct"])
+    assert rec == {
+        "resize": math.floor(224 / 0.875),  # timm: scale_size = floor(img_size / crop_pct)
+        "crop": [224, 224],
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
+    assert transform_record(wsol_transform((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))) == {
+        "resize": [224, 224],
+        "crop": None,
+        "crop_pct": None,
+        "interpolation": "bilinear",
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+    }
+    rec = transform_record(discovery_transform(16))
+    assert (rec["resize"], rec["crop"], rec["interpolation"], rec["mean"]) == (None, None, None, [0.485, 0.456, 0.406])
+
+
+def test_protocol_parameters_name_every_recorded_key():
+    d = api.DataSpec("voc07")
+    specs = [
+        api.ClassifySpec(d, knn_train=Path("bank")),
+        api.LocalizeSpec(d),
+        *(api.DiscoverSpec(d, method=m) for m in ("attn", "lost", "center", "full-image")),
+        api.ExtractSpec(d),
+    ]
+    keys = {k for s in specs for k in protocol_of(s)} | {"maps_for"}
+    keys |= set(transform_record(discovery_transform(16)))
+    assert keys == set(PROTOCOL_PARAMETERS)
+    # a parameter the run does not use is None
+    assert protocol_of(api.DiscoverSpec(d, method="lost", mass=0.3))["mass"] is None
+    assert protocol_of(api.DiscoverSpec(d, method="center"))["k_patches"] is None
+    assert protocol_of(api.ClassifySpec(d, knn_temperature=0.1))["knn_temperature"] is None
+    assert protocol_of(api.LocalizeSpec(d, baseline="full-box"))["cam_target"] is None
+
+
+def test_every_run_kind_fills_protocol_transform_and_random_init(tmp_path, make_image_folder):
+    voc = build_voc_dataset(tmp_path / "VOC2007", n=4)
+    full = api.run_discover(api.DiscoverSpec(api.DataSpec("voc07", data=voc), method="full-image"), _engine()).table
+    assert json.loads(full["protocol"].iloc[0]) == {
+        "task": "discover", "method": "full-image", "mass": None, "lost_compat": None, "k_patches": None, "no_hard": False,
+    }  # fmt: skip
+    assert full["transform"].isna().all() and not full["random_init"].any()
+    wsol = build_wsol_dataset(tmp_path / "cub", n=4)
+    spec = api.LocalizeSpec(api.DataSpec("cub", data=wsol.image_root, metadata=wsol.metadata), baseline="full-box", interval=0.01)
+    loc = api.run_localize(spec, _engine()).table
+    assert json.loads(loc["protocol"].iloc[0]) == {"task": "localize", "interval": 0.01, "v1": False, "cam_target": None, "image_size": 224}
+    assert loc["transform"].isna().all() and not loc["random_init"].any()
+    data = make_image_folder(tmp_path / "img", counts=(2, 2, 2))
+    ckpt, model = build_tiny_checkpoint(tmp_path / "m.pth.tar")
+    spec = api.ClassifySpec(api.DataSpec("folder", data=data), api.ModelOptions(checkpoint=ckpt), resize=40, default_split="all")
+    cls = api.run_classify(spec, _engine()).table
+    assert json.loads(cls["protocol"].iloc[0]) == {
+        "task": "classify", "knn_train": None, "knn_k": None, "knn_temperature": None, "knn_subset": None,
+    }  # fmt: skip
+    cfg = model.data_config
+    assert json.loads(cls["transform"].iloc[0]) == {
+        "resize": 40,
+        "crop": [32, 32],
+        "crop_pct": 32 / 40,
+        "interpolation": cfg["interpolation"],
+        "mean": list(cfg["mean"]),
+        "std": list(cfg["std"]),
+    }
+    assert not cls["random_init"].any()
+
+
+def test_random_init_flag_of_a_model_without_weights():
+    from simpool_bench.models import build_model
+    from simpool_bench.run_records import provenance
+
+    from conftest import TINY_VIT_ARCH, TINY_VIT_KWARGS
+
+    net = build_model(TINY_VIT_ARCH, num_classes=3, **TINY_VIT_KWARGS)
+    assert provenance(net, None, _engine(), image_size=32, n_images=1).random_init is True
+    assert provenance(None, None, _engine(), image_size=None, n_images=1, baseline="center").random_init is False
+
+
+def test_allow_protocol_change_refuses_unknown_names():
+    t = _table({"top1": 80.0}, {"task": "classify"}, None)
+    with pytest.raises(SimpoolBenchError, match="--allow-protocol-change 'masss'"):
+        R.check(t, t, allow_protocol_change=["masss"])
+    assert R.check(t, t, allow_protocol_change=["mass", "mean", "model"]).passed
