@@ -64,6 +64,7 @@ def provenance(
         n_images=n_images,
         device=str(resolve_device(config.device)),
         amp=config.amp,
+        random_init=ck_fmt == "random-init",
     )
 
 
@@ -159,4 +160,5 @@ def stored_provenance(store: Any, *, n_images: int, method: str | None = None) -
     for k in ("run_id", "date", "command", "n_images", "method", "schema_version"):
         known.pop(k, None)
     model, pool = known.pop("model", "unknown"), known.pop("pool", "unknown")
+    known.setdefault("random_init", known.get("checkpoint_format") == "random-init")  # stores from before the flag
     return Provenance.collect(model=model, pool=pool, n_images=n_images, method=method, **known)

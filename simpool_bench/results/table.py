@@ -47,6 +47,7 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
     "cls_head",
     "pos_interp",
     "weights",
+    "random_init",
     "data_config",
     "method",
     "image_size",
@@ -65,6 +66,7 @@ KEY_COLUMNS: tuple[str, ...] = ("dataset", "split", "metric", "iou_threshold")
 
 _FLOAT_COLUMNS = frozenset({"value", "gamma"})
 _INT_COLUMNS = frozenset({"iou_threshold", "cls_head", "image_size", "n_images", "schema_version"})
+_BOOL_COLUMNS = frozenset({"random_init"})
 
 RECORD_FILES = {"csv": "results.csv", "parquet": "results.parquet"}
 EXPORT_FILES = {**RECORD_FILES, "json": "results.json", "md": "results.md", "latex": "results.tex"}
@@ -95,7 +97,8 @@ class Provenance:
     ``cls_head``: the head of a CLS attention map (None = the head mean, or no CLS map; 4 under
     ``discover --lost-compat``). ``pos_interp``: how a ViT resized its position embeddings:
     ``'timm'``, ``'dino'`` (DINO's ``interpolate_pos_encoding``) or ``'dino-quirk'`` (the official
-    SimPool DINO code's ``npatch`` slip); None for CNNs."""
+    SimPool DINO code's ``npatch`` slip); None for CNNs. ``random_init``: the model ran with random
+    weights (``--random-init``), so its numbers say nothing about a trained model."""
 
     model: str
     pool: str
@@ -122,6 +125,7 @@ class Provenance:
     date: str | None = None
     command: str | None = None
     schema_version: int = SCHEMA_VERSION
+    random_init: bool = False
 
     @classmethod
     def collect(
@@ -246,24 +250,44 @@ def _to_int(x: Any) -> Any:
     return int(x)
 
 
+def _to_bool(x: Any) -> Any:
+    if _is_na(x) or (isinstance(x, str) and x.strip() == ""):
+        return pd.NA
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    text = str(x).strip().lower()
+    if text in ("true", "1", "1.0"):
+        return True
+    if text in ("false", "0", "0.0"):
+        return False
+    raise ValueError(repr(x))
+
+
+def _converter(col: str) -> tuple[Any, str, str]:
+    """A known column's cell converter, its dtype, and what a bad cell is not."""
+    if col in _FLOAT_COLUMNS:
+        return _to_float, "float64", "a number"
+    if col in _INT_COLUMNS:
+        return _to_int, "Int64", "an integer"
+    if col in _BOOL_COLUMNS:
+        return _to_bool, "boolean", "true or false"
+    return _to_str, "string", "a string"
+
+
 def _coerce(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """Fix the dtypes of the known columns (strings: 'string' with NA for empty; integers: Int64;
-    floats: float64). Values are converted one by one with Python's exact parsers."""
+    floats: float64; flags: boolean). Values are converted one by one with Python's exact parsers."""
     out = {}
     for col in df.columns:
         values = df[col].tolist()
         if col in COLUMNS:
-            conv, dtype = (
-                (_to_float, "float64") if col in _FLOAT_COLUMNS else (_to_int, "Int64") if col in _INT_COLUMNS else (_to_str, "string")
-            )
+            conv, dtype, what = _converter(col)
             converted = []
             for i, v in enumerate(values):
                 try:
                     converted.append(conv(v))
                 except (TypeError, ValueError):
-                    raise SimpoolBenchError(
-                        f"{source}: column '{col}' row {i}: {v!r} is not {'a number' if dtype == 'float64' else 'an integer'}"
-                    ) from None
+                    raise SimpoolBenchError(f"{source}: column '{col}' row {i}: {v!r} is not {what}") from None
             out[col] = np.asarray(converted, dtype=np.float64) if dtype == "float64" else pd.array(converted, dtype=dtype)
         else:
             out[col] = df[col].to_numpy()
