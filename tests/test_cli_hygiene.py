@@ -164,3 +164,16 @@ def test_random_init_weights_are_seeded_and_leave_the_callers_rng_alone():
     assert torch.equal(torch.rand(3), expected)
     second = load_model(opts)[0].state_dict()
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_a_table_from_before_the_flag_still_reads(data, tmp_path):
+    from simpool_bench.results.store import read_run
+
+    out = tmp_path / "run"
+    res = invoke_cli(*_args("classify", data, out), "--model", "resnet18", "--random-init", "--num-classes", "3", "--out", out)
+    assert res.exit_code == 0, res.output
+    old = pd.read_csv(out / "results.csv")
+    for fmt, flag in (("random-init", True), ("official-supervised", False)):
+        path = tmp_path / f"old-{fmt}.csv"
+        old.drop(columns=["random_init"]).assign(checkpoint_format=fmt).to_csv(path, index=False)
+        assert read_run(path)["random_init"].tolist() == [flag] * len(old)

@@ -276,7 +276,10 @@ def _converter(col: str) -> tuple[Any, str, str]:
 
 def _coerce(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """Fix the dtypes of the known columns (strings: 'string' with NA for empty; integers: Int64;
-    floats: float64; flags: boolean). Values are converted one by one with Python's exact parsers."""
+    floats: float64; flags: boolean). Values are converted one by one with Python's exact parsers.
+    A table written before the ``random_init`` column gets it from its ``checkpoint_format``."""
+    if "random_init" not in df.columns and "checkpoint_format" in df.columns:
+        df = df.assign(random_init=[f == "random-init" for f in df["checkpoint_format"]])
     out = {}
     for col in df.columns:
         values = df[col].tolist()
