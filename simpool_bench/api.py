@@ -3,7 +3,7 @@ table (and the files written) back. The CLI and the demo call exactly these func
 
     >>> from simpool_bench import api
     >>> data = api.DataSpec("cub", data=images, metadata=metadata)          # wsolevaluation layout
-    >>> model = api.ModelOptions(arch="vit_tiny_patch16_224", num_classes=3, img_size=64)
+    >>> model = api.ModelOptions(arch="vit_tiny_patch16_224", num_classes=3, img_size=64, random_init=True)
     >>> engine = api.EngineConfig(device="cpu", batch_size=4, workers=0, progress=False)
     >>> result = api.run_localize(api.LocalizeSpec(data, model=model), engine, out=out)
     >>> result.table.query("metric == 'maxboxacc_v2'")["value"].between(0, 100).item()

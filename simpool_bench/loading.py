@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Any
 from .errors import SimpoolBenchError
 from .specs import ModelOptions
 
+#: The torch seed of ``--random-init`` weights.
+RANDOM_INIT_SEED = 0
+
 if TYPE_CHECKING:  # timm and the checkpoint loaders are imported only when a model is built
     from .checkpoints import LoadedCheckpoint
     from .models import BenchModel
@@ -16,7 +19,10 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
     """Build the model the options describe and load its checkpoint (auto-detected format).
 
     The checkpoint tells arch/pool/gamma/variant where it can; explicit options win, and an option
-    that contradicts the file is an error. Without a checkpoint the model is randomly initialised.
+    that contradicts the file is an error. A model without weights (no checkpoint, no pretrained
+    weights) is an error unless ``options.random_init``: then it runs randomly initialised, with one
+    ``warning:`` line once it is built (``check_weights``, ``warn_random_init``); its weights are
+    drawn under ``torch.manual_seed(RANDOM_INIT_SEED)``, so such a run repeats.
     ViTs from DINO-code weights (``ckpt.dino_code``: DINO checkpoints and backbones, official SimPool
     DINO files) run as DINO's ``vision_transformer.py``: its position interpolation
     (``pos_interp='dino'`` unless ``options.pos_interp`` says otherwise) and its explicit attention;
@@ -30,12 +36,17 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
     pretrained = bool(options.pretrained or options.pretrained_file is not None)
     if pretrained and options.checkpoint is not None:
         raise SimpoolBenchError("--checkpoint and --pretrained/--pretrained-file both give weights: use one")
+    if options.random_init and (pretrained or options.checkpoint is not None):
+        raise SimpoolBenchError(
+            "--random-init and --checkpoint/--pretrained/--pretrained-file: give weights or ask for random ones, not both"
+        )
     if options.checkpoint is not None:
         ckpt = load_checkpoint(options.checkpoint, format=options.format, trust=options.trust, prefer=options.prefer)
         arch, pool, gamma, variant = resolve_spec(ckpt, arch=arch, pool=pool, gamma=gamma, variant=variant)
         extra = dict(getattr(ckpt, "model_kwargs", None) or {})
     if arch is None:
         raise SimpoolBenchError("no architecture: give --model (e.g. vit_small_patch16_224) or a --checkpoint that names one")
+    check_weights(options, arch)
     num_classes = options.num_classes
     if num_classes is None and not pretrained:
         num_classes = ckpt.num_classes if (ckpt is not None and ckpt.num_classes is not None) else (0 if variant == "dino" else 1000)
@@ -67,10 +78,44 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
     if options.img_size is not None:
         kwargs["img_size"] = options.img_size
         extra.pop("img_size", None)
+    if options.random_init:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # seeded, so a random-init run repeats; the caller's RNG untouched
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model = build_model(arch, **kwargs, **extra)
+        warn_random_init(arch)
+        return model, ckpt
     model = build_model(arch, **kwargs, **extra)
     if ckpt is not None:
         load_into(model, ckpt)
     return model, ckpt
+
+
+def check_weights(options: ModelOptions, arch: str) -> None:
+    """A model with no weights runs only with ``random_init``; without it, an error naming the
+    model and the three ways out."""
+    if options.checkpoint is not None or options.pretrained or options.pretrained_file is not None or options.random_init:
+        return
+    raise SimpoolBenchError(
+        f"--model {arch} has no weights: give --checkpoint FILE, --pretrained (timm's weights; "
+        "or --pretrained-file FILE), or --random-init to run it with random weights on purpose"
+    )
+
+
+def warn_random_init(arch: str) -> None:
+    """The one ``warning:`` line (stderr, rank 0) of a model that runs with random weights."""
+    from .console import err_console
+    from .engine import dist_rank
+
+    if dist_rank() == 0:
+        err_console.print(
+            f"warning: {arch} runs with random weights (--random-init): its numbers say nothing about a trained model "
+            "(recorded as random_init in the provenance)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def data_overrides(options: ModelOptions) -> dict[str, Any]:

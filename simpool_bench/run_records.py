@@ -182,4 +182,5 @@ def stored_provenance(store: Any, *, n_images: int, method: str | None = None, p
     if protocol is not None:
         known["protocol"] = as_json(protocol)
     model, pool = known.pop("model", "unknown"), known.pop("pool", "unknown")
+    known.setdefault("random_init", known.get("checkpoint_format") == "random-init")  # stores from before the flag
     return Provenance.collect(model=model, pool=pool, n_images=n_images, method=method, **known)

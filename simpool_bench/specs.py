@@ -45,6 +45,7 @@ class ModelOptions:
     interpolation: str | None = None
     rollout_fusion: str = "mean"
     rollout_discard: float = 0.0
+    random_init: bool = False  # run --model with random weights (refused without it; a warning and a provenance flag)
 
     @property
     def gives_weights(self) -> bool:

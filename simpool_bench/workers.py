@@ -59,16 +59,11 @@ def _workers_start(probe: Dataset) -> bool:
         if len(batches) != size:
             raise RuntimeError(f"the worker returned {len(batches)} of {size} batches")
     except Exception as exc:  # noqa: BLE001 - any failure to start or talk to a worker means: no workers
-        from .console import err_console
+        from .console import note
 
         text = str(exc).strip()  # a worker's error ends with its own "Type: message" line
         last = text.splitlines()[-1] if text else ""
         detail = last if last.startswith(type(exc).__name__) else f"{type(exc).__name__}: {last}"
-        err_console.print(
-            f"notice: DataLoader workers cannot start here ({detail}); decoding in the main process (--workers 0)",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
+        note(f"notice: DataLoader workers cannot start here ({detail}); decoding in the main process (--workers 0)")
         return False
     return True

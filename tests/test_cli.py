@@ -124,10 +124,10 @@ def test_classify_skips_undecodable_image_or_fails_with_strict(tiny, tmp_path):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--model", "nonexistent_net"], "nonexistent_net"),
+        (["--model", "nonexistent_net", "--random-init"], "nonexistent_net"),
         (["--checkpoint", "/no/such/file.pth"], "/no/such/file.pth"),
-        (["--model", "vit_tiny_patch16_224", "--pool", "cls", "--gamma", "abc"], "--gamma"),
-        (["--model", "resnet18", "--dist-timeout", "0"], "--dist-timeout=0.0: expected a number of seconds > 0"),
+        (["--model", "vit_tiny_patch16_224", "--random-init", "--pool", "cls", "--gamma", "abc"], "--gamma"),
+        (["--model", "resnet18", "--random-init", "--dist-timeout", "0"], "--dist-timeout=0.0: expected a number of seconds > 0"),
     ],
 )
 def test_bad_model_flags_give_one_line(tiny, args, needle):
@@ -140,7 +140,7 @@ def test_bad_model_flags_give_one_line(tiny, args, needle):
 
 def test_class_count_mismatch_and_empty_dataset(tiny, tmp_path):
     _, ckpt, data, _ = tiny
-    res = _invoke("classify", "--data", data, "--model", "resnet18", "--num-classes", "2", "--device", "cpu")
+    res = _invoke("classify", "--data", data, "--model", "resnet18", "--random-init", "--num-classes", "2", "--device", "cpu")
     assert res.exit_code == 2 and "3 classes" in res.output and "2" in res.output
     empty = tmp_path / "empty"
     empty.mkdir()

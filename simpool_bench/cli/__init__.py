@@ -3,8 +3,8 @@
 
 ``run_commands`` (classify, localize, discover), ``map_commands`` (extract, visualize) and
 ``table_commands`` (inspect, compare, check, datasets, demo) hold the commands; this module makes
-the app, registers them and turns every user mistake (a ``SimpoolBenchError``) into one
-``error:`` line and exit code 2.
+the app (with the global ``--version`` and ``-q/--quiet``), registers them and turns every user
+mistake (a ``SimpoolBenchError``) into one ``error:`` line and exit code 2.
 """
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ import contextlib
 import functools
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from ..console import err_console
+from ..console import err_console, set_quiet
 from ..errors import SimpoolBenchError, one_line
 from . import map_commands, run_commands, table_commands
 
+_GLOBAL_OPTIONS = ("-q", "--quiet", "--version")
 # click's UsageError (typer may vendor click, so it is found through typer's own BadParameter).
 _UsageError: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
@@ -37,6 +38,8 @@ def _one_line_usage() -> Iterator[None]:
             raise
         where = f"{err.ctx.command_path}: " if getattr(err, "ctx", None) is not None else ""
         message = " ".join(err.format_message().split())
+        if getattr(err, "option_name", None) in _GLOBAL_OPTIONS and getattr(err, "ctx", None) is not None and err.ctx.parent is not None:
+            message += f"; {err.option_name} is a global option: it goes before the command (simpool-bench {err.option_name} COMMAND ...)"
         err_console.print(f"[bold red]error:[/] {escape(where + message)} (see --help)", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
@@ -63,6 +66,36 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"simpool-bench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, expose_value=False, help="Print the version and exit.")
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            envvar="SIMPOOL_BENCH_QUIET",
+            help="No progress bars or lines and no notes (warnings, errors and results still print). Before the command: simpool-bench -q classify ...",
+        ),
+    ] = False,
+) -> None:
+    set_quiet(quiet)
+    ctx.call_on_close(lambda: set_quiet(False))
+
+
 datasets_app = typer.Typer(help="Check dataset copies against data_manifests/.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 

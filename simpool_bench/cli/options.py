@@ -136,6 +136,14 @@ PretrainedFileOpt = Annotated[
         rich_help_panel="Model",
     ),
 ]
+RandomInitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--random-init",
+        help="Run --model with random weights on purpose (a warning; random_init=True in the provenance). Without weights and without it: an error.",
+        rich_help_panel="Model",
+    ),
+]
 MeanOpt = Annotated[
     Optional[str],
     typer.Option("--mean", help="Normalisation mean R,G,B (default: the model's pretrained config).", rich_help_panel="Model"),
@@ -367,6 +375,7 @@ class Parsed:
             prefer=g("prefer", "auto"),
             pretrained=g("pretrained", False),
             pretrained_file=g("pretrained_file"),
+            random_init=g("random_init", False),
             mean=parse_floats("--mean", g("mean")),
             std=parse_floats("--std", g("std")),
             crop_pct=g("crop_pct"),

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..console import err_console, start_progress
+from ..console import note, start_progress
 from ..errors import SimpoolBenchError
 from .layouts import _write, _write_coco, _write_cub, _write_imagefolder, _write_voc, _write_wsol
 from .scenes import (
@@ -193,7 +193,7 @@ def build_demo_data(
         except (OSError, ValueError):
             have = None
         if have == want:
-            err_console.print(f"  reusing the demo data in {root} (same seed, sizes and library versions)")
+            note(f"  reusing the demo data in {root} (same seed, sizes and library versions)")
             return paths
     if root.exists() and not root.is_dir():
         raise SimpoolBenchError(f"demo data folder {root} is a file, expected a directory")

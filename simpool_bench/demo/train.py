@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..console import err_console, start_progress
+from ..console import note, start_progress
 from ..errors import SimpoolBenchError
 from ..unset import UNSET
 from .data import DemoPaths, stamp_parameters
@@ -365,7 +365,7 @@ def train_demo_model(
     if not force and have is not None and out.is_file():
         recorded = {k: have.get(k) for k in want}
         if recorded == json.loads(json.dumps(want)) and have.get("checkpoint_sha256") == _file_sha256(out):
-            err_console.print(f"  reusing {out} (trained earlier in {have.get('train_seconds', 0):.0f} s; same recipe, data and code)")
+            note(f"  reusing {out} (trained earlier in {have.get('train_seconds', 0):.0f} s; same recipe, data and code)")
             return out
 
     threads = torch.get_num_threads()

@@ -14,7 +14,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from .batching import Batch, FailureCounter, ListBatchSampler, chunk_batches, co
 from .config import EngineConfig, autocast, resolve_device
 from .distributed import RankMonitor, check_same_work, collective, dist_rank, dist_world, fault_after_shard, first_line, next_monitor_tag
 from .shards import ShardStore, make_shards, my_shards, recompute_notice
+
+if TYPE_CHECKING:
+    from ..console import ProgressLike
 
 #: Fraction of the loop's time spent waiting for decoded images above which a hint is printed.
 DATA_BOUND_HINT = 0.5
@@ -85,7 +88,8 @@ def _describe(dataset: Dataset, i: int) -> str:
     return f"#{i}"
 
 
-def _progress(enabled: bool, total: int, description: str):
+def _progress(enabled: bool, total: int, description: str) -> ProgressLike | None:
+    """The loop's progress (``console.start_progress``: a bar, plain lines in logs, nothing under --quiet)."""
     if not enabled:
         return None
     from ..console import start_progress
@@ -316,12 +320,11 @@ class EvalRunner:
         """One line when most of the loop waited for decoded images."""
         config, wait_s, loop_s = self.config, self.wait_s, self.loop_s
         if config.progress and self.rank == 0 and self.n_todo >= 4 * config.batch_size and wait_s > DATA_BOUND_HINT * loop_s:
-            from ..console import err_console
+            from ..console import note
 
-            err_console.print(
+            note(
                 f"note: {100 * wait_s / loop_s:.0f}% of the time went to decoding images; "
-                f"more --workers (now {config.workers}) would be faster",
-                highlight=False,
+                f"more --workers (now {config.workers}) would be faster"
             )
 
     # ----------------------------------------------------------------------------------- merge

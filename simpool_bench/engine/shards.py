@@ -72,13 +72,8 @@ def recompute_notice(store: ShardStore, bad: dict[str, int], total: int) -> None
     """One line on stderr when stored shards are recomputed instead of reused."""
     if not any(bad.values()):
         return
-    from ..console import err_console
+    from ..console import note
 
     why = {"foreign": "written by another run (other data, model, settings or code)", "corrupt": "failing their checksum"}
     parts = [f"{n} {why[k]}" for k, n in bad.items() if n]
-    err_console.print(
-        f"note: recomputing {sum(bad.values())} of {total} stored shards in {store.dir}: {'; '.join(parts)}",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
+    note(f"note: recomputing {sum(bad.values())} of {total} stored shards in {store.dir}: {'; '.join(parts)}")

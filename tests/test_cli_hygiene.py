@@ -1,0 +1,179 @@
+"""CLI hygiene (issue 13, items 6 and 7): no silent random weights (``--random-init``, its warning and
+provenance flag), progress lines in logs, ``--version`` and ``-q/--quiet``; on generated data."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import typer
+
+import simpool_bench
+from simpool_bench import console
+from simpool_bench.cli import app
+
+from conftest import invoke_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_COMMANDS = ("classify", "localize", "discover", "extract", "visualize")
+PROGRESS = re.compile(r"^classify imagenet: (\d+)/(\d+) images, \d+\.\d img/s, ETA \d+:\d\d$")
+FINAL = re.compile(r"^classify imagenet: (\d+)/(\d+) images in \d+:\d\d, \d+\.\d img/s$")
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, make_image_folder, make_wsol_dataset, make_voc_dataset, make_tiny_checkpoint):
+    root = tmp_path_factory.mktemp("hygiene")
+    folder = make_image_folder(root / "folder", counts=(2, 2, 1))
+    wsol = make_wsol_dataset(root / "wsol", n=3)
+    voc = make_voc_dataset(root / "VOC2007", n=3)
+    ckpt, _ = make_tiny_checkpoint(root / "tiny.pth.tar")
+    return {"folder": folder, "wsol": wsol, "voc": voc, "ckpt": ckpt}
+
+
+def _args(command: str, data: dict, out: Path) -> list:
+    wsol = ["--dataset", "cub", "--data", data["wsol"].image_root, "--metadata", data["wsol"].metadata]
+    return {
+        "classify": ["classify", "--data", data["folder"]],
+        "localize": ["localize", *wsol],
+        "discover": ["discover", "--dataset", "voc07", "--data", data["voc"]],
+        "extract": ["extract", *wsol, "--out", out],
+        "visualize": ["visualize", *wsol, "--out", out],
+    }[command] + ["--device", "cpu", "-j", "0"]
+
+
+def test_every_model_command_has_random_init():
+    group = typer.main.get_command(app)
+    for name in MODEL_COMMANDS:
+        flags = {o for p in group.commands[name].params for o in getattr(p, "opts", [])}
+        assert "--random-init" in flags, name
+
+
+@pytest.mark.parametrize("command", MODEL_COMMANDS)
+def test_a_model_without_weights_is_one_error_line(data, tmp_path, command):
+    res = invoke_cli(*_args(command, data, tmp_path / "out"), "--model", "resnet18")
+    assert res.exit_code == 2
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --model resnet18 has no weights")
+    assert all(way in lines[0] for way in ("--checkpoint", "--pretrained", "--random-init"))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_random_init_and_a_checkpoint_is_an_error(data, tmp_path):
+    res = invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--random-init")
+    assert res.exit_code == 2 and res.output.startswith("error: --random-init and --checkpoint")
+
+
+def _flags(out: Path) -> list[list]:
+    """The random_init column as read back from both result files, by pandas alone."""
+    return [pd.read_parquet(out / "results.parquet")["random_init"].tolist(), pd.read_csv(out / "results.csv")["random_init"].tolist()]
+
+
+def test_random_init_warns_once_and_flags_the_provenance(data, tmp_path):
+    out = tmp_path / "rand"
+    res = invoke_cli(*_args("classify", data, out), "--model", "resnet18", "--random-init", "--num-classes", "3", "-b", "5", "--out", out)
+    assert res.exit_code == 0, res.output
+    warnings = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "resnet18" in warnings[0] and "--random-init" in warnings[0]
+    n_rows = len(pd.read_csv(out / "results.csv"))
+    assert _flags(out) == [[True] * n_rows, [True] * n_rows]
+    assert set(pd.read_csv(out / "results.csv")["checkpoint_format"]) == {"random-init"}
+
+    trained = tmp_path / "trained"
+    res = invoke_cli(*_args("classify", data, trained), "--checkpoint", data["ckpt"], "--out", trained)
+    assert res.exit_code == 0 and "warning:" not in res.stderr
+    baseline = tmp_path / "baseline"
+    wsol = data["wsol"]
+    args = ["localize", "--dataset", "cub", "--data", wsol.image_root, "--metadata", wsol.metadata, "--baseline", "center-gaussian"]
+    assert invoke_cli(*args, "--out", baseline).exit_code == 0
+    for run in (trained, baseline):
+        n_rows = len(pd.read_csv(run / "results.csv"))
+        assert _flags(run) == [[False] * n_rows, [False] * n_rows]
+
+
+@pytest.mark.parametrize("command, extra", [("extract", ["--dtype", "float32"]), ("visualize", ["--n", "1"])])
+def test_random_init_reaches_extract_and_visualize(data, tmp_path, command, extra):
+    out = tmp_path / command
+    res = invoke_cli(*_args(command, data, out), "--model", "resnet18", "--random-init", *extra)
+    assert res.exit_code == 0, res.output
+    assert sum(ln.startswith("warning:") and "random weights" in ln for ln in res.stderr.splitlines()) == 1
+    if command == "extract":  # a run on the stored maps keeps the extracting model's flag
+        wsol = data["wsol"]
+        scored = tmp_path / "scored"
+        args = ["localize", "--dataset", "cub", "--data", wsol.image_root, "--metadata", wsol.metadata, "--maps", out, "--out", scored]
+        assert invoke_cli(*args).exit_code == 0
+        n_rows = len(pd.read_csv(scored / "results.csv"))
+        assert _flags(scored) == [[True] * n_rows, [True] * n_rows]
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(console, "PLAIN_EVERY_S", 0.0)  # a line after every batch instead of every 5 s
+    res = invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "-b", "1", "--no-resume")
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("classify imagenet:")]
+    n = 5
+    assert [tuple(map(int, PROGRESS.match(ln).groups())) for ln in lines[:-1]] == [(i, n) for i in range(1, n)]
+    assert FINAL.match(lines[-1]) and tuple(map(int, FINAL.match(lines[-1]).groups())) == (n, n)
+    assert "classify imagenet" not in res.stdout  # progress goes to stderr, results to stdout
+
+
+def test_quiet_drops_progress_and_notes_not_warnings_or_results(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(console, "PLAIN_EVERY_S", 0.0)
+    args = [*_args("classify", data, tmp_path), "--model", "resnet18", "--random-init", "--num-classes", "3", "-b", "1"]
+    loud = invoke_cli(*args)
+    assert loud.exit_code == 0 and PROGRESS.search(loud.stderr.splitlines()[1]) is not None
+    for quiet in (["-q"], ["--quiet"]):
+        res = invoke_cli(*quiet, *args)
+        assert res.exit_code == 0, res.output
+        assert [ln for ln in res.stderr.splitlines() if ln.strip()] == [loud.stderr.splitlines()[0]]  # the warning alone
+        assert loud.stdout.splitlines()[:8] == res.stdout.splitlines()[:8]  # the same table (random init is seeded)
+    monkeypatch.setenv("SIMPOOL_BENCH_QUIET", "1")
+    assert not any(PROGRESS.match(ln) or FINAL.match(ln) for ln in invoke_cli(*args).stderr.splitlines())
+    monkeypatch.delenv("SIMPOOL_BENCH_QUIET")
+    assert any(FINAL.match(ln) for ln in invoke_cli(*args).stderr.splitlines())  # -q does not outlive its command
+
+
+def test_quiet_after_the_command_names_where_it_goes(data, tmp_path):
+    res = invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "-q")
+    assert res.exit_code == 2
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "global option" in lines[0] and "simpool-bench -q COMMAND" in lines[0]
+
+
+def test_version_is_the_package_version():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    res = invoke_cli("--version")
+    assert res.exit_code == 0 and res.stdout == f"simpool-bench {declared}\n"
+    assert simpool_bench.__version__ == declared
+
+
+def test_random_init_weights_are_seeded_and_leave_the_callers_rng_alone():
+    import torch
+
+    from simpool_bench.api import ModelOptions, load_model
+
+    opts = ModelOptions(arch="vit_tiny_patch16_224", img_size=32, num_classes=3, random_init=True)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    first = load_model(opts)[0].state_dict()
+    assert torch.equal(torch.rand(3), expected)
+    second = load_model(opts)[0].state_dict()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_a_table_from_before_the_flag_still_reads(data, tmp_path):
+    from simpool_bench.results.store import read_run
+
+    out = tmp_path / "run"
+    res = invoke_cli(*_args("classify", data, out), "--model", "resnet18", "--random-init", "--num-classes", "3", "--out", out)
+    assert res.exit_code == 0, res.output
+    old = pd.read_csv(out / "results.csv")
+    for fmt, flag in (("random-init", True), ("official-supervised", False)):
+        path = tmp_path / f"old-{fmt}.csv"
+        old.drop(columns=["random_init"]).assign(checkpoint_format=fmt).to_csv(path, index=False)
+        assert read_run(path)["random_init"].tolist() == [flag] * len(old)
