@@ -175,5 +175,6 @@ def test_a_table_from_before_the_flag_still_reads(data, tmp_path):
     old = pd.read_csv(out / "results.csv")
     for fmt, flag in (("random-init", True), ("official-supervised", False)):
         path = tmp_path / f"old-{fmt}.csv"
-        old.drop(columns=["random_init"]).assign(checkpoint_format=fmt).to_csv(path, index=False)
+        schema2 = old.drop(columns=["random_init", "protocol", "transform", "k"]).assign(checkpoint_format=fmt, schema_version=2)
+        schema2.to_csv(path, index=False)
         assert read_run(path)["random_init"].tolist() == [flag] * len(old)

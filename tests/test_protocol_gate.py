@@ -129,7 +129,9 @@ def test_schema_2_baseline_is_read_and_checked_with_a_note(tmp_path):
     path = tmp_path / "old.csv"
     old.to_csv(path, index=False)
     back = R.read_run(path)
-    assert list(back.columns) == list(R.COLUMNS) and back["protocol"].isna().all() and back["random_init"].isna().all()
+    assert list(back.columns) == list(R.COLUMNS) and back["protocol"].isna().all()
+    # the flag of a schema-2 table: its checkpoint_format said 'random-init' or not
+    assert back["random_init"].tolist() == [f == "random-init" for f in old["checkpoint_format"]]
     assert (back["schema_version"] == 2).all()
     rep = R.check(_table({"top1": 80.0, "top5": 95.0}, {"task": "classify", "mass": 0.3}, None), path, run_source="ci/run.csv")
     assert rep.passed and not rep.by_status("protocol-mismatch")

@@ -390,11 +390,14 @@ REQUIRED_METRIC_COLUMNS: tuple[str, ...] = tuple(c for c in METRIC_COLUMNS if c 
 
 
 def upgrade_table(raw: pd.DataFrame, version: int) -> pd.DataFrame:
-    """A raw table of schema ``version`` with the columns later versions added, empty (k: None);
+    """A raw table of schema ``version`` with the columns later versions added, empty (k: None),
+    except ``random_init``, which a schema-2 table gives by its ``checkpoint_format`` ('random-init');
     its ``schema_version`` column still says what it was written with."""
     raw = raw.copy()
     for v in range(version + 1, SCHEMA_VERSION + 1):
         for col in ADDED_COLUMNS.get(v, ()):
-            if col not in raw.columns:
+            if col == "random_init" and col not in raw.columns and "checkpoint_format" in raw.columns:
+                raw[col] = [None if _is_na(f) else f == "random-init" for f in raw["checkpoint_format"]]
+            elif col not in raw.columns:
                 raw[col] = None
     return raw
