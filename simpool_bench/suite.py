@@ -42,7 +42,7 @@ from typing import Any
 
 from .errors import SimpoolBenchError
 from .families import POOLS
-from .registry import DATASETS, DISCOVER_DATASETS, LOST, WSOL
+from .registry import CLASSIFY_DEFAULT_SPLIT, DATASETS, DISCOVER_DATASETS, LOST, WSOL
 from .specs import ClassifySpec, DataSpec, DiscoverSpec, LocalizeSpec, ModelOptions
 
 TASKS = ("classify", "localize", "discover")
@@ -325,6 +325,31 @@ def _evaluation(i: int, t: Any, problems: _Problems, root: Path, check: bool) ->
     return SuiteEvaluation(task, name, data, tuple(opts.items()), None if only is None else tuple(only))
 
 
+def _recorded(ev: SuiteEvaluation) -> tuple[str, str]:
+    """The dataset/split an evaluation's rows record (what compare keys its columns on)."""
+    if ev.data.split is not None:
+        return ev.data.name, ev.data.split
+    default = dict(ev.options).get("default_split", CLASSIFY_DEFAULT_SPLIT) if ev.task == "classify" else None
+    return ev.data.name, default or (DATASETS[ev.data.dataset].default_split if ev.data.dataset in DATASETS else "")
+
+
+def _collisions(checkpoints: list[SuiteCheckpoint], evaluations: list[SuiteEvaluation], problems: _Problems) -> None:
+    """Two evaluations of one checkpoint recording the same dataset/split would mix their rows in compare."""
+    for c in checkpoints:
+        seen: dict[tuple[str, str], str] = {}
+        for ev in evaluations:
+            if ev.checkpoints is not None and c.name not in ev.checkpoints and c.label not in ev.checkpoints:
+                continue
+            key = _recorded(ev)
+            if key in seen:
+                problems.add(
+                    "[[evaluations]]",
+                    f"{seen[key]!r} and {ev.name!r} both record dataset/split {key[0]}/{key[1]} for checkpoint {c.label!r}; "
+                    "give one a distinct 'label' (the dataset name recorded)",
+                )
+            seen.setdefault(key, ev.name)
+
+
 def _compare(doc: Mapping[str, Any], labels: list[str], problems: _Problems) -> tuple[str | None, tuple[str, ...] | None]:
     from .metrics.catalog import METRICS
 
@@ -381,6 +406,7 @@ def parse_suite(doc: Mapping[str, Any], path: Path, root: Path | None = None, ch
             if key not in by_key:
                 problems.add(f"[[evaluations]] #{j + 1} ({ev.task} {ev.data.dataset})", f"key 'checkpoints': {key!r} names no checkpoint")
         evaluations[j] = replace(ev, checkpoints=tuple(by_key[k] for k in ev.checkpoints if k in by_key))
+    _collisions(checkpoints, evaluations, problems)
     for lab in sorted({lab for lab in labels if labels.count(lab) > 1}):
         problems.add("[[checkpoints]]", f"label {lab!r} is used more than once; labels name the rows and must be unique")
     reference, metrics = _compare(doc, labels, problems)

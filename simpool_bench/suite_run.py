@@ -103,7 +103,9 @@ def run_suite(
                 where = f"{err.filename}: " if err.filename else ""
                 outcome = EntryOutcome(entry, "failed", folder, message=where + (err.strerror or str(err)))
             except Exception as err:  # a bug in one entry must not lose the others' results
-                outcome = EntryOutcome(entry, "failed", folder, message=f"{type(err).__name__}: {' '.join(str(err).split())}")
+                where = _keep_traceback(folder)
+                message = f"{type(err).__name__}: {' '.join(str(err).split())} (traceback in {where})"
+                outcome = EntryOutcome(entry, "failed", folder, message=message)
         report.outcomes.append(outcome)
         if on_entry is not None:
             on_entry(outcome)
@@ -111,15 +113,26 @@ def run_suite(
     return report
 
 
+def _keep_traceback(folder: Path) -> Path:
+    """The traceback of an unexpected error, in FOLDER/error.txt (the report shows one line)."""
+    import traceback
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "error.txt"
+    path.write_text(traceback.format_exc())
+    return path
+
+
 def write_suite_files(suite: Suite, report: SuiteReport) -> None:
     """all_results.csv, per_image/ and compare.md/.tex of the entries that ran."""
     import pandas as pd
 
+    from .engine import dist_rank
     from .files import atomic_write
     from .results import compare_to_latex, compare_to_markdown
 
     ok = [o for o in report.outcomes if o.status == "ok" and o.table is not None]
-    if not ok:
+    if not ok or dist_rank() != 0:  # under torchrun, rank 0 writes
         return
     out = report.out
     tables = [o.table.assign(label=o.entry.checkpoint.label, entry=o.entry.evaluation.name) for o in ok]  # type: ignore[union-attr]
@@ -151,12 +164,17 @@ def compare_table(per_label: Mapping[str, Sequence[pd.DataFrame]], reference: st
 
     labels = list(per_label)
     runs = []
-    for label in labels:
+    for label in list(labels):
         run = pd.concat(list(per_label[label]), ignore_index=True).assign(run_id=label)
         if metrics is not None:
             keys = [metric_key(m, i) for m, i in zip(run["metric"], run["iou_threshold"])]
             run = run[[m in metrics or k in metrics for m, k in zip(run["metric"], keys)]].reset_index(drop=True)
-        runs.append(run)
+        if len(run):
+            runs.append(run)
+        else:
+            labels.remove(label)
+    if not runs:
+        raise SimpoolBenchError(f"compare: no entry has any of the metrics {', '.join(metrics or ())}")
     return compare(runs, reference=labels.index(reference) if reference in labels else None, labels=labels)
 
 

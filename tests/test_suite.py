@@ -125,6 +125,47 @@ reference = "nobody"
     assert len(lines) == len(expected)
 
 
+def test_validate_rejects_mixed_rows_and_unknown_checkpoint_names(tmp_path):
+    base = """
+[[checkpoints]]
+label = "A"
+checkpoint = "a.pth"
+
+[[checkpoints]]
+label = "B"
+checkpoint = "b.pth"
+
+[[evaluations]]
+task = "classify"
+dataset = "imagenet"
+data = "in"
+
+[[evaluations]]
+task = "classify"
+dataset = "imagenet"
+data = "in"
+knn_train = "in/train"
+checkpoints = [{only}]
+"""
+    mixed = _write(tmp_path / "mixed.toml", base.format(only='"A"'))
+    with pytest.raises(SuiteError) as err:
+        load_suite(mixed)
+    assert sum("2 entries have the folder name 'classify-imagenet'" in p for p in err.value.problems) == 1
+    named = _write(tmp_path / "named.toml", base.format(only='"A"').replace("knn_train", 'name = "knn"\nknn_train'))
+    with pytest.raises(SuiteError) as err:
+        load_suite(named)
+    (problem,) = err.value.problems
+    assert "'classify-imagenet' and 'knn' both record dataset/split imagenet/val for checkpoint 'A'" in problem
+    labelled = _write(tmp_path / "ok.toml", base.format(only='"B"').replace("knn_train", 'name = "knn"\nlabel = "imagenet-knn"\nknn_train'))
+    suite = load_suite(labelled)
+    assert [e.id for e in suite.entries()] == ["a/classify-imagenet", "b/classify-imagenet", "b/knn"]
+    assert dict(suite.entries()[2].evaluation.options)["knn_train"] == tmp_path / "in" / "train"
+    unknown = _write(tmp_path / "unknown.toml", base.format(only='"C"').replace("knn_train", 'name = "knn"\nlabel = "x"\nknn_train'))
+    with pytest.raises(SuiteError) as err:
+        load_suite(unknown)
+    assert err.value.problems == [f"{unknown}: [[evaluations]] #2 (classify imagenet): key 'checkpoints': 'C' names no checkpoint"]
+
+
 def test_validate_invalid_toml_and_missing_file_are_one_line(tmp_path):
     broken = _write(tmp_path / "broken.toml", "[[checkpoints]\nlabel = 1\n")
     for path in (broken, tmp_path / "absent.toml"):
@@ -169,7 +210,7 @@ def test_all_results_is_every_entry_table(full_run):
     for label, entry in entries:
         part = allres[(allres["label"] == label) & (allres["entry"] == entry)].drop(columns=list(SUITE_COLUMNS)).reset_index(drop=True)
         own = read_run(out / folder[label] / entry / "results.parquet")
-        pd.testing.assert_frame_equal(part, own)
+        pd.testing.assert_frame_equal(part, own, check_exact=True)
         assert part["run_id"].nunique() == 1
     assert len(allres) == sum(len(read_run(out / folder[lab] / e / "results.parquet")) for lab, e in entries)
 
@@ -255,3 +296,27 @@ def test_validate_imports_no_heavy_library():
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_unexpected_error_in_one_entry_keeps_its_traceback_and_the_others_run(tiny, tmp_path, monkeypatch):
+    from simpool_bench import runs
+    from simpool_bench.engine import EngineConfig
+    from simpool_bench.suite_run import run_suite
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(runs, "run_discover", broken)
+    _, _, ok = tiny
+    config = EngineConfig(device="cpu", batch_size=4, workers=0, shard_size=4, progress=False)
+    report = run_suite(load_suite(ok), tmp_path / "out", config)
+    assert [(o.entry.id, o.status) for o in report.outcomes] == [
+        ("tiny-simpool/classify-toy", "ok"),
+        ("tiny-simpool/discover-voc07", "failed"),
+        ("gap/classify-toy", "ok"),
+    ]
+    (failed,) = report.failed
+    error = tmp_path / "out" / "tiny-simpool" / "discover-voc07" / "error.txt"
+    assert failed.message == f"RuntimeError: boom second line (traceback in {error})"
+    assert "Traceback" in error.read_text() and "boom" in error.read_text()
+    assert set(read_run(report.files["all_results"])["entry"]) == {"classify-toy"}

@@ -99,7 +99,12 @@ def run(
     if baseline is not None and not baseline.is_dir():
         raise SimpoolBenchError(f"--baseline {baseline}: not a folder (expected a suite output folder)")
     p = Parsed(ctx.params)
-    report = run_suite(suite, out, p.engine(shards=False), p.formats(), resume=resume, on_entry=_print_entry)
+    engine = p.engine(shards=False)
+    from ..engine import dist_rank
+
+    if dist_rank() != 0:  # under torchrun: every rank runs the entries, rank 0 reports, writes and gates
+        raise typer.Exit(1 if run_suite(suite, out, engine, p.formats(), resume=resume).failed else 0)
+    report = run_suite(suite, out, engine, p.formats(), resume=resume, on_entry=_print_entry)
     if report.compare is not None:
         console.print(R.compare_console_table(report.compare))
         console.print(f"wrote {out / 'all_results.csv'}, {out / 'compare.md'}, {out / 'compare.tex'}", highlight=False)
