@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,16 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "cam_target": ("gt", "pred"),
     "method": tuple(m for m in LOST.methods if m not in BASELINES["discover"]),
     "rollout_fusion": ("mean", "max", "min"),
+}
+#: Numeric keys with a range (the commands' ``min=`` and run-time checks), as (test, what is expected).
+_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    **{k: ((lambda v: v >= 1), "an integer >= 1") for k in ("subset", "knn_k", "k_patches", "resize", "crop", "num_classes", "img_size")},
+    "cls_head": ((lambda v: v >= 0), "an integer >= 0"),
+    "knn_temperature": ((lambda v: v > 0), "a number > 0"),
+    "crop_pct": ((lambda v: 0 < v <= 1), "a fraction in (0, 1]"),
+    "rollout_discard": ((lambda v: 0 <= v < 1), "a fraction in [0, 1)"),
+    "interval": ((lambda v: 0 < v < 1), "a step in (0, 1), e.g. 0.001 or 0.01"),
+    "mass": ((lambda v: 0 < v <= 1), "a fraction in (0, 1]"),
 }
 _TASK_DATASETS = {"localize": tuple(n for n, r in DATASETS.items() if r.protocol == "localize"), "discover": DISCOVER_DATASETS}
 _VAR = re.compile(r"\$\{?(\w+)")
@@ -202,10 +212,13 @@ def _convert(key: str, value: Any, ann: str, root: Path, check: bool) -> Any:
     for kind in kinds:
         if kind == "bool" and isinstance(value, bool):
             return value
-        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        if kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if kind == "int" and not isinstance(value, int):
+                continue
+            test, what = _RANGES.get(key.split("[")[0], (lambda v: True, ""))
+            if not test(value):
+                raise _Bad(f"{value!r}: expected {what}")
+            return value if kind == "int" else float(value)
         if kind == "str" and isinstance(value, str):
             if key in _CHOICES and value not in _CHOICES[key]:
                 raise _Bad(f"{value!r}: expected one of {', '.join(_CHOICES[key])}")
@@ -312,11 +325,6 @@ def _evaluation(i: int, t: Any, problems: _Problems, root: Path, check: bool) ->
         problems.add(where, "key 'data': required, the image root of the dataset")
     data = DataSpec(dataset, **_fill(t, data_keys, where, problems, root, check))
     opts = _fill(t, spec_keys, where, problems, root, check)
-    interval = opts.get("interval", WSOL.interval)
-    if not 0 < interval < 1:
-        problems.add(where, f"key 'interval' {interval!r}: expected a step in (0, 1), e.g. 0.001 or 0.01")
-    if not 0 < opts.get("mass", LOST.mass) <= 1:
-        problems.add(where, f"key 'mass' {opts['mass']!r}: expected a fraction in (0, 1]")
     name = _name(t, f"{task}-{slug(data.name)}", where, problems)
     only = t.get("checkpoints")
     if only is not None and (not isinstance(only, list) or not only or not all(isinstance(c, str) for c in only)):

@@ -101,6 +101,7 @@ dataset = "voc07"
 data = "VOC"
 mass = "a lot"
 interval = 0.01
+k_patches = 0
 
 [compare]
 reference = "nobody"
@@ -118,6 +119,7 @@ reference = "nobody"
         "[[evaluations]] #1 (localise cub): key 'task' 'localise': expected one of classify, localize, discover",
         "[[evaluations]] #2 (discover voc07): unknown key 'interval'",
         "[[evaluations]] #2 (discover voc07): key 'mass': 'a lot': expected a number",
+        "[[evaluations]] #2 (discover voc07): key 'k_patches': 0: expected an integer >= 1",
         "[compare]: key 'reference' 'nobody': expected a checkpoint label",
     ]
     for text in expected:
