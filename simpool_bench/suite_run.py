@@ -103,8 +103,8 @@ def run_suite(
                 where = f"{err.filename}: " if err.filename else ""
                 outcome = EntryOutcome(entry, "failed", folder, message=where + (err.strerror or str(err)))
             except Exception as err:  # a bug in one entry must not lose the others' results
-                where = _keep_traceback(folder)
-                message = f"{type(err).__name__}: {' '.join(str(err).split())} (traceback in {where})"
+                kept = _keep_traceback(folder)
+                message = f"{type(err).__name__}: {' '.join(str(err).split())} (traceback in {kept})"
                 outcome = EntryOutcome(entry, "failed", folder, message=message)
         report.outcomes.append(outcome)
         if on_entry is not None:
