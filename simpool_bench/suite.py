@@ -23,6 +23,7 @@ protocol options); ``suite run`` runs every checkpoint x evaluation (see ``suite
     metadata = "/data/wsol/metadata/CUB/test"
     # data flags (split, labels, subset, annotations, list, no_hard, label = the dataset name
     # recorded) and the task's protocol flags (interval, v1, cam_target; mass, method, ...)
+    checkpoints = ["ViT-S SimPool", "no-model baseline"]   # optional: only these (labels or names)
 
 Keys are the commands' long flags with ``-`` as ``_``. Paths expand ``~`` and ``${VAR}``; a
 relative path is taken from ``root`` (default: the suite file's folder). Every unknown key and
