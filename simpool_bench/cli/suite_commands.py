@@ -116,7 +116,7 @@ def run(
     code = 1 if failed else 0
     if baseline is not None:
         gate = check_suite(report, baseline, tols)
-        console.print(gate.markdown, markup=False, highlight=False)
+        console.print(gate.markdown, markup=False, highlight=False, soft_wrap=True)
         if summary is not None:
             atomic_write(summary, gate.markdown.encode())
         if github:
