@@ -53,3 +53,24 @@ def test_installed_copy_lists_the_manifests(wheel, tmp_path):
     where, names = proc.stdout.strip().splitlines()
     assert Path(where).resolve().is_relative_to(target.resolve())
     assert names.split(",") == sorted(p.stem for p in (ROOT / "data_manifests").glob("*.json"))
+
+
+def test_wheel_carries_the_suites_and_an_installed_copy_finds_them(wheel, tmp_path):
+    expected = sorted(p.name for p in (ROOT / "suites").glob("*.toml"))
+    with zipfile.ZipFile(wheel) as z:
+        shipped = sorted(Path(n).name for n in z.namelist() if n.startswith("simpool_bench/suites/") and n.endswith(".toml"))
+        for name in expected:
+            assert z.read(f"simpool_bench/suites/{name}") == (ROOT / "suites" / name).read_bytes()
+    assert shipped == expected and {"demo.toml", "simpool_paper.toml"} <= set(expected)
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    code = "from simpool_bench.suite import shipped_suite, load_suite; p = shipped_suite('demo'); load_suite(p); print(p)"
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert Path(proc.stdout.strip()).resolve().is_relative_to(target.resolve())

@@ -2,9 +2,10 @@
 (``options.Parsed``), runs it (``simpool_bench.runs``) and prints the result.
 
 ``run_commands`` (classify, localize, discover), ``map_commands`` (extract, visualize) and
-``table_commands`` (inspect, compare, check, datasets, demo) hold the commands; this module makes
-the app (with the global ``--version`` and ``-q/--quiet``), registers them and turns every user
-mistake (a ``SimpoolBenchError``) into one ``error:`` line and exit code 2.
+``table_commands`` (inspect, compare, check, datasets, demo) and ``suite_commands`` (suite validate,
+suite run) hold the commands; this module makes the app (with the global ``--version`` and
+``-q/--quiet``), registers them and turns every user mistake (a ``SimpoolBenchError``) into one
+``error:`` line and exit code 2.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typer.core import TyperGroup
 
 from ..console import err_console, set_quiet
 from ..errors import SimpoolBenchError, one_line
-from . import map_commands, run_commands, table_commands
+from . import map_commands, run_commands, suite_commands, table_commands
 
 _GLOBAL_OPTIONS = ("-q", "--quiet", "--version")
 # click's UsageError (typer may vendor click, so it is found through typer's own BadParameter).
@@ -98,6 +99,8 @@ def _global_options(
 
 datasets_app = typer.Typer(help="Check dataset copies against data_manifests/.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+suite_app = typer.Typer(help="Run an evaluation plan (checkpoints x evaluations) from a TOML file.", no_args_is_help=True)
+app.add_typer(suite_app, name="suite")
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -146,6 +149,8 @@ def _register() -> None:
             app.command(name)(friendly(getattr(module, name)))
     datasets_app.command("verify")(friendly(table_commands.datasets_verify))
     datasets_app.command("list")(friendly(table_commands.datasets_list))
+    suite_app.command("validate")(friendly(suite_commands.validate))
+    suite_app.command("run")(friendly(suite_commands.run))
 
 
 _register()

@@ -162,15 +162,16 @@ def datasets_list() -> None:
 
 
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (data, models, runs, summary, figures).")] = Path("demo_out"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (data, models, suite, figures).")] = Path("demo_out"),
     small: Annotated[bool, typer.Option("--small", help="A quick setting (few images, one epoch): what CI runs.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the demo data and training.")] = 0,
     device: DeviceOpt = "cpu",
 ) -> None:
     """Everything end to end on demo data the tool makes itself: data, two trained tiny ViTs, every command.
 
-    Writes OUT/data (every dataset layout), OUT/models (official checkpoint layout), OUT/runs/*/results.csv,
-    OUT/summary/compare.md|.tex, OUT/figures/overlays.png and boxacc_curves.png. A second run reuses data and models."""
+    Writes OUT/data (every dataset layout), OUT/models (official checkpoint layout), then runs the suite
+    suites/demo.toml into OUT/suite (<model>/<command>/results.csv, all_results.csv, compare.md|.tex), and
+    OUT/figures/overlays.png and boxacc_curves.png. A second run reuses data and models."""
     from dataclasses import replace as _replace
 
     from ..demo.run import DemoSettings, run_demo

@@ -3,36 +3,38 @@
 Steps (each shows progress, and each reuses what an earlier run already made):
 1. build the demo data (every layout) from scikit-image's bundled photographs;
 2. train two tiny ViTs, SimPool and CLS (official supervised checkpoint layout);
-3. classify (ImageFolder), localize (wsolevaluation metadata; MaxBoxAccV2 with the center-gaussian
-   baseline beside it; the CUB native layout checked to give the same numbers), discover (VOC07 and
-   COCO20k layouts; CorLoc with the centered-box baseline beside it);
-4. compare: one table, models and baselines as rows;
+3. the suite ``suites/demo.toml`` (``suite_run``): classify (ImageFolder), localize (wsolevaluation
+   metadata; MaxBoxAccV2 with the center-gaussian baseline beside it), discover (VOC07 and COCO20k
+   layouts; CorLoc with the centered-box baseline beside it); the CUB native layout checked to give
+   the same numbers;
+4. compare: the suite's table, models and baselines as rows;
 5. visualize: an overlay grid SimPool vs CLS, and the BoxAcc-vs-threshold curves.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from .. import runs
 from ..console import console
 from ..engine import EngineConfig
+from ..errors import SimpoolBenchError
 from ..loading import load_model
-from ..results import compare, compare_console_table, compare_to_latex, compare_to_markdown
-from ..specs import ClassifySpec, DataSpec, DiscoverSpec, LocalizeSpec, ModelOptions, RunResult
+from ..results import compare_console_table
+from ..specs import DataSpec, LocalizeSpec, ModelOptions
+from ..suite import load_suite, shipped_suite
+from ..suite_run import SuiteReport, run_suite
 from .data import DemoPaths, build_demo_data
 from .train import DEMO_MODEL_KINDS, TrainSettings, train_demo_model
 
 DEMO_LABELS = {"vit-simpool": "ViT-demo SimPool", "vit-cls": "ViT-demo CLS"}
-#: The headline metrics of the demo's compare table (every metric stays in all_results.csv).
-HEADLINE_METRICS = ("top1", "maxboxacc_v2", "corloc")
 BASELINE_LABEL = "no-model baseline"
+#: The files of each demo run besides results.csv and results.parquet.
+DEMO_FORMATS = ("parquet", "csv", "json", "md")
 
 
 @dataclass
@@ -81,85 +83,31 @@ def _step(name: str) -> None:
     console.print(f"[bold cyan]▶ {name}[/]")
 
 
-def _run(result: DemoResult, name: str, run: Callable[..., RunResult], spec: Any, config: EngineConfig) -> pd.DataFrame:
-    """One command of the run layer into OUT/runs/NAME (with boxacc_curve.csv for localize)."""
-    path = result.out / "runs" / name
-    table = run(spec, config, path, ("parquet", "csv", "json", "md")).table
-    assert table is not None
-    result.runs[name] = path
-    return table
+def _run_suite(result: DemoResult, config: EngineConfig) -> SuiteReport:
+    """The demo's evaluations: ``suites/demo.toml`` with the demo folder as root, into OUT/suite
+    (no resume: every run is rewritten); any failing entry stops the demo."""
+    suite = load_suite(shipped_suite("demo"), root=result.out)
+    report = run_suite(suite, result.out / "suite", config, DEMO_FORMATS, resume=False)
+    if report.failed:
+        o = report.failed[0]
+        raise SimpoolBenchError(f"demo suite entry {o.entry.id} failed: {o.message}")
+    for o in report.outcomes:
+        if o.status == "ok":
+            result.runs[f"{o.entry.checkpoint.name}-{o.entry.evaluation.name}"] = o.folder
+    return report
 
 
-@dataclass(frozen=True)
-class _DemoSpecs:
-    """The demo's data as specs; the tables record the demo's own dataset names."""
-
-    classify: DataSpec
-    localize: DataSpec
-    discover: tuple[DataSpec, ...]
-
-    @classmethod
-    def of(cls, data: DemoPaths) -> _DemoSpecs:
-        # split 'test' recorded and, with no such sub-folder, the folder itself read (as before)
-        classify = DataSpec("demo", data=data.imagefolder_test)
-        localize = DataSpec("cub", data=data.wsol_image_root, metadata=data.wsol_metadata_test, split="test", label="demo-cub")
-        voc = DataSpec("voc07", data=data.voc_root, split=data.voc_split, label="demo-voc07")
-        coco = DataSpec(
-            "coco20k",
-            data=data.coco_image_dir,
-            annotations=data.coco_annotations,
-            list_file=data.coco_list,
-            split="trainval",
-            label="demo-coco20k",
-        )  # the demo tables keep the split they always recorded
-        return cls(classify, localize, (voc, coco))
-
-
-def _evaluate(result: DemoResult, ckpts: dict[str, Path], specs: _DemoSpecs, config: EngineConfig) -> dict[str, list[pd.DataFrame]]:
-    """classify, localize and discover of each demo model, then the no-model baselines."""
-    per_model: dict[str, list[pd.DataFrame]] = {}
-    for kind, path in ckpts.items():
-        t = time.perf_counter()
-        model = ModelOptions(checkpoint=path)
-        tables = per_model.setdefault(DEMO_LABELS[kind], [])
-        tables.append(
-            _run(result, f"{kind}-classify", runs.run_classify, ClassifySpec(specs.classify, model, default_split="test"), config)
-        )
-        tables.append(_run(result, f"{kind}-localize", runs.run_localize, LocalizeSpec(specs.localize, model), config))
-        for d in specs.discover:
-            tables.append(_run(result, f"{kind}-discover-{d.dataset}", runs.run_discover, DiscoverSpec(d, model), config))
-        result.seconds[f"evaluate {kind}"] = time.perf_counter() - t
-    base = [
-        _run(
-            result, "baseline-center-gaussian-localize", runs.run_localize, LocalizeSpec(specs.localize, baseline="center-gaussian"), config
-        )
-    ]
-    for d in specs.discover:
-        base.append(_run(result, f"baseline-center-discover-{d.dataset}", runs.run_discover, DiscoverSpec(d, method="center"), config))
-    per_model[BASELINE_LABEL] = base
-    return per_model
-
-
-def _check_native_cub(data: DemoPaths, ckpts: dict[str, Path], per_model: dict[str, list[pd.DataFrame]], config: EngineConfig) -> None:
+def _check_native_cub(data: DemoPaths, ckpts: dict[str, Path], report: SuiteReport, config: EngineConfig) -> None:
     """The CUB native layout must give the wsol-metadata numbers."""
     native = DataSpec("cub", data=data.cub_root, split="test", label="demo-cub")
     table = runs.run_localize(LocalizeSpec(native, ModelOptions(checkpoint=ckpts["vit-simpool"])), config).table
     assert table is not None
-    wsol_v2 = per_model[DEMO_LABELS["vit-simpool"]][1].query("metric == 'maxboxacc_v2'")["value"].item()
+    (wsol,) = [o.table for o in report.outcomes if o.entry.id == "vit-simpool/localize"]
+    assert wsol is not None
+    wsol_v2 = wsol.query("metric == 'maxboxacc_v2'")["value"].item()
     native_v2 = table.query("metric == 'maxboxacc_v2'")["value"].item()
     same = "same" if native_v2 == wsol_v2 else f"DIFFERENT ({native_v2:.2f} vs {wsol_v2:.2f})"
     console.print(f"  CUB native layout: MaxBoxAccV2 {native_v2:.2f}, {same} as the wsolevaluation layout")
-
-
-def _one_run(tables: list[pd.DataFrame], label: str) -> pd.DataFrame:
-    """Several commands' tables of one model as one run (one run_id), for ``compare``."""
-    table = pd.concat(tables, ignore_index=True)
-    table["run_id"] = label
-    return table
-
-
-def _headline(table: pd.DataFrame) -> pd.DataFrame:
-    return table[table["metric"].isin(HEADLINE_METRICS)].reset_index(drop=True)
 
 
 def run_demo(out: str | Path = "demo_out", settings: DemoSettings | None = None, device: str = "cpu") -> DemoResult:
@@ -185,51 +133,40 @@ def run_demo(out: str | Path = "demo_out", settings: DemoSettings | None = None,
         )
         result.seconds[f"train {kind}"] = time.perf_counter() - t
 
-    _step("3/5 evaluations: classify, localize (MaxBoxAccV2), discover (CorLoc)")
-    specs = _DemoSpecs.of(data)
-    per_model = _evaluate(result, ckpts, specs, config)
-    _check_native_cub(data, ckpts, per_model, config)
+    _step("3/5 evaluations (suites/demo.toml): classify, localize (MaxBoxAccV2), discover (CorLoc)")
+    report = _run_suite(result, config)
+    _check_native_cub(data, ckpts, report, config)
 
     _step("4/5 compare: one table, models and baselines as rows")
-    labels = list(per_model)
-    run_tables = [_one_run(per_model[k], k) for k in labels]
-    table = compare([_headline(r) for r in run_tables], reference=labels.index(DEMO_LABELS["vit-cls"]), labels=labels)
-    summary = out / "summary"
-    summary.mkdir(parents=True, exist_ok=True)
-    result.compare_md = summary / "compare.md"
-    result.compare_md.write_text(compare_to_markdown(table))
-    result.compare_tex = summary / "compare.tex"
-    result.compare_tex.write_text(compare_to_latex(table))
-    pd.concat(run_tables, ignore_index=True).to_csv(summary / "all_results.csv", index=False)
-    result.table = table
-    console.print(compare_console_table(table))
+    suite_dir = result.out / "suite"
+    result.compare_md, result.compare_tex = suite_dir / "compare.md", suite_dir / "compare.tex"
+    result.table = report.compare
+    assert result.table is not None
+    console.print(compare_console_table(result.table))
 
     _step("5/5 visualize: SimPool vs CLS attention overlays, BoxAcc-vs-threshold curves")
-    result.overlays, result.curves = _figures(result, ckpts, specs, config, s.n_overlays, out / "figures")
+    result.overlays, result.curves = _figures(result, ckpts, data, config, s.n_overlays, out / "figures")
     result.seconds["total"] = time.perf_counter() - t0
 
     console.print(f"\n[bold green]demo finished in {result.seconds['total']:.0f} s[/]; everything is under {out}/")
-    console.print(f"  tables:  {result.compare_md}  {result.compare_tex}  {summary / 'all_results.csv'}")
-    console.print(f"  runs:    {out / 'runs'}/<model>-<command>/results.csv (and .parquet, .json, .md)")
+    console.print(f"  tables:  {result.compare_md}  {result.compare_tex}  {out / 'suite' / 'all_results.csv'}")
+    console.print(f"  runs:    {out / 'suite'}/<model>/<command>/results.csv (and .parquet, .json, .md)")
     console.print(f"  figures: {result.overlays}  {result.curves}")
     return result
 
 
-def _figures(
-    result: DemoResult, ckpts: dict[str, Path], specs: _DemoSpecs, config: EngineConfig, n: int, figures: Path
-) -> tuple[Path, Path]:
+def _figures(result: DemoResult, ckpts: dict[str, Path], data: DemoPaths, config: EngineConfig, n: int, figures: Path) -> tuple[Path, Path]:
     """SimPool vs CLS overlays at each run's best threshold, and the BoxAcc-vs-threshold curves."""
     from ..overlays import model_source, plot_curves, read_best_threshold, render_overlays
     from ..readers import read_localization_data
 
-    d = specs.localize
-    records = read_localization_data(d.dataset, d.data, d.metadata)  # type: ignore[arg-type]
+    records = read_localization_data("cub", data.wsol_image_root, data.wsol_metadata_test)
     sources, thresholds = [], []
     for kind, path in ckpts.items():
         model, _ = load_model(ModelOptions(checkpoint=path))
         sources.append(model_source(model, records, config, protocol="localize", label=DEMO_LABELS[kind]))
         thresholds.append(read_best_threshold(result.runs[f"{kind}-localize"]))
     ov = render_overlays(sources, records, figures, protocol="localize", select="first", n=n, thresholds=thresholds)
-    curve_runs = [result.runs[f"{k}-localize"] for k in ckpts] + [result.runs["baseline-center-gaussian-localize"]]
+    curve_runs = [result.runs[f"{k}-localize"] for k in ckpts] + [result.runs["baseline-localize"]]
     curves = plot_curves(curve_runs, figures / "boxacc_curves.png", labels=[DEMO_LABELS[k] for k in ckpts] + ["center-gaussian"])
     return ov.png, curves
