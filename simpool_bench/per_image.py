@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -200,3 +201,44 @@ def pack_hits(hits: np.ndarray) -> np.ndarray:
 def packed_bit(packed: np.ndarray, position: int) -> np.ndarray:
     """Bit ``position`` of every row of ``pack_hits``' output, as (B,) bools."""
     return (np.asarray(packed)[:, position // 8] >> (7 - position % 8)) & 1 == 1
+
+
+# ------------------------------------------------------------------------------------ reading
+def read_per_image(path: str | Path) -> tuple[pd.DataFrame, Path]:
+    """A run's per-image records: ``path`` is a run folder or its per_image.parquet/.csv. Returns
+    the table and the run folder."""
+    p = Path(path)
+    if p.is_dir():
+        found = [p / f for f in (PER_IMAGE_PARQUET, PER_IMAGE_CSV) if (p / f).is_file()]
+        if not found:
+            raise SimpoolBenchError(f"--per-image {p}: no {PER_IMAGE_PARQUET} in this folder (a run of this version writes one)")
+        p = found[0]
+    if not p.is_file():
+        raise SimpoolBenchError(f"--per-image {p}: no such file or folder")
+    try:
+        frame = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is one clear line
+        raise SimpoolBenchError(f"--per-image {p}: not a readable per-image table ({str(err).splitlines()[0][:120]})") from None
+    missing = [c for c in ("id", "iou") if c not in frame.columns]
+    if missing:
+        raise SimpoolBenchError(f"--per-image {p}: no column {missing[0]!r} (expected a localize or discover run's per_image table)")
+    return frame, p.parent
+
+
+def rank_ids(frame: pd.DataFrame, ids: Sequence[str], how: str, n: int, source: str = "--per-image") -> list[str]:
+    """The ``n`` image ids of ``ids`` (the dataset's, in order) with the best (``how='best'``) or
+    worst IoU in ``frame``; images without an IoU there (failed, non-finite) are left out; ties
+    keep dataset order."""
+    if how not in ("best", "worst"):
+        raise SimpoolBenchError(f"--select {how!r}: ranking by per-image records takes best or worst")
+    known = set(ids)
+    foreign = [str(x) for x in frame["id"] if str(x) not in known]
+    if foreign:
+        raise SimpoolBenchError(f"{source}: image {foreign[0]!r} is not in the dataset (records of another dataset or split?)")
+    iou = dict(zip(frame["id"].astype(str), pd.to_numeric(frame["iou"], errors="coerce").astype("float64")))
+    pos = {x: i for i, x in reversed(list(enumerate(ids)))}
+    scored = [x for x in pos if x in iou and not np.isnan(iou[x])]
+    if not scored:
+        raise SimpoolBenchError(f"{source}: no image has an IoU to rank by")
+    sign = -1.0 if how == "best" else 1.0
+    return sorted(scored, key=lambda x: (sign * iou[x], pos[x]))[:n]
