@@ -26,8 +26,9 @@ from .results import Provenance
 from .run_records import finish_run, per_image_of, provenance, stored_provenance
 from .specs import ClassifySpec, DiscoverSpec, ExtractSpec, LocalizeSpec, ModelOptions, RunResult
 
-#: The files a run writes besides results.csv and results.parquet, unless told otherwise.
-DEFAULT_FORMATS = ("parquet", "csv", "json")
+#: The files a run writes besides results.csv, results.parquet and per_image.parquet, unless told
+#: otherwise (as the CLI's default; "csv" also writes per_image.csv).
+DEFAULT_FORMATS = ("json",)
 
 
 def _result(outcome: tasks.Outcome, prov: Provenance, out: Path | None, formats: Sequence[str], **kwargs: Any) -> RunResult:

@@ -18,7 +18,7 @@ from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.files import save_checksummed
 from simpool_bench.finite import NONFINITE_METRIC
 from simpool_bench.metrics.boxes import iou_wsol
-from simpool_bench.per_image import PerImageAccumulator, rank_ids
+from simpool_bench.per_image import PerImageAccumulator, rank_ids, with_extra_columns
 from simpool_bench.tasks.wsol import WsolTask, wsol_boxes_at
 
 from conftest import build_image_folder, build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset
@@ -207,6 +207,7 @@ def test_resumed_and_partial_shards_give_the_uninterrupted_rows(world, localized
 def test_random_maps_with_ties_and_a_nonfinite_one():
     """The per-image hits of random integer maps (many ties) against the literal OpenCV boxes."""
     rng = np.random.default_rng(7)
+
     def box() -> np.ndarray:
         (x0, x1), (y0, y1) = sorted(rng.integers(0, 224, 2)), sorted(rng.integers(0, 224, 2))
         return np.asarray([[x0, y0, x1, y1]])
@@ -222,11 +223,9 @@ def test_random_maps_with_ties_and_a_nonfinite_one():
     frame = task.per_image(accs)
     res = accs["boxacc"].compute()
     assert frame["nonfinite"].tolist() == [i == 3 for i in range(9)] and pd.isna(frame.loc[3, "iou"])
-    for j, iou in enumerate(res.iou_thresholds):
+    for iou in res.iou_thresholds:
         t = float(res.best_threshold[iou])
-        literal = [
-            i != 3 and iou_wsol(wsol_boxes_at(maps[i], t), task.gts[i]).max() >= iou / 100 for i in range(9)
-        ]
+        literal = [i != 3 and iou_wsol(wsol_boxes_at(maps[i], t), task.gts[i]).max() >= iou / 100 for i in range(9)]
         assert frame[f"hit_{iou}"].tolist() == literal
         assert res.maxboxacc[iou] == 100.0 * sum(literal) / 9
     t1 = float(res.top1_best_threshold)
@@ -246,6 +245,17 @@ def test_accumulator_merges_and_refuses_an_image_twice():
     a.merge(b)
     with pytest.raises(SimpoolBenchError, match="counted twice"):
         a.compute()
+
+
+def test_task_columns_are_appended_in_record_order():
+    frame = pd.DataFrame({"index": [0, 1, 2]})
+    got = with_extra_columns(
+        frame, {"per_image_columns": {"knn_pred_k20": np.array([2, 0, 1]), "pair": np.array([[1, 2], [3, 4], [5, 6]])}}
+    )
+    assert got["knn_pred_k20"].tolist() == [2, 0, 1] and got["pair"].tolist() == [[1, 2], [3, 4], [5, 6]]
+    assert with_extra_columns(frame, {}) is frame
+    with pytest.raises(SimpoolBenchError, match="'x': 2 values for 3 records"):
+        with_extra_columns(frame, {"per_image_columns": {"x": np.zeros(2)}})
 
 
 def test_rank_ids_orders_by_iou_then_dataset_order():

@@ -141,7 +141,11 @@ class DiscoveryTask:
         if "per_image" in accs:
             n = len(idx)
             accs["per_image"].update(
-                idx, nonfinite=np.zeros(n, dtype=bool), box=np.asarray(boxes, dtype=np.int64).reshape(n, 4), iou=best_ious(boxes, gts), hit=hits
+                idx,
+                nonfinite=np.zeros(n, dtype=bool),
+                box=np.asarray(boxes, dtype=np.int64).reshape(n, 4),
+                iou=best_ious(boxes, gts),
+                hit=hits,
             )
         return hits
 
@@ -287,7 +291,9 @@ def discover(
     n_bad = res.accumulators["nonfinite"].compute()
     check_nonfinite(n_bad, res.n_images, "maps" if method == "attn" else "keys", config.allow_nonfinite)
     rows, extras = task.rows(res.accumulators)
-    return Outcome(rows, res.n_images, res.n_failed, {"hits": extras["hits"], **engine_extras(res)}, n_bad, task.per_image(res.accumulators))
+    return Outcome(
+        rows, res.n_images, res.n_failed, {"hits": extras["hits"], **engine_extras(res)}, n_bad, task.per_image(res.accumulators)
+    )
 
 
 def discover_stored(
