@@ -102,7 +102,7 @@ class WsolTask:
     ) -> np.ndarray:
         """Maps (float32, one per dataset index ``idx``) into the box accumulators; the non-finite
         ones (``~fin``) as misses. Returns the indices scored."""
-        boxes = {k: accs[k] for k in ("boxacc", "boxacc_v1") if k in accs}
+        boxes: dict[str, Any] = {k: accs[k] for k in ("boxacc", "boxacc_v1") if k in accs}
         per = accs.get("per_image")
         n_bad = int((~fin).sum())
         if n_bad:  # non-finite maps or logits: misses (or, by default, an error after the run)
@@ -116,7 +116,9 @@ class WsolTask:
         if keep.size == 0:
             return keep
         cls = None if correct is None else correct[keep]
-        hits = {k: acc.update(maps[keep], [self.gts[i] for i in idx[keep]], correct_cls=cls) for k, acc in boxes.items()}
+        hits: dict[str, np.ndarray] = {
+            k: acc.update(maps[keep], [self.gts[i] for i in idx[keep]], correct_cls=cls) for k, acc in boxes.items()
+        }
         if per is not None:
             self._record(per, idx[keep], hits, maps[keep], cls)
         return keep
@@ -157,7 +159,8 @@ class WsolTask:
             t = int(res.curve[:, j].argmax())  # compute()'s best threshold (the first maximum)
             frame[f"hit_{iou}"] = scatter(n, idx, packed_bit(state["hits"], j * n_thr + t), "boolean")
         thr = res.best_threshold[50]
-        boxes, ious = [], np.full(len(idx), np.nan)
+        boxes: list[np.ndarray | None] = []
+        ious = np.full(len(idx), np.nan)
         for r, (i, bad) in enumerate(zip(idx.tolist(), state["nonfinite"])):
             if bad:
                 boxes.append(None)
