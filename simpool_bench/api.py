@@ -9,7 +9,10 @@ table (and the files written) back. The CLI and the demo call exactly these func
     >>> result.table.query("metric == 'maxboxacc_v2'")["value"].between(0, 100).item()
     True
     >>> sorted(p.name for p in result.files)[:3]
-    ['boxacc_curve.csv', 'results.csv', 'results.json']
+    ['boxacc_curve.csv', 'per_image.parquet', 'results.csv']
+    >>> rows = result.extras["per_image"]                                   # one row per image
+    >>> 100.0 * int(rows["hit_50"].sum()) / len(rows) == result.table.query("metric == 'maxboxacc' and iou_threshold == 50")["value"].item()
+    True
     >>> chance = api.run_localize(api.LocalizeSpec(data, baseline="center-gaussian"), engine)
     >>> chance.table.loc[chance.table.metric == "n_images", "value"].item() == len(api.read_localization_data("cub", images, metadata))
     True

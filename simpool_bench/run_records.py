@@ -12,6 +12,7 @@ import pandas as pd
 from .engine import EngineConfig, dist_rank
 from .finite import NONFINITE_METRIC
 from .loading import describe_data_config
+from .per_image import PER_IMAGE_CSV, PER_IMAGE_PARQUET, csv_bytes, parquet_bytes, with_extra_columns
 from .results import Provenance, add_run_file, make_table, write_run
 from .results.table import as_json
 from .tasks import Outcome
@@ -116,8 +117,9 @@ def finish_run(
     classes: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, tuple[Path, ...]]:
     """Tidy table with provenance; on rank 0 written to ``out`` as one set (``results.write_run``):
-    results.csv and results.parquet always, ``formats``, boxacc_curve.csv (localize) and, with
-    ``per_class``, per_class.csv (classify)."""
+    results.csv and results.parquet always, ``formats``, per_image.parquet (and per_image.csv
+    with csv among ``formats``) when the outcome has per-image records, boxacc_curve.csv
+    (localize) and, with ``per_class``, per_class.csv (classify)."""
     rows = list(outcome.rows)
     ds, sp = (rows[0]["dataset"], rows[0]["split"]) if rows else ("", "")
     rows.append({"dataset": ds, "split": sp, "metric": "n_images", "iou_threshold": None, "value": float(outcome.n_images)})
@@ -132,9 +134,19 @@ def finish_run(
             extra["boxacc_curve.csv"] = curve_csv(outcome.extras)
         if per_class and "per_class_top1" in outcome.extras:
             extra["per_class.csv"] = per_class_csv(outcome.extras["per_class_top1"], classes)
+        frame = per_image_of(outcome)
+        if frame is not None:
+            extra[PER_IMAGE_PARQUET] = parquet_bytes(frame)
+            if any(f.lower() == "csv" for f in formats):
+                extra[PER_IMAGE_CSV] = csv_bytes(frame)
         written = write_run(table, Path(out), formats=tuple(formats), extra=extra)
         return table, tuple(written.values())
     return table, ()
+
+
+def per_image_of(outcome: Outcome) -> pd.DataFrame | None:
+    """The outcome's per-image records with the task's extra columns (``extras['per_image_columns']``)."""
+    return with_extra_columns(outcome.per_image, outcome.extras)
 
 
 def per_class_csv(per_class_top1: Any, classes: Sequence[str] | None) -> bytes:

@@ -23,16 +23,18 @@ from .loading import load_model
 from .readers import read_classification_data, read_data, read_discovery_data, read_localization_data, split_of
 from .registry import DATASETS, WSOL
 from .results import Provenance
-from .run_records import finish_run, map_transform_record, provenance, stored_provenance
+from .run_records import finish_run, map_transform_record, per_image_of, provenance, stored_provenance
 from .specs import ClassifySpec, DataSpec, DiscoverSpec, ExtractSpec, LocalizeSpec, ModelOptions, RunResult, protocol_of
 
-#: The files a run writes besides results.csv and results.parquet, unless told otherwise.
-DEFAULT_FORMATS = ("parquet", "csv", "json")
+#: The files a run writes besides results.csv, results.parquet and per_image.parquet, unless told
+#: otherwise (as the CLI's default; "csv" also writes per_image.csv).
+DEFAULT_FORMATS = ("json",)
 
 
 def _result(outcome: tasks.Outcome, prov: Provenance, out: Path | None, formats: Sequence[str], **kwargs: Any) -> RunResult:
     table, files = finish_run(outcome, prov, out, formats, **kwargs)
     extras = {**outcome.extras, "n_images": outcome.n_images, "n_failed": outcome.n_failed, "n_nonfinite": outcome.n_nonfinite}
+    extras["per_image"] = per_image_of(outcome)
     return RunResult(table, files, extras)
 
 

@@ -144,6 +144,10 @@ def test_torchrun_two_ranks_give_exactly_the_tables_of_one_process(tiny):
         one, two = _values(out1 / name / "results.csv"), _values(out2 / name / "results.csv")
         pd.testing.assert_frame_equal(one, two, check_exact=True)
         assert one.loc[one.metric == "n_images", "value"].item() == N_IMAGES
+        # the per-image records too: every image once, the same rows from one process and two ranks
+        rows1, rows2 = pd.read_parquet(out1 / name / "per_image.parquet"), pd.read_parquet(out2 / name / "per_image.parquet")
+        pd.testing.assert_frame_equal(rows1, rows2, check_exact=True)
+        assert len(rows2) == N_IMAGES and not rows2["failed"].any()
     # the tables are not trivial: every metric was computed
     for name, metrics in {
         "classify": {"top1", "top5", "knn_top1"},

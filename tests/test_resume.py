@@ -113,6 +113,8 @@ def test_killed_run_resumes_to_the_uninterrupted_table(setup, reference):
     res = invoke(*_args(images, meta, ckpt, out))  # the same command again
     assert res.exit_code == 0, res.output
     pd.testing.assert_frame_equal(_table(out), reference)
+    # the per-image records of the resumed run are those of the uninterrupted one
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "per_image.parquet"), pd.read_parquet(root / "uninterrupted" / "per_image.parquet"))
     assert len(_shard_files(out)) == N_IMAGES // SHARD
     for p, (mtime, data) in stamps.items():  # the finished shards were reused, not recomputed
         assert p.stat().st_mtime_ns == mtime and p.read_bytes() == data

@@ -112,7 +112,15 @@ def test_full_disk_on_results_keeps_the_old_set_whole(setup, tmp_path, monkeypat
     out = tmp_path / "run"
     assert _localize(setup, out).exit_code == 0
     old = _snapshot(out)
-    assert set(old) == {"results.csv", "results.parquet", "results.json", "results.md", "boxacc_curve.csv", results.RUN_MANIFEST}
+    assert set(old) == {
+        "results.csv",
+        "results.parquet",
+        "results.json",
+        "results.md",
+        "boxacc_curve.csv",
+        "per_image.parquet",
+        results.RUN_MANIFEST,
+    }
 
     with monkeypatch.context() as m:
         _fail_writes(m, "results.parquet")  # the second table: the csv was already written (under its tmp name)

@@ -118,6 +118,7 @@ def visualize(
     annotations: AnnOpt = None, list_file: ListOpt = None, no_hard: NoHardOpt = False,
     ids: Annotated[Optional[str], typer.Option("--ids", help="Comma-separated image ids to show, in this order.", rich_help_panel="Selection")] = None,
     select: Annotated[Select, typer.Option("--select", help="Without --ids: first N images, or best/worst N by the first column's IoU (ties: dataset order).", rich_help_panel="Selection")] = Select.first,
+    per_image: Annotated[Optional[Path], typer.Option("--per-image", help="A run folder (or its per_image.parquet): --select best/worst ranks by its per-image IoU instead of the first column's, and cub/imagenet boxes use its best threshold (unless --threshold-from).", rich_help_panel="Selection")] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="How many images (rows).", rich_help_panel="Selection")] = 8,
     threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=0.999999, help="cub/imagenet: score-map threshold of the predicted box (wsolevaluation: boxes of all contours, the best IoU shown).", rich_help_panel="Selection")] = 0.5,
     threshold_from: Annotated[Optional[list[Path]], typer.Option("--threshold-from", help="A localize run (folder or results file) per column: use its best_threshold at IoU 50 instead of --threshold.", rich_help_panel="Selection")] = None,
@@ -191,6 +192,10 @@ def _overlays(p: Parsed) -> list[Path]:
         thresholds = [V.read_best_threshold(r) for r in threshold_from]
     ids = p["ids"]
     id_list = [s.strip() for s in ids.split(",") if s.strip()] if ids else None
+    if p["per_image"] is not None and not id_list:
+        id_list, run = _ranked_ids(p, records)
+        if protocol == "localize" and not threshold_from:
+            thresholds = [V.read_best_threshold(run)] * len(sources)
     res = V.render_overlays(
         sources,
         records,
@@ -208,6 +213,17 @@ def _overlays(p: Parsed) -> list[Path]:
         cmap=p["cmap"],
     )
     return [path for path in (res.figure, res.png, res.selection) if path is not None]
+
+
+def _ranked_ids(p: Parsed, records: list) -> tuple[list[str], Path]:
+    """``--per-image RUN`` with ``--select best|worst``: the ``--n`` image ids of that run's best
+    or worst per-image IoU, and the run folder."""
+    from ..per_image import rank_ids, read_per_image
+
+    if p["select"] == "first":
+        raise SimpoolBenchError("--per-image ranks images: use it with --select best or --select worst")
+    frame, run = read_per_image(p["per_image"])
+    return rank_ids(frame, [r.image_id for r in records], p["select"], p["n"], f"--per-image {p['per_image']}"), run
 
 
 def _model_sources(p: Parsed, records: list, protocol: str) -> list:

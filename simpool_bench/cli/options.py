@@ -225,10 +225,10 @@ NonFiniteOpt = Annotated[
 ]
 OutOpt = Annotated[
     Optional[Path],
-    typer.Option("--out", "-o", help="Output folder: results.csv and results.parquet always, plus --formats.", rich_help_panel="Output"),
+    typer.Option("--out", "-o", help="Output folder: results.csv/.parquet, per_image.parquet, plus --formats.", rich_help_panel="Output"),
 ]
 FormatsOpt = Annotated[
-    str, typer.Option("--formats", help="Extra export formats, comma-separated: json, md, latex.", rich_help_panel="Output")
+    str, typer.Option("--formats", help="Extra formats, comma-separated: json, md, latex, csv (per_image.csv).", rich_help_panel="Output")
 ]
 
 
@@ -330,7 +330,7 @@ def parse_formats(formats: str) -> tuple[str, ...]:
     bad = [f for f in extra if f not in allowed]
     if bad:
         raise SimpoolBenchError(f"--formats {bad[0]!r}: expected some of {', '.join(sorted(allowed))}")
-    return tuple(dict.fromkeys(("parquet", "csv", *extra)))
+    return tuple(dict.fromkeys(extra))  # results.csv/.parquet are written whatever the formats
 
 
 def _plain(value: Any) -> Any:

@@ -62,7 +62,7 @@ def show(table: Any, out: Path | None) -> None:
         return
     console.print(console_table(table))
     if out is not None:
-        console.print(f"wrote {Path(out) / 'results.csv'} (and results.parquet)")
+        console.print(f"wrote {Path(out) / 'results.csv'} (and results.parquet, per_image.parquet)")
 
 
 def classify(

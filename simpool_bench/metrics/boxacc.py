@@ -331,8 +331,9 @@ class BoxAccumulator(Accumulator):
         super().merge(other)
         return self
 
-    def update(self, score_maps: Any, gt_boxes: Sequence[Any], correct_cls: Any = None) -> None:
-        """Accumulate a batch.
+    def update(self, score_maps: Any, gt_boxes: Sequence[Any], correct_cls: Any = None) -> np.ndarray:
+        """Accumulate a batch; returns its per-image correctness (B, J, T) bool (``box_hits``), the
+        counts' summands (per-image records keep it).
 
         Args:
             score_maps: a (B, h, w) array/tensor or a sequence of (h, w) maps (any size, any real
@@ -357,9 +358,9 @@ class BoxAccumulator(Accumulator):
                 _prepare_into(maps[i], u8[i])
 
         _run_chunks(prepare, n, self.num_threads)
-        self.update_quantised(u8, gt_boxes, correct_cls)
+        return self.update_quantised(u8, gt_boxes, correct_cls)
 
-    def update_quantised(self, u8_maps: np.ndarray, gt_boxes: Sequence[Any], correct_cls: Any = None) -> None:
+    def update_quantised(self, u8_maps: np.ndarray, gt_boxes: Sequence[Any], correct_cls: Any = None) -> np.ndarray:
         """``update`` for maps already through ``prepare_scoremap`` ((B, S, S) uint8, S = image_size)."""
         u8 = np.asarray(u8_maps)
         if u8.dtype != np.uint8 or u8.ndim != 3 or u8.shape[1:] != (self.image_size, self.image_size):
@@ -377,6 +378,7 @@ class BoxAccumulator(Accumulator):
             self.correct_top1 += torch.from_numpy(hits[cls].sum(axis=0, dtype=np.int64))
             self.n_with_cls += n
         self.n_images += n
+        return hits
 
     def add_misses(self, n: int, with_cls: bool = False) -> None:
         """Count ``n`` images as wrong at every threshold (e.g. non-finite maps); ``with_cls``: as

@@ -24,10 +24,15 @@ __all__ = [
 ]
 
 
+def top_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The (B, min(k, C)) classes of the highest scores, best first (the op ``topk_correct`` counts with)."""
+    return scores.topk(min(k, scores.shape[1]), dim=1, largest=True, sorted=True).indices
+
+
 def topk_correct(scores: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...]) -> torch.Tensor:
     """Per-sample hits (B, len(ks)) as bool: target among the ``k`` highest scores."""
     maxk = min(max(ks), scores.shape[1])
-    top = scores.topk(maxk, dim=1, largest=True, sorted=True).indices
+    top = top_indices(scores, maxk)
     hit = top.eq(targets.view(-1, 1))
     return torch.stack([hit[:, : min(k, maxk)].any(dim=1) for k in ks], dim=1)
 

@@ -85,7 +85,7 @@ EXPORT_FILES = {**RECORD_FILES, "json": "results.json", "md": "results.md", "lat
 #: Written last by ``write_run``: which files make up the run in a folder (see the module docstring).
 RUN_MANIFEST = "results.manifest.json"
 #: Every file a run may write beside the tables (removed when a new run in the folder lacks it).
-RUN_EXTRA_FILES = ("boxacc_curve.csv", "per_class.csv")
+RUN_EXTRA_FILES = ("boxacc_curve.csv", "per_class.csv", "per_image.parquet", "per_image.csv")
 _FORMAT_ALIASES = {"markdown": "md", "tex": "latex", "pq": "parquet"}
 #: Metric names of the catalog (``metrics.catalog``), in display order. Others are allowed in a table.
 KNOWN_METRICS: tuple[str, ...] = tuple(m.name for m in catalog.METRICS)

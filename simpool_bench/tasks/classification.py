@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..data.images import ImageDataset
@@ -16,8 +17,9 @@ from ..engine import Batch, EngineConfig, EvalResult, all_gather_indexed, dist_r
 from ..errors import SimpoolBenchError
 from ..finite import NonFiniteCounter, check_nonfinite, finite_rows
 from ..metrics.base import Accumulator
-from ..metrics.classification import KNNAccumulator, MemoryBank, TopKAccumulator
+from ..metrics.classification import KNNAccumulator, MemoryBank, TopKAccumulator, top_indices
 from ..metrics.knn import check_ks
+from ..per_image import PerImageAccumulator, base_frame, scatter, scatter_lists
 from ..registry import DINO_KNN
 from . import knn_bank
 from .common import Outcome, engine_extras, no_resume, require, row
@@ -75,6 +77,10 @@ def _extract(model: BenchModel, records: Sequence[Record], transform: Callable, 
     return all_gather_indexed(torch.tensor(order, dtype=torch.int64), local)  # every rank's shards
 
 
+#: The classes kept per image (``top5``).
+TOP_K = 5
+
+
 @dataclass
 class ClassificationTask:
     """The classification protocol's accumulators, its step over model outputs and its rows."""
@@ -88,6 +94,7 @@ class ClassificationTask:
 
     def accumulators(self) -> dict[str, Any]:
         accs: dict[str, Any] = {"nonfinite": NonFiniteCounter()}
+        accs["per_image"] = PerImageAccumulator(("nonfinite", "top") if self.has_head else ("nonfinite",))
         if self.has_head:
             accs["topk"] = TopKAccumulator(self.n_cls)
         if self.bank is not None:
@@ -103,6 +110,7 @@ class ClassificationTask:
         fin = finite_rows(out.logits if "topk" in accs else None, out.features if "knn" in accs else None)
         good, bad = torch.as_tensor(ok & fin), torch.as_tensor(ok & ~fin)
         tgt = self.targets[torch.as_tensor(batch.indices)]
+        self._record(accs["per_image"], batch.indices, ok, fin, out.logits if "topk" in accs else None)
         if good.any():
             if "topk" in accs:
                 accs["topk"].update(out.logits[good], tgt[good])
@@ -114,6 +122,37 @@ class ClassificationTask:
                 accs["topk"].add_misses(tgt[bad])
             if "knn" in accs:
                 accs["knn"].add_misses(int(bad.sum()))
+
+    @staticmethod
+    def _record(per: PerImageAccumulator, indices: np.ndarray, ok: np.ndarray, fin: np.ndarray, logits: torch.Tensor | None) -> None:
+        """Per-image rows of the decoded images: non-finite or not, and the top-5 classes (-1 where
+        non-finite or fewer classes), from the same op on the same logits as the top-k counts."""
+        keep = np.flatnonzero(ok)
+        cols: dict[str, Any] = {"nonfinite": ~fin[keep]}
+        if logits is not None:
+            top = np.full((len(keep), TOP_K), -1, dtype=np.int64)
+            good = np.flatnonzero(fin[keep])
+            if good.size:
+                got = top_indices(logits[torch.as_tensor(keep[good])].detach().float(), TOP_K).numpy()
+                top[good, : got.shape[1]] = got
+            cols["top"] = top
+        per.update(np.asarray(indices)[keep], **cols)
+
+    def per_image(self, accs: dict[str, Any], records: Sequence[Record], split: str) -> pd.DataFrame:
+        """One row per record: ``label`` and, with a classifier, ``pred`` (top-1), ``top5`` and
+        ``hit_top1``/``hit_top5`` (their sums over images are the table's counts). Images that did
+        not decode (``failed``) hold missing values."""
+        state = accs["per_image"].compute()
+        idx, n = state["index"], len(records)
+        frame = base_frame(records, split, idx, state["nonfinite"])
+        frame["label"] = self.targets.numpy().astype(np.int64)
+        if "top" in state:
+            top, lab = state["top"], self.targets.numpy()[idx]
+            frame["pred"] = scatter(n, idx, top[:, 0], "Int64").where(~frame["nonfinite"])
+            frame["top5"] = scatter_lists(n, idx, [None if bad else t[t >= 0] for t, bad in zip(top, state["nonfinite"])])
+            frame["hit_top1"] = scatter(n, idx, top[:, 0] == lab, "boolean")
+            frame["hit_top5"] = scatter(n, idx, (top == lab[:, None]).any(axis=1), "boolean")
+        return frame
 
     @staticmethod
     def rows(res: EvalResult, dataset: str, split: str, n_records: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -198,4 +237,4 @@ def classify(
     n_bad = res.accumulators["nonfinite"].compute()
     check_nonfinite(n_bad, res.n_images, "logits or features", config.allow_nonfinite)
     rows, extras = task.rows(res, dataset, split, len(records))
-    return Outcome(rows, res.n_images, res.n_failed, extras, n_bad)
+    return Outcome(rows, res.n_images, res.n_failed, extras, n_bad, task.per_image(res.accumulators, records, split))

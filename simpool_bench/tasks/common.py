@@ -9,19 +9,23 @@ from typing import TYPE_CHECKING, Any
 from ..errors import SimpoolBenchError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ..data.records import Record
     from ..engine import EngineConfig, EvalResult
 
 
 @dataclass
 class Outcome:
-    """Rows of the tidy table, images counted, and anything else worth keeping."""
+    """Rows of the tidy table, images counted, the per-image records and anything else worth keeping."""
 
     rows: list[dict[str, Any]]
     n_images: int
     n_failed: int
     extras: dict[str, Any] = field(default_factory=dict)
     n_nonfinite: int = 0
+    per_image: pd.DataFrame | None = None
+    """One row per record, in record order (``per_image``): what each image scored."""
 
 
 def row(dataset: str, split: str, metric: str, value: float, iou: int | None = None, k: int | None = None) -> dict[str, Any]:

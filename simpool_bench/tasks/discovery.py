@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..data.decode import load_rgb_array
@@ -29,7 +30,8 @@ from ..engine import Batch, EngineConfig, bucket_batches, evaluate, size_order
 from ..errors import SimpoolBenchError
 from ..finite import NonFiniteCounter, check_nonfinite, finite_rows
 from ..metrics.base import Accumulator
-from ..metrics.corloc import CorLocAccumulator
+from ..metrics.corloc import CorLocAccumulator, lost_iou_pairs
+from ..per_image import PerImageAccumulator, base_frame, box_lists, scatter, scatter_lists
 from ..registry import LOST
 from ..transforms import discovery_transform, padded_size
 from .common import Outcome, engine_extras, require, row
@@ -40,6 +42,19 @@ if TYPE_CHECKING:
     from ..models.base import BenchModel
 
 OnBoxes = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+#: The per-image state of a discovery run (``PerImageAccumulator`` columns).
+PER_IMAGE_STATE = ("nonfinite", "box", "iou", "hit")
+
+
+def best_ious(boxes: Any, gts: Sequence[np.ndarray]) -> np.ndarray:
+    """Each predicted box's best LOST ``bbox_iou`` (float32) over its GT boxes; NaN without any."""
+    pred = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    out = np.full(len(pred), np.nan, dtype=np.float32)
+    for r, g in enumerate(gts):
+        g = np.asarray(g).reshape(-1, 4).astype(np.int64)
+        if len(g):
+            out[r] = float(lost_iou_pairs(np.repeat(pred[r : r + 1], len(g), axis=0), g).max())
+    return out
 
 
 def use_lost_head(model: BenchModel) -> bool:
@@ -115,20 +130,52 @@ class DiscoveryTask:
 
     @staticmethod
     def accumulators() -> dict[str, Any]:
-        return {"corloc": CorLocAccumulator(), "nonfinite": NonFiniteCounter()}
+        return {"corloc": CorLocAccumulator(), "nonfinite": NonFiniteCounter(), "per_image": PerImageAccumulator(PER_IMAGE_STATE)}
 
     def score(self, accs: dict[str, Any], boxes: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Predicted boxes of dataset indices ``idx`` into CorLoc; the hits."""
-        hits = accs["corloc"].update(boxes, [self.gts[i] for i in idx])
+        """Predicted boxes of dataset indices ``idx`` into CorLoc (and the per-image rows); the hits."""
+        gts = [self.gts[i] for i in idx]
+        hits = accs["corloc"].update(boxes, gts)
         if self.on_boxes is not None:
             self.on_boxes(idx, boxes, hits)
+        if "per_image" in accs:
+            n = len(idx)
+            accs["per_image"].update(
+                idx,
+                nonfinite=np.zeros(n, dtype=bool),
+                box=np.asarray(boxes, dtype=np.int64).reshape(n, 4),
+                iou=best_ious(boxes, gts),
+                hit=hits,
+            )
         return hits
 
-    def misses(self, accs: dict[str, Any], n_bad: int) -> None:
-        """Images with non-finite maps or keys: misses (or, by default, an error after the run)."""
+    def misses(self, accs: dict[str, Any], idx: np.ndarray) -> None:
+        """Images ``idx`` with non-finite maps or keys: misses (or, by default, an error after the run)."""
+        n_bad = len(idx)
         if n_bad:
             accs["nonfinite"].update(n_bad)
             accs["corloc"].add_misses(n_bad)
+            if "per_image" in accs:
+                accs["per_image"].update(
+                    idx,
+                    nonfinite=np.ones(n_bad, dtype=bool),
+                    box=np.full((n_bad, 4), -1, dtype=np.int64),
+                    iou=np.full(n_bad, np.nan, dtype=np.float32),
+                    hit=np.zeros(n_bad, dtype=bool),
+                )
+
+    def per_image(self, accs: dict[str, Any]) -> pd.DataFrame:
+        """One row per record: GT boxes (original pixels), the predicted ``box``, ``iou`` (LOST's
+        ``bbox_iou``, best over the GT boxes; NaN without any) and ``hit`` (CorLoc: their sum
+        over images is the table's count). Images that did not decode (``failed``) hold missing values."""
+        state = accs["per_image"].compute()
+        idx, n, nf = state["index"], len(self.records), state["nonfinite"]
+        frame = base_frame(self.records, self.split, idx, nf)
+        frame["gt_boxes"] = box_lists(self.gts)
+        frame["box"] = scatter_lists(n, idx, [None if bad else b for b, bad in zip(state["box"], nf)])
+        frame["iou"] = scatter(n, idx, state["iou"].astype(np.float64), "Float64")
+        frame["hit"] = scatter(n, idx, state["hit"], "boolean")
+        return frame
 
     def map_boxes(self, attn: torch.Tensor, hw: np.ndarray, stride: int) -> np.ndarray:
         """Boxes of attention maps (B, gh, gw) on the padded grid (``map_boxes`` with this task's options)."""
@@ -147,7 +194,7 @@ class DiscoveryTask:
                 return
             output, prep = batch.output
             fin = finite_rows(output.attn if self.method == "attn" else output.keys)
-            self.misses(accs, int((ok & ~fin).sum()))
+            self.misses(accs, batch.indices[ok & ~fin])
             keep = np.flatnonzero(ok & fin)
             if keep.size == 0:
                 return
@@ -165,14 +212,14 @@ class DiscoveryTask:
 
 
 def _no_model_outcome(task: DiscoveryTask) -> Outcome:
-    acc = {"corloc": CorLocAccumulator()}
+    acc = {"corloc": CorLocAccumulator(), "per_image": PerImageAccumulator(PER_IMAGE_STATE)}
     fn = center_boxes if task.method == "center" else full_image_boxes
     n = len(task.records)
     for s in range(0, n, 1024):
         idx = np.arange(s, min(s + 1024, n))
         task.score(acc, fn(task.sizes[idx]), idx)
     rows, extras = task.rows(acc)
-    return Outcome(rows, n, 0, {"hits": extras["hits"]})
+    return Outcome(rows, n, 0, {"hits": extras["hits"]}, per_image=task.per_image(acc))
 
 
 def _check_model(model: BenchModel | None, method: str) -> BenchModel:
@@ -244,7 +291,9 @@ def discover(
     n_bad = res.accumulators["nonfinite"].compute()
     check_nonfinite(n_bad, res.n_images, "maps" if method == "attn" else "keys", config.allow_nonfinite)
     rows, extras = task.rows(res.accumulators)
-    return Outcome(rows, res.n_images, res.n_failed, {"hits": extras["hits"], **engine_extras(res)}, n_bad)
+    return Outcome(
+        rows, res.n_images, res.n_failed, {"hits": extras["hits"], **engine_extras(res)}, n_bad, task.per_image(res.accumulators)
+    )
 
 
 def discover_stored(
@@ -270,7 +319,7 @@ def discover_stored(
         groups: dict[tuple[int, int], list[int]] = {}
         for j, m in enumerate(shard.maps):
             if not np.isfinite(m).all():
-                task.misses(accs, 1)
+                task.misses(accs, shard.indices[j : j + 1])
                 continue
             groups.setdefault(m.shape, []).append(j)
         for members in groups.values():
@@ -280,4 +329,5 @@ def discover_stored(
     n_bad = accs["nonfinite"].compute()
     check_nonfinite(n_bad, int(accs["corloc"].total), f"maps in {store.root}", allow_nonfinite)
     rows, extras = task.rows(accs)
-    return Outcome(rows, int(extras["total"]), n_failed, {"hits": extras["hits"], "maps": str(store.root)}, n_bad)
+    kept = {"hits": extras["hits"], "maps": str(store.root)}
+    return Outcome(rows, int(extras["total"]), n_failed, kept, n_bad, task.per_image(accs))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..data.images import ImageDataset
@@ -20,6 +21,7 @@ from ..errors import SimpoolBenchError
 from ..finite import NonFiniteCounter, check_nonfinite, finite_rows
 from ..metrics.base import Accumulator
 from ..metrics.boxes import iou_wsol, resize_boxes_wsol
+from ..per_image import PerImageAccumulator, base_frame, box_lists, pack_hits, packed_bit, scatter, scatter_lists
 from ..registry import WSOL
 from ..transforms import wsol_transform
 from .common import Outcome, engine_extras, require, row
@@ -63,6 +65,7 @@ class WsolTask:
     interval: float = WSOL.interval
     v1: bool = False
     cam_target: str = WSOL.cam_target
+    keep_maps: bool = True
 
     def __post_init__(self) -> None:
         require(self.records, self.dataset)
@@ -75,6 +78,8 @@ class WsolTask:
         accs: dict[str, Any] = {"boxacc": BoxAccumulator(interval=self.interval), "nonfinite": NonFiniteCounter()}
         if self.v1:
             accs["boxacc_v1"] = BoxAccumulator(interval=self.interval, multi_contour=False)
+        cols = ["nonfinite", "hits", "cls", *(["map"] if self.keep_maps else []), *(["hits_v1"] if self.v1 else [])]
+        accs["per_image"] = PerImageAccumulator(cols)
         return accs
 
     @staticmethod
@@ -97,18 +102,82 @@ class WsolTask:
     ) -> np.ndarray:
         """Maps (float32, one per dataset index ``idx``) into the box accumulators; the non-finite
         ones (``~fin``) as misses. Returns the indices scored."""
-        boxes = [accs[k] for k in ("boxacc", "boxacc_v1") if k in accs]
+        boxes: dict[str, Any] = {k: accs[k] for k in ("boxacc", "boxacc_v1") if k in accs}
+        per = accs.get("per_image")
         n_bad = int((~fin).sum())
         if n_bad:  # non-finite maps or logits: misses (or, by default, an error after the run)
             accs["nonfinite"].update(n_bad)
-            for acc in boxes:
+            for acc in boxes.values():
                 acc.add_misses(n_bad, with_cls=with_cls)
+            if per is not None:
+                bad = np.flatnonzero(~fin)
+                self._record(per, idx[bad], None, np.zeros_like(maps[bad]), None if correct is None else correct[bad])
         keep = np.flatnonzero(fin)
         if keep.size == 0:
             return keep
-        for acc in boxes:
-            acc.update(maps[keep], [self.gts[i] for i in idx[keep]], correct_cls=None if correct is None else correct[keep])
+        cls = None if correct is None else correct[keep]
+        hits: dict[str, np.ndarray] = {
+            k: acc.update(maps[keep], [self.gts[i] for i in idx[keep]], correct_cls=cls) for k, acc in boxes.items()
+        }
+        if per is not None:
+            self._record(per, idx[keep], hits, maps[keep], cls)
         return keep
+
+    def _record(self, per: PerImageAccumulator, idx: np.ndarray, hits: dict[str, np.ndarray] | None, maps: np.ndarray, cls: Any) -> None:
+        """Per-image rows: the packed (IoU, threshold) hits (zeros for non-finite maps, ``hits``
+        None), the classification's correctness (-1 unknown) and, with ``keep_maps``, the raw map."""
+        from ..metrics.boxacc import cam_thresholds
+
+        n, n_thr, n_iou = len(idx), len(cam_thresholds(self.interval)), len(WSOL.iou_thresholds)
+        v2 = hits["boxacc"] if hits is not None else np.zeros((n, n_iou, n_thr), dtype=bool)
+        cols: dict[str, Any] = {
+            "nonfinite": np.full(n, hits is None),
+            "hits": pack_hits(v2),
+            "cls": np.full(n, -1, dtype=np.int8) if cls is None else np.asarray(cls, dtype=np.int8),
+        }
+        if self.keep_maps:
+            cols["map"] = np.asarray(maps, dtype=np.float32)
+        if self.v1:  # V1 reports IoU 50 only
+            v1 = hits["boxacc_v1"][:, WSOL.iou_thresholds.index(50)] if hits is not None else np.zeros((n, n_thr), dtype=bool)
+            cols["hits_v1"] = pack_hits(v1)
+        per.update(idx, **cols)
+
+    def per_image(self, accs: dict[str, Any], map_of: Callable[[int], np.ndarray] | None = None) -> pd.DataFrame:
+        """One row per record: label, GT boxes (224 pixels), ``box`` (the best-IoU contour box at
+        the best threshold of IoU 50) and its ``iou``, ``hit_30/50/70`` (each at its own best
+        threshold: their sums over images are the table's MaxBoxAcc counts), and where the table
+        has them ``cls_correct``, ``hit_top1_loc``, ``hit_v1``. Rows of images that did not
+        decode (``failed``) hold missing values. ``map_of(i)``: the map of image ``i`` when the
+        maps were not kept (baselines)."""
+        state = accs["per_image"].compute()
+        res = accs["boxacc"].compute()
+        idx, n, n_thr = state["index"], len(self.records), len(res.thresholds)
+        frame = base_frame(self.records, self.split, idx, state["nonfinite"])
+        frame["label"] = self.labels.astype(np.int64)
+        frame["gt_boxes"] = box_lists(self.gts)
+        for j, iou in enumerate(res.iou_thresholds):
+            t = int(res.curve[:, j].argmax())  # compute()'s best threshold (the first maximum)
+            frame[f"hit_{iou}"] = scatter(n, idx, packed_bit(state["hits"], j * n_thr + t), "boolean")
+        thr = res.best_threshold[50]
+        boxes: list[np.ndarray | None] = []
+        ious = np.full(len(idx), np.nan)
+        for r, (i, bad) in enumerate(zip(idx.tolist(), state["nonfinite"])):
+            if bad:
+                boxes.append(None)
+                continue
+            box, ious[r] = best_wsol_box(state["map"][r] if map_of is None else map_of(i), self.gts[i], thr)
+            boxes.append(box)
+        frame["box"] = scatter_lists(n, idx, boxes)
+        frame["iou"] = scatter(n, idx, ious, "Float64")
+        if res.top1_loc is not None:
+            t1 = int(np.flatnonzero(res.thresholds == res.top1_best_threshold)[0])
+            right = state["cls"] == 1
+            frame["cls_correct"] = scatter(n, idx, right, "boolean")
+            frame["hit_top1_loc"] = scatter(n, idx, right & packed_bit(state["hits"], res.iou_thresholds.index(50) * n_thr + t1), "boolean")
+        if "boxacc_v1" in accs:
+            t = int(accs["boxacc_v1"].compute().curve[:, WSOL.iou_thresholds.index(50)].argmax())
+            frame["hit_v1"] = scatter(n, idx, packed_bit(state["hits_v1"], t), "boolean")
+        return frame
 
     def rows(self, accs: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         res, v1, ds, sp = accs["boxacc"].compute(), accs.get("boxacc_v1"), self.dataset, self.split
@@ -147,16 +216,15 @@ class WsolTask:
 
 def _baseline_outcome(task: WsolTask, baseline: str) -> Outcome:
     smap = baseline_scoremap(baseline)
+    task.keep_maps = False  # one map for every image: not kept per image
     accs = task.accumulators()
-    del accs["nonfinite"]
     bs, n_all = 256, len(task.records)
     for s in range(0, n_all, bs):
         n = min(bs, n_all - s)
         maps = np.broadcast_to(smap, (n, *smap.shape))
-        for acc in accs.values():
-            acc.update(maps, task.gts[s : s + n])
+        task.score(accs, maps, np.arange(s, s + n), np.ones(n, dtype=bool), None, False)
     rows, extras = task.rows(accs)
-    return Outcome(rows, n_all, 0, extras)
+    return Outcome(rows, n_all, 0, extras, per_image=task.per_image(accs, lambda i: smap))
 
 
 def localize(
@@ -205,7 +273,7 @@ def localize(
     check_nonfinite(n_bad, res.n_images, "maps", config.allow_nonfinite)
     rows, extras = task.rows(res.accumulators)
     extras.update(engine_extras(res))
-    return Outcome(rows, res.n_images, res.n_failed, extras, n_bad)
+    return Outcome(rows, res.n_images, res.n_failed, extras, n_bad, task.per_image(res.accumulators))
 
 
 def localize_stored(
@@ -244,7 +312,7 @@ def localize_stored(
     check_nonfinite(n_bad, n_ok, f"maps in {store.root}", allow_nonfinite)
     rows, extras = task.rows(accs)
     extras["maps"] = str(store.root)
-    return Outcome(rows, n_ok, n_failed, extras, n_bad)
+    return Outcome(rows, n_ok, n_failed, extras, n_bad, task.per_image(accs))
 
 
 # ------------------------------------------------------------------------------------ boxes drawn by visualize

@@ -1,0 +1,285 @@
+"""Per-image records (``per_image``): one row per image, whose hits summed over the images give
+every rate of the table exactly; the same rows from stored maps, from resumed shards, and
+(tests/test_distributed.py) from two ranks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from simpool_bench import api
+from simpool_bench.data.records import Record
+from simpool_bench.engine import EngineConfig
+from simpool_bench.errors import SimpoolBenchError
+from simpool_bench.files import save_checksummed
+from simpool_bench.finite import NONFINITE_METRIC
+from simpool_bench.metrics.boxes import iou_wsol
+from simpool_bench.per_image import PerImageAccumulator, rank_ids, with_extra_columns
+from simpool_bench.tasks.wsol import WsolTask, wsol_boxes_at
+
+from conftest import build_image_folder, build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset
+from conftest import invoke_cli as invoke
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+N, BATCH, SHARD = 11, 2, 3
+#: Table metric (metric, IoU) -> the per-image column whose sum is its count.
+HIT_OF = {
+    ("top1", None): "hit_top1",
+    ("top5", None): "hit_top5",
+    ("maxboxacc", 30): "hit_30",
+    ("maxboxacc", 50): "hit_50",
+    ("maxboxacc", 70): "hit_70",
+    ("gt_known_loc", 50): "hit_50",
+    ("top1_loc", 50): "hit_top1_loc",
+    ("maxboxacc_v1", 50): "hit_v1",
+    ("corloc", None): "hit",
+}
+NOT_RATES = {"best_threshold", "n_images", "n_failed", NONFINITE_METRIC}
+
+
+def _break_one(files: list) -> str:
+    """Overwrite the 5th image with bytes that do not decode; its name."""
+    bad = sorted(files)[4]
+    bad.write_bytes(b"not an image")
+    return bad.name
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("per_image")
+    wsol = build_wsol_dataset(root / "wsol", n=N, seed=1)
+    voc = build_voc_dataset(root / "voc", n=N, seed=2)
+    folder = build_image_folder(root / "folder", seed=3)
+    broken = [_break_one(list(wsol.image_root.rglob("*.jpg"))), _break_one(list((voc / "JPEGImages").glob("*.jpg")))]
+    _break_one(list(folder.rglob("*.jpg")))
+    ckpt, _ = build_tiny_checkpoint(root / "tiny.pth.tar", seed=4)
+    return {"root": root, "wsol": wsol, "voc": voc, "folder": folder, "ckpt": ckpt, "broken": broken}
+
+
+def _engine(**kw) -> EngineConfig:
+    return EngineConfig(device="cpu", workers=0, progress=False, batch_size=BATCH, shard_size=SHARD, **kw)
+
+
+def _model(world) -> api.ModelOptions:
+    return api.ModelOptions(checkpoint=world["ckpt"])
+
+
+def _wsol(world) -> api.DataSpec:
+    return api.DataSpec("cub", data=world["wsol"].image_root, metadata=world["wsol"].metadata)
+
+
+def _voc(world) -> api.DataSpec:
+    return api.DataSpec("voc07", data=world["voc"])
+
+
+def assert_hits_give_the_table(table: pd.DataFrame, frame: pd.DataFrame) -> set[str]:
+    """Every rate of ``table`` equals 100 * (its hits summed over the images) / images, exactly
+    (the table's own expression); MaxBoxAccV2 the mean of the three. Returns the metrics checked."""
+    ok = frame[~frame["failed"]]
+    n = len(ok)
+    assert n == table.loc[table.metric == "n_images", "value"].item()
+    assert int(frame["failed"].sum()) == int(table.loc[table.metric == "n_failed", "value"].sum())
+
+    def rate(col: str) -> float:
+        assert ok[col].notna().all() and frame.loc[frame["failed"], col].isna().all()
+        return 100.0 * int(ok[col].astype(bool).sum()) / n
+
+    checked = set()
+    for metric, iou, value in zip(table.metric, table.iou_threshold, table.value):
+        if metric in NOT_RATES:
+            continue
+        if metric == "maxboxacc_v2":
+            expected = float(np.average([rate(f"hit_{t}") for t in (30, 50, 70)]))
+        else:
+            key = (metric, None if pd.isna(iou) else int(iou))
+            assert key in HIT_OF, f"table metric {key} has no per-image column"
+            expected = rate(HIT_OF[key])
+        assert value == expected, (metric, iou, value, expected)
+        checked.add(metric)
+    return checked
+
+
+def _files(out) -> set[str]:
+    return set(json.loads((out / "results.manifest.json").read_text())["files"])
+
+
+@pytest.fixture(scope="module")
+def localized(world):
+    out = world["root"] / "localize"
+    return api.run_localize(api.LocalizeSpec(_wsol(world), model=_model(world), v1=True), _engine(), out, formats=("csv",)), out
+
+
+@pytest.fixture(scope="module")
+def discovered(world):
+    out = world["root"] / "discover"
+    return api.run_discover(api.DiscoverSpec(_voc(world), model=_model(world)), _engine(), out, formats=("json",)), out
+
+
+def test_localize_rows_give_every_table_metric(world, localized):
+    res, out = localized
+    frame = res.extras["per_image"]
+    checked = assert_hits_give_the_table(res.table, frame)
+    assert checked == {"maxboxacc", "maxboxacc_v2", "gt_known_loc", "top1_loc", "maxboxacc_v1"}
+    assert list(frame["index"]) == list(range(N)) and frame["failed"].sum() == 1
+    assert frame.loc[frame.failed, "path"].item().endswith(world["broken"][0])
+    # the box is OpenCV's best contour box at the best threshold of IoU 50, and its IoU decides hit_50
+    ok = frame[~frame.failed]
+    assert ((ok["iou"] >= 0.5) == ok["hit_50"]).all()
+    gt_iou = [iou_wsol(np.asarray([b]), np.asarray(g)).max() for b, g in zip(ok["box"], ok["gt_boxes"])]
+    np.testing.assert_array_equal(np.asarray(gt_iou), ok["iou"].to_numpy(dtype=float))
+    # the files: parquet always, csv (boxes as JSON) with csv among the formats, both in the manifest
+    assert {"per_image.parquet", "per_image.csv"} <= _files(out)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "per_image.parquet"), frame, check_dtype=False)
+    csv = pd.read_csv(out / "per_image.csv")
+    assert [json.loads(b) for b in csv["gt_boxes"]] == list(frame["gt_boxes"])
+
+
+def test_discover_rows_give_corloc(world, discovered):
+    res, out = discovered
+    frame = res.extras["per_image"]
+    assert assert_hits_give_the_table(res.table, frame) == {"corloc"}
+    ok = frame[~frame.failed]
+    assert ((ok["iou"] >= 0.5) == ok["hit"]).all()
+    assert "per_image.csv" not in _files(out) and "per_image.parquet" in _files(out)  # csv only on request
+
+
+def test_classify_rows_give_top1_and_top5(world):
+    res = api.run_classify(api.ClassifySpec(api.DataSpec("imagenet", data=world["folder"]), model=_model(world)), _engine())
+    frame = res.extras["per_image"]
+    assert assert_hits_give_the_table(res.table, frame) == {"top1", "top5"}
+    ok = frame[~frame.failed]
+    assert (ok["pred"] == [t[0] for t in ok["top5"]]).all() and ((ok["pred"] == ok["label"]) == ok["hit_top1"]).all()
+    assert all(sorted(t) == [0, 1, 2] for t in ok["top5"])  # 3 classes: every class once
+
+
+@pytest.mark.parametrize("baseline", ["full-box", "center-gaussian"])
+def test_localize_baseline_rows(world, baseline):
+    res = api.run_localize(api.LocalizeSpec(_wsol(world), baseline=baseline), _engine())
+    frame = res.extras["per_image"]
+    assert_hits_give_the_table(res.table, frame)
+    if baseline == "full-box":
+        assert all(b == [0, 0, 223, 223] for b in frame["box"])
+
+
+@pytest.mark.parametrize("method", ["center", "full-image"])
+def test_discover_no_model_rows(world, method):
+    res = api.run_discover(api.DiscoverSpec(_voc(world), method=method), _engine())
+    assert assert_hits_give_the_table(res.table, res.extras["per_image"]) == {"corloc"}
+
+
+@pytest.fixture(scope="module")
+def stores(world):
+    out = {}
+    for name, data in (("localize", _wsol(world)), ("discover", _voc(world))):
+        out[name] = world["root"] / f"maps_{name}"
+        api.run_extract(api.ExtractSpec(data, model=_model(world), dtype="float32"), _engine(), out[name])
+    return out
+
+
+def test_stored_maps_give_the_direct_rows(world, localized, discovered, stores):
+    loc = api.run_localize(api.LocalizeSpec(_wsol(world), maps=stores["localize"], v1=True), _engine())
+    pd.testing.assert_frame_equal(loc.extras["per_image"], localized[0].extras["per_image"])
+    dis = api.run_discover(api.DiscoverSpec(_voc(world), maps=stores["discover"]), _engine())
+    pd.testing.assert_frame_equal(dis.extras["per_image"], discovered[0].extras["per_image"])
+
+
+def test_resumed_and_partial_shards_give_the_uninterrupted_rows(world, localized, tmp_path):
+    spec = api.LocalizeSpec(_wsol(world), model=_model(world), v1=True)
+    shards = tmp_path / ".shards"
+    api.run_localize(spec, _engine(resume_dir=shards))
+    files = sorted(shards.glob("*/shard_*.pt"))
+    assert len(files) == 4  # 11 images in shards of 3
+    files[1].unlink()  # interrupted before shard 1 was saved
+    old = torch.load(files[2], weights_only=True)  # a shard of a version without per-image records
+    del old["states"]["per_image"]
+    save_checksummed(files[2], {k: v for k, v in old.items() if k not in ("key", "shard")})
+    again = api.run_localize(spec, _engine(resume_dir=shards))
+    assert again.extras["shards_resumed"] == 2
+    pd.testing.assert_frame_equal(again.extras["per_image"], localized[0].extras["per_image"])
+    pd.testing.assert_frame_equal(again.table[["metric", "value"]], localized[0].table[["metric", "value"]])
+
+
+def test_random_maps_with_ties_and_a_nonfinite_one():
+    """The per-image hits of random integer maps (many ties) against the literal OpenCV boxes."""
+    rng = np.random.default_rng(7)
+
+    def box() -> np.ndarray:
+        (x0, x1), (y0, y1) = sorted(rng.integers(0, 224, 2)), sorted(rng.integers(0, 224, 2))
+        return np.asarray([[x0, y0, x1, y1]])
+
+    records = [Record(f"im{i}", f"im{i}.jpg", label=i % 3, width=224, height=224, boxes=box()) for i in range(9)]
+    task = WsolTask(records, interval=0.01)
+    accs = task.accumulators()
+    maps = rng.integers(0, 4, size=(9, 7, 7)).astype(np.float32)
+    maps[3, 2, 2] = np.nan
+    fin = np.isfinite(maps).reshape(9, -1).all(axis=1)
+    correct = rng.random(9) < 0.5
+    task.score(accs, maps, np.arange(9), fin, correct, True)
+    frame = task.per_image(accs)
+    res = accs["boxacc"].compute()
+    assert frame["nonfinite"].tolist() == [i == 3 for i in range(9)] and pd.isna(frame.loc[3, "iou"])
+    for iou in res.iou_thresholds:
+        t = float(res.best_threshold[iou])
+        literal = [i != 3 and iou_wsol(wsol_boxes_at(maps[i], t), task.gts[i]).max() >= iou / 100 for i in range(9)]
+        assert frame[f"hit_{iou}"].tolist() == literal
+        assert res.maxboxacc[iou] == 100.0 * sum(literal) / 9
+    t1 = float(res.top1_best_threshold)
+    literal = [i != 3 and correct[i] and iou_wsol(wsol_boxes_at(maps[i], t1), task.gts[i]).max() >= 0.5 for i in range(9)]
+    assert frame["hit_top1_loc"].tolist() == literal and res.top1_loc == 100.0 * sum(literal) / 9
+
+
+def test_accumulator_merges_and_refuses_an_image_twice():
+    a, b = PerImageAccumulator(["x"]), PerImageAccumulator(["x"])
+    a.update([4, 0], x=np.array([[1, 2], [3, 4]]))
+    b.update([2], x=np.array([[5, 6]]))
+    c = PerImageAccumulator(["x"])
+    c.load_state_dict(b.state_dict())
+    a.merge(c)
+    got = a.compute()
+    assert got["index"].tolist() == [0, 2, 4] and got["x"].tolist() == [[3, 4], [5, 6], [1, 2]]
+    a.merge(b)
+    with pytest.raises(SimpoolBenchError, match="counted twice"):
+        a.compute()
+
+
+def test_task_columns_are_appended_in_record_order():
+    frame = pd.DataFrame({"index": [0, 1, 2]})
+    got = with_extra_columns(
+        frame, {"per_image_columns": {"knn_pred_k20": np.array([2, 0, 1]), "pair": np.array([[1, 2], [3, 4], [5, 6]])}}
+    )
+    assert got["knn_pred_k20"].tolist() == [2, 0, 1] and got["pair"].tolist() == [[1, 2], [3, 4], [5, 6]]
+    assert with_extra_columns(frame, {}) is frame
+    with pytest.raises(SimpoolBenchError, match="'x': 2 values for 3 records"):
+        with_extra_columns(frame, {"per_image_columns": {"x": np.zeros(2)}})
+
+
+def test_rank_ids_orders_by_iou_then_dataset_order():
+    frame = pd.DataFrame({"id": ["a", "b", "c", "d"], "iou": [0.5, np.nan, 0.2, 0.5]})
+    assert rank_ids(frame, ["a", "b", "c", "d"], "best", 2) == ["a", "d"]
+    assert rank_ids(frame, ["a", "b", "c", "d"], "worst", 10) == ["c", "a", "d"]
+    with pytest.raises(SimpoolBenchError, match="'z' is not in the dataset"):
+        rank_ids(pd.DataFrame({"id": ["z"], "iou": [1.0]}), ["a"], "best", 1)
+
+
+def test_visualize_select_worst_reads_per_image(world, localized, stores, tmp_path):
+    run = localized[1]
+    frame = pd.read_parquet(run / "per_image.parquet")
+    ok = frame[frame["iou"].notna()]
+    worst = ok.sort_values(["iou", "index"], kind="stable")["id"].tolist()[:3]
+    w = world["wsol"]
+    args = ["visualize", "--dataset", "cub", "--data", w.image_root, "--metadata", w.metadata, "--maps", stores["localize"]]
+    res = invoke(*args, "--per-image", run, "--select", "worst", "--n", 3, "--out", tmp_path / "v", "--format", "png")
+    assert res.exit_code == 0, res.output
+    sel = pd.read_csv(tmp_path / "v" / "selection.csv")
+    assert sel["image_id"].tolist() == worst
+    # drawn at the run's best threshold of IoU 50: the boxes and IoUs of the records
+    thr = localized[0].table.query("metric == 'best_threshold' and iou_threshold == 50")["value"].item()
+    assert (sel["threshold"] == thr).all()
+    assert np.allclose(sel["iou"], ok.set_index("id").loc[worst, "iou"].astype(float))
+    res = invoke(*args, "--per-image", tmp_path, "--select", "worst", "--out", tmp_path / "v2")
+    assert res.exit_code == 2 and "no per_image.parquet" in res.output
