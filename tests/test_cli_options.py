@@ -17,8 +17,9 @@ from simpool_bench.cli import app
 #: Defaults changed on purpose, with the reason. discover --split: the dataset's own default split
 #: from the registry (trainval for VOC, as before; train for coco20k, LOST's --set train, as extract
 #: already recorded it), so coco20k has one split name everywhere. classify --knn-k: a comma list,
-#: DINO's k = 10, 20, 100 and 200 in one pass (issue 13), one row per k.
-CHANGED = {("discover", "--split"): None, ("classify", "--knn-k"): "10,20,100,200"}
+#: DINO's k = 10, 20, 100 and 200 in one pass (issue 13), one row per k. compare --reference: a row
+#: index or a row label (issue 13's --by checkpoint|label rows have labels), so the default 0 is text.
+CHANGED = {("discover", "--split"): None, ("classify", "--knn-k"): "10,20,100,200", ("compare", "--reference"): "0"}
 BEFORE = json.loads((Path(__file__).parent / "cli_options_before_issue12.json").read_text())
 
 
