@@ -95,6 +95,13 @@ def _check_localize(spec: LocalizeSpec) -> None:
         raise SimpoolBenchError("--maps needs no model: drop --model/--checkpoint/--pretrained/--baseline")
     if spec.maps is None and spec.baseline is not None and weights:
         raise SimpoolBenchError("--baseline needs no model: drop --model/--checkpoint/--pretrained")
+    _no_model_random_init(spec.model, "--maps" if spec.maps is not None else "--baseline" if spec.baseline else None)
+
+
+def _no_model_random_init(model: ModelOptions | None, why: str | None) -> None:
+    """``--random-init`` on a run that builds no model (``why``: what replaces it) is a mistake."""
+    if why is not None and model is not None and model.random_init:
+        raise SimpoolBenchError(f"--random-init: a run with {why} builds no model, so there are no weights to draw; drop --random-init")
 
 
 def run_localize(spec: LocalizeSpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] = DEFAULT_FORMATS) -> RunResult:
@@ -151,6 +158,8 @@ def run_discover(spec: DiscoverSpec, engine: EngineConfig, out: Path | None = No
         raise SimpoolBenchError("--data is required (VOC20XX folder or COCO train2014 images)")
     split = split_of(d, DATASETS["voc07"].default_split)
     records = read_discovery_data(d.dataset, d.data, split, d.no_hard, d.annotations, d.list_file)
+    no_model = "--maps" if spec.maps is not None else f"--method {spec.method}" if spec.method in ("center", "full-image") else None
+    _no_model_random_init(spec.model, no_model)
     if spec.maps is not None:  # no model: the stored maps
         if spec.method != "attn" or (spec.model is not None and (spec.model.arch or spec.model.checkpoint)):
             raise SimpoolBenchError("--maps scores stored attention maps: use --method attn, without --model/--checkpoint")

@@ -68,6 +68,24 @@ def test_random_init_and_a_checkpoint_is_an_error(data, tmp_path):
     assert res.exit_code == 2 and res.output.startswith("error: --random-init and --checkpoint")
 
 
+@pytest.mark.parametrize(
+    "command, extra, why",
+    [
+        ("localize", ["--baseline", "center-gaussian"], "--baseline"),
+        ("discover", ["--method", "center"], "--method center"),
+        ("discover", ["--method", "full-image"], "--method full-image"),
+    ],
+)
+def test_random_init_on_a_run_without_a_model_is_an_error(data, tmp_path, command, extra, why):
+    out = tmp_path / "out"
+    res = invoke_cli(*_args(command, data, out), *extra, "--random-init", "--out", out)
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [
+        f"error: --random-init: a run with {why} builds no model, so there are no weights to draw; drop --random-init"
+    ]
+    assert not out.exists() or not any(out.iterdir())
+
+
 def _flags(out: Path) -> list[list]:
     """The random_init column as read back from both result files, by pandas alone."""
     return [pd.read_parquet(out / "results.parquet")["random_init"].tolist(), pd.read_csv(out / "results.csv")["random_init"].tolist()]

@@ -267,6 +267,12 @@ def discover(
     fmts = p.formats()
     needs_model = method not in ("center", "full-image")  # no-model boxes import no model code
     spec = DiscoverSpec(
-        p.data(), p.model() if needs_model else None, maps=maps, method=method, mass=mass, lost_compat=lost_compat, k_patches=k_patches
+        p.data(),
+        p.model() if needs_model or random_init else None,
+        maps=maps,
+        method=method,
+        mass=mass,
+        lost_compat=lost_compat,
+        k_patches=k_patches,
     )
     show(runs.run_discover(spec, p.engine(), out, fmts).table, out)
