@@ -21,6 +21,22 @@ from typing import Any, BinaryIO
 from .errors import SimpoolBenchError
 
 
+def read_toml(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """A TOML file's document; a missing, unreadable or invalid file is one error naming ``what``
+    (e.g. 'suite file') and ``path``."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise SimpoolBenchError(f"{what} not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SimpoolBenchError(f"{path}: invalid TOML: {e}") from None
+    except OSError as e:
+        raise SimpoolBenchError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks (constant memory)."""
     h = hashlib.sha256()

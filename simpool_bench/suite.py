@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 
 from .errors import SimpoolBenchError
 from .families import POOLS
+from .files import read_toml
 from .registry import CLASSIFY_DEFAULT_SPLIT, DATASETS, DISCOVER_DATASETS, LOST, WSOL
 from .specs import ClassifySpec, DataSpec, DiscoverSpec, LocalizeSpec, ModelOptions
 
@@ -427,15 +427,7 @@ def parse_suite(doc: Mapping[str, Any], path: Path, root: Path | None = None, ch
 def load_suite(path: str | os.PathLike, root: str | os.PathLike | None = None, check_paths: bool = False) -> Suite:
     """Read and check a suite file (see the module docstring); a ``SuiteError`` lists every problem."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise SimpoolBenchError(f"suite file not found: {path}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise SimpoolBenchError(f"{path}: invalid TOML: {e}") from None
-    except OSError as e:
-        raise SimpoolBenchError(f"cannot read suite file {path}: {e.strerror}") from None
+    doc = read_toml(path, "suite file")
     return parse_suite(doc, path, None if root is None else Path(root), check_paths)
 
 

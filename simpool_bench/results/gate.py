@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import SimpoolBenchError
+from ..files import read_toml
 from ..metrics import catalog
 from ..metrics.catalog import Direction
 from .protocols import PROTOCOL_PARAMETERS, has_record, parameter_changes
@@ -216,15 +216,7 @@ def load_tolerances(path: str | os.PathLike) -> dict[str, float]:
     a metric name (``top1``), a metric at one IoU threshold (``"maxboxacc@70"``) or a k-NN metric
     at one k (``"knn_top1@20"``), each an absolute tolerance in the metric's unit (``inf`` = not gated)."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise SimpoolBenchError(f"tolerances file not found: {path}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise SimpoolBenchError(f"{path}: invalid TOML: {e}") from None
-    except OSError as e:
-        raise SimpoolBenchError(f"cannot read tolerances file {path}: {e.strerror}") from None
+    doc = read_toml(path, "tolerances file")
     if "tolerances" in doc:
         if not isinstance(doc["tolerances"], dict) or len(doc) != 1:
             raise SimpoolBenchError(f"{path}: 'tolerances' must be the only table when present")
