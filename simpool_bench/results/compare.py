@@ -38,7 +38,7 @@ BY_CHOICES: tuple[str, ...] = ("run", "checkpoint", "label")
 ALL_RESULTS = "all_results.csv"
 NO_MODEL_LABEL = "no-model baseline"
 #: The key columns of a metric row; ``k`` (the k of a k-NN row) is read when a table has it.
-_KEYS: tuple[str, ...] = tuple(KEY_COLUMNS) + (() if "k" in KEY_COLUMNS else ("k",))
+_KEYS: tuple[str, ...] = tuple(KEY_COLUMNS)
 _RUN_FILES = (RECORD_FILES["parquet"], RECORD_FILES["csv"], EXPORT_FILES["json"])
 
 
