@@ -189,12 +189,15 @@ def test_cli_knn_k_list_subset_and_errors(tiny_knn, tmp_path):
     out = tmp_path / "run"
     res = invoke_cli(*base, "--knn-k", "2,3", "--out", out)
     assert res.exit_code == 0, res.output
+    assert f"wrote {out}/: per_image.parquet, results.csv, results.json, results.parquet" in " ".join(res.stdout.split())
     first = _knn_rows(R.read_run(out))
     assert set(first) == {(m, k) for m in ("knn_top1", "knn_top5") for k in (2, 3)}
     res = invoke_cli(*base, "--knn-k", "3,5", "--out", out)
     assert res.exit_code == 0 and "note: reusing the k-NN memory bank's features (8 images)" in said(res)
     second = _knn_rows(R.read_run(out))
     assert set(second) == {(m, k) for m in ("knn_top1", "knn_top5") for k in (3, 5)} and second[("knn_top1", 3)] == first[("knn_top1", 3)]
+    quiet = invoke_cli("-q", *base, "--knn-k", "3,5", "--out", out)  # -q: the bank is reused without the note
+    assert quiet.exit_code == 0 and "note:" not in said(quiet) and _knn_rows(R.read_run(out)) == second
     md = R.to_markdown(R.read_run(out))
     assert "| IoU | k | value |" in md and "| knn_top1 |  | 5 |" in md
 

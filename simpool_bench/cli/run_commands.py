@@ -53,16 +53,17 @@ from .options import (
 )
 
 
-def show(table: Any, out: Path | None) -> None:
-    """The run's table on the console (rank 0), and where it was written."""
+def show(result: Any, out: Path | None) -> None:
+    """The run's table on the console (rank 0), and the files it wrote."""
     from ..engine import dist_rank
     from ..results import console_table
 
     if dist_rank() != 0:
         return
-    console.print(console_table(table))
-    if out is not None:
-        console.print(f"wrote {Path(out) / 'results.csv'} (and results.parquet, per_image.parquet)")
+    console.print(console_table(result.table))
+    if out is not None and result.files:
+        names = ", ".join(sorted(Path(f).name for f in result.files if Path(f).name != "results.manifest.json"))
+        console.print(f"wrote {Path(out)}/: {names}", highlight=False, markup=False, soft_wrap=True)
 
 
 def classify(
@@ -113,7 +114,7 @@ def classify(
         crop=crop,
         interpolation=interpolation,
     )
-    show(runs.run_classify(spec, p.engine(), out, fmts).table, out)
+    show(runs.run_classify(spec, p.engine(), out, fmts), out)
 
 
 def localize(
@@ -187,7 +188,7 @@ def localize(
     p = Parsed(ctx.params)
     fmts = p.formats()
     spec = LocalizeSpec(p.data(), p.model(), maps=maps, baseline=baseline, interval=interval, v1=v1, cam_target=cam_target)
-    show(runs.run_localize(spec, p.engine(), out, fmts).table, out)
+    show(runs.run_localize(spec, p.engine(), out, fmts), out)
 
 
 def discover(
@@ -275,4 +276,4 @@ def discover(
         lost_compat=lost_compat,
         k_patches=k_patches,
     )
-    show(runs.run_discover(spec, p.engine(), out, fmts).table, out)
+    show(runs.run_discover(spec, p.engine(), out, fmts), out)

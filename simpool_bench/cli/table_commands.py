@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..console import console, err_console
+from ..console import console, err_console, note
 from ..errors import SimpoolBenchError
 from ..files import atomic_write
 from .options import DeviceOpt, FormatOpt, TrustOpt
@@ -72,7 +72,7 @@ def compare(
     lab = [s.strip() for s in labels.split(",")] if labels else None
     table = R.compare(runs, reference=R.parse_reference(reference), labels=lab, by=by.value, metrics=metrics)
     for item in table.attrs.get("unmatched", []):
-        err_console.print(f"note: --metrics {item}: no input has this metric", highlight=False, markup=False, soft_wrap=True)
+        note(f"note: --metrics {item}: no input has this metric")
     console.print(R.compare_console_table(table))
     for path, render in ((markdown, R.compare_to_markdown), (latex, R.compare_to_latex), (csv, R.compare_to_csv)):
         if path is not None:

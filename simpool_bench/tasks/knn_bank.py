@@ -54,8 +54,6 @@ def save_bank(path: Path, key: str, index: torch.Tensor, features: torch.Tensor)
 
 def reuse_note(path: Path, n: int) -> None:
     """One ``note:`` line on stderr: the bank's features come from the cache."""
-    from ..console import err_console
+    from ..console import note
 
-    err_console.print(
-        f"note: reusing the k-NN memory bank's features ({n} images) from {path}", highlight=False, markup=False, soft_wrap=True
-    )
+    note(f"note: reusing the k-NN memory bank's features ({n} images) from {path}")
