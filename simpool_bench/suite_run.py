@@ -77,7 +77,7 @@ def run_suite(
     suite: Suite,
     out: str | os.PathLike,
     engine: EngineConfig,
-    formats: Sequence[str] = ("parquet", "csv", "json"),
+    formats: Sequence[str] = ("json",),  # as runs.DEFAULT_FORMATS and the CLI
     resume: bool = True,
     on_entry: Callable[[EntryOutcome], None] | None = None,
 ) -> SuiteReport:
@@ -129,6 +129,7 @@ def write_suite_files(suite: Suite, report: SuiteReport) -> None:
 
     from .engine import dist_rank
     from .files import atomic_write
+    from .per_image import PER_IMAGE_PARQUET
     from .results import compare_to_latex, compare_to_markdown
 
     ok = [o for o in report.outcomes if o.status == "ok" and o.table is not None]
@@ -139,7 +140,7 @@ def write_suite_files(suite: Suite, report: SuiteReport) -> None:
     all_results = pd.concat(tables, ignore_index=True)
     report.files["all_results"] = atomic_write(out / ALL_RESULTS, all_results.to_csv(index=False).encode())
     for o in ok:
-        src = o.folder / "per_image.parquet"
+        src = o.folder / PER_IMAGE_PARQUET
         if src.is_file():
             dest = out / "per_image" / f"{o.entry.checkpoint.name}__{o.entry.evaluation.name}.parquet"
             dest.parent.mkdir(parents=True, exist_ok=True)
