@@ -4,7 +4,7 @@ same random weights, identical numbers asserted, one ``ratio`` line per task (pe
 * discovery, LOST ``main_lost.py``: one image per forward at full resolution (PIL decode,
   ToTensor, Normalize, zero-pad to 16), the last block's keys of a DINO ViT-S/16, then LOST's own
   ``lost()`` (tests/lost_reference.py, a literal copy) and ``corloc``; ours: ``evaluate.discover``
-  (``--method lost``), batches of one padded size. Same boxes for every image, same CorLoc.
+  (``--method lost``), which also forwards one image at a time. Same boxes for every image, same CorLoc.
 * localization, wsolevaluation: batches through Resize(224x224)/ToTensor/Normalize, the model's
   map, then per image ``cv2.resize``, ``normalize_scoremap`` and one ``cv2.findContours`` per
   threshold at interval 0.001 (tests/boxacc_oracle.py); ours: ``evaluate.localize``. Same
@@ -19,6 +19,7 @@ at the image count). Weights are random (seeded): no download.
 
     python benchmarks/vs_peers.py                 # --images 24: a couple of minutes on 2 cores
     python benchmarks/vs_peers.py --images 96 --tasks lost,wsol
+    python benchmarks/vs_peers.py --device cuda --images 512   # both sides on the GPU (fp32)
 """
 
 from __future__ import annotations
@@ -127,12 +128,12 @@ class _PilDataset(torch.utils.data.Dataset):
 
 
 # ------------------------------------------------------------------------------------------ tasks
-def task_lost(records: list[Record], workers: int, batch_size: int) -> tuple[float, float, str]:
+def task_lost(records: list[Record], workers: int, batch_size: int, device: str) -> tuple[float, float, str]:
     """LOST's loop against ``evaluate.discover --method lost``: boxes and CorLoc identical."""
     from torchvision import transforms as T
 
     torch.manual_seed(0)
-    model = build_model("vit_small_patch16_224", pool="cls", variant="dino", num_classes=0).eval()
+    model = build_model("vit_small_patch16_224", pool="cls", variant="dino", num_classes=0).eval().to(device)
     to_tensor = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     loader = torch.utils.data.DataLoader(_PilDataset(records, to_tensor), batch_size=1, num_workers=workers)
     t0 = time.perf_counter()
@@ -145,7 +146,7 @@ def task_lost(records: list[Record], workers: int, batch_size: int) -> tuple[flo
             paded = torch.zeros(size_im)
             paded[:, : img.shape[1], : img.shape[2]] = img
             w_featmap, h_featmap = paded.shape[-2] // 16, paded.shape[-1] // 16
-            feats = model(paded[None], return_keys=True).keys  # the last block's keys of the patches
+            feats = model(paded[None].to(device), return_keys=True).keys  # the last block's keys of the patches
             pred, _, _, _ = lost_ref.lost(feats, [w_featmap, h_featmap], [16, 16], init_image_size, k_patches=100)
             i = int(idx)
             peer_boxes[i] = tuple(int(v) for v in pred)
@@ -157,7 +158,7 @@ def task_lost(records: list[Record], workers: int, batch_size: int) -> tuple[flo
         for i, b in zip(idx, boxes):
             ours_boxes[int(i)] = tuple(int(v) for v in b)
 
-    cfg = EngineConfig(device="cpu", batch_size=batch_size, workers=workers, progress=False)
+    cfg = EngineConfig(device=device, batch_size=batch_size, workers=workers, progress=False)
     t0 = time.perf_counter()
     out = ev.discover(model, records, cfg, method="lost", on_boxes=keep)
     ours_s = time.perf_counter() - t0
@@ -167,10 +168,10 @@ def task_lost(records: list[Record], workers: int, batch_size: int) -> tuple[flo
     return peer_s, ours_s, f"CorLoc {corloc:.2f}, {len(records)} boxes identical"
 
 
-def task_wsol(records: list[Record], workers: int, batch_size: int) -> tuple[float, float, str]:
+def task_wsol(records: list[Record], workers: int, batch_size: int, device: str) -> tuple[float, float, str]:
     """wsolevaluation's CAMComputer + BoxEvaluator (OpenCV per threshold) against ``evaluate.localize``."""
     torch.manual_seed(1)
-    model = build_model("vit_small_patch16_224", pool="cls", num_classes=NUM_CLASSES).eval()
+    model = build_model("vit_small_patch16_224", pool="cls", num_classes=NUM_CLASSES).eval().to(device)
     loader = torch.utils.data.DataLoader(_PilDataset(records, wsol_transform()), batch_size=min(64, len(records)), num_workers=workers)
     thresholds = oracle.reference_thresholds(0.001)
     ious = (30, 50, 70)
@@ -178,7 +179,7 @@ def task_wsol(records: list[Record], workers: int, batch_size: int) -> tuple[flo
     t0 = time.perf_counter()
     with torch.no_grad():
         for images, _, idx in loader:
-            cams = model(images).attn.float().cpu().numpy()
+            cams = model(images.to(device)).attn.float().cpu().numpy()
             for cam, i in zip(cams, idx.tolist()):
                 rec = records[i]
                 u8 = oracle.quantise(oracle.reference_scoremap(cam))
@@ -186,7 +187,7 @@ def task_wsol(records: list[Record], workers: int, batch_size: int) -> tuple[flo
                 counts += oracle.reference_hits(u8, gt, thresholds, ious)
     peer_s = time.perf_counter() - t0
     peer = {iou: float((counts[j] * 100.0 / len(records)).max()) for j, iou in enumerate(ious)}
-    cfg = EngineConfig(device="cpu", batch_size=batch_size, workers=workers, progress=False)
+    cfg = EngineConfig(device=device, batch_size=batch_size, workers=workers, progress=False)
     t0 = time.perf_counter()
     out = ev.localize(model, records, cfg, interval=0.001)
     ours_s = time.perf_counter() - t0
@@ -195,7 +196,7 @@ def task_wsol(records: list[Record], workers: int, batch_size: int) -> tuple[flo
     return peer_s, ours_s, "MaxBoxAcc@30/50/70 " + "/".join(f"{peer[i]:.2f}" for i in ious) + " identical"
 
 
-def task_timm(records: list[Record], workers: int, batch_size: int) -> tuple[float, float, str]:
+def task_timm(records: list[Record], workers: int, batch_size: int, device: str) -> tuple[float, float, str]:
     """timm validate.py (plain timm model, eval transform, accuracy) against ``evaluate.classify``."""
     import timm
     from timm.utils import accuracy
@@ -204,18 +205,19 @@ def task_timm(records: list[Record], workers: int, batch_size: int) -> tuple[flo
     ours_model = build_model("vit_small_patch16_224", pool="cls", num_classes=NUM_CLASSES).eval()
     net = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=NUM_CLASSES).eval()
     net.load_state_dict(ours_model.state_dict())
+    net = net.to(device)
     transform = classification_transform(ours_model.data_config)
     loader = torch.utils.data.DataLoader(_PilDataset(records, transform), batch_size=min(256, len(records)), num_workers=workers)
     correct1 = correct5 = 0
     t0 = time.perf_counter()
     with torch.no_grad():
         for images, target, _ in loader:
-            output = net(images)
-            acc1, acc5 = accuracy(output, target, topk=(1, 5))  # percent of the batch
+            output = net(images.to(device))
+            acc1, acc5 = accuracy(output, target.to(device), topk=(1, 5))  # percent of the batch
             correct1 += int(round(acc1.item() * images.shape[0] / 100))
             correct5 += int(round(acc5.item() * images.shape[0] / 100))
     peer_s = time.perf_counter() - t0
-    cfg = EngineConfig(device="cpu", batch_size=batch_size, workers=workers, progress=False)
+    cfg = EngineConfig(device=device, batch_size=batch_size, workers=workers, progress=False)
     t0 = time.perf_counter()
     out = ev.classify(ours_model, records, transform, cfg, num_classes=NUM_CLASSES)
     ours_s = time.perf_counter() - t0
@@ -232,16 +234,26 @@ TASKS = {
 }
 
 
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SystemExit("error: --device cuda: no CUDA device is visible")
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=24, help="images per task (the size flag)")
     p.add_argument("--tasks", default="lost,wsol,timm")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers on both sides (default min(8, cores))")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda: both sides run there (fp32, as the peers do)")
     args = p.parse_args()
     workers = default_workers() if args.workers is None else args.workers
     print(
-        f"cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, workers {workers}, images {args.images}, "
+        f"device {_device_name(args.device)}, cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, workers {workers}, "
+        f"images {args.images}, "
         f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
@@ -252,7 +264,7 @@ def main() -> None:
         for name in args.tasks.split(","):
             title, fn, bs = TASKS[name]
             recs = voc if name == "lost" else labelled
-            peer_s, ours_s, what = fn(recs, workers, bs)
+            peer_s, ours_s, what = fn(recs, workers, bs, args.device)
             print(
                 f"{title:34s} peer {len(recs) / peer_s:7.2f} img/s  simpool-bench {len(recs) / ours_s:7.2f} img/s  "
                 f"ratio {peer_s / ours_s:.1f}x  ({what}; load {os.getloadavg()[0]:.2f})",
