@@ -40,14 +40,15 @@ def _result(outcome: tasks.Outcome, prov: Provenance, out: Path | None, formats:
 
 def run_classify(spec: ClassifySpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] = DEFAULT_FORMATS) -> RunResult:
     """Top-1/top-5 (and DINO's weighted k-NN with ``spec.knn_train``) of the spec's model."""
-    from .transforms import classification_config, classification_transform, transform_record
+    from .transforms import classification_config, eval_transform, transform_record
 
     d = spec.data
     if d.data is None:
         raise SimpoolBenchError("--data is required (the image root of the dataset)")
     records, classes = read_classification_data(d.data, d.split, d.labels, d.metadata, d.subset, default_split=spec.default_split)
     net, ckpt = load_model(spec.model)
-    transform = classification_transform(net.data_config, spec.resize, spec.crop, spec.interpolation)
+    cfg = classification_config(net.data_config, spec.resize, spec.crop, spec.interpolation)
+    transform = eval_transform(cfg)
     bank = _knn_bank_records(spec)
     outcome = tasks.classify(
         net,
@@ -61,8 +62,7 @@ def run_classify(spec: ClassifySpec, engine: EngineConfig, out: Path | None = No
         knn_temperature=spec.knn_temperature,
         bank_cache=out,
     )
-    size = net.data_config.get("input_size", (3, 0, 0))[-1] if spec.crop is None else spec.crop
-    cfg = classification_config(net.data_config, spec.resize, spec.crop, spec.interpolation)
+    size = cfg.get("input_size", (3, 0, 0))[-1]  # the crop: --crop, else the model's
     used = transform_record(transform, cfg["mean"], cfg["std"], cfg.get("crop_pct", 0.875))
     prov = provenance(net, ckpt, engine, image_size=int(size), n_images=outcome.n_images, protocol=protocol_of(spec), transform=used)
     return _result(outcome, prov, out, formats, per_class=spec.per_class, classes=classes)

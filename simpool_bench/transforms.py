@@ -35,7 +35,11 @@ def classification_transform(
 
     Without overrides this is ``timm.data.create_transform(**data_config)`` (resize the short side
     to size / crop_pct, center crop, normalise)."""
-    cfg = classification_config(data_config, resize, crop, interpolation, mean, std)
+    return eval_transform(classification_config(data_config, resize, crop, interpolation, mean, std))
+
+
+def eval_transform(cfg: dict[str, Any]) -> T.Compose:
+    """timm's eval transform of a data config (``classification_config``'s)."""
     from timm.data import create_transform
 
     return create_transform(
