@@ -47,7 +47,7 @@ from simpool_bench.engine import EngineConfig  # noqa: E402
 from simpool_bench.metrics.boxes import resize_boxes_wsol  # noqa: E402
 from simpool_bench.models import build_model  # noqa: E402
 from simpool_bench.transforms import IMAGENET_MEAN, IMAGENET_STD, classification_transform, wsol_transform  # noqa: E402
-from simpool_bench.workers import default_workers  # noqa: E402
+from simpool_bench.workers import default_workers, usable_workers  # noqa: E402
 
 import boxacc_oracle as oracle  # noqa: E402
 import lost_reference as lost_ref  # noqa: E402
@@ -246,11 +246,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=24, help="images per task (the size flag)")
     p.add_argument("--tasks", default="lost,wsol,timm")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers on both sides (default min(8, cores))")
+    p.add_argument(
+        "--workers", type=int, default=None, help="DataLoader workers on both sides (default min(8, cores); 0 where workers cannot start)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda: both sides run there (fp32, as the peers do)")
     args = p.parse_args()
-    workers = default_workers() if args.workers is None else args.workers
+    workers = usable_workers(default_workers()) if args.workers is None else args.workers  # the engine's own fallback
     print(
         f"device {_device_name(args.device)}, cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, workers {workers}, "
         f"images {args.images}, "

@@ -85,3 +85,28 @@ def test_workers_default_and_fallback(capsys):
     assert usable_workers(2, probe=_Broken()) == 0
     err = capsys.readouterr().err
     assert err.count("notice: DataLoader workers cannot start") == 1 and "simulated" in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="nvjpeg needs a CUDA device")
+def test_nvjpeg_pixels_differ_from_pil_so_discovery_decodes_on_the_cpu(tmp_path):
+    """The README's choice: nvjpeg (torchvision.io.decode_jpeg on CUDA, one batched call) gives
+    other pixels than PIL on common JPEGs, so discovery keeps libjpeg-turbo on the CPU workers.
+    If this fails, nvjpeg has become exact here: revisit that choice (benchmarks/nvjpeg_check.py)."""
+    import warnings
+
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    paths = {k: v for k, v in _jpegs(tmp_path).items() if k not in ("gray", "cmyk")}
+    data = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in paths.values()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device="cuda")
+    differs = {}
+    for (name, path), img in zip(paths.items(), decoded):
+        pil = np.asarray(Image.open(path).convert("RGB"))
+        got = img.permute(1, 2, 0).cpu().numpy()
+        assert got.shape == pil.shape, name
+        assert int(np.abs(got.astype(np.int16) - pil.astype(np.int16)).max()) <= 8, name  # the same picture
+        differs[name] = not np.array_equal(got, pil)
+        assert np.array_equal(load_rgb_array(path), pil), name  # what discovery decodes: PIL's pixels
+    assert any(differs.values()), differs

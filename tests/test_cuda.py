@@ -1,0 +1,126 @@
+"""The GPU path, against the CPU path on the same weights and images (skipped without CUDA; run on
+a lent GPU by ``benchmarks/device_check.sh``).
+
+Stated tolerance: fp32 on CUDA computes the same functions with other kernels, so logits, maps and
+keys agree with the CPU's to float rounding (checked: 1e-4), and each metric (top-1/5, MaxBoxAcc at
+IoU 30/50/70, MaxBoxAccV2, CorLoc) agrees within ONE IMAGE (100 / N points). bf16 autocast on CUDA
+keeps that same one-image bound against fp32 on CUDA (as ``test_amp`` states it for the CPU).
+LOST's modes sort the patches on the model's device, as ``main_lost.py`` does; its exact boxes
+on CUDA are ``test_lost_e2e``'s (which runs on CUDA when there is one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from simpool_bench import api
+from simpool_bench import tasks as ev
+from simpool_bench.engine import EngineConfig
+from simpool_bench.transforms import classification_transform
+
+from conftest import invoke_cli
+
+# SIMPOOL_BENCH_TEST_GPU=cpu runs these on the CPU against itself (a dry run of the code paths)
+GPU = os.environ.get("SIMPOOL_BENCH_TEST_GPU", "cuda")
+pytestmark = pytest.mark.skipif(GPU == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device")
+
+N = 24
+ONE_IMAGE = 100.0 / N + 1e-9
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory, make_image_folder, make_wsol_dataset, make_voc_dataset, make_tiny_checkpoint):
+    root = tmp_path_factory.mktemp("cuda")
+    ckpt, model = make_tiny_checkpoint(root / "tiny.pth.tar", seed=5)
+    folder = make_image_folder(root / "folder", counts=(8, 8, 8), seed=5)
+    wsol = make_wsol_dataset(root / "wsol", n=N, seed=5)
+    voc = make_voc_dataset(root / "voc", n=N, seed=5)
+    return {
+        "root": root,
+        "ckpt": ckpt,
+        "model": model,
+        "folder": folder,
+        "wsol": wsol,
+        "voc": voc,
+        "cls": api.read_classification_data(folder)[0],
+        "loc": api.read_localization_data("cub", wsol.image_root, wsol.metadata),
+        "disc": api.read_discovery_data("voc07", voc),
+    }
+
+
+def _cfg(device: str, amp: str = "off") -> EngineConfig:
+    return EngineConfig(device=device, batch_size=8, amp=amp, progress=False, workers=0)
+
+
+def _metrics(outcome: ev.Outcome) -> dict[tuple[str, int | None], float]:
+    return {(r["metric"], r["iou_threshold"]): r["value"] for r in outcome.rows}
+
+
+def _within_one_image(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert abs(a[key] - b[key]) <= ONE_IMAGE, (key, a[key], b[key])
+
+
+def test_forward_on_cuda_equals_cpu_to_rounding(case):
+    model = case["model"]
+    tf = classification_transform(model.data_config)
+    x = torch.stack([tf(Image.open(r.path).convert("RGB")) for r in case["cls"]])
+    with torch.inference_mode():
+        cpu = model(x)
+        gpu = model.to(GPU)(x.to(GPU))
+    model.to("cpu")
+    torch.testing.assert_close(gpu.logits.cpu(), cpu.logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(gpu.attn.float().cpu(), cpu.attn.float(), atol=1e-4, rtol=1e-4)
+    assert gpu.logits.device.type == torch.device(GPU).type
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_every_metric_on_cuda_within_one_image_of_cpu_fp32(case, amp):
+    model = case["model"]
+    tf = classification_transform(model.data_config)
+    cpu = {
+        "classify": _metrics(ev.classify(model, case["cls"], tf, _cfg("cpu"))),
+        "localize": _metrics(ev.localize(model, case["loc"], _cfg("cpu"))),
+        "discover": _metrics(ev.discover(model, case["disc"], _cfg("cpu"), method="lost")),
+    }
+    gpu = {
+        "classify": _metrics(ev.classify(model, case["cls"], tf, _cfg(GPU, amp))),
+        "localize": _metrics(ev.localize(model, case["loc"], _cfg(GPU, amp))),
+        "discover": _metrics(ev.discover(model, case["disc"], _cfg(GPU, amp), method="lost")),
+    }
+    model.to("cpu")
+    for task in cpu:
+        _within_one_image(gpu[task], cpu[task])
+    assert 0 < cpu["localize"][("maxboxacc_v2", None)] < 100  # not a degenerate case
+
+
+def test_cli_runs_on_the_gpu_and_records_the_device(case, tmp_path):
+    out = tmp_path / "loc"
+    res = invoke_cli(
+        "localize",
+        "--dataset",
+        "cub",
+        "--data",
+        case["wsol"].image_root,
+        "--metadata",
+        case["wsol"].metadata,
+        "--checkpoint",
+        case["ckpt"],
+        "--device",
+        GPU,
+        "--amp",
+        "bf16",
+        "--out",
+        out,
+    )
+    assert res.exit_code == 0, res.output
+    rows = json.loads((out / "results.json").read_text())
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    assert rows and all(str(r["device"]).startswith(GPU) for r in rows)
+    assert any(r["metric"] == "maxboxacc_v2" for r in rows)
