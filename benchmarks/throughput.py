@@ -58,6 +58,7 @@ from simpool_bench.engine import Batch, EngineConfig, autocast, evaluate, resolv
 from simpool_bench.metrics.boxacc import BoxAccumulator  # noqa: E402
 from simpool_bench.metrics.classification import TopKAccumulator  # noqa: E402
 from simpool_bench.models import BenchModel, build_model  # noqa: E402
+from simpool_bench.workers import default_workers  # noqa: E402
 
 POOLS = {"vit_small_patch16_224": ("simpool", "cls"), "resnet50": ("simpool", "gap")}
 NUM_CLASSES = 1000
@@ -271,6 +272,13 @@ def paired_engine_pass(
     return {"plain": t_plain, "ours": t_ours, "step": t_step, "engine_rest": total - sum(t_plain) - sum(t_ours) - sum(t_step)}
 
 
+def engine_workers(args: argparse.Namespace, device: torch.device) -> int:
+    """``--engine-workers``, else 0 on the CPU and min(8, cores) on a GPU."""
+    if args.engine_workers is not None:
+        return args.engine_workers
+    return 0 if device.type == "cpu" else default_workers()
+
+
 def bench_overhead(arch: str, pool: str, amp: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     torch.manual_seed(0)
     ours, plain, holder = build_pair(arch, pool)
@@ -281,7 +289,14 @@ def bench_overhead(arch: str, pool: str, amp: str, args: argparse.Namespace, dev
     with torch.inference_mode():
         x = batches[0][:2].to(device)
         diff = float((ours(x).logits - plain(x)).abs().max())
-    config = EngineConfig(device=str(device), batch_size=args.batch_size, amp=amp, progress=False, shard_size=args.images, workers=0)
+    config = EngineConfig(
+        device=str(device),
+        batch_size=args.batch_size,
+        amp=amp,
+        progress=False,
+        shard_size=args.images,
+        workers=engine_workers(args, device),
+    )
     out: dict[str, Any] = {"arch": arch, "pool": pool, "amp": amp, "diff": diff}
     if args.mode == "paired":
         paired_engine_pass(ours, plain, images[: args.batch_size], labels, boxes, config)  # warm-up
@@ -323,14 +338,19 @@ def bench_overhead(arch: str, pool: str, amp: str, args: argparse.Namespace, dev
 
 
 # ------------------------------------------------------------------------------------------ decoding
-def bench_decode(records: list[Record], workers: int, batch: int) -> float:
-    """Images/s of the data pipeline alone: JPEG decode + timm eval transform + collate."""
+DECODE_BATCH = 16  # small batches keep every worker busy (a worker decodes one whole batch)
+
+
+def bench_decode(records: list[Record], workers: int, batch: int = DECODE_BATCH) -> float:
+    """Images/s of the data pipeline alone: JPEG decode + timm eval transform + collate, over the
+    records repeated to 32 batches per worker (steady state: worker start-up is a small share)."""
     from simpool_bench.data.images import ImageDataset
     from simpool_bench.engine import collate_with_failures
     from simpool_bench.transforms import classification_transform
 
     cfg = build_model("resnet50", pool="gap", num_classes=NUM_CLASSES).data_config
-    ds = ImageDataset(records, classification_transform(cfg))
+    n = max(len(records), 32 * batch * max(1, workers))
+    ds = ImageDataset([records[i % len(records)] for i in range(n)], classification_transform(cfg))
     loader = torch.utils.data.DataLoader(
         ds, batch_size=batch, num_workers=workers, collate_fn=collate_with_failures, prefetch_factor=4 if workers else None
     )
@@ -430,6 +450,13 @@ def main() -> None:
         "pass: whole interleaved passes (default on GPU, where the engine overlaps host work with the device)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument(
+        "--engine-workers",
+        type=int,
+        default=None,
+        help="DataLoader workers of the engine passes (default 0 on CPU; on a GPU min(8, cores), as a real run, so that batches "
+        "are collated off the main thread)",
+    )
     p.add_argument("--no-overhead", action="store_true")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-decode", action="store_true")
@@ -449,7 +476,7 @@ def main() -> None:
     print(
         f"# simpool-bench throughput: device {device}, torch {torch.__version__}, timm {timm.__version__}, "
         f"{torch.get_num_threads()} threads, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, "
-        f"batch {args.batch_size}, {args.images} images x {args.reps} reps, mode {args.mode}"
+        f"batch {args.batch_size}, {args.images} images x {args.reps} reps, mode {args.mode}, engine workers {engine_workers(args, device)}"
     )
     results = []
     for arch in models if not args.no_overhead else []:
@@ -493,14 +520,17 @@ def main() -> None:
         if not args.no_decode:
             fastest = max([r["img_s"]["plain"] for r in results if r["img_s"]["plain"] == r["img_s"]["plain"]] or [float("nan")])
             for w in [int(x) for x in args.decode_workers.split(",") if x.strip()]:
-                rate = bench_decode(records, w, args.batch_size)
+                rate = bench_decode(records, w)
                 per = rate / max(1, w)
                 need = (
                     ""
                     if fastest != fastest
                     else (f"; the fastest model above ({fastest:.1f} img/s) needs >= {int(np.ceil(fastest / per))} worker(s)")
                 )
-                print(f"decode 500x375 JPEG + eval transform, {w} workers: {rate:8.1f} img/s ({per:.1f} per worker){need}", flush=True)
+                print(
+                    f"decode 500x375 JPEG + eval transform, {w} workers, batch {DECODE_BATCH}: {rate:8.1f} img/s ({per:.1f} per worker){need}",
+                    flush=True,
+                )
         if not args.no_memory:
             rec_file = Path(tmp) / "records.json"
             rec_file.write_text(json.dumps([{"path": str(r.path), "label": r.label, "boxes": r.boxes.tolist()} for r in records]))

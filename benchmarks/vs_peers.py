@@ -5,7 +5,8 @@ same random weights, identical numbers asserted, one ``ratio`` line per task (pe
   ToTensor, Normalize, zero-pad to 16), the last block's keys of a DINO ViT-S/16, then LOST's own
   ``lost()`` (tests/lost_reference.py, a literal copy) and ``corloc``; ours: ``evaluate.discover``
   (``--method lost``), which also forwards one image at a time. Same boxes for every image, same CorLoc.
-* localization, wsolevaluation: batches through Resize(224x224)/ToTensor/Normalize, the model's
+* localization, wsolevaluation: batches through Resize(224x224)/ToTensor/Normalize (the model's
+  mean and std, as ``localize`` uses them), the model's
   map, then per image ``cv2.resize``, ``normalize_scoremap`` and one ``cv2.findContours`` per
   threshold at interval 0.001 (tests/boxacc_oracle.py); ours: ``evaluate.localize``. Same
   MaxBoxAcc at IoU 30/50/70.
@@ -172,7 +173,9 @@ def task_wsol(records: list[Record], workers: int, batch_size: int, device: str)
     """wsolevaluation's CAMComputer + BoxEvaluator (OpenCV per threshold) against ``evaluate.localize``."""
     torch.manual_seed(1)
     model = build_model("vit_small_patch16_224", pool="cls", num_classes=NUM_CLASSES).eval().to(device)
-    loader = torch.utils.data.DataLoader(_PilDataset(records, wsol_transform()), batch_size=min(64, len(records)), num_workers=workers)
+    # wsolevaluation's transform with the model's own mean/std (as localize and any user adapting it does)
+    transform = wsol_transform(model.data_config["mean"], model.data_config["std"])
+    loader = torch.utils.data.DataLoader(_PilDataset(records, transform), batch_size=min(64, len(records)), num_workers=workers)
     thresholds = oracle.reference_thresholds(0.001)
     ious = (30, 50, 70)
     counts = np.zeros((len(ious), len(thresholds)), dtype=np.int64)

@@ -90,8 +90,9 @@ def test_workers_default_and_fallback(capsys):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="nvjpeg needs a CUDA device")
 def test_nvjpeg_pixels_differ_from_pil_so_discovery_decodes_on_the_cpu(tmp_path):
     """The README's choice: nvjpeg (torchvision.io.decode_jpeg on CUDA, one batched call) gives
-    other pixels than PIL on common JPEGs, so discovery keeps libjpeg-turbo on the CPU workers.
-    If this fails, nvjpeg has become exact here: revisit that choice (benchmarks/nvjpeg_check.py)."""
+    other pixels than PIL on chroma-subsampled JPEGs (4:2:0, 4:2:2, progressive: most photos), and
+    PIL's on 4:4:4 (seen on an H200, torchvision 0.26), so discovery keeps libjpeg-turbo on the CPU
+    workers. If this fails, nvjpeg has changed here: revisit that choice (benchmarks/nvjpeg_check.py)."""
     import warnings
 
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -101,12 +102,13 @@ def test_nvjpeg_pixels_differ_from_pil_so_discovery_decodes_on_the_cpu(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device="cuda")
-    differs = {}
+    same = {}
     for (name, path), img in zip(paths.items(), decoded):
         pil = np.asarray(Image.open(path).convert("RGB"))
         got = img.permute(1, 2, 0).cpu().numpy()
         assert got.shape == pil.shape, name
-        assert int(np.abs(got.astype(np.int16) - pil.astype(np.int16)).max()) <= 8, name  # the same picture
-        differs[name] = not np.array_equal(got, pil)
+        assert float(np.abs(got.astype(np.float64) - pil).mean()) < 8, name  # the same picture, other pixels
+        same[name] = bool(np.array_equal(got, pil))
         assert np.array_equal(load_rgb_array(path), pil), name  # what discovery decodes: PIL's pixels
-    assert any(differs.values()), differs
+    assert not same["q90_420"] and not same["q75_422"] and not same["progressive"], same
+    assert same["q90_444"], same

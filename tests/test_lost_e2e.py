@@ -284,7 +284,10 @@ def test_case_catches_each_departure_from_lost(lost_case, monkeypatch):
         assert changed("lost") and changed("attn")
     with monkeypatch.context() as m:
         m.setattr(ref, "patch_scoring", _stable_patch_scoring)
-        assert changed("lost")
+        if device.type == "cpu":
+            assert changed("lost")
+        else:  # CUDA's sort keeps tied degrees in index order (seen on an H200): a stable sort IS LOST's order there
+            assert not changed("lost")
     with monkeypatch.context() as m:
         seg = ref.dino_seg
         m.setattr(ref, "dino_seg", lambda att, dims, ps, head=0: seg(att.mean(0, keepdim=True), dims, ps, head=0))
