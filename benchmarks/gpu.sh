@@ -7,7 +7,8 @@
 #     IMAGES=2048 bash benchmarks/gpu.sh
 #
 # It refuses to run without CUDA (the CPU figures come from benchmarks/throughput.py alone).
-# nvjpeg decoding is not used by simpool-bench yet: images are decoded on the CPU workers.
+# Images are decoded on the CPU workers: nvjpeg gives other pixels than PIL on chroma-subsampled
+# JPEGs (benchmarks/nvjpeg_check.py). Engine passes use min(8, cores) DataLoader workers here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}

@@ -18,7 +18,8 @@ overhead is the median per-batch ratio ours/plain - 1 (maps), plus the median st
 (metrics), plus the rest of the engine's loop time over the plain time (engine). Pairing makes the
 ratio robust to cores shared with other work, where whole-pass timings drift by more than 5%.
 ``--mode pass`` (default on GPU, where the engine overlaps host work with the device): whole
-passes of plain, ours-without-metrics and the engine, interleaved, median of ``--reps``.
+passes of plain, ours-without-metrics and the engine, interleaved, median of ``--reps``; the engine
+collates batches in ``--engine-workers`` DataLoader workers (default: min(8, cores) on a GPU, as a run).
 
 It also prints the decoding speed of the data pipeline (JPEG 500x375, timm eval transform) per
 worker against the model's, and the peak host memory (VmHWM) of a full ``evaluate.localize`` run

@@ -226,7 +226,7 @@ class EvalRunner:
             collate_fn=collate_with_failures,
             pin_memory=self.cuda,
             persistent_workers=False,
-            prefetch_factor=4 if workers > 0 else None,
+            prefetch_factor=2 if workers > 0 else None,  # in flight: 2 batches per worker (PyTorch's default)
         )
         self.prog = _progress(config.progress and self.rank == 0 and self.n_todo > 0, self.n_todo, self.description)
         self.part = self.fresh()
