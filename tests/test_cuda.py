@@ -4,7 +4,7 @@ a lent GPU by ``benchmarks/device_check.sh``).
 Stated tolerance: fp32 on CUDA computes the same functions with other kernels, so logits, maps and
 keys agree with the CPU's to float rounding (checked: 1e-4), and each metric (top-1/5, MaxBoxAcc at
 IoU 30/50/70, MaxBoxAccV2, CorLoc) agrees within ONE IMAGE (100 / N points). bf16 autocast on CUDA
-keeps that same one-image bound against fp32 on CUDA (as ``test_amp`` states it for the CPU).
+keeps that same one-image bound against fp32 on the CPU (``test_amp`` states it on the CPU alone).
 LOST's modes sort the patches on the model's device, as ``main_lost.py`` does; its exact boxes
 on CUDA are ``test_lost_e2e``'s (which runs on CUDA when there is one).
 """
