@@ -178,6 +178,11 @@ def invoke_cli(*args: Any):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
+def outcome_metrics(outcome: Any) -> dict[tuple[str, int | None], float]:
+    """A run's rows (``tasks.Outcome``) as {(metric, iou_threshold): value}."""
+    return {(r["metric"], r["iou_threshold"]): r["value"] for r in outcome.rows}
+
+
 def said(res) -> str:
     """A command's output with rich's line wrapping undone."""
     return " ".join(res.output.split())

@@ -23,6 +23,8 @@ from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.metrics.classification import TopKAccumulator
 from simpool_bench.transforms import classification_transform
 
+from conftest import outcome_metrics
+
 N = 24
 RIDGE = 1e-2
 
@@ -58,10 +60,6 @@ def _config(amp: str) -> EngineConfig:
     return EngineConfig(device="cpu", batch_size=8, amp=amp, progress=False)
 
 
-def _metrics(outcome: ev.Outcome) -> dict[tuple[str, int | None], float]:
-    return {(r["metric"], r["iou_threshold"]): r["value"] for r in outcome.rows}
-
-
 def test_bf16_agrees_with_fp32_within_one_image(tiny):
     model, _, records, loc_records = tiny
     tf = classification_transform(model.data_config)
@@ -85,13 +83,13 @@ def test_bf16_agrees_with_fp32_within_one_image(tiny):
     torch.testing.assert_close(e32, ref, atol=1e-4, rtol=1e-4)
     assert 0 < float((e16 - e32).abs().max()) <= 2 * err
 
-    c32 = _metrics(ev.classify(model, records, tf, _config("off")))
-    c16 = _metrics(ev.classify(model, records, tf, _config("bf16")))
+    c32 = outcome_metrics(ev.classify(model, records, tf, _config("off")))
+    c16 = outcome_metrics(ev.classify(model, records, tf, _config("bf16")))
     assert c32[("top1", None)] == pytest.approx(ref_top1, abs=1e-9)
     assert abs(c16[("top1", None)] - c32[("top1", None)]) <= min(one_image, 100.0 * near_ties / N) + 1e-9
 
-    l32 = _metrics(ev.localize(model, loc_records, _config("off")))
-    l16 = _metrics(ev.localize(model, loc_records, _config("bf16")))
+    l32 = outcome_metrics(ev.localize(model, loc_records, _config("off")))
+    l16 = outcome_metrics(ev.localize(model, loc_records, _config("bf16")))
     for key in [("maxboxacc", 30), ("maxboxacc", 50), ("maxboxacc", 70), ("maxboxacc_v2", None)]:
         assert abs(l16[key] - l32[key]) <= one_image + 1e-9, key
     assert 0 < l32[("maxboxacc_v2", None)] < 100
@@ -111,8 +109,8 @@ def _engine_logits(model: torch.nn.Module, records, tf, amp: str) -> torch.Tenso
 def test_fp16_autocast_runs_on_cpu_and_agrees(tiny):
     model, _, records, _ = tiny
     tf = classification_transform(model.data_config)
-    c32 = _metrics(ev.classify(model, records, tf, _config("off")))
-    c16 = _metrics(ev.classify(model, records, tf, _config("fp16")))
+    c32 = outcome_metrics(ev.classify(model, records, tf, _config("off")))
+    c16 = outcome_metrics(ev.classify(model, records, tf, _config("fp16")))
     assert abs(c16[("top1", None)] - c32[("top1", None)]) <= 100.0 / N + 1e-9
 
 

@@ -11,6 +11,7 @@ on CUDA are ``test_lost_e2e``'s (which runs on CUDA when there is one).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -23,7 +24,7 @@ from simpool_bench import tasks as ev
 from simpool_bench.engine import EngineConfig
 from simpool_bench.transforms import classification_transform
 
-from conftest import invoke_cli
+from conftest import invoke_cli, outcome_metrics
 
 # SIMPOOL_BENCH_TEST_GPU=cpu runs these on the CPU against itself (a dry run of the code paths)
 GPU = os.environ.get("SIMPOOL_BENCH_TEST_GPU", "cuda")
@@ -41,12 +42,9 @@ def case(tmp_path_factory, make_image_folder, make_wsol_dataset, make_voc_datase
     wsol = make_wsol_dataset(root / "wsol", n=N, seed=5)
     voc = make_voc_dataset(root / "voc", n=N, seed=5)
     return {
-        "root": root,
         "ckpt": ckpt,
         "model": model,
-        "folder": folder,
         "wsol": wsol,
-        "voc": voc,
         "cls": api.read_classification_data(folder)[0],
         "loc": api.read_localization_data("cub", wsol.image_root, wsol.metadata),
         "disc": api.read_discovery_data("voc07", voc),
@@ -55,10 +53,6 @@ def case(tmp_path_factory, make_image_folder, make_wsol_dataset, make_voc_datase
 
 def _cfg(device: str, amp: str = "off") -> EngineConfig:
     return EngineConfig(device=device, batch_size=8, amp=amp, progress=False, workers=0)
-
-
-def _metrics(outcome: ev.Outcome) -> dict[tuple[str, int | None], float]:
-    return {(r["metric"], r["iou_threshold"]): r["value"] for r in outcome.rows}
 
 
 def _within_one_image(a: dict, b: dict) -> None:
@@ -73,8 +67,7 @@ def test_forward_on_cuda_equals_cpu_to_rounding(case):
     x = torch.stack([tf(Image.open(r.path).convert("RGB")) for r in case["cls"]])
     with torch.inference_mode():
         cpu = model(x)
-        gpu = model.to(GPU)(x.to(GPU))
-    model.to("cpu")
+        gpu = copy.deepcopy(model).to(GPU)(x.to(GPU))  # the shared model stays on the CPU
     torch.testing.assert_close(gpu.logits.cpu(), cpu.logits, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(gpu.attn.float().cpu(), cpu.attn.float(), atol=1e-4, rtol=1e-4)
     assert gpu.logits.device.type == torch.device(GPU).type
@@ -85,14 +78,14 @@ def test_every_metric_on_cuda_within_one_image_of_cpu_fp32(case, amp):
     model = case["model"]
     tf = classification_transform(model.data_config)
     cpu = {
-        "classify": _metrics(ev.classify(model, case["cls"], tf, _cfg("cpu"))),
-        "localize": _metrics(ev.localize(model, case["loc"], _cfg("cpu"))),
-        "discover": _metrics(ev.discover(model, case["disc"], _cfg("cpu"), method="lost")),
+        "classify": outcome_metrics(ev.classify(model, case["cls"], tf, _cfg("cpu"))),
+        "localize": outcome_metrics(ev.localize(model, case["loc"], _cfg("cpu"))),
+        "discover": outcome_metrics(ev.discover(model, case["disc"], _cfg("cpu"), method="lost")),
     }
     gpu = {
-        "classify": _metrics(ev.classify(model, case["cls"], tf, _cfg(GPU, amp))),
-        "localize": _metrics(ev.localize(model, case["loc"], _cfg(GPU, amp))),
-        "discover": _metrics(ev.discover(model, case["disc"], _cfg(GPU, amp), method="lost")),
+        "classify": outcome_metrics(ev.classify(model, case["cls"], tf, _cfg(GPU, amp))),
+        "localize": outcome_metrics(ev.localize(model, case["loc"], _cfg(GPU, amp))),
+        "discover": outcome_metrics(ev.discover(model, case["disc"], _cfg(GPU, amp), method="lost")),
     }
     model.to("cpu")
     for task in cpu:
