@@ -8,6 +8,8 @@
 #           ViT-B/16, ResNet-50)
 #   peers   benchmarks/vs_peers.py --device cuda: LOST, wsolevaluation and timm validate loops,
 #           identical numbers asserted
+#   handover benchmarks/hand_over.py --device cuda: uint8 batches normalised on the GPU against
+#           float32 batches from the workers (localize, classify), identical numbers asserted
 #   tests   the GPU tests (tests/test_cuda.py, tests/test_lost_e2e.py on CUDA, tests/test_decode.py)
 #   demo    the demo suite on CUDA (needs a demo_out/ made by `make demo` here), compared with the
 #           CPU's all_results.csv
@@ -22,7 +24,7 @@ PY=${PY:-python3}
 export PY PYTHONUNBUFFERED=1
 export IMAGES=${IMAGES:-1024}
 PEER_IMAGES=${PEER_IMAGES:-256}
-STEPS=${STEPS:-env smoke nvjpeg gpu peers tests demo}
+STEPS=${STEPS:-env smoke nvjpeg gpu peers handover tests demo}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ -n "${OUT:-}" ]; then exec > >(tee -a "$OUT/device_check.log") 2>&1; fi
 
@@ -75,7 +77,8 @@ step env 60 env_info
 step smoke 60 "$PY" -m simpool_bench.cli --version
 step nvjpeg 120 "$PY" benchmarks/nvjpeg_check.py
 step gpu 300 bash benchmarks/gpu.sh
-step peers 300 "$PY" benchmarks/vs_peers.py --device cuda --images "$PEER_IMAGES"
+step peers 420 "$PY" benchmarks/vs_peers.py --device cuda --images "$PEER_IMAGES"
+step handover 240 "$PY" benchmarks/hand_over.py --device cuda --images "$PEER_IMAGES"
 step tests 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_lost_e2e.py tests/test_decode.py
 step demo 180 demo_on_cuda
 

@@ -15,6 +15,7 @@ import copy
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -117,3 +118,27 @@ def test_cli_runs_on_the_gpu_and_records_the_device(case, tmp_path):
     rows = rows["rows"] if isinstance(rows, dict) else rows
     assert rows and all(str(r["device"]).startswith(GPU) for r in rows)
     assert any(r["metric"] == "maxboxacc_v2" for r in rows)
+
+
+def test_uint8_hand_over_normalises_on_the_gpu_bit_for_bit(case):
+    """The GPU's table lookup gives the CPU transform's floats, and localize through it (the GPU
+    default) the same numbers and maps as with float32 batches from the workers."""
+    from simpool_bench.data.images import load_rgb
+    from simpool_bench.data.normalize import split_normalize
+    from simpool_bench.transforms import wsol_transform
+
+    transform = wsol_transform((0.123456, 0.987654, 0.4999), (0.0371, 0.3333333, 1.7))
+    host, on_device = split_normalize(transform)
+    images = [load_rgb(r.path) for r in case["loc"]]
+    got = on_device(torch.stack([host(img) for img in images]).to(GPU)).cpu()
+    want = torch.stack([transform(img) for img in images])
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+    model = copy.deepcopy(case["model"])
+    runs = {}
+    for flag in (False, None):
+        maps: dict = {}
+        cfg = EngineConfig(device=GPU, batch_size=8, progress=False, workers=2, normalize_on_device=flag)
+        out = ev.localize(model, case["loc"], cfg, on_maps=lambda idx, m, maps=maps: maps.update(zip(idx.tolist(), m)))
+        runs[flag] = (out.rows, maps)
+    assert runs[None][0] == runs[False][0]
+    assert all(np.array_equal(runs[None][1][i], runs[False][1][i]) for i in runs[False][1])

@@ -127,6 +127,17 @@ class ImageDataset(torch.utils.data.Dataset):
             return self.placeholder(i), i, False
         return self.transform(img), i, True
 
+    def deferred_normalize(self) -> tuple[ImageDataset, Callable[[torch.Tensor], torch.Tensor]] | None:
+        """This dataset handing over uint8 images, and the step that makes them the transform's
+        floats on the device (``data.normalize``); None when the transform does not split so."""
+        from .normalize import split_normalize
+
+        split = split_normalize(self.transform) if self.decode is load_rgb else None
+        if split is None:
+            return None
+        host, on_device = split
+        return ImageDataset(self.records, host, self.strict, self.warn, self.max_pixels, self.decode), on_device
+
     def placeholder(self, i: int) -> torch.Tensor:
         """Zeros shaped like the transform's output for record ``i``'s image size."""
         rec = self.records[i]

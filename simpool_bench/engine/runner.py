@@ -3,7 +3,8 @@
 ``EvalRunner`` does it in four steps: ``plan`` (device, shards of this rank, the resume store),
 ``resume`` (load finished shards, list the rest), ``loop`` (decode, forward, metric step) and
 ``merge`` (sum the accumulators over the ranks). Images are decoded by DataLoader workers into
-pinned memory and copied to the device asynchronously; on a GPU, batch ``i``'s outputs are copied
+pinned memory and copied to the device asynchronously (off the CPU as uint8 where the transform
+allows, normalised there: ``data.normalize``); on a GPU, batch ``i``'s outputs are copied
 back (non-blocking) while batch ``i + 1`` runs, so the metric updates on the host overlap the next
 forward pass (one host sync per batch, never per image).
 """
@@ -43,8 +44,9 @@ Step = Callable[[Batch, dict[str, Accumulator]], None]
 class EvalResult:
     """What ``evaluate`` returns: merged accumulators plus bookkeeping.
 
-    ``extras``: ``data_wait_s`` (this rank's time blocked on image decoding), ``loop_s`` (this
-    rank's time in the batch loop) and ``images_per_s`` (this rank's computed images / loop_s)."""
+    ``extras``: ``data_wait_s`` (this rank's time blocked on image decoding), ``step_s`` (in the
+    metric steps), ``loop_s`` (this rank's time in the batch loop, both included) and
+    ``images_per_s`` (this rank's computed images / loop_s)."""
 
     accumulators: dict[str, Accumulator]
     n_images: int
@@ -126,8 +128,9 @@ class EvalRunner:
         self.rank, self.world = dist_rank(), dist_world()
         self.store: ShardStore | None = None
         self.resumed = 0
-        self.wait_s = self.loop_s = 0.0
+        self.wait_s = self.loop_s = self.step_s = 0.0
         self.prog: Any = None
+        self.on_device: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.monitor: RankMonitor | None = None
 
     def run(self) -> EvalResult:
@@ -219,8 +222,9 @@ class EvalRunner:
         config = self.config
         self.cuda = self.device.type == "cuda"
         workers = usable_workers(config.workers) if self.n_todo > 0 else 0  # 0 where workers cannot start
+        dataset, self.on_device = self._transfer()
         loader = DataLoader(
-            self.dataset,
+            dataset,
             batch_sampler=ListBatchSampler([b for _, b in self.batch_plan]),
             num_workers=workers,
             collate_fn=collate_with_failures,
@@ -246,6 +250,17 @@ class EvalRunner:
             if self.monitor is not None:
                 self.monitor.close()
         self._data_bound_hint()
+
+    def _transfer(self) -> tuple[Dataset, Callable[[torch.Tensor], torch.Tensor] | None]:
+        """What the workers hand over: uint8 images and the device step that normalises them, where
+        the dataset offers it (``normalize_on_device``; by default off the CPU); else the dataset's
+        own tensors."""
+        wanted = self.config.normalize_on_device
+        if wanted is None:
+            wanted = self.device.type != "cpu"
+        split = getattr(self.dataset, "deferred_normalize", None)
+        got = split() if wanted and callable(split) else None
+        return (self.dataset, None) if got is None else got
 
     def _run_batches(self, loader: DataLoader) -> None:
         """The batch loop; on a GPU, batch ``i``'s step runs while batch ``i + 1`` is computed."""
@@ -282,6 +297,8 @@ class EvalRunner:
         config = self.config
         try:
             images = images.to(self.device, non_blocking=True)
+            if self.on_device is not None:
+                images = self.on_device(images)
             if config.channels_last and images.dim() == 4:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), autocast(self.device, config.amp):
@@ -299,7 +316,9 @@ class EvalRunner:
         if ready is not None:
             ready.synchronize()
         part = self.part
+        t0 = time.perf_counter()
         self.step(Batch(idx.numpy(), ok.numpy(), images, output), {k: a for k, a in part.items() if k != "_failed"})
+        self.step_s += time.perf_counter() - t0
         part["_failed"].update(ok.numpy())
         if self.prog is not None:
             self.prog.advance(self.prog.task_ids[0], len(idx))
@@ -339,7 +358,12 @@ class EvalRunner:
             self.resumed = int(counts[0])
         n_failed = total.pop("_failed").compute()
         loop_s = self.loop_s
-        extras = {"data_wait_s": self.wait_s, "loop_s": loop_s, "images_per_s": (self.n_todo / loop_s) if loop_s > 0 else float("nan")}
+        extras = {
+            "data_wait_s": self.wait_s,
+            "step_s": self.step_s,
+            "loop_s": loop_s,
+            "images_per_s": (self.n_todo / loop_s) if loop_s > 0 else float("nan"),
+        }
         return EvalResult(total, _size(self.dataset) - n_failed, n_failed, len(self.shards), self.resumed, extras)
 
 
