@@ -1,6 +1,7 @@
 """What per-image records cost a localize run: time and memory of ``WsolTask`` scoring random maps
 with its ``PerImageAccumulator`` (and the per-image table: one OpenCV box per image at the end)
 against the same scoring without it, in the same run. Counts must be identical, or it fails.
+Then the table's box pass alone, on one thread against one per core (identical tables asserted).
 
     python benchmarks/per_image_cost.py [--n 2000] [--grid 14] [--interval 0.001]
 """
@@ -8,6 +9,7 @@ against the same scoring without it, in the same run. Counts must be identical, 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -59,6 +61,18 @@ def main() -> None:
         f"{args.n} maps {args.grid}x{args.grid}, interval {args.interval}: without per-image {base_s:.2f} s, with {per_s:.2f} s "
         f"(ratio {per_s / base_s:.2f}); state {nbytes / args.n:.0f} bytes per image "
         + ", ".join(f"{k} {t[0].numel() * t.element_size() if t.numel() else 0}" for k, t in state.items())
+    )
+    times: dict[int | None, list[float]] = {1: [], None: []}
+    tables = {}
+    for _ in range(3):
+        for threads in (1, None):
+            t0 = time.perf_counter()
+            tables[threads] = task.per_image(per, num_threads=threads)
+            times[threads].append(time.perf_counter() - t0)
+    assert tables[1].equals(tables[None]), "per-image tables differ"
+    one, every = min(times[1]), min(times[None])
+    print(
+        f"per-image table ({args.n} boxes): one thread {one:.2f} s, one per core ({os.cpu_count()}) {every:.2f} s (ratio {one / every:.2f}x)"
     )
 
 

@@ -157,8 +157,9 @@ def _default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _run_chunks(fn: Any, n: int, num_threads: int | None) -> None:
-    """Call fn(lo, hi) over [0, n) split into one contiguous chunk per thread."""
+def run_chunks(fn: Any, n: int, num_threads: int | None = None) -> None:
+    """Call fn(lo, hi) over [0, n) split into one contiguous chunk per thread (default: a thread
+    per core; OpenCV and the numba kernels release the GIL)."""
     threads = min(n, num_threads or _default_threads())
     if threads <= 1:
         fn(0, n)
@@ -224,7 +225,7 @@ def box_hits(
             for i in range(lo, hi):
                 hits[i] = _opencv_v1_hits(u8[i], gt[offsets[i] : offsets[i + 1]], thr, iou_thr)
 
-    _run_chunks(work, n, num_threads)
+    run_chunks(work, n, num_threads)
     return hits.astype(bool)
 
 
@@ -357,7 +358,7 @@ class BoxAccumulator(Accumulator):
             for i in range(lo, hi):
                 _prepare_into(maps[i], u8[i])
 
-        _run_chunks(prepare, n, self.num_threads)
+        run_chunks(prepare, n, self.num_threads)
         return self.update_quantised(u8, gt_boxes, correct_cls)
 
     def update_quantised(self, u8_maps: np.ndarray, gt_boxes: Sequence[Any], correct_cls: Any = None) -> np.ndarray:

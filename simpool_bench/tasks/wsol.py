@@ -142,13 +142,15 @@ class WsolTask:
             cols["hits_v1"] = pack_hits(v1)
         per.update(idx, **cols)
 
-    def per_image(self, accs: dict[str, Any], map_of: Callable[[int], np.ndarray] | None = None) -> pd.DataFrame:
+    def per_image(
+        self, accs: dict[str, Any], map_of: Callable[[int], np.ndarray] | None = None, num_threads: int | None = None
+    ) -> pd.DataFrame:
         """One row per record: label, GT boxes (224 pixels), ``box`` (the best-IoU contour box at
         the best threshold of IoU 50) and its ``iou``, ``hit_30/50/70`` (each at its own best
         threshold: their sums over images are the table's MaxBoxAcc counts), and where the table
         has them ``cls_correct``, ``hit_top1_loc``, ``hit_v1``. Rows of images that did not
         decode (``failed``) hold missing values. ``map_of(i)``: the map of image ``i`` when the
-        maps were not kept (baselines)."""
+        maps were not kept (baselines). ``num_threads``: for the boxes (default: one per core)."""
         state = accs["per_image"].compute()
         res = accs["boxacc"].compute()
         idx, n, n_thr = state["index"], len(self.records), len(res.thresholds)
@@ -158,15 +160,19 @@ class WsolTask:
         for j, iou in enumerate(res.iou_thresholds):
             t = int(res.curve[:, j].argmax())  # compute()'s best threshold (the first maximum)
             frame[f"hit_{iou}"] = scatter(n, idx, packed_bit(state["hits"], j * n_thr + t), "boolean")
+        from ..metrics.boxacc import run_chunks
+
         thr = res.best_threshold[50]
-        boxes: list[np.ndarray | None] = []
+        boxes: list[np.ndarray | None] = [None] * len(idx)  # None: a non-finite map
         ious = np.full(len(idx), np.nan)
-        for r, (i, bad) in enumerate(zip(idx.tolist(), state["nonfinite"])):
-            if bad:
-                boxes.append(None)
-                continue
-            box, ious[r] = best_wsol_box(state["map"][r] if map_of is None else map_of(i), self.gts[i], thr)
-            boxes.append(box)
+
+        def best_boxes(lo: int, hi: int) -> None:  # OpenCV per image: threads over the rows
+            for r in range(lo, hi):
+                if not state["nonfinite"][r]:
+                    i = int(idx[r])
+                    boxes[r], ious[r] = best_wsol_box(state["map"][r] if map_of is None else map_of(i), self.gts[i], thr)
+
+        run_chunks(best_boxes, len(idx), num_threads)
         frame["box"] = scatter_lists(n, idx, boxes)
         frame["iou"] = scatter(n, idx, ious, "Float64")
         if res.top1_loc is not None:
