@@ -8,11 +8,13 @@
 #
 # It refuses to run without CUDA (the CPU figures come from benchmarks/throughput.py alone).
 # Images are decoded on the CPU workers: nvjpeg gives other pixels than PIL on chroma-subsampled
-# JPEGs (benchmarks/nvjpeg_check.py). Engine passes use min(8, cores) DataLoader workers here.
+# JPEGs (benchmarks/nvjpeg_check.py). Engine passes use min(8, cores) DataLoader workers here, and
+# hand the GPU uint8 images that it normalises (as a run; HAND_OVER=float32 for the float path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 IMAGES=${IMAGES:-1024}
+HAND_OVER=${HAND_OVER:-auto}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
@@ -26,5 +28,5 @@ for spec in vit_small_patch16_224:simpool,cls vit_base_patch16_224:simpool,cls r
     model=${spec%%:*}
     echo "== $model"
     "$PY" benchmarks/throughput.py --device cuda --amp bf16 --batch-size 256 --images "$IMAGES" \
-        --models "$model" --pools "${spec#*:}" --mode pass --no-memory --decode-workers 8
+        --models "$model" --pools "${spec#*:}" --mode pass --no-memory --decode-workers 8 --hand-over "$HAND_OVER"
 done

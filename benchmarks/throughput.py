@@ -20,6 +20,8 @@ ratio robust to cores shared with other work, where whole-pass timings drift by 
 ``--mode pass`` (default on GPU, where the engine overlaps host work with the device): whole
 passes of plain, ours-without-metrics and the engine, interleaved, median of ``--reps``; the engine
 collates batches in ``--engine-workers`` DataLoader workers (default: min(8, cores) on a GPU, as a run).
+The pre-decoded images are uint8 normalised by ``ToTensor`` + ``Normalize``'s table; the engine
+passes hand the device uint8 images off the CPU and float32 on it, as a run does (``--hand-over``).
 
 It also prints the decoding speed of the data pipeline (JPEG 500x375, timm eval transform) per
 worker against the model's, and the peak host memory (VmHWM) of a full ``evaluate.localize`` run
@@ -68,6 +70,7 @@ TIMM_SIMPOOL_EPS = 1e-5  # timm SimPool1d/2d: nn.LayerNorm default eps
 JPEG_SIZE = (500, 375)  # a typical ImageNet/VOC photograph
 OVERHEAD_TARGET = 0.05
 MEMORY_TARGET = 0.10
+HAND_OVER = {"auto": None, "uint8": True, "float32": False}  # EngineConfig.normalize_on_device
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -114,8 +117,15 @@ def build_pair(arch: str, pool: str) -> tuple[BenchModel, Callable[[torch.Tensor
 
 
 # ------------------------------------------------------------------------------------------ data
-def synthetic_batches(n: int, batch: int, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor, list[np.ndarray]]:
-    """Normalised 224x224 images (smooth noise with a bright box), labels and GT boxes (224 pixels)."""
+def synthetic_batches(n: int, batch: int, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor, list[np.ndarray], Decoded]:
+    """224x224 images (smooth noise with a bright box) as uint8, normalised (ImageNet mean/std) by
+    the table ``ToTensor`` + ``Normalize`` give: float batches, labels, GT boxes (224 pixels) and
+    the engine's dataset of them."""
+    from torchvision import transforms as T
+
+    from simpool_bench.data.normalize import split_normalize
+    from simpool_bench.transforms import IMAGENET_MEAN, IMAGENET_STD
+
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     images = torch.nn.functional.interpolate(torch.rand(n, 3, 28, 28, generator=g), size=(SIDE, SIDE), mode="bilinear")
@@ -125,22 +135,34 @@ def synthetic_batches(n: int, batch: int, seed: int = 0) -> tuple[list[torch.Ten
         x1, y1 = x0 + rng.integers(40, 100), y0 + rng.integers(40, 100)
         images[i, :, y0:y1, x0:x1] += 1.0
         boxes.append(np.array([[x0, y0, x1, y1]], dtype=np.int64))
-    images = (images - images.mean()) / images.std()
+    u8 = (images / images.max() * 255).round().to(torch.uint8)
+    split = split_normalize(T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
+    assert split is not None
+    data = Decoded(u8, split[1])
     labels = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-    return list(images.split(batch)), labels, boxes
+    return list(data.floats.split(batch)), labels, boxes, data
 
 
-class _Decoded(torch.utils.data.Dataset):
-    """Pre-decoded images for the engine: item ``i`` is ``(image, i, ok)``."""
+class Decoded(torch.utils.data.Dataset):
+    """Pre-decoded images for the engine: item ``i`` is ``(image, i, ok)``, the float32 image; as an
+    ``ImageDataset`` does, it offers the engine its uint8 images and the device step
+    (``deferred_normalize``), which the engine takes off the CPU."""
 
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images
+    def __init__(self, u8: torch.Tensor, on_device: Callable[[torch.Tensor], torch.Tensor], floats: torch.Tensor | None = None) -> None:
+        self.u8, self.on_device = u8, on_device
+        self.floats = on_device(u8) if floats is None else floats
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.u8)
 
     def __getitem__(self, i: int):
-        return self.images[i], i, True
+        return self.floats[i], i, True
+
+    def head(self, n: int) -> Decoded:
+        return Decoded(self.u8[:n], self.on_device, self.floats[:n])
+
+    def deferred_normalize(self) -> tuple[torch.utils.data.Dataset, Callable[[torch.Tensor], torch.Tensor]]:
+        return Decoded(self.u8, self.on_device, self.u8), self.on_device
 
 
 def write_jpegs(folder: Path, n: int, seed: int = 0) -> list[Record]:
@@ -207,7 +229,7 @@ def _localize_step(labels: torch.Tensor, boxes: list[np.ndarray]) -> Callable[[B
     return step
 
 
-def time_engine(model: BenchModel, images: torch.Tensor, labels: torch.Tensor, boxes: list[np.ndarray], config: EngineConfig) -> float:
+def time_engine(model: BenchModel, images: Decoded, labels: torch.Tensor, boxes: list[np.ndarray], config: EngineConfig) -> float:
     """One whole pass of the engine with the localize workflow's updates."""
     has_cam = model.attn_source == "cam"
 
@@ -217,7 +239,7 @@ def time_engine(model: BenchModel, images: torch.Tensor, labels: torch.Tensor, b
     device = resolve_device(config.device)
     _sync(device)
     t = time.perf_counter()
-    evaluate(model, _Decoded(images), _localize_accumulators, _localize_step(labels, boxes), config, forward=forward)
+    evaluate(model, images, _localize_accumulators, _localize_step(labels, boxes), config, forward=forward)
     _sync(device)
     return time.perf_counter() - t
 
@@ -225,7 +247,7 @@ def time_engine(model: BenchModel, images: torch.Tensor, labels: torch.Tensor, b
 def paired_engine_pass(
     ours: BenchModel,
     plain: Callable[[torch.Tensor], Any],
-    images: torch.Tensor,
+    images: Decoded,
     labels: torch.Tensor,
     boxes: list[np.ndarray],
     config: EngineConfig,
@@ -268,7 +290,7 @@ def paired_engine_pass(
         t_step.append(time.perf_counter() - t)
 
     t = time.perf_counter()
-    evaluate(ours, _Decoded(images), _localize_accumulators, timed_step, config, forward=forward)
+    evaluate(ours, images, _localize_accumulators, timed_step, config, forward=forward)
     total = time.perf_counter() - t
     return {"plain": t_plain, "ours": t_ours, "step": t_step, "engine_rest": total - sum(t_plain) - sum(t_ours) - sum(t_step)}
 
@@ -285,8 +307,7 @@ def bench_overhead(arch: str, pool: str, amp: str, args: argparse.Namespace, dev
     ours, plain, holder = build_pair(arch, pool)
     ours.to(device)
     holder.to(device)
-    batches, labels, boxes = synthetic_batches(args.images, args.batch_size)
-    images = torch.cat(batches)
+    batches, labels, boxes, images = synthetic_batches(args.images, args.batch_size)
     with torch.inference_mode():
         x = batches[0][:2].to(device)
         diff = float((ours(x).logits - plain(x)).abs().max())
@@ -297,10 +318,11 @@ def bench_overhead(arch: str, pool: str, amp: str, args: argparse.Namespace, dev
         progress=False,
         shard_size=args.images,
         workers=engine_workers(args, device),
+        normalize_on_device=HAND_OVER[args.hand_over],
     )
     out: dict[str, Any] = {"arch": arch, "pool": pool, "amp": amp, "diff": diff}
     if args.mode == "paired":
-        paired_engine_pass(ours, plain, images[: args.batch_size], labels, boxes, config)  # warm-up
+        paired_engine_pass(ours, plain, images.head(args.batch_size), labels, boxes, config)  # warm-up
         runs = [paired_engine_pass(ours, plain, images, labels, boxes, config) for _ in range(args.reps)]
         p = np.concatenate([r["plain"] for r in runs])
         o = np.concatenate([r["ours"] for r in runs])
@@ -342,18 +364,22 @@ def bench_overhead(arch: str, pool: str, amp: str, args: argparse.Namespace, dev
 DECODE_BATCH = 16  # small batches keep every worker busy (a worker decodes one whole batch)
 
 
-def bench_decode(records: list[Record], workers: int, batch: int = DECODE_BATCH) -> float:
+def bench_decode(records: list[Record], workers: int, batch: int = DECODE_BATCH, uint8: bool = False) -> float:
     """Images/s of the data pipeline alone: JPEG decode + timm eval transform + collate, over the
-    records repeated to 32 batches per worker (steady state: worker start-up is a small share)."""
+    records repeated to 32 batches per worker (steady state: worker start-up is a small share);
+    ``uint8``: the workers' part of the transform only, as handed to a GPU (``deferred_normalize``),
+    2 batches in flight per worker as in the engine."""
     from simpool_bench.data.images import ImageDataset
     from simpool_bench.engine import collate_with_failures
     from simpool_bench.transforms import classification_transform
 
     cfg = build_model("resnet50", pool="gap", num_classes=NUM_CLASSES).data_config
     n = max(len(records), 32 * batch * max(1, workers))
-    ds = ImageDataset([records[i % len(records)] for i in range(n)], classification_transform(cfg))
+    ds: Any = ImageDataset([records[i % len(records)] for i in range(n)], classification_transform(cfg))
+    if uint8:
+        ds = ds.deferred_normalize()[0]
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=batch, num_workers=workers, collate_fn=collate_with_failures, prefetch_factor=4 if workers else None
+        ds, batch_size=batch, num_workers=workers, collate_fn=collate_with_failures, prefetch_factor=2 if workers else None
     )
     t = time.perf_counter()
     n = sum(len(b[1]) for b in loader)
@@ -458,6 +484,12 @@ def main() -> None:
         help="DataLoader workers of the engine passes (default 0 on CPU; on a GPU min(8, cores), as a real run, so that batches "
         "are collated off the main thread)",
     )
+    p.add_argument(
+        "--hand-over",
+        choices=tuple(HAND_OVER),
+        default="auto",
+        help="what the engine passes hand the device: auto (uint8 off the CPU, as a run), uint8 or float32",
+    )
     p.add_argument("--no-overhead", action="store_true")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-decode", action="store_true")
@@ -477,7 +509,7 @@ def main() -> None:
     print(
         f"# simpool-bench throughput: device {device}, torch {torch.__version__}, timm {timm.__version__}, "
         f"{torch.get_num_threads()} threads, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, "
-        f"batch {args.batch_size}, {args.images} images x {args.reps} reps, mode {args.mode}, engine workers {engine_workers(args, device)}"
+        f"batch {args.batch_size}, {args.images} images x {args.reps} reps, mode {args.mode}, engine workers {engine_workers(args, device)}, hand-over {args.hand_over}"
     )
     results = []
     for arch in models if not args.no_overhead else []:
@@ -522,6 +554,7 @@ def main() -> None:
             fastest = max([r["img_s"]["plain"] for r in results if r["img_s"]["plain"] == r["img_s"]["plain"]] or [float("nan")])
             for w in [int(x) for x in args.decode_workers.split(",") if x.strip()]:
                 rate = bench_decode(records, w)
+                rate_u8 = bench_decode(records, w, uint8=True)
                 per = rate / max(1, w)
                 need = (
                     ""
@@ -529,7 +562,8 @@ def main() -> None:
                     else (f"; the fastest model above ({fastest:.1f} img/s) needs >= {int(np.ceil(fastest / per))} worker(s)")
                 )
                 print(
-                    f"decode 500x375 JPEG + eval transform, {w} workers, batch {DECODE_BATCH}: {rate:8.1f} img/s ({per:.1f} per worker){need}",
+                    f"decode 500x375 JPEG + eval transform, {w} workers, batch {DECODE_BATCH}: {rate:8.1f} img/s ({per:.1f} per worker){need}; "
+                    f"handing over uint8 (a GPU run) {rate_u8:8.1f} img/s, ratio {rate_u8 / rate:.2f}x",
                     flush=True,
                 )
         if not args.no_memory:

@@ -136,7 +136,9 @@ class ImageDataset(torch.utils.data.Dataset):
         if split is None:
             return None
         host, on_device = split
-        return ImageDataset(self.records, host, self.strict, self.warn, self.max_pixels, self.decode), on_device
+        return ImageDataset(
+            self.records, host, strict=self.strict, warn=self.warn, max_pixels=self.max_pixels, decode=self.decode
+        ), on_device
 
     def placeholder(self, i: int) -> torch.Tensor:
         """Zeros shaped like the transform's output for record ``i``'s image size."""

@@ -6,9 +6,10 @@ folder is given, so that a rerun of the same command skips them. The per-shard a
 so the merged result is the same whatever the number of ranks, the batch size or the interruptions.
 
 Speed: images are decoded by DataLoader workers into pinned memory and copied to the device
-asynchronously (off the CPU as uint8, normalised on the device bit for bit: ``data.normalize``); on a GPU, batch ``i``'s outputs are copied back (non-blocking) while batch ``i + 1``
-runs, so the metric updates on the host overlap the next forward pass (one host sync per batch,
-never per image). ``EvalResult.extras`` reports how long the loop waited for decoded images.
+asynchronously (off the CPU as uint8, normalised on the device bit for bit: ``data.normalize``);
+on a GPU, batch ``i``'s outputs are copied back (non-blocking) while batch ``i + 1`` runs, so the
+metric updates on the host overlap the next forward pass (one host sync per batch, never per image).
+``EvalResult.extras`` reports how long the loop waited for decoded images and ran metric steps.
 
 Distributed (``torchrun``): see ``engine.distributed``.
 

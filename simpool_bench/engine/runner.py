@@ -222,7 +222,7 @@ class EvalRunner:
         config = self.config
         self.cuda = self.device.type == "cuda"
         workers = usable_workers(config.workers) if self.n_todo > 0 else 0  # 0 where workers cannot start
-        dataset, self.on_device = self._transfer()
+        dataset, self.on_device = self._hand_over()
         loader = DataLoader(
             dataset,
             batch_sampler=ListBatchSampler([b for _, b in self.batch_plan]),
@@ -251,7 +251,7 @@ class EvalRunner:
                 self.monitor.close()
         self._data_bound_hint()
 
-    def _transfer(self) -> tuple[Dataset, Callable[[torch.Tensor], torch.Tensor] | None]:
+    def _hand_over(self) -> tuple[Dataset, Callable[[torch.Tensor], torch.Tensor] | None]:
         """What the workers hand over: uint8 images and the device step that normalises them, where
         the dataset offers it (``normalize_on_device``; by default off the CPU); else the dataset's
         own tensors."""
