@@ -7,7 +7,9 @@ pinned memory and to the device). ``DeviceNormalize`` then turns every value int
 the channel's mean, divide by its std), so the result is a function of (channel, value): a table of
 3 x 256 floats, computed once by running the transform's own steps over the 256 values of each
 channel. A lookup in that table is the transform's output bit for bit, on any device, with no
-assumption about how a device rounds a division.
+assumption about how a device rounds a division. (It matters: PyTorch on CUDA divides by a Python
+number as a product with its reciprocal, and in float32 ``v * (1 / 255)`` differs from ``v / 255``
+for 126 of the 256 values.)
 
 Only transforms of exactly that shape are split (``split_normalize`` returns None otherwise):
 anything after ``Normalize``, such as LOST's zero padding, keeps the float path.
