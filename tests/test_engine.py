@@ -50,3 +50,23 @@ def test_cuda_without_gpu_is_a_clear_error():
     with pytest.raises(SimpoolBenchError, match="no CUDA GPU"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_engine_times_its_metric_steps_within_the_loop():
+    import time
+
+    from simpool_bench.engine import EngineConfig, evaluate
+
+    class Tiny(torch.utils.data.Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return torch.full((3, 4, 4), float(i)), i, True
+
+    res = evaluate(
+        torch.nn.Identity(), Tiny(), dict, lambda batch, accs: time.sleep(0.05), EngineConfig(device="cpu", batch_size=2, progress=False)
+    )
+    extras = res.extras
+    assert extras["step_s"] >= 3 * 0.05  # three batches, each step sleeps 50 ms
+    assert extras["loop_s"] >= extras["step_s"] + extras["data_wait_s"]

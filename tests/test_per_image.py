@@ -283,3 +283,17 @@ def test_visualize_select_worst_reads_per_image(world, localized, stores, tmp_pa
     assert np.allclose(sel["iou"], ok.set_index("id").loc[worst, "iou"].astype(float))
     res = invoke(*args, "--per-image", tmp_path, "--select", "worst", "--out", tmp_path / "v2")
     assert res.exit_code == 2 and "no per_image.parquet" in res.output
+
+
+def test_the_box_pass_gives_the_same_table_on_any_number_of_threads():
+    rng = np.random.default_rng(7)
+    n = 23
+    records = [Record(f"im{i}", f"im{i}.jpg", label=0, width=90 + i, height=70, boxes=np.array([[5, 6, 60 + i, 50]])) for i in range(n)]
+    task = WsolTask(records)
+    accs = task.accumulators()
+    maps = rng.random((n, 14, 14)).astype(np.float32)
+    task.score(accs, maps, np.arange(n), np.ones(n, dtype=bool), None, False)
+    one = task.per_image(accs, num_threads=1)
+    assert one["box"].notna().all() and one["iou"].notna().all()
+    for threads in (2, 3, 64):
+        pd.testing.assert_frame_equal(task.per_image(accs, num_threads=threads), one)
