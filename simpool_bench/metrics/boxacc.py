@@ -21,7 +21,6 @@ V1 uses OpenCV itself (for ``contourArea``), once per distinct level instead of 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import torch
 
 from ..errors import SimpoolBenchError
 from ..transforms import WSOL_IMAGE_SIZE
+from ..workers import cpu_count
 from . import _components
 from .base import Accumulator
 from .boxes import iou_wsol
@@ -150,17 +150,10 @@ def _pool(n_threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="boxacc")
 
 
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def run_chunks(fn: Any, n: int, num_threads: int | None = None) -> None:
     """Call fn(lo, hi) over [0, n) split into one contiguous chunk per thread (default: a thread
     per core; OpenCV and the numba kernels release the GIL)."""
-    threads = min(n, num_threads or _default_threads())
+    threads = min(n, num_threads or cpu_count())
     if threads <= 1:
         fn(0, n)
         return
