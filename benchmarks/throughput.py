@@ -140,29 +140,36 @@ def synthetic_batches(n: int, batch: int, seed: int = 0) -> tuple[list[torch.Ten
     assert split is not None
     data = Decoded(u8, split[1])
     labels = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-    return list(data.floats.split(batch)), labels, boxes, data
+    return list(data.images.split(batch)), labels, boxes, data
 
 
-class Decoded(torch.utils.data.Dataset):
-    """Pre-decoded images for the engine: item ``i`` is ``(image, i, ok)``, the float32 image; as an
-    ``ImageDataset`` does, it offers the engine its uint8 images and the device step
-    (``deferred_normalize``), which the engine takes off the CPU."""
+class _Items(torch.utils.data.Dataset):
+    """Item ``i`` of stacked images: ``(images[i], i, ok)``."""
 
-    def __init__(self, u8: torch.Tensor, on_device: Callable[[torch.Tensor], torch.Tensor], floats: torch.Tensor | None = None) -> None:
-        self.u8, self.on_device = u8, on_device
-        self.floats = on_device(u8) if floats is None else floats
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
 
     def __len__(self) -> int:
-        return len(self.u8)
+        return len(self.images)
 
     def __getitem__(self, i: int):
-        return self.floats[i], i, True
+        return self.images[i], i, True
+
+
+class Decoded(_Items):
+    """Pre-decoded float32 images for the engine, made from uint8 ones by the transform's table; as
+    an ``ImageDataset`` does, it offers the engine the uint8 images and the device step
+    (``deferred_normalize``), which the engine takes off the CPU."""
+
+    def __init__(self, u8: torch.Tensor, on_device: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__(on_device(u8))
+        self.u8, self.on_device = u8, on_device
 
     def head(self, n: int) -> Decoded:
-        return Decoded(self.u8[:n], self.on_device, self.floats[:n])
+        return Decoded(self.u8[:n], self.on_device)
 
-    def deferred_normalize(self) -> tuple[torch.utils.data.Dataset, Callable[[torch.Tensor], torch.Tensor]]:
-        return Decoded(self.u8, self.on_device, self.u8), self.on_device
+    def deferred_normalize(self) -> tuple[_Items, Callable[[torch.Tensor], torch.Tensor]]:
+        return _Items(self.u8), self.on_device
 
 
 def write_jpegs(folder: Path, n: int, seed: int = 0) -> list[Record]:
