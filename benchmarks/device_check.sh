@@ -14,7 +14,7 @@
 #   demo    the demo suite on CUDA (needs a demo_out/ made by `make demo` here), compared with the
 #           CPU's all_results.csv
 #
-#     bash benchmarks/device_check.sh                  # PY=... IMAGES=... PEER_IMAGES=... HANDOVER_IMAGES=... STEPS=...
+#     bash benchmarks/device_check.sh                  # PY=... IMAGES=... PEER_IMAGES=... PEER_ARGS=... HANDOVER_IMAGES=... STEPS=...
 #
 # Python wheels in .whl/ (packages the GPU machine lacks) are installed to /tmp/site first. The
 # log goes to stdout and, where $OUT is set, to $OUT/device_check.log.
@@ -77,7 +77,7 @@ step env 60 env_info
 step smoke 60 "$PY" -m simpool_bench.cli --version
 step nvjpeg 120 "$PY" benchmarks/nvjpeg_check.py
 step gpu 300 bash benchmarks/gpu.sh
-step peers 420 "$PY" benchmarks/vs_peers.py --device cuda --images "$PEER_IMAGES"
+step peers 420 "$PY" benchmarks/vs_peers.py --device cuda --images "$PEER_IMAGES" ${PEER_ARGS:-}
 step handover 300 "$PY" benchmarks/hand_over.py --device cuda --images "${HANDOVER_IMAGES:-$PEER_IMAGES}" --reps 2
 step tests 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_lost_e2e.py tests/test_decode.py
 step demo 180 demo_on_cuda

@@ -26,7 +26,9 @@ at the image count). Weights are random (seeded): no download.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import sys
 import tempfile
 import time
@@ -191,9 +193,16 @@ def task_wsol(records: list[Record], workers: int, batch_size: int, device: str)
     peer_s = time.perf_counter() - t0
     peer = {iou: float((counts[j] * 100.0 / len(records)).max()) for j, iou in enumerate(ious)}
     cfg = EngineConfig(device=device, batch_size=batch_size, workers=workers, progress=False)
+    profiler = cProfile.Profile() if PROFILE["wsol"] else None
     t0 = time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
     out = ev.localize(model, records, cfg, interval=0.001)
+    if profiler is not None:
+        profiler.disable()
     ours_s = time.perf_counter() - t0
+    if profiler is not None:  # the main thread's own time, heaviest first (time outside Python shows as waits)
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
     ours = {r["iou_threshold"]: r["value"] for r in out.rows if r["metric"] == "maxboxacc"}
     assert ours == peer, (ours, peer)
     loop_s, wait_s, step_s = out.extras["loop_s"], out.extras["data_wait_s"], out.extras["step_s"]
@@ -239,6 +248,9 @@ def task_timm(records: list[Record], workers: int, batch_size: int, device: str)
     return peer_s, ours_s, f"top-1 {vals['top1']:.2f} top-5 {vals['top5']:.2f} identical"
 
 
+#: --profile: profile our localize run (main thread, cProfile) and print its heaviest functions.
+PROFILE = {"wsol": False}
+
 TASKS = {
     "lost": ("discovery vs LOST main_lost.py", task_lost, 16),
     "wsol": ("localization vs wsolevaluation", task_wsol, 64),
@@ -263,7 +275,9 @@ def main() -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda: both sides run there (fp32, as the peers do)")
+    p.add_argument("--profile", action="store_true", help="profile our localize run (cProfile, main thread): its 25 heaviest functions")
     args = p.parse_args()
+    PROFILE["wsol"] = args.profile
     workers = usable_workers(default_workers()) if args.workers is None else args.workers  # the engine's own fallback
     print(
         f"device {_device_name(args.device)}, cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, workers {workers}, "
