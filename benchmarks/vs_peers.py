@@ -29,6 +29,7 @@ import argparse
 import cProfile
 import os
 import pstats
+import subprocess
 import sys
 import tempfile
 import time
@@ -285,6 +286,16 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
+    if "wsol" in args.tasks.split(","):
+        # numba compiles our MaxBoxAcc kernels once and caches them on disk; every later run loads
+        # them (counted below). Compile in another process, so this one still loads them as a run does.
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-c", "from simpool_bench.metrics.boxacc import compile_kernels; compile_kernels()"], check=True, cwd=ROOT
+        )
+        print(
+            f"numba kernels ready on disk before timing: {time.perf_counter() - t0:.1f} s (a first-ever run compiles them once)", flush=True
+        )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         voc = api.read_discovery_data("voc07", write_voc(tmp / "VOC2007", args.images, args.seed))

@@ -67,3 +67,23 @@ def test_numba_cache_falls_back_to_temp_dir_then_to_no_cache(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == "False"
+
+
+def test_compile_kernels_covers_what_a_localize_run_compiles():
+    """``compile_kernels`` (what vs_peers runs before timing) leaves nothing for a run to compile:
+    the kernels' compiled signatures do not grow in a localize-like update afterwards."""
+    import numpy as np
+
+    from simpool_bench.metrics import _components
+    from simpool_bench.metrics.boxacc import BoxAccumulator, compile_kernels, prepare_scoremap
+
+    kernels = [getattr(_components, name) for name in ("batch_hits", "normalise_quantise")]
+    compile_kernels()
+    before = [list(k.signatures) for k in kernels]
+    assert all(before)
+    rng = np.random.default_rng(0)
+    acc = BoxAccumulator()  # interval 0.001, as localize
+    acc.update(rng.random((5, 7, 7)).astype(np.float32), [np.array([[3, 4, 150, 160], [0, 0, 20, 20]])] * 5, correct_cls=np.ones(5, bool))
+    acc.update(rng.random((3, 14, 14)), [np.array([[10, 10, 50, 60]])] * 3)  # float64 maps too
+    prepare_scoremap(rng.random((14, 14)).astype(np.float32))  # the per-image table's path
+    assert [list(k.signatures) for k in kernels] == before
