@@ -16,7 +16,9 @@ same random weights, identical numbers asserted, one ``ratio`` line per task (pe
 
 Both sides decode with the same number of DataLoader workers (simpool-bench's default,
 min(8, cores)); the peers keep their own batch sizes (LOST 1, wsolevaluation 64, timm 256 capped
-at the image count). Weights are random (seeded): no download.
+at the image count). Weights are random (seeded): no download. Our MaxBoxAcc kernels are compiled
+(numba, cached on disk) in another process before timing, as any run after the first finds them;
+loading them is counted. ``--profile`` prints a cProfile of our localize run.
 
     python benchmarks/vs_peers.py                 # --images 24: a couple of minutes on 2 cores
     python benchmarks/vs_peers.py --images 96 --tasks lost,wsol
