@@ -10,11 +10,13 @@
 #           identical numbers asserted
 #   handover benchmarks/hand_over.py --device cuda: uint8 batches normalised on the GPU against
 #           float32 batches from the workers (localize, classify), identical numbers asserted
+#   warmup  benchmarks/warm_up.py --device cuda: localize with the kernels loaded while the first
+#           images decode against loaded by the first metric step (fresh processes)
 #   tests   the GPU tests (tests/test_cuda.py, tests/test_lost_e2e.py on CUDA, tests/test_decode.py)
 #   demo    the demo suite on CUDA (needs a demo_out/ made by `make demo` here), compared with the
 #           CPU's all_results.csv
 #
-#     bash benchmarks/device_check.sh                  # PY=... IMAGES=... PEER_IMAGES=... PEER_ARGS=... HANDOVER_IMAGES=... STEPS=...
+#     bash benchmarks/device_check.sh                  # PY=... IMAGES=... PEER_IMAGES=... PEER_ARGS=... HANDOVER_IMAGES=... WARMUP_IMAGES=... STEPS=...
 #
 # Python wheels in .whl/ (packages the GPU machine lacks) are installed to /tmp/site first. The
 # log goes to stdout and, where $OUT is set, to $OUT/device_check.log.
@@ -24,7 +26,7 @@ PY=${PY:-python3}
 export PY PYTHONUNBUFFERED=1
 export IMAGES=${IMAGES:-1024}
 PEER_IMAGES=${PEER_IMAGES:-256}
-STEPS=${STEPS:-env smoke nvjpeg gpu peers handover tests demo}
+STEPS=${STEPS:-env smoke nvjpeg gpu peers handover warmup tests demo}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ -n "${OUT:-}" ]; then exec > >(tee -a "$OUT/device_check.log") 2>&1; fi
 
@@ -79,6 +81,7 @@ step nvjpeg 120 "$PY" benchmarks/nvjpeg_check.py
 step gpu 300 bash benchmarks/gpu.sh
 step peers 420 "$PY" benchmarks/vs_peers.py --device cuda --images "$PEER_IMAGES" ${PEER_ARGS:-}
 step handover 300 "$PY" benchmarks/hand_over.py --device cuda --images "${HANDOVER_IMAGES:-$PEER_IMAGES}" --reps 2
+step warmup 180 "$PY" benchmarks/warm_up.py --device cuda --images "${WARMUP_IMAGES:-512}" --reps 2
 step tests 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_lost_e2e.py tests/test_decode.py
 step demo 180 demo_on_cuda
 

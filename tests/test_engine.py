@@ -70,3 +70,57 @@ def test_engine_times_its_metric_steps_within_the_loop():
     extras = res.extras
     assert extras["step_s"] >= 3 * 0.05  # three batches, each step sleeps 50 ms
     assert extras["loop_s"] >= extras["step_s"] + extras["data_wait_s"]
+
+
+class _SignalsDecoding(torch.utils.data.Dataset):
+    """Eight tiny images; decoding any of them sets ``started`` (a multiprocessing event)."""
+
+    def __init__(self, started) -> None:
+        self.started = started
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int):
+        self.started.set()
+        return torch.full((3, 4, 4), float(i)), i, True
+
+
+def test_metrics_warm_up_once_while_the_workers_decode_and_not_when_all_is_resumed(tmp_path):
+    """``Accumulator.warm_up`` runs once per run, after the workers started decoding and before the
+    first batch is taken; a run with nothing left to compute does not call it."""
+    import multiprocessing
+
+    from simpool_bench.engine import EngineConfig, evaluate
+    from simpool_bench.metrics.base import Accumulator
+
+    started = multiprocessing.Event()
+    log: list[tuple] = []
+
+    class Spy(Accumulator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add_state("n", torch.zeros((), dtype=torch.int64))
+
+        def warm_up(self) -> None:  # did a worker decode while the main process had not asked for a batch?
+            log.append(("warm_up", started.wait(timeout=120)))
+
+        def update(self, k: int) -> None:
+            self.n += k
+
+        def compute(self) -> int:
+            return int(self.n)
+
+    def step(batch, accs) -> None:
+        log.append(("step", len(batch.indices)))
+        accs["spy"].update(len(batch.indices))
+
+    config = EngineConfig(device="cpu", batch_size=3, workers=2, shard_size=4, resume_dir=tmp_path, progress=False)
+    res = evaluate(torch.nn.Identity(), _SignalsDecoding(started), lambda: {"spy": Spy()}, step, config, key="k")
+    assert log[0] == ("warm_up", True)
+    assert [e[0] for e in log[1:]] == ["step"] * 4 and sum(e[1] for e in log[1:]) == 8  # batches 3+1, 3+1
+    assert res.accumulators["spy"].compute() == 8
+    assert 0 <= res.extras["warm_up_s"] <= res.extras["loop_s"]
+    log.clear()
+    res = evaluate(torch.nn.Identity(), _SignalsDecoding(started), lambda: {"spy": Spy()}, step, config, key="k")
+    assert res.shards_resumed == 2 and log == [] and res.accumulators["spy"].compute() == 8

@@ -87,3 +87,23 @@ def test_compile_kernels_covers_what_a_localize_run_compiles():
     acc.update(rng.random((3, 14, 14)), [np.array([[10, 10, 50, 60]])] * 3)  # float64 maps too
     prepare_scoremap(rng.random((14, 14)).astype(np.float32))  # the per-image table's path
     assert [list(k.signatures) for k in kernels] == before
+
+
+def test_box_accumulator_imports_numba_only_in_warm_up_and_leaves_its_counts():
+    """Making a BoxAccumulator imports no numba (a run's set-up stays light); ``warm_up`` imports it
+    and loads every kernel a localize update uses, without counting anything."""
+    code = (
+        "import sys, json\n"
+        "from simpool_bench.metrics.boxacc import BoxAccumulator\n"
+        "acc = BoxAccumulator()\n"
+        "before = 'numba' in sys.modules\n"
+        "state = {k: v.clone() for k, v in acc.state_dict().items()}\n"
+        "acc.warm_up()\n"
+        "from simpool_bench.metrics import _components as C\n"
+        "same = all(bool((acc.state_dict()[k] == v).all()) for k, v in state.items())\n"
+        "print(json.dumps([before, same, [len(k.signatures) for k in (C.batch_hits, C.normalise_quantise)]]))\n"
+    )
+    before, same, signatures = json.loads(_run(code))
+    assert before is False
+    assert same is True
+    assert all(n >= 1 for n in signatures)

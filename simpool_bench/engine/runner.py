@@ -45,8 +45,9 @@ class EvalResult:
     """What ``evaluate`` returns: merged accumulators plus bookkeeping.
 
     ``extras``: ``data_wait_s`` (this rank's time blocked on image decoding), ``step_s`` (in the
-    metric steps), ``loop_s`` (this rank's time in the batch loop, both included) and
-    ``images_per_s`` (this rank's computed images / loop_s)."""
+    metric steps), ``warm_up_s`` (in the metrics' ``warm_up`` while the first images decode),
+    ``loop_s`` (this rank's time in the batch loop, all three included) and ``images_per_s``
+    (this rank's computed images / loop_s)."""
 
     accumulators: dict[str, Accumulator]
     n_images: int
@@ -128,7 +129,7 @@ class EvalRunner:
         self.rank, self.world = dist_rank(), dist_world()
         self.store: ShardStore | None = None
         self.resumed = 0
-        self.wait_s = self.loop_s = self.step_s = 0.0
+        self.wait_s = self.loop_s = self.step_s = self.warm_up_s = 0.0
         self.prog: Any = None
         self.on_device: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.monitor: RankMonitor | None = None
@@ -266,7 +267,11 @@ class EvalRunner:
         """The batch loop; on a GPU, batch ``i``'s step runs while batch ``i + 1`` is computed."""
         pending: tuple | None = None
         t_start = time.perf_counter()
-        batches = iter(loader)
+        batches = iter(loader)  # the workers start decoding the first batches now
+        if self.batch_plan:  # meanwhile, the metrics load what their first update needs
+            for acc in self.part.values():
+                acc.warm_up()
+            self.warm_up_s = time.perf_counter() - t_start
         for i in range(len(self.batch_plan)):
             t0 = time.perf_counter()
             images, idx, ok = next(batches)
@@ -361,6 +366,7 @@ class EvalRunner:
         extras = {
             "data_wait_s": self.wait_s,
             "step_s": self.step_s,
+            "warm_up_s": self.warm_up_s,
             "loop_s": loop_s,
             "images_per_s": (self.n_todo / loop_s) if loop_s > 0 else float("nan"),
         }

@@ -69,6 +69,11 @@ class Accumulator:
                 raise KeyError(f"accumulator state {name!r} missing")
             setattr(self, name, state[name].clone())
 
+    def warm_up(self) -> None:
+        """Load or compile whatever the first ``update`` needs. The engine calls it once per run,
+        after the decoding workers have started, so that this cost overlaps with decoding. The
+        default does nothing."""
+
     def update(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract; may return per-sample values
         raise NotImplementedError
 

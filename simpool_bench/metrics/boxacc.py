@@ -34,7 +34,6 @@ import torch
 from ..errors import SimpoolBenchError
 from ..transforms import WSOL_IMAGE_SIZE
 from ..workers import cpu_count
-from . import _components
 from .base import Accumulator
 from .boxes import iou_wsol
 from .catalog import BOXACC_METRICS
@@ -87,7 +86,7 @@ def prepare_scoremap(score_map: np.ndarray | torch.Tensor, size: tuple[int, int]
 def _prepare_into(m: np.ndarray, out: np.ndarray) -> None:
     h, w = out.shape
     resized = cv2.resize(m, (w, h), interpolation=cv2.INTER_CUBIC)
-    _components.normalise_quantise(np.ascontiguousarray(resized, dtype=np.float64), out)
+    _kernels().normalise_quantise(np.ascontiguousarray(resized, dtype=np.float64), out)
 
 
 def _as_gt_boxes(gt_boxes: Sequence[Any], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,6 +142,15 @@ def _gt_boxes_fast(gt_boxes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | N
 def _iou_fractions(iou_thresholds: Sequence[int]) -> np.ndarray:
     """``_THRESHOLD / 100`` exactly as the reference compares (Python true division)."""
     return np.array([t / 100 for t in iou_thresholds], dtype=np.float64)
+
+
+def _kernels() -> Any:
+    """The numba kernels (``_components``), imported on first use: importing numba and loading the
+    cached kernels takes about half a second, which ``BoxAccumulator.warm_up`` lets a run spend
+    while its first images decode."""
+    from . import _components
+
+    return _components
 
 
 @lru_cache(maxsize=4)
@@ -209,9 +217,10 @@ def box_hits(
     if n == 0:
         return hits.astype(bool)
     if multi_contour:
+        kernels = _kernels()
 
         def work(lo: int, hi: int) -> None:
-            _components.batch_hits(u8[lo:hi], gt[offsets[lo] : offsets[hi]], offsets[lo : hi + 1] - offsets[lo], thr, iou_thr, hits[lo:hi])
+            kernels.batch_hits(u8[lo:hi], gt[offsets[lo] : offsets[hi]], offsets[lo : hi + 1] - offsets[lo], thr, iou_thr, hits[lo:hi])
     else:
 
         def work(lo: int, hi: int) -> None:
@@ -374,6 +383,11 @@ class BoxAccumulator(Accumulator):
         self.n_images += n
         return hits
 
+    def warm_up(self) -> None:
+        """Import numba and load the kernels from numba's disk cache (compile them on a first-ever
+        run), as the first ``update`` would: the engine calls this while the first images decode."""
+        compile_kernels()
+
     def add_misses(self, n: int, with_cls: bool = False) -> None:
         """Count ``n`` images as wrong at every threshold (e.g. non-finite maps); ``with_cls``: as
         ``update`` with ``correct_cls`` given (they count in Top-1 Loc's denominator too)."""
@@ -413,9 +427,17 @@ class BoxAccumulator(Accumulator):
         )
 
 
+_KERNELS_READY = False
+
+
 def compile_kernels() -> None:
     """Run the MaxBoxAccV2 kernels once on two tiny maps, so that numba compiles them and caches
     them on disk (``_numba_cache``): the one-time cost a first run would otherwise pay (about 14 s
-    on 2 cores; a later run loads them in under a second)."""
+    on 2 cores; a later run loads them in under a second). Once per process; later calls return
+    at once."""
+    global _KERNELS_READY
+    if _KERNELS_READY:
+        return
     maps = np.linspace(0.0, 1.0, 2 * 14 * 14, dtype=np.float32).reshape(2, 14, 14)
     BoxAccumulator(interval=0.001).update(maps, [np.array([[10, 10, 100, 100]]), np.array([[0, 0, 50, 60], [20, 30, 200, 210]])])
+    _KERNELS_READY = True

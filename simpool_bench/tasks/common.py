@@ -41,13 +41,15 @@ def require(records: Sequence[Record], what: str) -> None:
 
 def engine_extras(res: EvalResult) -> dict[str, Any]:
     """The engine's shard counts and its loop's time (``loop_s``; of it ``data_wait_s`` waiting for
-    decoded images and ``step_s`` in the metric steps), kept in the outcome's extras."""
+    decoded images, ``step_s`` in the metric steps and ``warm_up_s`` loading the metrics' kernels
+    while the first images decode), kept in the outcome's extras."""
     return {
         "shards_total": res.shards_total,
         "shards_resumed": res.shards_resumed,
         "loop_s": res.extras.get("loop_s"),
         "data_wait_s": res.extras.get("data_wait_s"),
         "step_s": res.extras.get("step_s"),
+        "warm_up_s": res.extras.get("warm_up_s"),
     }
 
 
