@@ -269,9 +269,10 @@ class EvalRunner:
         t_start = time.perf_counter()
         batches = iter(loader)  # the workers start decoding the first batches now
         if self.batch_plan:  # meanwhile, the metrics load what their first update needs
+            t0 = time.perf_counter()
             for acc in self.part.values():
                 acc.warm_up()
-            self.warm_up_s = time.perf_counter() - t_start
+            self.warm_up_s = time.perf_counter() - t0
         for i in range(len(self.batch_plan)):
             t0 = time.perf_counter()
             images, idx, ok = next(batches)

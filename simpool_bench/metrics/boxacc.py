@@ -144,6 +144,7 @@ def _iou_fractions(iou_thresholds: Sequence[int]) -> np.ndarray:
     return np.array([t / 100 for t in iou_thresholds], dtype=np.float64)
 
 
+@lru_cache(maxsize=1)
 def _kernels() -> Any:
     """The numba kernels (``_components``), imported on first use: importing numba and loading the
     cached kernels takes about half a second, which ``BoxAccumulator.warm_up`` lets a run spend
