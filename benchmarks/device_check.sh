@@ -19,7 +19,13 @@
 #     bash benchmarks/device_check.sh                  # PY=... IMAGES=... PEER_IMAGES=... PEER_ARGS=... HANDOVER_IMAGES=... WARMUP_IMAGES=... STEPS=...
 #
 # Python wheels in .whl/ (packages the GPU machine lacks) are installed to /tmp/site first. The
-# log goes to stdout and, where $OUT is set, to $OUT/device_check.log.
+# log goes to stdout and, where $OUT is set, to $OUT/device_check.log. The lent machine (python
+# 3.12, torch with CUDA) has no network: fetch the wheels here before copying the tree over, e.g.
+#     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#       pycocotools defusedxml timm typer click rich shellingham pydantic pydantic_core typing-inspection \
+#       typing_extensions annotated-doc annotated-types
+# (pin the versions this machine's .venv has: `.venv/bin/pip freeze`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
