@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -260,3 +261,23 @@ def test_a_schema_2_table_is_read_with_k_empty(tmp_path):
     back = R.read_run(tmp_path / "old.csv")
     assert back["k"].isna().all() and list(back.columns[:6]) == list(R.METRIC_COLUMNS) and int(back["schema_version"][0]) == 2
     assert R.check(R.read_run(tmp_path / "new"), tmp_path / "old.csv").passed  # a schema-2 baseline gates a schema-3 run
+
+
+def test_a_k_less_knn_baseline_row_is_missing_and_says_why(tmp_path):
+    """A k-NN row of a schema-2 baseline has no k: check guesses none (k-NN accuracy moves with k),
+    reports it missing, and names the run's k so the user can fix the baseline."""
+    run = _knn_table({10: 70.0, 20: 71.0})
+    R.write_run(run, tmp_path / "new")
+    old = run.drop(columns=["k"]).assign(schema_version=2)
+    old = old[old["metric"] == "top1"]
+    old = pd.concat([old, old.assign(metric="knn_top1", value=71.0)], ignore_index=True)  # one k-NN row, no k
+    old.to_csv(tmp_path / "old.csv", index=False)
+    rep = R.check(R.read_run(tmp_path / "new"), tmp_path / "old.csv")
+    assert not rep.passed
+    (miss,) = rep.by_status("missing")
+    assert (miss.metric, miss.k) == ("knn_top1", None)
+    assert "the baseline row has no k (a schema-2 or hand-made table) and the run has knn_top1 at k = 10, 20" in miss.note
+    assert miss.note in rep.markdown
+    # a metric the run lacks at every k keeps the plain reason
+    other = R.check(_knn_table({}), tmp_path / "old.csv").by_status("missing")
+    assert [r.note for r in other] == ["absent from the run"]

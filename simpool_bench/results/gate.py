@@ -347,7 +347,7 @@ def check(
         t = tolerance_for(m, iou, tol, default_tolerance, k)
         value = run_vals.get((d, s, m, iou, k))
         if value is None:
-            rows.append(CheckRow(d, s, m, iou, base, None, None, t, "missing", "absent from the run", k))
+            rows.append(CheckRow(d, s, m, iou, base, None, None, t, "missing", _absent(run_vals, d, s, m, iou, k), k))
         elif math.isnan(value):
             rows.append(CheckRow(d, s, m, iou, base, value, None, t, "missing", "the run's value is NaN", k))
         else:
@@ -361,6 +361,18 @@ def check(
         )
     passed = not any(r.status in _FAILING for r in rows)
     return CheckReport(passed, rows, run_src, base_src, notes)
+
+
+def _absent(run_vals: Mapping[tuple, float], d: str, s: str, m: str, iou: int | None, k: int | None) -> str:
+    """Why a baseline metric is missing; a k-NN row without k (schema 2, or hand-made) that the run
+    has at some k is named so, with the run's k: check matches rows by k and guesses none."""
+    ks = sorted(rk for rd, rs, rm, ri, rk in run_vals if (rd, rs, rm, ri) == (d, s, m, iou) and rk is not None)
+    if k is None and ks:
+        return (
+            f"absent from the run: the baseline row has no k (a schema-2 or hand-made table) and the run has "
+            f"{m} at k = {', '.join(map(str, ks))}; give the baseline row its k, or write the baseline again"
+        )
+    return "absent from the run"
 
 
 def _validate_allowed(names: Sequence[str], provenance_fields: Sequence[str]) -> frozenset[str]:
