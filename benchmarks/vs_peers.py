@@ -18,11 +18,15 @@ Both sides decode with the same number of DataLoader workers (simpool-bench's de
 min(8, cores)); the peers keep their own batch sizes (LOST 1, wsolevaluation 64, timm 256 capped
 at the image count). Weights are random (seeded): no download. Our MaxBoxAcc kernels are compiled
 (numba, cached on disk) in another process before timing, as any run after the first finds them;
-loading them is counted. ``--profile`` prints a cProfile of our localize run.
+loading them is counted. ``--profile`` prints a cProfile of our localize run. ``--free-model``
+replaces localization's forward on both sides by one stored output (``hand_over.free_forward``):
+what is left is each side's host work (decoding, maps, boxes), the CPU's stand-in for a GPU whose
+forward costs next to nothing.
 
     python benchmarks/vs_peers.py                 # --images 24: a couple of minutes on 2 cores
     python benchmarks/vs_peers.py --images 96 --tasks lost,wsol
     python benchmarks/vs_peers.py --device cuda --images 512   # both sides on the GPU (fp32)
+    python benchmarks/vs_peers.py --tasks wsol --images 512 --free-model   # host sides only
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -178,6 +183,10 @@ def task_wsol(records: list[Record], workers: int, batch_size: int, device: str)
     """wsolevaluation's CAMComputer + BoxEvaluator (OpenCV per threshold) against ``evaluate.localize``."""
     torch.manual_seed(1)
     model = build_model("vit_small_patch16_224", pool="cls", num_classes=NUM_CLASSES).eval().to(device)
+    if FREE_MODEL["wsol"]:  # both sides get the same stored output: the hosts' sides alone, as on a fast GPU
+        from hand_over import free_forward
+
+        free_forward(model, min(64, len(records)))
     # wsolevaluation's transform with the model's own mean/std (as localize and any user adapting it does)
     transform = wsol_transform(model.data_config["mean"], model.data_config["std"])
     loader = torch.utils.data.DataLoader(_PilDataset(records, transform), batch_size=min(64, len(records)), num_workers=workers)
@@ -205,7 +214,7 @@ def task_wsol(records: list[Record], workers: int, batch_size: int, device: str)
         profiler.disable()
     ours_s = time.perf_counter() - t0
     if profiler is not None:  # the main thread's own time, heaviest first (time outside Python shows as waits)
-        pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats(PROFILE["sort"]).print_stats(25)
     ours = {r["iou_threshold"]: r["value"] for r in out.rows if r["metric"] == "maxboxacc"}
     assert ours == peer, (ours, peer)
     loop_s, wait_s, step_s, warm_s = (out.extras[k] for k in ("loop_s", "data_wait_s", "step_s", "warm_up_s"))
@@ -252,7 +261,9 @@ def task_timm(records: list[Record], workers: int, batch_size: int, device: str)
 
 
 #: --profile: profile our localize run (main thread, cProfile) and print its heaviest functions.
-PROFILE = {"wsol": False}
+PROFILE: dict[str, Any] = {"wsol": False, "sort": "tottime"}
+#: --free-model: localization's forward replaced by a stored output on both sides.
+FREE_MODEL = {"wsol": False}
 
 TASKS = {
     "lost": ("discovery vs LOST main_lost.py", task_lost, 16),
@@ -278,9 +289,21 @@ def main() -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda: both sides run there (fp32, as the peers do)")
-    p.add_argument("--profile", action="store_true", help="profile our localize run (cProfile, main thread): its 25 heaviest functions")
+    p.add_argument(
+        "--profile",
+        nargs="?",
+        const="tottime",
+        choices=("tottime", "cumtime"),
+        help="profile our localize run (cProfile, main thread): its 25 heaviest functions by own time (default) or cumulative time",
+    )
+    p.add_argument(
+        "--free-model",
+        action="store_true",
+        help="localization only: both sides' forward replaced by a stored output (the hosts' sides alone, as on a GPU much faster than them)",
+    )
     args = p.parse_args()
-    PROFILE["wsol"] = args.profile
+    PROFILE.update(wsol=args.profile is not None, sort=args.profile or "tottime")
+    FREE_MODEL["wsol"] = args.free_model
     workers = usable_workers(default_workers()) if args.workers is None else args.workers  # the engine's own fallback
     print(
         f"device {_device_name(args.device)}, cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, workers {workers}, "
