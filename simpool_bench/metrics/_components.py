@@ -475,7 +475,7 @@ def batch_hits(u8, gt, offsets, thresholds, iou_thr, hits):
         g1 = offsets[i + 1]
         vmax = _sort_levels(u8[i], ws)
         if vmax == 0:
-            f = _iou_flags(0, 0, 0, 0, gt, g0, g1, iou_thr)
+            f = _iou_flags(vmax, vmax, vmax, vmax, gt, g0, g1, iou_thr)  # the box (0, 0, 0, 0); not literals: no second signature
             for j in range(n_thr):
                 for t in range(thresholds.shape[0]):
                     hits[i, j, t] = (f >> j) & 1
@@ -486,7 +486,7 @@ def batch_hits(u8, gt, offsets, thresholds, iou_thr, hits):
         for t in range(thresholds.shape[0]):
             observed[int(thresholds[t] * vmax)] = True
         _sweep(H, W, vmax, vmax, flag[0], ws, gt, g0, g1, iou_thr, observed, ok, holes, flag[0])
-        steps = 0  # background values to sweep: levels 0 .. steps - 1
+        steps = vmax - vmax  # background values to sweep: levels 0 .. steps - 1 (0, typed int64: a literal 0 would compile _sweep twice)
         for level in range(vmax):
             settled = True
             for j in range(n_thr):
