@@ -192,6 +192,25 @@ def test_shipped_suites_validate_and_paths_are_checked_on_request(tmp_path, monk
     assert demo.checkpoints[0].model.checkpoint == tmp_path / "models" / "vit_demo_supervised_simpool.pth.tar"
 
 
+def test_the_readme_example_suite_validates_and_names_its_folders(tmp_path):
+    """The TOML example of the README's Suites section is a valid suite, with the folders the README
+    names (OUT/<checkpoint>/<entry>/)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Suites") :]
+    example = section[section.index("```toml\n") + len("```toml\n") : section.index("```\n", section.index("```toml\n") + 8)]
+    (tmp_path / "example.toml").write_text(example, encoding="utf-8")
+    suite = load_suite(tmp_path / "example.toml")
+    assert suite.reference == "ViT-S CLS" and suite.metrics == ("top1", "maxboxacc_v2", "corloc")
+    assert [e.folder.as_posix() for e in suite.entries()] == [
+        "vit-s-simpool/localize-cub",
+        "vit-s-cls/localize-cub",
+        "no-model-baseline/localize-cub",
+    ]
+    assert "`vit-s-simpool/localize-cub`" in readme
+    res = invoke_cli("suite", "validate", str(tmp_path / "example.toml"))
+    assert res.exit_code == 0, res.output
+
+
 # ------------------------------------------------------------------------------------------- run
 def test_failing_entry_is_reported_and_the_others_run(full_run):
     out, res = full_run

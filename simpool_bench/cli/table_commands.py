@@ -170,7 +170,7 @@ def demo(
     """Everything end to end on demo data the tool makes itself: data, two trained tiny ViTs, every command.
 
     Writes OUT/data (every dataset layout), OUT/models (official checkpoint layout), then runs the suite
-    suites/demo.toml into OUT/suite (<model>/<command>/results.csv, all_results.csv, compare.md|.tex), and
+    suites/demo.toml into OUT/suite (<checkpoint>/<entry>/results.csv, all_results.csv, compare.md|.tex), and
     OUT/figures/overlays.png and boxacc_curves.png. A second run reuses data and models."""
     from dataclasses import replace as _replace
 

@@ -150,7 +150,7 @@ def run_demo(out: str | Path = "demo_out", settings: DemoSettings | None = None,
 
     console.print(f"\n[bold green]demo finished in {result.seconds['total']:.0f} s[/]; everything is under {out}/")
     console.print(f"  tables:  {result.compare_md}  {result.compare_tex}  {out / 'suite' / 'all_results.csv'}")
-    console.print(f"  runs:    {out / 'suite'}/<model>/<command>/results.csv (and .parquet, .json, .md)")
+    console.print(f"  runs:    {out / 'suite'}/<checkpoint>/<entry>/results.csv (and .parquet, .json, .md)")
     console.print(f"  figures: {result.overlays}  {result.curves}")
     return result
 
