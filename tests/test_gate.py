@@ -169,7 +169,12 @@ def test_load_tolerances(tmp_path):
     tol = R.load_tolerances(p)
     assert tol == {"default": 0.5, "top1": 0.2, "maxboxacc@70": 1.0, "best_threshold": math.inf}
     assert R.tolerance_for("maxboxacc", 70, tol) == 1.0
-    assert R.tolerance_for("maxboxacc", 50, tol) == R.DEFAULT_TOLERANCES["maxboxacc"]
+    assert R.tolerance_for("maxboxacc", 50, tol) == 0.5  # the file's default beats the built-in 0.2
+    assert R.tolerance_for("maxboxacc", 50, {}) == R.DEFAULT_TOLERANCES["maxboxacc"] == 0.2
+    assert R.tolerance_for("knn_top1", None, tol, k=20) == R.tolerance_for("corloc", None, tol) == 0.5
+    # counts and the best threshold are not scores: a default in points leaves them as built in
+    assert R.tolerance_for("n_images", None, tol) == 0.0 and R.tolerance_for("n_failed", None, tol) == 0.0
+    assert R.tolerance_for("best_threshold", 50, {"default": 0.5}) == math.inf
     assert R.tolerance_for("custom_metric", None, tol) == 0.5
     assert R.tolerance_for("custom_metric", None, {}) == R.DEFAULT_TOLERANCE
     q = tmp_path / "table.toml"
@@ -178,6 +183,12 @@ def test_load_tolerances(tmp_path):
     # used by check
     run = _run(_moved(top1=79.85))
     assert not R.check(run, _run(BASE)).passed and R.check(run, _run(BASE), R.load_tolerances(p)).passed
+    # a file's `default` is what gates every score it does not name (was shadowed by the built-ins)
+    d = tmp_path / "default.toml"
+    d.write_text("default = 10\n")
+    down = _run(_moved(maxboxacc_v2=58.0))
+    assert [r.key for r in R.check(down, _run(BASE)).by_status("regressed")] == ["cub/test maxboxacc_v2"]
+    assert R.check(down, _run(BASE), R.load_tolerances(d)).passed
 
 
 @pytest.mark.parametrize(

@@ -232,16 +232,21 @@ def tolerance_for(
     k: int | None = None,
 ) -> float:
     """The tolerance of one metric: given ``metric@iou`` (``metric@k`` for a k-NN row), given
-    ``metric``, built-in ``DEFAULT_TOLERANCES[metric]``, given ``default``, then ``default_tolerance``."""
+    ``metric``, then for a score (higher is better: accuracies, MaxBoxAcc, CorLoc, any metric the
+    catalog does not know) the given ``default``; then the built-in ``DEFAULT_TOLERANCES[metric]``,
+    then ``default_tolerance``. Counts and the best threshold keep their built-in tolerance unless
+    named: a ``default`` in points is not a count of images."""
     tol = tolerances or {}
     iou = iou if iou is not None else k
     if iou is not None and f"{metric}@{iou}" in tol:
         return tol[f"{metric}@{iou}"]
     if metric in tol:
         return tol[metric]
+    if "default" in tol and catalog.direction(metric) == "higher":
+        return tol["default"]
     if metric in DEFAULT_TOLERANCES:
         return DEFAULT_TOLERANCES[metric]
-    return tol.get("default", default_tolerance)
+    return default_tolerance
 
 
 def _judge(metric: str, base: float, value: float, tol: float) -> Status:
