@@ -216,3 +216,20 @@ def test_load_tolerances_missing_file_and_bad_dict(tmp_path):
         R.load_tolerances(tmp_path / "nope.toml")
     with pytest.raises(SimpoolBenchError, match="unknown metric 'accuracy'"):
         R.check(_run(BASE), _run(BASE), tolerances={"accuracy": 1.0})
+
+
+def test_a_table_with_two_values_of_one_metric_is_refused_whatever_the_row_order(tmp_path):
+    """Two runs in one file (all_results.csv, concatenated results.csv): check would keep whichever
+    row came last; it refuses, naming the metric and the run ids."""
+    import pandas as pd
+
+    a = _run(BASE, run_id="aaa")
+    b = _run(_moved(maxboxacc_v2=99.0), run_id="bbb")
+    for order in ((a, b), (b, a)):
+        both = pd.concat(order, ignore_index=True)
+        both.to_csv(tmp_path / "both.csv", index=False)
+        with pytest.raises(SimpoolBenchError, match=r"baseline .*both\.csv: two values of cub/test top1 \(run_id aaa, bbb\)"):
+            R.check(a, tmp_path / "both.csv")
+        with pytest.raises(SimpoolBenchError, match=r"^run run: two values of cub/test top1 \(run_id aaa, bbb\)"):
+            R.check(both, a)
+    assert R.check(a, a).passed  # one run each: as before

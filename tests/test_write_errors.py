@@ -178,14 +178,18 @@ def test_a_file_of_another_write_is_refused(setup, tmp_path):
     assert invoke("compare", a / "results.csv", b).exit_code == 0
 
 
-def test_check_refuses_a_nan_baseline(setup, tmp_path):
+def test_check_refuses_a_nan_or_inf_baseline(setup, tmp_path):
     out = tmp_path / "run"
     assert _localize(setup, out).exit_code == 0
-    base = pd.read_csv(out / "results.csv")[TABLE]
-    base.loc[base.metric == "maxboxacc_v2", "value"] = float("nan")
-    base.to_csv(tmp_path / "base.csv", index=False)
-    line = _one_error(invoke("check", out, "--baseline", tmp_path / "base.csv", "--no-github"))
-    assert line == f"error: baseline {tmp_path / 'base.csv'}: value of cub/test maxboxacc_v2 is NaN; a baseline must hold numbers"
+    for bad, shown in ((float("nan"), "NaN"), (float("inf"), "inf"), (float("-inf"), "-inf")):
+        base = pd.read_csv(out / "results.csv")[TABLE]
+        base.loc[base.metric == "maxboxacc_v2", "value"] = bad
+        base.to_csv(tmp_path / "base.csv", index=False)
+        line = _one_error(invoke("check", out, "--baseline", tmp_path / "base.csv", "--no-github"))
+        assert (
+            line
+            == f"error: baseline {tmp_path / 'base.csv'}: value of cub/test maxboxacc_v2 is {shown}; a baseline must hold finite numbers"
+        )
 
 
 @pytest.mark.parametrize("where", ["full", "read-only", "under-a-file"])

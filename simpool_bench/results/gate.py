@@ -295,25 +295,35 @@ def check(
     base_df, base_src = _as_table(baseline, "baseline", baseline=True)
     run_src, base_src = run_source or run_src, baseline_source or base_src
 
-    def index(df: pd.DataFrame) -> dict[tuple, float]:
-        return {
-            (
+    def index(df: pd.DataFrame, source: str, what: str) -> dict[tuple, float]:
+        out: dict[tuple, float] = {}
+        runs: dict[tuple, set[str]] = {}
+        for r in df.itertuples(index=False):
+            key = (
                 r.dataset,
                 r.split,
                 r.metric,
                 None if _is_na(r.iou_threshold) else int(r.iou_threshold),
                 None if _is_na(r.k) else int(r.k),
-            ): float(r.value)
-            for r in df.itertuples(index=False)
-        }
+            )
+            runs.setdefault(key, set()).add(str(getattr(r, "run_id", "")))
+            if key in out:  # two values for one metric: which one is meant is not ours to guess
+                d, s_, m, i, kk = key
+                ids = ", ".join(sorted(runs[key]))
+                raise SimpoolBenchError(
+                    f"{what} {source}: two values of {d}/{s_} {metric_key(m, i, kk)} (run_id {ids}); "
+                    f"a {what} is one run's table: pick one run (e.g. rows of one run_id or one label of all_results.csv)"
+                )
+            out[key] = float(r.value)
+        return out
 
-    run_vals, base_vals = index(run_df), index(base_df)
-    nan = [k for k, v in base_vals.items() if math.isnan(v)]
+    run_vals, base_vals = index(run_df, run_src, "run"), index(base_df, base_src, "baseline")
+    nan = [k for k, v in base_vals.items() if not math.isfinite(v)]
     if nan:
         d, s_, m, i, kk = nan[0]
         raise SimpoolBenchError(
-            f"baseline {base_src}: value of {d}/{s_} {metric_key(m, i, kk)} is NaN"
-            f"{f' ({len(nan)} NaN values)' if len(nan) > 1 else ''}; a baseline must hold numbers"
+            f"baseline {base_src}: value of {d}/{s_} {metric_key(m, i, kk)} is {'NaN' if math.isnan(base_vals[nan[0]]) else base_vals[nan[0]]}"
+            f"{f' ({len(nan)} values not finite)' if len(nan) > 1 else ''}; a baseline must hold finite numbers"
         )
     rows: list[CheckRow] = []
     notes: list[str] = []
