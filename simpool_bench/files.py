@@ -33,6 +33,10 @@ def read_toml(path: str | os.PathLike, what: str) -> dict[str, Any]:
         raise SimpoolBenchError(f"{what} not found: {path}") from None
     except tomllib.TOMLDecodeError as e:
         raise SimpoolBenchError(f"{path}: invalid TOML: {e}") from None
+    except UnicodeDecodeError as e:  # TOML is UTF-8 by definition
+        raise SimpoolBenchError(
+            f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 4]!r}); TOML files are UTF-8"
+        ) from None
     except OSError as e:
         raise SimpoolBenchError(f"cannot read {what} {path}: {e.strerror}") from None
 

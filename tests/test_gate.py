@@ -211,6 +211,13 @@ def test_load_tolerances_errors(tmp_path, text, match):
         R.load_tolerances(p)
 
 
+def test_load_tolerances_not_utf8(tmp_path):
+    p = tmp_path / "tol.toml"
+    p.write_bytes(b"maxboxacc_v2 = 0.5 # r\xe9f\n")
+    with pytest.raises(SimpoolBenchError, match=r"tol\.toml: not UTF-8 text \(byte 22: .*\); TOML files are UTF-8$"):
+        R.load_tolerances(p)
+
+
 def test_load_tolerances_missing_file_and_bad_dict(tmp_path):
     with pytest.raises(SimpoolBenchError, match="tolerances file not found: .*nope.toml"):
         R.load_tolerances(tmp_path / "nope.toml")

@@ -170,9 +170,12 @@ checkpoints = [{only}]
 
 def test_validate_invalid_toml_and_missing_file_are_one_line(tmp_path):
     broken = _write(tmp_path / "broken.toml", "[[checkpoints]\nlabel = 1\n")
-    for path in (broken, tmp_path / "absent.toml"):
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'[[checkpoints]]\nlabel = "caf\xe9"\n')  # Latin-1, not UTF-8
+    for path in (broken, tmp_path / "absent.toml", latin):
         res = invoke_cli("suite", "validate", path)
         assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1 and str(path) in res.output
+    assert f"{latin}: not UTF-8 text (byte 28: b'\\xe9\"\\n'); TOML files are UTF-8" in res.output
 
 
 def test_shipped_suites_validate_and_paths_are_checked_on_request(tmp_path, monkeypatch):
