@@ -21,7 +21,7 @@ from .engine import EngineConfig
 from .errors import SimpoolBenchError
 from .loading import load_model
 from .readers import read_classification_data, read_data, read_discovery_data, read_localization_data, split_of
-from .registry import DATASETS, WSOL
+from .registry import DATASETS, LOCALIZE_DATASETS, WSOL
 from .results import Provenance
 from .run_records import finish_run, map_transform_record, per_image_of, provenance, stored_provenance
 from .specs import ClassifySpec, DataSpec, DiscoverSpec, ExtractSpec, LocalizeSpec, ModelOptions, RunResult, protocol_of
@@ -45,11 +45,13 @@ def run_classify(spec: ClassifySpec, engine: EngineConfig, out: Path | None = No
     d = spec.data
     if d.data is None:
         raise SimpoolBenchError("--data is required (the image root of the dataset)")
+    if not spec.knn_temperature > 0:  # also NaN
+        raise SimpoolBenchError(f"--knn-temperature {spec.knn_temperature}: expected a number > 0 (DINO: 0.07)")
     records, classes = read_classification_data(d.data, d.split, d.labels, d.metadata, d.subset, default_split=spec.default_split)
+    bank = _knn_bank_records(spec)  # read before the model loads: a wrong bank folder fails at once
     net, ckpt = load_model(spec.model)
     cfg = classification_config(net.data_config, spec.resize, spec.crop, spec.interpolation)
     transform = eval_transform(cfg)
-    bank = _knn_bank_records(spec)
     outcome = tasks.classify(
         net,
         records,
@@ -78,7 +80,10 @@ def _knn_bank_records(spec: ClassifySpec) -> list[Record] | None:
     try:
         return read_classification_data(spec.knn_train, subset=spec.knn_subset)[0]
     except SimpoolBenchError as err:
-        if spec.knn_subset is None or not str(err).startswith("subset per class"):
+        said = str(err)
+        if said.startswith("--data "):  # the reader speaks of --data; here the folder came by --knn-train
+            raise SimpoolBenchError("--knn-train " + said[len("--data ") :]) from None
+        if spec.knn_subset is None or not said.startswith("subset per class"):
             raise
         raise SimpoolBenchError(f"--knn-subset {spec.knn_subset}: {err} (bank {spec.knn_train})") from None
 
@@ -86,6 +91,10 @@ def _knn_bank_records(spec: ClassifySpec) -> list[Record] | None:
 def _check_localize(spec: LocalizeSpec) -> None:
     if spec.data.data is None:
         raise SimpoolBenchError("--data is required (the image root of the dataset)")
+    if spec.data.dataset not in LOCALIZE_DATASETS:
+        raise SimpoolBenchError(
+            f"--dataset {spec.data.dataset!r}: localize takes {' | '.join(LOCALIZE_DATASETS)} (wsolevaluation's datasets)"
+        )
     if spec.interval <= 0 or spec.interval >= 1:
         raise SimpoolBenchError(f"--interval {spec.interval}: expected a step in (0, 1), e.g. 0.001 or 0.01")
     if spec.cam_target not in ("gt", "pred"):
@@ -156,6 +165,10 @@ def run_discover(spec: DiscoverSpec, engine: EngineConfig, out: Path | None = No
     d = spec.data
     if d.data is None:
         raise SimpoolBenchError("--data is required (VOC20XX folder or COCO train2014 images)")
+    if not 0 < spec.mass <= 1:  # also NaN
+        raise SimpoolBenchError(f"--mass {spec.mass}: expected a fraction of the attention mass in (0, 1] (DINO/LOST: 0.6)")
+    if spec.k_patches < 1:
+        raise SimpoolBenchError(f"--k-patches {spec.k_patches}: expected an integer >= 1 (LOST: 100)")
     split = split_of(d, DATASETS["voc07"].default_split)
     records = read_discovery_data(d.dataset, d.data, split, d.no_hard, d.annotations, d.list_file)
     no_model = "--maps" if spec.maps is not None else f"--method {spec.method}" if spec.method in ("center", "full-image") else None

@@ -1,0 +1,90 @@
+"""Protocol values out of their range, and flags named as the user gave them: one ``error:`` line,
+exit 2, before any model is loaded or anything is written (found by a bad-input audit: these ran
+to the end and wrote a table, or named the wrong flag)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import build_image_folder, build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset, invoke_cli, said
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("protocol_values")
+    return {
+        "ckpt": build_tiny_checkpoint(root / "tiny.pth.tar")[0],
+        "voc": build_voc_dataset(root / "VOC2007", n=3),
+        "wsol": build_wsol_dataset(root / "wsol", n=3),
+        "train": build_image_folder(root / "imgs" / "train", counts=(2, 2)),
+        "val": build_image_folder(root / "imgs" / "val", counts=(2, 2)),
+    }
+
+
+@pytest.fixture()
+def no_model(monkeypatch):
+    """Fail the test if a model is loaded: a bad value must be refused before that."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad value was refused")
+
+    monkeypatch.setattr("simpool_bench.runs.load_model", refuse)
+
+
+def _one_error(res, expected: str) -> None:
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and said(res) == expected, res.output
+
+
+@pytest.mark.parametrize(
+    "flag, value, expected",
+    [
+        ("--mass", "0", "error: --mass 0.0: expected a fraction of the attention mass in (0, 1] (DINO/LOST: 0.6)"),
+        ("--mass", "1.5", "error: --mass 1.5: expected a fraction of the attention mass in (0, 1] (DINO/LOST: 0.6)"),
+        ("--mass", "nan", "error: --mass nan: expected a fraction of the attention mass in (0, 1] (DINO/LOST: 0.6)"),
+        ("--k-patches", "0", "error: --k-patches 0: expected an integer >= 1 (LOST: 100)"),
+        ("--k-patches", "-5", "error: --k-patches -5: expected an integer >= 1 (LOST: 100)"),
+    ],
+)
+def test_discover_refuses_values_outside_the_protocol(data, tmp_path, no_model, flag, value, expected):
+    out = tmp_path / "out"
+    res = invoke_cli(
+        "discover", "--checkpoint", data["ckpt"], "--data", data["voc"], "--method", "lost", "--device", "cpu", "--out", out, flag, value
+    )
+    _one_error(res, expected)
+    assert not out.exists()
+
+
+def test_discover_keeps_the_edges_of_the_ranges(data, tmp_path):
+    """mass 1 (the whole map) and k 1 (the seed alone) are valid protocol values: they run."""
+    for args in (("--method", "attn", "--mass", "1"), ("--method", "lost", "--k-patches", "1")):
+        res = invoke_cli(
+            "discover", "--checkpoint", data["ckpt"], "--data", data["voc"], "--device", "cpu", "--out", tmp_path / args[1], *args
+        )
+        assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_classify_refuses_a_knn_temperature_not_above_zero(data, tmp_path, no_model, value):
+    res = invoke_cli(
+        "classify", "--data", data["val"].parent, "--checkpoint", data["ckpt"], "--knn-train", data["train"], "--knn-temperature", value,
+        "--device", "cpu", "--out", tmp_path / "out",
+    )  # fmt: skip
+    _one_error(res, f"error: --knn-temperature {float(value)}: expected a number > 0 (DINO: 0.07)")
+
+
+def test_a_missing_knn_bank_is_named_by_its_own_flag_before_the_model_loads(data, tmp_path, no_model):
+    nope = data["train"].parent / "nope"
+    res = invoke_cli("classify", "--data", data["val"].parent, "--checkpoint", data["ckpt"], "--knn-train", nope, "--device", "cpu")
+    _one_error(res, f"error: --knn-train {nope}: no such directory")
+
+
+def test_localize_takes_only_its_datasets(data, tmp_path, no_model):
+    wsol = data["wsol"]
+    res = invoke_cli(
+        "localize", "--dataset", "voc07", "--checkpoint", data["ckpt"], "--data", wsol.image_root, "--metadata", wsol.metadata,
+        "--device", "cpu", "--out", tmp_path / "out",
+    )  # fmt: skip
+    _one_error(res, "error: --dataset 'voc07': localize takes cub | imagenet (wsolevaluation's datasets)")
