@@ -88,3 +88,17 @@ def test_localize_takes_only_its_datasets(data, tmp_path, no_model):
         "--device", "cpu", "--out", tmp_path / "out",
     )  # fmt: skip
     _one_error(res, "error: --dataset 'voc07': localize takes cub | imagenet (wsolevaluation's datasets)")
+
+
+def test_a_results_table_with_a_header_only_is_refused_as_empty(tmp_path):
+    """A header and no rows: compare and check said 'mixed or empty schema_version values []'."""
+    from simpool_bench import results as R
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text(",".join(R.COLUMNS) + "\n")
+    run = tmp_path / "run.csv"
+    R.make_table([{"dataset": "cub", "split": "test", "metric": "top1", "value": 70.0}], R.Provenance(model="m", pool="p")).to_csv(
+        run, index=False
+    )
+    _one_error(invoke_cli("compare", empty, run), f"error: {empty}: the table has no rows")
+    _one_error(invoke_cli("check", run, "--baseline", empty, "--no-github"), f"error: {empty}: the table has no rows")

@@ -216,6 +216,8 @@ def read_run(path: str | os.PathLike) -> pd.DataFrame:
         raise SimpoolBenchError(f"{path}: not a simpool-bench results table (missing columns: {', '.join(missing)})")
     if "schema_version" not in raw.columns:
         raise SimpoolBenchError(f"{path}: no 'schema_version' column: not a results file written by simpool-bench")
+    if len(raw) == 0:  # as _validate says it, before the schema_version check finds no value
+        raise SimpoolBenchError(f"{path}: the table has no rows")
     try:
         versions = {_to_int(v) for v in raw["schema_version"].tolist()}
     except (TypeError, ValueError):
