@@ -102,3 +102,12 @@ def test_a_results_table_with_a_header_only_is_refused_as_empty(tmp_path):
     )
     _one_error(invoke_cli("compare", empty, run), f"error: {empty}: the table has no rows")
     _one_error(invoke_cli("check", run, "--baseline", empty, "--no-github"), f"error: {empty}: the table has no rows")
+
+
+def test_demo_refuses_a_device_that_is_not_there_before_building_anything(tmp_path):
+    out = tmp_path / "demo"
+    _one_error(
+        invoke_cli("demo", "--out", out, "--small", "--device", "tpu"),
+        "error: --device 'tpu' is not a device name (expected auto, cpu, cuda, cuda:N, mps)",
+    )
+    assert not (out / "data").exists() and not (out / "models").exists()

@@ -21,7 +21,7 @@ import pandas as pd
 
 from .. import runs
 from ..console import console
-from ..engine import EngineConfig
+from ..engine import EngineConfig, resolve_device
 from ..errors import SimpoolBenchError
 from ..loading import load_model
 from ..results import compare_console_table
@@ -115,6 +115,7 @@ def run_demo(out: str | Path = "demo_out", settings: DemoSettings | None = None,
     s = settings or DemoSettings()
     out = Path(out)
     result = DemoResult(out)
+    resolve_device(device)  # a device that is not there fails now, not after the data and training
     config = EngineConfig(device=device, batch_size=s.batch_size, workers=0, resume_dir=None, shard_size=100000)
     t0 = time.perf_counter()
 
