@@ -111,3 +111,39 @@ def test_demo_refuses_a_device_that_is_not_there_before_building_anything(tmp_pa
         "error: --device 'tpu' is not a device name (expected auto, cpu, cuda, cuda:N, mps)",
     )
     assert not (out / "data").exists() and not (out / "models").exists()
+
+
+def test_localize_refuses_labels_beyond_the_models_classes(data, tmp_path):
+    """classify refused such metadata; localize counted those images as misclassified in Top-1 Loc."""
+    wsol = build_wsol_dataset(tmp_path / "wsol5", n=6, num_classes=5)  # labels 0..4, the model has 3 classes
+    res = invoke_cli(
+        "localize", "--checkpoint", data["ckpt"], "--data", wsol.image_root, "--metadata", wsol.metadata,
+        "--device", "cpu", "--out", tmp_path / "out",
+    )  # fmt: skip
+    _one_error(
+        res,
+        "error: the metadata's class labels go up to 4 but the model has 3 classes (checkpoint and dataset disagree on the class "
+        "count; Top-1 Loc would count those images as misclassified)",
+    )
+
+
+def test_out_that_is_a_file_is_named_by_the_flag(data, tmp_path):
+    """--out on a file: the run said 'cannot create folder FILE/.shards/<hash>', and a suite failed
+    every entry on its own and exited 1."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    wsol = data["wsol"]
+    res = invoke_cli(
+        "localize", "--checkpoint", data["ckpt"], "--data", wsol.image_root, "--metadata", wsol.metadata, "--device", "cpu", "--out", afile
+    )
+    _one_error(res, f"error: --out {afile}: a file is there; expected a folder (made when missing)")
+    suite = tmp_path / "s.toml"
+    suite.write_text(
+        f'[[checkpoints]]\nlabel = "a"\ncheckpoint = "{data["ckpt"]}"\n\n'
+        f'[[evaluations]]\ntask = "localize"\ndataset = "cub"\ndata = "{wsol.image_root}"\nmetadata = "{wsol.metadata}"\n'
+    )
+    _one_error(
+        invoke_cli("suite", "run", suite, "--out", afile, "--device", "cpu"),
+        f"error: --out {afile}: a file is there; expected a folder (made when missing)",
+    )
+    assert afile.read_text() == "not a folder"

@@ -415,8 +415,10 @@ class Parsed:
         dist_timeout = g("dist_timeout")
         if dist_timeout is not None:
             dist_timeout_s(dist_timeout)  # validate (> 0) even in a single process
-        init_distributed(dist_timeout)
         out = g("out")
+        if out is not None and Path(out).exists() and not Path(out).is_dir():
+            raise SimpoolBenchError(f"--out {out}: a file is there; expected a folder (made when missing)")
+        init_distributed(dist_timeout)
         resume_dir = (Path(out) / ".shards") if (shards and g("resume", False) and out) else None
         return EngineConfig(
             device=g("device", "auto"),

@@ -70,7 +70,7 @@ def validate(
 def run(
     ctx: typer.Context,
     suite_file: SuiteFile,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: OUT/<checkpoint>/<task>-<dataset>/, all_results.csv, compare.md.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: OUT/<checkpoint>/<entry>/, all_results.csv, compare.md.")],
     root: RootOpt = None,
     baseline: Annotated[
         Optional[Path], typer.Option("--baseline", help="A suite output folder to gate against (same layout); exit 1 on a regression.")

@@ -263,6 +263,12 @@ def localize(
         raise SimpoolBenchError(
             f"model {getattr(model, 'arch', '?')} with pool {getattr(model, 'pool', '?')} gives no attention map to localize with"
         )
+    n_classes = getattr(model, "num_classes", 0)
+    if n_classes > 0 and len(task.labels) and int(task.labels.max()) >= n_classes:  # as classify refuses it
+        raise SimpoolBenchError(
+            f"the metadata's class labels go up to {int(task.labels.max())} but the model has {n_classes} classes "
+            "(checkpoint and dataset disagree on the class count; Top-1 Loc would count those images as misclassified)"
+        )
     data = ImageDataset(records, task.transform(model, mean, std), warn=not config.strict, max_pixels=config.max_pixels)
     res = evaluate(
         model,
