@@ -277,6 +277,56 @@ def test_coco_bbox_not_four_numbers(tmp_path, bbox):
     assert not out.exists()
 
 
+def _discover_coco(image_dir, ann_file, list_file, out):
+    return invoke_cli(
+        "discover",
+        "--dataset",
+        "coco20k",
+        "--data",
+        image_dir,
+        "--annotations",
+        ann_file,
+        "--list",
+        list_file,
+        "--method",
+        "center",
+        "--out",
+        out,
+    )
+
+
+def test_coco_image_info_json_without_annotations(tmp_path):
+    """COCO's image_info_*.json has the images but no 'annotations': an error, not CorLoc 0.00."""
+    image_dir, ann_file, list_file = _coco(tmp_path, [1, 2, 3, 4])
+    info = tmp_path / "coco" / "image_info.json"
+    info.parent.mkdir()
+    info.write_text(json.dumps({k: v for k, v in json.loads(ann_file.read_text()).items() if k != "annotations"}))
+    out = tmp_path / "out"
+    _one_error(_discover_coco(image_dir, info, list_file, out), f"{info} has no 'annotations' list", "instances_train2014.json")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("width, said", [("64px", "has 'width' '64px'"), (None, "has no 'width'")])
+def test_coco_image_width_not_an_integer(tmp_path, width, said):
+    image_dir, ann_file, list_file = _coco(tmp_path, [1, 2, 3, 4])
+    data = json.loads(ann_file.read_text())
+    data["images"][1].pop("width")
+    if width is not None:
+        data["images"][1]["width"] = width
+    ann_file.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    _one_error(_discover_coco(image_dir, ann_file, list_file, out), str(ann_file), f"image id 22 {said}", "positive integer")
+    assert not out.exists()
+
+
+def test_coco_list_and_annotations_swapped(tmp_path):
+    image_dir, ann_file, list_file = _coco(tmp_path, [1, 2, 3, 4])
+    out = tmp_path / "out"
+    line = _one_error(_discover_coco(image_dir, list_file, ann_file, out), f"{ann_file}:1:", "…' is not a COCO file name")
+    assert len(line) < 300 + len(str(ann_file)), line
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("flag, value", [("--crop", "0"), ("--resize", "-5"), ("--batch-size", "0"), ("--max-pixels", "0")])
 def test_bad_numbers_one_line(tmp_path, ckpt, flag, value):
     _image(tmp_path / "data" / "val" / "ant" / "0.png")

@@ -191,3 +191,60 @@ def test_real_coco20k_list():
     ids = [image_id_from_name(line) for line in lines]
     assert ids == [int(m.group(1)) for m in matches]
     assert len(set(ids)) == len(ids)
+
+
+def test_json_without_annotations_is_named(tmp_path):
+    """An image_info_*.json (images, no 'annotations') would score every image a miss: refused, named."""
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    info = tmp_path / "coco" / "image_info.json"
+    info.parent.mkdir()
+    info.write_text(json.dumps({k: v for k, v in data.items() if k != "annotations"}))
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, info, list_file)
+    msg = str(exc.value)
+    assert f"{info} has no 'annotations' list" in msg and "image_info" in msg and "instances_train2014.json" in msg
+    assert "\n" not in msg
+    # a valid file whose listed images have no annotation at all still reads (empty boxes, as LOST)
+    ann_file.write_text(json.dumps({**data, "annotations": []}))
+    assert all(r.boxes.shape == (0, 4) for r in read_coco20k(image_dir, ann_file, list_file))
+
+
+@pytest.mark.parametrize(
+    "value, said",
+    [("64px", "has 'width' '64px'"), (None, "has no 'width'"), (0, "has 'width' 0"), (-3, "has 'width' -3"), (True, "has 'width' True")],
+)
+def test_image_width_not_a_positive_integer_is_named(tmp_path, value, said):
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    listed = image_id_from_name(list_file.read_text().split()[2])
+    for img in data["images"]:
+        if img["id"] == listed:
+            if value is None:
+                del img["width"]
+            else:
+                img["width"] = value
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, ann_file, list_file)
+    msg = str(exc.value)
+    assert f"COCO annotation file {ann_file}: image id {listed} {said}; expected a positive integer" in msg
+
+
+def test_image_height_not_an_integer_is_named(tmp_path):
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    listed = image_id_from_name(list_file.read_text().split()[0])
+    next(img for img in data["images"] if img["id"] == listed)["height"] = "48 px"
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(SimpoolBenchError, match=rf"instances_train2014\.json: image id {listed} has 'height' '48 px'; expected a positive"):
+        read_coco20k(image_dir, ann_file, list_file)
+
+
+def test_list_and_annotations_swapped_quote_is_capped(tmp_path):
+    """The json given as the list: its (one, huge) first line is quoted cut to 80 characters."""
+    image_dir, ann_file, list_file, _ = _make_coco(tmp_path)
+    assert len(ann_file.read_text()) > 1000
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, list_file, ann_file)
+    msg = str(exc.value)
+    first = ann_file.read_text().splitlines()[0]
+    assert msg.startswith(f"{ann_file}:1: {first[:80] + '…'!r} is not a COCO file name")
+    assert "coco_20k_filenames.txt" in msg and len(msg) < 300 and "\n" not in msg

@@ -15,11 +15,12 @@ import contextlib
 import io
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import SimpoolBenchError
-from .inputs import join_inside, read_lines
+from .inputs import clip, join_inside, read_lines
 from .records import Record
 
 COCO20K_IMAGES = 19817
@@ -58,6 +59,19 @@ def _load_coco(annotation_file: Path):
         ) from None
 
 
+def _image_size(info: dict, key: str, image_id: int, annotation_file: Path) -> int:
+    """An image's ``width`` or ``height`` from the json as ``int()`` reads it, which must be >= 1."""
+    value: Any = info.get(key)
+    try:
+        size = 0 if isinstance(value, bool) else int(value)
+    except (TypeError, ValueError, OverflowError):
+        size = 0
+    if size < 1:
+        got = f"has no {key!r}" if value is None else f"has {key!r} {clip(repr(value))}"
+        raise SimpoolBenchError(f"COCO annotation file {annotation_file}: image id {image_id} {got}; expected a positive integer (pixels)")
+    return size
+
+
 def _read_list(list_file: Path) -> list[tuple[int, str, int]]:
     """(line number, file name, image id) of each name of LOST's list file, ids unique."""
     names: list[tuple[int, str, int]] = []
@@ -69,7 +83,8 @@ def _read_list(list_file: Path) -> list[tuple[int, str, int]]:
         try:
             image_id = image_id_from_name(name)
         except ValueError:
-            raise SimpoolBenchError(f"{list_file}:{n}: {name!r} is not a COCO file name (expected ..._<id>.jpg)") from None
+            hint = "; a json file? the list is LOST's coco_20k_filenames.txt" if name.startswith(("{", "[")) else ""
+            raise SimpoolBenchError(f"{list_file}:{n}: {clip(name)!r} is not a COCO file name (expected ..._<id>.jpg{hint})") from None
         if image_id in seen:
             raise SimpoolBenchError(f"{list_file}:{n}: image id {image_id} already listed on line {seen[image_id]}")
         seen[image_id] = n
@@ -93,9 +108,11 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
 
     Raises:
         SimpoolBenchError: a missing folder or file; a list line whose id does not parse or repeats
-            (file:line); a json that holds none of the listed images, or list entries not in it
+            (file:line, a long line cut short); a json without an ``annotations`` list (e.g. an
+            ``image_info`` file), or that holds none of the listed images, or list entries not in it
             (the first one and the count), or whose ``file_name`` differs or leads out of
-            ``image_dir``; an annotation whose ``bbox`` is not four finite numbers (its id named);
+            ``image_dir``, or whose ``width``/``height`` is not a positive integer (the image id
+            named); an annotation whose ``bbox`` is not four finite numbers (its id named);
             missing images.
     """
     image_dir, annotation_file, list_file = Path(image_dir), Path(annotation_file), Path(list_file)
@@ -107,6 +124,10 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
 
     names = _read_list(list_file)
     coco = _load_coco(annotation_file)
+    if not isinstance(coco.dataset.get("annotations"), list):
+        raise SimpoolBenchError(
+            f"COCO annotation file {annotation_file} has no 'annotations' list (an image_info file? expected instances_train2014.json)"
+        )
     absent = [(n, name) for n, name, i in names if i not in coco.imgs]
     if len(absent) == len(names):
         raise SimpoolBenchError(
@@ -138,8 +159,8 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
                 file_name,
                 join_inside(image_dir, file_name, f"{annotation_file} (image {image_id})"),
                 -1,
-                int(info.get("width", 0)),
-                int(info.get("height", 0)),
+                _image_size(info, "width", image_id, annotation_file),
+                _image_size(info, "height", image_id, annotation_file),
                 np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
             )
         )

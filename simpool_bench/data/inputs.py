@@ -25,6 +25,12 @@ def warn_data(message: str) -> None:
     warnings.warn(message, DataWarning, stacklevel=3)
 
 
+def clip(text: str, limit: int = 80) -> str:
+    """``text`` cut to its first ``limit`` characters and an ellipsis ("…") when longer: for quoting
+    a user's line in a one-line error (a one-line json of hundreds of MB must not flood the terminal)."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def read_text(path: str | Path) -> str:
     """The text of a list/metadata file: UTF-8, a leading byte-order mark dropped (``utf-8-sig``).
 
