@@ -69,12 +69,22 @@ def read_localization_data(dataset: str, data: Path, metadata: Path | None = Non
 
 
 def read_discovery_data(
-    dataset: str, data: Path, split: str = "trainval", no_hard: bool = False, annotations: Path | None = None, list_file: Path | None = None
+    dataset: str,
+    data: Path,
+    split: str = "trainval",
+    no_hard: bool = False,
+    annotations: Path | None = None,
+    list_file: Path | None = None,
+    integer_coords: bool = True,
 ) -> list[Record]:
     """Records for discover: VOC07/VOC12 (``data`` = the VOC20XX folder) or COCO20k
-    (``data`` = train2014 images, ``annotations`` = instances_train2014.json, ``list_file`` = the 20k list)."""
+    (``data`` = train2014 images, ``annotations`` = instances_train2014.json, ``list_file`` = the 20k list).
+
+    ``integer_coords`` (the default: LOST's CorLoc takes integer pixel boxes) refuses a fractional
+    VOC box coordinate while reading, naming the XML file; ``read_map_data`` (extract, visualize)
+    reads them as floats."""
     if dataset in ("voc07", "voc12"):
-        return read_voc(data, split=split, no_hard=no_hard)
+        return read_voc(data, split=split, no_hard=no_hard, integer_coords=integer_coords)
     if dataset == "coco20k":
         if annotations is None or list_file is None:
             raise SimpoolBenchError("coco20k needs --annotations instances_train2014.json and --list coco_20k_filenames.txt")
@@ -126,7 +136,7 @@ def read_map_data(
         return read_image_files(data)
     if record.reader == "wsol":
         return read_localization_data(dataset, data, metadata, split)
-    return read_discovery_data(dataset, data, split, no_hard, annotations, list_file)
+    return read_discovery_data(dataset, data, split, no_hard, annotations, list_file, integer_coords=False)
 
 
 def read_data(spec: DataSpec) -> list[Record]:

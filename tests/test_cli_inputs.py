@@ -327,6 +327,18 @@ def test_coco_list_and_annotations_swapped(tmp_path):
     assert not out.exists()
 
 
+def test_voc_fractional_box_coordinate_named_while_reading(tmp_path):
+    """'<xmin>24.5</xmin>', which LOST's int() cannot read: an error naming the XML, the tag and the
+    value before the run, not 'gt_boxes[0]: LOST's CorLoc takes integer pixel boxes' after it."""
+    voc = build_voc_dataset(tmp_path / "vocf", n=3)
+    xml = voc / "Annotations" / "2007000001.xml"
+    xml.write_text(re.sub(r"<xmin>\d+</xmin>", "<xmin>24.5</xmin>", xml.read_text(), count=1))
+    out = tmp_path / "out"
+    res = invoke_cli("discover", "--dataset", "voc07", "--data", voc, "--method", "center", "--out", out)
+    _one_error(res, f"{xml}: <xmin> is '24.5'; LOST reads integer pixel coordinates")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("flag, value", [("--crop", "0"), ("--resize", "-5"), ("--batch-size", "0"), ("--max-pixels", "0")])
 def test_bad_numbers_one_line(tmp_path, ckpt, flag, value):
     _image(tmp_path / "data" / "val" / "ant" / "0.png")

@@ -11,6 +11,7 @@ from torchvision.datasets import VOCDetection
 
 from simpool_bench.data.voc import read_voc
 from simpool_bench.errors import SimpoolBenchError
+from simpool_bench.readers import read_discovery_data, read_map_data
 
 CLASSES = ["person", "dog", "car", "bottle", "chair"]
 
@@ -137,6 +138,51 @@ def test_read_voc_other_split_and_fractional(tmp_path):
     xml.write_text(_annotation_xml(ids[1], 50, 40, [_object_xml("dog", (2, 3, 4, 5), 0, 0, False).replace("<xmax>4<", "<xmax>4.5<")]))
     rec = next(r for r in read_voc(root, "train") if r.image_id == ids[1])
     assert rec.boxes.tolist() == [[1, 2, 4.5, 5]]
+
+
+@pytest.mark.parametrize("value", ["24.5", "4.999", "nan"])
+def test_fractional_coordinate_refused_for_discover_named(tmp_path, value):
+    """LOST's int() cannot read '24.5': discover (integer_coords) refuses it while reading, naming
+    the XML file, the tag and the value; extract/visualize (read_map_data) keep reading it as a float."""
+    root = _make_voc(tmp_path, n=4)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    xml = root / "Annotations" / f"{ids[1]}.xml"
+    xml.write_text(_annotation_xml(ids[1], 50, 40, [_object_xml("dog", (2, 3, 30, 5), 0, 0, False).replace("<xmin>2<", f"<xmin>{value}<")]))
+    want = f"VOC annotation {xml}: <xmin> is {value!r}; LOST reads integer pixel coordinates"
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_voc(root, integer_coords=True)
+    assert str(exc.value) == want
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_discovery_data("voc07", root)
+    assert str(exc.value) == want
+    if value != "nan":  # a NaN box is refused as outside its image either way
+        rec = next(r for r in read_map_data("voc07", root) if r.image_id == ids[1])
+        assert rec.boxes.tolist() == [[float(value) - 1, 2, 30, 5]]
+
+
+def test_integral_float_coordinate_kept_for_discover(tmp_path):
+    """'24.0' is not what LOST's int() reads either, but it scored before as 24: unchanged."""
+    root = _make_voc(tmp_path, n=4)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    xml = root / "Annotations" / f"{ids[1]}.xml"
+    xml.write_text(_annotation_xml(ids[1], 50, 40, [_object_xml("dog", (2, 3, 30, 5), 0, 0, False).replace("<xmax>30<", "<xmax>30.0<")]))
+    for records in (read_voc(root, integer_coords=True), read_voc(root)):
+        assert next(r for r in records if r.image_id == ids[1]).boxes.tolist() == [[1, 2, 30, 5]]
+
+
+def test_fractional_hard_object_dropped_by_no_hard_is_not_read(tmp_path):
+    """As LOST's extract_gt_VOC: with --no_hard a hard object is skipped before its box is read."""
+    root = _make_voc(tmp_path, n=4)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    objs = [
+        _object_xml("dog", (2, 3, 30, 5), 0, 0, False),
+        _object_xml("cat", (2, 3, 30, 5), 0, 1, False).replace("<xmin>2<", "<xmin>2.5<"),
+    ]
+    (root / "Annotations" / f"{ids[1]}.xml").write_text(_annotation_xml(ids[1], 50, 40, objs))
+    rec = next(r for r in read_voc(root, no_hard=True, integer_coords=True) if r.image_id == ids[1])
+    assert rec.boxes.tolist() == [[1, 2, 30, 5]]
+    with pytest.raises(SimpoolBenchError, match=r"<xmin> is '2\.5'"):
+        read_voc(root, integer_coords=True)
 
 
 @pytest.mark.parametrize("missing", ["Annotations", "JPEGImages", "ImageSets/Main/trainval.txt"])

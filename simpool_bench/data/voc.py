@@ -21,7 +21,7 @@ import numpy as np
 from defusedxml import DefusedXmlException
 
 from ..errors import SimpoolBenchError
-from .inputs import join_inside, read_lines
+from .inputs import clip, join_inside, read_lines
 from .records import Record
 
 VOC_SPLITS_DIR = Path("ImageSets") / "Main"
@@ -32,24 +32,29 @@ def _text(node: Element | None) -> str | None:
     return node.text.strip() if node is not None and node.text is not None else None
 
 
-def _coord(text: str | None, tag: str, xml: Path) -> float:
+def _coord(text: str | None, tag: str, xml: Path, integer_coords: bool = False) -> float:
     """A coordinate as LOST reads it (``int(text)``); a fractional value (which LOST cannot read)
-    is kept as a float."""
+    is kept as a float, or refused with ``integer_coords`` (discover: LOST's CorLoc takes integer
+    pixel boxes). An integral value written as a float ("24.0") is kept either way."""
     if text is None:
         raise SimpoolBenchError(f"malformed VOC annotation {xml}: an <object> has no <bndbox>/<{tag}>")
     try:
         return float(int(text))
     except ValueError:
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise SimpoolBenchError(f"malformed VOC annotation {xml}: <{tag}> is {text!r}, not a number") from None
+    if integer_coords and not value.is_integer():
+        raise SimpoolBenchError(f"VOC annotation {xml}: <{tag}> is {clip(text)!r}; LOST reads integer pixel coordinates")
+    return value
 
 
-def parse_voc_annotation(xml: str | Path, no_hard: bool = False) -> tuple[int, int, np.ndarray]:
+def parse_voc_annotation(xml: str | Path, no_hard: bool = False, integer_coords: bool = False) -> tuple[int, int, np.ndarray]:
     """(width, height, boxes) of one VOC annotation file; boxes (K, 4) in LOST's convention.
 
     The size is 0 x 0 when ``<size>`` is absent; then the boxes are not checked against it.
+    With ``integer_coords`` a fractional (or non-finite) coordinate of a box kept is an error.
     """
     xml = Path(xml)
     try:
@@ -69,7 +74,9 @@ def parse_voc_annotation(xml: str | Path, no_hard: bool = False) -> tuple[int, i
         if no_hard and any(_text(obj.find(flag)) == "1" for flag in VOC_HARD_FLAGS):
             continue
         bb = obj.find("bndbox")
-        xmin, ymin, xmax, ymax = (_coord(_text(bb.find(t)) if bb is not None else None, t, xml) for t in ("xmin", "ymin", "xmax", "ymax"))
+        xmin, ymin, xmax, ymax = (
+            _coord(_text(bb.find(t)) if bb is not None else None, t, xml, integer_coords) for t in ("xmin", "ymin", "xmax", "ymax")
+        )
         box = (xmin - 1, ymin - 1, xmax, ymax)
         inverted = box[0] > box[2] or box[1] > box[3]
         outside = width > 0 and height > 0 and not (box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height)
@@ -82,17 +89,20 @@ def parse_voc_annotation(xml: str | Path, no_hard: bool = False) -> tuple[int, i
     return width, height, np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
 
 
-def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False) -> list[Record]:
+def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False, integer_coords: bool = False) -> list[Record]:
     """Read a VOC07/VOC12 split (``root`` = the ``VOC2007``/``VOC2012`` folder) for CorLoc.
 
     Records come in split-file order; ``image_id`` is the VOC id (file stem), ``label`` is -1,
     ``width``/``height`` come from the annotation's ``<size>``. With ``no_hard`` images whose
     objects are all hard are left out and hard objects are dropped (see the module docstring).
+    ``integer_coords`` (discover) refuses a fractional box coordinate, which LOST's ``int()``
+    cannot read; without it such a value is kept as a float.
 
     Raises:
         SimpoolBenchError: a missing ``Annotations``/``JPEGImages`` folder or split file (the path
             named), listed images or annotations that are missing (the first and the count),
-            malformed XML (the file named), a box outside its image (the file named).
+            malformed XML (the file named), a box outside its image (the file named), with
+            ``integer_coords`` a fractional coordinate (the file, tag and value named).
     """
     root = Path(root)
     if not root.is_dir():
@@ -129,7 +139,7 @@ def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False) -
 
     records = []
     for image_id in ids:
-        width, height, boxes = parse_voc_annotation(ann_dir / f"{image_id}.xml", no_hard=no_hard)
+        width, height, boxes = parse_voc_annotation(ann_dir / f"{image_id}.xml", no_hard=no_hard, integer_coords=integer_coords)
         if no_hard and len(boxes) == 0:
             continue
         records.append(Record(image_id, img_dir / f"{image_id}.jpg", -1, width, height, boxes))
