@@ -236,6 +236,22 @@ def test_cub_bounding_boxes_repeated_counted_conflicting_error(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_cub_no_image_in_split_and_box_outside_named(tmp_path):
+    """train_test_split.txt marking every image train: the file and the split named, not 'the cub
+    dataset is empty'; a box outside its image: plain numbers and bounding_boxes.txt:line."""
+    root = _cub(tmp_path / "CUB_200_2011")
+    args = ("localize", "--dataset", "cub", "--data", root, "--baseline", "full-box", "--device", "cpu", "--out", tmp_path / "bad")
+    split = root / "train_test_split.txt"
+    split.write_text(split.read_text().replace(" 0", " 1"))
+    _one_error(invoke_cli(*args), str(split), "split 'test'", "none of the 6 images")
+    split.write_text(split.read_text().replace(" 1", " 0"))
+    boxes = root / "bounding_boxes.txt"
+    boxes.write_text(boxes.read_text().replace("4 5.0 6.0 20.0 15.0", "4 5.0 6.0 50.0 15.0"))
+    line = _one_error(invoke_cli(*args), f"{boxes}:4 (image 4, 001.Bird/4.jpg)", "(5, 6, 55, 21) is outside its 50x40 image")
+    assert "np.float64" not in line
+    assert not (tmp_path / "bad").exists()
+
+
 # ------------------------------------------------------------------------------ item 8: inputs
 def _coco(tmp_path, bbox):
     image_dir = tmp_path / "train2014"

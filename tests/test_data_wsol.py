@@ -277,6 +277,37 @@ def test_read_cub_native_errors(tmp_path):
         read_cub_native(root)
 
 
+@pytest.mark.parametrize("split, flag", [("test", 1), ("train", 0)])
+def test_read_cub_native_no_image_in_split_names_the_split_file(tmp_path, split, flag):
+    """Every image marked for the other split: not 'the cub dataset is empty', but the split file
+    and the split named."""
+    root, rows = _make_cub(tmp_path)
+    (root / "train_test_split.txt").write_text("".join(f"{r[0]} {flag}\n" for r in rows))
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_cub_native(root, split)
+    msg = str(exc.value)
+    assert msg.startswith(f"{root / 'train_test_split.txt'}: none of the 10 images of images.txt is in split {split!r}")
+    assert f"(is_training_image {1 - flag})" in msg and "\n" not in msg
+    (root / "images.txt").write_text("")
+    with pytest.raises(SimpoolBenchError, match=r"images\.txt: no images listed"):
+        read_cub_native(root, split)
+
+
+def test_read_cub_native_box_outside_plain_numbers_and_line(tmp_path):
+    root, rows = _make_cub(tmp_path)
+    n, rel, (w, h) = next((r[0], r[1], r[5]) for r in rows if r[3] == 0)
+    lines = (root / "bounding_boxes.txt").read_text().splitlines()
+    lines.insert(0, "")  # a blank line first: the box of image n is now on line n + 1
+    lines[n] = f"{n} 5.0 6.0 {w}.0 1.5"
+    (root / "bounding_boxes.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_cub_native(root, "test")
+    assert str(exc.value) == (
+        f"{root / 'bounding_boxes.txt'}:{n + 1} (image {n}, {rel}): box (x, y, x + width, y + height) = (5, 6, {w + 5}, 7) "
+        f"is outside its {w}x{h} image (or inverted)"
+    )
+
+
 def test_read_cub_native_missing_image_and_unlisted(tmp_path):
     root, rows = _make_cub(tmp_path)
     test = [r for r in rows if r[3] == 0]

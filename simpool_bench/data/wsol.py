@@ -37,13 +37,14 @@ def _lines(path: Path) -> list[tuple[int, str]]:
     return [(n, line) for n, line in enumerate(read_lines(path), start=1) if line.strip()]
 
 
-def _unique(path: Path, rows: Sequence[tuple[int, object, object]], what: str) -> dict:
-    """``{key: value}`` of ``(line, key, value)`` rows, one value per key.
+def _unique(path: Path, rows: Sequence[tuple[int, object, object]], what: str, line_of: dict | None = None) -> dict:
+    """``{key: value}`` of ``(line, key, value)`` rows, one value per key; ``line_of`` (if given)
+    is filled with each key's line number.
 
     A key listed again with the same value is dropped and counted in one ``DataWarning`` (the
     references keep the last line, which is then the same); with another value it is an error."""
     table: dict = {}
-    line_of: dict = {}
+    line_of = {} if line_of is None else line_of
     repeats: list[tuple[int, int]] = []
     for n, key, value in rows:
         if key in table:
@@ -71,11 +72,19 @@ def _fields(path: Path, lineno: int, line: str, n: int, conv: Callable[[str], ob
         raise SimpoolBenchError(f"{path}:{lineno}: expected {what}, got {line!r}") from None
 
 
-def _check_box(box: Sequence[float], width: int, height: int, where: str) -> None:
+def _plain(v: float) -> str:
+    """A number plainly (not ``np.float64(5.0)``): ``5`` for 5 or 5.0, ``5.5`` otherwise."""
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    f = float(v)
+    return str(int(f)) if f.is_integer() else repr(f)
+
+
+def _check_box(box: Sequence[float], width: int, height: int, where: str, what: str = "box") -> None:
     """A box must satisfy 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height."""
     x0, y0, x1, y1 = box
     if not (0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height):
-        raise SimpoolBenchError(f"{where}: box {tuple(box)} is outside its {width}x{height} image (or inverted)")
+        raise SimpoolBenchError(f"{where}: {what} ({', '.join(map(_plain, box))}) is outside its {width}x{height} image (or inverted)")
 
 
 def _check_images(records: list[Record], where: str) -> None:
@@ -193,7 +202,8 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
     Raises:
         SimpoolBenchError: unknown split, a missing file, a line that does not parse (file:line),
             an image without a label, split entry or box, or with two different ones, a path
-            leading out of ``images/``, a missing or unreadable image, a box outside its image.
+            leading out of ``images/``, no image in ``split`` (``train_test_split.txt`` named), a
+            missing or unreadable image, a box outside its image (``bounding_boxes.txt:line``).
 
     Warns (``DataWarning``, once per file, counted): lines repeated with the same value.
     """
@@ -207,9 +217,11 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
     paths: dict[int, str] = _id_table(images_f, 1, str, "'<image_id> <path>'", "path")
     labels: dict[int, int] = _id_table(labels_f, 1, int, "'<image_id> <class_id>'", "class")
     is_train: dict[int, int] = _id_table(split_f, 1, int, "'<image_id> <is_training_image>'", "is_training_image")
-    boxes: dict[int, tuple] = _id_table(boxes_f, 4, float, "'<image_id> <x> <y> <width> <height>'", "box")
+    box_line: dict[int, int] = {}
+    boxes: dict[int, tuple] = _id_table(boxes_f, 4, float, "'<image_id> <x> <y> <width> <height>'", "box", box_line)
 
     records: list[Record] = []
+    nums: list[int] = []
     for num, rel in paths.items():
         for table, f in ((is_train, split_f), (labels, labels_f), (boxes, boxes_f)):
             if num not in table:
@@ -221,14 +233,29 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
         box = np.asarray([cub_box_to_wsol(*boxes[num])], dtype=np.float64)
         path = join_inside(root / "images", rel, f"{images_f} (image {num})")
         records.append(Record(rel, path, labels[num] - 1, 0, 0, box))
+        nums.append(num)
+    if not records:
+        flag = CUB_SPLITS[split]
+        raise SimpoolBenchError(
+            f"{split_f}: none of the {len(paths)} images of {images_f.name} is in split {split!r} "
+            f"(is_training_image {flag}); expected 1 for train and 0 for test images"
+            if paths
+            else f"{images_f}: no images listed"
+        )
 
     _check_images(records, f"CUB-200-2011 {root}")
-    for r in records:
+    for r, num in zip(records, nums):
         try:
             r.width, r.height = header_size(r.path)
         except (OSError, ValueError, SyntaxError) as exc:
             raise SimpoolBenchError(f"cannot read the size of image {r.path}: {exc}") from None
-        _check_box(tuple(r.boxes[0]), r.width, r.height, f"{boxes_f} ({r.image_id})")
+        _check_box(
+            tuple(r.boxes[0]),
+            r.width,
+            r.height,
+            f"{boxes_f}:{box_line[num]} (image {num}, {r.image_id})",
+            "box (x, y, x + width, y + height) =",
+        )
     return records
 
 
@@ -239,11 +266,12 @@ def _int(path: Path, lineno: int, text: str) -> int:
         raise SimpoolBenchError(f"{path}:{lineno}: expected an integer image id, got {text!r}") from None
 
 
-def _id_table(path: Path, n: int, conv: Callable[[str], object], what: str, name: str) -> dict[int, Any]:
+def _id_table(path: Path, n: int, conv: Callable[[str], object], what: str, name: str, line_of: dict | None = None) -> dict[int, Any]:
     """``{image number: value}`` of the whitespace-separated ``id v1 .. vn`` lines of a CUB file
-    (the value alone for ``n == 1``, else a tuple); a repeated line is counted, a conflicting one an error."""
+    (the value alone for ``n == 1``, else a tuple); a repeated line is counted, a conflicting one an
+    error. ``line_of`` (if given) is filled with each image number's line."""
     rows = []
     for lineno, line in _lines(path):
         num, *values = _fields(path, lineno, line, n, conv, what, sep=None)
         rows.append((lineno, _int(path, lineno, num), values[0] if n == 1 else tuple(values)))
-    return _unique(path, rows, name)
+    return _unique(path, rows, name, line_of)
