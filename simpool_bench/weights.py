@@ -205,21 +205,23 @@ def locate_pretrained(name: ModelName, pretrained_cfg: dict[str, Any], pretraine
     return Pretrained(None, f"hf-hub:{repo}", {})
 
 
-def load_torchvision_weights(net: Any, path: Path, arch: str) -> None:
-    """Load a torchvision ResNet state dict (weights-only unpickling) into the timm model of the same layout."""
+def load_torchvision_weights(net: Any, path: Path, what: str) -> None:
+    """Load a torchvision ResNet state dict (weights-only unpickling) into the timm model of the same
+    layout; ``what`` names the flag that gave ``path`` in the errors (``--pretrained-file FILE``)."""
     import torch
 
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file
-        raise SimpoolBenchError(f"--pretrained {arch}: {path} is not a readable weights file ({type(e).__name__})") from None
+        raise SimpoolBenchError(f"{what}: not a readable PyTorch weights file ({type(e).__name__})") from None
     if not isinstance(sd, dict):
-        raise SimpoolBenchError(f"--pretrained {arch}: {path} holds a {type(sd).__name__}, expected a state dict")
+        raise SimpoolBenchError(f"{what}: holds a {type(sd).__name__}, expected a state dict")
     if int(getattr(net, "num_classes", 0)) != int(sd.get("fc.weight", torch.zeros(0)).shape[0]):
         sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
-    missing, unexpected = net.load_state_dict(sd, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # same keys, other shapes (e.g. another ResNet width)
+        raise SimpoolBenchError(f"{what}: does not fit timm's {net.__class__.__name__} ({' '.join(str(e).split())[:300]})") from None
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
-        raise SimpoolBenchError(
-            f"--pretrained {arch}: {path} does not fit timm's {net.__class__.__name__}: missing {missing[:4]}, unexpected {unexpected[:4]}"
-        )
+        raise SimpoolBenchError(f"{what}: does not fit timm's {net.__class__.__name__}: missing {missing[:4]}, unexpected {unexpected[:4]}")

@@ -566,6 +566,24 @@ def test_shape_and_class_count_mismatch(tmp_path):
         load_into(wide, c)
 
 
+def test_pickle_under_a_safetensors_name_is_said_to_be_one(tmp_path):
+    """torch.save's file named .safetensors (torch.load, too, reads that name as safetensors) or
+    forced with --format safetensors: safetensors' error, and what the file really is."""
+    torch.save({"w": torch.zeros(2)}, tmp_path / "p.safetensors")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "p.pth")
+    cases = [
+        ("p.safetensors", None, "rename it to .pth"),
+        ("p.safetensors", "safetensors", "rename it to .pth and drop --format safetensors"),
+    ]
+    for name, fmt, fix in [*cases, ("p.pth", "safetensors", "drop --format safetensors")]:
+        with pytest.raises(SimpoolBenchError) as e:
+            load_checkpoint(tmp_path / name, format=fmt)
+        msg = str(e.value)
+        assert msg.startswith(f"checkpoint {tmp_path / name}: not a readable safetensors file (Error while deserializing header"), msg
+        assert f"; it looks like a PyTorch pickle file (torch.save), not safetensors: {fix}" in msg, msg
+    assert load_checkpoint(tmp_path / "p.pth").format == "state-dict"
+
+
 class _RunsCode:
     """Unpickling this would run a shell command (a malicious checkpoint)."""
 

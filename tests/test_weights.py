@@ -136,6 +136,38 @@ def test_pretrained_file_and_torchvision_names(tmp_path, hf_cache, monkeypatch):
     assert r.data_config["interpolation"] == "bilinear" and r.data_config["crop_pct"] == 224 / 256
 
 
+def test_unreadable_pretrained_file_is_one_error_naming_the_flag(tmp_path, hf_cache):
+    """A truncated safetensors file, a PyTorch pickle under a .safetensors name and weights of
+    another model, given to --pretrained-file: one line naming --pretrained-file and the file, exit 2."""
+    sd = _random_sd("vit_tiny_patch16_224", 6, **SMALL)
+    good = tmp_path / "good.safetensors"
+    save_file(sd, str(good))
+    (tmp_path / "w.safetensors").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    torch.save(sd, tmp_path / "p.safetensors")  # a torch.save zip under a safetensors name
+    torch.save(sd, tmp_path / "small.pth")  # a 2-block model's weights: not the full-size model's
+    folder = build_image_folder(tmp_path / "imgs", counts=(1, 1))
+    expect = {
+        "w.safetensors": "not a readable safetensors file (Error while deserializing header",
+        "p.safetensors": "not a readable safetensors file (Error while deserializing header: header too large); "
+        "it looks like a PyTorch pickle file (torch.save), not safetensors: rename it to .pth",
+        "small.pth": "timm could not load it into vit_tiny_patch16_224 (RuntimeError: Error(s) in loading state_dict",
+    }
+    for name, what in expect.items():
+        f = tmp_path / name
+        res = invoke_cli("classify", "--model", "vit_tiny_patch16_224", "--pretrained-file", f, "--data", folder, "--device", "cpu")
+        msg = said(res)
+        assert res.exit_code == 2, res.output
+        assert msg.startswith(f"error: --pretrained-file {f}: {what}"), msg
+        assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    (tmp_path / "tv.pth").write_bytes(b"not a pickle")
+    res = invoke_cli(
+        "classify", "--model", "torchvision:resnet18", "--pretrained-file", tmp_path / "tv.pth", "--data", folder, "--device", "cpu"
+    )
+    assert res.exit_code == 2 and said(res).startswith(
+        f"error: --pretrained-file {tmp_path / 'tv.pth'}: not a readable PyTorch weights file"
+    )
+
+
 # ------------------------------------------------------------------------------------ commands
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):

@@ -66,13 +66,22 @@ def _blocked_globals(path: Path, err: BaseException) -> list[str]:
     return sorted({n for n in names if n not in allowed})
 
 
+def _by_safetensors_name(path: Path, err: BaseException) -> SimpoolBenchError | None:
+    """``torch.load`` reads a ``.safetensors`` name with safetensors: its failure is that file's error."""
+    from safetensors import SafetensorError
+
+    if not (isinstance(err, SafetensorError) and path.name.endswith(".safetensors")):
+        return None
+    return unreadable_safetensors(f"checkpoint {path}", path, err, "rename it to .pth (a .safetensors name is read as safetensors)")
+
+
 def _torch_load(path: Path, trust: bool) -> Any:
     """``torch.load`` on CPU: restricted unpickling with :data:`SAFE_GLOBALS`, or full when trusted."""
     if trust:
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # noqa: BLE001 - any failure of a trusted unpickle is "unreadable"
-            raise SimpoolBenchError(
+            raise _by_safetensors_name(path, e) or SimpoolBenchError(
                 f"checkpoint {path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})"
             ) from None
     try:
@@ -96,9 +105,26 @@ def _torch_load(path: Path, trust: bool) -> Any:
             f"checkpoint {path}: not a PyTorch checkpoint or safetensors file (unpickling failed: {_first_line(e)})"
         ) from None
     except Exception as e:  # noqa: BLE001 - zip/pickle/EOF errors all mean "not a checkpoint"
-        raise SimpoolBenchError(
+        raise _by_safetensors_name(path, e) or SimpoolBenchError(
             f"checkpoint {path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e) or 'empty or truncated'})"
         ) from None
+
+
+def _looks_like_torch_pickle(path: Path) -> bool:
+    """The file starts as ``torch.save`` writes: a zip archive (``PK\\x03\\x04``) or a pickle (PROTO 2-5)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def unreadable_safetensors(what: str, path: Path, err: BaseException, fix: str) -> SimpoolBenchError:
+    """The one error of a file that safetensors cannot read: ``what`` names the file (and the flag
+    that gave it); a PyTorch pickle under a safetensors name is said to be one, with ``fix``."""
+    hint = f"; it looks like a PyTorch pickle file (torch.save), not safetensors: {fix}" if _looks_like_torch_pickle(path) else ""
+    return SimpoolBenchError(f"{what}: not a readable safetensors file ({_first_line(err)}){hint}")
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -110,5 +136,6 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
     except Exception as e:  # noqa: BLE001 - SafetensorError and friends
-        raise SimpoolBenchError(f"checkpoint {path}: not a readable safetensors file ({_first_line(e)})") from None
+        fix = "rename it to .pth and drop --format safetensors" if path.name.endswith(".safetensors") else "drop --format safetensors"
+        raise unreadable_safetensors(f"checkpoint {path}", path, e, fix) from None
     return tensors, meta

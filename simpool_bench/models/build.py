@@ -9,11 +9,13 @@ pooling it ends up with, resolve its evaluation data config and wrap it in its f
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import timm
+from safetensors import SafetensorError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_model_data_config
 from timm.layers import Attention
 from timm.models import is_model, is_model_in_modules, split_model_name_tag
@@ -47,6 +49,9 @@ DINO_EVAL_DATA_CONFIG: dict[str, Any] = {
 }
 # timm arguments that build_model decides itself.
 _RESERVED_TIMM_KWARGS = ("pretrained", "num_classes", "global_pool", "class_token", "fc_norm")
+# What timm raises when it cannot read or load a pretrained weight file (a truncated file, a pickle
+# it refuses, a state dict of another model, an unreadable safetensors header).
+_WEIGHT_LOAD_ERRORS = (RuntimeError, OSError, ValueError, KeyError, AssertionError, EOFError, pickle.UnpicklingError, SafetensorError)
 
 
 _FAMILY_CLASSES: dict[str, type[BenchModel]] = {"vit": ViTBenchModel, "resnet": ResNetBenchModel, "convnext": ConvNeXtBenchModel}
@@ -354,17 +359,35 @@ class _ModelBuild:
             raise SimpoolBenchError(f"model {arch!r}: timm rejected the arguments {sorted(self.timm_kwargs)}: {e}") from None
         except SimpoolBenchError:
             raise
-        except (RuntimeError, OSError, ValueError, KeyError, AssertionError) as e:
+        except _WEIGHT_LOAD_ERRORS as e:
             if not pretrained:
                 raise
-            raise SimpoolBenchError(
-                f"--pretrained {arch}: timm could not load {where.label if where else 'the weights'} "
-                f"({type(e).__name__}: {' '.join(str(e).split())[:300]})"
-            ) from None
+            raise self.weights_error(where, e) from None
         if where is not None and where.torchvision:
             assert where.file is not None  # locate_pretrained always finds torchvision's file locally
-            load_torchvision_weights(net, where.file, arch)
+            load_torchvision_weights(net, where.file, self.weights_flag(where))
         return net, where
+
+    def weights_flag(self, where: Pretrained | None) -> str:
+        """The flag that gave the weights, as the user gave it: ``--pretrained-file FILE``, or
+        ``--pretrained NAME`` (with the file it found, if any)."""
+        if self.pretrained_file is not None:
+            return f"--pretrained-file {self.pretrained_file}"
+        return f"--pretrained {self.arch}" + (f" ({where.file})" if where is not None and where.file is not None else "")
+
+    def weights_error(self, where: Pretrained | None, e: BaseException) -> SimpoolBenchError:
+        """The one error of pretrained weights that timm could not load, naming the flag that gave them."""
+        if isinstance(e, SafetensorError) and where is not None and where.file is not None:
+            from ..checkpoints.safe_load import unreadable_safetensors  # not at import: checkpoints imports models
+
+            fix = "rename it to .pth (timm reads a .safetensors name as safetensors)"
+            return unreadable_safetensors(self.weights_flag(where), where.file, e, fix)
+        if self.pretrained_file is not None:
+            flag, what = f"--pretrained-file {self.pretrained_file}", "it"
+        else:
+            flag, what = f"--pretrained {self.arch}", where.label if where is not None else "the weights"
+        reason = " ".join(str(e).split())[:300] or "empty or truncated"
+        return SimpoolBenchError(f"{flag}: timm could not load {what} into {self.name.arch} ({type(e).__name__}: {reason})")
 
     def check_pooling(self, net: nn.Module, n_classes: int) -> tuple[float | None, str | None]:
         """The pooling of the built model against the options: its gamma and its attention source."""
