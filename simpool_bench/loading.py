@@ -28,7 +28,6 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
     (``pos_interp='dino'`` unless ``options.pos_interp`` says otherwise) and its explicit attention;
     other weights keep timm's way."""
     from .checkpoints import UNSET, load_checkpoint, load_into, resolve_spec
-    from .models import build_model
 
     ckpt = None
     arch, pool, gamma, variant = options.arch, options.pool, options.gamma, options.variant
@@ -83,13 +82,28 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
 
         with torch.random.fork_rng(devices=[]):  # seeded, so a random-init run repeats; the caller's RNG untouched
             torch.manual_seed(RANDOM_INIT_SEED)
-            model = build_model(arch, **kwargs, **extra)
+            model = _build(arch, kwargs, extra, ckpt)
         warn_random_init(arch)
         return model, ckpt
-    model = build_model(arch, **kwargs, **extra)
+    model = _build(arch, kwargs, extra, ckpt)
     if ckpt is not None:
         load_into(model, ckpt)
     return model, ckpt
+
+
+def _build(arch: str, kwargs: dict[str, Any], extra: dict[str, Any], ckpt: LoadedCheckpoint | None) -> BenchModel:
+    """``build_model``; timm's rejection of the model arguments a checkpoint gave (its
+    ``args.model_kwargs``) is one error naming the file, the arguments and timm's reason."""
+    from .models import build_model
+    from .models.build import TimmArgumentsError
+
+    try:
+        return build_model(arch, **kwargs, **extra)
+    except TimmArgumentsError as e:
+        from_file = {k: v for k, v in extra.items() if k in e.kwargs or k == "img_size"}  # not e.g. simpool_eps
+        if ckpt is None or not from_file:
+            raise
+        raise SimpoolBenchError(f"{ckpt.path}: args.model_kwargs {from_file} rejected by timm {e.arch}: {e.reason}") from None
 
 
 def check_weights(options: ModelOptions, arch: str) -> None:

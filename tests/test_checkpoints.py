@@ -34,6 +34,8 @@ from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.files import sha256_file
 from simpool_bench.models import build_model
 
+from conftest import build_image_folder, build_tiny_checkpoint, invoke_cli, said
+
 # Tiny stand-ins for the real architectures (the names are the real timm names).
 TINY = {
     "vit_small_patch16_224": dict(img_size=32, embed_dim=32, depth=2, num_heads=2),
@@ -564,6 +566,37 @@ def test_shape_and_class_count_mismatch(tmp_path):
     wide = build_model(arch, pool="simpool", num_classes=7, **{**TINY[arch], "embed_dim": 48})
     with pytest.raises(SimpoolBenchError, match=r"shape mismatches \[pos_embed: file \(1, 4, 32\) vs model \(1, 4, 48\)"):
         load_into(wide, c)
+
+
+def _edited_tiny_checkpoint(tmp_path, name: str, edit) -> pathlib.Path:
+    """conftest's tiny timm train.py checkpoint, read back safely (its ``args`` is an argparse
+    Namespace, the one global safe loading allows), changed by ``edit`` and saved as ``name``."""
+    src, _ = build_tiny_checkpoint(tmp_path / "tiny.pth.tar")
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        obj = torch.load(src, map_location="cpu", weights_only=True)
+    edit(obj)
+    torch.save(obj, tmp_path / name)
+    return tmp_path / name
+
+
+def _classify_error(tmp_path, *model_flags) -> str:
+    """``classify`` with these model flags must stop with one ``error:`` line and exit 2; that line."""
+    folder = build_image_folder(tmp_path / "imgs", counts=(1, 1))
+    res = invoke_cli("classify", *model_flags, "--data", folder, "--device", "cpu", "--out", tmp_path / "out")
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    return said(res)
+
+
+def test_model_kwargs_timm_rejects_are_one_error_naming_the_file(tmp_path):
+    def five_heads(obj):
+        obj["args"].model_kwargs["num_heads"] = 5  # embed_dim 48 is not divisible by 5: timm asserts
+
+    bad = _edited_tiny_checkpoint(tmp_path, "badkw.pth.tar", five_heads)
+    msg = _classify_error(tmp_path, "--checkpoint", bad)
+    assert msg.startswith(f"error: {bad}: args.model_kwargs {{"), msg
+    assert "'img_size': 32" in msg and "'num_heads': 5" in msg, msg
+    assert msg.endswith("rejected by timm vit_tiny_patch16_224: dim should be divisible by num_heads")
 
 
 def test_pickle_under_a_safetensors_name_is_said_to_be_one(tmp_path):

@@ -52,6 +52,19 @@ _RESERVED_TIMM_KWARGS = ("pretrained", "num_classes", "global_pool", "class_toke
 # What timm raises when it cannot read or load a pretrained weight file (a truncated file, a pickle
 # it refuses, a state dict of another model, an unreadable safetensors header).
 _WEIGHT_LOAD_ERRORS = (RuntimeError, OSError, ValueError, KeyError, AssertionError, EOFError, pickle.UnpicklingError, SafetensorError)
+# What a timm model's constructor raises for arguments it rejects (an unknown keyword, a failed
+# check such as "dim should be divisible by num_heads").
+_ARGUMENT_ERRORS = (TypeError, AssertionError, ValueError)
+
+
+class TimmArgumentsError(SimpoolBenchError):
+    """``timm.create_model`` rejected the model's arguments: ``arch``, the caller's timm ``kwargs``
+    and timm's one-line ``reason`` (``load_model`` rewords it for a checkpoint's ``args.model_kwargs``)."""
+
+    def __init__(self, arch: str, kwargs: dict[str, Any], err: BaseException) -> None:
+        self.arch, self.kwargs = arch, dict(kwargs)
+        self.reason = " ".join(str(err).split())[:300] or type(err).__name__
+        super().__init__(f"model {arch!r}: timm rejected the arguments {sorted(kwargs)}: {self.reason}")
 
 
 _FAMILY_CLASSES: dict[str, type[BenchModel]] = {"vit": ViTBenchModel, "resnet": ResNetBenchModel, "convnext": ConvNeXtBenchModel}
@@ -356,13 +369,15 @@ class _ModelBuild:
         try:
             net = timm.create_model(self.name.arch, pretrained=timm_pretrained, num_classes=n_classes, **kw)
         except TypeError as e:
-            raise SimpoolBenchError(f"model {arch!r}: timm rejected the arguments {sorted(self.timm_kwargs)}: {e}") from None
+            raise TimmArgumentsError(arch, self.timm_kwargs, e) from None
         except SimpoolBenchError:
             raise
         except _WEIGHT_LOAD_ERRORS as e:
-            if not pretrained:
-                raise
-            raise self.weights_error(where, e) from None
+            if pretrained:
+                raise self.weights_error(where, e) from None
+            if isinstance(e, _ARGUMENT_ERRORS):  # random weights: only the arguments can be at fault
+                raise TimmArgumentsError(arch, self.timm_kwargs, e) from None
+            raise
         if where is not None and where.torchvision:
             assert where.file is not None  # locate_pretrained always finds torchvision's file locally
             load_torchvision_weights(net, where.file, self.weights_flag(where))
