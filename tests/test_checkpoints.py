@@ -599,6 +599,21 @@ def test_model_kwargs_timm_rejects_are_one_error_naming_the_file(tmp_path):
     assert msg.endswith("rejected by timm vit_tiny_patch16_224: dim should be divisible by num_heads")
 
 
+def test_weights_entry_that_is_none_is_named(tmp_path):
+    def no_weights(obj):
+        obj["state_dict"] = None
+
+    bad = _edited_tiny_checkpoint(tmp_path, "none.pth.tar", no_weights)
+    msg = _classify_error(tmp_path, "--checkpoint", bad)
+    assert msg == f"error: checkpoint {bad}: 'state_dict' is None; expected a dict of tensors", msg
+    torch.save({"state_dict": None, "epoch": 3}, tmp_path / "plain.pth")  # no args: read as a plain state dict
+    with pytest.raises(SimpoolBenchError, match=r"plain\.pth: 'state_dict' is None; expected a dict of tensors"):
+        load_checkpoint(tmp_path / "plain.pth")
+    torch.save({"teacher": None, "student": None, "epoch": 3}, tmp_path / "dino.pth")
+    with pytest.raises(SimpoolBenchError, match=r"dino\.pth: 'teacher' and 'student' are None; expected a dict of tensors"):
+        load_checkpoint(tmp_path / "dino.pth")
+
+
 def test_pickle_under_a_safetensors_name_is_said_to_be_one(tmp_path):
     """torch.save's file named .safetensors (torch.load, too, reads that name as safetensors) or
     forced with --format safetensors: safetensors' error, and what the file really is."""

@@ -90,10 +90,19 @@ def _detect(obj: Any, meta: dict[str, str] | None) -> str:
     return ""
 
 
+def _none_entry(path: Path, keys: list[str]) -> SimpoolBenchError:
+    """The error of weight entries that are there but None (``{'state_dict': None}``)."""
+    names = " and ".join(map(repr, keys))
+    return SimpoolBenchError(f"checkpoint {path}: {names} {'is' if len(keys) == 1 else 'are'} None; expected a dict of tensors")
+
+
 def _pick(obj: Mapping[str, Any], options: tuple[str, ...], prefer_key: str | None, path: Path, rules: list[str], why: str) -> str:
-    """Choose the container entry holding the weights: ``prefer_key`` if given, else the first present."""
+    """Choose the container entry holding the weights: ``prefer_key`` if given, else the first present
+    (an entry that is there but None is named as such when no other entry holds weights)."""
     if prefer_key is not None:
-        if prefer_key not in obj or obj[prefer_key] is None:
+        if prefer_key in obj and obj[prefer_key] is None:
+            raise _none_entry(path, [prefer_key])
+        if prefer_key not in obj:
             raise SimpoolBenchError(
                 f"checkpoint {path}: asked for {prefer_key!r} weights but the file has none (entries: {', '.join(map(str, obj))})"
             )
@@ -103,6 +112,9 @@ def _pick(obj: Mapping[str, Any], options: tuple[str, ...], prefer_key: str | No
         if obj.get(k) is not None:
             rules.append(f"{k} used{why if k == options[0] else ''}")
             return k
+    present = [k for k in options if k in obj]  # there, but None
+    if present:
+        raise _none_entry(path, present)
     raise SimpoolBenchError(f"checkpoint {path}: none of {', '.join(options)} found (entries: {', '.join(map(str, obj))})")
 
 
@@ -223,6 +235,9 @@ def read_state_dict(obj: Any, meta: dict[str, str] | None, p: Path, prefer: str,
     else:
         wrappers = ("state_dict", "model", "state_dict_ema", "model_ema")
         facts.source = next((k for k in wrappers if isinstance(obj.get(k), Mapping)), "")
+        nones = [k for k in wrappers if k in obj and obj[k] is None]
+        if not facts.source and nones:
+            raise _none_entry(p, nones)
         if not facts.source:
             _tensor_dict(obj, p, "the file")  # raises, naming the first non-tensor entry
         sd_raw = obj[facts.source]
