@@ -158,7 +158,7 @@ class Provenance:
             known["checkpoint_sha256"] = sha256_file(ckpt)
         argv = list(sys.argv if argv is None else argv)
         defaults = {
-            "run_id": uuid.uuid4().hex[:12],
+            "run_id": "r" + uuid.uuid4().hex[:12],  # a letter first: pandas.read_csv reads '72997801e351' as inf
             "tool_version": __version__,
             "torch_version": torch.__version__,
             "timm_version": _timm_version(),
