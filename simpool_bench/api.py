@@ -13,18 +13,36 @@ table (and the files written) back. The CLI and the demo call exactly these func
     >>> rows = result.extras["per_image"]                                   # one row per image
     >>> 100.0 * int(rows["hit_50"].sum()) / len(rows) == result.table.query("metric == 'maxboxacc' and iou_threshold == 50")["value"].item()
     True
+    >>> saved = api.read_run(out)                                            # the table as written (not pandas.read_csv)
+    >>> saved["value"].tolist() == result.table["value"].tolist() and api.check(saved, out).passed
+    True
     >>> chance = api.run_localize(api.LocalizeSpec(data, baseline="center-gaussian"), engine)
     >>> chance.table.loc[chance.table.metric == "n_images", "value"].item() == len(api.read_localization_data("cub", images, metadata))
     True
 
-``load_model(ModelOptions(checkpoint=...))`` builds a model from a checkpoint file alone; the
-lower layers (``tasks``: one object per protocol; ``engine``; ``metrics``) are importable too.
+``load_model(ModelOptions(checkpoint=...))`` builds a model from a checkpoint file alone and returns
+``(model in eval mode, loaded checkpoint or None)``. A ``ModelOptions`` field left out (``UNSET``)
+takes the checkpoint's or the default value; ``gamma=None`` means "no gamma", not "default".
+``EngineConfig()`` defaults differ from the CLI's: ``workers=0`` and no resume folder (the CLI:
+min(8, cores) workers and ``OUT/.shards``). ``formats`` takes a sequence or a comma list ('json,md').
+
+Tables: ``read_run`` (a results file or run folder; use it rather than ``pandas.read_csv``, which
+guesses the column types), ``read_baseline``, ``compare``, ``check`` and ``load_tolerances``, as
+the ``compare`` and ``check`` commands use them.
+
+Metrics on your own maps and boxes: ``BoxAccumulator`` (MaxBoxAcc; the GT boxes in 224x224 pixels,
+``resize_boxes_wsol`` maps them there from the image's size, as wsolevaluation does) and
+``CorLocAccumulator`` (LOST's CorLoc); ``update`` per batch, ``compute`` at the end. The lower
+layers (``tasks``: one object per protocol; ``engine``; ``metrics``) are importable too.
 """
 
 from __future__ import annotations
 
 from .engine import EngineConfig
 from .loading import data_overrides, describe_data_config, load_model
+from .metrics.boxacc import BoxAccumulator
+from .metrics.boxes import resize_boxes_wsol
+from .metrics.corloc import CorLocAccumulator
 from .readers import (
     DEFAULT_SPLITS,
     read_classification_data,
@@ -34,6 +52,7 @@ from .readers import (
     read_localization_data,
     read_map_data,
 )
+from .results import check, compare, load_tolerances, read_baseline, read_run
 from .run_records import (
     curve_csv,
     finish,
@@ -47,9 +66,19 @@ from .run_records import (
 )
 from .runs import from_maps, run_classify, run_discover, run_extract, run_localize
 from .specs import ClassifySpec, DataSpec, DiscoverSpec, ExtractSpec, LocalizeSpec, ModelOptions, RunResult
+from .unset import UNSET
 
 __all__ = [
     "DEFAULT_SPLITS",
+    "UNSET",
+    "BoxAccumulator",
+    "CorLocAccumulator",
+    "check",
+    "compare",
+    "load_tolerances",
+    "read_baseline",
+    "read_run",
+    "resize_boxes_wsol",
     "ClassifySpec",
     "DataSpec",
     "DiscoverSpec",

@@ -16,7 +16,8 @@ if TYPE_CHECKING:  # timm and the checkpoint loaders are imported only when a mo
 
 
 def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | None]:
-    """Build the model the options describe and load its checkpoint (auto-detected format).
+    """Build the model the options describe and load its checkpoint (auto-detected format);
+    returns ``(model in eval mode, the loaded checkpoint or None)``.
 
     The checkpoint tells arch/pool/gamma/variant where it can; explicit options win, and an option
     that contradicts the file is an error. A model without weights (no checkpoint, no pretrained
@@ -84,11 +85,11 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
             torch.manual_seed(RANDOM_INIT_SEED)
             model = _build(arch, kwargs, extra, ckpt)
         warn_random_init(arch)
-        return model, ckpt
+        return model.eval(), ckpt
     model = _build(arch, kwargs, extra, ckpt)
     if ckpt is not None:
         load_into(model, ckpt)
-    return model, ckpt
+    return model.eval(), ckpt  # evaluation: BatchNorm's running statistics, no dropout
 
 
 def _build(arch: str, kwargs: dict[str, Any], extra: dict[str, Any], ckpt: LoadedCheckpoint | None) -> BenchModel:

@@ -31,14 +31,21 @@ from .specs import ClassifySpec, DataSpec, DiscoverSpec, ExtractSpec, LocalizeSp
 DEFAULT_FORMATS = ("json",)
 
 
-def _result(outcome: tasks.Outcome, prov: Provenance, out: Path | None, formats: Sequence[str], **kwargs: Any) -> RunResult:
-    table, files = finish_run(outcome, prov, out, formats, **kwargs)
+def _formats(formats: Sequence[str] | str) -> Sequence[str]:
+    """``formats`` as a sequence; a string is a comma list, as ``--formats`` takes it ('json,md')."""
+    return [f.strip() for f in formats.split(",") if f.strip()] if isinstance(formats, str) else formats
+
+
+def _result(outcome: tasks.Outcome, prov: Provenance, out: Path | None, formats: Sequence[str] | str, **kwargs: Any) -> RunResult:
+    table, files = finish_run(outcome, prov, out, _formats(formats), **kwargs)
     extras = {**outcome.extras, "n_images": outcome.n_images, "n_failed": outcome.n_failed, "n_nonfinite": outcome.n_nonfinite}
     extras["per_image"] = per_image_of(outcome)
     return RunResult(table, files, extras)
 
 
-def run_classify(spec: ClassifySpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] = DEFAULT_FORMATS) -> RunResult:
+def run_classify(
+    spec: ClassifySpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] | str = DEFAULT_FORMATS
+) -> RunResult:
     """Top-1/top-5 (and DINO's weighted k-NN with ``spec.knn_train``) of the spec's model."""
     from .transforms import classification_config, eval_transform, transform_record
 
@@ -113,7 +120,9 @@ def _no_model_random_init(model: ModelOptions | None, why: str | None) -> None:
         raise SimpoolBenchError(f"--random-init: a run with {why} builds no model, so there are no weights to draw; drop --random-init")
 
 
-def run_localize(spec: LocalizeSpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] = DEFAULT_FORMATS) -> RunResult:
+def run_localize(
+    spec: LocalizeSpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] | str = DEFAULT_FORMATS
+) -> RunResult:
     """MaxBoxAccV2 of the spec's model, of the maps stored in ``spec.maps``, or of ``spec.baseline``."""
     _check_localize(spec)
     d = spec.data
@@ -160,7 +169,9 @@ def run_localize(spec: LocalizeSpec, engine: EngineConfig, out: Path | None = No
     return _result(outcome, prov, out, formats)
 
 
-def run_discover(spec: DiscoverSpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] = DEFAULT_FORMATS) -> RunResult:
+def run_discover(
+    spec: DiscoverSpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] | str = DEFAULT_FORMATS
+) -> RunResult:
     """CorLoc of the spec's model (``method`` attn or lost), of stored maps, or of a no-model box."""
     d = spec.data
     if d.data is None:

@@ -16,3 +16,30 @@ def test_api_docstring_example_runs(tmp_path, make_wsol_dataset, one_thread):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test)
     assert runner.failures == 0 and runner.tries == len(test.examples)
+
+
+def test_load_model_gives_an_eval_model_and_the_package_names_api(tmp_path):
+    """load_model returned a model in training mode (BatchNorm on batch statistics: a batch of one
+    image gave another output than the same image in a batch); ``simpool_bench.api`` needed its own
+    import; a run's ``formats`` took only a sequence ('md' was read as 'm', 'd')."""
+    import subprocess
+    import sys
+
+    import torch
+
+    net, ckpt = api.load_model(api.ModelOptions(arch="resnet18", pool="gap", random_init=True, num_classes=3))
+    assert ckpt is None and not net.training
+    x = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(net(x).logits[:1], net(x[:1]).logits, atol=1e-5)  # in training mode: far apart
+    code = "import sys, simpool_bench; print('torch' in sys.modules, simpool_bench.api.read_run.__module__)"
+    said = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert said == ["False", "simpool_bench.results.store"]  # the package stays light until api is used
+
+
+def test_formats_take_a_comma_list(tmp_path, make_wsol_dataset, one_thread):
+    wsol = make_wsol_dataset(tmp_path / "wsol", n=3)
+    spec = api.LocalizeSpec(api.DataSpec("cub", data=wsol.image_root, metadata=wsol.metadata), baseline="center-gaussian")
+    engine = api.EngineConfig(device="cpu", batch_size=4, workers=0, progress=False)
+    result = api.run_localize(spec, engine, out=tmp_path / "run", formats="json, md")
+    assert {"results.json", "results.md"} <= {p.name for p in result.files}
