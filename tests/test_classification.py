@@ -90,3 +90,28 @@ def test_knn_votes_are_exponential_weights():
     bank = MemoryBank.from_features(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, math.sqrt(1 - 0.81)]]), torch.tensor([0, 0, 1]), 2)
     votes = knn_predict(torch.tensor([[1.0, 0.0]]), bank, k=3, temperature=0.5).double()
     assert torch.allclose(votes[0], torch.tensor([math.exp(2.0) + math.exp(0.0), math.exp(1.8)], dtype=torch.float64), rtol=1e-5)
+
+
+def test_topk_equals_timm_accuracy_on_heavy_ties_and_bf16_logits():
+    """timm's validate.py counts with ``timm.utils.accuracy`` (``topk(maxk, 1, True, True)``); on tied
+    scores (integer logits, bf16-rounded logits as under --amp) which tied class counts depends on
+    that op, so ours must count exactly as timm does, batch by batch."""
+    from timm.utils import accuracy
+
+    rng = np.random.default_rng(3)
+    cases = {
+        "integers": torch.from_numpy(rng.integers(0, 4, size=(300, 10)).astype(np.float32)),  # many ties per row
+        "bf16": torch.from_numpy(rng.normal(size=(300, 10)).astype(np.float32)).to(torch.bfloat16) * 0.01,
+        "all equal": torch.zeros(300, 10),
+    }
+    targets = torch.from_numpy(rng.integers(0, 10, size=300))
+    for name, logits in cases.items():
+        acc = TopKAccumulator(10)
+        timm_hits = np.zeros(2, dtype=np.int64)
+        for s in range(0, 300, 64):
+            out, tgt = logits[s : s + 64], targets[s : s + 64]
+            acc.update(out, tgt)
+            timm_hits += [round(float(a) * len(tgt) / 100) for a in accuracy(out, tgt, topk=(1, 5))]
+        got = acc.compute()
+        assert (got["top1"], got["top5"]) == (100.0 * timm_hits[0] / 300, 100.0 * timm_hits[1] / 300), name
+        assert 0 < timm_hits[0] < timm_hits[1] < 300, name  # the ties decide: neither none nor all
