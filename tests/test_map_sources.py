@@ -3,6 +3,7 @@ re-implementations of the references, on tiny random models (nothing downloaded)
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -245,3 +246,41 @@ def test_gradcam_equals_pytorch_grad_cam_literal(arch, kw, timm_kw, layer, given
     ref = gradcam_reference(plain, resolve_layer(plain, layer), x, classes, reshape)
     assert torch.equal(out.attn, ref)
     assert not out.logits.requires_grad and torch.equal(out.logits, plain(x).detach())
+
+
+def test_localize_takes_cams_of_the_gt_class_or_of_the_prediction(tmp_path):
+    """wsolevaluation scores the CAM of the ground-truth class: every map localize scores must be
+    the model's CAM for the image's label (``cam_target='gt'``), or for its predicted class with
+    'pred'; computed here by calling the model directly on the protocol's transform."""
+    from PIL import Image
+
+    from simpool_bench import api, tasks
+    from simpool_bench.data.records import Record
+    from simpool_bench.transforms import wsol_transform
+
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(12):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40 + i, 48, 3), dtype=np.uint8)).save(path)
+        records.append(Record(path.name, str(path), int(rng.integers(0, 3)), 48, 40 + i, np.array([[2.0, 3.0, 30.0, 25.0]])))
+    net, _ = api.load_model(api.ModelOptions(arch="resnet18", pool="gap", random_init=True, num_classes=3))
+    assert net.attn_source == "cam"
+    transform = wsol_transform(net.data_config["mean"], net.data_config["std"])
+    x = torch.stack([transform(Image.open(r.path).convert("RGB")) for r in records])
+    labels = torch.tensor([r.label for r in records])
+    with torch.no_grad():
+        pred = net(x).logits.argmax(dim=1)
+        want = {"gt": net(x, target=labels).attn.numpy(), "pred": net(x, target=pred).attn.numpy()}
+    assert (pred != labels).any()  # else gt and pred would not tell apart
+    engine = api.EngineConfig(device="cpu", batch_size=5, workers=0, progress=False)
+    for target, expected in want.items():
+        got = np.zeros_like(expected)
+
+        def keep(idx, maps, got=got):
+            got[np.asarray(idx)] = maps
+
+        tasks.localize(net, records, engine, cam_target=target, interval=0.01, on_maps=keep)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=target)
+    differ = [i for i in range(12) if pred[i] != labels[i]]
+    assert not np.allclose(want["gt"][differ], want["pred"][differ])
