@@ -43,3 +43,17 @@ def test_formats_take_a_comma_list(tmp_path, make_wsol_dataset, one_thread):
     engine = api.EngineConfig(device="cpu", batch_size=4, workers=0, progress=False)
     result = api.run_localize(spec, engine, out=tmp_path / "run", formats="json, md")
     assert {"results.json", "results.md"} <= {p.name for p in result.files}
+
+
+def test_the_readme_python_lines_are_the_docstring_examples_run_above():
+    """README's 'From Python' block is made of lines of the api docstring example, which
+    test_api_docstring_example_runs runs: so the README's code runs too."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### From Python") :]
+    block = section[section.index("```python\n") + len("```python\n") : section.index("```\n", section.index("```python\n") + 10)]
+    lines = [ln for ln in block.splitlines() if ln.strip()]
+    assert len(lines) >= 6
+    examples = {" ".join(e.source.split()) for e in doctest.DocTestParser().get_examples(api.__doc__)}
+    assert all(" ".join(ln.split()) in examples for ln in lines), [ln for ln in lines if " ".join(ln.split()) not in examples]
