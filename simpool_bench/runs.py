@@ -11,7 +11,7 @@ protocol parameters and the engine settings (see ``runkey``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def run_classify(
         raise SimpoolBenchError(f"--knn-temperature {spec.knn_temperature}: expected a number > 0 (DINO: 0.07)")
     records, classes = read_classification_data(d.data, d.split, d.labels, d.metadata, d.subset, default_split=spec.default_split)
     bank = _knn_bank_records(spec)  # read before the model loads: a wrong bank folder fails at once
-    net, ckpt = load_model(spec.model)
+    net, ckpt = load_model(_with_interpolation(spec))
     cfg = classification_config(net.data_config, spec.resize, spec.crop, spec.interpolation)
     transform = eval_transform(cfg)
     outcome = tasks.classify(
@@ -75,6 +75,19 @@ def run_classify(
     used = transform_record(transform, cfg["mean"], cfg["std"], cfg.get("crop_pct", 0.875))
     prov = provenance(net, ckpt, engine, image_size=int(size), n_images=outcome.n_images, protocol=protocol_of(spec), transform=used)
     return _result(outcome, prov, out, formats, per_class=spec.per_class, classes=classes)
+
+
+def _with_interpolation(spec: ClassifySpec) -> ModelOptions:
+    """The model options with the spec's ``interpolation`` in its data config too (the CLI's
+    ``--interpolation`` sets both), so that the table's data-config and transform records agree."""
+    chosen, model = spec.interpolation, spec.model
+    if chosen is None or model.interpolation == chosen:
+        return model
+    if model.interpolation is not None:
+        raise SimpoolBenchError(
+            f"interpolation {chosen!r} (ClassifySpec) and {model.interpolation!r} (ModelOptions) differ; give one of them"
+        )
+    return replace(model, interpolation=chosen)
 
 
 def _knn_bank_records(spec: ClassifySpec) -> list[Record] | None:

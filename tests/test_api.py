@@ -57,3 +57,23 @@ def test_the_readme_python_lines_are_the_docstring_examples_run_above():
     assert len(lines) >= 6
     examples = {" ".join(e.source.split()) for e in doctest.DocTestParser().get_examples(api.__doc__)}
     assert all(" ".join(ln.split()) in examples for ln in lines), [ln for ln in lines if " ".join(ln.split()) not in examples]
+
+
+def test_classify_spec_interpolation_reaches_the_data_config_record(tmp_path):
+    """ClassifySpec(interpolation=...) changed the transform but the table's data_config still said
+    the model's (the CLI's --interpolation sets both); they agree now, and two different values are refused."""
+    import pytest
+
+    from simpool_bench.errors import SimpoolBenchError
+
+    from conftest import build_image_folder, build_tiny_checkpoint
+
+    ckpt = build_tiny_checkpoint(tmp_path / "tiny.pth.tar")[0]
+    data = api.DataSpec("imagenet", data=build_image_folder(tmp_path / "imgs" / "val", counts=(1, 1, 1)).parent)
+    engine = api.EngineConfig(device="cpu", batch_size=4, workers=0, progress=False)
+    spec = api.ClassifySpec(data, model=api.ModelOptions(checkpoint=ckpt), interpolation="bilinear")
+    row = api.run_classify(spec, engine).table.iloc[0]
+    assert "interpolation=bilinear" in row["data_config"] and '"interpolation": "bilinear"' in row["transform"]
+    clash = api.ClassifySpec(data, model=api.ModelOptions(checkpoint=ckpt, interpolation="nearest"), interpolation="bilinear")
+    with pytest.raises(SimpoolBenchError, match="interpolation 'bilinear' \\(ClassifySpec\\) and 'nearest' \\(ModelOptions\\) differ"):
+        api.run_classify(clash, engine)
