@@ -171,3 +171,64 @@ def test_discover_bad_input_names_the_culprit(tmp_path):
     (voc / "Annotations" / "2007000001.xml").write_text("<annotation><size>")
     res = runner.invoke(app, ["discover", "--dataset", "voc07", "--data", str(voc), "--method", "center"], catch_exceptions=False)
     assert res.exit_code == 2 and "2007000001.xml" in res.output
+
+
+def test_discover_no_hard_drops_hard_objects_and_all_hard_images_as_lost(tmp_path):
+    """``discover --no-hard`` (LOST ``--no_hard``) end to end: hard objects (truncated or difficult)
+    leave the ground truth and images left without an object leave the evaluation. Expected values
+    from LOST's own loop: torchvision's VOCDetection targets, ``extract_gt_VOC(remove_hards=...)``,
+    the skip of ``main_lost.py`` and its ``bbox_iou >= 0.5`` (tests/lost_reference.py), the
+    centred box written out by hand (W // 4 .. W - W // 4)."""
+    from tests.conftest import build_voc_dataset
+
+    import lost_reference as ref
+
+    voc = build_voc_dataset(tmp_path / "VOCdevkit" / "VOC2007", n=6)
+    ids = (voc / "ImageSets" / "Main" / "trainval.txt").read_text().split()
+    # per image: (hit the centred box?, truncated, difficult) of each object
+    plan = [
+        [(True, 0, 0)],  # kept, hit
+        [(True, 0, 1)],  # all hard (difficult): dropped by --no-hard
+        [(False, 0, 0), (True, 1, 0)],  # kept; only the truncated object is hit: a miss with --no-hard
+        [(False, 0, 0)],  # kept, miss
+        [(False, 1, 1), (True, 1, 0)],  # all hard: dropped by --no-hard
+        [(True, 0, 0), (False, 0, 1)],  # kept, hit
+    ]
+    for image_id, objects in zip(ids, plan):
+        w, h = Image.open(voc / "JPEGImages" / f"{image_id}.jpg").size
+        centre = (w // 4 + 1, h // 4 + 1, w - w // 4, h - h // 4)  # VOC's 1-based inclusive pixels
+        corner = (1, 1, 3, 3)  # IoU 0 with the centred box
+        xml = "".join(
+            f"<object><name>thing</name><truncated>{t}</truncated><difficult>{d}</difficult><bndbox>"
+            + "".join(f"<{tag}>{v}</{tag}>" for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), centre if hit else corner))
+            + "</bndbox></object>"
+            for hit, t, d in objects
+        )
+        size = f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>"
+        (voc / "Annotations" / f"{image_id}.xml").write_text(f"<annotation><filename>{image_id}.jpg</filename>{size}{xml}</annotation>")
+
+    def lost_center_corloc(no_hard):
+        hits = cnt = 0
+        for img, target in ref.lost_voc_dataset(tmp_path):
+            gt, _ = ref.extract_gt_voc(target, remove_hards=no_hard)
+            if gt.shape[0] == 0 and no_hard:
+                continue
+            h, w = img.shape[1:]
+            hits += ref.corloc_hit(np.array([w // 4, h // 4, w - w // 4, h - h // 4], dtype=np.int64), gt)
+            cnt += 1
+        return cnt, 100.0 * hits / cnt
+
+    expected = {False: lost_center_corloc(False), True: lost_center_corloc(True)}
+    assert expected == {False: (6, pytest.approx(500 / 6)), True: (4, 50.0)}  # the plan above, by hand: 5 of 6, 2 of 4
+    for no_hard in (False, True):
+        out = tmp_path / f"run_{no_hard}"
+        flags = ["--no-hard"] if no_hard else []
+        res = runner.invoke(
+            app,
+            ["discover", "--dataset", "voc07", "--data", str(voc), "--method", "center", *flags, "--out", str(out)],
+            catch_exceptions=False,
+        )
+        assert res.exit_code == 0, res.output
+        table = pd.read_csv(out / "results.csv").set_index("metric")["value"]
+        n, corloc = expected[no_hard]
+        assert table["n_images"] == n and table["corloc"] == pytest.approx(corloc, abs=1e-9), (no_hard, table)
