@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import shutil
 import warnings
 
 import numpy as np
@@ -16,6 +17,7 @@ from PIL import Image
 from simpool_bench.models import build_model
 from simpool_bench.transforms import classification_transform
 
+from conftest import CLASS_NAMES, build_image_folder, build_tiny_checkpoint
 from conftest import invoke_cli as _invoke
 
 TINY = dict(img_size=32, embed_dim=48, depth=2, num_heads=2)
@@ -189,3 +191,70 @@ def test_compare_and_check_exit_codes(tiny, tmp_path):
     assert res.exit_code == 1 and "top1" in res.output
     # a missing baseline file: usage/data error, exit 2
     assert _invoke("check", out / "results.csv", "--baseline", tmp_path / "nope.csv", "--no-github").exit_code == 2
+
+
+# ------------------------------------------------------------------------- --per-class, --subset
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Four classes of three images and a tiny GAP ViT (seed 3) whose predictions differ from class to
+    class: per-class top-1 is not the same read backwards, so a class named wrongly shows."""
+    root = tmp_path_factory.mktemp("mixed")
+    data = build_image_folder(root / "data", counts=(3, 3, 3, 3))
+    ckpt, model = build_tiny_checkpoint(root / "gap.pth.tar", pool="gap", num_classes=4, seed=3)
+    tf = classification_transform(model.data_config)  # what run_classify builds with no --resize/--crop
+    pred = {}  # (class name, file name) -> predicted class index, one image at a time
+    for name in CLASS_NAMES[:4]:
+        for f in sorted((data / name).iterdir()):
+            with torch.no_grad():
+                pred[name, f.name] = int(model(tf(Image.open(f).convert("RGB"))[None]).logits[0].argmax())
+    return data, ckpt, pred
+
+
+def _top1(pred, keep=lambda name, file: True):
+    """{class name: top-1 in percent} of the predictions kept; the label is the class's index in
+    the sorted folder names (ImageFolder)."""
+    names = sorted({name for name, _ in pred})
+    per = {n: [pred[n, f] == names.index(n) for m, f in sorted(pred) if m == n and keep(n, f)] for n in names}
+    return {n: 100.0 * sum(hits) / len(hits) for n, hits in per.items()}
+
+
+def test_classify_per_class_csv_equals_independent_per_class_top1(mixed, tmp_path):
+    data, ckpt, pred = mixed
+    expected = _top1(pred)
+    values = [expected[n] for n in sorted(expected)]
+    assert values != values[::-1] and len(set(values)) > 1, values  # names reversed or shifted would show
+    out = tmp_path / "run"
+    res = _invoke("classify", "--data", data, "--checkpoint", ckpt, "--device", "cpu", "-j", "0", "--per-class", "--out", out)
+    assert res.exit_code == 0, res.output
+    rows = pd.read_csv(out / "per_class.csv")
+    assert list(rows.columns) == ["class_index", "class_name", "top1"]
+    assert sorted(rows["class_name"]) == sorted(expected) and len(rows) == len(expected)
+    assert dict(zip(rows["class_name"], rows["top1"])) == pytest.approx(expected, abs=1e-9)  # joined by class name
+    assert [sorted(expected).index(n) for n in rows["class_name"]] == rows["class_index"].tolist()  # ImageFolder's labels
+    table = pd.read_csv(out / "results.csv")
+    assert table.loc[table.metric == "top1", "value"].item() == pytest.approx(np.mean(values))  # 3 images in every class
+
+
+def test_classify_subset_is_the_first_images_of_each_class(mixed, tmp_path):
+    """--subset 1 (ImageNet-20%'s first N per class) == a run on a folder of only the first image
+    (sorted file order) of each class == the in-memory model's top-1 on those images."""
+    data, ckpt, pred = mixed
+    only = tmp_path / "first"
+    for cls in sorted(p.name for p in data.iterdir()):
+        (only / cls).mkdir(parents=True)
+        shutil.copy2(sorted((data / cls).iterdir())[0], only / cls)
+    first = {(n, sorted(f for m, f in pred if m == n)[0]) for n, _ in pred}
+    per = _top1(pred, keep=lambda n, f: (n, f) in first)
+    expected_top1 = float(np.mean(list(per.values())))  # one image per class: the mean of 0s and 100s
+    assert expected_top1 != pytest.approx(np.mean(list(_top1(pred).values())))  # the subset changes the number
+
+    def run(folder, *flags):
+        out = tmp_path / f"run_{folder.name}{'_'.join(flags)}"
+        res = _invoke("classify", "--data", folder, "--checkpoint", ckpt, "--device", "cpu", "-j", "0", *flags, "--out", out)
+        assert res.exit_code == 0, res.output
+        return pd.read_csv(out / "results.csv").set_index("metric")["value"]
+
+    sub, ref = run(data, "--subset", "1"), run(only)
+    assert sub["n_images"] == ref["n_images"] == len(first) == 4
+    assert sub["top1"] == ref["top1"] == pytest.approx(expected_top1, abs=1e-9)
+    assert sub["top5"] == ref["top5"]
