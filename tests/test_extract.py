@@ -282,8 +282,6 @@ def test_store_is_refused_for_other_data_and_other_runs(world, f32_store, tmp_pa
 
 
 def test_localize_cli_scores_stored_maps(world, f32_store, tmp_path):
-    if "--maps" not in said(invoke("localize", "--help")):
-        pytest.skip("localize --maps is not wired into cli.py yet")
     out = tmp_path / "stored"
     res = invoke(
         "localize", "--dataset", "cub", "--data", world["images"], "--metadata", world["meta"], "--maps", f32_store.root, "--out", out
