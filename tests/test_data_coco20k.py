@@ -247,4 +247,6 @@ def test_list_and_annotations_swapped_quote_is_capped(tmp_path):
     msg = str(exc.value)
     first = ann_file.read_text().splitlines()[0]
     assert msg.startswith(f"{ann_file}:1: {first[:80] + '…'!r} is not a COCO file name")
-    assert "coco_20k_filenames.txt" in msg and len(msg) < 300 and "\n" not in msg
+    assert (
+        "coco_20k_filenames.txt" in msg and len(msg) - len(str(ann_file)) < 200 and "\n" not in msg
+    )  # the quote is capped, whatever the path
