@@ -270,29 +270,6 @@ def _coco(tmp_path, bbox):
     return image_dir, ann_file, list_file
 
 
-@pytest.mark.parametrize("bbox", ["12 3 4 5", None, [1, 2], [1.0, 2.0, math.nan, 4.0], [1, 2, 3, math.inf]])
-def test_coco_bbox_not_four_numbers(tmp_path, bbox):
-    image_dir, ann_file, list_file = _coco(tmp_path, bbox)
-    out = tmp_path / "out"
-    res = invoke_cli(
-        "discover",
-        "--dataset",
-        "coco20k",
-        "--data",
-        image_dir,
-        "--annotations",
-        ann_file,
-        "--list",
-        list_file,
-        "--method",
-        "center",
-        "--out",
-        out,
-    )
-    _one_error(res, "annotation id 101", "image 22", str(ann_file))
-    assert not out.exists()
-
-
 def _discover_coco(image_dir, ann_file, list_file, out):
     return invoke_cli(
         "discover",
@@ -309,6 +286,15 @@ def _discover_coco(image_dir, ann_file, list_file, out):
         "--out",
         out,
     )
+
+
+@pytest.mark.parametrize("bbox", ["12 3 4 5", None, [1, 2], [1.0, 2.0, math.nan, 4.0], [1, 2, 3, math.inf]])
+def test_coco_bbox_not_four_numbers(tmp_path, bbox):
+    image_dir, ann_file, list_file = _coco(tmp_path, bbox)
+    out = tmp_path / "out"
+    res = _discover_coco(image_dir, ann_file, list_file, out)
+    _one_error(res, "annotation id 101", "image 22", str(ann_file))
+    assert not out.exists()
 
 
 def test_coco_image_info_json_without_annotations(tmp_path):
