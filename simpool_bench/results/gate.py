@@ -297,7 +297,7 @@ def check(
 
     def index(df: pd.DataFrame, source: str, what: str) -> dict[tuple, float]:
         out: dict[tuple, float] = {}
-        runs: dict[tuple, set[str]] = {}
+        run_of: dict[tuple, str] = {}
         for r in df.itertuples(index=False):
             key = (
                 r.dataset,
@@ -306,15 +306,14 @@ def check(
                 None if _is_na(r.iou_threshold) else int(r.iou_threshold),
                 None if _is_na(r.k) else int(r.k),
             )
-            runs.setdefault(key, set()).add(str(getattr(r, "run_id", "")))
+            run_id = str(getattr(r, "run_id", ""))
             if key in out:  # two values for one metric: which one is meant is not ours to guess
                 d, s_, m, i, kk = key
-                ids = ", ".join(sorted(runs[key]))
                 raise SimpoolBenchError(
-                    f"{what} {source}: two values of {d}/{s_} {metric_key(m, i, kk)} (run_id {ids}); "
+                    f"{what} {source}: two values of {d}/{s_} {metric_key(m, i, kk)} (run_id {', '.join(sorted({run_of[key], run_id}))}); "
                     f"a {what} is one run's table: pick one run (e.g. rows of one run_id or one label of all_results.csv)"
                 )
-            out[key] = float(r.value)
+            out[key], run_of[key] = float(r.value), run_id
         return out
 
     run_vals, base_vals = index(run_df, run_src, "run"), index(base_df, base_src, "baseline")
