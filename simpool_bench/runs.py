@@ -182,6 +182,14 @@ def run_localize(
     return _result(outcome, prov, out, formats)
 
 
+def check_discovery_values(mass: float, k_patches: int) -> None:
+    """``--mass`` in (0, 1] and ``--k-patches`` >= 1 (discover and visualize), else one error."""
+    if not 0 < mass <= 1:  # also NaN
+        raise SimpoolBenchError(f"--mass {mass}: expected a fraction of the attention mass in (0, 1] (DINO/LOST: 0.6)")
+    if k_patches < 1:
+        raise SimpoolBenchError(f"--k-patches {k_patches}: expected an integer >= 1 (LOST: 100)")
+
+
 def run_discover(
     spec: DiscoverSpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] | str = DEFAULT_FORMATS
 ) -> RunResult:
@@ -189,10 +197,7 @@ def run_discover(
     d = spec.data
     if d.data is None:
         raise SimpoolBenchError("--data is required (VOC20XX folder or COCO train2014 images)")
-    if not 0 < spec.mass <= 1:  # also NaN
-        raise SimpoolBenchError(f"--mass {spec.mass}: expected a fraction of the attention mass in (0, 1] (DINO/LOST: 0.6)")
-    if spec.k_patches < 1:
-        raise SimpoolBenchError(f"--k-patches {spec.k_patches}: expected an integer >= 1 (LOST: 100)")
+    check_discovery_values(spec.mass, spec.k_patches)
     split = split_of(d, DATASETS["voc07"].default_split)
     records = read_discovery_data(d.dataset, d.data, split, d.no_hard, d.annotations, d.list_file)
     no_model = "--maps" if spec.maps is not None else f"--method {spec.method}" if spec.method in ("center", "full-image") else None

@@ -147,3 +147,10 @@ def test_out_that_is_a_file_is_named_by_the_flag(data, tmp_path):
         f"error: --out {afile}: a file is there; expected a folder (made when missing)",
     )
     assert afile.read_text() == "not a folder"
+
+
+def test_visualize_refuses_a_mass_outside_the_protocol(data, tmp_path, no_model):
+    out = tmp_path / "viz"
+    res = invoke_cli("visualize", "--dataset", "voc07", "--data", data["voc"], "--checkpoint", data["ckpt"], "--mass", "1.5", "--out", out)
+    _one_error(res, "error: --mass 1.5: expected a fraction of the attention mass in (0, 1] (DINO/LOST: 0.6)")
+    assert not out.exists()

@@ -176,6 +176,10 @@ def _overlays(p: Parsed) -> list[Path]:
     from ..readers import read_data
 
     protocol = protocol_for(p["dataset"])
+    if protocol == "discover":
+        from ..runs import check_discovery_values
+
+        check_discovery_values(p["mass"], p["k_patches"])
     if p["method"] == "lost" and protocol != "discover":
         raise SimpoolBenchError(f"--method lost draws object discovery (voc07, voc12, coco20k), not --dataset {p['dataset']}")
     records = read_data(p.data())
