@@ -17,10 +17,10 @@ from simpool_bench.engine import EngineConfig
 from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.files import save_checksummed
 from simpool_bench.finite import NONFINITE_METRIC
-from simpool_bench.metrics.boxes import iou_wsol
 from simpool_bench.per_image import PerImageAccumulator, rank_ids, with_extra_columns
-from simpool_bench.tasks.wsol import WsolTask, wsol_boxes_at
+from simpool_bench.tasks.wsol import WsolTask
 
+import boxacc_oracle as oracle
 from conftest import build_image_folder, build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset
 from conftest import invoke_cli as invoke
 
@@ -130,7 +130,7 @@ def test_localize_rows_give_every_table_metric(world, localized):
     # the box is OpenCV's best contour box at the best threshold of IoU 50, and its IoU decides hit_50
     ok = frame[~frame.failed]
     assert ((ok["iou"] >= 0.5) == ok["hit_50"]).all()
-    gt_iou = [iou_wsol(np.asarray([b]), np.asarray(g)).max() for b, g in zip(ok["box"], ok["gt_boxes"])]
+    gt_iou = [oracle.calculate_multiple_iou(np.asarray([b]), np.asarray(g)).max() for b, g in zip(ok["box"], ok["gt_boxes"])]
     np.testing.assert_array_equal(np.asarray(gt_iou), ok["iou"].to_numpy(dtype=float))
     # the files: parquet always, csv (boxes as JSON) with csv among the formats, both in the manifest
     assert {"per_image.parquet", "per_image.csv"} <= _files(out)
@@ -204,6 +204,13 @@ def test_resumed_and_partial_shards_give_the_uninterrupted_rows(world, localized
     pd.testing.assert_frame_equal(again.table[["metric", "value"]], localized[0].table[["metric", "value"]])
 
 
+def _oracle_iou(cam: np.ndarray, threshold: float, gt: np.ndarray) -> float:
+    """The best IoU of the map's boxes at ``threshold`` with the GT boxes, all by the literal
+    wsolevaluation copy (cubic resize, normalise, quantise, cv2 contours, its IoU)."""
+    u8 = oracle.quantise(oracle.reference_scoremap(cam))
+    return float(oracle.calculate_multiple_iou(oracle.boxes_at_threshold(u8, threshold), gt).max())
+
+
 def test_random_maps_with_ties_and_a_nonfinite_one():
     """The per-image hits of random integer maps (many ties) against the literal OpenCV boxes."""
     rng = np.random.default_rng(7)
@@ -225,11 +232,11 @@ def test_random_maps_with_ties_and_a_nonfinite_one():
     assert frame["nonfinite"].tolist() == [i == 3 for i in range(9)] and pd.isna(frame.loc[3, "iou"])
     for iou in res.iou_thresholds:
         t = float(res.best_threshold[iou])
-        literal = [i != 3 and iou_wsol(wsol_boxes_at(maps[i], t), task.gts[i]).max() >= iou / 100 for i in range(9)]
+        literal = [i != 3 and _oracle_iou(maps[i], t, task.gts[i]) >= iou / 100 for i in range(9)]
         assert frame[f"hit_{iou}"].tolist() == literal
         assert res.maxboxacc[iou] == 100.0 * sum(literal) / 9
     t1 = float(res.top1_best_threshold)
-    literal = [i != 3 and correct[i] and iou_wsol(wsol_boxes_at(maps[i], t1), task.gts[i]).max() >= 0.5 for i in range(9)]
+    literal = [i != 3 and correct[i] and _oracle_iou(maps[i], t1, task.gts[i]) >= 0.5 for i in range(9)]
     assert frame["hit_top1_loc"].tolist() == literal and res.top1_loc == 100.0 * sum(literal) / 9
 
 
