@@ -258,3 +258,24 @@ def test_classify_subset_is_the_first_images_of_each_class(mixed, tmp_path):
     assert sub["n_images"] == ref["n_images"] == len(first) == 4
     assert sub["top1"] == ref["top1"] == pytest.approx(expected_top1, abs=1e-9)
     assert sub["top5"] == ref["top5"]
+
+
+def test_classify_top5_over_six_classes_equals_timm_accuracy(tmp_path):
+    """With 3 classes top-5 is always 100; over 6 classes (top-5 misses the lowest-scored class)
+    the command's top-1/top-5 equal timm.utils.accuracy on the model's own logits."""
+    from timm.utils import accuracy
+
+    data = build_image_folder(tmp_path / "data" / "val", counts=(4,) * 6)
+    ckpt, model = build_tiny_checkpoint(tmp_path / "six.pth.tar", pool="gap", num_classes=6, seed=5)
+    out = tmp_path / "run"
+    res = _invoke("classify", "--data", data.parent, "--checkpoint", ckpt, "--out", out, "--device", "cpu", "-b", "5")
+    assert res.exit_code == 0, res.output
+    tf = classification_transform(model.data_config)
+    x = torch.stack([tf(Image.open(p).convert("RGB")) for c in CLASS_NAMES for p in sorted((data / c).iterdir())])
+    target = torch.arange(6).repeat_interleave(4)
+    with torch.no_grad():  # timm gives float32 percents: back to hit counts
+        hits1, hits5 = (round(float(a) * 24 / 100) for a in accuracy(model(x).logits, target, topk=(1, 5)))
+    table = pd.read_csv(out / "results.csv")
+    assert table.loc[table.metric == "top1", "value"].item() == 100.0 * hits1 / 24
+    assert table.loc[table.metric == "top5", "value"].item() == 100.0 * hits5 / 24
+    assert hits1 < hits5 < 24  # the top-5 counting is exercised: some images miss it
