@@ -250,3 +250,64 @@ def test_list_and_annotations_swapped_quote_is_capped(tmp_path):
     assert (
         "coco_20k_filenames.txt" in msg and len(msg) - len(str(ann_file)) < 200 and "\n" not in msg
     )  # the quote is capped, whatever the path
+
+
+def test_json_given_as_the_list_is_refused_from_its_head(tmp_path):
+    """A json as the list fails on its first bytes, before the rest (450 MB for the real
+    instances_train2014.json) is read: bytes past 4 KiB that are not UTF-8 are never decoded."""
+    image_dir, ann_file, list_file, _ = _make_coco(tmp_path)
+    big = tmp_path / "instances.json"
+    big.write_bytes(b"\n\n" + ann_file.read_bytes()[:5000] + b"\xff\xfe" * 1000)
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, ann_file, big)
+    first = ann_file.read_text()[:80]
+    assert str(exc.value) == (
+        f"{big}:3: {first + '…'!r} is not a COCO file name (expected ..._<id>.jpg; a json file? the list is LOST's coco_20k_filenames.txt)"
+    )
+
+
+@pytest.mark.parametrize("value, said", [(64.7, "has 'width' 64.7"), ("64.7", "has 'width' '64.7'"), (float("inf"), "has 'width' inf")])
+def test_image_width_fractional_is_refused_not_truncated(tmp_path, value, said):
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    listed = image_id_from_name(list_file.read_text().split()[1])
+    next(img for img in data["images"] if img["id"] == listed)["width"] = value
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, ann_file, list_file)
+    assert f"COCO annotation file {ann_file}: image id {listed} {said}; expected a positive integer (pixels)" == str(exc.value)
+
+
+def test_integral_float_size_reads_as_that_integer(tmp_path):
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    listed = image_id_from_name(list_file.read_text().split()[0])
+    info = next(img for img in data["images"] if img["id"] == listed)
+    want = (info["width"], info["height"])
+    info["width"], info["height"] = float(info["width"]), str(info["height"])
+    ann_file.write_text(json.dumps(data))
+    rec = read_coco20k(image_dir, ann_file, list_file)[0]
+    assert (rec.width, rec.height) == want and type(rec.width) is int
+
+
+def test_size_differing_from_the_image_file_is_the_files_with_one_warning(tmp_path):
+    """LOST works on the decoded image; a json size that is not the file's gives way to it."""
+    from PIL import Image
+
+    from simpool_bench.data.inputs import DataWarning
+
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    listed = [image_id_from_name(s) for s in list_file.read_text().split()]
+    sizes = {img["id"]: (img["width"], img["height"]) for img in data["images"]}
+    for k, i in enumerate(listed):  # real JPEGs: the json's size, but images 1 and 4 a few pixels narrower/taller
+        w, h = sizes[i]
+        Image.new("RGB", (w - 3 * (k == 1), h + 5 * (k == 4)), (k, 0, 0)).save(image_dir / _name(i))
+    with pytest.warns(DataWarning) as caught:
+        records = read_coco20k(image_dir, ann_file, list_file)
+    for r in records:
+        with Image.open(r.path) as im:
+            assert (r.width, r.height) == im.size
+    w, h = sizes[listed[1]]
+    said = [str(c.message) for c in caught if issubclass(c.category, DataWarning)]
+    assert said == [
+        f"COCO annotation file {ann_file}: 2 of {len(listed)} image sizes differ from the image files "
+        f"(first: {_name(listed[1])} listed {w}x{h}, file {w - 3}x{h}); the files' sizes are used, as LOST does"
+    ]

@@ -251,3 +251,32 @@ def test_read_voc_bad_split_file(tmp_path):
     split.write_text("000005\n000005\n")
     with pytest.raises(SimpoolBenchError, match=r"trainval\.txt:2: .*already listed"):
         read_voc(root)
+
+
+def test_size_differing_from_the_image_file_is_the_files_with_one_warning(tmp_path):
+    """LOST never reads <size>: it pads, boxes and clips on the decoded image. A <size> that is not
+    the file's gives way to the file's (its header, as PIL reads it), counted in one DataWarning."""
+    from simpool_bench.data.inputs import DataWarning
+
+    root = _make_voc(tmp_path)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    for image_id, (dw, dh) in ((ids[2], (30, 0)), (ids[5], (7, 11))):
+        xml = root / "Annotations" / f"{image_id}.xml"
+        with Image.open(root / "JPEGImages" / f"{image_id}.jpg") as im:
+            w, h = im.size
+        text = xml.read_text()
+        xml.write_text(
+            text.replace(f"<width>{w}</width>", f"<width>{w + dw}</width>").replace(f"<height>{h}</height>", f"<height>{h + dh}</height>")
+        )
+    with pytest.warns(DataWarning) as caught:
+        records = read_voc(root)
+    for r in records:
+        with Image.open(r.path) as im:
+            assert (r.width, r.height) == im.size
+    with Image.open(root / "JPEGImages" / f"{ids[2]}.jpg") as im:
+        w, h = im.size
+    said = [str(c.message) for c in caught if issubclass(c.category, DataWarning)]
+    assert said == [
+        f"VOC annotations {root / 'Annotations'}: 2 of {len(ids)} image sizes differ from the image files "
+        f"(first: {ids[2]} listed {w + 30}x{h}, file {w}x{h}); the files' sizes are used, as LOST does"
+    ]

@@ -15,7 +15,7 @@ checks that on the reference itself): trained-like smooth position embeddings as
 patch embeddings, on grids that all differ from 14x14 (DINO's ``interpolate_pos_encoding`` versus
 timm's antialiased resampling), pairs of identical objects whose patches tie in integer degree on
 grids beyond 16 patches (``torch.argsort``'s tie order versus a stable sort), and head 4 versus
-the head mean. ``torch.sort``'s tie order in ``dino_seg`` needs exactly equal attention values,
+the head mean; annotations whose ``<size>`` is not their image's (``WRONG_SIZES``: LOST never reads it). ``torch.sort``'s tie order in ``dino_seg`` needs exactly equal attention values,
 which real position embeddings do not give: ``test_discovery``'s tie tests cover it.
 """
 
@@ -105,8 +105,14 @@ def _image(rng: np.random.Generator, w: int, h: int, mode: str, orientation: int
     return buf.getvalue(), boxes
 
 
+# Annotations whose <size> is not their image's (index: listed width, height): LOST never reads
+# <size> (it pads, boxes and clips on the decoded image), so neither may discover.
+WRONG_SIZES = {0: (137, 95), 7: (220, 64), 12: (300, 240)}
+
+
 def build_voc(root: Path, seed: int = 0) -> Path:
-    """``root/VOCdevkit/VOC2007`` (the layout torchvision's VOCDetection reads); returns the VOC2007 folder."""
+    """``root/VOCdevkit/VOC2007`` (the layout torchvision's VOCDetection reads), some ``<size>``s
+    wrong (``WRONG_SIZES``); returns the VOC2007 folder."""
     rng = np.random.default_rng(seed)
     voc = root / "VOCdevkit" / "VOC2007"
     for d in ("JPEGImages", "Annotations", "ImageSets/Main"):
@@ -122,7 +128,8 @@ def build_voc(root: Path, seed: int = 0) -> Path:
             for j, (x0, y0, x1, y1) in enumerate(boxes)
         )
         (voc / "Annotations" / f"{image_id}.xml").write_text(
-            f"<annotation><filename>{image_id}.jpg</filename><size><width>{w}</width><height>{h}</height>"
+            f"<annotation><filename>{image_id}.jpg</filename><size><width>{WRONG_SIZES.get(i, (w, h))[0]}</width>"
+            f"<height>{WRONG_SIZES.get(i, (w, h))[1]}</height>"
             f"<depth>3</depth></size>{objects}</annotation>"
         )
         ids.append(image_id)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SimpoolBenchError
+from .images import sizes_from_files
 from .inputs import clip, join_inside, read_lines
 from .records import Record
 
@@ -60,10 +61,16 @@ def _load_coco(annotation_file: Path):
 
 
 def _image_size(info: dict, key: str, image_id: int, annotation_file: Path) -> int:
-    """An image's ``width`` or ``height`` from the json as ``int()`` reads it, which must be >= 1."""
+    """An image's ``width`` or ``height`` from the json: a whole number >= 1 (``640``, ``640.0`` or
+    ``"640"``; ``64.7`` is refused, not truncated)."""
     value: Any = info.get(key)
     try:
-        size = 0 if isinstance(value, bool) else int(value)
+        if isinstance(value, bool):
+            size = 0
+        elif isinstance(value, float):
+            size = int(value) if value.is_integer() else 0
+        else:
+            size = int(value)
     except (TypeError, ValueError, OverflowError):
         size = 0
     if size < 1:
@@ -72,8 +79,26 @@ def _image_size(info: dict, key: str, image_id: int, annotation_file: Path) -> i
     return size
 
 
+_JSON_HINT = "; a json file? the list is LOST's coco_20k_filenames.txt"
+
+
+def _refuse_json_list(list_file: Path) -> None:
+    """Fail at once on a json given as the list (e.g. ``--list`` and ``--annotations`` swapped),
+    from its first 4 KiB: instances_train2014.json is one line of about 450 MB."""
+    with open(list_file, "rb") as f:
+        head = f.read(4096).decode("utf-8-sig", errors="replace")
+    for n, line in enumerate(head.splitlines(), start=1):
+        if line.strip():
+            if line.lstrip().startswith(("{", "[")):
+                raise SimpoolBenchError(
+                    f"{list_file}:{n}: {clip(line.strip())!r} is not a COCO file name (expected ..._<id>.jpg{_JSON_HINT})"
+                )
+            return
+
+
 def _read_list(list_file: Path) -> list[tuple[int, str, int]]:
     """(line number, file name, image id) of each name of LOST's list file, ids unique."""
+    _refuse_json_list(list_file)
     names: list[tuple[int, str, int]] = []
     seen: dict[int, int] = {}
     for n, raw in enumerate(read_lines(list_file), start=1):
@@ -83,7 +108,7 @@ def _read_list(list_file: Path) -> list[tuple[int, str, int]]:
         try:
             image_id = image_id_from_name(name)
         except ValueError:
-            hint = "; a json file? the list is LOST's coco_20k_filenames.txt" if name.startswith(("{", "[")) else ""
+            hint = _JSON_HINT if name.startswith(("{", "[")) else ""
             raise SimpoolBenchError(f"{list_file}:{n}: {clip(name)!r} is not a COCO file name (expected ..._<id>.jpg{hint})") from None
         if image_id in seen:
             raise SimpoolBenchError(f"{list_file}:{n}: image id {image_id} already listed on line {seen[image_id]}")
@@ -103,8 +128,9 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
         list_file: LOST's ``coco_20k_filenames.txt``.
         check_images: fail when listed images are missing from ``image_dir``.
 
-    Records come in list order; ``image_id`` is the json's ``file_name``, ``label`` -1, size from the
-    json, boxes (K, 4) in LOST's convention (see the module docstring).
+    Records come in list order; ``image_id`` is the json's ``file_name``, ``label`` -1, size the
+    image file's with ``check_images`` (LOST works on the decoded image; a json size that differs is
+    counted in one ``DataWarning``), else the json's; boxes (K, 4) in LOST's convention (see the module docstring).
 
     Raises:
         SimpoolBenchError: a missing folder or file; a list line whose id does not parse or repeats
@@ -171,4 +197,5 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
             raise SimpoolBenchError(
                 f"COCO20k: image {missing[0].path} not found ({len(missing)} of {len(records)} listed images missing){hint}"
             )
+        sizes_from_files(records, f"COCO annotation file {annotation_file}", "LOST")
     return records

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ..errors import SimpoolBenchError
-from .inputs import DEFAULT_MAX_PIXELS
+from .inputs import DEFAULT_MAX_PIXELS, warn_data
 from .records import Record
 
 # What PIL raises on a file that is missing, truncated, not an image, or too large.
@@ -47,6 +47,28 @@ def header_size(path: str | Path) -> tuple[int, int]:
     """
     with _no_pil_bomb_check(), Image.open(path) as img:
         return img.size
+
+
+def sizes_from_files(records: Sequence[Record], source: str, protocol: str) -> None:
+    """Set each record's ``width``/``height`` to its file's header size, the size ``protocol`` works
+    with (LOST pads, boxes and clips on the decoded image, never on the annotation's size), and say
+    in one ``DataWarning`` how many differed from ``source``'s sizes (the first one named). A file
+    whose header does not read keeps the listed size: decoding reports it, per image."""
+    differ: list[tuple[Record, tuple[int, int]]] = []
+    for r in records:
+        try:
+            size = header_size(r.path)
+        except _DECODE_ERRORS:
+            continue
+        if size != (r.width, r.height):
+            differ.append((r, (r.width, r.height)))
+            r.width, r.height = size
+    if differ:
+        r, (w, h) = differ[0]
+        warn_data(
+            f"{source}: {len(differ)} of {len(records)} image sizes differ from the image files (first: {r.image_id} "
+            f"listed {w}x{h}, file {r.width}x{r.height}); the files' sizes are used, as {protocol} does"
+        )
 
 
 def load_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:

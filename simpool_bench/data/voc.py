@@ -21,6 +21,7 @@ import numpy as np
 from defusedxml import DefusedXmlException
 
 from ..errors import SimpoolBenchError
+from .images import sizes_from_files
 from .inputs import clip, join_inside, read_lines
 from .records import Record
 
@@ -93,7 +94,8 @@ def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False, i
     """Read a VOC07/VOC12 split (``root`` = the ``VOC2007``/``VOC2012`` folder) for CorLoc.
 
     Records come in split-file order; ``image_id`` is the VOC id (file stem), ``label`` is -1,
-    ``width``/``height`` come from the annotation's ``<size>``. With ``no_hard`` images whose
+    ``width``/``height`` are the image file's (LOST works on the decoded image; a ``<size>`` that
+    differs is counted in one ``DataWarning``; boxes are checked against ``<size>``). With ``no_hard`` images whose
     objects are all hard are left out and hard objects are dropped (see the module docstring).
     ``integer_coords`` (discover) refuses a fractional box coordinate, which LOST's ``int()``
     cannot read; without it such a value is kept as a float.
@@ -143,4 +145,5 @@ def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False, i
         if no_hard and len(boxes) == 0:
             continue
         records.append(Record(image_id, img_dir / f"{image_id}.jpg", -1, width, height, boxes))
+    sizes_from_files(records, f"VOC annotations {ann_dir}", "LOST")
     return records
