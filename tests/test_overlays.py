@@ -15,13 +15,13 @@ from simpool_bench import plotting as V
 from simpool_bench.data.images import load_rgb
 from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.map_store import MapShard, MapStore, make_manifest
-from simpool_bench.metrics.boxacc import BoxAccumulator, cam_thresholds
-from simpool_bench.metrics.boxes import iou_wsol
+from simpool_bench.metrics.boxacc import cam_thresholds
 from simpool_bench.overlays import best_wsol_box, read_best_threshold, select_indices
 from simpool_bench.results import Provenance, make_table, write_run
 from simpool_bench.tasks import wsol_gt_boxes
 from simpool_bench.transforms import wsol_transform
 
+import boxacc_oracle as oracle
 from conftest import build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset, said
 from conftest import invoke_cli as invoke
 
@@ -95,7 +95,26 @@ def _localize_run(root, best_threshold: float) -> None:
 
 
 # ------------------------------------------------------------------------------------ boxes and selection
-def test_best_wsol_box_scores_images_as_the_boxacc_curve():
+def _oracle_best_box(cam: np.ndarray, gt_boxes: np.ndarray, threshold: float) -> tuple[np.ndarray, float]:
+    """What ``best_wsol_box`` must give, by the literal wsolevaluation copy alone: the map's contour
+    boxes at ``threshold`` (cubic resize to 224, ``normalize_scoremap``, quantise, one
+    ``cv2.findContours``, clipped ``boundingRect``), each box's best IoU over all the GT boxes
+    (``calculate_multiple_iou``, +1 areas, then the max over GT boxes as ``BoxEvaluator.accumulate``
+    takes it) and the first box reaching the maximum in findContours order (wsolevaluation keeps only
+    that maximum, so tied boxes score alike; the first one is the one its ``max`` and ``np.argmax``
+    stop at)."""
+    u8 = oracle.quantise(oracle.reference_scoremap(cam))
+    boxes = oracle.boxes_at_threshold(u8, threshold)
+    per_box = oracle.calculate_multiple_iou(boxes, np.asarray(gt_boxes).reshape(-1, 4)).max(axis=1)
+    j = int(np.argmax(per_box))
+    return boxes[j], float(per_box[j])
+
+
+def test_best_wsol_box_is_the_literal_wsolevaluation_best_box():
+    """Boxes and IoUs of random maps (several contours at most levels) against 1-3 GT boxes each,
+    checked against the literal OpenCV copy; the data is checked to hold the cases that tell a right
+    answer from a near miss: a best box other than the first contour, a best GT other than the first,
+    ties between contours, and overlaps (where an IoU without the +1 pixel would differ)."""
     rng = np.random.default_rng(0)
     maps, gts = [], []
     for i in range(40):
@@ -103,17 +122,33 @@ def test_best_wsol_box_scores_images_as_the_boxacc_curve():
         m = rng.random((h, h)) ** 3
         m[rng.integers(0, h), :] += rng.random()  # stripes and blobs: several contours at most levels
         maps.append(m)
-        x0, y0 = rng.integers(0, 150, size=2)
-        gts.append(np.array([[x0, y0, x0 + rng.integers(10, 70), y0 + rng.integers(10, 70)]]))
-    acc = BoxAccumulator(interval=0.01)
-    for m, g in zip(maps, gts):
-        acc.update(m[None], [g])
-    res = acc.compute()
+        g = []
+        for _ in range(1 + i % 3):  # 1, 2 or 3 GT boxes (224 pixels, inclusive)
+            x0, y0 = rng.integers(0, 150, size=2)
+            g.append([x0, y0, x0 + rng.integers(10, 70), y0 + rng.integers(10, 70)])
+        gts.append(np.array(g))
+    u8s = [oracle.quantise(oracle.reference_scoremap(m)) for m in maps]
+    thresholds = oracle.reference_thresholds(0.01)
+    seen = {"best_box_not_first": 0, "best_gt_not_first": 0, "tied_boxes": 0, "overlap": 0}
     for k in (0, 7, 25, 38, 50, 61, 77, 93):
-        t = res.thresholds[k]
-        ious = np.array([best_wsol_box(m, g, t)[1] for m, g in zip(maps, gts)])
-        for j, iou in enumerate(res.iou_thresholds):
-            assert 100.0 * np.sum(ious >= iou / 100) / len(maps) == res.curve[k, j]
+        t = thresholds[k]
+        for m, u8, g in zip(maps, u8s, gts):
+            box, iou = best_wsol_box(m, g, t)
+            want_box, want_iou = _oracle_best_box(m, g, t)
+            assert box.tolist() == want_box.tolist() and iou == want_iou, (k, box, iou, want_box, want_iou)
+            # and so the image is a hit exactly where wsolevaluation counts one at this threshold
+            assert [iou >= j / 100 for j in (30, 50, 70)] == oracle.reference_hits(u8, g, [t])[:, 0].tolist()
+            pair = oracle.calculate_multiple_iou(oracle.boxes_at_threshold(u8, t), g)
+            per_box = pair.max(axis=1)
+            seen["best_box_not_first"] += bool(per_box.max() > per_box[0])
+            seen["best_gt_not_first"] += bool(want_iou > pair[:, 0].max())
+            seen["tied_boxes"] += bool((per_box == want_iou).sum() > 1)
+            seen["overlap"] += bool(want_iou > 0)
+    assert min(seen.values()) >= 20, seen
+    # without GT boxes: the largest contour's box (wsolevaluation's single-contour box) and no IoU
+    for m, u8 in zip(maps[:6], u8s):
+        box, iou = best_wsol_box(m, np.zeros((0, 4)), 0.25)
+        assert box.tolist() == oracle.boxes_at_threshold(u8, 0.25, multi_contour=False)[0].tolist() and np.isnan(iou)
 
 
 def test_selection_is_deterministic():
@@ -212,7 +247,7 @@ def test_overlay_pixels_show_maps_and_boxes_where_expected(hand, tmp_path):
     assert sel["image_id"].tolist() == ["q.png", "q.png"] and sel["threshold"].tolist() == [0.5, 0.3]
     assert sel[["x0", "y0", "x1", "y1"]].values.tolist() == [[30, 40, 120, 100], [150, 150, 210, 200]]
     gt = np.array([[120, 140, 200, 210]])
-    assert sel["iou"].tolist() == [0.0, pytest.approx(iou_wsol(np.array([[150, 150, 210, 200]]), gt)[0, 0])]
+    assert sel["iou"].tolist() == [0.0, pytest.approx(oracle.calculate_multiple_iou(np.array([[150, 150, 210, 200]]), gt)[0, 0])]
     assert read_best_threshold(root / "runB") == 0.3
 
 
@@ -288,16 +323,21 @@ def test_two_checkpoints_side_by_side_best_images(tmp_path):
     labels = torch.tensor([r.label for r in records])
     with torch.no_grad():  # one batch of all 12, as visualize ranks them
         maps_a = model_a(x, target=labels).attn.numpy()
-    ious = {i: best_wsol_box(maps_a[i], gts[i], 0.3)[1] for i in range(len(records))}
+    # the reference: the literal wsolevaluation boxes (every fourth image has two GT boxes)
+    ref_a = {i: _oracle_best_box(maps_a[i], gts[i], 0.3) for i in range(len(records))}
+    ious = {i: ref_a[i][1] for i in ref_a}
     best = sorted(ious, key=lambda i: (-ious[i], i))[:3]
     sel = pd.read_csv(out / "selection.csv")
     assert sel["column"].tolist() == ["tiny_a", "tiny_b"] * 3
     a_rows, b_rows = sel[sel.column == "tiny_a"], sel[sel.column == "tiny_b"]
     assert a_rows["index"].tolist() == best and b_rows["index"].tolist() == best
     np.testing.assert_allclose(a_rows["iou"], [ious[i] for i in best], rtol=0, atol=1e-12)
+    assert a_rows[["x0", "y0", "x1", "y1"]].values.tolist() == [ref_a[i][0].tolist() for i in best]
     with torch.no_grad():
         maps_b = model_b(x[best], target=labels[best]).attn.numpy()
-    np.testing.assert_allclose(b_rows["iou"], [best_wsol_box(maps_b[j], gts[i], 0.3)[1] for j, i in enumerate(best)], atol=1e-12)
+    ref_b = [_oracle_best_box(maps_b[j], gts[i], 0.3) for j, i in enumerate(best)]
+    np.testing.assert_allclose(b_rows["iou"], [iou for _, iou in ref_b], rtol=0, atol=1e-12)
+    assert b_rows[["x0", "y0", "x1", "y1"]].values.tolist() == [box.tolist() for box, _ in ref_b]
     png = Image.open(out / "overlays.png")
     assert png.size == (V.PAD + 3 * (S + V.PAD), V.TITLE_HEIGHT + V.PAD + 3 * (S + V.PAD))
 
