@@ -62,6 +62,7 @@ from simpool_bench.workers import default_workers, usable_workers  # noqa: E402
 
 import boxacc_oracle as oracle  # noqa: E402
 import lost_reference as lost_ref  # noqa: E402
+from voc_files import write_voc_image, write_voc_split  # noqa: E402
 
 # VOC-like full-resolution sizes (width, height): several images share a padded size
 SIZES = [(500, 375), (375, 500), (500, 333), (333, 500), (500, 400), (480, 360)]
@@ -83,20 +84,10 @@ def write_voc(root: Path, n: int, seed: int) -> Path:
     ids = []
     for i in range(n):
         w, h = SIZES[i % len(SIZES)]
-        img, (x0, y0, x1, y1) = _image(rng, w, h)
-        image_id = f"{2007_000000 + i:06d}"
-        (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(root / "JPEGImages" / f"{image_id}.jpg", quality=90)
-        (root / "Annotations").mkdir(parents=True, exist_ok=True)
-        (root / "Annotations" / f"{image_id}.xml").write_text(
-            f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size><object><name>a</name>"
-            f"<truncated>0</truncated><difficult>0</difficult><bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin>"
-            f"<xmax>{x1 + 1}</xmax><ymax>{y1 + 1}</ymax></bndbox></object></annotation>"
-        )
-        ids.append(image_id)
-    (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
-    (root / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")
-    return root
+        img, box = _image(rng, w, h)
+        ids.append(f"{2007_000000 + i:06d}")
+        write_voc_image(root, ids[-1], img, box)
+    return write_voc_split(root, ids)
 
 
 def labelled_records(folder: Path, n: int, seed: int) -> list[Record]:

@@ -23,6 +23,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from voc_files import write_voc_split
+
 #: A ViT small enough for tests: 2 blocks of width 48 (32x32 classification input, any multiple of 16 else).
 TINY_VIT_KWARGS: dict[str, Any] = {"img_size": 32, "embed_dim": 48, "depth": 2, "num_heads": 2}
 TINY_VIT_ARCH = "vit_tiny_patch16_224"
@@ -115,9 +117,7 @@ def build_voc_dataset(root: Path, n: int = 11, split: str = "trainval", seed: in
         (root / "Annotations").mkdir(parents=True, exist_ok=True)
         (root / "Annotations" / f"{image_id}.xml").write_text(xml)
         ids.append(image_id)
-    (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
-    (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
-    return root
+    return write_voc_split(root, ids, split)
 
 
 def build_tiny_checkpoint(

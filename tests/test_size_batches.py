@@ -11,7 +11,9 @@ import pytest
 from simpool_bench import api
 from simpool_bench import tasks as ev
 from simpool_bench.engine import EngineConfig, make_shards, size_order
-from tests.conftest import _random_box, _render, build_tiny_checkpoint, write_jpeg
+from tests.conftest import _random_box, _render, build_tiny_checkpoint
+
+from voc_files import write_voc_image, write_voc_split
 
 # six shapes whose sizes padded to 16 all differ: (48,48) (64,48) (48,64) (80,48) (48,80) (64,64)
 SHAPES = [(40, 40), (56, 40), (40, 56), (72, 40), (40, 72), (56, 56)]
@@ -23,19 +25,10 @@ def _voc_interleaved(root: Path, per_shape: int = 3, seed: int = 0) -> Path:
     ids = []
     for i in range(per_shape * len(SHAPES)):
         w, h = SHAPES[i % len(SHAPES)]
-        x0, y0, x1, y1 = _random_box(rng, w, h, 0.4, 0.9)
-        image_id = f"{2007_000000 + i:06d}"
-        write_jpeg(root / "JPEGImages" / f"{image_id}.jpg", _render(rng, w, h, [(x0, y0, x1, y1)]))
-        (root / "Annotations").mkdir(parents=True, exist_ok=True)
-        (root / "Annotations" / f"{image_id}.xml").write_text(
-            f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size><object><name>a</name>"
-            f"<truncated>0</truncated><difficult>0</difficult><bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin>"
-            f"<xmax>{x1 + 1}</xmax><ymax>{y1 + 1}</ymax></bndbox></object></annotation>"
-        )
-        ids.append(image_id)
-    (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
-    (root / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")
-    return root
+        box = _random_box(rng, w, h, 0.4, 0.9)
+        ids.append(f"{2007_000000 + i:06d}")
+        write_voc_image(root, ids[-1], _render(rng, w, h, [box]), box)
+    return write_voc_split(root, ids)
 
 
 def test_size_order_shards_are_a_stable_sort_and_check_the_permutation():
