@@ -15,7 +15,6 @@ in the main process: hence the CPU default (off).
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
+from bench_common import host_header, host_parser, resolve_workers  # noqa: E402
 from vs_peers import NUM_CLASSES, labelled_records  # noqa: E402
 
 from simpool_bench import tasks as ev  # noqa: E402
@@ -38,7 +38,6 @@ from simpool_bench.engine import EngineConfig  # noqa: E402
 from simpool_bench.models import build_model  # noqa: E402
 from simpool_bench.models.base import ModelOutput  # noqa: E402
 from simpool_bench.transforms import classification_transform  # noqa: E402
-from simpool_bench.workers import default_workers, usable_workers  # noqa: E402
 
 
 class ShmPeak:
@@ -100,23 +99,11 @@ def pinned_stats() -> tuple[int, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", type=int, default=256)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=None, help="default min(8, cores)")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--tasks", default="localize,classify")
-    p.add_argument("--free-model", action="store_true", help="no forward: the host's side alone")
-    args = p.parse_args()
-    workers = usable_workers(default_workers()) if args.workers is None else args.workers
+    args = host_parser(__doc__, images=256, tasks="localize,classify").parse_args()
+    workers = resolve_workers(args.workers)
     cuda = args.device.startswith("cuda")
     name = torch.cuda.get_device_name(torch.device(args.device)) if cuda else "cpu"
-    print(
-        f"device {args.device} ({name}), cores {os.cpu_count()}, workers {workers}, images {args.images}, batch {args.batch_size}, "
-        f"free model {args.free_model}, load {os.getloadavg()[0]:.2f}",
-        flush=True,
-    )
+    print(host_header(f"{args.device} ({name})", workers, args), flush=True)
     torch.manual_seed(1)
     model = build_model("vit_small_patch16_224", pool="simpool", num_classes=NUM_CLASSES).eval()
     if args.free_model:

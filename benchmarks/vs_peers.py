@@ -35,7 +35,6 @@ import argparse
 import cProfile
 import os
 import pstats
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +50,8 @@ sys.path.insert(0, str(ROOT / "tests"))  # the literal references live beside th
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
+from bench_common import compile_kernels_elsewhere, resolve_workers  # noqa: E402
+
 from simpool_bench import api  # noqa: E402
 from simpool_bench import tasks as ev  # noqa: E402
 from simpool_bench.data.records import Record  # noqa: E402
@@ -58,7 +59,6 @@ from simpool_bench.engine import EngineConfig  # noqa: E402
 from simpool_bench.metrics.boxes import resize_boxes_wsol  # noqa: E402
 from simpool_bench.models import build_model  # noqa: E402
 from simpool_bench.transforms import IMAGENET_MEAN, IMAGENET_STD, classification_transform, wsol_transform  # noqa: E402
-from simpool_bench.workers import default_workers, usable_workers  # noqa: E402
 
 import boxacc_oracle as oracle  # noqa: E402
 import lost_reference as lost_ref  # noqa: E402
@@ -295,7 +295,7 @@ def main() -> None:
     args = p.parse_args()
     PROFILE.update(wsol=args.profile is not None, sort=args.profile or "tottime")
     FREE_MODEL["wsol"] = args.free_model
-    workers = usable_workers(default_workers()) if args.workers is None else args.workers  # the engine's own fallback
+    workers = resolve_workers(args.workers)  # the engine's own fallback
     print(
         f"device {_device_name(args.device)}, cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, workers {workers}, "
         f"images {args.images}, "
@@ -306,9 +306,7 @@ def main() -> None:
         # numba compiles our MaxBoxAcc kernels once and caches them on disk; every later run loads
         # them (counted below). Compile in another process, so this one still loads them as a run does.
         t0 = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-c", "from simpool_bench.metrics.boxacc import compile_kernels; compile_kernels()"], check=True, cwd=ROOT
-        )
+        compile_kernels_elsewhere()
         print(
             f"numba kernels ready on disk before timing: {time.perf_counter() - t0:.1f} s (a first-ever run compiles them once)", flush=True
         )

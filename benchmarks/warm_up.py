@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
+from bench_common import compile_kernels_elsewhere, host_header, host_parser, resolve_workers  # noqa: E402
+
 
 def child(records_file: str, warm_up: bool, device: str, free_model: bool, workers: int, batch_size: int) -> None:
     """One timed ``localize`` in this process; prints its time, rows and split as JSON."""
@@ -58,32 +60,18 @@ def child(records_file: str, warm_up: bool, device: str, free_model: bool, worke
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", type=int, default=512)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=None, help="default min(8, cores)")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--free-model", action="store_true", help="no forward: the host's side alone")
+    p = host_parser(__doc__, images=512)
     p.add_argument("--child", nargs=2, metavar=("RECORDS", "ON"), help=argparse.SUPPRESS)
     args = p.parse_args()
-    from simpool_bench.workers import default_workers, usable_workers
-
-    workers = usable_workers(default_workers()) if args.workers is None else args.workers
+    workers = resolve_workers(args.workers)
     if args.child:
         child(args.child[0], args.child[1] == "on", args.device, args.free_model, workers, args.batch_size)
         return
     from vs_peers import labelled_records
 
-    print(
-        f"device {args.device}, cores {os.cpu_count()}, workers {workers}, images {args.images}, batch {args.batch_size}, "
-        f"free model {args.free_model}, load {os.getloadavg()[0]:.2f}",
-        flush=True,
-    )
+    print(host_header(args.device, workers, args), flush=True)
     # the kernels on disk first (a first-ever run compiles them once: not what is measured here)
-    subprocess.run(
-        [sys.executable, "-c", "from simpool_bench.metrics.boxacc import compile_kernels; compile_kernels()"], check=True, cwd=ROOT
-    )
+    compile_kernels_elsewhere()
     with tempfile.TemporaryDirectory() as tmp:
         records_file = Path(tmp) / "records.pkl"
         records_file.write_bytes(pickle.dumps(labelled_records(Path(tmp) / "labelled", args.images, 1)))
