@@ -39,7 +39,7 @@ layers (``tasks``: one object per protocol; ``engine``; ``metrics``) are importa
 from __future__ import annotations
 
 from .engine import EngineConfig
-from .loading import data_overrides, describe_data_config, load_model
+from .loading import load_model
 from .metrics.boxacc import BoxAccumulator
 from .metrics.boxes import resize_boxes_wsol
 from .metrics.corloc import CorLocAccumulator
@@ -53,17 +53,6 @@ from .readers import (
     read_map_data,
 )
 from .results import check, compare, load_tolerances, read_baseline, read_run
-from .run_records import (
-    curve_csv,
-    finish,
-    finish_run,
-    per_class_csv,
-    pos_interp_of,
-    provenance,
-    stored_provenance,
-    write_curve,
-    write_per_class,
-)
 from .runs import from_maps, run_classify, run_discover, run_extract, run_localize
 from .specs import ClassifySpec, DataSpec, DiscoverSpec, ExtractSpec, LocalizeSpec, ModelOptions, RunResult
 from .unset import UNSET
@@ -87,16 +76,8 @@ __all__ = [
     "LocalizeSpec",
     "ModelOptions",
     "RunResult",
-    "curve_csv",
-    "data_overrides",
-    "describe_data_config",
-    "finish",
-    "finish_run",
     "from_maps",
     "load_model",
-    "per_class_csv",
-    "pos_interp_of",
-    "provenance",
     "read_classification_data",
     "read_data",
     "read_discovery_data",
@@ -107,7 +88,4 @@ __all__ = [
     "run_discover",
     "run_extract",
     "run_localize",
-    "stored_provenance",
-    "write_curve",
-    "write_per_class",
 ]

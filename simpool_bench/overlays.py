@@ -48,7 +48,7 @@ OVERLAYS_PNG = "overlays.png"
 FIGURE_STEM = "figure"
 SELECTION_CSV = "selection.csv"
 CURVES_PNG = "boxacc_curves.png"
-#: What ``localize --out`` writes (``api.write_curve``) and ``plot_curves`` reads.
+#: What ``localize --out`` writes (``run_records.curve_csv``) and ``plot_curves`` reads.
 CURVE_CSV = "boxacc_curve.csv"
 SELECT_MODES = ("first", "best", "worst")
 #: The row of a localize run whose threshold ``read_best_threshold`` takes by default.

@@ -94,19 +94,6 @@ def pos_interp_of(model: BenchModel | None) -> str | None:
     return "dino-quirk" if model.dino_pos_quirk else model.pos_interp
 
 
-def finish(
-    outcome: Outcome,
-    prov: Provenance,
-    out: Path | None,
-    formats: Sequence[str] = ("parquet", "csv", "json"),
-    *,
-    per_class: bool = False,
-    classes: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """``finish_run``'s table."""
-    return finish_run(outcome, prov, out, formats, per_class=per_class, classes=classes)[0]
-
-
 def finish_run(
     outcome: Outcome,
     prov: Provenance,
@@ -157,11 +144,6 @@ def per_class_csv(per_class_top1: Any, classes: Sequence[str] | None) -> bytes:
     names = list(classes) if classes is not None and len(classes) == len(acc) else [str(i) for i in range(len(acc))]
     frame = pd.DataFrame({"class_index": np.arange(len(acc)), "class_name": names, "top1": acc})
     return frame.to_csv(index=False).encode("utf-8")
-
-
-def write_per_class(per_class_top1: Any, classes: Sequence[str] | None, path: Path) -> Path:
-    """``per_class_csv`` written (atomically) to ``path``, added to the run in that folder, if any."""
-    return add_run_file(Path(path).parent, Path(path).name, per_class_csv(per_class_top1, classes))
 
 
 def curve_csv(extras: dict[str, Any]) -> bytes:

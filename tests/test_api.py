@@ -77,3 +77,33 @@ def test_classify_spec_interpolation_reaches_the_data_config_record(tmp_path):
     clash = api.ClassifySpec(data, model=api.ModelOptions(checkpoint=ckpt, interpolation="nearest"), interpolation="bilinear")
     with pytest.raises(SimpoolBenchError, match="interpolation 'bilinear' \\(ClassifySpec\\) and 'nearest' \\(ModelOptions\\) differ"):
         api.run_classify(clash, engine)
+
+
+#: What a user runs and reads runs with: the specs, the run functions, the readers, the table
+#: functions and the two metric accumulators.
+API_NAMES = {
+    *("ClassifySpec", "DataSpec", "DiscoverSpec", "ExtractSpec", "LocalizeSpec", "ModelOptions", "RunResult", "EngineConfig"),
+    *("run_classify", "run_localize", "run_discover", "run_extract", "from_maps", "load_model", "UNSET", "DEFAULT_SPLITS"),
+    *("read_classification_data", "read_localization_data", "read_discovery_data", "read_map_data", "read_data", "read_image_files"),
+    *("read_run", "read_baseline", "compare", "check", "load_tolerances"),
+    *("BoxAccumulator", "CorLocAccumulator", "resize_boxes_wsol"),
+}
+
+
+def test_api_exports_the_user_api_and_no_plumbing():
+    """api's ``__all__`` (and namespace) also held the run layer's plumbing (``finish_run``,
+    ``provenance``, ``stored_provenance``, ``curve_csv``, ``data_overrides``, ...); it is the user API only."""
+    import inspect
+
+    from simpool_bench import readers, results, runs, specs
+    from simpool_bench.metrics import boxacc, boxes, corloc
+
+    assert set(api.__all__) == API_NAMES and len(api.__all__) == len(API_NAMES)
+    public = {n for n, v in vars(api).items() if not n.startswith("_") and not inspect.ismodule(v)} - {"annotations"}
+    assert public == API_NAMES
+    # each name is the object of its home module, not a stand-in
+    homes = {"run_localize": runs, "from_maps": runs, "RunResult": specs, "read_run": results, "check": results}
+    homes |= {"read_map_data": readers, "BoxAccumulator": boxacc, "CorLocAccumulator": corloc, "resize_boxes_wsol": boxes}
+    assert all(getattr(api, n) is getattr(m, n) for n, m in homes.items())
+    for gone in ("finish", "finish_run", "provenance", "stored_provenance", "pos_interp_of", "curve_csv", "write_curve"):
+        assert not hasattr(api, gone), gone

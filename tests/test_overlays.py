@@ -18,6 +18,7 @@ from simpool_bench.map_store import MapShard, MapStore, make_manifest
 from simpool_bench.metrics.boxacc import cam_thresholds
 from simpool_bench.overlays import best_wsol_box, read_best_threshold, select_indices
 from simpool_bench.results import Provenance, make_table, write_run
+from simpool_bench.run_records import write_curve
 from simpool_bench.tasks import wsol_gt_boxes
 from simpool_bench.transforms import wsol_transform
 
@@ -91,7 +92,7 @@ def _localize_run(root, best_threshold: float) -> None:
     write_run(make_table(rows, Provenance(model="m", pool="simpool")), root)
     thr = cam_thresholds(0.01)
     curve = np.stack([100 * np.exp(-((thr - best_threshold) ** 2) / 0.02) * f for f in (1.0, 0.8, 0.5)], axis=1)
-    api.write_curve({"curve": curve, "curve_thresholds": thr}, root / "boxacc_curve.csv")
+    write_curve({"curve": curve, "curve_thresholds": thr}, root / "boxacc_curve.csv")
 
 
 # ------------------------------------------------------------------------------------ boxes and selection

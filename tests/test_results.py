@@ -210,7 +210,7 @@ def test_stored_provenance_takes_this_schema_version_and_new_columns():
     this version: the layout is the writer's, the model facts the store's."""
     from types import SimpleNamespace
 
-    from simpool_bench.api import stored_provenance
+    from simpool_bench.run_records import stored_provenance
 
     store = SimpleNamespace(
         manifest={"provenance": {"model": "vit_small_patch16_224", "pool": "cls", "schema_version": 1, "attn_source": "cls"}}
