@@ -3,7 +3,8 @@ and an output folder in, a ``RunResult`` (table, files, extras) out.
 
 ``run_classify``, ``run_localize``, ``run_discover`` and ``run_extract`` read the data the spec
 names, build the model (or open the stored maps, or take the baseline), run the protocol's task
-(``tasks``) and write the tidy, provenance-stamped table. Each run's resume key is
+(``tasks``) and write the tidy, provenance-stamped table. A run records as its ``command`` the
+CLI's command line, or, called from Python, the function ('simpool_bench.api.run_localize'). Each run's resume key is
 ``runkey.resume_key`` of the command, the model, the spec's records and transform, the spec's
 protocol parameters and the engine settings (see ``runkey``).
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tasks
+from .caller import called_as
 from .data.records import Record
 from .engine import EngineConfig
 from .errors import SimpoolBenchError
@@ -43,6 +45,7 @@ def _result(outcome: tasks.Outcome, prov: Provenance, out: Path | None, formats:
     return RunResult(table, files, extras)
 
 
+@called_as("simpool_bench.api.run_classify")
 def run_classify(
     spec: ClassifySpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] | str = DEFAULT_FORMATS
 ) -> RunResult:
@@ -133,6 +136,7 @@ def _no_model_random_init(model: ModelOptions | None, why: str | None) -> None:
         raise SimpoolBenchError(f"--random-init: a run with {why} builds no model, so there are no weights to draw; drop --random-init")
 
 
+@called_as("simpool_bench.api.run_localize")
 def run_localize(
     spec: LocalizeSpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] | str = DEFAULT_FORMATS
 ) -> RunResult:
@@ -190,6 +194,7 @@ def check_discovery_values(mass: float, k_patches: int) -> None:
         raise SimpoolBenchError(f"--k-patches {k_patches}: expected an integer >= 1 (LOST: 100)")
 
 
+@called_as("simpool_bench.api.run_discover")
 def run_discover(
     spec: DiscoverSpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] | str = DEFAULT_FORMATS
 ) -> RunResult:
@@ -245,6 +250,7 @@ def run_discover(
     return _result(outcome, prov, out, formats)
 
 
+@called_as("simpool_bench.api.run_extract")
 def run_extract(spec: ExtractSpec, engine: EngineConfig, out: Path) -> RunResult:
     """The spec's model's attention maps into the map store ``out`` (resumable; see ``map_store``).
     ``RunResult.extras['report']`` is the ``extraction.ExtractReport``."""
@@ -287,6 +293,7 @@ def run_extract(spec: ExtractSpec, engine: EngineConfig, out: Path) -> RunResult
     return RunResult(None, (Path(out) / "manifest.json",), {"report": rep})
 
 
+@called_as("simpool_bench.api.from_maps")
 def from_maps(
     kind: str, maps: Path, records: Sequence[Record], *, protocol: dict[str, Any] | None = None, **kwargs: Any
 ) -> tuple[tasks.Outcome, Provenance]:

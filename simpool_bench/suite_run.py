@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from .caller import called_as
 from .errors import SimpoolBenchError, one_line
 from .suite import Suite, SuiteEntry
 
@@ -73,6 +74,7 @@ def _run_entry(
     return result.table, (result.extras.get("shards_resumed"), result.extras.get("shards_total"))
 
 
+@called_as("simpool_bench.suite_run.run_suite")
 def run_suite(
     suite: Suite,
     out: str | os.PathLike,

@@ -107,3 +107,35 @@ def test_api_exports_the_user_api_and_no_plumbing():
     assert all(getattr(api, n) is getattr(m, n) for n, m in homes.items())
     for gone in ("finish", "finish_run", "provenance", "stored_provenance", "pos_interp_of", "curve_csv", "write_curve"):
         assert not hasattr(api, gone), gone
+
+
+def test_a_run_records_the_api_function_or_the_cli_command_line_as_its_command(tmp_path, make_wsol_dataset, monkeypatch, one_thread):
+    """A run from Python recorded the host process's argv as its command (pytest's here, a Jupyter
+    kernel's in a notebook); it records the API function now, and the CLI its own command line
+    (in process: the args given; from the shell: ``sys.argv``)."""
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from simpool_bench.cli import main
+
+    from conftest import invoke_cli
+
+    wsol = make_wsol_dataset(tmp_path / "wsol", n=3)
+    spec = api.LocalizeSpec(api.DataSpec("cub", data=wsol.image_root, metadata=wsol.metadata), baseline="center-gaussian")
+    result = api.run_localize(spec, api.EngineConfig(device="cpu", batch_size=4, workers=0, progress=False), out=tmp_path / "py")
+    host = Path(sys.argv[0]).name
+    assert set(result.table["command"]) == set(api.read_run(tmp_path / "py")["command"]) == {"simpool_bench.api.run_localize"}
+    assert host not in result.table["command"].iloc[0]  # it was shlex.join([host, *sys.argv[1:]])
+
+    args = ["localize", "--data", str(wsol.image_root), "--metadata", str(wsol.metadata), "--baseline", "center-gaussian"]
+    args += ["--device", "cpu", "--workers", "0", "--out", str(tmp_path / "cli dir")]
+    assert invoke_cli(*args).exit_code == 0
+    assert set(api.read_run(tmp_path / "cli dir")["command"]) == {shlex.join(["simpool-bench", *args])}
+
+    monkeypatch.setattr(sys, "argv", ["/opt/venv/bin/simpool-bench", *args[:-1], str(tmp_path / "shell")])
+    try:
+        main()
+    except SystemExit as done:
+        assert not done.code
+    assert set(api.read_run(tmp_path / "shell")["command"]) == {shlex.join(["simpool-bench", *args[:-1], str(tmp_path / "shell")])}

@@ -4,6 +4,7 @@ files, resume, and the gate against a baseline suite folder."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from pathlib import Path
 
@@ -225,9 +226,11 @@ def test_failing_entry_is_reported_and_the_others_run(full_run):
     assert not (out / "gap" / "discover-voc07" / "results.csv").exists()
 
 
-def test_all_results_is_every_entry_table(full_run):
+def test_all_results_is_every_entry_table(full_run, tiny):
     out, _ = full_run
     allres = read_run(out / "all_results.csv")
+    cli = ["suite", "run", str(tiny[1]), "--out", str(out), "--device", "cpu", "--batch-size", "4", "--workers", "0", "--shard-size", "4"]
+    assert set(allres["command"]) == {shlex.join(["simpool-bench", *cli])}  # every entry records the suite's command line
     entries = {("tiny SimPool", "classify-toy"), ("tiny SimPool", "discover-voc07"), ("tiny CLS-free GAP", "classify-toy")}
     assert set(zip(allres["label"], allres["entry"])) == entries
     folder = {"tiny SimPool": "tiny-simpool", "tiny CLS-free GAP": "gap"}
@@ -343,3 +346,4 @@ def test_unexpected_error_in_one_entry_keeps_its_traceback_and_the_others_run(ti
     assert failed.message == f"RuntimeError: boom second line (traceback in {error})"
     assert "Traceback" in error.read_text() and "boom" in error.read_text()
     assert set(read_run(report.files["all_results"])["entry"]) == {"classify-toy"}
+    assert set(read_run(report.files["all_results"])["command"]) == {"simpool_bench.suite_run.run_suite"}  # not pytest's argv

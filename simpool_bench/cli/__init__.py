@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from ..caller import command_line, recording
 from ..console import err_console, set_quiet
 from ..errors import SimpoolBenchError, one_line
 from . import map_commands, run_commands, suite_commands, table_commands
@@ -55,6 +57,13 @@ class _OneLineUsageGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         with _one_line_usage():
             return super().invoke(ctx)
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, *rest: Any, **kwargs: Any) -> Any:
+        """Runs made by this command line record it as their ``command`` (``caller``): ``sys.argv``
+        from the shell, else ``prog_name`` (the app's name) and ``args``."""
+        argv = list(sys.argv) if args is None else [prog_name or self.name or "simpool-bench", *args]
+        with recording(command_line(argv)):
+            return super().main(args, prog_name, *rest, **kwargs)
 
 
 app = typer.Typer(

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import re
-import shlex
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..caller import command_line, recorded_command
 from ..errors import SimpoolBenchError
 from ..files import sha256_file
 from ..metrics import catalog
@@ -147,8 +147,10 @@ class Provenance:
     def collect(
         cls, model: str, pool: str, *, checkpoint: str | os.PathLike | None = None, argv: Sequence[str] | None = None, **known: Any
     ) -> Provenance:
-        """Provenance of a run made now: fills run_id, versions, UTC date, command line, and the
-        checkpoint's sha256 (hashed from the file when not given)."""
+        """Provenance of a run made now: fills run_id, versions, UTC date, the checkpoint's sha256
+        (hashed from the file when not given) and ``command``: ``argv`` as a command line when
+        given, else what ``caller.recorded_command`` says (the CLI's command line or the API
+        function called; None outside both: the host process's argv is not this run's)."""
         import torch
 
         from .. import __version__
@@ -156,14 +158,13 @@ class Provenance:
         ckpt = None if checkpoint is None else str(checkpoint)
         if ckpt is not None and known.get("checkpoint_sha256") is None and Path(ckpt).is_file():
             known["checkpoint_sha256"] = sha256_file(ckpt)
-        argv = list(sys.argv if argv is None else argv)
         defaults = {
             "run_id": "r" + uuid.uuid4().hex[:12],  # a letter first: pandas.read_csv reads '72997801e351' as inf
             "tool_version": __version__,
             "torch_version": torch.__version__,
             "timm_version": _timm_version(),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": shlex.join([Path(argv[0]).name, *argv[1:]]) if argv else None,
+            "command": recorded_command() if argv is None else command_line(argv),
         }
         for k, v in defaults.items():
             if known.get(k) is None:
