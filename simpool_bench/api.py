@@ -8,8 +8,8 @@ table (and the files written) back. The CLI and the demo call exactly these func
     >>> result = api.run_localize(api.LocalizeSpec(data, model=model), engine, out=out)
     >>> result.table.query("metric == 'maxboxacc_v2'")["value"].between(0, 100).item()
     True
-    >>> sorted(p.name for p in result.files)[:3]
-    ['boxacc_curve.csv', 'per_image.parquet', 'results.csv']
+    >>> sorted(p.name for p in result.files)                               # every file written in out
+    ['boxacc_curve.csv', 'per_image.parquet', 'results.csv', 'results.json', 'results.manifest.json', 'results.parquet']
     >>> rows = result.extras["per_image"]                                   # one row per image
     >>> 100.0 * int(rows["hit_50"].sum()) / len(rows) == result.table.query("metric == 'maxboxacc' and iou_threshold == 50")["value"].item()
     True

@@ -255,7 +255,7 @@ def run_extract(spec: ExtractSpec, engine: EngineConfig, out: Path) -> RunResult
     """The spec's model's attention maps into the map store ``out`` (resumable; see ``map_store``).
     ``RunResult.extras['report']`` is the ``extraction.ExtractReport``."""
     from .extraction import extract_maps
-    from .map_store import protocol_for
+    from .map_store import MANIFEST_NAME, protocol_for
 
     d = spec.data
     protocol = protocol_for(d.dataset)
@@ -290,7 +290,9 @@ def run_extract(spec: ExtractSpec, engine: EngineConfig, out: Path) -> RunResult
         cam_target=spec.cam_target,
         resume=spec.resume,
     )
-    return RunResult(None, (Path(out) / "manifest.json",), {"report": rep})
+    store = rep.store
+    files = [p for s in range(store.n_shards) for p in (store.shard_path(s), store.checksum_path(s))]
+    return RunResult(None, (store.root / MANIFEST_NAME, *files), {"report": rep})
 
 
 @called_as("simpool_bench.api.from_maps")

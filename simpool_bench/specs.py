@@ -135,7 +135,13 @@ class ExtractSpec:
 @dataclass(frozen=True)
 class RunResult:
     """What a run gives back: the tidy table, the files it wrote, and anything else worth keeping
-    (curves, per-class accuracy, hits, shard counts, an extract report)."""
+    (curves, per-class accuracy, hits, shard counts, an extract report).
+
+    ``files``: every file of the run in its folder: the results files, the extra files
+    (``boxacc_curve.csv``, ``per_class.csv``, ``per_image.*``) and ``results.manifest.json``
+    that lists them; of ``run_extract``, the map store (``manifest.json`` and each shard with its
+    checksum). Not the caches a run may keep there: finished shards for resuming (``.shards/``)
+    and the k-NN bank's features (``knn_bank/``). Empty without ``out`` (and on ranks other than 0)."""
 
     table: pd.DataFrame | None
     files: tuple[Path, ...] = ()

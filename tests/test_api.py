@@ -139,3 +139,30 @@ def test_a_run_records_the_api_function_or_the_cli_command_line_as_its_command(t
     except SystemExit as done:
         assert not done.code
     assert set(api.read_run(tmp_path / "shell")["command"]) == {shlex.join(["simpool-bench", *args[:-1], str(tmp_path / "shell")])}
+
+
+def test_result_files_are_every_file_the_run_wrote(tmp_path):
+    """``RunResult.files`` left out results.manifest.json; it lists every file of the run now. The
+    caches a run keeps in its folder (resume shards in .shards/, the k-NN bank's features in
+    knn_bank/) are not the run's files and are not listed."""
+    import json
+
+    from conftest import build_image_folder, build_tiny_checkpoint
+
+    ckpt = build_tiny_checkpoint(tmp_path / "tiny.pth.tar")[0]
+    data = api.DataSpec("imagenet", data=build_image_folder(tmp_path / "imgs" / "val", counts=(2, 1, 1)).parent)
+    bank = build_image_folder(tmp_path / "bank", counts=(2, 2, 2), seed=1)
+    out = tmp_path / "run"
+    engine = api.EngineConfig(device="cpu", batch_size=4, workers=0, progress=False, resume_dir=out / ".shards")
+    spec = api.ClassifySpec(data, model=api.ModelOptions(checkpoint=ckpt), per_class=True, knn_train=bank, knn_k=(3,))
+    result = api.run_classify(spec, engine, out=out, formats="json,md,latex,csv")
+
+    on_disk = {p for p in out.rglob("*") if p.is_file()}
+    caches = {p for p in on_disk if p.relative_to(out).parts[0] in (".shards", "knn_bank")}
+    assert caches and {p.relative_to(out).parts[0] for p in caches} == {".shards", "knn_bank"}  # both caches are there
+    assert len(result.files) == len(set(result.files)) and set(result.files) == on_disk - caches
+    tables = {"results.csv", "results.parquet", "results.json", "results.md", "results.tex"}
+    extras = {"per_class.csv", "per_image.parquet", "per_image.csv"}
+    assert {p.name for p in result.files} == tables | extras | {"results.manifest.json"}
+    manifest = json.loads((out / "results.manifest.json").read_text())
+    assert set(manifest["files"]) == tables | extras  # the manifest lists every other file

@@ -173,12 +173,26 @@ def test_discover_no_model_rows(world, method):
 
 
 @pytest.fixture(scope="module")
-def stores(world):
+def extracted(world):
+    """{protocol: the extract RunResult}, into ROOT/maps_<protocol>."""
     out = {}
     for name, data in (("localize", _wsol(world)), ("discover", _voc(world))):
-        out[name] = world["root"] / f"maps_{name}"
-        api.run_extract(api.ExtractSpec(data, model=_model(world), dtype="float32"), _engine(), out[name])
+        out[name] = api.run_extract(api.ExtractSpec(data, model=_model(world), dtype="float32"), _engine(), world["root"] / f"maps_{name}")
     return out
+
+
+@pytest.fixture(scope="module")
+def stores(world, extracted):
+    return {name: world["root"] / f"maps_{name}" for name in extracted}
+
+
+def test_extract_files_are_the_whole_store(world, extracted):
+    """An extract's ``RunResult.files`` was its manifest alone; it is every file of the store."""
+    for name, result in extracted.items():
+        root = world["root"] / f"maps_{name}"
+        assert set(result.files) == {p for p in root.rglob("*") if p.is_file()} and len(result.files) == len(set(result.files))
+        n = result.extras["report"].shards_total
+        assert n >= 2 and len(result.files) == 1 + 2 * n  # manifest.json, and a .pt and a .sha256 per shard
 
 
 def test_stored_maps_give_the_direct_rows(world, localized, discovered, stores):

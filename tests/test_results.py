@@ -94,7 +94,7 @@ def _tricky_run() -> pd.DataFrame:
 def test_round_trip_every_readable_format(tmp_path):
     df = _tricky_run()
     paths = R.write_run(df, tmp_path / "out", formats=("json", "md", "latex"))
-    assert set(paths) == {"csv", "parquet", "json", "md", "latex"}
+    assert set(paths) == {"csv", "parquet", "json", "md", "latex", R.RUN_MANIFEST}
     assert paths["csv"].name == "results.csv" and paths["parquet"].name == "results.parquet"
     for fmt in ("csv", "parquet", "json"):
         back = R.read_run(paths[fmt])
@@ -107,7 +107,7 @@ def test_round_trip_every_readable_format(tmp_path):
 
 def test_record_always_written(tmp_path):
     paths = R.write_run(_run(), tmp_path, formats=())
-    assert set(paths) == {"csv", "parquet"} and all(p.is_file() for p in paths.values())
+    assert set(paths) == {"csv", "parquet", R.RUN_MANIFEST} and all(p.is_file() for p in paths.values())
     with pytest.raises(SimpoolBenchError, match="unknown export format 'xlsx'"):
         R.write_run(_run(), tmp_path, formats=("xlsx",))
 

@@ -59,7 +59,8 @@ def write_run(
 ) -> dict[str, Path]:
     """Write a run into ``out_dir``: always ``results.csv`` and ``results.parquet`` (the record),
     plus any of ``json``, ``md``, ``latex`` and the ``extra`` files ({file name: bytes}, e.g. the
-    BoxAcc curve), all or none (see the module docstring). Returns {format or file name: path}."""
+    BoxAcc curve), all or none (see the module docstring). Returns {format or file name: path} of
+    every file written, ``results.manifest.json`` (under its name) included."""
     wanted = ["csv", "parquet"]
     for f in formats:
         f = _FORMAT_ALIASES.get(f.lower(), f.lower())
@@ -109,7 +110,7 @@ def write_run(
         for tmp in tmps.values():
             discard(tmp)
     by_format = {f: out / EXPORT_FILES[f] for f in wanted}
-    return {**by_format, **{name: out / name for name in (extra or {})}}
+    return {**by_format, **{name: out / name for name in (extra or {})}, RUN_MANIFEST: out / RUN_MANIFEST}
 
 
 def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
