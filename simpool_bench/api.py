@@ -31,8 +31,9 @@ guesses the column types), ``read_baseline``, ``compare``, ``check`` and ``load_
 the ``compare`` and ``check`` commands use them.
 
 Metrics on your own maps and boxes: ``BoxAccumulator`` (MaxBoxAcc; the GT boxes in 224x224 pixels,
-``resize_boxes_wsol`` maps them there from the image's size, as wsolevaluation does) and
-``CorLocAccumulator`` (LOST's CorLoc); ``update`` per batch, ``compute`` at the end. The lower
+0..224, ``resize_boxes_wsol`` maps them there from the image's size, as wsolevaluation does; a box
+outside is refused) and ``CorLocAccumulator`` (LOST's CorLoc); ``update`` per batch, ``compute`` at
+the end (with no image: BoxAccumulator raises, CorLocAccumulator gives NaN). The lower
 layers (``tasks``: one object per protocol; ``engine``; ``metrics``) are importable too.
 """
 

@@ -14,6 +14,7 @@ import torch
 from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.metrics import _components
 from simpool_bench.metrics.boxacc import BoxAccumulator, _gt_boxes_fast, box_hits, cam_thresholds, prepare_scoremap
+from simpool_bench.metrics.boxes import resize_boxes_wsol
 
 import boxacc_oracle as oracle
 
@@ -370,9 +371,9 @@ def test_bad_inputs_raise() -> None:
         acc.update(np.zeros((2, 7, 7)), good)
     with pytest.raises(SimpoolBenchError, match=r"gt_boxes\[0\]"):
         acc.update(np.zeros((1, 7, 7)), [np.zeros((0, 4))])
-    with pytest.raises(SimpoolBenchError, match="convention"):
+    with pytest.raises(SimpoolBenchError, match=r"box \[5, 0, 4, 10\] is inverted"):
         acc.update(np.zeros((1, 7, 7)), [np.array([[5, 0, 4, 10]])])
-    with pytest.raises(SimpoolBenchError, match="whole pixels"):
+    with pytest.raises(SimpoolBenchError, match=r"box \[0.5, 0, 4, 10\] is not whole pixels"):
         acc.update(np.zeros((1, 7, 7)), [np.array([[0.5, 0, 4, 10]])])
     with pytest.raises(SimpoolBenchError, match="infinite"):
         acc.update(np.full((1, 7, 7), np.inf), good)
@@ -386,6 +387,38 @@ def test_bad_inputs_raise() -> None:
         BoxAccumulator(iou_thresholds=(0.5,))
     with pytest.raises(SimpoolBenchError, match="no image"):
         BoxAccumulator().compute()
+
+
+def test_gt_boxes_outside_the_resized_image_are_refused_naming_the_box() -> None:
+    """A box in original-image pixels (past 224) was scored as given: wrong numbers, no error. It is
+    refused now, in one line naming the box and what is expected, before anything is counted;
+    a box reaching 224 (an edge box through wsolevaluation's resize_bbox) is valid and scored."""
+    acc = BoxAccumulator(interval=0.1)
+    maps = np.random.default_rng(0).random((2, 14, 14))
+    ok = np.array([[10, 10, 100, 100]])
+    cases = {
+        "[10, 20, 500, 375] reaches past the 224x224 map": np.array([[10, 20, 500, 375]]),
+        "[0, 0, 10, 225] reaches past the 224x224 map": torch.tensor([[0, 0, 10, 5], [0, 0, 10, 225]]),
+        "[nan, 0, 10, 10] is not finite": np.array([[np.nan, 0, 10, 10]]),
+        "[0, -3, 10, 10] has a negative coordinate": [[0, -3, 10, 10]],
+        "[0, 50, 10, 40] is inverted (x0 > x1 or y0 > y1)": np.array([[0.0, 50.0, 10.0, 40.0]]),
+    }
+    for said, box in cases.items():
+        with pytest.raises(SimpoolBenchError) as err:
+            acc.update(maps, [ok, box])
+        message = str(err.value)
+        assert message.startswith(f"gt_boxes[1]: box {said}; expected whole pixels with 0 <= x0 <= x1 <= 224 and 0 <= y0 <= y1 <= 224")
+        assert "resize_boxes_wsol" in message and "\n" not in message
+    assert int(acc.n_images) == 0 and int(acc.correct.sum()) == 0  # nothing counted
+    # the image's edge maps to 224 exactly (wsolevaluation: x1 * 224 / w), and it is scored
+    edge = resize_boxes_wsol(np.array([[240.0, 0.0, 480.0, 375.0]]), 480, 375)
+    assert edge.tolist() == [[112, 0, 224, 224]]
+    full = np.ones((224, 224))
+    full[0, 0] = 0.0  # every threshold below 1 keeps the whole image: the box (0, 0, 223, 223)
+    acc.update([full], [edge])
+    iou = (112 * 224) / (224 * 224 + 113 * 225 - 112 * 224)  # (0, 0, 223, 223) vs (112, 0, 224, 224), +1 convention
+    assert 0.3 <= iou < 0.5  # 0.4967: a hit at IoU 30, a miss at 50 and 70
+    assert acc.compute().maxboxacc == {30: 100.0, 50: 0.0, 70: 0.0}
 
 
 def test_hole_counts_per_level_match_opencv() -> None:
@@ -409,14 +442,16 @@ def test_gt_boxes_fast_path_equals_per_image_path() -> None:
     entry it cannot vouch for goes through the per-image path (which names the bad entry)."""
     rng = np.random.default_rng(10)
     gts = [_gt_boxes(rng, 224, 224) for _ in range(7)]
-    fast = _gt_boxes_fast(gts)
+    fast = _gt_boxes_fast(gts, 224, 224)
     assert fast is not None
     slow_gt = np.concatenate(gts).astype(np.int64)
     np.testing.assert_array_equal(fast[0], slow_gt)
     np.testing.assert_array_equal(fast[1], np.concatenate([[0], np.cumsum([len(g) for g in gts])]))
-    assert _gt_boxes_fast([gts[0], gts[1].astype(np.float32)]) is None  # mixed dtypes
-    assert _gt_boxes_fast([gts[0], np.array([[0.5, 0, 3, 3]])]) is None
-    assert _gt_boxes_fast([np.array([[4, 0, 3, 3]])]) is None
+    assert _gt_boxes_fast([gts[0], gts[1].astype(np.float32)], 224, 224) is None  # mixed dtypes
+    assert _gt_boxes_fast([gts[0], np.array([[0.5, 0, 3, 3]])], 224, 224) is None
+    assert _gt_boxes_fast([np.array([[4, 0, 3, 3]])], 224, 224) is None
+    assert _gt_boxes_fast([np.array([[0, 0, 224, 224]])], 224, 224) is not None  # the map's side itself is in
+    assert _gt_boxes_fast([np.array([[0, 0, 225, 224]])], 224, 224) is None
     with pytest.raises(SimpoolBenchError, match=r"gt_boxes\[1\]"):
         box_hits(np.zeros((2, 8, 8), np.uint8), [np.array([[0, 0, 3, 3]]), np.array([[-1, 0, 3, 3]])], cam_thresholds(0.1))
 

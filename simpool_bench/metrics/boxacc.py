@@ -89,12 +89,34 @@ def _prepare_into(m: np.ndarray, out: np.ndarray) -> None:
     _kernels().normalise_quantise(np.ascontiguousarray(resized, dtype=np.float64), out)
 
 
-def _as_gt_boxes(gt_boxes: Sequence[Any], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenated (N, 4) int64 GT boxes and (n + 1,) offsets, validated like the reference's
-    ``check_box_convention`` (non-negative, x0 <= x1, y0 <= y1)."""
+def _plain(v: float) -> str:
+    return str(int(v)) if np.isfinite(v) and float(v).is_integer() else repr(float(v))
+
+
+def _box_fault(box: np.ndarray, width: int, height: int) -> str | None:
+    """What is wrong with one GT box ``(x0, y0, x1, y1)`` of a ``width`` x ``height`` map; None if nothing."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not np.isfinite(box).all():
+        return "is not finite"
+    if any(v != round(v) for v in (x0, y0, x1, y1)):
+        return "is not whole pixels"
+    if min(x0, y0) < 0:
+        return "has a negative coordinate"
+    if x0 > x1 or y0 > y1:
+        return "is inverted (x0 > x1 or y0 > y1)"
+    if x1 > width or y1 > height:
+        return f"reaches past the {width}x{height} map"
+    return None
+
+
+def _as_gt_boxes(gt_boxes: Sequence[Any], n: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated (N, 4) int64 GT boxes and (n + 1,) offsets, each box checked: whole, finite
+    pixels with 0 <= x0 <= x1 <= ``width`` and 0 <= y0 <= y1 <= ``height`` (the reference's
+    ``check_box_convention``, and the map's bounds: wsolevaluation's ``resize_bbox`` gives at most
+    the resized side, reached by a box at the image's edge)."""
     if len(gt_boxes) != n:
         raise SimpoolBenchError(f"gt_boxes: {len(gt_boxes)} entries for {n} score maps")
-    fast = _gt_boxes_fast(gt_boxes)
+    fast = _gt_boxes_fast(gt_boxes, width, height)
     if fast is not None:
         return fast
     parts, offsets = [], np.zeros(n + 1, dtype=np.int64)
@@ -106,20 +128,27 @@ def _as_gt_boxes(gt_boxes: Sequence[Any], n: int) -> tuple[np.ndarray, np.ndarra
             raise SimpoolBenchError(f"gt_boxes[{i}]: shape {np.shape(boxes)}, expected (K, 4) boxes x0, y0, x1, y1")
         if b.shape[0] == 0:
             raise SimpoolBenchError(f"gt_boxes[{i}]: no ground-truth box (every image needs at least one)")
-        if not np.isfinite(b.astype(np.float64)).all() or (b.astype(np.float64) != np.round(b.astype(np.float64))).any():
-            raise SimpoolBenchError(f"gt_boxes[{i}]: {b.tolist()} are not whole pixels (resize them with resize_boxes_wsol)")
-        b = b.astype(np.int64)
-        if (b < 0).any() or (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
-            raise SimpoolBenchError(f"gt_boxes[{i}]: {b.tolist()} break the x0y0x1y1 convention (non-negative, x0 <= x1, y0 <= y1)")
-        parts.append(b)
+        if b.dtype.kind not in "biuf":
+            raise SimpoolBenchError(f"gt_boxes[{i}]: dtype {b.dtype}, expected numbers (pixel coordinates)")
+        f = b.astype(np.float64)
+        for box in f:
+            fault = _box_fault(box, width, height)
+            if fault is not None:
+                raise SimpoolBenchError(
+                    f"gt_boxes[{i}]: box [{', '.join(map(_plain, box))}] {fault}; expected whole pixels with "
+                    f"0 <= x0 <= x1 <= {width} and 0 <= y0 <= y1 <= {height}, in the {width}x{height} resized image "
+                    "(boxes in the original image's pixels: map them with resize_boxes_wsol(boxes, width, height))"
+                )
+        parts.append(f.astype(np.int64))
         offsets[i + 1] = offsets[i] + b.shape[0]
     gt = np.ascontiguousarray(np.concatenate(parts, axis=0)) if parts else np.zeros((0, 4), dtype=np.int64)
     return gt, offsets
 
 
-def _gt_boxes_fast(gt_boxes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+def _gt_boxes_fast(gt_boxes: Sequence[Any], width: int, height: int) -> tuple[np.ndarray, np.ndarray] | None:
     """``_as_gt_boxes`` in one vectorised check when every entry is a valid (K >= 1, 4) array of
-    whole, non-negative x0y0x1y1 boxes; None otherwise (the per-entry path then names the bad one)."""
+    whole x0y0x1y1 boxes within the ``width`` x ``height`` map; None otherwise (the per-entry path
+    then names the bad one)."""
     if len(gt_boxes) == 0 or not isinstance(gt_boxes[0], np.ndarray):
         return None
     dtype = gt_boxes[0].dtype  # one dtype: concatenating converts nothing
@@ -132,7 +161,7 @@ def _gt_boxes_fast(gt_boxes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | N
     if not np.isfinite(f).all() or (f != np.round(f)).any():
         return None
     b = cat.astype(np.int64)
-    if (b < 0).any() or (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
+    if (b < 0).any() or (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any() or (b[:, 2] > width).any() or (b[:, 3] > height).any():
         return None
     offsets = np.zeros(len(gt_boxes) + 1, dtype=np.int64)
     np.cumsum([len(x) for x in gt_boxes], out=offsets[1:])
@@ -202,7 +231,8 @@ def box_hits(
     num_threads: int | None = None,
 ) -> np.ndarray:
     """Per-image correctness (B, J, T) bool of quantised maps ``u8_maps`` (B, H, W) uint8 against
-    ``gt_boxes`` (B entries of (K, 4) boxes in map pixels), at every score-map threshold and IoU
+    ``gt_boxes`` (B entries of (K, 4) boxes in map pixels, within the map: 0 <= x0 <= x1 <= W,
+    0 <= y0 <= y1 <= H, else a ``SimpoolBenchError`` naming the box), at every score-map threshold and IoU
     threshold: wsolevaluation ``BoxEvaluator.accumulate`` before the sum over images.
 
     ``multi_contour=True`` (V2) runs the exact component-tree kernel, in parallel over images
@@ -211,7 +241,7 @@ def box_hits(
     if u8.ndim != 3:
         raise SimpoolBenchError(f"u8_maps: shape {u8.shape}, expected (B, H, W)")
     n = u8.shape[0]
-    gt, offsets = _as_gt_boxes(gt_boxes, n)
+    gt, offsets = _as_gt_boxes(gt_boxes, n, width=u8.shape[2], height=u8.shape[1])
     thr = np.ascontiguousarray(thresholds, dtype=np.float64)
     iou_thr = _iou_fractions(iou_thresholds)
     hits = np.zeros((n, len(iou_thr), len(thr)), dtype=np.uint8)
@@ -342,8 +372,12 @@ class BoxAccumulator(Accumulator):
         Args:
             score_maps: a (B, h, w) array/tensor or a sequence of (h, w) maps (any size, any real
                 dtype), at the model's resolution: they are resized to ``image_size`` here.
-            gt_boxes: B arrays of (K, 4) boxes ALREADY in ``image_size`` pixels (use
-                ``metrics.boxes.resize_boxes_wsol``).
+            gt_boxes: B arrays of (K, 4) boxes x0, y0, x1, y1 ALREADY in ``image_size`` pixels:
+                whole numbers with 0 <= x0 <= x1 <= image_size and 0 <= y0 <= y1 <= image_size
+                (``metrics.boxes.resize_boxes_wsol`` maps a box of the original image there; one
+                reaching the image's edge gives image_size itself). Any other box (original-image
+                coordinates, inverted, NaN) raises a ``SimpoolBenchError`` naming it, before
+                anything is counted.
             correct_cls: optional (B,) bools, the classification is right (for Top-1 Loc).
         """
         if isinstance(score_maps, torch.Tensor):
@@ -397,7 +431,9 @@ class BoxAccumulator(Accumulator):
             self.n_with_cls += int(n)
 
     def compute(self) -> BoxAccResult:
-        """Accuracies (percent) as wsolevaluation ``BoxEvaluator.compute``: ``num_correct * 100 / cnt``."""
+        """Accuracies (percent) as wsolevaluation ``BoxEvaluator.compute``: ``num_correct * 100 / cnt``.
+        No image accumulated: a ``SimpoolBenchError`` (there is no curve to take a maximum of;
+        ``CorLocAccumulator.compute`` gives NaN there instead)."""
         n = int(self.n_images)
         if n == 0:
             raise SimpoolBenchError("BoxAccumulator.compute: no image was accumulated")

@@ -106,6 +106,7 @@ class CorLocAccumulator(Accumulator):
         self.total = self.total + int(n)
 
     def compute(self) -> dict[str, float | int]:
-        """``corloc`` in percent (NaN when no image was seen), ``hits``, ``total``."""
+        """``corloc`` in percent, ``hits``, ``total``. No image seen: ``corloc`` NaN, ``hits`` and
+        ``total`` 0, no error (``BoxAccumulator.compute`` raises there: it has no curve to report)."""
         hits, total = int(self.hits), int(self.total)
         return {"corloc": 100.0 * hits / total if total else float("nan"), "hits": hits, "total": total}
