@@ -140,6 +140,13 @@ def test_a_run_records_the_api_function_or_the_cli_command_line_as_its_command(t
         assert not done.code
     assert set(api.read_run(tmp_path / "shell")["command"]) == {shlex.join(["simpool-bench", *args[:-1], str(tmp_path / "shell")])}
 
+    monkeypatch.setattr(sys, "argv", ["/src/simpool_bench/cli/__main__.py", *args[:-1], str(tmp_path / "module")])  # python -m
+    try:
+        main()
+    except SystemExit as done:
+        assert not done.code
+    assert set(api.read_run(tmp_path / "module")["command"]) == {shlex.join(["simpool-bench", *args[:-1], str(tmp_path / "module")])}
+
 
 def test_result_files_are_every_file_the_run_wrote(tmp_path):
     """``RunResult.files`` left out results.manifest.json; it lists every file of the run now. The

@@ -59,9 +59,10 @@ class _OneLineUsageGroup(TyperGroup):
             return super().invoke(ctx)
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, *rest: Any, **kwargs: Any) -> Any:
-        """Runs made by this command line record it as their ``command`` (``caller``): ``sys.argv``
-        from the shell, else ``prog_name`` (the app's name) and ``args``."""
-        argv = list(sys.argv) if args is None else [prog_name or self.name or "simpool-bench", *args]
+        """Runs made by this command line record it as their ``command`` (``caller``): the
+        arguments (``sys.argv``'s from the shell) after the tool's name, however it was started
+        (the ``simpool-bench`` script, ``python -m simpool_bench.cli``, a test's runner)."""
+        argv = ["simpool-bench", *(sys.argv[1:] if args is None else args)]
         with recording(command_line(argv)):
             return super().main(args, prog_name, *rest, **kwargs)
 
