@@ -67,6 +67,12 @@ def _make_voc(tmp_path: Path, seed: int = 0, n: int = 14, year: str = "2007") ->
     return root
 
 
+def _write_50x40(root: Path, image_id: str, objects: list[str]) -> None:
+    """Image ``image_id`` made 50x40, its annotation with ``objects`` (the <size> is the file's)."""
+    (root / "Annotations" / f"{image_id}.xml").write_text(_annotation_xml(image_id, 50, 40, objects))
+    Image.new("RGB", (50, 40)).save(root / "JPEGImages" / f"{image_id}.jpg")
+
+
 def _lost_reference(root: Path, year: str, split: str, no_hard: bool):
     """LOST: torchvision VOCDetection targets -> extract_gt_VOC; with --no_hard, images whose GT is
     empty after removing hard objects are skipped (main_lost.py)."""
@@ -134,8 +140,7 @@ def test_read_voc_other_split_and_fractional(tmp_path):
     root = _make_voc(tmp_path)
     ids = (root / "ImageSets/Main/train.txt").read_text().split()
     assert [r.image_id for r in read_voc(root, "train")] == ids
-    xml = root / "Annotations" / f"{ids[1]}.xml"
-    xml.write_text(_annotation_xml(ids[1], 50, 40, [_object_xml("dog", (2, 3, 4, 5), 0, 0, False).replace("<xmax>4<", "<xmax>4.5<")]))
+    _write_50x40(root, ids[1], [_object_xml("dog", (2, 3, 4, 5), 0, 0, False).replace("<xmax>4<", "<xmax>4.5<")])
     rec = next(r for r in read_voc(root, "train") if r.image_id == ids[1])
     assert rec.boxes.tolist() == [[1, 2, 4.5, 5]]
 
@@ -147,7 +152,7 @@ def test_fractional_coordinate_refused_for_discover_named(tmp_path, value):
     root = _make_voc(tmp_path, n=4)
     ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
     xml = root / "Annotations" / f"{ids[1]}.xml"
-    xml.write_text(_annotation_xml(ids[1], 50, 40, [_object_xml("dog", (2, 3, 30, 5), 0, 0, False).replace("<xmin>2<", f"<xmin>{value}<")]))
+    _write_50x40(root, ids[1], [_object_xml("dog", (2, 3, 30, 5), 0, 0, False).replace("<xmin>2<", f"<xmin>{value}<")])
     want = f"VOC annotation {xml}: <xmin> is {value!r}; LOST reads integer pixel coordinates"
     with pytest.raises(SimpoolBenchError) as exc:
         read_voc(root, integer_coords=True)
@@ -164,8 +169,7 @@ def test_integral_float_coordinate_kept_for_discover(tmp_path):
     """'24.0' is not what LOST's int() reads either, but it scored before as 24: unchanged."""
     root = _make_voc(tmp_path, n=4)
     ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
-    xml = root / "Annotations" / f"{ids[1]}.xml"
-    xml.write_text(_annotation_xml(ids[1], 50, 40, [_object_xml("dog", (2, 3, 30, 5), 0, 0, False).replace("<xmax>30<", "<xmax>30.0<")]))
+    _write_50x40(root, ids[1], [_object_xml("dog", (2, 3, 30, 5), 0, 0, False).replace("<xmax>30<", "<xmax>30.0<")])
     for records in (read_voc(root, integer_coords=True), read_voc(root)):
         assert next(r for r in records if r.image_id == ids[1]).boxes.tolist() == [[1, 2, 30, 5]]
 
@@ -178,7 +182,7 @@ def test_fractional_hard_object_dropped_by_no_hard_is_not_read(tmp_path):
         _object_xml("dog", (2, 3, 30, 5), 0, 0, False),
         _object_xml("cat", (2, 3, 30, 5), 0, 1, False).replace("<xmin>2<", "<xmin>2.5<"),
     ]
-    (root / "Annotations" / f"{ids[1]}.xml").write_text(_annotation_xml(ids[1], 50, 40, objs))
+    _write_50x40(root, ids[1], objs)
     rec = next(r for r in read_voc(root, no_hard=True, integer_coords=True) if r.image_id == ids[1])
     assert rec.boxes.tolist() == [[1, 2, 30, 5]]
     with pytest.raises(SimpoolBenchError, match=r"<xmin> is '2\.5'"):
