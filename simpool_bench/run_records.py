@@ -33,10 +33,12 @@ def provenance(
     baseline: str | None = None,
     protocol: Mapping[str, Any] | None = None,
     transform: Mapping[str, Any] | None = None,
+    data_sha256: str | None = None,
 ) -> Provenance:
     """The run's provenance (what produced these numbers); ``image_size`` None = full resolution;
     ``protocol`` and ``transform``: the records of ``specs.protocol_of`` and ``transforms.transform_record``.
-    ``random_init``: the model ran without weights (no checkpoint, no pretrained weights)."""
+    ``random_init``: the model ran without weights (no checkpoint, no pretrained weights).
+    ``data_sha256``: ``data.records.records_sha256`` of the evaluated records."""
     from .engine import resolve_device
 
     wfile = getattr(model, "weights_file", None) if model is not None else None
@@ -71,6 +73,7 @@ def provenance(
         method=method,
         image_size=image_size,
         n_images=n_images,
+        data_sha256=data_sha256,
         device=str(resolve_device(config.device)),
         amp=config.amp,
     )
@@ -165,16 +168,18 @@ def write_curve(extras: dict[str, Any], path: Path) -> Path | None:
     return add_run_file(Path(path).parent, Path(path).name, curve_csv(extras))
 
 
-def stored_provenance(store: Any, *, n_images: int, method: str | None = None, protocol: Mapping[str, Any] | None = None) -> Provenance:
+def stored_provenance(
+    store: Any, *, n_images: int, method: str | None = None, protocol: Mapping[str, Any] | None = None, data_sha256: str | None = None
+) -> Provenance:
     """Provenance of a run computed from stored maps: the extracting model's (from the store's
     manifest: its transform and random_init too, where recorded), with this run's id, date,
     command line and ``protocol`` record."""
     known = dict(store.manifest.get("provenance") or {})
-    for k in ("run_id", "date", "command", "n_images", "method", "schema_version", "protocol"):
+    for k in ("run_id", "date", "command", "n_images", "data_sha256", "method", "schema_version", "protocol"):
         known.pop(k, None)
     known = {k: v for k, v in known.items() if k in Provenance.__dataclass_fields__}
     if protocol is not None:
         known["protocol"] = as_json(protocol)
     model, pool = known.pop("model", "unknown"), known.pop("pool", "unknown")
     known.setdefault("random_init", known.get("checkpoint_format") == "random-init")  # stores from before the flag
-    return Provenance.collect(model=model, pool=pool, n_images=n_images, method=method, **known)
+    return Provenance.collect(model=model, pool=pool, n_images=n_images, data_sha256=data_sha256, method=method, **known)

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import tasks
 from .caller import called_as
-from .data.records import Record
+from .data.records import Record, records_sha256
 from .engine import EngineConfig
 from .errors import SimpoolBenchError
 from .loading import load_model
@@ -76,7 +76,10 @@ def run_classify(
     )
     size = cfg.get("input_size", (3, 0, 0))[-1]  # the crop: --crop, else the model's
     used = transform_record(transform, cfg["mean"], cfg["std"], cfg.get("crop_pct", 0.875))
-    prov = provenance(net, ckpt, engine, image_size=int(size), n_images=outcome.n_images, protocol=protocol_of(spec), transform=used)
+    data = records_sha256(records) if bank is None else records_sha256(records, bank)
+    prov = provenance(
+        net, ckpt, engine, image_size=int(size), n_images=outcome.n_images, protocol=protocol_of(spec), transform=used, data_sha256=data
+    )
     return _result(outcome, prov, out, formats, per_class=spec.per_class, classes=classes)
 
 
@@ -182,6 +185,7 @@ def run_localize(
         baseline=spec.baseline,
         protocol=protocol_of(spec),
         transform=map_transform_record(net, "localize"),
+        data_sha256=records_sha256(records),
     )
     return _result(outcome, prov, out, formats)
 
@@ -246,6 +250,7 @@ def run_discover(
         baseline=spec.method if net is None else None,
         protocol=protocol_of(spec),
         transform=map_transform_record(net, "discover"),
+        data_sha256=records_sha256(records),
     )
     return _result(outcome, prov, out, formats)
 
@@ -270,6 +275,7 @@ def run_extract(spec: ExtractSpec, engine: EngineConfig, out: Path) -> RunResult
         n_images=len(records),
         protocol={**protocol_of(spec), "maps_for": protocol},
         transform=map_transform_record(net, protocol),
+        data_sha256=records_sha256(records),
     )
     info = {
         "dataset": d.dataset,
@@ -316,7 +322,9 @@ def from_maps(
         method = "attn"
     else:
         raise SimpoolBenchError(f"from_maps: kind {kind!r}, expected localize or discover")
-    return outcome, stored_provenance(store, n_images=outcome.n_images, method=method, protocol=protocol)
+    return outcome, stored_provenance(
+        store, n_images=outcome.n_images, method=method, protocol=protocol, data_sha256=records_sha256(records)
+    )
 
 
 def _stored_protocol(kind: str, maps: Path, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -217,6 +217,6 @@ def test_stored_provenance_takes_this_schema_version_and_new_columns():
     )
     prov = stored_provenance(store, n_images=3, method="attn")
     row = prov.as_row()
-    assert row["schema_version"] == R.SCHEMA_VERSION == 3
+    assert row["schema_version"] == R.SCHEMA_VERSION == 4
     assert row["attn_source"] == "cls" and row["cls_head"] is None and row["pos_interp"] is None
     assert list(row) == list(R.PROVENANCE_COLUMNS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,3 +34,18 @@ class Record:
     width: int = 0
     height: int = 0
     boxes: np.ndarray = field(default_factory=_no_boxes)
+
+
+def records_sha256(*groups: Sequence[Record]) -> str:
+    """sha256 of the data a run evaluates, as annotated: every record's id, label, size and
+    ground-truth boxes, in order, group by group (e.g. a k-NN run's evaluation images, then its
+    memory bank). Paths and file times are left out, so the same annotations give the same value
+    on any machine, and an edited id, label, size or box gives another."""
+    h = hashlib.sha256()
+    for g, records in enumerate(groups):
+        h.update(f"group {g}: {len(records)} records\n".encode())
+        for r in records:
+            boxes = np.ascontiguousarray(r.boxes, dtype=np.float64).reshape(-1, 4)
+            h.update(f"{r.image_id!r} {int(r.label)} {int(r.width)}x{int(r.height)} {len(boxes)}\n".encode())
+            h.update(boxes.tobytes())
+    return h.hexdigest()

@@ -51,6 +51,7 @@ CHECK_PROVENANCE_FIELDS: tuple[str, ...] = (
     "method",
     "image_size",
     "n_images",
+    "data_sha256",
     "random_init",
 )
 """Provenance a run must share with the baseline (where the baseline records it); the protocol

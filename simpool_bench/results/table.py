@@ -30,11 +30,13 @@ from ..errors import SimpoolBenchError
 from ..files import sha256_file
 from ..metrics import catalog
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the results table layout; bump on any change of columns or their meaning.
 2: ``attn_options``, ``weights``, ``data_config``, ``cls_head`` and ``pos_interp`` provenance columns.
 3: the ``k`` key column (the k of a k-NN row); ``protocol``, ``transform`` (JSON objects, sorted keys) and
-``random_init`` provenance columns. Version-2 tables are read with these columns empty."""
+``random_init`` provenance columns. Version-2 tables are read with these columns empty.
+4: the ``data_sha256`` provenance column (``data.records.records_sha256`` of the evaluated data);
+older tables are read with it empty."""
 #: The oldest schema ``read_run`` still reads; the columns added since (``ADDED_COLUMNS``) read as empty.
 OLDEST_READABLE_SCHEMA = 2
 
@@ -60,6 +62,7 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
     "method",
     "image_size",
     "n_images",
+    "data_sha256",
     "tool_version",
     "torch_version",
     "timm_version",
@@ -72,7 +75,7 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
 COLUMNS: tuple[str, ...] = METRIC_COLUMNS + PROVENANCE_COLUMNS
 KEY_COLUMNS: tuple[str, ...] = ("dataset", "split", "metric", "iou_threshold", "k")
 #: Columns a table of an older schema may lack; ``upgrade_table`` adds them empty.
-ADDED_COLUMNS: dict[int, tuple[str, ...]] = {3: ("k", "protocol", "transform", "random_init")}
+ADDED_COLUMNS: dict[int, tuple[str, ...]] = {3: ("k", "protocol", "transform", "random_init"), 4: ("data_sha256",)}
 
 _FLOAT_COLUMNS = frozenset({"value", "gamma"})
 _INT_COLUMNS = frozenset({"iou_threshold", "k", "cls_head", "image_size", "n_images", "schema_version"})
@@ -112,7 +115,8 @@ class Provenance:
     SimPool DINO code's ``npatch`` slip); None for CNNs. ``protocol``: every protocol parameter of
     the command and its ``task`` (``specs.protocol_of``); ``transform``: the image transform the
     run used (resize, crop, crop_pct, interpolation, mean, std; None without a model); both JSON
-    objects with sorted keys (``as_json``). ``random_init``: a model ran without any weights."""
+    objects with sorted keys (``as_json``). ``random_init``: a model ran without any weights.
+    ``data_sha256``: the evaluated data's ids, labels, sizes and boxes (``records_sha256``)."""
 
     model: str
     pool: str
@@ -133,6 +137,7 @@ class Provenance:
     method: str | None = None
     image_size: int | None = None
     n_images: int | None = None
+    data_sha256: str | None = None
     device: str | None = None
     amp: str | None = None
     run_id: str | None = None

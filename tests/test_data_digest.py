@@ -1,0 +1,103 @@
+"""``data_sha256``: every run records what data it evaluated (ids, labels, sizes, boxes; not paths or
+file times), and ``check`` fails a run whose data differ from the baseline's, as it does for a
+changed protocol, so that a gate never compares numbers of two different data sets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simpool_bench import api
+from simpool_bench.data.records import Record, records_sha256
+
+from conftest import build_voc_dataset, build_wsol_dataset
+from conftest import invoke_cli as invoke
+
+
+def _records(boxes: list[list[float]], labels: list[int]) -> list[Record]:
+    return [
+        Record(f"cls/{i}.jpg", Path("/a") / f"{i}.jpg", label, 50 + i, 40, np.asarray([b], dtype=np.int64))
+        for i, (b, label) in enumerate(zip(boxes, labels))
+    ]
+
+
+def test_digest_covers_ids_labels_sizes_boxes_and_order_not_paths():
+    base = _records([[1, 2, 30, 20], [0, 0, 51, 40], [5, 5, 9, 9]], [0, 1, 2])
+    same = [Record(r.image_id, Path("/elsewhere") / r.path.name, r.label, r.width, r.height, r.boxes.astype(np.float64)) for r in base]
+    assert records_sha256(base) == records_sha256(same)  # other paths, boxes as floats: the same data
+    changed = {
+        "box": [*base[:1], Record(base[1].image_id, base[1].path, 1, 51, 40, np.asarray([[0, 0, 51, 39]])), base[2]],
+        "label": [*base[:2], Record(base[2].image_id, base[2].path, 0, 52, 40, base[2].boxes)],
+        "size": [Record(base[0].image_id, base[0].path, 0, 50, 41, base[0].boxes), *base[1:]],
+        "id": [Record("cls/0.png", base[0].path, 0, 50, 40, base[0].boxes), *base[1:]],
+        "order": [base[1], base[0], base[2]],
+        "one fewer": base[:2],
+        "a second box": [Record(base[0].image_id, base[0].path, 0, 50, 40, np.asarray([[1, 2, 30, 20], [1, 2, 30, 20]])), *base[1:]],
+    }
+    digests = {name: records_sha256(recs) for name, recs in changed.items()}
+    assert records_sha256(base) not in digests.values() and len(set(digests.values())) == len(digests)
+    # a k-NN run's evaluation images and bank are two groups: moving an image from one to the other is another data set
+    assert records_sha256(base[:2], base[2:]) != records_sha256(base[:1], base[1:]) != records_sha256(base)
+
+
+def _localize(data, out):
+    res = invoke(
+        "localize", "--data", data.image_root, "--metadata", data.metadata, "--baseline", "center-gaussian",
+        "--device", "cpu", "--workers", "0", "--out", out,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    return api.read_run(out)
+
+
+def test_a_copy_of_the_data_elsewhere_has_the_same_digest_an_edited_box_fails_check(tmp_path):
+    data = build_wsol_dataset(tmp_path / "a", n=6)
+    base = _localize(data, tmp_path / "base")
+    digest = base["data_sha256"].unique().tolist()
+    assert len(digest) == 1 and len(digest[0]) == 64
+
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # the same data on another disk, files touched
+    for f in (tmp_path / "b" / "images").rglob("*.jpg"):
+        os.utime(f, (1, 1))
+    copy = type(data)(tmp_path / "b" / "images", tmp_path / "b" / "metadata" / "test", 6)
+    assert _localize(copy, tmp_path / "same")["data_sha256"].unique().tolist() == digest
+    assert invoke("check", tmp_path / "same", "--baseline", tmp_path / "base", "--no-github").exit_code == 0
+
+    loc = copy.metadata / "localization.txt"
+    lines = loc.read_text().splitlines()
+    image_id, x0, y0, x1, y1 = lines[2].split(",")
+    lines[2] = ",".join([image_id, x0, y0, str(int(x1) - 1), y1])  # one box one pixel narrower
+    loc.write_text("\n".join(lines) + "\n")
+    edited = _localize(copy, tmp_path / "edited")
+    assert edited["data_sha256"].unique().tolist() != digest
+    res = invoke("check", tmp_path / "edited", "--baseline", tmp_path / "base", "--no-github")
+    assert res.exit_code == 1 and "provenance:data_sha256" in res.output and "provenance-mismatch" in res.output
+    res = invoke("check", tmp_path / "edited", "--baseline", tmp_path / "base", "--no-github", "--allow-protocol-change", "data_sha256")
+    assert res.exit_code == 0 and "accepted provenance change" in res.output and "data_sha256" in res.output
+
+
+def test_a_baseline_without_the_digest_is_not_gated_on_it(tmp_path):
+    """A schema-3 baseline (written before data_sha256) passes against a run of other data: there is
+    nothing to compare (the schema-3 reading keeps the column empty)."""
+    data = build_wsol_dataset(tmp_path / "a", n=5)
+    _localize(data, tmp_path / "run")
+    old = pd.read_csv(tmp_path / "run" / "results.csv")
+    old = old.drop(columns=["data_sha256"]).assign(schema_version=3)
+    old.to_csv(tmp_path / "old.csv", index=False)
+    assert api.read_run(tmp_path / "old.csv")["data_sha256"].isna().all()
+    other = tmp_path / "other.csv"
+    run = pd.read_csv(tmp_path / "run" / "results.csv").assign(data_sha256="0" * 64)
+    run.to_csv(other, index=False)
+    res = invoke("check", other, "--baseline", tmp_path / "old.csv", "--no-github")
+    assert res.exit_code == 0, res.output
+
+
+def test_discover_records_the_digest_of_its_records(tmp_path):
+    voc = build_voc_dataset(tmp_path / "voc", n=4)
+    res = invoke("discover", "--dataset", "voc07", "--data", voc, "--method", "center", "--out", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    want = records_sha256(api.read_discovery_data("voc07", voc))
+    assert api.read_run(tmp_path / "out")["data_sha256"].unique().tolist() == [want]
