@@ -18,6 +18,7 @@ from typing import Any
 
 from . import tasks
 from .caller import called_as
+from .data.manifests import note_unpublished
 from .data.records import Record, records_sha256
 from .engine import EngineConfig
 from .errors import SimpoolBenchError
@@ -148,6 +149,8 @@ def run_localize(
     d = spec.data
     split = split_of(d, DATASETS["cub"].default_split)
     records = read_localization_data(d.dataset, d.data, d.metadata, split)  # type: ignore[arg-type]
+    data_sha256 = records_sha256(records)
+    note_unpublished(d.name, split, data_sha256, len(records))  # before the model loads (a --label names other data)
     if spec.maps is not None:  # no model: the stored maps
         outcome, prov = from_maps(
             "localize",
@@ -185,7 +188,7 @@ def run_localize(
         baseline=spec.baseline,
         protocol=protocol_of(spec),
         transform=map_transform_record(net, "localize"),
-        data_sha256=records_sha256(records),
+        data_sha256=data_sha256,
     )
     return _result(outcome, prov, out, formats)
 

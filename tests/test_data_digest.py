@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from simpool_bench import api
+from simpool_bench.data.inputs import UnpublishedDataWarning
 from simpool_bench.data.records import Record, records_sha256
 
 from conftest import build_voc_dataset, build_wsol_dataset
@@ -101,3 +104,74 @@ def test_discover_records_the_digest_of_its_records(tmp_path):
     assert res.exit_code == 0, res.output
     want = records_sha256(api.read_discovery_data("voc07", voc))
     assert api.read_run(tmp_path / "out")["data_sha256"].unique().tolist() == [want]
+
+
+# ------------------------------------------------------------------------------------ the published data
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wsol_metadata"
+PUBLISHED = {  # manifest: (wsolevaluation metadata folder, the dataset/split a localize run records)
+    "cub_test": ("CUB/test", "cub/test"),
+    "cub_train": ("CUB/train", "cub/train"),
+    "cub_val": ("CUB/val", "cub/val"),
+    "imagenet_val": ("ILSVRC/test", "imagenet/test"),
+    "imagenetv2_val": ("ILSVRC/val", "imagenet/val"),
+}
+needs_metadata = pytest.mark.skipif(not SHARED.is_dir(), reason=f"the real wsolevaluation metadata is not at {SHARED}")
+
+
+@needs_metadata
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_digests_are_the_real_metadata_read_as_a_run_reads_it(name):
+    from simpool_bench.data.manifests import load_manifest, published_data
+    from simpool_bench.data.wsol import read_wsol_metadata
+
+    folder, key = PUBLISHED[name]
+    records = read_wsol_metadata(SHARED / folder, SHARED / "no-images", check_images=False)
+    assert load_manifest(name)["data_sha256"] == {key: records_sha256(records)}
+    dataset, split = key.split("/")
+    got = published_data(dataset, split)
+    assert got is not None and (got.manifest, got.images, got.data_sha256) == (name, len(records), records_sha256(records))
+    assert published_data(dataset, "nosuchsplit") is None and published_data("voc07", "trainval") is None
+
+
+@needs_metadata
+def test_localize_on_other_than_the_published_data_says_so_once(tmp_path):
+    """CUB val's real metadata over flat images of its listed sizes: silent as published; with one box
+    edited, or read as another split than it is, one warning naming the manifest; the run completes."""
+    from PIL import Image
+
+    from simpool_bench.data.wsol import read_wsol_metadata
+
+    meta = tmp_path / "metadata"
+    shutil.copytree(SHARED / "CUB" / "val", meta)
+    images = tmp_path / "images"
+    for line in (meta / "image_sizes.txt").read_text().splitlines():
+        image_id, w, h = line.rsplit(",", 2)
+        (images / image_id).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (int(w), int(h)), (90, 120, 60)).save(images / image_id)
+
+    def run(out, *flags):
+        args = ["localize", "--dataset", "cub", "--data", images, "--metadata", meta, "--baseline", "full-box", "--interval", "0.01"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = invoke(*args, "--device", "cpu", "--workers", "0", "--out", tmp_path / out, *flags)
+        assert res.exit_code == 0, res.output
+        return [" ".join(str(w.message).split()) for w in caught if issubclass(w.category, UnpublishedDataWarning)]
+
+    assert run("as-published", "--split", "val") == []
+    warned = run("as-test", "--split", "test")  # CUB val's metadata, recorded as the test split
+    published = records_sha256(read_wsol_metadata(SHARED / "CUB" / "test", SHARED, check_images=False))[:12]
+    assert warned == [
+        f"cub test: the 1000 images read are not the published data of manifest cub_test (5794 images; data_sha256 "
+        f"{records_sha256(read_wsol_metadata(meta, images))[:12]}, published {published}): these numbers are not on the "
+        "protocol's data; `simpool-bench datasets verify cub_test PATH` names what differs"
+    ]
+    loc = meta / "localization.txt"
+    lines = loc.read_text().splitlines()
+    image_id, x0, y0, x1, y1 = lines[10].split(",")
+    lines[10] = ",".join([image_id, x0, y0, str(int(x1) - 1), y1])
+    loc.write_text("\n".join(lines) + "\n")
+    warned = run("edited", "--split", "val")
+    assert len(warned) == 1 and warned[0].startswith(
+        "cub val: the 1000 images read are not the published data of manifest cub_val (1000 images;"
+    )
+    assert api.read_run(tmp_path / "edited")["n_images"].iloc[0] == 1000

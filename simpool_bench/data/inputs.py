@@ -20,6 +20,12 @@ class DataWarning(UserWarning):
     """An input problem the reference tool lets pass; we go on as it does, and say so once, counted."""
 
 
+class UnpublishedDataWarning(UserWarning):
+    """A run named as a published dataset and split whose data are not that split's
+    (``manifests.note_unpublished``): nothing is wrong with the input, but its numbers are not
+    the protocol's."""
+
+
 def warn_data(message: str) -> None:
     """One counted data warning (printed by the CLI as one ``warning:`` line)."""
     warnings.warn(message, DataWarning, stacklevel=3)

@@ -9,7 +9,10 @@ passes (``PATH``):
   exist), ``"image_folder"`` (class folders under ``folder``; ``classes`` and ``images`` counts) or
   ``"cub_native"`` (``images.txt`` + ``train_test_split.txt``); ``optional`` splits are only
   checked when their list file exists;
-- ``sha256``: checksums of list and metadata files, where known.
+- ``sha256``: checksums of list and metadata files, where known;
+- ``data_sha256``: the published data as a run reads it (``records.records_sha256``), keyed by
+  the ``dataset/split`` a run records, where the annotations are at hand to compute it (the
+  wsolevaluation metadata); a run on other data says so (``published_data``).
 
 Paths may start with ``{metadata}``: the wsolevaluation metadata folder of the split, by default
 ``PATH/<metadata_default>``, or the folder given to ``verify_dataset``.
@@ -77,6 +80,53 @@ def load_manifest(name: str, directory: str | Path | None = None) -> dict[str, A
         if spec.get("layout") not in _LAYOUTS or not isinstance(spec.get("images"), int):
             raise SimpoolBenchError(f"dataset manifest {path}: split {split!r} needs 'images' (int) and 'layout' in {_LAYOUTS}")
     return manifest
+
+
+@dataclass(frozen=True)
+class PublishedData:
+    """The published data of one ``dataset/split``: its manifest's name and title, its image count
+    and ``records_sha256``."""
+
+    manifest: str
+    title: str
+    images: int
+    data_sha256: str
+
+
+def published_data(dataset: str, split: str, directory: str | Path | None = None) -> PublishedData | None:
+    """The published data a run of ``dataset`` ``split`` is on when its ``data_sha256`` is this one
+    (the manifests' ``data_sha256`` entries); None where no manifest knows it."""
+    key = f"{dataset}/{split}"
+    for name in list_manifests(directory):
+        manifest = load_manifest(name, directory)
+        digest = manifest.get("data_sha256", {}).get(key)
+        if digest is not None:
+            images = (
+                next(iter(manifest["splits"].values()))["images"] if len(manifest["splits"]) == 1 else manifest["splits"][split]["images"]
+            )
+            return PublishedData(name, str(manifest.get("title", name)), int(images), str(digest))
+    return None
+
+
+def note_unpublished(dataset: str, split: str, data_sha256: str, n_images: int) -> None:
+    """One ``UnpublishedDataWarning`` when a run recorded as ``dataset/split`` (the table's names: a run labelled
+    otherwise, as the demo's 'demo-cub', claims no published data) that has published data
+    (``published_data``) read other data: its numbers are not the protocol's (another metadata
+    folder than ``--split`` says, an edited box or label, images left out)."""
+    import warnings
+
+    from .inputs import UnpublishedDataWarning
+
+    published = published_data(dataset, split)
+    if published is None or published.data_sha256 == data_sha256:
+        return
+    warnings.warn(
+        f"{dataset} {split}: the {n_images} images read are not the published data of manifest {published.manifest} "
+        f"({published.images} images; data_sha256 {data_sha256[:12]}, published {published.data_sha256[:12]}): "
+        f"these numbers are not on the protocol's data; `simpool-bench datasets verify {published.manifest} PATH` names what differs",
+        UnpublishedDataWarning,
+        stacklevel=3,
+    )
 
 
 @dataclass
