@@ -23,12 +23,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import SimpoolBenchError
 from ..files import sha256_file
+from .inputs import UnpublishedDataWarning
 
 
 def _default_manifest_dir() -> Path:
@@ -84,11 +86,10 @@ def load_manifest(name: str, directory: str | Path | None = None) -> dict[str, A
 
 @dataclass(frozen=True)
 class PublishedData:
-    """The published data of one ``dataset/split``: its manifest's name and title, its image count
-    and ``records_sha256``."""
+    """The published data of one ``dataset/split``: its manifest's name, its image count and its
+    ``records_sha256``."""
 
     manifest: str
-    title: str
     images: int
     data_sha256: str
 
@@ -104,7 +105,7 @@ def published_data(dataset: str, split: str, directory: str | Path | None = None
             images = (
                 next(iter(manifest["splits"].values()))["images"] if len(manifest["splits"]) == 1 else manifest["splits"][split]["images"]
             )
-            return PublishedData(name, str(manifest.get("title", name)), int(images), str(digest))
+            return PublishedData(name, int(images), str(digest))
     return None
 
 
@@ -113,10 +114,6 @@ def note_unpublished(dataset: str, split: str, data_sha256: str, n_images: int) 
     otherwise, as the demo's 'demo-cub', claims no published data) that has published data
     (``published_data``) read other data: its numbers are not the protocol's (another metadata
     folder than ``--split`` says, an edited box or label, images left out)."""
-    import warnings
-
-    from .inputs import UnpublishedDataWarning
-
     published = published_data(dataset, split)
     if published is None or published.data_sha256 == data_sha256:
         return
