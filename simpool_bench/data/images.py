@@ -49,26 +49,33 @@ def header_size(path: str | Path) -> tuple[int, int]:
         return img.size
 
 
-def sizes_from_files(records: Sequence[Record], source: str, protocol: str) -> None:
-    """Set each record's ``width``/``height`` to its file's header size, the size ``protocol`` works
-    with (LOST pads, boxes and clips on the decoded image, never on the annotation's size), and say
-    in one ``DataWarning`` how many differed from ``source``'s sizes (the first one named). A file
-    whose header does not read keeps the listed size: decoding reports it, per image."""
-    differ: list[tuple[Record, tuple[int, int]]] = []
+def size_differences(records: Sequence[Record]) -> list[tuple[Record, tuple[int, int]]]:
+    """``(record, (width, height) of its file's header)`` for each record whose listed size is not
+    its file's; a file whose header does not read is left out (decoding reports it, per image)."""
+    differ = []
     for r in records:
         try:
             size = header_size(r.path)
         except _DECODE_ERRORS:
             continue
         if size != (r.width, r.height):
-            differ.append((r, (r.width, r.height)))
-            r.width, r.height = size
+            differ.append((r, size))
+    return differ
+
+
+def sizes_from_files(records: Sequence[Record], source: str, protocol: str) -> None:
+    """Set each record's ``width``/``height`` to its file's header size, the size ``protocol`` works
+    with (LOST pads, boxes and clips on the decoded image, never on the annotation's size), and say
+    in one ``DataWarning`` how many differed from ``source``'s sizes (the first one named)."""
+    differ = size_differences(records)
     if differ:
         r, (w, h) = differ[0]
         warn_data(
             f"{source}: {len(differ)} of {len(records)} image sizes differ from the image files (first: {r.image_id} "
-            f"listed {w}x{h}, file {r.width}x{r.height}); the files' sizes are used, as {protocol} does"
+            f"listed {r.width}x{r.height}, file {w}x{h}); the files' sizes are used, as {protocol} does"
         )
+    for r, (w, h) in differ:
+        r.width, r.height = w, h
 
 
 def load_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:

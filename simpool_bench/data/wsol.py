@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SimpoolBenchError
-from .images import header_size
+from .images import header_size, size_differences
 from .inputs import join_inside, read_lines, warn_data
 from .records import Record
 
@@ -168,14 +168,7 @@ def _check_sizes(records: list[Record], sizes_f: Path) -> None:
 
     wsolevaluation scales the boxes by ``image_sizes.txt`` and never looks at the image's own
     size; we do the same (the numbers stay the reference's), and say how many disagree."""
-    differ = []
-    for r in records:
-        try:
-            size = header_size(r.path)
-        except (OSError, ValueError, SyntaxError):
-            continue  # decoding reports it, per image
-        if size != (r.width, r.height):
-            differ.append((r, size))
+    differ = size_differences(records)
     if differ:
         r, (w, h) = differ[0]
         warn_data(
