@@ -100,10 +100,11 @@ def test_a_baseline_without_the_digest_is_not_gated_on_it(tmp_path):
 
 def test_discover_records_the_digest_of_its_records(tmp_path):
     voc = build_voc_dataset(tmp_path / "voc", n=4)
-    res = invoke("discover", "--dataset", "voc07", "--data", voc, "--method", "center", "--out", tmp_path / "out")
+    res = invoke("discover", "--dataset", "voc07", "--data", voc, "--method", "center", "--data-label", "my-voc", "--out", tmp_path / "out")
     assert res.exit_code == 0, res.output
     want = records_sha256(api.read_discovery_data("voc07", voc))
-    assert api.read_run(tmp_path / "out")["data_sha256"].unique().tolist() == [want]
+    table = api.read_run(tmp_path / "out")
+    assert table["data_sha256"].unique().tolist() == [want] and table["dataset"].unique().tolist() == ["my-voc"]
 
 
 # ------------------------------------------------------------------------------------ the published data
@@ -163,8 +164,11 @@ def test_localize_on_other_than_the_published_data_says_so_once(tmp_path):
     assert warned == [
         f"cub test: the 1000 images read are not the published data of manifest cub_test (5794 images; data_sha256 "
         f"{records_sha256(read_wsol_metadata(meta, images))[:12]}, published {published}): these numbers are not on the "
-        "protocol's data; `simpool-bench datasets verify cub_test PATH` names what differs"
+        "protocol's data; `simpool-bench datasets verify cub_test PATH` names what differs; "
+        "--data-label NAME records other data under their own name"
     ]
+    assert run("labelled", "--split", "test", "--data-label", "cub-val-as-mine") == []  # other data, named as such
+    assert api.read_run(tmp_path / "labelled")["dataset"].unique().tolist() == ["cub-val-as-mine"]
     loc = meta / "localization.txt"
     lines = loc.read_text().splitlines()
     image_id, x0, y0, x1, y1 = lines[10].split(",")

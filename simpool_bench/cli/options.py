@@ -273,6 +273,13 @@ SplitOpt = Annotated[
     Optional[str],
     typer.Option("--split", help="Split (default: test for cub/imagenet, trainval for VOC, train for coco20k).", rich_help_panel="Data"),
 ]
+DataLabelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--data-label",
+        help="Name recorded in the table's dataset column instead of --dataset: your own data in a published layout (default: --dataset).",
+    ),
+]
 AnnOpt = Annotated[Optional[Path], typer.Option("--annotations", help="coco20k: instances_train2014.json.", rich_help_panel="Data")]
 ListOpt = Annotated[Optional[Path], typer.Option("--list", help="coco20k: coco_20k_filenames.txt.", rich_help_panel="Data")]
 NoHardOpt = Annotated[
@@ -400,6 +407,7 @@ class Parsed:
             annotations=g("annotations"),
             list_file=g("list_file"),
             no_hard=g("no_hard", False),
+            label=g("data_label") or None,
         )
         return DataSpec(**{**fields, **override})
 

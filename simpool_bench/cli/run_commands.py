@@ -20,6 +20,7 @@ from .options import (
     CkptOpt,
     ClsHeadOpt,
     CompileOpt,
+    DataLabelOpt,
     DeviceOpt,
     DistTimeoutOpt,
     FormatOpt,
@@ -130,6 +131,7 @@ def localize(
     split: Annotated[str, typer.Option("--split", help="Split recorded in the table (and CUB native split).")] = DATASETS[
         "cub"
     ].default_split,
+    data_label: DataLabelOpt = None,
     interval: Annotated[
         float,
         typer.Option(
@@ -204,6 +206,7 @@ def discover(
             help="VOC ImageSets/Main split; recorded in the table (default: trainval for VOC, the protocol's; train for coco20k).",
         ),
     ] = None,
+    data_label: DataLabelOpt = None,
     annotations: Annotated[Optional[Path], typer.Option("--annotations", help="COCO20k: instances_train2014.json.")] = None,
     list_file: Annotated[Optional[Path], typer.Option("--list", help="COCO20k: coco_20k_filenames.txt (LOST).")] = None,
     method: Annotated[

@@ -120,7 +120,8 @@ def note_unpublished(dataset: str, split: str, data_sha256: str, n_images: int) 
     warnings.warn(
         f"{dataset} {split}: the {n_images} images read are not the published data of manifest {published.manifest} "
         f"({published.images} images; data_sha256 {data_sha256[:12]}, published {published.data_sha256[:12]}): "
-        f"these numbers are not on the protocol's data; `simpool-bench datasets verify {published.manifest} PATH` names what differs",
+        f"these numbers are not on the protocol's data; `simpool-bench datasets verify {published.manifest} PATH` names what differs; "
+        "--data-label NAME records other data under their own name",
         UnpublishedDataWarning,
         stacklevel=3,
     )
