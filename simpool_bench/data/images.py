@@ -49,9 +49,11 @@ def header_size(path: str | Path) -> tuple[int, int]:
         return img.size
 
 
-def size_differences(records: Sequence[Record]) -> list[tuple[Record, tuple[int, int]]]:
-    """``(record, (width, height) of its file's header)`` for each record whose listed size is not
-    its file's; a file whose header does not read is left out (decoding reports it, per image)."""
+def warn_size_differences(records: Sequence[Record], source: str, consequence: str) -> list[tuple[Record, tuple[int, int]]]:
+    """``(record, (width, height) of its file's header)`` for each record whose listed size (from
+    ``source``) is not its file's, counted in one ``DataWarning`` that names the first and ends with
+    ``consequence`` (what the protocol does about it). A file whose header does not read is left
+    out: decoding reports it, per image."""
     differ = []
     for r in records:
         try:
@@ -60,6 +62,12 @@ def size_differences(records: Sequence[Record]) -> list[tuple[Record, tuple[int,
             continue
         if size != (r.width, r.height):
             differ.append((r, size))
+    if differ:
+        r, (w, h) = differ[0]
+        warn_data(
+            f"{source}: {len(differ)} of {len(records)} image sizes differ from the image files (first: {r.image_id} "
+            f"listed {r.width}x{r.height}, file {w}x{h}); {consequence}"
+        )
     return differ
 
 
@@ -67,14 +75,7 @@ def sizes_from_files(records: Sequence[Record], source: str, protocol: str) -> N
     """Set each record's ``width``/``height`` to its file's header size, the size ``protocol`` works
     with (LOST pads, boxes and clips on the decoded image, never on the annotation's size), and say
     in one ``DataWarning`` how many differed from ``source``'s sizes (the first one named)."""
-    differ = size_differences(records)
-    if differ:
-        r, (w, h) = differ[0]
-        warn_data(
-            f"{source}: {len(differ)} of {len(records)} image sizes differ from the image files (first: {r.image_id} "
-            f"listed {r.width}x{r.height}, file {w}x{h}); the files' sizes are used, as {protocol} does"
-        )
-    for r, (w, h) in differ:
+    for r, (w, h) in warn_size_differences(records, source, f"the files' sizes are used, as {protocol} does"):
         r.width, r.height = w, h
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SimpoolBenchError
-from .images import header_size, size_differences
+from .images import header_size, warn_size_differences
 from .inputs import join_inside, read_lines, warn_data
 from .records import Record
 
@@ -168,13 +168,7 @@ def _check_sizes(records: list[Record], sizes_f: Path) -> None:
 
     wsolevaluation scales the boxes by ``image_sizes.txt`` and never looks at the image's own
     size; we do the same (the numbers stay the reference's), and say how many disagree."""
-    differ = size_differences(records)
-    if differ:
-        r, (w, h) = differ[0]
-        warn_data(
-            f"{sizes_f}: {len(differ)} of {len(records)} image sizes differ from the image files (first: {r.image_id} "
-            f"listed {r.width}x{r.height}, file {w}x{h}); boxes are scaled by {sizes_f.name}, as wsolevaluation does"
-        )
+    warn_size_differences(records, str(sizes_f), f"boxes are scaled by {sizes_f.name}, as wsolevaluation does")
 
 
 def cub_box_to_wsol(x: float, y: float, w: float, h: float) -> tuple[int, int, int, int]:
