@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -12,56 +12,44 @@ from ..console import console
 from ..errors import SimpoolBenchError
 from ..registry import LOST
 from .options import (
-    DEFAULT_MAX_PIXELS,
-    Amp,
-    AmpOpt,
+    ENGINE_OPTIONS,
+    MODEL_OPTIONS,
     AnnOpt,
-    AttnOpt,
-    BatchOpt,
     CamTargetOpt,
-    ChannelsLastOpt,
-    CkptOpt,
-    ClsHeadOpt,
-    CompileOpt,
     DataOpt,
     DatasetOpt,
-    DeviceOpt,
-    DistTimeoutOpt,
     FigureFormat,
-    FormatOpt,
-    GammaOpt,
     ListOpt,
     MapDataset,
     MapDtype,
-    MaxPixelsOpt,
-    MeanOpt,
     MetadataOpt,
-    MinScope,
-    MinScopeOpt,
-    ModelOpt,
     NoHardOpt,
-    NonFiniteOpt,
-    NumClassesOpt,
     Parsed,
-    PoolOpt,
-    PreferOpt,
-    PretrainedFileOpt,
-    PretrainedOpt,
-    QuirkOpt,
-    RandomInitOpt,
-    RolloutDiscardOpt,
-    RolloutFusionOpt,
     Select,
-    ShardOpt,
     SplitOpt,
-    StdOpt,
-    StrictOpt,
-    TrustOpt,
-    VariantOpt,
-    WorkersOpt,
+    shared_options,
 )
 
+#: visualize's --checkpoint-format (its --format is the figure's) and --attn-source (a comma list).
+CheckpointFormatOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--checkpoint-format",
+        help="Force the checkpoint format (what --format is in the other commands; here --format is the figure's).",
+        rich_help_panel="Model",
+    ),
+]
+AttnSourcesOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--attn-source",
+        help="Map source(s), comma-separated for one column each per checkpoint: simpool | cls | cam | map | rollout | gradcam.",
+        rich_help_panel="Model",
+    ),
+]
 
+
+@shared_options(MODEL_OPTIONS, ENGINE_OPTIONS.without("resume"))
 def extract(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="The map store folder (created; resumed when it holds this command's maps).", rich_help_panel="Output")],
@@ -71,17 +59,7 @@ def extract(
     features: Annotated[bool, typer.Option("--features", help="Also store the pooled features (same dtype).", rich_help_panel="Output")] = False,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Keep the intact shards already in OUT (default); --no-resume deletes them and starts over.", rich_help_panel="Run")] = True,
     cam_target: CamTargetOpt = "gt",
-    model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
-    fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
-    min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
-    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
-    pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
-    random_init: RandomInitOpt = False,
-    rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
-    device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
-    channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
-    strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None, max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
-    allow_nonfinite: NonFiniteOpt = False,
+    **shared: Any,
 ) -> None:  # fmt: skip
     """Attention maps to disk, in checksummed shards, so that localize/discover/visualize run without the model.
 
@@ -108,6 +86,10 @@ def extract(
     console.print(f"wrote {Path(out) / 'manifest.json'} and {Path(out) / 'maps_*.pt'}", highlight=False)
 
 
+@shared_options(
+    MODEL_OPTIONS.without("checkpoint").replacing(fmt=CheckpointFormatOpt, attn_source=AttnSourcesOpt),
+    ENGINE_OPTIONS.only("device", "batch_size", "workers", "amp").with_defaults(batch_size=16),
+)
 def visualize(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the PNGs and selection.csv.", rich_help_panel="Output")],
@@ -132,17 +114,7 @@ def visualize(
     dpi: Annotated[int, typer.Option("--dpi", min=20, max=1200, help="Paper figure resolution (dots per inch).", rich_help_panel="Output")] = 200,
     cmap: Annotated[str, typer.Option("--cmap", help="Paper figure colour map (perceptual: inferno, viridis, magma, cividis).", rich_help_panel="Output")] = "inferno",
     cam_target: CamTargetOpt = "gt",
-    model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None,
-    fmt: Annotated[Optional[str], typer.Option("--checkpoint-format", help="Force the checkpoint format (what --format is in the other commands; here --format is the figure's).", rich_help_panel="Model")] = None,
-    trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
-    min_scope: MinScopeOpt = MinScope.sample,
-    attn_source: Annotated[Optional[str], typer.Option("--attn-source", help="Map source(s), comma-separated for one column each per checkpoint: simpool | cls | cam | map | rollout | gradcam.", rich_help_panel="Model")] = None,
-    cls_head: ClsHeadOpt = None,
-    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
-    pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
-    random_init: RandomInitOpt = False,
-    rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
-    device: DeviceOpt = "auto", batch_size: BatchOpt = 16, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
+    **shared: Any,
 ) -> None:  # fmt: skip
     """Attention overlays (image, heat map, GT boxes in green, predicted box in red) of several models side by side, and BoxAcc-vs-threshold curves.
 
@@ -161,7 +133,7 @@ def visualize(
         written.append(V.plot_curves(list(curves), Path(out) / V.CURVES_PNG))
     if method not in ("attn", "lost"):
         raise SimpoolBenchError(f"--method {method!r}: expected attn or lost")
-    if checkpoint or maps or model:
+    if checkpoint or maps or p["model"]:
         written += _overlays(p)
     elif not curves:
         raise SimpoolBenchError("nothing to draw: give --checkpoint/--model or --maps (overlays), and/or --curves RUN")

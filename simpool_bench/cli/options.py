@@ -1,12 +1,15 @@
 """The command line's shared options (``Annotated`` aliases, choices and defaults from the
-registry) and the ONE conversion of parsed options into specs: ``Parsed(ctx.params)``."""
+registry), the option groups several commands declare at once (``shared_options``) and the ONE
+conversion of parsed options into specs: ``Parsed(ctx.params)``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import typer
 
@@ -230,6 +233,120 @@ OutOpt = Annotated[
 FormatsOpt = Annotated[
     str, typer.Option("--formats", help="Extra formats, comma-separated: json, md, latex, csv (per_image.csv).", rich_help_panel="Output")
 ]
+
+
+# ---------------------------------------------------------------------------------- option groups
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options several commands share, in their --help order: keyword-only parameters whose
+    annotation is the flag's ``Annotated`` alias, as a command would declare them."""
+
+    parameters: tuple[inspect.Parameter, ...]
+
+    @classmethod
+    def of(cls, **options: tuple[Any, Any]) -> OptionGroup:
+        """The group of ``name=(Annotated alias, default)``, in this order."""
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        return cls(tuple(inspect.Parameter(name, keyword, annotation=alias, default=default) for name, (alias, default) in options.items()))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The options' parameter names (``ctx.params`` keys), in order."""
+        return tuple(p.name for p in self.parameters)
+
+    def _known(self, names: Iterable[str]) -> None:
+        unknown = sorted(set(names) - set(self.names))
+        if unknown:
+            raise KeyError(f"not options of this group: {', '.join(unknown)}")
+
+    def only(self, *names: str) -> OptionGroup:
+        """These options alone (in the group's order)."""
+        self._known(names)
+        return OptionGroup(tuple(p for p in self.parameters if p.name in names))
+
+    def without(self, *names: str) -> OptionGroup:
+        """The group less these options."""
+        self._known(names)
+        return OptionGroup(tuple(p for p in self.parameters if p.name not in names))
+
+    def with_defaults(self, **defaults: Any) -> OptionGroup:
+        """The same options, some with another default."""
+        self._known(defaults)
+        return OptionGroup(tuple(p.replace(default=defaults[p.name]) if p.name in defaults else p for p in self.parameters))
+
+    def replacing(self, **aliases: Any) -> OptionGroup:
+        """The same options (names, places, defaults), some declared by another ``Annotated`` alias."""
+        self._known(aliases)
+        return OptionGroup(tuple(p.replace(annotation=aliases[p.name]) if p.name in aliases else p for p in self.parameters))
+
+
+#: The model flags of every command that loads a model.
+MODEL_OPTIONS = OptionGroup.of(
+    model=(ModelOpt, None),
+    pool=(PoolOpt, None),
+    gamma=(GammaOpt, None),
+    checkpoint=(CkptOpt, None),
+    fmt=(FormatOpt, None),
+    trust_checkpoint=(TrustOpt, False),
+    variant=(VariantOpt, None),
+    min_scope=(MinScopeOpt, MinScope.sample),
+    attn_source=(AttnOpt, None),
+    cls_head=(ClsHeadOpt, None),
+    num_classes=(NumClassesOpt, None),
+    dino_pos_quirk=(QuirkOpt, None),
+    prefer=(PreferOpt, "auto"),
+    pretrained=(PretrainedOpt, False),
+    pretrained_file=(PretrainedFileOpt, None),
+    random_init=(RandomInitOpt, False),
+    mean=(MeanOpt, None),
+    std=(StdOpt, None),
+    rollout_fusion=(RolloutFusionOpt, "mean"),
+    rollout_discard=(RolloutDiscardOpt, 0.0),
+)
+#: The run flags (``Parsed.engine``): device, batching, shards, bad images.
+ENGINE_OPTIONS = OptionGroup.of(
+    device=(DeviceOpt, "auto"),
+    batch_size=(BatchOpt, 64),
+    workers=(WorkersOpt, None),
+    amp=(AmpOpt, Amp.off),
+    channels_last=(ChannelsLastOpt, False),
+    compile=(CompileOpt, False),
+    shard_size=(ShardOpt, 1024),
+    resume=(ResumeOpt, True),
+    strict=(StrictOpt, False),
+    dist_timeout=(DistTimeoutOpt, None),
+    max_pixels=(MaxPixelsOpt, DEFAULT_MAX_PIXELS),
+    allow_nonfinite=(NonFiniteOpt, False),
+)
+#: Where a run's table goes and in which extra formats.
+OUTPUT_OPTIONS = OptionGroup.of(out=(OutOpt, None), formats=(FormatsOpt, "json"))
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def shared_options(*groups: OptionGroup) -> Callable[[Command], Command]:
+    """Declare the groups' options on a command in place of its last parameter, ``**shared``: its
+    own options come first in --help, then the groups' in order. Typer reads the command's
+    ``__signature__`` (and ``__annotations__``, set to match); the values arrive in ``**shared``
+    (and, as all options, in ``ctx.params``)."""
+
+    def declare(command: Command) -> Command:
+        signature = inspect.signature(command, eval_str=True)
+        *own, shared = signature.parameters.values()
+        if shared.kind is not inspect.Parameter.VAR_KEYWORD:
+            raise TypeError(f"{command.__name__}: shared options need a last **shared parameter to arrive in")
+        parameters = [*own, *(p for group in groups for p in group.parameters)]
+        names = [p.name for p in parameters]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise TypeError(f"{command.__name__}: options declared twice: {', '.join(twice)}")
+        command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in parameters if p.annotation is not p.empty}
+        if signature.return_annotation is not signature.empty:
+            command.__annotations__["return"] = signature.return_annotation
+        return command
+
+    return declare
 
 
 #: The datasets extract/visualize know (the registry's names).

@@ -9,49 +9,7 @@ import typer
 
 from ..console import console
 from ..registry import DATASETS, DINO_KNN, DISCOVER_DATASETS, LOCALIZE_DATASETS, LOST, WSOL
-from .options import (
-    DEFAULT_MAX_PIXELS,
-    KNN_KS_DEFAULT,
-    Amp,
-    AmpOpt,
-    AttnOpt,
-    BatchOpt,
-    ChannelsLastOpt,
-    CkptOpt,
-    ClsHeadOpt,
-    CompileOpt,
-    DataLabelOpt,
-    DeviceOpt,
-    DistTimeoutOpt,
-    FormatOpt,
-    FormatsOpt,
-    GammaOpt,
-    MaxPixelsOpt,
-    MeanOpt,
-    MinScope,
-    MinScopeOpt,
-    ModelOpt,
-    NonFiniteOpt,
-    NumClassesOpt,
-    OutOpt,
-    Parsed,
-    PoolOpt,
-    PreferOpt,
-    PretrainedFileOpt,
-    PretrainedOpt,
-    QuirkOpt,
-    RandomInitOpt,
-    ResumeOpt,
-    RolloutDiscardOpt,
-    RolloutFusionOpt,
-    ShardOpt,
-    StdOpt,
-    StrictOpt,
-    TrustOpt,
-    VariantOpt,
-    WorkersOpt,
-    parse_ks,
-)
+from .options import ENGINE_OPTIONS, KNN_KS_DEFAULT, MODEL_OPTIONS, OUTPUT_OPTIONS, DataLabelOpt, Parsed, parse_ks, shared_options
 
 
 def show(result: Any, out: Path | None) -> None:
@@ -67,6 +25,7 @@ def show(result: Any, out: Path | None) -> None:
         console.print(f"wrote {Path(out)}/: {names}", highlight=False, markup=False, soft_wrap=True)
 
 
+@shared_options(MODEL_OPTIONS, ENGINE_OPTIONS, OUTPUT_OPTIONS)
 def classify(
     ctx: typer.Context,
     data: Annotated[Path, typer.Option("--data", "-d", help="ImageFolder root (class folders), a flat folder with --labels, or the image root of --metadata.")],
@@ -84,18 +43,7 @@ def classify(
     crop: Annotated[Optional[int], typer.Option("--crop", min=1, help="Override the center-crop size.")] = None,
     interpolation: Annotated[Optional[str], typer.Option("--interpolation", help="bilinear | bicubic | nearest.")] = None,
     crop_pct: Annotated[Optional[float], typer.Option("--crop-pct", help="Center-crop fraction (resize = crop size / crop_pct; default: the model's pretrained config).")] = None,
-    model: ModelOpt = None, pool: PoolOpt = None, gamma: GammaOpt = None, checkpoint: CkptOpt = None,
-    fmt: FormatOpt = None, trust_checkpoint: TrustOpt = False, variant: VariantOpt = None,
-    min_scope: MinScopeOpt = MinScope.sample, attn_source: AttnOpt = None, cls_head: ClsHeadOpt = None,
-    num_classes: NumClassesOpt = None, dino_pos_quirk: QuirkOpt = None, prefer: PreferOpt = "auto",
-    pretrained: PretrainedOpt = False, pretrained_file: PretrainedFileOpt = None, mean: MeanOpt = None, std: StdOpt = None,
-    random_init: RandomInitOpt = False,
-    rollout_fusion: RolloutFusionOpt = "mean", rollout_discard: RolloutDiscardOpt = 0.0,
-    device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
-    channels_last: ChannelsLastOpt = False, compile: CompileOpt = False, shard_size: ShardOpt = 1024,
-    resume: ResumeOpt = True, strict: StrictOpt = False, dist_timeout: DistTimeoutOpt = None,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, allow_nonfinite: NonFiniteOpt = False, out: OutOpt = None,
-    formats: FormatsOpt = "json",
+    **shared: Any,
 ) -> None:  # fmt: skip
     """Top-1/top-5 accuracy (and weighted k-NN for self-supervised checkpoints). Writes OUT/results.csv."""
     from .. import runs
@@ -115,9 +63,10 @@ def classify(
         crop=crop,
         interpolation=interpolation,
     )
-    show(runs.run_classify(spec, p.engine(), out, fmts), out)
+    show(runs.run_classify(spec, p.engine(), p["out"], fmts), p["out"])
 
 
+@shared_options(MODEL_OPTIONS, ENGINE_OPTIONS, OUTPUT_OPTIONS)
 def localize(
     ctx: typer.Context,
     dataset: Annotated[
@@ -148,40 +97,7 @@ def localize(
             help="Score the maps stored by `extract` in this folder instead of running a model (float32 maps: the direct run's numbers exactly).",
         ),
     ] = None,
-    model: ModelOpt = None,
-    pool: PoolOpt = None,
-    gamma: GammaOpt = None,
-    checkpoint: CkptOpt = None,
-    fmt: FormatOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    variant: VariantOpt = None,
-    min_scope: MinScopeOpt = MinScope.sample,
-    attn_source: AttnOpt = None,
-    cls_head: ClsHeadOpt = None,
-    num_classes: NumClassesOpt = None,
-    dino_pos_quirk: QuirkOpt = None,
-    prefer: PreferOpt = "auto",
-    pretrained: PretrainedOpt = False,
-    pretrained_file: PretrainedFileOpt = None,
-    random_init: RandomInitOpt = False,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    rollout_fusion: RolloutFusionOpt = "mean",
-    rollout_discard: RolloutDiscardOpt = 0.0,
-    device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 64,
-    workers: WorkersOpt = None,
-    amp: AmpOpt = Amp.off,
-    channels_last: ChannelsLastOpt = False,
-    compile: CompileOpt = False,
-    shard_size: ShardOpt = 1024,
-    resume: ResumeOpt = True,
-    strict: StrictOpt = False,
-    dist_timeout: DistTimeoutOpt = None,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
-    allow_nonfinite: NonFiniteOpt = False,
-    out: OutOpt = None,
-    formats: FormatsOpt = "json",
+    **shared: Any,
 ) -> None:
     """MaxBoxAccV2 of attention maps (wsolevaluation protocol, exact and fast). Writes OUT/results.csv."""
     from .. import runs
@@ -190,9 +106,10 @@ def localize(
     p = Parsed(ctx.params)
     fmts = p.formats()
     spec = LocalizeSpec(p.data(), p.model(), maps=maps, baseline=baseline, interval=interval, v1=v1, cam_target=cam_target)
-    show(runs.run_localize(spec, p.engine(), out, fmts), out)
+    show(runs.run_localize(spec, p.engine(), p["out"], fmts), p["out"])
 
 
+@shared_options(MODEL_OPTIONS, ENGINE_OPTIONS.with_defaults(batch_size=16), OUTPUT_OPTIONS)
 def discover(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option("--dataset", help=f"{' | '.join(DISCOVER_DATASETS)}.")] = DISCOVER_DATASETS[0],
@@ -228,40 +145,7 @@ def discover(
         Optional[Path],
         typer.Option("--maps", help="--method attn on the maps stored by `extract` in this folder instead of running a model."),
     ] = None,
-    model: ModelOpt = None,
-    pool: PoolOpt = None,
-    gamma: GammaOpt = None,
-    checkpoint: CkptOpt = None,
-    fmt: FormatOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    variant: VariantOpt = None,
-    min_scope: MinScopeOpt = MinScope.sample,
-    attn_source: AttnOpt = None,
-    cls_head: ClsHeadOpt = None,
-    num_classes: NumClassesOpt = None,
-    dino_pos_quirk: QuirkOpt = None,
-    prefer: PreferOpt = "auto",
-    pretrained: PretrainedOpt = False,
-    pretrained_file: PretrainedFileOpt = None,
-    random_init: RandomInitOpt = False,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    rollout_fusion: RolloutFusionOpt = "mean",
-    rollout_discard: RolloutDiscardOpt = 0.0,
-    device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 16,
-    workers: WorkersOpt = None,
-    amp: AmpOpt = Amp.off,
-    channels_last: ChannelsLastOpt = False,
-    compile: CompileOpt = False,
-    shard_size: ShardOpt = 1024,
-    resume: ResumeOpt = True,
-    strict: StrictOpt = False,
-    dist_timeout: DistTimeoutOpt = None,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
-    allow_nonfinite: NonFiniteOpt = False,
-    out: OutOpt = None,
-    formats: FormatsOpt = "json",
+    **shared: Any,
 ) -> None:
     """CorLoc of unsupervised object discovery (LOST protocol, full resolution). Writes OUT/results.csv."""
     from .. import runs
@@ -272,11 +156,11 @@ def discover(
     needs_model = method not in ("center", "full-image")  # no-model boxes import no model code
     spec = DiscoverSpec(
         p.data(),
-        p.model() if needs_model or random_init else None,
+        p.model() if needs_model or p["random_init"] else None,
         maps=maps,
         method=method,
         mass=mass,
         lost_compat=lost_compat,
         k_patches=k_patches,
     )
-    show(runs.run_discover(spec, p.engine(), out, fmts), out)
+    show(runs.run_discover(spec, p.engine(), p["out"], fmts), p["out"])

@@ -10,22 +10,7 @@ from rich.markup import escape
 
 from ..console import console, err_console
 from ..errors import SimpoolBenchError
-from .options import (
-    DEFAULT_MAX_PIXELS,
-    Amp,
-    AmpOpt,
-    BatchOpt,
-    ChannelsLastOpt,
-    DeviceOpt,
-    FormatsOpt,
-    MaxPixelsOpt,
-    NonFiniteOpt,
-    Parsed,
-    ResumeOpt,
-    ShardOpt,
-    StrictOpt,
-    WorkersOpt,
-)
+from .options import ENGINE_OPTIONS, OUTPUT_OPTIONS, Parsed, shared_options
 
 SuiteFile = Annotated[Path, typer.Argument(help="Suite file (TOML): checkpoints (rows) and evaluations (task, dataset, data, options).")]
 RootOpt = Annotated[
@@ -67,6 +52,7 @@ def validate(
         console.print(f"  {escape(e.id)}{'  (skipped)' if e.spec is None else ''}", highlight=False)
 
 
+@shared_options(ENGINE_OPTIONS.without("compile", "dist_timeout"), OUTPUT_OPTIONS.only("formats"))
 def run(
     ctx: typer.Context,
     suite_file: SuiteFile,
@@ -78,10 +64,7 @@ def run(
     tolerances: Annotated[Optional[Path], typer.Option("--tolerances", help="TOML file of per-metric absolute tolerances (as check).")] = None,
     summary: Annotated[Optional[Path], typer.Option("--summary", help="Also write the gate's Markdown summary to this file.")] = None,
     github: Annotated[bool, typer.Option("--github/--no-github", help="Append the gate's summary to $GITHUB_STEP_SUMMARY when set.")] = True,
-    device: DeviceOpt = "auto", batch_size: BatchOpt = 64, workers: WorkersOpt = None, amp: AmpOpt = Amp.off,
-    channels_last: ChannelsLastOpt = False, shard_size: ShardOpt = 1024, resume: ResumeOpt = True,
-    strict: StrictOpt = False, max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS, allow_nonfinite: NonFiniteOpt = False,
-    formats: FormatsOpt = "json",
+    **shared: Any,
 ) -> None:  # fmt: skip
     """Run every checkpoint x evaluation of a suite (each entry resumes in its own folder); a failing
     entry is reported and the others go on. Exit 0 all ran (and passed the gate), 1 an entry failed
@@ -103,8 +86,8 @@ def run(
     from ..engine import dist_rank
 
     if dist_rank() != 0:  # under torchrun: every rank runs the entries, rank 0 reports, writes and gates
-        raise typer.Exit(1 if run_suite(suite, out, engine, p.formats(), resume=resume).failed else 0)
-    report = run_suite(suite, out, engine, p.formats(), resume=resume, on_entry=_print_entry)
+        raise typer.Exit(1 if run_suite(suite, out, engine, p.formats(), resume=p["resume"]).failed else 0)
+    report = run_suite(suite, out, engine, p.formats(), resume=p["resume"], on_entry=_print_entry)
     if report.compare is not None:
         console.print(R.compare_console_table(report.compare))
         console.print(f"wrote {out / 'all_results.csv'}, {out / 'compare.md'}, {out / 'compare.tex'}", highlight=False)
