@@ -28,7 +28,7 @@ def read_classification_data(
     """Records of a classification split: wsol metadata (``metadata``), a flat folder with a label
     file (``labels``), or an ImageFolder tree: ``data/split``, which must exist (otherwise the
     split folders would be read as classes); without ``split``, ``data/default_split`` when it
-    exists, else ``data``."""
+    exists, else ``data`` (an error when its folders are all named as splits: ``train``, ``test``, ...)."""
     data = Path(data)
     if not data.exists():
         raise SimpoolBenchError(f"--data {data}: no such directory")
@@ -48,10 +48,32 @@ def read_classification_data(
                 )
         else:
             root = data / default_split if (default_split and (data / default_split).is_dir()) else data
+            if root == data:
+                refuse_split_folders_as_classes(data)
         records, classes = read_image_folder(root)
     if subset:
         records = subset_per_class(records, subset)
     return records, classes
+
+
+#: Folder names that are a data set's splits, not its classes (``--data`` one level too high).
+SPLIT_FOLDER_NAMES = frozenset({"train", "val", "valid", "validation", "test", "trainval", "eval"})
+
+
+def refuse_split_folders_as_classes(data: Path, flag: str = "--data") -> None:
+    """``data`` read as an ImageFolder whose every class folder is named as a split (``train``,
+    ``val``, ``test``, ...) and holds folders itself: the data set's root was given, and its splits
+    would be scored as classes. One error naming them and what to pass instead (``flag``: the
+    option that gave the folder; ``--data`` can also take ``--split``, a k-NN bank its train split)."""
+    subs = sorted(e.name for e in os.scandir(data) if e.is_dir() and not e.name.startswith(".")) if data.is_dir() else []
+    if not subs or any(s.lower() not in SPLIT_FOLDER_NAMES for s in subs):
+        return
+    if not any(e.is_dir() for s in subs for e in os.scandir(data / s)):
+        return
+    order = ("val", "validation", "valid", "test", "eval") if flag == "--data" else ("train", "trainval")
+    pick = next((s for o in order for s in subs if s.lower() == o), subs[0])
+    fix = f"pass --split {pick} (or --data {data / pick})" if flag == "--data" else f"pass {flag} {data / pick}"
+    raise SimpoolBenchError(f"{flag} {data}: its sub-folders ({', '.join(subs)}) are splits, not classes; {fix}")
 
 
 def read_localization_data(dataset: str, data: Path, metadata: Path | None = None, split: str = "test") -> list[Record]:

@@ -23,7 +23,14 @@ from .data.records import Record, records_sha256
 from .engine import EngineConfig
 from .errors import SimpoolBenchError
 from .loading import load_model
-from .readers import read_classification_data, read_data, read_discovery_data, read_localization_data, split_of
+from .readers import (
+    read_classification_data,
+    read_data,
+    read_discovery_data,
+    read_localization_data,
+    refuse_split_folders_as_classes,
+    split_of,
+)
 from .registry import DATASETS, LOCALIZE_DATASETS, WSOL
 from .results import Provenance
 from .run_records import finish_run, map_transform_record, per_image_of, provenance, stored_provenance
@@ -104,6 +111,7 @@ def _knn_bank_records(spec: ClassifySpec) -> list[Record] | None:
         if spec.knn_subset is not None:
             raise SimpoolBenchError("--knn-subset picks part of the k-NN memory bank: give --knn-train DIR too")
         return None
+    refuse_split_folders_as_classes(Path(spec.knn_train), "--knn-train")
     try:
         return read_classification_data(spec.knn_train, subset=spec.knn_subset)[0]
     except SimpoolBenchError as err:

@@ -110,6 +110,37 @@ def test_missing_split_is_an_error_not_classes(tmp_path, ckpt):
     assert not out.exists()
 
 
+def test_data_root_holding_split_folders_is_an_error_not_classes(tmp_path, ckpt):
+    """--data one level too high (its folders train/ and test/, no val/ for the default split):
+    the splits would be scored as two classes; one error naming them and the --split to pass.
+    The k-NN bank given at that level says which folder to pass instead."""
+    for split in ("test", "train"):
+        for c in ("ant", "bee"):
+            _image(tmp_path / "data" / split / c / "0.png")
+    out = tmp_path / "out"
+    res = invoke_cli("classify", "--data", tmp_path / "data", "--checkpoint", ckpt, "--device", "cpu", "--out", out)
+    _one_error(res, f"--data {tmp_path / 'data'}", "(test, train) are splits, not classes", "--split test")
+    assert not out.exists()
+    res = invoke_cli(
+        "classify", "--data", tmp_path / "data", "--split", "test", "--knn-train", tmp_path / "data",
+        "--checkpoint", ckpt, "--device", "cpu", "--out", out,
+    )  # fmt: skip
+    _one_error(res, f"--knn-train {tmp_path / 'data'}", f"pass --knn-train {tmp_path / 'data' / 'train'}")
+    res = invoke_cli("classify", "--data", tmp_path / "data", "--split", "test", "--checkpoint", ckpt, "--device", "cpu", "--out", out)
+    assert res.exit_code == 0, res.output
+    assert _value(out, "n_images") == 2
+
+
+def test_classes_named_like_splits_without_sub_folders_are_read(tmp_path, ckpt):
+    """Class folders that only happen to be named 'train' and 'test' (images directly inside) are classes."""
+    for c in ("test", "train"):
+        _image(tmp_path / "data" / c / "0.png")
+    out = tmp_path / "out"
+    res = invoke_cli("classify", "--data", tmp_path / "data", "--checkpoint", ckpt, "--device", "cpu", "--out", out)
+    assert res.exit_code == 0, res.output
+    assert _value(out, "n_images") == 2
+
+
 # ------------------------------------------------------------------------------ item 6: metadata
 @pytest.fixture()
 def wsol(tmp_path):
