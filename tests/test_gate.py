@@ -240,3 +240,17 @@ def test_a_table_with_two_values_of_one_metric_is_refused_whatever_the_row_order
         with pytest.raises(SimpoolBenchError, match=r"^run run: two values of cub/test top1 \(run_id aaa, bbb\)"):
             R.check(both, a)
     assert R.check(a, a).passed  # one run each: as before
+
+
+def test_check_prints_its_markdown_unwrapped_to_a_file_or_pipe(tmp_path):
+    """`simpool-bench check ... > summary.md` (stdout not a terminal, so rich's 80 columns) holds
+    the report's markdown line for line: no table row or bullet broken in two."""
+    from conftest import invoke_cli
+
+    base = R.write_run(_run(BASE, checkpoint="/a/long/folder/name/for/checkpoints/vits_simpool.pth.tar"), tmp_path / "base")["csv"]
+    run = R.write_run(_run(_moved(top1=79.0), checkpoint="/a/long/folder/name/for/checkpoints/vits_simpool.pth.tar"), tmp_path / "run")
+    res = invoke_cli("check", run["parquet"], "--baseline", base)
+    assert res.exit_code == 1, res.output
+    expected = R.check(run["parquet"], base).markdown
+    assert max(len(line) for line in expected.splitlines()) > 80  # long enough to have been wrapped
+    assert res.stdout.rstrip("\n") == expected.rstrip("\n")

@@ -156,6 +156,19 @@ def test_verify_missing_layout_named(tmp_path):
     assert "1 problem(s)" in report.summary()
 
 
+def test_verify_cli_prints_each_line_whole_and_paths_as_they_are(tmp_path):
+    """`datasets verify` to a file or pipe (rich's 80 columns): one line per check, the path whole,
+    a '[...]' in a folder name printed as it is (not read as markup)."""
+    from conftest import invoke_cli
+
+    root = tmp_path / "a_rather_long_folder_name_for_datasets[copy]" / "VOCdevkit" / "VOC2012"
+    root.mkdir(parents=True)
+    res = invoke_cli("datasets", "verify", "voc12", root)
+    assert res.exit_code == 1, res.output
+    assert f"✗ missing folder {root / 'Annotations'}" in res.stdout.splitlines()
+    assert f"✗ split trainval: missing list file {root / 'ImageSets/Main/trainval.txt'}" in res.stdout.splitlines()
+
+
 # ------------------------------------------------------------------- verify: generated manifests
 def _write_manifest(d: Path, m: dict) -> None:
     d.mkdir(exist_ok=True)

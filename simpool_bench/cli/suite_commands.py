@@ -90,7 +90,9 @@ def run(
     report = run_suite(suite, out, engine, p.formats(), resume=p["resume"], on_entry=_print_entry)
     if report.compare is not None:
         console.print(R.compare_console_table(report.compare))
-        console.print(f"wrote {out / 'all_results.csv'}, {out / 'compare.md'}, {out / 'compare.tex'}", highlight=False)
+        console.print(
+            f"wrote {out / 'all_results.csv'}, {out / 'compare.md'}, {out / 'compare.tex'}", highlight=False, markup=False, soft_wrap=True
+        )
     failed = report.failed
     if failed:
         err_console.print(f"{len(failed)} of {len(report.outcomes)} suite entries failed:", highlight=False)

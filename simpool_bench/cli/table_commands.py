@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from ..console import console, err_console, note
 from ..errors import SimpoolBenchError
@@ -127,7 +128,7 @@ def check(
         raise
     except Exception as err:  # a crash must never read as a regression (exit 1)
         raise SimpoolBenchError(f"check failed on {run} vs {baseline}: {type(err).__name__}: {err}") from err
-    console.print(report.markdown, markup=False, highlight=False)
+    console.print(report.markdown, markup=False, highlight=False, soft_wrap=True)  # a file or pipe gets whole table rows
     if summary is not None:
         atomic_write(summary, report.markdown.encode())
     if github:
@@ -145,11 +146,11 @@ def datasets_verify(
 
     report = verify_dataset(name, path, metadata_dir=metadata)
     for line in report.checked:
-        console.print(f"[green]✓[/] {line}", highlight=False)
+        console.print(f"[green]✓[/] {escape(line)}", highlight=False, soft_wrap=True)
     for line in report.problems:
-        console.print(f"[red]✗[/] {line}", highlight=False)
+        console.print(f"[red]✗[/] {escape(line)}", highlight=False, soft_wrap=True)
     if report.ok:
-        console.print(f"[green]✓[/] {name} at {path} matches its manifest", highlight=False)
+        console.print(f"[green]✓[/] {escape(name)} at {escape(str(path))} matches its manifest", highlight=False, soft_wrap=True)
     raise typer.Exit(0 if report.ok else 1)
 
 
