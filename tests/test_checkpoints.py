@@ -529,6 +529,32 @@ def test_missing_unreadable_and_foreign_files(tmp_path):
         load_checkpoint(tmp_path / "nontensor.pth")
 
 
+@pytest.mark.parametrize("trust", [False, True])
+def test_a_file_that_is_not_a_torch_save_file_says_what_it_starts_with(tmp_path, trust):
+    """An HTML page saved under the checkpoint's name (a failed download) or any other text: one
+    message saying what the file starts with, and not that --trust-checkpoint would read it."""
+    from conftest import invoke_cli
+
+    page = tmp_path / "vits_simpool.pth.tar"
+    page.write_text("<!DOCTYPE html>\n<html><head><title>Google Drive - Virus scan warning</title></head></html>\n")
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(page, trust=trust)
+    msg = str(e.value)
+    assert msg.startswith(f"checkpoint {page}: not a PyTorch checkpoint: it starts with b'<!DOCTYPE html>")
+    assert "an HTML page" in msg and "trust" not in msg, msg
+    text = tmp_path / "notes.pth"
+    text.write_text("weights are on the shared drive")
+    with pytest.raises(SimpoolBenchError, match=r"notes\.pth: not a PyTorch checkpoint: it starts with b'weights are on t'") as e:
+        load_checkpoint(text, trust=trust)
+    assert "HTML" not in str(e.value)
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(SimpoolBenchError, match=r"empty\.pth: not a PyTorch checkpoint: the file is empty \(0 bytes\)"):
+        load_checkpoint(empty, trust=trust)
+    res = invoke_cli("inspect", page, *(["--trust-checkpoint"] if trust else []))
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "an HTML page" in res.output, res.output
+
+
 def test_bad_flags(tmp_path):
     torch.save({"a": torch.zeros(1)}, tmp_path / "a.pth")
     with pytest.raises(SimpoolBenchError) as e:

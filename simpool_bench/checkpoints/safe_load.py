@@ -75,20 +75,46 @@ def _by_safetensors_name(path: Path, err: BaseException) -> SimpoolBenchError | 
     return unreadable_safetensors(f"checkpoint {path}", path, err, "rename it to .pth (a .safetensors name is read as safetensors)")
 
 
+def _not_a_torch_file(path: Path) -> SimpoolBenchError | None:
+    """A file ``torch.load`` failed on that does not even start as ``torch.save`` writes (a zip
+    archive or a pickle): say what it starts with (an HTML page is a download that went wrong), not
+    the unpickler's detail, and not that trusting it would help."""
+    if path.name.endswith(".safetensors") or _looks_like_torch_pickle(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    if not head:
+        return SimpoolBenchError(f"checkpoint {path}: not a PyTorch checkpoint: the file is empty (0 bytes)")
+    text = head.lstrip().lower()
+    what = " (an HTML page: a download that went wrong? fetch the file itself)" if text.startswith((b"<!doctype html", b"<html")) else ""
+    return SimpoolBenchError(
+        f"checkpoint {path}: not a PyTorch checkpoint: it starts with {head[:16]!r}, not as torch.save writes "
+        f"(a zip archive or a pickle){what}"
+    )
+
+
 def _torch_load(path: Path, trust: bool) -> Any:
     """``torch.load`` on CPU: restricted unpickling with :data:`SAFE_GLOBALS`, or full when trusted."""
     if trust:
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # noqa: BLE001 - any failure of a trusted unpickle is "unreadable"
-            raise _by_safetensors_name(path, e) or SimpoolBenchError(
-                f"checkpoint {path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})"
+            raise (
+                _by_safetensors_name(path, e)
+                or _not_a_torch_file(path)
+                or SimpoolBenchError(f"checkpoint {path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})")
             ) from None
     try:
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol N": we word our own error
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        not_torch = _not_a_torch_file(path)
+        if not_torch is not None:
+            raise not_torch from None
         blocked = _blocked_globals(path, e)
         if blocked:
             raise SimpoolBenchError(
@@ -105,8 +131,12 @@ def _torch_load(path: Path, trust: bool) -> Any:
             f"checkpoint {path}: not a PyTorch checkpoint or safetensors file (unpickling failed: {_first_line(e)})"
         ) from None
     except Exception as e:  # noqa: BLE001 - zip/pickle/EOF errors all mean "not a checkpoint"
-        raise _by_safetensors_name(path, e) or SimpoolBenchError(
-            f"checkpoint {path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e) or 'empty or truncated'})"
+        raise (
+            _by_safetensors_name(path, e)
+            or _not_a_torch_file(path)
+            or SimpoolBenchError(
+                f"checkpoint {path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e) or 'empty or truncated'})"
+            )
         ) from None
 
 
