@@ -254,3 +254,29 @@ def test_check_prints_its_markdown_unwrapped_to_a_file_or_pipe(tmp_path):
     expected = R.check(run["parquet"], base).markdown
     assert max(len(line) for line in expected.splitlines()) > 80  # long enough to have been wrapped
     assert res.stdout.rstrip("\n") == expected.rstrip("\n")
+
+
+def test_hand_edited_baseline_with_spaces_is_bad_input_naming_the_cell(tmp_path):
+    """A baseline CSV edited by hand with a space after a comma: a spaced dataset/split/metric would
+    be another key (a 'missing' regression, exit 1) and a spaced header name a 'missing column';
+    both are bad input (exit 2) naming the file, the line an editor shows and the value."""
+    from conftest import invoke_cli
+
+    run = R.write_run(_run(BASE), tmp_path / "run")["parquet"]
+    good = "dataset,split,metric,iou_threshold,value\ncub,test,top1,,80.0\ncub,test,maxboxacc_v2,,63.0\n"
+    (tmp_path / "good.csv").write_text(good)
+    assert R.check(run, tmp_path / "good.csv").passed
+    cases = {
+        "split.csv": (good.replace("cub,test,maxboxacc_v2", "cub, test,maxboxacc_v2"), "row 1 (line 3): split ' test' has spaces around it; expected 'test'"),
+        "dataset.csv": (good.replace("cub,test,top1", "cub ,test,top1"), "row 0 (line 2): dataset 'cub ' has spaces around it; expected 'cub'"),
+        "header.csv": (good.replace("metric,iou_threshold,value", "metric,iou_threshold, value"), "column name ' value' has spaces around it; expected 'value'"),
+    }  # fmt: skip
+    for name, (text, said) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(SimpoolBenchError) as e:
+            R.check(run, tmp_path / name)
+        assert str(e.value) == f"{tmp_path / name}: {said}"
+        res = invoke_cli("check", run, "--baseline", tmp_path / name)
+        assert res.exit_code == 2 and res.output.startswith("error: ") and said in " ".join(res.output.split()), res.output
+    (tmp_path / "number.csv").write_text(good.replace(",80.0", ", 80.0"))  # a number read with its space, as Python's float does
+    assert R.check(run, tmp_path / "number.csv").passed

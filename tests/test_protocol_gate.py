@@ -140,7 +140,7 @@ def test_schema_2_baseline_is_read_and_checked_with_a_note(tmp_path):
     # a record that is not a JSON object is named
     bad = table.assign(protocol=["{not json", table["protocol"].iloc[1]])
     bad.to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(SimpoolBenchError, match=r"bad.csv: column 'protocol' row 0: '\{not json' is not a JSON object"):
+    with pytest.raises(SimpoolBenchError, match=r"bad.csv: column 'protocol' row 0 \(line 2\): '\{not json' is not a JSON object"):
         R.read_run(tmp_path / "bad.csv")
     # and a schema-3 table round-trips its records through every format
     written = R.write_run(table, tmp_path / "new", formats=("json",))

@@ -194,7 +194,7 @@ def test_read_run_names_bad_value(tmp_path):
     text = p.read_text().splitlines()
     text[2] = text[2].replace("80.125", "eighty")
     p.write_text("\n".join(text) + "\n")
-    with pytest.raises(SimpoolBenchError, match=r"results.csv: column 'value' row 1: 'eighty' is not a number"):
+    with pytest.raises(SimpoolBenchError, match=r"results.csv: column 'value' row 1 \(line 3\): 'eighty' is not a number"):
         R.read_run(p)
 
 

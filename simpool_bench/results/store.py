@@ -207,11 +207,23 @@ def _read_frame(path: Path) -> pd.DataFrame:
     raise SimpoolBenchError(f"{path}: unknown results format {suffix or '(no suffix)'}; expected .parquet, .csv or .json")
 
 
+def _no_spaced_column_names(raw: pd.DataFrame, path: Path) -> None:
+    """A header with spaces around a name (``dataset, split, value``: a hand edit) names the
+    column, rather than saying that ``split`` is missing."""
+    spaced = [str(c) for c in raw.columns if str(c) != str(c).strip()]
+    if spaced:
+        raise SimpoolBenchError(
+            f"{path}: column name {spaced[0]!r} has spaces around it; expected {spaced[0].strip()!r}"
+            + (f" ({len(spaced)} such names)" if len(spaced) > 1 else "")
+        )
+
+
 def read_run(path: str | os.PathLike) -> pd.DataFrame:
     """Read a results table written by ``write_run`` (.parquet, .csv or .json; a directory: its
     results file). A foreign table or another schema version -> SimpoolBenchError."""
     path = Path(path)
     raw = _load_frame(path)
+    _no_spaced_column_names(raw, path)
     missing = [c for c in REQUIRED_METRIC_COLUMNS if c not in raw.columns]
     if missing:
         raise SimpoolBenchError(f"{path}: not a simpool-bench results table (missing columns: {', '.join(missing)})")
@@ -245,6 +257,7 @@ def read_baseline(path: str | os.PathLike) -> pd.DataFrame:
     least ``dataset, split, metric, iou_threshold, value``."""
     path = Path(path)
     raw = _load_frame(path)
+    _no_spaced_column_names(raw, path)
     if "schema_version" in raw.columns:
         return read_run(path)
     missing = [c for c in REQUIRED_METRIC_COLUMNS if c not in raw.columns]

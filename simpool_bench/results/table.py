@@ -332,7 +332,7 @@ def _coerce(df: pd.DataFrame, source: str) -> pd.DataFrame:
                 try:
                     converted.append(conv(v))
                 except (TypeError, ValueError):
-                    raise SimpoolBenchError(f"{source}: column '{col}' row {i}: {v!r} is not {_EXPECTED[dtype]}") from None
+                    raise SimpoolBenchError(f"{source}: column '{col}' {_row(source, i)}: {v!r} is not {_EXPECTED[dtype]}") from None
             out[col] = np.asarray(converted, dtype=np.float64) if dtype == "float64" else pd.array(converted, dtype=dtype)
         else:
             out[col] = df[col].to_numpy()
@@ -351,26 +351,29 @@ def _validate(df: pd.DataFrame, source: str, *, provenance: bool = True) -> None
     for col in ("dataset", "split", "metric"):
         bad = df.index[df[col].isna()]
         if len(bad):
-            raise SimpoolBenchError(f"{source}: column '{col}' is empty in row {int(bad[0])}")
+            raise SimpoolBenchError(f"{source}: column '{col}' is empty in {_row(source, int(bad[0]))}")
+        for i, v in enumerate(df[col].tolist()):
+            if v != v.strip():  # ' test' (a hand edit) would be another split: a missing row, not a bad file
+                raise SimpoolBenchError(f"{source}: {_row(source, i)}: {col} {v!r} has spaces around it; expected {v.strip()!r}")
     for i, (m, iou, k) in enumerate(zip(df["metric"], df["iou_threshold"], df["k"])):
         if not _METRIC_RE.match(m):
-            raise SimpoolBenchError(f"{source}: row {i}: metric name {m!r} must be letters, digits, '_', '.' or '-'")
+            raise SimpoolBenchError(f"{source}: {_row(source, i)}: metric name {m!r} must be letters, digits, '_', '.' or '-'")
         if iou is not pd.NA and not 0 < iou <= 100:
-            raise SimpoolBenchError(f"{source}: row {i}: iou_threshold {iou} is not a percentage in (0, 100]")
+            raise SimpoolBenchError(f"{source}: {_row(source, i)}: iou_threshold {iou} is not a percentage in (0, 100]")
         if k is not pd.NA and k < 1:
-            raise SimpoolBenchError(f"{source}: row {i}: k {k} is not a positive number of neighbours")
+            raise SimpoolBenchError(f"{source}: {_row(source, i)}: k {k} is not a positive number of neighbours")
         if m == "maxboxacc" and iou is pd.NA:
-            raise SimpoolBenchError(f"{source}: row {i}: metric 'maxboxacc' needs an iou_threshold (30, 50 or 70)")
+            raise SimpoolBenchError(f"{source}: {_row(source, i)}: metric 'maxboxacc' needs an iou_threshold (30, 50 or 70)")
         if m == "maxboxacc_v2" and iou is not pd.NA:
             raise SimpoolBenchError(
-                f"{source}: row {i}: metric 'maxboxacc_v2' is the mean over IoU thresholds; its iou_threshold must be empty"
+                f"{source}: {_row(source, i)}: metric 'maxboxacc_v2' is the mean over IoU thresholds; its iou_threshold must be empty"
             )
     for col in RECORD_COLUMNS:
         for i, cell in enumerate(df[col].tolist() if col in df.columns else []):
             try:
                 from_json(cell)
             except SimpoolBenchError:
-                raise SimpoolBenchError(f"{source}: column '{col}' row {i}: {str(cell)[:80]!r} is not a JSON object") from None
+                raise SimpoolBenchError(f"{source}: column '{col}' {_row(source, i)}: {str(cell)[:80]!r} is not a JSON object") from None
     keys = list(KEY_COLUMNS) + (["run_id"] if "run_id" in df.columns else [])
     dup = df.duplicated(subset=keys, keep=False)
     if dup.any():
@@ -379,6 +382,12 @@ def _validate(df: pd.DataFrame, source: str, *, provenance: bool = True) -> None
             f"{source}: duplicate rows for dataset={r['dataset']} split={r['split']} metric={r['metric']} "
             f"iou_threshold={_fmt_iou(r['iou_threshold']) or 'none'} k={_fmt_iou(r['k']) or 'none'}"
         )
+
+
+def _row(source: str, i: int) -> str:
+    """Where row ``i`` (0-based, after the header) of a table is: in a CSV file also its line
+    number, as an editor shows it (a hand-edited baseline)."""
+    return f"row {i} (line {i + 2})" if source.lower().endswith(".csv") else f"row {i}"
 
 
 def _fmt_iou(iou: Any) -> str:
