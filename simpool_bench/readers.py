@@ -84,9 +84,11 @@ def read_localization_data(dataset: str, data: Path, metadata: Path | None = Non
         return read_wsol_metadata(metadata, data)
     if dataset == "cub" and (data / "images.txt").exists():
         return read_cub_native(data, split=split)
+    inner = sorted(str(q) for q in data.glob("*/images.txt") if dataset == "cub")  # the CUB_200_2011 folder one level down
+    hint = f"; did you mean --data {Path(inner[0]).parent}?" if len(inner) == 1 else ""
     raise SimpoolBenchError(
         f"--metadata is required for {dataset} (wsolevaluation metadata folder, e.g. metadata/{dataset.upper()}/{split}); "
-        f"{data / 'images.txt'} (CUB native layout) not found either"
+        f"{data / 'images.txt'} (CUB native layout) not found either{hint}"
     )
 
 

@@ -465,3 +465,36 @@ def test_other_readers_refuse_ids_outside_and_drop_the_bom(tmp_path):
     labels.write_text("a.png 0\n../flat/a.png 1\n")
     with pytest.raises(SimpoolBenchError, match=r"labels\.txt:2: image id '\.\./flat/a\.png' points outside"):
         read_flat_folder(flat, labels)
+
+
+def test_data_one_folder_level_off_says_which_folder_was_meant(tmp_path):
+    """The usual wrong --data levels: VOCdevkit (or its parent) for VOCdevkit/VOC2007, CUB_200_2011
+    with wsolevaluation metadata (its images/ was meant), CUB_200_2011's parent in the native
+    layout: the error names the folder to pass."""
+    from simpool_bench.errors import SimpoolBenchError
+    from simpool_bench.readers import read_discovery_data, read_localization_data
+
+    voc = build_voc_dataset(tmp_path / "voc" / "VOCdevkit" / "VOC2007", n=3)
+    for wrong in (tmp_path / "voc" / "VOCdevkit", tmp_path / "voc"):
+        with pytest.raises(SimpoolBenchError) as e:
+            read_discovery_data("voc07", wrong)
+        assert str(e.value).endswith(f"; did you mean --data {voc}?"), str(e.value)
+    cub = _cub(tmp_path / "cub" / "CUB_200_2011")
+    with pytest.raises(SimpoolBenchError) as e:
+        read_localization_data("cub", tmp_path / "cub")
+    assert str(e.value).endswith(f"not found either; did you mean --data {cub}?"), str(e.value)
+    assert len(read_localization_data("cub", cub)) == 6
+    wsol = build_wsol_dataset(tmp_path / "wsol", n=4)
+    top = tmp_path / "wsol"  # holds images/ (the image root) and metadata/
+    with pytest.raises(SimpoolBenchError) as e:
+        read_localization_data("cub", top, wsol.metadata)
+    assert str(e.value).endswith(f"(4 of 4 images missing); did you mean --data {wsol.image_root}?"), str(e.value)
+    res = invoke_cli(
+        "localize", "--dataset", "cub", "--data", top, "--metadata", wsol.metadata, "--baseline", "full-box",
+        "--device", "cpu", "--workers", "0", "--out", tmp_path / "out",
+    )  # fmt: skip
+    _one_error(res, f"did you mean --data {wsol.image_root}?")
+    (wsol.image_root / "ant").rename(wsol.image_root / "moved")  # some images really missing: no guess
+    with pytest.raises(SimpoolBenchError) as e:
+        read_localization_data("cub", top, wsol.metadata)
+    assert "did you mean" not in str(e.value)

@@ -112,7 +112,13 @@ def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False, i
     ann_dir, img_dir, split_file = root / "Annotations", root / "JPEGImages", root / VOC_SPLITS_DIR / f"{split}.txt"
     for d in (ann_dir, img_dir):
         if not d.is_dir():
-            raise SimpoolBenchError(f"VOC folder {root}: missing {d} (expected VOCdevkit/VOC20XX with Annotations, ImageSets, JPEGImages)")
+            inner = sorted(
+                str(q) for q in (*root.glob("VOC20[0-9][0-9]"), *root.glob("VOCdevkit/VOC20[0-9][0-9]")) if (q / d.name).is_dir()
+            )
+            hint = f"; did you mean --data {' or '.join(inner)}?" if inner else ""
+            raise SimpoolBenchError(
+                f"VOC folder {root}: missing {d} (expected VOCdevkit/VOC20XX with Annotations, ImageSets, JPEGImages){hint}"
+            )
     if not split_file.is_file():
         raise SimpoolBenchError(f"VOC folder {root}: missing split file {split_file}")
 

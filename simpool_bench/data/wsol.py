@@ -87,10 +87,15 @@ def _check_box(box: Sequence[float], width: int, height: int, where: str, what: 
         raise SimpoolBenchError(f"{where}: {what} ({', '.join(map(_plain, box))}) is outside its {width}x{height} image (or inverted)")
 
 
-def _check_images(records: list[Record], where: str) -> None:
+def _check_images(records: list[Record], where: str, root: Path | None = None) -> None:
+    """Every image is there; when none is and ``root/images`` (a CUB_200_2011 folder given for its
+    images/) holds the first, the error says which ``--data`` was meant."""
     missing = [r for r in records if not r.path.is_file()]
     if missing:
-        raise SimpoolBenchError(f"{where}: image {missing[0].path} not found ({len(missing)} of {len(records)} images missing)")
+        hint = ""
+        if root is not None and len(missing) == len(records) and (root / "images" / records[0].image_id).is_file():
+            hint = f"; did you mean --data {root / 'images'}?"
+        raise SimpoolBenchError(f"{where}: image {missing[0].path} not found ({len(missing)} of {len(records)} images missing){hint}")
 
 
 def read_wsol_metadata(metadata_dir: str | Path, image_root: str | Path, check_images: bool = True) -> list[Record]:
@@ -158,7 +163,7 @@ def read_wsol_metadata(metadata_dir: str | Path, image_root: str | Path, check_i
         w, h = sizes[image_id]
         records.append(Record(image_id, image_root / image_id, labels[image_id], w, h, np.asarray(boxes[image_id], dtype=np.float64)))
     if check_images:
-        _check_images(records, f"wsol metadata {metadata_dir}")
+        _check_images(records, f"wsol metadata {metadata_dir}", Path(image_root))
         _check_sizes(records, sizes_f)
     return records
 
