@@ -158,7 +158,7 @@ def run_localize(
     split = split_of(d, DATASETS["cub"].default_split)
     records = read_localization_data(d.dataset, d.data, d.metadata, split)  # type: ignore[arg-type]
     data_sha256 = records_sha256(records)
-    note_unpublished(d.name, split, data_sha256, len(records))  # before the model loads (--data-label names other data)
+    note_unpublished(d.name, split, data_sha256, len(records), d.data, d.metadata)  # before the model loads (--data-label names other data)
     if spec.maps is not None:  # no model: the stored maps
         outcome, prov = from_maps(
             "localize",

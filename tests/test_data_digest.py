@@ -137,7 +137,7 @@ def test_published_digests_are_the_real_metadata_read_as_a_run_reads_it(name):
 @needs_metadata
 def test_localize_on_other_than_the_published_data_says_so_once(tmp_path):
     """CUB val's real metadata over flat images of its listed sizes: silent as published; with one box
-    edited, or read as another split than it is, one warning naming the manifest; the run completes."""
+    edited (the verify command to run, which names the file), or read as another split than it is (that split named), one warning; the run completes."""
     from PIL import Image
 
     from simpool_bench.data.wsol import read_wsol_metadata
@@ -163,9 +163,8 @@ def test_localize_on_other_than_the_published_data_says_so_once(tmp_path):
     published = records_sha256(read_wsol_metadata(SHARED / "CUB" / "test", SHARED, check_images=False))[:12]
     assert warned == [
         f"cub test: the 1000 images read are not the published data of manifest cub_test (5794 images; data_sha256 "
-        f"{records_sha256(read_wsol_metadata(meta, images))[:12]}, published {published}): these numbers are not on the "
-        "protocol's data; `simpool-bench datasets verify cub_test PATH` names what differs; "
-        "--data-label NAME records other data under their own name"
+        f"{records_sha256(read_wsol_metadata(meta, images))[:12]}, published {published}): they are those of cub val: "
+        "pass --split val; --data-label NAME records other data under their own name"
     ]
     assert run("labelled", "--split", "test", "--data-label", "cub-val-as-mine") == []  # other data, named as such
     assert api.read_run(tmp_path / "labelled")["dataset"].unique().tolist() == ["cub-val-as-mine"]
@@ -178,4 +177,11 @@ def test_localize_on_other_than_the_published_data_says_so_once(tmp_path):
     assert len(warned) == 1 and warned[0].startswith(
         "cub val: the 1000 images read are not the published data of manifest cub_val (1000 images;"
     )
+    verify = f"simpool-bench datasets verify cub_val {images} --metadata {meta}"  # edited: no split's data; the command to run
+    assert warned[0].endswith(
+        f"these numbers are not on the protocol's data; `{verify}` names what differs; "
+        "--data-label NAME records other data under their own name"
+    )
+    res = invoke("datasets", "verify", "cub_val", images, "--metadata", meta)  # which, run as printed, names the file
+    assert res.exit_code == 1 and "localization.txt" in res.output, res.output
     assert api.read_run(tmp_path / "edited")["n_images"].iloc[0] == 1000

@@ -109,22 +109,45 @@ def published_data(dataset: str, split: str, directory: str | Path | None = None
     return None
 
 
-def note_unpublished(dataset: str, split: str, data_sha256: str, n_images: int) -> None:
+def published_as(data_sha256: str, directory: str | Path | None = None) -> tuple[str, str] | None:
+    """The ``(dataset, split)`` whose published data have this ``data_sha256`` (any manifest); None if none."""
+    for name in list_manifests(directory):
+        for key, digest in load_manifest(name, directory).get("data_sha256", {}).items():
+            if digest == data_sha256:
+                dataset, split = key.split("/", 1)
+                return dataset, split
+    return None
+
+
+def note_unpublished(
+    dataset: str, split: str, data_sha256: str, n_images: int, data: Path | None = None, metadata: Path | None = None
+) -> None:
     """One ``UnpublishedDataWarning`` when a run recorded as ``dataset/split`` (the table's names: a run labelled
     otherwise, as the demo's 'demo-cub', claims no published data) that has published data
     (``published_data``) read other data: its numbers are not the protocol's (another metadata
-    folder than ``--split`` says, an edited box or label, images left out)."""
+    folder than ``--split`` says, an edited box or label, images left out). Where the data read are
+    another split's published data, it names that split; else the ``datasets verify`` command
+    (with ``data`` and ``metadata``, the run's folders) that names what differs."""
     published = published_data(dataset, split)
     if published is None or published.data_sha256 == data_sha256:
         return
-    warnings.warn(
+    head = (
         f"{dataset} {split}: the {n_images} images read are not the published data of manifest {published.manifest} "
-        f"({published.images} images; data_sha256 {data_sha256[:12]}, published {published.data_sha256[:12]}): "
-        f"these numbers are not on the protocol's data; `simpool-bench datasets verify {published.manifest} PATH` names what differs; "
-        "--data-label NAME records other data under their own name",
-        UnpublishedDataWarning,
-        stacklevel=3,
+        f"({published.images} images; data_sha256 {data_sha256[:12]}, published {published.data_sha256[:12]})"
     )
+    other = published_as(data_sha256)
+    if other is not None:
+        said = f"they are those of {other[0]} {other[1]}: pass --split {other[1]}" + (
+            f" --dataset {other[0]}" if other[0] != dataset else ""
+        )
+    else:
+        where = "PATH" if data is None else str(data)
+        if metadata is not None:
+            verify = f"simpool-bench datasets verify {published.manifest} {where} --metadata {metadata}"
+        else:  # the native CUB layout (or a caller that did not say): its own manifest
+            verify = f"simpool-bench datasets verify {'cub_native' if dataset == 'cub' else published.manifest} {where}"
+        said = f"these numbers are not on the protocol's data; `{verify}` names what differs"
+    warnings.warn(f"{head}: {said}; --data-label NAME records other data under their own name", UnpublishedDataWarning, stacklevel=3)
 
 
 @dataclass
