@@ -4,6 +4,7 @@ metadata or CUB's native files, VOC, COCO20k, or any folder of images."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .data.coco20k import read_coco20k
@@ -108,12 +109,38 @@ def read_discovery_data(
     VOC box coordinate while reading, naming the XML file; ``read_map_data`` (extract, visualize)
     reads them as floats."""
     if dataset in ("voc07", "voc12"):
+        given = [flag for flag, value in (("--annotations", annotations), ("--list", list_file)) if value is not None]
+        if given:
+            raise SimpoolBenchError(
+                f"{' and '.join(given)}: COCO20k's files; {dataset} reads Annotations/ and ImageSets/Main/{split}.txt "
+                f"under --data (the VOC20XX folder): drop {' and '.join(given)}, or pass --dataset coco20k"
+            )
+        _same_voc_year(dataset, Path(data))
         return read_voc(data, split=split, no_hard=no_hard, integer_coords=integer_coords)
     if dataset == "coco20k":
-        if annotations is None or list_file is None:
-            raise SimpoolBenchError("coco20k needs --annotations instances_train2014.json and --list coco_20k_filenames.txt")
-        return read_coco20k(data, annotations, list_file)
+        if no_hard:
+            raise SimpoolBenchError("--no-hard: VOC's difficult/truncated flags; COCO20k has none (LOST's --no_hard is for VOC)")
+        missing = [need for need, value in ((ANNOTATIONS_NEED, annotations), (LIST_NEED, list_file)) if value is None]
+        if missing:
+            raise SimpoolBenchError(f"coco20k needs {' and '.join(missing)} (missing)")
+        return read_coco20k(data, annotations, list_file)  # type: ignore[arg-type]
     raise SimpoolBenchError(f"--dataset {dataset!r}: expected voc07, voc12 or coco20k")
+
+
+ANNOTATIONS_NEED = "--annotations instances_train2014.json"
+LIST_NEED = "--list coco_20k_filenames.txt"
+
+
+def _same_voc_year(dataset: str, data: Path) -> None:
+    """``--data`` named VOC2007 or VOC2012 (as VOCdevkit has them) for the other year's dataset:
+    the table would record the wrong data set under the wrong name."""
+    m = re.fullmatch(r"VOC(\d{4})", data.name)
+    if m and m.group(1)[2:] != dataset[-2:]:
+        right = f"voc{m.group(1)[2:]}"
+        raise SimpoolBenchError(
+            f"--data {data} is VOC{m.group(1)} but --dataset is {dataset}: pass --dataset {right}"
+            + (f", or --data {data.with_name(f'VOC20{dataset[-2:]}')}" if data.with_name(f"VOC20{dataset[-2:]}").is_dir() else "")
+        )
 
 
 #: The split recorded (and, for VOC/CUB native, read) when ``--split`` is not given.

@@ -360,6 +360,38 @@ def test_coco_list_and_annotations_swapped(tmp_path):
     assert not out.exists()
 
 
+def test_coco20k_flag_missing_or_a_folder_is_named(tmp_path):
+    """One of --annotations/--list left out: the one missing named; a folder given for the json: said so."""
+    image_dir, ann_file, list_file = _coco(tmp_path, [1, 2, 3, 4])
+    base = ["discover", "--dataset", "coco20k", "--data", image_dir, "--method", "center", "--out", tmp_path / "out"]
+    line = _one_error(invoke_cli(*base, "--annotations", ann_file), "coco20k needs --list coco_20k_filenames.txt (missing)")
+    assert "--annotations" not in line
+    line = _one_error(invoke_cli(*base, "--list", list_file), "coco20k needs --annotations instances_train2014.json (missing)")
+    assert "--list" not in line
+    _one_error(invoke_cli(*base, "--annotations", tmp_path, "--list", list_file), f"COCO annotation file {tmp_path}: a directory")
+    _one_error(invoke_cli(*base, "--annotations", ann_file, "--list", list_file, "--no-hard"), "--no-hard", "COCO20k has none")
+    assert not (tmp_path / "out").exists()
+
+
+def test_voc_flags_that_it_would_ignore_and_the_other_years_folder_are_errors(tmp_path):
+    """VOC with COCO20k's --annotations/--list (silently ignored before), and VOC2007's folder given
+    as voc12 (recorded as voc12 before): one error each saying what to pass."""
+    voc = build_voc_dataset(tmp_path / "VOCdevkit" / "VOC2007", n=3)
+    out = tmp_path / "out"
+    base = ["discover", "--data", voc, "--method", "center", "--out", out]
+    _one_error(invoke_cli(*base, "--dataset", "voc07", "--list", tmp_path / "x.txt"), "--list: COCO20k's files", "drop --list")
+    _one_error(
+        invoke_cli(*base, "--dataset", "voc07", "--annotations", tmp_path / "a.json", "--list", tmp_path / "x.txt"),
+        "--annotations and --list: COCO20k's files",
+    )
+    line = _one_error(invoke_cli(*base, "--dataset", "voc12"), f"--data {voc} is VOC2007 but --dataset is voc12: pass --dataset voc07")
+    assert "VOC2012" not in line  # no VOC2012 folder beside it to suggest
+    (voc.parent / "VOC2012").mkdir()
+    _one_error(invoke_cli(*base, "--dataset", "voc12"), f"pass --dataset voc07, or --data {voc.parent / 'VOC2012'}")
+    assert not out.exists()
+    assert invoke_cli(*base, "--dataset", "voc07").exit_code == 0  # the matching year runs
+
+
 def test_voc_fractional_box_coordinate_named_while_reading(tmp_path):
     """'<xmin>24.5</xmin>', which LOST's int() cannot read: an error naming the XML, the tag and the
     value before the run, not 'gt_boxes[0]: LOST's CorLoc takes integer pixel boxes' after it."""

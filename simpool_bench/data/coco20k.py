@@ -146,7 +146,7 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
         raise SimpoolBenchError(f"COCO image folder {image_dir}: no such directory")
     for f, what in ((annotation_file, "COCO annotation file"), (list_file, "COCO20k list file")):
         if not f.is_file():
-            raise SimpoolBenchError(f"{what} {f}: no such file")
+            raise SimpoolBenchError(f"{what} {f}: " + ("a directory, expected the file itself" if f.is_dir() else "no such file"))
 
     names = _read_list(list_file)
     coco = _load_coco(annotation_file)
