@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import pickle
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -172,6 +174,9 @@ def test_inspect_reports_format_and_arch(tiny):
     res = _invoke("inspect", ckpt)
     assert res.exit_code == 0
     assert "official-supervised" in res.output and "vit_tiny_patch16_224" in res.output
+    # in a file or pipe (as here) the whole sha256 stands on one line, to copy or grep (it was cut at 80 columns with '…')
+    digest = hashlib.sha256(Path(ckpt).read_bytes()).hexdigest()
+    assert any(digest in line and "sha256" in line for line in res.output.splitlines()), res.output
 
 
 def test_compare_and_check_exit_codes(tiny, tmp_path):

@@ -228,7 +228,12 @@ NonFiniteOpt = Annotated[
 ]
 OutOpt = Annotated[
     Optional[Path],
-    typer.Option("--out", "-o", help="Output folder: results.csv/.parquet, per_image.parquet, plus --formats.", rich_help_panel="Output"),
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output folder: results.csv/.parquet, per_image.parquet, plus --formats (without it the table is only printed; nothing is written).",
+        rich_help_panel="Output",
+    ),
 ]
 FormatsOpt = Annotated[
     str, typer.Option("--formats", help="Extra formats, comma-separated: json, md, latex, csv (per_image.csv).", rich_help_panel="Output")

@@ -20,17 +20,26 @@ def inspect(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file.")], trust_checkpoint: TrustOpt = False, fmt: FormatOpt = None
 ) -> None:
     """Show a checkpoint's format, architecture, pooling, gamma, parameters and key mapping."""
+    from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
+    from rich.text import Text
 
     from ..checkpoints import inspect_checkpoint
 
     info = inspect_checkpoint(checkpoint, trust=trust_checkpoint, format=fmt)
-    table = Table(title=str(checkpoint), show_header=False)
+    table = Table(title=Text(str(checkpoint)), show_header=False)
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")  # a sha256 or path folds whole onto the next line, never cut with '…'
     for k, v in info.items():
         if isinstance(v, (list, tuple)):
             v = "\n".join(map(str, v)) if v else "-"
-        table.add_row(str(k), str(v))
-    console.print(table)
+        table.add_row(str(k), Text(str(v)))  # values as text, not rich markup ('[x]' in a path stays)
+    # on a terminal the value column folds; in a file or pipe each value stays on one line (a sha256 to copy or grep)
+    if console.is_terminal:
+        console.print(table)
+    else:
+        Console(width=Measurement.get(console, console.options.update_width(10_000), table).maximum).print(table)
     if info.get("non_finite", "none") != "none":
         err_console.print(f"warning: non-finite weights (NaN or inf): {info['non_finite']}", highlight=False, markup=False, soft_wrap=True)
 
