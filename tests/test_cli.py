@@ -179,6 +179,18 @@ def test_inspect_reports_format_and_arch(tiny):
     assert any(digest in line and "sha256" in line for line in res.output.splitlines()), res.output
 
 
+def test_run_log_keeps_the_provenance_line_whole(tiny, tmp_path):
+    """In a log (stdout not a terminal) the provenance stands whole on one line under the table: the
+    checkpoint's path and sha256 prefix, the run id (a caption folded them mid-word at 80 columns)."""
+    _, ckpt, data, _ = tiny
+    res = _invoke("classify", "--data", data, "--checkpoint", ckpt, "--device", "cpu", "--out", tmp_path / "r")
+    assert res.exit_code == 0, res.output
+    run = pd.read_csv(tmp_path / "r" / "results.csv")
+    sha, run_id = run["checkpoint_sha256"].iloc[0][:12], run["run_id"].iloc[0]
+    line = [ln for ln in res.output.splitlines() if ln.startswith("model ")]
+    assert len(line) == 1 and f"checkpoint {ckpt}, sha256 {sha}" in line[0] and f"run {run_id}," in line[0], res.output
+
+
 def test_compare_and_check_exit_codes(tiny, tmp_path):
     _, ckpt, data, _ = tiny
     out = tmp_path / "base"

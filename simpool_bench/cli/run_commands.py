@@ -15,11 +15,15 @@ from .options import ENGINE_OPTIONS, KNN_KS_DEFAULT, MODEL_OPTIONS, OUTPUT_OPTIO
 def show(result: Any, out: Path | None) -> None:
     """The run's table on the console (rank 0), and the files it wrote."""
     from ..engine import dist_rank
-    from ..results import console_table
+    from ..results import console_table, provenance_line
 
     if dist_rank() != 0:
         return
-    console.print(console_table(result.table))
+    if console.is_terminal:
+        console.print(console_table(result.table))
+    else:  # a log or pipe: the provenance line whole below the table (a caption folds paths mid-word at 80 columns)
+        console.print(console_table(result.table, caption=False))
+        console.print(provenance_line(result.table), highlight=False, markup=False, soft_wrap=True)
     if out is not None and result.files:
         names = ", ".join(sorted(Path(f).name for f in result.files if Path(f).name != "results.manifest.json"))
         console.print(f"wrote {Path(out)}/: {names}", highlight=False, markup=False, soft_wrap=True)

@@ -52,6 +52,7 @@ from .render import (
     format_delta,
     format_value,
     latex_escape,
+    provenance_line,
     to_latex,
     to_markdown,
 )
@@ -115,6 +116,7 @@ __all__ = [
     "compare_to_latex",
     "compare_to_markdown",
     "console_table",
+    "provenance_line",
     "exit_code",
     "format_delta",
     "format_value",

@@ -140,12 +140,19 @@ def to_latex(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def console_table(df: pd.DataFrame) -> Table:
-    """A run as a rich table; provenance in the caption."""
+def provenance_line(df: pd.DataFrame) -> str:
+    """A run's provenance in one line (model, pooling, data, checkpoint, versions, run id); empty
+    for a table without provenance columns."""
+    return _provenance_line(df)
+
+
+def console_table(df: pd.DataFrame, caption: bool = True) -> Table:
+    """A run as a rich table; provenance in the caption (``caption=False``: left out, for the
+    caller to print it whole: a caption folds long paths at the table's width)."""
     title = None
     if "model" in df.columns and len(df):
         title = f"{_py(df['model'].iloc[0]) or '?'} / {_py(df['pool'].iloc[0]) or '?'}"
-    table = Table(title=escape(title) if title else None, caption=escape(_provenance_line(df)) or None)
+    table = Table(title=escape(title) if title else None, caption=(escape(_provenance_line(df)) or None) if caption else None)
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("dataset", "left"),
         ("split", "left"),
