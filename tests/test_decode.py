@@ -1,16 +1,19 @@
 """The torchvision.io JPEG path gives discovery the same tensors as PIL, falls back to PIL's errors,
-and DataLoader workers fall back to the main process when they cannot start."""
+warnings and silence, and DataLoader workers fall back to the main process when they cannot start."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from simpool_bench.data.decode import load_rgb_array
-from simpool_bench.data.images import ImageDataset
+from simpool_bench.data import decode
+from simpool_bench.data.decode import jpeg_pixels, load_rgb_array
+from simpool_bench.data.images import ImageDataset, load_rgb
 from simpool_bench.data.records import Record
 from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.transforms import discovery_transform
@@ -68,6 +71,100 @@ def test_bad_jpegs_go_through_pil_and_keep_its_errors(tmp_path):
     with pytest.warns(RuntimeWarning, match="trunc.jpg"):
         _, _, ok = ImageDataset([rec], discovery_transform(16), decode=load_rgb_array)[0]
     assert not ok
+
+
+def _outcome(load, path):
+    """What ``load`` gives ``path``: its pixels, or its error's message."""
+    try:
+        return np.asarray(load(path))
+    except SimpoolBenchError as exc:
+        return str(exc)
+
+
+def test_corrupt_jpegs_give_pils_pixels_or_error_and_print_nothing(tmp_path, capfd):
+    """Bytes flipped or cut out of the entropy-coded data: libjpeg recovers from some with a
+    warning it prints on stderr (PIL recovers silently, from the same data): those go through PIL;
+    either way the outcome is PIL's, and nothing is printed."""
+    data = _jpegs(tmp_path)["q90_420"].read_bytes()
+    sos = data.find(b"\xff\xda")
+    fell_back = decoded = 0
+    for k in range(24):
+        bad = bytearray(data)
+        at = sos + 20 + (k * 97) % (len(data) - sos - 30)
+        if k % 2:
+            bad[at] ^= 0x5A
+        else:
+            del bad[at : at + 7]
+        path = tmp_path / f"corrupt{k}.jpg"
+        path.write_bytes(bytes(bad))
+        want, got = _outcome(load_rgb, path), _outcome(load_rgb_array, path)
+        assert type(got) is type(want) and np.array_equal(got, want), k
+        if isinstance(want, np.ndarray):
+            fast = jpeg_pixels(path) is not None
+            fell_back, decoded = fell_back + (not fast), decoded + fast
+    assert fell_back and decoded, (fell_back, decoded)  # both cases were met
+    assert capfd.readouterr().err == ""
+
+
+def test_pils_own_pixel_limit_applies_without_max_pixels(tmp_path, monkeypatch):
+    """``max_pixels=None``: PIL's decompression-bomb limit, as load_rgb has it (warn over it,
+    refuse over twice it), before libjpeg decodes anything."""
+    path = _jpegs(tmp_path)["q90_420"]  # 101x75 = 7575 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+    assert jpeg_pixels(path) is None
+    with pytest.warns(Image.DecompressionBombWarning):
+        assert isinstance(load_rgb_array(path), Image.Image)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)
+    with pytest.raises(SimpoolBenchError, match="DecompressionBombError") as refused:
+        load_rgb_array(path)
+    assert str(refused.value) == _outcome(load_rgb, path)
+    assert isinstance(load_rgb_array(path, max_pixels=7575), np.ndarray)  # --max-pixels replaces PIL's limit
+    with pytest.raises(SimpoolBenchError, match="over the limit of 7,574"):
+        load_rgb_array(path, max_pixels=7574)
+
+
+class _Fast(Dataset):
+    def __init__(self, paths) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> bool:
+        return jpeg_pixels(self.paths[i]) is not None
+
+
+def test_what_other_threads_print_meanwhile_is_kept(tmp_path, monkeypatch, capfd):
+    """While libjpeg decodes, fd 2 points at a file: libjpeg's warning lines are dropped (and the
+    image goes through PIL), anything else written there meanwhile reaches stderr."""
+    import torchvision.io
+
+    path = _jpegs(tmp_path)["q90_420"]
+    real = torchvision.io.decode_jpeg
+
+    def printing(text: bytes):
+        def decode_jpeg(*args, **kwargs):
+            os.write(2, text)
+            return real(*args, **kwargs)
+
+        return decode_jpeg
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", printing(b"another thread\nCorrupt JPEG data: bad Huffman code\n"))
+    assert jpeg_pixels(path) is None
+    assert capfd.readouterr().err == "another thread\n"
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", printing(b"Premature end of JPEG file\n"))
+    assert jpeg_pixels(path) is None
+    assert capfd.readouterr().err == ""
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", real)
+    assert jpeg_pixels(path) is not None  # the sink was emptied
+
+
+def test_workers_take_the_libjpeg_path_and_a_switch_turns_it_off(tmp_path, monkeypatch):
+    paths = list(_jpegs(tmp_path).values())
+    assert all(DataLoader(_Fast(paths), batch_size=None, num_workers=1))  # a forked worker has its own sink
+    monkeypatch.setattr(decode, "ENABLED", False)
+    assert not any(_Fast(paths)[i] for i in range(len(paths)))
+    assert isinstance(load_rgb_array(paths[0]), Image.Image)
 
 
 class _Broken(Dataset):

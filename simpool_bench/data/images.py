@@ -10,7 +10,7 @@ import contextlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from PIL import Image
@@ -45,8 +45,18 @@ def header_size(path: str | Path) -> tuple[int, int]:
     Raises:
         OSError, ValueError, SyntaxError: the file is missing or not an image.
     """
-    with _no_pil_bomb_check(), Image.open(path) as img:
-        return img.size
+    return read_header(path)[2]
+
+
+def read_header(source: str | Path | IO[bytes]) -> tuple[str | None, str, tuple[int, int]]:
+    """(format, mode, (width, height)) as PIL reads them from a file's header (``source``: a path
+    or the file's bytes as a binary stream), nothing decoded, whatever the size (no bomb check).
+
+    Raises:
+        OSError, ValueError, SyntaxError: the file is missing or not an image.
+    """
+    with _no_pil_bomb_check(), Image.open(source) as img:
+        return img.format, img.mode, img.size
 
 
 def warn_size_differences(records: Sequence[Record], source: str, consequence: str) -> list[tuple[Record, tuple[int, int]]]:
