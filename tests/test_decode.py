@@ -1,5 +1,6 @@
-"""The torchvision.io JPEG path gives discovery the same tensors as PIL, falls back to PIL's errors,
-warnings and silence, and DataLoader workers fall back to the main process when they cannot start."""
+"""The torchvision.io JPEG path gives PIL's pixels (discovery's ``ToTensor`` and the resizing
+protocols' PIL transforms the same tensors), falls back to PIL's errors, warnings and silence, and
+DataLoader workers fall back to the main process when they cannot start."""
 
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from simpool_bench.data import decode
-from simpool_bench.data.decode import jpeg_pixels, load_rgb_array
+from simpool_bench.data.decode import jpeg_pixels, load_rgb_array, load_rgb_image
 from simpool_bench.data.images import ImageDataset, load_rgb
 from simpool_bench.data.records import Record
 from simpool_bench.errors import SimpoolBenchError
-from simpool_bench.transforms import discovery_transform
+from simpool_bench.transforms import classification_transform, discovery_transform, wsol_transform
 from simpool_bench.workers import default_workers, usable_workers
 
 
-def _jpegs(tmp_path):
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:75, 0:101]
+def _jpegs(tmp_path, size=(101, 75)):
+    """One JPEG of each kind, ``size`` (width, height) pixels, named by kind (and size when not 101x75)."""
+    w, h = size
+    rng = np.random.default_rng(w * h)
+    yy, xx = np.mgrid[0:h, 0:w]
     base = np.stack([(xx * 3) % 256, (yy * 5) % 256, ((xx + yy) * 2) % 256], -1)
     arr = np.clip(base + rng.integers(-40, 40, base.shape), 0, 255).astype(np.uint8)
     im = Image.fromarray(arr)
@@ -33,16 +36,22 @@ def _jpegs(tmp_path):
         "q90_444": (im, dict(quality=90, subsampling=0)),
         "q75_422": (im, dict(quality=75, subsampling=1)),
         "progressive": (im, dict(quality=85, progressive=True)),
+        "restarts": (im, dict(quality=90, restart_marker_blocks=3)),
         "gray": (im.convert("L"), dict(quality=90)),
         "cmyk": (im.convert("CMYK"), dict(quality=90)),
         "q100": (im, dict(quality=100)),
         "exif": (im, dict(quality=90, exif=exif)),
     }
+    suffix = "" if size == (101, 75) else f"_{w}x{h}"
     paths = {}
     for name, (img, kw) in kinds.items():
-        paths[name] = tmp_path / f"{name}.jpg"
-        img.save(paths[name], format="JPEG", **kw)
+        paths[name + suffix] = tmp_path / f"{name}{suffix}.jpg"
+        img.save(paths[name + suffix], format="JPEG", **kw)
     return paths
+
+
+#: Odd sizes (width, height): portrait, tiny, a single pixel, odd widths for chroma subsampling.
+ODD_SIZES = ((333, 500), (17, 9), (1, 1), (501, 375))
 
 
 def test_torchvision_jpeg_path_equals_pil_on_every_kind(tmp_path):
@@ -56,20 +65,50 @@ def test_torchvision_jpeg_path_equals_pil_on_every_kind(tmp_path):
         assert torch.equal(transform(via_tv), transform(Image.open(path).convert("RGB"))), name
 
 
-def test_bad_jpegs_go_through_pil_and_keep_its_errors(tmp_path):
+@pytest.fixture(scope="module")
+def eval_transforms():
+    """The protocols' PIL transforms: wsolevaluation's, and timm's eval transform of ViT-S/16's and
+    ResNet-50's data configs, bicubic (theirs) and bilinear."""
+    from simpool_bench.models import build_model
+
+    transforms = {"wsol": wsol_transform()}
+    for arch, pool in (("vit_small_patch16_224", "cls"), ("resnet50", "gap")):
+        cfg = build_model(arch, pool=pool, num_classes=10).data_config
+        for interpolation in ("bicubic", "bilinear"):
+            transforms[f"{arch} {interpolation}"] = classification_transform(cfg, interpolation=interpolation)
+    return transforms
+
+
+def test_pil_image_of_the_libjpeg_path_gives_the_protocols_transforms_the_same_tensors(tmp_path, eval_transforms):
+    paths = _jpegs(tmp_path)
+    for size in ODD_SIZES:
+        paths.update(_jpegs(tmp_path, size))
+    for name, path in paths.items():
+        assert jpeg_pixels(path) is not None, name  # the libjpeg-turbo path is taken
+        img, pil = load_rgb_image(path), Image.open(path).convert("RGB")
+        assert img.mode == "RGB" and img.size == pil.size, name
+        for tf_name, tf in eval_transforms.items():
+            assert torch.equal(tf(img), tf(pil)), (name, tf_name)
+        assert np.array_equal(load_rgb_array(path), np.asarray(pil)), name
+
+
+@pytest.mark.parametrize("load", [load_rgb_array, load_rgb_image])
+def test_bad_jpegs_go_through_pil_and_keep_its_errors(tmp_path, load):
     good = _jpegs(tmp_path)["q90_420"]
     data = good.read_bytes()
     (tmp_path / "trunc.jpg").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.jpg").write_text("not an image")
     for name in ("trunc.jpg", "text.jpg"):
-        with pytest.raises(SimpoolBenchError, match=name):
-            load_rgb_array(tmp_path / name)
+        with pytest.raises(SimpoolBenchError, match=name) as raised:
+            load(tmp_path / name)
+        assert str(raised.value) == _outcome(load_rgb, tmp_path / name)
     png = tmp_path / "x.png"
     Image.fromarray(np.zeros((5, 7, 3), np.uint8)).save(png)
-    assert isinstance(load_rgb_array(png), Image.Image)  # not a JPEG: PIL as before
+    assert isinstance(load(png), Image.Image)  # not a JPEG: PIL as before
     rec = Record(image_id="trunc", path=str(tmp_path / "trunc.jpg"), width=101, height=75)
+    transform = discovery_transform(16) if load is load_rgb_array else wsol_transform()
     with pytest.warns(RuntimeWarning, match="trunc.jpg"):
-        _, _, ok = ImageDataset([rec], discovery_transform(16), decode=load_rgb_array)[0]
+        _, _, ok = ImageDataset([rec], transform, decode=load)[0]
     assert not ok
 
 
@@ -97,8 +136,10 @@ def test_corrupt_jpegs_give_pils_pixels_or_error_and_print_nothing(tmp_path, cap
             del bad[at : at + 7]
         path = tmp_path / f"corrupt{k}.jpg"
         path.write_bytes(bytes(bad))
-        want, got = _outcome(load_rgb, path), _outcome(load_rgb_array, path)
-        assert type(got) is type(want) and np.array_equal(got, want), k
+        want = _outcome(load_rgb, path)
+        for load in (load_rgb_array, load_rgb_image):
+            got = _outcome(load, path)
+            assert type(got) is type(want) and np.array_equal(got, want), (k, load.__name__)
         if isinstance(want, np.ndarray):
             fast = jpeg_pixels(path) is not None
             fell_back, decoded = fell_back + (not fast), decoded + fast

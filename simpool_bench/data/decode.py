@@ -1,8 +1,16 @@
-"""JPEG decoding through torchvision.io (libjpeg-turbo, no PIL image in between) for the protocols
-whose transform starts with ``ToTensor`` on the full image (LOST's discovery): there the decoded
-array goes through the same ``ToTensor`` arithmetic, and the pixels equal PIL's
-``Image.open(path).convert("RGB")`` (tests/test_decode.py compares baseline, progressive,
-4:4:4/4:2:2/4:2:0, greyscale, CMYK and EXIF-tagged JPEGs, and corrupted ones).
+"""JPEG decoding through torchvision.io (libjpeg-turbo) that gives PIL's pixels.
+
+The references decode with ``PIL.Image.open(path).convert("RGB")``. For an 8-bit greyscale, colour
+or CMYK JPEG, libjpeg-turbo through ``torchvision.io.decode_jpeg`` gives the same pixels
+(tests/test_decode.py compares baseline, progressive, 4:4:4/4:2:2/4:2:0, restart-marker, greyscale,
+CMYK and EXIF-tagged JPEGs, odd sizes down to 1x1, and corrupted ones):
+
+* ``load_rgb_array`` hands discovery (whose transform starts with ``ToTensor`` on the full image)
+  the (H, W, 3) array: ``ToTensor`` does the same arithmetic on it, and skips PIL's repacking;
+* ``load_rgb_image`` wraps the array as an RGB ``PIL.Image`` (``Image.fromarray``), so that a PIL
+  transform (wsolevaluation's and timm's resize and crop) runs unchanged on the same pixels and
+  gives the same tensors bit for bit. Localization and classification do not use it: with this
+  wrapping it measured no faster than PIL's own decode (``benchmarks/decode_paths.py``, README).
 
 Anything else goes through :func:`~simpool_bench.data.images.load_rgb`, so errors, warnings and
 pixels are PIL's: another suffix, a file PIL does not read as an 8-bit L/RGB/CMYK JPEG, a header over
@@ -10,8 +18,7 @@ the pixel limit (``max_pixels``, else PIL's own, over which PIL warns or refuses
 reports anything about (an error, such as a truncated file, or a warning about corrupt data), and
 the path switched off (``ENABLED``, for tests). libjpeg prints its warnings on stderr, where PIL
 stays silent, so fd 2 points at a file of its own while libjpeg decodes: libjpeg's lines are
-dropped, anything another thread wrote meanwhile is written on (a little later).
-Protocols that resize a PIL image (wsolevaluation, timm) keep PIL."""
+dropped, anything another thread wrote meanwhile is written on (a little later)."""
 
 from __future__ import annotations
 
@@ -33,6 +40,13 @@ _PLAIN_MODES = ("RGB", "L", "CMYK")  # 8-bit JPEGs (PIL and torchvision both rea
 
 #: The libjpeg-turbo path on (False: every image through ``load_rgb``, as tests compare).
 ENABLED = True
+
+
+def load_rgb_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+    """The RGB ``PIL.Image`` of :func:`load_rgb` (same pixels, same errors and warnings), decoded
+    by libjpeg-turbo where :func:`jpeg_pixels` can."""
+    pixels = jpeg_pixels(path, max_pixels)
+    return load_rgb(path, max_pixels) if pixels is None else Image.fromarray(pixels)  # (H, W, 3) uint8: mode RGB
 
 
 def load_rgb_array(path: str | Path, max_pixels: int | None = None) -> Any:
