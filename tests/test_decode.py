@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from simpool_bench.data import decode
-from simpool_bench.data.decode import jpeg_pixels, load_rgb_array, load_rgb_image
+from simpool_bench.data.decode import jpeg_pixels, load_rgb_array
 from simpool_bench.data.images import ImageDataset, load_rgb
 from simpool_bench.data.records import Record
 from simpool_bench.errors import SimpoolBenchError
@@ -85,15 +85,15 @@ def test_pil_image_of_the_libjpeg_path_gives_the_protocols_transforms_the_same_t
         paths.update(_jpegs(tmp_path, size))
     for name, path in paths.items():
         assert jpeg_pixels(path) is not None, name  # the libjpeg-turbo path is taken
-        img, pil = load_rgb_image(path), Image.open(path).convert("RGB")
+        img, pil = Image.fromarray(jpeg_pixels(path)), Image.open(path).convert("RGB")
         assert img.mode == "RGB" and img.size == pil.size, name
         for tf_name, tf in eval_transforms.items():
             assert torch.equal(tf(img), tf(pil)), (name, tf_name)
         assert np.array_equal(load_rgb_array(path), np.asarray(pil)), name
 
 
-@pytest.mark.parametrize("load", [load_rgb_array, load_rgb_image])
-def test_bad_jpegs_go_through_pil_and_keep_its_errors(tmp_path, load):
+def test_bad_jpegs_go_through_pil_and_keep_its_errors(tmp_path):
+    load = load_rgb_array
     good = _jpegs(tmp_path)["q90_420"]
     data = good.read_bytes()
     (tmp_path / "trunc.jpg").write_bytes(data[: len(data) // 2])
@@ -106,7 +106,7 @@ def test_bad_jpegs_go_through_pil_and_keep_its_errors(tmp_path, load):
     Image.fromarray(np.zeros((5, 7, 3), np.uint8)).save(png)
     assert isinstance(load(png), Image.Image)  # not a JPEG: PIL as before
     rec = Record(image_id="trunc", path=str(tmp_path / "trunc.jpg"), width=101, height=75)
-    transform = discovery_transform(16) if load is load_rgb_array else wsol_transform()
+    transform = discovery_transform(16)
     with pytest.warns(RuntimeWarning, match="trunc.jpg"):
         _, _, ok = ImageDataset([rec], transform, decode=load)[0]
     assert not ok
@@ -137,9 +137,8 @@ def test_corrupt_jpegs_give_pils_pixels_or_error_and_print_nothing(tmp_path, cap
         path = tmp_path / f"corrupt{k}.jpg"
         path.write_bytes(bytes(bad))
         want = _outcome(load_rgb, path)
-        for load in (load_rgb_array, load_rgb_image):
-            got = _outcome(load, path)
-            assert type(got) is type(want) and np.array_equal(got, want), (k, load.__name__)
+        got = _outcome(load_rgb_array, path)
+        assert type(got) is type(want) and np.array_equal(got, want), k
         if isinstance(want, np.ndarray):
             fast = jpeg_pixels(path) is not None
             fell_back, decoded = fell_back + (not fast), decoded + fast

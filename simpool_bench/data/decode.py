@@ -7,10 +7,9 @@ CMYK and EXIF-tagged JPEGs, odd sizes down to 1x1, and corrupted ones):
 
 * ``load_rgb_array`` hands discovery (whose transform starts with ``ToTensor`` on the full image)
   the (H, W, 3) array: ``ToTensor`` does the same arithmetic on it, and skips PIL's repacking;
-* ``load_rgb_image`` wraps the array as an RGB ``PIL.Image`` (``Image.fromarray``), so that a PIL
-  transform (wsolevaluation's and timm's resize and crop) runs unchanged on the same pixels and
-  gives the same tensors bit for bit. Localization and classification do not use it: with this
-  wrapping it measured no faster than PIL's own decode (``benchmarks/decode_paths.py``, README).
+* localization and classification keep PIL's own decode: they resize the PIL image, and handing
+  their PIL transforms libjpeg-turbo's pixels as a PIL image (``Image.fromarray``), which gives the
+  same tensors bit for bit (tested), measured no faster (``benchmarks/decode_paths.py``, README).
 
 Anything else goes through :func:`~simpool_bench.data.images.load_rgb`, so errors, warnings and
 pixels are PIL's: another suffix, a file PIL does not read as an 8-bit L/RGB/CMYK JPEG, a header over
@@ -40,13 +39,6 @@ _PLAIN_MODES = ("RGB", "L", "CMYK")  # 8-bit JPEGs (PIL and torchvision both rea
 
 #: The libjpeg-turbo path on (False: every image through ``load_rgb``, as tests compare).
 ENABLED = True
-
-
-def load_rgb_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
-    """The RGB ``PIL.Image`` of :func:`load_rgb` (same pixels, same errors and warnings), decoded
-    by libjpeg-turbo where :func:`jpeg_pixels` can."""
-    pixels = jpeg_pixels(path, max_pixels)
-    return load_rgb(path, max_pixels) if pixels is None else Image.fromarray(pixels)  # (H, W, 3) uint8: mode RGB
 
 
 def load_rgb_array(path: str | Path, max_pixels: int | None = None) -> Any:
