@@ -199,6 +199,22 @@ def test_what_other_threads_print_meanwhile_is_kept(tmp_path, monkeypatch, capfd
     assert jpeg_pixels(path) is not None  # the sink was emptied
 
 
+def test_threads_decoding_at_once_leave_stderr_where_it_was(tmp_path, capfd):
+    """Four threads through the libjpeg path at once: every image decodes, and fd 2 ends where it
+    started (unguarded, one thread's restore could leave the sink in place: stderr lost)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = list(_jpegs(tmp_path).values())
+    before = os.fstat(2)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(jpeg_pixels, paths * 8))
+    after = os.fstat(2)
+    assert all(r is not None for r in results)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    os.write(2, b"still here\n")
+    assert capfd.readouterr().err == "still here\n"
+
+
 def test_workers_take_the_libjpeg_path_and_a_switch_turns_it_off(tmp_path, monkeypatch):
     paths = list(_jpegs(tmp_path).values())
     assert all(DataLoader(_Fast(paths), batch_size=None, num_workers=1))  # a forked worker has its own sink

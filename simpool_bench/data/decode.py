@@ -25,6 +25,7 @@ import io
 import os
 import re
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -73,17 +74,18 @@ def _libjpeg_rgb(data: bytes) -> np.ndarray | None:
     from torchvision.io import ImageReadMode, decode_jpeg
 
     encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    sink = _stderr_sink()
-    saved = os.dup(2)
-    try:
-        os.dup2(sink, 2)  # libjpeg prints its warnings (corrupt data) there; PIL prints nothing
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points at TorchCodec
-            img = decode_jpeg(encoded, mode=ImageReadMode.RGB)
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-    printed = _drain(sink)
+    with _REDIRECT_LOCK:  # one thread at a time moves fd 2 (two would restore each other's sink)
+        sink = _stderr_sink()
+        saved = os.dup(2)
+        try:
+            os.dup2(sink, 2)  # libjpeg prints its warnings (corrupt data) there; PIL prints nothing
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points at TorchCodec
+                img = decode_jpeg(encoded, mode=ImageReadMode.RGB)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        printed = _drain(sink)
     if not printed:
         return img.permute(1, 2, 0).numpy()  # decode_jpeg's CHW is a view of a contiguous HWC
     others = b"".join(line for line in printed.splitlines(keepends=True) if not _LIBJPEG_WARNING.match(line))
@@ -97,6 +99,7 @@ _LIBJPEG_WARNING = re.compile(
     rb"Corrupt JPEG data: |Premature end of JPEG file|Inconsistent progression sequence |Invalid SOS parameters |"
     rb"Unknown Adobe color transform code |Warning: unknown JFIF revision number |Application transferred too many scanlines"
 )
+_REDIRECT_LOCK = threading.Lock()
 _sink: tuple[int, int] | None = None  # (pid, fd): a process's own, never a forked parent's
 
 
