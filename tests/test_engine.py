@@ -32,6 +32,31 @@ def test_collate_replaces_failed_images_with_zeros_of_batch_shape():
     assert idx.tolist() == [5, 6] and ok.tolist() == [True, False]
 
 
+class _Items(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int):
+        return torch.full((3, 5, 7), float(i)), i, i != 2
+
+
+def _collate_in_worker(items):
+    """collate_with_failures, and whether its images were stacked straight into shared memory."""
+    imgs, idx, ok = collate_with_failures(items)
+    return imgs, idx, ok, imgs.is_shared()
+
+
+def test_collate_stacks_into_shared_memory_in_a_worker_only():
+    """In a DataLoader worker the batch is stacked straight into shared memory (no second copy to
+    send it); in the main process it is an ordinary tensor; the values are the same either way."""
+    worker = next(iter(torch.utils.data.DataLoader(_Items(), batch_size=4, num_workers=1, collate_fn=_collate_in_worker)))
+    main = _collate_in_worker([_Items()[i] for i in range(4)])
+    assert worker[3] is True and main[3] is False
+    for got, want in zip(worker[:3], main[:3]):
+        assert torch.equal(got, want)
+    assert torch.equal(main[0][2], torch.zeros(3, 5, 7)) and main[2].tolist() == [True, True, False, True]
+
+
 def test_shard_store_round_trip_and_corruption(tmp_path):
     store = ShardStore(tmp_path, "key")
     store.save(3, {"states": {"a": {"x": torch.arange(4)}}})

@@ -27,12 +27,17 @@ class Batch:
 
 
 def collate_with_failures(items: list[tuple[torch.Tensor, int, bool]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack (image, index, ok) items; an image that failed to decode becomes zeros of the batch's shape."""
+    """Stack (image, index, ok) items; an image that failed to decode becomes zeros of the batch's shape.
+
+    The images are stacked by ``default_collate``, which in a DataLoader worker stacks straight into
+    shared memory (``torch.stack`` there would stack, then copy the batch into shared memory to send it)."""
+    from torch.utils.data import default_collate
+
     shape = next((img.shape for img, _, ok in items if ok), items[0][0].shape)
     imgs = [img if (ok and img.shape == shape) else torch.zeros(shape, dtype=img.dtype) for img, _, ok in items]
     idx = torch.tensor([i for _, i, _ in items], dtype=torch.int64)
     oks = torch.tensor([bool(ok) for _, _, ok in items], dtype=torch.bool)
-    return torch.stack(imgs), idx, oks
+    return default_collate(imgs), idx, oks
 
 
 def chunk_batches(indices: Sequence[int], batch_size: int) -> list[list[int]]:
