@@ -197,6 +197,7 @@ def task_wsol(records: list[Record], workers: int, batch_size: int, device: str)
     peer = {iou: float((counts[j] * 100.0 / len(records)).max()) for j, iou in enumerate(ious)}
     cfg = EngineConfig(device=device, batch_size=batch_size, workers=workers, progress=False)
     profiler = cProfile.Profile() if PROFILE["wsol"] else None
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     if profiler is not None:
         profiler.enable()
@@ -204,6 +205,7 @@ def task_wsol(records: list[Record], workers: int, batch_size: int, device: str)
     if profiler is not None:
         profiler.disable()
     ours_s = time.perf_counter() - t0
+    main_cpu, workers_cpu = (b - a for a, b in zip(cpu0, _cpu_seconds()))  # the workers have exited: counted
     if profiler is not None:  # the main thread's own time, heaviest first (time outside Python shows as waits)
         pstats.Stats(profiler, stream=sys.stdout).sort_stats(PROFILE["sort"]).print_stats(25)
     ours = {r["iou_threshold"]: r["value"] for r in out.rows if r["metric"] == "maxboxacc"}
@@ -216,8 +218,17 @@ def task_wsol(records: list[Record], workers: int, batch_size: int, device: str)
         + "/".join(f"{peer[i]:.2f}" for i in ious)
         + f" identical; ours: {ours_s:.2f} s = batch loop {loop_s:.2f} s (of it {wait_s:.2f} s waiting for images,"
         + f" {warm_s:.2f} s loading the kernels while the first images decode, {step_s:.2f} s in metric steps)"
-        + f" + {ours_s - loop_s:.2f} s outside it",
+        + f" + {ours_s - loop_s:.2f} s outside it; CPU per image: main process {1e3 * main_cpu / len(records):.2f} ms,"
+        + f" decoding workers {1e3 * workers_cpu / len(records):.2f} ms",
     )
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and of its children that have exited (DataLoader workers)."""
+    import resource
+
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
 
 
 def task_timm(records: list[Record], workers: int, batch_size: int, device: str) -> tuple[float, float, str]:
