@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import SimpoolBenchError
 from .registry import CLASSIFY_DEFAULT_SPLIT, DINO_KNN, LOST, WSOL
 from .unset import UNSET
 
@@ -68,6 +69,15 @@ class DataSpec:
     list_file: Path | None = None
     no_hard: bool = False
     label: str | None = None
+
+    def __post_init__(self) -> None:
+        # the names recorded in the table: a name with spaces around it would be another dataset there
+        for flag, value in (("--dataset", self.dataset), ("--data-label", self.label)):
+            if isinstance(value, str) and (not value.strip() or value != value.strip() or "\n" in value):
+                raise SimpoolBenchError(
+                    f"{flag} {value!r}: expected a name without spaces around it or line breaks"
+                    + (f" ({value.strip()!r}?)" if value.strip() and "\n" not in value else "")
+                )
 
     @property
     def name(self) -> str:

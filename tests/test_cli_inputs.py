@@ -392,6 +392,23 @@ def test_voc_flags_that_it_would_ignore_and_the_other_years_folder_are_errors(tm
     assert invoke_cli(*base, "--dataset", "voc07").exit_code == 0  # the matching year runs
 
 
+def test_a_recorded_name_with_spaces_around_it_is_refused_before_the_run(tmp_path, ckpt):
+    """--data-label ' mine ' (or classify's free --dataset) would be written to the table, which then
+    refuses it as a hand edit: refused at once, naming the flag, nothing written."""
+    voc = build_voc_dataset(tmp_path / "VOC2007", n=3)
+    out = tmp_path / "out"
+    base = ["discover", "--dataset", "voc07", "--data", voc, "--method", "center", "--out", out]
+    _one_error(invoke_cli(*base, "--data-label", " mine "), "--data-label ' mine ': expected a name without spaces", "('mine'?)")
+    _one_error(invoke_cli(*base, "--data-label", "two\nlines"), "--data-label 'two\\nlines'")
+    assert not out.exists()
+    for c in ("ant", "bee"):
+        _image(tmp_path / "data" / c / "0.png")
+    res = invoke_cli("classify", "--data", tmp_path / "data", "--checkpoint", ckpt, "--dataset", "imagenet ", "--out", out)
+    _one_error(res, "--dataset 'imagenet ': expected a name without spaces")
+    assert not out.exists()
+    assert invoke_cli(*base, "--data-label", "mine").exit_code == 0
+
+
 def test_voc_fractional_box_coordinate_named_while_reading(tmp_path):
     """'<xmin>24.5</xmin>', which LOST's int() cannot read: an error naming the XML, the tag and the
     value before the run, not 'gt_boxes[0]: LOST's CorLoc takes integer pixel boxes' after it."""
