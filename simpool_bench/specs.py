@@ -72,7 +72,7 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         # the names recorded in the table: a name with spaces around it would be another dataset there
-        for flag, value in (("--dataset", self.dataset), ("--data-label", self.label)):
+        for flag, value in (("--dataset", self.dataset), ("--split", self.split), ("--data-label", self.label)):
             if isinstance(value, str) and (not value.strip() or value != value.strip() or "\n" in value):
                 raise SimpoolBenchError(
                     f"{flag} {value!r}: expected a name without spaces around it or line breaks"

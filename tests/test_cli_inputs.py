@@ -400,6 +400,7 @@ def test_a_recorded_name_with_spaces_around_it_is_refused_before_the_run(tmp_pat
     base = ["discover", "--dataset", "voc07", "--data", voc, "--method", "center", "--out", out]
     _one_error(invoke_cli(*base, "--data-label", " mine "), "--data-label ' mine ': expected a name without spaces", "('mine'?)")
     _one_error(invoke_cli(*base, "--data-label", "two\nlines"), "--data-label 'two\\nlines'")
+    _one_error(invoke_cli(*base, "--split", "trainval "), "--split 'trainval ': expected a name without spaces")
     assert not out.exists()
     for c in ("ant", "bee"):
         _image(tmp_path / "data" / c / "0.png")
