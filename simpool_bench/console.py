@@ -35,6 +35,12 @@ def is_quiet() -> bool:
     return _state["quiet"]
 
 
+def say(text: str) -> None:
+    """Output on stdout as it is (no rich markup, no highlighting) and whole: in a file or pipe a
+    line is not wrapped at 80 columns (a path, a markdown table row)."""
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
 def note(message: str) -> None:
     """An informational line on stderr (``note: ...``), unless ``--quiet``."""
     if not _state["quiet"]:

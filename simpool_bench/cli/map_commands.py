@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..console import console
+from ..console import console, say
 from ..errors import SimpoolBenchError
 from ..registry import LOST
 from .options import (
@@ -83,7 +83,7 @@ def extract(
         f"{rep.shards_reused} reused, {rep.shards_computed} computed{fixed}",
         highlight=False,
     )
-    console.print(f"wrote {Path(out) / 'manifest.json'} and {Path(out) / 'maps_*.pt'}", highlight=False, markup=False, soft_wrap=True)
+    say(f"wrote {Path(out) / 'manifest.json'} and {Path(out) / 'maps_*.pt'}")
 
 
 @shared_options(
@@ -138,7 +138,7 @@ def visualize(
     elif not curves:
         raise SimpoolBenchError("nothing to draw: give --checkpoint/--model or --maps (overlays), and/or --curves RUN")
     for path in written:
-        console.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
+        say(f"wrote {path}")
 
 
 def _overlays(p: Parsed) -> list[Path]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..console import console
+from ..console import console, say
 from ..registry import DATASETS, DINO_KNN, DISCOVER_DATASETS, LOCALIZE_DATASETS, LOST, WSOL
 from .options import ENGINE_OPTIONS, KNN_KS_DEFAULT, MODEL_OPTIONS, OUTPUT_OPTIONS, DataLabelOpt, Parsed, parse_ks, shared_options
 
@@ -23,10 +23,10 @@ def show(result: Any, out: Path | None) -> None:
         console.print(console_table(result.table))
     else:  # a log or pipe: the provenance line whole below the table (a caption folds paths mid-word at 80 columns)
         console.print(console_table(result.table, caption=False))
-        console.print(provenance_line(result.table), highlight=False, markup=False, soft_wrap=True)
+        say(provenance_line(result.table))
     if out is not None and result.files:
         names = ", ".join(sorted(Path(f).name for f in result.files if Path(f).name != "results.manifest.json"))
-        console.print(f"wrote {Path(out)}/: {names}", highlight=False, markup=False, soft_wrap=True)
+        say(f"wrote {Path(out)}/: {names}")
 
 
 @shared_options(MODEL_OPTIONS, ENGINE_OPTIONS, OUTPUT_OPTIONS)

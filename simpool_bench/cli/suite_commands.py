@@ -8,7 +8,7 @@ from typing import Annotated, Any, NoReturn, Optional
 import typer
 from rich.markup import escape
 
-from ..console import console, err_console
+from ..console import console, err_console, say
 from ..errors import SimpoolBenchError
 from .options import ENGINE_OPTIONS, OUTPUT_OPTIONS, Parsed, shared_options
 
@@ -90,9 +90,7 @@ def run(
     report = run_suite(suite, out, engine, p.formats(), resume=p["resume"], on_entry=_print_entry)
     if report.compare is not None:
         console.print(R.compare_console_table(report.compare))
-        console.print(
-            f"wrote {out / 'all_results.csv'}, {out / 'compare.md'}, {out / 'compare.tex'}", highlight=False, markup=False, soft_wrap=True
-        )
+        say(f"wrote {out / 'all_results.csv'}, {out / 'compare.md'}, {out / 'compare.tex'}")
     failed = report.failed
     if failed:
         err_console.print(f"{len(failed)} of {len(report.outcomes)} suite entries failed:", highlight=False)
@@ -101,7 +99,7 @@ def run(
     code = 1 if failed else 0
     if baseline is not None:
         gate = check_suite(report, baseline, tols)
-        console.print(gate.markdown, markup=False, highlight=False, soft_wrap=True)
+        say(gate.markdown)
         if summary is not None:
             atomic_write(summary, gate.markdown.encode())
         if github:

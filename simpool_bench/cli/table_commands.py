@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from ..console import console, err_console, note
+from ..console import console, err_console, note, say
 from ..errors import SimpoolBenchError
 from ..files import atomic_write
 from .options import DeviceOpt, FormatOpt, TrustOpt
@@ -87,7 +87,7 @@ def compare(
     for path, render in ((markdown, R.compare_to_markdown), (latex, R.compare_to_latex), (csv, R.compare_to_csv)):
         if path is not None:
             atomic_write(path, render(table).encode())
-            console.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
+            say(f"wrote {path}")
 
 
 def _result_file(path: Path) -> Path:
@@ -137,7 +137,7 @@ def check(
         raise
     except Exception as err:  # a crash must never read as a regression (exit 1)
         raise SimpoolBenchError(f"check failed on {run} vs {baseline}: {type(err).__name__}: {err}") from err
-    console.print(report.markdown, markup=False, highlight=False, soft_wrap=True)  # a file or pipe gets whole table rows
+    say(report.markdown)  # a file or pipe gets whole table rows
     if summary is not None:
         atomic_write(summary, report.markdown.encode())
     if github:
