@@ -136,10 +136,10 @@ def _same_voc_year(dataset: str, data: Path) -> None:
     the table would record the wrong data set under the wrong name."""
     m = re.fullmatch(r"VOC(\d{4})", data.name)
     if m and m.group(1)[2:] != dataset[-2:]:
-        right = f"voc{m.group(1)[2:]}"
+        sibling = data.with_name(f"VOC20{dataset[-2:]}")  # the dataset's own folder beside it
         raise SimpoolBenchError(
-            f"--data {data} is VOC{m.group(1)} but --dataset is {dataset}: pass --dataset {right}"
-            + (f", or --data {data.with_name(f'VOC20{dataset[-2:]}')}" if data.with_name(f"VOC20{dataset[-2:]}").is_dir() else "")
+            f"--data {data} is VOC{m.group(1)} but --dataset is {dataset}: pass --dataset voc{m.group(1)[2:]}"
+            + (f", or --data {sibling}" if sibling.is_dir() else "")
         )
 
 
