@@ -257,9 +257,9 @@ def read_baseline(path: str | os.PathLike) -> pd.DataFrame:
     least ``dataset, split, metric, iou_threshold, value``."""
     path = Path(path)
     raw = _load_frame(path)
-    _no_spaced_column_names(raw, path)
     if "schema_version" in raw.columns:
-        return read_run(path)
+        return read_run(path)  # (which checks the column names too)
+    _no_spaced_column_names(raw, path)
     missing = [c for c in REQUIRED_METRIC_COLUMNS if c not in raw.columns]
     if missing:
         raise SimpoolBenchError(
