@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 from .data.coco20k import read_coco20k
 from .data.imagenet import read_flat_folder, read_image_folder, subset_per_class
@@ -18,6 +19,17 @@ from .registry import dataset as registry_dataset
 from .specs import DataSpec
 
 
+class ClassificationData(NamedTuple):
+    """A classification split as ``read_classification_data`` reads it (unpacks as ``records, classes``)."""
+
+    records: list[Record]
+    """One record per image, its label the class index (class folders: sorted file order; a label
+    file or metadata: the file's order)."""
+    classes: list[str] | None
+    """Class names in label order (the class folders; a label file's names, or "0".."max" for
+    integer labels); None for wsolevaluation metadata, which names no class."""
+
+
 def read_classification_data(
     data: Path,
     split: str | None = None,
@@ -25,8 +37,8 @@ def read_classification_data(
     metadata: Path | None = None,
     subset: int | None = None,
     default_split: str | None = None,
-) -> tuple[list[Record], list[str] | None]:
-    """Records of a classification split: wsol metadata (``metadata``), a flat folder with a label
+) -> ClassificationData:
+    """Records (and class names) of a classification split: wsol metadata (``metadata``), a flat folder with a label
     file (``labels``), or an ImageFolder tree: ``data/split``, which must exist (otherwise the
     split folders would be read as classes); without ``split``, ``data/default_split`` when it
     exists, else ``data`` (an error when its folders are all named as splits: ``train``, ``test``, ...)."""
@@ -54,7 +66,7 @@ def read_classification_data(
         records, classes = read_image_folder(root)
     if subset:
         records = subset_per_class(records, subset)
-    return records, classes
+    return ClassificationData(records, classes)
 
 
 #: Folder names that are a data set's splits, not its classes (``--data`` one level too high).

@@ -113,7 +113,7 @@ def _knn_bank_records(spec: ClassifySpec) -> list[Record] | None:
         return None
     refuse_split_folders_as_classes(Path(spec.knn_train), "--knn-train")
     try:
-        return read_classification_data(spec.knn_train, subset=spec.knn_subset)[0]
+        return read_classification_data(spec.knn_train, subset=spec.knn_subset).records
     except SimpoolBenchError as err:
         said = str(err)
         if said.startswith("--data "):  # the reader speaks of --data; here the folder came by --knn-train

@@ -293,3 +293,22 @@ def test_subset_per_class_seeded_and_errors():
         subset_per_class([Record("x", Path("x"))], 1)
     with pytest.raises(SimpoolBenchError, match="n must be"):
         subset_per_class(records, 0)
+
+
+def test_read_classification_data_names_its_parts(tmp_path, make_image_folder, make_wsol_dataset):
+    """api.read_classification_data: ``.records`` and ``.classes`` by name (and still unpacks as a
+    pair), with the class folders' names, a label file's, or None for wsolevaluation metadata."""
+    from simpool_bench import api
+
+    folder = api.read_classification_data(make_image_folder(tmp_path / "tree", counts=(2, 1)))
+    records, classes = folder
+    assert (records, classes) == (folder.records, folder.classes)
+    assert folder.classes == ["ant", "bee"]
+    assert [(r.image_id, r.label) for r in folder.records] == [("ant/000.jpg", 0), ("ant/001.jpg", 0), ("bee/000.jpg", 1)]
+    root = _flat(tmp_path, ["a.jpg", "b.jpg"])
+    (tmp_path / "labels.txt").write_text("a.jpg n02\nb.jpg n01\n")
+    flat = api.read_classification_data(root, labels=tmp_path / "labels.txt")
+    assert flat.classes == ["n01", "n02"] and [r.label for r in flat.records] == [1, 0]
+    wsol = make_wsol_dataset(tmp_path / "wsol", n=4)
+    meta = api.read_classification_data(wsol.image_root, metadata=wsol.metadata)
+    assert meta.classes is None and len(meta.records) == 4

@@ -150,8 +150,8 @@ def test_a_rerun_with_other_k_reuses_the_cached_bank(tiny_knn, tmp_path, capsys)
     model, _ = api.load_model(api.ModelOptions(checkpoint=tiny_knn["ckpt"]))
     seen = []
     model.register_forward_hook(lambda m, inp, out: seen.append(int(inp[0].shape[0])))
-    test = read_classification_data(tiny_knn["test"])[0]
-    bank = read_classification_data(tiny_knn["train"])[0]
+    test = read_classification_data(tiny_knn["test"]).records
+    bank = read_classification_data(tiny_knn["train"]).records
     transform = classification_transform(model.data_config)
     config = EngineConfig(device="cpu", batch_size=3, progress=False)
 

@@ -137,7 +137,7 @@ def test_localize_and_classify_give_the_same_numbers(tmp_path, make_wsol_dataset
     _, model = make_tiny_checkpoint(tmp_path / "tiny.pth.tar", seed=6)
     wsol = make_wsol_dataset(tmp_path / "wsol", n=12, seed=6)
     loc = _broken(api.read_localization_data("cub", wsol.image_root, wsol.metadata), tmp_path)
-    cls = api.read_classification_data(make_image_folder(tmp_path / "folder", counts=(4, 4, 4), seed=6))[0]
+    cls = api.read_classification_data(make_image_folder(tmp_path / "folder", counts=(4, 4, 4), seed=6)).records
     calls = []
     real_call = DeviceNormalize.__call__
     monkeypatch.setattr(DeviceNormalize, "__call__", lambda self, x: calls.append(x.shape[0]) or real_call(self, x))
