@@ -196,3 +196,22 @@ def test_a_table_from_before_the_flag_still_reads(data, tmp_path):
         schema2 = old.drop(columns=["random_init", "protocol", "transform", "k"]).assign(checkpoint_format=fmt, schema_version=2)
         schema2.to_csv(path, index=False)
         assert read_run(path)["random_init"].tolist() == [flag] * len(old)
+
+
+def _commands(command, path=()):
+    """(path, click command) of every leaf command under ``command`` (a group has ``commands``)."""
+    if hasattr(command, "commands"):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+    else:
+        yield path, command
+
+
+def test_every_command_summary_is_one_paragraph_line():
+    """The first paragraph of a command's help is its summary in `--help`'s command list, and rich
+    keeps its line breaks: `check`'s docstring, wrapped at 100 columns, printed 'or a changed' on
+    one line and 'protocol/transform parameter' on the next."""
+    leaves = list(_commands(typer.main.get_command(app)))
+    assert len(leaves) >= 12
+    broken = [" ".join(path) for path, c in leaves if "\n" in (c.help or "").strip().split("\n\n")[0]]
+    assert broken == []

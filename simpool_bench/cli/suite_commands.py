@@ -66,9 +66,9 @@ def run(
     github: Annotated[bool, typer.Option("--github/--no-github", help="Append the gate's summary to $GITHUB_STEP_SUMMARY when set.")] = True,
     **shared: Any,
 ) -> None:  # fmt: skip
-    """Run every checkpoint x evaluation of a suite (each entry resumes in its own folder); a failing
-    entry is reported and the others go on. Exit 0 all ran (and passed the gate), 1 an entry failed
-    or regressed, 2 bad input."""
+    """Run every checkpoint x evaluation of a suite; exit 0 all ran (and passed the gate), 1 one failed or regressed, 2 bad input.
+
+    Each entry resumes in its own folder; a failing entry is reported and the others go on."""
     from .. import results as R
     from ..files import atomic_write
     from ..suite import SuiteError, load_suite

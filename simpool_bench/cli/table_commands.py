@@ -118,8 +118,10 @@ def check(
         ),
     ] = None,
 ) -> None:
-    """CI gate: compare a run with a baseline; exit 0 within tolerance, 1 on regression or a changed
-    protocol/transform parameter, 2 on bad input."""
+    """CI gate: compare a run with a baseline; exit 0 within tolerance, 1 on a regression, 2 on bad input.
+
+    A changed protocol or transform parameter, or provenance field, fails the gate too (exit 1)
+    unless accepted with --allow-protocol-change."""
     from .. import results as R
 
     tols = dict(R.load_tolerances(tolerances)) if tolerances is not None else {}
