@@ -156,8 +156,9 @@ def normalise_quantise(resized, out):
 
 
 @njit(cache=_CACHE, nogil=True)
-def _iou_flags(x0, y0, x1, y1, gt, g0, g1, iou_thr):
-    """Bitmask of the IoU thresholds met by box (x0, y0, x1, y1) against the best of gt[g0:g1]."""
+def _best_iou(x0, y0, x1, y1, gt, g0, g1):
+    """The best IoU of box (x0, y0, x1, y1) over gt[g0:g1] (wsolevaluation ``calculate_multiple_iou``:
+    +1 areas, a non-positive union gives 0)."""
     area = (x1 - x0 + 1) * (y1 - y0 + 1)
     best = 0.0
     for k in range(g0, g1):
@@ -169,6 +170,13 @@ def _iou_flags(x0, y0, x1, y1, gt, g0, g1, iou_thr):
             iou = inter / union
             if iou > best:
                 best = iou
+    return best
+
+
+@njit(cache=_CACHE, nogil=True)
+def _iou_flags(x0, y0, x1, y1, gt, g0, g1, iou_thr):
+    """Bitmask of the IoU thresholds met by box (x0, y0, x1, y1) against the best of gt[g0:g1]."""
+    best = _best_iou(x0, y0, x1, y1, gt, g0, g1)
     flags = 0
     for j in range(iou_thr.shape[0]):
         if best >= iou_thr[j]:
@@ -540,3 +548,86 @@ def level_hole_counts(u8):
     observed = np.zeros(max(vmax, 1), dtype=np.bool_)
     _sweep(H, W, vmax, vmax, flag[0], ws, gt, g[0], g[1], iou_thr, observed, ok, holes, flag[0])
     return holes[:vmax]
+
+
+@njit(cache=_CACHE, nogil=True)
+def best_box_at_level(u8, level, gt, out):
+    """The RETR_TREE box of the binary image ``u8 > level`` with the best IoU against ``gt``
+    (K >= 1 boxes, +1 convention, the best over them): its coordinates in ``out[:4]``; returns
+    that IoU, or -1.0 when another box, of other coordinates, has the same IoU (OpenCV's contour
+    order then decides which one the reference's ``np.argmax`` takes: the caller asks OpenCV).
+
+    The boxes are the module's: 8-connected foreground components (``(x0, y0, min(x1 + 1, W - 1),
+    min(y1 + 1, H - 1))``) and 4-connected background components that do not touch the border
+    (holes: their box grown by one pixel, then clipped the same way); no foreground at all is
+    the box (0, 0, 0, 0). They come from one labelling of the image's runs (row segments of one
+    side), each run joined to the touching runs of the row above (diagonally too, foreground)."""
+    H, W = u8.shape
+    n_max = H * ((W + 1) // 2 + 1)
+    rs = np.empty(n_max, dtype=np.int32)  # a run's first column,
+    re = np.empty(n_max, dtype=np.int32)  # its last column,
+    ry = np.empty(n_max, dtype=np.int32)  # its row
+    parent = np.empty(n_max, dtype=np.int32)
+    box = np.empty((n_max, 4), dtype=np.int32)
+    border = np.empty(n_max, dtype=np.bool_)
+    best = -1.0
+    tie = False
+    for side in range(2):  # 0: the foreground (u8 > level), 8-connected; 1: the background, 4-connected
+        fg = side == 0
+        reach = 1 if fg else 0  # runs of consecutive rows touch when they overlap by -reach columns or more
+        n = 0
+        prev_lo = prev_hi = 0
+        for y in range(H):
+            cur_lo = n
+            x = 0
+            while x < W:
+                if (u8[y, x] > level) != fg:
+                    x += 1
+                    continue
+                s = x
+                while x < W and (u8[y, x] > level) == fg:
+                    x += 1
+                rs[n], re[n], ry[n], parent[n] = s, x - 1, y, n
+                n += 1
+            j = prev_lo
+            for i in range(cur_lo, n):
+                while j < prev_hi and re[j] + reach < rs[i]:
+                    j += 1
+                k = j
+                while k < prev_hi and rs[k] <= re[i] + reach:
+                    a = _find(parent, i)
+                    b = _find(parent, k)
+                    if a != b:
+                        parent[max(a, b)] = min(a, b)
+                    k += 1
+            prev_lo, prev_hi = cur_lo, n
+        if fg and n == 0:  # no contour: the reference's box (0, 0, 0, 0), and no holes to look for
+            out[0] = out[1] = out[2] = out[3] = 0
+            return _best_iou(out[0], out[1], out[2], out[3], gt, 0, gt.shape[0])
+        for i in range(n):  # runs are numbered in raster order: a root comes before its members
+            r = _find(parent, i)
+            touches = rs[i] == 0 or re[i] == W - 1 or ry[i] == 0 or ry[i] == H - 1
+            if r == i:
+                box[i, 0], box[i, 1], box[i, 2], box[i, 3], border[i] = rs[i], ry[i], re[i], ry[i], touches
+            else:
+                box[r, 0] = min(box[r, 0], rs[i])
+                box[r, 2] = max(box[r, 2], re[i])
+                box[r, 3] = max(box[r, 3], ry[i])
+                border[r] = border[r] or touches
+        for i in range(n):
+            if parent[i] != i:
+                continue
+            if fg:
+                bx0, by0, bx1, by1 = box[i, 0], box[i, 1], min(box[i, 2] + 1, W - 1), min(box[i, 3] + 1, H - 1)
+            elif border[i]:
+                continue
+            else:
+                bx0, by0, bx1, by1 = box[i, 0] - 1, box[i, 1] - 1, min(box[i, 2] + 2, W - 1), min(box[i, 3] + 2, H - 1)
+            iou = _best_iou(bx0, by0, bx1, by1, gt, 0, gt.shape[0])
+            if iou > best:
+                best = iou
+                tie = False
+                out[0], out[1], out[2], out[3] = bx0, by0, bx1, by1
+            elif iou == best and (out[0] != bx0 or out[1] != by0 or out[2] != bx1 or out[3] != by1):
+                tie = True
+    return -1.0 if tie else best

@@ -468,13 +468,15 @@ _KERNELS_READY = False
 
 
 def compile_kernels() -> None:
-    """Run the MaxBoxAccV2 kernels once on two tiny maps, so that numba compiles them and caches
-    them on disk (``_numba_cache``): the one-time cost a first run would otherwise pay (about 14 s
-    on 2 cores; a later run loads them in under a second). Once per process; later calls return
-    at once."""
+    """Run the MaxBoxAccV2 kernels (and the per-image box's) once on two tiny maps, so that numba
+    compiles them and caches them on disk (``_numba_cache``): the one-time cost a first run would
+    otherwise pay (about 14 s on 2 cores; a later run loads them in under a second). Once per
+    process; later calls return at once."""
     global _KERNELS_READY
     if _KERNELS_READY:
         return
     maps = np.linspace(0.0, 1.0, 2 * 14 * 14, dtype=np.float32).reshape(2, 14, 14)
-    BoxAccumulator(interval=0.001).update(maps, [np.array([[10, 10, 100, 100]]), np.array([[0, 0, 50, 60], [20, 30, 200, 210]])])
+    gts = [np.array([[10, 10, 100, 100]]), np.array([[0, 0, 50, 60], [20, 30, 200, 210]])]
+    BoxAccumulator(interval=0.001).update(maps, gts)
+    _kernels().best_box_at_level(prepare_scoremap(maps[0]), 100, gts[1], np.zeros(4, dtype=np.int64))  # per-image boxes
     _KERNELS_READY = True
