@@ -365,8 +365,16 @@ def best_wsol_box(scoremap: np.ndarray, gt_boxes: np.ndarray, threshold: float, 
     if len(gt) and np.isfinite(gt).all() and (gt == np.round(gt)).all():  # whole pixels: the kernel, without the GIL
         box = np.zeros(4, dtype=np.int64)
         iou = _kernels().best_box_at_level(u8, int(threshold * np.max(u8)), np.ascontiguousarray(gt, dtype=np.int64), box)
-        if iou >= 0:  # else two boxes tie: OpenCV's contour order picks one, below
+        if iou >= 0:  # else two boxes tie: OpenCV's contour order picks one
             return box, float(iou)
+    return best_box_opencv(u8, gt, threshold)
+
+
+def best_box_opencv(u8: np.ndarray, gt: np.ndarray, threshold: float) -> tuple[np.ndarray, float]:
+    """``best_wsol_box`` of a quantised map from OpenCV's contours, the reference's way (one
+    ``findContours``, a ``boundingRect`` per contour, the first best IoU): what the kernel leaves
+    to it (ties, no GT box, GT boxes not in whole pixels), and the baseline of
+    ``benchmarks/per_image_cost.py``."""
     boxes, areas = _contours(u8, threshold)
     if len(gt) == 0:
         return boxes[int(np.argmax(areas))], float("nan")
