@@ -38,10 +38,11 @@ def read_classification_data(
     subset: int | None = None,
     default_split: str | None = None,
 ) -> ClassificationData:
-    """Records (and class names) of a classification split: wsol metadata (``metadata``), a flat folder with a label
-    file (``labels``), or an ImageFolder tree: ``data/split``, which must exist (otherwise the
-    split folders would be read as classes); without ``split``, ``data/default_split`` when it
-    exists, else ``data`` (an error when its folders are all named as splits: ``train``, ``test``, ...)."""
+    """Records (and class names) of a classification split: wsol metadata (``metadata``), a flat
+    folder with a label file (``labels``), or an ImageFolder tree: ``data/split``, which must exist
+    (otherwise the split folders would be read as classes); without ``split``,
+    ``data/default_split`` when it exists, else ``data`` (an error when its folders are all named
+    as splits: ``train``, ``test``, ...)."""
     data = Path(data)
     if not data.exists():
         raise SimpoolBenchError(f"--data {data}: no such directory")
