@@ -127,6 +127,7 @@ def test_localize_rows_give_every_table_metric(world, localized):
     assert checked == {"maxboxacc", "maxboxacc_v2", "gt_known_loc", "top1_loc", "maxboxacc_v1"}
     assert list(frame["index"]) == list(range(N)) and frame["failed"].sum() == 1
     assert frame.loc[frame.failed, "path"].item().endswith(world["broken"][0])
+    assert res.extras["per_image_s"] > 0  # the time the table took after the loop, kept in the extras
     # the box is OpenCV's best contour box at the best threshold of IoU 50, and its IoU decides hit_50
     ok = frame[~frame.failed]
     assert ((ok["iou"] >= 0.5) == ok["hit_50"]).all()
