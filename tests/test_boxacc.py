@@ -166,22 +166,27 @@ def _check_hits(u8s: np.ndarray, gts: list[np.ndarray], per_levels: list[dict[in
                 )
 
 
-def _check_best_boxes(u8: np.ndarray, gt: np.ndarray, per_level: dict[int, np.ndarray]) -> tuple[int, int]:
+def _check_best_boxes(
+    u8: np.ndarray, gt: np.ndarray, per_level: dict[int, np.ndarray], own_box: np.random.Generator | None = None
+) -> tuple[int, int]:
     """``best_box_at_level`` at every level against the oracle's boxes: the first box of best IoU,
-    or -1 where boxes of other coordinates tie for it. Returns (unique, tied) counts."""
+    or -1 where boxes of other coordinates tie for it. With ``own_box``, each level is also checked
+    against one of its own boxes (picked by that generator) as the GT. Returns (unique, tied) counts."""
     unique = tied = 0
     out = np.zeros(4, dtype=np.int64)
-    u8c, g = np.ascontiguousarray(u8), np.ascontiguousarray(gt, dtype=np.int64)
+    u8c = np.ascontiguousarray(u8)
     for level, boxes in per_level.items():
-        per_box = oracle.calculate_multiple_iou(boxes, g).max(axis=1)
-        iou = _components.best_box_at_level(u8c, level, g, out)
-        n_best = len(np.unique(boxes[per_box == per_box.max()], axis=0))
-        if iou >= 0:
-            assert n_best == 1 and out.tolist() == boxes[int(np.argmax(per_box))].tolist() and iou == per_box.max(), (level, u8, gt)
-            unique += 1
-        else:
-            assert iou == -1.0 and n_best > 1, (level, u8, gt)
-            tied += 1
+        gts = [gt] if own_box is None else [gt, boxes[own_box.integers(0, len(boxes))][None, :]]
+        for g in (np.ascontiguousarray(g, dtype=np.int64) for g in gts):
+            per_box = oracle.calculate_multiple_iou(boxes, g).max(axis=1)
+            iou = _components.best_box_at_level(u8c, level, g, out)
+            n_best = len(np.unique(boxes[per_box == per_box.max()], axis=0))
+            if iou >= 0:
+                assert n_best == 1 and out.tolist() == boxes[int(np.argmax(per_box))].tolist() and iou == per_box.max(), (level, u8, g)
+                unique += 1
+            else:
+                assert iou == -1.0 and n_best > 1, (level, u8, g)
+                tied += 1
     return unique, tied
 
 
@@ -467,23 +472,12 @@ def test_best_box_at_level_is_the_first_best_opencv_box_or_says_tie() -> None:
     OpenCV for its contour order. GT boxes include one of the level's own boxes (IoU 1, often
     shared by an outer border and a hole of the same box); both outcomes occur."""
     rng = np.random.default_rng(12)
-    outcomes = {"unique": 0, "tie": 0}
+    unique = tied = 0
     for u8s, gts in _small_batches(seed=12, n_batches=14, per_batch=11, max_side=22):
         for u8, gt in zip(u8s, gts):
-            for level, boxes in oracle.level_boxes(u8).items():
-                for g in (gt, boxes[rng.integers(0, len(boxes))][None, :].astype(np.int64)):
-                    per_box = oracle.calculate_multiple_iou(boxes, g).max(axis=1)
-                    out = np.zeros(4, dtype=np.int64)
-                    iou = _components.best_box_at_level(np.ascontiguousarray(u8), level, np.ascontiguousarray(g), out)
-                    best = boxes[per_box == per_box.max()]
-                    if iou >= 0:
-                        assert out.tolist() == boxes[int(np.argmax(per_box))].tolist() and iou == per_box.max(), (level, u8, g)
-                        assert len(np.unique(best, axis=0)) == 1
-                        outcomes["unique"] += 1
-                    else:
-                        assert iou == -1.0 and len(np.unique(best, axis=0)) > 1, (level, u8, g)
-                        outcomes["tie"] += 1
-    assert min(outcomes.values()) >= 100, outcomes
+            u, t = _check_best_boxes(u8, gt, oracle.level_boxes(u8), own_box=rng)
+            unique, tied = unique + u, tied + t
+    assert min(unique, tied) >= 100, (unique, tied)
 
 
 def test_gt_boxes_fast_path_equals_per_image_path() -> None:
