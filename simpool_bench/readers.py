@@ -61,13 +61,33 @@ def read_classification_data(
                     f"{', ...' if len(there) > 8 else ''})"
                 )
         else:
-            root = data / default_split if (default_split and (data / default_split).is_dir()) else data
+            root = _default_root(data, default_split)
             if root == data:
                 refuse_split_folders_as_classes(data)
         records, classes = read_image_folder(root)
     if subset:
         records = subset_per_class(records, subset)
     return ClassificationData(records, classes)
+
+
+def _default_root(data: Path, default_split: str | None) -> Path:
+    """The ImageFolder read without ``--split``: ``data/default_split`` where it is a folder, else ``data``."""
+    return data / default_split if (default_split and (data / default_split).is_dir()) else data
+
+
+def classification_split(
+    data: Path, split: str | None = None, labels: Path | None = None, metadata: Path | None = None, default_split: str | None = None
+) -> str | None:
+    """The split a classification run of ``read_classification_data``'s arguments records: ``split``
+    when given; else the name of the folder the images are read from (``data/default_split``, or
+    ``data`` itself, as an ImageFolder or a flat folder with ``labels``), so that ``--data
+    imagenet/val`` records ``val`` and a folder without a ``val`` is not recorded as one;
+    wsolevaluation ``metadata`` names no folder split: ``default_split``."""
+    if split:
+        return split
+    if metadata is not None:
+        return default_split
+    return (Path(data) if labels is not None else _default_root(Path(data), default_split)).name
 
 
 #: Folder names that are a data set's splits, not its classes (``--data`` one level too high).

@@ -24,6 +24,7 @@ from .engine import EngineConfig
 from .errors import SimpoolBenchError
 from .loading import load_model
 from .readers import (
+    classification_split,
     read_classification_data,
     read_data,
     read_discovery_data,
@@ -66,6 +67,7 @@ def run_classify(
     if not spec.knn_temperature > 0:  # also NaN
         raise SimpoolBenchError(f"--knn-temperature {spec.knn_temperature}: expected a number > 0 (DINO: 0.07)")
     records, classes = read_classification_data(d.data, d.split, d.labels, d.metadata, d.subset, default_split=spec.default_split)
+    split = classification_split(d.data, d.split, d.labels, d.metadata, spec.default_split) or spec.default_split  # the folder read
     bank = _knn_bank_records(spec)  # read before the model loads: a wrong bank folder fails at once
     net, ckpt = load_model(_with_interpolation(spec))
     cfg = classification_config(net.data_config, spec.resize, spec.crop, spec.interpolation)
@@ -76,7 +78,7 @@ def run_classify(
         transform,
         engine,
         dataset=d.name,
-        split=d.split or spec.default_split,
+        split=split,
         knn_train=bank,
         knn_k=spec.knn_k,
         knn_temperature=spec.knn_temperature,

@@ -312,3 +312,33 @@ def test_read_classification_data_names_its_parts(tmp_path, make_image_folder, m
     wsol = make_wsol_dataset(tmp_path / "wsol", n=4)
     meta = api.read_classification_data(wsol.image_root, metadata=wsol.metadata)
     assert meta.classes is None and len(meta.records) == 4
+
+
+def test_classification_split_is_the_folder_read(tmp_path, make_image_folder):
+    """The split a classify run records: --split, else the folder the images come from, so a class
+    tree given directly (no val/ in it) is not recorded as 'val'; metadata: the default."""
+    from simpool_bench.readers import classification_split
+
+    root = tmp_path / "imagenet"
+    make_image_folder(root / "val", counts=(1, 1))
+    make_image_folder(tmp_path / "demo" / "test", counts=(1, 1))
+    assert classification_split(root, None, default_split="val") == "val"  # imagenet/val, read as the default
+    assert classification_split(root / "val", None, default_split="val") == "val"  # --data imagenet/val
+    assert classification_split(tmp_path / "demo" / "test", None, default_split="val") == "test"  # no val/ inside: the tree itself
+    assert classification_split(tmp_path / "demo", "test", default_split="val") == "test"  # --split
+    flat = tmp_path / "held_out"  # a flat folder with a label file
+    flat.mkdir()
+    assert classification_split(flat, None, labels=tmp_path / "labels.txt", default_split="val") == "held_out"
+    assert classification_split(flat, "val", labels=tmp_path / "labels.txt", default_split="val") == "val"
+    assert classification_split(root, None, metadata=tmp_path / "meta", default_split="val") == "val"
+
+
+def test_classify_records_the_folder_it_read(tmp_path, make_image_folder, make_tiny_checkpoint):
+    """``classify --data DIR/test`` (class folders, no val/ inside) records split 'test' in its table."""
+    from simpool_bench import api
+
+    data = make_image_folder(tmp_path / "demo" / "test", counts=(2, 2))
+    ckpt, _ = make_tiny_checkpoint(tmp_path / "tiny.pth.tar")
+    spec = api.ClassifySpec(api.DataSpec("demo", data=data), api.ModelOptions(checkpoint=ckpt))
+    res = api.run_classify(spec, api.EngineConfig(device="cpu", workers=0, progress=False))
+    assert set(res.table["split"]) == {"test"}
