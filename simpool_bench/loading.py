@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import SimpoolBenchError
@@ -30,23 +31,17 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
     other weights keep timm's way."""
     from .checkpoints import UNSET, load_checkpoint, load_into, resolve_spec
 
+    check_model_options(options)
     ckpt = None
     arch, pool, gamma, variant = options.arch, options.pool, options.gamma, options.variant
     extra: dict[str, Any] = {}
     pretrained = bool(options.pretrained or options.pretrained_file is not None)
-    if pretrained and options.checkpoint is not None:
-        raise SimpoolBenchError("--checkpoint and --pretrained/--pretrained-file both give weights: use one")
-    if options.random_init and (pretrained or options.checkpoint is not None):
-        raise SimpoolBenchError(
-            "--random-init and --checkpoint/--pretrained/--pretrained-file: give weights or ask for random ones, not both"
-        )
     if options.checkpoint is not None:
         ckpt = load_checkpoint(options.checkpoint, format=options.format, trust=options.trust, prefer=options.prefer)
         arch, pool, gamma, variant = resolve_spec(ckpt, arch=arch, pool=pool, gamma=gamma, variant=variant)
         extra = dict(getattr(ckpt, "model_kwargs", None) or {})
     if arch is None:
-        raise SimpoolBenchError("no architecture: give --model (e.g. vit_small_patch16_224) or a --checkpoint that names one")
-    check_weights(options, arch)
+        raise SimpoolBenchError(NO_ARCH)
     num_classes = options.num_classes
     if num_classes is None and not pretrained:
         num_classes = ckpt.num_classes if (ckpt is not None and ckpt.num_classes is not None) else (0 if variant == "dino" else 1000)
@@ -90,6 +85,38 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
     if ckpt is not None:
         load_into(model, ckpt)
     return model.eval(), ckpt  # evaluation: BatchNorm's running statistics, no dropout
+
+
+def check_model_options(options: ModelOptions) -> None:
+    """What ``load_model`` refuses without reading a checkpoint or building a model: weight flags
+    that exclude each other, a checkpoint or ``--pretrained-file`` that is not there, a model name
+    timm does not know, a model without weights, bad ``--mean``/``--std``/``--crop-pct``/
+    ``--interpolation``. Runs call it before they read their data, so that a typo is one error at
+    once, not after a scan of the data set."""
+    from .checkpoints.safe_load import check_checkpoint_file
+    from .models.build import model_family
+
+    pretrained = bool(options.pretrained or options.pretrained_file is not None)
+    if pretrained and options.checkpoint is not None:
+        raise SimpoolBenchError("--checkpoint and --pretrained/--pretrained-file both give weights: use one")
+    if options.random_init and (pretrained or options.checkpoint is not None):
+        raise SimpoolBenchError(
+            "--random-init and --checkpoint/--pretrained/--pretrained-file: give weights or ask for random ones, not both"
+        )
+    if options.checkpoint is not None:
+        check_checkpoint_file(options.checkpoint)
+    elif options.arch is None:
+        raise SimpoolBenchError(NO_ARCH)
+    if options.pretrained_file is not None and not Path(options.pretrained_file).is_file():
+        raise SimpoolBenchError(f"--pretrained-file {options.pretrained_file}: no such file")
+    if options.arch is not None:
+        model_family(options.arch)  # an unknown name: one error naming it
+        check_weights(options, options.arch)
+    data_overrides(options)
+
+
+#: A model run with neither --model nor a checkpoint that names its architecture.
+NO_ARCH = "no architecture: give --model (e.g. vit_small_patch16_224) or a --checkpoint that names one"
 
 
 def _build(arch: str, kwargs: dict[str, Any], extra: dict[str, Any], ckpt: LoadedCheckpoint | None) -> BenchModel:

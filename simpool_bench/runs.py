@@ -20,9 +20,9 @@ from . import tasks
 from .caller import called_as
 from .data.manifests import note_unpublished
 from .data.records import Record, records_sha256
-from .engine import EngineConfig
+from .engine import EngineConfig, resolve_device
 from .errors import SimpoolBenchError
-from .loading import load_model
+from .loading import check_model_options, load_model
 from .readers import (
     classification_split,
     read_classification_data,
@@ -66,6 +66,7 @@ def run_classify(
         raise SimpoolBenchError("--data is required (the image root of the dataset)")
     if not spec.knn_temperature > 0:  # also NaN
         raise SimpoolBenchError(f"--knn-temperature {spec.knn_temperature}: expected a number > 0 (DINO: 0.07)")
+    check_before_data(engine, _with_interpolation(spec))
     records, classes = read_classification_data(d.data, d.split, d.labels, d.metadata, d.subset, default_split=spec.default_split)
     split = classification_split(d.data, d.split, d.labels, d.metadata, spec.default_split) or spec.default_split  # the folder read
     bank = _knn_bank_records(spec)  # read before the model loads: a wrong bank folder fails at once
@@ -144,6 +145,14 @@ def _check_localize(spec: LocalizeSpec) -> None:
     _no_model_random_init(spec.model, "--maps" if spec.maps is not None else "--baseline" if spec.baseline else None)
 
 
+def check_before_data(engine: EngineConfig, model: ModelOptions | None) -> None:
+    """What a run can refuse before it reads its data (which can take a while and warn about the
+    data first): the device, and the options of the ``model`` it will load (None: it loads none)."""
+    resolve_device(engine.device)
+    if model is not None:
+        check_model_options(model)
+
+
 def _no_model_random_init(model: ModelOptions | None, why: str | None) -> None:
     """``--random-init`` on a run that builds no model (``why``: what replaces it) is a mistake."""
     if why is not None and model is not None and model.random_init:
@@ -156,6 +165,7 @@ def run_localize(
 ) -> RunResult:
     """MaxBoxAccV2 of the spec's model, of the maps stored in ``spec.maps``, or of ``spec.baseline``."""
     _check_localize(spec)
+    check_before_data(engine, (spec.model or ModelOptions()) if spec.maps is None and spec.baseline is None else None)
     d = spec.data
     split = split_of(d, DATASETS["cub"].default_split)
     records = read_localization_data(d.dataset, d.data, d.metadata, split)  # type: ignore[arg-type]
@@ -220,13 +230,17 @@ def run_discover(
     if d.data is None:
         raise SimpoolBenchError("--data is required (VOC20XX folder or COCO train2014 images)")
     check_discovery_values(spec.mass, spec.k_patches)
-    split = split_of(d, DATASETS["voc07"].default_split)
-    records = read_discovery_data(d.dataset, d.data, split, d.no_hard, d.annotations, d.list_file)
     no_model = "--maps" if spec.maps is not None else f"--method {spec.method}" if spec.method in ("center", "full-image") else None
     _no_model_random_init(spec.model, no_model)
+    weights = spec.model is not None and spec.model.gives_weights
+    if spec.maps is not None and (spec.method != "attn" or weights):
+        raise SimpoolBenchError("--maps scores stored attention maps: use --method attn, without --model/--checkpoint")
+    if no_model is not None and weights:  # a no-model box would silently leave the model out
+        raise SimpoolBenchError(f"{no_model} needs no model: drop --model/--checkpoint/--pretrained")
+    check_before_data(engine, None if no_model else (spec.model or ModelOptions()))
+    split = split_of(d, DATASETS["voc07"].default_split)
+    records = read_discovery_data(d.dataset, d.data, split, d.no_hard, d.annotations, d.list_file)
     if spec.maps is not None:  # no model: the stored maps
-        if spec.method != "attn" or (spec.model is not None and (spec.model.arch or spec.model.checkpoint)):
-            raise SimpoolBenchError("--maps scores stored attention maps: use --method attn, without --model/--checkpoint")
         outcome, prov = from_maps(
             "discover",
             spec.maps,
@@ -278,6 +292,7 @@ def run_extract(spec: ExtractSpec, engine: EngineConfig, out: Path) -> RunResult
     d = spec.data
     protocol = protocol_for(d.dataset)
     split = d.split or DATASETS[d.dataset].default_split
+    check_before_data(engine, spec.model)
     records = read_data(d)
     net, ckpt = load_model(spec.model)
     prov = provenance(

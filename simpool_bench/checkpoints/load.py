@@ -27,7 +27,7 @@ from .keys import (
     split_dino_backbone,
 )
 from .loaded import FORMATS, PREFER_CHOICES, LoadedCheckpoint
-from .safe_load import _check_file, _is_safetensors, _read_safetensors, _torch_load
+from .safe_load import _is_safetensors, _read_safetensors, _torch_load, check_checkpoint_file
 
 
 def _read_file(p: Path, format: str | None, trust: bool) -> tuple[Any, dict[str, str] | None]:
@@ -115,7 +115,7 @@ def load_checkpoint(path: str | Path, format: str | None = None, trust: bool = F
         raise SimpoolBenchError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
     if prefer not in PREFER_CHOICES:
         raise SimpoolBenchError(f"--prefer {prefer!r}: expected one of {', '.join(PREFER_CHOICES)}")
-    p = _check_file(path)
+    p = check_checkpoint_file(path)
     sha = sha256_file(p)
     obj, meta = _read_file(p, format, trust)
     fmt = format or _detect(obj, meta)

@@ -24,7 +24,8 @@ SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 
 
-def _check_file(path: str | Path) -> Path:
+def check_checkpoint_file(path: str | Path) -> Path:
+    """``path`` as a Path when it is a readable file, else one error naming it."""
     p = Path(path)
     if not p.exists():
         raise SimpoolBenchError(f"checkpoint {p}: no such file")

@@ -27,6 +27,7 @@ from .options import (
     Parsed,
     Select,
     SplitOpt,
+    refuse_given,
     shared_options,
 )
 
@@ -126,8 +127,12 @@ def visualize(
     cub/imagenet images are shown at 224x224 as the protocol sees them; VOC/COCO at full resolution.
     """
     from .. import overlays as V
+    from ..map_store import protocol_for
 
     p = Parsed(ctx.params)
+    refuse_given(ctx, _UNUSED_BY_VISUALIZE[protocol_for(p["dataset"])])
+    if method != "lost":
+        refuse_given(ctx, {"k_patches": "only --method lost expands a seed"})
     written: list[Path] = []
     if curves:
         written.append(V.plot_curves(list(curves), Path(out) / V.CURVES_PNG))
@@ -141,21 +146,38 @@ def visualize(
         say(f"wrote {path}")
 
 
+#: The options of one kind of data set that visualize does not use on the other.
+_UNUSED_BY_VISUALIZE = {
+    "discover": {
+        "threshold": "VOC/COCO boxes keep a fraction of the attention mass (--mass), not a score-map threshold",
+        "threshold_from": "VOC/COCO boxes keep a fraction of the attention mass (--mass), not a score-map threshold",
+    },
+    "localize": {
+        "mass": "cub/imagenet boxes come from a score-map threshold (--threshold)",
+        "lost_compat": "LOST's defaults apply to VOC/COCO discovery",
+        "k_patches": "LOST's seed expansion applies to VOC/COCO discovery",
+    },
+}
+
+
 def _overlays(p: Parsed) -> list[Path]:
     """visualize's overlay figure: one column per checkpoint x map source, then per map store."""
     from .. import overlays as V
     from ..map_store import protocol_for
     from ..readers import read_data
+    from ..runs import check_before_data, check_discovery_values
 
     protocol = protocol_for(p["dataset"])
     if protocol == "discover":
-        from ..runs import check_discovery_values
-
         check_discovery_values(p["mass"], p["k_patches"])
     if p["method"] == "lost" and protocol != "discover":
         raise SimpoolBenchError(f"--method lost draws object discovery (voc07, voc12, coco20k), not --dataset {p['dataset']}")
+    config = p.engine(shards=False)
+    opts = p.model(checkpoint=None, attn_source=None)
+    for ck in _checkpoints(p):  # a typo in a flag is one error before the data are read
+        check_before_data(config, replace(opts, checkpoint=ck))
     records = read_data(p.data())
-    sources = _model_sources(p, records, protocol) + _store_sources(p, records, protocol)
+    sources = _model_sources(p, records, protocol, config) + _store_sources(p, records, protocol)
     labels, threshold_from = list(p["label"] or []), list(p["threshold_from"] or [])
     if labels:
         if len(labels) != len(sources):
@@ -202,19 +224,22 @@ def _ranked_ids(p: Parsed, records: list) -> tuple[list[str], Path]:
     return rank_ids(frame, [r.image_id for r in records], p["select"], p["n"], f"--per-image {p['per_image']}"), run
 
 
-def _model_sources(p: Parsed, records: list, protocol: str) -> list:
+def _checkpoints(p: Parsed) -> list[Path | None]:
+    """The model columns' checkpoints: every --checkpoint, or None for the --model alone (none with --maps alone)."""
+    return list(p["checkpoint"] or ([None] if not p["maps"] else []))
+
+
+def _model_sources(p: Parsed, records: list, protocol: str, config: Any) -> list:
     """One column per --checkpoint (or the --model alone) and --attn-source (LOST: one per checkpoint)."""
     from .. import overlays as V
     from ..loading import load_model
     from ..tasks import use_lost_head
 
-    config = p.engine(shards=False)
     attn_source = p["attn_source"]
     attn_list = [a.strip() for a in attn_source.split(",") if a.strip()] if attn_source else [None]
     opts = p.model(checkpoint=None, attn_source=None)
     sources = []
-    checkpoints: list[Path | None] = list(p["checkpoint"] or ([None] if not p["maps"] else []))
-    for ck in checkpoints:
+    for ck in _checkpoints(p):
         if p["method"] == "lost":
             net, _ = load_model(replace(opts, checkpoint=ck, attn_source="none"))
             name = Path(ck).name.split(".")[0] if ck is not None else net.arch

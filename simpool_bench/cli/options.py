@@ -462,6 +462,48 @@ def parse_formats(formats: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(extra))  # results.csv/.parquet are written whatever the formats
 
 
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user set option ``name`` (on the command line or by its environment variable),
+    rather than leaving it at its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+
+
+def _flag(ctx: typer.Context, name: str) -> str:
+    """The long flag of parameter ``name`` of ``ctx``'s command (``k_patches`` -> ``--k-patches``)."""
+    opts = next((p.opts for p in ctx.command.params if p.name == name), [])
+    return next((o for o in opts if o.startswith("--")), "--" + name.replace("_", "-"))
+
+
+def refuse_given(ctx: typer.Context, unused: Mapping[str, str]) -> None:
+    """One error for an option the user gave that this run does not use (``unused``: parameter
+    name -> why), instead of ignoring it without a word."""
+    for name, why in unused.items():
+        if given(ctx, name):
+            raise SimpoolBenchError(f"{_flag(ctx, name)} is not used by this run: {why}")
+
+
+#: Why a protocol parameter is unused where ``specs.protocol_of`` records it as None (``--knn-subset``
+#: without a bank is the run layer's own error).
+_UNUSED_BECAUSE = {
+    "knn_k": "only the k-NN classifier uses it (give --knn-train DIR)",
+    "knn_temperature": "only the k-NN classifier uses it (give --knn-train DIR)",
+    "cam_target": "a no-model --baseline has no class to take a CAM of",
+    "mass": "only --method attn keeps a fraction of the attention mass",
+    "lost_compat": "only --method attn takes LOST dino_seg's defaults",
+    "k_patches": "only --method lost expands a seed",
+}
+
+
+def refuse_unused(ctx: typer.Context, spec: Any) -> None:
+    """``refuse_given`` of the protocol parameters the run's spec leaves unused (``specs.protocol_of``
+    records them as None: ``--mass`` of ``--method lost``, ``--knn-k`` without ``--knn-train``, ...)."""
+    from ..specs import protocol_of
+
+    record = protocol_of(spec)
+    refuse_given(ctx, {name: why for name, why in _UNUSED_BECAUSE.items() if name in record and record[name] is None})
+
+
 def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 

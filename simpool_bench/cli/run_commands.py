@@ -9,7 +9,17 @@ import typer
 
 from ..console import console, say
 from ..registry import DATASETS, DINO_KNN, DISCOVER_DATASETS, LOCALIZE_DATASETS, LOST, WSOL
-from .options import ENGINE_OPTIONS, KNN_KS_DEFAULT, MODEL_OPTIONS, OUTPUT_OPTIONS, DataLabelOpt, Parsed, parse_ks, shared_options
+from .options import (
+    ENGINE_OPTIONS,
+    KNN_KS_DEFAULT,
+    MODEL_OPTIONS,
+    OUTPUT_OPTIONS,
+    DataLabelOpt,
+    Parsed,
+    parse_ks,
+    refuse_unused,
+    shared_options,
+)
 
 
 def show(result: Any, out: Path | None) -> None:
@@ -67,6 +77,7 @@ def classify(
         crop=crop,
         interpolation=interpolation,
     )
+    refuse_unused(ctx, spec)
     show(runs.run_classify(spec, p.engine(), p["out"], fmts), p["out"])
 
 
@@ -110,6 +121,7 @@ def localize(
     p = Parsed(ctx.params)
     fmts = p.formats()
     spec = LocalizeSpec(p.data(), p.model(), maps=maps, baseline=baseline, interval=interval, v1=v1, cam_target=cam_target)
+    refuse_unused(ctx, spec)
     show(runs.run_localize(spec, p.engine(), p["out"], fmts), p["out"])
 
 
@@ -157,14 +169,6 @@ def discover(
 
     p = Parsed(ctx.params)
     fmts = p.formats()
-    needs_model = method not in ("center", "full-image")  # no-model boxes import no model code
-    spec = DiscoverSpec(
-        p.data(),
-        p.model() if needs_model or p["random_init"] else None,
-        maps=maps,
-        method=method,
-        mass=mass,
-        lost_compat=lost_compat,
-        k_patches=k_patches,
-    )
+    spec = DiscoverSpec(p.data(), p.model(), maps=maps, method=method, mass=mass, lost_compat=lost_compat, k_patches=k_patches)
+    refuse_unused(ctx, spec)
     show(runs.run_discover(spec, p.engine(), p["out"], fmts), p["out"])
