@@ -169,6 +169,20 @@ def test_verify_cli_prints_each_line_whole_and_paths_as_they_are(tmp_path):
     assert f"✗ split trainval: missing list file {root / 'ImageSets/Main/trainval.txt'}" in res.stdout.splitlines()
 
 
+def test_verify_cli_exit_codes_tell_a_differing_copy_from_bad_input(tmp_path):
+    """1: the copy differs from its manifest; 2, one error line: a PATH that is no folder or an
+    unknown NAME (a missing PATH exited 1, as a copy that differs)."""
+    from conftest import invoke_cli, said
+
+    (tmp_path / "VOC2012").mkdir()
+    assert invoke_cli("datasets", "verify", "voc12", tmp_path / "VOC2012").exit_code == 1
+    res = invoke_cli("datasets", "verify", "voc12", tmp_path / "absent")
+    assert res.exit_code == 2 and said(res).startswith(f"error: {tmp_path / 'absent'}: no such directory"), res.output
+    assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
+    res = invoke_cli("datasets", "verify", "voc13", tmp_path / "VOC2012")
+    assert res.exit_code == 2 and said(res).startswith("error:"), res.output
+
+
 # ------------------------------------------------------------------- verify: generated manifests
 def _write_manifest(d: Path, m: dict) -> None:
     d.mkdir(exist_ok=True)

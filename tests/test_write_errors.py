@@ -208,6 +208,19 @@ def test_localize_resume_out_unwritable(setup, tmp_path, monkeypatch, where):
         assert not list(out.glob("results*")) and not list(out.rglob("*.pt"))
 
 
+def test_compare_writes_its_files_before_it_prints_the_table(setup, tmp_path):
+    """A --markdown path under a file was an error after the whole table had printed; now the
+    error line is all the output, and a good path still gets the table and a 'wrote' line."""
+    run = tmp_path / "run"
+    assert _localize(setup, run).exit_code == 0
+    (tmp_path / "file").write_text("x")
+    res = invoke("compare", run, run / "results.json", "--markdown", tmp_path / "file" / "cmp.md")
+    line = _one_error(res)
+    assert line.endswith("Not a directory") and len([ln for ln in res.output.splitlines() if ln.strip()]) == 1, res.output
+    res = invoke("compare", run, run / "results.json", "--markdown", tmp_path / "cmp.md")
+    assert res.exit_code == 0 and "simpool-bench compare" in res.output and f"wrote {tmp_path / 'cmp.md'}" in " ".join(res.output.split())
+
+
 @pytest.mark.parametrize("where", ["full", "read-only", "under-a-file"])
 def test_extract_visualize_compare_out_unwritable(setup, tmp_path, monkeypatch, where):
     root, wsol, ckpt = setup

@@ -83,11 +83,14 @@ def compare(
     table = R.compare(runs, reference=R.parse_reference(reference), labels=lab, by=by.value, metrics=metrics)
     for item in table.attrs.get("unmatched", []):
         note(f"note: --metrics {item}: no input has this metric")
-    console.print(R.compare_console_table(table))
+    written = []  # the files first: a path that cannot be written is one error, not one after the table
     for path, render in ((markdown, R.compare_to_markdown), (latex, R.compare_to_latex), (csv, R.compare_to_csv)):
         if path is not None:
             atomic_write(path, render(table).encode())
-            say(f"wrote {path}")
+            written.append(path)
+    console.print(R.compare_console_table(table))
+    for path in written:
+        say(f"wrote {path}")
 
 
 def _result_file(path: Path) -> Path:
@@ -152,10 +155,14 @@ def datasets_verify(
     path: Annotated[Path, typer.Argument(help="Root folder of your copy.")],
     metadata: Annotated[Optional[Path], typer.Option("--metadata", help="wsolevaluation metadata folder (default PATH/metadata).")] = None,
 ) -> None:
-    """Check a dataset copy's layout, counts and checksums against its manifest."""
+    """Check a dataset copy's layout, counts and checksums against its manifest.
+
+    Exit 0 when the copy matches, 1 when it differs, 2 on bad input (an unknown NAME, a PATH that is not a folder)."""
     from ..data.manifests import verify_dataset
 
     report = verify_dataset(name, path, metadata_dir=metadata)
+    if not Path(path).is_dir():  # a wrong PATH is bad input (exit 2), not a copy that differs (exit 1)
+        raise SimpoolBenchError(report.problems[0])
     for line in report.checked:
         console.print(f"[green]✓[/] {escape(line)}", highlight=False, soft_wrap=True)
     for line in report.problems:
