@@ -587,7 +587,10 @@ def test_shape_and_class_count_mismatch(tmp_path):
     torch.save(tiny(arch, 14, pool="simpool", num_classes=7).state_dict(), tmp_path / "c7.pth")
     c = load_checkpoint(tmp_path / "c7.pth")
     m5 = build_model(arch, pool="simpool", num_classes=5, **TINY[arch])
-    with pytest.raises(SimpoolBenchError, match=r"class-count mismatch: the checkpoint has 7 classes, the model .* 5 classifier"):
+    with pytest.raises(
+        SimpoolBenchError,
+        match=r"class-count mismatch: the checkpoint has 7 classes, the model .* was built with 5 classes; pass --num-classes 7",
+    ):
         load_into(m5, c)
     wide = build_model(arch, pool="simpool", num_classes=7, **{**TINY[arch], "embed_dim": 48})
     with pytest.raises(SimpoolBenchError, match=r"shape mismatches \[pos_embed: file \(1, 4, 32\) vs model \(1, 4, 48\)"):

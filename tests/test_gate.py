@@ -114,6 +114,11 @@ def test_check_provenance_mismatch():
     assert R.check(_run(BASE, checkpoint="other.pth", checkpoint_sha256="ff", device="cuda:0", run_id="z"), _run(BASE)).passed
     assert not R.check(_run(BASE, n_images=100), _run(BASE)).passed
     assert R.check(_run(BASE, model="resnet50"), _run(BASE), provenance_fields=()).passed
+    # a run without a value (a pool without gamma) reads 'none', not Python's None
+    rep = R.check(_run(BASE, gamma=None), _run(BASE, gamma=1.25))
+    assert "gamma: baseline `1.25`, run `none`" in rep.markdown and "None" not in rep.markdown
+    rep = R.check(_run(BASE, gamma=None), _run(BASE, gamma=1.25), allow_protocol_change=("gamma",))
+    assert "accepted provenance change (`cub/test`) gamma: run none, baseline 1.25" in rep.notes
 
 
 def test_check_simple_baseline_csv_and_files(tmp_path):

@@ -179,8 +179,8 @@ def load_into(model: torch.nn.Module, ckpt: LoadedCheckpoint) -> None:
         n_model = int(expected[head_w].shape[0]) if head_w in expected else 0
         raise SimpoolBenchError(
             f"{what}: class-count mismatch: the checkpoint has {n_file or 'no'} classes"
-            f"{'' if n_file else ' (no classifier head)'}, the model {model_name} was built with {n_model or 'no'} classifier"
-            f"{'' if n_model else ' head'}; pass --num-classes {n_file}"
+            f"{'' if n_file else ' (no classifier head)'}, the model {model_name} was built with "
+            f"{f'{n_model} classes' if n_model else 'no classifier head'}; pass --num-classes {n_file}"
         )
     parts = []
     if missing:

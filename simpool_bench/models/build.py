@@ -129,12 +129,12 @@ def _resolve_attn_source(
             return pool
         return "cam" if family != "vit" and has_classifier else None
     if attn_source not in ATTN_SOURCES:
-        raise SimpoolBenchError(f"attn_source {attn_source!r} is not one of {', '.join(ATTN_SOURCES)}")
+        raise SimpoolBenchError(f"--attn-source {attn_source!r}: expected one of {', '.join(ATTN_SOURCES)}")
     if attn_source == "none":
         return None
     why = source_applies(family, pool, attn_source, has_cls_token=has_cls_token, has_classifier=has_classifier)
     if why is not None:
-        raise SimpoolBenchError(f"attn_source {attn_source!r} does not apply to this {family} (pool={pool!r}): {why}")
+        raise SimpoolBenchError(f"--attn-source {attn_source!r} does not apply to this {family} (pool={pool!r}): {why}")
     return attn_source
 
 
@@ -273,7 +273,9 @@ class _ModelBuild:
         model.weights_file = where.file if where is not None else None
         cls_head = self.cls_head
         if cls_head is not None and not 0 <= cls_head < getattr(model, "num_heads", 0):
-            raise SimpoolBenchError(f"cls_head {cls_head} is out of range: the last block has {getattr(model, 'num_heads', 0)} heads")
+            raise SimpoolBenchError(
+                f"--cls-head {cls_head}: out of range, the last block has {getattr(model, 'num_heads', 0)} heads (0 to {getattr(model, 'num_heads', 0) - 1})"
+            )
         return model
 
     def check_options(self) -> None:
@@ -417,7 +419,7 @@ class _ModelBuild:
         has_cls = family == "vit" and isinstance(getattr(net, "cls_token", None), nn.Parameter)
         source = _resolve_attn_source(self.attn_source, family, pool, n_classes > 0, has_cls)
         if self.cls_head is not None and source != "cls":
-            raise SimpoolBenchError(f"cls_head applies to attn_source 'cls', not {source!r}")
+            raise SimpoolBenchError(f"--cls-head applies to --attn-source cls, not {source!r}")
         return gamma_value, source
 
     def data_config(self, net: nn.Module) -> dict[str, Any]:

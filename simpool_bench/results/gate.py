@@ -171,6 +171,12 @@ def _cell(metric: str, v: float | str | None) -> str:
     return _md_cell(v) if isinstance(v, str) else format_value(metric, v)
 
 
+def _listed(values: set[Any]) -> str:
+    """A provenance field's values for a message: sorted, comma-separated; a missing one (a run
+    without the field, or a pool without gamma) as 'none', not Python's 'None'."""
+    return ", ".join("none" if v is None else str(v) for v in sorted(values, key=str))
+
+
 def _fmt_tol(t: float | None) -> str:
     return "" if t is None else "none" if math.isinf(t) else f"±{t:g}"
 
@@ -348,7 +354,7 @@ def check(
             if not bvals:
                 continue
             rvals = {_py(v) for v in rsel[f]} if f in rsel.columns else {None}
-            bval, rval = ", ".join(map(str, sorted(bvals, key=str))), ", ".join(map(str, sorted(rvals, key=str)))
+            bval, rval = _listed(bvals), _listed(rvals)
             if len(bvals) != 1 or len(rvals) != 1 or not _prov_equal(next(iter(bvals)), next(iter(rvals))):
                 if f in allowed:
                     notes.append(f"accepted provenance change (`{d}/{s}`) {f}: run {rval}, baseline {bval}")
