@@ -215,3 +215,15 @@ def test_every_command_summary_is_one_paragraph_line():
     assert len(leaves) >= 12
     broken = [" ".join(path) for path, c in leaves if "\n" in (c.help or "").strip().split("\n\n")[0]]
     assert broken == []
+
+
+def test_help_shows_flags_without_a_type():
+    """Typer 0.29 wrote `--v1 <bool>` in --help, as if the flag took a value (`--v1 true` is then
+    an error); flags now show no type, options with a value keep theirs."""
+    leaves = [" ".join(path) for path, _ in _commands(typer.main.get_command(app))]
+    for command in ["", *leaves]:
+        res = invoke_cli(*command.split(), "--help")
+        assert res.exit_code == 0, (command, res.output)
+        assert "<bool>" not in res.output, command
+    localize = invoke_cli("localize", "--help").output
+    assert "<float>" in localize and "<int" in localize and "<path>" in localize

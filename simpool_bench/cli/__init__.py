@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from ..caller import command_line, recording
 from ..console import err_console, set_quiet
@@ -47,7 +47,30 @@ def _one_line_usage() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-class _OneLineUsageGroup(TyperGroup):
+def _flags_without_a_type(params: list[Any]) -> list[Any]:
+    """``params`` with the on/off flags' type column left empty in --help: Typer 0.29 shows
+    ``<bool>`` beside them (``--v1 <bool>``), which reads as if they took a value."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _FlagCommand(TyperCommand):
+    """A command whose --help shows its flags without a type (``_flags_without_a_type``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_a_type(super().get_params(ctx))
+
+
+class _FlagGroup(TyperGroup):
+    """A command group whose --help shows its flags without a type."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_a_type(super().get_params(ctx))
+
+
+class _OneLineUsageGroup(_FlagGroup):
     """The command group, with usage errors as one line (see ``_one_line_usage``)."""
 
     def make_context(self, *args: Any, **kwargs: Any) -> Any:
@@ -107,9 +130,9 @@ def _global_options(
     ctx.call_on_close(lambda: set_quiet(False))
 
 
-datasets_app = typer.Typer(help="Check dataset copies against data_manifests/.", no_args_is_help=True)
+datasets_app = typer.Typer(cls=_FlagGroup, help="Check dataset copies against data_manifests/.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
-suite_app = typer.Typer(help="Run an evaluation plan (checkpoints x evaluations) from a TOML file.", no_args_is_help=True)
+suite_app = typer.Typer(cls=_FlagGroup, help="Run an evaluation plan (checkpoints x evaluations) from a TOML file.", no_args_is_help=True)
 app.add_typer(suite_app, name="suite")
 
 
@@ -156,11 +179,11 @@ def _register() -> None:
         (map_commands, ("extract", "visualize")),
     ):
         for name in names:
-            app.command(name)(friendly(getattr(module, name)))
-    datasets_app.command("verify")(friendly(table_commands.datasets_verify))
-    datasets_app.command("list")(friendly(table_commands.datasets_list))
-    suite_app.command("validate")(friendly(suite_commands.validate))
-    suite_app.command("run")(friendly(suite_commands.run))
+            app.command(name, cls=_FlagCommand)(friendly(getattr(module, name)))
+    datasets_app.command("verify", cls=_FlagCommand)(friendly(table_commands.datasets_verify))
+    datasets_app.command("list", cls=_FlagCommand)(friendly(table_commands.datasets_list))
+    suite_app.command("validate", cls=_FlagCommand)(friendly(suite_commands.validate))
+    suite_app.command("run", cls=_FlagCommand)(friendly(suite_commands.run))
 
 
 _register()

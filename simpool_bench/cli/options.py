@@ -166,7 +166,7 @@ RolloutDiscardOpt = Annotated[
     ),
 ]
 
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.", rich_help_panel="Run")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.", rich_help_panel="Run")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.", rich_help_panel="Run")]
 WorkersOpt = Annotated[
     Optional[int],
@@ -236,7 +236,12 @@ OutOpt = Annotated[
     ),
 ]
 FormatsOpt = Annotated[
-    str, typer.Option("--formats", help="Extra formats, comma-separated: json, md, latex, csv (per_image.csv).", rich_help_panel="Output")
+    str,
+    typer.Option(
+        "--formats",
+        help="Formats besides results.csv and .parquet (always written), comma-separated: json, md, latex, csv (per_image.csv); the flag replaces the default.",
+        rich_help_panel="Output",
+    ),
 ]
 
 
