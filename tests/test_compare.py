@@ -86,3 +86,19 @@ def test_compare_errors():
     assert len(R.compare([two])) == 2  # a table of several runs (all_results.csv) is split by run_id
     labs = list(R.compare([_run(run_id="x"), _run(run_id="y")]).index)
     assert len(set(labs)) == 2 and labs[0].endswith("#0")
+
+
+def test_console_table_turns_to_a_row_per_metric_when_runs_as_rows_do_not_fit():
+    """Two runs of eleven metrics at 80 columns wrapped into columns a few characters wide (a
+    newcomer's walkthrough); a row per metric then fits, every name and value whole."""
+    a = {"top1": 80.0, "top5": 95.0, "maxboxacc": {30: 90.0, 50: 70.0, 70: 30.0}, "maxboxacc_v2": 63.33, "gt_known_loc": 70.0}
+    b = {"top1": 81.5, "top5": 95.5, "maxboxacc": {30: 91.0, 50: 69.25, 70: 33.0}, "maxboxacc_v2": 64.42, "gt_known_loc": 69.25}
+    cmp = R.compare([_run(a, model="m_a", run_id="a"), _run(b, model="m_b", run_id="b")], labels=["SimPool", "CLS"])
+    wide, narrow = (R.compare_console_table(cmp, width=w) for w in (400, 80))
+    assert wide.row_count == 2 and narrow.row_count == len(cmp.columns.get_level_values(2).unique())
+    console = Console(record=True, width=80)
+    console.print(narrow)
+    lines = console.export_text().splitlines()
+    assert any("cub/test maxboxacc_v2" in ln and "63.33" in ln and "64.42 (+1.09)" in ln for ln in lines), lines
+    assert any("SimPool (ref)" in ln and "CLS" in ln for ln in lines)
+    assert R.compare_console_table(cmp).row_count == 2  # no width: a row per run, as before

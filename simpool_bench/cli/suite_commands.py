@@ -89,7 +89,7 @@ def run(
         raise typer.Exit(1 if run_suite(suite, out, engine, p.formats(), resume=p["resume"]).failed else 0)
     report = run_suite(suite, out, engine, p.formats(), resume=p["resume"], on_entry=_print_entry)
     if report.compare is not None:
-        console.print(R.compare_console_table(report.compare))
+        console.print(R.compare_console_table(report.compare, width=console.width))
         say(f"wrote {out / 'all_results.csv'}, {out / 'compare.md'}, {out / 'compare.tex'}")
     failed = report.failed
     if failed:

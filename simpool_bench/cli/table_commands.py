@@ -88,7 +88,7 @@ def compare(
         if path is not None:
             atomic_write(path, render(table).encode())
             written.append(path)
-    console.print(R.compare_console_table(table))
+    console.print(R.compare_console_table(table, width=console.width))
     for path in written:
         say(f"wrote {path}")
 

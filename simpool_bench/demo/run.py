@@ -143,7 +143,7 @@ def run_demo(out: str | Path = "demo_out", settings: DemoSettings | None = None,
     result.compare_md, result.compare_tex = suite_dir / "compare.md", suite_dir / "compare.tex"
     result.table = report.compare
     assert result.table is not None
-    console.print(compare_console_table(result.table))
+    console.print(compare_console_table(result.table, width=console.width))
 
     _step("5/5 visualize: SimPool vs CLS attention overlays, BoxAcc-vs-threshold curves")
     result.overlays, result.curves = _figures(result, ckpts, data, config, s.n_overlays, out / "figures")

@@ -267,14 +267,34 @@ def compare_to_csv(cmp: pd.DataFrame) -> str:
     return out.to_csv(index=False, float_format=None)
 
 
-def compare_console_table(cmp: pd.DataFrame) -> Table:
+def compare_console_table(cmp: pd.DataFrame, width: int | None = None) -> Table:
     """A ``compare`` table for the console (rich): best value per column in bold; a cell too wide
-    for the terminal wraps, it is never cut."""
+    for the terminal wraps, it is never cut. A row per run; where that is wider than ``width``
+    (the console's) and a row per metric is narrower, a row per metric and a column per run (two
+    runs of a dozen metrics no longer wrap into columns a few characters wide)."""
     cols, rows = _compare_cells(cmp, ("[bold]", "[/bold]"), ("[dim]", "[/dim]"))
+    names = [escape(_row_name(cmp, label)) for label in cmp.index]
     table = Table(title="simpool-bench compare")
     table.add_column(cmp.index.name or "run", overflow="fold")
     for c in cols:
         table.add_column(escape(f"{_dataset_head(cmp, c)}\n{c[2]}"), justify="right", overflow="fold")
-    for label, cells in zip(cmp.index, rows):
-        table.add_row(escape(_row_name(cmp, label)), *cells)
-    return table
+    for name, cells in zip(names, rows):
+        table.add_row(name, *cells)
+    if width is None or _natural_width(table) <= width:
+        return table
+    tall = Table(title="simpool-bench compare")
+    tall.add_column("metric", overflow="fold")
+    for name in names:
+        tall.add_column(name, justify="right", overflow="fold")
+    for j, c in enumerate(cols):
+        tall.add_row(escape(f"{_dataset_head(cmp, c)} {c[2]}"), *(cells[j] for cells in rows))
+    return tall if _natural_width(tall) < _natural_width(table) else table
+
+
+def _natural_width(table: Table) -> int:
+    """The width ``table`` takes unwrapped."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    wide = Console(width=100_000)
+    return Measurement.get(wide, wide.options, table).maximum
