@@ -14,6 +14,7 @@ from ..registry import LOST
 from .options import (
     ENGINE_OPTIONS,
     MODEL_OPTIONS,
+    UNUSED_BECAUSE,
     AnnOpt,
     CamTargetOpt,
     DataOpt,
@@ -132,7 +133,7 @@ def visualize(
     p = Parsed(ctx.params)
     refuse_given(ctx, _UNUSED_BY_VISUALIZE[protocol_for(p["dataset"])])
     if method != "lost":
-        refuse_given(ctx, {"k_patches": "only --method lost expands a seed"})
+        refuse_given(ctx, {"k_patches": UNUSED_BECAUSE["k_patches"]})
     written: list[Path] = []
     if curves:
         written.append(V.plot_curves(list(curves), Path(out) / V.CURVES_PNG))

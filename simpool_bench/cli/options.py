@@ -490,7 +490,7 @@ def refuse_given(ctx: typer.Context, unused: Mapping[str, str]) -> None:
 
 #: Why a protocol parameter is unused where ``specs.protocol_of`` records it as None (``--knn-subset``
 #: without a bank is the run layer's own error).
-_UNUSED_BECAUSE = {
+UNUSED_BECAUSE = {
     "knn_k": "only the k-NN classifier uses it (give --knn-train DIR)",
     "knn_temperature": "only the k-NN classifier uses it (give --knn-train DIR)",
     "cam_target": "a no-model --baseline has no class to take a CAM of",
@@ -506,7 +506,7 @@ def refuse_unused(ctx: typer.Context, spec: Any) -> None:
     from ..specs import protocol_of
 
     record = protocol_of(spec)
-    refuse_given(ctx, {name: why for name, why in _UNUSED_BECAUSE.items() if name in record and record[name] is None})
+    refuse_given(ctx, {name: why for name, why in UNUSED_BECAUSE.items() if name in record and record[name] is None})
 
 
 def _plain(value: Any) -> Any:
