@@ -271,11 +271,9 @@ class _ModelBuild:
         model.rollout_fusion, model.rollout_discard = self.rollout_fusion, float(self.rollout_discard)
         model.weights_source = where.label if where is not None else None
         model.weights_file = where.file if where is not None else None
-        cls_head = self.cls_head
-        if cls_head is not None and not 0 <= cls_head < getattr(model, "num_heads", 0):
-            raise SimpoolBenchError(
-                f"--cls-head {cls_head}: out of range, the last block has {getattr(model, 'num_heads', 0)} heads (0 to {getattr(model, 'num_heads', 0) - 1})"
-            )
+        cls_head, heads = self.cls_head, getattr(model, "num_heads", 0)
+        if cls_head is not None and not 0 <= cls_head < heads:
+            raise SimpoolBenchError(f"--cls-head {cls_head}: out of range, the last block has {heads} heads (0 to {heads - 1})")
         return model
 
     def check_options(self) -> None:
