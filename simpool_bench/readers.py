@@ -238,6 +238,20 @@ def read_data(spec: DataSpec) -> list[Record]:
     )
 
 
+#: wsolevaluation's split folders, ``metadata/<DATASET>/<split>`` (ILSVRC's test is ImageNet val,
+#: its val ImageNetV2): a metadata folder of one of these names is that split.
+WSOL_SPLITS = ("train", "val", "test")
+
+
 def split_of(spec: DataSpec, fallback: str) -> str:
-    """The split a run records: the given one, else the dataset's default (``fallback`` for unknown names)."""
-    return spec.split or default_split(spec.dataset, fallback)
+    """The split a run records: the given one, else that of its wsolevaluation metadata folder
+    (``metadata/CUB/val`` is split val), else the dataset's default (``fallback`` for unknown
+    names). A given split that contradicts the metadata folder's is an error: the numbers would be
+    recorded under another split than they are on."""
+    named = Path(spec.metadata).name if spec.metadata is not None and Path(spec.metadata).name in WSOL_SPLITS else None
+    if spec.split and named and spec.split != named:
+        raise SimpoolBenchError(
+            f"--split {spec.split}: --metadata {spec.metadata} is wsolevaluation's {named!r} split; "
+            f"drop --split (or give --split {named}), or --data-label NAME for data of your own"
+        )
+    return spec.split or named or default_split(spec.dataset, fallback)

@@ -291,7 +291,7 @@ def run_extract(spec: ExtractSpec, engine: EngineConfig, out: Path) -> RunResult
 
     d = spec.data
     protocol = protocol_for(d.dataset)
-    split = d.split or DATASETS[d.dataset].default_split
+    split = split_of(d, DATASETS[d.dataset].default_split)
     check_before_data(engine, spec.model)
     records = read_data(d)
     net, ckpt = load_model(spec.model)

@@ -318,3 +318,25 @@ def test_read_cub_native_missing_image_and_unlisted(tmp_path):
     (root / "train_test_split.txt").write_text("".join(f"{r[0]} {r[3]}\n" for r in rows[:-1]))
     with pytest.raises(SimpoolBenchError, match=r"train_test_split\.txt: image 10 "):
         read_cub_native(root, "test")
+
+
+def test_the_metadata_folder_names_the_split(tmp_path, make_wsol_dataset):
+    """wsolevaluation's metadata/<DATASET>/<split>: a localize run on metadata/.../train recorded
+    'test' (the default) without --split, and any --split given (a newcomer's 'tst') on test."""
+    from simpool_bench import api
+    from simpool_bench.readers import split_of
+
+    wsol = make_wsol_dataset(tmp_path / "wsol", n=4)
+    train = wsol.metadata.rename(wsol.metadata.parent / "train")
+    engine = api.EngineConfig(device="cpu", workers=0, progress=False)
+    spec = api.LocalizeSpec(api.DataSpec("cub", data=wsol.image_root, metadata=train), baseline="center-gaussian")
+    assert set(api.run_localize(spec, engine).table["split"]) == {"train"}
+    with pytest.raises(SimpoolBenchError, match=r"--split tst: --metadata .*/train is wsolevaluation's 'train' split; drop --split"):
+        api.run_localize(
+            api.LocalizeSpec(api.DataSpec("cub", data=wsol.image_root, metadata=train, split="tst"), baseline="full-box"), engine
+        )
+    assert split_of(api.DataSpec("cub", data=wsol.image_root, metadata=train, split="train"), "test") == "train"
+    own = train.rename(train.parent / "fold3")  # not a wsolevaluation split name: --split labels it, else the default
+    assert split_of(api.DataSpec("cub", metadata=own, split="fold3"), "test") == "fold3"
+    assert split_of(api.DataSpec("cub", metadata=own), "test") == "test"
+    assert split_of(api.DataSpec("voc07", split="trainval"), "trainval") == "trainval"
