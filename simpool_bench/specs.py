@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import SimpoolBenchError
+from .fields import check_fields
 from .registry import CLASSIFY_DEFAULT_SPLIT, DINO_KNN, LOST, WSOL
 from .unset import UNSET
 
@@ -48,6 +49,9 @@ class ModelOptions:
     rollout_discard: float = 0.0
     random_init: bool = False  # run --model with random weights (refused without it; a warning and a provenance flag)
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
     @property
     def gives_weights(self) -> bool:
         """A checkpoint or pretrained weights were named (the stored-maps and baseline runs take none)."""
@@ -71,6 +75,7 @@ class DataSpec:
     label: str | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)
         # the names recorded in the table: a name with spaces around it would be another dataset there
         for flag, value in (("--dataset", self.dataset), ("--split", self.split), ("--data-label", self.label)):
             if isinstance(value, str) and (not value.strip() or value != value.strip() or "\n" in value):
@@ -94,7 +99,7 @@ class ClassifySpec:
     data: DataSpec
     model: ModelOptions = field(default_factory=ModelOptions)
     knn_train: Path | None = None
-    knn_k: tuple[int, ...] = DINO_KNN.ks
+    knn_k: tuple[int, ...] | int = DINO_KNN.ks
     knn_temperature: float = DINO_KNN.temperature
     knn_subset: int | None = None
     per_class: bool = False
@@ -102,6 +107,9 @@ class ClassifySpec:
     crop: int | None = None
     interpolation: str | None = None
     default_split: str = CLASSIFY_DEFAULT_SPLIT
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,9 @@ class LocalizeSpec:
     v1: bool = False
     cam_target: str = WSOL.cam_target
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 @dataclass(frozen=True)
 class DiscoverSpec:
@@ -129,6 +140,9 @@ class DiscoverSpec:
     lost_compat: bool = False
     k_patches: int = LOST.k_patches
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 @dataclass(frozen=True)
 class ExtractSpec:
@@ -140,6 +154,9 @@ class ExtractSpec:
     features: bool = False
     cam_target: str = WSOL.cam_target
     resume: bool = True
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)

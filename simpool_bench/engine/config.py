@@ -11,6 +11,7 @@ import torch
 
 from ..data.inputs import DEFAULT_MAX_PIXELS
 from ..errors import SimpoolBenchError
+from ..fields import check_fields
 from .distributed import dist_world
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -54,6 +55,12 @@ class EngineConfig:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     allow_nonfinite: bool = False
     normalize_on_device: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name, least in (("batch_size", 1), ("workers", 0), ("shard_size", 1)):
+            if getattr(self, name) < least:
+                raise SimpoolBenchError(f"EngineConfig.{name} = {getattr(self, name)}: expected an integer >= {least}")
 
 
 def resolve_device(name: str) -> torch.device:
