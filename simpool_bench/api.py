@@ -30,16 +30,23 @@ Tables: ``read_run`` (a results file or run folder; use it rather than ``pandas.
 guesses the column types), ``read_baseline``, ``compare``, ``check`` and ``load_tolerances``, as
 the ``compare`` and ``check`` commands use them.
 
+Every mistake a user can make (a wrong path, value or kind of argument) raises
+``SimpoolBenchError``, one message naming it.
+
 Metrics on your own maps and boxes: ``BoxAccumulator`` (MaxBoxAcc; the GT boxes in 224x224 pixels,
 0..224, ``resize_boxes_wsol`` maps them there from the image's size, as wsolevaluation does; a box
 outside is refused) and ``CorLocAccumulator`` (LOST's CorLoc); ``update`` per batch, ``compute`` at
-the end (with no image: BoxAccumulator raises, CorLocAccumulator gives NaN). The lower
+the end (with no image: BoxAccumulator raises, CorLocAccumulator gives NaN). Images as
+localize feeds them to a model: ``wsol_transform(mean, std)`` (wsolevaluation's Resize to 224x224,
+bilinear, no crop; the model's mean and std, ``model.data_config``), not timm's eval transform,
+which crops and gives other numbers; the map is ``model(images).attn`` (B, h, w). The lower
 layers (``tasks``: one object per protocol; ``engine``; ``metrics``) are importable too.
 """
 
 from __future__ import annotations
 
 from .engine import EngineConfig
+from .errors import SimpoolBenchError
 from .loading import load_model
 from .metrics.boxacc import BoxAccumulator
 from .metrics.boxes import resize_boxes_wsol
@@ -56,6 +63,7 @@ from .readers import (
 from .results import check, compare, load_tolerances, read_baseline, read_run
 from .runs import from_maps, run_classify, run_discover, run_extract, run_localize
 from .specs import ClassifySpec, DataSpec, DiscoverSpec, ExtractSpec, LocalizeSpec, ModelOptions, RunResult
+from .transforms import wsol_transform
 from .unset import UNSET
 
 __all__ = [
@@ -77,6 +85,7 @@ __all__ = [
     "LocalizeSpec",
     "ModelOptions",
     "RunResult",
+    "SimpoolBenchError",
     "from_maps",
     "load_model",
     "read_classification_data",
@@ -89,4 +98,5 @@ __all__ = [
     "run_discover",
     "run_extract",
     "run_localize",
+    "wsol_transform",
 ]

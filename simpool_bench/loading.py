@@ -96,6 +96,10 @@ def check_model_options(options: ModelOptions) -> None:
     from .checkpoints.safe_load import check_checkpoint_file
     from .models.build import model_family
 
+    if not isinstance(options, ModelOptions):
+        raise SimpoolBenchError(
+            f"load_model takes ModelOptions, e.g. ModelOptions(checkpoint='model.pth'), not a {type(options).__module__}.{type(options).__qualname__}"
+        )
     pretrained = bool(options.pretrained or options.pretrained_file is not None)
     if pretrained and options.checkpoint is not None:
         raise SimpoolBenchError("--checkpoint and --pretrained/--pretrained-file both give weights: use one")

@@ -42,6 +42,13 @@ from .specs import ClassifySpec, DataSpec, DiscoverSpec, ExtractSpec, LocalizeSp
 DEFAULT_FORMATS = ("json",)
 
 
+def expect(value: Any, kind: type, what: str) -> None:
+    """One error when an argument is not of the ``kind`` a run takes (swapped arguments, a path or
+    a built model where a spec goes), instead of an AttributeError inside the run."""
+    if not isinstance(value, kind):
+        raise SimpoolBenchError(f"{what}: expected {kind.__name__}, got {type(value).__module__}.{type(value).__qualname__}")
+
+
 def _formats(formats: Sequence[str] | str) -> Sequence[str]:
     """``formats`` as a sequence; a string is a comma list, as ``--formats`` takes it ('json,md')."""
     return [f.strip() for f in formats.split(",") if f.strip()] if isinstance(formats, str) else formats
@@ -61,6 +68,8 @@ def run_classify(
     """Top-1/top-5 (and DINO's weighted k-NN with ``spec.knn_train``) of the spec's model."""
     from .transforms import classification_config, eval_transform, transform_record
 
+    expect(spec, ClassifySpec, "run_classify: spec")
+    expect(engine, EngineConfig, "run_classify: engine")
     d = spec.data
     if d.data is None:
         raise SimpoolBenchError("--data is required (the image root of the dataset)")
@@ -164,6 +173,8 @@ def run_localize(
     spec: LocalizeSpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] | str = DEFAULT_FORMATS
 ) -> RunResult:
     """MaxBoxAccV2 of the spec's model, of the maps stored in ``spec.maps``, or of ``spec.baseline``."""
+    expect(spec, LocalizeSpec, "run_localize: spec")
+    expect(engine, EngineConfig, "run_localize: engine")
     _check_localize(spec)
     check_before_data(engine, (spec.model or ModelOptions()) if spec.maps is None and spec.baseline is None else None)
     d = spec.data
@@ -226,6 +237,8 @@ def run_discover(
     spec: DiscoverSpec, engine: EngineConfig, out: Path | None = None, formats: Sequence[str] | str = DEFAULT_FORMATS
 ) -> RunResult:
     """CorLoc of the spec's model (``method`` attn or lost), of stored maps, or of a no-model box."""
+    expect(spec, DiscoverSpec, "run_discover: spec")
+    expect(engine, EngineConfig, "run_discover: engine")
     d = spec.data
     if d.data is None:
         raise SimpoolBenchError("--data is required (VOC20XX folder or COCO train2014 images)")
@@ -289,6 +302,8 @@ def run_extract(spec: ExtractSpec, engine: EngineConfig, out: Path) -> RunResult
     from .extraction import extract_maps
     from .map_store import MANIFEST_NAME, protocol_for
 
+    expect(spec, ExtractSpec, "run_extract: spec")
+    expect(engine, EngineConfig, "run_extract: engine")
     d = spec.data
     protocol = protocol_for(d.dataset)
     split = split_of(d, DATASETS[d.dataset].default_split)

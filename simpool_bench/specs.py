@@ -22,7 +22,27 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """Everything that decides which model is built and how it is loaded (mirrors the CLI flags)."""
+    """Everything that decides which model is built and how it is loaded (the CLI's model flags).
+
+    Attributes:
+        arch: timm model name (``--model``), e.g. vit_small_patch16_224; ``hf-hub:ORG/NAME`` and
+            ``torchvision:NAME`` too. None: the checkpoint's.
+        pool: simpool | cls | gap | map (None: the checkpoint's, else simpool).
+        gamma: SimPool's exponent; ``UNSET``: the checkpoint's or the paper's (1.25 transformers,
+            2.0 CNNs); None: the plain attention-weighted mean.
+        checkpoint: the checkpoint file (format detected; ``format`` forces one of
+            ``checkpoints.FORMATS``); ``trust``: allow arbitrary unpickling (files you trust only).
+        prefer: which weights of a checkpoint: auto (EMA, DINO teacher) | ema | raw | teacher | student.
+        variant: ViT layout: supervised (norm before SimPool) | dino (norm after).
+        min_scope: where SimPool's gamma shift takes its min: sample | batch (official) | channel (timm).
+        attn_source: the map: simpool | cls | cam | map | rollout | gradcam (None: the pool's own);
+            ``cls_head``: one head of a CLS map instead of their mean.
+        num_classes: classifier size where the checkpoint does not tell; ``img_size``: input size.
+        dino_pos_quirk, pos_interp: DINO-code position-embedding resampling (None: from the file).
+        pretrained, pretrained_file: timm's weights of ``arch`` (Hugging Face cache, or this file).
+        mean, std, crop_pct, interpolation: override the model's pretrained data config.
+        rollout_fusion, rollout_discard: attention rollout's head fusion and discarded fraction.
+        random_init: run ``arch`` with random weights on purpose (refused without it)."""
 
     arch: str | None = None
     pool: str | None = None

@@ -86,7 +86,7 @@ API_NAMES = {
     *("run_classify", "run_localize", "run_discover", "run_extract", "from_maps", "load_model", "UNSET", "DEFAULT_SPLITS"),
     *("read_classification_data", "read_localization_data", "read_discovery_data", "read_map_data", "read_data", "read_image_files"),
     *("read_run", "read_baseline", "compare", "check", "load_tolerances"),
-    *("BoxAccumulator", "CorLocAccumulator", "resize_boxes_wsol"),
+    *("BoxAccumulator", "CorLocAccumulator", "resize_boxes_wsol", "wsol_transform", "SimpoolBenchError"),
 }
 
 
@@ -173,3 +173,45 @@ def test_result_files_are_every_file_the_run_wrote(tmp_path):
     assert {p.name for p in result.files} == tables | extras | {"results.manifest.json"}
     manifest = json.loads((out / "results.manifest.json").read_text())
     assert set(manifest["files"]) == tables | extras  # the manifest lists every other file
+
+
+def test_arguments_of_the_wrong_kind_are_one_error(tmp_path, make_wsol_dataset):
+    """Found by a walkthrough of the API: swapped arguments, a path or a spec of another task, a
+    str for ModelOptions each gave an AttributeError from inside the run; compare('run') read the
+    characters of the path as runs."""
+    import pytest
+
+    wsol = make_wsol_dataset(tmp_path / "wsol", n=3)
+    spec = api.LocalizeSpec(api.DataSpec("cub", data=wsol.image_root, metadata=wsol.metadata), baseline="center-gaussian")
+    engine = api.EngineConfig(device="cpu", progress=False)
+    with pytest.raises(
+        api.SimpoolBenchError, match=r"run_localize: spec: expected LocalizeSpec, got simpool_bench.engine.config.EngineConfig"
+    ):
+        api.run_localize(engine, spec)  # type: ignore[arg-type]
+    with pytest.raises(api.SimpoolBenchError, match=r"run_discover: spec: expected DiscoverSpec, got simpool_bench.specs.LocalizeSpec"):
+        api.run_discover(spec, engine)  # type: ignore[arg-type]
+    with pytest.raises(api.SimpoolBenchError, match=r"run_localize: engine: expected EngineConfig, got builtins.dict"):
+        api.run_localize(spec, {"device": "cpu"})  # type: ignore[arg-type]
+    with pytest.raises(
+        api.SimpoolBenchError, match=r"load_model takes ModelOptions, e.g. ModelOptions\(checkpoint='model.pth'\), not a builtins.str"
+    ):
+        api.load_model("model.pth")  # type: ignore[arg-type]
+    run = api.run_localize(spec, engine, out=tmp_path / "run")
+    one = api.compare(str(tmp_path / "run"))  # one path: one run
+    assert len(one) == 1 and one.equals(api.compare([tmp_path / "run"]))
+    assert run.table is not None
+
+
+def test_the_unpublished_data_warning_names_the_callers_line(tmp_path, make_wsol_dataset):
+    """It named simpool_bench/caller.py (the run functions' wrapper), not the script that ran them."""
+    import warnings
+
+    from simpool_bench.data.inputs import UnpublishedDataWarning
+
+    wsol = make_wsol_dataset(tmp_path / "wsol", n=3)
+    spec = api.LocalizeSpec(api.DataSpec("cub", data=wsol.image_root, metadata=wsol.metadata), baseline="center-gaussian")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        api.run_localize(spec, api.EngineConfig(device="cpu", progress=False))
+    [w] = [w for w in caught if issubclass(w.category, UnpublishedDataWarning)]
+    assert w.filename == __file__, w.filename

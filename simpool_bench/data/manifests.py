@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,7 +148,19 @@ def note_unpublished(
         else:  # the native CUB layout (or a caller that did not say): its own manifest
             verify = f"simpool-bench datasets verify {'cub_native' if dataset == 'cub' else published.manifest} {where}"
         said = f"these numbers are not on the protocol's data; `{verify}` names what differs"
-    warnings.warn(f"{head}: {said}; --data-label NAME records other data under their own name", UnpublishedDataWarning, stacklevel=3)
+    warnings.warn(
+        f"{head}: {said}; --data-label NAME records other data under their own name", UnpublishedDataWarning, stacklevel=_callers_level()
+    )
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` of the first frame outside simpool_bench: a warning then names the line
+    of the script (or the command) that started the run, not the package's own."""
+    frame: Any = sys._getframe(1)
+    level = 1
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith("simpool_bench"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 @dataclass

@@ -196,7 +196,7 @@ def _metric_order(metric: str, selectors: Sequence[MetricSelector] | None) -> in
 
 # ------------------------------------------------------------------------------------ compare
 def compare(
-    runs: Sequence[pd.DataFrame | str | os.PathLike],
+    runs: Sequence[pd.DataFrame | str | os.PathLike] | pd.DataFrame | str | os.PathLike,
     reference: int | str | None = 0,
     labels: Sequence[str] | None = None,
     *,
@@ -208,13 +208,15 @@ def compare(
     ``cell_name`` (e.g. ``maxboxacc@50``) and stat is 'value' or, when ``reference`` names a row
     (index or label), 'delta' (value minus the reference row's; NaN where either is missing).
 
-    ``runs``: tables or paths (run folders, results files, all_results.csv). ``labels``: by run
+    ``runs``: tables or paths (run folders, results files, all_results.csv), or one of them. ``labels``: by run
     and checkpoint, one per row in order; by label, one per input (the grouping). ``metrics``:
     catalog names, ``name@N`` for one IoU threshold or k (``parse_metrics``); default all.
     ``attrs``: 'reference' (its label), 'by', 'show_split' (a dataset holds several splits, or
     by run), 'unmatched' (the ``metrics`` items no input has)."""
     if by not in BY_CHOICES:
         raise SimpoolBenchError(f"compare: by={by!r}; expected one of {', '.join(BY_CHOICES)}")
+    if isinstance(runs, (str, os.PathLike, pd.DataFrame)):  # one input (a str is not a list of its characters)
+        runs = [runs]
     if len(runs) == 0:
         raise SimpoolBenchError("compare needs at least one run")
     selectors = parse_metrics(metrics) if metrics is not None else None
