@@ -26,7 +26,7 @@ class LoadedCheckpoint:
     sha256: str
     format: str
     variant: str
-    state_dict: dict[str, torch.Tensor]
+    state_dict: dict[str, torch.Tensor] = field(repr=False)  # every tensor of the model
     arch: str | None = None
     pool: str | None = None
     gamma: float | None = None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -287,8 +287,8 @@ class BoxAccResult:
     """
 
     iou_thresholds: tuple[int, ...]
-    thresholds: np.ndarray
-    curve: np.ndarray
+    thresholds: np.ndarray = field(repr=False)  # 1000 of them at interval 0.001
+    curve: np.ndarray = field(repr=False)
     maxboxacc: dict[int, float]
     best_threshold: dict[int, float]
     maxboxacc_v2: float

@@ -95,7 +95,9 @@ class CorLocAccumulator(Accumulator):
         self.add_state("total", torch.zeros((), dtype=torch.int64))
 
     def update(self, pred_boxes: object, gt_boxes: Sequence[object]) -> np.ndarray:
-        """Score one batch; returns the per-image hits (B,) bool."""
+        """Score one batch: ``pred_boxes`` (B, 4) and ``gt_boxes`` B arrays (K, 4), whole-pixel
+        ``(x0, y0, x1, y1)`` boxes of the image at its full resolution, LOST's convention (see
+        ``corloc_hits``); returns the per-image hits (B,) bool."""
         hits = corloc_hits(pred_boxes, gt_boxes)
         self.hits = self.hits + int(hits.sum())
         self.total = self.total + len(hits)
