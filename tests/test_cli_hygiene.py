@@ -15,7 +15,7 @@ import simpool_bench
 from simpool_bench import console
 from simpool_bench.cli import app
 
-from conftest import invoke_cli
+from conftest import invoke_cli, said
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_COMMANDS = ("classify", "localize", "discover", "extract", "visualize")
@@ -227,3 +227,11 @@ def test_help_shows_flags_without_a_type():
         assert "<bool>" not in res.output, command
     localize = invoke_cli("localize", "--help").output
     assert "<float>" in localize and "<int" in localize and "<path>" in localize
+
+
+@pytest.mark.parametrize("command", ["classify", "localize", "discover"])
+def test_data_is_a_required_option_of_the_run_commands(command):
+    """--data was optional in localize's and discover's --help, though both refuse to run without it."""
+    assert "[required]" in " ".join(invoke_cli(command, "--help").output.split()[:60])
+    res = invoke_cli(command, "--device", "cpu")
+    assert res.exit_code == 2 and said(res) == f"error: simpool-bench {command}: Missing option '--data' / '-d'. (see --help)", res.output

@@ -84,13 +84,13 @@ def classify(
 @shared_options(MODEL_OPTIONS, ENGINE_OPTIONS, OUTPUT_OPTIONS)
 def localize(
     ctx: typer.Context,
+    data: Annotated[
+        Path,
+        typer.Option("--data", "-d", help="Image root (the folder the metadata's image ids are relative to), or a CUB_200_2011 folder."),
+    ],
     dataset: Annotated[
         str, typer.Option("--dataset", help=f"{' | '.join(LOCALIZE_DATASETS)} (recorded in the table).")
     ] = LOCALIZE_DATASETS[0],
-    data: Annotated[
-        Optional[Path],
-        typer.Option("--data", "-d", help="Image root (the folder the metadata's image ids are relative to), or a CUB_200_2011 folder."),
-    ] = None,
     metadata: Annotated[Optional[Path], typer.Option("--metadata", help="wsolevaluation metadata folder (e.g. metadata/CUB/test).")] = None,
     split: Annotated[str, typer.Option("--split", help="Split recorded in the table (and CUB native split).")] = DATASETS[
         "cub"
@@ -128,10 +128,8 @@ def localize(
 @shared_options(MODEL_OPTIONS, ENGINE_OPTIONS.with_defaults(batch_size=16), OUTPUT_OPTIONS)
 def discover(
     ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", "-d", help="VOC: the VOC2007/VOC2012 folder; COCO20k: the train2014 image folder.")],
     dataset: Annotated[str, typer.Option("--dataset", help=f"{' | '.join(DISCOVER_DATASETS)}.")] = DISCOVER_DATASETS[0],
-    data: Annotated[
-        Optional[Path], typer.Option("--data", "-d", help="VOC: the VOC2007/VOC2012 folder; COCO20k: the train2014 image folder.")
-    ] = None,
     split: Annotated[
         Optional[str],
         typer.Option(
