@@ -296,7 +296,7 @@ def test_visualize_select_worst_reads_per_image(world, localized, stores, tmp_pa
     w = world["wsol"]
     args = ["visualize", "--dataset", "cub", "--data", w.image_root, "--metadata", w.metadata, "--maps", stores["localize"]]
     res = invoke(*args, "--per-image", run, "--select", "worst", "--n", 3, "--out", tmp_path / "v", "--format", "png")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0 and "note:" not in res.output, res.output  # one column: no note
     sel = pd.read_csv(tmp_path / "v" / "selection.csv")
     assert sel["image_id"].tolist() == worst
     # drawn at the run's best threshold of IoU 50: the boxes and IoUs of the records
@@ -305,6 +305,11 @@ def test_visualize_select_worst_reads_per_image(world, localized, stores, tmp_pa
     assert np.allclose(sel["iou"], ok.set_index("id").loc[worst, "iou"].astype(float))
     res = invoke(*args, "--per-image", tmp_path, "--select", "worst", "--out", tmp_path / "v2")
     assert res.exit_code == 2 and "no per_image.parquet" in res.output
+    # two columns at one run's threshold: a note says so and how to give each its own
+    res = invoke(*args, "--maps", stores["localize"], "--per-image", run, "--select", "worst", "--n", 2, "--out", tmp_path / "v3")
+    assert res.exit_code == 0 and f"note: every column's boxes are at {run}'s best threshold ({thr:g}); --threshold-from RUN" in " ".join(
+        res.output.split()
+    )
 
 
 def test_the_box_pass_gives_the_same_table_on_any_number_of_threads():

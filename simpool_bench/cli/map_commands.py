@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..console import console, say
+from ..console import console, note, say
 from ..errors import SimpoolBenchError
 from ..registry import LOST
 from .options import (
@@ -195,6 +195,11 @@ def _overlays(p: Parsed) -> list[Path]:
         id_list, run = _ranked_ids(p, records)
         if protocol == "localize" and not threshold_from:
             thresholds = [V.read_best_threshold(run)] * len(sources)
+            if len(sources) > 1:  # one run's threshold on other models' maps: say so
+                note(
+                    f"note: every column's boxes are at {run}'s best threshold ({thresholds[0]:g}); "
+                    "--threshold-from RUN, once per column, draws each at its own"
+                )
     res = V.render_overlays(
         sources,
         records,
