@@ -148,11 +148,9 @@ def visualize(
 
 
 #: The options of one kind of data set that visualize does not use on the other.
+_MASS_NOT_THRESHOLD = "VOC/COCO boxes keep a fraction of the attention mass (--mass), not a score-map threshold"
 _UNUSED_BY_VISUALIZE = {
-    "discover": {
-        "threshold": "VOC/COCO boxes keep a fraction of the attention mass (--mass), not a score-map threshold",
-        "threshold_from": "VOC/COCO boxes keep a fraction of the attention mass (--mass), not a score-map threshold",
-    },
+    "discover": {"threshold": _MASS_NOT_THRESHOLD, "threshold_from": _MASS_NOT_THRESHOLD},
     "localize": {
         "mass": "cub/imagenet boxes come from a score-map threshold (--threshold)",
         "lost_compat": "LOST's defaults apply to VOC/COCO discovery",

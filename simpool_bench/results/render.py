@@ -280,7 +280,7 @@ def compare_console_table(cmp: pd.DataFrame, width: int | None = None) -> Table:
         table.add_column(escape(f"{_dataset_head(cmp, c)}\n{c[2]}"), justify="right", overflow="fold")
     for name, cells in zip(names, rows):
         table.add_row(name, *cells)
-    if width is None or _natural_width(table) <= width:
+    if width is None or (wide := _natural_width(table)) <= width:
         return table
     tall = Table(title="simpool-bench compare")
     tall.add_column("metric", overflow="fold")
@@ -288,7 +288,7 @@ def compare_console_table(cmp: pd.DataFrame, width: int | None = None) -> Table:
         tall.add_column(name, justify="right", overflow="fold")
     for j, c in enumerate(cols):
         tall.add_row(escape(f"{_dataset_head(cmp, c)} {c[2]}"), *(cells[j] for cells in rows))
-    return tall if _natural_width(tall) < _natural_width(table) else table
+    return tall if _natural_width(tall) < wide else table
 
 
 def _natural_width(table: Table) -> int:
