@@ -245,3 +245,32 @@ def test_shard_copied_from_another_run_is_recomputed_with_a_notice(small, tmp_pa
     pd.testing.assert_frame_equal(pd.read_csv(out_b / "results.csv")[TABLE], truth)
     assert (dir_b / "shard_000001.pt").read_bytes() != copied  # recomputed under this run's key
     assert torch.load(dir_b / "shard_000001.pt", weights_only=True)["key"] == dir_b.name
+
+
+def test_strict_rerun_fails_on_an_undecodable_image_of_a_finished_shard(small, tmp_path):
+    """--strict fails on an image that does not decode, also when the shard holding it was finished
+    (skipped and counted) by an earlier run without --strict: a resumed shard is no way around it."""
+    import shutil
+
+    root, wsol, ckpt, _ = small
+    data = tmp_path / "wsol"
+    shutil.copytree(wsol.image_root.parent, data)
+    images, meta = data / "images", data / "metadata" / "test"
+    bad_id = (meta / "image_ids.txt").read_text().split()[5]  # in shard 1 of 3
+    (images / bad_id).write_bytes(b"not an image")
+    run = type(wsol)(images, meta, SMALL)
+    out = tmp_path / "out"
+    res = invoke(*_small_args(run, ckpt, out, "-j", "0"))
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "results.csv")
+    assert table.loc[table.metric == "n_failed", "value"].tolist() == [1.0]
+    before = (out / "results.csv").read_bytes()
+
+    fresh = invoke(*_small_args(run, ckpt, tmp_path / "fresh", "-j", "0", "--strict"))  # what --strict says on its own
+    resumed = invoke(*_small_args(run, ckpt, out, "-j", "0", "--strict"))  # every shard finished before
+    for res in (fresh, resumed):
+        assert res.exit_code == 2, res.output
+        errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in res.output
+        assert bad_id in " ".join(res.output.split()) and "--strict fails on it" in " ".join(res.output.split())
+    assert (out / "results.csv").read_bytes() == before  # the earlier run's results stay as they were

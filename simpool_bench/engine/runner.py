@@ -191,7 +191,8 @@ class EvalRunner:
 
     # ----------------------------------------------------------------------------------- resume
     def resume(self) -> None:
-        """Merge the stored shards that are good into the totals; plan batches for the others."""
+        """Merge the stored shards that are good into the totals; plan batches for the others (under
+        ``strict``, also for a stored shard that counted an undecodable image: it fails the run)."""
         self.total = self.fresh()
         todo: list[tuple[int, Sequence[int]]] = []
         bad = {"foreign": 0, "corrupt": 0}
@@ -209,6 +210,10 @@ class EvalRunner:
                 continue
             for name, acc in part.items():
                 acc.load_state_dict(saved["states"][name])
+            if self.config.strict and part["_failed"].compute():  # its undecodable image fails the run, as computed now
+                todo.append((sid, rng))
+                continue
+            for name, acc in part.items():
                 self.total[name].merge(acc)
             self.resumed += 1
         if self.store is not None:
