@@ -263,6 +263,8 @@ def extract_maps(
     store = MapStore.create(out, manifest, resume=resume)
     shards = make_shards(len(records), config.shard_size)
     states = [store.status(sid) for sid in range(len(shards))]
+    if config.strict:  # a stored shard that skipped an undecodable image is computed again: the image fails the run
+        states = [s if s != "ok" or not len(store.read_shard(sid).failed) else "failed" for sid, s in enumerate(states)]
     todo = [sid for sid, s in enumerate(states) if s != "ok"]
     _barrier()  # every rank has seen the same finished shards before any is written
     if todo:

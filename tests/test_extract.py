@@ -316,3 +316,24 @@ def test_extract_help_documents_its_outputs():
     text = said(res)
     for needle in ("manifest.json", "maps_NNNNNN.pt", "maps_NNNNNN.sha256", "--dtype", "--features", "Resumable"):
         assert needle in text, needle
+
+
+def test_strict_extract_fails_on_an_undecodable_image_of_a_finished_shard(world, tmp_path):
+    """--strict fails on an image that does not decode, also when an earlier extract without
+    --strict stored its shard (the image skipped and counted): a reused shard is no way around it."""
+    data = tmp_path / "wsol"
+    shutil.copytree(world["images"].parent, data)
+    bad_id = (world["meta"] / "image_ids.txt").read_text().split()[7]  # in shard 1 of 5
+    (data / "images" / bad_id).write_bytes(b"not an image")
+    here = {**world, "images": data / "images"}
+    out = tmp_path / "maps"
+    res = _extract(here, out, "-j", "0")
+    assert res.exit_code == 0 and "1 not decodable" in said(res), res.output
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    for res in (_extract(here, tmp_path / "fresh", "-j", "0", "--strict"), _extract(here, out, "-j", "0", "--strict")):
+        assert res.exit_code == 2, res.output
+        errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in res.output
+        assert bad_id in said(res) and "--strict fails on it" in said(res)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the stored shards stay as they were
