@@ -88,6 +88,28 @@ def test_compare_errors():
     assert len(set(labs)) == 2 and labs[0].endswith("#0")
 
 
+def test_compare_says_when_a_column_holds_runs_of_different_data(tmp_path):
+    """Two runs recorded as cub/test on different data (another image list, an edited box): compare
+    still shows them, with one warning line naming the column, both data_sha256 and both files."""
+    from conftest import invoke_cli
+
+    same, other = "a" * 64, "b" * 64
+    folders = {}
+    for name, run_id, sha in (("a", "ra", same), ("b", "rb", same), ("c", "rc", other)):
+        folders[name] = tmp_path / name
+        R.write_run(_run(run_id=run_id, data_sha256=sha), folders[name])
+    assert R.compare([folders["a"], folders["b"]]).attrs["mixed_data"] == []  # the same data: nothing to say
+    res = invoke_cli("compare", folders["a"], folders["b"])
+    assert res.exit_code == 0 and "warning" not in res.output
+
+    res = invoke_cli("compare", folders["a"], folders["b"], folders["c"])
+    assert res.exit_code == 0, res.output
+    (line,) = [ln.removeprefix("warning: ") for ln in res.output.splitlines() if ln.startswith("warning:")]
+    assert line.startswith("cub/test: ") and "not comparable" in line
+    assert f"data_sha256 {same[:12]}" in line and f"data_sha256 {other[:12]}" in line
+    assert f"in {folders['a']}, run_id ra" in line and f"in {folders['c']}, run_id rc" in line
+
+
 def test_console_table_turns_to_a_row_per_metric_when_runs_as_rows_do_not_fit():
     """Two runs of eleven metrics at 80 columns wrapped into columns a few characters wide (a
     newcomer's walkthrough); a row per metric then fits, every name and value whole."""

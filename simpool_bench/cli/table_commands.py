@@ -83,6 +83,8 @@ def compare(
     table = R.compare(runs, reference=R.parse_reference(reference), labels=lab, by=by.value, metrics=metrics)
     for item in table.attrs.get("unmatched", []):
         note(f"note: --metrics {item}: no input has this metric")
+    for line in table.attrs.get("mixed_data", []):
+        err_console.print(f"warning: {line}", highlight=False, markup=False, soft_wrap=True)
     written = []  # the files first: a path that cannot be written is one error, not one after the table
     for path, render in ((markdown, R.compare_to_markdown), (latex, R.compare_to_latex), (csv, R.compare_to_csv)):
         if path is not None:

@@ -212,7 +212,8 @@ def compare(
     and checkpoint, one per row in order; by label, one per input (the grouping). ``metrics``:
     catalog names, ``name@N`` for one IoU threshold or k (``parse_metrics``); default all.
     ``attrs``: 'reference' (its label), 'by', 'show_split' (a dataset holds several splits, or
-    by run), 'unmatched' (the ``metrics`` items no input has)."""
+    by run), 'unmatched' (the ``metrics`` items no input has), 'mixed_data' (one line per
+    dataset/split whose rows come from runs of different ``data_sha256``: not comparable)."""
     if by not in BY_CHOICES:
         raise SimpoolBenchError(f"compare: by={by!r}; expected one of {', '.join(BY_CHOICES)}")
     if isinstance(runs, (str, os.PathLike, pd.DataFrame)):  # one input (a str is not a list of its characters)
@@ -230,6 +231,7 @@ def compare(
     groups: dict[tuple, str] = {}  # group key -> default label, in first-appearance order
     cells: dict[tuple, dict[tuple, tuple[float, tuple, str]]] = {}  # group -> cell key -> (value, origin, source)
     datasets: list[tuple[str, str]] = []
+    data_of: dict[tuple[str, str], dict[str, str]] = {}  # dataset/split -> data_sha256 -> the first input with it
     matched: set[MetricSelector] = set()
     for j, run in enumerate(all_runs):
         df = run.table
@@ -256,6 +258,9 @@ def compare(
             ds = (str(row["dataset"]), str(row["split"]))
             if ds not in datasets:
                 datasets.append(ds)
+            sha = _cell(df, r, "data_sha256")
+            if sha:
+                data_of.setdefault(ds, {}).setdefault(str(sha), where)
             key = (ds, row["metric"], iou, k)
             value = float(df["value"].iat[r])
             seen = cells.setdefault(gkey, {}).get(key)
@@ -302,6 +307,13 @@ def compare(
         by=by,
         show_split=by == "run" or any(len(s) > 1 for s in splits.values()),
         unmatched=[str(s) for s in selectors if s not in matched] if selectors is not None else [],
+        mixed_data=[
+            f"{d}/{sp}: the runs are of different data ("
+            + "; ".join(f"data_sha256 {sha[:12]} in {where}" for sha, where in shas.items())
+            + "): their values in this column are not comparable"
+            for (d, sp), shas in data_of.items()
+            if len(shas) > 1
+        ],
     )
     return out
 
