@@ -72,6 +72,21 @@ def make_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_makeable(path: str | os.PathLike) -> None:
+    """Whether ``make_dir(path)`` and writes in it can succeed, checked without making anything:
+    the folder, else its nearest existing parent, must be a folder we may write in; else the
+    SimpoolBenchError ``make_dir`` would raise (for a run that writes only at its end, before it starts)."""
+    path = Path(path)
+    there = next((p for p in (path, *path.parents) if p.exists()), None)
+    if there is None:
+        return
+    if not there.is_dir():
+        raise SimpoolBenchError(f"cannot create folder {path}: {os.strerror(errno.ENOTDIR)}")
+    if not os.access(there, os.W_OK | os.X_OK):
+        read_only = hasattr(os, "statvfs") and bool(os.statvfs(there).f_flag & os.ST_RDONLY)
+        raise SimpoolBenchError(f"cannot create folder {path}: {os.strerror(errno.EROFS if read_only else errno.EACCES)}")
+
+
 def temp_path(path: Path) -> Path:
     """A fresh temporary name (``NAME.PID.RANDOM.tmp``) a write of ``path`` uses until it is complete."""
     return path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")

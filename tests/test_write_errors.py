@@ -259,3 +259,26 @@ def test_extract_visualize_compare_out_unwritable(setup, tmp_path, monkeypatch, 
     _no_tmp(tmp_path)
     if where != "under-a-file":
         assert not [p for p in base.rglob("*") if p.is_file() and p.suffix in (".pt", ".png", ".md", ".json")]
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "not-writable"])
+def test_no_resume_out_unwritable_is_refused_before_the_model_runs(setup, tmp_path, monkeypatch, where):
+    """Without --resume nothing is written before the results: an --out that cannot be made or
+    written was one error after the whole evaluation; now it is one error before the model loads."""
+    from simpool_bench import runs
+
+    def no_model(*_a, **_k):
+        raise AssertionError("the model was loaded: the run went ahead")
+
+    monkeypatch.setattr(runs, "load_model", no_model)
+    if where == "under-a-file":
+        (tmp_path / "file").write_text("x")
+        out, reason = tmp_path / "file" / "run", "Not a directory"
+    else:
+        real, ro = os.access, tmp_path / "ro"  # chmod does not stop root, who runs these tests
+        monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(p) == str(ro) else real(p, mode, *a, **k))
+        ro.mkdir()
+        out, reason = ro / "run", "Permission denied"
+    line = _one_error(_localize(setup, out, "--no-resume"))
+    assert line == f"error: cannot create folder {out}: {reason}", line
+    assert not out.exists()

@@ -595,6 +595,10 @@ class Parsed:
         out = g("out")
         if out is not None and Path(out).exists() and not Path(out).is_dir():
             raise SimpoolBenchError(f"--out {out}: a file is there; expected a folder (made when missing)")
+        if out is not None:  # now, not after the run (without --resume nothing is written before the results)
+            from ..files import check_makeable
+
+            check_makeable(out)
         init_distributed(dist_timeout)
         resume_dir = (Path(out) / ".shards") if (shards and g("resume", False) and out) else None
         return EngineConfig(
