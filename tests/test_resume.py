@@ -274,3 +274,36 @@ def test_strict_rerun_fails_on_an_undecodable_image_of_a_finished_shard(small, t
         assert len(errors) == 1 and "Traceback" not in res.output
         assert bad_id in " ".join(res.output.split()) and "--strict fails on it" in " ".join(res.output.split())
     assert (out / "results.csv").read_bytes() == before  # the earlier run's results stay as they were
+
+
+def test_rerun_says_what_it_resumed_and_why_it_resumed_nothing(small, tmp_path):
+    """The same command again says how many finished shards it took over; after a change that makes
+    them another run's (here a replaced image: its file time changes), one note says that none is
+    reused, and the table is that of a fresh run."""
+    import os
+    import shutil
+
+    root, wsol, ckpt, _ = small
+    data = tmp_path / "wsol"
+    shutil.copytree(wsol.image_root.parent, data)
+    run = type(wsol)(data / "images", data / "metadata" / "test", SMALL)
+    out = tmp_path / "out"
+    first = invoke(*_small_args(run, ckpt, out))
+    assert first.exit_code == 0 and "note:" not in first.output, first.output
+
+    again = invoke(*_small_args(run, ckpt, out))
+    assert again.exit_code == 0, again.output
+    notes = [" ".join(ln.split()) for ln in " ".join(again.output.split("\n")).split("note:")[1:]]
+    assert len(notes) == 1 and "resumed 3 of 3 shards" in notes[0] and str(out / ".shards") in notes[0], again.output
+
+    image = sorted(run.image_root.rglob("*.jpg"))[0]
+    st = image.stat()
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    changed = invoke(*_small_args(run, ckpt, out))
+    assert changed.exit_code == 0, changed.output
+    notes = [" ".join(ln.split()) for ln in " ".join(changed.output.split("\n")).split("note:")[1:]]
+    assert len(notes) == 1 and "of another run" in notes[0] and "none is reused" in notes[0], changed.output
+    assert "3 shards" in notes[0] and str(out / ".shards") in notes[0]
+    fresh = tmp_path / "fresh"
+    assert invoke(*_small_args(run, ckpt, fresh, "--no-resume")).exit_code == 0
+    pd.testing.assert_frame_equal(_table(out), _table(fresh))

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..console import console, say
+from ..console import console, note, say
 from ..registry import DATASETS, DINO_KNN, DISCOVER_DATASETS, LOCALIZE_DATASETS, LOST, WSOL
 from .options import (
     ENGINE_OPTIONS,
@@ -29,6 +29,9 @@ def show(result: Any, out: Path | None) -> None:
 
     if dist_rank() != 0:
         return
+    resumed, total = result.extras.get("shards_resumed"), result.extras.get("shards_total")
+    if out is not None and resumed:
+        note(f"note: resumed {resumed} of {total} shards from {Path(out) / '.shards'} (finished by an earlier run of this command)")
     if console.is_terminal:
         console.print(console_table(result.table))
     else:  # a log or pipe: the provenance line whole below the table (a caption folds paths mid-word at 80 columns)

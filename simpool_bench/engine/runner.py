@@ -28,7 +28,7 @@ from ..workers import usable_workers
 from .batching import Batch, FailureCounter, ListBatchSampler, chunk_batches, collate_with_failures, to_host
 from .config import EngineConfig, autocast, resolve_device
 from .distributed import RankMonitor, check_same_work, collective, dist_rank, dist_world, fault_after_shard, first_line, next_monitor_tag
-from .shards import ShardStore, make_shards, my_shards, recompute_notice
+from .shards import ShardStore, make_shards, my_shards, recompute_notice, stale_notice
 
 if TYPE_CHECKING:
     from ..console import ProgressLike
@@ -218,6 +218,8 @@ class EvalRunner:
             self.resumed += 1
         if self.store is not None:
             recompute_notice(self.store, bad, len(self.mine))
+            if not self.resumed and not any(bad.values()) and self.store.others():
+                stale_notice(self.store, len(self.mine))
         self.batch_plan: list[tuple[int, list[int]]] = [(sid, b) for sid, rng in todo for b in self.batches_for(rng)]
         self.last_batch_of = {sid: i for i, (sid, _) in enumerate(self.batch_plan)}
         self.n_todo = sum(len(b) for _, b in self.batch_plan)

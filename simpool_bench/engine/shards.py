@@ -61,6 +61,10 @@ class ShardStore:
             return "foreign", None
         return "ok", payload
 
+    def others(self) -> int:
+        """How many finished shards other runs (other keys) left beside this run's folder."""
+        return sum(1 for d in self.dir.parent.iterdir() if d.is_dir() and d.name != self.key for _ in d.glob("shard_*.pt"))
+
     def load(self, shard_id: int) -> dict[str, Any] | None:
         return self.status(shard_id)[1]
 
@@ -77,3 +81,14 @@ def recompute_notice(store: ShardStore, bad: dict[str, int], total: int) -> None
     why = {"foreign": "written by another run (other data, model, settings or code)", "corrupt": "failing their checksum"}
     parts = [f"{n} {why[k]}" for k, n in bad.items() if n]
     note(f"note: recomputing {sum(bad.values())} of {total} stored shards in {store.dir}: {'; '.join(parts)}")
+
+
+def stale_notice(store: ShardStore, total: int) -> None:
+    """One line on stderr when the resume folder holds finished shards of other runs only: the same
+    command after a change (data, model, settings, code) computes everything again, and says so."""
+    from ..console import note
+
+    note(
+        f"note: the {store.others()} finished shards in {store.dir.parent} are of another run (other data, model, "
+        f"settings or code): none is reused, all {total} shards are computed"
+    )
