@@ -285,3 +285,21 @@ def test_hand_edited_baseline_with_spaces_is_bad_input_naming_the_cell(tmp_path)
         assert res.exit_code == 2 and res.output.startswith("error: ") and said in " ".join(res.output.split()), res.output
     (tmp_path / "number.csv").write_text(good.replace(",80.0", ", 80.0"))  # a number read with its space, as Python's float does
     assert R.check(run, tmp_path / "number.csv").passed
+
+
+@pytest.mark.parametrize("count", ["n_nonfinite", "n_failed"])
+def test_a_count_the_run_does_not_write_is_zero_not_missing(count, tmp_path):
+    """A run writes n_failed and n_nonfinite only when they are not zero: a baseline that counted 2
+    such images, against a run with none, is an improvement (exit 0), not a missing metric (exit 1)."""
+    from conftest import invoke_cli
+    from results_helpers import LOC
+
+    clean = {k: v for k, v in LOC.items() if k != "n_failed"}  # as a run without failed images writes it
+    R.write_run(_run({**clean, count: 2}, run_id="base"), tmp_path / "base")
+    R.write_run(_run(clean, run_id="run"), tmp_path / "run")
+    report = R.check(tmp_path / "run", tmp_path / "base")
+    (row,) = [r for r in report.rows if r.metric == count]
+    assert (row.status, row.value, row.baseline, row.delta) == ("improved", 0.0, 2.0, -2.0)
+    assert report.passed
+    res = invoke_cli("check", tmp_path / "run", "--baseline", tmp_path / "base", "--no-github")
+    assert res.exit_code == 0, res.output

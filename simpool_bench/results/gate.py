@@ -57,6 +57,9 @@ CHECK_PROVENANCE_FIELDS: tuple[str, ...] = (
 """Provenance a run must share with the baseline (where the baseline records it); the protocol
 and transform records are compared parameter by parameter (``results.protocols``)."""
 
+#: Counts a run writes only when they are not zero (``run_records.finish_run``): a run with rows of a
+#: dataset/split but none of these has counted 0 there.
+ZERO_WHEN_ABSENT: tuple[str, ...] = ("n_failed", "n_nonfinite")
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 _KNN_METRICS = frozenset(m.name for m in catalog.KNN_METRICS)  # keyed by k: a tolerance 'knn_top1@200' is valid
 _EPS = 1e-9
@@ -367,6 +370,8 @@ def check(
     for (d, s, m, iou, k), base in base_vals.items():
         t = tolerance_for(m, iou, tol, default_tolerance, k)
         value = run_vals.get((d, s, m, iou, k))
+        if value is None and m in ZERO_WHEN_ABSENT and (d, s) in run_sets:
+            value = 0.0
         if value is None:
             rows.append(CheckRow(d, s, m, iou, base, None, None, t, "missing", _absent(run_vals, d, s, m, iou, k), k))
         elif math.isnan(value):
