@@ -93,6 +93,27 @@ def test_unparsable_line_names_file_and_line(tmp_path, name, line, match):
         read_wsol_metadata(meta, root)
 
 
+@pytest.mark.parametrize("name, extra", [("class_labels.txt", ",7"), ("image_sizes.txt", ",3"), ("localization.txt", ",0")])
+def test_a_line_with_an_extra_field_is_refused_not_read_as_another_id(tmp_path, name, extra):
+    # wsolevaluation splits each line on every comma (its unpacking fails on a 6th field); read from
+    # the right, "id,x0,y0,x1,y1,0" was the box (y0, x1, y1, 0) of an unlisted id "id,x0", ignored,
+    # so an image with another line silently lost a box (or kept its other label or size)
+    meta, root, truth = _make_split(tmp_path)
+    lines = (meta / name).read_text().splitlines()
+    k = next(k for k, line in enumerate(lines) if line.startswith(truth[0][0] + ","))
+    _rewrite(meta / name, lambda ls: ls[: k + 1] + [ls[k] + extra] + ls[k + 1 :])
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_wsol_metadata(meta, root)
+    assert str(exc.value) == f"{meta / name}:{k + 2}: expected {_EXPECTED[name]}, got {lines[k] + extra!r}"
+
+
+_EXPECTED = {
+    "class_labels.txt": "'id,label' with an integer label",
+    "image_sizes.txt": "'id,width,height' with integers",
+    "localization.txt": "'id,x0,y0,x1,y1' with integers",
+}
+
+
 @pytest.mark.parametrize("name, what", [("class_labels.txt", "class label"), ("image_sizes.txt", "size"), ("localization.txt", "box")])
 def test_id_without_label_size_or_box(tmp_path, name, what):
     meta, root, truth = _make_split(tmp_path)

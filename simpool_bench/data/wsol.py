@@ -62,8 +62,11 @@ def _unique(path: Path, rows: Sequence[tuple[int, object, object]], what: str, l
 
 
 def _fields(path: Path, lineno: int, line: str, n: int, conv: Callable[[str], object], what: str, sep: str | None = ",") -> list:
-    """Split an id-first line into the id and ``n`` converted fields, or fail naming file and line."""
-    parts = line.rsplit(sep, n) if sep else line.split(None, n)
+    """Split an id-first line into the id and ``n`` converted fields, or fail naming file and line.
+
+    With ``sep`` every separator splits, as wsolevaluation's ``line.split(',')`` does: a line with
+    one field too many is refused, not read as another image id holding a comma."""
+    parts = line.split(sep) if sep else line.split(None, n)
     if len(parts) != n + 1 or not parts[0]:
         raise SimpoolBenchError(f"{path}:{lineno}: expected {what}, got {line!r}")
     try:
