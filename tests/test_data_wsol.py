@@ -329,6 +329,21 @@ def test_read_cub_native_box_outside_plain_numbers_and_line(tmp_path):
     )
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_read_cub_native_non_finite_box_value_names_file_and_line(tmp_path, value):
+    # float() reads "nan" and "inf"; int() of them was a ValueError/OverflowError traceback
+    root, rows = _make_cub(tmp_path)
+    n = next(r[0] for r in rows if r[3] == 0)
+    lines = (root / "bounding_boxes.txt").read_text().splitlines()
+    lines[n - 1] = f"{n} 1.0 2.0 {value} 4.0"
+    (root / "bounding_boxes.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_cub_native(root, "test")
+    assert str(exc.value) == (
+        f"{root / 'bounding_boxes.txt'}:{n}: expected '<image_id> <x> <y> <width> <height>' (finite numbers), got '{lines[n - 1]}'"
+    )
+
+
 def test_read_cub_native_missing_image_and_unlisted(tmp_path):
     root, rows = _make_cub(tmp_path)
     test = [r for r in rows if r[3] == 0]

@@ -213,7 +213,7 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
     labels: dict[int, int] = _id_table(labels_f, 1, int, "'<image_id> <class_id>'", "class")
     is_train: dict[int, int] = _id_table(split_f, 1, int, "'<image_id> <is_training_image>'", "is_training_image")
     box_line: dict[int, int] = {}
-    boxes: dict[int, tuple] = _id_table(boxes_f, 4, float, "'<image_id> <x> <y> <width> <height>'", "box", box_line)
+    boxes: dict[int, tuple] = _id_table(boxes_f, 4, _finite, "'<image_id> <x> <y> <width> <height>' (finite numbers)", "box", box_line)
 
     records: list[Record] = []
     nums: list[int] = []
@@ -252,6 +252,14 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
             "box (x, y, x + width, y + height) =",
         )
     return records
+
+
+def _finite(text: str) -> float:
+    """A ``bounding_boxes.txt`` value: a finite float ("nan" and "inf" do not convert to pixels)."""
+    value = float(text)
+    if not np.isfinite(value):
+        raise ValueError(text)
+    return value
 
 
 def _int(path: Path, lineno: int, text: str) -> int:
