@@ -344,6 +344,21 @@ def test_read_cub_native_non_finite_box_value_names_file_and_line(tmp_path, valu
     )
 
 
+@pytest.mark.parametrize("flag", ["2", "-1", "yes"])
+def test_read_cub_native_split_flag_other_than_0_or_1_is_refused(tmp_path, flag):
+    # an image marked 2 was in neither split: a test run silently had one image fewer
+    root, rows = _make_cub(tmp_path)
+    n = next(r[0] for r in rows if r[3] == 0)
+    lines = (root / "train_test_split.txt").read_text().splitlines()
+    lines[n - 1] = f"{n} {flag}"
+    (root / "train_test_split.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_cub_native(root, "test")
+    assert str(exc.value) == (
+        f"{root / 'train_test_split.txt'}:{n}: expected '<image_id> <is_training_image>' (0 or 1), got '{lines[n - 1]}'"
+    )
+
+
 def test_read_cub_native_missing_image_and_unlisted(tmp_path):
     root, rows = _make_cub(tmp_path)
     test = [r for r in rows if r[3] == 0]

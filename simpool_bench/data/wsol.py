@@ -211,7 +211,7 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
 
     paths: dict[int, str] = _id_table(images_f, 1, str, "'<image_id> <path>'", "path")
     labels: dict[int, int] = _id_table(labels_f, 1, int, "'<image_id> <class_id>'", "class")
-    is_train: dict[int, int] = _id_table(split_f, 1, int, "'<image_id> <is_training_image>'", "is_training_image")
+    is_train: dict[int, int] = _id_table(split_f, 1, _split_flag, "'<image_id> <is_training_image>' (0 or 1)", "is_training_image")
     box_line: dict[int, int] = {}
     boxes: dict[int, tuple] = _id_table(boxes_f, 4, _finite, "'<image_id> <x> <y> <width> <height>' (finite numbers)", "box", box_line)
 
@@ -252,6 +252,14 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
             "box (x, y, x + width, y + height) =",
         )
     return records
+
+
+def _split_flag(text: str) -> int:
+    """A ``train_test_split.txt`` flag: 0 or 1 (anything else would be in neither split)."""
+    flag = int(text)
+    if flag not in CUB_SPLITS.values():
+        raise ValueError(text)
+    return flag
 
 
 def _finite(text: str) -> float:
