@@ -311,3 +311,30 @@ def test_size_differing_from_the_image_file_is_the_files_with_one_warning(tmp_pa
         f"COCO annotation file {ann_file}: 2 of {len(listed)} image sizes differ from the image files "
         f"(first: {_name(listed[1])} listed {w}x{h}, file {w - 3}x{h}); the files' sizes are used, as LOST does"
     ]
+
+
+@pytest.mark.parametrize("bbox", [[10.0, 20.0, -5.0, 8.0], [10.0, 20.0, 6.0, -0.5], [10.0, 20.0, float("nan"), 8.0]])
+def test_annotation_with_a_negative_or_non_finite_size_is_named(tmp_path, bbox):
+    # an inverted box (x + w < x) was read as LOST reads it and scored its image a miss, silently
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    listed = {image_id_from_name(n) for n in list_file.read_text().split()}
+    ann = next(a for a in data["annotations"] if a["image_id"] in listed and not a["iscrowd"])
+    ann["bbox"] = bbox
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, ann_file, list_file)
+    assert str(exc.value) == (
+        f"{ann_file}: annotation id {ann['id']} (image {ann['image_id']}) has bbox {bbox!r}; "
+        "expected [x, y, width, height], four finite numbers, width and height >= 0"
+    )
+
+
+def test_annotation_of_zero_width_or_height_reads(tmp_path):
+    # COCO has boxes under a pixel wide: LOST's rounding makes them zero-width, and they stay
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    listed = {image_id_from_name(n) for n in list_file.read_text().split()}
+    ann = next(a for a in data["annotations"] if a["image_id"] in listed and not a["iscrowd"])
+    ann["bbox"] = [10.0, 20.0, 0.0, 0.4]
+    ann_file.write_text(json.dumps(data))
+    rec = next(r for r in read_coco20k(image_dir, ann_file, list_file) if r.image_id == _name(ann["image_id"]))
+    assert [10.0, 20.0, 10.0, 20.0] in rec.boxes.tolist()

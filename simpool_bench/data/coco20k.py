@@ -34,12 +34,15 @@ def coco_box_to_lost(bbox: list[float]) -> tuple[int, int, int, int]:
 
 
 def _valid_bbox(ann: object) -> bool:
-    """A COCO annotation whose ``bbox`` is four finite numbers (``[x, y, w, h]``)."""
+    """A COCO annotation whose ``bbox`` is four finite numbers (``[x, y, w, h]``), ``w, h >= 0``
+    (a negative size is an inverted box, never a real one)."""
     bbox = ann.get("bbox") if isinstance(ann, dict) else None
     return (
         isinstance(bbox, (list, tuple))
         and len(bbox) == 4
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
+        and bbox[2] >= 0
+        and bbox[3] >= 0
     )
 
 
@@ -138,7 +141,7 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
             ``image_info`` file), or that holds none of the listed images, or list entries not in it
             (the first one and the count), or whose ``file_name`` differs or leads out of
             ``image_dir``, or whose ``width``/``height`` is not a positive integer (the image id
-            named); an annotation whose ``bbox`` is not four finite numbers (its id named);
+            named); an annotation whose ``bbox`` is not four finite numbers with width and height >= 0 (its id named);
             missing images.
     """
     image_dir, annotation_file, list_file = Path(image_dir), Path(annotation_file), Path(list_file)
@@ -177,7 +180,7 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
         if bad is not None:
             raise SimpoolBenchError(
                 f"{annotation_file}: annotation id {bad.get('id')!r} (image {image_id}) has bbox {bad.get('bbox')!r}; "
-                "expected [x, y, width, height], four finite numbers"
+                "expected [x, y, width, height], four finite numbers, width and height >= 0"
             )
         boxes = [coco_box_to_lost(a["bbox"]) for a in anns]
         records.append(
