@@ -78,7 +78,7 @@ def run_classify(
     check_before_data(engine, _with_interpolation(spec))
     records, classes = read_classification_data(d.data, d.split, d.labels, d.metadata, d.subset, default_split=spec.default_split)
     split = classification_split(d.data, d.split, d.labels, d.metadata, spec.default_split) or spec.default_split  # the folder read
-    bank = _knn_bank_records(spec)  # read before the model loads: a wrong bank folder fails at once
+    bank = _knn_bank_records(spec, classes)  # read before the model loads: a wrong bank folder fails at once
     net, ckpt = load_model(_with_interpolation(spec))
     cfg = classification_config(net.data_config, spec.resize, spec.crop, spec.interpolation)
     transform = eval_transform(cfg)
@@ -116,16 +116,18 @@ def _with_interpolation(spec: ClassifySpec) -> ModelOptions:
     return replace(model, interpolation=chosen)
 
 
-def _knn_bank_records(spec: ClassifySpec) -> list[Record] | None:
+def _knn_bank_records(spec: ClassifySpec, classes: list[str] | None = None) -> list[Record] | None:
     """The k-NN memory bank's records: ``knn_train`` (ImageFolder), with ``knn_subset`` N the first
-    N images of every class in sorted file order (as ``--subset``)."""
+    N images of every class in sorted file order (as ``--subset``). Its class folders must be
+    ``classes`` (the evaluated data's names, where it has names: not wsolevaluation metadata, not
+    integer labels): k-NN compares labels by index, and another class list pairs other classes."""
     if spec.knn_train is None:
         if spec.knn_subset is not None:
             raise SimpoolBenchError("--knn-subset picks part of the k-NN memory bank: give --knn-train DIR too")
         return None
     refuse_split_folders_as_classes(Path(spec.knn_train), "--knn-train")
     try:
-        return read_classification_data(spec.knn_train, subset=spec.knn_subset).records
+        bank = read_classification_data(spec.knn_train, subset=spec.knn_subset)
     except SimpoolBenchError as err:
         said = str(err)
         if said.startswith("--data "):  # the reader speaks of --data; here the folder came by --knn-train
@@ -133,6 +135,17 @@ def _knn_bank_records(spec: ClassifySpec) -> list[Record] | None:
         if spec.knn_subset is None or not said.startswith("subset per class"):
             raise
         raise SimpoolBenchError(f"--knn-subset {spec.knn_subset}: {err} (bank {spec.knn_train})") from None
+    named = classes is not None and not (spec.data.labels is not None and classes == [str(i) for i in range(len(classes))])
+    if named and bank.classes != classes:
+        theirs, ours = bank.classes or [], classes or []
+        i = next(i for i in range(max(len(theirs), len(ours))) if i >= len(theirs) or i >= len(ours) or theirs[i] != ours[i])
+        shown = [repr(names[i]) if i < len(names) else "absent" for names in (theirs, ours)]
+        raise SimpoolBenchError(
+            f"--knn-train {spec.knn_train}: its class folders are not those of --data {spec.data.data} ({len(theirs)} vs "
+            f"{len(ours)} classes; first difference: label {i} is {shown[0]} in the bank, {shown[1]} in --data); "
+            "k-NN compares labels by class index, so both need the same classes"
+        )
+    return bank.records
 
 
 def _check_localize(spec: LocalizeSpec) -> None:

@@ -281,3 +281,42 @@ def test_a_k_less_knn_baseline_row_is_missing_and_says_why(tmp_path):
     # a metric the run lacks at every k keeps the plain reason
     other = R.check(_knn_table({}), tmp_path / "old.csv").by_status("missing")
     assert [r.note for r in other] == ["absent from the run"]
+
+
+@pytest.mark.parametrize(
+    "change, first",
+    [
+        (lambda bank: (bank / "cat").rename(bank / "cow"), "label 2 is 'cow' in the bank, 'cat' in --data"),
+        (lambda bank: shutil.copytree(bank / "bee", bank / "ape"), "label 1 is 'ape' in the bank, 'bee' in --data"),
+        (lambda bank: shutil.rmtree(bank / "bee"), "label 1 is 'cat' in the bank, 'bee' in --data"),
+    ],
+)
+def test_a_bank_whose_class_folders_are_not_the_datas_is_refused(tiny_knn, tmp_path, change, first):
+    """k-NN votes by label index, the index of a class folder in sorted order: a bank with a folder
+    renamed, added or missing matched other classes by position and gave a number, silently."""
+    bank = tmp_path / "bank"
+    shutil.copytree(tiny_knn["train"], bank)
+    change(bank)
+    res = invoke_cli(
+        "classify",
+        "--data",
+        tiny_knn["test"],
+        "--knn-train",
+        bank,
+        "--checkpoint",
+        tiny_knn["ckpt"],
+        "--knn-k",
+        "2",
+        "--device",
+        "cpu",
+        "-j",
+        "0",
+    )
+    assert res.exit_code == 2, res.output
+    ours = ["ant", "bee", "cat"]
+    theirs = sorted(p.name for p in bank.iterdir())
+    assert res.output.strip().splitlines() == [
+        f"error: --knn-train {bank}: its class folders are not those of --data {tiny_knn['test']} ({len(theirs)} vs 3 classes; "
+        f"first difference: {first}); k-NN compares labels by class index, so both need the same classes"
+    ]
+    assert ours != theirs
