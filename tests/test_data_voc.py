@@ -284,3 +284,35 @@ def test_size_differing_from_the_image_file_is_the_files_with_one_warning(tmp_pa
         f"VOC annotations {root / 'Annotations'}: 2 of {len(ids)} image sizes differ from the image files "
         f"(first: {ids[2]} listed {w + 30}x{h}, file {w}x{h}); the files' sizes are used, as LOST does"
     ]
+
+
+def test_size_written_as_an_integral_float_reads_as_that_integer(tmp_path):
+    """LOST never reads <size>: "50.0" (as some converters write it) is 50, as "24.0" is for a box
+    coordinate; it was refused as 'not integers'."""
+    import warnings
+
+    root = _make_voc(tmp_path, n=3)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    _write_50x40(root, ids[1], [_object_xml("dog", (1, 1, 50, 40), 0, 0, False)])
+    xml = root / "Annotations" / f"{ids[1]}.xml"
+    xml.write_text(
+        xml.read_text().replace("<width>50</width>", "<width>50.0</width>").replace("<height>40</height>", "<height>40.</height>")
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the size is the file's: no size warning
+        records = read_voc(root)
+    assert (records[1].width, records[1].height) == (50, 40)
+    np.testing.assert_array_equal(records[1].boxes, [[0, 0, 50, 40]])
+
+
+@pytest.mark.parametrize("tag, value", [("width", "50.5"), ("height", "forty"), ("height", "nan")])
+def test_size_not_a_whole_number_names_the_tag_and_value(tmp_path, tag, value):
+    root = _make_voc(tmp_path, n=3)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    _write_50x40(root, ids[1], [_object_xml("dog", (1, 1, 5, 5), 0, 0, False)])
+    xml = root / "Annotations" / f"{ids[1]}.xml"
+    old = {"width": "<width>50</width>", "height": "<height>40</height>"}[tag]
+    xml.write_text(xml.read_text().replace(old, f"<{tag}>{value}</{tag}>"))
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_voc(root)
+    assert str(exc.value) == f"malformed VOC annotation {xml}: <size>/<{tag}> is {value!r}; expected a whole number of pixels"

@@ -51,6 +51,22 @@ def _coord(text: str | None, tag: str, xml: Path, integer_coords: bool = False) 
     return value
 
 
+def _size(text: str | None, tag: str, xml: Path) -> int:
+    """A ``<size>`` value in pixels (0 when absent): an integer, or one written as a float ("500.0")."""
+    if not text:
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+    if not value.is_integer():
+        raise SimpoolBenchError(f"malformed VOC annotation {xml}: <size>/<{tag}> is {clip(text)!r}; expected a whole number of pixels")
+    return int(value)
+
+
 def parse_voc_annotation(xml: str | Path, no_hard: bool = False, integer_coords: bool = False) -> tuple[int, int, np.ndarray]:
     """(width, height, boxes) of one VOC annotation file; boxes (K, 4) in LOST's convention.
 
@@ -65,11 +81,7 @@ def parse_voc_annotation(xml: str | Path, no_hard: bool = False, integer_coords:
     if root.tag != "annotation":
         raise SimpoolBenchError(f"malformed VOC annotation {xml}: root element is <{root.tag}>, expected <annotation>")
     size = root.find("size")
-    try:
-        width = int(_text(size.find("width")) or 0) if size is not None else 0
-        height = int(_text(size.find("height")) or 0) if size is not None else 0
-    except ValueError:
-        raise SimpoolBenchError(f"malformed VOC annotation {xml}: <size> width/height are not integers") from None
+    width, height = (_size(_text(size.find(t)) if size is not None else None, t, xml) for t in ("width", "height"))
     boxes = []
     for obj in root.findall("object"):
         if no_hard and any(_text(obj.find(flag)) == "1" for flag in VOC_HARD_FLAGS):
