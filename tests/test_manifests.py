@@ -143,6 +143,22 @@ def test_verify_voc07_counts_and_missing(tmp_path):
     assert any(p.startswith("split test: 2 images listed, expected 4952") for p in report.problems)
 
 
+def test_verify_reads_a_list_as_the_reader_does(tmp_path):
+    """A byte-order mark and CRLF line ends are read as `discover` reads them (the first id was
+    reported missing with the mark in its name); a list that is not UTF-8 is a problem of the
+    report (it was a UnicodeDecodeError traceback)."""
+    root = tmp_path / "VOC2007"
+    ids = _voc_tree(root, 5011)
+    trainval = root / "ImageSets/Main/trainval.txt"
+    trainval.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(ids).encode() + b"\r\n")
+    report = verify_dataset("voc07", root)
+    assert report.ok, report.summary()
+    assert "split trainval: all 10022 listed files present" in report.checked
+    trainval.write_bytes(b"\n".join(i.encode() for i in ids[:-1]) + b"\n\xe9t\xe9\n")
+    report = verify_dataset("voc07", root)
+    assert report.problems == [f"split trainval: {trainval}: not UTF-8 text (byte {7 * 5010}: b'\\xe9t\\xe9\\n')"]
+
+
 def test_verify_missing_layout_named(tmp_path):
     root = tmp_path / "VOC2012"
     root.mkdir()

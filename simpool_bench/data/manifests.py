@@ -31,7 +31,7 @@ from typing import Any
 
 from ..errors import SimpoolBenchError
 from ..files import sha256_file
-from .inputs import UnpublishedDataWarning
+from .inputs import UnpublishedDataWarning, read_lines
 
 
 def _default_manifest_dir() -> Path:
@@ -264,7 +264,11 @@ def _verify_split(split: str, spec: dict[str, Any], resolve, report: VerifyRepor
             else:
                 report.problems.append(f"split {split}: missing list file {list_file}")
             return
-        ids = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+        try:
+            ids = [line.strip() for line in read_lines(list_file) if line.strip()]  # as the readers read it
+        except SimpoolBenchError as err:
+            report.problems.append(f"split {split}: {err}")
+            return
         paths = [resolve(t.replace("{id}", i)) for t in spec.get("files", []) for i in ids]
     _count(report, split, len(ids), expected, "images listed")
     missing = [p for p in paths if not p.is_file()]
