@@ -240,6 +240,20 @@ def test_read_flat_folder_errors(tmp_path, content, match):
         read_flat_folder(root, lf)
 
 
+@pytest.mark.parametrize("label", ["\u00b2", "\u2460", "\u00bd"])
+def test_read_flat_folder_digit_like_label_is_a_class_name(tmp_path, label):
+    # str.isdigit() is true for "²" and "①", which int() does not read: a ValueError traceback
+    root = _flat(tmp_path, ["a.jpg", "b.jpg"])
+    lf = tmp_path / "labels.txt"
+    lf.write_text(f"a.jpg 1\nb.jpg {label}\n")
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_flat_folder(root, lf)
+    assert str(exc.value) == f"{lf}:2: label {label!r} mixes with line 1's '1': labels must be all integers or all class names"
+    lf.write_text(f"a.jpg x\nb.jpg {label}\n")
+    records, classes = read_flat_folder(root, lf)
+    assert classes == sorted(["x", label]) and [r.label for r in records] == [classes.index("x"), classes.index(label)]
+
+
 def test_read_flat_folder_missing_files(tmp_path):
     root = _flat(tmp_path, ["a.jpg"])
     with pytest.raises(SimpoolBenchError, match="missing_labels.txt"):

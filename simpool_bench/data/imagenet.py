@@ -124,7 +124,7 @@ def read_flat_folder(root: str | Path, label_file: str | Path, check_images: boo
     if not entries:
         raise SimpoolBenchError(f"label file {label_file}: no entries")
 
-    numeric = [lab.isdigit() for _, lab, _ in entries]
+    numeric = [lab.isdecimal() for _, lab, _ in entries]  # what int() reads (isdigit() also takes "²")
     if all(numeric):
         ids = [int(lab) for _, lab, _ in entries]
         classes = [str(c) for c in range(max(ids) + 1)]
