@@ -310,6 +310,30 @@ def test_localize_cli_scores_stored_maps(world, f32_store, tmp_path):
     assert res.exit_code == 2 and "--maps needs no model" in said(res)
 
 
+def test_stored_maps_score_under_a_data_label(world, f32_store, tmp_path):
+    """--data-label names the table's dataset; the maps stay those of --dataset (extract records
+    the dataset, it has no label): both were refused as 'maps of dataset 'cub', but --dataset is
+    'mine'', naming a --dataset the user never gave."""
+    plain, labelled = tmp_path / "plain", tmp_path / "labelled"
+    common = ("localize", "--dataset", "cub", "--data", world["images"], "--metadata", world["meta"], "--maps", f32_store.root)
+    assert invoke(*common, "--out", plain).exit_code == 0
+    res = invoke(*common, "--data-label", "mine", "--out", labelled)
+    assert res.exit_code == 0, res.output
+    a, b = pd.read_csv(plain / "results.csv"), pd.read_csv(labelled / "results.csv")
+    assert set(b["dataset"]) == {"mine"} and b["value"].tolist() == a["value"].tolist()
+    res = invoke(*common[:2], "imagenet", *common[3:], "--data-label", "mine")
+    assert res.exit_code == 2 and said(res) == f"error: --maps {f32_store.root}: maps of dataset 'cub', but --dataset is 'imagenet'"
+    voc_maps, plain, labelled = tmp_path / "voc_maps", tmp_path / "voc_plain", tmp_path / "voc_labelled"
+    extract = ("extract", "--dataset", "voc07", "--data", world["voc"], "--checkpoint", world["ckpt"], "--out", voc_maps, "--device", "cpu")
+    assert invoke(*extract).exit_code == 0
+    common = ("discover", "--dataset", "voc07", "--data", world["voc"], "--maps", voc_maps)
+    assert invoke(*common, "--out", plain).exit_code == 0
+    res = invoke(*common, "--data-label", "mine", "--out", labelled)
+    assert res.exit_code == 0, res.output
+    a, b = pd.read_csv(plain / "results.csv"), pd.read_csv(labelled / "results.csv")
+    assert set(b["dataset"]) == {"mine"} and b["value"].tolist() == a["value"].tolist()
+
+
 def test_extract_help_documents_its_outputs():
     res = invoke("extract", "--help")
     assert res.exit_code == 0

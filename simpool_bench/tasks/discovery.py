@@ -306,11 +306,13 @@ def discover_stored(
     lost_compat: bool = False,
     on_boxes: OnBoxes | None = None,
     allow_nonfinite: bool = False,
+    store_dataset: str | None = None,
 ) -> Outcome:
     """``discover --method attn`` from a map store (protocol 'discover') instead of a model; maps of
-    one padded size are boxed together, as the direct run's size-bucketed batches."""
+    one padded size are boxed together, as the direct run's size-bucketed batches. ``store_dataset``:
+    the dataset the maps were extracted from, when the rows name another (``--data-label``)."""
     task = DiscoveryTask(records, dataset, split, "attn", mass, lost_compat, on_boxes=on_boxes)
-    store.check_records(records, protocol="discover", dataset=dataset)
+    store.check_records(records, protocol="discover", dataset=store_dataset or dataset)
     stride = int(store.manifest["stride"])
     accs = task.accumulators()
     n_failed = 0

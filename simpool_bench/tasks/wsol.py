@@ -302,14 +302,16 @@ def localize_stored(
     v1: bool = False,
     cam_target: str | None = None,
     allow_nonfinite: bool = False,
+    store_dataset: str | None = None,
 ) -> Outcome:
     """``localize`` from a map store (``map_store.MapStore`` of protocol 'localize') instead of a model.
 
     The same accumulators see the same maps as the direct run, so float32 stores give its table
     exactly; float16 stores give the table of the float16-rounded maps (see ``map_store``). A given
-    ``cam_target`` must be the one CAMs were extracted with."""
+    ``cam_target`` must be the one CAMs were extracted with. ``store_dataset``: the dataset the
+    maps were extracted from, when the rows name another (``--data-label``; default ``dataset``)."""
     task = WsolTask(records, dataset, split, interval, v1)
-    store.check_records(records, protocol="localize", dataset=dataset)
+    store.check_records(records, protocol="localize", dataset=store_dataset or dataset)
     stored_target = store.manifest.get("cam_target")
     if cam_target is not None and (store.manifest.get("provenance") or {}).get("attn_source") == "cam" and cam_target != stored_target:
         raise SimpoolBenchError(f"--maps {store.root}: CAMs extracted with --cam-target {stored_target}, not {cam_target}")
