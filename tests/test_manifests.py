@@ -233,6 +233,29 @@ def test_verify_image_folder_layout(tmp_path):
     ]
 
 
+def test_verify_image_folder_counts_each_image_once_as_the_reader(tmp_path):
+    """A folder symlink that loops, or leads to a folder already counted, is not followed (as
+    `classify` reads the tree); verify followed it and counted 451 images of a 6-image copy."""
+    from simpool_bench.data.imagenet import read_image_folder
+
+    mdir = tmp_path / "manifests"
+    split = {"images": 6, "classes": 3, "layout": "image_folder", "folder": "."}
+    _write_manifest(mdir, {"name": "tiny", "required": [], "sha256": {}, "splits": {"val": split}})
+    root = tmp_path / "val"
+    for c in ("n1", "n2", "n3"):
+        for j in range(2):
+            p = root / c / f"{j}.JPEG"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.touch()
+    (root / "n1" / "loop").symlink_to("..")
+    (root / "n2" / "again").symlink_to(root / "n3")
+    with pytest.warns(UserWarning, match="2 folder symlink"):
+        assert len(read_image_folder(root)[0]) == 6
+    report = verify_dataset("tiny", root, directory=mdir)
+    assert report.ok, report.summary()
+    assert f"split val: 6 images in {root / '.'}" in report.checked
+
+
 def test_verify_cub_native_layout(tmp_path):
     mdir = tmp_path / "manifests"
     manifest = load_manifest("cub_native")

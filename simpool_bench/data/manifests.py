@@ -31,7 +31,7 @@ from typing import Any
 
 from ..errors import SimpoolBenchError
 from ..files import sha256_file
-from .inputs import UnpublishedDataWarning, read_lines
+from .inputs import UnpublishedDataWarning, read_lines, walk_files
 
 
 def _default_manifest_dir() -> Path:
@@ -245,7 +245,8 @@ def _verify_split(split: str, spec: dict[str, Any], resolve, report: VerifyRepor
             report.problems.append(f"split {split}: missing folder {folder}")
             return
         classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-        n_img = sum(1 for c in classes for _, _, fs in os.walk(folder / c, followlinks=True) for f in fs if f.lower().endswith(_IMG_EXT))
+        seen = {os.path.realpath(folder / c) for c in classes}  # each folder counted once, as read_image_folder reads it
+        n_img = sum(len(walk_files(folder / c, lambda f: f.lower().endswith(_IMG_EXT), seen)[0]) for c in classes)
         if "classes" in spec and len(classes) != spec["classes"]:
             report.problems.append(f"split {split}: {len(classes)} class folders in {folder}, expected {spec['classes']}")
         _count(report, split, n_img, expected, f"images in {folder}")
