@@ -120,6 +120,38 @@ def test_killed_run_resumes_to_the_uninterrupted_table(setup, reference):
         assert p.stat().st_mtime_ns == mtime and p.read_bytes() == data
 
 
+def test_sigterm_keeps_the_shards_and_says_how_to_resume(setup, reference):
+    """A scheduler's time limit (SIGTERM) unwinds as Ctrl-C: exit 143, the resume hint, the finished
+    shards kept (none half-written), and the same command then ends with the uninterrupted table."""
+    root, images, meta, ckpt = setup
+    out = root / "terminated"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CLI, *_args(images, meta, ckpt, out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(list((out / ".shards").glob("*/shard_*.sha256"))) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the child wrote no shard in time"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "terminated (SIGTERM): finished shards are kept; run the same command again to resume" in stderr
+    assert "Traceback" not in stderr
+    done = _shard_files(out)
+    assert 2 <= len(done) < N_IMAGES // SHARD and not list(out.rglob("*.tmp"))
+    stamps = {p: p.stat().st_mtime_ns for p in done}
+
+    res = invoke(*_args(images, meta, ckpt, out))
+    assert res.exit_code == 0, res.output
+    pd.testing.assert_frame_equal(_table(out), reference)
+    assert all(p.stat().st_mtime_ns == mtime for p, mtime in stamps.items())  # reused, not recomputed
+
+
 def test_corrupt_or_unchecked_shards_are_recomputed(setup, reference):
     root, images, meta, ckpt = setup
     out = root / "uninterrupted"

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
@@ -136,15 +139,45 @@ suite_app = typer.Typer(cls=_FlagGroup, help="Run an evaluation plan (checkpoint
 app.add_typer(suite_app, name="suite")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM in the command's process (a scheduler's time limit or pre-emption, ``kill``, torchrun
+    stopping a rank): unwinds as Ctrl-C does, so that finished shards are kept and workers stop."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While the command runs, SIGTERM raises ``Terminated`` in this process; a forked decoding
+    worker that inherits the handler dies of the signal as by default."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers: main thread only
+        yield
+        return
+    pid = os.getpid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn user errors into one line and exit code 2; Ctrl-C into a resume hint and 130."""
+    """Turn user errors into one line and exit code 2; Ctrl-C into a resume hint and 130, SIGTERM
+    into the same hint and 143."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         before = warnings.formatwarning
         warnings.formatwarning = _one_line_warning
         try:
-            return fn(*args, **kwargs)
+            with _sigterm_unwinds():
+                return fn(*args, **kwargs)
         except SimpoolBenchError as err:
             err_console.print(f"[bold red]error:[/] {escape(one_line(err))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
@@ -157,8 +190,11 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             where = f"{err.filename}: " if err.filename else ""
             err_console.print(f"[bold red]error:[/] {escape(where + (err.strerror or str(err)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Terminated:
+            err_console.print("terminated (SIGTERM): finished shards are kept; run the same command again to resume", soft_wrap=True)
+            raise typer.Exit(128 + signal.SIGTERM) from None
         except KeyboardInterrupt:
-            err_console.print("interrupted: finished shards are kept; run the same command again to resume")
+            err_console.print("interrupted: finished shards are kept; run the same command again to resume", soft_wrap=True)
             raise typer.Exit(130) from None
         finally:
             warnings.formatwarning = before
