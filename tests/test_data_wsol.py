@@ -72,7 +72,24 @@ def _rewrite(path: Path, fn) -> None:
 def test_missing_metadata_file_is_named(tmp_path, name):
     meta, root, _ = _make_split(tmp_path)
     (meta / name).unlink()
-    with pytest.raises(SimpoolBenchError, match=f"missing metadata file .*{name}"):
+    with pytest.raises(SimpoolBenchError, match=f"metadata file .*{name} not found$"):
+        read_wsol_metadata(meta, root)
+
+
+def test_a_folder_in_place_of_a_file_is_named_as_a_folder(tmp_path):
+    """A folder where the metadata names a file is not reported as missing: the path exists."""
+    meta, root, _ = _make_split(tmp_path)
+    sizes = (meta / "image_sizes.txt").read_bytes()
+    (meta / "image_sizes.txt").unlink()
+    (meta / "image_sizes.txt").mkdir()
+    with pytest.raises(SimpoolBenchError, match=r"metadata file .*image_sizes\.txt is a folder, not a file$"):
+        read_wsol_metadata(meta, root)
+    (meta / "image_sizes.txt").rmdir()
+    (meta / "image_sizes.txt").write_bytes(sizes)
+    image = next(p for p in sorted(root.rglob("*")) if p.is_file())
+    image.unlink()
+    image.mkdir()
+    with pytest.raises(SimpoolBenchError, match=f"image {image} is a folder, not a file \\(1 of"):
         read_wsol_metadata(meta, root)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import SimpoolBenchError
 from .images import sizes_from_files
-from .inputs import clip, join_inside, read_lines
+from .inputs import clip, join_inside, not_found, read_lines
 from .records import Record
 
 COCO20K_IMAGES = 19817
@@ -198,7 +198,7 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
         if missing:
             hint = f"; {image_dir} should be the train2014 folder itself" if (image_dir / "train2014").is_dir() else ""
             raise SimpoolBenchError(
-                f"COCO20k: image {missing[0].path} not found ({len(missing)} of {len(records)} listed images missing){hint}"
+                f"COCO20k: image {missing[0].path} {not_found(missing[0].path)} ({len(missing)} of {len(records)} listed images missing){hint}"
             )
         sizes_from_files(records, f"COCO annotation file {annotation_file}", "LOST")
     return records

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SimpoolBenchError
-from .inputs import join_inside, read_lines, walk_files, warn_data
+from .inputs import join_inside, not_found, read_lines, walk_files, warn_data
 from .records import Record
 
 # torchvision.datasets.folder.IMG_EXTENSIONS (lower case, compared case-insensitively).
@@ -95,7 +95,7 @@ def read_flat_folder(root: str | Path, label_file: str | Path, check_images: boo
     if not root.is_dir():
         raise SimpoolBenchError(f"image folder {root}: no such directory")
     if not label_file.is_file():
-        raise SimpoolBenchError(f"label file {label_file}: no such file")
+        raise SimpoolBenchError(f"label file {label_file} {not_found(label_file)}")
     entries: list[tuple[str, str, int]] = []
     seen: dict[str, int] = {}
     kaggle = False
@@ -147,7 +147,9 @@ def read_flat_folder(root: str | Path, label_file: str | Path, check_images: boo
 def _check_exist(records: Sequence[Record], what: str) -> None:
     missing = [r for r in records if not r.path.is_file()]
     if missing:
-        raise SimpoolBenchError(f"{what}: image {missing[0].path} not found ({len(missing)} of {len(records)} listed images missing)")
+        raise SimpoolBenchError(
+            f"{what}: image {missing[0].path} {not_found(missing[0].path)} ({len(missing)} of {len(records)} listed images missing)"
+        )
 
 
 def subset_per_class(records: Sequence[Record], n: int, seed: int | None = None) -> list[Record]:

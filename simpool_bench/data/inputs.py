@@ -37,6 +37,12 @@ def clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def not_found(path: Path) -> str:
+    """Why a file the data names cannot be read, for an error line: "not found", or "is a folder, not
+    a file" where a folder stands in its place."""
+    return "is a folder, not a file" if path.is_dir() else "not found"
+
+
 def read_text(path: str | Path) -> str:
     """The text of a list/metadata file: UTF-8, a leading byte-order mark dropped (``utf-8-sig``).
 

@@ -22,7 +22,7 @@ from defusedxml import DefusedXmlException
 
 from ..errors import SimpoolBenchError
 from .images import sizes_from_files
-from .inputs import clip, join_inside, read_lines
+from .inputs import clip, join_inside, not_found, read_lines
 from .records import Record
 
 VOC_SPLITS_DIR = Path("ImageSets") / "Main"
@@ -132,7 +132,7 @@ def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False, i
                 f"VOC folder {root}: missing {d} (expected VOCdevkit/VOC20XX with Annotations, ImageSets, JPEGImages){hint}"
             )
     if not split_file.is_file():
-        raise SimpoolBenchError(f"VOC folder {root}: missing split file {split_file}")
+        raise SimpoolBenchError(f"VOC folder {root}: split file {split_file} {not_found(split_file)}")
 
     ids: list[str] = []
     seen: dict[str, int] = {}
@@ -154,7 +154,7 @@ def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False, i
         missing = [i for i in ids if not (folder / f"{i}{suffix}").is_file()]
         if missing:
             raise SimpoolBenchError(
-                f"{split_file}: {what} {folder / (missing[0] + suffix)} not found ({len(missing)} of {len(ids)} listed {what}s missing)"
+                f"{split_file}: {what} {folder / (missing[0] + suffix)} {not_found(folder / (missing[0] + suffix))} ({len(missing)} of {len(ids)} listed {what}s missing)"
             )
 
     records = []

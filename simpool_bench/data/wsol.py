@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import SimpoolBenchError
 from .images import header_size, warn_size_differences
-from .inputs import join_inside, read_lines, warn_data
+from .inputs import join_inside, not_found, read_lines, warn_data
 from .records import Record
 
 WSOL_METADATA_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
@@ -33,7 +33,7 @@ CUB_SPLITS = {"train": 1, "test": 0}  # value of is_training_image in train_test
 def _lines(path: Path) -> list[tuple[int, str]]:
     """(line number, line) of the non-blank lines of ``path``."""
     if not path.is_file():
-        raise SimpoolBenchError(f"missing metadata file {path}")
+        raise SimpoolBenchError(f"metadata file {path} {not_found(path)}")
     return [(n, line) for n, line in enumerate(read_lines(path), start=1) if line.strip()]
 
 
@@ -98,7 +98,9 @@ def _check_images(records: list[Record], where: str, root: Path | None = None) -
         hint = ""
         if root is not None and len(missing) == len(records) and (root / "images" / records[0].image_id).is_file():
             hint = f"; did you mean --data {root / 'images'}?"
-        raise SimpoolBenchError(f"{where}: image {missing[0].path} not found ({len(missing)} of {len(records)} images missing){hint}")
+        raise SimpoolBenchError(
+            f"{where}: image {missing[0].path} {not_found(missing[0].path)} ({len(missing)} of {len(records)} images missing){hint}"
+        )
 
 
 def read_wsol_metadata(metadata_dir: str | Path, image_root: str | Path, check_images: bool = True) -> list[Record]:
