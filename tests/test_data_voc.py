@@ -224,6 +224,11 @@ def test_read_voc_missing_images_and_annotations(tmp_path):
             "<annotation><object><bndbox><xmin>a</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></object></annotation>",
             "not a number",
         ),
+        (  # an empty tag is there: it is not a number, not "no <bndbox>/<xmin>"
+            "<annotation><object><bndbox><xmin></xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></object></annotation>",
+            "<xmin> is '', not a number",
+        ),
+        ("<annotation><object><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax></bndbox></object></annotation>", "no <bndbox>/<ymax>"),
         ("<notvoc/>", "root element"),
         ('<!DOCTYPE a [<!ENTITY e "x">]><annotation>&e;</annotation>', "malformed"),  # entities refused (defusedxml)
     ],

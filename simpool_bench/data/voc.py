@@ -88,7 +88,8 @@ def parse_voc_annotation(xml: str | Path, no_hard: bool = False, integer_coords:
             continue
         bb = obj.find("bndbox")
         xmin, ymin, xmax, ymax = (
-            _coord(_text(bb.find(t)) if bb is not None else None, t, xml, integer_coords) for t in ("xmin", "ymin", "xmax", "ymax")
+            _coord(None if bb is None or bb.find(t) is None else (_text(bb.find(t)) or ""), t, xml, integer_coords)
+            for t in ("xmin", "ymin", "xmax", "ymax")
         )
         box = (xmin - 1, ymin - 1, xmax, ymax)
         inverted = box[0] > box[2] or box[1] > box[3]
