@@ -230,6 +230,8 @@ def test_read_flat_folder_kaggle_loc_csv(tmp_path):
         ("a.jpg 1\na.jpg 2\n", r"labels\.txt:2.*a\.jpg"),  # duplicate
         ("a.jpg 1\nzz.jpg 2\n", r"zz\.jpg.*1 of 2"),  # image missing on disk
         ("\n# only a comment\n", "no entries"),
+        ("a.jpg 1\nb.jpg -1\n", r"labels\.txt:2: label '-1'; expected a class index >= 0 or a class name$"),
+        ("a.jpg -2\nb.jpg -1\n", r"labels\.txt:1: label '-2'; expected a class index >= 0"),  # not two class names
     ],
 )
 def test_read_flat_folder_errors(tmp_path, content, match):

@@ -85,7 +85,7 @@ def read_flat_folder(root: str | Path, label_file: str | Path, check_images: boo
     Kaggle's ``LOC_val_solution.csv`` (header ``ImageId,PredictionString``) is read as
     ``<ImageId>.JPEG`` labelled with the first WordNet id of its prediction string.
     Labels are either all non-negative integers (used as they are; class names are then
-    ``"0".."max"``) or all class names (e.g. WordNet ids; mapped to their index in sorted order,
+    ``"0".."max"``; a negative one is an error) or all class names (e.g. WordNet ids; mapped to their index in sorted order,
     which gives ImageFolder's indices for ImageNet synsets). Mixing the two is an error.
 
     Returns:
@@ -124,6 +124,9 @@ def read_flat_folder(root: str | Path, label_file: str | Path, check_images: boo
     if not entries:
         raise SimpoolBenchError(f"label file {label_file}: no entries")
 
+    negative = next(((lab, n) for _, lab, n in entries if lab[:1] == "-" and lab[1:].isdecimal()), None)
+    if negative is not None:  # neither an index nor, surely, a class name
+        raise SimpoolBenchError(f"{label_file}:{negative[1]}: label {negative[0]!r}; expected a class index >= 0 or a class name")
     numeric = [lab.isdecimal() for _, lab, _ in entries]  # what int() reads (isdigit() also takes "²")
     if all(numeric):
         ids = [int(lab) for _, lab, _ in entries]
