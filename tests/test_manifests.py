@@ -143,6 +143,17 @@ def test_verify_voc07_counts_and_missing(tmp_path):
     assert any(p.startswith("split test: 2 images listed, expected 4952") for p in report.problems)
 
 
+def test_verify_refuses_an_id_listed_twice(tmp_path):
+    """A list with one id twice and one missing has the published count and no missing file: verify
+    passed it, while `discover` refuses the list."""
+    root = tmp_path / "VOC2007"
+    ids = _voc_tree(root, 5011)
+    trainval = root / "ImageSets/Main/trainval.txt"
+    trainval.write_text("\n".join([*ids[:-1], ids[3]]) + "\n")
+    report = verify_dataset("voc07", root)
+    assert report.problems == [f"split trainval: 1 id listed more than once in {trainval}, first {ids[3]!r}"]
+
+
 def test_verify_reads_a_list_as_the_reader_does(tmp_path):
     """A byte-order mark and CRLF line ends are read as `discover` reads them (the first id was
     reported missing with the mark in its name); a list that is not UTF-8 is a problem of the

@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,6 +271,11 @@ def _verify_split(split: str, spec: dict[str, Any], resolve, report: VerifyRepor
         except SimpoolBenchError as err:
             report.problems.append(f"split {split}: {err}")
             return
+        repeated = [i for i, n in Counter(ids).items() if n > 1]
+        if repeated:  # the readers refuse the list: a repeat would stand in for a missing image here
+            report.problems.append(
+                f"split {split}: {len(repeated)} id{'s' * (len(repeated) > 1)} listed more than once in {list_file}, first {repeated[0]!r}"
+            )
         paths = [resolve(t.replace("{id}", i)) for t in spec.get("files", []) for i in ids]
     _count(report, split, len(ids), expected, "images listed")
     missing = [p for p in paths if not p.is_file()]
