@@ -126,7 +126,8 @@ def _keep_traceback(folder: Path) -> Path:
 
 
 def write_suite_files(suite: Suite, report: SuiteReport) -> None:
-    """all_results.csv, per_image/ and compare.md/.tex of the entries that ran."""
+    """all_results.csv, per_image/ and compare.md/.tex of the entries that ran (per_image/ holds
+    copies of exactly those entries' tables)."""
     import pandas as pd
 
     from .engine import dist_rank
@@ -141,13 +142,17 @@ def write_suite_files(suite: Suite, report: SuiteReport) -> None:
     tables = [o.table.assign(label=o.entry.checkpoint.label, entry=o.entry.evaluation.name) for o in ok]  # type: ignore[union-attr]
     all_results = pd.concat(tables, ignore_index=True)
     report.files["all_results"] = atomic_write(out / ALL_RESULTS, all_results.to_csv(index=False).encode())
+    copies = out / "per_image"
     for o in ok:
         src = o.folder / PER_IMAGE_PARQUET
         if src.is_file():
-            dest = out / "per_image" / f"{o.entry.checkpoint.name}__{o.entry.evaluation.name}.parquet"
+            dest = copies / f"{o.entry.checkpoint.name}__{o.entry.evaluation.name}.parquet"
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dest)
             report.files[f"per_image/{dest.name}"] = dest
+    for stale in sorted(copies.glob("*.parquet")) if copies.is_dir() else []:
+        if f"per_image/{stale.name}" not in report.files:  # a copy of an earlier run's entry (failed now, or gone from
+            stale.unlink()  # the plan) beside this run's all_results.csv; its entry folder keeps the original
     per_label: dict[str, list[pd.DataFrame]] = {}
     for o in ok:
         per_label.setdefault(o.entry.checkpoint.label, []).append(o.table)  # type: ignore[arg-type]

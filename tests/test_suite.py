@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.results import read_run
 from simpool_bench.suite import SuiteError, load_suite, shipped_suite
 from simpool_bench.suite_run import SUITE_COLUMNS
@@ -347,3 +348,29 @@ def test_unexpected_error_in_one_entry_keeps_its_traceback_and_the_others_run(ti
     assert "Traceback" in error.read_text() and "boom" in error.read_text()
     assert set(read_run(report.files["all_results"])["entry"]) == {"classify-toy"}
     assert set(read_run(report.files["all_results"])["command"]) == {"simpool_bench.suite_run.run_suite"}  # not pytest's argv
+
+
+def test_per_image_copies_are_those_of_this_runs_all_results(tiny, tmp_path, monkeypatch):
+    """A rerun in which an entry fails drops that entry's copy from per_image/ (it stood beside an
+    all_results.csv without it); the entry's own folder keeps its earlier table."""
+    from simpool_bench import runs
+    from simpool_bench.engine import EngineConfig
+    from simpool_bench.suite_run import run_suite
+
+    _, _, ok = tiny
+    out = tmp_path / "out"
+    config = EngineConfig(device="cpu", batch_size=4, workers=0, shard_size=4, progress=False)
+    first = run_suite(load_suite(ok), out, config)
+    assert not first.failed
+    names = ["gap__classify-toy.parquet", "tiny-simpool__classify-toy.parquet", "tiny-simpool__discover-voc07.parquet"]
+    assert sorted(p.name for p in (out / "per_image").iterdir()) == names
+
+    def broken(*args, **kwargs):
+        raise SimpoolBenchError("the data went away")
+
+    monkeypatch.setattr(runs, "run_discover", broken)
+    again = run_suite(load_suite(ok), out, config)
+    assert [o.entry.id for o in again.failed] == ["tiny-simpool/discover-voc07"]
+    assert sorted(p.name for p in (out / "per_image").iterdir()) == [names[0], names[1]]
+    assert set(read_run(out / "all_results.csv")["entry"]) == {"classify-toy"}
+    assert (out / "tiny-simpool" / "discover-voc07" / "per_image.parquet").is_file()  # the original is kept
