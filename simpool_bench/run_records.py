@@ -129,9 +129,44 @@ def finish_run(
             extra[PER_IMAGE_PARQUET] = parquet_bytes(frame)
             if any(f.lower() == "csv" for f in formats):
                 extra[PER_IMAGE_CSV] = csv_bytes(frame)
+        replaced = _other_run_in(Path(out), table)
         written = write_run(table, Path(out), formats=tuple(formats), extra=extra)
+        if replaced:
+            from .console import note
+
+            note(f"note: {out} held the results of another run ({replaced}); they are replaced (another --out keeps both)")
         return table, tuple(written.values())
     return table, ()
+
+
+#: What a run measured: a folder whose results differ in one of these held another run's results.
+RUN_IDENTITY: tuple[str, ...] = ("dataset", "split", "checkpoint_sha256", "model", "pool", "attn_source", "method", "data_sha256")
+
+
+def _other_run_in(out: Path, table: pd.DataFrame) -> str:
+    """How the run whose results.csv is in ``out`` differs from ``table`` in ``RUN_IDENTITY``
+    ('field old -> new', the first two fields that differ); '' for none, or no readable results."""
+    try:
+        old = pd.read_csv(out / "results.csv", usecols=lambda c: c in RUN_IDENTITY, dtype=str, keep_default_na=False)
+    except (OSError, ValueError):
+        return ""
+    if old.empty:
+        return ""
+    new = table.astype(object).where(table.notna(), "")
+    differ = []
+    for col in RUN_IDENTITY:
+        if col in old.columns and col in new.columns:
+            was, now = str(old[col].iat[0]), str(new[col].iat[0])
+            if was != now:
+                differ.append(f"{col} {_short(was)} -> {_short(now)}")
+    return "; ".join(differ[:2])
+
+
+def _short(value: str) -> str:
+    """A value for a one-line note: digests cut to 12 characters, '' shown as 'none'."""
+    if not value:
+        return "none"
+    return value[:12] if len(value) == 64 and all(c in "0123456789abcdef" for c in value) else value
 
 
 def per_image_of(outcome: Outcome) -> pd.DataFrame | None:

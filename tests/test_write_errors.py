@@ -13,7 +13,7 @@ import pytest
 
 from simpool_bench import files, results
 
-from conftest import build_tiny_checkpoint, build_wsol_dataset
+from conftest import build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset, said
 from conftest import invoke_cli as invoke
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -282,3 +282,22 @@ def test_no_resume_out_unwritable_is_refused_before_the_model_runs(setup, tmp_pa
     line = _one_error(_localize(setup, out, "--no-resume"))
     assert line == f"error: cannot create folder {out}: {reason}", line
     assert not out.exists()
+
+
+def test_results_of_another_run_are_replaced_with_a_note(tmp_path):
+    """A run into an --out holding another run's results (here another method) says so; the same
+    command again (the same run) says nothing."""
+    voc = build_voc_dataset(tmp_path / "VOC2007", n=3)
+    out = tmp_path / "out"
+    base = ["discover", "--dataset", "voc07", "--data", voc, "--out", out]
+    first = invoke(*base, "--method", "center")
+    assert first.exit_code == 0, first.output
+    again = invoke(*base, "--method", "center")
+    assert again.exit_code == 0 and "another run" not in said(again)
+    other = invoke(*base, "--method", "full-image")
+    assert other.exit_code == 0, other.output
+    assert (
+        f"note: {out} held the results of another run (model baseline:center -> baseline:full-image; method center -> full-image); "
+        "they are replaced (another --out keeps both)"
+    ) in said(other)
+    assert set(pd.read_csv(out / "results.csv")["method"]) == {"full-image"}
