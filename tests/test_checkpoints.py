@@ -337,6 +337,36 @@ def test_ddp_prefixed_weights_are_stripped(tmp_path):
     assert same_outputs(rebuild(arch, c), m, arch)
 
 
+@pytest.mark.parametrize("raw_key,ema_key", [("state_dict", "state_dict_ema"), ("model", "model_ema")])
+def test_plain_container_with_ema_weights_follows_prefer(tmp_path, raw_key, ema_key):
+    """A container without train.py's args (timm ModelEma / DeiT main.py style): ``auto`` takes the
+    EMA weights as timm's ``load_state_dict(use_ema=True)`` does, ``--prefer raw|ema`` picks, and a
+    choice the file does not offer is an error, never silently the other weights."""
+    arch = "vit_small_patch16_224"
+    raw, ema = tiny(arch, 17, pool="cls", num_classes=3), tiny(arch, 18, pool="cls", num_classes=3)
+    path = tmp_path / "ckpt.pth"
+    torch.save({raw_key: raw.state_dict(), ema_key: ema.state_dict(), "epoch": 3}, path)
+    timm_choice = timm.models.load_state_dict(str(path), use_ema=True)
+    c = load_checkpoint(path)
+    assert (c.format, c.source) == ("state-dict", ema_key)
+    assert c.state_dict.keys() == timm_choice.keys() and all(torch.equal(c.state_dict[k], timm_choice[k]) for k in timm_choice)
+    assert same_outputs(rebuild(arch, c, arch=arch), ema, arch)
+    assert load_checkpoint(path, prefer="ema").source == ema_key
+    c_raw = load_checkpoint(path, prefer="raw")
+    assert c_raw.source == raw_key and same_outputs(rebuild(arch, c_raw, arch=arch), raw, arch)
+    for prefer in ("teacher", "student"):
+        with pytest.raises(SimpoolBenchError, match=rf"ckpt\.pth: --prefer {prefer} applies to DINO checkpoints"):
+            load_checkpoint(path, prefer=prefer)
+    torch.save({raw_key: raw.state_dict(), "epoch": 3}, tmp_path / "raw_only.pth")
+    with pytest.raises(
+        SimpoolBenchError, match=rf"raw_only\.pth: asked for ema weights \(state_dict_ema or model_ema\).*entries: {raw_key}, epoch"
+    ):
+        load_checkpoint(tmp_path / "raw_only.pth", prefer="ema")
+    torch.save(raw.state_dict(), tmp_path / "bare.pth")
+    with pytest.raises(SimpoolBenchError, match=r"bare\.pth: --prefer ema: the file is a bare state dict \(one set of weights\)"):
+        load_checkpoint(tmp_path / "bare.pth", prefer="ema")
+
+
 # ------------------------------------------------------------------------------------------ official DINO
 def test_official_dino_vit_teacher_default_student_on_request(tmp_path):
     arch = "vit_small_patch16_224"

@@ -26,7 +26,8 @@ Formats (auto-detected from the file's content; ``format=`` forces one):
     a state dict whose SimPool module uses timm's ``SimPool1d/2d`` names (``norm``, ``q``, ``k``)
     instead of the official ones (``norm_patches``, ``wq``, ``wk``).
 ``state-dict``
-    a bare state dict (or one wrapped in ``model``/``state_dict``), e.g. an exported backbone.
+    a bare state dict (or one wrapped in ``model``/``state_dict``, with ``model_ema``/``state_dict_ema``
+    taken first as timm's ``load_state_dict`` takes them), e.g. an exported backbone.
 ``safetensors``
     a ``.safetensors`` file (its metadata may name ``arch``, ``pool``, ``gamma``, ``variant``).
 

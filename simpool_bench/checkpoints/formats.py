@@ -141,6 +141,21 @@ def _file_gamma(facts: FileFacts, args: Any, p: Path) -> None:
         facts.gamma, facts.gamma_known = _as_gamma(args.gamma, f"checkpoint {p} args"), True
 
 
+# The entries of a state-dict container each ``--prefer`` takes, in timm ``load_state_dict``'s order
+# (``use_ema=True``: EMA weights first).
+_CONTAINER_ENTRIES: dict[str, tuple[str, ...]] = {
+    "auto": ("state_dict_ema", "model_ema", "state_dict", "model"),
+    "ema": ("state_dict_ema", "model_ema"),
+    "raw": ("state_dict", "model"),
+}
+
+
+def _one_set_of_weights(p: Path, prefer: str, what: str) -> None:
+    """``--prefer`` other than auto on a file that holds one set of weights: an error, not ignored."""
+    if prefer != "auto":
+        raise SimpoolBenchError(f"checkpoint {p}: --prefer {prefer}: the file is {what} (one set of weights); drop --prefer")
+
+
 def read_official_dino(obj: Any, meta: dict[str, str] | None, p: Path, prefer: str, facts: FileFacts) -> None:
     """DINO ``main_dino.py``: the teacher (or student) backbone; arch, mode and gamma from ``args``."""
     if not isinstance(obj, Mapping) or not ("teacher" in obj or "student" in obj):
@@ -198,6 +213,7 @@ def read_official_supervised(obj: Any, meta: dict[str, str] | None, p: Path, pre
 
 def read_safetensors(obj: Any, meta: dict[str, str] | None, p: Path, prefer: str, facts: FileFacts) -> None:
     """A ``.safetensors`` file: arch, pool, gamma and variant from its metadata when it names them."""
+    _one_set_of_weights(p, prefer, "a safetensors file")
     facts.sd = strip_wrappers(_tensor_dict(obj, p, "the safetensors file"), facts.rules)
     m = meta or {}
     if m.get("arch"):
@@ -217,6 +233,7 @@ def read_dino_backbone(obj: Any, meta: dict[str, str] | None, p: Path, prefer: s
             f"checkpoint {p}: --format dino-backbone expects a bare DINO backbone state dict (ViT: cls_token, "
             f"pos_embed, patch_embed, blocks, norm and no head; or a ResNet without fc)"
         )
+    _one_set_of_weights(p, prefer, "a bare DINO backbone")
     facts.sd = strip_wrappers(_tensor_dict(obj, p, "the file"), facts.rules)
     facts.variant, facts.variant_known = "dino", True
     facts.notes.append(
@@ -227,21 +244,34 @@ def read_dino_backbone(obj: Any, meta: dict[str, str] | None, p: Path, prefer: s
 
 
 def read_state_dict(obj: Any, meta: dict[str, str] | None, p: Path, prefer: str, facts: FileFacts, fmt: str = "state-dict") -> None:
-    """A bare state dict, or one wrapped in ``state_dict``/``model``/``state_dict_ema``/``model_ema``."""
+    """A bare state dict, or one wrapped in ``state_dict_ema``/``model_ema``/``state_dict``/``model``
+    (EMA weights first, as timm's ``load_state_dict`` takes them; ``prefer`` ``ema``/``raw`` picks)."""
     if not isinstance(obj, Mapping):
         raise SimpoolBenchError(f"checkpoint {p}: --format {fmt} expects a state dict, found a {type(obj).__name__}")
     if _is_tensor_mapping(obj):
+        _one_set_of_weights(p, prefer, "a bare state dict")
         sd_raw: Any = obj
     else:
-        wrappers = ("state_dict", "model", "state_dict_ema", "model_ema")
+        if prefer in ("teacher", "student"):
+            raise SimpoolBenchError(
+                f"checkpoint {p}: --prefer {prefer} applies to DINO checkpoints; this file has no teacher/student "
+                f"(entries: {', '.join(map(str, obj))})"
+            )
+        wrappers = _CONTAINER_ENTRIES[prefer]
         facts.source = next((k for k in wrappers if isinstance(obj.get(k), Mapping)), "")
         nones = [k for k in wrappers if k in obj and obj[k] is None]
         if not facts.source and nones:
             raise _none_entry(p, nones)
+        if not facts.source and prefer != "auto":
+            raise SimpoolBenchError(
+                f"checkpoint {p}: asked for {prefer} weights ({' or '.join(wrappers)}) but the file has none "
+                f"(entries: {', '.join(map(str, obj))})"
+            )
         if not facts.source:
             _tensor_dict(obj, p, "the file")  # raises, naming the first non-tensor entry
         sd_raw = obj[facts.source]
-        facts.rules.append(f"{facts.source} used")
+        why = " (asked for)" if prefer != "auto" else " (EMA weights, as timm does)" if facts.source.endswith("_ema") else ""
+        facts.rules.append(f"{facts.source} used{why}")
     facts.sd = strip_wrappers(_tensor_dict(sd_raw, p, facts.source or "the file"), facts.rules)
 
 
