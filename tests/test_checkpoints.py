@@ -559,6 +559,19 @@ def test_missing_unreadable_and_foreign_files(tmp_path):
         load_checkpoint(tmp_path / "nontensor.pth")
 
 
+def test_a_key_that_is_not_a_string_is_named(tmp_path):
+    """State-dict keys are strings: an int key (at the top or inside ``state_dict``) is one error
+    naming the file and the key, not an AttributeError traceback or "a Tensor, expected a tensor"."""
+    torch.save({0: torch.zeros(2), "a": torch.zeros(1)}, tmp_path / "intkey.pth")
+    res = invoke_cli("inspect", tmp_path / "intkey.pth")
+    assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+    assert said(res).startswith(f"error: checkpoint {tmp_path / 'intkey.pth'}: "), res.output
+    assert said(res).endswith("the file key 0 is a int, expected a string (a parameter name)"), res.output
+    torch.save({"state_dict": {"w": torch.zeros(2), 3: torch.zeros(1)}, "epoch": 1}, tmp_path / "nested.pth")
+    with pytest.raises(SimpoolBenchError, match=r"nested\.pth: state_dict key 3 is a int, expected a string \(a parameter name\)$"):
+        load_checkpoint(tmp_path / "nested.pth")
+
+
 @pytest.mark.parametrize("trust", [False, True])
 def test_a_file_that_is_not_a_torch_save_file_says_what_it_starts_with(tmp_path, trust):
     """An HTML page saved under the checkpoint's name (a failed download) or any other text: one

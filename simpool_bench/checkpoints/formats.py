@@ -57,7 +57,10 @@ def _as_gamma(value: Any, what: str) -> float | None:
 def _tensor_dict(sd: Any, path: Path, where: str) -> dict[str, torch.Tensor]:
     if not isinstance(sd, Mapping):
         raise SimpoolBenchError(f"checkpoint {path}: {where} is a {type(sd).__name__}, expected a state dict")
-    bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    key = next((k for k in sd if not isinstance(k, str)), None)
+    if key is not None:
+        raise SimpoolBenchError(f"checkpoint {path}: {where} key {key!r} is a {type(key).__name__}, expected a string (a parameter name)")
+    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if bad:
         k = bad[0]
         raise SimpoolBenchError(
@@ -69,8 +72,13 @@ def _tensor_dict(sd: Any, path: Path, where: str) -> dict[str, torch.Tensor]:
     return dict(sd)
 
 
-def _is_tensor_mapping(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+def _is_tensor_mapping(obj: Any, names: bool = True) -> bool:
+    """A non-empty mapping of tensors, with string keys unless ``names`` is False."""
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(v, torch.Tensor) and (isinstance(k, str) or not names) for k, v in obj.items())
+    )
 
 
 def _detect(obj: Any, meta: dict[str, str] | None) -> str:
@@ -85,7 +93,7 @@ def _detect(obj: Any, meta: dict[str, str] | None) -> str:
             return "timm-simpool"
         if _is_tensor_mapping(obj) and is_dino_backbone(obj):
             return "dino-backbone"
-        if _is_tensor_mapping(obj) or any(k in obj for k in ("state_dict", "state_dict_ema", "model", "model_ema")):
+        if _is_tensor_mapping(obj, names=False) or any(k in obj for k in ("state_dict", "state_dict_ema", "model", "model_ema")):
             return "state-dict"
     return ""
 
