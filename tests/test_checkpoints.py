@@ -640,6 +640,27 @@ def test_shape_and_class_count_mismatch(tmp_path):
         load_into(wide, c)
 
 
+def test_batchnorm_counters_may_be_absent_as_torch_allows(tmp_path):
+    """A ResNet file without BatchNorm's ``num_batches_tracked`` (saved before torch 0.4.1, e.g. the
+    first torchvision releases, or with the counters filtered out) loads exactly: torch's strict
+    ``load_state_dict`` accepts it, and the counter plays no part in evaluation. Any other missing
+    BatchNorm tensor is still an error."""
+    arch = "resnet18"
+    m = tiny(arch, 19, pool="gap", num_classes=3)
+    sd = {k: v for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")}
+    ref = timm.create_model(arch, num_classes=3, **TINY[arch]).eval()
+    ref.load_state_dict(sd, strict=True)
+    torch.save(sd, tmp_path / "old.pth")
+    loaded = rebuild(arch, load_checkpoint(tmp_path / "old.pth"), arch=arch)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(loaded(x).logits, ref(x))
+    assert same_outputs(loaded, m, arch)
+    torch.save({k: v for k, v in sd.items() if k != "layer1.0.bn1.running_var"}, tmp_path / "no_var.pth")
+    with pytest.raises(SimpoolBenchError, match=r"1 missing keys \[layer1\.0\.bn1\.running_var\]$"):
+        rebuild(arch, load_checkpoint(tmp_path / "no_var.pth"), arch=arch)
+
+
 def _edited_tiny_checkpoint(tmp_path, name: str, edit) -> pathlib.Path:
     """conftest's tiny timm train.py checkpoint, read back safely (its ``args`` is an argparse
     Namespace, the one global safe loading allows), changed by ``edit`` and saved as ``name``."""

@@ -157,12 +157,14 @@ def _short_list(items: list[str], limit: int = 6) -> str:
 
 
 def load_into(model: torch.nn.Module, ckpt: LoadedCheckpoint) -> None:
-    """Load ``ckpt``'s weights into ``model`` strictly; any mismatch is ONE error listing missing and
-    unexpected keys and shape mismatches, with the detected format (a class-count mismatch is named
-    as such)."""
+    """Load ``ckpt``'s weights into ``model`` strictly (as torch does, a missing BatchNorm
+    ``num_batches_tracked`` is allowed); any mismatch is ONE error listing missing and unexpected
+    keys and shape mismatches, with the detected format (a class-count mismatch is named as such)."""
     expected = model.state_dict()
     sd = ckpt.state_dict
-    missing = [k for k in expected if k not in sd]
+    # BatchNorm's num_batches_tracked (torch >= 0.4.1) may be absent: torch's strict load sets it, as
+    # for files saved before it existed; it plays no part in evaluation
+    missing = [k for k in expected if k not in sd and not k.endswith(".num_batches_tracked")]
     unexpected = [k for k in sd if k not in expected]
     shapes = [k for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)]
     if not (missing or unexpected or shapes):
