@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,8 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
     ViTs from DINO-code weights (``ckpt.dino_code``: DINO checkpoints and backbones, official SimPool
     DINO files) run as DINO's ``vision_transformer.py``: its position interpolation
     (``pos_interp='dino'`` unless ``options.pos_interp`` says otherwise) and its explicit attention;
-    other weights keep timm's way."""
+    other weights keep timm's way. A ViT checkpoint is built at its own position grid (``checkpoint_img_size``:
+    a ``vit_*_384`` at 384) unless ``options.img_size`` or the file's ``args.model_kwargs`` give the size."""
     from .checkpoints import UNSET, load_checkpoint, load_into, resolve_spec
 
     check_model_options(options)
@@ -73,6 +75,10 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
     if options.img_size is not None:
         kwargs["img_size"] = options.img_size
         extra.pop("img_size", None)
+    elif ckpt is not None and "img_size" not in extra:
+        grid_size = checkpoint_img_size(ckpt)
+        if grid_size is not None:  # a ViT trained at another size (vit_*_384): built at its own position grid
+            kwargs["img_size"] = grid_size
     if options.random_init:
         import torch
 
@@ -85,6 +91,22 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
     if ckpt is not None:
         load_into(model, ckpt)
     return model.eval(), ckpt  # evaluation: BatchNorm's running statistics, no dropout
+
+
+def checkpoint_img_size(ckpt: LoadedCheckpoint) -> int | None:
+    """The input size a ViT checkpoint's position embeddings were trained at (square grid x patch
+    size), or None (not a ViT, or no square grid): the model is built at it unless ``img_size`` is
+    given, so that its ``pos_embed`` loads as it is, never resampled (timm builds ``vit_*_384`` at 384)."""
+    sd = ckpt.state_dict
+    pos, proj = sd.get("pos_embed"), sd.get("patch_embed.proj.weight")
+    if ckpt.family != "vit" or pos is None or proj is None or pos.ndim != 3 or proj.ndim != 4:
+        return None
+    n_prefix = sum(int(sd[k].shape[1]) for k in ("cls_token", "dist_token", "reg_token") if k in sd and sd[k].ndim == 3)
+    for n in (int(pos.shape[1]) - n_prefix, int(pos.shape[1])):  # prefix tokens with positions, else without (no_embed_class)
+        side = math.isqrt(max(n, 0))
+        if n > 0 and side * side == n:
+            return side * int(proj.shape[-1])
+    return None
 
 
 def check_model_options(options: ModelOptions) -> None:

@@ -928,3 +928,39 @@ def test_dino_backbone_detection_edges(tmp_path):
     assert load_checkpoint(tmp_path / "vit_head.pth").format == "state-dict"
     with pytest.raises(SimpoolBenchError, match="dino-backbone expects a bare DINO backbone"):
         load_checkpoint(tmp_path / "vit_head.pth", format="dino-backbone")
+
+
+# ---------------------------------------------------------------------------------- position grids
+def test_vit_checkpoint_of_another_position_grid_is_built_at_its_own_size(tmp_path):
+    """A ViT trained at 384 (timm train.py --model vit_*_384, args.model_kwargs without img_size; or
+    a plain state dict) holds a 24x24 position grid: it is built at that grid, so its weights load
+    exactly and it computes timm's own model's logits, and is evaluated at timm's input size for it;
+    it was built at 224 and refused ('does not fit the model vit_tiny_patch16_384: pos_embed: file
+    (1, 577, 192) vs model (1, 197, 192)')."""
+    from simpool_bench import api
+
+    arch = "vit_tiny_patch16_384"
+    torch.manual_seed(0)
+    ref = timm.create_model(arch, pretrained=False, depth=1, num_classes=3).eval()
+    args = argparse.Namespace(model=arch, gp="token", gamma=None, num_classes=3, model_kwargs={"depth": 1}, img_size=None)
+    path = tmp_path / "vit384.pth.tar"
+    torch.save({"state_dict": ref.state_dict(), "epoch": 0, "arch": arch, "args": args, "version": 2}, path)
+    model, _ = api.load_model(api.ModelOptions(checkpoint=path))
+    assert model.data_config["input_size"] == timm.data.resolve_model_data_config(ref)["input_size"] == (3, 384, 384)
+    x = torch.randn(2, 3, 384, 384, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, ref(x))
+
+
+def test_plain_vit_state_dict_of_another_position_grid(tmp_path, tiny_api):
+    """A plain state dict at another grid (the tiny stand-in, 4x4 patches of 16 = 64 pixels), given --model."""
+    small = "vit_small_patch16_224"
+    torch.manual_seed(20)
+    src = build_model(small, pool="simpool", gamma=1.25, num_classes=3, **{**TINY[small], "img_size": 64}).eval()
+    torch.save(src.state_dict(), tmp_path / "plain64.pth")
+    model, _ = tiny_api.load_model(tiny_api.ModelOptions(arch=small, checkpoint=tmp_path / "plain64.pth", gamma=1.25))
+    assert model.data_config["input_size"] == (3, 64, 64)
+    assert same_outputs(model, src, small)
+    # an explicit img_size still decides (the file's grid then has to match it)
+    with pytest.raises(SimpoolBenchError, match=r"pos_embed: file \(1, 16, 32\) vs model \(1, 4, 32\)"):
+        tiny_api.load_model(tiny_api.ModelOptions(arch=small, checkpoint=tmp_path / "plain64.pth", gamma=1.25, img_size=32))
