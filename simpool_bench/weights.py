@@ -207,7 +207,8 @@ def locate_pretrained(name: ModelName, pretrained_cfg: dict[str, Any], pretraine
 
 def load_torchvision_weights(net: Any, path: Path, what: str) -> None:
     """Load a torchvision ResNet state dict (weights-only unpickling) into the timm model of the same
-    layout; ``what`` names the flag that gave ``path`` in the errors (``--pretrained-file FILE``)."""
+    layout, its ``fc`` too unless the model has no classifier (another class count is an error, never a
+    random ``fc``); ``what`` names the flag that gave ``path`` in the errors (``--pretrained-file FILE``)."""
     import torch
 
     try:
@@ -216,12 +217,11 @@ def load_torchvision_weights(net: Any, path: Path, what: str) -> None:
         raise SimpoolBenchError(f"{what}: not a readable PyTorch weights file ({type(e).__name__})") from None
     if not isinstance(sd, dict):
         raise SimpoolBenchError(f"{what}: holds a {type(sd).__name__}, expected a state dict")
-    if int(getattr(net, "num_classes", 0)) != int(sd.get("fc.weight", torch.zeros(0)).shape[0]):
+    if not int(getattr(net, "num_classes", 0)):  # features only: no classifier (a classifier of other size must fit)
         sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
     try:
         missing, unexpected = net.load_state_dict(sd, strict=False)
     except RuntimeError as e:  # same keys, other shapes (e.g. another ResNet width)
         raise SimpoolBenchError(f"{what}: does not fit timm's {net.__class__.__name__} ({' '.join(str(e).split())[:300]})") from None
-    missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
         raise SimpoolBenchError(f"{what}: does not fit timm's {net.__class__.__name__}: missing {missing[:4]}, unexpected {unexpected[:4]}")

@@ -136,6 +136,42 @@ def test_pretrained_file_and_torchvision_names(tmp_path, hf_cache, monkeypatch):
     assert r.data_config["interpolation"] == "bilinear" and r.data_config["crop_pct"] == 224 / 256
 
 
+def test_pretrained_classifier_is_the_files_or_an_error_never_random(tmp_path, hf_cache):
+    """--num-classes other than timm's pretrained config's (1000): timm's load_pretrained drops the
+    file's classifier and loads the rest non-strictly, so the model ran with a random head (and any
+    block missing from the file random) and exit 0. Now the file's classifier is loaded (a 3-class
+    fine-tune: timm's model with load_state_dict(strict=True) gives the same logits) or the mismatch is
+    one error; --num-classes 0 (features) still leaves the head out. torchvision: names alike."""
+    arch = "vit_tiny_patch16_224"
+    sd = _random_sd(arch, 7, num_classes=3, **SMALL)
+    f = tmp_path / "ft3.safetensors"
+    save_file(sd, str(f))
+    ref = timm.create_model(arch, pretrained=False, num_classes=3, **SMALL).eval()
+    ref.load_state_dict(sd, strict=True)
+    m = build_model(arch, pool="cls", num_classes=3, pretrained_file=str(f), **SMALL)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(m(x).logits, ref(x))
+    with pytest.raises(
+        SimpoolBenchError, match=rf"--pretrained-file {f}: timm could not load it into {arch} .*size mismatch for head\.weight"
+    ):
+        build_model(arch, pool="cls", num_classes=10, pretrained_file=str(f), **SMALL)
+    with pytest.raises(SimpoolBenchError, match=rf"--pretrained-file {f}: timm could not load it .*Missing key\(s\).*blocks\.2\."):
+        build_model(arch, pool="cls", num_classes=3, pretrained_file=str(f), **{**SMALL, "depth": 3})
+    feats = build_model(arch, pool="cls", num_classes=0, pretrained_file=str(f), **SMALL)
+    assert all(torch.equal(feats.state_dict()[k], v) for k, v in sd.items() if not k.startswith("head."))
+    rsd = _random_sd("resnet18", 8)
+    rf = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(rsd, rf)
+    with pytest.raises(SimpoolBenchError, match=rf"--pretrained-file {rf}: does not fit timm's ResNet .*size mismatch for fc\.weight"):
+        build_model("torchvision:resnet18", pool="gap", num_classes=10, pretrained_file=str(rf))
+    r0 = build_model("torchvision:resnet18", pool="gap", num_classes=0, pretrained_file=str(rf))
+    assert all(torch.equal(r0.state_dict()[k], v) for k, v in rsd.items() if not k.startswith("fc."))
+    torch.save({k: v for k, v in rsd.items() if not k.startswith("fc.")}, tmp_path / "headless.pth")
+    with pytest.raises(SimpoolBenchError, match=r"headless\.pth: does not fit timm's ResNet: missing \['fc\.weight', 'fc\.bias'\]"):
+        build_model("torchvision:resnet18", pool="gap", num_classes=None, pretrained_file=str(tmp_path / "headless.pth"))
+
+
 def test_unreadable_pretrained_file_is_one_error_naming_the_flag(tmp_path, hf_cache):
     """A truncated safetensors file, a PyTorch pickle under a .safetensors name and weights of
     another model, given to --pretrained-file: one line naming --pretrained-file and the file, exit 2."""

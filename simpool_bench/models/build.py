@@ -366,6 +366,10 @@ class _ModelBuild:
         if self.name.pretrained_cfg is not None:
             kw["pretrained_cfg"] = self.name.pretrained_cfg
         timm_pretrained = pretrained and where is not None and not where.torchvision
+        if timm_pretrained and n_classes > 0:
+            # timm drops a classifier whose class count is not its pretrained config's and then loads
+            # the rest non-strictly (a random head, random missing blocks): the file's head must fit
+            kw["pretrained_cfg_overlay"] = {**kw.get("pretrained_cfg_overlay", {}), "num_classes": n_classes}
         try:
             net = timm.create_model(self.name.arch, pretrained=timm_pretrained, num_classes=n_classes, **kw)
         except TypeError as e:
