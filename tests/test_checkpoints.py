@@ -640,6 +640,18 @@ def test_shape_and_class_count_mismatch(tmp_path):
         load_into(wide, c)
 
 
+def test_classifier_file_read_as_dino_names_the_variant_not_num_classes(tmp_path):
+    """A supervised ResNet with a 3-class fc run with --variant dino (a feature model, which
+    --num-classes does not change): the error said "pass --num-classes 3", which failed the same way."""
+    torch.save(timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict(), tmp_path / "r3.pth")
+    for extra in ((), ("--num-classes", "3")):
+        msg = _classify_error(tmp_path, "--checkpoint", tmp_path / "r3.pth", "--model", "resnet18", "--variant", "dino", *extra)
+        assert msg.startswith(f"error: {tmp_path / 'r3.pth'} (state-dict, resnet18): class-count mismatch: the checkpoint has 3 classes"), (
+            msg
+        )
+        assert "--variant dino" in msg and "pass --num-classes" not in msg, msg
+
+
 def test_batchnorm_counters_may_be_absent_as_torch_allows(tmp_path):
     """A ResNet file without BatchNorm's ``num_batches_tracked`` (saved before torch 0.4.1, e.g. the
     first torchvision releases, or with the counters filtered out) loads exactly: torch's strict

@@ -179,6 +179,12 @@ def load_into(model: torch.nn.Module, ckpt: LoadedCheckpoint) -> None:
     if head_keys and problems and problems <= head_keys:
         n_file = int(sd[head_w].shape[0]) if head_w in sd else 0
         n_model = int(expected[head_w].shape[0]) if head_w in expected else 0
+        if n_file and getattr(model, "variant", None) == "dino":  # a DINO feature model: --num-classes does not apply
+            raise SimpoolBenchError(
+                f"{what}: class-count mismatch: the checkpoint has {n_file} classes, the model {model_name} is a dino "
+                f"(feature) model, built without a classifier whatever --num-classes says; drop --variant dino "
+                f"to load the classifier"
+            )
         raise SimpoolBenchError(
             f"{what}: class-count mismatch: the checkpoint has {n_file or 'no'} classes"
             f"{'' if n_file else ' (no classifier head)'}, the model {model_name} was built with "
