@@ -216,7 +216,8 @@ def read_per_image(path: str | Path) -> tuple[pd.DataFrame, Path]:
     if not p.is_file():
         raise SimpoolBenchError(f"--per-image {p}: no such file or folder")
     try:
-        frame = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+        # ids as written ("000005" stays a string, "NA" an id); an empty cell is a missing value
+        frame = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p, dtype={"id": str}, keep_default_na=False, na_values=[""])
     except Exception as err:  # noqa: BLE001 - any unreadable file is one clear line
         raise SimpoolBenchError(f"--per-image {p}: not a readable per-image table ({str(err).splitlines()[0][:120]})") from None
     missing = [c for c in ("id", "iou") if c not in frame.columns]

@@ -324,3 +324,15 @@ def test_the_box_pass_gives_the_same_table_on_any_number_of_threads():
     assert one["box"].notna().all() and one["iou"].notna().all()
     for threads in (2, 3, 64):
         pd.testing.assert_frame_equal(task.per_image(accs, num_threads=threads), one)
+
+
+def test_per_image_csv_keeps_ids_as_written(tmp_path):
+    """per_image.csv read back by --per-image: ids are the dataset's strings (VOC's "000005", an id
+    "NA"), not numbers or missing values; an empty IoU (a failed image) is missing."""
+    from simpool_bench.per_image import csv_bytes, read_per_image
+
+    frame = pd.DataFrame({"index": [0, 1, 2, 3], "id": ["000005", "000012", "NA", "1e3"], "iou": [0.25, 0.75, 0.5, None]})
+    (tmp_path / "per_image.csv").write_bytes(csv_bytes(frame))
+    got, run = read_per_image(tmp_path / "per_image.csv")
+    assert run == tmp_path and got["id"].tolist() == ["000005", "000012", "NA", "1e3"]
+    assert rank_ids(got, ["000005", "000012", "NA", "1e3"], "best", 4) == ["000012", "NA", "000005"]
