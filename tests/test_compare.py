@@ -77,6 +77,18 @@ def test_compare_renderers_bold_the_best():
     assert R.compare_console_table(cmp).row_count == 3
 
 
+def test_bold_follows_the_values_as_shown():
+    """The best is the best value as printed: 52.535 prints "52.53" (the float is just below), so it
+    is not bold beside "52.54", and ties as printed are bold together."""
+    runs = [_run({"top1": v}, run_id=r) for v, r in ((52.535, "a"), (52.536, "b"), (52.534, "c"), (52.5351, "d"))]
+    cmp = R.compare(runs, labels=["A", "B", "C", "D"], reference=None)
+    md = R.compare_to_markdown(cmp).splitlines()[2:]
+    assert md == ["| A | 52.53 |", "| B | **52.54** |", "| C | 52.53 |", "| D | **52.54** |"]
+    runs = [_run({"top1": v}, run_id=r) for v, r in ((52.535, "a"), (52.534, "c"))]
+    tex = R.compare_to_latex(R.compare(runs, labels=["A", "C"], reference=None))
+    assert r"A & \textbf{52.53} \\" in tex and r"C & \textbf{52.53} \\" in tex
+
+
 def test_compare_errors():
     with pytest.raises(SimpoolBenchError, match="2 labels given for 1 runs"):
         R.compare([_run()], labels=["a", "b"])

@@ -181,7 +181,7 @@ def _best_rows(cmp: pd.DataFrame, col: tuple) -> set[int]:
     vals = cmp[col].to_numpy(dtype=np.float64)
     if direction == "exact" or np.all(np.isnan(vals)):
         return set()
-    shown = np.round(vals, _decimals(metric))
+    shown = np.array([np.nan if np.isnan(v) else float(format_value(metric, v)) for v in vals])  # as printed
     best = np.nanmax(shown) if direction == "higher" else np.nanmin(shown)
     return {i for i, v in enumerate(shown) if v == best}
 
