@@ -78,12 +78,13 @@ def _wrap(title: str, width: int = 28) -> str:
     return "\n".join(lines[:3])
 
 
-def _rect(ax, box, color, style: str, lw: float) -> None:
+def _rect(ax, box, color, style: str, lw: float, exclusive: bool = False) -> None:
     from matplotlib.patches import Rectangle
 
     x0, y0, x1, y1 = (float(v) for v in np.asarray(box).reshape(-1)[:4])
-    # inclusive pixel boxes: the outline runs along the outer edges of pixels x0..x1, y0..y1
-    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, edgecolor=color, linestyle=style, linewidth=lw))
+    # the outline runs along the outer edges of pixels x0..x1, y0..y1 (exclusive: x0..x1 - 1, at least one)
+    w, h = (max(x1 - x0, 1.0), max(y1 - y0, 1.0)) if exclusive else (x1 - x0 + 1, y1 - y0 + 1)
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, edgecolor=color, linestyle=style, linewidth=lw))
 
 
 def _lost(ax, lp: LostPatches) -> None:
@@ -112,13 +113,15 @@ def paper_figure(
     cmap: str = DEFAULT_CMAP,
     alpha: float = 0.55,
     lost: Sequence[Sequence[LostPatches | None]] | None = None,
+    exclusive: bool = False,
 ) -> Path:
     """Write the figure (module docstring) to ``out_path`` in ``fmt`` at ``dpi``.
 
     Args:
         images: N images (H, W, 3) uint8, as the protocol sees them.
         maps: one list per column (M) of N raw score maps.
-        gt_boxes: N arrays (K, 4) of inclusive pixel boxes; pred_boxes/ious: per column, per image.
+        gt_boxes: N arrays (K, 4) of inclusive pixel boxes (``exclusive``: max exclusive, as LOST's),
+            captioned as given; pred_boxes/ious: per column, per image.
         image_ids: N captions of the image column; titles: M column titles.
         lost: per column, per image, LOST's seed expansion to draw (or None).
     """
@@ -162,6 +165,7 @@ def paper_figure(
                 cell_lost,
                 colour,
                 alpha,
+                exclusive,
             )
             if c == 0:
                 _caption(ax, _image_caption(image_ids[r], gt))
@@ -249,6 +253,7 @@ def _cell(
     lost: LostPatches | None,
     colour: Any,
     alpha: float,
+    exclusive: bool = False,
 ) -> None:
     """One cell: the image (column 0) or its overlay (heat map or LOST's patches), boxes and caption."""
     h, w = img.shape[:2]
@@ -259,9 +264,9 @@ def _cell(
         assert scoremap is not None  # a map column (c > 0) has a map
         ax.imshow(normalized_map(scoremap, (h, w)), cmap=colour, vmin=0.0, vmax=1.0, alpha=alpha, interpolation="nearest")
     for b in gt:
-        _rect(ax, b, GT_RGB, "-", 1.1)
+        _rect(ax, b, GT_RGB, "-", 1.1, exclusive)
     if c > 0 and pred is not None:
-        _rect(ax, pred, PRED_RGB, "--", 1.1)
+        _rect(ax, pred, PRED_RGB, "--", 1.1, exclusive)
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     ax.set_xticks([])

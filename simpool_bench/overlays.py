@@ -285,8 +285,8 @@ def render_overlays(
         fig = paper_figure(
             drawn.images,
             drawn.maps,
-            drawn.gt,
-            drawn.pred,
+            drawn.gt_protocol,
+            drawn.pred_protocol,
             drawn.ious,
             [records[i].image_id for i in chosen],
             [s.label for s in sources],
@@ -295,6 +295,7 @@ def render_overlays(
             dpi=dpi,
             cmap=cmap,
             lost=lost_draw if any(s.lost is not None for s in sources) else None,
+            exclusive=not localize,
         )
     return OverlayResult(png, out / SELECTION_CSV, table, fig)
 
@@ -362,7 +363,9 @@ def _choose(
 
 @dataclass
 class _Drawn:
-    """What the overlay grid and the paper figure draw: images, per column maps, boxes and IoUs, and selection rows."""
+    """What the overlay grid and the paper figure draw: images, per column maps, boxes (inclusive
+    pixels for the grid; ``*_protocol``: as the protocol gives them, for the figure's captions) and
+    IoUs, and selection rows."""
 
     images: list[np.ndarray]
     gt: list[np.ndarray]
@@ -370,6 +373,8 @@ class _Drawn:
     pred: list[list[np.ndarray]]
     ious: list[list[float]]
     rows: list[dict]
+    gt_protocol: list[np.ndarray]
+    pred_protocol: list[list[np.ndarray]]
 
     @classmethod
     def of(
@@ -383,7 +388,7 @@ class _Drawn:
         predict: Callable[[int, int, np.ndarray], tuple[np.ndarray, float]],
         thr: list[float],
     ) -> _Drawn:
-        d = cls([], [], [[] for _ in sources], [[] for _ in sources], [[] for _ in sources], [])
+        d = cls([], [], [[] for _ in sources], [[] for _ in sources], [[] for _ in sources], [], [], [[] for _ in sources])
         for r, i in enumerate(chosen):
             img = load_rgb(records[i].path)
             if localize:
@@ -391,11 +396,13 @@ class _Drawn:
             arr = np.asarray(img, dtype=np.uint8)
             d.images.append(arr)
             d.gt.append(np.stack([_draw_box(b, not localize) for b in gts[i]]) if len(gts[i]) else np.zeros((0, 4)))
+            d.gt_protocol.append(np.asarray(gts[i]).reshape(-1, 4))
             for c, s in enumerate(sources):
                 m = columns[c][i]
                 box, iou = predict(c, i, m)
                 d.maps[c].append(m if localize else _patch_map(m, s.stride, arr.shape[:2]))
                 d.pred[c].append(_draw_box(box, not localize))
+                d.pred_protocol[c].append(np.asarray(box).reshape(4))
                 d.ious[c].append(iou)
                 d.rows.append(
                     {

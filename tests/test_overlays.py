@@ -284,6 +284,30 @@ def test_discovery_overlay_at_full_resolution_with_patch_maps(tmp_path):
         np.testing.assert_array_equal(cell[: rec.height, : rec.width][~lines], want[~lines])
 
 
+def test_discovery_figure_captions_the_protocols_boxes(tmp_path):
+    """The paper figure's captions give LOST's boxes as selection.csv and per_image.parquet do
+    (max exclusive: the patch block 16..48 is "(16, 16, 48, 48)"), and the GT boxes as read
+    (VOC xmin - 1, xmax); drawn, both still end on pixel x1 - 1."""
+    voc = build_voc_dataset(tmp_path / "VOC2007", n=2)
+    records = api.read_discovery_data("voc07", voc)
+    maps = {}
+    for i, r in enumerate(records):
+        m = np.zeros((-(-r.height // 16), -(-r.width // 16)), dtype=np.float32)
+        m[1:3, 1:3] = 1.0
+        maps[i] = m
+    _store(tmp_path / "maps", records, maps, "discover")
+    out = tmp_path / "viz"
+    res = invoke("visualize", "--dataset", "voc07", "--data", voc, "--maps", tmp_path / "maps", "--n", 2, "--format", "svg", "--out", out)
+    assert res.exit_code == 0, res.output
+    svg = (out / "figure.svg").read_text()
+    sel = pd.read_csv(out / "selection.csv")
+    for r, rec in enumerate(records[:2]):
+        box = [16, 16, min(48, rec.width), min(48, rec.height)]
+        assert sel.loc[r, ["x0", "y0", "x1", "y1"]].tolist() == box
+        assert f"pred ({', '.join(map(str, box))})" in svg
+        assert f"GT ({', '.join(str(int(v)) for v in rec.boxes[0])})" in svg
+
+
 # ------------------------------------------------------------------------------------ with models
 def test_two_checkpoints_side_by_side_best_images(tmp_path):
     wsol = build_wsol_dataset(tmp_path / "wsol", n=12, seed=7)
