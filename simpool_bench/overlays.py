@@ -77,13 +77,15 @@ def discovery_box(
 # ------------------------------------------------------------------------------------ selection
 def select_indices(scores: dict[int, float], how: str, n: int) -> list[int]:
     """``n`` dataset indices from ``scores`` (index -> IoU): the first ones, or the best/worst by
-    score; ties (and 'first') keep ascending index order."""
+    score; ties (and 'first') keep ascending index order. Images without an IoU (NaN: no GT box,
+    e.g. a COCO image of crowd annotations only) are left out of best/worst."""
     if how not in SELECT_MODES:
         raise SimpoolBenchError(f"--select {how!r}: expected one of {', '.join(SELECT_MODES)}")
     order = sorted(scores)
     if how == "first":
         return order[:n]
-    if any(np.isnan(scores[i]) for i in order):
+    order = [i for i in order if not np.isnan(scores[i])]
+    if not order:
         raise SimpoolBenchError(
             f"--select {how} ranks images by IoU, but the dataset has no ground-truth boxes; use --select first or --ids"
         )

@@ -159,6 +159,12 @@ def test_selection_is_deterministic():
     assert select_indices(scores, "worst", 2) == [3, 0]
     with pytest.raises(SimpoolBenchError, match="no ground-truth boxes"):
         select_indices({0: float("nan")}, "best", 1)
+    # an image without GT boxes (COCO20k: only crowd annotations) has no IoU: left out of the ranking,
+    # as --per-image ranks, not an error about the whole dataset
+    nan = float("nan")
+    assert select_indices({0: 0.5, 1: nan, 2: 0.2, 3: 0.7}, "worst", 3) == [2, 0, 3]
+    assert select_indices({0: 0.5, 1: nan, 2: 0.2, 3: 0.7}, "best", 9) == [3, 0, 2]
+    assert select_indices({0: nan, 1: 0.4}, "first", 2) == [0, 1]
 
 
 # ------------------------------------------------------------------------------------ pixels
