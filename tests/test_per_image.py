@@ -312,6 +312,25 @@ def test_visualize_select_worst_reads_per_image(world, localized, stores, tmp_pa
     )
 
 
+def test_visualize_ids_with_per_image_draws_at_the_runs_threshold(world, localized, stores, tmp_path):
+    """--per-image RUN with --ids: the images given, their boxes at the run's best threshold (as the
+    help says), i.e. the run's own per-image boxes; it drew them at --threshold 0.5, silently."""
+    run = localized[1]
+    frame = pd.read_parquet(run / "per_image.parquet")
+    ok = frame[frame["iou"].notna()]
+    ids = ok["id"].tolist()[::-1][:3]
+    w = world["wsol"]
+    args = ["visualize", "--dataset", "cub", "--data", w.image_root, "--metadata", w.metadata, "--maps", stores["localize"]]
+    res = invoke(*args, "--per-image", run, "--ids", ",".join(ids), "--out", tmp_path / "v", "--format", "png")
+    assert res.exit_code == 0, res.output
+    sel = pd.read_csv(tmp_path / "v" / "selection.csv")
+    thr = localized[0].table.query("metric == 'best_threshold' and iou_threshold == 50")["value"].item()
+    assert sel["image_id"].tolist() == ids and (sel["threshold"] == thr).all()
+    want = ok.set_index("id").loc[ids]
+    assert sel[["x0", "y0", "x1", "y1"]].to_numpy().tolist() == [list(b) for b in want["box"]]
+    assert np.allclose(sel["iou"], want["iou"].astype(float))
+
+
 def test_the_box_pass_gives_the_same_table_on_any_number_of_threads():
     rng = np.random.default_rng(7)
     n = 23

@@ -189,8 +189,13 @@ def _overlays(p: Parsed) -> list[Path]:
         thresholds = [V.read_best_threshold(r) for r in threshold_from]
     ids = p["ids"]
     id_list = [s.strip() for s in ids.split(",") if s.strip()] if ids else None
-    if p["per_image"] is not None and not id_list:
-        id_list, run = _ranked_ids(p, records)
+    if p["per_image"] is not None:
+        if id_list:  # the images named: the run gives only its threshold
+            from ..per_image import read_per_image
+
+            run = read_per_image(p["per_image"])[1]
+        else:
+            id_list, run = _ranked_ids(p, records)
         if protocol == "localize" and not threshold_from:
             thresholds = [V.read_best_threshold(run)] * len(sources)
             if len(sources) > 1:  # one run's threshold on other models' maps: say so
