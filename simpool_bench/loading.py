@@ -90,6 +90,8 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
     model = _build(arch, kwargs, extra, ckpt)
     if ckpt is not None:
         load_into(model, ckpt)
+        if kwargs["pool"] == "simpool" and gamma is UNSET:
+            warn_default_gamma(ckpt, getattr(model, "gamma", None))
     return model.eval(), ckpt  # evaluation: BatchNorm's running statistics, no dropout
 
 
@@ -168,6 +170,24 @@ def check_weights(options: ModelOptions, arch: str) -> None:
     raise SimpoolBenchError(
         f"--model {arch} has no weights: give --checkpoint FILE, --pretrained (timm's weights; "
         "or --pretrained-file FILE), or --random-init to run it with random weights on purpose"
+    )
+
+
+def warn_default_gamma(ckpt: LoadedCheckpoint, used: float | None) -> None:
+    """The one ``warning:`` line (stderr, rank 0) of a SimPool checkpoint that records no gamma and
+    runs with the paper's default: gamma changes every number, and the file cannot say which it had."""
+    from .console import err_console
+    from .engine import dist_rank
+
+    if dist_rank() != 0:
+        return
+    timm = " (timm's SimPool layer defaults to none)" if ckpt.format == "timm-simpool" else ""
+    err_console.print(
+        f"warning: checkpoint {ckpt.path} records no SimPool gamma; it runs with {used if used is not None else 'none'}, "
+        f"the paper's default for this family{timm}: pass --gamma to say which it was trained with",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
 
 

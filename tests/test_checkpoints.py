@@ -976,3 +976,27 @@ def test_plain_vit_state_dict_of_another_position_grid(tmp_path, tiny_api):
     # an explicit img_size still decides (the file's grid then has to match it)
     with pytest.raises(SimpoolBenchError, match=r"pos_embed: file \(1, 16, 32\) vs model \(1, 4, 32\)"):
         tiny_api.load_model(tiny_api.ModelOptions(arch=small, checkpoint=tmp_path / "plain64.pth", gamma=1.25, img_size=32))
+
+
+def test_a_simpool_file_without_gamma_runs_with_the_default_and_says_so(tmp_path, capsys):
+    """A SimPool file that records no gamma (a train.py file whose args lack it; a bare state dict;
+    timm's SimPool layer, whose default is none, stores none either) runs with the paper's default,
+    and one warning line says so; a --gamma given, or a file that records it, runs without it."""
+    from simpool_bench.api import ModelOptions, load_model
+
+    recorded, _ = build_tiny_checkpoint(tmp_path / "recorded.pth.tar", gamma=2.0)
+    obj = torch.load(recorded, weights_only=False)
+    del obj["args"].gamma
+    silent = tmp_path / "no_gamma.pth.tar"
+    torch.save(obj, silent)
+
+    model, _ = load_model(ModelOptions(checkpoint=silent))
+    assert model.gamma == 1.25
+    assert " ".join(capsys.readouterr().err.split()) == (
+        f"warning: checkpoint {silent} records no SimPool gamma; it runs with 1.25, the paper's default for this family: "
+        "pass --gamma to say which it was trained with"
+    )
+    model, _ = load_model(ModelOptions(checkpoint=silent, gamma=None))
+    assert model.gamma is None and capsys.readouterr().err == ""
+    model, _ = load_model(ModelOptions(checkpoint=recorded))
+    assert model.gamma == 2.0 and capsys.readouterr().err == ""
