@@ -175,6 +175,8 @@ ATTN_MASS = "only --method attn keeps a fraction of the attention mass"
         ("visualize", ("--dataset", "voc07", "--threshold", "0.3"), "--threshold is not used by this run: VOC/COCO boxes keep a fraction of the attention mass (--mass), not a score-map threshold"),
         ("visualize", ("--dataset", "cub", "--mass", "0.3"), "--mass is not used by this run: cub/imagenet boxes come from a score-map threshold (--threshold)"),
         ("visualize", ("--dataset", "voc07", "--k-patches", "5"), "--k-patches is not used by this run: only --method lost expands a seed"),
+        ("visualize", ("--dataset", "cub", "--threshold", "0.3", "--threshold-from", "run"), "--threshold is not used by this run: --threshold-from gives each column's threshold"),
+        ("visualize", ("--dataset", "cub", "--threshold", "0.5", "--per-image", "run"), "--threshold is not used by this run: with --per-image RUN the boxes are at that run's best threshold (--threshold-from RUN sets a column's)"),
     ],
 )  # fmt: skip
 def test_a_flag_the_run_does_not_use_is_an_error(data, tmp_path, no_model, command, args, expected):

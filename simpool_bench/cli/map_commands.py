@@ -134,6 +134,12 @@ def visualize(
     refuse_given(ctx, _UNUSED_BY_VISUALIZE[protocol_for(p["dataset"])])
     if method != "lost":
         refuse_given(ctx, {"k_patches": UNUSED_BECAUSE["k_patches"]})
+    if threshold_from:
+        refuse_given(ctx, {"threshold": "--threshold-from gives each column's threshold"})
+    elif per_image is not None:
+        refuse_given(
+            ctx, {"threshold": "with --per-image RUN the boxes are at that run's best threshold (--threshold-from RUN sets a column's)"}
+        )
     written: list[Path] = []
     if curves:
         written.append(V.plot_curves(list(curves), Path(out) / V.CURVES_PNG))
