@@ -89,6 +89,18 @@ def test_bold_follows_the_values_as_shown():
     assert r"A & \textbf{52.53} \\" in tex and r"C & \textbf{52.53} \\" in tex
 
 
+def test_latex_cells_are_ascii_and_labels_escaped():
+    """A missing value is "--" in LaTeX (the Markdown "–" needs a UTF-8 input encoding); < > | in a
+    label print as other glyphs in LaTeX's default font encoding unless escaped."""
+    runs = [_run({"top1": 80.0, "corloc": 50.0}, run_id="a"), _run({"top1": 81.0}, run_id="b")]
+    cmp = R.compare(runs, labels=["A<B", "C|D>"], reference=None)
+    assert R.compare_to_markdown(cmp).splitlines()[3] == r"| C\|D> | **81.00** | – |"
+    tex = R.compare_to_latex(cmp)
+    assert r"A\textless{}B & 80.00 & \textbf{50.00} \\" in tex
+    assert r"C\textbar{}D\textgreater{} & \textbf{81.00} & -- \\" in tex
+    assert tex.isascii()
+
+
 def test_compare_errors():
     with pytest.raises(SimpoolBenchError, match="2 labels given for 1 runs"):
         R.compare([_run()], labels=["a", "b"])

@@ -137,6 +137,8 @@ def test_latex_export_is_booktabs_and_escaped(tmp_path):
     assert r"cub & test & MaxBoxAcc & 70 & 40.00 \\" in data
     assert lines[0].startswith("% simpool-bench: model vit_small_patch16_224; pool simpool")  # a comment
     assert R.latex_escape("a_b&c%d$#{}") == r"a\_b\&c\%d\$\#\{\}"
+    # in LaTeX's default (OT1) font encoding < > | print as other glyphs; "–" (a missing value) as ASCII
+    assert R.latex_escape("a<b>c|d–") == r"a\textless{}b\textgreater{}c\textbar{}d--"
 
 
 def test_console_table_has_every_row():

@@ -54,11 +54,16 @@ _LATEX_SPECIAL = {
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
     "γ": r"$\gamma$",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+    "–": "--",
 }
 
 
 def latex_escape(s: str) -> str:
-    """Escape LaTeX's special characters (and the γ of run labels)."""
+    """Escape LaTeX's special characters, and ``< > |`` (other glyphs in LaTeX's default font
+    encoding), the γ of run labels and the "–" of a missing value (``--``: plain ASCII)."""
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in s)
 
 
@@ -134,7 +139,7 @@ def to_latex(df: pd.DataFrame) -> str:
     for r in df.itertuples(index=False):
         lines.append(
             f"{latex_escape(r.dataset)} & {latex_escape(r.split)} & {latex_escape(_metric_label(r.metric))} & "
-            f"{_fmt_iou(r.iou_threshold)} & {f'{_fmt_iou(r.k)} & ' if has_k else ''}{format_value(r.metric, r.value)} \\\\"
+            f"{_fmt_iou(r.iou_threshold)} & {f'{_fmt_iou(r.k)} & ' if has_k else ''}{latex_escape(format_value(r.metric, r.value))} \\\\"
         )
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
@@ -251,7 +256,7 @@ def compare_to_latex(cmp: pd.DataFrame) -> str:
     ref = cmp.attrs.get("reference")
     for label, cells in zip(cmp.index, rows):
         name = latex_escape(str(label)) + (" (ref)" if label == ref else "")
-        lines.append(" & ".join([name, *cells]) + r" \\")
+        lines.append(" & ".join([name, *(c.replace("–", "--") for c in cells)]) + r" \\")  # a missing value: ASCII
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
