@@ -53,7 +53,7 @@ BOXACC_METRICS = (
 CORLOC_METRICS = (MetricSpec("corloc", "CorLoc", tolerance=0.2),)
 # counts: must not change
 RUN_METRICS = (MetricSpec("n_images", "Images", "exact", 0.0, decimals=0), MetricSpec("n_failed", "Failed", "lower", 0.0, decimals=0))
-NONFINITE_METRICS = (MetricSpec("n_nonfinite", "Non-finite", "lower", 0.0),)
+NONFINITE_METRICS = (MetricSpec("n_nonfinite", "Non-finite", "lower", 0.0, decimals=0),)  # an image count
 
 #: Every metric the tool writes, in display order. Other names are allowed in a table.
 METRICS: tuple[MetricSpec, ...] = TOPK_METRICS + KNN_METRICS + BOXACC_METRICS + CORLOC_METRICS + RUN_METRICS + NONFINITE_METRICS
