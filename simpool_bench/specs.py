@@ -37,7 +37,8 @@ class ModelOptions:
         min_scope: where SimPool's gamma shift takes its min: sample | batch (official) | channel (timm).
         attn_source: the map: simpool | cls | cam | map | rollout | gradcam (None: the pool's own);
             ``cls_head``: one head of a CLS map instead of their mean.
-        num_classes: classifier size where the checkpoint does not tell; ``img_size``: input size.
+        num_classes: classifier size where the checkpoint does not tell; ``img_size``: input size
+            (None: a ViT checkpoint's own position grid, else timm's pretrained config of ``arch``, else 224).
         dino_pos_quirk, pos_interp: DINO-code position-embedding resampling (None: from the file).
         pretrained, pretrained_file: timm's weights of ``arch`` (Hugging Face cache, or this file).
         mean, std, crop_pct, interpolation: override the model's pretrained data config.

@@ -172,6 +172,26 @@ def test_pretrained_classifier_is_the_files_or_an_error_never_random(tmp_path, h
         build_model("torchvision:resnet18", pool="gap", num_classes=None, pretrained_file=str(tmp_path / "headless.pth"))
 
 
+def test_pretrained_weights_of_a_384_model_run_at_384_as_timm_builds_it(tmp_path, hf_cache):
+    """--model vit_*_384 --pretrained-file F was built at 224: timm resampled the file's 24x24
+    position embeddings to 14x14 and the data config said 224, so top-1 was not timm's model's.
+    Without --img-size the model is built at the input size of timm's pretrained config."""
+    arch = "vit_tiny_patch16_384"
+    sd = _random_sd(arch, 9, num_classes=5, **SMALL)
+    assert tuple(sd["pos_embed"].shape) == (1, 1 + 24 * 24, 32)
+    f = tmp_path / "ft384.safetensors"
+    save_file(sd, str(f))
+    ref = timm.create_model(arch, pretrained=False, num_classes=5, **SMALL).eval()
+    ref.load_state_dict(sd, strict=True)
+    m = build_model(arch, pool="cls", num_classes=5, pretrained_file=str(f), **SMALL)
+    assert m.data_config["input_size"] == (3, 384, 384) == timm.data.resolve_model_data_config(ref)["input_size"]
+    assert torch.equal(m.pos_embed, sd["pos_embed"])  # loaded as it is, not resampled
+    x = torch.randn(2, 3, 384, 384, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(m(x).logits, ref(x))
+    assert build_model(arch, pool="cls", num_classes=5, img_size=224, **SMALL).data_config["input_size"] == (3, 224, 224)  # when asked
+
+
 def test_unreadable_pretrained_file_is_one_error_naming_the_flag(tmp_path, hf_cache):
     """A truncated safetensors file, a PyTorch pickle under a .safetensors name and weights of
     another model, given to --pretrained-file: one line naming --pretrained-file and the file, exit 2."""

@@ -155,7 +155,7 @@ def build_model(
     gamma: Any = UNSET,
     variant: str = "supervised",
     num_classes: int | None = 1000,
-    img_size: int | tuple[int, int] = 224,
+    img_size: int | tuple[int, int] | None = None,
     min_scope: str = "sample",
     attn_source: str | None = None,
     cls_head: int | None = None,
@@ -185,7 +185,8 @@ def build_model(
         variant: ``'supervised'`` (official timm fork layout, classifier) or ``'dino'`` (official DINO
             layout: features only, ``num_classes`` ignored; ViT pools 'simpool'/'cls', CNNs 'simpool'/'gap').
         num_classes: classifier outputs (supervised); None: the pretrained config's (else 1000).
-        img_size: configured input size (ViT position grid; every family: ``data_config`` input size).
+        img_size: configured input size (ViT position grid; every family: ``data_config`` input size);
+            None: the input size of timm's pretrained config of ``arch`` (``vit_*_384``: 384), else 224.
         min_scope: SimPool minimum scope, 'sample' | 'batch' | 'channel' (see ``pooling``).
         attn_source: 'simpool' | 'cls' | 'cam' | 'map' | 'rollout' | 'gradcam' | 'none'; default by
             pool (simpool, cls and map give their own map; CNN gap -> 'cam'; ViT gap -> none).
@@ -218,7 +219,7 @@ class _ModelBuild:
     gamma: Any
     variant: str
     num_classes: int | None
-    img_size: int | tuple[int, int]
+    img_size: int | tuple[int, int] | None
     min_scope: str
     attn_source: str | None
     cls_head: int | None
@@ -241,7 +242,7 @@ class _ModelBuild:
         self.pretrained = bool(self.pretrained or self.pretrained_file is not None)
         self.check_options()
         n_classes = self.classifier_outputs()
-        img_size = self.img_size
+        img_size = self.img_size if self.img_size is not None else self.default_size()
         self.size = (img_size, img_size) if isinstance(img_size, int) else tuple(int(s) for s in img_size)
         net, where = self.create_net(n_classes)
         if self.pool is None:
@@ -327,6 +328,20 @@ class _ModelBuild:
         if n_classes < 0:
             raise SimpoolBenchError(f"num_classes {num_classes!r} must be >= 0")
         return n_classes
+
+    def default_size(self) -> tuple[int, int]:
+        """The input size of timm's pretrained config of the name (its training size, as timm builds
+        the model: ``vit_base_patch16_384`` at 384), else 224."""
+        cfg: Any = self.name.pretrained_cfg
+        if cfg is None and self.name.source == "timm":
+            from timm.models import get_pretrained_cfg
+
+            try:
+                cfg = get_pretrained_cfg(self.name.arch)
+            except (RuntimeError, ValueError):  # a name timm does not know: create_model names it
+                cfg = None
+        size = cfg.get("input_size") if isinstance(cfg, dict) else getattr(cfg, "input_size", None)
+        return (int(size[-2]), int(size[-1])) if size and len(size) == 3 else (224, 224)
 
     def timm_arguments(self) -> dict[str, Any]:
         """``timm.create_model`` keywords: the name's, the caller's, the input size and the pooling."""
