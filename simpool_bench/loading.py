@@ -92,6 +92,8 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
         load_into(model, ckpt)
         if kwargs["pool"] == "simpool" and gamma is UNSET:
             warn_default_gamma(ckpt, getattr(model, "gamma", None))
+        if options.arch is None and ckpt.arch_source == "keys" and model.variant != "dino" and not any(data_overrides(options).values()):
+            warn_guessed_arch(ckpt, arch, model.data_config)
     return model.eval(), ckpt  # evaluation: BatchNorm's running statistics, no dropout
 
 
@@ -173,37 +175,42 @@ def check_weights(options: ModelOptions, arch: str) -> None:
     )
 
 
-def warn_default_gamma(ckpt: LoadedCheckpoint, used: float | None) -> None:
-    """The one ``warning:`` line (stderr, rank 0) of a SimPool checkpoint that records no gamma and
-    runs with the paper's default: gamma changes every number, and the file cannot say which it had."""
-    from .console import err_console
-    from .engine import dist_rank
-
-    if dist_rank() != 0:
-        return
-    timm = " (timm's SimPool layer defaults to none)" if ckpt.format == "timm-simpool" else ""
-    err_console.print(
-        f"warning: checkpoint {ckpt.path} records no SimPool gamma; it runs with {used if used is not None else 'none'}, "
-        f"the paper's default for this family{timm}: pass --gamma to say which it was trained with",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
-
-
-def warn_random_init(arch: str) -> None:
-    """The one ``warning:`` line (stderr, rank 0) of a model that runs with random weights."""
+def _warn(message: str) -> None:
+    """One ``warning:`` line on stderr (rank 0 only), whole at any width."""
     from .console import err_console
     from .engine import dist_rank
 
     if dist_rank() == 0:
-        err_console.print(
-            f"warning: {arch} runs with random weights (--random-init): its numbers say nothing about a trained model "
-            "(recorded as random_init in the provenance)",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
+        err_console.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)
+
+
+def warn_default_gamma(ckpt: LoadedCheckpoint, used: float | None) -> None:
+    """A SimPool checkpoint that records no gamma runs with the paper's default: gamma changes every
+    number, and the file cannot say which it had."""
+    timm = " (timm's SimPool layer defaults to none)" if ckpt.format == "timm-simpool" else ""
+    _warn(
+        f"checkpoint {ckpt.path} records no SimPool gamma; it runs with {used if used is not None else 'none'}, "
+        f"the paper's default for this family{timm}: pass --gamma to say which it was trained with"
+    )
+
+
+def warn_guessed_arch(ckpt: LoadedCheckpoint, arch: str, data_config: dict[str, Any]) -> None:
+    """A supervised checkpoint that names no architecture runs as the timm name its shapes match,
+    with that name's preprocessing, which may not be the one it was trained with (a DeiT file is
+    shaped as vit_*, whose timm config has other mean, std and crop)."""
+    _warn(
+        f"checkpoint {ckpt.path} names no architecture; its shapes match {arch}, run with that timm name's preprocessing "
+        f"(mean {tuple(data_config['mean'])}, std {tuple(data_config['std'])}, crop_pct {data_config['crop_pct']}): "
+        "pass --model (e.g. deit_small_patch16_224), or --mean/--std/--crop-pct, if it was trained otherwise"
+    )
+
+
+def warn_random_init(arch: str) -> None:
+    """A model that runs with random weights (``--random-init``)."""
+    _warn(
+        f"{arch} runs with random weights (--random-init): its numbers say nothing about a trained model "
+        "(recorded as random_init in the provenance)"
+    )
 
 
 def data_overrides(options: ModelOptions) -> dict[str, Any]:

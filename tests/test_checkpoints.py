@@ -1000,3 +1000,25 @@ def test_a_simpool_file_without_gamma_runs_with_the_default_and_says_so(tmp_path
     assert model.gamma is None and capsys.readouterr().err == ""
     model, _ = load_model(ModelOptions(checkpoint=recorded))
     assert model.gamma == 2.0 and capsys.readouterr().err == ""
+
+
+def test_an_architecture_guessed_from_shapes_says_whose_preprocessing_it_runs_with(tmp_path, capsys):
+    """A bare supervised ViT state dict names no architecture: it runs as the timm name its shapes
+    match, with that name's mean, std and crop (a DeiT file would want others), and one warning line
+    says so; --model, or the preprocessing flags, run without it."""
+    from simpool_bench.api import ModelOptions, load_model
+
+    net = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=4)
+    bare = tmp_path / "bare.pth"
+    torch.save({"model": net.state_dict()}, bare)
+    model, ckpt = load_model(ModelOptions(checkpoint=bare))
+    assert ckpt.arch_source == "keys" and model.arch == "vit_tiny_patch16_224"
+    cfg = timm.data.resolve_model_data_config(net)
+    assert " ".join(capsys.readouterr().err.split()) == (
+        f"warning: checkpoint {bare} names no architecture; its shapes match vit_tiny_patch16_224, run with that timm name's "
+        f"preprocessing (mean {tuple(cfg['mean'])}, std {tuple(cfg['std'])}, crop_pct {cfg['crop_pct']}): pass --model "
+        "(e.g. deit_small_patch16_224), or --mean/--std/--crop-pct, if it was trained otherwise"
+    )
+    load_model(ModelOptions(checkpoint=bare, arch="deit_tiny_patch16_224"))
+    load_model(ModelOptions(checkpoint=bare, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+    assert capsys.readouterr().err == ""
