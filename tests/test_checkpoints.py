@@ -394,6 +394,10 @@ def test_official_dino_vit_teacher_default_student_on_request(tmp_path):
     s = load_checkpoint(path, prefer="student")
     assert s.source == "student" and "stripped module." in s.key_mapping
     assert same_outputs(rebuild(arch, s), student, arch)
+    # inspect shows the weights --prefer picks, as a run loads them
+    shown = said(invoke_cli("inspect", path, "--prefer", "student"))
+    assert "│ weights │ student" in shown and "stripped module." in shown
+    assert "│ weights │ teacher" in said(invoke_cli("inspect", path))
 
 
 def test_official_dino_resnet_ddp_teacher_with_bn_head(tmp_path):

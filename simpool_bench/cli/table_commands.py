@@ -13,11 +13,14 @@ from rich.markup import escape
 from ..console import console, err_console, note, say
 from ..errors import SimpoolBenchError
 from ..files import atomic_write
-from .options import DeviceOpt, FormatOpt, TrustOpt
+from .options import DeviceOpt, FormatOpt, PreferOpt, TrustOpt
 
 
 def inspect(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file.")], trust_checkpoint: TrustOpt = False, fmt: FormatOpt = None
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file.")],
+    trust_checkpoint: TrustOpt = False,
+    fmt: FormatOpt = None,
+    prefer: PreferOpt = "auto",
 ) -> None:
     """Show a checkpoint's format, architecture, pooling, gamma, parameters and key mapping."""
     from rich.console import Console
@@ -27,7 +30,7 @@ def inspect(
 
     from ..checkpoints import inspect_checkpoint
 
-    info = inspect_checkpoint(checkpoint, trust=trust_checkpoint, format=fmt)
+    info = inspect_checkpoint(checkpoint, trust=trust_checkpoint, format=fmt, prefer=prefer)
     table = Table(title=Text(str(checkpoint)), show_header=False)
     table.add_column("field", no_wrap=True)
     table.add_column("value", overflow="fold")  # a sha256 or path folds whole onto the next line, never cut with '…'
