@@ -18,6 +18,7 @@ from typing import Any
 
 from . import tasks
 from .caller import called_as
+from .data.imagenet import in_timm_class_order
 from .data.manifests import note_unpublished
 from .data.records import Record, records_sha256
 from .engine import EngineConfig, resolve_device
@@ -80,6 +81,11 @@ def run_classify(
     split = classification_split(d.data, d.split, d.labels, d.metadata, spec.default_split) or spec.default_split  # the folder read
     bank = _knn_bank_records(spec, classes)  # read before the model loads: a wrong bank folder fails at once
     net, ckpt = load_model(_with_interpolation(spec))
+    if getattr(net, "num_classes", 0) > 0 and classes is not None and d.labels is None and d.metadata is None:
+        # a head's logits are scored as timm's validate.py reads the class folders (natural_key order)
+        records, timm_classes = in_timm_class_order(records, classes)
+        bank = None if bank is None else in_timm_class_order(bank, classes)[0]  # the same class folders (checked)
+        classes = timm_classes
     cfg = classification_config(net.data_config, spec.resize, spec.crop, spec.interpolation)
     transform = eval_transform(cfg)
     outcome = tasks.classify(

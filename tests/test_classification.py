@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -115,3 +116,45 @@ def test_topk_equals_timm_accuracy_on_heavy_ties_and_bf16_logits():
         got = acc.compute()
         assert (got["top1"], got["top5"]) == (100.0 * timm_hits[0] / 300, 100.0 * timm_hits[1] / 300), name
         assert 0 < timm_hits[0] < timm_hits[1] < 300, name  # the ties decide: neither none nor all
+
+
+def test_class_folders_are_indexed_as_timm_validate_reads_them(tmp_path):
+    """timm's validate.py reads an ImageFolder with its own reader (``find_images_and_targets``):
+    classes in ``natural_key`` order (lower-cased, digit runs compared as numbers), so '9' < '10'
+    and 'a' < 'B', where torchvision's ImageFolder (sorted names) has '10' < '9' < 'B' < 'a'. A
+    model with a head (trained by timm's train.py on the same reader) is scored against timm's
+    indices: every image's label and the top-1/top-5 counts of a literal validate.py loop
+    (``--no-prefetcher``: timm's ImageDataset, the eval transform, forward, ``accuracy``)."""
+    import timm
+    from timm.data import ImageDataset
+    from timm.utils import accuracy
+
+    from simpool_bench import api
+
+    from conftest import CLASS_NAMES, TINY_VIT_ARCH, TINY_VIT_KWARGS, build_image_folder, build_tiny_checkpoint
+
+    folder = build_image_folder(tmp_path / "gen", counts=(3, 3, 3, 3), seed=4)
+    root = tmp_path / "val"
+    root.mkdir()
+    names = ("10", "9", "B", "a")
+    for src, dst in zip(CLASS_NAMES, names):
+        (folder / src).rename(root / dst)
+    ckpt, ours = build_tiny_checkpoint(tmp_path / "tiny.pth.tar", pool="cls", num_classes=4, seed=3)
+
+    net = timm.create_model(TINY_VIT_ARCH, pretrained=False, num_classes=4, global_pool="token", **TINY_VIT_KWARGS).eval()
+    net.load_state_dict(ours.state_dict())
+    transform = timm.data.create_transform(**ours.data_config, is_training=False)
+    dataset = ImageDataset(str(root), transform=transform)
+    timm_label = {os.path.relpath(path, root): int(t) for path, t in dataset.reader.samples}
+    assert [timm_label[f"{n}/000.jpg"] for n in ("9", "10", "a", "B")] == [0, 1, 2, 3]  # natural_key order
+    hits = np.zeros(2, dtype=np.int64)
+    with torch.no_grad():
+        for images, target in torch.utils.data.DataLoader(dataset, batch_size=5):
+            hits += [round(float(a) * len(target) / 100) for a in accuracy(net(images), target, topk=(1, 5))]
+
+    engine = api.EngineConfig(device="cpu", batch_size=4, workers=0, progress=False)
+    res = api.run_classify(api.ClassifySpec(api.DataSpec("imagenet", data=root), model=api.ModelOptions(checkpoint=ckpt)), engine)
+    frame = res.extras["per_image"]
+    assert dict(zip(frame["id"], frame["label"].astype(int))) == timm_label
+    got = {r.metric: r.value for r in res.table.itertuples()}
+    assert (got["top1"], got["top5"]) == (100.0 * hits[0] / 12, 100.0 * hits[1] / 12)

@@ -1,18 +1,22 @@
 """ImageNet-style classification readers: class folders, a flat folder with a label file, and
 per-class subsets (SimPool's ImageNet-20%).
 
-Class order and file order follow torchvision's ``ImageFolder`` (what timm and DINO/SimPool use):
+Class order and file order follow torchvision's ``ImageFolder`` (what DINO/SimPool's k-NN uses):
 class folders sorted by name, then files of each class from ``sorted(os.walk(class_dir))`` and
 ``sorted(filenames)``, keeping the extensions in ``IMG_EXTENSIONS``. Folder symlinks are followed as
 ImageFolder follows them, except one that loops or leads to a folder already read (ImageFolder would
-count its images again): it is skipped and counted in one ``DataWarning``.
+count its images again): it is skipped and counted in one ``DataWarning``. timm's own reader
+(``find_images_and_targets``, what ``validate.py`` and ``train.py`` read) indexes the same class
+folders in ``natural_key`` order instead: ``in_timm_class_order``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +78,22 @@ def read_image_folder(root: str | Path) -> tuple[list[Record], list[str]]:
             f"({len(empty)} such folder(s); extensions {', '.join(IMG_EXTENSIONS)})"
         )
     return records, classes
+
+
+def natural_key(name: str) -> list[int | str]:
+    """timm's ``natural_key`` (``timm.utils.misc``): lower-cased, digit runs compared as numbers."""
+    return [int(s) if s.isdecimal() else s for s in re.split(r"(\d+)", name.lower())]  # (timm: isdigit, which fails on "²")
+
+
+def in_timm_class_order(records: Sequence[Record], classes: Sequence[str]) -> tuple[list[Record], list[str]]:
+    """``read_image_folder``'s records and classes relabelled as timm's ImageFolder reader indexes
+    the class folders: sorted by ``natural_key`` ('9' before '10', 'a' before 'B'; names of equal
+    key, which timm leaves in set order, by name). ImageNet's WordNet ids keep their indices."""
+    order = sorted(classes, key=lambda c: (natural_key(c), c))
+    if order == list(classes):
+        return list(records), order
+    new = {old: order.index(name) for old, name in enumerate(classes)}
+    return [replace(r, label=new[r.label]) if r.label >= 0 else r for r in records], order
 
 
 def read_flat_folder(root: str | Path, label_file: str | Path, check_images: bool = True) -> tuple[list[Record], list[str]]:
