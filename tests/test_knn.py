@@ -79,10 +79,10 @@ def _check_against_dino(train_f, train_y, test_f, test_y, ks, T, C):
     cols = acc.per_image_columns(len(test_y))
     tr, te = nn.functional.normalize(train_f, dim=1, p=2), nn.functional.normalize(test_f, dim=1, p=2)
     for k in ks:
-        top1, top5, pred, hit1, hit5, probs = dino_knn_classifier(tr, train_y, te, test_y, k, T, C)
+        top1, top5, pred, hit1, hit5, probs = dino_knn_classifier(tr, train_y, te, test_y, k, T)  # DINO's call: num_classes=1000
         step = len(test_y) // 100  # DINO's chunks (the matmul's rounding depends on their size)
         for c in range(0, len(test_y), step):  # the class scores of each chunk, bit for bit
-            assert torch.equal(knn_votes(torch.mm(te[c : c + step], tr.t()), train_y, k, T, C), probs[c : c + step]), k
+            assert torch.equal(knn_votes(torch.mm(te[c : c + step], tr.t()), train_y, k, T, 1000), probs[c : c + step]), k
         assert (got["knn_top1"][k], got["knn_top5"][k]) == (top1, top5), k  # bit for bit
         assert np.array_equal(cols[f"knn_pred_k{k}"], pred) and np.array_equal(cols[f"knn_top1_k{k}"], hit1), k
         assert np.array_equal(cols[f"knn_top5_k{k}"], hit5), k
@@ -116,6 +116,34 @@ def test_ties_in_similarity_and_in_class_scores_break_as_dino():
     sims = nn.functional.normalize(test_f, dim=1) @ nn.functional.normalize(train_f, dim=1).t()
     assert any(len(torch.unique(r)) < 40 for r in sims)  # ties are there
     _check_against_dino(train_f, train_y, test_f, test_y, (1, 2, 4, 5, 7, 20, 60, 100), 0.07, C)
+
+
+def test_fewer_classes_than_dinos_1000_vote_as_dinos_own_call():
+    """DINO's ``eval_knn`` calls ``knn_classifier(train_features, train_labels, test_features,
+    test_labels, k, args.temperature)``: ``num_classes`` is its default 1000 whatever the data
+    set's class count. Its class scores are 1000 wide, so ``sort`` orders tied scores (classes
+    with equal votes, and the zero-vote classes that fill the top-5 when fewer than 5 classes got
+    votes) among 1000 columns: which tied class is the top-1, and whether a zero-vote target
+    counts in the top-5, is what that call gives, not what a C-wide sort gives. Checked on 12
+    and 3 classes (k from 1 to 20, ties in similarity and in class scores)."""
+    g = torch.Generator().manual_seed(1)
+    base = torch.randint(-1, 2, (40, 6), generator=g).float()
+    base[base.abs().sum(1) == 0, 0] = 1.0
+    train_f = torch.cat([base, base, base[:20]])
+    test_f = torch.cat([base[torch.randint(0, 40, (90,), generator=g)], torch.randint(-1, 2, (47, 6), generator=g).float()])
+    test_f[test_f.abs().sum(1) == 0, 1] = 1.0
+    tr, te = nn.functional.normalize(train_f, dim=1, p=2), nn.functional.normalize(test_f, dim=1, p=2)
+    train_y, test_y = torch.randint(0, 12, (100,), generator=g), torch.randint(0, 12, (137,), generator=g)
+    ks = (1, 2, 3, 4, 5, 7, 10, 20)
+    for C, (ty, sy) in {12: (train_y, test_y), 3: (train_y % 3, test_y % 3)}.items():
+        acc = KNNAccumulator(MemoryBank.from_features(train_f, ty, C), ks, 0.07)
+        acc.update(test_f, sy)
+        got, cols = acc.compute(), acc.per_image_columns(len(sy))
+        for k in ks:
+            top1, top5, pred, hit1, hit5, _ = dino_knn_classifier(tr, ty, te, sy, k, 0.07)  # DINO's call: num_classes=1000
+            assert (got["knn_top1"][k], got["knn_top5"][k]) == (top1, top5), (C, k)
+            assert np.array_equal(cols[f"knn_pred_k{k}"], pred) and np.array_equal(cols[f"knn_top1_k{k}"], hit1), (C, k)
+            assert np.array_equal(cols[f"knn_top5_k{k}"], hit5), (C, k)
 
 
 def test_misses_count_as_wrong_and_k_beyond_the_bank_is_an_error():

@@ -2,7 +2,7 @@
 
 ``knn_classify`` runs DINO's loop once over the test features: the same chunks (``n // 100``
 images), the same ops (``torch.mm`` against the transposed bank, ``topk(k)``, a one-hot
-``scatter_``, ``exp(sim / T)`` weights, ``sum`` over the neighbours, ``sort`` of the class scores),
+``scatter_``, ``exp(sim / T)`` weights, ``sum`` over the neighbours, ``sort`` of the 1000 class scores),
 so each k's hits are bit-identical to a separate ``knn_classifier(..., k, T)`` call. The similarity
 of a chunk is computed once and shared by every k; each k takes its own ``topk`` (a prefix of one
 ``topk(max k)`` may break ties at the k-th neighbour differently).
@@ -31,6 +31,9 @@ DINO_KNN_KS = (10, 20, 100, 200)
 DINO_KNN_TEMPERATURE = 0.07
 #: DINO splits the test features into this many chunks (``num_chunks = 100``).
 DINO_KNN_CHUNKS = 100
+#: DINO's ``knn_classifier`` votes over ``num_classes=1000`` columns (its default, which ``eval_knn``
+#: never changes): ``sort`` breaks ties among that many, whatever the data set's class count.
+DINO_KNN_NUM_CLASSES = 1000
 
 
 @dataclass
@@ -95,8 +98,11 @@ class KnnHits:
 def knn_classify(test_features: torch.Tensor, test_labels: torch.Tensor, bank: MemoryBank, ks: Sequence[int], T: float) -> KnnHits:
     """Every k of DINO's ``knn_classifier`` in one loop over DINO's chunks (see the module docstring).
 
-    ``test_features`` are raw (normalised here over the whole matrix, as DINO's extraction does)."""
+    ``test_features`` are raw (normalised here over the whole matrix, as DINO's extraction does).
+    The votes are ``DINO_KNN_NUM_CLASSES`` wide as DINO's call has them (the bank's class count
+    where larger: DINO fails there), so ties in class scores sort as in DINO."""
     dev = bank.features.device
+    num_classes = max(DINO_KNN_NUM_CLASSES, bank.num_classes)
     test_features = F.normalize(test_features.float().to(dev), dim=1, p=2)
     test_labels = test_labels.long().to(dev)
     ks = tuple(ks)
@@ -109,11 +115,10 @@ def knn_classify(test_features: torch.Tensor, test_labels: torch.Tensor, bank: M
         targets = test_labels[idx : min((idx + imgs_per_chunk), num_test_images)]
         similarity = torch.mm(features, train_features)
         for k in ks:
-            probs = knn_votes(similarity, bank.labels, k, T, bank.num_classes)
+            probs = knn_votes(similarity, bank.labels, k, T, num_classes)
             _, predictions = probs.sort(1, True)
             correct = predictions.eq(targets.data.view(-1, 1))
-            # DINO: "top5 does not make sense if k < 5"; fewer than 5 classes (DINO fails there): all of them
-            hit5 = correct.narrow(1, 0, min(5, k, bank.num_classes)).sum(1) > 0
+            hit5 = correct.narrow(1, 0, min(5, k)).sum(1) > 0  # DINO: "top5 does not make sense if k < 5"
             parts[k].append((predictions[:, 0].cpu(), correct[:, 0].cpu(), hit5.cpu()))
     out = KnnHits({}, {}, {})
     for k in ks:
