@@ -346,34 +346,28 @@ def test_read_cub_native_box_outside_plain_numbers_and_line(tmp_path):
     )
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
-def test_read_cub_native_non_finite_box_value_names_file_and_line(tmp_path, value):
-    # float() reads "nan" and "inf"; int() of them was a ValueError/OverflowError traceback
-    root, rows = _make_cub(tmp_path)
-    n = next(r[0] for r in rows if r[3] == 0)
-    lines = (root / "bounding_boxes.txt").read_text().splitlines()
-    lines[n - 1] = f"{n} 1.0 2.0 {value} 4.0"
-    (root / "bounding_boxes.txt").write_text("\n".join(lines) + "\n")
-    with pytest.raises(SimpoolBenchError) as exc:
-        read_cub_native(root, "test")
-    assert str(exc.value) == (
-        f"{root / 'bounding_boxes.txt'}:{n}: expected '<image_id> <x> <y> <width> <height>' (finite numbers), got '{lines[n - 1]}'"
-    )
+_BOX = "'<image_id> <x> <y> <width> <height>' (finite numbers)"
+_FLAG = "'<image_id> <is_training_image>' (0 or 1)"
 
 
-@pytest.mark.parametrize("flag", ["2", "-1", "yes"])
-def test_read_cub_native_split_flag_other_than_0_or_1_is_refused(tmp_path, flag):
-    # an image marked 2 was in neither split: a test run silently had one image fewer
+@pytest.mark.parametrize(
+    "file, fields, expected",
+    [
+        # float() reads "nan" and "inf"; int() of them was a ValueError/OverflowError traceback
+        *(("bounding_boxes.txt", f"1.0 2.0 {v} 4.0", _BOX) for v in ("nan", "inf", "-inf", "NaN")),
+        # an image marked 2 was in neither split: a test run silently had one image fewer
+        *(("train_test_split.txt", flag, _FLAG) for flag in ("2", "-1", "yes")),
+    ],
+)
+def test_read_cub_native_bad_value_names_file_and_line(tmp_path, file, fields, expected):
     root, rows = _make_cub(tmp_path)
     n = next(r[0] for r in rows if r[3] == 0)
-    lines = (root / "train_test_split.txt").read_text().splitlines()
-    lines[n - 1] = f"{n} {flag}"
-    (root / "train_test_split.txt").write_text("\n".join(lines) + "\n")
+    lines = (root / file).read_text().splitlines()
+    lines[n - 1] = f"{n} {fields}"
+    (root / file).write_text("\n".join(lines) + "\n")
     with pytest.raises(SimpoolBenchError) as exc:
         read_cub_native(root, "test")
-    assert str(exc.value) == (
-        f"{root / 'train_test_split.txt'}:{n}: expected '<image_id> <is_training_image>' (0 or 1), got '{lines[n - 1]}'"
-    )
+    assert str(exc.value) == f"{root / file}:{n}: expected {expected}, got '{lines[n - 1]}'"
 
 
 def test_read_cub_native_missing_image_and_unlisted(tmp_path):
