@@ -151,6 +151,56 @@ def extract_gt_voc(targets, remove_hards=False):
     return np.asarray(gt_bbxs), gt_clss
 
 
+def select_coco_20k(sel_file, all_annotations_file, out_file):
+    """LOST ``select_coco_20k``: the instances json of the listed images (written to ``out_file``,
+    LOST's ``datasets/instances_train2014_sel20k.json``)."""
+    import json
+
+    with open(all_annotations_file) as f:
+        train2014 = json.load(f)
+    with open(sel_file) as f:
+        sel_20k = f.readlines()
+        sel_20k = [s.replace("\n", "") for s in sel_20k]
+    im20k = [str(int(s.split("_")[-1].split(".")[0])) for s in sel_20k]
+    new_anno = []
+    new_images = []
+    for i in im20k:
+        new_anno.extend([a for a in train2014["annotations"] if a["image_id"] == int(i)])
+        new_images.extend([a for a in train2014["images"] if a["id"] == int(i)])
+    train2014_20k = {"images": new_images, "annotations": new_anno, "categories": train2014["categories"]}
+    with open(out_file, "w") as outfile:
+        json.dump(train2014_20k, outfile)
+
+
+def lost_coco20k_dataset(image_dir, sel_file, all_annotations_file, annfile):
+    """LOST ``datasets.Dataset`` for COCO20k: ``select_coco_20k`` then torchvision's ``CocoDetection``
+    (``image_dir`` = ``train2014``; images sorted by id, ``Image.open(path).convert("RGB")``) with
+    LOST's transform."""
+    import torchvision
+    from torchvision import transforms as pth_transforms
+
+    select_coco_20k(sel_file, all_annotations_file, annfile)
+    transform = pth_transforms.Compose([pth_transforms.ToTensor(), pth_transforms.Normalize(LOST_TRANSFORM_MEAN, LOST_TRANSFORM_STD)])
+    return torchvision.datasets.CocoDetection(str(image_dir), annFile=str(annfile), transform=transform)
+
+
+def extract_gt_coco(targets, remove_iscrowd=True):
+    """LOST ``extract_gt_COCO``."""
+    objects = targets
+    nb_obj = len(objects)
+    gt_bbxs = []
+    gt_clss = []
+    for o in range(nb_obj):
+        if remove_iscrowd and objects[o]["iscrowd"] == 1:
+            continue
+        gt_clss.append(objects[o]["category_id"])
+        bbx = objects[o]["bbox"]
+        x1y1x2y2 = [bbx[0], bbx[1], bbx[0] + bbx[2], bbx[1] + bbx[3]]
+        x1y1x2y2 = [int(round(x)) for x in x1y1x2y2]
+        gt_bbxs.append(x1y1x2y2)
+    return np.asarray(gt_bbxs), gt_clss
+
+
 def get_model_vit_small(state_dict, device, patch_size=16, depth=12):
     """LOST ``networks.get_model`` for ``vit_small``: DINO's ViT, num_classes=0, the backbone state
     dict loaded strictly, eval, on ``device``."""
@@ -165,16 +215,17 @@ def get_model_vit_small(state_dict, device, patch_size=16, depth=12):
     return model
 
 
-def main_lost(dataset, model, device, patch_size=16, dinoseg=False, dinoseg_head=4, k_patches=100, no_hard=False):
+def main_lost(dataset, model, device, patch_size=16, dinoseg=False, dinoseg_head=4, k_patches=100, no_hard=False, coco=False):
     """The per-image loop of LOST ``main_lost.py`` (ViT, ``--which_features k``), line for line:
-    returns ({image name: pred box}, corloc in percent)."""
+    returns ({image name: pred box}, corloc in percent). ``coco``: COCO20k (``lost_coco20k_dataset``),
+    where LOST names an image ``str(image_id)`` and reads its GT with ``extract_gt_COCO``."""
     preds_dict = {}
     cnt = 0
     corloc = np.zeros(len(dataset))
     for im_id, inp in enumerate(dataset):
         img = inp[0]
         init_image_size = img.shape
-        im_name = inp[1]["annotation"]["filename"]
+        im_name = str(inp[1][0]["image_id"]) if coco else inp[1]["annotation"]["filename"]
         if im_name is None:
             continue
         size_im = (img.shape[0], int(np.ceil(img.shape[1] / patch_size) * patch_size), int(np.ceil(img.shape[2] / patch_size) * patch_size))
@@ -185,7 +236,7 @@ def main_lost(dataset, model, device, patch_size=16, dinoseg=False, dinoseg_head
         w_featmap = img.shape[-2] // patch_size
         h_featmap = img.shape[-1] // patch_size
 
-        gt_bbxs, gt_cls = extract_gt_voc(inp[1], remove_hards=no_hard)
+        gt_bbxs, gt_cls = extract_gt_coco(inp[1], remove_iscrowd=True) if coco else extract_gt_voc(inp[1], remove_hards=no_hard)
         if gt_bbxs is not None and gt_bbxs.shape[0] == 0 and no_hard:
             continue
 

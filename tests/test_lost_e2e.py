@@ -5,7 +5,8 @@ The reference is ``lost_reference.main_lost`` (LOST ``main_lost.py``'s per-image
 ``VOCDetection`` reading, ToTensor + ImageNet Normalize, zero padding to the patch size, DINO's
 ``VisionTransformer`` with its ``interpolate_pos_encoding``, the qkv hook for the keys, ``lost`` and
 ``dino_seg`` head 4) over ``dino_reference`` (DINO's ``vision_transformer.py``); it shares no code
-with simpool_bench. The weights are saved as DINO publishes them (a bare backbone state dict) and as
+with simpool_bench. COCO20k goes through LOST's COCO path (``select_coco_20k``, torchvision
+``CocoDetection``, ``extract_gt_COCO``) the same way (``test_discover_coco20k_equals_main_lost``). The weights are saved as DINO publishes them (a bare backbone state dict) and as
 a DINO training checkpoint (teacher/student); both must give LOST's every box and CorLoc, for
 ``--method lost`` and for ``--method attn --lost-compat``. The reference runs on the device LOST
 picks (CUDA when available), which is also ``--device auto``'s.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import math
 from pathlib import Path
 
@@ -211,9 +213,12 @@ def lost_case(tmp_path_factory):
     return voc, files, expected, (model, dataset, device)
 
 
-def run_discover(monkeypatch, tmp_path: Path, voc: Path, ckpt: Path, *flags: str) -> tuple[dict[str, list[int]], float]:
+def run_discover(
+    monkeypatch, tmp_path: Path, voc: Path, ckpt: Path, *flags: str, data: tuple = (), name=lambda image_id: image_id + ".jpg"
+) -> tuple[dict[str, list[int]], float]:
     """``simpool-bench discover`` through the CLI; the boxes are read off ``evaluate.discover``'s
-    ``on_boxes`` hook (the run itself is the command's own)."""
+    ``on_boxes`` hook (the run itself is the command's own), keyed by ``name(record.image_id)``
+    (LOST's image name). ``data``: the dataset arguments (default: VOC07 in ``voc``)."""
     from simpool_bench import tasks as ev
 
     boxes: dict[str, list[int]] = {}
@@ -222,13 +227,14 @@ def run_discover(monkeypatch, tmp_path: Path, voc: Path, ckpt: Path, *flags: str
     def spy(model, records, config, **kw):
         def on_boxes(idx, b, hits):
             for i, box in zip(idx, b):
-                boxes[records[i].image_id + ".jpg"] = [int(v) for v in box]
+                boxes[name(records[i].image_id)] = [int(v) for v in box]
 
         return original(model, records, config, on_boxes=on_boxes, **kw)
 
     monkeypatch.setattr(ev, "discover", spy)
     out = tmp_path / "out"
-    res = invoke_cli("discover", "--dataset", "voc07", "--data", voc, "--checkpoint", ckpt, "--out", out, *flags)
+    data = data or ("--dataset", "voc07", "--data", voc)
+    res = invoke_cli("discover", *data, "--checkpoint", ckpt, "--out", out, *flags)
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out / "results.csv")
     assert (table.pos_interp == "dino").all()  # provenance: DINO's own position interpolation
@@ -245,6 +251,71 @@ def test_discover_equals_main_lost(lost_case, monkeypatch, tmp_path, which, meth
     want_boxes, want_corloc = expected[method]
     assert boxes == {k: [int(v) for v in b] for k, b in want_boxes.items()}
     assert corloc == pytest.approx(want_corloc, abs=1e-9)
+
+
+# COCO20k (index: width, height, PIL mode, kind): sides under the patch size (a 1-patch row or
+# column), a 17-pixel side (one pixel row into a second patch row), a VOC/COCO-like 481x353 (713
+# patches, beyond k = 100), greyscale and CMYK, twins (tied degrees).
+COCO_IMAGES = [
+    (300, 10, "RGB", "blobs"),
+    (10, 300, "L", "blobs"),
+    (17, 300, "RGB", "blobs"),
+    (300, 17, "CMYK", "blobs"),
+    (481, 353, "RGB", "blobs"),
+    (353, 481, "RGB", "twins"),
+    (250, 186, "L", "twins"),
+    (97, 75, "RGB", "blobs"),
+]
+
+
+def build_coco20k(root: Path, seed: int = 1) -> tuple[Path, Path, Path]:
+    """A COCO train2014 layout: images, ``instances_train2014.json`` and a 20k-style list of all but
+    one of its images (the unlisted one annotated too). Boxes are the blobs'/twins' with fractional
+    corners (x + w at .5: Python's round, half to even), and every other image has a crowd
+    annotation over the whole image, which LOST drops (a full-image box would hit it). Every listed
+    image keeps a non-crowd box (LOST fails on an image without one). Returns (train2014, json, list)."""
+    rng = np.random.default_rng(seed)
+    image_dir = root / "coco" / "train2014"
+    image_dir.mkdir(parents=True)
+    images, anns = [], []
+    for k, (w, h, mode, kind) in enumerate([*COCO_IMAGES, (64, 48, "RGB", "blobs")]):
+        image_id = 9000 + 37 * k
+        file_name = f"COCO_train2014_{image_id:012d}.jpg"
+        data, boxes = _image(rng, w, h, mode, None, kind)
+        (image_dir / file_name).write_bytes(data)
+        images.append({"file_name": file_name, "height": h, "width": w, "id": image_id})
+        for x0, y0, x1, y1 in boxes:  # VOC's 1-based inclusive corners -> COCO [x, y, w, h]
+            bx, by = x0 - 1 + 0.5, y0 - 1 + 0.25
+            anns.append({"image_id": image_id, "bbox": [bx, by, x1 - 0.5 - bx, y1 + 0.25 - by], "iscrowd": 0, "category_id": 1})
+        if k % 2:
+            anns.append({"image_id": image_id, "bbox": [0.0, 0.0, float(w), float(h)], "iscrowd": 1, "category_id": 1})
+    for n, a in enumerate(anns, start=1):
+        a.update(id=n, area=a["bbox"][2] * a["bbox"][3], segmentation=[[0.0, 0.0, 1.0, 0.0, 1.0, 1.0]])
+    ann_file = root / "coco" / "annotations" / "instances_train2014.json"
+    ann_file.parent.mkdir()
+    categories = [{"id": 1, "name": "thing", "supercategory": "thing"}]
+    ann_file.write_text(json.dumps({"images": images, "annotations": anns, "categories": categories}))
+    list_file = root / "coco" / "coco_20k_filenames.txt"
+    list_file.write_text("".join(f"train2014/{im['file_name']}\n" for im in images[::-1][1:]))
+    return image_dir, ann_file, list_file
+
+
+@pytest.mark.parametrize("method", ["lost", "attn"])
+def test_discover_coco20k_equals_main_lost(lost_case, monkeypatch, tmp_path, method):
+    """COCO20k end to end: ``discover --dataset coco20k`` against LOST's own COCO path
+    (``select_coco_20k``, torchvision ``CocoDetection``, ``extract_gt_COCO``: crowds dropped,
+    ``int(round())``) on the same weights: every box and the CorLoc, for both LOST modes."""
+    _, files, _, (model, _, device) = lost_case
+    image_dir, ann_file, list_file = build_coco20k(tmp_path)
+    dataset = ref.lost_coco20k_dataset(image_dir, list_file, ann_file, tmp_path / "instances_train2014_sel20k.json")
+    want_boxes, want_corloc = ref.main_lost(dataset, model, device, dinoseg=method == "attn", dinoseg_head=4, coco=True)
+    assert len(want_boxes) == len(COCO_IMAGES)
+    flags = ("--method", "lost") if method == "lost" else ("--method", "attn", "--lost-compat")
+    data = ("--dataset", "coco20k", "--data", image_dir, "--annotations", ann_file, "--list", list_file)
+    boxes, corloc = run_discover(monkeypatch, tmp_path, image_dir, files[0], *flags, data=data, name=lambda f: str(int(f[-16:-4])))
+    assert boxes == {k: [int(v) for v in b] for k, b in want_boxes.items()}
+    assert corloc == pytest.approx(want_corloc, abs=1e-9)
+    assert 0 < want_corloc < 100 or method == "attn"
 
 
 def test_case_is_not_degenerate(lost_case):
