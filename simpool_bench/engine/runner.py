@@ -218,8 +218,9 @@ class EvalRunner:
             self.resumed += 1
         if self.store is not None:
             recompute_notice(self.store, bad, len(self.mine))
-            if not self.resumed and not any(bad.values()) and self.store.others():
-                stale_notice(self.store, len(self.mine))
+            others = 0 if self.resumed or any(bad.values()) else self.store.others()
+            if others:
+                stale_notice(self.store, others, len(self.mine))
         self.batch_plan: list[tuple[int, list[int]]] = [(sid, b) for sid, rng in todo for b in self.batches_for(rng)]
         self.last_batch_of = {sid: i for i, (sid, _) in enumerate(self.batch_plan)}
         self.n_todo = sum(len(b) for _, b in self.batch_plan)

@@ -83,12 +83,12 @@ def recompute_notice(store: ShardStore, bad: dict[str, int], total: int) -> None
     note(f"note: recomputing {sum(bad.values())} of {total} stored shards in {store.dir}: {'; '.join(parts)}")
 
 
-def stale_notice(store: ShardStore, total: int) -> None:
+def stale_notice(store: ShardStore, others: int, total: int) -> None:
     """One line on stderr when the resume folder holds finished shards of other runs only: the same
     command after a change (data, model, settings, code) computes everything again, and says so."""
     from ..console import note
 
     note(
-        f"note: the {store.others()} finished shards in {store.dir.parent} are of another run (other data, model, "
+        f"note: the {others} finished shards in {store.dir.parent} are of another run (other data, model, "
         f"settings or code): none is reused, all {total} shards are computed"
     )
