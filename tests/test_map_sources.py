@@ -284,3 +284,151 @@ def test_localize_takes_cams_of_the_gt_class_or_of_the_prediction(tmp_path):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=target)
     differ = [i for i in range(12) if pred[i] != labels[i]]
     assert not np.allclose(want["gt"][differ], want["pred"][differ])
+
+
+# ------------------------------------------------------------------------------------ wsolevaluation CAM, end to end
+def _wsolevaluation_tables(image_root, meta, net, interval, cam_target, batch_size):
+    """clovaai/wsolevaluation's own pipeline, literally: ``data_loaders.py`` (its readers and test
+    transform: Resize((224, 224)) on the PIL image, ToTensor, Normalize with its fixed ImageNet
+    statistics), ``wsol/resnet.py`` ``ResNetCam.forward(return_cam=True)`` (layer4's output, after
+    its last ReLU, times ``fc.weight[labels]``, mean over channels; the bias ignored),
+    ``inference.py`` ``CAMComputer`` (``t2n``, ``cv2.resize(cam, images.shape[2:], INTER_CUBIC)``,
+    ``normalize_scoremap``) and ``evaluation.py`` ``BoxEvaluator`` (``resize_bbox``,
+    ``compute_bboxes_from_scoremaps``, ``calculate_multiple_iou``, the sliced max, ``compute``),
+    for ``multi_contour_eval`` True (V2) and False (V1). Top-1 Loc as the maintainers describe it
+    (issues #14, #50): an image counts when its box is right at IoU 50 AND its prediction is.
+    ``cam_target``: 'gt' passes the loader's targets as the reference does; 'pred' the predictions."""
+    import os
+
+    import cv2
+    from PIL import Image
+    from torchvision import transforms
+
+    import boxacc_oracle as oracle
+
+    def lines(name):
+        with open(os.path.join(meta, name)) as f:
+            return [line.strip("\n") for line in f.readlines()]
+
+    image_ids = lines("image_ids.txt")
+    class_labels = {i: int(c) for i, c in (line.split(",") for line in lines("class_labels.txt"))}
+    image_sizes = {i: (int(w), int(h)) for i, w, h in (line.split(",") for line in lines("image_sizes.txt"))}
+    boxes = {}
+    for line in lines("localization.txt"):
+        image_id, x0s, x1s, y0s, y1s = line.split(",")
+        boxes.setdefault(image_id, []).append((int(x0s), int(x1s), int(y0s), int(y1s)))
+
+    def resize_bbox(box, image_size, resize_size):
+        box_x0, box_y0, box_x1, box_y1 = map(float, box)
+        image_w, image_h = map(float, image_size)
+        new_image_w, new_image_h = map(float, resize_size)
+        return (
+            int(box_x0 * new_image_w / image_w),
+            int(box_y0 * new_image_h / image_h),
+            int(box_x1 * new_image_w / image_w),
+            int(box_y1 * new_image_h / image_h),
+        )
+
+    gt_bboxes = {i: [resize_bbox(b, image_sizes[i], (224, 224)) for b in boxes[i]] for i in image_ids}
+    transform = transforms.Compose(
+        [transforms.Resize((224, 224)), transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+    )
+
+    def normalize_scoremap(cam):
+        if np.isnan(cam).any():
+            return np.zeros_like(cam)
+        if cam.min() == cam.max():
+            return np.zeros_like(cam)
+        cam -= cam.min()
+        cam /= cam.max()
+        return cam
+
+    cam_threshold_list = list(np.arange(0, 1, interval))
+    iou_threshold_list = [30, 50, 70]
+    scoremaps, raw_cams, cls_right = {}, [], {}
+    for s in range(0, len(image_ids), batch_size):
+        batch = image_ids[s : s + batch_size]
+        images = torch.stack([transform(Image.open(os.path.join(image_root, i)).convert("RGB")) for i in batch])
+        targets = torch.tensor([class_labels[i] for i in batch])
+        image_size = images.shape[2:]
+        with torch.no_grad():
+            x = net.maxpool(net.act1(net.bn1(net.conv1(images))))
+            x = net.layer4(net.layer3(net.layer2(net.layer1(x))))
+            logits = net.fc(net.global_pool(x))
+            labels = targets if cam_target == "gt" else logits.argmax(dim=1)
+            feature_map = x.detach().clone()
+            cam_weights = net.fc.weight[labels]
+            cams = (cam_weights.view(*feature_map.shape[:2], 1, 1) * feature_map).mean(1, keepdim=False)
+        cams = cams.detach().cpu().numpy().astype(np.float64)  # t2n
+        for cam, image_id, right in zip(cams, batch, (logits.argmax(dim=1) == targets).tolist()):
+            raw_cams.append(cam.astype(np.float32))
+            scoremaps[image_id] = normalize_scoremap(cv2.resize(cam, image_size, interpolation=cv2.INTER_CUBIC))
+            cls_right[image_id] = right
+
+    tables = {}
+    for multi_contour_eval in (True, False):
+        num_correct = {t: np.zeros(len(cam_threshold_list)) for t in iou_threshold_list}
+        num_top1 = np.zeros(len(cam_threshold_list))
+        cnt = 0
+        for image_id in image_ids:
+            u8 = oracle.quantise(scoremaps[image_id])
+            boxes_at_thresholds = [oracle.boxes_at_threshold(u8, t, multi_contour_eval) for t in cam_threshold_list]
+            number_of_box_list = [len(b) for b in boxes_at_thresholds]
+            multiple_iou = oracle.calculate_multiple_iou(np.concatenate(boxes_at_thresholds, axis=0), np.array(gt_bboxes[image_id]))
+            idx, sliced_multiple_iou = 0, []
+            for nr_box in number_of_box_list:
+                sliced_multiple_iou.append(max(multiple_iou.max(1)[idx : idx + nr_box]))
+                idx += nr_box
+            for threshold in iou_threshold_list:
+                correct = np.where(np.asarray(sliced_multiple_iou) >= (threshold / 100))[0]
+                num_correct[threshold][correct] += 1
+                if threshold == 50 and cls_right[image_id]:
+                    num_top1[correct] += 1
+            cnt += 1
+        tables[multi_contour_eval] = [(num_correct[t] * 100.0 / float(cnt)).max() for t in iou_threshold_list]
+        tables["top1"] = (num_top1 * 100.0 / float(cnt)).max()
+    return tables, np.stack(raw_cams)
+
+
+@pytest.mark.parametrize("cam_target", ["gt", "pred"])
+def test_localize_cam_table_is_wsolevaluations_to_the_bit(cam_target, make_wsol_dataset, tmp_path):
+    """``localize`` of a ResNet's CAMs against wsolevaluation's whole pipeline (above), on JPEGs of
+    odd sizes (40-79 x 36-69), one image greyscale, several GT boxes per image, one of them the
+    whole image (its resized box reaches 224): every raw CAM and every number of the table
+    (MaxBoxAcc at 30/50/70, MaxBoxAccV2, V1, GT-known and Top-1 Loc) bit for bit."""
+    from PIL import Image
+
+    from simpool_bench import api, tasks
+    from simpool_bench.data.wsol import read_wsol_metadata
+
+    data = make_wsol_dataset(tmp_path, n=17, seed=3)
+    ids = (data.metadata / "image_ids.txt").read_text().splitlines()
+    Image.open(data.image_root / ids[0]).convert("L").save(data.image_root / ids[0], format="JPEG")
+    w, h = next(line.split(",")[1:] for line in (data.metadata / "image_sizes.txt").read_text().splitlines() if line.startswith(ids[3]))
+    with open(data.metadata / "localization.txt", "a") as f:  # a third box for image 3 (it has two): the whole image
+        f.write(f"{ids[3]},0,0,{w},{h}\n")
+    torch.manual_seed(0)
+    net, _ = api.load_model(api.ModelOptions(arch="resnet18", pool="gap", random_init=True, num_classes=3))
+    _randomize(net, 2)
+    net.eval()
+    assert net.attn_source == "cam" and tuple(net.data_config["mean"]) == (0.485, 0.456, 0.406)
+    interval, bs = 0.01, 5
+    want, want_cams = _wsolevaluation_tables(data.image_root, data.metadata, net, interval, cam_target, bs)
+
+    records = read_wsol_metadata(data.metadata, data.image_root)
+    assert max(len(r.boxes) for r in records) == 3
+    got_cams = np.zeros_like(want_cams)
+
+    def keep(idx, maps):
+        got_cams[np.asarray(idx)] = maps
+
+    engine = api.EngineConfig(device="cpu", batch_size=bs, workers=0, progress=False)
+    out = tasks.localize(net, records, engine, interval=interval, v1=True, cam_target=cam_target, on_maps=keep)
+    got = {(r["metric"], r["iou_threshold"]): r["value"] for r in out.rows}
+    assert np.array_equal(got_cams, want_cams)
+    assert [got[("maxboxacc", t)] for t in (30, 50, 70)] == want[True]
+    assert got[("maxboxacc_v2", None)] == np.average(want[True])
+    assert got[("maxboxacc_v1", 50)] == want[False][1]
+    assert got[("gt_known_loc", 50)] == want[True][1]
+    assert got[("top1_loc", 50)] == want["top1"]
+    assert 0 < want["top1"] <= want[True][1] < 100 and len(set(want[True])) == 3  # the numbers tell things apart
