@@ -334,15 +334,6 @@ def _wsolevaluation_tables(image_root, meta, net, interval, cam_target, batch_si
         [transforms.Resize((224, 224)), transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
     )
 
-    def normalize_scoremap(cam):
-        if np.isnan(cam).any():
-            return np.zeros_like(cam)
-        if cam.min() == cam.max():
-            return np.zeros_like(cam)
-        cam -= cam.min()
-        cam /= cam.max()
-        return cam
-
     cam_threshold_list = list(np.arange(0, 1, interval))
     iou_threshold_list = [30, 50, 70]
     scoremaps, raw_cams, cls_right = {}, [], {}
@@ -362,7 +353,7 @@ def _wsolevaluation_tables(image_root, meta, net, interval, cam_target, batch_si
         cams = cams.detach().cpu().numpy().astype(np.float64)  # t2n
         for cam, image_id, right in zip(cams, batch, (logits.argmax(dim=1) == targets).tolist()):
             raw_cams.append(cam.astype(np.float32))
-            scoremaps[image_id] = normalize_scoremap(cv2.resize(cam, image_size, interpolation=cv2.INTER_CUBIC))
+            scoremaps[image_id] = oracle.normalize_scoremap(cv2.resize(cam, image_size, interpolation=cv2.INTER_CUBIC))
             cls_right[image_id] = right
 
     tables = {}
