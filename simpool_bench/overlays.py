@@ -276,7 +276,9 @@ def render_overlays(
     chosen, columns = _choose(sources, records, ids, select, n, lambda i, m: predict(0, i, m)[1])
     drawn = _Drawn.of(sources, records, chosen, columns, gts, localize, predict, thr)
     out = Path(out)
-    png = overlay_grid(drawn.images, drawn.maps, drawn.gt, drawn.pred, [s.label for s in sources], out / OVERLAYS_PNG, alpha=alpha)
+    png = overlay_grid(
+        drawn.images, drawn.maps, drawn.grid_gt(), drawn.grid_pred(), [s.label for s in sources], out / OVERLAYS_PNG, alpha=alpha
+    )
     table = pd.DataFrame(drawn.rows)
     atomic_write(out / SELECTION_CSV, table.to_csv(index=False).encode())
     fig = None
@@ -287,8 +289,8 @@ def render_overlays(
         fig = paper_figure(
             drawn.images,
             drawn.maps,
-            drawn.gt_protocol,
-            drawn.pred_protocol,
+            drawn.gt,
+            drawn.pred,
             drawn.ious,
             [records[i].image_id for i in chosen],
             [s.label for s in sources],
@@ -297,7 +299,7 @@ def render_overlays(
             dpi=dpi,
             cmap=cmap,
             lost=lost_draw if any(s.lost is not None for s in sources) else None,
-            exclusive=not localize,
+            exclusive=drawn.exclusive,
         )
     return OverlayResult(png, out / SELECTION_CSV, table, fig)
 
@@ -365,9 +367,9 @@ def _choose(
 
 @dataclass
 class _Drawn:
-    """What the overlay grid and the paper figure draw: images, per column maps, boxes (inclusive
-    pixels for the grid; ``*_protocol``: as the protocol gives them, for the figure's captions) and
-    IoUs, and selection rows."""
+    """What the overlay grid and the paper figure draw: images, per column maps, boxes as the
+    protocol gives them (``exclusive``: LOST's, max exclusive; the grid draws them in inclusive
+    pixels, ``grid_gt``/``grid_pred``) and IoUs, and selection rows."""
 
     images: list[np.ndarray]
     gt: list[np.ndarray]
@@ -375,8 +377,15 @@ class _Drawn:
     pred: list[list[np.ndarray]]
     ious: list[list[float]]
     rows: list[dict]
-    gt_protocol: list[np.ndarray]
-    pred_protocol: list[list[np.ndarray]]
+    exclusive: bool
+
+    def grid_gt(self) -> list[np.ndarray]:
+        """The GT boxes of each image in overlay_grid's inclusive pixels."""
+        return [np.stack([_draw_box(b, self.exclusive) for b in g]) if len(g) else np.zeros((0, 4)) for g in self.gt]
+
+    def grid_pred(self) -> list[list[np.ndarray]]:
+        """The predicted box of each column and image in overlay_grid's inclusive pixels."""
+        return [[_draw_box(b, self.exclusive) for b in col] for col in self.pred]
 
     @classmethod
     def of(
@@ -390,21 +399,19 @@ class _Drawn:
         predict: Callable[[int, int, np.ndarray], tuple[np.ndarray, float]],
         thr: list[float],
     ) -> _Drawn:
-        d = cls([], [], [[] for _ in sources], [[] for _ in sources], [[] for _ in sources], [], [], [[] for _ in sources])
+        d = cls([], [], [[] for _ in sources], [[] for _ in sources], [[] for _ in sources], [], exclusive=not localize)
         for r, i in enumerate(chosen):
             img = load_rgb(records[i].path)
             if localize:
                 img = img.resize((WSOL_IMAGE_SIZE, WSOL_IMAGE_SIZE), Image.Resampling.BILINEAR)  # torchvision Resize((224, 224)) on PIL
             arr = np.asarray(img, dtype=np.uint8)
             d.images.append(arr)
-            d.gt.append(np.stack([_draw_box(b, not localize) for b in gts[i]]) if len(gts[i]) else np.zeros((0, 4)))
-            d.gt_protocol.append(np.asarray(gts[i]).reshape(-1, 4))
+            d.gt.append(np.asarray(gts[i]).reshape(-1, 4))
             for c, s in enumerate(sources):
                 m = columns[c][i]
                 box, iou = predict(c, i, m)
                 d.maps[c].append(m if localize else _patch_map(m, s.stride, arr.shape[:2]))
-                d.pred[c].append(_draw_box(box, not localize))
-                d.pred_protocol[c].append(np.asarray(box).reshape(4))
+                d.pred[c].append(np.asarray(box).reshape(4))
                 d.ious[c].append(iou)
                 d.rows.append(
                     {
