@@ -92,7 +92,7 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
         load_into(model, ckpt)
         if kwargs["pool"] == "simpool" and gamma is UNSET:
             warn_default_gamma(ckpt, getattr(model, "gamma", None))
-        if options.arch is None and ckpt.arch_source == "keys" and model.variant != "dino" and not any(data_overrides(options).values()):
+        if options.arch is None and ckpt.arch_source == "keys" and model.variant != "dino" and not kwargs["data_overrides"]:
             warn_guessed_arch(ckpt, arch, model.data_config)
     return model.eval(), ckpt  # evaluation: BatchNorm's running statistics, no dropout
 

@@ -92,7 +92,8 @@ def in_timm_class_order(records: Sequence[Record], classes: Sequence[str]) -> tu
     order = sorted(classes, key=lambda c: (natural_key(c), c))
     if order == list(classes):
         return list(records), order
-    new = {old: order.index(name) for old, name in enumerate(classes)}
+    index = {name: i for i, name in enumerate(order)}
+    new = {old: index[name] for old, name in enumerate(classes)}
     return [replace(r, label=new[r.label]) if r.label >= 0 else r for r in records], order
 
 
