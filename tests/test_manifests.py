@@ -216,23 +216,22 @@ def _write_manifest(d: Path, m: dict) -> None:
     (d / f"{m['name']}.json").write_text(json.dumps(m))
 
 
-def test_verify_image_folder_layout(tmp_path):
+def _tiny_image_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """A manifest 'tiny' of one ImageFolder split (6 images, 3 classes) and such a copy: (manifests, root)."""
     mdir = tmp_path / "manifests"
-    _write_manifest(
-        mdir,
-        {
-            "name": "tiny",
-            "required": [],
-            "sha256": {},
-            "splits": {"val": {"images": 6, "classes": 3, "layout": "image_folder", "folder": "."}},
-        },
-    )
+    split = {"images": 6, "classes": 3, "layout": "image_folder", "folder": "."}
+    _write_manifest(mdir, {"name": "tiny", "required": [], "sha256": {}, "splits": {"val": split}})
     root = tmp_path / "val"
     for c in ("n1", "n2", "n3"):
         for j in range(2):
             p = root / c / f"{j}.JPEG"
             p.parent.mkdir(parents=True, exist_ok=True)
             p.touch()
+    return mdir, root
+
+
+def test_verify_image_folder_layout(tmp_path):
+    mdir, root = _tiny_image_folder(tmp_path)
     (root / "n1" / "readme.txt").touch()
     assert verify_dataset("tiny", root, directory=mdir).ok
     (root / "n4").mkdir()
@@ -249,15 +248,7 @@ def test_verify_image_folder_counts_each_image_once_as_the_reader(tmp_path):
     `classify` reads the tree); verify followed it and counted 451 images of a 6-image copy."""
     from simpool_bench.data.imagenet import read_image_folder
 
-    mdir = tmp_path / "manifests"
-    split = {"images": 6, "classes": 3, "layout": "image_folder", "folder": "."}
-    _write_manifest(mdir, {"name": "tiny", "required": [], "sha256": {}, "splits": {"val": split}})
-    root = tmp_path / "val"
-    for c in ("n1", "n2", "n3"):
-        for j in range(2):
-            p = root / c / f"{j}.JPEG"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.touch()
+    mdir, root = _tiny_image_folder(tmp_path)
     (root / "n1" / "loop").symlink_to("..")
     (root / "n2" / "again").symlink_to(root / "n3")
     with pytest.warns(UserWarning, match="2 folder symlink"):
