@@ -17,7 +17,11 @@ and ``torchvision:NAME``; weights from a local file or the local Hugging Face ca
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +207,36 @@ def locate_pretrained(name: ModelName, pretrained_cfg: dict[str, Any], pretraine
     if hf_offline():
         raise _offline_error(f"--pretrained {name.given}", repo)
     return Pretrained(None, f"hf-hub:{repo}", {})
+
+
+_TIMM_BUILDER_LOG = "timm.models._builder"  # the logger of timm's load_pretrained
+_TIMM_MISSING = re.compile(r"Missing keys \((.*)\) discovered while loading pretrained weights")
+
+
+@contextmanager
+def timm_missing_keys() -> Iterator[list[str]]:
+    """The model keys that timm's ``load_pretrained`` found missing from the weights while this block
+    ran. Loading non-strictly (a classifier of another class count is dropped first: ``num_classes=0``
+    for features), timm leaves such tensors at their random values and only logs their names, at INFO;
+    this catches that record (and keeps it off the log, as before) and passes every other one on."""
+    logger = logging.getLogger(_TIMM_BUILDER_LOG)
+    missing: list[str] = []
+    shown = logger.getEffectiveLevel()
+
+    def catch(record: logging.LogRecord) -> bool:
+        found = _TIMM_MISSING.match(record.getMessage())
+        if found:
+            missing.extend(k.strip() for k in found.group(1).split(",") if k.strip())
+        return record.levelno >= shown
+
+    level = logger.level
+    logger.addFilter(catch)
+    logger.setLevel(min(shown, logging.INFO))
+    try:
+        yield missing
+    finally:
+        logger.removeFilter(catch)
+        logger.setLevel(level)
 
 
 def load_torchvision_weights(net: Any, path: Path, what: str) -> None:

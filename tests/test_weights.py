@@ -172,6 +172,36 @@ def test_pretrained_classifier_is_the_files_or_an_error_never_random(tmp_path, h
         build_model("torchvision:resnet18", pool="gap", num_classes=None, pretrained_file=str(tmp_path / "headless.pth"))
 
 
+def test_features_only_pretrained_weights_lacking_a_block_are_an_error_not_random(tmp_path, hf_cache, caplog):
+    """--num-classes 0: timm drops the file's classifier and loads the rest non-strictly, so a block
+    missing from the file stayed random (timm only logs it at INFO) and the run went on. Now that is
+    one error naming the missing tensors; a complete file loads every tensor but the head, timm's
+    logger is left as it was and its other records still pass."""
+    import logging
+
+    arch = "vit_tiny_patch16_224"
+    sd = _random_sd(arch, 9, **SMALL)
+    short = tmp_path / "short.safetensors"
+    save_file({k: v for k, v in sd.items() if not k.startswith("blocks.1.")}, str(short))
+    builder_log = logging.getLogger("timm.models._builder")
+    assert builder_log.level == logging.NOTSET
+    with pytest.raises(
+        SimpoolBenchError,
+        match=rf"--pretrained-file {short}: timm could not load it into {arch}: missing blocks\.1\.norm1\.weight, .*\(\d+ in all\); they would stay random",
+    ):
+        build_model(arch, pool="cls", num_classes=0, pretrained_file=str(short), **SMALL)
+    assert builder_log.level == logging.NOTSET and not builder_log.filters
+    full = tmp_path / "full.safetensors"
+    save_file({**sd, "extra.weight": torch.zeros(1)}, str(full))
+    with caplog.at_level(logging.WARNING):
+        feats = build_model(arch, pool="cls", num_classes=0, pretrained_file=str(full), **SMALL)
+    assert all(torch.equal(feats.state_dict()[k], v) for k, v in sd.items() if not k.startswith("head."))
+    assert [r.levelno for r in caplog.records if "Unexpected keys (extra.weight)" in r.getMessage()] == [logging.WARNING]
+    assert not any("Missing keys" in r.getMessage() for r in caplog.records)
+    with pytest.raises(SimpoolBenchError, match=rf"^--pretrained-file loads timm's own weights of {arch}, which have no SimPool layer"):
+        build_model(arch, pool="simpool", num_classes=0, pretrained_file=str(full), **SMALL)
+
+
 def test_pretrained_weights_of_a_384_model_run_at_384_as_timm_builds_it(tmp_path, hf_cache):
     """--model vit_*_384 --pretrained-file F was built at 224: timm resampled the file's 24x24
     position embeddings to 14x14 and the data config said 224, so top-1 was not timm's model's.

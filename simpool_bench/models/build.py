@@ -26,7 +26,7 @@ from ..families import EXAMPLE_ARCHS, FAMILIES, MAP_SOURCES, POOLS, source_appli
 from ..map_sources import DEFAULT_DISCARD_RATIO, DEFAULT_HEAD_FUSION, check_rollout_options
 from ..pooling import MIN_SCOPES, SIMPOOL_NORM_EPS
 from ..unset import UNSET
-from ..weights import Pretrained, hf_cache_dir, load_torchvision_weights, locate_pretrained, resolve_name
+from ..weights import Pretrained, hf_cache_dir, load_torchvision_weights, locate_pretrained, resolve_name, timm_missing_keys
 from .base import BenchModel
 from .convnext import ConvNeXtBenchModel
 from .resnet import ResNetBenchModel
@@ -290,13 +290,14 @@ class _ModelBuild:
             raise SimpoolBenchError(f"min_scope {self.min_scope!r} is not one of {', '.join(MIN_SCOPES)}")
         if variant == "dino" and family == "vit" and pool in ("gap", "map"):
             raise SimpoolBenchError(f"variant 'dino' ViTs pool with 'simpool' or 'cls' (the official DINO models), not {pool!r}")
+        flag = "--pretrained-file" if self.pretrained_file is not None else "--pretrained"
         if pretrained and pool == "simpool":
             raise SimpoolBenchError(
-                f"--pretrained loads timm's own weights of {arch}, which have no SimPool layer: use the model's pooling "
+                f"{flag} loads timm's own weights of {arch}, which have no SimPool layer: use the model's pooling "
                 f"(leave --pool out) or --pool cls|gap|map, or --checkpoint for a SimPool checkpoint"
             )
         if pretrained and variant != "supervised":
-            raise SimpoolBenchError("--pretrained builds timm's supervised layout; drop --variant dino")
+            raise SimpoolBenchError(f"{flag} builds timm's supervised layout; drop --variant dino")
         check_rollout_options(self.rollout_fusion, self.rollout_discard)
         if family == "vit" and "distilled" in self.name.arch and pool not in (None, "cls"):
             raise SimpoolBenchError(f"{arch}: a distilled DeiT reads its CLS and distillation tokens: use --pool cls, not {pool!r}")
@@ -386,7 +387,8 @@ class _ModelBuild:
             # the rest non-strictly (a random head, random missing blocks): the file's head must fit
             kw["pretrained_cfg_overlay"] = {**kw.get("pretrained_cfg_overlay", {}), "num_classes": n_classes}
         try:
-            net = timm.create_model(self.name.arch, pretrained=timm_pretrained, num_classes=n_classes, **kw)
+            with timm_missing_keys() as missing:
+                net = timm.create_model(self.name.arch, pretrained=timm_pretrained, num_classes=n_classes, **kw)
         except TypeError as e:
             raise TimmArgumentsError(arch, self.timm_kwargs, e) from None
         except SimpoolBenchError:
@@ -397,6 +399,8 @@ class _ModelBuild:
             if isinstance(e, _ARGUMENT_ERRORS):  # random weights: only the arguments can be at fault
                 raise TimmArgumentsError(arch, self.timm_kwargs, e) from None
             raise
+        if missing:  # features only (no classifier): timm loaded the rest non-strictly
+            raise self.missing_error(where, missing)
         if where is not None and where.torchvision:
             assert where.file is not None  # locate_pretrained always finds torchvision's file locally
             load_torchvision_weights(net, where.file, self.weights_flag(where))
@@ -416,12 +420,21 @@ class _ModelBuild:
 
             fix = "rename it to .pth (timm reads a .safetensors name as safetensors)"
             return unreadable_safetensors(self.weights_flag(where), where.file, e, fix)
-        if self.pretrained_file is not None:
-            flag, what = f"--pretrained-file {self.pretrained_file}", "it"
-        else:
-            flag, what = f"--pretrained {self.arch}", where.label if where is not None else "the weights"
+        flag, what = self.flag_and_what(where)
         reason = " ".join(str(e).split())[:300] or "empty or truncated"
         return SimpoolBenchError(f"{flag}: timm could not load {what} into {self.name.arch} ({type(e).__name__}: {reason})")
+
+    def missing_error(self, where: Pretrained | None, missing: list[str]) -> SimpoolBenchError:
+        """The one error of pretrained weights that lack some of the model's tensors (timm would leave them random)."""
+        flag, what = self.flag_and_what(where)
+        shown = ", ".join(missing[:4]) + (f", ... ({len(missing)} in all)" if len(missing) > 4 else "")
+        return SimpoolBenchError(f"{flag}: timm could not load {what} into {self.name.arch}: missing {shown}; they would stay random")
+
+    def flag_and_what(self, where: Pretrained | None) -> tuple[str, str]:
+        """The flag that gave the weights and how an error names them."""
+        if self.pretrained_file is not None:
+            return f"--pretrained-file {self.pretrained_file}", "it"
+        return f"--pretrained {self.arch}", where.label if where is not None else "the weights"
 
     def check_pooling(self, net: nn.Module, n_classes: int) -> tuple[float | None, str | None]:
         """The pooling of the built model against the options: its gamma and its attention source."""
