@@ -72,6 +72,29 @@ def test_dino_vit_teacher_gives_the_official_forward_with_its_position_quirk(tmp
     assert_same(out, None, *official_run(sb, sb.simpool, x, sb)[1:], "dino student")
 
 
+def test_dino_vit_without_gamma_whose_teacher_holds_a_beta_runs_as_the_official_eval(tmp_path):
+    """main_dino.py builds the ViT teacher without ``gamma=args.gamma`` (so with the default 1.25 and a
+    beta) whatever ``--gamma`` says. A ``--gamma None`` file whose teacher holds ``simpool.beta``:
+    eval_knn.py ``--gamma None`` builds SimPool without gamma (and so without beta) and loads the
+    teacher non-strictly, beta left out. We did not load it at all (use_beta without a gamma)."""
+    torch.manual_seed(3)
+    vit = {"embed_dim": 192, "depth": 12, "num_heads": 3}
+    student = R.MultiCropWrapper(trained(R.DinoSimPoolViT(gamma=None, **vit)), R.DINOHead(192, 10))
+    teacher = R.MultiCropWrapper(trained(R.DinoSimPoolViT(**vit)), R.DINOHead(192, 10))  # as main_dino.py: no gamma passed
+    assert "backbone.simpool.beta" in teacher.state_dict()
+    path = R.save_dino_checkpoint(tmp_path / "checkpoint.pth", R.dino_args(arch="vit_tiny", gamma=None), student, teacher, False)
+    evaluated = R.DinoSimPoolViT(gamma=None, **vit).eval()  # eval_knn.py --gamma None
+    missing, unexpected = R.load_pretrained_weights(evaluated, path, "teacher")
+    assert missing == [] and "simpool.beta" in unexpected
+    facts = inspect_checkpoint(path)
+    assert (facts["gamma"], facts["beta"]) == (None, False)
+    assert any("dropped simpool.beta" in r for r in facts["key_mapping"])
+    x = torch.randn(2, 3, 224, 224)
+    out, model, _ = ours(path, x, min_scope="batch")
+    assert model.gamma is None and not model.simpool_layer.use_beta
+    assert_same(out, None, *official_run(evaluated, evaluated.simpool, x, evaluated)[1:], "dino no gamma")
+
+
 def test_dino_cnn_teachers_give_the_official_forward(tmp_path):
     torch.manual_seed(2)
     # ResNet-50 with a BatchNorm DINO head: the teacher is DDP-wrapped too (module.backbone.*)

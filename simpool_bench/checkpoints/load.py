@@ -87,7 +87,11 @@ def _reconcile(facts: FileFacts, fmt: str, family: str | None) -> tuple[str | No
         facts.gamma, facts.gamma_known = None, True
     beta = _beta_key(sd)
     if beta is not None and facts.gamma_known and facts.gamma is None:
-        notes.append(f"{beta} present although the file's settings say no gamma (beta is only used with a gamma)")
+        # sp.py adds beta only with a gamma: the official no-gamma forward never reads it (DINO's
+        # eval scripts load non-strictly and leave it out), so neither do we
+        del sd[beta]
+        facts.rules.append(f"dropped {beta} (the file's settings say no gamma; sp.py adds beta only with a gamma)")
+        beta = None
     key_arch = infer_arch(sd)
     if facts.arch is None and key_arch is not None:
         facts.arch, facts.arch_source = key_arch, "keys"
