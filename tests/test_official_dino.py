@@ -11,13 +11,17 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import simpool_official_reference as R
 import torch
+from PIL import Image
 from simpool_official_reference import assert_same, close, official_run, trained
+from torchvision import transforms as T
 
 from simpool_bench import api
 from simpool_bench.checkpoints import inspect_checkpoint
+from simpool_bench.transforms import classification_config, eval_transform
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,6 +65,12 @@ def test_dino_vit_teacher_gives_the_official_forward_with_its_position_quirk(tmp
         with torch.no_grad():
             one = model(x[:1])  # a batch of one: the batch minimum is the sample's
         assert_same(one, None, alone[1][:1], alone[2][:1], f"dino {hw} batch of one")
+    # its images as eval_knn.py / eval_linear.py transform them (a 73x50 image: resize and crop at work)
+    dino_eval = T.Compose(
+        [T.Resize(256, interpolation=3), T.CenterCrop(224), T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
+    )
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 73, 3), dtype=np.uint8))
+    assert torch.equal(eval_transform(classification_config(model.data_config))(image), dino_eval(image))
     # the quirk is what makes the official numbers at 224: without it they differ
     x = torch.randn(2, 3, 224, 224)
     off, _, _ = ours(path, x, min_scope="batch", dino_pos_quirk=False)
