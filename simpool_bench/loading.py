@@ -94,6 +94,7 @@ def load_model(options: ModelOptions) -> tuple[BenchModel, LoadedCheckpoint | No
             warn_default_gamma(ckpt, getattr(model, "gamma", None))
         if options.arch is None and ckpt.arch_source == "keys" and model.variant != "dino" and not kwargs["data_overrides"]:
             warn_guessed_arch(ckpt, arch, model.data_config)
+        warn_train_eval(ckpt, model.data_config)
     return model.eval(), ckpt  # evaluation: BatchNorm's running statistics, no dropout
 
 
@@ -202,6 +203,33 @@ def warn_guessed_arch(ckpt: LoadedCheckpoint, arch: str, data_config: dict[str, 
         f"checkpoint {ckpt.path} names no architecture; its shapes match {arch}, run with that timm name's preprocessing "
         f"(mean {tuple(data_config['mean'])}, std {tuple(data_config['std'])}, crop_pct {data_config['crop_pct']}): "
         "pass --model (e.g. deit_small_patch16_224), or --mean/--std/--crop-pct, if it was trained otherwise"
+    )
+
+
+TRAIN_EVAL_FLAGS: dict[str, str] = {"crop_pct": "--crop-pct", "interpolation": "--interpolation", "mean": "--mean", "std": "--std"}
+
+
+def warn_train_eval(ckpt: LoadedCheckpoint, data_config: dict[str, Any]) -> None:
+    """A timm ``train.py`` checkpoint whose arguments set a validation preprocessing other than the one
+    this run uses (the model's pretrained config, as timm's ``validate.py`` takes it, or the flags):
+    the top-1 its training logged came from the file's."""
+
+    def same(a: Any, b: Any) -> bool:
+        return tuple(a) == tuple(b) if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) else a == b
+
+    differ = {k: v for k, v in ckpt.train_eval.items() if k in data_config and not same(v, data_config[k])}
+    if not differ:
+        return
+
+    def shown(v: Any) -> str:
+        return ",".join(f"{x:g}" for x in v) if isinstance(v, tuple) and all(isinstance(x, float) for x in v) else str(v)
+
+    theirs = ", ".join(f"{k} {shown(v)}" for k, v in differ.items())
+    ours = ", ".join(f"{k} {shown(data_config[k])}" for k in differ)
+    flags = " ".join(f"{TRAIN_EVAL_FLAGS[k]} {shown(v)}" for k, v in differ.items() if k in TRAIN_EVAL_FLAGS)
+    _warn(
+        f"checkpoint {ckpt.path} was validated in train.py with {theirs} (its args); this run uses {ours}, the model's "
+        "config as timm's validate.py takes it" + (f": pass {flags} to evaluate as train.py did" if flags else "")
     )
 
 

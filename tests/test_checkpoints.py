@@ -1026,3 +1026,38 @@ def test_an_architecture_guessed_from_shapes_says_whose_preprocessing_it_runs_wi
     load_model(ModelOptions(checkpoint=bare, arch="deit_tiny_patch16_224"))
     load_model(ModelOptions(checkpoint=bare, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
     assert capsys.readouterr().err == ""
+
+
+def test_a_train_py_file_validated_with_other_preprocessing_says_so(tmp_path, capsys):
+    """timm train.py validates with resolve_data_config(vars(args)): a file trained with --crop-pct
+    0.95 --interpolation bilinear logged its top-1 with those. Runs keep the model's pretrained config
+    (timm validate.py's), and one warning line names the file's values, ours and the flags that give
+    the file's; inspect lists them. Unset arguments (None, '') say nothing; given flags silence it."""
+    from simpool_bench.api import ModelOptions, load_model
+
+    arch = "vit_small_patch16_224"
+    net = tiny(arch, 5, pool="simpool", gamma=1.25, num_classes=4)
+    plain = tmp_path / "plain.pth.tar"
+    write_timm_train_checkpoint(plain, timm_train_args(num_classes=4, model_kwargs=TINY[arch]), net, None)
+    model, ckpt = load_model(ModelOptions(checkpoint=plain))
+    assert ckpt.train_eval == {} and capsys.readouterr().err == ""
+
+    args = timm_train_args(num_classes=4, model_kwargs=TINY[arch], crop_pct=0.95, interpolation="bilinear", mean=[0.5, 0.5, 0.5])
+    tuned = tmp_path / "tuned.pth.tar"
+    write_timm_train_checkpoint(tuned, args, net, None)
+    model, ckpt = load_model(ModelOptions(checkpoint=tuned))
+    assert ckpt.train_eval == {"crop_pct": 0.95, "interpolation": "bilinear", "mean": (0.5, 0.5, 0.5)}
+    cfg = timm.data.resolve_model_data_config(timm.create_model(arch, pretrained=False))
+    assert (cfg["crop_pct"], cfg["interpolation"], tuple(cfg["mean"])) == (0.9, "bicubic", (0.5, 0.5, 0.5))  # the mean agrees
+    assert (model.data_config["crop_pct"], model.data_config["interpolation"]) == (0.9, "bicubic")
+    assert " ".join(capsys.readouterr().err.split()) == (
+        f"warning: checkpoint {tuned} was validated in train.py with interpolation bilinear, crop_pct 0.95 (its args); "
+        "this run uses interpolation bicubic, crop_pct 0.9, the model's config as timm's validate.py takes it: "
+        "pass --interpolation bilinear --crop-pct 0.95 to evaluate as train.py did"
+    )
+    model, _ = load_model(ModelOptions(checkpoint=tuned, crop_pct=0.95, interpolation="bilinear"))
+    assert model.data_config["crop_pct"] == 0.95 and capsys.readouterr().err == ""
+    assert any(
+        n.startswith("train.py validated it with interpolation bilinear, mean (0.5, 0.5, 0.5), crop_pct 0.95")
+        for n in inspect_checkpoint(tuned)["notes"]
+    )

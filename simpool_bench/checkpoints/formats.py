@@ -142,6 +142,37 @@ class FileFacts:
     gamma: float | None = None
     gamma_known: bool = False
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    train_eval: dict[str, Any] = field(default_factory=dict)
+
+
+def _train_eval_config(args: Any) -> dict[str, Any]:
+    """The preprocessing timm ``train.py`` validated with, as its ``resolve_data_config(vars(args))``
+    takes it from the arguments: ``input_size`` (else ``img_size``), ``interpolation`` (when not
+    empty), ``mean``, ``std``, ``crop_pct`` (when not None). Values of another type are left out."""
+    out: dict[str, Any] = {}
+    try:
+        size, img = getattr(args, "input_size", None), getattr(args, "img_size", None)
+        if size is not None and len(size) == 3:
+            out["input_size"] = tuple(int(v) for v in size)
+        elif img is not None:
+            out["input_size"] = (3, int(img), int(img))
+    except (TypeError, ValueError):
+        pass
+    if isinstance(getattr(args, "interpolation", None), str) and args.interpolation:
+        out["interpolation"] = args.interpolation
+    for name in ("mean", "std"):
+        try:
+            value = getattr(args, name, None)
+            if value is not None and len(value) == 3:
+                out[name] = tuple(float(v) for v in value)
+        except (TypeError, ValueError):
+            pass
+    try:
+        if getattr(args, "crop_pct", None) is not None:
+            out["crop_pct"] = float(args.crop_pct)
+    except (TypeError, ValueError):
+        pass
+    return out
 
 
 def _file_gamma(facts: FileFacts, args: Any, p: Path) -> None:
@@ -209,6 +240,10 @@ def read_official_supervised(obj: Any, meta: dict[str, str] | None, p: Path, pre
     gp = getattr(args, "gp", None)
     facts.pool = SUPERVISED_GP_TO_POOL.get(str(gp)) if gp is not None else None
     _file_gamma(facts, args, p)
+    facts.train_eval = _train_eval_config(args)
+    if facts.train_eval:
+        shown = ", ".join(f"{k} {v}" for k, v in facts.train_eval.items())
+        facts.notes.append(f"train.py validated it with {shown} (args); runs use the model's pretrained config unless flags say otherwise")
     extra = getattr(args, "model_kwargs", None)
     if isinstance(extra, Mapping) and extra:
         facts.model_kwargs = {k: v for k, v in extra.items() if k not in _BUILD_OWN_ARGS}

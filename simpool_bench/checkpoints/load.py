@@ -152,6 +152,7 @@ def load_checkpoint(path: str | Path, format: str | None = None, trust: bool = F
         variant_known=facts.variant_known,
         epoch=epoch,
         model_kwargs=facts.model_kwargs,
+        train_eval=facts.train_eval,
     )
 
 

@@ -41,6 +41,7 @@ class LoadedCheckpoint:
     variant_known: bool = False
     epoch: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    train_eval: dict[str, Any] = field(default_factory=dict)  # timm train.py's validation preprocessing (args)
 
     @property
     def family(self) -> str | None:
