@@ -89,21 +89,44 @@ def _plain(v: Any) -> bool:
 
 
 def data_fingerprint(records: Iterable[Any]) -> str:
-    """sha256 of every record's fields (boxes as bytes) and its image file's size and mtime."""
+    """sha256 of every record's fields (boxes as bytes) and its image file's size and mtime.
+
+    Per record, in field order: ``name=repr(value)`` lines, for an array a ``name dtype shape``
+    line and its bytes, then ``file <st_size> <st_mtime_ns>`` (or ``file missing``). The lines of
+    many records go to the hash in one piece (the same digest as one update per line; about 2x
+    faster over ImageNet's 50,000 or 1.28M records, ``benchmarks/resume_key.py``)."""
     h = hashlib.sha256()
+    names: dict[type, tuple[str, ...]] = {}
+    dtypes: dict[Any, str] = {}
+    chunk: list[bytes] = []
     for r in records:
-        for f in dataclasses.fields(r):
-            v = getattr(r, f.name)
+        cls = type(r)
+        fields = names.get(cls)
+        if fields is None:
+            fields = names[cls] = tuple(f.name for f in dataclasses.fields(r))
+        text = []
+        for name in fields:
+            v = getattr(r, name)
             if isinstance(v, np.ndarray):
-                h.update(f"{f.name} {v.dtype} {v.shape}\n".encode())
-                h.update(np.ascontiguousarray(v).tobytes())
+                dt = dtypes.get(v.dtype)
+                if dt is None:
+                    dt = dtypes[v.dtype] = str(v.dtype)
+                text.append(f"{name} {dt} {v.shape}\n")
+                chunk.append("".join(text).encode())
+                chunk.append(np.ascontiguousarray(v).tobytes())
+                text = []
             else:
-                h.update(f"{f.name}={v!r}\n".encode())
+                text.append(f"{name}={v!r}\n")
         try:
             st = os.stat(r.path)
-            h.update(f"file {st.st_size} {st.st_mtime_ns}\n".encode())
+            text.append(f"file {st.st_size} {st.st_mtime_ns}\n")
         except OSError:
-            h.update(b"file missing\n")
+            text.append("file missing\n")
+        chunk.append("".join(text).encode())
+        if len(chunk) >= 8192:
+            h.update(b"".join(chunk))
+            chunk = []
+    h.update(b"".join(chunk))
     return h.hexdigest()
 
 
