@@ -1,8 +1,9 @@
 """What the keys cost before a run at ImageNet scale: ``runkey.data_fingerprint`` (the data part
 of the resume key and of the k-NN bank's cache key: every record's fields and its file's size and
-mtime) against the previous one-update-per-line version (the baseline, kept here), in the same
-run; the digests must be identical, or it fails. Also times, for context, the reading of the
-ImageFolder and ``records_sha256``.
+mtime) against the previous one-update-per-line version (the baseline, kept here), and
+``read_image_folder`` (ids worked out once per folder) against the previous reading (a folder
+parsed again for each file, each id by ``relative_to``; kept here), in the same run; digests and
+records must be identical, or it fails. ``records_sha256`` is timed for context.
 
     python benchmarks/resume_key.py [--n 50000] [--dir IMAGEFOLDER]
 """
@@ -16,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from simpool_bench.data.imagenet import read_image_folder  # noqa: E402
-from simpool_bench.data.records import records_sha256  # noqa: E402
+from simpool_bench.data.imagenet import _is_image, read_image_folder  # noqa: E402
+from simpool_bench.data.records import Record, records_sha256  # noqa: E402
 from simpool_bench.runkey import data_fingerprint  # noqa: E402
 
 
@@ -45,6 +47,37 @@ def baseline_fingerprint(records) -> str:
         except OSError:
             h.update(b"file missing\n")
     return h.hexdigest()
+
+
+def _baseline_walk(root: Path, keep: Callable[[str], bool], seen: set[str]) -> list[Path]:
+    """``data.inputs.walk_files`` before (its listing unchanged; the folder parsed per file)."""
+    seen.add(os.path.realpath(root))
+    listing: list[tuple[str, list[str]]] = []
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        names = []
+        for e in sorted(os.scandir(folder), key=lambda e: e.name, reverse=True):
+            if not e.is_dir():
+                names.append(e.name)
+                continue
+            path = os.path.join(folder, e.name)
+            real = os.path.realpath(path)
+            if not (real in seen or (os.path.realpath(folder) + os.sep).startswith(real.rstrip(os.sep) + os.sep)):
+                seen.add(real)
+                stack.append(path)
+        listing.append((folder, names))
+    return [Path(folder) / name for folder, names in sorted(listing) for name in sorted(names) if keep(name)]
+
+
+def baseline_read_image_folder(root: Path) -> list[Record]:
+    """``read_image_folder``'s records before: each id ``path.relative_to(root).as_posix()``."""
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    seen = {os.path.realpath(root / cls) for cls in classes}
+    records: list[Record] = []
+    for label, cls in enumerate(classes):
+        records += [Record(p.relative_to(root).as_posix(), p, label) for p in _baseline_walk(root / cls, _is_image, seen)]
+    return records
 
 
 def _folder(root: Path, n: int) -> Path:
@@ -73,14 +106,19 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.dir if args.dir is not None else _folder(Path(tmp), args.n)
-        read_s, (records, _) = _best(lambda: read_image_folder(folder), 1)
+        folder = Path(folder)
+        old_read_s, old_records = _best(lambda: baseline_read_image_folder(folder), args.repeat)
+        read_s, (records, _) = _best(lambda: read_image_folder(folder), args.repeat)
+        assert [(r.image_id, r.path, r.label) for r in records] == [(r.image_id, r.path, r.label) for r in old_records], "records differ"
+        del old_records
         sha_s, _ = _best(lambda: records_sha256(records), args.repeat)
         base_s, base = _best(lambda: baseline_fingerprint(records), args.repeat)
         new_s, new = _best(lambda: data_fingerprint(records), args.repeat)
         assert new == base, "fingerprints differ"
         n = len(records)
         print(
-            f"{n} records: read_image_folder {read_s:.2f} s, records_sha256 {sha_s:.2f} s; data_fingerprint before "
+            f"{n} records: read_image_folder before {old_read_s:.2f} s, now {read_s:.2f} s: ratio {old_read_s / read_s:.2f}x; "
+            f"records_sha256 {sha_s:.2f} s; data_fingerprint before "
             f"{base_s:.2f} s ({base_s / n * 1e6:.1f} us/record), now {new_s:.2f} s ({new_s / n * 1e6:.1f} us/record): ratio {base_s / new_s:.2f}x"
         )
 

@@ -157,6 +157,22 @@ def test_read_image_folder_matches_torchvision(tmp_path):
     assert all(r.width == 0 and r.height == 0 and r.boxes.shape == (0, 4) for r in records)
 
 
+def test_read_image_folder_ids_are_the_paths_relative_to_the_root(tmp_path):
+    """Ids (worked out once per folder) are ``path.relative_to(root).as_posix()``: nested folders,
+    a followed folder link, names with spaces, a backslash, non-ASCII letters."""
+    root = tmp_path / "data"
+    arr = np.zeros((4, 5, 3), np.uint8)
+    for rel in ("a/x.jpg", "a/sub/deeper/y b.jpg", "a/sub/z\\w.png", "b ü/é.jpeg", "b ü/1.jpg", "c/only.jpg"):
+        _save(root / rel, arr)
+    _save(tmp_path / "outside" / "linked.jpg", arr)
+    (root / "c" / "link").symlink_to(tmp_path / "outside", target_is_directory=True)
+    records, classes = read_image_folder(root)
+    assert classes == ["a", "b ü", "c"]
+    assert [r.image_id for r in records] == [r.path.relative_to(root).as_posix() for r in records]
+    assert "c/link/linked.jpg" in [r.image_id for r in records] and "a/sub/deeper/y b.jpg" in [r.image_id for r in records]
+    assert all(type(r.path) is type(root) for r in records)
+
+
 def test_read_image_folder_ignores_hidden_and_fails_clearly(tmp_path):
     _tree(tmp_path)
     (tmp_path / ".ipynb_checkpoints").mkdir()

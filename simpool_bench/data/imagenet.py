@@ -60,11 +60,12 @@ def read_image_folder(root: str | Path) -> tuple[list[Record], list[str]]:
     records: list[Record] = []
     empty: list[str] = []
     seen = {os.path.realpath(root / cls) for cls in classes}
+    prefixes: dict[Path, str] = {}  # each folder's id prefix, worked out once (ImageNet train: 1.28M files in 1000 folders)
     skipped: list[Path] = []
     for label, cls in enumerate(classes):
         paths, links = walk_files(root / cls, _is_image, seen)
         skipped += links
-        records += [Record(p.relative_to(root).as_posix(), p, label) for p in paths]
+        records += [Record(_relative_id(p, root, prefixes), p, label) for p in paths]
         if not paths:
             empty.append(cls)
     if skipped:
@@ -78,6 +79,16 @@ def read_image_folder(root: str | Path) -> tuple[list[Record], list[str]]:
             f"({len(empty)} such folder(s); extensions {', '.join(IMG_EXTENSIONS)})"
         )
     return records, classes
+
+
+def _relative_id(path: Path, root: Path, prefixes: dict[Path, str]) -> str:
+    """``path.relative_to(root).as_posix()``, with the folder's part computed once per folder
+    (``prefixes``: folder -> its relative posix path); ``path.name`` is one name from a listing."""
+    folder = path.parent
+    prefix = prefixes.get(folder)
+    if prefix is None:
+        prefix = prefixes[folder] = folder.relative_to(root).as_posix()
+    return path.name if prefix == "." else f"{prefix}/{path.name}"
 
 
 def natural_key(name: str) -> list[int | str]:
