@@ -107,5 +107,8 @@ def walk_files(root: Path, keep: Callable[[str], bool], seen: set[str] | None = 
                 seen.add(real)
                 stack.append(path)
         listing.append((folder, names))
-    files = [base / name for folder, names in sorted(listing) for base in (Path(folder),) for name in sorted(names) if keep(name)]
+    files: list[Path] = []
+    for folder, names in sorted(listing):
+        base = Path(folder)  # once per folder
+        files += [base / name for name in sorted(names) if keep(name)]
     return files, sorted(skipped)
