@@ -375,7 +375,45 @@ def test_known_answers() -> None:
 
     acc = BoxAccumulator(interval=0.01)
     acc.update(np.zeros((2, 7, 7)), [np.array([[0, 0, 0, 1]]), np.array([[0, 0, 1, 1]])])
-    assert acc.compute().maxboxacc == {30: 50.0, 50: 50.0, 70: 0.0}
+    res = acc.compute()
+    assert res.maxboxacc == {30: 50.0, 50: 50.0, 70: 0.0}
+    assert res.maxboxacc_v2 == (50.0 + 50.0 + 0.0) / 3  # the mean of the three (their median would be 50)
+
+
+def test_resize_boxes_wsol_truncates_each_coordinate_as_resize_bbox() -> None:
+    """wsolevaluation ``resize_bbox``: ``int(x * 224 / width)``, ``int(y * 224 / height)``, i.e.
+    truncation, never rounding. By hand, in a 300x200 image:
+    (100, 20, 299, 199) -> 74.67, 22.4, 223.25, 222.88 -> (74, 22, 223, 222);
+    (4, 5, 202, 199) -> 2.99, 5.6, 150.83, 222.88 -> (2, 5, 150, 222) (each one would round up)."""
+    boxes = np.array([[100, 20, 299, 199], [4, 5, 202, 199]])
+    assert resize_boxes_wsol(boxes, 300, 200).tolist() == [[74, 22, 223, 222], [2, 5, 150, 222]]
+
+
+def test_iou_wsol_counts_pixels_inclusively() -> None:
+    """``calculate_multiple_iou``'s +1 convention, by hand: (0, 0, 9, 9) is 10x10 = 100 pixels;
+    against (5, 5, 14, 14) they share 5x5 = 25 pixels: 25 / (100 + 100 - 25) = 1/7; boxes sharing
+    only a corner line overlap 1 pixel: (9, 9, 18, 18) gives 1 / 199; a 1-pixel box in a 1x2 box: 1/2;
+    disjoint (10, 10, 19, 19): 0."""
+    from simpool_bench.metrics.boxes import iou_wsol
+
+    iou = iou_wsol(np.array([[0, 0, 9, 9]]), np.array([[5, 5, 14, 14], [9, 9, 18, 18], [10, 10, 19, 19], [0, 0, 9, 9]]))
+    assert iou.tolist() == [[25 / 175, 1 / 199, 0.0, 1.0]]
+    assert iou_wsol(np.array([[0, 0, 0, 0]]), np.array([[0, 0, 0, 1]])).tolist() == [[0.5]]
+
+
+def test_v1_binarises_strictly_above_the_level() -> None:
+    """V1 (largest contour) keeps ``u8 > int(t * max)``, strictly. A 50x50 square of 255 on the GT
+    and, away from it, a 224x40 band of exactly 100 (larger). t = 0.39: level int(99.45) = 99, the
+    band is in and, larger, is V1's box: a miss. t = 0.393: level int(100.2) = 100, the band (== 100)
+    is out: the square's box (100, 100, 150, 150) has IoU 2500 / 51^2 = 0.96 with the GT: a hit.
+    (Keeping ``>=`` the level would keep the band at both.)"""
+    u8 = np.zeros((1, 224, 224), dtype=np.uint8)
+    u8[0, 100:150, 100:150] = 255
+    u8[0, 0:40, :] = 100
+    gt = [np.array([[100, 100, 149, 149]])]
+    hits = box_hits(u8, gt, np.array([0.39, 0.393]), IOUS, multi_contour=False)
+    assert hits[0].tolist() == [[False, True]] * 3
+    assert box_hits(u8, gt, np.array([0.39, 0.393]), IOUS)[0].tolist() == [[True, True]] * 3  # V2 sees the square at both
 
 
 def test_v1_known_answer_and_two_blobs() -> None:
