@@ -260,6 +260,20 @@ def test_lost_boxes_equal_oracle_on_random_features() -> None:
     assert n_fallback >= 5, n_fallback
 
 
+def test_lost_default_k_is_losts_100() -> None:
+    """``boxes_lost`` without ``k_patches`` is LOST's ``--k_patches`` default, 100: on a 12x14 grid
+    (168 patches, more than 100) of random keys its boxes are LOST's at k = 100, and this set is one
+    where k = 50 and k = 150 give other boxes (so another default could not pass)."""
+    rng = np.random.default_rng(0)
+    gh, gw, stride = 12, 14, 16
+    keys = rng.normal(0, 1, (12, gh * gw, 4)).astype(np.float32)
+    hws = np.tile([gh * stride, gw * stride], (12, 1))
+    got = boxes_lost(torch.from_numpy(keys), (gh, gw), hws, stride)
+    want = {k: [oracle_lost_box(keys[i], gh, gw, (gh * stride, gw * stride), stride, k)[0] for i in range(12)] for k in (50, 100, 150)}
+    assert got.tolist() == want[100]
+    assert want[50] != want[100] and want[150] != want[100]
+
+
 def test_lost_batched_equals_one_at_a_time() -> None:
     rng = np.random.default_rng(4)
     gh, gw, b = 7, 9, 16

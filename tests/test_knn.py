@@ -348,3 +348,30 @@ def test_a_bank_whose_class_folders_are_not_the_datas_is_refused(tiny_knn, tmp_p
         f"first difference: {first}); k-NN compares labels by class index, so both need the same classes"
     ]
     assert ours != theirs
+
+
+def test_defaults_are_dinos_eval_knn_defaults():
+    """With no k and no temperature given, the accumulator and the protocol the commands take their
+    defaults from (``registry.DINO_KNN``) are DINO ``eval_knn.py``'s argparse defaults,
+    ``--nb_knn 10 20 100 200`` and ``--temperature 0.07``: every number equals the literal
+    classifier's at those values, and on this data another temperature changes predictions."""
+    from simpool_bench.registry import DINO_KNN
+
+    g = torch.Generator().manual_seed(2)
+    C, d = 9, 16
+    centers = torch.randn(C, d, generator=g) * 1.5
+    train_y = torch.randint(0, C, (300,), generator=g)
+    test_y = torch.randint(0, C, (200,), generator=g)
+    train_f = centers[train_y] + torch.randn(300, d, generator=g) * 2
+    test_f = centers[test_y] + torch.randn(200, d, generator=g) * 2
+    tr, te = nn.functional.normalize(train_f, dim=1, p=2), nn.functional.normalize(test_f, dim=1, p=2)
+    bank = MemoryBank.from_features(train_f, train_y, C)
+    for acc in (KNNAccumulator(bank), KNNAccumulator(bank, DINO_KNN.ks, DINO_KNN.temperature)):
+        acc.update(test_f, test_y)
+        got, cols = acc.compute(), acc.per_image_columns(len(test_y))
+        assert sorted(got["knn_top1"]) == [10, 20, 100, 200]
+        for k in (10, 20, 100, 200):
+            top1, top5, pred, _, _, _ = dino_knn_classifier(tr, train_y, te, test_y, k, 0.07)
+            assert (got["knn_top1"][k], got["knn_top5"][k]) == (top1, top5) and np.array_equal(cols[f"knn_pred_k{k}"], pred), k
+    other = [dino_knn_classifier(tr, train_y, te, test_y, k, T)[2] for T in (0.07, 0.1) for k in (200,)]
+    assert not np.array_equal(*other)  # the temperature matters here
