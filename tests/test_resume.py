@@ -339,3 +339,42 @@ def test_rerun_says_what_it_resumed_and_why_it_resumed_nothing(small, tmp_path):
     fresh = tmp_path / "fresh"
     assert invoke(*_small_args(run, ckpt, fresh, "--no-resume")).exit_code == 0
     pd.testing.assert_frame_equal(_table(out), _table(fresh))
+
+
+@pytest.mark.parametrize(
+    "command,setting",
+    [
+        ("discover", ("--mass", "0.2")),
+        ("discover", ("--method", "lost")),
+        ("localize", ("--interval", "0.01")),
+        ("localize", ("--v1",)),
+        ("localize-cam", ("--cam-target", "pred")),
+    ],
+)
+def test_a_rerun_with_another_protocol_value_is_recomputed_not_resumed(command, setting, tmp_path):
+    """The same command with another protocol value (the mass of the attention boxes, the box
+    method, the threshold step, V1 boxes too, the CAM's class), into the same --out, is another
+    run: its table is that of a fresh run with that value, not made of the stored shards of the
+    first (which a resume key without that value would merge)."""
+    from conftest import build_voc_dataset
+
+    ckpt, _ = build_tiny_checkpoint(tmp_path / "tiny.pth.tar", seed=5)
+    model = ["--checkpoint", ckpt]
+    if command == "localize-cam":  # a GAP CNN: its map is the CAM of the class --cam-target names
+        command, model = "localize", ["--model", "resnet18", "--pool", "gap", "--random-init", "--num-classes", "3"]
+    if command == "discover":
+        data = ["--dataset", "voc07", "--data", build_voc_dataset(tmp_path / "voc", n=12, seed=4)]
+    else:
+        wsol = build_wsol_dataset(tmp_path / "wsol", n=12, seed=3)
+        data = ["--dataset", "cub", "--data", wsol.image_root, "--metadata", wsol.metadata]
+    base = [command, *data, *model, "--device", "cpu", "-b", "4", "--shard-size", "4"]
+    out = tmp_path / "out"
+    assert invoke(*base, "--out", out).exit_code == 0
+    first = _table(out)
+    res = invoke(*base, *setting, "--out", out)
+    assert res.exit_code == 0, res.output
+    fresh = tmp_path / "fresh"
+    assert invoke(*base, *setting, "--out", fresh, "--no-resume").exit_code == 0
+    pd.testing.assert_frame_equal(_table(out), _table(fresh))
+    if setting != ("--interval", "0.01"):  # (a finer step may find the same maxima)
+        assert not _table(out).equals(first)

@@ -1,0 +1,88 @@
+"""The resume key (``runkey.resume_key``): every input that can change a number changes the key, so
+a stored shard of another setting is never merged; the same inputs give the same key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision import transforms as T
+
+from simpool_bench import runkey
+from simpool_bench.data.records import Record
+
+
+class _Model(torch.nn.Module):
+    def __init__(self, gamma: float = 1.25) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 2)
+        self.gamma = gamma  # a plain setting, as BenchModel's arch, pool, gamma, min_scope, ...
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> dict:
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"pixels")
+    torch.manual_seed(0)
+    return {
+        "kind": "localize cub",
+        "model": _Model(),
+        "records": [Record("a.jpg", image, 1, 40, 30, np.array([[1.0, 2.0, 30.0, 20.0]]))],
+        "transform": T.Compose([T.Resize((224, 224)), T.ToTensor()]),
+        "params": {"interval": 0.001, "v1": False, "cam_target": "gt"},
+        "amp": "off",
+        "shard_size": 5,
+        "device": "cpu",
+    }
+
+
+def _key(c: dict) -> str:
+    return runkey.resume_key(
+        c["kind"], c["model"], c["records"], c["transform"], c["params"], amp=c["amp"], shard_size=c["shard_size"], device=c["device"]
+    )
+
+
+def test_the_same_inputs_give_the_same_key(base: dict) -> None:
+    again = dict(base, model=_Model(), transform=T.Compose([T.Resize((224, 224)), T.ToTensor()]))
+    again["model"].load_state_dict(base["model"].state_dict())
+    assert _key(base) == _key(again) and len(_key(base)) == 24
+
+
+def test_each_input_that_changes_a_number_changes_the_key(base: dict) -> None:
+    key = _key(base)
+    image = base["records"][0].path
+    other_weights = _Model()
+    with torch.no_grad():
+        other_weights.fc.weight.add_(1.0)
+    other_setting = _Model(gamma=2.0)  # the same weights, another gamma
+    other_setting.load_state_dict(base["model"].state_dict())
+    changes = {
+        "command": {"kind": "discover voc07"},
+        "a protocol parameter": {"params": {**base["params"], "interval": 0.01}},
+        "another protocol parameter": {"params": {**base["params"], "cam_target": "pred"}},
+        "the model's tensors": {"model": other_weights},
+        "a model setting": {"model": other_setting},
+        "a box": {"records": [Record("a.jpg", image, 1, 40, 30, np.array([[1.0, 2.0, 30.0, 21.0]]))]},
+        "a label": {"records": [Record("a.jpg", image, 2, 40, 30, np.array([[1.0, 2.0, 30.0, 20.0]]))]},
+        "the transform": {"transform": T.Compose([T.Resize((256, 256)), T.ToTensor()])},
+        "--amp": {"amp": "bf16"},
+        "--shard-size": {"shard_size": 6},
+        "the device type": {"device": "cuda"},
+    }
+    for what, change in changes.items():
+        assert _key({**base, **change}) != key, what
+    st = image.stat()  # a replaced image file: its modification time changes, nothing else
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert _key(base) != key, "the image file's time"
+
+
+def test_the_code_is_in_the_key(base: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change in a number-deciding source file (here: its hash, as ``code_version`` gives it)
+    changes the key; ``code_version`` covers the metrics and models."""
+    key = _key(base)
+    monkeypatch.setattr(runkey, "code_version", lambda: "another version of the metrics")
+    assert _key(base) != key
+    assert {"metrics", "models", "discovery.py", "pooling.py", "transforms.py", "tasks"} <= set(runkey.CODE_FILES)
