@@ -377,6 +377,8 @@ def _wsolevaluation_tables(image_root, meta, net, interval, cam_target, batch_si
                     num_top1[correct] += 1
             cnt += 1
         tables[multi_contour_eval] = [(num_correct[t] * 100.0 / float(cnt)).max() for t in iou_threshold_list]
+        if multi_contour_eval:  # the best t (the first reaching the max, np.argmax) of each curve
+            tables["best"] = [cam_threshold_list[int(np.argmax(num_correct[t]))] for t in iou_threshold_list]
         tables["top1"] = (num_top1 * 100.0 / float(cnt)).max()
     return tables, np.stack(raw_cams)
 
@@ -386,7 +388,7 @@ def test_localize_cam_table_is_wsolevaluations_to_the_bit(cam_target, make_wsol_
     """``localize`` of a ResNet's CAMs against wsolevaluation's whole pipeline (above), on JPEGs of
     odd sizes (40-79 x 36-69), one image greyscale, several GT boxes per image, one of them the
     whole image (its resized box reaches 224): every raw CAM and every number of the table
-    (MaxBoxAcc at 30/50/70, MaxBoxAccV2, V1, GT-known and Top-1 Loc) bit for bit."""
+    (MaxBoxAcc at 30/50/70, MaxBoxAccV2, the best thresholds, V1, GT-known and Top-1 Loc) bit for bit."""
     from PIL import Image
 
     from simpool_bench import api, tasks
@@ -419,6 +421,7 @@ def test_localize_cam_table_is_wsolevaluations_to_the_bit(cam_target, make_wsol_
     assert np.array_equal(got_cams, want_cams)
     assert [got[("maxboxacc", t)] for t in (30, 50, 70)] == want[True]
     assert got[("maxboxacc_v2", None)] == np.average(want[True])
+    assert [got[("best_threshold", t)] for t in (30, 50, 70)] == want["best"]
     assert got[("maxboxacc_v1", 50)] == want[False][1]
     assert got[("gt_known_loc", 50)] == want[True][1]
     assert got[("top1_loc", 50)] == want["top1"]
