@@ -375,3 +375,25 @@ def test_defaults_are_dinos_eval_knn_defaults():
             assert (got["knn_top1"][k], got["knn_top5"][k]) == (top1, top5) and np.array_equal(cols[f"knn_pred_k{k}"], pred), k
     other = [dino_knn_classifier(tr, train_y, te, test_y, k, T)[2] for T in (0.07, 0.1) for k in (200,)]
     assert not np.array_equal(*other)  # the temperature matters here
+
+
+def test_top5_below_five_neighbours_counts_only_the_k_voted_ranks_as_dino():
+    """DINO: ``correct.narrow(1, 0, min(5, k))`` ("top5 does not make sense if k < 5"): with k = 1
+    the top-5 hit is the top-1 hit. The 1000-wide class scores put zero-vote classes at ranks 2-5
+    in ``sort``'s tie order (on CPU e.g. 663, 671, 670, ...); targets among those classes are a
+    top-5 hit of a 5-wide narrow, and not DINO's."""
+    g = torch.Generator().manual_seed(3)
+    bank = MemoryBank.from_features(torch.randn(6, 8, generator=g), torch.tensor([3, 500, 7, 3, 500, 7]), 1000)
+    test_f = torch.randn(200, 8, generator=g)
+    tr, te = nn.functional.normalize(bank.features, dim=1), nn.functional.normalize(test_f, dim=1)
+    probe = dino_knn_classifier(tr, bank.labels, te, torch.zeros(200, dtype=torch.long), 1, 0.07)[5]
+    ranks = probe.sort(1, True)[1]
+    test_y = ranks[torch.arange(200), 1 + torch.arange(200) % 4]  # each target at rank 2..5, zero votes
+    acc = KNNAccumulator(bank, (1, 2), 0.07)
+    acc.update(test_f, test_y)
+    got = acc.compute()
+    for k in (1, 2):
+        top1, top5, *_ = dino_knn_classifier(tr, bank.labels, te, test_y, k, 0.07)
+        assert (got["knn_top1"][k], got["knn_top5"][k]) == (top1, top5), k
+    assert got["knn_top5"][1] == got["knn_top1"][1] == 0.0
+    assert (ranks[:, :5] == test_y[:, None]).any(dim=1).all()  # a 5-wide narrow would count every image
