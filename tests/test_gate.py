@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 
 from simpool_bench import results as R
@@ -303,3 +304,142 @@ def test_a_count_the_run_does_not_write_is_zero_not_missing(count, tmp_path):
     assert report.passed
     res = invoke_cli("check", tmp_path / "run", "--baseline", tmp_path / "base", "--no-github")
     assert res.exit_code == 0, res.output
+
+
+# README: "without a file, 0.1 points for accuracies, 0.2 for MaxBoxAcc and CorLoc, 0 for image
+# counts, and the best threshold is not gated". Every metric the tool writes, each dropped by 0.15
+# (between the two tolerances) and by 0.25 (beyond both): the accuracies regress at 0.15 already,
+# the MaxBoxAcc family and CorLoc only at 0.25. 'my_acc' (a name the catalog does not know) is a
+# score with the 0.1 default. Expected statuses written out by hand from the README's list.
+_POINT_TOLERANCE = {
+    "top1": 0.1, "top5": 0.1, "knn_top1": 0.1, "knn_top5": 0.1, "top1_loc": 0.1, "gt_known_loc": 0.1, "my_acc": 0.1,
+    "maxboxacc": 0.2, "maxboxacc_v2": 0.2, "maxboxacc_v1": 0.2, "corloc": 0.2,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("drop", [0.15, 0.25])
+def test_default_tolerances_per_metric_as_the_readme_lists_them(drop):
+    base_vals = {m: ({30: 60.0, 50: 60.0, 70: 60.0} if m == "maxboxacc" else 60.0) for m in _POINT_TOLERANCE}
+    run_vals = {m: ({i: v - drop for i, v in x.items()} if isinstance(x, dict) else x - drop) for m, x in base_vals.items()}
+    rep = R.check(_run(run_vals), _run(base_vals))
+    got = {(r.metric, r.iou): r.status for r in rep.rows}
+    want = {
+        (m, i): ("regressed" if drop > tol else "ok")
+        for m, tol in _POINT_TOLERANCE.items()
+        for i in ((30, 50, 70) if m == "maxboxacc" else (None,))
+    }
+    assert got == want
+    # counts: 0 (one image more or fewer fails); best threshold: any move passes
+    counts = {"n_images": 100, "n_failed": 1, "n_nonfinite": 1, "best_threshold": {50: 0.2}}
+    moved = {"n_images": 101, "n_failed": 2, "n_nonfinite": 2, "best_threshold": {50: 0.9}}
+    got = {r.metric: r.status for r in R.check(_run(moved), _run(counts)).rows}
+    assert got == {"n_images": "regressed", "n_failed": "regressed", "n_nonfinite": "regressed", "best_threshold": "ok"}
+
+
+def test_a_tolerance_at_one_iou_wins_over_the_metric_wide_one():
+    # maxboxacc@70 = 0.1 beats maxboxacc = 1.0 at IoU 70 only: the same 0.5 drop regresses at 70, not at 30/50
+    run = _run(_moved(**{"maxboxacc@30": 89.5, "maxboxacc@50": 69.5, "maxboxacc@70": 29.5}))
+    rep = R.check(run, _run(BASE), tolerances={"maxboxacc": 1.0, "maxboxacc@70": 0.1})
+    st = {(r.metric, r.iou): (r.status, r.tolerance) for r in rep.rows if r.metric == "maxboxacc"}
+    assert st == {("maxboxacc", 30): ("ok", 1.0), ("maxboxacc", 50): ("ok", 1.0), ("maxboxacc", 70): ("regressed", 0.1)}
+
+
+def test_tolerance_bounds_iou_100_and_zero_accepted(tmp_path):
+    # IoU after '@' is in (0, 100]: 100 is a threshold (a perfect box), 0 and 101 are not
+    assert R.check(_run(BASE), _run(BASE), tolerances={"maxboxacc@100": 1.0}).passed
+    for bad in ("maxboxacc@0", "maxboxacc@101"):
+        with pytest.raises(SimpoolBenchError, match=r"\(0, 100\]"):
+            R.check(_run(BASE), _run(BASE), tolerances={bad: 1.0})
+    # a tolerance of 0 is valid ('non-negative'): any drop of top1 regresses, none passes
+    path = tmp_path / "tol.toml"
+    path.write_text("top1 = 0\n", encoding="utf-8")
+    assert R.load_tolerances(path) == {"top1": 0.0}
+    assert R.check(_run(BASE), _run(BASE), tolerances={"top1": 0}).passed
+    rep = R.check(_run(_moved(top1=79.99)), _run(BASE), tolerances={"top1": 0})
+    assert [r.metric for r in rep.by_status("regressed")] == ["top1"]
+
+
+# README: "any provenance field that differs (model, pool, gamma, min-scope, attention source, CLS
+# head, position resize, method, image size, image count, the data's data_sha256, random init)";
+# each changed alone fails with exactly its own provenance-mismatch row, and passes when accepted.
+_PROVENANCE_CHANGES = {
+    "model": ("vit_small_patch16_224", "vit_base_patch16_224"),
+    "pool": ("simpool", "cls"),
+    "gamma": (1.25, 2.0),
+    "min_scope": ("sample", "batch"),
+    "attn_source": ("simpool", "cls"),
+    "cls_head": (None, 4),
+    "pos_interp": ("timm", "dino"),
+    "method": ("attn", "lost"),
+    "image_size": (224, 448),
+    "n_images": (5794, 5793),
+    "data_sha256": ("a" * 64, "b" * 64),
+    "random_init": (False, True),
+}
+
+
+@pytest.mark.parametrize("name", list(_PROVENANCE_CHANGES))
+def test_each_readme_provenance_field_changed_alone_is_a_mismatch(name):
+    before, after = _PROVENANCE_CHANGES[name]
+    base = _run(BASE, **{name: before if before is not None else after})
+    run = _run(BASE, **{name: after if before is not None else None})  # cls_head: the run lacks it
+    rep = R.check(run, base)
+    assert [r.metric for r in rep.by_status("provenance-mismatch")] == [f"provenance:{name}"] and not rep.passed
+    assert R.check(run, base, allow_protocol_change=(name,)).passed
+
+
+def test_a_run_with_two_values_of_a_provenance_field_is_a_mismatch():
+    # the run's rows of cub/test were made at two image sizes (two tables pasted together): one of
+    # them equals the baseline's 224, which must not hide the other; the row names both
+    base = _run(BASE, image_size=224)
+    run = pd.concat([_run({"top1": 80.0}, image_size=224), _run({k: v for k, v in BASE.items() if k != "top1"}, image_size=448)])
+    rep = R.check(run, base)
+    (row,) = rep.by_status("provenance-mismatch")
+    assert (row.metric, row.baseline, row.value) == ("provenance:image_size", "224", "224, 448") and not rep.passed
+
+
+def test_cli_check_appends_its_summary_to_github_and_writes_summary_file(tmp_path, monkeypatch):
+    # README: check "appends to $GITHUB_STEP_SUMMARY" (earlier steps' lines kept); --summary FILE
+    # holds the same Markdown; --no-github leaves the step summary alone
+    from conftest import invoke_cli
+
+    base = R.write_run(_run(BASE), tmp_path / "base")["csv"]
+    run = R.write_run(_run(_moved(top1=79.0)), tmp_path / "run")["csv"]
+    expected = R.check(run, base).markdown
+    step = tmp_path / "step_summary.md"
+    step.write_text("earlier step\n", encoding="utf-8")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    res = invoke_cli("check", run, "--baseline", base, "--summary", tmp_path / "summary.md")
+    assert res.exit_code == 1, res.output
+    assert step.read_text(encoding="utf-8") == "earlier step\n" + expected
+    assert (tmp_path / "summary.md").read_text(encoding="utf-8") == expected
+    assert invoke_cli("check", run, "--baseline", base, "--no-github").exit_code == 1
+    assert step.read_text(encoding="utf-8") == "earlier step\n" + expected
+
+
+def test_cli_check_tol_overrides_the_tolerances_file_and_a_crash_exits_2(tmp_path, monkeypatch):
+    # --tol METRIC=VALUE wins over the file's entry: top1 -0.5 passes at the file's 1.0, regresses at --tol 0.05
+    from conftest import invoke_cli
+
+    base = R.write_run(_run(BASE), tmp_path / "base")["csv"]
+    run = R.write_run(_run(_moved(top1=79.5)), tmp_path / "run")["csv"]
+    (tmp_path / "tol.toml").write_text("top1 = 1.0\n", encoding="utf-8")
+    args = ("check", run, "--baseline", base, "--tolerances", tmp_path / "tol.toml", "--no-github")
+    assert invoke_cli(*args).exit_code == 0
+    res = invoke_cli(*args, "--tol", "top1=0.05")
+    assert res.exit_code == 1 and "tolerance ±0.05" in res.output
+    # a crash inside the gate is bad input or a bug (exit 2), never read as a regression (exit 1)
+    monkeypatch.setattr(R, "check", lambda *a, **k: 1 / 0)
+    res = invoke_cli(*args)
+    assert res.exit_code == 2 and "error: check failed on" in res.output and "ZeroDivisionError" in res.output
+
+
+def test_a_knn_tolerance_at_one_k_applies_to_that_k_only():
+    # 'knn_top1@20' = 1.0: the 0.5 drop at k=20 is within it; the same drop at k=10 meets the default 0.1
+    prov = R.Provenance(model="vit_small_patch16_224", pool="cls", run_id="r")
+
+    def table(v: float):
+        return R.make_table([{"dataset": "imagenet", "split": "val", "metric": "knn_top1", "k": k, "value": v} for k in (10, 20)], prov)
+
+    rep = R.check(table(69.5), table(70.0), tolerances={"knn_top1@20": 1.0})
+    assert {r.k: (r.status, r.tolerance) for r in rep.rows} == {10: ("regressed", 0.1), 20: ("ok", 1.0)}

@@ -236,3 +236,13 @@ def test_allow_protocol_change_refuses_unknown_names():
     with pytest.raises(SimpoolBenchError, match="--allow-protocol-change 'masss'"):
         R.check(t, t, allow_protocol_change=["masss"])
     assert R.check(t, t, allow_protocol_change=["mass", "mean", "model"]).passed
+
+
+def test_a_parameter_only_the_run_records_is_a_mismatch():
+    # "a parameter one record lacks differs from any value", in either direction: the run records
+    # mass, the baseline (an older run) does not
+    run = _table({"top1": 80.0}, {"task": "discover", "mass": 0.6}, None)
+    base = _table({"top1": 80.0}, {"task": "discover"}, None)
+    rep = R.check(run, base)
+    assert [(r.metric, r.value, r.baseline) for r in rep.by_status("protocol-mismatch")] == [("protocol:mass", "0.6", "not recorded")]
+    assert R.check(run, base, allow_protocol_change=["mass"]).passed
