@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 
 import pandas as pd
@@ -148,3 +150,40 @@ def test_console_table_turns_to_a_row_per_metric_when_runs_as_rows_do_not_fit():
     assert any("cub/test maxboxacc_v2" in ln and "63.33" in ln and "64.42 (+1.09)" in ln for ln in lines), lines
     assert any("SimPool (ref)" in ln and "CLS" in ln for ln in lines)
     assert R.compare_console_table(cmp).row_count == 2  # no width: a row per run, as before
+
+
+def test_parse_reference_index_label_or_none():
+    # README: --reference LABEL|INDEX|none; 'none' (any case, spaces around) means no deltas
+    assert [R.parse_reference(t) for t in ("none", "None", " NONE ", None)] == [None, None, None, None]
+    assert R.parse_reference("2") == 2 and R.parse_reference("-1") == -1
+    assert R.parse_reference("ViT-demo CLS") == "ViT-demo CLS"
+    runs = [_run({"top1": 80.0}, run_id="a"), _run({"top1": 81.25}, run_id="b")]
+    cmp = R.compare(runs, reference=R.parse_reference("none"), labels=["A", "B"])
+    assert [c[3] for c in cmp.columns] == ["value"] and cmp.attrs["reference"] is None
+
+
+def test_latex_escape_backslash_tilde_caret_and_gamma():
+    # each special character by hand: \ -> \textbackslash{}, ~ -> \textasciitilde{}, ^ -> \textasciicircum{}, γ -> $\gamma$
+    assert R.latex_escape(r"C:\runs~a^2 γ=1") == r"C:\textbackslash{}runs\textasciitilde{}a\textasciicircum{}2 $\gamma$=1"
+
+
+def test_parse_metrics_items_suffixes_and_repeats():
+    # spaces and empty items are dropped, '@N' kept as an int, a repeated item counted once
+    sel = R.parse_metrics(" top1, ,maxboxacc@50,knn_top1@20,top1")
+    assert [(s.name, s.at) for s in sel] == [("top1", None), ("maxboxacc", 50), ("knn_top1", 20)]
+    assert [str(s) for s in sel] == ["top1", "maxboxacc@50", "knn_top1@20"]
+
+
+def test_compare_csv_keeps_every_digit():
+    # README: "--csv writes full precision": 100/3 and 200/3 come back bit for bit, and so does their delta
+    a, b = 100.0 / 3.0, 200.0 / 3.0
+    cmp = R.compare([_run({"top1": a}, run_id="a"), _run({"top1": b}, run_id="b")], labels=["A", "B"], reference=0)
+    head, *rows = list(csv.reader(io.StringIO(R.compare_to_csv(cmp))))
+    assert head == ["run", "cub/test top1", "cub/test top1 delta"]
+    assert [[lab, float(v), float(d)] for lab, v, d in rows] == [["A", a, 0.0], ["B", b, b - a]]  # float(): Python's exact parse
+
+
+def test_a_tiny_delta_keeps_digits_enough_to_be_seen():
+    # two decimals would print +0.00 for 0.004: two significant digits are kept instead; at or above 0.005 it rounds as usual
+    assert [R.format_delta("top1", d) for d in (0.004, -0.000123, 0.0, 0.5, 0.005)] == ["+0.004", "-0.00012", "+0.00", "+0.50", "+0.01"]
+    assert R.format_delta("n_images", 0.3) == "+0.3" and R.format_delta("n_images", 2.0) == "+2"
