@@ -397,3 +397,17 @@ def test_top5_below_five_neighbours_counts_only_the_k_voted_ranks_as_dino():
         assert (got["knn_top1"][k], got["knn_top5"][k]) == (top1, top5), k
     assert got["knn_top5"][1] == got["knn_top1"][1] == 0.0
     assert (ranks[:, :5] == test_y[:, None]).any(dim=1).all()  # a 5-wide narrow would count every image
+
+
+def test_a_knn_runs_data_sha256_covers_its_bank(tiny_knn, tmp_path):
+    # README: data_sha256 is of "every image's id, label, size and ground-truth boxes in order, and a
+    # k-NN run's bank too": the evaluation records, then the bank's (records_sha256's two groups)
+    from simpool_bench.data.records import records_sha256
+    from simpool_bench.readers import read_classification_data
+
+    d = tiny_knn
+    out = tmp_path / "run"
+    res = invoke_cli("classify", "--data", d["test"], "--knn-train", d["train"], "--knn-k", "2", "--checkpoint", d["ckpt"], "--device", "cpu", "-j", "0", "--out", out)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    test, bank = read_classification_data(d["test"]).records, read_classification_data(d["train"]).records
+    assert set(R.read_run(out)["data_sha256"]) == {records_sha256(test, bank)} != {records_sha256(test)}

@@ -222,3 +222,15 @@ def test_stored_provenance_takes_this_schema_version_and_new_columns():
     assert row["schema_version"] == R.SCHEMA_VERSION == 4
     assert row["attn_source"] == "cls" and row["cls_head"] is None and row["pos_interp"] is None
     assert list(row) == list(R.PROVENANCE_COLUMNS)
+
+
+def test_a_new_write_replaces_the_whole_set_of_files(tmp_path):
+    # README: a run's result files are "replaced as one set under results.manifest.json": a second run
+    # into the folder without md/latex/json and without per_class.csv leaves none of the first's behind
+    out = tmp_path / "out"
+    R.write_run(_run(run_id="first"), out, formats=("json", "md", "latex"), extra={"per_class.csv": b"class,top1\n"})
+    R.write_run(_run(run_id="second"), out, formats=())
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.manifest.json", "results.parquet"]
+    manifest = json.loads((out / R.RUN_MANIFEST).read_text())
+    assert (manifest["state"], manifest["run_id"], sorted(manifest["files"])) == ("complete", "second", ["results.csv", "results.parquet"])
+    assert set(R.read_run(out)["run_id"]) == {"second"}
