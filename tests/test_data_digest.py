@@ -185,3 +185,13 @@ def test_localize_on_other_than_the_published_data_says_so_once(tmp_path):
     res = invoke("datasets", "verify", "cub_val", images, "--metadata", meta)  # which, run as printed, names the file
     assert res.exit_code == 1 and "localization.txt" in res.output, res.output
     assert api.read_run(tmp_path / "edited")["n_images"].iloc[0] == 1000
+
+
+def test_digest_covers_a_knn_bank():
+    # README: data_sha256 covers "a k-NN run's bank too": the same evaluation images with an edited
+    # bank label, or with no bank, are other data
+    evals = _records([[1, 2, 30, 20]], [0])
+    bank = _records([[0, 0, 51, 40], [5, 5, 9, 9]], [1, 2])
+    edited = [bank[0], Record(bank[1].image_id, bank[1].path, 0, bank[1].width, bank[1].height, bank[1].boxes)]
+    digests = {records_sha256(evals, bank), records_sha256(evals, edited), records_sha256(evals)}
+    assert len(digests) == 3

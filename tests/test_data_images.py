@@ -374,3 +374,28 @@ def test_classify_records_the_folder_it_read(tmp_path, make_image_folder, make_t
     spec = api.ClassifySpec(api.DataSpec("demo", data=data), api.ModelOptions(checkpoint=ckpt))
     res = api.run_classify(spec, api.EngineConfig(device="cpu", workers=0, progress=False))
     assert set(res.table["split"]) == {"test"}
+
+
+def test_read_flat_folder_label_is_the_last_field_of_its_line(tmp_path):
+    # the label is what follows the LAST separator: a file name may hold spaces (whitespace file) or commas (CSV)
+    root = _flat(tmp_path, ["a b.jpg", "c,d.jpg"])
+    lf = tmp_path / "val.txt"
+    lf.write_text("a b.jpg 3\n")
+    records, _ = read_flat_folder(root, lf)
+    assert [(r.image_id, r.label) for r in records] == [("a b.jpg", 3)]
+    lf.write_text("c,d.jpg,1\n")
+    records, _ = read_flat_folder(root, lf)
+    assert [(r.image_id, r.label) for r in records] == [("c,d.jpg", 1)]
+
+
+def test_read_classification_data_subset_keeps_the_first_n_per_class(tmp_path, make_image_folder):
+    # --subset N: the first N images of each class in sorted file order (counts 3, 2, 4 -> 2 of each)
+    from simpool_bench.readers import read_classification_data
+
+    root = make_image_folder(tmp_path / "tree", counts=(3, 2, 4))
+    every = read_classification_data(root).records
+    got = read_classification_data(root, subset=2).records
+    ids = [r.image_id for r in every]
+    assert ids == sorted(ids, key=lambda i: (i.split("/")[0], i))
+    assert [r.image_id for r in got] == [i for i in ids if i.rsplit("/", 1)[1] in ("000.jpg", "001.jpg")]
+    assert [r.label for r in got] == [0, 0, 1, 1, 2, 2]

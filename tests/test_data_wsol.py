@@ -402,3 +402,14 @@ def test_the_metadata_folder_names_the_split(tmp_path, make_wsol_dataset):
     assert split_of(api.DataSpec("cub", metadata=own, split="fold3"), "test") == "fold3"
     assert split_of(api.DataSpec("cub", metadata=own), "test") == "test"
     assert split_of(api.DataSpec("voc07", split="trainval"), "trainval") == "trainval"
+
+
+@pytest.mark.parametrize(
+    "label, match", [("3.7", r"class_labels\.txt:13: expected 'id,label' with an integer label"), ("-1", "negative class label -1")]
+)
+def test_a_fractional_or_negative_class_label_is_refused(tmp_path, label, match):
+    # wsolevaluation reads labels with int(): '3.7' is not a label (not 3), and labels are 0-based (-1 is none)
+    meta, root, _ = _make_split(tmp_path)
+    _rewrite(meta / "class_labels.txt", lambda ls: ls + [f"x.jpg,{label}"])
+    with pytest.raises(SimpoolBenchError, match=match):
+        read_wsol_metadata(meta, root)
