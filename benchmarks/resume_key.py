@@ -11,8 +11,6 @@ records must be identical, or it fails. ``records_sha256`` is timed for context.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import os
 import sys
 import tempfile
@@ -20,33 +18,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the literal previous fingerprint lives beside the tests
 sys.path.insert(0, str(ROOT))
+
+from fingerprint_reference import fingerprint_per_line  # noqa: E402
 
 from simpool_bench.data.imagenet import _is_image, read_image_folder  # noqa: E402
 from simpool_bench.data.records import Record, records_sha256  # noqa: E402
 from simpool_bench.runkey import data_fingerprint  # noqa: E402
-
-
-def baseline_fingerprint(records) -> str:
-    """``data_fingerprint`` before: one hash update per line."""
-    h = hashlib.sha256()
-    for r in records:
-        for f in dataclasses.fields(r):
-            v = getattr(r, f.name)
-            if isinstance(v, np.ndarray):
-                h.update(f"{f.name} {v.dtype} {v.shape}\n".encode())
-                h.update(np.ascontiguousarray(v).tobytes())
-            else:
-                h.update(f"{f.name}={v!r}\n".encode())
-        try:
-            st = os.stat(r.path)
-            h.update(f"file {st.st_size} {st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(b"file missing\n")
-    return h.hexdigest()
 
 
 def _baseline_walk(root: Path, keep: Callable[[str], bool], seen: set[str]) -> list[Path]:
@@ -112,7 +92,7 @@ def main() -> None:
         assert [(r.image_id, r.path, r.label) for r in records] == [(r.image_id, r.path, r.label) for r in old_records], "records differ"
         del old_records
         sha_s, _ = _best(lambda: records_sha256(records), args.repeat)
-        base_s, base = _best(lambda: baseline_fingerprint(records), args.repeat)
+        base_s, base = _best(lambda: fingerprint_per_line(records), args.repeat)
         new_s, new = _best(lambda: data_fingerprint(records), args.repeat)
         assert new == base, "fingerprints differ"
         n = len(records)
