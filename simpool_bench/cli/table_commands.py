@@ -191,7 +191,7 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the demo data and training.")] = 0,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Everything end to end on demo data the tool makes itself: data, two trained tiny ViTs, every command.
+    """Everything end to end on demo data the tool makes itself: data, two trained tiny ViTs, evaluated (classify, localize, discover), compared and drawn.
 
     Writes OUT/data (every dataset layout), OUT/models (official checkpoint layout), then runs the suite
     suites/demo.toml into OUT/suite (<checkpoint>/<entry>/results.csv, all_results.csv, compare.md|.tex), and
