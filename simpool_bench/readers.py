@@ -114,11 +114,15 @@ def read_localization_data(dataset: str, data: Path, metadata: Path | None = Non
     """Records with GT boxes for localize: wsolevaluation metadata, or CUB-200-2011's native files
     when ``metadata`` is not given and ``data`` holds ``images.txt``."""
     data = Path(data)
+    if not data.is_dir():
+        raise SimpoolBenchError(f"--data {data}: {'a file, expected a folder' if data.exists() else 'no such directory'}")
     if metadata is not None:
         return read_wsol_metadata(metadata, data)
     if dataset == "cub" and (data / "images.txt").exists():
         return read_cub_native(data, split=split)
     inner = sorted(str(q) for q in data.glob("*/images.txt") if dataset == "cub")  # the CUB_200_2011 folder one level down
+    if dataset == "cub" and (data.parent / "images.txt").is_file():  # its images/ (or another sub-folder) given
+        inner = [str(data.parent / "images.txt")]
     hint = f"; did you mean --data {Path(inner[0]).parent}?" if len(inner) == 1 else ""
     raise SimpoolBenchError(
         f"--metadata is required for {dataset} (wsolevaluation metadata folder, e.g. metadata/{dataset.upper()}/{split}); "

@@ -548,3 +548,34 @@ def test_data_one_folder_level_off_says_which_folder_was_meant(tmp_path):
     with pytest.raises(SimpoolBenchError) as e:
         read_localization_data("cub", top, wsol.metadata)
     assert "did you mean" not in str(e.value)
+
+
+def test_localize_data_missing_a_file_or_a_child_folder_is_named(tmp_path):
+    """localize --data that does not exist, is a file, or is CUB_200_2011/images in the native layout
+    (no --metadata): the error names --data and what was expected, not '--metadata is required'."""
+    cub = _cub(tmp_path / "CUB_200_2011")
+    base = ("--baseline", "full-box", "--device", "cpu", "--workers", "0")
+    for data, needle in (
+        (cub / "nope", f"--data {cub / 'nope'}: no such directory"),
+        (cub / "images.txt", f"--data {cub / 'images.txt'}: a file, expected a folder"),
+        (cub / "images", f"did you mean --data {cub}?"),
+    ):
+        out = tmp_path / "out"
+        _one_error(invoke_cli("localize", "--dataset", "cub", "--data", data, *base, "--out", out), needle)
+        assert not out.exists()
+    wsol = build_wsol_dataset(tmp_path / "wsol", n=3)
+    res = invoke_cli("localize", "--data", tmp_path / "nope", "--metadata", wsol.metadata, *base, "--out", tmp_path / "out")
+    _one_error(res, f"--data {tmp_path / 'nope'}: no such directory")
+
+
+def test_metadata_parent_of_the_split_folders_says_which_was_meant(tmp_path):
+    """--metadata metadata/CUB (the folder of the split folders) for metadata/CUB/test."""
+    wsol = build_wsol_dataset(tmp_path / "wsol", n=3)
+    (wsol.metadata.parent / "train").mkdir()
+    (wsol.metadata.parent / "train" / "image_ids.txt").write_text("")
+    res = invoke_cli(
+        "localize", "--data", wsol.image_root, "--metadata", wsol.metadata.parent, "--baseline", "full-box",
+        "--device", "cpu", "--workers", "0", "--out", tmp_path / "out",
+    )  # fmt: skip
+    _one_error(res, f"holds the metadata of test, train; did you mean --metadata {wsol.metadata}?")
+    assert not (tmp_path / "out").exists()

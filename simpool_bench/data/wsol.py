@@ -124,6 +124,13 @@ def read_wsol_metadata(metadata_dir: str | Path, image_root: str | Path, check_i
     if not metadata_dir.is_dir():
         raise SimpoolBenchError(f"wsol metadata folder {metadata_dir}: no such directory")
     ids_f, labels_f, sizes_f, loc_f = (metadata_dir / name for name in WSOL_METADATA_FILES)
+    splits = sorted(q.parent.name for q in metadata_dir.glob(f"*/{ids_f.name}")) if not ids_f.exists() else []
+    if splits:  # metadata/CUB given for metadata/CUB/test
+        pick = "test" if "test" in splits else splits[0]
+        raise SimpoolBenchError(
+            f"metadata file {ids_f} not found: {metadata_dir} holds the metadata of {', '.join(splits)}; "
+            f"did you mean --metadata {metadata_dir / pick}?"
+        )
 
     ids: list[str] = []
     first_line: dict[str, int] = {}
