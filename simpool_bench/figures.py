@@ -204,6 +204,18 @@ def _save(fig: Any, out_path: str | os.PathLike, fmt: str, dpi: int) -> Path:
     return out
 
 
+def check_figure_options(fmt: str, cmap: str, dpi: int) -> None:
+    """A known figure format and colour map and a sane dpi; visualize checks them before any map is computed."""
+    from matplotlib import colormaps
+
+    if fmt not in FIGURE_FORMATS:
+        raise SimpoolBenchError(f"--format {fmt!r}: expected one of {', '.join(FIGURE_FORMATS)}")
+    if cmap not in colormaps:
+        raise SimpoolBenchError(f"--cmap {cmap!r}: not a matplotlib colour map (perceptual ones: {', '.join(PERCEPTUAL_CMAPS)})")
+    if not 20 <= int(dpi) <= 1200:
+        raise SimpoolBenchError(f"--dpi {dpi}: expected 20 to 1200")
+
+
 def _check_figure(
     fmt: str,
     cmap: str,
@@ -217,14 +229,7 @@ def _check_figure(
     titles: Sequence[str],
 ) -> None:
     """paper_figure's arguments: a known format and colour map, a sane dpi, M columns of N entries."""
-    from matplotlib import colormaps
-
-    if fmt not in FIGURE_FORMATS:
-        raise SimpoolBenchError(f"--format {fmt!r}: expected one of {', '.join(FIGURE_FORMATS)}")
-    if cmap not in colormaps:
-        raise SimpoolBenchError(f"--cmap {cmap!r}: not a matplotlib colour map (perceptual ones: {', '.join(PERCEPTUAL_CMAPS)})")
-    if not 20 <= int(dpi) <= 1200:
-        raise SimpoolBenchError(f"--dpi {dpi}: expected 20 to 1200")
+    check_figure_options(fmt, cmap, dpi)
     n, m = len(images), len(maps)
     if n == 0 or m == 0:
         raise SimpoolBenchError("paper_figure: nothing to draw (no image or no column)")

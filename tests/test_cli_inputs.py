@@ -579,3 +579,22 @@ def test_metadata_parent_of_the_split_folders_says_which_was_meant(tmp_path):
     )  # fmt: skip
     _one_error(res, f"holds the metadata of test, train; did you mean --metadata {wsol.metadata}?")
     assert not (tmp_path / "out").exists()
+
+
+def test_visualize_cmap_typo_fails_before_any_model_or_data(tmp_path, ckpt, monkeypatch):
+    """A --cmap that matplotlib does not know is one error before the model is loaded (it was only
+    found when the figure was drawn, after every map had been computed)."""
+    import simpool_bench.loading
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before --cmap was checked")
+
+    monkeypatch.setattr(simpool_bench.loading, "load_model", no_model)
+    voc = build_voc_dataset(tmp_path / "VOC2007", n=2)
+    out = tmp_path / "out"
+    res = invoke_cli(
+        "visualize", "--checkpoint", ckpt, "--dataset", "voc07", "--data", voc, "--cmap", "jet2",
+        "--device", "cpu", "--workers", "0", "--out", out,
+    )  # fmt: skip
+    _one_error(res, "--cmap 'jet2': not a matplotlib colour map")
+    assert not out.exists()

@@ -168,10 +168,12 @@ _UNUSED_BY_VISUALIZE = {
 def _overlays(p: Parsed) -> list[Path]:
     """visualize's overlay figure: one column per checkpoint x map source, then per map store."""
     from .. import overlays as V
+    from ..figures import check_figure_options
     from ..map_store import protocol_for
     from ..readers import read_data
     from ..runs import check_before_data, check_discovery_values
 
+    check_figure_options(p["figure_format"], p["cmap"], p["dpi"])  # a typo fails now, not after the maps
     protocol = protocol_for(p["dataset"])
     if protocol == "discover":
         check_discovery_values(p["mass"], p["k_patches"])
