@@ -217,6 +217,21 @@ def _results_file(folder: Path) -> Path | None:
     return None
 
 
+def check_baseline_folder(baseline: str | os.PathLike) -> None:
+    """``baseline`` must be a suite output folder, results under ``<checkpoint>/<entry>/``: one
+    without any (the suite folder's parent, a typo'd folder) would gate nothing and pass."""
+    baseline = Path(baseline)
+    if not baseline.is_dir():
+        raise SimpoolBenchError(f"--baseline {baseline}: not a folder (expected a suite output folder)")
+    if any(_results_file(f) is not None for f in baseline.glob("*/*/")):
+        return
+    inner = sorted({str(f.parent.parent) for f in baseline.glob("*/*/*/") if _results_file(f) is not None})
+    hint = f"; did you mean --baseline {inner[0]}?" if len(inner) == 1 else ""
+    raise SimpoolBenchError(
+        f"--baseline {baseline}: no results in it (expected a suite output folder: <checkpoint>/<entry>/results.parquet, .csv or .json){hint}"
+    )
+
+
 def check_suite(report: SuiteReport, baseline: str | os.PathLike, tolerances: Mapping[str, float] | None = None) -> SuiteCheck:
     """Gate every entry of ``report`` against ``baseline/<checkpoint>/<entry>/`` with ``results.check``.
     An entry without a baseline, and a baseline entry the suite does not have, are notes (an entry
@@ -225,8 +240,10 @@ def check_suite(report: SuiteReport, baseline: str | os.PathLike, tolerances: Ma
 
     baseline = Path(baseline)
     gate = SuiteCheck()
-    if not baseline.is_dir():
-        gate.errors.append(f"baseline folder not found: {baseline}")
+    try:
+        check_baseline_folder(baseline)
+    except SimpoolBenchError as err:
+        gate.errors.append(str(err))
         return gate
     ran = {o.entry.id: o for o in report.outcomes if o.status == "ok"}
     for o in report.outcomes:

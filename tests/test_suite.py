@@ -306,6 +306,26 @@ def test_rerun_resumes_each_entry_and_the_gate_exit_codes(tiny, tmp_path):
         assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1 and res.output.startswith("error:"), res.output
 
 
+def test_a_baseline_folder_without_results_is_refused_before_the_run(tiny, tmp_path):
+    """--baseline naming a folder with no <checkpoint>/<entry>/results.* (an empty folder, the suite
+    folder's parent) gated nothing and passed, exit 0, after running every entry: now exit 2 before
+    the run, naming the folder one level down that holds a suite's results."""
+    _, _, ok = tiny
+    empty, parent = tmp_path / "empty", tmp_path / "runs"
+    empty.mkdir()
+    (parent / "suite" / "gap" / "classify-toy").mkdir(parents=True)
+    (parent / "suite" / "gap" / "classify-toy" / "results.csv").write_text("dataset,split,metric,iou_threshold,value\n")
+    for base, hint in ((empty, ""), (parent, f"; did you mean --baseline {parent / 'suite'}?")):
+        out = tmp_path / "out"
+        res = _run(ok, out, "--baseline", base, "--no-github")
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+        assert (
+            said(res)
+            == f"error: --baseline {base}: no results in it (expected a suite output folder: <checkpoint>/<entry>/results.parquet, .csv or .json){hint}"
+        )
+        assert not out.exists()
+
+
 def test_validate_imports_no_heavy_library():
     import json
     import subprocess

@@ -9,7 +9,6 @@ import typer
 from rich.markup import escape
 
 from ..console import console, err_console, say
-from ..errors import SimpoolBenchError
 from .options import ENGINE_OPTIONS, OUTPUT_OPTIONS, Parsed, shared_options
 
 SuiteFile = Annotated[Path, typer.Argument(help="Suite file (TOML): checkpoints (rows) and evaluations (task, dataset, data, options).")]
@@ -72,15 +71,15 @@ def run(
     from .. import results as R
     from ..files import atomic_write
     from ..suite import SuiteError, load_suite
-    from ..suite_run import check_suite, run_suite
+    from ..suite_run import check_baseline_folder, check_suite, run_suite
 
     try:
         suite = load_suite(suite_file, root)
     except SuiteError as err:
         _problems(err)
     tols = R.load_tolerances(tolerances) if tolerances is not None else None
-    if baseline is not None and not baseline.is_dir():
-        raise SimpoolBenchError(f"--baseline {baseline}: not a folder (expected a suite output folder)")
+    if baseline is not None:  # now, not after every entry has run
+        check_baseline_folder(baseline)
     p = Parsed(ctx.params)
     engine = p.engine(shards=False)
     from ..engine import dist_rank
