@@ -598,3 +598,13 @@ def test_visualize_cmap_typo_fails_before_any_model_or_data(tmp_path, ckpt, monk
     )  # fmt: skip
     _one_error(res, "--cmap 'jet2': not a matplotlib colour map")
     assert not out.exists()
+
+
+def test_demo_out_that_is_a_file_is_one_line_naming_it(tmp_path):
+    """demo --out FILE: the error every other command gives, before the demo's first step (it named
+    FILE/data/demo_data_stamp.json under a progress line)."""
+    out = tmp_path / "demo_out"
+    out.write_text("notes\n")
+    line = _one_error(invoke_cli("demo", "--small", "--out", out))
+    assert line == f"error: --out {out}: a file is there; expected a folder (made when missing)"
+    assert out.read_text() == "notes\n"

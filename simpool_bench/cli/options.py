@@ -418,6 +418,15 @@ CamTargetOpt = Annotated[
 
 
 # ------------------------------------------------------------------------------------ the conversion
+def check_out_folder(out: str | Path) -> None:
+    """``--out`` names a folder that can be made (or is one), checked before anything runs."""
+    from ..files import check_makeable
+
+    if Path(out).exists() and not Path(out).is_dir():
+        raise SimpoolBenchError(f"--out {out}: a file is there; expected a folder (made when missing)")
+    check_makeable(out)
+
+
 def parse_gamma(value: str | None) -> Any:
     """``--gamma``: a number, 'none' (the plain attention-weighted mean), or not given (``unset.UNSET``)."""
     from ..unset import UNSET
@@ -593,12 +602,8 @@ class Parsed:
         if dist_timeout is not None:
             dist_timeout_s(dist_timeout)  # validate (> 0) even in a single process
         out = g("out")
-        if out is not None and Path(out).exists() and not Path(out).is_dir():
-            raise SimpoolBenchError(f"--out {out}: a file is there; expected a folder (made when missing)")
         if out is not None:  # now, not after the run (without --resume nothing is written before the results)
-            from ..files import check_makeable
-
-            check_makeable(out)
+            check_out_folder(out)
         init_distributed(dist_timeout)
         resume_dir = (Path(out) / ".shards") if (shards and g("resume", False) and out) else None
         return EngineConfig(

@@ -13,7 +13,7 @@ from rich.markup import escape
 from ..console import console, err_console, note, say
 from ..errors import SimpoolBenchError
 from ..files import atomic_write
-from .options import DeviceOpt, FormatOpt, PreferOpt, TrustOpt
+from .options import DeviceOpt, FormatOpt, PreferOpt, TrustOpt, check_out_folder
 
 
 def inspect(
@@ -200,5 +200,6 @@ def demo(
 
     from ..demo.run import DemoSettings, run_demo
 
+    check_out_folder(out)
     settings = DemoSettings.small() if small else DemoSettings()
     run_demo(out, _replace(settings, seed=seed), device=device)
