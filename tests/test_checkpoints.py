@@ -723,6 +723,36 @@ def test_weights_entry_that_is_none_is_named(tmp_path):
         load_checkpoint(tmp_path / "dino.pth")
 
 
+@pytest.mark.parametrize("trust", [False, True])
+def test_a_zip_cut_short_or_of_other_files_is_said_to_be_one(tmp_path, trust):
+    """A torch.save zip cut short (an interrupted download: no central directory) was 'not a
+    readable PyTorch checkpoint (RuntimeError: PytorchStreamReader failed ... there is a h...)';
+    a zip archive of other files under a checkpoint or safetensors name was said to be a PyTorch
+    pickle. Each is now what it is, in one line."""
+    import zipfile
+
+    whole = tmp_path / "whole.pth"
+    torch.save({"w": torch.zeros(1000)}, whole)
+    cut = tmp_path / "cut.pth.tar"
+    cut.write_bytes(whole.read_bytes()[:1500])
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(cut, trust=trust)
+    assert str(e.value) == (
+        f"checkpoint {cut}: a zip archive cut short at 1500 bytes (no central directory), not a whole checkpoint: an interrupted download or copy? fetch it again"
+    )
+    for name in ("model.pth", "model.safetensors"):
+        archive = tmp_path / name
+        with zipfile.ZipFile(archive, "w") as z:
+            z.writestr("README.txt", "weights")
+        with pytest.raises(SimpoolBenchError) as e:
+            load_checkpoint(archive, trust=trust)
+        msg = str(e.value)
+        assert msg.startswith(f"checkpoint {archive}: "), msg
+        assert msg.endswith("a zip archive of README.txt, not a checkpoint torch.save wrote: extract the checkpoint from it"), msg
+        assert "PyTorch pickle" not in msg
+    assert load_checkpoint(whole).format == "state-dict"
+
+
 def test_pickle_under_a_safetensors_name_is_said_to_be_one(tmp_path):
     """torch.save's file named .safetensors (torch.load, too, reads that name as safetensors) or
     forced with --format safetensors: safetensors' error, and what the file really is."""

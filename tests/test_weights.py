@@ -254,6 +254,26 @@ def test_unreadable_pretrained_file_is_one_error_naming_the_flag(tmp_path, hf_ca
     )
 
 
+def test_pretrained_file_that_is_text_or_cut_short_says_what_it_is(tmp_path, hf_cache):
+    """--pretrained-file given a text file, or a torch.save file cut short: what the file is, as
+    --checkpoint says it, not timm's 'KeyError: 101'."""
+    folder = build_image_folder(tmp_path / "imgs", counts=(1, 1))
+    text = tmp_path / "weights.pth"
+    text.write_text("hello world\n")
+    whole = tmp_path / "whole.pth"
+    torch.save(_random_sd("vit_tiny_patch16_224", 6, **SMALL), whole)
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(whole.read_bytes()[:2000])
+    expect = {
+        text: "not a PyTorch checkpoint: it starts with b'hello world\\n', not as torch.save writes (a zip archive or a pickle)",
+        cut: "a zip archive cut short at 2000 bytes (no central directory), not a whole checkpoint: an interrupted download or copy? fetch it again",
+    }
+    for f, what in expect.items():
+        res = invoke_cli("classify", "--model", "vit_tiny_patch16_224", "--pretrained-file", f, "--data", folder, "--device", "cpu")
+        assert res.exit_code == 2, res.output
+        assert said(res) == f"error: --pretrained-file {f}: {what}", res.output
+
+
 # ------------------------------------------------------------------------------------ commands
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):

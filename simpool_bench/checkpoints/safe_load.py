@@ -76,10 +76,16 @@ def _by_safetensors_name(path: Path, err: BaseException) -> SimpoolBenchError | 
     return unreadable_safetensors(f"checkpoint {path}", path, err, "rename it to .pth (a .safetensors name is read as safetensors)")
 
 
-def _not_a_torch_file(path: Path) -> SimpoolBenchError | None:
+def not_a_torch_file(path: Path, what: str | None = None) -> SimpoolBenchError | None:
     """A file ``torch.load`` failed on that does not even start as ``torch.save`` writes (a zip
     archive or a pickle): say what it starts with (an HTML page is a download that went wrong), not
-    the unpickler's detail, and not that trusting it would help."""
+    the unpickler's detail, and not that trusting it would help. A zip archive cut short (no central
+    directory: an interrupted download or copy), or one that ``torch.save`` did not write, is said to
+    be one. ``what`` names the file (default: ``checkpoint PATH``)."""
+    what = what or f"checkpoint {path}"
+    zip_error = _zip_problem(path)
+    if zip_error:
+        return SimpoolBenchError(f"{what}: {zip_error}")
     if path.name.endswith(".safetensors") or _looks_like_torch_pickle(path):
         return None
     try:
@@ -88,13 +94,34 @@ def _not_a_torch_file(path: Path) -> SimpoolBenchError | None:
     except OSError:
         return None
     if not head:
-        return SimpoolBenchError(f"checkpoint {path}: not a PyTorch checkpoint: the file is empty (0 bytes)")
+        return SimpoolBenchError(f"{what}: not a PyTorch checkpoint: the file is empty (0 bytes)")
     text = head.lstrip().lower()
-    what = " (an HTML page: a download that went wrong? fetch the file itself)" if text.startswith((b"<!doctype html", b"<html")) else ""
+    html = " (an HTML page: a download that went wrong? fetch the file itself)" if text.startswith((b"<!doctype html", b"<html")) else ""
     return SimpoolBenchError(
-        f"checkpoint {path}: not a PyTorch checkpoint: it starts with {head[:16]!r}, not as torch.save writes "
-        f"(a zip archive or a pickle){what}"
+        f"{what}: not a PyTorch checkpoint: it starts with {head[:16]!r}, not as torch.save writes (a zip archive or a pickle){html}"
     )
+
+
+def _zip_problem(path: Path) -> str | None:
+    """Why a file that starts as a zip archive is not a ``torch.save`` one (its entries hold a
+    ``data.pkl``): cut short, or another archive; None when it is one, or not a zip archive at all."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                return None
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except zipfile.BadZipFile:
+        size = path.stat().st_size
+        return f"a zip archive cut short at {size} bytes (no central directory), not a whole checkpoint: an interrupted download or copy? fetch it again"
+    except OSError:
+        return None
+    if any(n.endswith("data.pkl") for n in names):
+        return None
+    shown = ", ".join(names[:3]) + (f", ... ({len(names)} files)" if len(names) > 3 else "")
+    return f"a zip archive of {shown or 'nothing'}, not a checkpoint torch.save wrote: extract the checkpoint from it"
 
 
 def _torch_load(path: Path, trust: bool) -> Any:
@@ -105,7 +132,7 @@ def _torch_load(path: Path, trust: bool) -> Any:
         except Exception as e:  # noqa: BLE001 - any failure of a trusted unpickle is "unreadable"
             raise (
                 _by_safetensors_name(path, e)
-                or _not_a_torch_file(path)
+                or not_a_torch_file(path)
                 or SimpoolBenchError(f"checkpoint {path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})")
             ) from None
     try:
@@ -113,7 +140,7 @@ def _torch_load(path: Path, trust: bool) -> Any:
             warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol N": we word our own error
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        not_torch = _not_a_torch_file(path)
+        not_torch = not_a_torch_file(path)
         if not_torch is not None:
             raise not_torch from None
         blocked = _blocked_globals(path, e)
@@ -134,7 +161,7 @@ def _torch_load(path: Path, trust: bool) -> Any:
     except Exception as e:  # noqa: BLE001 - zip/pickle/EOF errors all mean "not a checkpoint"
         raise (
             _by_safetensors_name(path, e)
-            or _not_a_torch_file(path)
+            or not_a_torch_file(path)
             or SimpoolBenchError(
                 f"checkpoint {path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e) or 'empty or truncated'})"
             )
@@ -154,7 +181,11 @@ def _looks_like_torch_pickle(path: Path) -> bool:
 def unreadable_safetensors(what: str, path: Path, err: BaseException, fix: str) -> SimpoolBenchError:
     """The one error of a file that safetensors cannot read: ``what`` names the file (and the flag
     that gave it); a PyTorch pickle under a safetensors name is said to be one, with ``fix``."""
-    hint = f"; it looks like a PyTorch pickle file (torch.save), not safetensors: {fix}" if _looks_like_torch_pickle(path) else ""
+    zip_error = _zip_problem(path)
+    if zip_error:
+        hint = f"; it is {zip_error}"
+    else:
+        hint = f"; it looks like a PyTorch pickle file (torch.save), not safetensors: {fix}" if _looks_like_torch_pickle(path) else ""
     return SimpoolBenchError(f"{what}: not a readable safetensors file ({_first_line(err)}){hint}")
 
 

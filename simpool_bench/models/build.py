@@ -420,6 +420,12 @@ class _ModelBuild:
 
             fix = "rename it to .pth (timm reads a .safetensors name as safetensors)"
             return unreadable_safetensors(self.weights_flag(where), where.file, e, fix)
+        if self.pretrained_file is not None and where is not None and where.file is not None:
+            from ..checkpoints.safe_load import not_a_torch_file  # not at import: checkpoints imports models
+
+            not_torch = not_a_torch_file(where.file, self.weights_flag(where))
+            if not_torch is not None:  # a text file, an HTML page, a zip cut short: what it is, not timm's KeyError
+                return not_torch
         flag, what = self.flag_and_what(where)
         reason = " ".join(str(e).split())[:300] or "empty or truncated"
         return SimpoolBenchError(f"{flag}: timm could not load {what} into {self.name.arch} ({type(e).__name__}: {reason})")
