@@ -38,7 +38,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .errors import SimpoolBenchError
 from .families import POOLS
@@ -75,6 +75,8 @@ _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
 }
 _TASK_DATASETS = {"localize": tuple(n for n, r in DATASETS.items() if r.protocol == "localize"), "discover": DISCOVER_DATASETS}
 _VAR = re.compile(r"\$\{?(\w+)")
+#: What ``load_suite`` checks of the paths: nothing, every ``${VAR}`` set ("vars": what ``suite run`` needs), or that too and every path there (True).
+PathCheck = bool | Literal["vars"]
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -187,7 +189,7 @@ def _type_name(ann: str) -> str:
     )
 
 
-def _path(value: Any, root: Path, check: bool) -> Path:
+def _path(value: Any, root: Path, check: PathCheck) -> Path:
     if not isinstance(value, str) or not value:
         raise _Bad(f"{value!r}: expected a path (string)")
     text = os.path.expanduser(os.path.expandvars(value))
@@ -196,12 +198,12 @@ def _path(value: Any, root: Path, check: bool) -> Path:
         raise _Bad(f"{value!r}: environment variable {unset.group(1)} is not set")
     p = Path(text)
     p = p if p.is_absolute() else root / p
-    if check and not p.exists():
+    if check is True and not p.exists():
         raise _Bad(f"{value!r}: {p} does not exist")
     return p
 
 
-def _convert(key: str, value: Any, ann: str, root: Path, check: bool) -> Any:
+def _convert(key: str, value: Any, ann: str, root: Path, check: PathCheck) -> Any:
     """A TOML value checked against a dataclass field's annotation (a string: ``from __future__``)."""
     if key == "gamma":  # a number, or "none" (the plain attention-weighted mean)
         if isinstance(value, str) and value.lower() == "none":
@@ -239,7 +241,7 @@ def _fields(cls: type, aliases: Mapping[str, str], skip: set[str] = frozenset())
 
 
 def _fill(
-    table: Mapping[str, Any], known: Mapping[str, tuple[str, str]], where: str, problems: _Problems, root: Path, check: bool
+    table: Mapping[str, Any], known: Mapping[str, tuple[str, str]], where: str, problems: _Problems, root: Path, check: PathCheck
 ) -> dict[str, Any]:
     out = {}
     for key, value in table.items():
@@ -269,7 +271,7 @@ def _name(table: Mapping[str, Any], default: str, where: str, problems: _Problem
     return name
 
 
-def _checkpoint(i: int, t: Any, problems: _Problems, root: Path, check: bool) -> SuiteCheckpoint | None:
+def _checkpoint(i: int, t: Any, problems: _Problems, root: Path, check: PathCheck) -> SuiteCheckpoint | None:
     label = t.get("label") if isinstance(t, dict) else None
     where = f"[[checkpoints]] #{i + 1}" + (f" ({label!r})" if isinstance(label, str) else "")
     if not isinstance(t, dict):
@@ -304,7 +306,7 @@ def _checkpoint(i: int, t: Any, problems: _Problems, root: Path, check: bool) ->
     return SuiteCheckpoint(label, name, None, tuple(pairs))
 
 
-def _evaluation(i: int, t: Any, problems: _Problems, root: Path, check: bool) -> SuiteEvaluation | None:
+def _evaluation(i: int, t: Any, problems: _Problems, root: Path, check: PathCheck) -> SuiteEvaluation | None:
     task, dataset = (t.get("task"), t.get("dataset")) if isinstance(t, dict) else (None, None)
     where = f"[[evaluations]] #{i + 1}" + (f" ({task} {dataset})" if isinstance(task, str) and isinstance(dataset, str) else "")
     if not isinstance(t, dict):
@@ -383,9 +385,9 @@ def _compare(doc: Mapping[str, Any], labels: list[str], problems: _Problems) -> 
     return ref, metrics
 
 
-def parse_suite(doc: Mapping[str, Any], path: Path, root: Path | None = None, check_paths: bool = False) -> Suite:
+def parse_suite(doc: Mapping[str, Any], path: Path, root: Path | None = None, check_paths: PathCheck = False) -> Suite:
     """A suite from its parsed TOML (``path`` names it in messages; relative paths from ``root``,
-    default ``path``'s folder). ``check_paths``: every path must exist (and every ``${VAR}`` be set)."""
+    default ``path``'s folder). ``check_paths``: every path must exist (and every ``${VAR}`` be set); "vars": every ``${VAR}`` set."""
     problems = _Problems(path)
     root = Path(root) if root is not None else path.parent
     _unknown(doc, {"checkpoints", "evaluations", "compare"}, "", problems)
@@ -424,7 +426,7 @@ def parse_suite(doc: Mapping[str, Any], path: Path, root: Path | None = None, ch
     return Suite(path, tuple(checkpoints), tuple(evaluations), reference, metrics)
 
 
-def load_suite(path: str | os.PathLike, root: str | os.PathLike | None = None, check_paths: bool = False) -> Suite:
+def load_suite(path: str | os.PathLike, root: str | os.PathLike | None = None, check_paths: PathCheck = False) -> Suite:
     """Read and check a suite file (see the module docstring); a ``SuiteError`` lists every problem."""
     path = Path(path)
     doc = read_toml(path, "suite file")

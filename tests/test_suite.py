@@ -326,6 +326,24 @@ def test_a_baseline_folder_without_results_is_refused_before_the_run(tiny, tmp_p
         assert not out.exists()
 
 
+def test_run_refuses_an_unset_variable_before_any_entry(tiny, tmp_path, monkeypatch):
+    """A ${VAR} path with VAR unset: `suite run` failed every entry on a file named '${VAR}/...'
+    (exit 1, as a failed run); it is bad input, one line naming the key and the variable, exit 2,
+    before anything runs. `suite validate` without --check-paths still passes it (types and names)."""
+    root = tiny[0]
+    monkeypatch.delenv("SIMPOOL_TEST_CKPT", raising=False)
+    suite = _write(tmp_path / "unset.toml", SUITE.format(only="").replace('"simpool.pth.tar"', '"${SIMPOOL_TEST_CKPT}/simpool.pth.tar"'))
+    out = tmp_path / "out"
+    res = _run(suite, out, "--root", root)
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert said(res) == (
+        f"error: {suite}: [[checkpoints]] #1 ('tiny SimPool'): key 'checkpoint': '${{SIMPOOL_TEST_CKPT}}/simpool.pth.tar': "
+        "environment variable SIMPOOL_TEST_CKPT is not set"
+    )
+    assert not out.exists()
+    assert invoke_cli("suite", "validate", suite, "--root", root).exit_code == 0
+
+
 def test_validate_imports_no_heavy_library():
     import json
     import subprocess

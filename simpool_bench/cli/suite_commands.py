@@ -74,7 +74,7 @@ def run(
     from ..suite_run import check_baseline_folder, check_suite, run_suite
 
     try:
-        suite = load_suite(suite_file, root)
+        suite = load_suite(suite_file, root, check_paths="vars")  # an unset ${VAR} fails now, not as a missing file in each entry
     except SuiteError as err:
         _problems(err)
     tols = R.load_tolerances(tolerances) if tolerances is not None else None
