@@ -210,6 +210,28 @@ def test_verify_cli_exit_codes_tell_a_differing_copy_from_bad_input(tmp_path):
     assert res.exit_code == 2 and said(res).startswith("error:"), res.output
 
 
+def test_verify_a_folder_one_level_off_is_bad_input_naming_the_folder_meant(tmp_path):
+    """VOCdevkit (or its parent) for VOCdevkit/VOC2012, or a sub-folder of it: every required file
+    was listed missing, exit 1 as a copy that differs; it is the wrong folder, exit 2 in one line
+    naming the folder meant. An empty folder still lists what is missing (exit 1)."""
+    from conftest import invoke_cli, said
+
+    root = tmp_path / "voc" / "VOCdevkit" / "VOC2012"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    (root / "ImageSets/Main/trainval.txt").write_text("2008_000001\n")
+    for wrong in (root.parent, tmp_path / "voc", root / "JPEGImages"):
+        assert verify_dataset("voc12", wrong).meant == root
+        res = invoke_cli("datasets", "verify", "voc12", wrong)
+        assert res.exit_code == 2, res.output
+        assert said(res) == f"error: {wrong}: none of voc12's required files are here; did you mean {root}?"
+        assert len(res.output.strip().splitlines()) == 1
+    assert verify_dataset("voc12", root).meant is None
+    (tmp_path / "empty").mkdir()
+    assert verify_dataset("voc12", tmp_path / "empty").meant is None
+    assert invoke_cli("datasets", "verify", "voc12", tmp_path / "empty").exit_code == 1
+
+
 # ------------------------------------------------------------------- verify: generated manifests
 def _write_manifest(d: Path, m: dict) -> None:
     d.mkdir(exist_ok=True)

@@ -179,6 +179,8 @@ class VerifyReport:
     path: Path
     problems: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
+    #: when none of the required files is at ``path`` but they all are one or two folders off: that folder
+    meant: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -221,6 +223,9 @@ def verify_dataset(
             (report.checked if p.is_dir() else report.problems).append(f"{'folder' if p.is_dir() else 'missing folder'} {p}")
         else:
             (report.checked if p.is_file() else report.problems).append(f"{'file' if p.is_file() else 'missing file'} {p}")
+    own = [rel for rel in manifest.get("required", []) if not rel.startswith("{metadata}/")]
+    if own and not any((root / rel).exists() for rel in own):  # the wrong folder level, not a copy that differs
+        report.meant = next((q for q in _near_folders(root) if all((q / rel).exists() for rel in own)), None)
     for rel, expected in manifest.get("sha256", {}).items():
         p = resolve(rel)
         if not p.is_file():
@@ -235,6 +240,20 @@ def verify_dataset(
     for split, spec in manifest["splits"].items():
         _verify_split(split, spec, resolve, report)
     return report
+
+
+def _near_folders(root: Path, most: int = 20) -> list[Path]:
+    """The folder above ``root``, then its sub-folders and theirs (at most ``most`` of each folder:
+    a class folder of thousands is not a dataset root one level off)."""
+
+    def subs(q: Path) -> list[Path]:
+        try:
+            return sorted(e for e in q.iterdir() if e.is_dir() and not e.name.startswith("."))[:most]
+        except OSError:  # unreadable: nothing to suggest there
+            return []
+
+    first = subs(root)
+    return [root.parent, *first, *(q for f in first for q in subs(f))]
 
 
 def _verify_split(split: str, spec: dict[str, Any], resolve, report: VerifyReport) -> None:
