@@ -288,6 +288,24 @@ def test_hand_edited_baseline_with_spaces_is_bad_input_naming_the_cell(tmp_path)
     assert R.check(run, tmp_path / "number.csv").passed
 
 
+def test_hand_made_baseline_with_an_unknown_metric_is_bad_input(tmp_path):
+    """A typo'd metric in a hand-made baseline ('maxboxacc_2', 'top-1') can never be in a run: it
+    was a 'missing' regression, exit 1; it is bad input naming the file, line and name, exit 2."""
+    from conftest import invoke_cli
+
+    run = R.write_run(_run(BASE), tmp_path / "run")["parquet"]
+    for bad in ("maxboxacc_2", "top-1"):
+        f = tmp_path / f"{bad}.csv"
+        f.write_text(f"dataset,split,metric,iou_threshold,value\ncub,test,top1,,80.0\ncub,test,{bad},,63.0\n")
+        said = f"{f}: row 1 (line 3): unknown metric '{bad}'; expected one of top1, top5, knn_top1, knn_top5, top1_loc, gt_known_loc,"
+        with pytest.raises(SimpoolBenchError) as e:
+            R.check(run, f)
+        assert str(e.value).startswith(said), str(e.value)
+        res = invoke_cli("check", run, "--baseline", f)
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+        assert " ".join(res.output.split()).startswith(f"error: {said}"), res.output
+
+
 @pytest.mark.parametrize("count", ["n_nonfinite", "n_failed"])
 def test_a_count_the_run_does_not_write_is_zero_not_missing(count, tmp_path):
     """A run writes n_failed and n_nonfinite only when they are not zero: a baseline that counted 2

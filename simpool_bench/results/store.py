@@ -267,7 +267,20 @@ def read_baseline(path: str | os.PathLike) -> pd.DataFrame:
         )
     df = _coerce(raw, str(path))
     _validate(df, str(path), provenance=False)
+    _known_metrics(df, str(path))
     return df
+
+
+def _known_metrics(df: pd.DataFrame, source: str) -> None:
+    """A hand-made baseline names metrics of the catalog: another name ('maxboxacc_2', 'top-1') can
+    never be in a run, and check would call it missing, a regression, for a typo."""
+    from ..metrics.catalog import METRICS
+    from .table import _row
+
+    names = [m.name for m in METRICS]
+    for i, m in enumerate(df["metric"].tolist()):
+        if m not in names:
+            raise SimpoolBenchError(f"{source}: {_row(source, i)}: unknown metric {m!r}; expected one of {', '.join(names)}")
 
 
 def _as_table(x: pd.DataFrame | str | os.PathLike, what: str, *, baseline: bool = False) -> tuple[pd.DataFrame, str]:
