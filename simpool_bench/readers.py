@@ -118,16 +118,17 @@ def read_localization_data(dataset: str, data: Path, metadata: Path | None = Non
         raise SimpoolBenchError(f"--data {data}: {'a file, expected a folder' if data.exists() else 'no such directory'}")
     if metadata is not None:
         return read_wsol_metadata(metadata, data)
-    if dataset == "cub" and (data / "images.txt").exists():
+    need = f"--metadata is required for {dataset} (wsolevaluation metadata folder, e.g. metadata/{dataset.upper()}/{split})"
+    if dataset != "cub":  # only CUB has a native layout: do not say its images.txt is missing
+        native = (data / "images.txt").is_file()
+        raise SimpoolBenchError(need + ("; --data holds CUB-200-2011's native files: pass --dataset cub" if native else ""))
+    if (data / "images.txt").exists():
         return read_cub_native(data, split=split)
-    inner = sorted(str(q) for q in data.glob("*/images.txt") if dataset == "cub")  # the CUB_200_2011 folder one level down
-    if dataset == "cub" and (data.parent / "images.txt").is_file():  # its images/ (or another sub-folder) given
+    inner = sorted(str(q) for q in data.glob("*/images.txt"))  # the CUB_200_2011 folder one level down
+    if (data.parent / "images.txt").is_file():  # its images/ (or another sub-folder) given
         inner = [str(data.parent / "images.txt")]
     hint = f"; did you mean --data {Path(inner[0]).parent}?" if len(inner) == 1 else ""
-    raise SimpoolBenchError(
-        f"--metadata is required for {dataset} (wsolevaluation metadata folder, e.g. metadata/{dataset.upper()}/{split}); "
-        f"{data / 'images.txt'} (CUB native layout) not found either{hint}"
-    )
+    raise SimpoolBenchError(f"{need}; {data / 'images.txt'} (CUB native layout) not found either{hint}")
 
 
 def read_discovery_data(

@@ -568,6 +568,17 @@ def test_localize_data_missing_a_file_or_a_child_folder_is_named(tmp_path):
     _one_error(res, f"--data {tmp_path / 'nope'}: no such directory")
 
 
+def test_localize_imagenet_without_metadata_does_not_call_images_txt_missing(tmp_path):
+    """localize --dataset imagenet without --metadata on a CUB_200_2011 folder said its images.txt
+    '(CUB native layout) not found either', though it is there: only CUB has a native layout."""
+    cub = _cub(tmp_path / "CUB_200_2011")
+    base = ("--baseline", "full-box", "--device", "cpu", "--workers", "0", "--out", tmp_path / "out")
+    need = "error: --metadata is required for imagenet (wsolevaluation metadata folder, e.g. metadata/IMAGENET/test)"
+    line = _one_error(invoke_cli("localize", "--dataset", "imagenet", "--data", cub, *base))
+    assert line == f"{need}; --data holds CUB-200-2011's native files: pass --dataset cub"
+    assert _one_error(invoke_cli("localize", "--dataset", "imagenet", "--data", cub / "images", *base)) == need
+
+
 def test_metadata_parent_of_the_split_folders_says_which_was_meant(tmp_path):
     """--metadata metadata/CUB (the folder of the split folders) for metadata/CUB/test."""
     wsol = build_wsol_dataset(tmp_path / "wsol", n=3)
