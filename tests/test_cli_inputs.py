@@ -219,6 +219,19 @@ def test_class_labels_conflicting_is_an_error_repeated_is_counted(wsol, tmp_path
     assert len(msgs) == 1 and "2 repeated line(s)" in msgs[0] and "class_labels.txt" in msgs[0]
 
 
+@pytest.mark.parametrize("name", ["class_labels.txt", "localization.txt", "image_ids.txt"])
+def test_metadata_id_with_a_space_around_it_is_named_at_its_line(wsol, tmp_path, name):
+    """'id ,0' (a hand edit) made another id: the error said image_ids.txt's id had no class label
+    (or its image was not found), not where the space is."""
+    f = wsol.metadata / name
+    _edit(f, lambda ls: [ls[0]] + [ls[1].replace(",", " ,", 1) if "," in ls[1] else ls[1] + " "] + ls[2:])
+    image_id = f.read_text().splitlines()[1].split(",")[0]
+    out = tmp_path / "out"
+    line = _one_error(_localize(wsol, out))
+    assert line == f"error: {f}:2: image id {image_id!r} has spaces around it; expected {image_id.strip()!r}"
+    assert not out.exists()
+
+
 def test_byte_order_mark_is_dropped(wsol, tmp_path):
     plain = tmp_path / "plain"
     assert _localize(wsol, plain).exit_code == 0

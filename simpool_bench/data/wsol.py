@@ -69,10 +69,18 @@ def _fields(path: Path, lineno: int, line: str, n: int, conv: Callable[[str], ob
     parts = line.split(sep) if sep else line.split(None, n)
     if len(parts) != n + 1 or not parts[0]:
         raise SimpoolBenchError(f"{path}:{lineno}: expected {what}, got {line!r}")
+    _unspaced_id(path, lineno, parts[0])
     try:
         return [parts[0]] + [conv(p) for p in parts[1:]]
     except ValueError:
         raise SimpoolBenchError(f"{path}:{lineno}: expected {what}, got {line!r}") from None
+
+
+def _unspaced_id(path: Path, lineno: int, image_id: str) -> None:
+    """An image id with spaces around it (a hand edit: 'id ,0') would be another id, found in no
+    other file: say so at its line, not that the id of image_ids.txt has no label."""
+    if image_id != image_id.strip():
+        raise SimpoolBenchError(f"{path}:{lineno}: image id {image_id!r} has spaces around it; expected {image_id.strip()!r}")
 
 
 def _plain(v: float) -> str:
@@ -135,6 +143,7 @@ def read_wsol_metadata(metadata_dir: str | Path, image_root: str | Path, check_i
     ids: list[str] = []
     first_line: dict[str, int] = {}
     for n, line in _lines(ids_f):
+        _unspaced_id(ids_f, n, line)
         if line in first_line:
             raise SimpoolBenchError(f"{ids_f}:{n}: image id {line!r} already listed on line {first_line[line]}")
         join_inside(image_root, line, f"{ids_f}:{n}")
