@@ -249,9 +249,13 @@ def data_overrides(options: ModelOptions) -> dict[str, Any]:
         v = getattr(options, name)
         if v is None:
             continue
-        v = tuple(float(x) for x in v)
-        if len(v) not in (1, 3) or (name == "std" and any(x <= 0 for x in v)):
-            raise SimpoolBenchError(f"--{name} {','.join(map(str, v))}: expected 3 numbers (R,G,B){', all > 0' if name == 'std' else ''}")
+        expected = f"expected 3 numbers (R,G,B){', all > 0' if name == 'std' else ''}"
+        try:
+            v = tuple(float(x) for x in v)
+        except (TypeError, ValueError):  # ('a', 'b', 'c'), (None, ...): a ValueError from float()
+            raise SimpoolBenchError(f"--{name} {v!r}: {expected}") from None
+        if len(v) not in (1, 3) or not all(math.isfinite(x) for x in v) or (name == "std" and any(x <= 0 for x in v)):
+            raise SimpoolBenchError(f"--{name} {','.join(map(str, v))}: {expected}")
         out[name] = v * 3 if len(v) == 1 else v
     if options.crop_pct is not None:
         if not 0.0 < float(options.crop_pct) <= 1.0:

@@ -11,6 +11,7 @@ protocol parameters and the engine settings (see ``runkey``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ from .readers import (
 )
 from .registry import DATASETS, LOCALIZE_DATASETS, WSOL
 from .results import Provenance
+from .results.table import EXPORT_FILES
 from .run_records import finish_run, map_transform_record, per_image_of, provenance, stored_provenance
 from .specs import ClassifySpec, DataSpec, DiscoverSpec, ExtractSpec, LocalizeSpec, ModelOptions, RunResult, protocol_of
 
@@ -55,6 +57,20 @@ def _formats(formats: Sequence[str] | str) -> Sequence[str]:
     return [f.strip() for f in formats.split(",") if f.strip()] if isinstance(formats, str) else formats
 
 
+def _check_output(out: Any, formats: Any, what: str) -> None:
+    """``out`` and ``formats`` refused before the run, not when its table is written (which lost the run)."""
+    from .results.store import export_format
+
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise SimpoolBenchError(
+            f"{what}: out: expected a folder (str or Path) or None, got {type(out).__module__}.{type(out).__qualname__}"
+        )
+    if not isinstance(formats, (str, Sequence)):
+        raise SimpoolBenchError(f"{what}: formats {formats!r}: expected a sequence or a comma list of {', '.join(EXPORT_FILES)}")
+    for f in _formats(formats):
+        export_format(f)
+
+
 def _result(outcome: tasks.Outcome, prov: Provenance, out: Path | None, formats: Sequence[str] | str, **kwargs: Any) -> RunResult:
     table, files = finish_run(outcome, prov, out, _formats(formats), **kwargs)
     extras = {**outcome.extras, "n_images": outcome.n_images, "n_failed": outcome.n_failed, "n_nonfinite": outcome.n_nonfinite}
@@ -71,6 +87,7 @@ def run_classify(
 
     expect(spec, ClassifySpec, "run_classify: spec")
     expect(engine, EngineConfig, "run_classify: engine")
+    _check_output(out, formats, "run_classify")
     d = spec.data
     if d.data is None:
         raise SimpoolBenchError("--data is required (the image root of the dataset)")
@@ -175,7 +192,9 @@ def _check_localize(spec: LocalizeSpec) -> None:
 
 def check_before_data(engine: EngineConfig, model: ModelOptions | None) -> None:
     """What a run can refuse before it reads its data (which can take a while and warn about the
-    data first): the device, and the options of the ``model`` it will load (None: it loads none)."""
+    data first): the engine's fields (set again since it was made: it is not frozen), the device,
+    and the options of the ``model`` it will load (None: it loads none)."""
+    engine.__post_init__()
     resolve_device(engine.device)
     if model is not None:
         check_model_options(model)
@@ -194,6 +213,7 @@ def run_localize(
     """MaxBoxAccV2 of the spec's model, of the maps stored in ``spec.maps``, or of ``spec.baseline``."""
     expect(spec, LocalizeSpec, "run_localize: spec")
     expect(engine, EngineConfig, "run_localize: engine")
+    _check_output(out, formats, "run_localize")
     _check_localize(spec)
     check_before_data(engine, (spec.model or ModelOptions()) if spec.maps is None and spec.baseline is None else None)
     d = spec.data
@@ -259,6 +279,7 @@ def run_discover(
     """CorLoc of the spec's model (``method`` attn or lost), of stored maps, or of a no-model box."""
     expect(spec, DiscoverSpec, "run_discover: spec")
     expect(engine, EngineConfig, "run_discover: engine")
+    _check_output(out, formats, "run_discover")
     d = spec.data
     if d.data is None:
         raise SimpoolBenchError("--data is required (VOC20XX folder or COCO train2014 images)")
@@ -325,6 +346,10 @@ def run_extract(spec: ExtractSpec, engine: EngineConfig, out: Path) -> RunResult
 
     expect(spec, ExtractSpec, "run_extract: spec")
     expect(engine, EngineConfig, "run_extract: engine")
+    if not isinstance(out, (str, os.PathLike)):
+        raise SimpoolBenchError(
+            f"run_extract: out: expected the map store's folder (str or Path), got {type(out).__module__}.{type(out).__qualname__}"
+        )
     d = spec.data
     protocol = protocol_for(d.dataset)
     split = split_of(d, DATASETS[d.dataset].default_split)

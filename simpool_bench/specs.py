@@ -7,6 +7,7 @@ protocol parameters; and what a run gives back (``RunResult``). ``runs`` turns t
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,6 +105,7 @@ class DataSpec:
                     f"{flag} {value!r}: expected a name without spaces around it or line breaks"
                     + (f" ({value.strip()!r}?)" if value.strip() and "\n" not in value else "")
                 )
+        _at_least_one(self, "subset")  # 0 read as "no subset" (every image)
 
     @property
     def name(self) -> str:
@@ -131,6 +133,10 @@ class ClassifySpec:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        _at_least_one(self, "knn_subset")  # 0 read as "no subset" (the whole bank)
+        ks = self.knn_k if isinstance(self.knn_k, (tuple, list)) else (self.knn_k,)
+        if not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in ks):  # int(1.5) was k=1
+            raise SimpoolBenchError(f"ClassifySpec.knn_k = {self.knn_k!r}: expected whole numbers, e.g. (10, 20, 100, 200)")
 
 
 @dataclass(frozen=True)
@@ -194,6 +200,14 @@ class RunResult:
     table: pd.DataFrame | None
     files: tuple[Path, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _at_least_one(spec: Any, name: str) -> None:
+    value = getattr(spec, name)
+    if value is not None and value < 1:
+        raise SimpoolBenchError(
+            f"{type(spec).__name__}.{name} = {value!r}: expected an integer >= 1 (the first N images per class) or None"
+        )
 
 
 def protocol_of(spec: ClassifySpec | LocalizeSpec | DiscoverSpec | ExtractSpec) -> dict[str, Any]:

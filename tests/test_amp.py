@@ -116,8 +116,12 @@ def test_fp16_autocast_runs_on_cpu_and_agrees(tiny):
 
 def test_unknown_amp_is_a_clear_error(tiny):
     model, _, records, _ = tiny
+    with pytest.raises(SimpoolBenchError, match="EngineConfig.amp = 'fp8': expected one of off, bf16, fp16"):
+        _config("fp8")  # refused when made, not once a run has read its data
+    config = _config("off")
+    config.amp = "fp8"  # set afterwards (EngineConfig is not frozen): the evaluation still refuses it
     with pytest.raises(SimpoolBenchError, match="--amp 'fp8' is not one of off, bf16, fp16"):
-        ev.classify(model, records, classification_transform(model.data_config), _config("fp8"))
+        ev.classify(model, records, classification_transform(model.data_config), config)
     with pytest.raises(SimpoolBenchError, match="--amp"):
         autocast(torch.device("cpu"), "half")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import doctest
 
+import numpy as np
+
 from simpool_bench import api
 
 
@@ -215,3 +217,56 @@ def test_the_unpublished_data_warning_names_the_callers_line(tmp_path, make_wsol
         api.run_localize(spec, api.EngineConfig(device="cpu", progress=False))
     [w] = [w for w in caught if issubclass(w.category, UnpublishedDataWarning)]
     assert w.filename == __file__, w.filename
+
+
+def test_spec_and_engine_values_a_run_would_misread_are_one_error(tmp_path, make_wsol_dataset, monkeypatch):
+    """Found by an audit of the API: ``subset=0`` (and ``knn_subset=0``) read every image, ``knn_k=[1.5]``
+    ran k=1, ``max_pixels=0`` skipped every image and the run failed on 'no image was accumulated',
+    ``amp='fp32'`` was refused only once the data was read; an EngineConfig field set after it was
+    made (it is not frozen) was not checked at all (``batch_size = 0`` ran); ``mean=('a', 'b', 'c')``
+    was a ValueError from float(); ``out=123``, ``formats=None``, ``formats=['json', 3]`` were a
+    TypeError/AttributeError, and ``formats='xlsx'`` was refused after the run had computed everything."""
+    import pytest
+
+    from simpool_bench import tasks
+
+    data = api.DataSpec("imagenet", data=tmp_path)
+    for spec, match in (
+        (lambda: api.DataSpec("imagenet", data=tmp_path, subset=0), r"DataSpec.subset = 0: expected an integer >= 1"),
+        (lambda: api.ClassifySpec(data, knn_subset=0), r"ClassifySpec.knn_subset = 0: expected an integer >= 1"),
+        (lambda: api.ClassifySpec(data, knn_k=[1.5]), r"ClassifySpec.knn_k = \[1.5\]: expected whole numbers"),
+        (lambda: api.ClassifySpec(data, knn_k=(20, "x")), r"ClassifySpec.knn_k = \(20, 'x'\): expected whole numbers"),
+        (lambda: api.EngineConfig(max_pixels=0), r"EngineConfig.max_pixels = 0: expected an integer >= 1 or None"),
+        (lambda: api.EngineConfig(amp="fp32"), r"EngineConfig.amp = 'fp32': expected one of off, bf16, fp16"),
+    ):
+        with pytest.raises(api.SimpoolBenchError, match=match):
+            spec()
+    assert api.ClassifySpec(data, knn_k=np.int64(20)).knn_k == 20 and api.EngineConfig(max_pixels=None).max_pixels is None
+    options = api.ModelOptions(arch="resnet18", pool="gap", random_init=True, num_classes=3, mean=("a", "b", "c"))
+    with pytest.raises(api.SimpoolBenchError, match=r"--mean \('a', 'b', 'c'\): expected 3 numbers"):
+        api.load_model(options)
+
+    wsol = make_wsol_dataset(tmp_path / "wsol", n=3)
+    spec = api.LocalizeSpec(api.DataSpec("cub", data=wsol.image_root, metadata=wsol.metadata), baseline="center-gaussian")
+    engine = api.EngineConfig(device="cpu", progress=False)
+    engine.batch_size = 0
+    with pytest.raises(api.SimpoolBenchError, match=r"EngineConfig.batch_size = 0: expected an integer >= 1"):
+        api.run_localize(spec, engine)
+    engine.batch_size = 4
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(tasks, "localize", no_run)  # each mistake is refused before the run
+    for kwargs, match in (
+        ({"out": 123}, r"run_localize: out: expected a folder \(str or Path\) or None, got builtins.int"),
+        ({"out": tmp_path / "o", "formats": None}, r"run_localize: formats None: expected a sequence or a comma list"),
+        ({"out": tmp_path / "o", "formats": ["json", 3]}, r"unknown export format 3; expected one of csv"),
+        ({"out": tmp_path / "o", "formats": "xlsx"}, r"unknown export format 'xlsx'"),
+    ):
+        with pytest.raises(api.SimpoolBenchError, match=match):
+            api.run_localize(spec, engine, **kwargs)
+    with pytest.raises(
+        api.SimpoolBenchError, match=r"run_extract: out: expected the map store's folder \(str or Path\), got builtins.NoneType"
+    ):
+        api.run_extract(api.ExtractSpec(spec.data, model=api.ModelOptions(arch="resnet18", random_init=True)), engine, None)  # type: ignore[arg-type]

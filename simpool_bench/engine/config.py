@@ -58,9 +58,14 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        for name, least in (("batch_size", 1), ("workers", 0), ("shard_size", 1)):
-            if getattr(self, name) < least:
-                raise SimpoolBenchError(f"EngineConfig.{name} = {getattr(self, name)}: expected an integer >= {least}")
+        for name, least in (("batch_size", 1), ("workers", 0), ("shard_size", 1), ("max_pixels", 1)):
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise SimpoolBenchError(
+                    f"EngineConfig.{name} = {value}: expected an integer >= {least}" + (" or None" if name == "max_pixels" else "")
+                )
+        if self.amp not in AMP_DTYPES:
+            raise SimpoolBenchError(f"EngineConfig.amp = {self.amp!r}: expected one of {', '.join(AMP_DTYPES)}")
 
 
 def resolve_device(name: str) -> torch.device:

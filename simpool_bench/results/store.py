@@ -51,6 +51,14 @@ def _json_bytes(df: pd.DataFrame) -> bytes:
     return (json.dumps(records, indent=1, allow_nan=False) + "\n").encode("utf-8")
 
 
+def export_format(name: Any) -> str:
+    """One ``formats`` item by its canonical name ('latex' for 'tex'); anything else is one error."""
+    f = _FORMAT_ALIASES.get(name.lower(), name.lower()) if isinstance(name, str) else None
+    if f not in EXPORT_FILES:
+        raise SimpoolBenchError(f"unknown export format {name!r}; expected one of {', '.join(EXPORT_FILES)}")
+    return f
+
+
 def write_run(
     df: pd.DataFrame,
     out_dir: str | os.PathLike,
@@ -62,10 +70,7 @@ def write_run(
     BoxAcc curve), all or none (see the module docstring). Returns {format or file name: path} of
     every file written, ``results.manifest.json`` (under its name) included."""
     wanted = ["csv", "parquet"]
-    for f in formats:
-        f = _FORMAT_ALIASES.get(f.lower(), f.lower())
-        if f not in EXPORT_FILES:
-            raise SimpoolBenchError(f"unknown export format {f!r}; expected one of {', '.join(EXPORT_FILES)}")
+    for f in map(export_format, formats):
         if f not in wanted:
             wanted.append(f)
     df = _coerce(df, "results table")
