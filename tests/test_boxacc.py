@@ -15,6 +15,7 @@ from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.metrics import _components
 from simpool_bench.metrics.boxacc import BoxAccumulator, _gt_boxes_fast, box_hits, cam_thresholds, prepare_scoremap
 from simpool_bench.metrics.boxes import resize_boxes_wsol
+from simpool_bench.metrics.corloc import CorLocAccumulator
 
 import boxacc_oracle as oracle
 
@@ -551,3 +552,54 @@ def test_exactness_sweep() -> None:
     n += _run_pipeline(seed=103, kinds=["noise224"] * 2, batch=2, box_every=2)
     assert n >= 10_000, n
     print(f"exactness sweep: {n} maps in {time.perf_counter() - t0:.0f} s")
+
+
+def test_api_misuses_of_the_accumulators_are_one_error() -> None:
+    """Found by an audit of the API: gt_boxes=None or a generator, iou_thresholds=50,
+    num_threads='4', merging a CorLocAccumulator, load_state_dict({}) were a TypeError or KeyError
+    from inside; multi_contour='False' ran V2, class ids or scores as correct_cls were read as
+    booleans, a bool (mask) array was read as boxes, add_misses(-1) took an image off the count;
+    a float32 interval was refused as 'not a number in (0, 1)'; a copy.copy of the accumulator
+    changed with the original (its counts were updated in place)."""
+    import copy
+
+    maps = np.random.default_rng(0).random((2, 14, 14)).astype(np.float32)
+    gts = [np.array([[10, 10, 100, 100]]), np.array([[0, 0, 50, 60]])]
+    cases = [
+        (
+            lambda: BoxAccumulator(interval=0.01).update(maps, None),
+            r"gt_boxes: expected a sequence of \(K, 4\) box arrays, one per score map, got builtins.NoneType",
+        ),
+        (lambda: BoxAccumulator(interval=0.01).update(maps, (g for g in gts)), r"gt_boxes: expected a sequence .* got builtins.generator"),
+        (lambda: BoxAccumulator(interval=0.01).update(maps, [np.ones((1, 4), bool)] * 2), r"gt_boxes\[0\]: dtype bool, expected numbers"),
+        (
+            lambda: BoxAccumulator(interval=0.01).update(maps, gts, correct_cls=np.array([2, 0])),
+            r"correct_cls: int64 \[2, 0\]\.\.\.: expected \(2,\) booleans",
+        ),
+        (lambda: BoxAccumulator(interval=0.01).update(maps, gts, correct_cls=np.array([0.3, 0.9])), r"correct_cls: float64 \[0.3, 0.9\]"),
+        (lambda: BoxAccumulator(iou_thresholds=50), r"iou_thresholds 50: expected 1 to 16 distinct whole percents"),
+        (lambda: BoxAccumulator(iou_thresholds=0.5), r"iou_thresholds 0.5: expected"),
+        (lambda: BoxAccumulator(num_threads="4"), r"num_threads '4': expected a whole number >= 1, or None"),
+        (lambda: BoxAccumulator(num_threads=0), r"num_threads 0: expected a whole number >= 1"),
+        (lambda: BoxAccumulator(multi_contour="False"), r"multi_contour 'False': expected True \(MaxBoxAccV2\) or False \(V1\)"),
+        (lambda: BoxAccumulator(interval=np.float32(0.01)), r"interval np.float32\(0.01\): a float32 step is not the decimal one"),
+        (lambda: BoxAccumulator().add_misses(-1), r"add_misses: n = -1: expected a whole number of images >= 0"),
+        (lambda: BoxAccumulator().add_misses(2.7), r"add_misses: n = 2.7"),
+        (
+            lambda: BoxAccumulator().merge(CorLocAccumulator()),
+            r"cannot merge CorLocAccumulator into BoxAccumulator: expected another BoxAccumulator",
+        ),
+        (lambda: BoxAccumulator().merge(None), r"cannot merge NoneType into BoxAccumulator"),
+        (lambda: BoxAccumulator().load_state_dict({}), r"BoxAccumulator.load_state_dict: state 'correct' missing"),
+    ]
+    for call, match in cases:
+        with pytest.raises(SimpoolBenchError, match=match):
+            call()
+    # what is right still runs: 0/1 and bools as correct_cls, numpy ints, a 0-d tensor count
+    acc = BoxAccumulator(interval=0.01, iou_thresholds=np.array([30, 50, 70]), num_threads=np.int64(1), multi_contour=np.bool_(True))
+    acc.update(maps, gts, correct_cls=np.array([1, 0]))
+    acc.add_misses(torch.tensor(1), with_cls=True)
+    assert acc.compute().n_images == 3 and acc.compute().top1_loc is not None
+    snapshot = copy.copy(acc)
+    acc.update(maps, gts)
+    assert snapshot.compute().n_images == 3 and acc.compute().n_images == 5

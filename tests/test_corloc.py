@@ -134,3 +134,28 @@ def test_empty_and_errors() -> None:
     with pytest.raises(SimpoolBenchError, match="pred_boxes"):
         acc.update(np.array([[0, 0, 10]]), [np.array([[0, 0, 10, 10]])])
     assert acc.compute()["total"] == 0
+
+
+def test_api_misuses_of_corloc_are_one_error() -> None:
+    """Found by an audit of the API: gt_boxes=None or a generator was a TypeError from len();
+    add_misses(-2) made the total negative (CorLoc -0.0), add_misses(1.5) counted 1; merging a
+    BoxAccumulator was a TypeError."""
+    from simpool_bench.metrics.boxacc import BoxAccumulator
+
+    pred = np.array([[0, 0, 10, 10]])
+    for call, match in (
+        (
+            lambda: CorLocAccumulator().update(pred, None),
+            r"gt_boxes: expected a sequence of \(K, 4\) box arrays, one per predicted box, got builtins.NoneType",
+        ),
+        (lambda: CorLocAccumulator().update(pred, (g for g in [pred])), r"gt_boxes: expected a sequence .* got builtins.generator"),
+        (lambda: CorLocAccumulator().add_misses(-2), r"add_misses: n = -2: expected a whole number of images >= 0"),
+        (lambda: CorLocAccumulator().add_misses(1.5), r"add_misses: n = 1.5"),
+        (lambda: CorLocAccumulator().merge(BoxAccumulator()), r"cannot merge BoxAccumulator into CorLocAccumulator"),
+    ):
+        with pytest.raises(SimpoolBenchError, match=match):
+            call()
+    acc = CorLocAccumulator()
+    acc.update(pred, [pred])
+    acc.add_misses(np.int64(1))
+    assert acc.compute() == {"corloc": 50.0, "hits": 1, "total": 2}

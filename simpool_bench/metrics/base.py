@@ -6,12 +6,25 @@ accumulators (``merge``) or reducing them across ranks (``sync``) is exact.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
 
+from ..errors import SimpoolBenchError
 from .catalog import MetricSpec
+
+
+def image_count(n: Any) -> int:
+    """``n`` of ``add_misses``: a whole number >= 0 (-1 took an image off the count, 2.7 counted 2)."""
+    try:
+        count = operator.index(n)  # ints, numpy ints, an integer 0-d tensor
+    except TypeError:
+        count = -1
+    if isinstance(n, bool) or count < 0:
+        raise SimpoolBenchError(f"add_misses: n = {n!r}: expected a whole number of images >= 0")
+    return count
 
 
 class Accumulator:
@@ -38,7 +51,9 @@ class Accumulator:
     def merge(self, other: Accumulator) -> Accumulator:
         """Add the states of ``other`` (same type and configuration) into ``self``."""
         if type(other) is not type(self) or other._defaults.keys() != self._defaults.keys():
-            raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
+            raise SimpoolBenchError(
+                f"cannot merge {type(other).__name__} into {type(self).__name__}: expected another {type(self).__name__}"
+            )
         for name in self._defaults:
             mine, theirs = getattr(self, name), getattr(other, name)
             if mine.shape != theirs.shape:
@@ -66,7 +81,9 @@ class Accumulator:
         """Restore states saved by ``state_dict``."""
         for name in self._defaults:
             if name not in state:
-                raise KeyError(f"accumulator state {name!r} missing")
+                raise SimpoolBenchError(
+                    f"{type(self).__name__}.load_state_dict: state {name!r} missing (expected the dict of state_dict())"
+                )
             setattr(self, name, state[name].clone())
 
     def warm_up(self) -> None:

@@ -34,7 +34,7 @@ import torch
 from ..errors import SimpoolBenchError
 from ..transforms import WSOL_IMAGE_SIZE
 from ..workers import cpu_count
-from .base import Accumulator
+from .base import Accumulator, image_count
 from .boxes import iou_wsol
 from .catalog import BOXACC_METRICS
 
@@ -49,7 +49,12 @@ TOP1_LOC_IOU = 50
 
 def cam_thresholds(interval: float = WSOL_CAM_CURVE_INTERVAL) -> np.ndarray:
     """Score-map thresholds of wsolevaluation: ``np.arange(0, 1, interval)``."""
-    if not (isinstance(interval, (int, float)) and 0 < interval < 1):
+    if isinstance(interval, np.floating) and not isinstance(interval, float):  # np.float32(0.01) is 0.0099999998: 101 thresholds
+        raise SimpoolBenchError(
+            f"interval {interval!r}: a {interval.dtype} step is not the decimal one it prints as (np.arange(0, 1, it) gives "
+            "other thresholds); expected a Python float in (0, 1), e.g. 0.001"
+        )
+    if not (isinstance(interval, (int, float)) and not isinstance(interval, bool) and 0 < interval < 1):
         raise SimpoolBenchError(f"interval {interval!r}: expected a number in (0, 1), e.g. 0.001")
     return np.arange(0, 1, interval)
 
@@ -114,6 +119,10 @@ def _as_gt_boxes(gt_boxes: Sequence[Any], n: int, width: int, height: int) -> tu
     pixels with 0 <= x0 <= x1 <= ``width`` and 0 <= y0 <= y1 <= ``height`` (the reference's
     ``check_box_convention``, and the map's bounds: wsolevaluation's ``resize_bbox`` gives at most
     the resized side, reached by a box at the image's edge)."""
+    if not hasattr(gt_boxes, "__len__") or not hasattr(gt_boxes, "__getitem__") or isinstance(gt_boxes, (str, bytes, dict)):
+        raise SimpoolBenchError(
+            f"gt_boxes: expected a sequence of (K, 4) box arrays, one per score map, got {type(gt_boxes).__module__}.{type(gt_boxes).__qualname__}"
+        )
     if len(gt_boxes) != n:
         raise SimpoolBenchError(f"gt_boxes: {len(gt_boxes)} entries for {n} score maps")
     fast = _gt_boxes_fast(gt_boxes, width, height)
@@ -128,7 +137,7 @@ def _as_gt_boxes(gt_boxes: Sequence[Any], n: int, width: int, height: int) -> tu
             raise SimpoolBenchError(f"gt_boxes[{i}]: shape {np.shape(boxes)}, expected (K, 4) boxes x0, y0, x1, y1")
         if b.shape[0] == 0:
             raise SimpoolBenchError(f"gt_boxes[{i}]: no ground-truth box (every image needs at least one)")
-        if b.dtype.kind not in "biuf":
+        if b.dtype.kind not in "iuf":  # a bool array (a mask?) read as boxes of 0s and 1s
             raise SimpoolBenchError(f"gt_boxes[{i}]: dtype {b.dtype}, expected numbers (pixel coordinates)")
         f = b.astype(np.float64)
         for box in f:
@@ -332,7 +341,7 @@ class BoxAccumulator(Accumulator):
     ) -> None:
         super().__init__()
         self.thresholds = cam_thresholds(interval)
-        ious = tuple(iou_thresholds)
+        ious = tuple(iou_thresholds) if isinstance(iou_thresholds, (Sequence, np.ndarray)) else ()  # 50, 0.5: not a list of them
         if (
             not ious
             or len(ious) > 16
@@ -344,6 +353,12 @@ class BoxAccumulator(Accumulator):
             )
         if not (isinstance(image_size, (int, np.integer)) and image_size > 0):
             raise SimpoolBenchError(f"image_size {image_size!r}: expected a positive number of pixels, e.g. 224")
+        if not isinstance(multi_contour, (bool, np.bool_)):  # 'False' is a true value
+            raise SimpoolBenchError(f"multi_contour {multi_contour!r}: expected True (MaxBoxAccV2) or False (V1)")
+        if num_threads is not None and not (
+            isinstance(num_threads, (int, np.integer)) and not isinstance(num_threads, bool) and num_threads >= 1
+        ):
+            raise SimpoolBenchError(f"num_threads {num_threads!r}: expected a whole number >= 1, or None (a thread per core)")
         self.interval = float(interval)
         self.iou_thresholds = tuple(int(t) for t in ious)
         self.multi_contour = bool(multi_contour)
@@ -409,13 +424,18 @@ class BoxAccumulator(Accumulator):
             c = correct_cls.detach().cpu().numpy() if isinstance(correct_cls, torch.Tensor) else np.asarray(correct_cls)
             if c.shape != (n,):
                 raise SimpoolBenchError(f"correct_cls: shape {c.shape}, expected ({n},) booleans")
+            if c.dtype != bool and not (c.dtype.kind in "iuf" and np.isin(c, (0, 1)).all()):  # class ids or scores read as bools
+                raise SimpoolBenchError(
+                    f"correct_cls: {c.dtype} {c[:4].tolist()}...: expected ({n},) booleans (prediction == label), or 0/1, one per map"
+                )
             cls = c.astype(bool)
         hits = box_hits(u8, gt_boxes, self.thresholds, self.iou_thresholds, self.multi_contour, self.num_threads)
-        self.correct += torch.from_numpy(hits.sum(axis=0, dtype=np.int64))
+        # new state tensors, not in place: a copy.copy of the accumulator (a snapshot) keeps its counts
+        self.correct = self.correct + torch.from_numpy(hits.sum(axis=0, dtype=np.int64))
         if cls is not None:
-            self.correct_top1 += torch.from_numpy(hits[cls].sum(axis=0, dtype=np.int64))
-            self.n_with_cls += n
-        self.n_images += n
+            self.correct_top1 = self.correct_top1 + torch.from_numpy(hits[cls].sum(axis=0, dtype=np.int64))
+            self.n_with_cls = self.n_with_cls + n
+        self.n_images = self.n_images + n
         return hits
 
     def warm_up(self) -> None:
@@ -426,9 +446,10 @@ class BoxAccumulator(Accumulator):
     def add_misses(self, n: int, with_cls: bool = False) -> None:
         """Count ``n`` images as wrong at every threshold (e.g. non-finite maps); ``with_cls``: as
         ``update`` with ``correct_cls`` given (they count in Top-1 Loc's denominator too)."""
-        self.n_images += int(n)
+        n = image_count(n)
+        self.n_images = self.n_images + n
         if with_cls:
-            self.n_with_cls += int(n)
+            self.n_with_cls = self.n_with_cls + n
 
     def compute(self) -> BoxAccResult:
         """Accuracies (percent) as wsolevaluation ``BoxEvaluator.compute``: ``num_correct * 100 / cnt``.
