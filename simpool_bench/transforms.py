@@ -114,9 +114,22 @@ def transform_record(
 
 
 def wsol_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, size: int = WSOL_IMAGE_SIZE) -> T.Compose:
-    """wsolevaluation's test transform: Resize((224, 224)) (bilinear), ToTensor, Normalize."""
+    """wsolevaluation's test transform: Resize((224, 224)) (bilinear), ToTensor, Normalize.
+    ``mean``, ``std``: 3 numbers each (the model's ``data_config['mean']``, ``['std']``), std > 0."""
     from torchvision import transforms as T
 
+    for name, v in (("mean", mean), ("std", std)):
+        try:
+            values = [float(x) for x in v] if not isinstance(v, (str, bytes, dict)) else []
+        except (TypeError, ValueError):
+            values = []
+        if len(values) not in (1, 3) or not all(math.isfinite(x) and (name == "mean" or x > 0) for x in values):
+            raise SimpoolBenchError(
+                f"wsol_transform: {name} {v!r}: expected 3 numbers (R, G, B){', all > 0' if name == 'std' else ''}, "
+                f"e.g. model.data_config['{name}']"
+            )
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise SimpoolBenchError(f"wsol_transform: size {size!r}: expected a whole number of pixels >= 1 (wsolevaluation: 224)")
     return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
 
 

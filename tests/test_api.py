@@ -270,3 +270,36 @@ def test_spec_and_engine_values_a_run_would_misread_are_one_error(tmp_path, make
         api.SimpoolBenchError, match=r"run_extract: out: expected the map store's folder \(str or Path\), got builtins.NoneType"
     ):
         api.run_extract(api.ExtractSpec(spec.data, model=api.ModelOptions(arch="resnet18", random_init=True)), engine, None)  # type: ignore[arg-type]
+
+
+def test_box_resizing_and_the_wsol_transform_refuse_what_they_cannot_mean():
+    """Found by an audit of the API: ``resize_boxes_wsol`` with width 0 gave boxes of
+    -9223372036854775808, a negative height negative boxes, a NaN box the same garbage, a (K, 5)
+    array or width '500' a ValueError/TypeError from numpy; ``wsol_transform`` took the model's
+    whole ``data_config`` dict (or 'imagenet') as the mean, and std (0, 0, 0), and failed (or
+    divided by zero) only when an image went through it."""
+    import pytest
+    import torch
+
+    box = np.array([[10, 20, 300, 200]])
+    assert api.resize_boxes_wsol(box, 500, 375).tolist() == [[4, 11, 134, 119]]  # unchanged
+    assert api.resize_boxes_wsol(torch.tensor([10, 20, 300, 200]), np.int64(500), np.float32(375)).tolist() == [[4, 11, 134, 119]]
+    for args, match in (
+        ((box, 0, 375), r"resize_boxes_wsol: width 0: expected a positive number of pixels"),
+        ((box, 500, -375), r"resize_boxes_wsol: height -375"),
+        ((box, "500", 375), r"resize_boxes_wsol: width '500'"),
+        ((np.array([[np.nan, 20, 300, 200]]), 500, 375), r"resize_boxes_wsol: box \[nan, 20.0, 300.0, 200.0\] is not finite"),
+        ((np.array([[10, 20, 300, 200, 1]]), 500, 375), r"resize_boxes_wsol: boxes of shape \(1, 5\) and dtype int64: expected \(K, 4\)"),
+    ):
+        with pytest.raises(api.SimpoolBenchError, match=match):
+            api.resize_boxes_wsol(*args)
+
+    assert api.wsol_transform((0.5,) * 3, np.array([0.5] * 3)) is not None
+    for args, match in (
+        (({"mean": (0.5,) * 3, "std": (0.5,) * 3},), r"wsol_transform: mean \{'mean'.*: expected 3 numbers \(R, G, B\)"),
+        (("imagenet", (0.5,) * 3), r"wsol_transform: mean 'imagenet'"),
+        (((0.5,) * 3, (0, 0, 0)), r"wsol_transform: std \(0, 0, 0\): expected 3 numbers \(R, G, B\), all > 0"),
+        (((0.5, 0.5), (0.5, 0.5)), r"wsol_transform: mean \(0.5, 0.5\)"),
+    ):
+        with pytest.raises(api.SimpoolBenchError, match=match):
+            api.wsol_transform(*args)

@@ -7,7 +7,12 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
+import torch
+
+from ..errors import SimpoolBenchError
 
 
 def iou_wsol(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
@@ -45,8 +50,21 @@ def iou_continuous(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
 
 
 def resize_boxes_wsol(boxes: np.ndarray, width: int, height: int, size: int = 224) -> np.ndarray:
-    """wsolevaluation ``resize_bbox``: each coordinate scaled to ``size`` and truncated with int()."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    """wsolevaluation ``resize_bbox``: each coordinate scaled to ``size`` and truncated with int().
+
+    ``boxes``: (K, 4) or (4,) x0, y0, x1, y1 in the image's pixels; ``width``, ``height``: the
+    image's (PIL's ``image.size`` order); anything else is a ``SimpoolBenchError``."""
+    for name, value in (("width", width), ("height", height), ("size", size)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
+            raise SimpoolBenchError(f"resize_boxes_wsol: {name} {value!r}: expected a positive number of pixels")
+    raw = np.asarray(boxes.detach().cpu() if isinstance(boxes, torch.Tensor) else boxes)
+    if raw.shape[-1:] != (4,) or raw.ndim > 2 or raw.dtype.kind not in "iuf":
+        raise SimpoolBenchError(
+            f"resize_boxes_wsol: boxes of shape {raw.shape} and dtype {raw.dtype}: expected (K, 4) numbers x0, y0, x1, y1"
+        )
+    b = raw.astype(np.float64).reshape(-1, 4)
+    if not np.isfinite(b).all():
+        raise SimpoolBenchError(f"resize_boxes_wsol: box {b[~np.isfinite(b).all(axis=1)][0].tolist()} is not finite")
     out = np.empty(b.shape, dtype=np.int64)
     out[:, 0] = (b[:, 0] * size / width).astype(np.int64)
     out[:, 2] = (b[:, 2] * size / width).astype(np.int64)
