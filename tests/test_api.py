@@ -303,3 +303,40 @@ def test_box_resizing_and_the_wsol_transform_refuse_what_they_cannot_mean():
     ):
         with pytest.raises(api.SimpoolBenchError, match=match):
             api.wsol_transform(*args)
+
+
+def test_table_functions_name_an_argument_of_the_wrong_kind(tmp_path, make_wsol_dataset):
+    """Found by an audit of the API: read_run(a DataFrame / None / a list), read_baseline(a
+    DataFrame), compare(None), compare([1, 2]), check([run, run], baseline),
+    load_tolerances(None / a dict) were a TypeError from pathlib or len(); check(tolerances=0.5)
+    and check(tolerances='tol.toml') an AttributeError ('str' object has no attribute 'items'):
+    a tolerances file is now read as ``check --tolerances`` reads it."""
+    import pytest
+
+    wsol = make_wsol_dataset(tmp_path / "wsol", n=3)
+    spec = api.LocalizeSpec(api.DataSpec("cub", data=wsol.image_root, metadata=wsol.metadata), baseline="center-gaussian")
+    run = tmp_path / "run"
+    api.run_localize(spec, api.EngineConfig(device="cpu", progress=False), out=run)
+    df = api.read_run(str(run))
+    for call, match in (
+        (lambda: api.read_run(df), r"read_run: expected a results file or run folder \(str or Path\), got pandas.DataFrame"),
+        (lambda: api.read_run(None), r"read_run: expected .* got builtins.NoneType"),
+        (lambda: api.read_run([run, run]), r"read_run: expected .* got builtins.list"),
+        (lambda: api.read_baseline(df), r"read_baseline: expected .* got pandas.DataFrame"),
+        (
+            lambda: api.compare(None),
+            r"compare: runs: expected a list of run folders, results files or DataFrames \(or one\), got builtins.NoneType",
+        ),
+        (lambda: api.compare([run, 2]), r"compare: run 1: expected a results file or run folder \(str or Path\), got builtins.int"),
+        (lambda: api.check([run, run], run), r"run \(or a DataFrame; several runs: compare\): expected a results file or run folder"),
+        (lambda: api.load_tolerances(None), r"load_tolerances: expected a TOML file \(str or Path\), got builtins.NoneType"),
+        (lambda: api.load_tolerances({"default": 0.5}), r"load_tolerances: expected a TOML file .* got builtins.dict"),
+        (lambda: api.check(df, run, tolerances=0.5), r"check: tolerances 0.5: expected a dict such as"),
+    ):
+        with pytest.raises(api.SimpoolBenchError, match=match):
+            call()
+    toml = tmp_path / "tol.toml"
+    toml.write_text("default = 0.5\n")
+    assert api.check(df, run, tolerances=str(toml)).passed and api.check(df, run, tolerances=toml).passed
+    with pytest.raises(api.SimpoolBenchError, match=r"tolerances file not found: .*nope.toml"):
+        api.check(df, run, tolerances=tmp_path / "nope.toml")

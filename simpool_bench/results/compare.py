@@ -29,7 +29,7 @@ import pandas as pd
 
 from ..errors import SimpoolBenchError
 from ..metrics import catalog
-from .store import _as_table, read_run
+from .store import _as_table, path_argument, read_run
 from .table import EXPORT_FILES, KEY_COLUMNS, KNOWN_METRICS, RECORD_FILES, _is_na, _py, _to_int, metric_key
 
 By = Literal["run", "checkpoint", "label"]
@@ -120,7 +120,7 @@ def read_inputs(inputs: Sequence[pd.DataFrame | str | os.PathLike]) -> list[tupl
             df, name = _as_table(x, f"run {i}")
             out.append((name, df))
         else:
-            out += [(str(p), read_run(p)) for p in _run_files(Path(x))]
+            out += [(str(p), read_run(p)) for p in _run_files(path_argument(x, f"compare: run {i}"))]
     return out
 
 
@@ -218,6 +218,10 @@ def compare(
         raise SimpoolBenchError(f"compare: by={by!r}; expected one of {', '.join(BY_CHOICES)}")
     if isinstance(runs, (str, os.PathLike, pd.DataFrame)):  # one input (a str is not a list of its characters)
         runs = [runs]
+    if not isinstance(runs, Sequence):  # None, a dict, a generator
+        raise SimpoolBenchError(
+            f"compare: runs: expected a list of run folders, results files or DataFrames (or one), got {type(runs).__module__}.{type(runs).__qualname__}"
+        )
     if len(runs) == 0:
         raise SimpoolBenchError("compare needs at least one run")
     selectors = parse_metrics(metrics) if metrics is not None else None

@@ -225,6 +225,10 @@ def load_tolerances(path: str | os.PathLike) -> dict[str, float]:
     """Tolerances from a TOML file: top-level (or a ``[tolerances]`` table of) keys ``default``,
     a metric name (``top1``), a metric at one IoU threshold (``"maxboxacc@70"``) or a k-NN metric
     at one k (``"knn_top1@20"``), each an absolute tolerance in the metric's unit (``inf`` = not gated)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise SimpoolBenchError(
+            f"load_tolerances: expected a TOML file (str or Path), got {type(path).__module__}.{type(path).__qualname__}"
+        )
     path = Path(path)
     doc = read_toml(path, "tolerances file")
     if "tolerances" in doc:
@@ -284,7 +288,7 @@ def _prov_equal(a: Any, b: Any) -> bool:
 def check(
     run: pd.DataFrame | str | os.PathLike,
     baseline: pd.DataFrame | str | os.PathLike,
-    tolerances: Mapping[str, float] | None = None,
+    tolerances: Mapping[str, float] | str | os.PathLike | None = None,
     default_tolerance: float = DEFAULT_TOLERANCE,
     provenance_fields: Sequence[str] = CHECK_PROVENANCE_FIELDS,
     allow_protocol_change: Sequence[str] = (),
@@ -297,8 +301,15 @@ def check(
     'provenance-mismatch'); so must every protocol and transform parameter (else
     'protocol-mismatch'), but for the names in ``allow_protocol_change`` (protocol, transform or
     provenance field names; their changes are noted). Metrics of the run absent from the baseline
-    are noted, not gated. ``run_source``/``baseline_source`` name the tables in the summary
+    are noted, not gated. ``tolerances``: {key: tolerance} (``load_tolerances``'s keys) or the TOML
+    file itself. ``run_source``/``baseline_source`` name the tables in the summary
     (default: the file paths, or 'run'/'baseline' for DataFrames)."""
+    if isinstance(tolerances, (str, os.PathLike)):  # the file, as ``check --tolerances FILE``
+        tolerances = load_tolerances(tolerances)
+    elif tolerances is not None and not isinstance(tolerances, Mapping):
+        raise SimpoolBenchError(
+            f"check: tolerances {tolerances!r}: expected a dict such as {{'default': 0.5, 'maxboxacc@70': 1.0}} or a TOML file"
+        )
     tol = _validate_tolerances(tolerances or {}, "tolerances")
     allowed = _validate_allowed(allow_protocol_change, provenance_fields)
     run_df, run_src = _as_table(run, "run")
