@@ -340,3 +340,21 @@ def test_table_functions_name_an_argument_of_the_wrong_kind(tmp_path, make_wsol_
     assert api.check(df, run, tolerances=str(toml)).passed and api.check(df, run, tolerances=toml).passed
     with pytest.raises(api.SimpoolBenchError, match=r"tolerances file not found: .*nope.toml"):
         api.check(df, run, tolerances=tmp_path / "nope.toml")
+
+
+def test_readers_name_a_data_argument_of_the_wrong_kind():
+    """Found by an audit of the API: read_localization_data('cub', None), read_discovery_data('voc07', 123),
+    read_classification_data(123), read_image_files(None) were a TypeError from pathlib;
+    read_data({'dataset': 'cub'}) an AttributeError."""
+    import pytest
+
+    for call, match in (
+        (lambda: api.read_localization_data("cub", None), r"--data: expected a folder \(str or Path\), got builtins.NoneType"),
+        (lambda: api.read_discovery_data("voc07", 123), r"--data: expected a folder \(str or Path\), got builtins.int"),
+        (lambda: api.read_classification_data(123), r"--data: expected a folder .* got builtins.int"),
+        (lambda: api.read_image_files(None), r"--data: expected a folder .* got builtins.NoneType"),
+        (lambda: api.read_map_data("cub", None), r"--data: expected a folder .* got builtins.NoneType"),
+        (lambda: api.read_data({"dataset": "cub"}), r"read_data: expected a DataSpec, e.g. DataSpec\('cub', data=...\), got builtins.dict"),
+    ):
+        with pytest.raises(api.SimpoolBenchError, match=match):
+            call()  # type: ignore[arg-type]
