@@ -57,6 +57,25 @@ def _formats(formats: Sequence[str] | str) -> Sequence[str]:
     return [f.strip() for f in formats.split(",") if f.strip()] if isinstance(formats, str) else formats
 
 
+#: The DataSpec fields a run reads besides dataset, data, split and label; another one given was
+#: silently dropped (``subset=10`` for localize scored every image).
+_DATA_FIELDS = {
+    "classify": ("labels", "metadata", "subset"),
+    "localize": ("metadata",),
+    "discover": ("no_hard", "annotations", "list_file"),
+}
+
+
+def _unread_data_fields(d: DataSpec, task: str) -> None:
+    for name in ("metadata", "labels", "subset", "annotations", "list_file", "no_hard"):
+        value = getattr(d, name)
+        if name not in _DATA_FIELDS[task] and value not in (None, False):
+            raise SimpoolBenchError(
+                f"DataSpec.{name} = {value!r}: {task} does not read it (it reads dataset, data, split, label, "
+                f"{', '.join(_DATA_FIELDS[task])}); drop it"
+            )
+
+
 def _check_output(out: Any, formats: Any, what: str) -> None:
     """``out`` and ``formats`` refused before the run, not when its table is written (which lost the run)."""
     from .results.store import export_format
@@ -88,6 +107,7 @@ def run_classify(
     expect(spec, ClassifySpec, "run_classify: spec")
     expect(engine, EngineConfig, "run_classify: engine")
     _check_output(out, formats, "run_classify")
+    _unread_data_fields(spec.data, "classify")
     d = spec.data
     if d.data is None:
         raise SimpoolBenchError("--data is required (the image root of the dataset)")
@@ -214,6 +234,7 @@ def run_localize(
     expect(spec, LocalizeSpec, "run_localize: spec")
     expect(engine, EngineConfig, "run_localize: engine")
     _check_output(out, formats, "run_localize")
+    _unread_data_fields(spec.data, "localize")
     _check_localize(spec)
     check_before_data(engine, (spec.model or ModelOptions()) if spec.maps is None and spec.baseline is None else None)
     d = spec.data
@@ -280,6 +301,7 @@ def run_discover(
     expect(spec, DiscoverSpec, "run_discover: spec")
     expect(engine, EngineConfig, "run_discover: engine")
     _check_output(out, formats, "run_discover")
+    _unread_data_fields(spec.data, "discover")
     d = spec.data
     if d.data is None:
         raise SimpoolBenchError("--data is required (VOC20XX folder or COCO train2014 images)")

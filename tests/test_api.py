@@ -358,3 +358,41 @@ def test_readers_name_a_data_argument_of_the_wrong_kind():
     ):
         with pytest.raises(api.SimpoolBenchError, match=match):
             call()  # type: ignore[arg-type]
+
+
+def test_data_fields_a_run_does_not_read_and_check_options_given_as_a_str(tmp_path, make_wsol_dataset):
+    """Found by an audit of the API: ``DataSpec(subset=2)`` (or ``labels=``) for localize, and
+    ``metadata=`` for discover, were silently dropped (localize scored every image); check's
+    ``allow_protocol_change='interval'`` was read as its characters ('i' refused), and
+    ``default_tolerance='1'`` was taken (a TypeError once a value differed)."""
+    import pytest
+
+    engine = api.EngineConfig(device="cpu", progress=False)
+    for call, match in (
+        (
+            lambda: api.run_localize(api.LocalizeSpec(api.DataSpec("cub", data=tmp_path, subset=2), baseline="center-gaussian"), engine),
+            r"DataSpec.subset = 2: localize does not read it \(it reads dataset, data, split, label, metadata\); drop it",
+        ),
+        (
+            lambda: api.run_localize(api.LocalizeSpec(api.DataSpec("cub", data=tmp_path, labels="l.txt"), baseline="full-box"), engine),
+            r"DataSpec.labels = 'l.txt': localize does not read it",
+        ),
+        (
+            lambda: api.run_discover(api.DiscoverSpec(api.DataSpec("voc07", data=tmp_path, metadata="m"), method="center"), engine),
+            r"DataSpec.metadata = 'm': discover does not read it \(it reads dataset, data, split, label, no_hard, annotations, list_file\)",
+        ),
+        (
+            lambda: api.run_classify(api.ClassifySpec(api.DataSpec("imagenet", data=tmp_path, no_hard=True)), engine),
+            r"DataSpec.no_hard = True: classify does not read it",
+        ),
+    ):
+        with pytest.raises(api.SimpoolBenchError, match=match):
+            call()
+
+    wsol = make_wsol_dataset(tmp_path / "wsol", n=3)
+    spec = api.LocalizeSpec(api.DataSpec("cub", data=wsol.image_root, metadata=wsol.metadata), baseline="center-gaussian")
+    run = tmp_path / "run"
+    api.run_localize(spec, engine, out=run)
+    assert api.check(run, run, allow_protocol_change="interval").passed
+    with pytest.raises(api.SimpoolBenchError, match=r"check: default_tolerance '1': expected a non-negative number"):
+        api.check(run, run, default_tolerance="1")  # type: ignore[arg-type]

@@ -311,6 +311,12 @@ def check(
             f"check: tolerances {tolerances!r}: expected a dict such as {{'default': 0.5, 'maxboxacc@70': 1.0}} or a TOML file"
         )
     tol = _validate_tolerances(tolerances or {}, "tolerances")
+    if isinstance(default_tolerance, bool) or not isinstance(default_tolerance, (int, float)) or not default_tolerance >= 0:
+        raise SimpoolBenchError(
+            f"check: default_tolerance {default_tolerance!r}: expected a non-negative number (absolute, in the metric's unit)"
+        )
+    if isinstance(allow_protocol_change, str):  # one name, or a comma list as --allow-protocol-change takes it: not its characters
+        allow_protocol_change = [n.strip() for n in allow_protocol_change.split(",") if n.strip()]
     allowed = _validate_allowed(allow_protocol_change, provenance_fields)
     run_df, run_src = _as_table(run, "run")
     base_df, base_src = _as_table(baseline, "baseline", baseline=True)
