@@ -25,6 +25,7 @@ from .data.records import Record, records_sha256
 from .engine import EngineConfig, resolve_device
 from .errors import SimpoolBenchError
 from .loading import check_model_options, load_model
+from .metrics.boxacc import cam_thresholds
 from .readers import (
     classification_split,
     read_classification_data,
@@ -200,6 +201,7 @@ def _check_localize(spec: LocalizeSpec) -> None:
         )
     if spec.interval <= 0 or spec.interval >= 1:
         raise SimpoolBenchError(f"--interval {spec.interval}: expected a step in (0, 1), e.g. 0.001 or 0.01")
+    cam_thresholds(spec.interval)  # a NaN or float32 step: refused before the data is read, not by the run's accumulator
     if spec.cam_target not in ("gt", "pred"):
         raise SimpoolBenchError(f"--cam-target {spec.cam_target!r}: expected gt or pred")
     weights = spec.model is not None and spec.model.gives_weights

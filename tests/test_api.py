@@ -396,3 +396,23 @@ def test_data_fields_a_run_does_not_read_and_check_options_given_as_a_str(tmp_pa
     assert api.check(run, run, allow_protocol_change="interval").passed
     with pytest.raises(api.SimpoolBenchError, match=r"check: default_tolerance '1': expected a non-negative number"):
         api.check(run, run, default_tolerance="1")  # type: ignore[arg-type]
+
+
+def test_a_float32_or_nan_interval_is_refused_before_the_data_is_read(tmp_path, monkeypatch):
+    """LocalizeSpec(interval=np.float32(0.01)) (its arange gives 101 thresholds) or NaN passed the
+    spec's range check and was refused only by the run's accumulator, after the data was read."""
+    import pytest
+
+    from simpool_bench import runs
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr(runs, "read_localization_data", no_data)
+    engine = api.EngineConfig(device="cpu", progress=False)
+    for interval, match in (
+        (np.float32(0.01), r"interval np.float32\(0.01\): a float32 step"),
+        (float("nan"), r"interval nan: expected a number in \(0, 1\)"),
+    ):
+        with pytest.raises(api.SimpoolBenchError, match=match):
+            api.run_localize(api.LocalizeSpec(api.DataSpec("cub", data=tmp_path), baseline="full-box", interval=interval), engine)
