@@ -202,7 +202,7 @@ def read_image_files(root: Path) -> list[Record]:
 
     root = folder_argument(root, "--data")
     if not root.is_dir():
-        raise SimpoolBenchError(f"--data {root}: no such directory")
+        raise SimpoolBenchError(f"--data {root}: {'a file, expected a folder' if root.exists() else 'no such directory'}")
     paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
     if not paths:
         raise SimpoolBenchError(f"--data {root}: no image files ({', '.join(IMG_EXTENSIONS)})")

@@ -358,6 +358,8 @@ def test_readers_name_a_data_argument_of_the_wrong_kind():
     ):
         with pytest.raises(api.SimpoolBenchError, match=match):
             call()  # type: ignore[arg-type]
+    with pytest.raises(api.SimpoolBenchError, match=r"--data .*test_api.py: a file, expected a folder"):  # it said 'no such directory'
+        api.read_image_files(__file__)
 
 
 def test_data_fields_a_run_does_not_read_and_check_options_given_as_a_str(tmp_path, make_wsol_dataset):
