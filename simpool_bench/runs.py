@@ -39,7 +39,18 @@ from .registry import DATASETS, LOCALIZE_DATASETS, WSOL
 from .results import Provenance
 from .results.table import EXPORT_FILES
 from .run_records import finish_run, map_transform_record, per_image_of, provenance, stored_provenance
-from .specs import ClassifySpec, DataSpec, DiscoverSpec, ExtractSpec, LocalizeSpec, ModelOptions, RunResult, protocol_of
+from .specs import (
+    DATA_FIELDS_READ,
+    ClassifySpec,
+    DataSpec,
+    DiscoverSpec,
+    ExtractSpec,
+    LocalizeSpec,
+    ModelOptions,
+    RunResult,
+    protocol_of,
+    unread_data_fields,
+)
 
 #: The files a run writes besides results.csv, results.parquet and per_image.parquet, unless told
 #: otherwise (as the CLI's default; "csv" also writes per_image.csv).
@@ -58,23 +69,14 @@ def _formats(formats: Sequence[str] | str) -> Sequence[str]:
     return [f.strip() for f in formats.split(",") if f.strip()] if isinstance(formats, str) else formats
 
 
-#: The DataSpec fields a run reads besides dataset, data, split and label; another one given was
-#: silently dropped (``subset=10`` for localize scored every image).
-_DATA_FIELDS = {
-    "classify": ("labels", "metadata", "subset"),
-    "localize": ("metadata",),
-    "discover": ("no_hard", "annotations", "list_file"),
-}
-
-
 def _unread_data_fields(d: DataSpec, task: str) -> None:
-    for name in ("metadata", "labels", "subset", "annotations", "list_file", "no_hard"):
-        value = getattr(d, name)
-        if name not in _DATA_FIELDS[task] and value not in (None, False):
-            raise SimpoolBenchError(
-                f"DataSpec.{name} = {value!r}: {task} does not read it (it reads dataset, data, split, label, "
-                f"{', '.join(_DATA_FIELDS[task])}); drop it"
-            )
+    unread = unread_data_fields(d, task)
+    if unread:
+        name = unread[0]
+        raise SimpoolBenchError(
+            f"DataSpec.{name} = {getattr(d, name)!r}: {task} does not read it (it reads dataset, data, split, label, "
+            f"{', '.join(DATA_FIELDS_READ[task])}); drop it"
+        )
 
 
 def _check_output(out: Any, formats: Any, what: str) -> None:

@@ -202,6 +202,21 @@ class RunResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+#: The optional DataSpec fields each task reads (besides dataset, data, split and label); another
+#: one given would be silently dropped (``subset=10`` for localize scored every image).
+DATA_FIELDS_READ: dict[str, tuple[str, ...]] = {
+    "classify": ("labels", "metadata", "subset"),
+    "localize": ("metadata",),
+    "discover": ("no_hard", "annotations", "list_file"),
+}
+OPTIONAL_DATA_FIELDS = ("metadata", "labels", "subset", "annotations", "list_file", "no_hard")
+
+
+def unread_data_fields(data: DataSpec, task: str) -> list[str]:
+    """The optional fields of ``data`` that are set although ``task`` does not read them."""
+    return [n for n in OPTIONAL_DATA_FIELDS if n not in DATA_FIELDS_READ[task] and getattr(data, n) not in (None, False)]
+
+
 def _at_least_one(spec: Any, name: str) -> None:
     value = getattr(spec, name)
     if value is not None and value < 1:

@@ -44,7 +44,7 @@ from .errors import SimpoolBenchError
 from .families import POOLS
 from .files import read_toml
 from .registry import CLASSIFY_DEFAULT_SPLIT, DATASETS, DISCOVER_DATASETS, LOST, WSOL
-from .specs import ClassifySpec, DataSpec, DiscoverSpec, LocalizeSpec, ModelOptions
+from .specs import DATA_FIELDS_READ, OPTIONAL_DATA_FIELDS, ClassifySpec, DataSpec, DiscoverSpec, LocalizeSpec, ModelOptions
 
 TASKS = ("classify", "localize", "discover")
 SPEC_TYPES: dict[str, type] = {"classify": ClassifySpec, "localize": LocalizeSpec, "discover": DiscoverSpec}
@@ -326,6 +326,12 @@ def _evaluation(i: int, t: Any, problems: _Problems, root: Path, check: PathChec
         problems.add(where, f"key 'dataset' {dataset!r}: expected one of {', '.join(_TASK_DATASETS[task])} for {task}")
     if "data" not in t:
         problems.add(where, "key 'data': required, the image root of the dataset")
+    for key, value in t.items():  # a data key the task does not read would be dropped silently (run_* refuse it too)
+        name = data_keys[key][0] if key in data_keys else None
+        if name in OPTIONAL_DATA_FIELDS and name not in DATA_FIELDS_READ[task] and value not in (None, False):
+            toml_key = {v: k for k, v in _DATA_ALIASES.items()}
+            keys = ", ".join(toml_key.get(n, n) for n in DATA_FIELDS_READ[task])
+            problems.add(where, f"key {key!r}: {task} does not read it (its data keys besides data, split and label: {keys})")
     data = DataSpec(dataset, **_fill(t, data_keys, where, problems, root, check))
     opts = _fill(t, spec_keys, where, problems, root, check)
     name = _name(t, f"{task}-{slug(data.name)}", where, problems)

@@ -170,6 +170,52 @@ checkpoints = [{only}]
     assert err.value.problems == [f"{unknown}: [[evaluations]] #2 (classify imagenet): key 'checkpoints': 'C' names no checkpoint"]
 
 
+def test_validate_names_a_data_key_its_task_does_not_read(tmp_path):
+    """A data key the evaluation's task does not read (``subset`` or ``list`` on localize,
+    ``annotations`` on classify) was accepted by ``suite validate`` and dropped by the run (localize
+    scored every image); it is a problem naming the key and the keys that task reads. ``no_hard =
+    false`` (the default) and the keys a task reads pass."""
+    suite = _write(
+        tmp_path / "keys.toml",
+        """
+[[checkpoints]]
+label = "A"
+checkpoint = "a.pth"
+
+[[evaluations]]
+task = "localize"
+dataset = "cub"
+data = "x"
+metadata = "m"
+subset = 2
+list = "y.txt"
+
+[[evaluations]]
+task = "discover"
+dataset = "voc07"
+data = "v"
+no_hard = true
+
+[[evaluations]]
+task = "classify"
+dataset = "imagenet"
+data = "i"
+subset = 3
+no_hard = false
+annotations = "a.json"
+""",
+    )
+    with pytest.raises(SuiteError) as err:
+        load_suite(suite)
+    where = f"{suite}: [[evaluations]]"
+    assert err.value.problems == [
+        f"{where} #1 (localize cub): key 'subset': localize does not read it (its data keys besides data, split and label: metadata)",
+        f"{where} #1 (localize cub): key 'list': localize does not read it (its data keys besides data, split and label: metadata)",
+        f"{where} #3 (classify imagenet): key 'annotations': classify does not read it "
+        "(its data keys besides data, split and label: labels, metadata, subset)",
+    ]
+
+
 def test_validate_invalid_toml_and_missing_file_are_one_line(tmp_path):
     broken = _write(tmp_path / "broken.toml", "[[checkpoints]\nlabel = 1\n")
     latin = tmp_path / "latin.toml"
