@@ -1,9 +1,10 @@
 """What the keys cost before a run at ImageNet scale: ``runkey.data_fingerprint`` (the data part
 of the resume key and of the k-NN bank's cache key: every record's fields and its file's size and
-mtime) against the previous one-update-per-line version (the baseline, kept here), and
+mtime) against the previous one-update-per-line version (the baseline, kept here),
 ``read_image_folder`` (ids worked out once per folder) against the previous reading (a folder
-parsed again for each file, each id by ``relative_to``; kept here), in the same run; digests and
-records must be identical, or it fails. ``records_sha256`` is timed for context.
+parsed again for each file, each id by ``relative_to``; kept here), and localize's GT boxes at 224
+(``tasks.wsol_gt_boxes``, one numpy pass) against ``resize_boxes_wsol`` per record, in the same run;
+digests, records and boxes must be identical, or it fails. ``records_sha256`` is timed for context.
 
     python benchmarks/resume_key.py [--n 50000] [--dir IMAGEFOLDER]
 """
@@ -16,7 +17,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the literal previous fingerprint lives beside the tests
@@ -26,7 +30,9 @@ from fingerprint_reference import fingerprint_per_line  # noqa: E402
 
 from simpool_bench.data.imagenet import _is_image, read_image_folder  # noqa: E402
 from simpool_bench.data.records import Record, records_sha256  # noqa: E402
+from simpool_bench.metrics.boxes import resize_boxes_wsol  # noqa: E402
 from simpool_bench.runkey import data_fingerprint  # noqa: E402
+from simpool_bench.tasks import wsol_gt_boxes  # noqa: E402
 
 
 def _baseline_walk(root: Path, keep: Callable[[str], bool], seen: set[str]) -> list[Path]:
@@ -69,6 +75,17 @@ def _folder(root: Path, n: int) -> Path:
     return root
 
 
+def _with_boxes(records: list[Record], seed: int = 0) -> list[Record]:
+    """The records with an image size and 1 to 3 fractional boxes each, as a wsolevaluation reader gives."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in records:
+        w, h, k = int(rng.integers(64, 1000)), int(rng.integers(64, 1000)), int(rng.integers(1, 4))
+        x0, y0 = rng.uniform(0, w, k), rng.uniform(0, h, k)
+        out.append(replace(r, width=w, height=h, boxes=np.stack([x0, y0, rng.uniform(x0, w), rng.uniform(y0, h)], axis=1)))
+    return out
+
+
 def _best(fn, repeat: int):
     times, out = [], None
     for _ in range(repeat):
@@ -101,6 +118,11 @@ def main() -> None:
             f"records_sha256 {sha_s:.2f} s; data_fingerprint before "
             f"{base_s:.2f} s ({base_s / n * 1e6:.1f} us/record), now {new_s:.2f} s ({new_s / n * 1e6:.1f} us/record): ratio {base_s / new_s:.2f}x"
         )
+        boxed = _with_boxes(records)
+        per_s, per = _best(lambda: [resize_boxes_wsol(r.boxes, r.width, r.height) for r in boxed], args.repeat)
+        one_s, one = _best(lambda: wsol_gt_boxes(boxed), args.repeat)
+        assert len(one) == len(per) and all(np.array_equal(a, b) for a, b in zip(one, per)), "GT boxes differ"
+        print(f"localize's GT boxes at 224 (1-3 per image): per record {per_s:.2f} s, one pass {one_s:.2f} s: ratio {per_s / one_s:.2f}x")
 
 
 if __name__ == "__main__":

@@ -390,6 +390,47 @@ def test_resize_boxes_wsol_truncates_each_coordinate_as_resize_bbox() -> None:
     assert resize_boxes_wsol(boxes, 300, 200).tolist() == [[74, 22, 223, 222], [2, 5, 150, 222]]
 
 
+def test_wsol_gt_boxes_in_one_pass_equal_resize_bbox_per_record() -> None:
+    """``tasks.wsol_gt_boxes`` resizes every record's boxes in one numpy pass; each equals
+    ``resize_boxes_wsol`` of that record (wsolevaluation's ``int(x * 224 / width)``, checked by hand
+    above) on random boxes, boxes at the image's edge (x1 = width), fractional ones (CUB's
+    ``bounding_boxes.txt``), 1-pixel and odd-sized images, several boxes per image; records the
+    pass does not take (integer boxes, a size of 0) go through ``resize_boxes_wsol`` per record,
+    which names what is wrong."""
+    from pathlib import Path
+
+    from simpool_bench.data.records import Record
+    from simpool_bench.tasks import wsol_gt_boxes
+
+    rng = np.random.default_rng(7)
+    records = []
+    for i in range(500):
+        w, h = (1, 1) if i == 0 else (int(rng.integers(1, 1200)), int(rng.integers(1, 1200)))
+        k = int(rng.integers(1, 5))
+        x0, y0 = rng.uniform(0, w, k), rng.uniform(0, h, k)
+        x1, y1 = rng.uniform(x0, w), rng.uniform(y0, h)
+        boxes = np.stack([x0, y0, x1, y1], axis=1)
+        if i % 3 == 0:
+            boxes = np.floor(boxes)
+        if i % 7 == 0:
+            boxes[0] = (0, 0, w, h)  # the whole image: x1 = width gives 224
+        records.append(Record(str(i), Path(f"{i}.jpg"), 0, w, h, boxes))
+    for w in (7, 55, 71, 80, 110, 300, 375, 500):  # every whole coordinate; at 55, 71, 80, 110 x * (224 / w) truncates lower
+        x = np.arange(w + 1, dtype=np.float64)
+        records.append(Record(f"dense{w}", Path(f"d{w}.jpg"), 0, w, w + 1, np.stack([x, x, x, x + 1], axis=1)))
+    expected = [resize_boxes_wsol(r.boxes, r.width, r.height) for r in records]
+    got = wsol_gt_boxes(records)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g.dtype == e.dtype == np.int64 and np.array_equal(g, e)
+    assert max(int(e.max()) for e in expected) == 224 and any((e[:, 2] < e[:, 0] + 1).any() for e in expected)
+
+    mixed = [*records[:3], Record("int", Path("int.jpg"), 0, 300, 200, np.array([[100, 20, 299, 199]]))]
+    assert wsol_gt_boxes(mixed)[-1].tolist() == [[74, 22, 223, 222]]  # the per-record path
+    with pytest.raises(SimpoolBenchError, match="width 0: expected a positive number"):
+        wsol_gt_boxes([*records[:3], Record("zero", Path("z.jpg"), 0, 0, 200, np.array([[1.0, 2.0, 3.0, 4.0]]))])
+
+
 def test_iou_wsol_counts_pixels_inclusively() -> None:
     """``calculate_multiple_iou``'s +1 convention, by hand: (0, 0, 9, 9) is 10x10 = 100 pixels;
     against (5, 5, 14, 14) they share 5x5 = 25 pixels: 25 / (100 + 100 - 25) = 1/7; boxes sharing
