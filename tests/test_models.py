@@ -558,3 +558,18 @@ def test_pos_interp_and_fused_attn_requests():
         build_model("resnet18", pool="gap", pos_interp="dino")
     with pytest.raises(SimpoolBenchError, match="ViTs only"):
         build_model("resnet18", pool="gap", fused_attn=False)
+
+
+def test_a_numpy_float32_gamma_is_named_as_such_not_called_non_positive():
+    """``gamma=np.float32(1.25)`` was refused as 'expected a positive number' (it is one): a float32
+    exponent is not the decimal it prints as (``np.float32(1.1)`` is 1.100000023841858), so it stays
+    refused, the message naming its type; a numpy float64 (a Python float) and an int pass."""
+    import numpy as np
+
+    from simpool_bench.models.build import resolve_gamma
+
+    with pytest.raises(SimpoolBenchError, match=r"gamma np\.float32\(1\.25\): a numpy\.float32; expected a Python int or float"):
+        resolve_gamma(np.float32(1.25), "vit", "simpool")
+    with pytest.raises(SimpoolBenchError, match=r"gamma -1\.0: expected a positive number or 'none'"):
+        resolve_gamma(-1.0, "vit", "simpool")
+    assert resolve_gamma(np.float64(1.25), "vit", "simpool") == 1.25 and resolve_gamma(2, "resnet", "simpool") == 2.0

@@ -114,7 +114,10 @@ def resolve_gamma(gamma: Any, family: str, pool: str) -> float | None:
         return DEFAULT_GAMMA[family]
     if gamma is None:
         return None
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma <= 0:
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):  # np.float32(1.1) is not 1.1: the exponent would differ
+        kind = f"{type(gamma).__module__}.{type(gamma).__qualname__}"
+        raise SimpoolBenchError(f"gamma {gamma!r}: a {kind}; expected a Python int or float (a positive number) or 'none'")
+    if not math.isfinite(gamma) or gamma <= 0:
         raise SimpoolBenchError(f"gamma {gamma!r}: expected a positive number or 'none'")
     return float(gamma)
 
