@@ -58,7 +58,12 @@ def wsol_gt_boxes(records: Sequence[Record], size: int = WSOL.image_size) -> lis
     ``resize_boxes_wsol``), else ``resize_boxes_wsol`` per record, which names what is wrong."""
     boxes = [r.boxes for r in records]
     plain = all(
-        type(b) is np.ndarray and b.dtype == np.float64 and b.ndim == 2 and b.shape[1] == 4 and type(r.width) is int and type(r.height) is int
+        type(b) is np.ndarray
+        and b.dtype == np.float64
+        and b.ndim == 2
+        and b.shape[1] == 4
+        and type(r.width) is int
+        and type(r.height) is int
         for b, r in zip(boxes, records)
     )
     if plain and records and type(size) is int and size > 0:
