@@ -284,6 +284,13 @@ def test_box_resizing_and_the_wsol_transform_refuse_what_they_cannot_mean():
     box = np.array([[10, 20, 300, 200]])
     assert api.resize_boxes_wsol(box, 500, 375).tolist() == [[4, 11, 134, 119]]  # unchanged
     assert api.resize_boxes_wsol(torch.tensor([10, 20, 300, 200]), np.int64(500), np.float32(375)).tolist() == [[4, 11, 134, 119]]
+    two = np.array([[10, 20, 300, 200], [10, 20, 300, 200]])  # several images' boxes in one call: a size per box
+    assert api.resize_boxes_wsol(two, np.array([500, 300]), np.array([375, 200])).tolist() == [[4, 11, 134, 119], [7, 22, 224, 224]]
+    with pytest.raises(
+        api.SimpoolBenchError,
+        match=r"resize_boxes_wsol: width array\(\[500, 300, 400\]\): expected a positive number of pixels, or one per box",
+    ):
+        api.resize_boxes_wsol(two, np.array([500, 300, 400]), 375)
     for args, match in (
         ((box, 0, 375), r"resize_boxes_wsol: width 0: expected a positive number of pixels"),
         ((box, 500, -375), r"resize_boxes_wsol: height -375"),

@@ -53,10 +53,8 @@ def resize_boxes_wsol(boxes: np.ndarray, width: int, height: int, size: int = 22
     """wsolevaluation ``resize_bbox``: each coordinate scaled to ``size`` and truncated with int().
 
     ``boxes``: (K, 4) or (4,) x0, y0, x1, y1 in the image's pixels; ``width``, ``height``: the
-    image's (PIL's ``image.size`` order); anything else is a ``SimpoolBenchError``."""
-    for name, value in (("width", width), ("height", height), ("size", size)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
-            raise SimpoolBenchError(f"resize_boxes_wsol: {name} {value!r}: expected a positive number of pixels")
+    image's (PIL's ``image.size`` order), or (K,) arrays, one per box (several images' boxes in one
+    call); anything else is a ``SimpoolBenchError``."""
     raw = np.asarray(boxes.detach().cpu() if isinstance(boxes, torch.Tensor) else boxes)
     if raw.shape[-1:] != (4,) or raw.ndim > 2 or raw.dtype.kind not in "iuf":
         raise SimpoolBenchError(
@@ -65,6 +63,14 @@ def resize_boxes_wsol(boxes: np.ndarray, width: int, height: int, size: int = 22
     b = raw.astype(np.float64).reshape(-1, 4)
     if not np.isfinite(b).all():
         raise SimpoolBenchError(f"resize_boxes_wsol: box {b[~np.isfinite(b).all(axis=1)][0].tolist()} is not finite")
+    for name, value in (("width", width), ("height", height), ("size", size)):
+        v = np.asarray(value) if isinstance(value, (numbers.Real, np.ndarray)) else np.asarray(None)
+        per_box = name != "size" and v.shape == (len(b),)
+        if v.dtype.kind not in "iuf" or not (v.ndim == 0 or per_box) or not np.isfinite(v).all() or not (v > 0).all():
+            raise SimpoolBenchError(
+                f"resize_boxes_wsol: {name} {value!r}: expected a positive number of pixels"
+                + (", or one per box" if name != "size" else "")
+            )
     out = np.empty(b.shape, dtype=np.int64)
     out[:, 0] = (b[:, 0] * size / width).astype(np.int64)
     out[:, 2] = (b[:, 2] * size / width).astype(np.int64)
