@@ -90,3 +90,13 @@ def _shown(value: Any) -> str:
         text = repr(value)
         return text if len(text) <= 80 else text[:77] + "..."
     return f"a {type(value).__module__}.{type(value).__qualname__}"
+
+
+def path_argument(value: Any, what: str, expected: str, none_too: bool = False) -> Path:
+    """``value`` (a str or path-like) as a Path; anything else (None, a number, a DataFrame) is one
+    error naming ``what`` and the ``expected`` path (a folder, a results file...), not a TypeError
+    from pathlib. ``none_too``: the message says None is taken too (the caller lets it through)."""
+    if not isinstance(value, (str, os.PathLike)):
+        kind = f"{type(value).__module__}.{type(value).__qualname__}"
+        raise SimpoolBenchError(f"{what}: expected {expected} (str or Path){' or None' if none_too else ''}, got {kind}")
+    return Path(value)

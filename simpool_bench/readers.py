@@ -14,6 +14,7 @@ from .data.records import Record
 from .data.voc import read_voc
 from .data.wsol import read_cub_native, read_wsol_metadata
 from .errors import SimpoolBenchError
+from .fields import path_argument
 from .registry import DATASETS, default_split
 from .registry import dataset as registry_dataset
 from .specs import DataSpec
@@ -30,14 +31,6 @@ class ClassificationData(NamedTuple):
     integer labels); None for wsolevaluation metadata, which names no class."""
 
 
-def folder_argument(value: object, flag: str) -> Path:
-    """A data folder given as a str or path-like, as a Path; anything else (None, a number) is one
-    error naming ``flag``, not a TypeError from pathlib."""
-    if not isinstance(value, (str, os.PathLike)):
-        raise SimpoolBenchError(f"{flag}: expected a folder (str or Path), got {type(value).__module__}.{type(value).__qualname__}")
-    return Path(value)
-
-
 def read_classification_data(
     data: Path,
     split: str | None = None,
@@ -51,7 +44,7 @@ def read_classification_data(
     (otherwise the split folders would be read as classes); without ``split``,
     ``data/default_split`` when it exists, else ``data`` (an error when its folders are all named
     as splits: ``train``, ``test``, ...)."""
-    data = folder_argument(data, "--data")
+    data = path_argument(data, "--data", "a folder")
     if not data.exists():
         raise SimpoolBenchError(f"--data {data}: no such directory")
     classes: list[str] | None = None
@@ -121,7 +114,7 @@ def refuse_split_folders_as_classes(data: Path, flag: str = "--data") -> None:
 def read_localization_data(dataset: str, data: Path, metadata: Path | None = None, split: str = "test") -> list[Record]:
     """Records with GT boxes for localize: wsolevaluation metadata, or CUB-200-2011's native files
     when ``metadata`` is not given and ``data`` holds ``images.txt``."""
-    data = folder_argument(data, "--data")
+    data = path_argument(data, "--data", "a folder")
     if not data.is_dir():
         raise SimpoolBenchError(f"--data {data}: {'a file, expected a folder' if data.exists() else 'no such directory'}")
     if metadata is not None:
@@ -154,7 +147,7 @@ def read_discovery_data(
     ``integer_coords`` (the default: LOST's CorLoc takes integer pixel boxes) refuses a fractional
     VOC box coordinate while reading, naming the XML file; ``read_map_data`` (extract, visualize)
     reads them as floats."""
-    data = folder_argument(data, "--data")
+    data = path_argument(data, "--data", "a folder")
     if dataset in ("voc07", "voc12"):
         given = [flag for flag, value in (("--annotations", annotations), ("--list", list_file)) if value is not None]
         if given:
@@ -200,7 +193,7 @@ def read_image_files(root: Path) -> list[Record]:
     from .data.imagenet import IMG_EXTENSIONS
     from .data.images import header_size
 
-    root = folder_argument(root, "--data")
+    root = path_argument(root, "--data", "a folder")
     if not root.is_dir():
         raise SimpoolBenchError(f"--data {root}: {'a file, expected a folder' if root.exists() else 'no such directory'}")
     paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)

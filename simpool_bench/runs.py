@@ -11,7 +11,6 @@ protocol parameters and the engine settings (see ``runkey``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from .data.manifests import note_unpublished
 from .data.records import Record, records_sha256
 from .engine import EngineConfig, resolve_device
 from .errors import SimpoolBenchError
+from .fields import path_argument
 from .loading import check_model_options, load_model
 from .metrics.boxacc import cam_thresholds
 from .readers import (
@@ -83,10 +83,8 @@ def _check_output(out: Any, formats: Any, what: str) -> None:
     """``out`` and ``formats`` refused before the run, not when its table is written (which lost the run)."""
     from .results.store import export_format
 
-    if out is not None and not isinstance(out, (str, os.PathLike)):
-        raise SimpoolBenchError(
-            f"{what}: out: expected a folder (str or Path) or None, got {type(out).__module__}.{type(out).__qualname__}"
-        )
+    if out is not None:
+        path_argument(out, f"{what}: out", "a folder", none_too=True)
     if not isinstance(formats, (str, Sequence)):
         raise SimpoolBenchError(f"{what}: formats {formats!r}: expected a sequence or a comma list of {', '.join(EXPORT_FILES)}")
     for f in _formats(formats):
@@ -372,10 +370,7 @@ def run_extract(spec: ExtractSpec, engine: EngineConfig, out: Path) -> RunResult
 
     expect(spec, ExtractSpec, "run_extract: spec")
     expect(engine, EngineConfig, "run_extract: engine")
-    if not isinstance(out, (str, os.PathLike)):
-        raise SimpoolBenchError(
-            f"run_extract: out: expected the map store's folder (str or Path), got {type(out).__module__}.{type(out).__qualname__}"
-        )
+    path_argument(out, "run_extract: out", "the map store's folder")
     d = spec.data
     protocol = protocol_for(d.dataset)
     split = split_of(d, DATASETS[d.dataset].default_split)

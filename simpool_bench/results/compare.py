@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SimpoolBenchError
+from ..fields import path_argument
 from ..metrics import catalog
-from .store import _as_table, path_argument, read_run
+from .store import RESULTS_PATH, _as_table, read_run
 from .table import EXPORT_FILES, KEY_COLUMNS, KNOWN_METRICS, RECORD_FILES, _is_na, _py, _to_int, metric_key
 
 By = Literal["run", "checkpoint", "label"]
@@ -120,7 +121,7 @@ def read_inputs(inputs: Sequence[pd.DataFrame | str | os.PathLike]) -> list[tupl
             df, name = _as_table(x, f"run {i}")
             out.append((name, df))
         else:
-            out += [(str(p), read_run(p)) for p in _run_files(path_argument(x, f"compare: run {i}"))]
+            out += [(str(p), read_run(p)) for p in _run_files(path_argument(x, f"compare: run {i}", RESULTS_PATH))]
     return out
 
 

@@ -18,7 +18,6 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
@@ -26,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import SimpoolBenchError
+from ..fields import path_argument
 from ..files import read_toml
 from ..metrics import catalog
 from ..metrics.catalog import Direction
@@ -225,11 +225,7 @@ def load_tolerances(path: str | os.PathLike) -> dict[str, float]:
     """Tolerances from a TOML file: top-level (or a ``[tolerances]`` table of) keys ``default``,
     a metric name (``top1``), a metric at one IoU threshold (``"maxboxacc@70"``) or a k-NN metric
     at one k (``"knn_top1@20"``), each an absolute tolerance in the metric's unit (``inf`` = not gated)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise SimpoolBenchError(
-            f"load_tolerances: expected a TOML file (str or Path), got {type(path).__module__}.{type(path).__qualname__}"
-        )
-    path = Path(path)
+    path = path_argument(path, "load_tolerances", "a TOML file")
     doc = read_toml(path, "tolerances file")
     if "tolerances" in doc:
         if not isinstance(doc["tolerances"], dict) or len(doc) != 1:

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import SimpoolBenchError
+from ..fields import path_argument
 from ..files import atomic_write, commit, discard, make_dir, os_reason, sha256_file, write_temp
 from .render import to_latex, to_markdown
 from .table import (
@@ -44,6 +45,9 @@ from .table import (
     _validate,
     upgrade_table,
 )
+
+RESULTS_PATH = "a results file or run folder"
+"""What ``read_run``, ``read_baseline`` and ``compare`` take besides a DataFrame."""
 
 
 def _json_bytes(df: pd.DataFrame) -> bytes:
@@ -223,19 +227,10 @@ def _no_spaced_column_names(raw: pd.DataFrame, path: Path) -> None:
         )
 
 
-def path_argument(path: Any, what: str) -> Path:
-    """``path`` (a str or path-like) as a Path; anything else (a DataFrame, a list, None) is one
-    error naming ``what``, not a TypeError from pathlib."""
-    if not isinstance(path, (str, os.PathLike)):
-        kind = f"{type(path).__module__}.{type(path).__qualname__}"
-        raise SimpoolBenchError(f"{what}: expected a results file or run folder (str or Path), got {kind}")
-    return Path(path)
-
-
 def read_run(path: str | os.PathLike) -> pd.DataFrame:
     """Read a results table written by ``write_run`` (.parquet, .csv or .json; a directory: its
     results file). A foreign table or another schema version -> SimpoolBenchError."""
-    path = path_argument(path, "read_run")
+    path = path_argument(path, "read_run", RESULTS_PATH)
     raw = _load_frame(path)
     _no_spaced_column_names(raw, path)
     missing = [c for c in REQUIRED_METRIC_COLUMNS if c not in raw.columns]
@@ -269,7 +264,7 @@ def read_run(path: str | os.PathLike) -> pd.DataFrame:
 def read_baseline(path: str | os.PathLike) -> pd.DataFrame:
     """A baseline for ``check``: a results file of ours, or any CSV/Parquet/JSON table with at
     least ``dataset, split, metric, iou_threshold, value``."""
-    path = path_argument(path, "read_baseline")
+    path = path_argument(path, "read_baseline", RESULTS_PATH)
     raw = _load_frame(path)
     if "schema_version" in raw.columns:
         return read_run(path)  # (which checks the column names too)
@@ -302,5 +297,5 @@ def _as_table(x: pd.DataFrame | str | os.PathLike, what: str, *, baseline: bool 
         df = _coerce(x, what)
         _validate(df, what, provenance=False)
         return df, what
-    path = path_argument(x, f"{what} (or a DataFrame; several runs: compare)")
+    path = path_argument(x, f"{what} (or a DataFrame; several runs: compare)", RESULTS_PATH)
     return (read_baseline(path) if baseline else read_run(path)), str(x)
