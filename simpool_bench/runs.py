@@ -25,7 +25,6 @@ from .engine import EngineConfig, resolve_device
 from .errors import SimpoolBenchError
 from .fields import path_argument
 from .loading import check_model_options, load_model
-from .metrics.boxacc import cam_thresholds
 from .readers import (
     classification_split,
     read_classification_data,
@@ -201,6 +200,8 @@ def _check_localize(spec: LocalizeSpec) -> None:
         )
     if spec.interval <= 0 or spec.interval >= 1:
         raise SimpoolBenchError(f"--interval {spec.interval}: expected a step in (0, 1), e.g. 0.001 or 0.01")
+    from .metrics.boxacc import cam_thresholds  # (imports OpenCV: not at start-up, which discover --method center keeps light)
+
     cam_thresholds(spec.interval)  # a NaN or float32 step: refused before the data is read, not by the run's accumulator
     if spec.cam_target not in ("gt", "pred"):
         raise SimpoolBenchError(f"--cam-target {spec.cam_target!r}: expected gt or pred")
