@@ -27,6 +27,14 @@ def image_count(n: Any) -> int:
     return count
 
 
+def check_box_sequence(gt_boxes: Any, per: str) -> None:
+    """``gt_boxes`` of ``update``: a sequence (list, tuple, array) of (K, 4) box arrays, one ``per``
+    map or box; None, a generator, a str or a dict is one error, not a TypeError from ``len``."""
+    if not hasattr(gt_boxes, "__len__") or not hasattr(gt_boxes, "__getitem__") or isinstance(gt_boxes, (str, bytes, dict)):
+        kind = f"{type(gt_boxes).__module__}.{type(gt_boxes).__qualname__}"
+        raise SimpoolBenchError(f"gt_boxes: expected a sequence of (K, 4) box arrays, one per {per}, got {kind}")
+
+
 class Accumulator:
     """Base class: subclasses declare their states with ``add_state`` and implement
     ``update`` and ``compute``. States are tensors reduced by summation. ``METRICS`` names the

@@ -34,7 +34,7 @@ import torch
 from ..errors import SimpoolBenchError
 from ..transforms import WSOL_IMAGE_SIZE
 from ..workers import cpu_count
-from .base import Accumulator, image_count
+from .base import Accumulator, check_box_sequence, image_count
 from .boxes import iou_wsol
 from .catalog import BOXACC_METRICS
 
@@ -119,10 +119,7 @@ def _as_gt_boxes(gt_boxes: Sequence[Any], n: int, width: int, height: int) -> tu
     pixels with 0 <= x0 <= x1 <= ``width`` and 0 <= y0 <= y1 <= ``height`` (the reference's
     ``check_box_convention``, and the map's bounds: wsolevaluation's ``resize_bbox`` gives at most
     the resized side, reached by a box at the image's edge)."""
-    if not hasattr(gt_boxes, "__len__") or not hasattr(gt_boxes, "__getitem__") or isinstance(gt_boxes, (str, bytes, dict)):
-        raise SimpoolBenchError(
-            f"gt_boxes: expected a sequence of (K, 4) box arrays, one per score map, got {type(gt_boxes).__module__}.{type(gt_boxes).__qualname__}"
-        )
+    check_box_sequence(gt_boxes, "score map")
     if len(gt_boxes) != n:
         raise SimpoolBenchError(f"gt_boxes: {len(gt_boxes)} entries for {n} score maps")
     fast = _gt_boxes_fast(gt_boxes, width, height)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import SimpoolBenchError
-from .base import Accumulator, image_count
+from .base import Accumulator, check_box_sequence, image_count
 from .catalog import CORLOC_METRICS
 
 #: LOST ``main_lost.py``: ``torch.any(ious >= 0.5)``.
@@ -68,10 +68,7 @@ def corloc_hits(pred_boxes: object, gt_boxes: Sequence[object]) -> np.ndarray:
         gt_boxes: B arrays (K_i, 4) of integral ground-truth boxes; K_i = 0 gives a miss.
     """
     pred = _int_boxes(pred_boxes, "pred_boxes")
-    if not hasattr(gt_boxes, "__len__") or not hasattr(gt_boxes, "__getitem__") or isinstance(gt_boxes, (str, bytes, dict)):
-        raise SimpoolBenchError(
-            f"gt_boxes: expected a sequence of (K, 4) box arrays, one per predicted box, got {type(gt_boxes).__module__}.{type(gt_boxes).__qualname__}"
-        )
+    check_box_sequence(gt_boxes, "predicted box")
     if len(pred) != len(gt_boxes):
         raise SimpoolBenchError(f"gt_boxes: expected one (K, 4) array per predicted box ({len(pred)}), got {len(gt_boxes)}")
     gts = [_int_boxes(g, f"gt_boxes[{i}]") for i, g in enumerate(gt_boxes)]
