@@ -45,10 +45,10 @@ FAMILY_CASES = [
     ("vit_small_patch8_224", dict(pool="gap", **{**VIT_KW, "patch_size": 8}), dict(global_pool="avg", dynamic_img_size=True, **VIT_KW)),
     ("deit_tiny_patch16_224", dict(pool="cls", **VIT_KW), dict(dynamic_img_size=True, **VIT_KW)),
     ("deit_tiny_distilled_patch16_224", dict(pool="cls", **VIT_KW), dict(dynamic_img_size=True, **VIT_KW)),
-    ("resnet18", dict(pool="gap"), {}),
-    ("convnext_atto", dict(pool="gap"), {}),
-    ("efficientnet_b0", dict(pool="gap"), {}),
-    ("regnetx_002", dict(pool="gap"), {}),
+    ("resnet18", dict(pool="gap", drop_rate=0.5), dict(drop_rate=0.5)),  # dropout before the classifier: off at eval
+    ("convnext_atto", dict(pool="gap", drop_rate=0.5), dict(drop_rate=0.5)),
+    ("efficientnet_b0", dict(pool="gap", drop_rate=0.5), dict(drop_rate=0.5)),
+    ("regnetx_002", dict(pool="gap", drop_rate=0.5), dict(drop_rate=0.5)),
 ]
 
 
@@ -62,6 +62,8 @@ def test_every_family_gives_timms_logits(arch, kw, timm_kw):
         out = model(x)
         want = plain(x)
     assert torch.equal(out.logits, want)
+    with torch.no_grad():  # the features (k-NN's): timm's pre-logits (a distilled DeiT: the mean of its two tokens)
+        assert torch.equal(out.features, plain.forward_head(plain.forward_features(x), pre_logits=True))
     if kw["pool"] != "gap" or not arch.startswith("vit"):  # a GAP ViT has no map of its own (cls/rollout/gradcam on request)
         assert out.attn is not None and out.attn.shape[0] == 2 and torch.isfinite(out.attn).all()
 
@@ -76,6 +78,11 @@ def test_generic_cnn_simpool_and_cam(arch):
     with torch.no_grad():
         out = m(x)
     assert torch.allclose(out.attn.sum(dim=(1, 2)), torch.ones(2))
+    seen = {}  # on a non-square map: SimPool's attention over the feature map's H*W, read row-major
+    m.simpool_layer.register_forward_hook(lambda mod, i, o: seen.update(f=i[0], a=o[1]))
+    with torch.no_grad():
+        wide = m(torch.randn(2, 3, 64, 96))
+    assert seen["f"].shape[-2:] == (2, 3) and torch.equal(wide.attn, seen["a"][:, 0].reshape(2, 2, 3))
     gap = build_model(arch, pool="gap", num_classes=NC, attn_source="cam").eval()
     _randomize(gap, 1)
     plain = _plain(arch, gap)

@@ -167,6 +167,23 @@ def test_dino_cls_quirk_only_off_grid():
     x = images(2, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(plain(x).features, quirky(x).features, atol=0, rtol=0)
+    # DINO's early return needs npatch == N AND a square input: a 1x4 grid has the 4 patches of the
+    # trained 2x2 one and is still interpolated
+    wide = dino_interpolate_pos_encoding(pos, 1, 4, (16, 64), 16)
+    torch.testing.assert_close(wide, official_dino_pos(pos, 5, 16, 64, 16, mode="official"), atol=0, rtol=0)
+    assert (wide - pos).abs().max() > 1e-3
+
+
+def test_dino_pos_interp_without_the_quirk_is_identity_at_the_trained_size():
+    """pos_interp='dino' with the npatch slip turned off (a DINO-code SimPool ViT, --no-dino-pos-quirk):
+    DINO's interpolate_pos_encoding with the right patch count returns pos_embed unchanged at the
+    trained square size, as timm's resample does."""
+    dino_way = build_model(VIT, variant="dino", img_size=32, gamma=None, pos_interp="dino", **VIT_KW).eval()
+    timm_way = build_model(VIT, variant="dino", img_size=32, gamma=None, **VIT_KW).eval()
+    timm_way.load_state_dict(dino_way.state_dict())
+    x = images(2, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(dino_way(x).features, timm_way(x).features, atol=0, rtol=0)
 
 
 # ---------------------------------------------------------------------------------- ViT baselines
@@ -212,6 +229,31 @@ def test_cls_attention_and_keys_equal_lost_style_hook():
     torch.testing.assert_close(out.keys, k.transpose(1, 2).reshape(B, N, -1)[:, 1:], atol=ATOL, rtol=ATOL)
 
 
+def test_last_block_taken_apart_equals_timms_block_with_every_part():
+    """A ViT with 2 register tokens (no_embed_class: position embeddings for the patches only),
+    LayerScale, q/k norms and the scaled attention norm, CLS map and keys requested: the logits are
+    timm's; the map is the softmax row timm's unfused Attention computes (caught at its attn_drop),
+    patch columns only (prefix = CLS + 2 registers); the keys are the k that enters its k_norm."""
+    kw = dict(reg_tokens=2, no_embed_class=True, init_values=0.5, qk_norm=True, scale_attn_norm=True)
+    model = build_model(VIT, pool="cls", img_size=32, num_classes=NC, **kw, **VIT_KW).eval()
+    randomize(model, seed=5)
+    ref = timm_vit(32, num_classes=NC, **kw)
+    ref.load_state_dict(model.state_dict(), strict=True)
+    last = ref.blocks[-1].attn
+    last.fused_attn = False
+    seen = {}
+    last.attn_drop.register_forward_hook(lambda m, i, o: seen.__setitem__("attn", o))
+    last.k_norm.register_forward_hook(lambda m, i, o: seen.__setitem__("k", i[0]))
+    x = images(2, 32, 48)  # a 2x3 grid: position embeddings resampled
+    with torch.no_grad():
+        out = model(x, return_keys=True)
+        logits = ref(x)
+    attn, k = seen["attn"], seen["k"]
+    torch.testing.assert_close(out.logits, logits, atol=ATOL, rtol=ATOL)
+    torch.testing.assert_close(out.attn, attn[:, :, 0, 3:].mean(1).reshape(2, 2, 3), atol=ATOL, rtol=ATOL)
+    torch.testing.assert_close(out.keys, k.transpose(1, 2).reshape(2, 9, 48)[:, 3:], atol=ATOL, rtol=ATOL)
+
+
 def test_vit_runs_at_other_sizes():
     model = build_model(VIT, num_classes=NC, **VIT_KW).eval()  # configured for 224
     with torch.no_grad():
@@ -221,6 +263,8 @@ def test_vit_runs_at_other_sizes():
     torch.testing.assert_close(out.attn.sum((1, 2)), torch.ones(2), atol=ATOL, rtol=0)
     with pytest.raises(SimpoolBenchError, match="multiple of the patch size"):
         model(images(1, 50, 80))
+    with pytest.raises(SimpoolBenchError, match="input 48x88 is not a multiple of the patch size 16"):
+        model(images(1, 48, 88))
 
 
 def test_planted_simpool_peak_vit():
@@ -322,6 +366,13 @@ def test_resnet_cam_is_wsolevaluation_cam():
     for cams, labels in ((given.attn, target), (predicted.attn, predicted.logits.argmax(1))):
         ref = (model.fc.weight[labels].view(*f.shape[:2], 1, 1) * f).mean(1)
         torch.testing.assert_close(cams, ref, atol=ATOL, rtol=ATOL)
+    with pytest.raises(SimpoolBenchError, match=r"one class per image, shape \(3,\), got \(1,\)"):  # not broadcast to all 3
+        model(x, target=torch.tensor([1]))
+    # a GAP CNN without a classifier (DINO layout) has no CAM by default: features only
+    dino = build_model("resnet18", pool="gap", variant="dino").eval()
+    with torch.no_grad():
+        out = dino(images(1, 64, 64))
+    assert dino.attn_source is None and out.attn is None and out.logits is None
 
 
 def test_planted_cam_and_simpool_peaks_resnet():
@@ -453,6 +504,10 @@ def test_data_config_comes_from_timm():
     dino = build_model(VIT, variant="dino", **VIT_KW)
     assert dino.data_config["crop_pct"] == 0.875 and dino.data_config["interpolation"] == "bicubic"
     assert dino.data_config["mean"] == timm.data.IMAGENET_DEFAULT_MEAN and dino.data_config["std"] == timm.data.IMAGENET_DEFAULT_STD
+    tv = build_model("torchvision:resnet18", pool="gap")  # torchvision's IMAGENET1K_V1 eval transform
+    assert (tv.data_config["interpolation"], tv.data_config["crop_pct"]) == ("bilinear", 224 / 256)
+    mine = build_model("torchvision:resnet18", pool="gap", data_overrides={"interpolation": "bicubic", "crop_pct": 0.9})
+    assert (mine.data_config["interpolation"], mine.data_config["crop_pct"]) == ("bicubic", 0.9)
     res = build_model("resnet18", pool="gap")
     assert res.data_config == timm.data.resolve_model_data_config(timm.create_model("resnet18", pretrained=False))
 
@@ -573,3 +628,6 @@ def test_a_numpy_float32_gamma_is_named_as_such_not_called_non_positive():
     with pytest.raises(SimpoolBenchError, match=r"gamma -1\.0: expected a positive number or 'none'"):
         resolve_gamma(-1.0, "vit", "simpool")
     assert resolve_gamma(np.float64(1.25), "vit", "simpool") == 1.25 and resolve_gamma(2, "resnet", "simpool") == 2.0
+    for bad in (float("inf"), "inf", 0, 0.0, "0"):  # x ** inf, x ** (1 / 0): no power mean
+        with pytest.raises(SimpoolBenchError, match=r"expected a positive number or 'none'"):
+            resolve_gamma(bad, "vit", "simpool")

@@ -191,6 +191,15 @@ def test_official_state_dict_loads_by_name():
     assert set(SimPool(DIM, gamma=None).state_dict()) == set(official) - {"beta"}
 
 
+def test_a_new_beta_starts_as_the_official_one():
+    """A layer built without a checkpoint (trained from scratch, or run as built) starts with sp.py's
+    ``beta = nn.Parameter(torch.tensor([0.0]))``."""
+    import simpool_official_reference as R
+
+    ours, theirs = SimPool(DIM, gamma=1.25, use_beta=True).beta, R.SimPool(DIM, gamma=1.25, use_beta=True).beta
+    assert ours.shape == theirs.shape and torch.equal(ours.detach(), theirs.detach())
+
+
 def test_any_dtype_and_device():
     layer = SimPool(DIM, gamma=2.0, use_beta=True, dtype=torch.float64)
     x = torch.randn(2, DIM, 3, 3, dtype=torch.float64)
