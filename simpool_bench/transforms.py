@@ -78,7 +78,12 @@ def classification_config(
         cfg["input_size"] = (3, crop, crop)
     if resize is not None:
         size = cfg["input_size"][-1]
-        cfg["crop_pct"] = size / resize
+        crop_pct = size / resize
+        # timm resizes to floor(size / crop_pct), and size / (size / resize) can fall one ulp short
+        # of resize (224 / (224 / 354) = 353.99999999999994): take the crop_pct that gives resize
+        while math.floor(size / crop_pct) < resize:
+            crop_pct = math.nextafter(crop_pct, 0.0)
+        cfg["crop_pct"] = crop_pct
     return cfg
 
 

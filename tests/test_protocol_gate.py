@@ -171,6 +171,27 @@ def test_transform_record_of_each_protocol():
     assert (rec["resize"], rec["crop"], rec["interpolation"], rec["mean"]) == (None, None, None, [0.485, 0.456, 0.406])
 
 
+def test_transform_overrides_are_the_torchvision_steps_they_name():
+    """``--resize R --crop C --interpolation I --mean M --std S`` is torchvision's Resize(R, I) (short
+    side), CenterCrop(C), ToTensor, Normalize(M, S): R exactly, also where timm's
+    ``floor(C / (C / R))`` falls one short of R (354 and 224, 41 and 23), C the new crop (not the
+    model's), the given interpolation, mean and std (not the config's)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision import transforms as T
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 73, 3), dtype=np.uint8))
+    mean, std = (0.1, 0.2, 0.3), (0.3, 0.2, 0.1)
+    for resize, crop, interpolation in ((41, 23, "bilinear"), (354, 224, "nearest"), (40, 32, "bilinear"), (256, 224, "bicubic")):
+        tf = classification_transform(CFG, resize=resize, crop=crop, interpolation=interpolation, mean=mean, std=std)
+        want = T.Compose(
+            [T.Resize(resize, interpolation=T.InterpolationMode(interpolation)), T.CenterCrop(crop), T.ToTensor(), T.Normalize(mean, std)]
+        )
+        assert torch.equal(tf(image), want(image)), (resize, crop, interpolation)
+        assert transform_record(tf, mean, std)["resize"] == resize
+
+
 def test_protocol_parameters_name_every_recorded_key():
     d = api.DataSpec("voc07")
     specs = [
