@@ -169,6 +169,11 @@ def test_transform_record_of_each_protocol():
     }
     rec = transform_record(discovery_transform(16))
     assert (rec["resize"], rec["crop"], rec["interpolation"], rec["mean"]) == (None, None, None, [0.485, 0.456, 0.406])
+    # LOST's and wsolevaluation's default normalisation: ImageNet's mean and std (timm's constants)
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    for default in (rec, transform_record(wsol_transform())):
+        assert (default["mean"], default["std"]) == (list(IMAGENET_DEFAULT_MEAN), list(IMAGENET_DEFAULT_STD))
 
 
 def test_transform_overrides_are_the_torchvision_steps_they_name():
@@ -190,6 +195,31 @@ def test_transform_overrides_are_the_torchvision_steps_they_name():
         )
         assert torch.equal(tf(image), want(image)), (resize, crop, interpolation)
         assert transform_record(tf, mean, std)["resize"] == resize
+    # a partial config (the API's) is completed as timm's resolve_data_config completes it
+    import timm.data
+
+    partial = {"input_size": (3, 32, 32), "mean": mean, "std": std}
+    want = timm.data.create_transform(**timm.data.resolve_data_config(args=partial), is_training=False)
+    assert torch.equal(classification_transform(partial)(image), want(image))
+    for flag in ("resize", "crop"):  # 0 pixels: refused by name, not a ZeroDivisionError or an empty crop
+        with pytest.raises(SimpoolBenchError, match=f"--{flag} 0: expected a whole number of pixels >= 1"):
+            classification_transform(CFG, **{flag: 0})
+
+
+def test_discovery_transform_pads_right_and_bottom_to_the_stride():
+    """LOST's input: the normalised image at full size, zeros after it on the right and at the
+    bottom up to a multiple of the patch size, whichever sides need it (both, width or height only)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision import transforms as T
+
+    rng = np.random.default_rng(1)
+    for h, w in ((50, 73), (48, 73), (50, 64), (32, 48)):
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        want = torch.zeros(3, -(-h // 16) * 16, -(-w // 16) * 16)
+        want[:, :h, :w] = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(T.ToTensor()(image))
+        assert torch.equal(discovery_transform(16)(image), want), (h, w)
 
 
 def test_protocol_parameters_name_every_recorded_key():
