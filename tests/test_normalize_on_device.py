@@ -87,6 +87,8 @@ def test_other_transform_shapes_keep_the_float_path():
     assert split_normalize(T.Compose([T.Resize(8), T.PILToTensor()])) is None  # no ToTensor
     assert split_normalize(T.Compose([T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3), T.Lambda(lambda x: x * 2)])) is None
     assert split_normalize(T.Compose([T.ToTensor(), T.ToTensor()])) is None
+    # any step but Normalize right after ToTensor: a flip is no function of (channel, value)
+    assert split_normalize(T.Compose([T.ToTensor(), T.RandomHorizontalFlip(p=1.0)])) is None
     assert split_normalize(lambda img: img) is None  # not a Compose
     host, _ = split_normalize(T.Compose([T.Resize((4, 4)), T.ToTensor()]))  # no Normalize: [0, 1] floats
     assert host(Image.new("RGB", (9, 9))).shape == (3, 4, 4)
