@@ -66,6 +66,7 @@ def test_every_family_gives_timms_logits(arch, kw, timm_kw):
         assert torch.equal(out.features, plain.forward_head(plain.forward_features(x), pre_logits=True))
     if kw["pool"] != "gap" or not arch.startswith("vit"):  # a GAP ViT has no map of its own (cls/rollout/gradcam on request)
         assert out.attn is not None and out.attn.shape[0] == 2 and torch.isfinite(out.attn).all()
+        assert out.attn.shape[1:] == (x.shape[-2] // model.stride, x.shape[-1] // model.stride)  # the grid, rows first
 
 
 @pytest.mark.parametrize("arch", ["efficientnet_b0", "regnetx_002"])
