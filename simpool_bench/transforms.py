@@ -77,14 +77,19 @@ def classification_config(
     if crop is not None:
         cfg["input_size"] = (3, crop, crop)
     if resize is not None:
-        size = cfg["input_size"][-1]
-        crop_pct = size / resize
-        # timm resizes to floor(size / crop_pct), and size / (size / resize) can fall one ulp short
-        # of resize (224 / (224 / 354) = 353.99999999999994): take the crop_pct that gives resize
-        while math.floor(size / crop_pct) < resize:
-            crop_pct = math.nextafter(crop_pct, 0.0)
-        cfg["crop_pct"] = crop_pct
+        cfg["crop_pct"] = crop_pct_for(cfg["input_size"][-1], resize)
     return cfg
+
+
+def crop_pct_for(crop: int, resize: int) -> float:
+    """The ``crop_pct`` with which timm's eval transform resizes to ``resize`` before its ``crop``.
+
+    timm resizes to ``floor(crop / crop_pct)``, and ``crop / (crop / resize)`` can fall one ulp short
+    of ``resize`` (224 / (224 / 354) = 353.99999999999994): the largest crop_pct that gives it."""
+    crop_pct = crop / resize
+    while math.floor(crop / crop_pct) < resize:
+        crop_pct = math.nextafter(crop_pct, 0.0)
+    return crop_pct
 
 
 def transform_record(

@@ -119,6 +119,8 @@ def _hf_config(repo: str) -> Path:
 def _torchvision_name(name: str) -> ModelName:
     import timm
 
+    from .transforms import crop_pct_for
+
     arch = name[len(TV_PREFIX) :]
     if not (arch.startswith(("resnet", "resnext", "wide_resnet")) and timm.is_model(arch)):
         raise SimpoolBenchError(
@@ -136,7 +138,7 @@ def _torchvision_name(name: str) -> ModelName:
     interp = getattr(kw.get("interpolation"), "value", "bilinear")
     data = {
         "input_size": (3, crop, crop),
-        "crop_pct": crop / resize,
+        "crop_pct": crop_pct_for(crop, resize),
         "interpolation": str(interp),
         "mean": tuple(kw.get("mean", (0.485, 0.456, 0.406))),
         "std": tuple(kw.get("std", (0.229, 0.224, 0.225))),

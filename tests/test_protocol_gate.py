@@ -297,3 +297,19 @@ def test_a_parameter_only_the_run_records_is_a_mismatch():
     rep = R.check(run, base)
     assert [(r.metric, r.value, r.baseline) for r in rep.by_status("protocol-mismatch")] == [("protocol:mass", "0.6", "not recorded")]
     assert R.check(run, base, allow_protocol_change=["mass"]).passed
+
+
+def test_crop_pct_for_gives_timms_resize_exactly():
+    """timm's eval transform resizes to ``floor(crop / crop_pct)``: ``crop_pct_for`` gives ``resize``
+    there for every pair up to 600 (``crop / resize`` itself falls one short for many), and is the
+    plain quotient wherever that already does."""
+    from simpool_bench.transforms import crop_pct_for
+
+    short = 0
+    for resize in range(1, 601):
+        for crop in range(1, resize + 1):
+            pct = crop_pct_for(crop, resize)
+            assert math.floor(crop / pct) == resize, (crop, resize)
+            short += pct != crop / resize
+            assert pct == crop / resize or math.floor(crop / (crop / resize)) == resize - 1
+    assert short > 0  # the case the function exists for occurs in this range
