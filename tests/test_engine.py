@@ -32,6 +32,25 @@ def test_collate_replaces_failed_images_with_zeros_of_batch_shape():
     assert idx.tolist() == [5, 6] and ok.tolist() == [True, False]
 
 
+def test_collate_takes_the_batch_shape_from_a_decoded_image_when_the_first_failed():
+    """A failed image first in the batch (its placeholder 1x1: size unknown or over --max-pixels)
+    neither sets the batch's shape nor zeroes the decoded images after it."""
+    a, b = torch.rand(3, 4, 4), torch.ones(3, 1, 1)
+    imgs, idx, ok = collate_with_failures([(b, 0, False), (a, 1, True), (2 * a, 2, True)])
+    assert imgs.shape == (3, 3, 4, 4)
+    assert torch.equal(imgs[0], torch.zeros(3, 4, 4))
+    assert torch.equal(imgs[1], a) and torch.equal(imgs[2], 2 * a)
+    assert ok.tolist() == [False, True, True]
+
+
+def test_collate_refuses_decoded_images_of_different_shapes():
+    """A decoded image is never replaced by zeros and counted as evaluated: images of another shape
+    in one batch (a record size that is not its file's, under size buckets) are an error."""
+    a, c = torch.ones(3, 4, 4), torch.ones(3, 4, 8)
+    with pytest.raises(SimpoolBenchError, match=r"image #7 .*\(3, 4, 8\).*\(3, 4, 4\)"):
+        collate_with_failures([(a, 6, True), (c, 7, True)])
+
+
 class _Items(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 4

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import SimpoolBenchError
 from ..metrics.base import Accumulator
 
 
@@ -27,14 +28,21 @@ class Batch:
 
 
 def collate_with_failures(items: list[tuple[torch.Tensor, int, bool]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack (image, index, ok) items; an image that failed to decode becomes zeros of the batch's shape.
+    """Stack (image, index, ok) items; an image that failed to decode becomes zeros of the batch's shape
+    (that of its decoded images). Decoded images of different shapes are an error, never zeros.
 
     The images are stacked by ``default_collate``, which in a DataLoader worker stacks straight into
     shared memory (``torch.stack`` there would stack, then copy the batch into shared memory to send it)."""
     from torch.utils.data import default_collate
 
     shape = next((img.shape for img, _, ok in items if ok), items[0][0].shape)
-    imgs = [img if (ok and img.shape == shape) else torch.zeros(shape, dtype=img.dtype) for img, _, ok in items]
+    for img, i, ok in items:
+        if ok and img.shape != shape:
+            raise SimpoolBenchError(
+                f"image #{i} decoded to shape {tuple(img.shape)}, another image of its batch to {tuple(shape)}: images "
+                "batched together must have one size (is a record's width/height not its file's?)"
+            )
+    imgs = [img if ok else torch.zeros(shape, dtype=img.dtype) for img, _, ok in items]
     idx = torch.tensor([i for _, i, _ in items], dtype=torch.int64)
     oks = torch.tensor([bool(ok) for _, _, ok in items], dtype=torch.bool)
     return default_collate(imgs), idx, oks
