@@ -114,6 +114,14 @@ def test_fp16_autocast_runs_on_cpu_and_agrees(tiny):
     assert abs(c16[("top1", None)] - c32[("top1", None)]) <= 100.0 / N + 1e-9
 
 
+def test_each_amp_value_autocasts_to_its_own_dtype():
+    """--amp bf16 computes in bfloat16, fp16 in float16, off in float32 (a matmul, as in the model)."""
+    x = torch.ones(2, 2)
+    for amp, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16), ("off", torch.float32)):
+        with autocast(torch.device("cpu"), amp):
+            assert (x @ x).dtype == dtype, amp
+
+
 def test_unknown_amp_is_a_clear_error(tiny):
     model, _, records, _ = tiny
     with pytest.raises(SimpoolBenchError, match="EngineConfig.amp = 'fp8': expected one of off, bf16, fp16"):

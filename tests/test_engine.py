@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -15,6 +17,7 @@ def test_shards_cover_every_index_once_for_any_world_size():
         for world in (1, 2, 3):
             seen = [i for r in range(world) for _, s in my_shards(shards, r, world) for i in s]
             assert sorted(seen) == list(range(n))
+    assert make_shards(3, 1) == [range(0, 1), range(1, 2), range(2, 3)]  # one image a shard: the finest resume
 
 
 def test_bucket_batches_group_equal_keys_only():
@@ -86,6 +89,23 @@ def test_shard_store_round_trip_and_corruption(tmp_path):
     data[-5] ^= 0xFF
     path.write_bytes(bytes(data))
     assert store.load(3) is None  # checksum mismatch: recomputed, never trusted
+
+
+def test_shard_store_refuses_a_shard_file_under_another_shard_id_or_run_key(tmp_path):
+    """A shard file (with its own, valid checksum) copied to another shard's name, or into another
+    run's folder, is 'foreign': merging it would count its images twice or count another run's."""
+    import shutil
+
+    store = ShardStore(tmp_path, "key")
+    store.save(3, {"states": {"a": {"x": torch.arange(4)}}})
+    for suffix in (".pt", ".sha256"):
+        shutil.copy(tmp_path / "key" / f"shard_000003{suffix}", tmp_path / "key" / f"shard_000004{suffix}")
+    assert store.status(3)[0] == "ok"
+    assert store.status(4) == ("foreign", None)
+    other = ShardStore(tmp_path, "other")
+    for suffix in (".pt", ".sha256"):
+        shutil.copy(tmp_path / "key" / f"shard_000003{suffix}", tmp_path / "other" / f"shard_000003{suffix}")
+    assert other.status(3) == ("foreign", None)
 
 
 def test_cuda_without_gpu_is_a_clear_error():
@@ -168,3 +188,109 @@ def test_metrics_warm_up_once_while_the_workers_decode_and_not_when_all_is_resum
     log.clear()
     res = evaluate(torch.nn.Identity(), _SignalsDecoding(started), lambda: {"spy": Spy()}, step, config, key="k")
     assert res.shards_resumed == 2 and log == [] and res.accumulators["spy"].compute() == 8
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Item ``i`` is the one-value image ``[i]``; its records give ``evaluate`` a derived resume key."""
+
+    def __init__(self, n: int) -> None:
+        from pathlib import Path
+
+        from simpool_bench.data.records import Record
+
+        self.records = [Record(f"img{i}", Path(f"/nonexistent/img{i}.jpg")) for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        return torch.tensor([float(i)]), i, True
+
+
+def _seen_counts(n: int):
+    """Accumulators counting how many times each dataset index was seen, and the engine step."""
+    from simpool_bench.metrics.base import Accumulator
+
+    class Seen(Accumulator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add_state("counts", torch.zeros(n, dtype=torch.int64))
+
+        def update(self, index) -> None:
+            self.counts = self.counts + torch.bincount(torch.as_tensor(index), minlength=n)
+
+        def compute(self) -> list[int]:
+            return self.counts.tolist()
+
+    def step(batch, accs) -> None:
+        accs["seen"].update(batch.indices)
+
+    return (lambda: {"seen": Seen()}), step
+
+
+@pytest.mark.parametrize("key", [None, "given-key"])
+def test_a_stored_shard_of_another_order_is_never_merged(tmp_path, monkeypatch, key):
+    """Shards are chunks of ``order``: under another order shard 0 holds other images, so a shard
+    stored under one order is not reused under another (with a given key or the derived one). A
+    partial run under order A then a run under order B counts every image exactly once."""
+    from simpool_bench import runkey
+    from simpool_bench.engine import EngineConfig, evaluate
+
+    monkeypatch.setattr(runkey, "code_version", lambda: "this code")  # (its timm import costs seconds alone)
+    n = 6
+    make, step = _seen_counts(n)
+    config = EngineConfig(device="cpu", batch_size=2, shard_size=2, resume_dir=tmp_path, progress=False)
+    first = evaluate(torch.nn.Identity(), _Indexed(n), make, step, config, key=key, order=[0, 1, 2, 3, 4, 5])
+    assert first.accumulators["seen"].compute() == [1] * n
+    for folder in [d for d in tmp_path.iterdir() if d.is_dir()]:  # keep only shard 0 (images 0, 1) of order A
+        for f in folder.glob("shard_00000[12].*"):
+            f.unlink()
+    second = evaluate(torch.nn.Identity(), _Indexed(n), make, step, config, key=key, order=[5, 4, 3, 2, 1, 0])
+    assert second.shards_resumed == 0
+    assert second.accumulators["seen"].compute() == [1] * n
+    again = evaluate(torch.nn.Identity(), _Indexed(n), make, step, config, key=key, order=[5, 4, 3, 2, 1, 0])
+    assert again.shards_resumed == 3 and again.accumulators["seen"].compute() == [1] * n
+
+
+class _OneFails(_Indexed):
+    """``_Indexed`` whose image 3 does not decode."""
+
+    def __getitem__(self, i: int):
+        return torch.tensor([float(i)]), i, i != 3
+
+
+def test_a_rerun_reuses_a_shard_that_counted_an_undecodable_image_unless_strict(tmp_path):
+    """Without --strict a finished shard that skipped an undecodable image is final: the rerun reuses
+    it (the failure still counted); only --strict computes it again (and fails on the image)."""
+    from simpool_bench.engine import EngineConfig, evaluate
+
+    n = 6
+    make, step = _seen_counts(n)
+    config = EngineConfig(device="cpu", batch_size=2, shard_size=2, resume_dir=tmp_path, progress=False)
+    for resumed in (0, 3):
+        res = evaluate(torch.nn.Identity(), _OneFails(n), make, step, config, key="k")
+        assert (res.shards_resumed, res.n_failed, res.n_images) == (resumed, 1, n - 1)
+    with pytest.raises(SimpoolBenchError, match="--strict"):
+        evaluate(torch.nn.Identity(), _OneFails(n), make, step, replace(config, strict=True), key="k")
+
+
+def test_a_stored_shard_of_other_accumulators_is_recomputed(tmp_path):
+    """A stored shard (same key) whose accumulators are not this run's (another protocol under a
+    reused --resume key) is foreign: computed again, never half loaded."""
+    from simpool_bench.engine import EngineConfig, evaluate
+
+    n = 4
+    make, step = _seen_counts(n)
+    config = EngineConfig(device="cpu", batch_size=2, shard_size=2, resume_dir=tmp_path, progress=False)
+    evaluate(torch.nn.Identity(), _Indexed(n), make, step, config, key="k")
+
+    def make_two():
+        return {**make(), "again": make()["seen"]}
+
+    def step_two(batch, accs) -> None:
+        accs["seen"].update(batch.indices)
+        accs["again"].update(batch.indices)
+
+    res = evaluate(torch.nn.Identity(), _Indexed(n), make_two, step_two, config, key="k")
+    assert res.shards_resumed == 0
+    assert res.accumulators["seen"].compute() == res.accumulators["again"].compute() == [1] * n

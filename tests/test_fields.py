@@ -34,6 +34,8 @@ CUB = api.DataSpec("cub")
         (lambda: api.EngineConfig(batch_size="8"), "EngineConfig.batch_size = '8': expected int"),
         (lambda: api.EngineConfig(batch_size=0), "EngineConfig.batch_size = 0: expected an integer >= 1"),
         (lambda: api.EngineConfig(workers=-1), "EngineConfig.workers = -1: expected an integer >= 0"),
+        (lambda: api.EngineConfig(shard_size=0), "EngineConfig.shard_size = 0: expected an integer >= 1"),
+        (lambda: api.EngineConfig(max_pixels=0), "EngineConfig.max_pixels = 0: expected an integer >= 1 or None"),
         (lambda: api.EngineConfig(progress="no"), "EngineConfig.progress = 'no': expected bool"),
     ],
 )  # fmt: skip
