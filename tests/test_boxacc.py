@@ -429,6 +429,8 @@ def test_wsol_gt_boxes_in_one_pass_equal_resize_bbox_per_record() -> None:
     assert wsol_gt_boxes(mixed)[-1].tolist() == [[74, 22, 223, 222]]  # the per-record path
     with pytest.raises(SimpoolBenchError, match="width 0: expected a positive number"):
         wsol_gt_boxes([*records[:3], Record("zero", Path("z.jpg"), 0, 0, 200, np.array([[1.0, 2.0, 3.0, 4.0]]))])
+    with pytest.raises(SimpoolBenchError, match=r"box \[1.0, nan, 3.0, 4.0\] is not finite"):  # never cast to an integer
+        wsol_gt_boxes([*records[:3], Record("nan", Path("n.jpg"), 0, 300, 200, np.array([[1.0, np.nan, 3.0, 4.0]]))])
 
 
 def test_iou_wsol_counts_pixels_inclusively() -> None:

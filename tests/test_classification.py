@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -158,3 +159,39 @@ def test_class_folders_are_indexed_as_timm_validate_reads_them(tmp_path):
     assert dict(zip(frame["id"], frame["label"].astype(int))) == timm_label
     got = {r.metric: r.value for r in res.table.itertuples()}
     assert (got["top1"], got["top5"]) == (100.0 * hits[0] / 12, 100.0 * hits[1] / 12)
+
+
+def test_per_image_top5_hit_counts_the_label_at_any_of_the_five_ranks():
+    """``hit_top5``: the label among the five highest logits (rank 1 to 5, here rank 5), ``hit_top1``
+    at rank 1 only; ``top5`` lists the five classes by decreasing logit."""
+    from pathlib import Path
+
+    from simpool_bench.data.records import Record
+    from simpool_bench.engine import Batch
+    from simpool_bench.tasks.classification import ClassificationTask
+
+    labels = [2, 1]
+    records = [Record(f"{i}", Path(f"{i}.jpg"), lab) for i, lab in enumerate(labels)]
+    task = ClassificationTask(torch.tensor(labels), n_cls=7, has_head=True)
+    accs = task.accumulators()
+    logits = torch.tensor([[7.0, 6.0, 3.0, 5.0, 4.0, 1.0, 0.0], [0.0, 9.0, 1.0, 2.0, 3.0, 4.0, 5.0]])
+    out = SimpleNamespace(logits=logits, features=torch.zeros(2, 4))
+    task.step(Batch(np.array([0, 1]), np.array([True, True]), torch.zeros(2, 3, 4, 4), out), accs)
+    frame = task.per_image(accs, records, "val")
+    assert frame["top5"].tolist() == [[0, 1, 3, 4, 2], [1, 6, 5, 4, 3]]
+    assert frame["hit_top5"].tolist() == [True, True] and frame["hit_top1"].tolist() == [False, True]
+    assert frame["pred"].tolist() == [0, 1]
+
+
+def test_a_label_equal_to_the_class_count_is_refused():
+    """Labels index the logits: with 3 classes, label 3 is outside them (an error naming both
+    counts); labels 0..2 are accepted."""
+    import pytest
+
+    from simpool_bench.errors import SimpoolBenchError
+    from simpool_bench.tasks.classification import _check_labels
+
+    model = SimpleNamespace(num_classes=3)
+    assert _check_labels(model, np.array([0, 2, 1]), [], knn=False)
+    with pytest.raises(SimpoolBenchError, match="the dataset has 4 classes but the model has 3"):
+        _check_labels(model, np.array([0, 3, 1]), [], knn=False)

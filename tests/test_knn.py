@@ -4,6 +4,7 @@ memory bank's feature cache; ``--knn-k`` lists, ``--knn-subset`` and the ``k`` c
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -159,6 +160,83 @@ def test_misses_count_as_wrong_and_k_beyond_the_bank_is_an_error():
 
 
 # ----------------------------------------------------------------------------------- bank cache
+def test_the_memory_bank_holds_the_decodable_images_only_each_once_in_record_order(tmp_path):
+    """``collect_features``: one row per image that decoded, in record order, each the model's own
+    pooled features of that image with its label; an image that does not decode is left out (never
+    its zero placeholder's features)."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from simpool_bench.data.records import Record
+    from simpool_bench.tasks.classification import collect_features
+
+    records = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        if i != 2:  # image 2 is missing: it does not decode
+            Image.new("RGB", (3, 2), (10 * i + 1, 2 * i, 7)).save(path)
+        records.append(Record(f"{i}", path, label=i % 2, width=3, height=2))
+
+    class Pool(nn.Module):
+        num_features = 3
+
+        def forward(self, x):
+            return SimpleNamespace(features=x.mean(dim=(2, 3)) + 1.0)  # never zero, not even for a zero image
+
+    def transform(img):
+        return torch.tensor(np.array(img), dtype=torch.float32).permute(2, 0, 1)
+
+    config = EngineConfig(device="cpu", batch_size=2, shard_size=2, progress=False)
+    with pytest.warns(RuntimeWarning, match="2.png"):
+        feats, labels = collect_features(Pool(), records, transform, config)
+    want = torch.tensor([[10.0 * i + 2, 2.0 * i + 1, 8.0] for i in (0, 1, 3, 4)])
+    assert torch.equal(feats, want) and labels.tolist() == [0, 1, 1, 0]
+
+    class NaNAt3(Pool):  # image 3 (red 31) gives NaN features
+        def forward(self, x):
+            out = super().forward(x)
+            out.features[x[:, 0, 0, 0] == 31.0] = float("nan")
+            return out
+
+    with pytest.warns(RuntimeWarning, match="2.png"), pytest.raises(SimpoolBenchError, match="k-NN memory-bank features"):
+        collect_features(NaNAt3(), records, transform, config)
+    with pytest.warns(RuntimeWarning, match="2.png"):  # allowed: left out of the bank
+        feats, labels = collect_features(NaNAt3(), records, transform, replace(config, allow_nonfinite=True))
+    assert torch.equal(feats, want[[0, 1, 3]]) and labels.tolist() == [0, 1, 0]
+
+
+def test_the_bank_key_changes_with_max_pixels(monkeypatch):
+    """--max-pixels decides which bank images decode: a bank cached under one limit is not the
+    bank of another (another key)."""
+    from pathlib import Path
+
+    from simpool_bench import runkey
+    from simpool_bench.data.records import Record
+    from simpool_bench.tasks import knn_bank
+
+    monkeypatch.setattr(runkey, "code_version", lambda: "this code")  # (its timm import costs seconds alone)
+    records = [Record("a", Path("/nonexistent/a.jpg"), 0)]
+    keys = {knn_bank.bank_key(nn.Identity(), records, None, EngineConfig(device="cpu", max_pixels=m)) for m in (None, 1000, 1000, 2000)}
+    assert len(keys) == 3
+
+
+def test_a_cached_bank_is_read_only_under_its_own_key_and_whole(tmp_path):
+    """``knn_bank.load_bank``: the features stored under another key (a file copied or renamed),
+    or with fewer positions than feature rows, are not this run's bank (None: extracted again)."""
+    from simpool_bench.tasks import knn_bank
+
+    index, feats = torch.tensor([0, 2, 3]), torch.rand(3, 4)
+    path = knn_bank.bank_path(tmp_path, "key-a")
+    knn_bank.save_bank(path, "key-a", index, feats)
+    got = knn_bank.load_bank(path, "key-a")
+    assert got is not None and torch.equal(got[0], index) and torch.equal(got[1], feats)
+    knn_bank.save_bank(path, "key-b", index, feats)
+    assert knn_bank.load_bank(path, "key-a") is None
+    knn_bank.save_bank(path, "key-a", index[:2], feats)
+    assert knn_bank.load_bank(path, "key-a") is None
+
+
 @pytest.fixture(scope="module")
 def tiny_knn(tmp_path_factory, make_image_folder, make_tiny_checkpoint):
     root = tmp_path_factory.mktemp("knn")

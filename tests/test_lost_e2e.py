@@ -388,6 +388,20 @@ def test_lost_compat_head_is_lost_default_or_the_users():
         use_lost_head(build_model("vit_tiny_patch16_224", pool="cls", variant="dino", num_heads=3, **kw))
 
 
+def test_lost_compat_head_4_needs_a_fifth_head():
+    """Head 4 exists from five heads on (heads 0..4): a four-head model is refused, a five-head one
+    takes it."""
+    from types import SimpleNamespace
+
+    from simpool_bench.errors import SimpoolBenchError
+    from simpool_bench.tasks import use_lost_head
+
+    with pytest.raises(SimpoolBenchError, match="has 4 heads: pass --cls-head"):
+        use_lost_head(SimpleNamespace(attn_source="cls", cls_head=None, num_heads=4, arch="four"))
+    five = SimpleNamespace(attn_source="cls", cls_head=None, num_heads=5, arch="five")
+    assert use_lost_head(five) and five.cls_head == 4
+
+
 @pytest.mark.parametrize("method", ["lost", "attn"])
 def test_discover_forward_is_lost_one_image_loop(method):
     """``discover`` runs the model one image at a time, as ``main_lost.py``: what it boxes is

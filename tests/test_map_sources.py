@@ -145,6 +145,24 @@ def test_map_source_equals_attention_pool_latent(class_token):
     assert torch.allclose(out.attn.sum(dim=(1, 2)), torch.ones(2))
 
 
+def test_latent_pool_attention_adds_the_pools_own_position_embedding():
+    """An ``AttentionPoolLatent`` built with ``pos_embed='abs'`` adds its embedding to the tokens
+    before k (timm's forward): the map is that of the embedded tokens."""
+    from timm.layers import AttentionPoolLatent
+
+    from simpool_bench.map_sources import latent_pool_attention
+
+    torch.manual_seed(0)
+    pool = AttentionPoolLatent(8, num_heads=2, feat_size=5, pos_embed="abs").eval()
+    with torch.no_grad():
+        pool.pos_embed.normal_(0, 1.0)
+        x = torch.randn(2, 5, 8)
+        got, want = latent_pool_attention(pool, x), latent_pool_reference(pool, x)
+        pool.pos_embed.zero_()
+        assert not torch.allclose(got, latent_pool_reference(pool, x))  # the embedding matters here
+    assert torch.equal(got, want)
+
+
 # ------------------------------------------------------------------------------------ rollout
 def rollout_reference(attentions, discard_ratio, head_fusion, num_prefix):
     """jacobgil/vit-explain ``rollout`` per image, with the paper's row normalisation (keepdim)."""
@@ -292,6 +310,30 @@ def test_localize_takes_cams_of_the_gt_class_or_of_the_prediction(tmp_path):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=target)
     differ = [i for i in range(12) if pred[i] != labels[i]]
     assert not np.allclose(want["gt"][differ], want["pred"][differ])
+
+
+def test_gt_cams_need_every_image_labelled_else_the_prediction_is_used():
+    """``cam_target='gt'`` passes the labels as CAM targets only when every image has one: a label
+    of -1 (no class) would otherwise index the last class's CAM; then every image takes its
+    prediction (target None), as with 'pred'."""
+    from pathlib import Path
+
+    from simpool_bench.data.records import Record
+    from simpool_bench.tasks.wsol import WsolTask
+
+    def records(labels):
+        return [Record(f"{i}", Path(f"{i}.jpg"), lab, 10, 10, np.array([[0.0, 0.0, 5.0, 5.0]])) for i, lab in enumerate(labels)]
+
+    seen = []
+
+    def model(x, target=None):
+        seen.append(None if target is None else target.tolist())
+
+    x = torch.zeros(2, 3, 4, 4)
+    WsolTask(records([2, 0, 1]), cam_target="gt").forward()(model, x, np.array([2, 0]))
+    WsolTask(records([2, -1, 1]), cam_target="gt").forward()(model, x, np.array([2, 0]))
+    WsolTask(records([2, 0, 1]), cam_target="pred").forward()(model, x, np.array([2, 0]))
+    assert seen == [[1, 2], None, None]
 
 
 # ------------------------------------------------------------------------------------ wsolevaluation CAM, end to end

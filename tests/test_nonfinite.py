@@ -148,3 +148,25 @@ def test_nonfinite_maps_of_some_images_are_misses(nan_setup):
 
     with pytest.raises(SimpoolBenchError, match=r"^2 of 6 images gave non-finite maps"):
         ev.localize(Poisoned(model), records, config, dataset="cub", split="test")
+
+
+def test_a_finite_map_with_nonfinite_logits_is_a_nonfinite_image():
+    """localize with a classifier scores Top-1 Loc from the logits: an image whose logits hold NaN
+    is non-finite (a miss, counted) even where its map is finite; its map is never scored."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from simpool_bench.data.records import Record
+    from simpool_bench.engine import Batch
+    from simpool_bench.tasks.wsol import WsolTask
+
+    records = [Record(f"{i}", Path(f"{i}.jpg"), i, 20, 20, np.array([[0.0, 0.0, 20.0, 20.0]])) for i in range(2)]
+    task = WsolTask(records, interval=0.1)
+    accs = task.accumulators()
+    logits = torch.tensor([[5.0, 0.0, 0.0], [0.0, float("nan"), 0.0]])
+    out = SimpleNamespace(attn=torch.rand(2, 7, 7) + 0.1, logits=logits)
+    batch = Batch(np.array([0, 1]), np.array([True, True]), torch.zeros(2, 3, 224, 224), out)
+    task.model_step(SimpleNamespace(num_classes=3))(batch, accs)
+    assert accs["nonfinite"].compute() == 1
+    assert accs["per_image"].compute()["nonfinite"].tolist() == [False, True]
+    assert accs["boxacc"].compute().top1_loc == 50.0  # image 0: its class and its whole-image box

@@ -5,6 +5,7 @@ every rate of the table exactly; the same rows from stored maps, from resumed sh
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -173,6 +174,58 @@ def test_discover_no_model_rows(world, method):
     assert assert_hits_give_the_table(res.table, res.extras["per_image"]) == {"corloc"}
 
 
+def test_base_frame_lays_rows_on_the_records_they_name():
+    """``base_frame``: rows of indices 0 and 2 (image 1 did not decode): ``failed`` marks record 1,
+    and image 2's non-finite flag lands on record 2, not on the second row of the table."""
+    from simpool_bench.per_image import base_frame
+
+    records = [Record(f"id{i}", Path(f"{i}.jpg")) for i in range(3)]
+    frame = base_frame(records, "val", np.array([0, 2]), np.array([False, True]))
+    assert frame["failed"].tolist() == [False, True, False] and frame["nonfinite"].tolist() == [False, False, True]
+    assert frame["id"].tolist() == ["id0", "id1", "id2"] and frame["index"].tolist() == [0, 1, 2]
+
+
+def test_center_gaussian_baseline_is_centred_on_the_middle_of_the_pixel_grid():
+    """The no-model map: exp(-d^2 / (2 sigma^2)) around the grid's centre ((size - 1) / 2 in pixel
+    coordinates, symmetric under every flip), sigma = size / 4."""
+    from simpool_bench.tasks.wsol import baseline_scoremap
+
+    m = baseline_scoremap("center-gaussian", 8)
+    x = np.arange(8.0)
+    d2 = (x[None, :] - 3.5) ** 2 + (x[:, None] - 3.5) ** 2
+    np.testing.assert_allclose(m, np.exp(-d2 / (2 * 2.0**2)), rtol=1e-6)
+    assert np.array_equal(m, m[::-1]) and np.array_equal(m, m[:, ::-1])
+
+
+def test_localize_baseline_over_many_batches_keeps_each_images_row(tmp_path):
+    """A no-model localize run scores its images 256 at a time: 260 records, every other one with
+    its object filling the image (the full-box baseline hits it) and the others a small corner
+    object (missed at IoU 30): half the images, and exactly the even rows, are hits."""
+    from simpool_bench import tasks
+
+    whole, corner = np.array([[0.0, 0.0, 100.0, 100.0]]), np.array([[0.0, 0.0, 10.0, 10.0]])
+    records = [Record(f"{i}", tmp_path / f"{i}.jpg", 0, 100, 100, whole if i % 2 == 0 else corner) for i in range(260)]
+    out = tasks.localize(None, records, EngineConfig(device="cpu", progress=False), baseline="full-box", interval=0.1)
+    values = {(r["metric"], r["iou_threshold"]): r["value"] for r in out.rows}
+    assert values[("maxboxacc", 30)] == values[("maxboxacc", 70)] == 50.0
+    frame = out.per_image
+    assert frame["hit_70"].tolist() == [i % 2 == 0 for i in range(260)] and not frame["failed"].any()
+
+
+def test_discover_no_model_boxes_are_the_centre_box_or_the_whole_image():
+    """``--method center``: the box of half of each side, centred (x0 = floor(W / 4)); ``full-image``:
+    (0, 0, W, H); in original pixels, per record."""
+    from simpool_bench import tasks
+
+    records = [Record("a", Path("a.jpg"), -1, 100, 60, np.array([[0.0, 0.0, 50.0, 30.0]])),
+               Record("b", Path("b.jpg"), -1, 41, 7, np.array([[0.0, 0.0, 41.0, 7.0]]))]  # fmt: skip
+    config = EngineConfig(device="cpu", progress=False)
+    centre = tasks.discover(None, records, config, method="center").per_image
+    assert centre["box"].tolist() == [[25, 15, 75, 45], [10, 1, 31, 6]]
+    full = tasks.discover(None, records, config, method="full-image").per_image
+    assert full["box"].tolist() == [[0, 0, 100, 60], [0, 0, 41, 7]] and full["hit"].tolist() == [False, True]
+
+
 @pytest.fixture(scope="module")
 def extracted(world):
     """{protocol: the extract RunResult}, into ROOT/maps_<protocol>."""
@@ -224,6 +277,19 @@ def _oracle_iou(cam: np.ndarray, threshold: float, gt: np.ndarray) -> float:
     wsolevaluation copy (cubic resize, normalise, quantise, cv2 contours, its IoU)."""
     u8 = oracle.quantise(oracle.reference_scoremap(cam))
     return float(oracle.calculate_multiple_iou(oracle.boxes_at_threshold(u8, threshold), gt).max())
+
+
+def test_an_empty_dataset_is_one_error_in_every_task():
+    """No image to evaluate is a user error, before any model or metric runs (no 0-image table)."""
+    from simpool_bench import tasks
+
+    config = EngineConfig(device="cpu", progress=False)
+    with pytest.raises(SimpoolBenchError, match="the cub dataset is empty"):
+        tasks.localize(None, [], config, baseline="full-box")
+    with pytest.raises(SimpoolBenchError, match="the voc07 dataset is empty"):
+        tasks.discover(None, [], config, method="center")
+    with pytest.raises(SimpoolBenchError, match="the imagenet dataset is empty"):
+        tasks.classify(None, [], None, config)
 
 
 def test_random_maps_with_ties_and_a_nonfinite_one():

@@ -63,3 +63,25 @@ def test_interleaved_sizes_fill_batches_and_keep_batch_size_one_boxes(tmp_path, 
     assert sorted(runs[1][0]) == list(range(18))
     assert runs[4][0] == runs[1][0]  # every box identical to batch size 1
     assert runs[4][1] == [3] * 6  # each padded size is one full batch (3 images of it in the set)
+
+
+def test_discover_step_lays_each_mask_on_the_padded_images_rows_and_columns():
+    """The step of ``discover --method attn`` reads a batch's masks (B, gh * gw) row-major on the
+    grid of the batch's padded size (H // stride rows, W // stride columns): on a 32x48 input with
+    stride 16 (2 rows, 3 columns), patch 2 is row 0, column 2, the box (32, 0, 48, 16)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from simpool_bench.data.records import Record
+    from simpool_bench.engine import Batch
+    from simpool_bench.tasks.discovery import DiscoveryTask
+
+    task = DiscoveryTask([Record("a", Path("a.jpg"), -1, 48, 32, np.array([[32.0, 0.0, 48.0, 16.0]]))])
+    accs = task.accumulators()
+    mask = torch.zeros(1, 6, dtype=torch.bool)
+    mask[0, 2] = True
+    out = SimpleNamespace(attn=torch.ones(1, 2, 3), keys=None)
+    task.model_step(16)(Batch(np.array([0]), np.array([True]), torch.zeros(1, 3, 32, 48), (out, mask)), accs)
+    assert accs["per_image"].compute()["box"].tolist() == [[32, 0, 48, 16]]
+    assert accs["corloc"].compute()["hits"] == 1
