@@ -48,6 +48,35 @@ def test_load_rgb_modes(tmp_path):
     np.testing.assert_array_equal(np.asarray(load_rgb(tmp_path / "pal.png")), np.asarray(pal.convert("RGB")))
 
 
+def test_load_rgb_max_pixels_is_the_largest_size_decoded(tmp_path):
+    """--max-pixels N decodes an image of exactly N pixels and refuses N + 1 (before decoding),
+    leaving PIL's own bomb limit as it was."""
+    from simpool_bench.data.images import ImageTooLarge
+
+    path = _save(tmp_path / "rgb.png", np.zeros((3, 4, 3), dtype=np.uint8))  # 4 x 3 = 12 pixels
+    before = Image.MAX_IMAGE_PIXELS
+    assert load_rgb(path, max_pixels=12).size == (4, 3)
+    with pytest.raises(ImageTooLarge, match=r"is 4x3 \(12 pixels\), over the limit of 11"):
+        load_rgb(path, max_pixels=11)
+    assert before == Image.MAX_IMAGE_PIXELS
+
+
+def test_the_placeholder_of_an_image_over_max_pixels_is_never_built_at_its_size(tmp_path):
+    """An image refused as too large gets the transform of a 1x1 black image as its placeholder
+    (zeros), never one of its own (huge) size; an ordinary failed image one of its record's size."""
+    sizes = []
+
+    def spy(img):
+        sizes.append(img.size)
+        return torch.ones(3, img.size[1], img.size[0])
+
+    records = [Record("big", tmp_path / "big.png", 0, 20000, 10000), Record("small", tmp_path / "small.png", 0, 5, 4)]
+    ds = ImageDataset(records, spy, warn=False, max_pixels=1000)
+    (img, _, ok), (img2, _, ok2) = ds[0], ds[1]
+    assert sizes == [(1, 1), (5, 4)] and not ok and not ok2
+    assert img.shape == (3, 1, 1) and img2.shape == (3, 4, 5) and not img.any() and not img2.any()
+
+
 @pytest.mark.parametrize("kind", ["garbage", "truncated_jpeg", "missing", "empty"])
 def test_load_rgb_bad_files_name_the_file(tmp_path, kind):
     path = tmp_path / f"bad_{kind}.jpg"

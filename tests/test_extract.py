@@ -361,3 +361,163 @@ def test_strict_extract_fails_on_an_undecodable_image_of_a_finished_shard(world,
         assert len(errors) == 1 and "Traceback" not in res.output
         assert bad_id in said(res) and "--strict fails on it" in said(res)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the stored shards stay as they were
+
+
+def _tiny_store(root, key: str) -> MapStore:
+    """A map store of four records (shards of two) with shard 0 written, no model or image."""
+    from pathlib import Path
+
+    from simpool_bench.data.records import Record
+    from simpool_bench.map_store import MapShard, make_manifest
+
+    records = [Record(f"img{i}", Path(f"img{i}.jpg")) for i in range(4)]
+    store = MapStore.create(root, make_manifest(records, key=key, protocol="localize", shard_size=2, dtype="float32"))
+    maps = [np.full((2, 3), 1.0, np.float32), np.full((2, 3), 2.0, np.float32)]
+    store.write_shard(MapShard(0, np.array([0, 1]), ["img0", "img1"], maps, np.array([-1, -1]), None, np.zeros(0, np.int64)))
+    return store
+
+
+def test_a_shard_file_under_another_shard_number_or_of_another_run_is_refused(tmp_path):
+    """A shard file whose own checksum holds, copied to another shard's name or from another run's
+    store, is never read as that shard: its maps are other images' maps."""
+    store = _tiny_store(tmp_path / "a", "run-a")
+    for suffix in (".pt", ".sha256"):
+        shutil.copy(store.root / f"maps_000000{suffix}", store.root / f"maps_000001{suffix}")
+    assert [store.status(0), store.status(1)] == ["ok", "corrupt"]
+    with pytest.raises(SimpoolBenchError, match=r"maps_000001\.pt: checksum mismatch or unreadable"):
+        store.read_shard(1)
+    other = _tiny_store(tmp_path / "b", "run-b")
+    for suffix in (".pt", ".sha256"):
+        shutil.copy(store.root / f"maps_000000{suffix}", other.root / f"maps_000000{suffix}")
+    assert other.status(0) == "corrupt"
+
+
+@pytest.mark.parametrize("has_classifier", [False, True])
+def test_stored_maps_of_a_model_without_classifier_give_no_top1_loc(tmp_path, has_classifier):
+    """Top-1 Loc needs the model's predictions: a store of a model without a classifier (its
+    predictions are -1) gives no Top-1 Loc row, never one of 0; with one, its stored predictions
+    decide (here: image 0's is right, image 1's wrong). GT-known Loc needs none."""
+    from pathlib import Path
+
+    from simpool_bench.data.records import Record
+    from simpool_bench.map_store import MapShard, make_manifest
+
+    records = [Record(f"img{i}", Path(f"img{i}.jpg"), 1, 20, 20, np.array([[0.0, 0.0, 20.0, 20.0]])) for i in range(2)]
+    manifest = make_manifest(
+        records, key="k", protocol="localize", shard_size=2, dtype="float32", has_classifier=has_classifier, info={"dataset": "cub"}
+    )
+    store = MapStore.create(tmp_path, manifest)
+    preds = np.array([1, 0]) if has_classifier else np.array([-1, -1])
+    maps = [np.arange(49, dtype=np.float32).reshape(7, 7) + 1] * 2
+    store.write_shard(MapShard(0, np.array([0, 1]), ["img0", "img1"], maps, preds, None, np.zeros(0, np.int64)))
+    metrics = {r["metric"]: r["value"] for r in ev.localize_stored(store, records, dataset="cub", interval=0.1).rows}
+    assert ("top1_loc" in metrics) is has_classifier and metrics["gt_known_loc"] == 100.0
+    if has_classifier:
+        assert metrics["top1_loc"] == 50.0
+
+
+def test_store_read_takes_each_index_from_its_own_shard(tmp_path):
+    """``MapStore.read`` (visualize's maps): indices of several shards, each map from its shard,
+    float32; an image without a stored map (did not decode) is absent."""
+    from simpool_bench.map_store import MapShard
+
+    store = _tiny_store(tmp_path, "k")  # shard 0: images 0, 1
+    store.write_shard(MapShard(1, np.array([3]), ["img3"], [np.full((2, 3), 4.0, np.float32)], np.array([-1]), None, np.array([2])))
+    got = store.read([3, 0, 2])
+    assert sorted(got) == [0, 3] and all(m.dtype == np.float32 for m in got.values())
+    assert np.array_equal(got[0], np.full((2, 3), 1.0)) and np.array_equal(got[3], np.full((2, 3), 4.0))
+
+
+def test_a_float16_store_refuses_a_map_beyond_float16(tmp_path):
+    """float16 holds magnitudes up to 65504: a larger (finite) map would be stored as inf, so
+    the shard is refused, naming the image (NaN/inf maps are counted, not refused)."""
+    from pathlib import Path
+
+    from simpool_bench.data.records import Record
+    from simpool_bench.map_store import MapShard, make_manifest
+
+    records = [Record(f"img{i}", Path(f"img{i}.jpg")) for i in range(2)]
+    store = MapStore.create(tmp_path, make_manifest(records, key="k", protocol="localize", shard_size=2, dtype="float16"))
+    fits, beyond = np.array([[65504.0, -65504.0]], np.float32), np.array([[1.0, -70000.0]], np.float32)
+    store.write_shard(
+        MapShard(
+            0,
+            np.array([0, 1]),
+            ["img0", "img1"],
+            [fits, np.full((1, 2), np.inf, np.float32)],
+            np.array([-1, -1]),
+            None,
+            np.zeros(0, np.int64),
+        )
+    )
+    assert np.array_equal(store.read_shard(0).maps[0], fits)
+    with pytest.raises(SimpoolBenchError, match="the map of image img1 exceeds the float16 range"):
+        store.write_shard(MapShard(0, np.array([0, 1]), ["img0", "img1"], [fits, beyond], np.array([-1, -1]), None, np.zeros(0, np.int64)))
+
+
+def test_no_resume_replaces_the_shards_of_the_same_run(tmp_path):
+    """``MapStore.create(resume=False)`` (``extract --no-resume``) starts over even under the same
+    run key: the finished shards are deleted, never kept."""
+    store = _tiny_store(tmp_path, "k")
+    assert store.status(0) == "ok"
+    again = MapStore.create(tmp_path, store.manifest, resume=False)
+    assert again.status(0) == "missing" and not list(tmp_path.glob("maps_*"))
+    assert MapStore.create(tmp_path, store.manifest).status(0) == "missing"
+
+
+def test_a_shard_keeps_the_maps_predictions_and_features_of_its_decoded_images_only():
+    """``extraction._ShardBuffer``: the images of a shard arrive in any order (size buckets); the
+    shard lists the decoded ones in index order with their own map, prediction and features (rows
+    aligned), and the others as failed."""
+    from pathlib import Path
+
+    from simpool_bench.data.records import Record
+    from simpool_bench.extraction import _ShardBuffer
+
+    records = [Record(f"img{i}", Path(f"img{i}.jpg")) for i in range(6)]
+    buf = _ShardBuffer(1, [3, 4, 5])
+    for i, ok in ((5, True), (3, True), (4, False)):
+        buf.add(i, ok, np.full((2, 2), float(i), np.float32), 10 + i, np.full(3, 100.0 + i, np.float32))
+    assert buf.complete
+    shard = buf.to_shard(records, features=True)
+    assert shard.indices.tolist() == [3, 5] and shard.ids == ["img3", "img5"] and shard.failed.tolist() == [4]
+    assert [float(m[0, 0]) for m in shard.maps] == [3.0, 5.0] and shard.preds.tolist() == [13, 15]
+    assert shard.features is not None and shard.features[:, 0].tolist() == [103.0, 105.0]
+
+
+def test_discover_maps_are_of_the_predicted_class_whatever_the_labels(tmp_path):
+    """``compute_maps``: 'gt' CAMs (the labels as targets) are localize's; discover's maps are those
+    of the predicted class, as the direct discover run computes them, even for labelled records
+    (the manifest says 'pred')."""
+    from types import SimpleNamespace
+
+    from simpool_bench.data.records import Record
+    from simpool_bench.extraction import compute_maps
+    from simpool_bench.map_store import make_manifest
+
+    records = []
+    for i in range(2):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (16, 16), (i, 0, 0)).save(path)
+        records.append(Record(f"{i}", path, label=1, width=16, height=16))
+
+    class Cam(torch.nn.Module):
+        attn_source, stride, data_config = "cam", 16, {}
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.targets: list = []
+
+        def forward(self, x, target=None):
+            self.targets.append(None if target is None else target.tolist())
+            b = x.shape[0]
+            return SimpleNamespace(
+                attn=torch.ones(b, x.shape[-2] // 16, x.shape[-1] // 16), logits=torch.zeros(b, 2), features=torch.zeros(b, 2)
+            )
+
+    config = EngineConfig(device="cpu", batch_size=2, progress=False)
+    for protocol, want in (("localize", [[1, 1]]), ("discover", [None])):
+        model = Cam()
+        compute_maps(model, records, config, lambda b: None, protocol=protocol, cam_target="gt")
+        assert model.targets == want, protocol
+    assert make_manifest(records, key="k", protocol="discover", shard_size=2, cam_target="gt")["cam_target"] == "pred"
