@@ -188,6 +188,18 @@ class Pretrained:
     torchvision: bool = False
 
 
+def _hub_weight_files(filename: str | None) -> tuple[str, ...]:
+    """The Hub files timm's ``load_state_dict_from_hf`` reads the weights from, in its order: those of
+    the pretrained config's ``hf_hub_filename`` (its safetensors alternative first: OpenCLIP tags name
+    ``open_clip_pytorch_model.bin`` and load ``open_clip_model.safetensors`` when the Hub has it), else
+    :data:`HF_WEIGHT_FILES`."""
+    if not filename:
+        return HF_WEIGHT_FILES
+    from timm.models._hub import _get_safe_alternatives
+
+    return (*_get_safe_alternatives(filename), filename)
+
+
 def locate_pretrained(name: ModelName, pretrained_cfg: dict[str, Any], pretrained_file: str | os.PathLike | None) -> Pretrained:
     """The local weight file of ``name`` (its timm ``pretrained_cfg``): ``pretrained_file`` if given,
     else the cached Hub file; online and not cached, an empty ``file`` (timm downloads to the cache)."""
@@ -202,7 +214,7 @@ def locate_pretrained(name: ModelName, pretrained_cfg: dict[str, Any], pretraine
     repo = pretrained_cfg.get("hf_hub_id")
     if not repo:
         raise SimpoolBenchError(f"--pretrained {name.given}: timm lists no Hugging Face weights for it; pass --pretrained-file FILE")
-    files = tuple(f for f in (pretrained_cfg.get("hf_hub_filename"),) if f) or HF_WEIGHT_FILES
+    files = _hub_weight_files(pretrained_cfg.get("hf_hub_filename"))
     cached = cached_hf_file(repo, files)
     if cached is not None:
         return Pretrained(cached, f"hf-hub:{repo}", {"file": str(cached), "source": ""})

@@ -86,6 +86,24 @@ def test_pretrained_from_the_cache_of_a_timm_tag(hf_cache):
         build_model(arch, pool="simpool", pretrained=True, **SMALL)
 
 
+def test_a_pretrained_config_naming_its_weight_file_is_looked_up_as_timm_loads_it(hf_cache):
+    """A pretrained config with ``hf_hub_filename`` (timm's OpenCLIP tags: open_clip_pytorch_model.bin)
+    is loaded by timm's load_state_dict_from_hf from that file's safetensors alternative when the Hub
+    has one, else from the file itself: the cached copy is looked up in that order, and
+    ``model.safetensors`` of the same repository is not it."""
+    from timm.models._hub import HF_OPEN_CLIP_SAFE_WEIGHTS_NAME, HF_OPEN_CLIP_WEIGHTS_NAME, HF_SAFE_WEIGHTS_NAME
+
+    from simpool_bench.weights import ModelName, locate_pretrained
+
+    name = ModelName("x", "vit_base_patch16_clip_224.openai")
+    fake_repo(hf_cache, "lab/bin-only", {HF_OPEN_CLIP_WEIGHTS_NAME: {"a": 1}, HF_SAFE_WEIGHTS_NAME: {"w": torch.zeros(1)}})
+    cfg = {"hf_hub_id": "lab/bin-only", "hf_hub_filename": HF_OPEN_CLIP_WEIGHTS_NAME}
+    assert locate_pretrained(name, cfg, None).file.name == HF_OPEN_CLIP_WEIGHTS_NAME
+    fake_repo(hf_cache, "lab/safe-too", {HF_OPEN_CLIP_WEIGHTS_NAME: {"a": 1}, HF_OPEN_CLIP_SAFE_WEIGHTS_NAME: {"w": torch.zeros(1)}})
+    cfg = {"hf_hub_id": "lab/safe-too", "hf_hub_filename": HF_OPEN_CLIP_WEIGHTS_NAME}
+    assert locate_pretrained(name, cfg, None).file.name == HF_OPEN_CLIP_SAFE_WEIGHTS_NAME
+
+
 def test_hf_hub_name_reads_config_and_weights_from_the_cache(hf_cache):
     args = dict(SMALL, global_pool="map", class_token=False)
     sd = _random_sd("vit_tiny_patch16_224", 1, num_classes=4, **args)
