@@ -337,6 +337,26 @@ def test_ddp_prefixed_weights_are_stripped(tmp_path):
     assert same_outputs(rebuild(arch, c), m, arch)
 
 
+def test_timm_saver_file_without_args_names_its_class_not_an_architecture(tmp_path):
+    """timm's CheckpointSaver without ``args`` (scripts other than train.py) records ``arch`` as the
+    model's class name (``resnet``): that file was refused as 'unknown architecture resnet', and with
+    --model resnet18 as a conflict with 'resnet'. The class name is not taken for an architecture:
+    --model decides, and the weights load exactly (timm's own model's logits)."""
+    from timm.utils import CheckpointSaver
+
+    net = timm.create_model("resnet18", pretrained=False, num_classes=3, **TINY["resnet18"]).eval()
+    saver = CheckpointSaver(net, torch.optim.SGD(net.parameters(), lr=0.1), args=None, checkpoint_dir=str(tmp_path), max_history=1)
+    saver.save_checkpoint(0, metric=1.0)
+    c = load_checkpoint(tmp_path / "last.pth.tar")
+    assert (c.format, c.arch, c.source) == ("official-supervised", None, "state_dict")
+    assert any("'resnet' is not a timm model name" in n for n in c.notes), c.notes
+    assert resolve_spec(c, arch="resnet18") == ("resnet18", "gap", None, "supervised")
+    loaded = rebuild("resnet18", c, arch="resnet18")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(loaded(x).logits, net(x))
+
+
 @pytest.mark.parametrize("raw_key,ema_key", [("state_dict", "state_dict_ema"), ("model", "model_ema")])
 def test_plain_container_with_ema_weights_follows_prefer(tmp_path, raw_key, ema_key):
     """A container without train.py's args (timm ModelEma / DeiT main.py style): ``auto`` takes the

@@ -42,6 +42,13 @@ def _dino_arch(args: Any) -> str | None:
     return arch or None
 
 
+def _is_timm_name(name: str) -> bool:
+    """A timm model name (a pretrained tag allowed), not e.g. a class name such as ``resnet``."""
+    from timm.models import is_model, split_model_name_tag
+
+    return is_model(split_model_name_tag(name)[0])
+
+
 def _as_gamma(value: Any, what: str) -> float | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "")):
         return None
@@ -233,8 +240,13 @@ def read_official_supervised(obj: Any, meta: dict[str, str] | None, p: Path, pre
     args = obj.get("args")
     if args is not None and getattr(args, "model", None):
         facts.arch, facts.arch_source = str(args.model), "args.model"
-    elif isinstance(obj.get("arch"), str):
+    elif isinstance(obj.get("arch"), str) and _is_timm_name(obj["arch"]):
         facts.arch, facts.arch_source = obj["arch"], "arch"
+    elif isinstance(obj.get("arch"), str):
+        facts.notes.append(
+            f"its 'arch' entry {obj['arch']!r} is not a timm model name (timm's CheckpointSaver records the model's class "
+            "name when it has no args): the architecture comes from the keys or --model"
+        )
     if args is None:
         return
     gp = getattr(args, "gp", None)
