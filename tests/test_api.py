@@ -425,3 +425,32 @@ def test_a_float32_or_nan_interval_is_refused_before_the_data_is_read(tmp_path, 
     ):
         with pytest.raises(api.SimpoolBenchError, match=match):
             api.run_localize(api.LocalizeSpec(api.DataSpec("cub", data=tmp_path), baseline="full-box", interval=interval), engine)
+
+
+def test_preprocessing_options_are_checked_and_one_value_stands_for_three(tmp_path):
+    """--mean/--std take 3 numbers or one for all three channels (finite; std > 0), --crop-pct a
+    fraction in (0, 1], --interpolation one of PIL's three; weights from a checkpoint and from
+    --pretrained together are refused: each is one error before any model is built."""
+    import pytest
+
+    from simpool_bench.loading import check_model_options, data_overrides
+
+    def opts(**kw):
+        return api.ModelOptions(arch="resnet18", random_init=True, **kw)
+
+    assert data_overrides(opts(mean=(0.5,), std=(0.25,), crop_pct=1.0, interpolation="nearest")) == {
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.25, 0.25, 0.25),
+        "crop_pct": 1.0,
+        "interpolation": "nearest",
+    }
+    for kw, msg in [
+        (dict(std=(0.2, 0.0, 0.2)), r"--std 0\.2,0\.0,0\.2: expected 3 numbers \(R,G,B\), all > 0$"),
+        (dict(mean=(float("inf"), 0.5, 0.5)), r"--mean inf,0\.5,0\.5: expected 3 numbers \(R,G,B\)$"),
+        (dict(crop_pct=1.5), r"--crop-pct 1\.5: expected a fraction in \(0, 1\]$"),
+        (dict(interpolation="lanczos"), r"--interpolation 'lanczos': expected bilinear, bicubic or nearest$"),
+    ]:
+        with pytest.raises(api.SimpoolBenchError, match=msg):
+            check_model_options(opts(**kw))
+    with pytest.raises(api.SimpoolBenchError, match=r"^--checkpoint and --pretrained/--pretrained-file both give weights"):
+        check_model_options(api.ModelOptions(checkpoint=tmp_path / "w.pth", pretrained=True))

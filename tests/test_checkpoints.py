@@ -320,6 +320,7 @@ def test_official_supervised_without_ema_and_baselines(tmp_path):
         # img_size is the one build_model argument a file may set (to rebuild its position embeddings)
         assert c.model_kwargs == {"drop_path_rate": 0.0, "img_size": 32}
         assert (c.format, c.pool, c.source, c.gamma) == ("official-supervised", pool, "state_dict", None)
+        assert not any("keys win" in n for n in c.notes), c.notes  # --gp token/avg is what the keys hold
         assert "state_dict used (no state_dict_ema in the file)" in c.key_mapping
         assert same_outputs(rebuild(arch, c), raw, arch)
         with pytest.raises(SimpoolBenchError, match="state_dict_ema"):
@@ -335,6 +336,13 @@ def test_ddp_prefixed_weights_are_stripped(tmp_path):
     c = load_checkpoint(tmp_path / "c.pth")
     assert c.format == "official-supervised" and "stripped module." in c.key_mapping
     assert same_outputs(rebuild(arch, c), m, arch)
+    # torch.compile's _orig_mod. around or inside DDP's module.: stripped as timm's clean_state_dict strips them
+    for wrap in ("_orig_mod.", "_orig_mod.module.", "module._orig_mod."):
+        sd = {f"{wrap}{k}": v for k, v in m.state_dict().items()}
+        torch.save({"state_dict": sd, "epoch": 1, "arch": arch, "version": 2}, tmp_path / "c.pth")
+        c = load_checkpoint(tmp_path / "c.pth")
+        assert list(c.state_dict) == list(timm.models.clean_state_dict(sd)) == list(m.state_dict()), wrap
+        assert all(torch.equal(c.state_dict[k], v) for k, v in timm.models.clean_state_dict(sd).items())
 
 
 def test_timm_saver_file_without_args_names_its_class_not_an_architecture(tmp_path):
@@ -432,6 +440,77 @@ def test_official_dino_resnet_ddp_teacher_with_bn_head(tmp_path):
     assert c.arch == "resnet50"  # what the file says; the tiny test model is a resnet18 layout
     assert "stripped module." in c.key_mapping and "dropped 18 DINO head keys (head.*)" in c.key_mapping
     assert same_outputs(_rebuild_as(arch, c), teacher, arch)
+
+
+def test_dino_args_name_the_model_main_dino_builds(tmp_path):
+    """DINO main_dino.py builds ``vits.__dict__[args.arch.replace("deit", "vit")](patch_size=args.patch_size)``
+    (argparse default 16) or a torchvision CNN of that name: the timm name is that model's; a file
+    that keeps only the teacher (the student dropped to save space) is still a DINO checkpoint."""
+    sd = tiny("vit_small_patch16_224", 21, pool="simpool", gamma=1.25, variant="dino").state_dict()
+    path = tmp_path / "checkpoint.pth"
+    no_patch = dino_args()
+    del no_patch.patch_size
+    for args, arch in [
+        (dino_args(arch="deit_small"), "vit_small_patch16_224"),
+        (dino_args(arch="vit_base", patch_size=8), "vit_base_patch8_224"),
+        (no_patch, "vit_small_patch16_224"),
+        (dino_args(arch="resnet50"), "resnet50"),
+    ]:
+        write_dino_checkpoint(path, args, sd, sd, 32, teacher_ddp=False, use_bn=False)
+        assert load_checkpoint(path).arch == arch, vars(args)
+    obj = torch.load(path, weights_only=False)
+    obj["teacher"] = {k[len("backbone.") :] if k.startswith("backbone.") else k: v for k, v in obj["teacher"].items()}
+    torch.save(obj, tmp_path / "unwrapped.pth")  # a teacher saved without the MultiCropWrapper: its head.* still dropped
+    c = load_checkpoint(tmp_path / "unwrapped.pth")
+    assert c.state_dict.keys() == sd.keys() and "dropped 8 DINO head keys (head.*)" in c.key_mapping
+    del obj["student"]
+    torch.save(obj, tmp_path / "teacher_only.pth")
+    c = load_checkpoint(tmp_path / "teacher_only.pth")
+    assert (c.format, c.source, c.variant, c.pool, c.gamma) == ("official-dino", "teacher", "dino", "simpool", 1.25)
+    assert c.state_dict.keys() == sd.keys()
+
+
+def test_what_a_file_records_is_checked_against_its_keys_and_the_known_values(tmp_path):
+    """gamma 0 (sp.py would take the 0th root) and inf are refused where the file is read, naming it;
+    'none' and an empty value mean no gamma, as --gamma none does. A variant the tool does not know
+    is not taken; a pool other than the keys' is a note (the keys win); an empty state dict is named."""
+    m = tiny("vit_small_patch16_224", 22, pool="simpool", gamma=None, num_classes=3)
+    sd = {k: v.contiguous() for k, v in m.state_dict().items()}
+    save_file(sd, str(tmp_path / "w.safetensors"), metadata={"variant": "teacher", "pool": "cls"})
+    c = load_checkpoint(tmp_path / "w.safetensors")
+    assert (c.variant, c.pool) == ("supervised", "simpool")
+    assert "the file's settings say pool cls but its keys hold simpool; the keys win" in c.notes
+    save_file(sd, str(tmp_path / "w.safetensors"), metadata={"variant": "dino"})
+    assert load_checkpoint(tmp_path / "w.safetensors").variant == "dino"
+    write_timm_train_checkpoint(tmp_path / "gp.pth.tar", timm_train_args(gp="avg", gamma=None, num_classes=3), m, None)
+    assert "the file's settings say pool gap but its keys hold simpool; the keys win" in load_checkpoint(tmp_path / "gp.pth.tar").notes
+    torch.save({"state_dict": {}, "epoch": 1}, tmp_path / "empty_sd.pth")
+    with pytest.raises(SimpoolBenchError, match=r"empty_sd\.pth: state_dict is empty$"):
+        load_checkpoint(tmp_path / "empty_sd.pth")
+    for value, gamma in [("2", 2.0), ("none", None), ("None", None), ("", None)]:
+        save_file(sd, str(tmp_path / "w.safetensors"), metadata={"gamma": value})
+        c = load_checkpoint(tmp_path / "w.safetensors")
+        assert (c.gamma, c.gamma_known) == (gamma, True), value
+    for value in ("0", "-1", "inf", "nan", "two"):
+        save_file(sd, str(tmp_path / "w.safetensors"), metadata={"gamma": value})
+        with pytest.raises(
+            SimpoolBenchError, match=rf"w\.safetensors metadata: gamma '{value}' (must be a positive number|is not a number)"
+        ):
+            load_checkpoint(tmp_path / "w.safetensors")
+    write_timm_train_checkpoint(tmp_path / "g0.pth.tar", timm_train_args(gamma=0.0, num_classes=3), m, None)
+    with pytest.raises(SimpoolBenchError, match=r"g0\.pth\.tar args: gamma 0\.0 must be a positive number or 'none'"):
+        load_checkpoint(tmp_path / "g0.pth.tar")
+
+
+def test_train_py_validation_size_is_the_one_timm_resolves_from_its_args(tmp_path):
+    """timm train.py validates at ``resolve_data_config(vars(args))['input_size']``: ``--input-size``
+    when given, else ``--img-size``; the file's train_eval says the same."""
+    m = tiny("vit_small_patch16_224", 23, pool="simpool", gamma=1.25, num_classes=3)
+    for kw in (dict(input_size=[3, 256, 256], img_size=224), dict(img_size=288), dict(input_size=[3, 320, 320])):
+        args = timm_train_args(num_classes=3, **kw)
+        write_timm_train_checkpoint(tmp_path / "t.pth.tar", args, m, None)
+        expected = timm.data.resolve_data_config(vars(args))["input_size"]
+        assert load_checkpoint(tmp_path / "t.pth.tar").train_eval["input_size"] == expected, kw
 
 
 def to_fb_convnext(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -902,6 +981,25 @@ def test_arch_and_pool_from_full_size_key_shapes(name, kw, pool):
     assert infer_arch(sd) == name and infer_pool(sd) == pool
 
 
+def test_key_shapes_that_name_an_architecture_or_a_timm_simpool_layer():
+    """A SimPool ViT has no CLS token (pos_embed (1, 196, d)): its shapes still name vit_small_patch16_224;
+    a ConvNeXt whose last stage is not 8x the stem width is no standard name; timm's attention-pool
+    head (q, kv, norm: global_pool='map') and look-alike names are no SimPool1d layer, timm's SimPool2d is."""
+    from simpool_bench.checkpoints import find_timm_simpool_prefixes
+
+    no_cls = timm.create_model("vit_small_patch16_224", class_token=False, global_pool="avg", device="meta").state_dict()
+    assert "cls_token" not in no_cls and infer_arch(no_cls) == "vit_small_patch16_224"
+    odd = timm.create_model("convnext_tiny", dims=(96, 192, 384, 1024), device="meta").state_dict()
+    assert infer_arch(odd) is None
+    mapped = timm.create_model("vit_tiny_patch16_224", global_pool="map", device="meta").state_dict()
+    assert {"attn_pool.q.weight", "attn_pool.kv.weight", "attn_pool.norm.weight"} <= mapped.keys()
+    assert find_timm_simpool_prefixes(mapped) == [] and infer_pool(mapped) == "map"
+    look_alike = {k: torch.zeros(1) for k in ("to_q.weight", "to_k.weight", "to_norm.weight")}
+    assert find_timm_simpool_prefixes(look_alike) == []
+    layer = {f"head.pool.{k}": v for k, v in timm.layers.SimPool2d(8).state_dict().items()}
+    assert find_timm_simpool_prefixes(layer) == ["head.pool."]
+
+
 def test_inspect_reports_the_file(tmp_path):
     arch = "resnet18"
     m = tiny(arch, 16, pool="simpool", gamma=2.0, num_classes=4)
@@ -1016,6 +1114,24 @@ def test_vit_checkpoint_of_another_position_grid_is_built_at_its_own_size(tmp_pa
     x = torch.randn(2, 3, 384, 384, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(model(x).logits, ref(x))
+
+
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("deit_tiny_distilled_patch16_224", {}),
+        ("vit_tiny_patch16_224", dict(reg_tokens=4)),
+        ("vit_tiny_patch16_224", dict(reg_tokens=4, no_embed_class=True)),
+    ],
+)
+def test_position_grid_of_files_with_distillation_or_register_tokens(name, kw):
+    """The size a ViT file is built at counts its position embeddings without the prefix tokens that
+    have one (CLS, distillation, registers): timm's model built at 384 has a file that says 384."""
+    from simpool_bench.loading import checkpoint_img_size
+
+    sd = timm.create_model(name, pretrained=False, img_size=384, device="meta", **kw).state_dict()  # shapes only
+    c = LoadedCheckpoint(path=pathlib.Path("f.pth"), sha256="0", format="state-dict", variant="supervised", state_dict=sd)
+    assert checkpoint_img_size(c) == 384
 
 
 def test_plain_vit_state_dict_of_another_position_grid(tmp_path, tiny_api):

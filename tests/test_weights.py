@@ -7,6 +7,7 @@ and everything lands in the provenance. Then classify/localize/discover/extract/
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -86,6 +87,35 @@ def test_pretrained_from_the_cache_of_a_timm_tag(hf_cache):
         build_model(arch, pool="simpool", pretrained=True, **SMALL)
 
 
+def test_cache_folder_weight_file_and_revision_are_the_ones_huggingface_hub_and_timm_take(hf_cache, tmp_path, monkeypatch):
+    """Where the weights are looked up: HF_HOME's cache is HF_HOME/hub (huggingface_hub's rule when
+    HF_HUB_CACHE is unset); of a repository holding both weight files, timm's safetensors one
+    (timm tries HF_SAFE_WEIGHTS_NAME before HF_WEIGHTS_NAME); and ``ORG/NAME@REV`` is that
+    revision's snapshot, not main's."""
+    from timm.models._hub import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    from simpool_bench.weights import ModelName, cached_hf_file, hf_cache_dir, locate_pretrained
+
+    assert hf_cache_dir() == hf_cache
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert hf_cache_dir() == tmp_path / "home" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hf_cache))
+
+    repo = "lab/both-files"
+    fake_repo(hf_cache, repo, {HF_WEIGHTS_NAME: {"a": 1}, HF_SAFE_WEIGHTS_NAME: {"w": torch.zeros(1)}})
+    got = locate_pretrained(ModelName("x", "vit_tiny_patch16_224"), {"hf_hub_id": repo}, None)
+    assert got.file is not None and got.file.name == HF_SAFE_WEIGHTS_NAME and got.label == f"hf-hub:{repo}"
+
+    other = "fedcba9876543210fedcba9876543210fedcba98"
+    snap = hf_cache / ("models--" + repo.replace("/", "--")) / "snapshots" / other
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (hf_cache / "models--lab--both-files" / "snapshots" / SNAPSHOT / "config.json").write_text("{}")
+    assert cached_hf_file(f"{repo}@{other}", ("config.json",)).parent.name == other
+    assert cached_hf_file(repo, ("config.json",)).parent.name == SNAPSHOT
+
+
 def test_a_pretrained_config_naming_its_weight_file_is_looked_up_as_timm_loads_it(hf_cache):
     """A pretrained config with ``hf_hub_filename`` (timm's OpenCLIP tags: open_clip_pytorch_model.bin)
     is loaded by timm's load_state_dict_from_hf from that file's safetensors alternative when the Hub
@@ -122,6 +152,8 @@ def test_hf_hub_name_reads_config_and_weights_from_the_cache(hf_cache):
     }
     fake_repo(hf_cache, "lab/tiny-map-vit", {"config.json": cfg, "model.safetensors": sd})
     m = build_model("hf-hub:lab/tiny-map-vit", pool=None, num_classes=None, pretrained=True)
+    alias = resolve_name("hf_hub:lab/tiny-map-vit")  # timm's older spelling, which it still takes
+    assert (alias.source, alias.arch, alias.model_args) == ("hf-hub", "vit_tiny_patch16_224", args)
     assert (m.pool, m.attn_source, m.num_classes) == ("map", "map", 4)
     assert m.data_config["mean"] == (0.5, 0.5, 0.5) and m.data_config["crop_pct"] == 1.0
     assert m.data_config["interpolation"] == "bilinear"
@@ -188,6 +220,36 @@ def test_pretrained_classifier_is_the_files_or_an_error_never_random(tmp_path, h
     torch.save({k: v for k, v in rsd.items() if not k.startswith("fc.")}, tmp_path / "headless.pth")
     with pytest.raises(SimpoolBenchError, match=r"headless\.pth: does not fit timm's ResNet: missing \['fc\.weight', 'fc\.bias'\]"):
         build_model("torchvision:resnet18", pool="gap", num_classes=None, pretrained_file=str(tmp_path / "headless.pth"))
+
+
+class _RunsCode:
+    """Unpickling this would run a shell command (a malicious weight file)."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_torchvision_weights_load_strictly_and_safely(tmp_path):
+    """A torchvision weight file loads strictly into timm's ResNet: a tensor the model has no place
+    for (another architecture's file) is an error naming it, as a missing one is; and it is
+    unpickled weights-only: a pickle that would run code is refused, never run."""
+    from simpool_bench.weights import load_torchvision_weights
+
+    net = timm.create_model("resnet18", pretrained=False, num_classes=3)
+    sd = {**net.state_dict(), "layer5.0.conv1.weight": torch.zeros(1)}
+    torch.save(sd, tmp_path / "extra.pth")
+    with pytest.raises(
+        SimpoolBenchError, match=r"^F: does not fit timm's ResNet: missing \[\], unexpected \['layer5\.0\.conv1\.weight'\]$"
+    ):
+        load_torchvision_weights(net, tmp_path / "extra.pth", "F")
+    marker = tmp_path / "PWNED"
+    torch.save({**net.state_dict(), "x": _RunsCode(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(SimpoolBenchError, match=r"^F: not a readable PyTorch weights file \(UnpicklingError\)$"):
+        load_torchvision_weights(net, tmp_path / "evil.pth", "F")
+    assert not marker.exists()
 
 
 def test_features_only_pretrained_weights_lacking_a_block_are_an_error_not_random(tmp_path, hf_cache, caplog):
