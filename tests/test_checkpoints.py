@@ -1092,6 +1092,20 @@ def test_dino_backbone_detection_edges(tmp_path):
     assert load_checkpoint(tmp_path / "vit_head.pth").format == "state-dict"
     with pytest.raises(SimpoolBenchError, match="dino-backbone expects a bare DINO backbone"):
         load_checkpoint(tmp_path / "vit_head.pth", format="dino-backbone")
+    # a DINO backbone saved from its DDP wrapper is one too
+    dino_vit = tiny("vit_small_patch16_224", 16, pool="cls", variant="dino").state_dict()
+    torch.save({f"module.{k}": v for k, v in dino_vit.items()}, tmp_path / "ddp_backbone.pth")
+    c = load_checkpoint(tmp_path / "ddp_backbone.pth")
+    assert (c.format, c.variant) == ("dino-backbone", "dino") and c.state_dict.keys() == dino_vit.keys()
+    # headless timm exports that are no DINO backbone (they run as timm's model, with its preprocessing):
+    # a GAP ViT (fc_norm), one with register tokens, one without a final norm
+    from simpool_bench.checkpoints import is_dino_backbone
+
+    assert is_dino_backbone(dino_vit)
+    for kw in (dict(global_pool="avg"), dict(reg_tokens=4)):
+        headless = timm.create_model("vit_tiny_patch16_224", num_classes=0, device="meta", **kw).state_dict()
+        assert "head.weight" not in headless and not is_dino_backbone(headless), kw
+    assert not is_dino_backbone({k: v for k, v in dino_vit.items() if not k.startswith("norm.")})
 
 
 # ---------------------------------------------------------------------------------- position grids
@@ -1146,6 +1160,18 @@ def test_plain_vit_state_dict_of_another_position_grid(tmp_path, tiny_api):
     # an explicit img_size still decides (the file's grid then has to match it)
     with pytest.raises(SimpoolBenchError, match=r"pos_embed: file \(1, 16, 32\) vs model \(1, 4, 32\)"):
         tiny_api.load_model(tiny_api.ModelOptions(arch=small, checkpoint=tmp_path / "plain64.pth", gamma=1.25, img_size=32))
+
+
+def test_img_size_given_and_in_the_files_model_kwargs(tmp_path):
+    """--img-size given for a train.py file whose args.model_kwargs hold img_size too: the flag's
+    value is the one built (passed once: twice would be a TypeError), here the file's own grid."""
+    from simpool_bench.api import ModelOptions, load_model
+
+    path, _ = build_tiny_checkpoint(tmp_path / "tiny.pth.tar")
+    model, ckpt = load_model(ModelOptions(checkpoint=path, img_size=32))
+    assert ckpt.model_kwargs["img_size"] == 32 and model.data_config["input_size"] == (3, 32, 32)
+    with pytest.raises(SimpoolBenchError, match=r"pos_embed: file \(1, 4, 48\) vs model \(1, 9, 48\)"):
+        load_model(ModelOptions(checkpoint=path, img_size=48))
 
 
 def test_a_simpool_file_without_gamma_runs_with_the_default_and_says_so(tmp_path, capsys):
