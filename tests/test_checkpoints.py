@@ -459,6 +459,9 @@ def test_dino_args_name_the_model_main_dino_builds(tmp_path):
         write_dino_checkpoint(path, args, sd, sd, 32, teacher_ddp=False, use_bn=False)
         assert load_checkpoint(path).arch == arch, vars(args)
     obj = torch.load(path, weights_only=False)
+    torch.save(obj["teacher"], tmp_path / "teacher_dict.pth")  # the MultiCropWrapper's state dict saved on its own
+    c = load_checkpoint(tmp_path / "teacher_dict.pth")
+    assert (c.format, c.variant, c.variant_known) == ("state-dict", "dino", True) and c.state_dict.keys() == sd.keys()
     obj["teacher"] = {k[len("backbone.") :] if k.startswith("backbone.") else k: v for k, v in obj["teacher"].items()}
     torch.save(obj, tmp_path / "unwrapped.pth")  # a teacher saved without the MultiCropWrapper: its head.* still dropped
     c = load_checkpoint(tmp_path / "unwrapped.pth")
