@@ -466,6 +466,9 @@ def test_dino_args_name_the_model_main_dino_builds(tmp_path):
     torch.save(obj, tmp_path / "unwrapped.pth")  # a teacher saved without the MultiCropWrapper: its head.* still dropped
     c = load_checkpoint(tmp_path / "unwrapped.pth")
     assert c.state_dict.keys() == sd.keys() and "dropped 8 DINO head keys (head.*)" in c.key_mapping
+    torch.save(sd, tmp_path / "bare_simpool.pth")  # a bare DINO SimPool backbone: its simpool.* keys tell the variant
+    c = load_checkpoint(tmp_path / "bare_simpool.pth")
+    assert (c.format, c.variant, c.variant_known, c.pool) == ("state-dict", "dino", True, "simpool")
     del obj["student"]
     torch.save(obj, tmp_path / "teacher_only.pth")
     c = load_checkpoint(tmp_path / "teacher_only.pth")
@@ -487,6 +490,11 @@ def test_what_a_file_records_is_checked_against_its_keys_and_the_known_values(tm
     assert load_checkpoint(tmp_path / "w.safetensors").variant == "dino"
     write_timm_train_checkpoint(tmp_path / "gp.pth.tar", timm_train_args(gp="avg", gamma=None, num_classes=3), m, None)
     assert "the file's settings say pool gap but its keys hold simpool; the keys win" in load_checkpoint(tmp_path / "gp.pth.tar").notes
+    # a SimPool beta in a file that records no gamma is kept (dropped only when the file says no gamma)
+    beta = tiny("vit_small_patch16_224", 24, pool="simpool", gamma=1.25, use_beta=True, num_classes=3)
+    torch.save(beta.state_dict(), tmp_path / "beta.pth")
+    c = load_checkpoint(tmp_path / "beta.pth")
+    assert c.has_beta and not c.gamma_known and torch.equal(c.state_dict["gp.pool.beta"], beta.state_dict()["gp.pool.beta"])
     torch.save({"state_dict": {}, "epoch": 1}, tmp_path / "empty_sd.pth")
     with pytest.raises(SimpoolBenchError, match=r"empty_sd\.pth: state_dict is empty$"):
         load_checkpoint(tmp_path / "empty_sd.pth")

@@ -111,6 +111,22 @@ def test_pool_and_source_rules_are_one_clear_error():
     assert source_applies("vit", "simpool", "rollout", has_cls_token=False, has_classifier=True) is None
 
 
+def test_family_table_agrees_with_timms_models():
+    """Each family's classifier key is timm's own (its pretrained config's ``classifier``), and its
+    key signature tells its models' state dicts, and only them (all signature keys, not any one);
+    'cam' needs a classifier."""
+    from simpool_bench.families import EXAMPLE_ARCHS, family_of_state_dict
+
+    for arch in EXAMPLE_ARCHS:
+        net = timm.create_model(arch, pretrained=False, num_classes=10, device="meta")
+        fam = next(f for f in FAMILIES.values() if f.name == family_of_state_dict(net.state_dict()))
+        assert fam.classifier == net.pretrained_cfg["classifier"] + ".weight" and fam.classifier in net.state_dict(), arch
+    assert family_of_state_dict(["blocks.0.conv_pw.weight", "head.fc.weight"]) is None  # efficientnet's blocks. alone
+    assert family_of_state_dict(["conv1.weight", "fc.weight"]) is None  # a resnet has layer4 too
+    why = source_applies("resnet", "gap", "cam", has_cls_token=False, has_classifier=False)
+    assert why == "'cam' needs a GAP CNN with a classifier, not pool='gap' without a classifier"
+
+
 # ------------------------------------------------------------------------------------ map
 def latent_pool_reference(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """timm AttentionPoolLatent.forward's non-fused branch, up to its softmax, line for line."""
