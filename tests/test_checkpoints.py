@@ -469,6 +469,7 @@ def test_dino_args_name_the_model_main_dino_builds(tmp_path):
     torch.save(sd, tmp_path / "bare_simpool.pth")  # a bare DINO SimPool backbone: its simpool.* keys tell the variant
     c = load_checkpoint(tmp_path / "bare_simpool.pth")
     assert (c.format, c.variant, c.variant_known, c.pool) == ("state-dict", "dino", True, "simpool")
+    assert c.dino_code and not c.dino_pos_quirk  # DINO's ViT code; its quirk kept by default for official DINO files only
     del obj["student"]
     torch.save(obj, tmp_path / "teacher_only.pth")
     c = load_checkpoint(tmp_path / "teacher_only.pth")
@@ -488,6 +489,11 @@ def test_what_a_file_records_is_checked_against_its_keys_and_the_known_values(tm
     assert "the file's settings say pool cls but its keys hold simpool; the keys win" in c.notes
     save_file(sd, str(tmp_path / "w.safetensors"), metadata={"variant": "dino"})
     assert load_checkpoint(tmp_path / "w.safetensors").variant == "dino"
+    # the architecture a file names wins over the timm name its shapes match (a DeiT is shaped as a ViT)
+    deit = timm.create_model("deit_tiny_patch16_224", pretrained=False, num_classes=0, depth=12)
+    save_file(deit.state_dict(), str(tmp_path / "deit.safetensors"), metadata={"arch": "deit_tiny_patch16_224"})
+    c = load_checkpoint(tmp_path / "deit.safetensors")
+    assert (c.arch, c.arch_source) == ("deit_tiny_patch16_224", "metadata") and infer_arch(c.state_dict) == "vit_tiny_patch16_224"
     write_timm_train_checkpoint(tmp_path / "gp.pth.tar", timm_train_args(gp="avg", gamma=None, num_classes=3), m, None)
     assert "the file's settings say pool gap but its keys hold simpool; the keys win" in load_checkpoint(tmp_path / "gp.pth.tar").notes
     # a SimPool beta in a file that records no gamma is kept (dropped only when the file says no gamma)
@@ -608,6 +614,7 @@ def test_timm_simpool_keys(tmp_path, arch, ours, theirs, layer):
     assert any("norm->norm_patches, q->wq, k->wk" in r for r in c.key_mapping)
     assert any("min-scope channel" in n for n in c.notes)
     assert not c.gamma_known  # timm's layer keeps gamma out of its state dict
+    assert load_checkpoint(tmp_path / "timm.pth", format="state-dict").format == "state-dict"  # forced: stays what was asked
     loaded = rebuild(arch, c, arch=arch, gamma=None)
     assert same_outputs(loaded, src, arch)
     # the renaming is the right one: timm's own layer with these weights computes our layer's output
@@ -904,6 +911,9 @@ def test_malicious_pickle_is_refused(tmp_path):
             assert not marker.exists()
     with pytest.raises(SimpoolBenchError, match=r"needs posix\.system, which could run arbitrary code.*pass --trust-checkpoint"):
         load_checkpoint(tmp_path / "evil.pth.tar")
+    # a protocol-2 pickle (legacy torch.save) is refused as one too, not called "not a PyTorch checkpoint"
+    with pytest.raises(SimpoolBenchError, match=r"evil_legacy\.pth: refused by safe loading: its pickle needs \S+, which could run"):
+        load_checkpoint(tmp_path / "evil_legacy.pth")
     assert not marker.exists()
 
 
@@ -947,6 +957,7 @@ def test_resolve_spec_flags_and_conflicts():
         (dict(arch="resnet50"), ("resnet50", "vit_small_patch16_224")),
         (dict(pool="cls"), ("cls", "simpool")),
         (dict(gamma=2.0), ("2", "1.25")),
+        (dict(gamma=1.26), ("1.26", "1.25")),
         (dict(gamma=None), ("none", "1.25")),
         (dict(variant="dino"), ("dino", "supervised")),
     ]:
@@ -958,6 +969,7 @@ def test_resolve_spec_flags_and_conflicts():
     unknown = _ckpt(arch=None, gamma=None, gamma_known=False, variant_known=False, pool=None)
     assert resolve_spec(unknown, arch="resnet50") == ("resnet50", "simpool", UNSET, "supervised")
     assert resolve_spec(unknown, arch="resnet50", pool="gap", variant="dino") == ("resnet50", "gap", None, "dino")
+    assert resolve_spec(unknown, arch="resnet50", pool="GAP")[1] == "gap" and resolve_spec(c, pool="SimPool")[1] == "simpool"
     assert resolve_spec(unknown, arch="resnet50", gamma="none") == ("resnet50", "simpool", None, "supervised")
     assert resolve_spec(unknown, arch="convnext_tiny", gamma=UNSET)[2] is UNSET
     with pytest.raises(SimpoolBenchError, match="unknown architecture 'foo_net'"):

@@ -125,6 +125,12 @@ def test_family_table_agrees_with_timms_models():
     assert family_of_state_dict(["conv1.weight", "fc.weight"]) is None  # a resnet has layer4 too
     why = source_applies("resnet", "gap", "cam", has_cls_token=False, has_classifier=False)
     assert why == "'cam' needs a GAP CNN with a classifier, not pool='gap' without a classifier"
+    why = source_applies("vit", "cls", "simpool", has_cls_token=True, has_classifier=True)
+    assert why == "'simpool' needs pool='simpool', not pool='cls'"
+    for arch in ("efficientnet_b0", "regnetx_002"):  # where a supervised SimPool sits is where build_model puts it
+        keys = build_model(arch, pool="simpool", num_classes=3).state_dict()
+        fam = FAMILIES[family_of_state_dict(keys)]
+        assert f"{fam.simpool_supervised}wq.weight" in keys, arch
 
 
 # ------------------------------------------------------------------------------------ map
