@@ -195,8 +195,10 @@ def _hub_weight_files(filename: str | None) -> tuple[str, ...]:
     :data:`HF_WEIGHT_FILES`."""
     if not filename:
         return HF_WEIGHT_FILES
-    from timm.models._hub import _get_safe_alternatives
-
+    try:  # timm's own rule (a private helper of its hub module, in every timm 1.0.x)
+        from timm.models._hub import _get_safe_alternatives
+    except ImportError:  # a timm without it reads the named file only
+        return (filename,)
     return (*_get_safe_alternatives(filename), filename)
 
 
