@@ -17,6 +17,9 @@ def one_line(err: BaseException) -> str:
     text = str(err)
     if "Original Traceback" not in text:
         return text
-    prefix = f"{type(err).__name__}: "
     last = text.rstrip().splitlines()[-1]
-    return last[len(prefix) :] if last.startswith(prefix) else last
+    kind = type(err)
+    for prefix in (f"{kind.__module__}.{kind.__qualname__}: ", f"{kind.__qualname__}: "):  # traceback qualifies the name
+        if last.startswith(prefix):
+            return last[len(prefix) :]
+    return last

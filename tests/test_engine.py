@@ -294,3 +294,23 @@ def test_a_stored_shard_of_other_accumulators_is_recomputed(tmp_path):
     res = evaluate(torch.nn.Identity(), _Indexed(n), make_two, step_two, config, key="k")
     assert res.shards_resumed == 0
     assert res.accumulators["seen"].compute() == res.accumulators["again"].compute() == [1] * n
+
+
+class _OneWider(_Indexed):
+    """``_Indexed`` whose image 2 decodes to another shape than the rest of its batch."""
+
+    def __getitem__(self, i: int):
+        return torch.full((2 if i == 2 else 1,), float(i)), i, True
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_image_of_another_shape_in_its_batch_is_named_by_its_file(workers):
+    """In the main process or a decoding worker, the error names the record's file, in one line."""
+    from simpool_bench.engine import EngineConfig, evaluate
+    from simpool_bench.errors import one_line
+
+    make, step = _seen_counts(4)
+    config = EngineConfig(device="cpu", batch_size=4, workers=workers, progress=False)
+    with pytest.raises(SimpoolBenchError) as err:
+        evaluate(torch.nn.Identity(), _OneWider(4), make, step, config)
+    assert one_line(err.value).startswith("image /nonexistent/img2.jpg decoded to shape (2,), another image of its batch to (1,)")

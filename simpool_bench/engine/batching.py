@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +27,12 @@ class Batch:
     output: Any
 
 
-def collate_with_failures(items: list[tuple[torch.Tensor, int, bool]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_with_failures(
+    items: list[tuple[torch.Tensor, int, bool]], describe: Callable[[int], str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack (image, index, ok) items; an image that failed to decode becomes zeros of the batch's shape
-    (that of its decoded images). Decoded images of different shapes are an error, never zeros.
+    (that of its decoded images). Decoded images of different shapes are an error, never zeros; it
+    names the image by ``describe(index)`` (the engine's: its file), else by its index.
 
     The images are stacked by ``default_collate``, which in a DataLoader worker stacks straight into
     shared memory (``torch.stack`` there would stack, then copy the batch into shared memory to send it)."""
@@ -39,7 +42,7 @@ def collate_with_failures(items: list[tuple[torch.Tensor, int, bool]]) -> tuple[
     for img, i, ok in items:
         if ok and img.shape != shape:
             raise SimpoolBenchError(
-                f"image #{i} decoded to shape {tuple(img.shape)}, another image of its batch to {tuple(shape)}: images "
+                f"image {describe(i) if describe else f'#{i}'} decoded to shape {tuple(img.shape)}, another image of its batch to {tuple(shape)}: images "
                 "batched together must have one size (is a record's width/height not its file's?)"
             )
     imgs = [img if ok else torch.zeros(shape, dtype=img.dtype) for img, _, ok in items]

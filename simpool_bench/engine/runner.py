@@ -11,6 +11,7 @@ forward pass (one host sync per batch, never per image).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Sequence, Sized
@@ -236,7 +237,7 @@ class EvalRunner:
             dataset,
             batch_sampler=ListBatchSampler([b for _, b in self.batch_plan]),
             num_workers=workers,
-            collate_fn=collate_with_failures,
+            collate_fn=functools.partial(collate_with_failures, describe=functools.partial(_describe, self.dataset)),
             pin_memory=self.cuda,
             persistent_workers=False,
             prefetch_factor=2 if workers > 0 else None,  # in flight: 2 batches per worker (PyTorch's default)
