@@ -167,8 +167,8 @@ def load_into(model: torch.nn.Module, ckpt: LoadedCheckpoint) -> None:
     keys and shape mismatches, with the detected format (a class-count mismatch is named as such)."""
     expected = model.state_dict()
     sd = ckpt.state_dict
-    # BatchNorm's num_batches_tracked (torch >= 0.4.1) may be absent: torch's strict load sets it, as
-    # for files saved before it existed; it plays no part in evaluation
+    # BatchNorm's num_batches_tracked (torch >= 0.4.1) may be absent: torch's strict load accepts that,
+    # as for files saved before it existed, and the module keeps its own counter; it plays no part in evaluation
     missing = [k for k in expected if k not in sd and not k.endswith(".num_batches_tracked")]
     unexpected = [k for k in sd if k not in expected]
     shapes = [k for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)]
