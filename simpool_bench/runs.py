@@ -124,7 +124,7 @@ def run_classify(
         bank = None if bank is None else in_timm_class_order(bank, classes)[0]  # the same class folders (checked)
         classes = timm_classes
     cfg = classification_config(net.data_config, spec.resize, spec.crop, spec.interpolation)
-    transform = eval_transform(cfg)
+    transform = eval_transform(cfg, spec.prefetcher)
     outcome = tasks.classify(
         net,
         records,

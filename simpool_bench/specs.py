@@ -117,7 +117,9 @@ class ClassifySpec:
     """Top-1/top-5 and DINO's weighted k-NN; ``resize``/``crop``/``interpolation`` override the eval transform.
 
     k-NN: one row per k of ``knn_k``; ``knn_subset`` N keeps the first N bank images of every class
-    (sorted file order, as ``--subset``)."""
+    (sorted file order, as ``--subset``). ``prefetcher``: normalise the pixels as timm's
+    ``validate.py``/``train.py`` do by default (``transforms.PrefetcherNormalize``), not with
+    ``ToTensor`` then ``Normalize`` (``validate.py --no-prefetcher``, DINO)."""
 
     data: DataSpec
     model: ModelOptions = field(default_factory=ModelOptions)
@@ -129,6 +131,7 @@ class ClassifySpec:
     resize: int | None = None
     crop: int | None = None
     interpolation: str | None = None
+    prefetcher: bool = False
     default_split: str = CLASSIFY_DEFAULT_SPLIT
 
     def __post_init__(self) -> None:

@@ -1,5 +1,10 @@
 """Evaluation transforms: classification from the model's timm config, the fixed protocols of
-wsolevaluation (224x224, no crop) and LOST (full resolution, zero-padded to the stride)."""
+wsolevaluation (224x224, no crop) and LOST (full resolution, zero-padded to the stride).
+
+Classification normalises the pixels one of two ways, which differ by about one float32 ulp:
+``to-tensor`` (``ToTensor`` then ``Normalize``: timm's ``validate.py --no-prefetcher``, DINO's
+``eval_knn.py``, DeiT, torchvision's references) and ``timm-prefetcher`` (timm's ``validate.py`` and
+``train.py`` by default: uint8 pixels, then ``PrefetchLoader``'s ``(v - 255 mean) / (255 std)``)."""
 
 from __future__ import annotations
 
@@ -21,6 +26,30 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+#: The ``normalize`` value of a transform record: ToTensor then Normalize, or timm's prefetcher.
+TO_TENSOR, TIMM_PREFETCHER = "to-tensor", "timm-prefetcher"
+
+
+class PrefetcherNormalize:
+    """timm's ``PrefetchLoader`` normalisation of one image: the uint8 (C, H, W) tensor of timm's
+    ``MaybePILToTensor`` as float32, minus ``255 * mean``, divided by ``255 * std``, each constant
+    the float32 of the Python product (``timm.data.loader.PrefetchLoader``). Element by element,
+    so an image alone gives what a batch on the device gives (IEEE float32 subtract and divide)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self._mean = torch.tensor([v * 255 for v in self.mean], dtype=torch.float32).view(-1, 1, 1)
+        self._std = torch.tensor([v * 255 for v in self.std], dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if not isinstance(img, torch.Tensor) or img.dtype != torch.uint8 or img.dim() != 3 or img.shape[0] != len(self.mean):
+            got = f"{img.dtype} {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
+            raise SimpoolBenchError(f"PrefetcherNormalize: image {got}, expected a uint8 ({len(self.mean)}, H, W) tensor")
+        return img.to(torch.float32).sub_(self._mean).div_(self._std)
+
+    def __repr__(self) -> str:
+        return f"PrefetcherNormalize(mean={self.mean}, std={self.std})"
 
 
 def classification_transform(
@@ -30,19 +59,23 @@ def classification_transform(
     interpolation: str | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    prefetcher: bool = False,
 ) -> T.Compose:
     """timm's eval transform for the model's data config, with optional overrides.
 
     Without overrides this is ``timm.data.create_transform(**data_config)`` (resize the short side
-    to size / crop_pct, center crop, normalise)."""
-    return eval_transform(classification_config(data_config, resize, crop, interpolation, mean, std))
+    to size / crop_pct, center crop, normalise); ``prefetcher``: see :func:`eval_transform`."""
+    return eval_transform(classification_config(data_config, resize, crop, interpolation, mean, std), prefetcher)
 
 
-def eval_transform(cfg: dict[str, Any]) -> T.Compose:
-    """timm's eval transform of a data config (``classification_config``'s)."""
+def eval_transform(cfg: dict[str, Any], prefetcher: bool = False) -> T.Compose:
+    """timm's eval transform of a data config (``classification_config``'s).
+
+    With ``prefetcher``, timm's transform for its prefetcher (ending in uint8 ``MaybePILToTensor``)
+    followed by :class:`PrefetcherNormalize`: the pixels of ``validate.py`` without ``--no-prefetcher``."""
     from timm.data import create_transform
 
-    return create_transform(
+    transform = create_transform(
         input_size=cfg["input_size"],
         interpolation=cfg.get("interpolation", "bicubic"),
         mean=cfg["mean"],
@@ -50,7 +83,11 @@ def eval_transform(cfg: dict[str, Any]) -> T.Compose:
         crop_pct=cfg.get("crop_pct", 0.875),
         crop_mode=cfg.get("crop_mode", "center"),
         is_training=False,
+        use_prefetcher=prefetcher,
     )
+    if prefetcher:
+        transform.transforms.append(PrefetcherNormalize(cfg["mean"], cfg["std"]))
+    return transform
 
 
 def classification_config(
@@ -96,14 +133,15 @@ def transform_record(
     transform: Any, mean: Sequence[float] | None = None, std: Sequence[float] | None = None, crop_pct: float | None = None
 ) -> dict[str, Any]:
     """The ``transform`` provenance record of an image transform: ``resize`` and ``interpolation``
-    (of its resize step), ``crop`` (its crop size), ``crop_pct``, ``mean`` and ``std``; None where
-    it has no such step. ``mean``/``std`` default to its Normalize step's (give them for timm's
-    transforms, which keep them as float32 tensors)."""
+    (of its resize step), ``crop`` (its crop size), ``crop_pct``, ``mean``, ``std`` and ``normalize``
+    (``to-tensor`` or ``timm-prefetcher``); None where it has no such step. ``mean``/``std`` default
+    to its Normalize step's (give them for timm's transforms, which keep them as float32 tensors)."""
     record: dict[str, Any] = {
         "resize": None,
         "crop": None,
         "crop_pct": None if crop_pct is None else float(crop_pct),
         "interpolation": None,
+        "normalize": TO_TENSOR,
     }
     for step in getattr(transform, "transforms", ()):
         name, size = type(step).__name__, getattr(step, "size", None)
@@ -114,6 +152,10 @@ def transform_record(
         elif "Crop" in name and size is not None:
             record["crop"] = [int(v) for v in size] if isinstance(size, (tuple, list)) else int(size)
         elif name == "Normalize":
+            mean = step.mean if mean is None else mean
+            std = step.std if std is None else std
+        elif isinstance(step, PrefetcherNormalize):
+            record["normalize"] = TIMM_PREFETCHER
             mean = step.mean if mean is None else mean
             std = step.std if std is None else std
     if mean is None or std is None:

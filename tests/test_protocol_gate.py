@@ -158,6 +158,7 @@ def test_transform_record_of_each_protocol():
         "interpolation": "bicubic",
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
+        "normalize": "to-tensor",
     }
     assert transform_record(wsol_transform((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))) == {
         "resize": [224, 224],
@@ -166,9 +167,16 @@ def test_transform_record_of_each_protocol():
         "interpolation": "bilinear",
         "mean": [0.5, 0.5, 0.5],
         "std": [0.25, 0.25, 0.25],
+        "normalize": "to-tensor",
     }
     rec = transform_record(discovery_transform(16))
-    assert (rec["resize"], rec["crop"], rec["interpolation"], rec["mean"]) == (None, None, None, [0.485, 0.456, 0.406])
+    assert (rec["resize"], rec["crop"], rec["interpolation"], rec["mean"], rec["normalize"]) == (
+        None,
+        None,
+        None,
+        [0.485, 0.456, 0.406],
+        "to-tensor",
+    )
     # LOST's and wsolevaluation's default normalisation: ImageNet's mean and std (timm's constants)
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -267,6 +275,7 @@ def test_every_run_kind_fills_protocol_transform_and_random_init(tmp_path, make_
         "interpolation": cfg["interpolation"],
         "mean": list(cfg["mean"]),
         "std": list(cfg["std"]),
+        "normalize": "to-tensor",
     }
     assert not cls["random_init"].any()
 

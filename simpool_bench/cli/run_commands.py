@@ -59,6 +59,7 @@ def classify(
     resize: Annotated[Optional[int], typer.Option("--resize", min=1, help="Override the resize (short side) of the timm eval transform.")] = None,
     crop: Annotated[Optional[int], typer.Option("--crop", min=1, help="Override the center-crop size.")] = None,
     interpolation: Annotated[Optional[str], typer.Option("--interpolation", help="bilinear | bicubic | nearest.")] = None,
+    prefetcher: Annotated[bool, typer.Option("--prefetcher", help="Normalise the pixels as timm's validate.py and train.py do by default (uint8, then (v - 255 mean) / (255 std)), not ToTensor then Normalize (validate.py --no-prefetcher, DINO).")] = False,
     crop_pct: Annotated[Optional[float], typer.Option("--crop-pct", help="Center-crop fraction (resize = crop size / crop_pct; default: the model's pretrained config).")] = None,
     **shared: Any,
 ) -> None:  # fmt: skip
@@ -79,6 +80,7 @@ def classify(
         resize=resize,
         crop=crop,
         interpolation=interpolation,
+        prefetcher=prefetcher,
     )
     refuse_unused(ctx, spec)
     show(runs.run_classify(spec, p.engine(), p["out"], fmts), p["out"])

@@ -11,7 +11,11 @@ assumption about how a device rounds a division. (It matters: PyTorch on CUDA di
 number as a product with its reciprocal, and in float32 ``v * (1 / 255)`` differs from ``v / 255``
 for 126 of the 256 values.)
 
-Only transforms of exactly that shape are split (``split_normalize`` returns None otherwise):
+timm's prefetcher transform (``transforms.eval_transform(..., prefetcher=True)``: PIL steps, timm's
+uint8 ``MaybePILToTensor``, then ``PrefetcherNormalize``) is split the same way: its arithmetic,
+``(v - 255 mean) / (255 std)``, is a function of (channel, value) too.
+
+Only transforms of exactly those shapes are split (``split_normalize`` returns None otherwise):
 anything after ``Normalize``, such as LOST's zero padding, keeps the float path.
 """
 
@@ -30,6 +34,9 @@ from ..errors import SimpoolBenchError
 #: MaybeToTensor (a ToTensor that passes tensors through), by exact class.
 _TO_TENSOR = frozenset({"torchvision.transforms.transforms.ToTensor", "timm.data.transforms.MaybeToTensor"})
 _NORMALIZE = "torchvision.transforms.transforms.Normalize"
+#: timm's prefetcher pair: its uint8 conversion, then the prefetcher's normalisation.
+_TO_UINT8 = "timm.data.transforms.MaybePILToTensor"
+_PREFETCHER_NORMALIZE = "simpool_bench.transforms.PrefetcherNormalize"
 
 
 def _qualname(step: Any) -> str:
@@ -96,8 +103,8 @@ class DeviceNormalize:
 
 
 def normalize_table(steps: Sequence[Callable[[Any], Any]]) -> torch.Tensor:
-    """(3, 256) float32: ``steps`` (a ToTensor, then Normalize steps) applied to an RGB image that
-    holds every value 0..255 in every channel."""
+    """(3, 256) float32: ``steps`` (a ToTensor, then Normalize steps; or timm's MaybePILToTensor,
+    then PrefetcherNormalize) applied to an RGB image that holds every value 0..255 in every channel."""
     values = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # (1, 256, 3): H=1, W=256
     out: Any = Image.fromarray(values)  # (H, W, 3) uint8: an RGB image
     for step in steps:
@@ -108,15 +115,20 @@ def normalize_table(steps: Sequence[Callable[[Any], Any]]) -> torch.Tensor:
 
 
 def split_normalize(transform: Any) -> tuple[HostSteps, DeviceNormalize] | None:
-    """``transform`` (a Compose of PIL steps, ToTensor, then only Normalize steps) as the workers'
-    part (PIL steps -> uint8) and the device's (``DeviceNormalize``); None for any other shape."""
+    """``transform`` (a Compose of PIL steps, then ToTensor and only Normalize steps, or timm's
+    MaybePILToTensor and PrefetcherNormalize) as the workers' part (PIL steps -> uint8) and the
+    device's (``DeviceNormalize``); None for any other shape."""
     steps = list(getattr(transform, "transforms", ()))
     if type(transform).__name__ != "Compose" or not steps:
         return None
-    at = [i for i, s in enumerate(steps) if _qualname(s) in _TO_TENSOR]
+    names = [_qualname(s) for s in steps]
+    at = [i for i, name in enumerate(names) if name in _TO_TENSOR or name == _TO_UINT8]
     if len(at) != 1:
         return None
-    tail = steps[at[0] :]
-    if not all(_qualname(s) == _NORMALIZE for s in tail[1:]):
+    tail = names[at[0] :]
+    if tail[0] == _TO_UINT8:
+        if tail[1:] != [_PREFETCHER_NORMALIZE]:
+            return None
+    elif not all(name == _NORMALIZE for name in tail[1:]):
         return None
-    return HostSteps(steps[: at[0]]), DeviceNormalize(normalize_table(tail))
+    return HostSteps(steps[: at[0]]), DeviceNormalize(normalize_table(steps[at[0] :]))

@@ -4,7 +4,9 @@ image transform, unless a change is accepted by name).
 
 A record is a JSON object per row (``table.as_json``); a table without the columns, or with them
 empty (schema 2, a hand-made baseline), has no record. Values compare as JSON values, integers
-equal to floats (``100`` == ``100.0``); a parameter one record lacks differs from any value.
+equal to floats (``100`` == ``100.0``); a parameter one record lacks differs from any value, but
+for those recorded since a later version (``RECORDED_SINCE``), which a record without them held
+at their one value then.
 """
 
 from __future__ import annotations
@@ -45,7 +47,11 @@ PROTOCOL_PARAMETERS: tuple[str, ...] = (
     "interpolation",
     "mean",
     "std",
+    "normalize",
 )
+#: Parameters recorded since a later version, with the value every record before it ran with:
+#: ``normalize`` (``transforms.transform_record``), before ``--prefetcher``, was ToTensor's.
+RECORDED_SINCE: dict[str, Any] = {"normalize": "to-tensor"}
 _ABSENT = object()
 
 
@@ -102,11 +108,19 @@ def parameter_changes(run: pd.DataFrame, baseline: pd.DataFrame) -> list[Paramet
         rrecs, brecs = _records(run, column), _records(baseline, column)
         names = sorted({k for r in (*rrecs, *brecs) for k in r})
         for name in names:
-            rvals = _distinct(r.get(name, _ABSENT) for r in rrecs)
-            bvals = _distinct(r.get(name, _ABSENT) for r in brecs)
+            rvals = _distinct(_value(r, name) for r in rrecs)
+            bvals = _distinct(_value(r, name) for r in brecs)
             if len(rvals) != 1 or len(bvals) != 1 or set(rvals) != set(bvals):
                 changes.append(ParameterChange(column, name, _joined(rvals), _joined(bvals)))
     return changes
+
+
+def _value(record: dict[str, Any], name: str) -> Any:
+    """``record``'s value of ``name``: absent, or ``RECORDED_SINCE``'s for a record older than it.
+    An empty record (no record at all) keeps it absent."""
+    if name in record:
+        return record[name]
+    return RECORDED_SINCE[name] if record and name in RECORDED_SINCE else _ABSENT
 
 
 def _distinct(values: Iterable[Any]) -> dict[str, Any]:
