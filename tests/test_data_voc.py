@@ -160,7 +160,7 @@ def test_fractional_coordinate_refused_for_discover_named(tmp_path, value):
     with pytest.raises(SimpoolBenchError) as exc:
         read_discovery_data("voc07", root)
     assert str(exc.value) == want
-    if value != "nan":  # a NaN box is refused as outside its image either way
+    if value != "nan":  # a NaN box is refused as not finite either way
         rec = next(r for r in read_map_data("voc07", root) if r.image_id == ids[1])
         assert rec.boxes.tolist() == [[float(value) - 1, 2, 30, 5]]
 
@@ -242,12 +242,61 @@ def test_read_voc_malformed_xml_named(tmp_path, xml, match):
     assert match in str(exc.value) and "\n" not in str(exc.value)
 
 
-@pytest.mark.parametrize("box", [(0, 1, 5, 5), (1, 0, 5, 5), (1, 1, 21, 5), (1, 1, 5, 11), (6, 1, 4, 5)])
-def test_read_voc_box_outside_image_named(tmp_path, box):
+@pytest.mark.parametrize("box", [(0, 1, 5, 5), (1, 0, 5, 5), (1, 1, 21, 5), (1, 1, 5, 11), (-3, 2, 25, 14)])
+def test_a_box_outside_its_image_is_kept_as_lost_keeps_it_with_one_warning(tmp_path, box):
+    """LOST's extract_gt_VOC takes every box as written and its IoU does not clip: a box reaching
+    outside its image (xmin 0, xmax beyond the width, ...) is kept as LOST's, counted in one
+    DataWarning that names the first (it was an error, which refused the whole split)."""
+    from simpool_bench.data.inputs import DataWarning
+
+    root = _make_voc(tmp_path, n=5)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    for image_id in (ids[1], ids[3]):
+        (root / "Annotations" / f"{image_id}.xml").write_text(
+            _annotation_xml(image_id, 20, 10, [_object_xml("dog", (2, 2, 6, 6), 0, 0, False), _object_xml("cat", box, 0, 0, False)])
+        )
+        Image.new("RGB", (20, 10)).save(root / "JPEGImages" / f"{image_id}.jpg")
+    with pytest.warns(DataWarning) as caught:
+        records = read_voc(root)
+    for r, (image_id, _, _, boxes) in zip(records, _lost_reference(root, "2007", "trainval", no_hard=False), strict=True):
+        assert r.image_id == image_id
+        np.testing.assert_array_equal(r.boxes, np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+    assert records[1].boxes.tolist()[1] == [box[0] - 1, box[1] - 1, box[2], box[3]]
+    said = [str(c.message) for c in caught if issubclass(c.category, DataWarning)]
+    xmin, ymin, xmax, ymax = box
+    assert said == [
+        f"VOC annotations {root / 'Annotations'}: 2 box(es) in 2 of 5 images reach outside the image (first: "
+        f"{root / 'Annotations' / (ids[1] + '.xml')} box (xmin={xmin}, ymin={ymin}, xmax={xmax}, ymax={ymax}) in its 20x10 image); "
+        "kept as they are, as LOST keeps them"
+    ]
+
+
+def test_boxes_on_the_image_border_are_inside(tmp_path):
+    """(1, 1, W, H), VOC's whole image, is (0, 0, W, H): inside, no warning."""
+    import warnings
+
+    root = _make_voc(tmp_path, n=3)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    (root / "Annotations" / f"{ids[0]}.xml").write_text(_annotation_xml(ids[0], 20, 10, [_object_xml("dog", (1, 1, 20, 10), 0, 0, False)]))
+    Image.new("RGB", (20, 10)).save(root / "JPEGImages" / f"{ids[0]}.jpg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_voc(root)[0].boxes.tolist() == [[0, 0, 20, 10]]
+
+
+@pytest.mark.parametrize(
+    "box, said",
+    [
+        ((6, 1, 4, 5), "is inverted: xmax below xmin - 1 or ymax below ymin - 1"),
+        ((1, 5, 4, 3), "is inverted"),
+        ((1, 1, "inf", 5), "is not four finite numbers"),
+    ],
+)
+def test_an_inverted_or_infinite_box_is_refused_naming_its_file(tmp_path, box, said):
     root = _make_voc(tmp_path, n=3)
     ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
     (root / "Annotations" / f"{ids[0]}.xml").write_text(_annotation_xml(ids[0], 20, 10, [_object_xml("dog", box, 0, 0, False)]))
-    with pytest.raises(SimpoolBenchError, match=rf"{ids[0]}\.xml: box .* outside its 20x10 image"):
+    with pytest.raises(SimpoolBenchError, match=rf"VOC annotation .*{ids[0]}\.xml: box \(xmin=.*\) {said}"):
         read_voc(root)
 
 

@@ -13,6 +13,8 @@ and the images left without a box (all objects hard) are dropped from the evalua
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from xml.etree.ElementTree import Element, ParseError
 
@@ -22,7 +24,7 @@ from defusedxml import DefusedXmlException
 
 from ..errors import SimpoolBenchError
 from .images import sizes_from_files
-from .inputs import clip, join_inside, not_found, read_lines
+from .inputs import clip, join_inside, not_found, read_lines, warn_data
 from .records import Record
 
 VOC_SPLITS_DIR = Path("ImageSets") / "Main"
@@ -70,8 +72,10 @@ def _size(text: str | None, tag: str, xml: Path) -> int:
 def parse_voc_annotation(xml: str | Path, no_hard: bool = False, integer_coords: bool = False) -> tuple[int, int, np.ndarray]:
     """(width, height, boxes) of one VOC annotation file; boxes (K, 4) in LOST's convention.
 
-    The size is 0 x 0 when ``<size>`` is absent; then the boxes are not checked against it.
-    With ``integer_coords`` a fractional (or non-finite) coordinate of a box kept is an error.
+    The size is 0 x 0 when ``<size>`` is absent. A box is not checked against the size here
+    (``read_voc`` warns about boxes outside their image and keeps them, as LOST does); a
+    non-finite or inverted box is an error. With ``integer_coords`` a fractional coordinate of a
+    box kept is an error.
     """
     xml = Path(xml)
     try:
@@ -92,15 +96,37 @@ def parse_voc_annotation(xml: str | Path, no_hard: bool = False, integer_coords:
             for t in ("xmin", "ymin", "xmax", "ymax")
         )
         box = (xmin - 1, ymin - 1, xmax, ymax)
-        inverted = box[0] > box[2] or box[1] > box[3]
-        outside = width > 0 and height > 0 and not (box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height)
-        if inverted or outside:
-            raise SimpoolBenchError(
-                f"VOC annotation {xml}: box (xmin={xmin:g}, ymin={ymin:g}, xmax={xmax:g}, ymax={ymax:g}) "
-                f"is outside its {width}x{height} image (or inverted)"
-            )
+        said = f"VOC annotation {xml}: box (xmin={xmin:g}, ymin={ymin:g}, xmax={xmax:g}, ymax={ymax:g})"
+        if not all(math.isfinite(v) for v in box):
+            raise SimpoolBenchError(f"{said} is not four finite numbers")
+        if box[0] > box[2] or box[1] > box[3]:
+            raise SimpoolBenchError(f"{said} is inverted: xmax below xmin - 1 or ymax below ymin - 1")
         boxes.append(box)
     return width, height, np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def warn_boxes_outside(records: Sequence[Record], ann_dir: Path) -> int:
+    """One ``DataWarning`` counting the ground-truth boxes that reach outside their image (the
+    decoded file's size), the first one named as its annotation writes it; they are kept as they
+    are, as LOST keeps them (its IoU takes them unclipped). Returns the count."""
+    first: tuple[Record, np.ndarray] | None = None
+    n_boxes = n_images = 0
+    for r in records:
+        b = r.boxes
+        if r.width <= 0 or r.height <= 0 or not len(b):
+            continue
+        out = (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > r.width) | (b[:, 3] > r.height)
+        if out.any():
+            n_boxes, n_images = n_boxes + int(out.sum()), n_images + 1
+            first = first or (r, b[int(np.argmax(out))])
+    if first is not None:
+        r, (x0, y0, x1, y1) = first
+        warn_data(
+            f"VOC annotations {ann_dir}: {n_boxes} box(es) in {n_images} of {len(records)} images reach outside the image (first: "
+            f"{ann_dir / (r.image_id + '.xml')} box (xmin={x0 + 1:g}, ymin={y0 + 1:g}, xmax={x1:g}, ymax={y1:g}) in its "
+            f"{r.width}x{r.height} image); kept as they are, as LOST keeps them"
+        )
+    return n_boxes
 
 
 def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False, integer_coords: bool = False) -> list[Record]:
@@ -108,7 +134,8 @@ def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False, i
 
     Records come in split-file order; ``image_id`` is the VOC id (file stem), ``label`` is -1,
     ``width``/``height`` are the image file's (LOST works on the decoded image; a ``<size>`` that
-    differs is counted in one ``DataWarning``; boxes are checked against ``<size>``). With ``no_hard`` images whose
+    differs is counted in one ``DataWarning``, and so are boxes that reach outside their image,
+    which are kept as LOST keeps them). With ``no_hard`` images whose
     objects are all hard are left out and hard objects are dropped (see the module docstring).
     ``integer_coords`` (discover) refuses a fractional box coordinate, which LOST's ``int()``
     cannot read; without it such a value is kept as a float.
@@ -116,7 +143,7 @@ def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False, i
     Raises:
         SimpoolBenchError: a missing ``Annotations``/``JPEGImages`` folder or split file (the path
             named), listed images or annotations that are missing (the first and the count),
-            malformed XML (the file named), a box outside its image (the file named), with
+            malformed XML (the file named), an inverted or non-finite box (the file named), with
             ``integer_coords`` a fractional coordinate (the file, tag and value named).
     """
     root = Path(root)
@@ -165,4 +192,5 @@ def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False, i
             continue
         records.append(Record(image_id, img_dir / f"{image_id}.jpg", -1, width, height, boxes))
     sizes_from_files(records, f"VOC annotations {ann_dir}", "LOST")
+    warn_boxes_outside(records, ann_dir)
     return records
