@@ -12,7 +12,9 @@ by; a shard whose key differs from the run's is recomputed, never merged. The ke
   modification time (``st_size``, ``st_mtime_ns``): a replaced image changes the key without
   reading any pixels;
 - the transform (its ``repr``, which names every step and its parameters);
-- the run settings that change numbers: ``--amp``, ``--shard-size``, the device type;
+- the run settings that change numbers: ``--amp``, ``--shard-size``, the device type and, on
+  CUDA, PyTorch's float32 settings (TF32 matrix products and convolutions, cuDNN's benchmark and
+  deterministic modes), which a caller of the API may set (timm's ``validate.py`` turns TF32 on);
 - the code: the sha256 of the source files that compute numbers (``CODE_FILES``) and the torch
   and timm versions, so a fix in a metric never merges with shards counted before it.
 """
@@ -146,6 +148,18 @@ def describe_transform(transform: Callable | None) -> str:
     return text
 
 
+def float32_settings(device: str) -> str:
+    """PyTorch's settings that change float32 results on ``device``: on CUDA, TF32 for matrix
+    products and for cuDNN convolutions, cuDNN's benchmark and deterministic modes; '' elsewhere."""
+    if not str(device).startswith("cuda"):
+        return ""
+    cudnn = torch.backends.cudnn
+    return (
+        f"matmul_tf32={torch.backends.cuda.matmul.allow_tf32} cudnn_tf32={cudnn.allow_tf32} "
+        f"benchmark={cudnn.benchmark} deterministic={cudnn.deterministic}"
+    )
+
+
 def resume_key(
     kind: str,
     model: torch.nn.Module | None,
@@ -167,6 +181,7 @@ def resume_key(
         "amp": amp,
         "shard_size": int(shard_size),
         "device": str(device),
+        "float32": float32_settings(device),
         "code": code_version(),
     }
     return hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()[:24]

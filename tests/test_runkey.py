@@ -86,3 +86,30 @@ def test_the_code_is_in_the_key(base: dict, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(runkey, "code_version", lambda: "another version of the metrics")
     assert _key(base) != key
     assert {"metrics", "models", "discovery.py", "pooling.py", "transforms.py", "tasks"} <= set(runkey.CODE_FILES)
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        (torch.backends.cuda.matmul, "allow_tf32"),
+        (torch.backends.cudnn, "allow_tf32"),
+        (torch.backends.cudnn, "benchmark"),
+        (torch.backends.cudnn, "deterministic"),
+    ],
+    ids=["matmul.allow_tf32", "cudnn.allow_tf32", "cudnn.benchmark", "cudnn.deterministic"],
+)
+def test_cuda_float32_settings_are_in_a_cuda_key_only(base: dict, flag) -> None:
+    """timm's validate.py turns TF32 matrix products and cudnn.benchmark on; an API caller may too.
+    Each changes a CUDA run's numbers, so its key; a CPU run's key stays (the flags act on CUDA only).
+    The flags are only read here: no GPU is needed."""
+    module, name = flag
+    cpu, cuda, cuda1 = _key(base), _key({**base, "device": "cuda"}), _key({**base, "device": "cuda:1"})
+    before = getattr(module, name)
+    setattr(module, name, not before)  # torch's flag objects take no monkeypatch (custom __setattr__)
+    try:
+        assert _key(base) == cpu
+        assert _key({**base, "device": "cuda"}) != cuda
+        assert _key({**base, "device": "cuda:1"}) != cuda1  # an indexed device is CUDA too
+    finally:
+        setattr(module, name, before)
+    assert getattr(module, name) == before and _key({**base, "device": "cuda"}) == cuda
