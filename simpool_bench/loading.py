@@ -211,7 +211,7 @@ TRAIN_EVAL_FLAGS: dict[str, str] = {"crop_pct": "--crop-pct", "interpolation": "
 
 def warn_train_eval(ckpt: LoadedCheckpoint, data_config: dict[str, Any]) -> None:
     """A timm ``train.py`` checkpoint whose arguments set a validation preprocessing other than the one
-    this run uses (the model's pretrained config, as timm's ``validate.py`` takes it, or the flags):
+    this run uses (the model's pretrained config at its training size, or the flags):
     the top-1 its training logged came from the file's."""
 
     def same(a: Any, b: Any) -> bool:
@@ -229,7 +229,7 @@ def warn_train_eval(ckpt: LoadedCheckpoint, data_config: dict[str, Any]) -> None
     flags = " ".join(f"{TRAIN_EVAL_FLAGS[k]} {shown(v)}" for k, v in differ.items() if k in TRAIN_EVAL_FLAGS)
     _warn(
         f"checkpoint {ckpt.path} was validated in train.py with {theirs} (its args); this run uses {ours}, the model's "
-        "config as timm's validate.py takes it" + (f": pass {flags} to evaluate as train.py did" if flags else "")
+        "pretrained config at its training size" + (f": pass {flags} to evaluate as train.py did" if flags else "")
     )
 
 

@@ -1267,7 +1267,7 @@ def test_a_train_py_file_validated_with_other_preprocessing_says_so(tmp_path, ca
     assert (model.data_config["crop_pct"], model.data_config["interpolation"]) == (0.9, "bicubic")
     assert " ".join(capsys.readouterr().err.split()) == (
         f"warning: checkpoint {tuned} was validated in train.py with interpolation bilinear, crop_pct 0.95 (its args); "
-        "this run uses interpolation bicubic, crop_pct 0.9, the model's config as timm's validate.py takes it: "
+        "this run uses interpolation bicubic, crop_pct 0.9, the model's pretrained config at its training size: "
         "pass --interpolation bilinear --crop-pct 0.95 to evaluate as train.py did"
     )
     model, _ = load_model(ModelOptions(checkpoint=tuned, crop_pct=0.95, interpolation="bilinear"))

@@ -184,6 +184,7 @@ def test_pretrained_file_and_torchvision_names(tmp_path, hf_cache, monkeypatch):
     r = build_model("torchvision:resnet18", pool="gap", num_classes=None, pretrained_file=str(rf))
     assert all(torch.equal(r.state_dict()[k], v) for k, v in rsd.items())
     assert r.data_config["interpolation"] == "bilinear" and r.data_config["crop_pct"] == 224 / 256
+    assert r.data_config["input_size"] == (3, 224, 224)  # torchvision's crop, not timm's test size of resnet18 (288)
 
 
 def test_pretrained_classifier_is_the_files_or_an_error_never_random(tmp_path, hf_cache):
@@ -449,3 +450,35 @@ def test_commands_with_a_timm_state_dict(tmp_path, data, arch, kw, source):
     sel = pd.read_csv(tmp_path / "v" / "selection.csv")
     assert sel["column"].tolist() == [f"w: {source}", "w: rollout", "w: gradcam"] * 2
     assert (tmp_path / "v" / "figure.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_timm_weights_are_evaluated_at_their_test_time_size_as_validate_py_does(tmp_path, hf_cache):
+    """timm's validate.py resolves its data config with ``use_test_size`` (its default; timm's
+    published results are at that setting): ``resnet18.a1_in1k`` trains at 224 (crop_pct 0.95) and
+    is validated at 288 (crop_pct 1.0). ``--pretrained`` now takes validate.py's config; ``--img-size``
+    and a checkpoint file (train.py validated at the training size) keep the training size."""
+    arch = "resnet18"
+    pcfg = timm.models.get_pretrained_cfg(arch)
+    assert tuple(pcfg.test_input_size) == (3, 288, 288) and pcfg.test_crop_pct == 1.0 and pcfg.crop_pct == 0.95
+    sd = _random_sd(arch, 4)
+    fake_repo(hf_cache, pcfg.hf_hub_id, {"model.safetensors": sd})
+    ref = timm.create_model(arch, pretrained=False).eval()
+    validate_py = timm.data.resolve_data_config({}, model=ref, use_test_size=True)  # validate.py's default args
+    m = build_model(arch, pool=None, pretrained=True)
+    assert {k: m.data_config[k] for k in validate_py} == validate_py
+    assert (m.data_config["input_size"], m.data_config["crop_pct"]) == ((3, 288, 288), 1.0)
+    asked = build_model(arch, pool=None, pretrained=True, img_size=224)
+    assert (asked.data_config["input_size"], asked.data_config["crop_pct"]) == ((3, 224, 224), 0.95)
+    from simpool_bench.api import ModelOptions, load_model
+
+    f = tmp_path / "r18.pth"
+    torch.save(sd, f)
+    from_file, _ = load_model(ModelOptions(arch=arch, checkpoint=f))
+    assert (from_file.data_config["input_size"], from_file.data_config["crop_pct"]) == ((3, 224, 224), 0.95)
+
+    data = build_image_folder(tmp_path / "val", counts=(2, 2), size=(300, 290), seed=2)
+    res = invoke_cli("classify", "--model", arch, "--pretrained", "--data", data, "--out", tmp_path / "out", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    row = pd.read_csv(tmp_path / "out" / "results.csv").iloc[0]
+    record = json.loads(row["transform"])
+    assert (record["resize"], record["crop"], record["crop_pct"], int(row["image_size"])) == (288, [288, 288], 1.0, 288)

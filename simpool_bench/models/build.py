@@ -462,11 +462,23 @@ class _ModelBuild:
         return gamma_value, source
 
     def data_config(self, net: nn.Module) -> dict[str, Any]:
-        """timm's evaluation data config of ``net``: the input size, DINO's transform, then the name's and the caller's overrides."""
-        overrides: dict[str, Any] = {"input_size": (3, *self.size)}
+        """timm's evaluation data config of ``net``: the input size, DINO's transform, then the name's and the caller's overrides.
+
+        With timm's own weights (``--pretrained``, ``--pretrained-file``, ``hf-hub:``) and no
+        ``--img-size``, the pretrained config's test-time size and crop (``test_input_size``,
+        ``test_crop_pct``) where it has them, as timm's ``validate.py`` resolves it by default
+        (``resnet50.a1_in1k``: 288 px, crop_pct 1.0), the setting of timm's published results."""
+        test_time = self.test_time_config()
+        overrides: dict[str, Any] = {} if test_time else {"input_size": (3, *self.size)}
         if self.variant == "dino":
             overrides.update(DINO_EVAL_DATA_CONFIG)
         overrides.update(self.name.data_config)
         overrides.update({k: v for k, v in (self.data_overrides or {}).items() if v is not None})
-        data_config = resolve_model_data_config(net, args=overrides)
+        data_config = resolve_model_data_config(net, args=overrides, use_test_size=test_time)
         return {k: tuple(v) if isinstance(v, list) else v for k, v in data_config.items()}  # JSON configs give lists
+
+    def test_time_config(self) -> bool:
+        """Whether the data config takes the pretrained config's test-time size and crop: pretrained
+        weights (not a checkpoint file, whose train.py validated at the training size), no
+        ``--img-size``, not DINO's protocol. A torchvision name's own size and crop win over it."""
+        return self.pretrained and self.img_size is None and self.variant != "dino"
