@@ -10,9 +10,11 @@ same random weights, identical numbers asserted, one ``ratio`` line per task (pe
   map, then per image ``cv2.resize``, ``normalize_scoremap`` and one ``cv2.findContours`` per
   threshold at interval 0.001 (tests/boxacc_oracle.py); ours: ``evaluate.localize``. Same
   MaxBoxAcc at IoU 30/50/70, and the same BoxAcc at every threshold.
-* classification, timm ``validate.py``: a plain timm model, timm's eval transform, forward and
-  ``timm.utils.accuracy`` top-1/top-5; ours: ``evaluate.classify`` (which also computes the maps
-  path's features). Same top-1/top-5 counts.
+* classification, timm ``validate.py`` with its defaults: a plain timm model, timm's own
+  ``create_loader`` (its prefetcher transform, ``fast_collate`` and ``PrefetchLoader``, which
+  normalises on the device), forward and ``timm.utils.accuracy`` top-1/top-5; ours:
+  ``evaluate.classify`` with ``--prefetcher``'s transform (which also computes the maps path's
+  features). Same top-1/top-5 counts.
 
 Both sides decode with the same number of DataLoader workers (simpool-bench's default,
 min(8, cores)); the peers keep their own batch sizes (LOST 1, wsolevaluation 64, timm 256 capped
@@ -58,7 +60,7 @@ from simpool_bench.data.records import Record  # noqa: E402
 from simpool_bench.engine import EngineConfig  # noqa: E402
 from simpool_bench.metrics.boxes import resize_boxes_wsol  # noqa: E402
 from simpool_bench.models import build_model  # noqa: E402
-from simpool_bench.transforms import IMAGENET_MEAN, IMAGENET_STD, classification_transform, wsol_transform  # noqa: E402
+from simpool_bench.transforms import IMAGENET_MEAN, IMAGENET_STD, classification_config, eval_transform, wsol_transform  # noqa: E402
 
 import boxacc_oracle as oracle  # noqa: E402
 import lost_reference as lost_ref  # noqa: E402
@@ -111,6 +113,23 @@ def labelled_records(folder: Path, n: int, seed: int) -> list[Record]:
             )
         )
     return out
+
+
+class _TimmDataset(torch.utils.data.Dataset):
+    """As timm's ImageDataset hands images to its loader: (PIL RGB image through ``transform``, label);
+    ``create_loader`` sets the transform."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.records, self.transform = records, None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        rec = self.records[i]
+        with open(rec.path, "rb") as f:
+            img = Image.open(f).convert("RGB")
+        return (img if self.transform is None else self.transform(img)), rec.label
 
 
 class _PilDataset(torch.utils.data.Dataset):
@@ -236,8 +255,10 @@ def _cpu_seconds() -> tuple[float, float]:
 
 
 def task_timm(records: list[Record], workers: int, batch_size: int, device: str) -> tuple[float, float, str]:
-    """timm validate.py (plain timm model, eval transform, accuracy) against ``evaluate.classify``."""
+    """timm validate.py's default loop (plain timm model, timm's create_loader with its prefetcher,
+    accuracy) against ``evaluate.classify`` with the prefetcher's pixels."""
     import timm
+    from timm.data import create_loader
     from timm.utils import accuracy
 
     torch.manual_seed(2)
@@ -245,14 +266,28 @@ def task_timm(records: list[Record], workers: int, batch_size: int, device: str)
     net = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=NUM_CLASSES).eval()
     net.load_state_dict(ours_model.state_dict())
     net = net.to(device)
-    transform = classification_transform(ours_model.data_config)
-    loader = torch.utils.data.DataLoader(_PilDataset(records, transform), batch_size=min(256, len(records)), num_workers=workers)
+    data_cfg = ours_model.data_config
+    transform = eval_transform(classification_config(data_cfg), prefetcher=True)
+    loader = create_loader(
+        _TimmDataset(records),
+        input_size=data_cfg["input_size"],
+        batch_size=min(256, len(records)),
+        use_prefetcher=True,
+        interpolation=data_cfg["interpolation"],
+        mean=data_cfg["mean"],
+        std=data_cfg["std"],
+        num_workers=workers,
+        crop_pct=data_cfg["crop_pct"],
+        crop_mode=data_cfg.get("crop_mode", "center"),
+        device=torch.device(device),
+        img_dtype=torch.float32,
+    )
     correct1 = correct5 = 0
     t0 = time.perf_counter()
     with torch.no_grad():
-        for images, target, _ in loader:
-            output = net(images.to(device))
-            acc1, acc5 = accuracy(output, target.to(device), topk=(1, 5))  # percent of the batch
+        for images, target in loader:
+            output = net(images)
+            acc1, acc5 = accuracy(output, target, topk=(1, 5))  # percent of the batch
             correct1 += int(round(acc1.item() * images.shape[0] / 100))
             correct5 += int(round(acc5.item() * images.shape[0] / 100))
     peer_s = time.perf_counter() - t0
