@@ -50,6 +50,7 @@ class KnnProtocol:
 
     ks: tuple[int, ...] = (10, 20, 100, 200)
     temperature: float = 0.07
+    chunks: int = 100  # test images in n // chunks per matrix product (SimPool's eval_knn.py: 500)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 

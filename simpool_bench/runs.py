@@ -25,6 +25,7 @@ from .engine import EngineConfig, resolve_device
 from .errors import SimpoolBenchError
 from .fields import path_argument
 from .loading import check_model_options, load_model
+from .metrics.knn import check_chunks
 from .readers import (
     classification_split,
     read_classification_data,
@@ -113,6 +114,7 @@ def run_classify(
         raise SimpoolBenchError("--data is required (the image root of the dataset)")
     if not spec.knn_temperature > 0:  # also NaN
         raise SimpoolBenchError(f"--knn-temperature {spec.knn_temperature}: expected a number > 0 (DINO: 0.07)")
+    check_chunks(spec.knn_chunks)
     check_before_data(engine, _with_interpolation(spec))
     records, classes = read_classification_data(d.data, d.split, d.labels, d.metadata, d.subset, default_split=spec.default_split)
     split = classification_split(d.data, d.split, d.labels, d.metadata, spec.default_split) or spec.default_split  # the folder read
@@ -135,6 +137,7 @@ def run_classify(
         knn_train=bank,
         knn_k=spec.knn_k,
         knn_temperature=spec.knn_temperature,
+        knn_chunks=spec.knn_chunks,
         bank_cache=out,
     )
     size = cfg.get("input_size", (3, 0, 0))[-1]  # the crop: --crop, else the model's

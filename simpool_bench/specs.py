@@ -117,7 +117,8 @@ class ClassifySpec:
     """Top-1/top-5 and DINO's weighted k-NN; ``resize``/``crop``/``interpolation`` override the eval transform.
 
     k-NN: one row per k of ``knn_k``; ``knn_subset`` N keeps the first N bank images of every class
-    (sorted file order, as ``--subset``). ``prefetcher``: normalise the pixels as timm's
+    (sorted file order, as ``--subset``); ``knn_chunks``: the test features go through DINO's
+    ``knn_classifier`` in ``n // knn_chunks`` rows at a time (DINO 100, SimPool's copy 500). ``prefetcher``: normalise the pixels as timm's
     ``validate.py``/``train.py`` do by default (``transforms.PrefetcherNormalize``), not with
     ``ToTensor`` then ``Normalize`` (``validate.py --no-prefetcher``, DINO)."""
 
@@ -126,6 +127,7 @@ class ClassifySpec:
     knn_train: Path | None = None
     knn_k: tuple[int, ...] | int = DINO_KNN.ks
     knn_temperature: float = DINO_KNN.temperature
+    knn_chunks: int = DINO_KNN.chunks
     knn_subset: int | None = None
     per_class: bool = False
     resize: int | None = None
@@ -241,6 +243,7 @@ def protocol_of(spec: ClassifySpec | LocalizeSpec | DiscoverSpec | ExtractSpec) 
             "knn_train": str(spec.knn_train) if knn else None,
             "knn_k": [int(k) for k in ks] if knn else None,
             "knn_temperature": float(spec.knn_temperature) if knn else None,
+            "knn_chunks": int(spec.knn_chunks) if knn else None,
             "knn_subset": getattr(spec, "knn_subset", None) if knn else None,
         }
     if isinstance(spec, LocalizeSpec):

@@ -65,7 +65,10 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 #: Numeric keys with a range (the commands' ``min=`` and run-time checks), as (test, what is expected).
 _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
-    **{k: ((lambda v: v >= 1), "an integer >= 1") for k in ("subset", "knn_k", "k_patches", "resize", "crop", "num_classes", "img_size")},
+    **{
+        k: ((lambda v: v >= 1), "an integer >= 1")
+        for k in ("subset", "knn_k", "knn_chunks", "k_patches", "resize", "crop", "num_classes", "img_size")
+    },
     "cls_head": ((lambda v: v >= 0), "an integer >= 0"),
     "knn_temperature": ((lambda v: v > 0), "a number > 0"),
     "crop_pct": ((lambda v: 0 < v <= 1), "a fraction in (0, 1]"),

@@ -21,14 +21,16 @@ from conftest import invoke_cli, said
 
 
 @torch.no_grad()
-def dino_knn_classifier(train_features, train_labels, test_features, test_labels, k, T, num_classes=1000):
+def dino_knn_classifier(train_features, train_labels, test_features, test_labels, k, T, num_classes=1000, num_chunks=100):
     """facebookresearch/dino ``eval_knn.knn_classifier``, op for op (features L2-normalised by the
     caller, as DINO's extraction does). Also returns each image's top-1 prediction and hits, in
-    order, and the class scores ``probs`` (collected beside DINO's sums; the ops are untouched)."""
+    order, and the class scores ``probs`` (collected beside DINO's sums; the ops are untouched).
+    billpsomas/simpool's ``self_supervised/eval_knn.py`` has the same function with
+    ``num_chunks=500`` as a keyword (its only difference): ``num_chunks`` gives it."""
     top1, top5, total = 0.0, 0.0, 0
     pred, hit1, hit5, scores = [], [], [], []
     train_features = train_features.t()
-    num_test_images, num_chunks = test_labels.shape[0], 100
+    num_test_images = test_labels.shape[0]
     imgs_per_chunk = num_test_images // num_chunks
     retrieval_one_hot = torch.zeros(k, num_classes).to(train_features.device)
     for idx in range(0, num_test_images, imgs_per_chunk):
@@ -57,31 +59,31 @@ def dino_knn_classifier(train_features, train_labels, test_features, test_labels
     return top1, top5, np.array(pred), np.array(hit1, dtype=bool), np.array(hit5, dtype=bool), torch.cat(scores)
 
 
-def _ours(train_f, train_y, test_f, test_y, ks, T, C, batch=7, seed=0):
+def _ours(train_f, train_y, test_f, test_y, ks, T, C, batch=7, seed=0, chunks=100):
     """Our accumulator fed in shuffled batches (dataset positions given), merged from three shards
     through state_dict round trips."""
     bank = MemoryBank.from_features(train_f, train_y, C)
     order = np.random.default_rng(seed).permutation(len(test_y))
-    shards = [KNNAccumulator(bank, ks, T) for _ in range(3)]
+    shards = [KNNAccumulator(bank, ks, T, chunks) for _ in range(3)]
     for j, s in enumerate(range(0, len(order), batch)):
         idx = order[s : s + batch]
         shards[j % 3].update(test_f[idx], test_y[idx], torch.from_numpy(idx))
-    total = KNNAccumulator(bank, ks, T)
+    total = KNNAccumulator(bank, ks, T, chunks)
     for acc in shards:
-        fresh = KNNAccumulator(bank, ks, T)
+        fresh = KNNAccumulator(bank, ks, T, chunks)
         fresh.load_state_dict(acc.state_dict())
         total.merge(fresh)
     return total
 
 
-def _check_against_dino(train_f, train_y, test_f, test_y, ks, T, C):
-    acc = _ours(train_f, train_y, test_f, test_y, ks, T, C)
+def _check_against_dino(train_f, train_y, test_f, test_y, ks, T, C, chunks=100):
+    acc = _ours(train_f, train_y, test_f, test_y, ks, T, C, chunks=chunks)
     got = acc.compute()
     cols = acc.per_image_columns(len(test_y))
     tr, te = nn.functional.normalize(train_f, dim=1, p=2), nn.functional.normalize(test_f, dim=1, p=2)
     for k in ks:
-        top1, top5, pred, hit1, hit5, probs = dino_knn_classifier(tr, train_y, te, test_y, k, T)  # DINO's call: num_classes=1000
-        step = len(test_y) // 100  # DINO's chunks (the matmul's rounding depends on their size)
+        top1, top5, pred, hit1, hit5, probs = dino_knn_classifier(tr, train_y, te, test_y, k, T, num_chunks=chunks)  # num_classes=1000
+        step = len(test_y) // chunks  # the peer's chunks (the matmul's rounding depends on their size)
         for c in range(0, len(test_y), step):  # the class scores of each chunk, bit for bit
             assert torch.equal(knn_votes(torch.mm(te[c : c + step], tr.t()), train_y, k, T, 1000), probs[c : c + step]), k
         assert (got["knn_top1"][k], got["knn_top5"][k]) == (top1, top5), k  # bit for bit
@@ -100,6 +102,32 @@ def test_every_k_in_one_pass_equals_dino_knn_classifier_per_k():
     test_f = centers[test_y] + torch.randn(250, d, generator=g) * 2
     got = _check_against_dino(train_f, train_y, test_f, test_y, (1, 3, 10, 20, 100, 200), 0.07, C)
     assert len({got["knn_top1"][k] for k in (1, 10, 200)}) > 1  # the ks really differ
+
+
+def test_simpools_eval_knn_chunks_of_n_over_500_are_its_bits(monkeypatch):
+    """SimPool's own eval_knn.py (the published DINO-SimPool 20-NN figures) splits the test set into
+    500 chunks, DINO's into 100: ``--knn-chunks 500`` gives its class scores and hits bit for bit.
+    The chunk size changes the products' rounding here (rows of 2 against rows of 10), so it is
+    part of the protocol, not a detail."""
+    g = torch.Generator().manual_seed(3)
+    C, d = 9, 48
+    centers = torch.randn(C, d, generator=g)
+    train_y = torch.randint(0, C, (400,), generator=g)
+    test_y = torch.randint(0, C, (1000,), generator=g)  # DINO: chunks of 10; SimPool: chunks of 2
+    train_f = centers[train_y] + torch.randn(400, d, generator=g) * 1.5
+    test_f = centers[test_y] + torch.randn(1000, d, generator=g) * 2
+    import simpool_bench.metrics.knn as knn_module
+
+    seen: list[torch.Tensor] = []
+    real_votes = knn_module.knn_votes
+    monkeypatch.setattr(knn_module, "knn_votes", lambda sim, *a: seen.append(sim.clone()) or real_votes(sim, *a))
+    got = _check_against_dino(train_f, train_y, test_f, test_y, (1, 10, 20, 200), 0.07, C, chunks=500)
+    tr, te = nn.functional.normalize(train_f, dim=1, p=2), nn.functional.normalize(test_f, dim=1, p=2)
+    by = {n: torch.cat([torch.mm(te[i : i + 1000 // n], tr.t()) for i in range(0, 1000, 1000 // n)]) for n in (100, 500)}
+    assert not torch.equal(by[100], by[500])  # the chunking changes bits of the similarities
+    ours = seen[::4]  # one similarity per chunk (shared by the 4 ks, in order)
+    assert [len(c) for c in ours] == [2] * 500 and torch.equal(torch.cat(ours), by[500])
+    assert got["knn_top1"][20] == dino_knn_classifier(tr, train_y, te, test_y, 20, 0.07, num_chunks=500)[0]
 
 
 def test_ties_in_similarity_and_in_class_scores_break_as_dino():
@@ -331,6 +359,48 @@ def test_cli_knn_k_list_subset_and_errors(tiny_knn, tmp_path):
         assert "Traceback" not in res.output
     res = invoke_cli("classify", "--data", d["test"], "--checkpoint", d["ckpt"], "--device", "cpu", "--knn-subset", "1")
     assert res.exit_code == 2 and "error: --knn-subset picks part of the k-NN memory bank: give --knn-train DIR too" in said(res)
+
+
+def test_cli_knn_chunks_is_recorded_reuses_the_bank_and_needs_a_bank(tiny_knn, tmp_path):
+    """``--knn-chunks 500`` (SimPool's eval_knn.py) lands in the protocol record, which ``check``
+    calls a change against DINO's 100; a table from before the parameter was recorded reads as 100
+    with a bank. Without ``--knn-train`` the flag is an error, as --knn-k is."""
+    import json
+
+    from simpool_bench.results.protocols import parameter_changes
+
+    d = tiny_knn
+    base = [
+        "classify",
+        "--data",
+        d["test"],
+        "--knn-train",
+        d["train"],
+        "--checkpoint",
+        d["ckpt"],
+        "--device",
+        "cpu",
+        "-j",
+        "0",
+        "--knn-k",
+        "2",
+    ]
+    out = tmp_path / "run"
+    assert invoke_cli(*base, "--out", out).exit_code == 0
+    dino = R.read_run(out)
+    res = invoke_cli(*base, "--knn-chunks", "500", "--out", out)
+    assert res.exit_code == 0 and "note: reusing the k-NN memory bank's features" in said(res)  # the features do not depend on it
+    simpool = R.read_run(out)
+    assert {json.loads(p)["knn_chunks"] for p in dino["protocol"]} == {100} and {
+        json.loads(p)["knn_chunks"] for p in simpool["protocol"]
+    } == {500}
+    assert [(c.name, c.run, c.baseline) for c in parameter_changes(simpool, dino)] == [("knn_chunks", "500", "100")]
+    old = dino.assign(protocol=[json.dumps({k: v for k, v in json.loads(p).items() if k != "knn_chunks"}) for p in dino["protocol"]])
+    assert parameter_changes(dino, old) == [] and [c.name for c in parameter_changes(simpool, old)] == ["knn_chunks"]
+    res = invoke_cli("classify", "--data", d["test"], "--checkpoint", d["ckpt"], "--device", "cpu", "--knn-chunks", "500")
+    assert res.exit_code == 2 and "--knn-chunks" in said(res) and "only the k-NN classifier uses it" in said(res), res.output
+    res = invoke_cli(*base, "--knn-chunks", "0", "--no-resume")
+    assert res.exit_code == 2 and "Traceback" not in res.output
 
 
 # ----------------------------------------------------------------------------------- the k column

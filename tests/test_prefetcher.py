@@ -104,7 +104,7 @@ def test_transform_record_names_the_normalisation():
     record = transform_record(eval_transform(cfg, prefetcher=True))  # mean/std read from the step
     assert record["normalize"] == TIMM_PREFETCHER
     assert (record["mean"], record["std"]) == (list(IMAGENET[0]), list(IMAGENET[1]))
-    assert RECORDED_SINCE["normalize"] == TO_TENSOR
+    assert RECORDED_SINCE["normalize"]({}) == TO_TENSOR
 
 
 @pytest.mark.parametrize("on_device", [False, True])

@@ -265,7 +265,7 @@ def test_every_run_kind_fills_protocol_transform_and_random_init(tmp_path, make_
     spec = api.ClassifySpec(api.DataSpec("folder", data=data), api.ModelOptions(checkpoint=ckpt), resize=40, default_split="all")
     cls = api.run_classify(spec, _engine()).table
     assert json.loads(cls["protocol"].iloc[0]) == {
-        "task": "classify", "knn_train": None, "knn_k": None, "knn_temperature": None, "knn_subset": None,
+        "task": "classify", "knn_train": None, "knn_k": None, "knn_temperature": None, "knn_chunks": None, "knn_subset": None,
     }  # fmt: skip
     cfg = model.data_config
     assert json.loads(cls["transform"].iloc[0]) == {
@@ -322,3 +322,27 @@ def test_crop_pct_for_gives_timms_resize_exactly():
             short += pct != crop / resize
             assert pct == crop / resize or math.floor(crop / (crop / resize)) == resize - 1
     assert short > 0  # the case the function exists for occurs in this range
+
+
+def test_a_record_from_before_a_parameter_was_recorded_reads_as_the_value_it_ran_with():
+    """``normalize`` (transform) was ToTensor's before ``--prefetcher``; ``knn_chunks`` (protocol) was
+    DINO's 100 for a run with a k-NN bank and unused (None) without one. Any other missing parameter
+    still differs from every value."""
+    from simpool_bench.results.protocols import parameter_changes
+
+    def table(protocol: dict, transform: dict) -> pd.DataFrame:
+        return pd.DataFrame({"protocol": [json.dumps(protocol)], "transform": [json.dumps(transform)]})
+
+    top1 = {"task": "classify", "knn_train": None}
+    knn = {"task": "classify", "knn_train": "/data/train"}
+    tf = {"resize": 256}
+    assert parameter_changes(table({**top1, "knn_chunks": None}, {**tf, "normalize": "to-tensor"}), table(top1, tf)) == []
+    assert parameter_changes(table({**knn, "knn_chunks": 100}, tf), table(knn, tf)) == []
+    changed = parameter_changes(table({**knn, "knn_chunks": 500}, {**tf, "normalize": "timm-prefetcher"}), table(knn, tf))
+    assert [(c.record, c.name, c.run, c.baseline) for c in changed] == [
+        ("protocol", "knn_chunks", "500", "100"),
+        ("transform", "normalize", "timm-prefetcher", "to-tensor"),
+    ]
+    assert [(c.name, c.baseline) for c in parameter_changes(table({**top1, "mass": 0.6}, tf), table(top1, tf))] == [
+        ("mass", "not recorded")
+    ]

@@ -37,7 +37,8 @@ def _baselines() -> list[Path]:
 def test_every_published_number_is_an_entry_of_the_paper_suite_with_the_row_it_writes(entries):
     """13 files (3 supervised top-1, 10 DINO k-NN), each the baseline of an entry the suite runs:
     classify entries write ``top1`` (no k), with timm's prefetcher pixels; k-NN entries write
-    ``knn_top1`` at each k of their evaluation, 20 (the READMEs' 20-NN) among them, with DINO's."""
+    ``knn_top1`` at each k of their evaluation, 20 (the READMEs' 20-NN) among them, with DINO's pixels
+    and SimPool's eval_knn.py chunks."""
     found = _baselines()
     assert len(found) == 13
     check_baseline_folder(PUBLISHED)  # what suite run --baseline accepts
@@ -51,6 +52,7 @@ def test_every_published_number_is_an_entry_of_the_paper_suite_with_the_row_it_w
         else:  # DINO's eval_knn.py: ToTensor then Normalize
             ks = spec.knn_k if isinstance(spec.knn_k, (tuple, list)) else (spec.knn_k,)
             assert rows.loc[0, "metric"] == "knn_top1" and rows.loc[0, "k"] == 20 and 20 in ks and not spec.prefetcher
+            assert spec.knn_chunks == 500  # SimPool's eval_knn.py: num_chunks=500 (DINO's: 100)
         assert 50 < rows.loc[0, "value"] < 80  # a published percentage, not a fraction
 
 

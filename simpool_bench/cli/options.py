@@ -502,6 +502,7 @@ def refuse_given(ctx: typer.Context, unused: Mapping[str, str]) -> None:
 UNUSED_BECAUSE = {
     "knn_k": "only the k-NN classifier uses it (give --knn-train DIR)",
     "knn_temperature": "only the k-NN classifier uses it (give --knn-train DIR)",
+    "knn_chunks": "only the k-NN classifier uses it (give --knn-train DIR)",
     "cam_target": "a no-model --baseline has no class to take a CAM of",
     "mass": "only --method attn keeps a fraction of the attention mass",
     "lost_compat": "only --method attn takes LOST dino_seg's defaults",

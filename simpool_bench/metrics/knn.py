@@ -1,7 +1,7 @@
 """DINO's weighted k-NN classifier (``eval_knn.knn_classifier``), every k in one pass.
 
 ``knn_classify`` runs DINO's loop once over the test features: the same chunks (``n // 100``
-images), the same ops (``torch.mm`` against the transposed bank, ``topk(k)``, a one-hot
+images; ``n // 500`` in SimPool's own ``eval_knn.py``, ``chunks``), the same ops (``torch.mm`` against the transposed bank, ``topk(k)``, a one-hot
 ``scatter_``, ``exp(sim / T)`` weights, ``sum`` over the neighbours, ``sort`` of the 1000 class scores),
 so each k's hits are bit-identical to a separate ``knn_classifier(..., k, T)`` call. The similarity
 of a chunk is computed once and shared by every k; each k takes its own ``topk`` (a prefix of one
@@ -29,8 +29,11 @@ from .catalog import KNN_METRICS
 #: DINO's weighted k-NN protocol (Caron et al. 2021, ``eval_knn.py``): k = 10, 20, 100, 200; T = 0.07.
 DINO_KNN_KS = (10, 20, 100, 200)
 DINO_KNN_TEMPERATURE = 0.07
-#: DINO splits the test features into this many chunks (``num_chunks = 100``).
+#: DINO splits the test features into this many chunks (``num_chunks = 100``); SimPool's copy of
+#: ``eval_knn.py`` (billpsomas/simpool ``self_supervised/``) into 500. A chunk's ``torch.mm`` rounds
+#: by its row count (the BLAS kernel), so the chunking is part of the protocol's bits.
 DINO_KNN_CHUNKS = 100
+SIMPOOL_KNN_CHUNKS = 500
 #: DINO's ``knn_classifier`` votes over ``num_classes=1000`` columns (its default, which ``eval_knn``
 #: never changes): ``sort`` breaks ties among that many, whatever the data set's class count.
 DINO_KNN_NUM_CLASSES = 1000
@@ -68,6 +71,15 @@ def check_ks(ks: Sequence[int], bank_size: int, what: str = "the memory bank") -
     return ks
 
 
+def check_chunks(chunks: int) -> int:
+    """``--knn-chunks``: a whole number >= 1 (DINO: 100; SimPool's eval_knn.py: 500)."""
+    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks < 1:
+        raise SimpoolBenchError(
+            f"--knn-chunks {chunks!r}: expected a whole number >= 1 (DINO's eval_knn.py: {DINO_KNN_CHUNKS}; SimPool's: {SIMPOOL_KNN_CHUNKS})"
+        )
+    return int(chunks)
+
+
 def knn_votes(similarity: torch.Tensor, train_labels: torch.Tensor, k: int, T: float, num_classes: int) -> torch.Tensor:
     """DINO's class scores (b, C) of one chunk's ``similarity`` (b, N) for one k, op for op."""
     batch_size = similarity.shape[0]
@@ -95,8 +107,10 @@ class KnnHits:
     top5: dict[int, np.ndarray]
 
 
-def knn_classify(test_features: torch.Tensor, test_labels: torch.Tensor, bank: MemoryBank, ks: Sequence[int], T: float) -> KnnHits:
-    """Every k of DINO's ``knn_classifier`` in one loop over DINO's chunks (see the module docstring).
+def knn_classify(
+    test_features: torch.Tensor, test_labels: torch.Tensor, bank: MemoryBank, ks: Sequence[int], T: float, chunks: int = DINO_KNN_CHUNKS
+) -> KnnHits:
+    """Every k of DINO's ``knn_classifier`` in one loop over its ``chunks`` (see the module docstring).
 
     ``test_features`` are raw (normalised here over the whole matrix, as DINO's extraction does).
     The votes are ``DINO_KNN_NUM_CLASSES`` wide as DINO's call has them (the bank's class count
@@ -108,7 +122,7 @@ def knn_classify(test_features: torch.Tensor, test_labels: torch.Tensor, bank: M
     ks = tuple(ks)
     train_features = bank.features.t()
     num_test_images = test_labels.shape[0]
-    imgs_per_chunk = max(1, num_test_images // DINO_KNN_CHUNKS)  # DINO: n // 100 (it fails below 100 images)
+    imgs_per_chunk = max(1, num_test_images // int(chunks))  # DINO: n // 100 (it fails below 100 images)
     parts: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {k: [] for k in ks}
     for idx in range(0, num_test_images, imgs_per_chunk):
         features = test_features[idx : min((idx + imgs_per_chunk), num_test_images), :]
@@ -144,9 +158,15 @@ class KNNAccumulator(Accumulator):
 
     METRICS = KNN_METRICS
 
-    def __init__(self, bank: MemoryBank, ks: int | Sequence[int] = DINO_KNN_KS, temperature: float = DINO_KNN_TEMPERATURE) -> None:
+    def __init__(
+        self,
+        bank: MemoryBank,
+        ks: int | Sequence[int] = DINO_KNN_KS,
+        temperature: float = DINO_KNN_TEMPERATURE,
+        chunks: int = DINO_KNN_CHUNKS,
+    ) -> None:
         super().__init__()
-        self.bank, self.temperature = bank, float(temperature)
+        self.bank, self.temperature, self.chunks = bank, float(temperature), check_chunks(chunks)
         self.ks = check_ks((ks,) if isinstance(ks, int) else ks, len(bank))
         self.reset()
 
@@ -219,7 +239,7 @@ class KNNAccumulator(Accumulator):
         """(dataset positions, per-k hits) of the kept images, in dataset order (computed once)."""
         order = torch.argsort(self.index)
         if self._hits is None:
-            self._hits = knn_classify(self.features[order], self.targets[order], self.bank, self.ks, self.temperature)
+            self._hits = knn_classify(self.features[order], self.targets[order], self.bank, self.ks, self.temperature, self.chunks)
         return self.index[order], self._hits
 
     def compute(self) -> dict[str, dict[int, float]]:

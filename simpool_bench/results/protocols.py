@@ -12,7 +12,7 @@ at their one value then.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ PROTOCOL_PARAMETERS: tuple[str, ...] = (
     "knn_train",
     "knn_k",
     "knn_temperature",
+    "knn_chunks",
     "knn_subset",
     "interval",
     "v1",
@@ -49,9 +50,13 @@ PROTOCOL_PARAMETERS: tuple[str, ...] = (
     "std",
     "normalize",
 )
-#: Parameters recorded since a later version, with the value every record before it ran with:
-#: ``normalize`` (``transforms.transform_record``), before ``--prefetcher``, was ToTensor's.
-RECORDED_SINCE: dict[str, Any] = {"normalize": "to-tensor"}
+#: Parameters recorded since a later version, with the value a record from before ran with:
+#: ``normalize`` (``transforms.transform_record``), before ``--prefetcher``, was ToTensor's;
+#: ``knn_chunks``, before ``--knn-chunks``, DINO's 100 where the run had a k-NN bank, else unused.
+RECORDED_SINCE: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "normalize": lambda record: "to-tensor",
+    "knn_chunks": lambda record: 100 if record.get("knn_train") is not None else None,
+}
 _ABSENT = object()
 
 
@@ -120,7 +125,7 @@ def _value(record: dict[str, Any], name: str) -> Any:
     An empty record (no record at all) keeps it absent."""
     if name in record:
         return record[name]
-    return RECORDED_SINCE[name] if record and name in RECORDED_SINCE else _ABSENT
+    return RECORDED_SINCE[name](record) if record and name in RECORDED_SINCE else _ABSENT
 
 
 def _distinct(values: Iterable[Any]) -> dict[str, Any]:

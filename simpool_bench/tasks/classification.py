@@ -18,7 +18,7 @@ from ..errors import SimpoolBenchError
 from ..finite import NonFiniteCounter, check_nonfinite, finite_rows
 from ..metrics.base import Accumulator
 from ..metrics.classification import KNNAccumulator, MemoryBank, TopKAccumulator, top_indices
-from ..metrics.knn import check_ks
+from ..metrics.knn import check_chunks, check_ks
 from ..per_image import PerImageAccumulator, base_frame, scatter, scatter_lists
 from ..registry import DINO_KNN
 from . import knn_bank
@@ -91,6 +91,7 @@ class ClassificationTask:
     bank: MemoryBank | None = None
     knn_k: tuple[int, ...] = DINO_KNN.ks
     knn_temperature: float = DINO_KNN.temperature
+    knn_chunks: int = DINO_KNN.chunks
 
     def accumulators(self) -> dict[str, Any]:
         accs: dict[str, Any] = {"nonfinite": NonFiniteCounter()}
@@ -98,7 +99,7 @@ class ClassificationTask:
         if self.has_head:
             accs["topk"] = TopKAccumulator(self.n_cls)
         if self.bank is not None:
-            accs["knn"] = KNNAccumulator(self.bank, self.knn_k, self.knn_temperature)
+            accs["knn"] = KNNAccumulator(self.bank, self.knn_k, self.knn_temperature, self.knn_chunks)
         return accs
 
     def step(self, batch: Batch, accs: dict[str, Any]) -> None:
@@ -167,7 +168,7 @@ class ClassificationTask:
             knn: Any = res.accumulators["knn"]
             for m, by_k in knn.compute().items():
                 rows += [row(dataset, split, m, v, k=k) for k, v in by_k.items()]
-            extras["knn_k"], extras["knn_temperature"] = list(knn.ks), knn.temperature
+            extras["knn_k"], extras["knn_temperature"], extras["knn_chunks"] = list(knn.ks), knn.temperature, knn.chunks
             extras["per_image_columns"] = {**extras.get("per_image_columns", {}), **knn.per_image_columns(n_records)}
         return rows, extras
 
@@ -199,6 +200,7 @@ def classify(
     knn_train: Sequence[Record] | None = None,
     knn_k: int | Sequence[int] = DINO_KNN.ks,
     knn_temperature: float = DINO_KNN.temperature,
+    knn_chunks: int = DINO_KNN.chunks,
     key: str | None = None,
     bank_cache: Path | None = None,
 ) -> Outcome:
@@ -208,6 +210,7 @@ def classify(
     Models without a classifier (DINO backbones) need ``knn_train`` (the memory bank's records);
     with ``bank_cache`` (the run folder) its features are cached there (``knn_bank``)."""
     require(records, dataset)
+    knn_chunks = check_chunks(knn_chunks)
     labels = np.array([r.label for r in records])
     has_head = _check_labels(model, labels, records, knn_train is not None)
     n_cls = num_classes or (int(model.num_classes) if has_head else int(labels.max()) + 1)
@@ -220,7 +223,7 @@ def classify(
         ks = check_ks(ks, len(blabels), "the k-NN memory bank (decodable, finite images)")
         dev = resolve_device(config.device)  # k-NN votes on the device (a GPU holds the bank)
         bank = MemoryBank.from_features(feats.to(dev), blabels.to(dev), max(n_cls, int(blabels.max()) + 1))
-    task = ClassificationTask(torch.as_tensor(labels), n_cls, has_head, bank, ks, knn_temperature)
+    task = ClassificationTask(torch.as_tensor(labels), n_cls, has_head, bank, ks, knn_temperature, knn_chunks)
     res = evaluate(
         model,
         ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels),
