@@ -118,9 +118,10 @@ class ClassifySpec:
 
     k-NN: one row per k of ``knn_k``; ``knn_subset`` N keeps the first N bank images of every class
     (sorted file order, as ``--subset``); ``knn_chunks``: the test features go through DINO's
-    ``knn_classifier`` in ``n // knn_chunks`` rows at a time (DINO 100, SimPool's copy 500). ``prefetcher``: normalise the pixels as timm's
-    ``validate.py``/``train.py`` do by default (``transforms.PrefetcherNormalize``), not with
-    ``ToTensor`` then ``Normalize`` (``validate.py --no-prefetcher``, DINO)."""
+    ``knn_classifier`` in ``n // knn_chunks`` rows at a time (DINO 100, SimPool's copy 500).
+    ``prefetcher``: normalise the pixels as timm's ``validate.py``/``train.py`` do by default
+    (``transforms.PrefetcherNormalize``), not with ``ToTensor`` then ``Normalize``
+    (``validate.py --no-prefetcher``, DINO)."""
 
     data: DataSpec
     model: ModelOptions = field(default_factory=ModelOptions)

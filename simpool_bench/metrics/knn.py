@@ -1,11 +1,12 @@
 """DINO's weighted k-NN classifier (``eval_knn.knn_classifier``), every k in one pass.
 
 ``knn_classify`` runs DINO's loop once over the test features: the same chunks (``n // 100``
-images; ``n // 500`` in SimPool's own ``eval_knn.py``, ``chunks``), the same ops (``torch.mm`` against the transposed bank, ``topk(k)``, a one-hot
-``scatter_``, ``exp(sim / T)`` weights, ``sum`` over the neighbours, ``sort`` of the 1000 class scores),
-so each k's hits are bit-identical to a separate ``knn_classifier(..., k, T)`` call. The similarity
-of a chunk is computed once and shared by every k; each k takes its own ``topk`` (a prefix of one
-``topk(max k)`` may break ties at the k-th neighbour differently).
+images; ``n // 500`` in SimPool's own ``eval_knn.py``: ``chunks``), the same ops (``torch.mm``
+against the transposed bank, ``topk(k)``, a one-hot ``scatter_``, ``exp(sim / T)`` weights, ``sum``
+over the neighbours, ``sort`` of the 1000 class scores), so each k's hits are bit-identical to a
+separate ``knn_classifier(..., k, T)`` call. The similarity of a chunk is computed once and shared
+by every k; each k takes its own ``topk`` (a prefix of one ``topk(max k)`` may break ties at the
+k-th neighbour differently).
 
 ``KNNAccumulator`` keeps the test features themselves (indexed by dataset position; merged by
 concatenation, across resume shards and ranks) and classifies them all at the end, so the numbers

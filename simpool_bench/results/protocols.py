@@ -5,8 +5,8 @@ image transform, unless a change is accepted by name).
 A record is a JSON object per row (``table.as_json``); a table without the columns, or with them
 empty (schema 2, a hand-made baseline), has no record. Values compare as JSON values, integers
 equal to floats (``100`` == ``100.0``); a parameter one record lacks differs from any value, but
-for those recorded since a later version (``RECORDED_SINCE``), which a record without them held
-at their one value then.
+for those recorded since a later version (``RECORDED_SINCE``), which a record from before them
+reads as the value it ran with.
 """
 
 from __future__ import annotations
