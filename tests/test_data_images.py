@@ -428,3 +428,24 @@ def test_read_classification_data_subset_keeps_the_first_n_per_class(tmp_path, m
     assert ids == sorted(ids, key=lambda i: (i.split("/")[0], i))
     assert [r.image_id for r in got] == [i for i in ids if i.rsplit("/", 1)[1] in ("000.jpg", "001.jpg")]
     assert [r.label for r in got] == [0, 0, 1, 1, 2, 2]
+
+
+def test_records_are_slotted_share_one_read_only_empty_box_array_and_pickle():
+    """A split of 1.28M records (ImageNet train) holds no per-record ``__dict__`` and no per-record
+    empty boxes array (benchmarks/record_memory.py: 801 -> 469 MiB); the shared array cannot be
+    written through one record, and a record still pickles (spawned workers, ranks) and replaces."""
+    import pickle
+    from dataclasses import replace
+    from pathlib import Path
+
+    import numpy as np
+
+    from simpool_bench.data.records import NO_BOXES, Record
+
+    a, b = Record("a.jpg", Path("/x/a.jpg"), 3), Record("b.jpg", Path("/x/b.jpg"), 4)
+    assert not hasattr(a, "__dict__") and a.boxes is b.boxes is NO_BOXES and a.boxes.shape == (0, 4)
+    with pytest.raises(ValueError, match="read-only"):
+        a.boxes[...] = 1.0
+    again = pickle.loads(pickle.dumps(replace(a, width=7, boxes=np.array([[1.0, 2.0, 3.0, 4.0]]))))
+    assert (again.image_id, again.path, again.label, again.width, again.boxes.tolist()) == ("a.jpg", Path("/x/a.jpg"), 3, 7, [[1, 2, 3, 4]])
+    assert pickle.loads(pickle.dumps(b)).boxes.shape == (0, 4)
