@@ -115,28 +115,13 @@ def labelled_records(folder: Path, n: int, seed: int) -> list[Record]:
     return out
 
 
-class _TimmDataset(torch.utils.data.Dataset):
-    """As timm's ImageDataset hands images to its loader: (PIL RGB image through ``transform``, label);
-    ``create_loader`` sets the transform."""
-
-    def __init__(self, records: list[Record]) -> None:
-        self.records, self.transform = records, None
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int):
-        rec = self.records[i]
-        with open(rec.path, "rb") as f:
-            img = Image.open(f).convert("RGB")
-        return (img if self.transform is None else self.transform(img)), rec.label
-
-
 class _PilDataset(torch.utils.data.Dataset):
-    """What the peers' loaders do: PIL open + convert("RGB"), the transform, the label."""
+    """What the peers' loaders do: PIL open + convert("RGB"), the transform, the label (and the index,
+    unless ``with_index`` is off: timm's loader takes (image, label), and ``create_loader`` sets the
+    transform itself)."""
 
-    def __init__(self, records: list[Record], transform) -> None:
-        self.records, self.transform = records, transform
+    def __init__(self, records: list[Record], transform=None, with_index: bool = True) -> None:
+        self.records, self.transform, self.with_index = records, transform, with_index
 
     def __len__(self) -> int:
         return len(self.records)
@@ -145,7 +130,8 @@ class _PilDataset(torch.utils.data.Dataset):
         rec = self.records[i]
         with open(rec.path, "rb") as f:
             img = Image.open(f).convert("RGB")
-        return self.transform(img), rec.label, i
+        img = img if self.transform is None else self.transform(img)
+        return (img, rec.label, i) if self.with_index else (img, rec.label)
 
 
 # ------------------------------------------------------------------------------------------ tasks
@@ -269,7 +255,7 @@ def task_timm(records: list[Record], workers: int, batch_size: int, device: str)
     data_cfg = ours_model.data_config
     transform = eval_transform(classification_config(data_cfg), prefetcher=True)
     loader = create_loader(
-        _TimmDataset(records),
+        _PilDataset(records, with_index=False),
         input_size=data_cfg["input_size"],
         batch_size=min(256, len(records)),
         use_prefetcher=True,
