@@ -142,3 +142,25 @@ def test_uint8_hand_over_normalises_on_the_gpu_bit_for_bit(case):
         runs[flag] = (out.rows, maps)
     assert runs[None][0] == runs[False][0]
     assert all(np.array_equal(runs[None][1][i], runs[False][1][i]) for i in runs[False][1])
+
+
+def test_prefetcher_pixels_on_the_gpu_are_timms_prefetch_loader_on_the_gpu_bit_for_bit(case):
+    """``--prefetcher``'s table lookup on the GPU against timm's own PrefetchLoader on the GPU (its
+    sub_/div_ by 255 mean/std there), and against our CPU floats: the same bits."""
+    from timm.data.loader import PrefetchLoader, fast_collate
+
+    from simpool_bench.data.images import load_rgb
+    from simpool_bench.data.normalize import split_normalize
+    from simpool_bench.transforms import eval_transform
+
+    mean, std = (0.123456, 0.987654, 0.4999), (0.0371, 0.3333333, 1.7)
+    transform = eval_transform({"input_size": (3, 40, 40), "interpolation": "bilinear", "mean": mean, "std": std, "crop_pct": 0.875}, True)
+    host, on_device = split_normalize(transform)
+    images = [load_rgb(r.path) for r in case["cls"]]
+    raw = torch.stack([host(img) for img in images])
+    got = on_device(raw.to(GPU)).cpu()
+    batch = fast_collate([(host(img), 0) for img in images])
+    (timm_gpu, _), *_ = list(PrefetchLoader([batch], mean=mean, std=std, device=torch.device(GPU), img_dtype=torch.float32))
+    cpu = torch.stack([transform(img) for img in images])
+    assert torch.equal(got.view(torch.int32), timm_gpu.cpu().view(torch.int32))
+    assert torch.equal(got.view(torch.int32), cpu.view(torch.int32))
