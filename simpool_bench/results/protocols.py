@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..registry import DINO_KNN
 from .table import RECORD_COLUMNS, _py, from_json
 
 #: Every parameter name the tool records (``specs.protocol_of`` of every spec and
@@ -55,7 +56,7 @@ PROTOCOL_PARAMETERS: tuple[str, ...] = (
 #: ``knn_chunks``, before ``--knn-chunks``, DINO's 100 where the run had a k-NN bank, else unused.
 RECORDED_SINCE: dict[str, Callable[[dict[str, Any]], Any]] = {
     "normalize": lambda record: "to-tensor",
-    "knn_chunks": lambda record: 100 if record.get("knn_train") is not None else None,
+    "knn_chunks": lambda record: DINO_KNN.chunks if record.get("knn_train") is not None else None,
 }
 _ABSENT = object()
 
