@@ -63,16 +63,21 @@ def boxes_at_threshold(u8: np.ndarray, threshold: float, multi_contour: bool = T
 
 
 def calculate_multiple_iou(box_a: np.ndarray, box_b: np.ndarray) -> np.ndarray:
-    """evaluation.py ``calculate_multiple_iou``: (A, B) IoU, +1 areas, degenerate union -> 0."""
-    a = np.asarray(box_a, dtype=np.int64)[:, None, :]
-    b = np.asarray(box_b, dtype=np.int64)[None, :, :]
-    min_x = np.maximum(a[..., 0], b[..., 0])
-    min_y = np.maximum(a[..., 1], b[..., 1])
-    max_x = np.minimum(a[..., 2], b[..., 2])
-    max_y = np.minimum(a[..., 3], b[..., 3])
+    """evaluation.py ``calculate_multiple_iou`` with its own ops and dtypes: (A, 4) and (B, 4)
+    arrays tiled to (A, B, 4) by ``np.tile``, ``expand_dims``, ``reshape`` and ``transpose``, kept in
+    the dtype they come in (the reference's boxes are int64 arrays of Python ints; float boxes are
+    not truncated), +1 areas, ``inter / union``, a non-positive union giving 0. (Its
+    ``check_box_convention`` calls only raise on bad boxes; they are left out.)"""
+    n_a, n_b = box_a.shape[0], box_b.shape[0]
+    a = np.expand_dims(np.tile(box_a, n_b), axis=1).reshape((n_a, n_b, -1))
+    b = np.transpose(np.expand_dims(np.tile(box_b, n_a), axis=1).reshape((n_b, n_a, -1)), (1, 0, 2))
+    min_x = np.maximum(a[:, :, 0], b[:, :, 0])
+    min_y = np.maximum(a[:, :, 1], b[:, :, 1])
+    max_x = np.minimum(a[:, :, 2], b[:, :, 2])
+    max_y = np.minimum(a[:, :, 3], b[:, :, 3])
     inter = np.maximum(0, max_x - min_x + 1) * np.maximum(0, max_y - min_y + 1)
-    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
-    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    area_a = (a[:, :, 2] - a[:, :, 0] + 1) * (a[:, :, 3] - a[:, :, 1] + 1)
+    area_b = (b[:, :, 2] - b[:, :, 0] + 1) * (b[:, :, 3] - b[:, :, 1] + 1)
     denominator = area_a + area_b - inter
     degenerate = np.where(denominator <= 0)
     denominator[degenerate] = 1

@@ -445,6 +445,21 @@ def test_iou_wsol_counts_pixels_inclusively() -> None:
     assert iou_wsol(np.array([[0, 0, 0, 0]]), np.array([[0, 0, 0, 1]])).tolist() == [[0.5]]
 
 
+def test_oracle_iou_keeps_the_dtype_of_its_boxes() -> None:
+    """The oracle's ``calculate_multiple_iou`` computes in the dtype it is given, as the reference's
+    tiled arrays do: a float box (0, 0, 9.5, 9.5) against (0, 0, 9, 9) shares 10 x 10 = 100 of its
+    10.5 x 10.5 = 110.25 pixels (IoU 100 / 110.25), where an int64 cast would truncate it to the
+    same box (IoU 1); integer boxes give ``iou_wsol``'s values, pair by pair, (A, B) as the reference."""
+    from simpool_bench.metrics.boxes import iou_wsol
+
+    frac = oracle.calculate_multiple_iou(np.array([[0, 0, 9.5, 9.5]]), np.array([[0.0, 0.0, 9.0, 9.0]]))
+    assert frac.tolist() == [[100 / 110.25]]
+    rng = np.random.default_rng(0)
+    a = np.sort(rng.integers(0, 225, (5, 2, 2)), axis=1).reshape(5, 4)  # (x0, y0) <= (x1, y1)
+    b = np.sort(rng.integers(0, 225, (3, 2, 2)), axis=1).reshape(3, 4)
+    assert oracle.calculate_multiple_iou(a, b).tolist() == iou_wsol(a, b).tolist()
+
+
 def test_v1_binarises_strictly_above_the_level() -> None:
     """V1 (largest contour) keeps ``u8 > int(t * max)``, strictly. A 50x50 square of 255 on the GT
     and, away from it, a 224x40 band of exactly 100 (larger). t = 0.39: level int(99.45) = 99, the
