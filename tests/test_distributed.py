@@ -8,6 +8,7 @@ images), dealt round-robin, so rank 0 evaluates shards 0 and 2 and rank 1 shards
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -24,6 +26,8 @@ from typer.testing import CliRunner
 
 from simpool_bench.cli import app
 from simpool_bench.engine import DIST_TIMEOUT_ENV, FAULT_ENV, FAULT_EXIT_CODE, all_gather_indexed, dist_timeout_s, init_distributed
+from simpool_bench.engine import distributed as D
+from simpool_bench.engine.distributed import first_line
 from simpool_bench.errors import SimpoolBenchError
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
@@ -282,3 +286,274 @@ def test_all_gather_indexed_outside_distributed_sorts_by_index():
     i, v = all_gather_indexed(idx, vals)
     assert i.tolist() == [1, 3, 5]
     assert torch.equal(v[:, 0], i.float())
+
+
+def test_an_empty_timeout_setting_means_the_default(monkeypatch):
+    monkeypatch.setenv(DIST_TIMEOUT_ENV, "")  # e.g. `SIMPOOL_BENCH_DIST_TIMEOUT= simpool-bench ...`
+    assert dist_timeout_s() == 600.0
+    assert dist_timeout_s(2.5) == 2.5  # the flag wins over the environment
+    with pytest.raises(SimpoolBenchError, match="^--dist-timeout=0: expected"):
+        dist_timeout_s(0)
+
+
+def test_first_line_is_one_short_line_without_markup_brackets():
+    err = RuntimeError("  [../gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500 \nException raised from ...")
+    assert first_line(err) == "(../gloo/transport/tcp/pair.cc:534) Connection closed by peer (127.0.0.1):29500"
+    assert first_line(RuntimeError("  \n")) == "RuntimeError"
+    assert first_line(RuntimeError("x" * 200)) == "x" * 200  # at the limit: whole
+    assert first_line(RuntimeError("y" * 201)) == "y" * 197 + "..."  # over it: cut to the limit, "..." included
+    assert first_line(ValueError("abcdef"), limit=5) == "ab..."
+
+
+def _rendezvous_env(monkeypatch, rank: int) -> int:
+    port = _free_port()
+    for k, v in {
+        "WORLD_SIZE": "2",
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }.items():
+        monkeypatch.setenv(k, v)
+    return port
+
+
+def test_joining_waits_the_timeout_then_is_a_clear_error(monkeypatch):
+    """Rank 0 of 2 alone: torch's own timeout error (a RuntimeError) becomes one line naming the rendezvous."""
+    port = _rendezvous_env(monkeypatch, 0)
+    real, timeouts = dist.init_process_group, []
+
+    def spy(*args, **kwargs):
+        timeouts.append(kwargs.get("timeout"))
+        return real(*args, **{**kwargs, "timeout": kwargs.get("timeout") or datetime.timedelta(seconds=1)})
+
+    monkeypatch.setattr(dist, "init_process_group", spy)
+    with pytest.raises(SimpoolBenchError) as err:
+        init_distributed(1.5)
+    assert timeouts == [datetime.timedelta(seconds=1.5)]
+    assert str(err.value).startswith(f"rank 0 of 2: could not join the process group at 127.0.0.1:{port} within 1.5 s (")
+    assert not dist.is_initialized()
+
+
+def test_joining_keeps_the_timeout_for_the_collectives_and_leaves_the_group_at_exit(monkeypatch):
+    _rendezvous_env(monkeypatch, 1)
+    joined, registered = [], []
+    monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: joined.append(kwargs["timeout"]))
+    monkeypatch.setattr(D, "atexit", SimpleNamespace(register=registered.append))
+    monkeypatch.setitem(D._DIST, "timeout_s", 600.0)
+    monkeypatch.setitem(D._DIST, "broken", True)
+    assert init_distributed(7) is True
+    assert joined == [datetime.timedelta(seconds=7)]
+    assert D._DIST["timeout_s"] == 7.0 and D._DIST["broken"] is False
+    assert registered == [D.shutdown_distributed]
+
+
+@pytest.fixture
+def one_rank_group(monkeypatch):
+    """A real gloo process group of this one process (an in-memory store); the module's state restored after."""
+    assert not dist.is_initialized()
+    for key in ("timeout_s", "broken", "calls"):
+        monkeypatch.setitem(D._DIST, key, D._DIST[key])
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_shutdown_leaves_the_group_unless_a_collective_broke_it(one_rank_group):
+    D._DIST["broken"] = True
+    D.shutdown_distributed()
+    assert dist.is_initialized()  # a broken group is left alone (destroying it can hang)
+    D._DIST["broken"] = False
+    D.shutdown_distributed()
+    assert not dist.is_initialized()
+
+
+def test_a_failed_collective_is_one_line_and_marks_the_group_broken(monkeypatch):
+    monkeypatch.setitem(D._DIST, "timeout_s", 45.0)
+    monkeypatch.setitem(D._DIST, "broken", False)
+    assert D.collective("merging the results", lambda: 42) == 42
+    assert D._DIST["broken"] is False
+
+    def peer_gone():
+        raise dist.DistBackendError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:4321\nmore")
+
+    with pytest.raises(SimpoolBenchError) as err:
+        D.collective("merging the results", peer_gone)
+    assert str(err.value) == (
+        "rank 0 of 1: merging the results failed: another rank died or did not answer within 45 s (--dist-timeout or "
+        "SIMPOOL_BENCH_DIST_TIMEOUT to wait longer): (../third_party/gloo/gloo/transport/tcp/pair.cc:534) Connection closed by "
+        "peer (127.0.0.1):4321"
+    )
+    assert D._DIST["broken"] is True
+
+
+class _Clock:
+    """The monitor's time: ``sleep`` moves it on and lets the simulated rank 1 act at the new time.
+
+    Reading it 100 times without a sleep is an error: the monitor would poll the store in a busy loop."""
+
+    def __init__(self, rank1):
+        self.start = self.t = 1000.0
+        self.rank1 = rank1
+        self.reads = 0
+
+    def monotonic(self) -> float:
+        self.reads += 1
+        assert self.reads <= 100, "polling without sleeping"
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.reads = 0
+        self.t += seconds
+        self.rank1(self.t - self.start)
+
+
+def _monitor_of_two(monkeypatch, rank1, timeout_s: float = 100.0):
+    """Rank 0's RankMonitor (timeout 100 s: liveness 30 s) in a group it shares with a rank 1 that the
+    test plays through the store: ``rank1(elapsed, store)`` after every poll."""
+    monkeypatch.setitem(D._DIST, "timeout_s", timeout_s)
+    monitor = D.RankMonitor(D.next_monitor_tag())
+    monitor.world = 2
+    monitor.store.add("alive/1", 1)
+    monitor.store.add("progress/1", 1)
+    clock = _Clock(lambda elapsed: rank1(elapsed, monitor.store))
+    monkeypatch.setattr(D, "time", clock)
+    return monitor, clock
+
+
+def _wait(monitor, clock) -> float:
+    try:
+        monitor.wait_for_all(poll_s=1.0)
+    finally:
+        monitor.close()
+    return clock.t - clock.start
+
+
+def test_monitor_waits_for_a_slow_rank_that_lives_and_progresses(one_rank_group, monkeypatch):
+    def slow(elapsed, store):  # beats every second, one batch a minute (longer than the liveness limit), done at 250 s
+        store.add("alive/1", 1)
+        if elapsed % 60 == 0:
+            store.add("progress/1", 1)
+        if elapsed == 250:
+            store.set("done/1", "1")
+
+    assert _wait(*_monitor_of_two(monkeypatch, slow)) == 250
+
+
+def test_monitor_reports_a_rank_that_died_after_the_liveness_limit(one_rank_group, monkeypatch):
+    monitor, clock = _monitor_of_two(monkeypatch, lambda elapsed, store: None)
+    with pytest.raises(SimpoolBenchError) as err:
+        _wait(monitor, clock)
+    assert str(err.value) == (
+        "rank 0 of 2: rank 1 died (no sign of life for 30 s) before finishing its shards; stopping (--dist-timeout or "
+        "SIMPOOL_BENCH_DIST_TIMEOUT to wait longer)"
+    )
+    assert 30 < clock.t - clock.start <= 31
+
+
+def test_monitor_reports_a_rank_that_lives_but_makes_no_progress_after_the_timeout(one_rank_group, monkeypatch):
+    monitor, clock = _monitor_of_two(monkeypatch, lambda elapsed, store: store.add("alive/1", 1))
+    with pytest.raises(SimpoolBenchError, match=r"^rank 0 of 2: rank 1 hangs \(no progress for 100 s\) before finishing"):
+        _wait(monitor, clock)
+    assert 100 < clock.t - clock.start <= 101
+
+
+def test_monitor_publishes_progress_at_most_twice_a_heartbeat(one_rank_group, monkeypatch):
+    monitor, clock = _monitor_of_two(monkeypatch, lambda elapsed, store: None)
+    monitor.close()
+    counts = []
+    for t in (0.0, 0.2, 0.49, 0.5, 0.6, 1.7):
+        clock.t = clock.start + t
+        monitor.progress()
+        counts.append(monitor.store.add("progress/0", 0))
+    assert counts == [2, 2, 2, 3, 3, 4]  # 1 when the monitor started, then a batch at 0, 0.5 and 1.7 s
+
+
+def test_monitor_heartbeat_counts_up_until_closed(one_rank_group, monkeypatch):
+    monkeypatch.setattr(D, "HEARTBEAT_S", 0.01)
+    monitor = D.RankMonitor("beats")
+    try:
+        for _ in range(1000):  # at most ~10 s
+            if monitor.store.add("alive/0", 0) >= 3:
+                break
+            time.sleep(0.01)
+    finally:
+        monitor.close()
+    assert monitor.store.add("alive/0", 0) >= 3
+    monitor._thread.join(timeout=10)
+    assert not monitor._thread.is_alive()
+
+
+def test_each_evaluation_waits_on_its_own_monitor_keys(one_rank_group, monkeypatch):
+    first, _ = _monitor_of_two(monkeypatch, lambda elapsed, store: None)
+    first.store.set("done/1", "1")
+    first.wait_for_all()
+    first.close()
+    second = D.RankMonitor(D.next_monitor_tag())
+    second.close()
+    assert second.prefix != first.prefix
+    assert not second.store.check(["done/1"])  # rank 1 finished the first evaluation, not this one
+
+
+def test_fault_injection_spec_is_validated(monkeypatch):
+    for bad in ("one", "1:boom", "-1"):
+        monkeypatch.setenv(FAULT_ENV, bad)
+        with pytest.raises(SimpoolBenchError, match=f"{FAULT_ENV}="):
+            D.fault_after_shard(0)
+    monkeypatch.setenv(FAULT_ENV, "1:exit")
+    assert D.fault_after_shard(0) is None  # another rank's fault
+
+
+# Two real ranks (gloo) in two processes: uneven shares for all_gather_indexed, and disagreeing work.
+TWO_RANKS = """
+import json, torch
+from simpool_bench.engine import all_gather_indexed, dist_rank, init_distributed
+from simpool_bench.engine.distributed import check_same_work
+from simpool_bench.errors import SimpoolBenchError
+assert init_distributed(60)
+rank = dist_rank()
+mine = {0: [9, 0, 4, 2, 7], 1: [8, 1, 3]}[rank]
+values = torch.tensor([[p, 10 * p + 0.5] for p in mine], dtype=torch.float64)
+index, gathered = all_gather_indexed(torch.tensor(mine), values)
+out = {"index": index.tolist(), "values": gathered.tolist(), "dtype": str(gathered.dtype)}
+try:
+    check_same_work(11 + rank, 4)
+except SimpoolBenchError as err:
+    out["mismatch"] = str(err)
+check_same_work(11, 4)
+print(json.dumps(out))
+"""
+
+
+def test_two_ranks_gather_uneven_shares_by_index_and_must_agree_on_the_work():
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TWO_RANKS],
+            env=_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    res = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    everyone = sorted([9, 0, 4, 2, 7, 8, 1, 3])
+    for r in res:
+        assert r["index"] == everyone
+        assert r["values"] == [[p, 10 * p + 0.5] for p in everyone]
+        assert r["dtype"] == "torch.float64"
+    tail = ": every rank must read the same data with the same --shard-size"
+    assert res[0]["mismatch"] == "rank 1 sees 12 images in 4 shards, rank 0 sees 11 in 4" + tail
+    assert res[1]["mismatch"] == "rank 0 sees 11 images in 4 shards, rank 1 sees 12 in 4" + tail
