@@ -269,6 +269,15 @@ def test_join_without_rendezvous_settings_is_a_clear_error(monkeypatch):
         init_distributed()
 
 
+def test_a_world_size_that_is_not_a_number_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "abc")
+    with pytest.raises(SimpoolBenchError, match=r"^WORLD_SIZE='abc': expected a whole number of processes \(torchrun sets it\)$"):
+        init_distributed()
+    for alone in ("", "1", " 1 "):  # unset, empty or one process: no group
+        monkeypatch.setenv("WORLD_SIZE", alone)
+        assert init_distributed() is False
+
+
 def test_timeout_setting_is_validated(monkeypatch):
     monkeypatch.setenv(DIST_TIMEOUT_ENV, "45")
     assert dist_timeout_s() == 45.0
@@ -362,6 +371,18 @@ def one_rank_group(monkeypatch):
             dist.destroy_process_group()
 
 
+def test_a_group_joined_before_still_takes_the_timeout_for_waiting_on_ranks(one_rank_group, monkeypatch):
+    """API use, or a second command in one interpreter: the group exists; --dist-timeout must not be
+    dropped silently (it sets how long RankMonitor waits), and a bad one is still refused."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    D._DIST["timeout_s"] = 600.0
+    assert init_distributed(7) is True
+    assert D._DIST["timeout_s"] == 7.0
+    assert D.RankMonitor("joined-before").timeout == 7.0
+    with pytest.raises(SimpoolBenchError, match="^--dist-timeout=-1: expected"):
+        init_distributed(-1)
+
+
 def test_shutdown_leaves_the_group_unless_a_collective_broke_it(one_rank_group):
     D._DIST["broken"] = True
     D.shutdown_distributed()
@@ -452,6 +473,7 @@ def test_monitor_reports_a_rank_that_died_after_the_liveness_limit(one_rank_grou
         "SIMPOOL_BENCH_DIST_TIMEOUT to wait longer)"
     )
     assert 30 < clock.t - clock.start <= 31
+    assert D._DIST["broken"] is True  # a peer is gone: leaving the group at exit is skipped (it could wait)
 
 
 def test_monitor_reports_a_rank_that_lives_but_makes_no_progress_after_the_timeout(one_rank_group, monkeypatch):
@@ -459,6 +481,35 @@ def test_monitor_reports_a_rank_that_lives_but_makes_no_progress_after_the_timeo
     with pytest.raises(SimpoolBenchError, match=r"^rank 0 of 2: rank 1 hangs \(no progress for 100 s\) before finishing"):
         _wait(monitor, clock)
     assert 100 < clock.t - clock.start <= 101
+    assert D._DIST["broken"] is True
+
+
+def test_a_short_timeout_beats_and_publishes_four_times_per_limit(one_rank_group, monkeypatch):
+    """A live rank must never look dead: with --dist-timeout 0.4 the beats come every 0.1 s (not the
+    usual 1 s, longer than the 0.4 s liveness limit) and progress is published every 0.1 s (not 0.5 s)."""
+    monitor, clock = _monitor_of_two(monkeypatch, lambda elapsed, store: None, timeout_s=0.4)
+    monitor.close()
+    assert (monitor.liveness, monitor.beat_s, monitor.publish_s) == (0.4, 0.1, 0.1)
+    waits = []
+
+    class Stop:  # the heartbeat thread's stop event: record the wait, beat once, then stop
+        def wait(self, seconds):
+            waits.append(seconds)
+            return len(waits) > 1
+
+    monitor._stop = Stop()
+    before = monitor.store.add("alive/0", 0)
+    monitor._beat(monitor.store)
+    assert waits == [0.1, 0.1] and monitor.store.add("alive/0", 0) == before + 1
+    counts = []
+    for t in (0.0, 0.05, 0.1, 0.15, 0.25):
+        clock.t = clock.start + t
+        monitor.progress()
+        counts.append(monitor.store.add("progress/0", 0))
+    assert counts == [2, 2, 3, 3, 4]
+    default, _ = _monitor_of_two(monkeypatch, lambda elapsed, store: None)  # 100 s: the usual 1 s and 0.5 s
+    default.close()
+    assert (default.liveness, default.beat_s, default.publish_s) == (30.0, 1.0, 0.5)
 
 
 def test_monitor_publishes_progress_at_most_twice_a_heartbeat(one_rank_group, monkeypatch):

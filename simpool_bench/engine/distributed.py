@@ -77,12 +77,18 @@ def init_distributed(timeout_s: float | None = None) -> bool:
     gloo carries CPU tensors (every merge of the accumulators); with CUDA present NCCL is
     registered for CUDA tensors (``cpu:gloo,cuda:nccl``) and each rank takes GPU ``LOCAL_RANK``.
     ``timeout_s`` (default ``$SIMPOOL_BENCH_DIST_TIMEOUT`` or 600 s) bounds joining the group and
-    every collective, so a rank that died turns into an error on the others instead of a hang."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or not dist.is_available():
+    every collective, so a rank that died turns into an error on the others instead of a hang. In a
+    group joined before (API use, a second command in one interpreter) it still sets how long
+    ``RankMonitor`` waits; the group's own collective timeout stays the one it was joined with."""
+    raw_world = os.environ.get("WORLD_SIZE", "").strip() or "1"
+    if not raw_world.isdigit():
+        raise SimpoolBenchError(f"WORLD_SIZE={raw_world!r}: expected a whole number of processes (torchrun sets it)")
+    if int(raw_world) <= 1 or not dist.is_available():
         return False
-    if dist.is_initialized():
-        return True
     timeout = dist_timeout_s(timeout_s)
+    if dist.is_initialized():
+        _DIST["timeout_s"] = timeout
+        return True
     missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
     if missing:
         raise SimpoolBenchError(
@@ -133,7 +139,8 @@ class RankMonitor:
     through the process group's store every rank publishes a liveness count (a thread, every
     ``HEARTBEAT_S``) and a progress count (per batch). A rank whose liveness stops for
     ``min(timeout, LIVENESS_TIMEOUT_S)`` died; one whose progress stops for ``timeout`` hangs.
-    Either is a one-line SimpoolBenchError on the ranks that wait."""
+    Either is a one-line SimpoolBenchError on the ranks that wait. Beats and progress are published
+    at least four times per limit, so a short ``--dist-timeout`` never takes a live rank for dead."""
 
     def __init__(self, tag: str) -> None:
         from torch.distributed.distributed_c10d import _get_default_store
@@ -144,6 +151,8 @@ class RankMonitor:
         self.rank, self.world = dist_rank(), dist_world()
         self.timeout = float(_DIST["timeout_s"])
         self.liveness = min(self.timeout, LIVENESS_TIMEOUT_S)
+        self.beat_s = min(HEARTBEAT_S, self.liveness / 4)
+        self.publish_s = min(HEARTBEAT_S / 2, self.timeout / 4)
         self._last_progress = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -153,16 +162,16 @@ class RankMonitor:
         self._thread.start()
 
     def _beat(self, store: Any) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+        while not self._stop.wait(self.beat_s):
             try:
                 store.add(f"alive/{self.rank}", 1)
             except Exception:  # noqa: BLE001 - the store is gone: the waiting side reports it
                 return
 
     def progress(self) -> None:
-        """Count a finished batch (published at most every HEARTBEAT_S / 2)."""
+        """Count a finished batch (published at most every ``publish_s``)."""
         now = time.monotonic()
-        if now - self._last_progress >= HEARTBEAT_S / 2:
+        if now - self._last_progress >= self.publish_s:
             self._last_progress = now
             collective("publishing progress", lambda: self.store.add(f"progress/{self.rank}", 1))
 
@@ -186,6 +195,7 @@ class RankMonitor:
                         seen[(kind, r)] = (value, now)
                     elif now - last[1] > limit:
                         what = "died (no sign of life" if kind == "alive" else "hangs (no progress"
+                        _DIST["broken"] = True  # a peer is gone: leaving the group could wait for it
                         raise SimpoolBenchError(
                             f"rank {self.rank} of {self.world}: rank {r} {what} for {limit:g} s) before finishing its "
                             f"shards; stopping (--dist-timeout or {DIST_TIMEOUT_ENV} to wait longer)"
