@@ -113,3 +113,81 @@ def test_cuda_float32_settings_are_in_a_cuda_key_only(base: dict, flag) -> None:
     finally:
         setattr(module, name, before)
     assert getattr(module, name) == before and _key({**base, "device": "cuda"}) == cuda
+
+
+class _Stats(torch.nn.Module):
+    """A module whose only state is one buffer (as BatchNorm's running statistics)."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("stat", value)
+
+
+def test_buffers_and_each_tensors_dtype_and_shape_are_in_the_key(base: dict) -> None:
+    """Buffers (BatchNorm's running mean and variance) change the numbers as weights do; so do a
+    tensor's dtype and shape, even where its bytes are the same (zeros of float32 and of int32)."""
+    keys = [
+        _key({**base, "model": _Stats(value)})
+        for value in (
+            torch.zeros(2, 3),
+            torch.ones(2, 3),  # another running statistic
+            torch.zeros(3, 2),  # the same bytes, another shape
+            torch.zeros(2, 3, dtype=torch.int32),  # the same bytes, another dtype
+        )
+    ]
+    assert len(set(keys)) == 4
+
+
+def _package_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the package's sources that ``code_version`` reads instead of the installed ones."""
+    import shutil
+
+    root = Path(runkey.__file__).resolve().parent
+    copy = tmp_path / "simpool_bench"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    monkeypatch.setattr(runkey, "__file__", str(copy / "runkey.py"))
+    return copy
+
+
+#: The sources that compute numbers: the metrics, data decoding, the tasks, the engine, the models,
+#: pooling, transforms, map extraction and the stored maps' reading.
+_NUMBER_DECIDING = (
+    "metrics",
+    "data/images.py",
+    "data/decode.py",
+    "discovery.py",
+    "engine",
+    "tasks",
+    "finite.py",
+    "map_store.py",
+    "extraction.py",
+    "map_sources.py",
+    "models",
+    "pooling.py",
+    "transforms.py",
+)
+
+
+def test_code_version_covers_every_code_file_and_the_library_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``CODE_FILES`` entry and every number-deciding source exists (a renamed file would
+    silently leave the key), an edit of any one of them changes ``code_version``, an edit elsewhere
+    does not; torch's and timm's versions are in it too."""
+    import timm
+
+    copy = _package_copy(tmp_path, monkeypatch)
+    version = runkey.code_version()
+    for name in sorted(set(runkey.CODE_FILES) | set(_NUMBER_DECIDING)):
+        target = copy / name
+        assert target.exists(), name
+        edited = sorted(target.rglob("*.py"))[-1] if target.is_dir() else target
+        before = edited.read_bytes()
+        edited.write_bytes(before + b"\n# an edit\n")
+        assert runkey.code_version() != version, name
+        edited.write_bytes(before)
+    assert runkey.code_version() == version
+    (copy / "console.py").write_bytes((copy / "console.py").read_bytes() + b"\n# not a number-deciding file\n")
+    assert runkey.code_version() == version
+    for module in (torch, timm):
+        with monkeypatch.context() as m:
+            m.setattr(module, "__version__", "0.0.0")
+            assert runkey.code_version() != version, module.__name__
