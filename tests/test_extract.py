@@ -521,3 +521,33 @@ def test_discover_maps_are_of_the_predicted_class_whatever_the_labels(tmp_path):
         compute_maps(model, records, config, lambda b: None, protocol=protocol, cam_target="gt")
         assert model.targets == want, protocol
     assert make_manifest(records, key="k", protocol="discover", shard_size=2, cam_target="gt")["cam_target"] == "pred"
+
+
+def test_a_store_of_another_schema_or_with_a_shard_missing_is_refused_naming_the_file(tmp_path):
+    """A manifest of another schema is not read as this one; a missing shard is an error naming
+    the shard's own file; ``iter_shards`` reads every shard, the last one too."""
+    store = _tiny_store(tmp_path / "a", "k")  # 4 images, shards of 2: shard 1 not written
+    with pytest.raises(SimpoolBenchError, match=r"maps_000001\.pt: missing \(shard 1 of 2\)"):
+        list(store.iter_shards())
+    manifest = json.loads((store.root / "manifest.json").read_text())
+    (store.root / "manifest.json").write_text(json.dumps({**manifest, "schema": 2}))
+    with pytest.raises(SimpoolBenchError, match=r"manifest\.json: map-store schema 2, expected 1"):
+        MapStore.open(store.root)
+
+
+def test_stored_maps_are_refused_for_ids_that_differ_only_where_they_join(tmp_path):
+    """The store's ids digest keeps each id apart: ids 'ab', 'c' are not the ids 'a', 'bc' (the
+    same characters in order), and the same number of other ids is refused too."""
+    from pathlib import Path
+
+    from simpool_bench.data.records import Record
+    from simpool_bench.map_store import make_manifest
+
+    def records(*ids):
+        return [Record(i, Path(f"{i}.jpg")) for i in ids]
+
+    store = MapStore.create(tmp_path, make_manifest(records("ab", "c"), key="k", protocol="localize", shard_size=2, dtype="float32"))
+    store.check_records(records("ab", "c"))
+    for other in (records("a", "bc"), records("ab", "d")):
+        with pytest.raises(SimpoolBenchError, match="but the given data has 2 images with other ids"):
+            store.check_records(other)
