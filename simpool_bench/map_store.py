@@ -213,16 +213,19 @@ class MapStore:
             return store
         try:
             old = root / MANIFEST_NAME
-            if old.exists():
-                existing = cls.open(root)
-                if resume and existing.manifest.get("key") == manifest["key"]:
+            if old.exists() and not resume:
+                cls(root, manifest).clear()  # replaced unread: a damaged or older manifest too
+            elif old.exists():
+                try:
+                    existing = cls.open(root)
+                except SimpoolBenchError as err:
+                    raise SimpoolBenchError(f"{err}; use another --out, or --no-resume to replace the maps") from None
+                if existing.manifest.get("key") == manifest["key"]:
                     return existing
-                if resume:
-                    raise SimpoolBenchError(
-                        f"{root} holds the maps of another extract run ({existing.describe()}); use another --out, "
-                        f"or --no-resume to replace them"
-                    )
-                existing.clear()
+                raise SimpoolBenchError(
+                    f"{root} holds the maps of another extract run ({existing.describe()}); use another --out, "
+                    f"or --no-resume to replace them"
+                )
             make_dir(root)
             atomic_write(old, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
             return cls(root, manifest)

@@ -67,7 +67,8 @@ def code_version() -> str:
 
 
 def model_fingerprint(model: torch.nn.Module | None) -> str:
-    """sha256 of a model's tensors (name, dtype, shape, bytes) and plain settings."""
+    """sha256 of a model's tensors (name, dtype, shape, bytes) and the plain settings of the model
+    and of every submodule (e.g. timm's per-block ``fused_attn``, a norm's ``eps``)."""
     if model is None:
         return "none"
     h = hashlib.sha256()
@@ -75,8 +76,10 @@ def model_fingerprint(model: torch.nn.Module | None) -> str:
         t = t.detach().to("cpu").contiguous()
         h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    settings = {k: v for k, v in vars(model).items() if not k.startswith("_") and k != "training" and _plain(v)}
-    h.update(repr(sorted(settings.items())).encode())
+    for prefix, module in sorted(model.named_modules(), key=lambda item: item[0]):
+        settings = {k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training" and _plain(v)}
+        if settings or not prefix:
+            h.update(f"{prefix}: {sorted(settings.items())!r}\n".encode())
     return h.hexdigest()
 
 

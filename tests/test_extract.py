@@ -465,6 +465,23 @@ def test_no_resume_replaces_the_shards_of_the_same_run(tmp_path):
     assert MapStore.create(tmp_path, store.manifest).status(0) == "missing"
 
 
+@pytest.mark.parametrize("manifest_text", ["{not json", '{"schema": 0}'])
+def test_no_resume_replaces_a_store_whose_manifest_is_damaged_or_of_another_schema(tmp_path, manifest_text):
+    """``--no-resume`` means start over: it must not first need to read what it replaces. Resuming
+    over such a manifest stays an error, and it says how to start over."""
+    store = _tiny_store(tmp_path, "k")
+    (tmp_path / "manifest.json").write_text(manifest_text)
+    with pytest.raises(SimpoolBenchError) as err:
+        MapStore.create(tmp_path, store.manifest)
+    assert str(err.value).startswith(f"{tmp_path / 'manifest.json'}: ") and str(err.value).endswith(
+        "; use another --out, or --no-resume to replace the maps"
+    )
+    assert (tmp_path / "maps_000000.pt").is_file()  # nothing deleted without --no-resume
+    again = MapStore.create(tmp_path, store.manifest, resume=False)
+    assert again.status(0) == "missing" and not list(tmp_path.glob("maps_*"))
+    assert json.loads((tmp_path / "manifest.json").read_text()) == store.manifest
+
+
 def test_a_shard_keeps_the_maps_predictions_and_features_of_its_decoded_images_only():
     """``extraction._ShardBuffer``: the images of a shard arrive in any order (size buckets); the
     shard lists the decoded ones in index order with their own map, prediction and features (rows

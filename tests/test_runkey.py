@@ -79,6 +79,24 @@ def test_each_input_that_changes_a_number_changes_the_key(base: dict) -> None:
     assert _key(base) != key, "the image file's time"
 
 
+def test_a_submodules_setting_is_in_the_key_and_the_key_is_that_of_an_equal_model(base: dict) -> None:
+    """Plain settings of submodules decide numbers too: timm's per-block ``fused_attn`` switch (set
+    by ``TIMM_FUSED_ATTN`` or ``build_model(fused_attn=...)``), a norm's ``eps``. A model built alike
+    with the same weights gives the same key."""
+    from simpool_bench.models import build_model
+
+    def vit(**kw):
+        torch.manual_seed(0)
+        return build_model("vit_tiny_patch16_224", pool="simpool", num_classes=3, img_size=32, **kw)
+
+    default, explicit, eps = vit(), vit(fused_attn=False), vit()
+    eps.norm.eps = 1e-5
+    keys = [_key({**base, "model": m}) for m in (default, explicit, eps)]
+    assert len(set(keys)) == 3
+    assert _key({**base, "model": vit()}) == keys[0]
+    assert runkey.model_fingerprint(explicit) == runkey.model_fingerprint(vit(fused_attn=False))
+
+
 def test_the_code_is_in_the_key(base: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """A change in a number-deciding source file (here: its hash, as ``code_version`` gives it)
     changes the key; ``code_version`` covers the metrics and models."""
