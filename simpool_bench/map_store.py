@@ -329,6 +329,11 @@ class MapStore:
     def read(self, indices: Sequence[int]) -> dict[int, np.ndarray]:
         """The maps (float32) of the given dataset indices that decoded, reading only their shards."""
         want = sorted({int(i) for i in indices})
+        if want and (want[0] < 0 or want[-1] >= self.n_images):
+            bad = want[0] if want[0] < 0 else want[-1]
+            raise SimpoolBenchError(
+                f"--maps {self.root}: image index {bad} is out of range: the store holds {self.n_images} images (0 to {self.n_images - 1})"
+            )
         out: dict[int, np.ndarray] = {}
         for sid in sorted({i // self.shard_size for i in want}):
             sh = self.read_shard(sid)

@@ -482,6 +482,18 @@ def test_no_resume_replaces_a_store_whose_manifest_is_damaged_or_of_another_sche
     assert json.loads((tmp_path / "manifest.json").read_text()) == store.manifest
 
 
+def test_reading_an_index_outside_the_store_says_so(tmp_path):
+    store = _tiny_store(tmp_path, "k")  # four images, shard 0 (images 0 and 1) written
+    assert sorted(store.read([1, 0])) == [0, 1]
+    for bad in (4, -1):
+        with pytest.raises(
+            SimpoolBenchError, match=rf"^--maps {tmp_path}: image index {bad} is out of range: the store holds 4 images \(0 to 3\)$"
+        ):
+            store.read([0, bad])
+    with pytest.raises(SimpoolBenchError, match=r"maps_000001\.pt: missing \(shard 1 of 2\)"):
+        store.read([3])  # in range, its shard not written: that message stays
+
+
 def test_a_shard_keeps_the_maps_predictions_and_features_of_its_decoded_images_only():
     """``extraction._ShardBuffer``: the images of a shard arrive in any order (size buckets); the
     shard lists the decoded ones in index order with their own map, prediction and features (rows
