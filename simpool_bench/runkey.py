@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import types
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -135,20 +136,35 @@ def data_fingerprint(records: Iterable[Any]) -> str:
     return h.hexdigest()
 
 
+def describe_function(fn: types.FunctionType) -> str:
+    """A Python function by name and code: ``module.qualname#digest`` of its bytecode, constants,
+    names, defaults and closure values (object addresses left out), so an edited lambda or function
+    body gives another description and the same source gives the same one in every process."""
+    code = fn.__code__
+    closure = [cell.cell_contents for cell in fn.__closure__ or ()]
+    parts = repr((code.co_consts, code.co_names, fn.__defaults__, fn.__kwdefaults__, closure))
+    digest = hashlib.sha256(code.co_code + _ADDRESS.sub("", parts).encode()).hexdigest()[:16]
+    return f"{fn.__module__}.{fn.__qualname__}#{digest}"
+
+
 def describe_transform(transform: Callable | None) -> str:
     """A stable description of a transform: its ``repr`` (object addresses replaced by the object's
-    attributes for classes without their own ``repr``)."""
+    attributes for classes without their own ``repr``); a function, or a function held by a step
+    (torchvision's ``Lambda``), by ``describe_function``."""
     if transform is None:
         return "none"
+    if isinstance(transform, types.FunctionType):
+        return describe_function(transform)
     steps = getattr(transform, "transforms", None)
     if isinstance(steps, (list, tuple)):
         return f"{type(transform).__name__}[" + ", ".join(describe_transform(t) for t in steps) + "]"
     text = repr(transform)
+    attrs = {k: v for k, v in vars(transform).items() if not k.startswith("_")} if hasattr(transform, "__dict__") else {}
     if _ADDRESS.search(text):
-        attrs = {k: v for k, v in vars(transform).items() if not k.startswith("_")} if hasattr(transform, "__dict__") else {}
         text = f"{type(transform).__module__}.{type(transform).__qualname__}({attrs!r})"
         text = _ADDRESS.sub("", text)
-    return text
+    functions = [f"{k}={describe_function(v)}" for k, v in sorted(attrs.items()) if isinstance(v, types.FunctionType)]
+    return text + ("{" + ", ".join(functions) + "}" if functions else "")
 
 
 def float32_settings(device: str) -> str:

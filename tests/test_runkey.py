@@ -97,6 +97,61 @@ def test_a_submodules_setting_is_in_the_key_and_the_key_is_that_of_an_equal_mode
     assert runkey.model_fingerprint(explicit) == runkey.model_fingerprint(vit(fused_attn=False))
 
 
+def test_a_functions_code_is_in_the_key_not_its_address(base: dict) -> None:
+    """An API caller's function transform, or one in torchvision's ``Lambda``: every function
+    described as 'builtins.function({})' and every Lambda as 'Lambda()' would resume on stale shards
+    after an edit. Its code and values decide the key; its address and source line do not."""
+
+    def double(x):
+        return x * 2
+
+    def triple(x):
+        return x * 3
+
+    def twice(x):
+        return x * 2
+
+    key = _key({**base, "transform": double})
+    assert _key({**base, "transform": triple}) != key
+    assert _key({**base, "transform": T.Compose([T.ToTensor(), T.Lambda(double)])}) != _key(
+        {**base, "transform": T.Compose([T.ToTensor(), T.Lambda(triple)])}
+    )
+    by_two, by_three = T.Lambda(lambda x: x * 2), T.Lambda(lambda x: x * 3)  # one name, one bytecode: another constant
+    assert _key({**base, "transform": by_two}) != _key({**base, "transform": by_three})
+    scale = [2.0]
+    lambdas = [T.Lambda(lambda x: x * scale[0]) for _ in range(2)]  # two objects, one code: one key
+    assert _key({**base, "transform": lambdas[0]}) == _key({**base, "transform": lambdas[1]})
+    same = runkey.describe_transform(lambdas[0])
+    scale[0] = 3.0  # a closure value changes the numbers
+    assert runkey.describe_transform(lambdas[0]) != same
+    assert runkey.describe_function(twice) != runkey.describe_function(double)  # another name
+    assert "0x" not in runkey.describe_transform(T.Lambda(lambda x, ref=object(): x))
+
+
+SAME_SOURCE = """
+from torchvision import transforms as T
+from simpool_bench.runkey import describe_transform
+def make():
+    box = object()  # a closure value whose repr holds its address
+    return lambda x: x if box else None
+print(describe_transform(T.Compose([T.ToTensor(), T.Lambda(make())])))
+"""
+
+
+def test_a_function_transform_is_described_alike_in_every_process() -> None:
+    """The same source run here and in another process (other addresses) gives one description."""
+    import contextlib
+    import io
+    import subprocess
+    import sys
+
+    there = subprocess.run([sys.executable, "-c", SAME_SOURCE], capture_output=True, text=True, check=True).stdout
+    here = io.StringIO()
+    with contextlib.redirect_stdout(here):
+        exec(SAME_SOURCE, {"__name__": "__main__"})
+    assert here.getvalue() == there and "Lambda()" in there and "__main__.make.<locals>.<lambda>#" in there
+
+
 def test_the_code_is_in_the_key(base: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """A change in a number-deciding source file (here: its hash, as ``code_version`` gives it)
     changes the key; ``code_version`` covers the metrics and models."""
