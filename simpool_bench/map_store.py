@@ -272,9 +272,6 @@ class MapStore:
     def dtype(self) -> torch.dtype:
         return MAP_DTYPES[self.manifest["dtype"]]
 
-    def shard_range(self, shard: int) -> range:
-        return range(shard * self.shard_size, min((shard + 1) * self.shard_size, self.n_images))
-
     def shard_path(self, shard: int) -> Path:
         return self.root / f"{SHARD_PREFIX}{shard:06d}.pt"
 
