@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import tomllib
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from simpool_bench import results as R
 from simpool_bench.errors import SimpoolBenchError
 from simpool_bench.results import read_run
-from simpool_bench.suite import SuiteError, load_suite, shipped_suite
+from simpool_bench.suite import SuiteError, load_suite, parse_suite, shipped_suite
 from simpool_bench.suite_run import SUITE_COLUMNS
 
 from conftest import build_image_folder, build_tiny_checkpoint, build_voc_dataset, invoke_cli, said
@@ -458,3 +460,387 @@ def test_per_image_copies_are_those_of_this_runs_all_results(tiny, tmp_path, mon
     assert sorted(p.name for p in (out / "per_image").iterdir()) == [names[0], names[1]]
     assert set(read_run(out / "all_results.csv")["entry"]) == {"classify-toy"}
     assert (out / "tiny-simpool" / "discover-voc07" / "per_image.parquet").is_file()  # the original is kept
+
+
+# ------------------------------------------------------------------- parsing, value by value
+CKPT = '[[checkpoints]]\nlabel = "A"\ncheckpoint = "a.pth"\n'
+CLASSIFY = '[[evaluations]]\ntask = "classify"\ndataset = "imagenet"\ndata = "in"\n'
+LOCALIZE = '[[evaluations]]\ntask = "localize"\ndataset = "cub"\ndata = "cub"\n'
+DISCOVER = '[[evaluations]]\ntask = "discover"\ndataset = "voc07"\ndata = "voc"\n'
+WHERE_C, WHERE_L, WHERE_D = (
+    "[[evaluations]] #1 (classify imagenet)",
+    "[[evaluations]] #1 (localize cub)",
+    "[[evaluations]] #1 (discover voc07)",
+)
+
+
+def _parse(text: str, root: Path = Path("/suites"), check_paths: bool | str = False):
+    """The suite of ``text``, or its problems without the file name (a ``SuiteError``)."""
+    path = root / "s.toml"
+    try:
+        return parse_suite(tomllib.loads(text), path, root, check_paths)
+    except SuiteError as err:
+        assert all(p.startswith(f"{path}: ") for p in err.problems), err.problems
+        return [p[len(f"{path}: ") :] for p in err.problems]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (CKPT.replace('"a.pth"', '""') + CLASSIFY, "[[checkpoints]] #1 ('A'): key 'checkpoint': '': expected a path (string)"),
+        (CKPT + "gamma = true\n" + CLASSIFY, "[[checkpoints]] #1 ('A'): key 'gamma': True: expected a number or \"none\""),
+        (CKPT + CLASSIFY + "subset = 2.5\n", f"{WHERE_C}: key 'subset': 2.5: expected an integer"),
+        (CKPT + CLASSIFY + "knn_temperature = 0\n", f"{WHERE_C}: key 'knn_temperature': 0: expected a number > 0"),
+        (CKPT + CLASSIFY + "knn_k = [20, 0]\n", f"{WHERE_C}: key 'knn_k': 0: expected an integer >= 1"),
+        (CKPT + LOCALIZE + "interval = 1\n", f"{WHERE_L}: key 'interval': 1: expected a step in (0, 1), e.g. 0.001 or 0.01"),
+        (CKPT + DISCOVER + "mass = 0\n", f"{WHERE_D}: key 'mass': 0: expected a fraction in (0, 1]"),
+        (
+            CKPT + 'name = "a/b"\n' + CLASSIFY,
+            "[[checkpoints]] #1 ('A'): key 'name' 'a/b': expected a folder name (letters, digits, . _ + -)",
+        ),
+        (CKPT + CLASSIFY + 'name = ".."\n', f"{WHERE_C}: key 'name' '..': expected a folder name (letters, digits, . _ + -)"),
+        (
+            CKPT + 'name = ["x"]\n' + CLASSIFY,
+            "[[checkpoints]] #1 ('A'): key 'name' ['x']: expected a folder name (letters, digits, . _ + -)",
+        ),
+        (
+            '[[checkpoints]]\nlabel = "A"\npool = "simpool"\n' + CLASSIFY,
+            "[[checkpoints]] #1 ('A'): names no model: give checkpoint, or model with pretrained/pretrained_file, or baselines = {...}",
+        ),
+        (
+            CKPT + 'baselines = { localize = "center-gaussian" }\n' + LOCALIZE,
+            "[[checkpoints]] #1 ('A'): key 'baselines': a no-model checkpoint takes no model keys (checkpoint)",
+        ),
+        (
+            '[[checkpoints]]\nlabel = "B"\nbaselines = { localize = "centre" }\n' + LOCALIZE,
+            "[[checkpoints]] #1 ('B'): key 'baselines.localize' 'centre': expected one of center-gaussian, full-box",
+        ),
+        (
+            '[[checkpoints]]\nlabel = "B"\nbaselines = {}\n' + LOCALIZE,
+            "[[checkpoints]] #1 ('B'): key 'baselines': expected a table, e.g. { localize = \"center-gaussian\", discover = \"center\" }",
+        ),
+        (
+            CKPT + LOCALIZE.replace('"cub"', '"voc07"', 1),
+            "[[evaluations]] #1 (localize voc07): key 'dataset' 'voc07': expected one of cub, imagenet, folder for localize",
+        ),
+        (CKPT + CLASSIFY.replace('data = "in"\n', ""), f"{WHERE_C}: key 'data': required, the image root of the dataset"),
+        (CKPT + CLASSIFY + "checkpoints = []\n", f"{WHERE_C}: key 'checkpoints': expected a list of checkpoint names or labels"),
+        ("checkpoints = []\n" + CLASSIFY, "no [[checkpoints]]: a suite needs at least one"),
+        (
+            CKPT + CKPT.replace('"a.pth"', '"b.pth"') + 'name = "b"\n' + CLASSIFY,
+            "[[checkpoints]]: label 'A' is used more than once; labels name the rows and must be unique",
+        ),
+        (
+            CKPT + CLASSIFY + '[compare]\nmetrics = ["top1", "top2"]\n',
+            "[compare]: key 'metrics': unknown metric 'top2'; expected some of "
+            + "best_threshold, corloc, gt_known_loc, knn_top1, knn_top5, maxboxacc, maxboxacc_v1, maxboxacc_v2, n_failed, n_images, n_nonfinite, top1, top1_loc, top5",
+        ),
+    ],
+)
+def test_each_bad_value_is_its_one_problem(text, problem):
+    """Every check of the parser on its own: the one problem line it gives (the file name first)."""
+    assert _parse(text) == [problem]
+
+
+def test_values_at_the_edges_and_the_defaults_are_taken():
+    """The values the checks let through, as the commands take them: the ranges' closed ends,
+    gamma "None", an integer for a number key (a float, as the flag gives), metrics name@N."""
+    suite = _parse(
+        CKPT
+        + 'gamma = "None"\ncls_head = 0\ncrop_pct = 1\n'
+        + DISCOVER
+        + "mass = 1\n"
+        + CLASSIFY
+        + "knn_temperature = 0.5\nknn_k = [10, 20]\n"
+        + '[compare]\nmetrics = ["maxboxacc_v2@50", "top1"]\n'
+    )
+    assert not isinstance(suite, list), suite
+    model = suite.checkpoints[0].model
+    assert (model.gamma, model.cls_head, model.crop_pct) == (None, 0, 1.0)
+    mass = dict(suite.evaluations[0].options)["mass"]
+    assert mass == 1.0 and type(mass) is float
+    assert dict(suite.evaluations[1].options)["knn_k"] == (10, 20)
+    assert suite.metrics == ("maxboxacc_v2@50", "top1")
+
+
+def test_a_suite_error_reads_as_its_first_problem_and_how_many_more():
+    """A ``SuiteError`` reads as its first problem and how many more there are (one line)."""
+    assert str(SuiteError(["one"])) == "one"
+    assert str(SuiteError(["one", "two"])) == "one (and 1 more problem(s))"
+    assert str(SuiteError(["one", "two", "three"])) == "one (and 2 more problem(s))"
+
+
+def test_folder_names_from_labels():
+    """A checkpoint's folder is its label slugged (runs of other characters as one '-', no leading or
+    trailing '-' or '.': no hidden folder); an evaluation's is task-<recorded dataset name>."""
+    suite = _parse(
+        '[[checkpoints]]\nlabel = ".ViT-S  (SimPool)."\ncheckpoint = "a.pth"\n'
+        '[[checkpoints]]\nlabel = "???"\ncheckpoint = "b.pth"\n' + LOCALIZE + 'label = "demo CUB"\n'
+    )
+    assert not isinstance(suite, list), suite
+    assert [c.name for c in suite.checkpoints] == ["vit-s-simpool", "unnamed"]
+    assert [e.id for e in suite.entries()] == ["vit-s-simpool/localize-demo-cub", "unnamed/localize-demo-cub"]
+
+
+def test_paths_are_checked_as_asked(tmp_path):
+    """check_paths: False takes any path; "vars" (what suite run asks) only refuses an unset
+    ${VAR}, a missing file is then that entry's failure; True refuses a missing path too."""
+    text = CKPT + CLASSIFY
+    assert _parse(text, tmp_path, "vars").checkpoints[0].model.checkpoint == tmp_path / "a.pth"
+    assert _parse(text, tmp_path, True) == [
+        f"[[checkpoints]] #1 ('A'): key 'checkpoint': 'a.pth': {tmp_path / 'a.pth'} does not exist",
+        f"{WHERE_C}: key 'data': 'in': {tmp_path / 'in'} does not exist",
+    ]
+    (tmp_path / "a.pth").touch()
+    (tmp_path / "in").mkdir()
+    assert not isinstance(_parse(text, tmp_path, True), list)
+
+
+def test_a_split_given_is_the_split_recorded():
+    """Two evaluations of one dataset on different splits record different columns (no collision);
+    on the same split (one given, one the default) they collide."""
+    other = CLASSIFY + 'name = "train"\n'
+    assert not isinstance(_parse(CKPT + CLASSIFY + other + 'split = "train"\n'), list)
+    assert _parse(CKPT + CLASSIFY + other + 'split = "val"\n') == [
+        "[[evaluations]]: 'classify-imagenet' and 'train' both record dataset/split imagenet/val for checkpoint 'A'; "
+        "give one a distinct 'label' (the dataset name recorded)"
+    ]
+
+
+def test_a_baseline_row_runs_its_baseline_whatever_the_evaluation_method():
+    """The method of a discover evaluation is the model rows'; a no-model row runs its baseline."""
+    suite = _parse(CKPT + '[[checkpoints]]\nlabel = "B"\nbaselines = { discover = "center" }\n' + DISCOVER + 'method = "lost"\n')
+    assert not isinstance(suite, list), suite
+    assert [(e.id, e.spec.method) for e in suite.entries()] == [("a/discover-voc07", "lost"), ("b/discover-voc07", "center")]
+
+
+# ------------------------------------------------------ run_suite and the gate, with the runs faked
+FAKE_SUITE = """
+[[checkpoints]]
+label = "A"
+checkpoint = "a.pth"
+
+[[checkpoints]]
+label = "B"
+checkpoint = "b.pth"
+
+[[checkpoints]]
+label = "C"
+baselines = { discover = "center" }
+
+[[evaluations]]
+task = "classify"
+dataset = "toy"
+data = "images"
+
+[[evaluations]]
+task = "discover"
+dataset = "voc07"
+data = "voc"
+"""
+
+
+@pytest.fixture
+def fake_runs(monkeypatch):
+    """``runs.run_classify``/``run_discover`` replaced: the entry ``<ckpt>/<eval>`` gives top1 or corloc
+    = ``values[entry]`` (raises it when an exception), writes results.csv in its folder and
+    ``extras``; ``calls`` records (entry, engine config)."""
+    from simpool_bench import runs
+    from simpool_bench.specs import RunResult
+
+    from results_helpers import _prov
+
+    state: dict = {"values": {}, "extras": {}, "calls": []}
+
+    def fake(task: str, metric: str):
+        dataset, split = ("toy", "val") if task == "classify" else ("voc07", "trainval")
+        template = R.make_table(R.metric_rows(dataset, split, {metric: 0.0}), _prov())
+
+        def run(spec, engine, out, formats):
+            entry = f"{Path(out).parent.name}/{Path(out).name}"
+            state["calls"].append((entry, engine))
+            value = state["values"].get(entry, 50.0)
+            if isinstance(value, BaseException):
+                raise value
+            table = template.assign(value=float(value), run_id=entry)
+            Path(out).mkdir(parents=True, exist_ok=True)
+            table.to_csv(Path(out) / "results.csv", index=False)
+            return RunResult(table, extras=dict(state["extras"]))
+
+        return run
+
+    monkeypatch.setattr(runs, "run_classify", fake("classify", "top1"))
+    monkeypatch.setattr(runs, "run_discover", fake("discover", "corloc"))
+    return state
+
+
+def _fake_suite(tmp_path: Path, extra: str = ""):
+    from simpool_bench.engine import EngineConfig
+
+    return load_suite(_write(tmp_path / "s.toml", FAKE_SUITE + extra)), EngineConfig(device="cpu", workers=0, progress=False)
+
+
+def test_resume_and_no_resume_give_each_entry_its_shards_folder_or_none(fake_runs, tmp_path):
+    """Each entry resumes from OUT/<entry>/.shards; --no-resume (resume=False) gives none; the no-model
+    row's classify is skipped (not run); a run that tells no shard counts gives ``shards`` None."""
+    from simpool_bench.suite_run import run_suite
+
+    suite, config = _fake_suite(tmp_path)
+    out = tmp_path / "out"
+    report = run_suite(suite, out, config)
+    ran = ["a/classify-toy", "a/discover-voc07", "b/classify-toy", "b/discover-voc07", "c/discover-voc07"]
+    assert [(e, c.resume_dir) for e, c in fake_runs["calls"]] == [(e, out / e / ".shards") for e in ran]
+    assert [(o.entry.id, o.status, o.shards) for o in report.outcomes] == [
+        *[(e, "ok", None) for e in ran[:4]],
+        ("c/classify-toy", "skipped", None),
+        (ran[4], "ok", None),
+    ]
+    fake_runs["calls"].clear()
+    fake_runs["extras"] = {"shards_resumed": 1, "shards_total": 3}
+    again = run_suite(suite, out, config, resume=False)
+    assert [(e, c.resume_dir) for e, c in fake_runs["calls"]] == [(e, None) for e in ran]
+    assert {o.shards for o in again.outcomes if o.status == "ok"} == {(1, 3)}
+
+
+def test_a_failed_entry_reads_as_the_users_message(fake_runs, tmp_path):
+    """An error of a DataLoader worker (its traceback around the message) reads as the message; an
+    OSError as 'FILE: reason'."""
+    from simpool_bench.suite_run import run_suite
+
+    worker = SimpoolBenchError(
+        "Caught SimpoolBenchError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\nsimpool_bench.errors.SimpoolBenchError: voc/JPEGImages/1.jpg: not an image'
+    )
+    fake_runs["values"] = {"a/classify-toy": worker, "b/discover-voc07": FileNotFoundError(2, "No such file or directory", "/d/voc/x.xml")}
+    suite, config = _fake_suite(tmp_path)
+    report = run_suite(suite, tmp_path / "out", config)
+    assert [(o.entry.id, o.message) for o in report.failed] == [
+        ("a/classify-toy", "voc/JPEGImages/1.jpg: not an image"),
+        ("b/discover-voc07", "/d/voc/x.xml: No such file or directory"),
+    ]
+
+
+def test_only_rank_0_writes_the_suite_files(fake_runs, tmp_path, monkeypatch):
+    """Under torchrun every rank runs the entries; the other ranks write no all_results.csv, per_image/
+    or compare files (rank 0 does)."""
+    from simpool_bench import engine
+    from simpool_bench.suite_run import run_suite
+
+    suite, config = _fake_suite(tmp_path)
+    monkeypatch.setattr(engine, "dist_rank", lambda: 1)
+    report = run_suite(suite, tmp_path / "out", config)
+    assert len(report.outcomes) == 6 and report.files == {} and report.compare is None
+    assert not (tmp_path / "out" / "all_results.csv").exists() and not (tmp_path / "out" / "compare.md").exists()
+    monkeypatch.setattr(engine, "dist_rank", lambda: 0)
+    assert set(run_suite(suite, tmp_path / "out", config).files) >= {"all_results", "compare_md", "compare_tex"}
+
+
+def test_the_compare_reference_defaults_to_the_first_row_and_metrics_select_the_columns(fake_runs, tmp_path):
+    """No [compare] reference: deltas against the first checkpoint; a reference whose entries all
+    failed: the table without deltas (not an error after every entry ran); metrics: only those columns."""
+    from simpool_bench.suite_run import run_suite
+
+    fake_runs["values"] = {"a/classify-toy": 60.0, "b/classify-toy": 72.5, "a/discover-voc07": 40.0, "b/discover-voc07": 45.0}
+    suite, config = _fake_suite(tmp_path)
+    table = run_suite(suite, tmp_path / "out", config).compare
+    assert table.attrs["reference"] == "A"
+    assert table.loc["B", ("toy", "val", "top1", "delta")] == 12.5 and table.loc["C", ("voc07", "trainval", "corloc", "delta")] == 10.0
+
+    suite, _ = _fake_suite(tmp_path, '\n[compare]\nreference = "B"\nmetrics = ["corloc"]\n')
+    fake_runs["values"] = {"b/classify-toy": SimpoolBenchError("gone"), "b/discover-voc07": SimpoolBenchError("gone")}
+    report = run_suite(suite, tmp_path / "out", config)
+    assert report.compare.attrs["reference"] is None and list(report.compare.index) == ["A", "C"]
+    assert list(report.compare.columns) == [("voc07", "trainval", "corloc", "value")]
+    assert "corloc" in (tmp_path / "out" / "compare.md").read_text()
+
+
+def test_the_gate_notes_what_it_did_not_check_and_gates_the_rest(fake_runs, tmp_path):
+    """Against a baseline folder: a failed entry's stale results (an earlier run) are not gated; a
+    skipped entry is not either, even with a baseline; an ok entry without a baseline, and a baseline
+    entry the suite lacks, are notes; a failed entry without a baseline says nothing (it fails the run)."""
+    from simpool_bench.suite_run import check_suite, run_suite
+
+    suite, config = _fake_suite(tmp_path)
+    base, out = tmp_path / "base", tmp_path / "out"
+    run_suite(suite, base, config)
+    for extra in ("d/classify-toy", "c/classify-toy"):
+        shutil.copytree(base / "a" / "classify-toy", base / extra)
+    for gone in ("b/discover-voc07", "c/discover-voc07"):
+        shutil.rmtree(base / gone)
+    run_suite(suite, out, config)  # every entry ok: results.csv in each folder
+    fake_runs["values"] = {
+        "a/classify-toy": SimpoolBenchError("gone"),
+        "b/discover-voc07": SimpoolBenchError("gone"),
+        "b/classify-toy": 40.0,
+    }
+    report = run_suite(suite, out, config)
+    gate = check_suite(report, base)
+    assert [(entry, r.passed) for entry, r in gate.reports] == [("a/discover-voc07", True), ("b/classify-toy", False)]
+    assert gate.notes == [
+        "a/classify-toy: failed in this run, its baseline not checked",
+        f"c/discover-voc07: no baseline in {base / 'c' / 'discover-voc07'} (not gated)",
+        "d/classify-toy: in the baseline, not in this suite (not gated)",
+    ]
+    assert (gate.errors, gate.passed, gate.exit_code) == ([], False, 1)
+    assert gate.markdown.startswith("## simpool-bench suite check: FAILED (2 entries, 1 failing)\n")
+
+
+def test_the_gate_passes_every_entry_within_its_baseline_one_stored_as_json_too(fake_runs, tmp_path):
+    """Every entry within its baseline: passed, exit 0, nothing noted; a baseline entry holding only
+    results.json is read (as results.parquet and .csv)."""
+    from simpool_bench.suite_run import check_suite, run_suite
+
+    suite, config = _fake_suite(tmp_path)
+    base = tmp_path / "base"
+    run_suite(suite, base, config)
+    for name in ("results.csv", "results.manifest.json"):
+        (base / "b" / "discover-voc07" / name).unlink(missing_ok=True)
+    R.write_run(
+        read_run(base / "a" / "discover-voc07" / "results.csv").assign(run_id="b/discover-voc07"), tmp_path / "json", formats=["json"]
+    )
+    shutil.copyfile(tmp_path / "json" / "results.json", base / "b" / "discover-voc07" / "results.json")
+    gate = check_suite(run_suite(suite, tmp_path / "out", config), base)
+    ran = ["a/classify-toy", "a/discover-voc07", "b/classify-toy", "b/discover-voc07", "c/discover-voc07"]
+    assert [e for e, _ in gate.reports] == ran
+    assert (gate.passed, gate.exit_code, gate.notes, gate.errors) == (True, 0, [], [])
+    assert gate.markdown.startswith("## simpool-bench suite check: PASSED (5 entries, 0 failing)\n")
+
+
+def test_the_gate_errs_on_an_unreadable_baseline_and_on_a_crash(fake_runs, tmp_path, monkeypatch):
+    """One baseline file unreadable: an error, exit 2 (not a pass, whatever the others); ``check``
+    crashing: an error naming the entry, never a traceback or a regression."""
+    from simpool_bench import results
+    from simpool_bench.suite_run import check_suite, run_suite
+
+    text = FAKE_SUITE[: FAKE_SUITE.index('[[checkpoints]]\nlabel = "B"')] + FAKE_SUITE[FAKE_SUITE.index("[[evaluations]]") :]
+    suite, config = load_suite(_write(tmp_path / "s.toml", text)), _fake_suite(tmp_path)[1]
+    base = tmp_path / "base"
+    run_suite(suite, base, config)
+    (base / "a" / "classify-toy" / "results.csv").write_text("not,a,table\n1,2,3\n")
+    report = run_suite(suite, tmp_path / "out", config)
+    gate = check_suite(report, base)
+    assert len(gate.errors) == 1 and gate.errors[0].startswith("a/classify-toy: ")
+    assert [(e, r.passed) for e, r in gate.reports] == [("a/discover-voc07", True)]
+    assert (gate.passed, gate.exit_code) == (False, 2)
+
+    def crash(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(results, "check", crash)
+    gate = check_suite(report, base)
+    assert gate.errors == [f"{e}: check failed: ValueError: boom" for e in ("a/classify-toy", "a/discover-voc07")]
+    assert (gate.reports, gate.exit_code) == ([], 2)
+
+
+def test_a_baseline_folder_holding_several_suites_gives_no_guess(tmp_path):
+    """The hint names the one suite folder inside; with two there, it guesses neither."""
+    from simpool_bench.suite_run import check_baseline_folder
+
+    for suite in ("s1", "s2"):
+        (tmp_path / suite / "a" / "e").mkdir(parents=True)
+        (tmp_path / suite / "a" / "e" / "results.csv").write_text("x\n")
+    with pytest.raises(SimpoolBenchError) as err:
+        check_baseline_folder(tmp_path)
+    assert str(err.value) == (
+        f"--baseline {tmp_path}: no results in it (expected a suite output folder: <checkpoint>/<entry>/results.parquet, .csv or .json)"
+    )
