@@ -67,7 +67,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     **{
         k: ((lambda v: v >= 1), "an integer >= 1")
-        for k in ("subset", "knn_k", "knn_chunks", "k_patches", "resize", "crop", "num_classes", "img_size")
+        for k in ("subset", "knn_subset", "knn_k", "knn_chunks", "k_patches", "resize", "crop", "num_classes", "img_size")
     },
     "cls_head": ((lambda v: v >= 0), "an integer >= 0"),
     "knn_temperature": ((lambda v: v > 0), "a number > 0"),
@@ -77,6 +77,8 @@ _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "mass": ((lambda v: 0 < v <= 1), "a fraction in (0, 1]"),
 }
 _TASK_DATASETS = {"localize": tuple(n for n, r in DATASETS.items() if r.protocol == "localize"), "discover": DISCOVER_DATASETS}
+#: DataSpec's own checks name the command's flag; a suite's problem names its key.
+_DATA_FLAGS = {"--dataset": "dataset", "--split": "split", "--data-label": "label"}
 _VAR = re.compile(r"\$\{?(\w+)")
 #: What ``load_suite`` checks of the paths: nothing, every ``${VAR}`` set ("vars": what ``suite run`` needs), or that too and every path there (True).
 PathCheck = bool | Literal["vars"]
@@ -335,8 +337,14 @@ def _evaluation(i: int, t: Any, problems: _Problems, root: Path, check: PathChec
             toml_key = {v: k for k, v in _DATA_ALIASES.items()}
             keys = ", ".join(toml_key.get(n, n) for n in DATA_FIELDS_READ[task])
             problems.add(where, f"key {key!r}: {task} does not read it (its data keys besides data, split and label: {keys})")
-    data = DataSpec(dataset, **_fill(t, data_keys, where, problems, root, check))
+    values = _fill(t, data_keys, where, problems, root, check)
     opts = _fill(t, spec_keys, where, problems, root, check)
+    try:
+        data = DataSpec(dataset, **values)
+    except SimpoolBenchError as err:  # a name with spaces around it: the table would record another dataset
+        flag, _, rest = str(err).partition(" ")
+        problems.add(where, f"key {_DATA_FLAGS[flag]!r}: {rest}" if flag in _DATA_FLAGS else str(err))
+        return None
     name = _name(t, f"{task}-{slug(data.name)}", where, problems)
     only = t.get("checkpoints")
     if only is not None and (not isinstance(only, list) or not only or not all(isinstance(c, str) for c in only)):

@@ -491,6 +491,7 @@ def _parse(text: str, root: Path = Path("/suites"), check_paths: bool | str = Fa
         (CKPT + "gamma = true\n" + CLASSIFY, "[[checkpoints]] #1 ('A'): key 'gamma': True: expected a number or \"none\""),
         (CKPT + CLASSIFY + "subset = 2.5\n", f"{WHERE_C}: key 'subset': 2.5: expected an integer"),
         (CKPT + CLASSIFY + "knn_temperature = 0\n", f"{WHERE_C}: key 'knn_temperature': 0: expected a number > 0"),
+        (CKPT + CLASSIFY + "knn_subset = 0\n", f"{WHERE_C}: key 'knn_subset': 0: expected an integer >= 1"),
         (CKPT + CLASSIFY + "knn_k = [20, 0]\n", f"{WHERE_C}: key 'knn_k': 0: expected an integer >= 1"),
         (CKPT + LOCALIZE + "interval = 1\n", f"{WHERE_L}: key 'interval': 1: expected a step in (0, 1), e.g. 0.001 or 0.01"),
         (CKPT + DISCOVER + "mass = 0\n", f"{WHERE_D}: key 'mass': 0: expected a fraction in (0, 1]"),
@@ -540,6 +541,22 @@ def _parse(text: str, root: Path = Path("/suites"), check_paths: bool | str = Fa
 def test_each_bad_value_is_its_one_problem(text, problem):
     """Every check of the parser on its own: the one problem line it gives (the file name first)."""
     assert _parse(text) == [problem]
+
+
+def test_a_recorded_name_with_spaces_around_it_is_a_problem_of_the_suite_file():
+    """``label``/``split`` with spaces around them (the table would record another dataset) stopped
+    ``suite validate`` and ``run`` at the first with one line naming neither the file nor the key
+    but the command's flag (``--data-label ' x'``), the other problems unsaid; ``knn_subset = 0``
+    did too (``ClassifySpec.knn_subset = 0``). Each is now a problem line naming the file, the entry
+    and the key (of names, the first found), beside the evaluation's other problems."""
+    assert _parse(CKPT + CLASSIFY + 'label = " x"\nsplit = " "\nknn_subset = 0\nknn_temperature = 0\n') == [
+        f"{WHERE_C}: key 'knn_subset': 0: expected an integer >= 1",
+        f"{WHERE_C}: key 'knn_temperature': 0: expected a number > 0",
+        f"{WHERE_C}: key 'split': ' ': expected a name without spaces around it or line breaks",
+    ]
+    assert _parse(CKPT + CLASSIFY + 'label = "imagenet "\n') == [
+        f"{WHERE_C}: key 'label': 'imagenet ': expected a name without spaces around it or line breaks ('imagenet'?)"
+    ]
 
 
 def test_values_at_the_edges_and_the_defaults_are_taken():
