@@ -141,8 +141,9 @@ class ClassifySpec:
         check_fields(self)
         _at_least_one(self, "knn_subset")  # 0 read as "no subset" (the whole bank)
         ks = self.knn_k if isinstance(self.knn_k, (tuple, list)) else (self.knn_k,)
-        if not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in ks):  # int(1.5) was k=1
-            raise SimpoolBenchError(f"ClassifySpec.knn_k = {self.knn_k!r}: expected whole numbers, e.g. (10, 20, 100, 200)")
+        whole = all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in ks)  # int(1.5) was k=1
+        if not ks or not whole or min(ks) < 1 or len(set(ks)) != len(ks):  # () gave no k-NN row; (10, 10) two equal rows
+            raise SimpoolBenchError(f"ClassifySpec.knn_k = {self.knn_k!r}: expected distinct whole numbers >= 1, e.g. (10, 20, 100, 200)")
 
 
 @dataclass(frozen=True)

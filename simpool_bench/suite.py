@@ -80,6 +80,7 @@ _TASK_DATASETS = {"localize": tuple(n for n, r in DATASETS.items() if r.protocol
 #: DataSpec's own checks name the command's flag; a suite's problem names its key.
 _DATA_FLAGS = {"--dataset": "dataset", "--split": "split", "--data-label": "label"}
 _VAR = re.compile(r"\$\{?(\w+)")
+_SPEC_FIELD = re.compile(r"^\w+Spec\.(\w+) = (.*)$", re.S)  # a spec's error: "ClassifySpec.knn_k = (): expected ..."
 #: What ``load_suite`` checks of the paths: nothing, every ``${VAR}`` set ("vars": what ``suite run`` needs), or that too and every path there (True).
 PathCheck = bool | Literal["vars"]
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -345,6 +346,11 @@ def _evaluation(i: int, t: Any, problems: _Problems, root: Path, check: PathChec
         flag, _, rest = str(err).partition(" ")
         problems.add(where, f"key {_DATA_FLAGS[flag]!r}: {rest}" if flag in _DATA_FLAGS else str(err))
         return None
+    try:  # the spec's own checks across values (knn_k: distinct); the model is the checkpoint's, checked there
+        SPEC_TYPES[task](data=data, **opts)
+    except SimpoolBenchError as err:
+        named = _SPEC_FIELD.match(str(err))
+        problems.add(where, f"key {named[1]!r}: {named[2]}" if named and named[1] in opts else str(err))
     name = _name(t, f"{task}-{slug(data.name)}", where, problems)
     only = t.get("checkpoints")
     if only is not None and (not isinstance(only, list) or not only or not all(isinstance(c, str) for c in only)):

@@ -234,8 +234,11 @@ def test_spec_and_engine_values_a_run_would_misread_are_one_error(tmp_path, make
     for spec, match in (
         (lambda: api.DataSpec("imagenet", data=tmp_path, subset=0), r"DataSpec.subset = 0: expected an integer >= 1"),
         (lambda: api.ClassifySpec(data, knn_subset=0), r"ClassifySpec.knn_subset = 0: expected an integer >= 1"),
-        (lambda: api.ClassifySpec(data, knn_k=[1.5]), r"ClassifySpec.knn_k = \[1.5\]: expected whole numbers"),
-        (lambda: api.ClassifySpec(data, knn_k=(20, "x")), r"ClassifySpec.knn_k = \(20, 'x'\): expected whole numbers"),
+        (lambda: api.ClassifySpec(data, knn_k=[1.5]), r"ClassifySpec.knn_k = \[1.5\]: expected distinct whole numbers >= 1"),
+        (lambda: api.ClassifySpec(data, knn_k=(20, "x")), r"ClassifySpec.knn_k = \(20, 'x'\): expected distinct whole numbers"),
+        (lambda: api.ClassifySpec(data, knn_k=()), r"ClassifySpec.knn_k = \(\): expected distinct whole numbers >= 1"),  # no k-NN row
+        (lambda: api.ClassifySpec(data, knn_k=(10, 10)), r"ClassifySpec.knn_k = \(10, 10\): expected distinct"),  # two equal rows
+        (lambda: api.ClassifySpec(data, knn_k=0), r"ClassifySpec.knn_k = 0: expected distinct whole numbers >= 1"),
         (lambda: api.EngineConfig(max_pixels=0), r"EngineConfig.max_pixels = 0: expected an integer >= 1 or None"),
         (lambda: api.EngineConfig(amp="fp32"), r"EngineConfig.amp = 'fp32': expected one of off, bf16, fp16"),
     ):

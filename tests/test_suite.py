@@ -493,6 +493,12 @@ def _parse(text: str, root: Path = Path("/suites"), check_paths: bool | str = Fa
         (CKPT + CLASSIFY + "knn_temperature = 0\n", f"{WHERE_C}: key 'knn_temperature': 0: expected a number > 0"),
         (CKPT + CLASSIFY + "knn_subset = 0\n", f"{WHERE_C}: key 'knn_subset': 0: expected an integer >= 1"),
         (CKPT + CLASSIFY + "knn_k = [20, 0]\n", f"{WHERE_C}: key 'knn_k': 0: expected an integer >= 1"),
+        # the spec's own check across the list: no k at all, or one k twice (two equal rows)
+        (CKPT + CLASSIFY + "knn_k = []\n", f"{WHERE_C}: key 'knn_k': (): expected distinct whole numbers >= 1, e.g. (10, 20, 100, 200)"),
+        (
+            CKPT + CLASSIFY + "knn_k = [10, 10]\n",
+            f"{WHERE_C}: key 'knn_k': (10, 10): expected distinct whole numbers >= 1, e.g. (10, 20, 100, 200)",
+        ),
         (CKPT + LOCALIZE + "interval = 1\n", f"{WHERE_L}: key 'interval': 1: expected a step in (0, 1), e.g. 0.001 or 0.01"),
         (CKPT + DISCOVER + "mass = 0\n", f"{WHERE_D}: key 'mass': 0: expected a fraction in (0, 1]"),
         (
