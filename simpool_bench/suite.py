@@ -437,8 +437,17 @@ def parse_suite(doc: Mapping[str, Any], path: Path, root: Path | None = None, ch
         if ev.checkpoints is None:
             continue
         for key in ev.checkpoints:
+            where = f"[[evaluations]] #{j + 1} ({ev.task} {ev.data.dataset})"
             if key not in by_key:
-                problems.add(f"[[evaluations]] #{j + 1} ({ev.task} {ev.data.dataset})", f"key 'checkpoints': {key!r} names no checkpoint")
+                problems.add(where, f"key 'checkpoints': {key!r} names no checkpoint")
+            by_label = next((c for c in checkpoints if c.label == key), None)
+            by_name = next((c for c in checkpoints if c.name == key), None)
+            if by_label is not None and by_name is not None and by_label is not by_name:
+                problems.add(
+                    where,
+                    f"key 'checkpoints': {key!r} is the label of checkpoint {by_label.label!r} and the name of checkpoint "
+                    f"{by_name.label!r}; write {by_label.name!r} (its name) or {by_name.label!r} (its label)",
+                )
         evaluations[j] = replace(ev, checkpoints=tuple(by_key[k] for k in ev.checkpoints if k in by_key))
     _collisions(checkpoints, evaluations, problems)
     for lab in sorted({lab for lab in labels if labels.count(lab) > 1}):

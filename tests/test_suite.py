@@ -532,6 +532,10 @@ def _parse(text: str, root: Path = Path("/suites"), check_paths: bool | str = Fa
         ),
         (CKPT + CLASSIFY.replace('data = "in"\n', ""), f"{WHERE_C}: key 'data': required, the image root of the dataset"),
         (CKPT + CLASSIFY + "checkpoints = []\n", f"{WHERE_C}: key 'checkpoints': expected a list of checkpoint names or labels"),
+        (  # "A": the label of one checkpoint and the name of another (it picked the named one without a word)
+            CKPT + '[[checkpoints]]\nlabel = "B"\nname = "A"\ncheckpoint = "b.pth"\n' + CLASSIFY + 'checkpoints = ["A"]\n',
+            f"{WHERE_C}: key 'checkpoints': 'A' is the label of checkpoint 'A' and the name of checkpoint 'B'; write 'a' (its name) or 'B' (its label)",
+        ),
         ("checkpoints = []\n" + CLASSIFY, "no [[checkpoints]]: a suite needs at least one"),
         (
             CKPT + CKPT.replace('"a.pth"', '"b.pth"') + 'name = "b"\n' + CLASSIFY,
