@@ -404,3 +404,23 @@ def test_visualize_help_documents_its_outputs():
     assert res.exit_code == 0
     for needle in ("OUT/overlays.png", "OUT/selection.csv", "OUT/boxacc_curves.png", "--ids", "--select", "--curves"):
         assert needle in said(res), needle
+
+
+def _curve(path, ious=(30, 50, 70)) -> None:
+    """A boxacc_curve.csv written by hand: two thresholds, a column per IoU in ``ious``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.array([0.0, 0.5])
+    pd.DataFrame({"threshold": t, **{f"boxacc_{i}": [10.0, 20.0] for i in ious}}).to_csv(path, index=False)
+
+
+def test_a_curve_cell_that_is_not_a_number_is_one_error(tmp_path):
+    """A damaged or hand-edited boxacc_curve.csv: one line naming the file, line, column and value
+    (it was a ValueError traceback from the plot)."""
+    _curve(tmp_path / "run" / "boxacc_curve.csv")
+    with (tmp_path / "run" / "boxacc_curve.csv").open("a") as f:
+        f.write("0.9,5.0,abc,1.0\n")
+    res = invoke("visualize", "--curves", tmp_path / "run", "--out", tmp_path / "out")
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert "boxacc_curve.csv: line 4, column 'boxacc_50': 'abc' is not a number" in said(res)
+    assert not (tmp_path / "out" / "boxacc_curves.png").exists()
