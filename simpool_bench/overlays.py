@@ -456,7 +456,13 @@ def read_curve(run: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[in
         ious = tuple(int(c.split("_", 1)[1]) for c in cols)
     except ValueError:
         raise SimpoolBenchError(f"{path}: column names {cols} must be boxacc_<IoU percent>") from None
-    return df["threshold"].to_numpy(float), df[cols].to_numpy(float), ious
+    table = df[["threshold", *cols]]
+    numbers = table.apply(pd.to_numeric, errors="coerce")
+    bad = np.argwhere(numbers.isna().to_numpy() & table.notna().to_numpy())
+    if len(bad):  # a hand-edited or damaged curve: one line, not a traceback from the plot
+        r, c = bad[0]
+        raise SimpoolBenchError(f"{path}: line {r + 2}, column {table.columns[c]!r}: {table.iat[r, c]!r} is not a number")
+    return numbers["threshold"].to_numpy(float), numbers[cols].to_numpy(float), ious
 
 
 def plot_curves(runs: Sequence[str | os.PathLike], out_path: str | os.PathLike, labels: Sequence[str] | None = None) -> Path:

@@ -10,13 +10,15 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
-from simpool_bench import api
+from simpool_bench import api, overlays
 from simpool_bench import plotting as V
 from simpool_bench.data.images import load_rgb
+from simpool_bench.data.records import Record
 from simpool_bench.errors import SimpoolBenchError
+from simpool_bench.figures import LostPatches
 from simpool_bench.map_store import MapShard, MapStore, make_manifest
 from simpool_bench.metrics.boxacc import cam_thresholds
-from simpool_bench.overlays import best_wsol_box, read_best_threshold, select_indices
+from simpool_bench.overlays import MapSource, best_wsol_box, discovery_box, read_best_threshold, select_indices
 from simpool_bench.results import Provenance, make_table, write_run
 from simpool_bench.run_records import write_curve
 from simpool_bench.tasks import wsol_gt_boxes
@@ -404,3 +406,117 @@ def test_visualize_help_documents_its_outputs():
     assert res.exit_code == 0
     for needle in ("OUT/overlays.png", "OUT/selection.csv", "OUT/boxacc_curves.png", "--ids", "--select", "--curves"):
         assert needle in said(res), needle
+
+
+# ------------------------------------------------------------------------------------ hand-made columns
+_PATCHES = np.zeros((3, 3), dtype=np.float32)
+_PATCHES[1:3, 1:3] = 1.0  # on a 40x40 image at stride 16: LOST's box (16, 16, 40, 40)
+_GTS = np.array([[0, 0, 8, 8], [16, 16, 40, 40]])  # the second GT box is the predicted one
+
+
+def _records(tmp_path, n: int = 3) -> list[Record]:
+    out = []
+    for i in range(n):
+        Image.fromarray(np.full((40, 40, 3), 50 * i, np.uint8)).save(tmp_path / f"im{i}.png")
+        out.append(Record(f"im{i}", tmp_path / f"im{i}.png", -1, 40, 40, _GTS))
+    return out
+
+
+def _column(label: str, have, calls: list | None = None, lost=None) -> MapSource:
+    """A column whose maps are ``_PATCHES`` for the indices in ``have`` (the others do not decode)."""
+
+    def fetch(indices):
+        if calls is not None:
+            calls.append(list(indices))
+        return {i: _PATCHES.copy() for i in indices if i in have}
+
+    return MapSource(label, fetch, 16, lost)
+
+
+def test_discover_iou_is_the_best_over_the_gt_boxes(tmp_path):
+    """An image's IoU is its box's best over all its GT boxes (LOST's CorLoc), here the second one,
+    for a map column and for a LOST column; NaN without GT boxes; --select first fetches the maps of
+    the first n images only."""
+    box, iou = discovery_box(_PATCHES, (40, 40), _GTS, 16)
+    assert box.tolist() == [16, 16, 40, 40] and iou == pytest.approx(1.0, abs=1e-4)
+    assert np.isnan(discovery_box(_PATCHES, (40, 40), np.zeros((0, 4)), 16)[1])
+    records, calls = _records(tmp_path), []
+    lost = {i: (np.array([16, 16, 40, 40]), LostPatches(4, np.array([4]), 3, 16)) for i in range(3)}
+    cols = [_column("maps", range(3), calls), _column("lost", range(3), lost=lost)]
+    res = overlays.render_overlays(cols, records, tmp_path / "out", protocol="discover", n=2, figure_format=None)
+    assert calls == [[0, 1]]  # not a map of every record for the first two
+    assert res.table["index"].tolist() == [0, 0, 1, 1] and res.table["column"].tolist() == ["maps", "lost"] * 2
+    assert res.table["iou"].tolist() == pytest.approx([1.0] * 4, abs=1e-4)
+    # the padded 3x3 patch grid covers 48x48 pixels: shown cropped to the 40x40 image, not squeezed
+    png = np.asarray(Image.open(res.png).convert("RGB"))
+    up = np.kron(_PATCHES, np.ones((16, 16), dtype=np.float32))[:40, :40]
+    heat = (colormaps["jet"](up)[..., :3] * 255.0).astype(np.float32)
+    want = np.clip(np.rint(0.5 * np.float32(50) + 0.5 * heat), 0, 255)  # image 1: gray 50
+    lines = _outline([_inclusive(g) for g in _GTS] + [_inclusive((16, 16, 40, 40))], (40, 40))
+    np.testing.assert_array_equal(_cell(png, [40, 40], 40, 1, 1)[~lines], want[~lines])
+
+
+def test_render_overlays_errors_name_the_value(tmp_path):
+    """Each mistake is one error before any file is written."""
+    records = _records(tmp_path)
+    out = tmp_path / "out"
+    for cols, kw, needle in (
+        ([_column("A", range(3))], dict(thresholds=[1.0]), r"threshold 1.0: expected a score-map threshold in \[0, 1\)"),
+        ([_column("A", range(3))], dict(thresholds=[0.5, 0.3]), "visualize: 2 thresholds for 1 columns"),
+        ([_column("A", range(3))], dict(n=0), "--n 0: expected at least 1"),
+        ([_column("A", {0, 2})], dict(ids=["im2", "im1"]), "--ids: image 'im1' does not decode"),
+        ([_column("A", range(3)), _column("B", {1})], dict(n=2), "column 'B': no map for image 'im0'"),
+    ):
+        with pytest.raises(SimpoolBenchError, match=needle):
+            overlays.render_overlays(cols, records, out, protocol="discover", figure_format=None, **kw)
+    assert not out.exists()
+
+
+def _curve(path, ious=(30, 50, 70)) -> None:
+    """A boxacc_curve.csv written by hand: two thresholds, a column per IoU in ``ious``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.array([0.0, 0.5])
+    pd.DataFrame({"threshold": t, **{f"boxacc_{i}": [10.0, 20.0] for i in ious}}).to_csv(path, index=False)
+
+
+def test_curves_are_labelled_by_run_folder_and_kept_apart(monkeypatch, tmp_path):
+    """Two runs in folders of one name are two curves ("run", "run (2)"); a curve file is labelled by
+    its folder; runs of other IoU thresholds, or labels of another count, are refused."""
+    got = {}
+    monkeypatch.setattr(
+        overlays, "boxacc_curves", lambda curves, out, iou_thresholds: got.update(curves=curves, ious=iou_thresholds) or out
+    )
+    for d in ("a/run", "b/run", "c/other"):
+        _curve(tmp_path / d / "boxacc_curve.csv")
+    overlays.plot_curves([tmp_path / "a/run", tmp_path / "b/run", tmp_path / "c/other/boxacc_curve.csv"], tmp_path / "c.png")
+    assert list(got["curves"]) == ["run", "run (2)", "other"] and got["ious"] == (30, 50, 70)
+    assert got["curves"]["run (2)"][1].tolist() == [[10.0] * 3, [20.0] * 3]
+    _curve(tmp_path / "d/run50/boxacc_curve.csv", ious=(50,))
+    with pytest.raises(SimpoolBenchError, match=r"run50: IoU thresholds \(50,\) differ from the first run's \(30, 50, 70\)"):
+        overlays.plot_curves([tmp_path / "a/run", tmp_path / "d/run50"], tmp_path / "c.png")
+    with pytest.raises(SimpoolBenchError, match="1 labels for 2 curves"):
+        overlays.plot_curves([tmp_path / "a/run", tmp_path / "b/run"], tmp_path / "c.png", labels=["x"])
+
+
+def test_a_curve_cell_that_is_not_a_number_is_one_error(tmp_path):
+    """A damaged or hand-edited boxacc_curve.csv: one line naming the file, line, column and value
+    (it was a ValueError traceback from the plot)."""
+    _curve(tmp_path / "run" / "boxacc_curve.csv")
+    with (tmp_path / "run" / "boxacc_curve.csv").open("a") as f:
+        f.write("0.9,5.0,abc,1.0\n")
+    res = invoke("visualize", "--curves", tmp_path / "run", "--out", tmp_path / "out")
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert "boxacc_curve.csv: line 4, column 'boxacc_50': 'abc' is not a number" in said(res)
+    assert not (tmp_path / "out" / "boxacc_curves.png").exists()
+
+
+def test_best_threshold_is_the_row_of_the_iou_asked_for(tmp_path):
+    """The best_threshold row of exactly that IoU, wherever the table lists it."""
+    rows = [
+        {"dataset": "cub", "split": "test", "metric": "best_threshold", "iou_threshold": iou, "value": v}
+        for iou, v in ((70, 0.9), (50, 0.4), (30, 0.1))
+    ]
+    write_run(make_table(rows, Provenance(model="m", pool="simpool")), tmp_path / "run")
+    assert [read_best_threshold(tmp_path / "run", iou) for iou in (30, 50, 70)] == [0.1, 0.4, 0.9]
+    assert read_best_threshold(tmp_path / "run") == 0.4  # IoU 50 by default

@@ -4,6 +4,7 @@ every rate of the table exactly; the same rows from stored maps, from resumed sh
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -179,10 +180,11 @@ def test_base_frame_lays_rows_on_the_records_they_name():
     and image 2's non-finite flag lands on record 2, not on the second row of the table."""
     from simpool_bench.per_image import base_frame
 
-    records = [Record(f"id{i}", Path(f"{i}.jpg")) for i in range(3)]
+    records = [Record(f"id{i}", Path(f"/data/val/{i}.jpg")) for i in range(3)]
     frame = base_frame(records, "val", np.array([0, 2]), np.array([False, True]))
     assert frame["failed"].tolist() == [False, True, False] and frame["nonfinite"].tolist() == [False, False, True]
     assert frame["id"].tolist() == ["id0", "id1", "id2"] and frame["index"].tolist() == [0, 1, 2]
+    assert frame["split"].tolist() == ["val"] * 3 and frame["path"].tolist() == [f"/data/val/{i}.jpg" for i in range(3)]
 
 
 def test_center_gaussian_baseline_is_centred_on_the_middle_of_the_pixel_grid():
@@ -333,6 +335,13 @@ def test_accumulator_merges_and_refuses_an_image_twice():
     a.merge(b)
     with pytest.raises(SimpoolBenchError, match="counted twice"):
         a.compute()
+    # a task that gives other columns, or rows of another count, is a programming error, said at once
+    with pytest.raises(ValueError, match=r"per-image columns \['y'\], expected \['x'\]"):
+        a.update([5], y=np.array([[7, 8]]))
+    with pytest.raises(ValueError, match=r"per-image column 'x': \(1, 2\) rows for 2 indices"):
+        a.update([5, 6], x=np.array([[7, 8]]))
+    with pytest.raises(TypeError, match="cannot merge PerImageAccumulator into PerImageAccumulator"):
+        a.merge(PerImageAccumulator(["y"]))
 
 
 def test_task_columns_are_appended_in_record_order():
@@ -350,6 +359,8 @@ def test_rank_ids_orders_by_iou_then_dataset_order():
     frame = pd.DataFrame({"id": ["a", "b", "c", "d"], "iou": [0.5, np.nan, 0.2, 0.5]})
     assert rank_ids(frame, ["a", "b", "c", "d"], "best", 2) == ["a", "d"]
     assert rank_ids(frame, ["a", "b", "c", "d"], "worst", 10) == ["c", "a", "d"]
+    # dataset order, not the ids' own order, breaks the tie
+    assert rank_ids(frame, ["d", "c", "b", "a"], "best", 2) == ["d", "a"]
     with pytest.raises(SimpoolBenchError, match="'z' is not in the dataset"):
         rank_ids(pd.DataFrame({"id": ["z"], "iou": [1.0]}), ["a"], "best", 1)
 
@@ -421,3 +432,46 @@ def test_per_image_csv_keeps_ids_as_written(tmp_path):
     got, run = read_per_image(tmp_path / "per_image.csv")
     assert run == tmp_path and got["id"].tolist() == ["000005", "000012", "NA", "1e3"]
     assert rank_ids(got, ["000005", "000012", "NA", "1e3"], "best", 4) == ["000012", "NA", "000005"]
+
+
+def test_box_lists_and_csv_cells_are_the_values_as_json():
+    """GT boxes (floats as read) are listed as ints; list cells of any kind (strings, booleans,
+    nested boxes) are written to per_image.csv as JSON that reads back to the same lists."""
+    from simpool_bench.per_image import box_lists, csv_bytes
+
+    boxes = box_lists([np.array([[120.0, 140.0, 200.0, 210.0]]), np.zeros((0, 4)), np.array([1.0, 2.0, 3.0, 4.0])])
+    assert boxes == [[[120, 140, 200, 210]], [], [[1, 2, 3, 4]]]
+    assert all(type(v) is int for b in boxes for box in b for v in box)
+    frame = pd.DataFrame({"id": ["a", "b"], "names": [["cat", "dog"], None], "flags": [[True, False], [False, False]]})
+    csv = pd.read_csv(io.BytesIO(csv_bytes(frame)), keep_default_na=False, na_values=[""])
+    assert [json.loads(v) for v in csv["names"].dropna()] == [["cat", "dog"]] and pd.isna(csv.loc[1, "names"])
+    assert [json.loads(v) for v in csv["flags"]] == [[True, False], [False, False]]
+
+
+def test_extra_columns_twice_is_an_error_and_the_frame_is_kept():
+    frame = pd.DataFrame({"index": [0, 1], "iou": [0.5, 0.25]})
+    with pytest.raises(SimpoolBenchError, match="per-image column 'iou' is given twice"):
+        with_extra_columns(frame, {"per_image_columns": {"iou": np.zeros(2)}})
+    got = with_extra_columns(frame, {"per_image_columns": {"k": np.array([3, 4])}})
+    assert got["k"].tolist() == [3, 4] and list(frame.columns) == ["index", "iou"]  # the caller's frame unchanged
+
+
+def test_read_per_image_errors_name_the_file(tmp_path):
+    """--per-image: a table without IoUs, a file that is not a table, and a folder without one are
+    each one error naming the path; rank_ids without any IoU or by an unknown order, too."""
+    from simpool_bench.per_image import read_per_image
+
+    (tmp_path / "classify").mkdir()
+    pd.DataFrame({"index": [0], "id": ["a"], "pred": [1]}).to_parquet(tmp_path / "classify" / "per_image.parquet")
+    with pytest.raises(SimpoolBenchError, match=r"per_image.parquet: no column 'iou' \(expected a localize or discover"):
+        read_per_image(tmp_path / "classify")
+    (tmp_path / "garbage.parquet").write_bytes(b"not a parquet file")
+    with pytest.raises(SimpoolBenchError, match="garbage.parquet: not a readable per-image table"):
+        read_per_image(tmp_path / "garbage.parquet")
+    with pytest.raises(SimpoolBenchError, match="no per_image.parquet in this folder"):
+        read_per_image(tmp_path)
+    frame = pd.DataFrame({"id": ["a", "b"], "iou": [np.nan, np.nan]})
+    with pytest.raises(SimpoolBenchError, match="RUN: no image has an IoU to rank by"):
+        rank_ids(frame, ["a", "b"], "best", 1, source="RUN")
+    with pytest.raises(SimpoolBenchError, match="--select 'first': ranking by per-image records takes best or worst"):
+        rank_ids(frame, ["a", "b"], "first", 1)

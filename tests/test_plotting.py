@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from matplotlib import colormaps
 from PIL import Image
 
 from simpool_bench import plotting as V
@@ -141,3 +142,79 @@ def test_boxacc_curves(tmp_path):
         V.boxacc_curves({"bad": (t, acc[:-1])}, tmp_path / "e.png")
     with pytest.raises(SimpoolBenchError, match="no curves"):
         V.boxacc_curves({}, tmp_path / "f.png")
+
+
+def test_heatmap_overlay_blends_the_bicubic_normalised_map_at_alpha():
+    """A (3, 4) map on a (6, 10) image: upsampled bicubically (OpenCV, the protocol's resize) to
+    the image, min-max normalised from its own minimum, coloured with the colour map asked for and
+    blended (1 - alpha) image + alpha heat; a map with a NaN shows as zeros."""
+    import cv2
+
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 255, (6, 10, 3), dtype=np.uint8)
+    m = 2.0 + rng.random((3, 4))
+    up = cv2.resize(m.astype(np.float32), (10, 6), interpolation=cv2.INTER_CUBIC).astype(np.float64)
+    heat = colormaps["viridis"]((up - up.min()) / (up.max() - up.min()))[..., :3] * 255.0
+    want = 0.75 * img + 0.25 * heat
+    got = V.heatmap_overlay(img, m, alpha=0.25, cmap="viridis")
+    assert got.dtype == np.uint8 and np.abs(got - want).max() <= 0.5 + 1e-3
+    m[1, 2] = np.nan
+    zero = 0.75 * img + 0.25 * np.asarray(colormaps["viridis"](0.0)[:3]) * 255.0
+    assert np.abs(V.heatmap_overlay(img, m, alpha=0.25, cmap="viridis") - zero).max() <= 0.5 + 1e-3
+
+
+def test_boxes_are_clipped_ordered_and_rounded_to_the_image(tmp_path):
+    """A box reaching out of the image is drawn on the image's border pixels, never on the padding
+    or the next cell; corners given in either order and at fractional pixels (rounded) draw the
+    same outline; cells are as wide as the widest image."""
+    images = [np.zeros((20, 30, 3), np.uint8), np.zeros((10, 36, 3), np.uint8)]  # cells 36 wide
+    maps = [[np.ones((2, 2)), np.ones((2, 2))]]
+    gt = [np.array([[-5.0, 18.7, 100.0, 3.6]]), np.zeros((0, 4))]
+    out = V.overlay_grid(images, maps, gt, [[np.array([29.0, 8.0, 27.4, 2.0]), None]], ["A"], tmp_path / "g.png", line_width=1)
+    png = np.asarray(Image.open(out).convert("RGB"))
+    assert png.shape == (18 + 4 + 20 + 4 + 10 + 4, 4 + 2 * (36 + 4), 3)
+    green = (png == V.GT_COLOR).all(-1)
+    want = np.zeros_like(green)
+    for ox in (4, 4 + 40):  # both cells of row 0: x 0..29, y 4..19 (18.7 and 3.6 rounded, then ordered)
+        for y, x in _edge_pixels((0, 4, 29, 19), (ox, 22), width=1):
+            want[y, x] = True
+    red = (png == V.PRED_COLOR).all(-1)
+    want_red = np.zeros_like(red)
+    for y, x in _edge_pixels((27, 2, 29, 8), (4 + 40, 22), width=1):
+        want_red[y, x] = True
+    assert np.array_equal(red, want_red)
+    assert np.array_equal(green | red, want | want_red)
+
+
+def test_overlay_grid_refuses_malformed_predictions(tmp_path):
+    img, maps, gt = [np.zeros((8, 8, 3), np.uint8)], [[np.ones((2, 2))]], [np.zeros((0, 4))]
+    with pytest.raises(SimpoolBenchError, match="predicted box of model 0, image 0 must have 4 numbers"):
+        V.overlay_grid(img, maps, gt, [[np.arange(5)]], ["A"], tmp_path / "x.png")
+    with pytest.raises(SimpoolBenchError, match="pred_boxes must be 1 lists .one per model. of 1 boxes or None"):
+        V.overlay_grid(img, maps, gt, [[None], [None]], ["A"], tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_boxacc_curves_draw_each_iou_and_mark_its_maximum(monkeypatch, tmp_path):
+    """Per run and IoU threshold a line of that IoU's column, and a marker at its maximum; a curve of
+    another number of IoU columns is refused."""
+    figures = []
+
+    class Kept(V.Figure):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            figures.append(self)
+
+    monkeypatch.setattr(V, "Figure", Kept)
+    t = np.linspace(0.0, 0.99, 100)
+    acc = np.stack([100 * np.exp(-((t - c) ** 2) / 0.02) * f for c, f in ((0.2, 0.9), (0.5, 0.7), (0.7, 0.4))], axis=1)
+    V.boxacc_curves({"run": (t, acc)}, tmp_path / "c.png")
+    lines = figures[0].axes[0].lines
+    assert len(lines) == 6  # a line and its maximum's marker per IoU
+    for j, (c, f) in enumerate(((0.2, 0.9), (0.5, 0.7), (0.7, 0.4))):
+        curve, marker = lines[2 * j], lines[2 * j + 1]
+        assert np.array_equal(curve.get_ydata(), acc[:, j]) and curve.get_label() == f"run IoU {(30, 50, 70)[j]}"
+        k = int(round(c * 100))  # the Gaussian's centre is the maximum
+        assert list(marker.get_xdata()) == [t[k]] and list(marker.get_ydata()) == [pytest.approx(100 * f)]
+    with pytest.raises(SimpoolBenchError, match=r"curve 'two': boxacc shape \(100, 2\) does not fit 100 thresholds"):
+        V.boxacc_curves({"two": (t, acc[:, :2])}, tmp_path / "d.png")
