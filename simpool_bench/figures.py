@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import SimpoolBenchError
+from .files import atomic_write
 
 FIGURE_FORMATS: tuple[str, ...] = ("png", "pdf", "svg")
 DEFAULT_CMAP = "inferno"
@@ -194,13 +195,14 @@ def _colorbar(fig: Any, colour: Any, rect: tuple[float, float, float, float]) ->
 
 
 def _save(fig: Any, out_path: str | os.PathLike, fmt: str, dpi: int) -> Path:
-    """Write ``fig`` (editable text in vector output)."""
+    """Write ``fig`` atomically (an interrupted write leaves the old file, or none; editable text
+    in vector output)."""
     from matplotlib import rc_context
 
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
-        fig.savefig(out, format=fmt, dpi=dpi)
+        atomic_write(out, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
     return out
 
 

@@ -46,6 +46,27 @@ def test_formats_resolution_and_captions(tmp_path):
             paper_figure(*args, tmp_path / "x", **bad)
 
 
+def test_an_interrupted_figure_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """A figure is written whole or not at all: the old one stays when savefig fails half way."""
+    from matplotlib.figure import Figure
+
+    args = _inputs()
+    for fmt in ("png", "pdf", "svg"):
+        out = paper_figure(*args, tmp_path / f"f.{fmt}", fmt=fmt)
+        old = out.read_bytes()
+
+        def broken(self, f, **kwargs):
+            f.write(b"half a figure")
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as m:
+            m.setattr(Figure, "savefig", broken)
+            with pytest.raises(KeyboardInterrupt):
+                paper_figure(*args, tmp_path / f"f.{fmt}", fmt=fmt)
+        assert out.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "f.png", "f.svg"]  # no temporary left
+
+
 def test_normalized_map_is_the_protocols_view():
     m = np.arange(6, dtype=np.float32).reshape(2, 3)
     out = normalized_map(m, (2, 3))
