@@ -268,3 +268,17 @@ def test_visualize_column_names_name_the_map_source_only_when_there_are_several(
     one = _model_sources(Parsed({**params, "attn_source": "cls"}), [], "localize", None)
     two = _model_sources(Parsed({**params, "attn_source": "cls, simpool"}), [], "localize", None)
     assert (one, two) == (["a", "b"], ["a: cls", "a: simpool", "b: cls", "b: simpool"])
+
+
+@pytest.mark.parametrize(
+    "command, flags, said",
+    [
+        ("discover", ["--k-patches", "5"], "--k-patches is not used by this run: only --method lost expands a seed"),
+        ("discover", ["--method", "lost", "--mass", "0.4"], "--mass is not used by this run: only --method attn keeps a fraction"),
+        ("localize", ["--baseline", "full-box", "--cam-target", "pred"], "--cam-target is not used by this run: a no-model --baseline"),
+        ("classify", ["--knn-k", "5"], "--knn-k is not used by this run: only the k-NN classifier uses it (give --knn-train DIR)"),
+    ],
+)
+def test_a_protocol_flag_the_run_does_not_use_is_refused_before_it_runs(caught, command, flags, said):
+    res = invoke_cli(command, "--data", "d", *flags)
+    assert res.exit_code == 2 and res.output.startswith(f"error: {said}") and "task" not in caught, res.output
