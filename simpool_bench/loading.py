@@ -134,6 +134,10 @@ def check_model_options(options: ModelOptions) -> None:
         raise SimpoolBenchError(
             "--random-init and --checkpoint/--pretrained/--pretrained-file: give weights or ask for random ones, not both"
         )
+    if options.checkpoint is None and options.prefer != "auto":  # it picks an entry of a checkpoint file
+        raise SimpoolBenchError(
+            f"--prefer {options.prefer}: it chooses the weights inside a --checkpoint file, and this run has none; drop --prefer"
+        )
     if options.checkpoint is not None:
         check_checkpoint_file(options.checkpoint)
     elif options.arch is None:

@@ -68,6 +68,16 @@ def test_random_init_and_a_checkpoint_is_an_error(data, tmp_path):
     assert res.exit_code == 2 and res.output.startswith("error: --random-init and --checkpoint")
 
 
+@pytest.mark.parametrize("weights", [["--random-init"], ["--pretrained"]])
+def test_prefer_without_a_checkpoint_is_an_error(tmp_path, weights):
+    """--prefer picks the weights inside a checkpoint file; without one it was ignored without a word."""
+    res = invoke_cli("classify", "--data", tmp_path, "--model", "resnet18", *weights, "--prefer", "ema", "--device", "cpu")
+    assert res.exit_code == 2
+    assert res.output.splitlines() == [
+        "error: --prefer ema: it chooses the weights inside a --checkpoint file, and this run has none; drop --prefer"
+    ]
+
+
 @pytest.mark.parametrize(
     "command, extra, why",
     [
