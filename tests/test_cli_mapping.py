@@ -241,6 +241,7 @@ def test_visualize_defaults_and_discovery_values(drawn, tmp_path):
         (["--threshold-from", "run"], "--threshold-from given 1 times for 2 columns"),
         (["--per-image", "run"], "--per-image ranks images: use it with --select best or --select worst"),
         (["--method", "box"], "--method 'box': expected attn or lost"),
+        (["--ids", " ,, "], "--ids ' ,, ': expected comma-separated image ids"),  # it drew the first --n images
         (["--dataset", "voc07", "--k-patches", "5"], "--k-patches is not used by this run: only --method lost expands a seed"),
         (["--k-patches", "5"], "--k-patches is not used by this run: LOST's seed expansion applies to VOC/COCO discovery"),
         (["--dataset", "voc07", "--threshold", "0.3"], "--threshold is not used by this run: VOC/COCO boxes keep a fraction of"),
@@ -252,6 +253,17 @@ def test_visualize_flags_that_do_not_fit_are_one_line(drawn, tmp_path, flags, sa
     res = invoke_cli(*VISUALIZE, "--out", tmp_path, *flags)
     assert res.exit_code == 2 and res.output.startswith(f"error: {said}") and res.output.count("\n") == 1, res.output
     assert not drawn
+
+
+@pytest.mark.parametrize("flags", [["--method", "box"], ["--ids", ","]])
+def test_visualize_checks_its_flags_before_it_writes_the_curves(drawn, tmp_path, flags):
+    """A typo in an overlay flag fails before ``--curves`` writes its figure (it wrote it, then failed)."""
+    curve = tmp_path / "run"
+    curve.mkdir()
+    (curve / "boxacc_curve.csv").write_text("threshold,boxacc_50\n0.0,10.0\n0.5,40.0\n")
+    res = invoke_cli(*VISUALIZE, "--out", tmp_path / "out", "--curves", curve, *flags)
+    assert res.exit_code == 2 and res.output.startswith("error: ") and res.output.count("\n") == 1, res.output
+    assert not (tmp_path / "out").exists() and not drawn
 
 
 def test_visualize_column_names_name_the_map_source_only_when_there_are_several(monkeypatch, tmp_path):

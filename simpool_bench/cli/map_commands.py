@@ -140,11 +140,13 @@ def visualize(
         refuse_given(
             ctx, {"threshold": "with --per-image RUN the boxes are at that run's best threshold (--threshold-from RUN sets a column's)"}
         )
+    if method not in ("attn", "lost"):  # flags are checked before any figure is written
+        raise SimpoolBenchError(f"--method {method!r}: expected attn or lost")
+    if p["ids"] is not None and not _id_list(p["ids"]):
+        raise SimpoolBenchError(f"--ids {p['ids']!r}: expected comma-separated image ids, e.g. 2007_000027,2007_000032")
     written: list[Path] = []
     if curves:
         written.append(V.plot_curves(list(curves), Path(out) / V.CURVES_PNG))
-    if method not in ("attn", "lost"):
-        raise SimpoolBenchError(f"--method {method!r}: expected attn or lost")
     if checkpoint or maps or p["model"]:
         written += _overlays(p)
     elif not curves:
@@ -195,8 +197,7 @@ def _overlays(p: Parsed) -> list[Path]:
         if len(threshold_from) != len(sources):
             raise SimpoolBenchError(f"--threshold-from given {len(threshold_from)} times for {len(sources)} columns")
         thresholds = [V.read_best_threshold(r) for r in threshold_from]
-    ids = p["ids"]
-    id_list = [s.strip() for s in ids.split(",") if s.strip()] if ids else None
+    id_list = _id_list(p["ids"]) if p["ids"] is not None else None
     if p["per_image"] is not None:
         if id_list:  # the images named: the run gives only its threshold
             from ..per_image import read_per_image
@@ -228,6 +229,11 @@ def _overlays(p: Parsed) -> list[Path]:
         cmap=p["cmap"],
     )
     return [path for path in (res.figure, res.png, res.selection) if path is not None]
+
+
+def _id_list(ids: str) -> list[str]:
+    """``--ids``: the comma-separated image ids, spaces around each dropped."""
+    return [s.strip() for s in ids.split(",") if s.strip()]
 
 
 def _ranked_ids(p: Parsed, records: list) -> tuple[list[str], Path]:
