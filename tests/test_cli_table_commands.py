@@ -53,6 +53,24 @@ def test_check_reads_the_parquet_of_a_run_folder_and_passes_its_flags(checked, t
     assert checked["args"][0] == checked["run"] / "results.csv"
 
 
+@pytest.mark.parametrize(
+    "item, problem",
+    [
+        ("top1", "expected METRIC=NUMBER, e.g. top1=0.2"),
+        ("top1=x", "expected METRIC=NUMBER, e.g. top1=0.2"),
+        ("top1=nan", "expected METRIC=NUMBER, e.g. top1=0.2"),
+        ("top2=1", "unknown metric 'top2' in tolerances; expected 'default' or one of"),
+        ("top1=-1", "tolerance 'top1' = -1.0; expected a non-negative number"),
+        ("maxboxacc@0=1", "tolerance key 'maxboxacc@0': IoU threshold after '@' must be an integer in (0, 100]"),
+    ],
+)
+def test_a_bad_tol_is_one_line_naming_it(checked, tmp_path, item, problem):
+    """A ``--tol`` typo names the flag and its value (it read 'tolerances: ...'), before any table is read."""
+    res = invoke_cli("check", checked["run"], "--baseline", tmp_path / "base.csv", "--tol", item, "--no-github")
+    assert res.exit_code == 2 and res.output.startswith(f"error: --tol {item!r}: {problem}") and res.output.count("\n") == 1, res.output
+    assert "args" not in checked
+
+
 @pytest.mark.parametrize("code", [0, 1])
 def test_check_exit_code_summary_file_and_github(checked, tmp_path, monkeypatch, code):
     checked["code"] = code

@@ -133,12 +133,7 @@ def check(
     from .. import results as R
 
     tols = dict(R.load_tolerances(tolerances)) if tolerances is not None else {}
-    for item in tol or []:
-        name, _, value = item.partition("=")
-        try:
-            tols[name.strip()] = float(value)
-        except ValueError:
-            raise SimpoolBenchError(f"--tol {item!r}: expected METRIC=NUMBER") from None
+    tols.update(R.parse_tolerance(item) for item in tol or [])  # a typo names its --tol, not "tolerances"
     try:
         report = R.check(  # read_run / read_baseline
             _result_file(run), _result_file(baseline), tolerances=tols, allow_protocol_change=tuple(allow_protocol_change or ())

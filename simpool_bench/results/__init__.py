@@ -40,6 +40,7 @@ from .gate import (
     check_console_table,
     exit_code,
     load_tolerances,
+    parse_tolerance,
     tolerance_for,
 )
 from .render import (
@@ -122,6 +123,7 @@ __all__ = [
     "format_value",
     "latex_escape",
     "load_tolerances",
+    "parse_tolerance",
     "make_table",
     "metric_key",
     "metric_rows",

@@ -221,6 +221,19 @@ def _validate_tolerances(tol: Mapping[str, Any], source: str) -> dict[str, float
     return out
 
 
+def parse_tolerance(item: str) -> tuple[str, float]:
+    """One ``METRIC=NUMBER`` override (``check --tol``), checked as a tolerances file's key and value."""
+    name, sep, value = item.partition("=")
+    try:
+        number = float(value) if sep else math.nan
+    except ValueError:
+        number = math.nan
+    if math.isnan(number):
+        raise SimpoolBenchError(f"--tol {item!r}: expected METRIC=NUMBER, e.g. top1=0.2")
+    ((key, tol),) = _validate_tolerances({name.strip(): number}, f"--tol {item!r}").items()
+    return key, tol
+
+
 def load_tolerances(path: str | os.PathLike) -> dict[str, float]:
     """Tolerances from a TOML file: top-level (or a ``[tolerances]`` table of) keys ``default``,
     a metric name (``top1``), a metric at one IoU threshold (``"maxboxacc@70"``) or a k-NN metric
