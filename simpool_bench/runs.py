@@ -12,7 +12,7 @@ protocol parameters and the engine settings (see ``runkey``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +213,7 @@ def _check_localize(spec: LocalizeSpec) -> None:
         raise SimpoolBenchError("--maps needs no model: drop --model/--checkpoint/--pretrained/--baseline")
     if spec.maps is None and spec.baseline is not None and weights:
         raise SimpoolBenchError("--baseline needs no model: drop --model/--checkpoint/--pretrained")
-    _no_model_random_init(spec.model, "--maps" if spec.maps is not None else "--baseline" if spec.baseline else None)
+    _no_model_options(spec.model, "--maps" if spec.maps is not None else "--baseline" if spec.baseline else None)
 
 
 def check_before_data(engine: EngineConfig, model: ModelOptions | None) -> None:
@@ -226,10 +226,29 @@ def check_before_data(engine: EngineConfig, model: ModelOptions | None) -> None:
         check_model_options(model)
 
 
-def _no_model_random_init(model: ModelOptions | None, why: str | None) -> None:
-    """``--random-init`` on a run that builds no model (``why``: what replaces it) is a mistake."""
-    if why is not None and model is not None and model.random_init:
+#: The flag of a model option where it is not ``--`` and the field's name with dashes (None: API and suite files only).
+_MODEL_OPTION_FLAGS: dict[str, str | None] = {
+    "arch": "--model",
+    "trust": "--trust-checkpoint",
+    "dino_pos_quirk": "--dino-pos-quirk/--no-dino-pos-quirk",
+    "img_size": None,
+    "pos_interp": None,
+}
+_WEIGHT_FIELDS = ("arch", "checkpoint", "pretrained", "pretrained_file")  # refused with their own message
+
+
+def _no_model_options(model: ModelOptions | None, why: str | None) -> None:
+    """A model option on a run that builds no model (``why``: what replaces it) is a mistake: it
+    would be ignored without a word (``--random-init``, ``--prefer``, ``--pool``, ...)."""
+    if why is None or model is None:
+        return
+    if model.random_init:
         raise SimpoolBenchError(f"--random-init: a run with {why} builds no model, so there are no weights to draw; drop --random-init")
+    default = ModelOptions()
+    for f in fields(ModelOptions):
+        if f.name not in _WEIGHT_FIELDS and getattr(model, f.name) != getattr(default, f.name):
+            flag = _MODEL_OPTION_FLAGS.get(f.name, "--" + f.name.replace("_", "-")) or f"ModelOptions.{f.name}"
+            raise SimpoolBenchError(f"{flag}: a run with {why} builds no model, so it would not be used; drop {flag}")
 
 
 @called_as("simpool_bench.api.run_localize")
@@ -313,7 +332,7 @@ def run_discover(
         raise SimpoolBenchError("--data is required (VOC20XX folder or COCO train2014 images)")
     check_discovery_values(spec.mass, spec.k_patches)
     no_model = "--maps" if spec.maps is not None else f"--method {spec.method}" if spec.method in ("center", "full-image") else None
-    _no_model_random_init(spec.model, no_model)
+    _no_model_options(spec.model, no_model)
     weights = spec.model is not None and spec.model.gives_weights
     if spec.maps is not None and (spec.method != "attn" or weights):
         raise SimpoolBenchError("--maps scores stored attention maps: use --method attn, without --model/--checkpoint")

@@ -12,7 +12,7 @@ import pytest
 import typer
 
 import simpool_bench
-from simpool_bench import console
+from simpool_bench import api, console
 from simpool_bench.cli import app
 
 from conftest import invoke_cli, said
@@ -94,6 +94,35 @@ def test_random_init_on_a_run_without_a_model_is_an_error(data, tmp_path, comman
         f"error: --random-init: a run with {why} builds no model, so there are no weights to draw; drop --random-init"
     ]
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize(
+    "command, extra, flag",
+    [
+        ("localize", ["--baseline", "center-gaussian", "--prefer", "ema"], "--prefer"),
+        ("localize", ["--baseline", "full-box", "--pool", "simpool"], "--pool"),
+        ("discover", ["--method", "center", "--gamma", "none"], "--gamma"),
+        ("discover", ["--method", "full-image", "--no-dino-pos-quirk"], "--dino-pos-quirk/--no-dino-pos-quirk"),
+        ("localize", ["--maps", "store", "--attn-source", "cls"], "--attn-source"),
+        ("discover", ["--maps", "store", "--mean", "0.5,0.5,0.5"], "--mean"),
+    ],
+)
+def test_a_model_option_on_a_run_without_a_model_is_an_error(data, tmp_path, command, extra, flag):
+    """A model flag where no model is built was ignored without a word (a typo such as --prefer emaa passed)."""
+    out = tmp_path / "out"
+    res = invoke_cli(*_args(command, data, out), *extra, "--out", out)
+    why = "--maps" if "--maps" in extra else " ".join(extra[:2]) if command == "discover" else "--baseline"
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [f"error: {flag}: a run with {why} builds no model, so it would not be used; drop {flag}"]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_model_option_the_command_line_lacks_is_named_as_the_api_field(tmp_path):
+    spec = api.LocalizeSpec(
+        api.DataSpec("cub", data=tmp_path, metadata=tmp_path), baseline="center-gaussian", model=api.ModelOptions(img_size=96)
+    )
+    with pytest.raises(api.SimpoolBenchError, match=r"^ModelOptions.img_size: a run with --baseline builds no model"):
+        api.run_localize(spec, api.EngineConfig(device="cpu", progress=False))
 
 
 def _flags(out: Path) -> list[list]:
