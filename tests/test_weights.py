@@ -482,3 +482,47 @@ def test_timm_weights_are_evaluated_at_their_test_time_size_as_validate_py_does(
     row = pd.read_csv(tmp_path / "out" / "results.csv").iloc[0]
     record = json.loads(row["transform"])
     assert (record["resize"], record["crop"], record["crop_pct"], int(row["image_size"])) == (288, [288, 288], 1.0, 288)
+
+
+def test_offline_set_when_huggingface_hub_was_imported_counts_too(monkeypatch):
+    """HF_HUB_OFFLINE is read now or, unset now, as huggingface_hub read it at its import (its
+    constant): either way no download is tried; neither set, online."""
+    from huggingface_hub import constants
+
+    from simpool_bench.weights import hf_offline
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert hf_offline() is True
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert hf_offline() is False
+    monkeypatch.setenv("HF_HUB_OFFLINE", "Yes ")
+    assert hf_offline() is True
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "wide_resnet50_2", "resnext50_32x4d"])
+def test_torchvision_names_take_torchvisions_own_evaluation_transform(arch):
+    """A torchvision: name's data config is the one torchvision's weights evaluate with: mean, std,
+    crop and resize of ``Weights.DEFAULT.transforms()`` (ImageClassification), for each family
+    (ResNet, wide ResNet, ResNeXt); the timm model of the same name is built."""
+    from torchvision.models import get_model_weights
+
+    t = get_model_weights(arch).DEFAULT.transforms()
+    cfg = resolve_name(f"torchvision:{arch}").data_config
+    assert resolve_name(f"torchvision:{arch}").arch == arch
+    assert cfg["mean"] == tuple(t.mean) and cfg["std"] == tuple(t.std)
+    assert cfg["input_size"] == (3, t.crop_size[0], t.crop_size[0]) and cfg["interpolation"] == t.interpolation.value
+    assert cfg["crop_pct"] == pytest.approx(t.crop_size[0] / t.resize_size[0])
+
+
+def test_a_missing_pretrained_file_is_one_error_before_timm_reads_anything(tmp_path, hf_cache):
+    """--pretrained-file of no file, through the API as through the CLI: one error naming it, for a
+    timm name and a torchvision: name, never timm's FileNotFoundError or a download."""
+    from simpool_bench.weights import ModelName, locate_pretrained
+
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(SimpoolBenchError, match=rf"^--pretrained-file {missing}: no such file$"):
+        locate_pretrained(ModelName("x", "vit_tiny_patch16_224"), {"hf_hub_id": "timm/x"}, missing)
+    with pytest.raises(SimpoolBenchError, match=rf"^--pretrained-file {missing}: no such file$"):
+        locate_pretrained(resolve_name("torchvision:resnet18"), {}, missing)
+    assert not any(hf_cache.iterdir())
