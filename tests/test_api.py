@@ -457,3 +457,46 @@ def test_preprocessing_options_are_checked_and_one_value_stands_for_three(tmp_pa
             check_model_options(opts(**kw))
     with pytest.raises(api.SimpoolBenchError, match=r"^--checkpoint and --pretrained/--pretrained-file both give weights"):
         check_model_options(api.ModelOptions(checkpoint=tmp_path / "w.pth", pretrained=True))
+
+
+def test_model_options_that_cannot_mean_one_run_are_one_error_each(tmp_path):
+    """Before any model is built: random weights asked for with pretrained ones, a --pretrained-file
+    that is not there, --mean/--std of two numbers (one stands for three, or three), a --crop-pct of 0
+    (no image left to crop): one error each, naming the flag and what was expected."""
+    import pytest
+
+    from simpool_bench.loading import check_model_options
+
+    def opts(**kw):
+        return api.ModelOptions(**{"arch": "resnet18", "random_init": True, **kw})
+
+    missing = tmp_path / "nope.safetensors"
+    for kw, msg in [
+        (dict(pretrained=True), r"^--random-init and --checkpoint/--pretrained/--pretrained-file: give weights or ask"),
+        (dict(pretrained_file=tmp_path), r"^--random-init and --checkpoint/--pretrained/--pretrained-file"),
+        (dict(random_init=False, pretrained_file=missing), rf"^--pretrained-file {missing}: no such file$"),
+        (dict(mean=(0.5, 0.5)), r"^--mean 0\.5,0\.5: expected 3 numbers \(R,G,B\)$"),
+        (dict(std=(0.2, 0.2, 0.2, 0.2)), r"^--std 0\.2,0\.2,0\.2,0\.2: expected 3 numbers \(R,G,B\), all > 0$"),
+        (dict(crop_pct=0.0), r"^--crop-pct 0\.0: expected a fraction in \(0, 1\]$"),
+    ]:
+        with pytest.raises(api.SimpoolBenchError, match=msg):
+            check_model_options(opts(**kw))
+    given = tmp_path / "w.safetensors"
+    given.write_bytes(b"weights")  # there: weights enough for the options (its content is read later)
+    check_model_options(opts(random_init=False, pretrained_file=given))
+
+
+def test_random_init_model_is_built_as_the_options_say():
+    """With neither weights nor --num-classes, a supervised model has timm's ImageNet head (1000
+    classes) and a DINO one none (features); --pool unset is SimPool (the bench's model); a
+    --pos-interp given reaches a ViT built without a DINO file (unset: timm's)."""
+    import timm
+
+    model, _ = api.load_model(api.ModelOptions(arch="resnet18", random_init=True))
+    assert model.num_classes == timm.create_model("resnet18", pretrained=False).num_classes == 1000
+    assert model.pool == "simpool"
+    model, _ = api.load_model(api.ModelOptions(arch="resnet18", random_init=True, variant="dino", pool="gap"))
+    assert (model.num_classes, model.pool) == (0, "gap")
+    vit = "vit_tiny_patch16_224"
+    assert api.load_model(api.ModelOptions(arch=vit, random_init=True, pool="cls", pos_interp="dino"))[0].pos_interp == "dino"
+    assert api.load_model(api.ModelOptions(arch=vit, random_init=True, pool="cls"))[0].pos_interp == "timm"

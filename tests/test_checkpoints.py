@@ -1171,6 +1171,16 @@ def test_position_grid_of_files_with_distillation_or_register_tokens(name, kw):
     assert checkpoint_img_size(c) == 384
 
 
+@pytest.mark.parametrize("arch,img_size", [("vit_small_patch8_224", 128), ("vit_tiny_patch16_224", 160)])
+def test_position_grid_size_is_grid_times_the_files_patch_size(arch, img_size):
+    """The input size of a ViT file: its position grid side times its own patch size (8 or 16)."""
+    from simpool_bench.loading import checkpoint_img_size
+
+    sd = timm.create_model(arch, pretrained=False, img_size=img_size, device="meta").state_dict()  # shapes only
+    c = LoadedCheckpoint(path=pathlib.Path("f.pth"), sha256="0", format="state-dict", variant="supervised", state_dict=sd)
+    assert checkpoint_img_size(c) == img_size
+
+
 def test_plain_vit_state_dict_of_another_position_grid(tmp_path, tiny_api):
     """A plain state dict at another grid (the tiny stand-in, 4x4 patches of 16 = 64 pixels), given --model."""
     small = "vit_small_patch16_224"

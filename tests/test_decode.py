@@ -240,6 +240,20 @@ def test_workers_default_and_fallback(capsys):
     assert err.count("notice: DataLoader workers cannot start") == 1 and "simulated" in err
 
 
+@pytest.mark.parametrize("cores,expected", [(1, 1), (3, 3), (8, 8), (64, 8)])
+def test_default_workers_is_the_cores_up_to_eight(monkeypatch, cores, expected):
+    """--workers unset: one worker a core this process may run on, at most 8."""
+    from simpool_bench import workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert workers.cpu_count() == cores and default_workers() == expected
+
+
+def test_no_workers_asked_for_starts_no_probe(capsys):
+    """--workers 0 decodes in the main process without trying a worker: where none can start, no notice."""
+    assert usable_workers(0, probe=_Broken()) == 0 and capsys.readouterr().err == ""
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="nvjpeg needs a CUDA device")
 def test_nvjpeg_pixels_differ_from_pil_so_discovery_decodes_on_the_cpu(tmp_path):
     """The README's choice: nvjpeg (torchvision.io.decode_jpeg on CUDA, one batched call) gives
