@@ -158,6 +158,10 @@ def test_hf_hub_name_reads_config_and_weights_from_the_cache(hf_cache):
     assert m.data_config["mean"] == (0.5, 0.5, 0.5) and m.data_config["crop_pct"] == 1.0
     assert m.data_config["interpolation"] == "bilinear"
     assert all(torch.equal(m.state_dict()[k], v) for k, v in sd.items())
+    from simpool_bench.api import ModelOptions, load_model
+
+    run, _ = load_model(ModelOptions(arch="hf-hub:lab/tiny-map-vit", pretrained=True))  # no --num-classes: the repository's 4
+    assert (run.num_classes, run.pool) == (4, "map") and all(torch.equal(run.state_dict()[k], v) for k, v in sd.items())
     over = build_model(
         "hf-hub:lab/tiny-map-vit", pool=None, num_classes=None, pretrained=True, data_overrides={"mean": (0.1, 0.2, 0.3), "crop_pct": 0.8}
     )
