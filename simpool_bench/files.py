@@ -161,7 +161,7 @@ def load_checksummed(path: Path) -> tuple[str, Any]:
     if not path.is_file() or not digest.is_file():
         return "missing", None
     data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != digest.read_text().strip():
+    if hashlib.sha256(data).hexdigest().encode() != digest.read_bytes().strip():  # bytes: a damaged one is no text
         return "corrupt", None
     try:
         return "ok", torch.load(io.BytesIO(data), weights_only=True)

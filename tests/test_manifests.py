@@ -324,3 +324,169 @@ def test_verify_checksum_of_optional_file(tmp_path):
     (root / "list.txt").write_bytes(body)
     (root / "train2014/COCO_train2014_000000000001.jpg").touch()
     assert verify_dataset("c", root, directory=mdir).ok
+
+
+def test_bad_manifest_missing_key_or_image_count(tmp_path):
+    (tmp_path / "n.json").write_text(json.dumps({"splits": {}}))
+    with pytest.raises(SimpoolBenchError, match=r"n\.json: missing key 'name'$"):
+        load_manifest("n", tmp_path)
+    (tmp_path / "s.json").write_text(json.dumps({"name": "s"}))
+    with pytest.raises(SimpoolBenchError, match=r"s\.json: missing key 'splits'$"):
+        load_manifest("s", tmp_path)
+    (tmp_path / "i.json").write_text(json.dumps({"name": "i", "splits": {"a": {"images": "3", "layout": "list"}}}))
+    with pytest.raises(SimpoolBenchError, match=r"i\.json: split 'a' needs 'images' \(int\)"):
+        load_manifest("i", tmp_path)
+
+
+def test_verify_a_missing_path_is_its_one_problem(tmp_path):
+    report = verify_dataset("voc12", tmp_path / "absent")
+    assert report.problems == [f"{tmp_path / 'absent'}: no such directory (the VOCdevkit/VOC2012 folder)"]
+    assert report.checked == [] and report.meant is None
+
+
+def test_verify_a_file_where_a_folder_is_required_and_the_reverse(tmp_path):
+    mdir = tmp_path / "manifests"
+    split = {"images": 1, "layout": "list", "list": "list.txt", "files": []}
+    _write_manifest(mdir, {"name": "r", "required": ["ann/", "list.txt"], "sha256": {}, "splits": {"s": split}})
+    root = tmp_path / "copy"
+    (root / "list.txt").mkdir(parents=True)
+    (root / "ann").write_text("")
+    report = verify_dataset("r", root, directory=mdir)
+    assert report.problems == [
+        f"missing folder {root / 'ann'}",
+        f"missing file {root / 'list.txt'}",
+        f"split s: missing list file {root / 'list.txt'}",
+    ]
+
+
+def test_verify_a_partial_copy_is_not_taken_for_a_folder_one_level_off(tmp_path):
+    """Some required files here: the copy differs (exit 1), even with a whole copy beside it; none
+    here and a folder near that holds only some of them: no folder to suggest either."""
+    root = tmp_path / "VOC2012"
+    _voc_tree(root, 3)
+    shutil.rmtree(root / "Annotations")
+    whole = root / "whole"
+    _voc_tree(whole, 3)
+    assert verify_dataset("voc12", root).meant is None
+    part = tmp_path / "up" / "part"
+    (part / "JPEGImages").mkdir(parents=True)
+    assert verify_dataset("voc12", tmp_path / "up").meant is None
+
+
+def test_verify_a_missing_checksummed_required_file_is_one_problem(tmp_path):
+    mdir = tmp_path / "manifests"
+    split = {"images": 1, "layout": "list", "list": "list.txt", "files": ["{id}"]}
+    _write_manifest(mdir, {"name": "c", "required": ["list.txt"], "sha256": {"list.txt": "0" * 64}, "splits": {"s": split}})
+    root = tmp_path / "copy"
+    root.mkdir()
+    report = verify_dataset("c", root, directory=mdir)
+    assert report.problems == [f"missing file {root / 'list.txt'}", f"split s: missing list file {root / 'list.txt'}"]
+
+
+def test_verify_image_folder_counts_class_folders_as_the_reader(tmp_path):
+    """A file beside the class folders is no class; a hidden folder is not read (``read_image_folder``)."""
+    from simpool_bench.data.imagenet import read_image_folder
+
+    mdir, root = _tiny_image_folder(tmp_path)
+    (root / "LICENSE.jpg").touch()
+    (root / ".cache").mkdir()
+    (root / ".cache" / "0.jpg").touch()
+    records, classes = read_image_folder(root)[:2]
+    assert len(records) == 6 and len(classes) == 3
+    report = verify_dataset("tiny", root, directory=mdir)
+    assert report.ok, report.summary()
+    assert report.checked == [f"split val: 6 images in {root / '.'}"]
+
+
+def test_verify_a_list_counts_its_ids_not_blank_lines_or_padding(tmp_path):
+    mdir = tmp_path / "manifests"
+    split = {"images": 2, "layout": "list", "list": "list.txt", "files": ["img/{id}.jpg"]}
+    _write_manifest(mdir, {"name": "l", "required": [], "sha256": {}, "splits": {"s": split}})
+    root = tmp_path / "copy"
+    (root / "img").mkdir(parents=True)
+    for i in ("a", "b"):
+        (root / "img" / f"{i}.jpg").touch()
+    (root / "list.txt").write_text("a  \n\n  \nb\n\n")
+    report = verify_dataset("l", root, directory=mdir)
+    assert report.ok, report.summary()
+    assert report.checked == ["split s: 2 images listed", "split s: all 2 listed files present"]
+    (root / "list.txt").write_text("a\nb\nb\na\nc\n")
+    report = verify_dataset("l", root, directory=mdir)
+    assert report.problems == [
+        f"split s: 2 ids listed more than once in {root / 'list.txt'}, first 'a'",
+        "split s: 5 images listed, expected 2",
+        f"split s: 1 of 5 listed files missing, first {root / 'img' / 'c.jpg'}",
+    ]
+
+
+def test_verify_a_list_without_files_checks_the_count_only(tmp_path):
+    mdir = tmp_path / "manifests"
+    _write_manifest(mdir, {"name": "n", "required": [], "splits": {"s": {"images": 1, "layout": "list", "list": "l.txt"}}})
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "l.txt").write_text("x\n")
+    assert verify_dataset("n", tmp_path / "copy", directory=mdir).checked == ["split s: 1 images listed"]
+
+
+def test_verify_cub_native_paths_with_spaces_and_unparsable_lists(tmp_path):
+    mdir = tmp_path / "manifests"
+    manifest = load_manifest("cub_native")
+    manifest["splits"] = {"test": {**manifest["splits"]["test"], "images": 1}}
+    _write_manifest(mdir, manifest)
+    root = tmp_path / "CUB_200_2011"
+    (root / "images/001.A").mkdir(parents=True)
+    (root / "images/001.A/a b.jpg").touch()
+    (root / "images.txt").write_text("1 001.A/a b.jpg\n2 001.A/c.jpg\n")
+    (root / "train_test_split.txt").write_text("1 0\n2 1\n")
+    for f in ("image_class_labels.txt", "bounding_boxes.txt"):
+        (root / f).touch()
+    report = verify_dataset("cub_native", root, directory=mdir)
+    assert report.ok, report.summary()
+    (root / "train_test_split.txt").write_text("1 0\n2\n")
+    report = verify_dataset("cub_native", root, directory=mdir)
+    assert report.problems == [
+        f"split test: {root / 'images.txt'} or {root / 'train_test_split.txt'} does not parse as '<id> <value>' lines"
+    ]
+
+
+def test_published_data_of_a_split_of_a_manifest_of_several(tmp_path):
+    mdir = tmp_path / "manifests"
+    splits = {"a": {"images": 3, "layout": "list", "list": "a.txt"}, "b": {"images": 5, "layout": "list", "list": "b.txt"}}
+    _write_manifest(mdir, {"name": "two", "splits": splits, "data_sha256": {"d/b": "1" * 64}})
+    assert M.published_data("d", "b", mdir) == M.PublishedData("two", 5, "1" * 64)
+    assert M.published_data("d", "a", mdir) is None
+    assert M.published_as("1" * 64, mdir) == ("d", "b") and M.published_as("2" * 64, mdir) is None
+
+
+def test_unpublished_data_names_the_manifest_to_verify_against():
+    """CUB read without a metadata folder is its native layout: ``cub_native`` is the manifest that
+    names what differs; other data, the split's own manifest."""
+    from simpool_bench.data.inputs import UnpublishedDataWarning
+
+    for dataset, split, manifest in (("cub", "val", "cub_native"), ("imagenet", "test", "imagenet_val")):
+        with pytest.warns(UnpublishedDataWarning) as caught:
+            M.note_unpublished(dataset, split, "0" * 64, 3, data=Path("/d"))
+        assert len(caught) == 1
+        assert f"`simpool-bench datasets verify {manifest} /d` names what differs" in str(caught[0].message)
+
+
+def test_verify_looks_for_the_folder_meant_among_twenty_sub_folders_of_each(tmp_path):
+    """A folder of thousands (a class folder) is not searched whole for a dataset root."""
+    up = tmp_path / "up"
+    for k in range(21):
+        (up / f"d{k:02d}").mkdir(parents=True)
+    _voc_tree(up / "d20", 1)
+    assert verify_dataset("voc12", up).meant is None
+    _voc_tree(up / "d05", 1)
+    assert verify_dataset("voc12", up).meant == up / "d05"
+
+
+def test_verify_metadata_paths_default_to_path_metadata(tmp_path):
+    mdir = tmp_path / "manifests"
+    split = {"images": 1, "layout": "list", "list": "{metadata}/ids.txt", "files": ["{id}"]}
+    _write_manifest(mdir, {"name": "w", "required": ["{metadata}/ids.txt"], "splits": {"s": split}})
+    root = tmp_path / "copy"
+    (root / "metadata").mkdir(parents=True)
+    (root / "metadata" / "ids.txt").write_text("a.jpg\n")
+    (root / "a.jpg").touch()
+    report = verify_dataset("w", root, directory=mdir)
+    assert report.ok and report.checked[0] == f"file {root / 'metadata' / 'ids.txt'}", report.summary()
