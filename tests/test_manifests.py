@@ -208,6 +208,13 @@ def test_verify_cli_exit_codes_tell_a_differing_copy_from_bad_input(tmp_path):
     assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
     res = invoke_cli("datasets", "verify", "voc13", tmp_path / "VOC2012")
     assert res.exit_code == 2 and said(res).startswith("error:"), res.output
+    (tmp_path / "CUB").mkdir()  # a --metadata folder that is not there is bad input too (it exited 1, a copy that differs)
+    res = invoke_cli("datasets", "verify", "cub_test", tmp_path / "CUB", "--metadata", tmp_path / "meta")
+    assert (
+        res.exit_code == 2
+        and said(res)
+        == f"error: --metadata {tmp_path / 'meta'}: no such folder (the wsolevaluation metadata folder, e.g. metadata/CUB/test)"
+    )
 
 
 def test_verify_a_folder_one_level_off_is_bad_input_naming_the_folder_meant(tmp_path):
