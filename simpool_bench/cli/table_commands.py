@@ -157,14 +157,14 @@ def datasets_verify(
 ) -> None:
     """Check a dataset copy's layout, counts and checksums against its manifest.
 
-    Exit 0 when the copy matches, 1 when it differs, 2 on bad input (an unknown NAME, a PATH that is not a folder)."""
+    Exit 0 when the copy matches, 1 when it differs, 2 on bad input (an unknown NAME, a PATH or --metadata that is not a folder)."""
     from ..data.manifests import verify_dataset
 
+    if metadata is not None and not metadata.is_dir():  # a wrong --metadata is bad input (exit 2), checked before any file is read
+        raise SimpoolBenchError(f"--metadata {metadata}: no such folder (the wsolevaluation metadata folder, e.g. metadata/CUB/test)")
     report = verify_dataset(name, path, metadata_dir=metadata)
     if not Path(path).is_dir():  # a wrong PATH is bad input (exit 2), not a copy that differs (exit 1)
         raise SimpoolBenchError(report.problems[0])
-    if metadata is not None and not metadata.is_dir():  # so is a wrong --metadata
-        raise SimpoolBenchError(f"--metadata {metadata}: no such folder (the wsolevaluation metadata folder, e.g. metadata/CUB/test)")
     if report.meant is not None:  # so is the folder above or below the dataset's
         raise SimpoolBenchError(f"{path}: none of {name}'s required files are here; did you mean {report.meant}?")
     for line in report.checked:
