@@ -92,8 +92,16 @@ def test_a_baseline_that_is_not_a_suite_folder_is_refused_before_any_entry_runs(
     assert said(res).startswith(f"error: --baseline {tmp_path}: no results in it"), res.output
 
 
-def test_validate_counts_the_skipped_entries(suite):
-    res = invoke_cli("suite", "validate", suite["file"])
+def test_validate_counts_the_skipped_entries(suite, tmp_path):
+    """One whole line per fact, however long the path (rich cut it at 80 columns, inside the file
+    name, in a log), and a path with brackets printed as it is, not read as markup."""
+    file = tmp_path / ("deep-" * 16) / "suite[ci].toml"
+    file.parent.mkdir()
+    file.write_text(suite["file"].read_text())
+    res = invoke_cli("suite", "validate", file, "--root", suite["file"].parent)
     assert res.exit_code == 0, res.output
-    assert said(res).startswith(f"{suite['file']}: OK — 2 checkpoint(s) x 1 evaluation(s) = 1 run(s) (1 skipped: no model")
-    assert res.output.splitlines()[-2:] == ["  tiny/classify-toy", "  none/classify-toy  (skipped)"]
+    assert res.output.splitlines() == [
+        f"{file}: OK — 2 checkpoint(s) x 1 evaluation(s) = 1 run(s) (1 skipped: no model and no baseline for the task)",
+        "  tiny/classify-toy",
+        "  none/classify-toy  (skipped)",
+    ]

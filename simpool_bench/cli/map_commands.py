@@ -84,6 +84,7 @@ def extract(
         f"maps of {rep.n_images} images ({rep.n_failed} not decodable) in {rep.shards_total} shards: "
         f"{rep.shards_reused} reused, {rep.shards_computed} computed{fixed}",
         highlight=False,
+        soft_wrap=True,
     )
     say(f"wrote {Path(out) / 'manifest.json'} and {Path(out) / 'maps_*.pt'}")
 

@@ -46,9 +46,11 @@ def validate(
         f"{suite_file}: OK — {len(suite.checkpoints)} checkpoint(s) x {len(suite.evaluations)} evaluation(s) = "
         f"{len(entries) - skipped} run(s)" + (f" ({skipped} skipped: no model and no baseline for the task)" if skipped else ""),
         highlight=False,
+        markup=False,  # a path is no markup
+        soft_wrap=True,  # one line in a log, not cut at 80 columns
     )
     for e in entries:
-        console.print(f"  {escape(e.id)}{'  (skipped)' if e.spec is None else ''}", highlight=False)
+        console.print(f"  {escape(e.id)}{'  (skipped)' if e.spec is None else ''}", highlight=False, soft_wrap=True)
 
 
 @shared_options(ENGINE_OPTIONS.without("compile", "dist_timeout"), OUTPUT_OPTIONS.only("formats"))
