@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from simpool_bench.data import manifests as M
+from simpool_bench.data import wsol as W
+from simpool_bench.data.inputs import join_inside
 from simpool_bench.data.manifests import list_manifests, load_manifest, verify_dataset
+from simpool_bench.data.wsol import read_cub_native
 from simpool_bench.errors import SimpoolBenchError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -450,9 +453,112 @@ def test_verify_cub_native_paths_with_spaces_and_unparsable_lists(tmp_path):
     assert report.ok, report.summary()
     (root / "train_test_split.txt").write_text("1 0\n2\n")
     report = verify_dataset("cub_native", root, directory=mdir)
+    expected = "expected '<image_id> <is_training_image>' (0 or 1), got '2'"
+    assert report.problems == [f"split test: {root / 'train_test_split.txt'}:2: {expected}"]
+
+
+def test_verify_reads_cub_native_lists_as_read_cub_native_does(tmp_path):
+    """A byte-order mark, CRLF ends and ids written "01" are read as the reader reads them (verify
+    split the lines itself and compared the ids as text: the first image fell out of its split); an
+    image without a split line and a path leading out of images/ are problems, as the reader
+    refuses both."""
+    mdir = tmp_path / "manifests"
+    manifest = load_manifest("cub_native")
+    manifest["splits"] = {"test": {**manifest["splits"]["test"], "images": 2}}
+    _write_manifest(mdir, manifest)
+    root = tmp_path / "CUB_200_2011"
+    (root / "images/001.A").mkdir(parents=True)
+    for n in ("a", "b", "c"):
+        (root / f"images/001.A/{n}.jpg").touch()
+    (root / "images.txt").write_bytes(b"\xef\xbb\xbf1 001.A/a.jpg\r\n2 001.A/b.jpg\r\n3 001.A/c.jpg\r\n")
+    (root / "train_test_split.txt").write_text("01 0\n2 1\n3 0\n")
+    (root / "image_class_labels.txt").write_text("1 1\n2 1\n3 1\n")
+    (root / "bounding_boxes.txt").write_text("1 0 0 1 1\n2 0 0 1 1\n3 0 0 1 1\n")
+    report = verify_dataset("cub_native", root, directory=mdir)
+    assert report.ok, report.summary()
+    assert "split test: all 2 listed files present" in report.checked
+
+    (root / "train_test_split.txt").write_text("1 0\n3 0\n")
+    (root / "images.txt").write_text("1 001.A/a.jpg\n2 001.A/b.jpg\n3 ../../c.jpg\n")
+    report = verify_dataset("cub_native", root, directory=mdir)
     assert report.problems == [
-        f"split test: {root / 'images.txt'} or {root / 'train_test_split.txt'} does not parse as '<id> <value>' lines"
+        f"split test: 1 image(s) of {root / 'images.txt'} not in {root / 'train_test_split.txt'}, first image 2",
+        f"split test: 1 id in {root / 'images.txt'} absolute or leading out of the data folder (the readers refuse them), first '../../c.jpg'",
+        f"split test: 1 of 2 listed files missing, first {root / 'images' / '../../c.jpg'}",
     ]
+    with pytest.raises(SimpoolBenchError, match=r"train_test_split.txt: image 2 \(001.A/b.jpg\) of images.txt is not listed"):
+        read_cub_native(root, "test")
+
+
+def test_verify_refuses_the_list_ids_the_readers_refuse(tmp_path):
+    """An id that is absolute or leads out of the data folder passed verify when the file it names
+    exists, while `discover` refuses the list (join_inside)."""
+    root = tmp_path / "VOC2007"
+    ids = _voc_tree(root, 5011)
+    outside = tmp_path / "x"
+    outside.mkdir()
+    for f in ("y.jpg", "y.xml", "z.jpg", "z.xml"):
+        (outside / f).touch()
+    trainval = root / "ImageSets/Main/trainval.txt"
+    bad = ["../../x/y", "../../x/z"]  # JPEGImages/../../x/y.jpg and Annotations/../../x/y.xml exist
+    trainval.write_text("\n".join([*ids[:-2], *bad]) + "\n")
+    report = verify_dataset("voc07", root)
+    assert report.problems == [
+        f"split trainval: 2 ids in {trainval} absolute or leading out of the data folder (the readers refuse them), first '../../x/y'"
+    ]
+    absolute = str(outside / "y")
+    trainval.write_text("\n".join([*ids[:-1], absolute]) + "\n")
+    report = verify_dataset("voc07", root)
+    assert report.problems[0] == (
+        f"split trainval: 1 id in {trainval} absolute or leading out of the data folder (the readers refuse them), first {absolute!r}"
+    )
+    for reader_id in [*bad, absolute]:  # the reader's own verdict on each
+        with pytest.raises(SimpoolBenchError, match="absolute path|points outside"):
+            join_inside(root / "JPEGImages", reader_id, str(trainval))
+    trainval.write_text("\n".join([*ids[:-1], "./" + ids[-1]]) + "\n")  # inside: the readers take it
+    assert verify_dataset("voc07", root).ok
+
+
+def test_verify_reports_an_unreadable_file_and_goes_on(tmp_path, monkeypatch):
+    """A file the user cannot read (permissions, I/O errors) is one problem of the report, and the
+    other checks still run; it was an OSError out of verify_dataset."""
+    root = tmp_path / "VOC2007"
+    _voc_tree(root, 5011)
+    trainval = root / "ImageSets/Main/trainval.txt"
+    sha_file = root / "ImageSets/Main/test.txt"
+    mdir = tmp_path / "manifests"
+    manifest = load_manifest("voc07")
+    manifest["sha256"] = {"ImageSets/Main/test.txt": "0" * 64}
+    _write_manifest(mdir, manifest)
+    sha_file.write_text("1\n")
+    real_read_lines = M.read_lines
+
+    def deny(path):
+        if Path(path) in (trainval, sha_file):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read_lines(path)
+
+    def deny_hash(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(M, "read_lines", deny)
+    monkeypatch.setattr(M, "sha256_file", deny_hash)
+    report = verify_dataset("voc07", root, directory=mdir)
+    assert report.problems == [
+        f"cannot read {sha_file}: Permission denied",
+        f"split trainval: cannot read {trainval}: Permission denied",
+        f"split test: cannot read {sha_file}: Permission denied",
+    ]
+    assert f"file {root / 'ImageSets/Main/trainval.txt'}" in report.checked
+
+    (root / "train_test_split.txt").touch()
+    (root / "images.txt").touch()
+    mdir2 = tmp_path / "manifests2"
+    _write_manifest(
+        mdir2, {"name": "c", "required": [], "sha256": {}, "splits": {"test": {"images": 0, "layout": "cub_native", "is_train": 0}}}
+    )
+    monkeypatch.setattr(W, "read_lines", lambda path: deny(root / "ImageSets/Main/trainval.txt"))
+    assert verify_dataset("c", root, directory=mdir2).problems == [f"split test: cannot read {trainval}: Permission denied"]
 
 
 def test_published_data_of_a_split_of_a_manifest_of_several(tmp_path):

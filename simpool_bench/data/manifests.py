@@ -32,7 +32,7 @@ from typing import Any
 
 from ..errors import SimpoolBenchError
 from ..files import sha256_file
-from .inputs import UnpublishedDataWarning, read_lines, walk_files
+from .inputs import UnpublishedDataWarning, join_inside, read_lines, walk_files
 
 
 def _default_manifest_dir() -> Path:
@@ -232,7 +232,11 @@ def verify_dataset(
             if rel not in manifest.get("required", []):
                 report.problems.append(f"missing file {p} (checksum expected)")
             continue
-        got = sha256_file(p)
+        try:
+            got = sha256_file(p)
+        except OSError as err:  # permissions, I/O errors: a problem of this copy, the other checks still run
+            report.problems.append(f"cannot read {p}: {err.strerror or err}")
+            continue
         if got == expected:
             report.checked.append(f"sha256 of {p}")
         else:
@@ -264,9 +268,13 @@ def _verify_split(split: str, spec: dict[str, Any], resolve, report: VerifyRepor
         if not folder.is_dir():
             report.problems.append(f"split {split}: missing folder {folder}")
             return
-        classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-        seen = {os.path.realpath(folder / c) for c in classes}  # each folder counted once, as read_image_folder reads it
-        n_img = sum(len(walk_files(folder / c, lambda f: f.lower().endswith(_IMG_EXT), seen)[0]) for c in classes)
+        try:
+            classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+            seen = {os.path.realpath(folder / c) for c in classes}  # each folder counted once, as read_image_folder reads it
+            n_img = sum(len(walk_files(folder / c, lambda f: f.lower().endswith(_IMG_EXT), seen)[0]) for c in classes)
+        except OSError as err:
+            report.problems.append(f"split {split}: cannot read {err.filename or folder}: {err.strerror or err}")
+            return
         if "classes" in spec and len(classes) != spec["classes"]:
             report.problems.append(f"split {split}: {len(classes)} class folders in {folder}, expected {spec['classes']}")
         _count(report, split, n_img, expected, f"images in {folder}")
@@ -276,6 +284,7 @@ def _verify_split(split: str, spec: dict[str, Any], resolve, report: VerifyRepor
         ids = _cub_split_paths(resolve, spec, split, report)
         if ids is None:
             return
+        _refused_ids(report, split, ids, resolve("images.txt"))
         paths = [resolve(spec.get("image_prefix", "images/") + p) for p in ids]
     else:
         list_file = resolve(spec["list"])
@@ -290,6 +299,10 @@ def _verify_split(split: str, spec: dict[str, Any], resolve, report: VerifyRepor
         except SimpoolBenchError as err:
             report.problems.append(f"split {split}: {err}")
             return
+        except OSError as err:
+            report.problems.append(f"split {split}: cannot read {list_file}: {err.strerror or err}")
+            return
+        _refused_ids(report, split, ids, list_file)
         repeated = [i for i, n in Counter(ids).items() if n > 1]
         if repeated:  # the readers refuse the list: a repeat would stand in for a missing image here
             report.problems.append(
@@ -312,14 +325,38 @@ def _count(report: VerifyReport, split: str, got: int, expected: int, what: str)
 
 
 def _cub_split_paths(resolve, spec: dict[str, Any], split: str, report: VerifyReport) -> list[str] | None:
-    """Image paths of a CUB native split (``spec['is_train']`` = 1 or 0), or None when unreadable."""
+    """Image paths of a CUB native split (``spec['is_train']`` = 1 or 0), read as ``read_cub_native``
+    reads them, or None when unreadable (the reason is a problem of ``report``)."""
+    from .wsol import cub_images_and_splits
+
     images_f, split_f = resolve("images.txt"), resolve("train_test_split.txt")
     if not (images_f.is_file() and split_f.is_file()):
         return None  # reported by "required"
     try:
-        paths = dict(line.split(None, 1) for line in images_f.read_text().splitlines() if line.strip())
-        flags = dict(line.split() for line in split_f.read_text().splitlines() if line.strip())
-    except ValueError:
-        report.problems.append(f"split {split}: {images_f} or {split_f} does not parse as '<id> <value>' lines")
+        paths, flags = cub_images_and_splits(images_f.parent)
+    except SimpoolBenchError as err:
+        report.problems.append(f"split {split}: {err}")
         return None
-    return [p.strip() for i, p in paths.items() if flags.get(i) == str(spec["is_train"])]
+    except OSError as err:
+        report.problems.append(f"split {split}: cannot read {err.filename or images_f.parent}: {err.strerror or err}")
+        return None
+    unsplit = [n for n in paths if n not in flags]
+    if unsplit:  # read_cub_native refuses such an image: it would be in neither split
+        report.problems.append(f"split {split}: {len(unsplit)} image(s) of {images_f} not in {split_f}, first image {unsplit[0]}")
+    return [p for n, p in paths.items() if flags.get(n) == spec["is_train"]]
+
+
+def _refused_ids(report: VerifyReport, split: str, ids: list[str], where: Path) -> None:
+    """A problem for the ids every reader refuses (``join_inside``): absolute, or leading out of the
+    data folder with ``..``."""
+    refused = []
+    for i in ids:
+        try:
+            join_inside(Path("."), i, str(where))
+        except SimpoolBenchError:
+            refused.append(i)
+    if refused:
+        report.problems.append(
+            f"split {split}: {len(refused)} id{'s' * (len(refused) > 1)} in {where} absolute or leading out of the data folder "
+            f"(the readers refuse them), first {refused[0]!r}"
+        )

@@ -227,9 +227,8 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
         raise SimpoolBenchError(f"CUB-200-2011 folder {root}: no such directory")
     images_f, labels_f, split_f, boxes_f = (root / name for name in CUB_NATIVE_FILES)
 
-    paths: dict[int, str] = _id_table(images_f, 1, str, "'<image_id> <path>'", "path")
+    paths, is_train = cub_images_and_splits(root)
     labels: dict[int, int] = _id_table(labels_f, 1, int, "'<image_id> <class_id>'", "class")
-    is_train: dict[int, int] = _id_table(split_f, 1, _split_flag, "'<image_id> <is_training_image>' (0 or 1)", "is_training_image")
     box_line: dict[int, int] = {}
     boxes: dict[int, tuple] = _id_table(boxes_f, 4, _finite, "'<image_id> <x> <y> <width> <height>' (finite numbers)", "box", box_line)
 
@@ -270,6 +269,20 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
             "box (x, y, x + width, y + height) =",
         )
     return records
+
+
+def cub_images_and_splits(root: Path) -> tuple[dict[int, str], dict[int, int]]:
+    """CUB's ``images.txt`` as ``{image number: path}`` and ``train_test_split.txt`` as ``{image
+    number: is_training_image}``, parsed as ``read_cub_native`` parses them (``datasets verify``
+    counts a split with them).
+
+    Raises:
+        SimpoolBenchError: a missing file or a line that does not parse (file:line).
+    """
+    images_f, split_f = root / "images.txt", root / "train_test_split.txt"
+    paths: dict[int, str] = _id_table(images_f, 1, str, "'<image_id> <path>'", "path")
+    is_train: dict[int, int] = _id_table(split_f, 1, _split_flag, "'<image_id> <is_training_image>' (0 or 1)", "is_training_image")
+    return paths, is_train
 
 
 def _split_flag(text: str) -> int:
