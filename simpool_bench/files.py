@@ -104,6 +104,8 @@ def write_temp(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
                 data(f)
             else:
                 f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a crash cannot leave an empty file under the name
     except OSError as err:
         discard(tmp)
         raise SimpoolBenchError(f"cannot write {path}: {os_reason(err)}") from None

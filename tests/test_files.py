@@ -137,3 +137,24 @@ def test_a_damaged_checksum_file_is_corrupt_not_a_traceback(tmp_path):
     files.save_checksummed(path, {"x": torch.zeros(1)})
     (tmp_path / "shard_000000.sha256").write_bytes(b"\xff\xfe\x00" + b"0" * 61)
     assert files.load_checksummed(path) == ("corrupt", None)
+
+
+def test_a_write_is_on_disk_before_it_takes_the_name(tmp_path, monkeypatch):
+    """The temporary file is flushed and fsync'ed whole before os.replace gives it the name: a crash
+    after the rename must not leave an empty or short file where a complete one was."""
+    events: list[tuple[str, object]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_size))  # what the kernel has of the file at that point
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.basename(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    files.atomic_write(tmp_path / "a.bin", b"x" * 70001)
+    files.atomic_write(tmp_path / "b.bin", lambda f: f.write(b"y" * 12345))
+    assert events == [("fsync", 70001), ("replace", "a.bin"), ("fsync", 12345), ("replace", "b.bin")]
