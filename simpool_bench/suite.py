@@ -293,6 +293,7 @@ def _checkpoint(i: int, t: Any, problems: _Problems, root: Path, check: PathChec
     baselines = t.get("baselines")
     if baselines is None:
         model = ModelOptions(**opts)
+        _model_values(model, where, problems, check)
         if not model.gives_weights and not any(k in t for k in ("checkpoint", "model", "pretrained", "pretrained_file", "random_init")):
             problems.add(where, "names no model: give checkpoint, or model with pretrained/pretrained_file, or baselines = {...}")
         return SuiteCheckpoint(label, name, model)
@@ -310,6 +311,29 @@ def _checkpoint(i: int, t: Any, problems: _Problems, root: Path, check: PathChec
         else:
             pairs.append((task, b))
     return SuiteCheckpoint(label, name, None, tuple(pairs))
+
+
+def _model_values(model: ModelOptions, where: str, problems: _Problems, check: PathCheck) -> None:
+    """What ``check_model_options`` refuses that a suite file states and no file or network is
+    needed to check: bad ``mean``/``std``/``crop_pct``/``interpolation`` (each one on its own line)
+    and, with ``check`` (``suite run``, ``validate --check-paths``: timm is imported), a timm model
+    name it does not know. ``hf-hub:``/``torchvision:`` names are checked when the entry runs (a
+    config to fetch)."""
+    from .loading import data_overrides
+
+    for name in ("mean", "std", "crop_pct", "interpolation"):
+        if getattr(model, name) is not None:
+            try:
+                data_overrides(ModelOptions(**{name: getattr(model, name)}))
+            except SimpoolBenchError as err:  # "--crop-pct 1.5: expected ...": the file's key, not a flag
+                problems.add(where, f"key {name!r}: {str(err).partition(' ')[2]}")
+    if check and model.arch is not None and ":" not in model.arch:
+        from .models.build import model_family
+
+        try:
+            model_family(model.arch)
+        except SimpoolBenchError as err:
+            problems.add(where, f"key 'model': {err}")
 
 
 def _evaluation(i: int, t: Any, problems: _Problems, root: Path, check: PathCheck) -> SuiteEvaluation | None:

@@ -553,6 +553,34 @@ def test_each_bad_value_is_its_one_problem(text, problem):
     assert _parse(text) == [problem]
 
 
+def test_model_values_the_run_would_refuse_are_problems_of_the_suite_file():
+    """mean/std of the wrong length or a zero std, an interpolation timm's transforms lack: each was
+    accepted by validate and failed only when its entry ran (check_model_options), hours into a
+    suite. Now each is a line naming the key; a model name timm does not know is one too, where
+    timm is imported (``--check-paths``, ``suite run``); hf-hub names wait for their entry (a
+    config to fetch)."""
+    where = "[[checkpoints]] #1 ('A')"
+    bad = 'mean = [0.5, 0.5]\nstd = [0.2, 0, 0.2]\ninterpolation = "lanczos"\n'
+    expected = [
+        f"{where}: key 'mean': 0.5,0.5: expected 3 numbers (R,G,B)",
+        f"{where}: key 'std': 0.2,0.0,0.2: expected 3 numbers (R,G,B), all > 0",
+        f"{where}: key 'interpolation': 'lanczos': expected bilinear, bicubic or nearest",
+    ]
+    assert _parse(CKPT + bad + CLASSIFY) == expected
+    assert not isinstance(_parse(CKPT + "mean = [0.5]\nstd = [0.5, 0.25, 0.5]\n" + CLASSIFY), list)  # one value stands for all three
+
+    typo = CKPT + 'model = "resnet181"\n' + CLASSIFY
+    assert not isinstance(_parse(typo), list)  # types and names only: no timm import
+    unknown = (
+        f"{where}: key 'model': unknown model 'resnet181': expected a timm model name of a supported family, such as "
+        "vit_small_patch16_224, vit_small_patch8_224, deit_tiny_patch16_224, resnet50, convnext_tiny, efficientnet_b0, regnetx_002"
+    )
+    assert _parse(typo, check_paths="vars") == [unknown]
+    assert _parse(CKPT + 'model = "resnet18"\n' + CLASSIFY, check_paths="vars") != [unknown]
+    hub = CKPT + 'model = "hf-hub:nobody/nothing"\n' + CLASSIFY
+    assert not isinstance(_parse(hub, check_paths="vars"), list)
+
+
 def test_a_recorded_name_with_spaces_around_it_is_a_problem_of_the_suite_file():
     """``label``/``split`` with spaces around them (the table would record another dataset) stopped
     ``suite validate`` and ``run`` at the first with one line naming neither the file nor the key

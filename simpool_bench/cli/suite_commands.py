@@ -30,7 +30,10 @@ def validate(
     root: RootOpt = None,
     check_paths: Annotated[
         bool,
-        typer.Option("--check-paths", help="Also require every path to exist and every ${VAR} to be set (default: types and names only)."),
+        typer.Option(
+            "--check-paths",
+            help="Also require every path to exist, every ${VAR} to be set and every model name to be one timm knows (default: types and names only).",
+        ),
     ] = False,
 ) -> None:
     """Check a suite file without running it: one error line per problem (exit 2), else the entries it would run."""
