@@ -74,6 +74,12 @@ def _run_entry(
     return result.table, (result.extras.get("shards_resumed"), result.extras.get("shards_total"))
 
 
+def _joined(message: str) -> str:
+    """A message of several lines (a library's error quoted in ours) as one: its lines, stripped,
+    joined by spaces, so that each entry stays one line of the report and the log."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 @called_as("simpool_bench.suite_run.run_suite")
 def run_suite(
     suite: Suite,
@@ -100,10 +106,10 @@ def run_suite(
             except KeyboardInterrupt:
                 raise
             except SimpoolBenchError as err:
-                outcome = EntryOutcome(entry, "failed", folder, message=one_line(err))
+                outcome = EntryOutcome(entry, "failed", folder, message=_joined(one_line(err)))
             except OSError as err:
                 where = f"{err.filename}: " if err.filename else ""
-                outcome = EntryOutcome(entry, "failed", folder, message=where + (err.strerror or str(err)))
+                outcome = EntryOutcome(entry, "failed", folder, message=_joined(where + (err.strerror or str(err))))
             except Exception as err:  # a bug in one entry must not lose the others' results
                 kept = _keep_traceback(folder)
                 message = f"{type(err).__name__}: {' '.join(str(err).split())} (traceback in {kept})"

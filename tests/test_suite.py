@@ -759,18 +759,26 @@ def test_resume_and_no_resume_give_each_entry_its_shards_folder_or_none(fake_run
 
 def test_a_failed_entry_reads_as_the_users_message(fake_runs, tmp_path):
     """An error of a DataLoader worker (its traceback around the message) reads as the message; an
-    OSError as 'FILE: reason'."""
+    OSError as 'FILE: reason'; a message quoting a library's error of several lines as one line."""
     from simpool_bench.suite_run import run_suite
 
     worker = SimpoolBenchError(
         "Caught SimpoolBenchError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
         '  File "x.py", line 1, in f\nsimpool_bench.errors.SimpoolBenchError: voc/JPEGImages/1.jpg: not an image'
     )
-    fake_runs["values"] = {"a/classify-toy": worker, "b/discover-voc07": FileNotFoundError(2, "No such file or directory", "/d/voc/x.xml")}
+    quoted = SimpoolBenchError(
+        "b.pth: cannot read the checkpoint (UnpicklingError: Weights only load failed.\n  Unsupported global:\n\n GLOBAL x.Y)"
+    )
+    fake_runs["values"] = {
+        "a/classify-toy": worker,
+        "b/discover-voc07": FileNotFoundError(2, "No such file or directory", "/d/voc/x.xml"),
+        "b/classify-toy": quoted,
+    }
     suite, config = _fake_suite(tmp_path)
     report = run_suite(suite, tmp_path / "out", config)
     assert [(o.entry.id, o.message) for o in report.failed] == [
         ("a/classify-toy", "voc/JPEGImages/1.jpg: not an image"),
+        ("b/classify-toy", "b.pth: cannot read the checkpoint (UnpicklingError: Weights only load failed. Unsupported global: GLOBAL x.Y)"),
         ("b/discover-voc07", "/d/voc/x.xml: No such file or directory"),
     ]
 
