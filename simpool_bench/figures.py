@@ -62,7 +62,7 @@ def normalized_map(scoremap: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 def _box_text(box: np.ndarray | None) -> str:
     if box is None:
         return "-"
-    return "(" + ", ".join(str(int(v)) for v in np.asarray(box).reshape(-1)[:4]) + ")"
+    return "(" + ", ".join(f"{float(v):g}" for v in np.asarray(box).reshape(-1)[:4]) + ")"  # COCO's boxes are fractional
 
 
 def _wrap(title: str, width: int = 28) -> str:

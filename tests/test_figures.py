@@ -41,6 +41,10 @@ def test_formats_resolution_and_captions(tmp_path):
     svg = paper_figure(*args, tmp_path / "f.svg", fmt="svg").read_text()
     for text in ("img_0", "GT (3, 4, 20, 30)", "pred (5, 6, 22, 33)", "IoU 0.50", "IoU -", "src1", "normalised map (per image)"):
         assert f">{text}</text>" in svg, text  # text elements, not glyph paths
+    images, maps, gts, preds, ious, ids, titles = args
+    coco = [np.array([[3.25, 4.0, 20.5, 30.75]]), np.array([[0.0, 0.0, 1.0, 1.0]])]  # COCO's xywh in float pixels
+    svg = paper_figure(images, maps, coco, preds, ious, ids, titles, tmp_path / "coco.svg", fmt="svg").read_text()
+    assert ">GT (3.25, 4, 20.5, 30.75)</text>" in svg  # was (3, 4, 20, 30): the box drawn is not the box named
     for bad, match in ((dict(fmt="jpg"), "--format 'jpg'"), (dict(dpi=5), "--dpi 5"), (dict(cmap="nope"), "--cmap 'nope'")):
         with pytest.raises(SimpoolBenchError, match=match):
             paper_figure(*args, tmp_path / "x", **bad)
