@@ -417,3 +417,16 @@ def test_read_run_refuses_a_json_list_of_other_things(tmp_path):
     p.write_text("[1, 2]")
     with pytest.raises(SimpoolBenchError, match=r"rows.json: expected a JSON list of row objects"):
         R.read_run(p)
+
+
+def test_an_infinite_value_is_one_error_before_any_file_is_written(tmp_path):
+    """JSON has no infinity: a table holding one is refused naming the cell, not a ValueError, and
+    the folder keeps the run it had; CSV and Parquet keep it."""
+    old = R.write_run(_run({"top1": 1.0}, run_id="old"), tmp_path, formats=("json",))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    inf = _run({"top1": 1.0, "top5": float("inf")}, run_id="new")
+    with pytest.raises(SimpoolBenchError, match=r"^results.json: column 'value' row 1: inf cannot be written as JSON; leave json out"):
+        R.write_run(inf, tmp_path, formats=("json",))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before and set(old) == {"csv", "parquet", "json", R.RUN_MANIFEST}
+    back = R.read_run(R.write_run(inf, tmp_path / "no_json", formats=())["csv"])
+    assert back["value"].tolist() == [1.0, float("inf")]
