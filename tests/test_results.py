@@ -430,3 +430,15 @@ def test_an_infinite_value_is_one_error_before_any_file_is_written(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before and set(old) == {"csv", "parquet", "json", R.RUN_MANIFEST}
     back = R.read_run(R.write_run(inf, tmp_path / "no_json", formats=())["csv"])
     assert back["value"].tolist() == [1.0, float("inf")]
+
+
+def test_markdown_command_with_backticks_stays_one_code_span():
+    """A shell's `...` in a recorded command (quoted in a path) ended the Markdown code span early:
+    the fence is now longer than any run of backticks in the command."""
+    from markdown_it import MarkdownIt
+
+    cmd = "simpool-bench localize --out 'runs/`date`'"
+    line = R.to_markdown(_run({"top1": 1.0}, command=cmd)).splitlines()[-1]
+    assert line == "Command: ``simpool-bench localize --out 'runs/`date`'``"
+    assert MarkdownIt().render(line) == "<p>Command: <code>simpool-bench localize --out 'runs/`date`'</code></p>\n"
+    assert R.to_markdown(_run({"top1": 1.0}, command="`x` y`")).splitlines()[-1] == "Command: `` `x` y` ``"
