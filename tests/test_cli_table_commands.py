@@ -15,6 +15,7 @@ from simpool_bench import results
 from simpool_bench.errors import SimpoolBenchError
 
 from conftest import invoke_cli, said
+from results_helpers import _run
 
 SUMMARY = "## check: the run's numbers\n"
 
@@ -101,3 +102,33 @@ def test_compare_passes_its_flags(monkeypatch):
     res = invoke_cli("compare", "a", "b", "--by", "checkpoint", "--labels", " x , y", "--reference", "y", "--metrics", "top1")
     assert (res.exit_code, res.output) == (2, "error: stop\n")
     assert seen == dict(runs=[Path("a"), Path("b")], reference="y", labels=["x", "y"], by="checkpoint", metrics="top1")
+
+
+def test_check_of_a_folder_without_results_is_one_error(checked, tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = invoke_cli("check", tmp_path / "empty", "--baseline", tmp_path / "b.csv", "--no-github")
+    assert (
+        res.exit_code == 2 and said(res) == f"error: {tmp_path / 'empty'}: no results.parquet, results.csv or results.json in this folder"
+    )
+    assert "args" not in checked
+
+
+def test_a_tol_overrides_the_tolerances_file(checked, tmp_path):
+    toml = tmp_path / "tol.toml"
+    toml.write_text("top1 = 0.5\ncorloc = 1.0\n")
+    res = invoke_cli("check", checked["run"], "--baseline", tmp_path / "b.csv", "--tolerances", toml, "--tol", "top1=0.1", "--no-github")
+    assert res.exit_code == 0, res.output
+    assert checked["tolerances"] == {"top1": 0.1, "corloc": 1.0}
+
+
+def test_compare_writes_each_format_to_its_file(tmp_path):
+    for name, top1 in (("a", 80.0), ("b", 81.25)):
+        results.write_run(_run({"top1": top1}, run_id=name), tmp_path / name)
+    md, tex, csv = tmp_path / "c.md", tmp_path / "c.tex", tmp_path / "c.csv"
+    res = invoke_cli("compare", tmp_path / "a", tmp_path / "b", "--labels", "A,B", "--markdown", md, "--latex", tex, "--csv", csv)
+    assert res.exit_code == 0, res.output
+    assert md.read_text().splitlines() == ["| run | cub/test top1 |", "|---|---:|", "| A (ref) | 80.00 |", "| B | **81.25** (+1.25) |"]
+    assert tex.read_text().splitlines()[6:8] == [r"A (ref) & 80.00 \\", r"B & \textbf{81.25} {\scriptsize (+1.25)} \\"]
+    assert csv.read_text().splitlines() == ["run,cub/test top1,cub/test top1 delta", "A,80.0,0.0", "B,81.25,1.25"]
+    out = " ".join(res.output.split())
+    assert all(f"wrote {p}" in out for p in (md, tex, csv))

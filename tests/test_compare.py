@@ -13,7 +13,7 @@ from rich.console import Console
 from simpool_bench import results as R
 from simpool_bench.errors import SimpoolBenchError
 
-from results_helpers import _run
+from results_helpers import _prov, _rows, _run
 
 
 # --------------------------------------------------------------------------------------- compare
@@ -187,3 +187,51 @@ def test_a_tiny_delta_keeps_digits_enough_to_be_seen():
     # two decimals would print +0.00 for 0.004: two significant digits are kept instead; at or above 0.005 it rounds as usual
     assert [R.format_delta("top1", d) for d in (0.004, -0.000123, 0.0, 0.5, 0.005)] == ["+0.004", "-0.00012", "+0.00", "+0.50", "+0.01"]
     assert R.format_delta("n_images", 0.3) == "+0.3" and R.format_delta("n_images", 2.0) == "+2"
+
+
+# -------------------------------------------------------------- compare as Markdown, LaTeX, console
+def test_compare_markdown_and_latex_of_two_datasets_by_hand():
+    """Two datasets: a header group and a cmidrule per dataset, right-aligned value columns, and a
+    run lacking a value shows "–" (Markdown) or "--" (LaTeX) with no delta."""
+    a = _run({"top1": 80.0, "maxboxacc": {50: 70.0}}, run_id="a")
+    b = _run({"top1": 81.0}, run_id="b")
+    c = R.make_table(_rows({"corloc": 60.0}, dataset="voc07", split="trainval"), _prov(run_id="a"))
+    b2 = R.make_table(_rows({"corloc": 62.5}, dataset="voc07", split="trainval"), _prov(run_id="b"))
+    cmp = R.compare([pd.concat([a, c], ignore_index=True), pd.concat([b, b2], ignore_index=True)], labels=["A", "B"])
+    assert R.compare_to_markdown(cmp).splitlines() == [
+        "| run | cub/test top1 | cub/test maxboxacc@50 | voc07/trainval corloc |",
+        "|---|---:|---:|---:|",
+        "| A (ref) | 80.00 | **70.00** | 60.00 |",
+        "| B | **81.00** (+1.00) | – | **62.50** (+2.50) |",
+    ]
+    assert R.compare_to_latex(cmp).splitlines() == [
+        r"\begin{tabular}{lrrr}",
+        r"\toprule",
+        r"Run & \multicolumn{2}{c}{cub/test} & \multicolumn{1}{c}{voc07/trainval} \\",
+        r"\cmidrule(lr){2-3} \cmidrule(lr){4-4}",
+        r" & Top-1 & MaxBoxAcc@50 & CorLoc \\",
+        r"\midrule",
+        r"A (ref) & 80.00 & \textbf{70.00} & 60.00 \\",
+        r"B & \textbf{81.00} {\scriptsize (+1.00)} & -- & \textbf{62.50} {\scriptsize (+2.50)} \\",
+        r"\bottomrule",
+        r"\end{tabular}",
+    ]
+
+
+def _text_width(table) -> int:
+    console = Console(record=True, width=10_000)
+    console.print(table)
+    return max(len(ln.rstrip()) for ln in console.export_text().splitlines())
+
+
+def test_compare_console_keeps_a_row_per_run_that_just_fits_or_is_narrower():
+    a = {"top1": 80.0, "top5": 95.0, "maxboxacc": {30: 90.0, 50: 70.0, 70: 30.0}, "maxboxacc_v2": 63.33}
+    b = {"top1": 81.5, "top5": 95.5, "maxboxacc": {30: 91.0, 50: 69.25, 70: 33.0}, "maxboxacc_v2": 64.42}
+    cmp = R.compare([_run(a, run_id="a"), _run(b, run_id="b")], labels=["SimPool", "CLS"])
+    wide = _text_width(R.compare_console_table(cmp))
+    assert R.compare_console_table(cmp, width=wide).row_count == 2  # exactly the console's width: it fits
+    assert R.compare_console_table(cmp, width=wide - 1).row_count == 6  # a column too wide: a row per metric
+    # five runs of one metric: a row per metric would be wider still, so a row per run stays
+    runs = [_run({"top1": 80.0 + i}, run_id=str(i)) for i in range(5)]
+    cmp = R.compare(runs, labels=[f"a long label of run {i}" for i in range(5)])
+    assert R.compare_console_table(cmp, width=20).row_count == 5

@@ -346,3 +346,51 @@ def test_a_record_from_before_a_parameter_was_recorded_reads_as_the_value_it_ran
     assert [(c.name, c.baseline) for c in parameter_changes(table({**top1, "mass": 0.6}, tf), table(top1, tf))] == [
         ("mass", "not recorded")
     ]
+
+
+# ---------------------------------------------------------- parameters compared (results.protocols)
+def _records(protocols: list, transform: dict | None = None) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"protocol": [None if p is None else json.dumps(p) for p in protocols], "transform": [json.dumps(transform or {})] * len(protocols)}
+    )
+
+
+def test_parameter_values_compare_as_json_values():
+    from simpool_bench.results.protocols import parameter_changes
+
+    def changes(run: dict, base: dict) -> list[tuple]:
+        return [(c.record, c.name, c.run, c.baseline) for c in parameter_changes(_records([run]), _records([base]))]
+
+    # integers equal floats, also inside lists and objects
+    assert changes({"mean": [1, 2], "crop": {"h": 224}}, {"mean": [1.0, 2.0], "crop": {"h": 224.0}}) == []
+    # true is not 1, nor false 0 and None; strings print bare, the rest as JSON
+    assert changes({"no_hard": True, "lost_compat": False, "dtype": "fp16"}, {"no_hard": 1, "lost_compat": None, "dtype": "bf16"}) == [
+        ("protocol", "dtype", "fp16", "bf16"),
+        ("protocol", "lost_compat", "false", "null"),
+        ("protocol", "no_hard", "true", "1"),
+    ]
+
+
+def test_rows_of_several_protocols_differ_from_one():
+    """A run whose rows hold two protocols (mass 0.6 and 0.7) against a baseline of one: the values
+    are listed, joined by " | ", even where one of them is the baseline's."""
+    from simpool_bench.results.protocols import has_record, parameter_changes
+
+    run = _records([{"mass": 0.6}, {"mass": 0.7}])
+    (change,) = parameter_changes(run, _records([{"mass": 0.6}]))
+    assert (change.name, change.run, change.baseline) == ("mass", "0.6 | 0.7", "0.6")
+    (change,) = parameter_changes(_records([{"mass": 0.6}]), run)
+    assert (change.run, change.baseline) == ("0.6", "0.6 | 0.7")
+    (change,) = parameter_changes(run, run)  # two values on each side: never one protocol
+    assert (change.run, change.baseline) == ("0.6 | 0.7", "0.6 | 0.7")
+    assert has_record(_records([None, {"mass": 0.6}])) and not has_record(_records([None, None]))
+
+
+def test_a_table_without_a_record_lacks_even_the_parameters_recorded_later():
+    """RECORDED_SINCE fills a parameter into an older record, never into no record at all (a
+    hand-made baseline): that one still differs, as "not recorded"."""
+    from simpool_bench.results.protocols import parameter_changes
+
+    run = _records([{"task": "classify"}], {"normalize": "to-tensor"})
+    changes = parameter_changes(run, _records([{"task": "classify"}], {}))
+    assert [(c.record, c.name, c.run, c.baseline) for c in changes] == [("transform", "normalize", "to-tensor", "not recorded")]

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 
 from simpool_bench import results as R
 from simpool_bench.errors import SimpoolBenchError
@@ -234,3 +235,210 @@ def test_a_new_write_replaces_the_whole_set_of_files(tmp_path):
     manifest = json.loads((out / R.RUN_MANIFEST).read_text())
     assert (manifest["state"], manifest["run_id"], sorted(manifest["files"])) == ("complete", "second", ["results.csv", "results.parquet"])
     assert set(R.read_run(out)["run_id"]) == {"second"}
+
+
+# ---------------------------------------------------- one run as Markdown, LaTeX and on the console
+def _knn_run() -> pd.DataFrame:
+    """A classification run with k-NN rows (a k column) and a missing value."""
+    rows = _rows({"top1": 76.5})
+    rows += [{"dataset": "in1k", "split": "val", "metric": "knn_top1", "k": k, "value": v} for k, v in ((10, 70.25), (20, float("nan")))]
+    rows[0].update(dataset="in1k", split="val")
+    prov = _prov(gamma=2.0, checkpoint_sha256="a" * 64, data_sha256="f" * 64, cls_head=4, pos_interp="dino")
+    return R.make_table(rows, prov)
+
+
+PROVENANCE = (
+    "model vit_small_patch16_224; pool simpool; gamma 2; min-scope sample; attention simpool; head 4; positions dino; "
+    "image size 224; images 5794; data sha256 ffffffffffff; device cpu; "
+    "checkpoint ckpt/vits_simpool.pth.tar, sha256 aaaaaaaaaaaa, format official-supervised; "
+    "simpool-bench 0.1.0, torch 2.x, timm 1.x; run run0, 2025-01-02T03:04:05+00:00"
+)
+
+
+def test_markdown_of_a_knn_run_by_hand():
+    # every line written out: the k column right-aligned, a missing value "–", provenance and command underneath
+    assert R.to_markdown(_knn_run()).splitlines() == [
+        "| dataset | split | metric | IoU | k | value |",
+        "|---|---|---|---:|---:|---:|",
+        "| in1k | val | top1 |  |  | 76.50 |",
+        "| in1k | val | knn_top1 |  | 10 | 70.25 |",
+        "| in1k | val | knn_top1 |  | 20 | – |",
+        "",
+        f"Provenance: {PROVENANCE}.",
+        'Command: `simpool-bench localize --out "a b" --x=1,2`',
+    ]
+
+
+def test_latex_of_a_knn_run_by_hand():
+    # six columns (lllrrr), labels of the catalog, a missing value as ASCII "--"
+    assert R.to_latex(_knn_run()).splitlines() == [
+        f"% simpool-bench: {PROVENANCE}",
+        r"\begin{tabular}{lllrrr}",
+        r"\toprule",
+        r"Dataset & Split & Metric & IoU & k & Value \\",
+        r"\midrule",
+        r"in1k & val & Top-1 &  &  & 76.50 \\",
+        r"in1k & val & k-NN Top-1 &  & 10 & 70.25 \\",
+        r"in1k & val & k-NN Top-1 &  & 20 & -- \\",
+        r"\bottomrule",
+        r"\end{tabular}",
+    ]
+
+
+def test_run_exports_keep_cells_whole_and_markup_as_text():
+    """A '|' or a newline in a dataset name cannot break a Markdown row; a newline in the checkpoint
+    path cannot end the LaTeX comment; '[b]' in a name is text on the console, not rich markup."""
+    rows = [{"dataset": "a|b\nc", "split": "[b]x[/b]", "metric": "top1", "value": 1.0}]
+    df = R.make_table(rows, _prov(checkpoint="ck\npt", gamma=0.0))
+    md = R.to_markdown(df).splitlines()
+    assert md[2] == r"| a\|b c | [b]x[/b] | top1 |  | 1.00 |"
+    assert "; gamma 0; " in md[4]
+    tex = R.to_latex(df).splitlines()
+    assert tex[0].startswith("% simpool-bench: ") and "checkpoint ck pt, sha256" in tex[0] and tex[1].startswith(r"\begin{tabular}")
+    console = Console(record=True, width=300)
+    console.print(R.console_table(df))
+    text = console.export_text()
+    assert "[b]x[/b]" in text and "vit_small_patch16_224 / simpool" in text
+
+
+# ----------------------------------------------------------------------------- a bad cell, schema 2
+@pytest.mark.parametrize(
+    "row, match",
+    [
+        ({"value": True}, r"column 'value' row 0: True is not a number"),
+        ({"metric": "corloc", "iou_threshold": 50.5}, r"column 'iou_threshold' row 0: 50.5 is not an integer"),
+        ({"metric": "corloc", "iou_threshold": 0}, r"row 0: iou_threshold 0 is not a percentage in \(0, 100\]"),
+        ({"metric": "knn_top1", "k": 0}, r"row 0: k 0 is not a positive number of neighbours"),
+        ({"dataset": ""}, r"column 'dataset' is empty in row 0"),
+        ({"split": " test"}, r"row 0: split ' test' has spaces around it; expected 'test'"),
+        ({"metric": "top1 (x)"}, r"row 0: metric name 'top1 \(x\)' must be letters, digits"),
+    ],
+)
+def test_make_table_names_the_bad_cell(row, match):
+    base = {"dataset": "cub", "split": "test", "metric": "top1", "value": 1.0}
+    with pytest.raises(SimpoolBenchError, match=match):
+        R.make_table([{**base, **row}], _prov())
+
+
+def test_make_table_random_init_and_record_cells():
+    with pytest.raises(SimpoolBenchError, match=r"column 'random_init' row 0: 2 is not true or false"):
+        _run({"top1": 1.0}, random_init=2)
+    assert _run({"top1": 1.0}, random_init=1)["random_init"].tolist() == [True]
+    with pytest.raises(SimpoolBenchError, match=r"column 'protocol' row 0: '\[1, 2\]' is not a JSON object"):
+        _run({"top1": 1.0}, protocol="[1, 2]")
+
+
+def test_provenance_of_a_table_without_rows_is_an_error():
+    with pytest.raises(SimpoolBenchError, match=r"table has no provenance \(missing columns: rows\)"):
+        R.Provenance.from_table(_run().iloc[:0])
+    assert R.Provenance.from_table(_run()) == _prov(schema_version=R.SCHEMA_VERSION)
+
+
+def test_a_schema_2_table_reads_with_the_later_columns(tmp_path):
+    """Schema 2 had no k, protocol, transform, random_init or data_sha256: they read empty, but
+    random_init, which its checkpoint_format ('random-init') gives."""
+    for fmt, ran in (("random-init", True), ("official-supervised", False)):
+        old = _run({"top1": 1.0, "top5": 2.0}, checkpoint_format=fmt).drop(
+            columns=["k", "protocol", "transform", "random_init", "data_sha256"]
+        )
+        old["schema_version"] = 2
+        p = tmp_path / f"{fmt}.csv"
+        old.to_csv(p, index=False)
+        back = R.read_run(p)
+        assert list(back.columns) == list(R.COLUMNS)
+        assert back["random_init"].tolist() == [ran, ran] and back["schema_version"].tolist() == [2, 2]
+        assert back[["k", "protocol", "transform", "data_sha256"]].isna().all().all()
+
+
+# ----------------------------------------------- formats, extra files, the manifest, schema_version
+def test_export_formats_any_case_and_aliases(tmp_path):
+    paths = R.write_run(_run(), tmp_path, formats=("MD", "tex", "Json"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "results.csv",
+        "results.json",
+        "results.manifest.json",
+        "results.md",
+        "results.parquet",
+        "results.tex",
+    ]
+    assert set(paths) == {"csv", "parquet", "md", "latex", "json", R.RUN_MANIFEST}
+
+
+@pytest.mark.parametrize("name", ["results.manifest.json", "sub/per_class.csv", "results.csv"])
+def test_write_run_refuses_an_extra_file_name_it_cannot_take(tmp_path, name):
+    with pytest.raises(SimpoolBenchError, match=rf"write_run: extra file name '{name}' is taken or not a plain file name"):
+        R.write_run(_run(), tmp_path / "out", extra={name: b"x"})
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_manifest_of_a_table_of_several_runs_names_no_run(tmp_path):
+    two = pd.concat([_run(run_id="x"), _run(run_id="y")], ignore_index=True)
+    R.write_run(two, tmp_path)
+    manifest = json.loads((tmp_path / R.RUN_MANIFEST).read_text())
+    assert manifest["run_id"] is None and manifest["state"] == "complete"
+    pd.testing.assert_frame_equal(R.read_run(tmp_path / "results.csv"), two)  # read by the file's sha256
+
+
+def test_add_run_file_lists_the_file_in_the_manifest(tmp_path):
+    R.write_run(_run(), tmp_path)
+    R.add_run_file(tmp_path, "per_class.csv", b"class,top1\n")
+    files = json.loads((tmp_path / R.RUN_MANIFEST).read_text())["files"]
+    assert files["per_class.csv"] == hashlib.sha256(b"class,top1\n").hexdigest()
+    R.verify_run_file(tmp_path / "per_class.csv")  # listed with its sha256: accepted
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda t: t.replace(",4\n", ",1\n"), r"older results schema version 1; this simpool-bench reads versions 2 to 4"),
+        (lambda t: t[: t.rindex(",4\n")] + ",3\n", r"mixed or empty schema_version values \['3', '4'\]"),
+        (lambda t: t.splitlines()[0] + "\n", r"results.csv: the table has no rows"),
+    ],
+    ids=["schema-1", "mixed", "header-only"],
+)
+def test_read_run_refuses_a_hand_edited_schema_version(tmp_path, edit, match):
+    p = R.write_run(_run(), tmp_path)["csv"]
+    (tmp_path / R.RUN_MANIFEST).unlink()  # a hand-edited copy
+    p.write_text(edit(p.read_text()))
+    with pytest.raises(SimpoolBenchError, match=match):
+        R.read_run(p)
+
+
+def test_read_run_names_a_column_name_with_spaces_around_it(tmp_path):
+    p = R.write_run(_run(), tmp_path)["csv"]
+    (tmp_path / R.RUN_MANIFEST).unlink()  # a hand-edited copy
+    p.write_text(p.read_text().replace("dataset,split,", "dataset, split,", 1))
+    with pytest.raises(SimpoolBenchError, match=r"results.csv: column name ' split' has spaces around it; expected 'split'$"):
+        R.read_run(p)
+
+
+def test_read_run_refuses_a_json_list_of_other_things(tmp_path):
+    p = tmp_path / "rows.json"
+    p.write_text("[1, 2]")
+    with pytest.raises(SimpoolBenchError, match=r"rows.json: expected a JSON list of row objects"):
+        R.read_run(p)
+
+
+def test_an_infinite_value_is_one_error_before_any_file_is_written(tmp_path):
+    """JSON has no infinity: a table holding one is refused naming the cell, not a ValueError, and
+    the folder keeps the run it had; CSV and Parquet keep it."""
+    old = R.write_run(_run({"top1": 1.0}, run_id="old"), tmp_path, formats=("json",))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    inf = _run({"top1": 1.0, "top5": float("inf")}, run_id="new")
+    with pytest.raises(SimpoolBenchError, match=r"^results.json: column 'value' row 1: inf cannot be written as JSON; leave json out"):
+        R.write_run(inf, tmp_path, formats=("json",))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before and set(old) == {"csv", "parquet", "json", R.RUN_MANIFEST}
+    back = R.read_run(R.write_run(inf, tmp_path / "no_json", formats=())["csv"])
+    assert back["value"].tolist() == [1.0, float("inf")]
+
+
+def test_markdown_command_with_backticks_stays_one_code_span():
+    """A shell's `...` in a recorded command (quoted in a path) ended the Markdown code span early:
+    the fence is now longer than any run of backticks in the command."""
+    from markdown_it import MarkdownIt
+
+    cmd = "simpool-bench localize --out 'runs/`date`'"
+    line = R.to_markdown(_run({"top1": 1.0}, command=cmd)).splitlines()[-1]
+    assert line == "Command: ``simpool-bench localize --out 'runs/`date`'``"
+    assert MarkdownIt().render(line) == "<p>Command: <code>simpool-bench localize --out 'runs/`date`'</code></p>\n"
+    assert R.to_markdown(_run({"top1": 1.0}, command="`x` y`")).splitlines()[-1] == "Command: `` `x` y` ``"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,14 @@ def _md_cell(s: str) -> str:
     return s.replace("|", r"\|").replace("\n", " ")
 
 
+def _md_code(s: str) -> str:
+    """``s`` as a Markdown code span whole: fenced by more backticks than any run of them in it
+    (a shell's `...` in a path), with a space inside where it starts or ends with one (CommonMark)."""
+    fence = "`" * (max(map(len, re.findall("`+", s)), default=0) + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
 def _provenance_line(df: pd.DataFrame) -> str:
     if not all(c in df.columns for c in PROVENANCE_COLUMNS) or len(df) == 0:
         return ""
@@ -119,7 +128,7 @@ def to_markdown(df: pd.DataFrame) -> str:
         lines += ["", f"Provenance: {_md_cell(prov)}."]
         cmd = _py(df["command"].iloc[0])
         if cmd:
-            lines.append(f"Command: `{cmd}`")
+            lines.append(f"Command: {_md_code(cmd)}")
     return "\n".join(lines) + "\n"
 
 

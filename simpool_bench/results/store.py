@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -52,6 +53,12 @@ RESULTS_PATH = "a results file or run folder"
 
 def _json_bytes(df: pd.DataFrame) -> bytes:
     records = [{c: _py(v) for c, v in zip(df.columns, row)} for row in df.itertuples(index=False, name=None)]
+    for i, r in enumerate(records):  # NaN is null (an empty cell); JSON has no infinity
+        for c, v in r.items():
+            if isinstance(v, float) and math.isinf(v):
+                raise SimpoolBenchError(
+                    f"{EXPORT_FILES['json']}: column '{c}' row {i}: {v} cannot be written as JSON; leave json out of the formats"
+                )
     return (json.dumps(records, indent=1, allow_nan=False) + "\n").encode("utf-8")
 
 
