@@ -530,6 +530,23 @@ def test_other_readers_refuse_ids_outside_and_drop_the_bom(tmp_path):
         read_flat_folder(flat, labels)
 
 
+@pytest.mark.parametrize("rel", ["..", "a/../..", "../x.jpg", "a/../../x.jpg"])
+def test_join_inside_refuses_what_normalises_out_of_the_root(tmp_path, rel):
+    from simpool_bench.data.inputs import join_inside
+    from simpool_bench.errors import SimpoolBenchError
+
+    with pytest.raises(SimpoolBenchError) as exc:
+        join_inside(tmp_path, rel, "list.txt:3")
+    assert str(exc.value) == f"list.txt:3: image id {rel!r} points outside the data root {tmp_path}"
+
+
+@pytest.mark.parametrize("rel", ["..x.jpg", "a/..b/c.jpg", "a/..", "./b.jpg"])
+def test_join_inside_keeps_names_that_only_start_with_dots(tmp_path, rel):
+    from simpool_bench.data.inputs import join_inside
+
+    assert join_inside(tmp_path, rel, "list.txt:3") == tmp_path / rel
+
+
 def test_data_one_folder_level_off_says_which_folder_was_meant(tmp_path):
     """The usual wrong --data levels: VOCdevkit (or its parent) for VOCdevkit/VOC2007, CUB_200_2011
     with wsolevaluation metadata (its images/ was meant), CUB_200_2011's parent in the native
