@@ -101,6 +101,24 @@ def test_linked_folders_keep_torchvision_imagefolder_order(tmp_path):
     assert skipped == [] and len(files) == 5
 
 
+def test_a_real_folder_listed_before_a_link_to_it_is_read_there(tmp_path):
+    """'c/a' (a folder) and 'c/b' (a link to it): ImageFolder's order reaches c/a first, so its
+    images are read there and the link is the one skipped and named (the walk claimed folders in
+    reverse name order: it read c/b/x.png and named the real c/a as a symlink not followed)."""
+    root = tmp_path / "tree"
+    _image(root / "c" / "a" / "x.png")
+    _image(root / "c" / "a" / "deep" / "y.png")
+    os.symlink(root / "c" / "a", root / "c" / "b")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        records, _ = read_image_folder(root)
+    assert [r.image_id for r in records] == ["c/a/x.png", "c/a/deep/y.png"]  # ImageFolder's order, less c/b
+    msgs = _data_warnings(rec)
+    assert len(msgs) == 1 and "1 folder symlink(s) not followed" in msgs[0] and f"(first: {root / 'c' / 'b'})" in msgs[0]
+    files, skipped = walk_files(root / "c", lambda n: True)
+    assert files == [root / "c" / "a" / "x.png", root / "c" / "a" / "deep" / "y.png"] and skipped == [root / "c" / "b"]
+
+
 def test_missing_split_is_an_error_not_classes(tmp_path, ckpt):
     for c in ("ant", "bee"):
         _image(tmp_path / "data" / "val" / c / "0.png")
