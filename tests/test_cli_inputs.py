@@ -101,6 +101,24 @@ def test_linked_folders_keep_torchvision_imagefolder_order(tmp_path):
     assert skipped == [] and len(files) == 5
 
 
+def test_a_real_folder_listed_before_a_link_to_it_is_read_there(tmp_path):
+    """'c/a' (a folder) and 'c/b' (a link to it): ImageFolder's order reaches c/a first, so its
+    images are read there and the link is the one skipped and named (the walk claimed folders in
+    reverse name order: it read c/b/x.png and named the real c/a as a symlink not followed)."""
+    root = tmp_path / "tree"
+    _image(root / "c" / "a" / "x.png")
+    _image(root / "c" / "a" / "deep" / "y.png")
+    os.symlink(root / "c" / "a", root / "c" / "b")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        records, _ = read_image_folder(root)
+    assert [r.image_id for r in records] == ["c/a/x.png", "c/a/deep/y.png"]  # ImageFolder's order, less c/b
+    msgs = _data_warnings(rec)
+    assert len(msgs) == 1 and "1 folder symlink(s) not followed" in msgs[0] and f"(first: {root / 'c' / 'b'})" in msgs[0]
+    files, skipped = walk_files(root / "c", lambda n: True)
+    assert files == [root / "c" / "a" / "x.png", root / "c" / "a" / "deep" / "y.png"] and skipped == [root / "c" / "b"]
+
+
 def test_missing_split_is_an_error_not_classes(tmp_path, ckpt):
     for c in ("ant", "bee"):
         _image(tmp_path / "data" / "val" / c / "0.png")
@@ -528,6 +546,23 @@ def test_other_readers_refuse_ids_outside_and_drop_the_bom(tmp_path):
     labels.write_text("a.png 0\n../flat/a.png 1\n")
     with pytest.raises(SimpoolBenchError, match=r"labels\.txt:2: image id '\.\./flat/a\.png' points outside"):
         read_flat_folder(flat, labels)
+
+
+@pytest.mark.parametrize("rel", ["..", "a/../..", "../x.jpg", "a/../../x.jpg"])
+def test_join_inside_refuses_what_normalises_out_of_the_root(tmp_path, rel):
+    from simpool_bench.data.inputs import join_inside
+    from simpool_bench.errors import SimpoolBenchError
+
+    with pytest.raises(SimpoolBenchError) as exc:
+        join_inside(tmp_path, rel, "list.txt:3")
+    assert str(exc.value) == f"list.txt:3: image id {rel!r} points outside the data root {tmp_path}"
+
+
+@pytest.mark.parametrize("rel", ["..x.jpg", "a/..b/c.jpg", "a/..", "./b.jpg"])
+def test_join_inside_keeps_names_that_only_start_with_dots(tmp_path, rel):
+    from simpool_bench.data.inputs import join_inside
+
+    assert join_inside(tmp_path, rel, "list.txt:3") == tmp_path / rel
 
 
 def test_data_one_folder_level_off_says_which_folder_was_meant(tmp_path):

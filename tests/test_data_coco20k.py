@@ -338,3 +338,43 @@ def test_annotation_of_zero_width_or_height_reads(tmp_path):
     ann_file.write_text(json.dumps(data))
     rec = next(r for r in read_coco20k(image_dir, ann_file, list_file) if r.image_id == _name(ann["image_id"]))
     assert [10.0, 20.0, 10.0, 20.0] in rec.boxes.tolist()
+
+
+def test_list_entry_with_underscores_before_the_file_name_takes_the_last_field():
+    # LOST: int(name.split("_")[-1].split(".")[0]), the last "_" field whatever the folder is called
+    assert image_id_from_name("my_coco/train_2014/COCO_train2014_000000000042.jpg") == 42
+
+
+def test_an_empty_list_file_is_refused(tmp_path):
+    image_dir, ann_file, list_file, _ = _make_coco(tmp_path)
+    list_file.write_text("\n \n")
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, ann_file, list_file)
+    assert str(exc.value) == f"{list_file}: no image names"
+
+
+def test_an_annotation_without_iscrowd_is_kept(tmp_path):
+    """Only iscrowd == 1 is removed; an annotation without the key (LOST would fail on it) keeps its box."""
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    listed = {image_id_from_name(n) for n in list_file.read_text().split()}
+    ann = next(a for a in data["annotations"] if a["image_id"] in listed and not a["iscrowd"])
+    del ann["iscrowd"]
+    ann["bbox"] = [10.0, 20.0, 5.5, 3.0]
+    ann_file.write_text(json.dumps(data))
+    rec = next(r for r in read_coco20k(image_dir, ann_file, list_file) if r.image_id == _name(ann["image_id"]))
+    assert [10.0, 20.0, 16.0, 23.0] in rec.boxes.tolist()
+
+
+def test_a_boolean_in_a_bbox_is_refused(tmp_path):
+    # json true is a Python bool, an int subclass: [true, 0, 3, 4] is not a box
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    listed = {image_id_from_name(n) for n in list_file.read_text().split()}
+    ann = next(a for a in data["annotations"] if a["image_id"] in listed and not a["iscrowd"])
+    ann["bbox"] = [True, 0, 3, 4]
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, ann_file, list_file)
+    assert str(exc.value) == (
+        f"{ann_file}: annotation id {ann['id']} (image {ann['image_id']}) has bbox [True, 0, 3, 4]; "
+        "expected [x, y, width, height], four finite numbers, width and height >= 0"
+    )

@@ -449,3 +449,61 @@ def test_records_are_slotted_share_one_read_only_empty_box_array_and_pickle():
     again = pickle.loads(pickle.dumps(replace(a, width=7, boxes=np.array([[1.0, 2.0, 3.0, 4.0]]))))
     assert (again.image_id, again.path, again.label, again.width, again.boxes.tolist()) == ("a.jpg", Path("/x/a.jpg"), 3, 7, [[1, 2, 3, 4]])
     assert pickle.loads(pickle.dumps(b)).boxes.shape == (0, 4)
+
+
+def test_read_flat_folder_header_word_is_a_file_name_after_the_first_line(tmp_path):
+    """Only a first line can be a header: a later entry named 'image' is an image (files without suffix exist)."""
+    root = _flat(tmp_path, ["a.jpg", "image"])
+    lf = tmp_path / "labels.txt"
+    lf.write_text("a.jpg,n02\nimage,n01\n")
+    records, classes = read_flat_folder(root, lf)
+    assert [(r.image_id, r.label) for r in records] == [("a.jpg", 1), ("image", 0)] and classes == ["n01", "n02"]
+
+
+def test_load_rgb_ignores_exif_orientation(tmp_path):
+    """The references decode with Image.open(path).convert("RGB"): an EXIF Orientation (6: rotate
+    90) is not applied, so the pixels and size are the stored ones (boxes refer to them)."""
+    rng = np.random.default_rng(1)
+    arr = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(arr).save(tmp_path / "rot.png", exif=exif.tobytes())
+    with Image.open(tmp_path / "rot.png") as im:
+        assert im.getexif()[0x0112] == 6
+    img = load_rgb(tmp_path / "rot.png")
+    assert img.size == (6, 4)
+    np.testing.assert_array_equal(np.asarray(img), arr)
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG of ``width`` x ``height`` (8-bit RGB) holding one byte of pixel data: the size without the pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
+    return path
+
+
+def test_image_dataset_default_pixel_limit_is_pils(tmp_path):
+    """Without max_pixels, ImageDataset refuses what PIL would warn about (--max-pixels' default), by its header."""
+    from simpool_bench.data.images import ImageTooLarge
+
+    path = _png_header(tmp_path / "big.png", 9460, 9460)  # 89,491,600 pixels, over 89,478,485
+    ds = ImageDataset([Record("big.png", path, 0, 9460, 9460)], None, strict=True)
+    with pytest.raises(ImageTooLarge) as exc:
+        ds[0]
+    assert str(exc.value) == f"image {path} is 9460x9460 (89,491,600 pixels), over the limit of 89,478,485 (--max-pixels)"
+
+
+def test_image_dataset_failure_names_the_file_when_it_loads_on_a_second_read(tmp_path):
+    """failure(i) reads the file again for the one-line error; a file that now loads (it was
+    replaced meanwhile) is still named."""
+    path = _save(tmp_path / "ok.png", np.zeros((2, 3, 3), np.uint8))
+    ds = ImageDataset([Record("ok.png", path, 0, 3, 2)], None)
+    assert ds.failure(0) == f"image {path} did not load"
+    path.write_bytes(b"not an image")
+    assert ds.failure(0).startswith(f"cannot decode image {path}: UnidentifiedImageError")

@@ -370,3 +370,44 @@ def test_size_not_a_whole_number_names_the_tag_and_value(tmp_path, tag, value):
     with pytest.raises(SimpoolBenchError) as exc:
         read_voc(root)
     assert str(exc.value) == f"malformed VOC annotation {xml}: <size>/<{tag}> is {value!r}; expected a whole number of pixels"
+
+
+def test_records_come_in_split_file_order_not_sorted(tmp_path):
+    """LOST's VOCDetection reads the split file in its own order; so does read_voc (not sorted by id)."""
+    root = _make_voc(tmp_path, n=5)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    shuffled = [ids[3], ids[0], ids[4], ids[2], ids[1]]
+    (root / "ImageSets/Main/trainval.txt").write_text("\n".join(shuffled) + "\n")
+    records = read_voc(root)
+    assert [r.image_id for r in records] == shuffled
+    assert [r.image_id for r in records] == [x[0] for x in _lost_reference(root, "2007", "trainval", no_hard=False)]
+
+
+def test_an_object_without_hard_flags_is_not_hard(tmp_path):
+    """Hard means <truncated> or <difficult> written "1" (surrounding spaces aside); an object that
+    has neither tag stays under no_hard (LOST itself would fail with a KeyError on it)."""
+    root = _make_voc(tmp_path, n=3)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    plain = _object_xml("dog", (2, 3, 10, 12), 0, 0, False).replace("\t\t<truncated>0</truncated>\n", "")
+    plain = plain.replace("\t\t<difficult>0</difficult>\n", "")
+    spaced = _object_xml("cat", (4, 4, 8, 8), 0, 0, False).replace("<difficult>0<", "<difficult> 1 <")
+    _write_50x40(root, ids[1], [plain, spaced])
+    rec = next(r for r in read_voc(root, no_hard=True) if r.image_id == ids[1])
+    assert rec.boxes.tolist() == [[1, 2, 10, 12]]
+
+
+def test_a_zero_width_box_is_not_inverted(tmp_path):
+    """xmax = xmin - 1 is the empty box (xmin - 1, ., xmax, .): kept, as LOST keeps it; one less is inverted."""
+    root = _make_voc(tmp_path, n=3)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    _write_50x40(root, ids[1], [_object_xml("dog", (5, 6, 4, 5), 0, 0, False)])
+    assert next(r for r in read_voc(root) if r.image_id == ids[1]).boxes.tolist() == [[4, 5, 4, 5]]
+
+
+def test_an_empty_split_file_is_refused(tmp_path):
+    root = _make_voc(tmp_path, n=3)
+    split = root / "ImageSets/Main/trainval.txt"
+    split.write_text("\n  \n")
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_voc(root)
+    assert str(exc.value) == f"{split}: no image ids"

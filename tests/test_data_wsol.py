@@ -413,3 +413,35 @@ def test_a_fractional_or_negative_class_label_is_refused(tmp_path, label, match)
     _rewrite(meta / "class_labels.txt", lambda ls: ls + [f"x.jpg,{label}"])
     with pytest.raises(SimpoolBenchError, match=match):
         read_wsol_metadata(meta, root)
+
+
+def test_a_box_on_the_image_border_is_inside(tmp_path):
+    """(0, 0, W, H), the whole image in wsolevaluation's convention, is read as it is."""
+    meta, root, truth = _make_split(tmp_path)
+    image_id, _, w, h, boxes = truth[3]
+    _rewrite(meta / "localization.txt", lambda ls: ls + [f"{image_id},0,0,{w},{h}"])
+    rec = read_wsol_metadata(meta, root)[3]
+    assert rec.boxes.tolist() == [list(b) for b in boxes] + [[0, 0, w, h]]
+
+
+def test_a_zero_image_size_is_refused(tmp_path):
+    meta, root, truth = _make_split(tmp_path)
+    _rewrite(meta / "image_sizes.txt", lambda ls: [f"{truth[0][0]},0,{truth[0][3]}"] + ls[1:])
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_wsol_metadata(meta, root)
+    assert str(exc.value) == f"{meta / 'image_sizes.txt'}:1: image size 0x{truth[0][3]} is not positive"
+
+
+def test_cub_fractional_box_truncates_the_sums():
+    """int() of x + w, not int(x) + int(w): the far corner of (10.6, 5.5, 20.6, 7.7) is (31.2, 13.2) -> (31, 13)."""
+    assert cub_box_to_wsol(10.6, 5.5, 20.6, 7.7) == (10, 5, 31, 13)
+
+
+def test_read_cub_native_class_zero_is_refused(tmp_path):
+    """CUB's image_class_labels.txt is 1-based: class 0 would be label -1, refused, not read as 'no label'."""
+    root, rows = _make_cub(tmp_path)
+    n = next(r[0] for r in rows if r[3] == 0)
+    _rewrite(root / "image_class_labels.txt", lambda ls: [f"{n} 0" if line.split()[0] == str(n) else line for line in ls])
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_cub_native(root, "test")
+    assert str(exc.value) == f"{root / 'image_class_labels.txt'}: image {n} has class 0; CUB classes are 1-based"

@@ -279,3 +279,15 @@ def test_nvjpeg_pixels_differ_from_pil_so_discovery_decodes_on_the_cpu(tmp_path)
         assert np.array_equal(load_rgb_array(path), pil), name  # what discovery decodes: PIL's pixels
     assert not same["q90_420"] and not same["q75_422"] and not same["progressive"], same
     assert same["q90_444"], same
+
+
+def test_every_jpeg_suffix_takes_the_libjpeg_path(tmp_path):
+    """.jpg, .jpeg (ImageNet's .JPEG, any case) and .jpe all decode through libjpeg-turbo, to PIL's pixels."""
+    arr = np.random.default_rng(2).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    for name in ("a.jpg", "b.JPEG", "c.jpeg", "d.JPE"):
+        Image.fromarray(arr).save(tmp_path / name, format="JPEG", quality=90)
+        pixels = jpeg_pixels(tmp_path / name)
+        assert pixels is not None, name
+        np.testing.assert_array_equal(pixels, np.asarray(load_rgb(tmp_path / name)))
+    Image.fromarray(arr).save(tmp_path / "e.png")
+    assert jpeg_pixels(tmp_path / "e.png") is None

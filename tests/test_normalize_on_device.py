@@ -90,8 +90,35 @@ def test_other_transform_shapes_keep_the_float_path():
     # any step but Normalize right after ToTensor: a flip is no function of (channel, value)
     assert split_normalize(T.Compose([T.ToTensor(), T.RandomHorizontalFlip(p=1.0)])) is None
     assert split_normalize(lambda img: img) is None  # not a Compose
+    # other containers with .transforms apply them by chance or in any order: not split
+    norm = T.Normalize((0.5,) * 3, (0.5,) * 3)
+    assert split_normalize(T.RandomApply([T.ToTensor(), norm], p=0.5)) is None
+    assert split_normalize(T.RandomOrder([T.Resize(4), T.ToTensor(), norm])) is None
     host, _ = split_normalize(T.Compose([T.Resize((4, 4)), T.ToTensor()]))  # no Normalize: [0, 1] floats
     assert host(Image.new("RGB", (9, 9))).shape == (3, 4, 4)
+
+
+def test_a_dataset_whose_decode_is_not_pils_keeps_the_float_path(tmp_path):
+    """Only PIL images split (PilToUint8 takes an RGB PIL image): a dataset decoding otherwise
+    (discovery's libjpeg arrays, whose ToTensor takes them as they are) is not split."""
+    from simpool_bench.data.decode import load_rgb_array
+    from simpool_bench.data.records import Record
+
+    Image.new("RGB", (5, 4), (9, 99, 199)).save(tmp_path / "a.jpg")
+    records = [Record("a.jpg", tmp_path / "a.jpg", 0, 5, 4)]
+    assert ImageDataset(records, wsol_transform(), decode=load_rgb_array).deferred_normalize() is None
+    assert ImageDataset(records, wsol_transform()).deferred_normalize() is not None
+
+
+def test_the_split_dataset_keeps_strict_and_the_pixel_limit(tmp_path):
+    from simpool_bench.data.images import ImageTooLarge
+    from simpool_bench.data.records import Record
+
+    Image.new("RGB", (5, 4)).save(tmp_path / "a.png")
+    ds = ImageDataset([Record("a.png", tmp_path / "a.png", 0, 5, 4)], wsol_transform(), strict=True, max_pixels=19)
+    host, _ = ds.deferred_normalize()
+    with pytest.raises(ImageTooLarge, match=r"is 5x4 \(20 pixels\), over the limit of 19"):
+        host[0]
 
 
 def test_wrong_inputs_are_one_line_errors():
@@ -100,6 +127,9 @@ def test_wrong_inputs_are_one_line_errors():
     _, on_device = split_normalize(wsol_transform())
     with pytest.raises(SimpoolBenchError, match=r"expected uint8 \(B, 3, H, W\)"):
         on_device(torch.zeros(1, 3, 4, 4))
+    for table in (torch.zeros(3, 255), torch.zeros(3, 256, dtype=torch.float64), torch.zeros(1, 256)):
+        with pytest.raises(ValueError, match=r"DeviceNormalize: table .*, expected \(3, 256\) float32"):
+            DeviceNormalize(table)
 
 
 def _broken(records, tmp_path):

@@ -4,6 +4,7 @@ warning category (``DataWarning``) for input problems the reference tools let pa
 
 from __future__ import annotations
 
+import heapq
 import os
 import warnings
 from collections.abc import Callable
@@ -77,38 +78,41 @@ def join_inside(root: Path, rel: str, where: str) -> Path:
 
 def walk_files(root: Path, keep: Callable[[str], bool], seen: set[str] | None = None) -> tuple[list[Path], list[Path]]:
     """Files under ``root`` whose name ``keep`` accepts, in torchvision ``ImageFolder``'s order
-    (``sorted(os.walk(root, followlinks=True))``, then ``sorted(filenames)``), each real folder read once.
+    (``sorted(os.walk(root, followlinks=True))``, then ``sorted(filenames)``), each real folder read once,
+    at its first place in that order.
 
     A folder symlink is followed, as ImageFolder does, unless its target is an ancestor (a loop) or
     a folder already read or in ``seen`` (real paths; updated): ImageFolder would read those images
-    again, or go round a loop until the OS refuses. Returns ``(files, skipped_links)``.
+    again, or go round a loop until the OS refuses. Folders are visited in ImageFolder's order (by
+    path), so a real folder listed before a link to it is read there and the link is the one
+    skipped. Returns ``(files, skipped_links)``.
     """
     seen = set() if seen is None else seen
     seen.add(os.path.realpath(root))
     skipped: list[Path] = []
     listing: list[tuple[str, list[str]]] = []
-    stack = [str(root)]
-    while stack:
-        folder = stack.pop()
+    heap: list[tuple[str, str]] = [(str(root), "")]  # (folder, its parent's real path; "" for root)
+    while heap:
+        folder, parent_real = heapq.heappop(heap)  # the smallest path first: ImageFolder's order
+        real = os.path.realpath(folder)
+        if parent_real:
+            if real in seen or (parent_real + os.sep).startswith(real.rstrip(os.sep) + os.sep):
+                skipped.append(Path(folder))
+                continue
+            seen.add(real)
         try:
             entries = list(os.scandir(folder))
         except OSError:
             continue  # an unreadable folder: os.walk skips it too
         names = []
-        for e in sorted(entries, key=lambda e: e.name, reverse=True):
-            if not e.is_dir():  # is_dir follows symlinks, as os.walk(followlinks=True) does
-                names.append(e.name)
-                continue
-            path = os.path.join(folder, e.name)
-            real = os.path.realpath(path)
-            if real in seen or (os.path.realpath(folder) + os.sep).startswith(real.rstrip(os.sep) + os.sep):
-                skipped.append(Path(path))
+        for e in entries:
+            if e.is_dir():  # is_dir follows symlinks, as os.walk(followlinks=True) does
+                heapq.heappush(heap, (os.path.join(folder, e.name), real))
             else:
-                seen.add(real)
-                stack.append(path)
+                names.append(e.name)
         listing.append((folder, names))
     files: list[Path] = []
-    for folder, names in sorted(listing):
+    for folder, names in listing:  # popped in sorted order
         base = Path(folder)  # once per folder
         files += [base / name for name in sorted(names) if keep(name)]
     return files, sorted(skipped)
