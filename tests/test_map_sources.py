@@ -193,6 +193,23 @@ def test_latent_pool_attention_adds_the_pools_own_position_embedding():
     assert torch.equal(got, want)
 
 
+def test_latent_pool_attention_applies_the_pools_q_and_k_norms():
+    """An ``AttentionPoolLatent`` built with ``qk_norm=True`` normalises q and k before the product
+    (timm's forward); the ViTs of the other tests have Identity norms there."""
+    from timm.layers import AttentionPoolLatent
+
+    from simpool_bench.map_sources import latent_pool_attention
+
+    pool = AttentionPoolLatent(8, num_heads=2, qk_norm=True).eval()
+    _randomize(pool, 9)
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        got, want = latent_pool_attention(pool, x), latent_pool_reference(pool, x)
+        pool.q_norm, pool.k_norm = nn.Identity(), nn.Identity()
+        assert not torch.allclose(got, latent_pool_reference(pool, x), atol=1e-4)  # the norms matter here
+    assert torch.equal(got, want)
+
+
 # ------------------------------------------------------------------------------------ rollout
 def rollout_reference(attentions, discard_ratio, head_fusion, num_prefix):
     """jacobgil/vit-explain ``rollout`` per image, with the paper's row normalisation (keepdim)."""
