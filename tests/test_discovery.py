@@ -392,3 +392,69 @@ def test_lost_boxes_equal_oracle_on_tied_keys(gh, gw) -> None:
         for i in range(2):
             want, _ = oracle_lost_box(keys[i], gh, gw, (int(hws[i, 0]), int(hws[i, 1])), stride, 100)
             assert got[i].tolist() == want
+
+
+# ------------------------------------------------------------------------------ mutation-testing gaps
+def test_lost_degree_skips_the_diagonal_so_a_zero_key_ties_an_isolated_patch() -> None:
+    """LOST ``patch_scoring`` zeroes the diagonal before counting: an isolated patch (negative
+    similarity to every other) and a zero key both have degree 0, and the tie goes to the isolated
+    patch 0 (LOST's sort, stable at 6 patches). Counting the diagonal (|k|^2 > 0) would give the
+    isolated patch degree 1 and make the zero key the seed (LOST raises there: its own box)."""
+    keys = torch.tensor([[[-1.0, 0.0], [1.0, 0.0], [1.0, 0.5], [2.0, 0.0], [1.0, -0.5], [0.0, 0.0]]])
+    hw = (32, 48)  # grid 2x3 at stride 16
+    want, fell_back = oracle_lost_box(keys[0].numpy(), 2, 3, hw, 16, 100)
+    assert want == [0, 0, 16, 16] and not fell_back
+    assert boxes_lost(keys, (2, 3), np.array([hw]), 16).tolist() == [want]
+
+
+def test_lost_float64_keys_are_cast_to_float32_where_detect_box_casts() -> None:
+    """float64 keys are kept for the similarity and the degrees (the seed), and LOST's
+    ``detect_box`` casts the expanded map to float32 (``.float()``) before ``> 0``: keys of size
+    1e-30 give similarities of 1e-60, positive in float64 and 0 in float32."""
+    gh, gw = 3, 4
+    keys = np.zeros((gh * gw, 2))
+    keys[:, 0] = 1.0
+    keys[[5, 6]] = [-1.0, 1.0]  # a 2-patch object at row 1, columns 1-2
+    keys *= 1e-30
+    hw = (48, 64)
+    got = boxes_lost(torch.from_numpy(keys[None]), (gh, gw), np.array([hw]), 16)
+    want, fell_back = oracle_lost_box(keys, gh, gw, hw, 16, 100)
+    # seed 5 (degree 1, found in float64); its map 4e-60 > 0 is 0 in float32: LOST raises, the seed's box
+    assert fell_back and want == [16, 16, 32, 32] and got.tolist() == [want]
+    # the same keys at scale 1: the 2-patch component
+    assert boxes_lost(torch.from_numpy(keys[None] * 1e30), (gh, gw), np.array([hw]), 16).tolist() == [[16, 16, 48, 32]]
+
+
+def test_float64_attention_keeps_its_precision() -> None:
+    """Maps are normalised in float64 when given in float64: mass 1.0 keeps exactly the positive
+    patches, here values of 1e-50 that are 0 in float32."""
+    m = np.zeros((1, 3, 4))
+    m[0, 1, 1:3] = 1e-50
+    got = boxes_from_attention(torch.from_numpy(m), np.array([[48, 64]]), 16, mass=1.0)
+    assert got.tolist() == [[16, 16, 48, 32]]
+
+
+def test_discovery_misuses_are_one_error() -> None:
+    """Each bad argument is a SimpoolBenchError naming it, never a silent reading or a traceback."""
+    attn, hw = torch.ones(1, 2, 2), np.array([[32, 32]])
+    for stride in (True, 16.5):  # True is no stride of 1 (a 2x2 image has a 2x2 grid at stride 1)
+        with pytest.raises(SimpoolBenchError, match="stride: expected"):
+            boxes_from_attention(attn, np.array([[2, 2]]), stride)
+    with pytest.raises(SimpoolBenchError, match="image_hw"):
+        boxes_from_attention(attn, np.array([[31.5, 32.0]]), 16)
+    with pytest.raises(SimpoolBenchError, match="mass"):
+        boxes_from_attention(attn, hw, 16, mass=1.5)
+    with pytest.raises(SimpoolBenchError, match="patch grid"):  # the map is narrower than the image's grid
+        boxes_from_attention(torch.ones(1, 2, 1), hw, 16)
+    with pytest.raises(SimpoolBenchError, match="valid_hw"):
+        boxes_from_attention(attn, hw, 16, valid_hw=[[0, 2]])
+    keys = torch.ones(1, 4, 2)
+    for k in (True, 2.5, -1):
+        with pytest.raises(SimpoolBenchError, match="k_patches"):
+            boxes_lost(keys, (2, 2), hw, 16, k_patches=k)
+    with pytest.raises(SimpoolBenchError, match="image_hw"):
+        boxes_lost(keys, (2, 2), np.array([[32, 0]]), 16)
+    with pytest.raises(SimpoolBenchError, match="fraction"):
+        center_boxes(hw, fraction=1.5)
+    with pytest.raises(SimpoolBenchError, match="fraction"):
+        center_boxes(hw, fraction=0.0)

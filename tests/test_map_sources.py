@@ -123,14 +123,22 @@ def test_family_table_agrees_with_timms_models():
         assert fam.classifier == net.pretrained_cfg["classifier"] + ".weight" and fam.classifier in net.state_dict(), arch
     assert family_of_state_dict(["blocks.0.conv_pw.weight", "head.fc.weight"]) is None  # efficientnet's blocks. alone
     assert family_of_state_dict(["conv1.weight", "fc.weight"]) is None  # a resnet has layer4 too
+    assert family_of_state_dict(["conv_stem.weight", "classifier.weight"]) is None  # an efficientnet has blocks. too
     why = source_applies("resnet", "gap", "cam", has_cls_token=False, has_classifier=False)
     assert why == "'cam' needs a GAP CNN with a classifier, not pool='gap' without a classifier"
     why = source_applies("vit", "cls", "simpool", has_cls_token=True, has_classifier=True)
     assert why == "'simpool' needs pool='simpool', not pool='cls'"
-    for arch in ("efficientnet_b0", "regnetx_002"):  # where a supervised SimPool sits is where build_model puts it
-        keys = build_model(arch, pool="simpool", num_classes=3).state_dict()
-        fam = FAMILIES[family_of_state_dict(keys)]
-        assert f"{fam.simpool_supervised}wq.weight" in keys, arch
+
+
+@pytest.mark.parametrize("arch", ["vit_tiny_patch16_224", "resnet18", "convnext_atto", "efficientnet_b0", "regnetx_002"])
+def test_supervised_simpool_sits_where_its_family_says(arch):
+    """Each family's ``simpool_supervised`` prefix is where build_model puts SimPool (the official
+    supervised layouts: ViT ``gp.pool.``, ResNet ``global_pool.pool.``, ConvNeXt ``head.global_pool.pool.``)."""
+    from simpool_bench.families import family_of_state_dict
+
+    keys = build_model(arch, pool="simpool", num_classes=3, **(VIT_KW if arch.startswith("vit") else {})).state_dict()
+    fam = FAMILIES[family_of_state_dict(keys)]
+    assert f"{fam.simpool_supervised}wq.weight" in keys
 
 
 # ------------------------------------------------------------------------------------ map
@@ -182,6 +190,23 @@ def test_latent_pool_attention_adds_the_pools_own_position_embedding():
         got, want = latent_pool_attention(pool, x), latent_pool_reference(pool, x)
         pool.pos_embed.zero_()
         assert not torch.allclose(got, latent_pool_reference(pool, x))  # the embedding matters here
+    assert torch.equal(got, want)
+
+
+def test_latent_pool_attention_applies_the_pools_q_and_k_norms():
+    """An ``AttentionPoolLatent`` built with ``qk_norm=True`` normalises q and k before the product
+    (timm's forward); the ViTs of the other tests have Identity norms there."""
+    from timm.layers import AttentionPoolLatent
+
+    from simpool_bench.map_sources import latent_pool_attention
+
+    pool = AttentionPoolLatent(8, num_heads=2, qk_norm=True).eval()
+    _randomize(pool, 9)
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        got, want = latent_pool_attention(pool, x), latent_pool_reference(pool, x)
+        pool.q_norm, pool.k_norm = nn.Identity(), nn.Identity()
+        assert not torch.allclose(got, latent_pool_reference(pool, x), atol=1e-4)  # the norms matter here
     assert torch.equal(got, want)
 
 
@@ -498,3 +523,85 @@ def test_localize_cam_table_is_wsolevaluations_to_the_bit(cam_target, make_wsol_
     assert got[("gt_known_loc", 50)] == want[True][1]
     assert got[("top1_loc", 50)] == want["top1"]
     assert 0 < want["top1"] <= want[True][1] < 100 and len(set(want[True])) == 3  # the numbers tell things apart
+
+
+# ------------------------------------------------------------------------------------ mutation-testing gaps
+@pytest.mark.parametrize("n,fusion,discard", [(5, "mean", 0.3), (5, "max", 0.9), (7, "min", 0.5), (6, "mean", 0.0)])
+def test_rollout_equals_vit_explain_on_small_random_attention(n, fusion, discard):
+    """``attention_rollout`` itself against vit-explain at sizes where ``int(N*N*ratio)`` is not the
+    rounded count (25 * 0.3 = 7.5: 7 discarded, not 8) and with entry (0, 0) the lowest of every
+    block (vit-explain never discards it), with and without prefix tokens."""
+    from simpool_bench.map_sources import attention_rollout
+
+    g = torch.Generator().manual_seed(n)
+    attns = [torch.rand(2, 3, n, n, generator=g).softmax(dim=-1) for _ in range(3)]
+    for a in attns:
+        a[:, :, 0, 0] = 1e-4
+    for num_prefix in (1, 0):
+        got = attention_rollout([a.clone() for a in attns], num_prefix, fusion, discard)
+        assert torch.equal(got, rollout_reference([a.clone() for a in attns], discard, fusion, num_prefix))
+    # the defaults are the paper's: head mean, nothing discarded
+    assert torch.equal(attention_rollout(attns, 1), rollout_reference(attns, 0.0, "mean", 1))
+
+
+def test_rollout_options_are_checked():
+    from simpool_bench.map_sources import attention_rollout, check_rollout_options
+
+    for fusion, discard in (("sum", 0.0), ("mean", 1.0), ("mean", -0.1)):
+        with pytest.raises(SimpoolBenchError, match="rollout"):
+            check_rollout_options(fusion, discard)
+    with pytest.raises(SimpoolBenchError, match="rollout"):
+        attention_rollout([torch.ones(1, 1, 2, 2)], 1, "mean", 1.0)
+
+
+def test_block_attention_is_timms_at_a_scale_that_is_no_power_of_two():
+    """timm scales q before the product (``(q * scale) @ k^T``); at head_dim 12 the scale 12**-0.5
+    is inexact, so scaling after the product would give other bits."""
+    from timm.layers import Attention
+    from timm.models.vision_transformer import Block
+
+    from simpool_bench.map_sources import block_attention, standard_attention
+
+    blk = Block(24, 2, qkv_bias=True, qk_norm=True).eval()
+    _randomize(blk, 7)
+    blk.attn.fused_attn = False
+    seen = []
+    blk.attn.attn_drop.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    t = torch.randn(2, 9, 24, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        blk(t)
+        got = block_attention(blk, t)
+    assert torch.equal(got, seen[0])
+    gated = nn.Module()
+    gated.attn = Attention(24, 2, gated=True)  # a gate on the output: the softmax is not its mixing
+    with pytest.raises(SimpoolBenchError, match="standard timm ViT blocks"):
+        standard_attention(gated, "gated")
+
+
+def test_family_table_is_its_documented_table_and_each_rule_has_its_reason():
+    """``families.FAMILIES`` against the table in that module's docstring (the README's), module
+    names to families, and each ``source_applies`` rule."""
+    from simpool_bench import families
+    from simpool_bench.families import CNN_FAMILIES, family_of_module
+
+    lines = families.__doc__.splitlines()
+    ruler = next(i for i, line in enumerate(lines) if line.startswith("====="))
+    cols = [i for i, ch in enumerate(lines[ruler]) if ch == "=" and (i == 0 or lines[ruler][i - 1] == " ")]
+    rows = lines[ruler + 3 : ruler + 3 + len(FAMILIES)]
+    documented = {r[: cols[1]].strip(): (tuple(r[cols[2] : cols[3]].split()), tuple(r[cols[3] :].split())) for r in rows}
+    assert documented == {f.name: (f.pools, f.sources) for f in FAMILIES.values()}
+    assert tuple(n for n in documented if n != "vit") == CNN_FAMILIES
+    modules = ("vision_transformer", "deit", "resnet", "convnext", "efficientnet", "regnet", "swin_transformer")
+    assert [family_of_module(m) for m in modules] == ["vit", "vit", "resnet", "convnext", "efficientnet", "regnet", None]
+
+    def why(family, pool, source, cls=False, classifier=True):
+        return source_applies(family, pool, source, has_cls_token=cls, has_classifier=classifier)
+
+    assert why("resnet", "gap", "cls") == "a resnet has no 'cls' map (its sources: simpool, cam, gradcam)"
+    assert why("vit", "simpool", "cls").startswith("'cls' needs a ViT with a CLS token")
+    assert why("vit", "cls", "map", cls=True).startswith("'map' needs a ViT with timm's attention-pool head")
+    assert why("resnet", "simpool", "cam") == "'cam' needs a GAP CNN with a classifier, not pool='simpool'"
+    assert why("convnext", "gap", "gradcam", classifier=False).startswith("'gradcam' needs a classifier")
+    ok = [("vit", "cls", "cls", True), ("vit", "map", "map", True), ("vit", "simpool", "simpool", False), ("resnet", "gap", "cam", False)]
+    ok += [(f, "gap", "gradcam", f == "vit") for f in FAMILIES]
+    assert all(why(f, p, s, cls=c) is None for f, p, s, c in ok)

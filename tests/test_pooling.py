@@ -223,3 +223,46 @@ def test_bad_arguments():
         SimPool(DIM)(torch.randn(DIM, 4))
     with pytest.raises(SimpoolBenchError, match="channels"):
         SimPool(DIM)(torch.randn(2, 4, DIM + 1))
+
+
+@pytest.mark.parametrize("gamma", [1.0, 2.0, 3.0])
+def test_gamma_path_equals_sp_py_in_float64(gamma):
+    """sp.py's gamma path to float64 precision, where its 1e-6 shift is far above the tolerance:
+    ``(a (v - min + 1e-6)^gamma)^(1/gamma)``, gamma = 1 included (there it is ``a v - min + 1e-6``,
+    not the plain mean ``a v`` of gamma=None)."""
+    import simpool_official_reference as R
+
+    layer = random_layer(1, gamma, False, "sample").double()
+    theirs = R.SimPool(DIM, gamma=gamma).double()
+    theirs.load_state_dict(layer.state_dict())
+    x = 3.0 * torch.randn(1, 7, DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        pooled, attn = layer(x)
+        want = theirs(x).reshape(1, DIM)
+    torch.testing.assert_close(pooled, want, atol=1e-12, rtol=1e-12)
+    if gamma == 1.0:
+        vv = layer.norm_patches(x)
+        plain = attn[:, 0] @ vv[0]
+        torch.testing.assert_close(pooled, plain - vv.min() + 1e-6, atol=1e-12, rtol=1e-12)
+        assert (pooled - plain).abs().max() > 0.1
+
+
+def test_num_heads_below_one_is_refused():
+    for heads in (0, -1, -12):
+        with pytest.raises(SimpoolBenchError, match="num_heads"):
+            SimPool(DIM, num_heads=heads)
+
+
+def test_default_min_scope_is_the_sample():
+    """By default a sample's output does not depend on its batch (``min_scope='sample'``): a batch
+    mate with a far lower value leaves it as pooled alone, where sp.py's batch minimum would not."""
+    layer = random_layer(1, 2.0, False, min_scope="sample")
+    default = SimPool(DIM, gamma=2.0)
+    default.load_state_dict(layer.state_dict())
+    assert default.min_scope == "sample"
+    x = torch.randn(2, 6, DIM, generator=torch.Generator().manual_seed(9))
+    x[1, 0, 0] = -50.0
+    with torch.no_grad():
+        together, alone = default(x)[0][0], default(x[:1])[0][0]
+    torch.testing.assert_close(together, alone, atol=ATOL, rtol=ATOL)
+    assert (together - official_of(default, x)[0][0]).abs().max() > 1e-3
