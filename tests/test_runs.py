@@ -201,6 +201,10 @@ def test_classify_and_localize_values_are_refused_before_the_data_is_read(tmp_pa
             "--knn-chunks 0: expected a whole number >= 1 (DINO's eval_knn.py: 100; SimPool's: 500)",
         ),
         (
+            lambda: api.run_classify(api.ClassifySpec(imagenet, drawn, knn_subset=2), engine),
+            "--knn-subset picks part of the k-NN memory bank: give --knn-train DIR too",
+        ),
+        (
             lambda: api.run_classify(api.ClassifySpec(imagenet, replace(drawn, interpolation="bilinear"), interpolation="bicubic"), engine),
             "interpolation 'bicubic' (ClassifySpec) and 'bilinear' (ModelOptions) differ; give one of them",
         ),
