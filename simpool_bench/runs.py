@@ -115,6 +115,8 @@ def run_classify(
     if not spec.knn_temperature > 0:  # also NaN
         raise SimpoolBenchError(f"--knn-temperature {spec.knn_temperature}: expected a number > 0 (DINO: 0.07)")
     check_chunks(spec.knn_chunks)
+    if spec.knn_train is None and spec.knn_subset is not None:  # before the data is read, not once it is
+        raise SimpoolBenchError("--knn-subset picks part of the k-NN memory bank: give --knn-train DIR too")
     check_before_data(engine, _with_interpolation(spec))
     records, classes = read_classification_data(d.data, d.split, d.labels, d.metadata, d.subset, default_split=spec.default_split)
     split = classification_split(d.data, d.split, d.labels, d.metadata, spec.default_split) or spec.default_split  # the folder read
@@ -167,9 +169,7 @@ def _knn_bank_records(spec: ClassifySpec, classes: list[str] | None = None) -> l
     N images of every class in sorted file order (as ``--subset``). Its class folders must be
     ``classes`` (the evaluated data's names, where it has names: not wsolevaluation metadata, not
     integer labels): k-NN compares labels by index, and another class list pairs other classes."""
-    if spec.knn_train is None:
-        if spec.knn_subset is not None:
-            raise SimpoolBenchError("--knn-subset picks part of the k-NN memory bank: give --knn-train DIR too")
+    if spec.knn_train is None:  # (a knn_subset without it is refused before the data is read)
         return None
     refuse_split_folders_as_classes(Path(spec.knn_train), "--knn-train")
     try:

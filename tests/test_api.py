@@ -500,3 +500,34 @@ def test_random_init_model_is_built_as_the_options_say():
     vit = "vit_tiny_patch16_224"
     assert api.load_model(api.ModelOptions(arch=vit, random_init=True, pool="cls", pos_interp="dino"))[0].pos_interp == "dino"
     assert api.load_model(api.ModelOptions(arch=vit, random_init=True, pool="cls"))[0].pos_interp == "timm"
+
+
+def test_spec_names_ks_and_weights_a_run_would_misread_are_one_error(tmp_path, monkeypatch):
+    """A name with spaces around it or a line break is another dataset in the table; ``True`` is
+    no k; ``pretrained_file`` names weights as much as ``checkpoint`` does (so stored maps refuse it)."""
+    import pytest
+
+    from simpool_bench import runs
+
+    for make, expected in (
+        (lambda: api.DataSpec("cub "), "--dataset 'cub ': expected a name without spaces around it or line breaks ('cub'?)"),
+        (lambda: api.DataSpec("cub", split="a\nb"), "--split 'a\\nb': expected a name without spaces around it or line breaks"),
+        (lambda: api.DataSpec("cub", label=" "), "--data-label ' ': expected a name without spaces around it or line breaks"),
+        (
+            lambda: api.ClassifySpec(api.DataSpec("imagenet"), knn_k=(10, True)),
+            "ClassifySpec.knn_k = (10, True): expected distinct whole numbers >= 1, e.g. (10, 20, 100, 200)",
+        ),
+    ):
+        with pytest.raises(api.SimpoolBenchError) as err:
+            make()
+        assert str(err.value) == expected
+    weights = api.ModelOptions(pretrained_file="w.safetensors")
+    assert weights.gives_weights and not api.ModelOptions(prefer="raw").gives_weights
+
+    def no_maps(*args, **kwargs):
+        raise AssertionError("the maps were scored")
+
+    monkeypatch.setattr(runs, "from_maps", no_maps)
+    spec = api.LocalizeSpec(api.DataSpec("cub", data=tmp_path), model=weights, maps=tmp_path)
+    with pytest.raises(api.SimpoolBenchError, match=r"^--maps needs no model: drop --model/--checkpoint/--pretrained/--baseline$"):
+        api.run_localize(spec, api.EngineConfig(device="cpu", progress=False))

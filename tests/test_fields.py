@@ -53,3 +53,25 @@ def test_the_kinds_a_field_takes_are_accepted():
     assert api.ClassifySpec(data, knn_k=[10, 20]).knn_k == [10, 20] and api.ClassifySpec(data, knn_k=20).knn_k == 20
     assert api.ModelOptions(arch="resnet18", gamma="none", mean=[0.5, 0.5, 0.5], crop_pct=1).crop_pct == 1
     assert api.EngineConfig(device="cpu", batch_size=np.int64(8), resume_dir="runs/x", max_pixels=None).batch_size == 8
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda: api.LocalizeSpec(CUB, v1=1), "LocalizeSpec.v1 = 1: expected bool"),  # an int is no bool
+        (lambda: api.LocalizeSpec(CUB, interval=True), "LocalizeSpec.interval = True: expected float"),  # nor a bool a number
+        (lambda: api.DiscoverSpec(api.DataSpec("voc07"), k_patches=True), "DiscoverSpec.k_patches = True: expected int"),
+        (lambda: api.DiscoverSpec(api.DataSpec("voc07"), method=3), "DiscoverSpec.method = 3: expected str"),
+        (lambda: api.DataSpec(None), "DataSpec.dataset = None: expected str"),
+        (lambda: api.DataSpec("cub", data=b"/data"), "DataSpec.data = a builtins.bytes: expected a path (str or Path) or None"),
+        (lambda: api.ModelOptions(mean=0.5), "ModelOptions.mean = 0.5: expected a tuple or None"),
+        (lambda: api.LocalizeSpec(CUB, model=CUB), "LocalizeSpec.model = a simpool_bench.specs.DataSpec: expected ModelOptions or None"),
+        (lambda: api.DataSpec("cub", subset="9" * 100), "DataSpec.subset = '" + "9" * 76 + "...: expected int or None"),
+    ],
+)  # fmt: skip
+def test_near_miss_kinds_are_refused_and_a_long_value_is_cut(make, expected):
+    """Bool and int are not each other, bytes are no path (Path(b'...') is a TypeError), a
+    dataclass must be the field's own class, None is refused where it is not in the annotation."""
+    with pytest.raises(SimpoolBenchError) as err:
+        make()
+    assert str(err.value) == expected

@@ -170,3 +170,43 @@ def test_a_finite_map_with_nonfinite_logits_is_a_nonfinite_image():
     assert accs["nonfinite"].compute() == 1
     assert accs["per_image"].compute()["nonfinite"].tolist() == [False, True]
     assert accs["boxacc"].compute().top1_loc == 50.0  # image 0: its class and its whole-image box
+
+
+def test_weight_report_counts_complex_and_single_values_and_names_five_tensors():
+    """A complex tensor is checked too, a tensor with one NaN is reported, the report names five
+    tensors and counts the rest."""
+    sd = {"z": torch.tensor([1 + 1j, complex(float("nan"), 0.0)]), "one": torch.tensor([float("inf"), 0.0]), "ints": torch.tensor([1, 2])}
+    assert nonfinite_tensors(sd) == [("z", 1), ("one", 1)]
+    five = [(f"t{i}", i + 1) for i in range(5)]
+    assert describe_nonfinite(five) == "15 values in 5 tensors: t0 (1), t1 (2), t2 (3), t3 (4), t4 (5)"
+    six = [*five, ("t5", 6)]
+    assert describe_nonfinite(six) == "21 values in 6 tensors: t0 (1), t1 (2), t2 (3), t3 (4), t4 (5), ... (1 more)"
+
+
+def test_finite_rows_checks_every_value_of_every_given_tensor():
+    x = torch.zeros(3, 2, 2)
+    x[0, 1, 1] = float("inf")  # the last value of row 0 only
+    x[2, 0, 0] = float("-inf")
+    assert finite_rows(x).tolist() == [False, True, False]
+    assert finite_rows(None, x, None).tolist() == [False, True, False]  # None entries, first too, are skipped
+    assert finite_rows(np.array([1.0, np.nan, 2.0]), x).tolist() == [False, False, False]
+    with pytest.raises(ValueError, match="finite_rows: no tensor given"):
+        finite_rows(None)
+
+
+def test_the_nonfinite_counter_sums_and_one_image_fails_the_run_unless_allowed():
+    from simpool_bench.errors import SimpoolBenchError
+    from simpool_bench.finite import NonFiniteCounter, check_nonfinite
+
+    counter = NonFiniteCounter()
+    counter.update(3)
+    counter.update(2)
+    assert counter.compute() == 5
+    with pytest.raises(SimpoolBenchError) as err:
+        check_nonfinite(1, 10, "maps", allow=False)
+    assert str(err.value) == (
+        "1 of 10 images gave non-finite maps (NaN or inf): the weights may hold NaN (see `simpool-bench inspect`); "
+        "--allow-nonfinite counts them as misses and reports n_nonfinite"
+    )
+    check_nonfinite(1, 10, "maps", allow=True)
+    check_nonfinite(0, 10, "maps", allow=False)

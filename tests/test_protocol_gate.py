@@ -394,3 +394,60 @@ def test_a_table_without_a_record_lacks_even_the_parameters_recorded_later():
     run = _records([{"task": "classify"}], {"normalize": "to-tensor"})
     changes = parameter_changes(run, _records([{"task": "classify"}], {}))
     assert [(c.record, c.name, c.run, c.baseline) for c in changes] == [("transform", "normalize", "to-tensor", "not recorded")]
+
+
+def test_protocol_records_of_each_spec_written_out():
+    """``protocol_of`` by hand: the published defaults (DINO k-NN 10/20/100/200 at T 0.07 in 100
+    chunks; wsolevaluation's 0.001 step at 224 with gt CAMs; LOST's mass 0.6 and 100 patches), each
+    parameter the run uses, and None for what it does not (k-NN without a bank, the knn_subset too)."""
+    d, v = api.DataSpec("imagenet"), api.DataSpec("voc07")
+    no_knn = {"task": "classify", "knn_train": None, "knn_k": None, "knn_temperature": None, "knn_chunks": None, "knn_subset": None}
+    cases = [
+        (api.ClassifySpec(d), no_knn),
+        (api.ClassifySpec(d, knn_subset=3, knn_k=20, knn_chunks=7), no_knn),
+        (
+            api.ClassifySpec(d, knn_train=Path("bank")),
+            {"task": "classify", "knn_train": "bank", "knn_k": [10, 20, 100, 200], "knn_temperature": 0.07, "knn_chunks": 100, "knn_subset": None},
+        ),
+        (
+            api.ClassifySpec(d, knn_train="bank", knn_k=20, knn_temperature=0.1, knn_chunks=500, knn_subset=2),
+            {"task": "classify", "knn_train": "bank", "knn_k": [20], "knn_temperature": 0.1, "knn_chunks": 500, "knn_subset": 2},
+        ),
+        (api.LocalizeSpec(d), {"task": "localize", "interval": 0.001, "v1": False, "cam_target": "gt", "image_size": 224}),
+        (
+            api.LocalizeSpec(d, interval=0.01, v1=True, cam_target="pred"),
+            {"task": "localize", "interval": 0.01, "v1": True, "cam_target": "pred", "image_size": 224},
+        ),
+        (
+            api.LocalizeSpec(d, maps=Path("m"), cam_target="pred"),
+            {"task": "localize", "interval": 0.001, "v1": False, "cam_target": "pred", "image_size": 224},
+        ),
+        (
+            api.LocalizeSpec(d, baseline="full-box", v1=True),
+            {"task": "localize", "interval": 0.001, "v1": True, "cam_target": None, "image_size": 224},
+        ),
+        (
+            api.DiscoverSpec(v),
+            {"task": "discover", "method": "attn", "mass": 0.6, "lost_compat": False, "k_patches": None, "no_hard": False},
+        ),
+        (
+            api.DiscoverSpec(v, mass=0.3, lost_compat=True, k_patches=5),
+            {"task": "discover", "method": "attn", "mass": 0.3, "lost_compat": True, "k_patches": None, "no_hard": False},
+        ),
+        (
+            api.DiscoverSpec(v, method="lost", mass=0.3, lost_compat=True),
+            {"task": "discover", "method": "lost", "mass": None, "lost_compat": None, "k_patches": 100, "no_hard": False},
+        ),
+        (
+            api.DiscoverSpec(api.DataSpec("voc07", no_hard=True), method="center", k_patches=5),
+            {"task": "discover", "method": "center", "mass": None, "lost_compat": None, "k_patches": None, "no_hard": True},
+        ),
+        (api.ExtractSpec(d), {"task": "extract", "cam_target": "gt", "dtype": "float16", "features": False}),
+        (
+            api.ExtractSpec(d, cam_target="pred", dtype="float32", features=True),
+            {"task": "extract", "cam_target": "pred", "dtype": "float32", "features": True},
+        ),
+    ]  # fmt: skip
+    for spec, expected in cases:
+        assert protocol_of(spec) == expected, spec
+    assert api.ExtractSpec(d).resume is True  # extract resumes unless told not to
