@@ -208,6 +208,15 @@ def test_bad_parameters_name_the_parameter(tmp_path: Path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_negative_or_fractional_seed_is_one_line_error(tmp_path: Path):
+    """seed=-1 was numpy's traceback (``expected non-negative integer``) from the first image; 1.5
+    gave seed 1's files under a stamp saying 1.5."""
+    for seed in (-1, 1.5, True):
+        with pytest.raises(SimpoolBenchError, match=rf"^demo data: seed={seed!r} must be an integer >= 0$"):
+            build_demo_data(tmp_path / "x", seed=seed, **SMALL)
+    assert not (tmp_path / "x").exists()
+
+
 def test_defaults_are_the_readme_demo():
     """The README's demo: 480 training, 120 test and 120 discovery images at 160x160."""
     import inspect
