@@ -667,3 +667,10 @@ def test_demo_out_that_is_a_file_is_one_line_naming_it(tmp_path):
     line = _one_error(invoke_cli("demo", "--small", "--out", out))
     assert line == f"error: --out {out}: a file is there; expected a folder (made when missing)"
     assert out.read_text() == "notes\n"
+
+
+def test_demo_negative_seed_is_one_line(tmp_path):
+    """demo --seed -1 was numpy's traceback from the first demo image."""
+    out = tmp_path / "demo_out"
+    _one_error(invoke_cli("demo", "--small", "--seed", "-1", "--out", out), "--seed", "greater than or equal to 0")
+    assert not out.exists()

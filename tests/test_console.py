@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -84,3 +85,70 @@ def test_quiet_silences_progress_and_notes_only(err):
     C.set_quiet(False)
     C.note("note: something to know")
     assert err.getvalue() == "note: something to know\n"
+
+
+def _ansi_console(width: int = 40) -> tuple[io.StringIO, Console]:
+    buf = io.StringIO()
+    return buf, Console(file=buf, width=width, force_terminal=True, color_system="standard")
+
+
+TEXT = "| [bold]run[/bold] | /data/runs/vit_small_patch16_224/localize-cub/results.csv | 71.25 |"
+
+
+def test_say_note_and_plain_lines_print_text_as_it_is_and_unwrapped(monkeypatch):
+    """A path or a table row holding [brackets] or numbers is printed as given: no markup, no
+    highlighting colours, no wrap at the console's width."""
+    out, stdout = _ansi_console()
+    err, stderr = _ansi_console()
+    monkeypatch.setattr(C, "console", stdout)
+    monkeypatch.setattr(C, "err_console", stderr)
+    C.set_quiet(False)
+    C.say(TEXT)
+    C.note(TEXT)
+    bar = C.PlainProgress(TEXT, 2, every_s=0.0)
+    bar.advance(0, 2)
+    bar.stop()
+    assert out.getvalue() == TEXT + "\n"
+    lines = err.getvalue().split("\n")
+    assert lines[0] == TEXT and lines[1].startswith(TEXT + ": 2/2 images in ") and lines[2:] == [""]
+
+
+def test_plain_progress_defaults_to_a_line_every_5_s_as_the_readme_says():
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "a plain line every 5 s" in readme
+    assert C.PLAIN_EVERY_S == 5.0 and C.PlainProgress("x", 1).every_s == 5.0
+
+
+def test_plain_rate_is_the_mean_since_the_start(err, monkeypatch):
+    ticks = iter([0.0, 10.0, 20.0, 20.0])  # start, then the advances and the stop
+    monkeypatch.setattr(C.time, "perf_counter", lambda: next(ticks))
+    bar = C.PlainProgress("d", 40, every_s=5.0)
+    bar.advance(0, 5)  # 5 in 10 s
+    bar.advance(0, 15)  # 20 in 20 s: 1.0 img/s on average (1.5 over the last 10 s)
+    bar.stop()
+    assert err.getvalue().splitlines() == [
+        "d: 5/40 images, 0.5 img/s, ETA 1:10",
+        "d: 20/40 images, 1.0 img/s, ETA 0:20",
+        "d: 20/40 images in 0:20, 1.0 img/s",
+    ]
+
+
+def test_the_rate_column_says_the_finished_rate_once_done():
+    from types import SimpleNamespace
+
+    col = C._SpeedColumn("images")
+    assert col.render(SimpleNamespace(finished_speed=12.0, speed=None)).plain == "12.0 img/s"
+    assert col.render(SimpleNamespace(finished_speed=None, speed=3.25)).plain == "3.2 img/s"
+    assert col.render(SimpleNamespace(finished_speed=None, speed=None)).plain == "? img/s"
+
+
+@pytest.mark.filterwarnings('ignore:install "ipywidgets":UserWarning')
+def test_a_jupyter_console_gets_the_bar(monkeypatch):
+    buf = io.StringIO()
+    monkeypatch.setattr(C, "err_console", Console(file=buf, width=200, force_jupyter=True, force_terminal=False))
+    C.set_quiet(False)
+    bar = C.start_progress("localize", 2)
+    try:
+        assert not isinstance(bar, C.PlainProgress)
+    finally:
+        bar.stop()

@@ -93,6 +93,7 @@ def test_cls_baseline_same_layout(data, tmp_path: Path):
     path = train_demo_model("vit-cls", data, tmp_path / "cls.pth.tar", seed=0, time_budget_s=None, **{**QUICK, "epochs": 1})
     ck = load_checkpoint(path)
     assert (ck.format, ck.pool, ck.gamma) == ("official-supervised", "cls", None)
+    assert _load(path)["args"].gp == "token"  # timm train.py's --gp of the CLS token
     assert "cls_token" in ck.state_dict and not any(k.startswith("gp.") for k in ck.state_dict)
     model, _ = load_model(ModelOptions(checkpoint=path))
     assert model.attn_source == "cls"
@@ -147,3 +148,75 @@ def test_default_demo_simpool_beats_the_no_model_baselines(tmp_path: Path):
         > value(ev.localize(None, wsol, cfg, baseline="center-gaussian"), "maxboxacc_v2") + 10
     )
     assert value(ev.discover(model, voc, cfg, method="attn"), "corloc") > value(ev.discover(None, voc, cfg, method="center"), "corloc")
+
+
+def test_recipe_and_model_size_are_the_readme_s():
+    """README: two tiny ViTs (4 blocks, width 96, 3 heads, 160x160 input), trained with 2 threads;
+    the recipe's values are those of the README's numbers."""
+    from simpool_bench.demo.train import TrainSettings
+
+    for kind, pool, gamma in (("vit-simpool", "simpool", 1.25), ("vit-cls", "cls", None)):
+        spec = DEMO_MODEL_KINDS[kind]
+        assert (spec.arch, spec.pool, spec.gamma) == ("vit_tiny_patch16_224", pool, gamma)
+        assert spec.model_kwargs == {"img_size": 160, "embed_dim": 96, "depth": 4, "num_heads": 3, "mlp_ratio": 2.0}
+    assert TrainSettings() == TrainSettings(
+        epochs=16,
+        batch_size=48,
+        lr=2e-3,
+        weight_decay=0.05,
+        warmup_steps=15,
+        label_smoothing=0.1,
+        ema_decay=0.98,
+        crop_scale=(0.5, 1.0),
+        cutmix_prob=1.0,
+        threads=2,
+        max_images=None,
+    )
+
+
+def test_training_runs_on_2_deterministic_threads_and_restores_the_callers(data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from simpool_bench.demo import train as demo_train
+
+    seen = []
+    real = demo_train._train
+
+    def spy(*a, **k):
+        seen.append((torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()))
+        return real(*a, **k)
+
+    monkeypatch.setattr(demo_train, "_train", spy)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(False)
+        train_demo_model("vit-cls", data, tmp_path / "t.pth.tar", seed=0, time_budget_s=None, **{**QUICK, "epochs": 1, "max_images": 6})
+        assert seen == [(2, True)]
+        assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (1, False)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def test_the_seed_also_orders_and_augments_the_batches(data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """With the initialisation held fixed, another seed still gives other weights: the seed reaches
+    the generator of the batch order, crops, flips and CutMix."""
+    real = torch.manual_seed
+    monkeypatch.setattr(torch, "manual_seed", lambda seed: real(0))
+    quick = {**QUICK, "epochs": 1, "max_images": 6}
+    a, b = (_load(train_demo_model("vit-cls", data, tmp_path / f"{s}.pth.tar", seed=s, time_budget_s=None, **quick)) for s in (0, 1))
+    assert not torch.equal(a["state_dict"]["head.weight"], b["state_dict"]["head.weight"])
+
+
+def test_training_starts_from_the_official_simpool_init(data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from simpool_bench.demo import train as demo_train
+
+    stds = []
+    real = demo_train._official_simpool_init
+
+    def spy(model):
+        real(model)
+        stds.append(model.gp.pool.wq.weight.std().item())
+
+    monkeypatch.setattr(demo_train, "_official_simpool_init", spy)
+    train_demo_model("vit-simpool", data, tmp_path / "i.pth.tar", seed=0, time_budget_s=None, **{**QUICK, "epochs": 1, "max_images": 6})
+    assert len(stds) == 1 and abs(stds[0] - 0.02) < 0.002

@@ -580,3 +580,99 @@ def test_stored_maps_are_refused_for_ids_that_differ_only_where_they_join(tmp_pa
     for other in (records("a", "bc"), records("ab", "d")):
         with pytest.raises(SimpoolBenchError, match="but the given data has 2 images with other ids"):
             store.check_records(other)
+
+
+class _FakeCam(torch.nn.Module):
+    """A map model of one constant map per image: ``value`` (NaN possible), logits or none."""
+
+    attn_source, stride, data_config = "cam", 16, {}
+
+    def __init__(self, value: float = 1.0, logits: bool = True, num_classes: int = 2) -> None:
+        super().__init__()
+        self.value, self.logits, self.num_classes = value, logits, num_classes
+        self.targets: list = []
+
+    def forward(self, x, target=None):
+        from types import SimpleNamespace
+
+        self.targets.append(None if target is None else target.tolist())
+        b = x.shape[0]
+        attn = torch.full((b, x.shape[-2] // 16, x.shape[-1] // 16), self.value)
+        logits = torch.tensor([[0.0, 1.0]]).repeat(b, 1) if self.logits else None
+        return SimpleNamespace(attn=attn, logits=logits, features=torch.zeros(b, 2))
+
+
+def _png_records(tmp_path, labels):
+    from simpool_bench.data.records import Record
+
+    records = []
+    for i, label in enumerate(labels):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (16, 16), (i, 0, 0)).save(path)
+        records.append(Record(f"{i}", path, label=label, width=16, height=16))
+    return records
+
+
+def test_compute_maps_targets_labels_only_when_all_are_known_and_says_minus_one_without_logits(tmp_path):
+    """'gt' CAMs need every label: with one unlabelled image (-1) the predicted class is used for
+    all; a model without logits gives predictions of -1; an unknown --cam-target is one line."""
+    from simpool_bench.extraction import compute_maps
+
+    config = EngineConfig(device="cpu", batch_size=2, progress=False)
+    model = _FakeCam()
+    compute_maps(model, _png_records(tmp_path, [1, -1]), config, lambda b: None, protocol="localize", cam_target="gt")
+    assert model.targets == [None]
+    got = []
+    compute_maps(_FakeCam(logits=False), _png_records(tmp_path, [1, 0]), config, got.append, protocol="localize", cam_target="pred")
+    assert [b.preds.tolist() for b in got] == [[-1, -1]]
+    got = []  # an image over --max-pixels is not decoded (a failed image, as an undecodable one)
+    small = EngineConfig(device="cpu", batch_size=2, progress=False, max_pixels=255)
+    with pytest.warns(RuntimeWarning, match="over the limit of 255"):
+        compute_maps(_FakeCam(), _png_records(tmp_path, [1, 0]), small, got.append, protocol="localize", cam_target="pred")
+    assert [b.ok.tolist() for b in got] == [[False, False]]
+    with pytest.raises(SimpoolBenchError, match=r"^--cam-target 'x': expected gt or pred$"):
+        compute_maps(_FakeCam(), _png_records(tmp_path, [1, 0]), config, lambda b: None, protocol="localize", cam_target="x")
+
+
+def test_extract_maps_defaults_records_the_classifier_and_counts_nonfinite_maps(tmp_path):
+    """``extract_maps``: float16 by default, has_classifier from the model's classes, an empty
+    dataset is one line, and NaN maps are counted (stored with --allow-nonfinite, else one line)."""
+    from simpool_bench.extraction import extract_maps
+
+    records = _png_records(tmp_path, [1, 0, 1])
+    config = EngineConfig(device="cpu", batch_size=2, shard_size=2, progress=False)
+    info = {"dataset": "cub"}
+    rep = extract_maps(_FakeCam(num_classes=0), records, config, tmp_path / "a", key="k", info=info, protocol="localize")
+    assert (rep.store.manifest["dtype"], rep.store.manifest["has_classifier"]) == ("float16", False)
+    assert (rep.n_images, rep.shards_total, rep.shards_computed, rep.n_nonfinite) == (3, 2, 2, 0)
+    rep = extract_maps(_FakeCam(), records, config, tmp_path / "b", key="k", info=info, protocol="localize", dtype="float32")
+    assert (rep.store.manifest["dtype"], rep.store.manifest["has_classifier"]) == ("float32", True)
+    with pytest.raises(SimpoolBenchError, match=r"^the dataset is empty: no image to extract maps from$"):
+        extract_maps(_FakeCam(), [], config, tmp_path / "c", key="k", info=info, protocol="localize")
+    nan = _FakeCam(value=float("nan"))
+    with pytest.raises(SimpoolBenchError, match=r"^3 of 3 images gave non-finite maps"):
+        extract_maps(nan, records, config, tmp_path / "d", key="k", info=info, protocol="localize")
+    allow = EngineConfig(device="cpu", batch_size=2, shard_size=2, progress=False, allow_nonfinite=True)
+    rep = extract_maps(nan, records, allow, tmp_path / "e", key="k", info=info, protocol="localize")
+    assert (rep.n_images, rep.n_nonfinite, rep.shards_corrupt) == (3, 3, 0)
+
+
+def test_the_extract_key_changes_with_every_setting_that_changes_the_maps(tmp_path):
+    """The run key (resume): the CAM target, --max-pixels, the split and the dtype each make another
+    extraction, whose shards are never resumed as this one's."""
+    from simpool_bench.extraction import _extract_key
+
+    records = _png_records(tmp_path, [1, 0])
+    model = _FakeCam()
+    base = dict(protocol="localize", dtype="float16", features=False, cam_target="gt")
+    cfg = EngineConfig(device="cpu", batch_size=2, progress=False)
+    info = {"dataset": "cub", "split": "test"}
+    key = _extract_key(model, records, cfg, info, **base)
+    assert key == _extract_key(model, records, cfg, dict(info), **base)
+    others = [
+        _extract_key(model, records, cfg, info, **{**base, "cam_target": "pred"}),
+        _extract_key(model, records, EngineConfig(device="cpu", batch_size=2, progress=False, max_pixels=100), info, **base),
+        _extract_key(model, records, cfg, {**info, "split": "val"}, **base),
+        _extract_key(model, records, cfg, info, **{**base, "dtype": "float32"}),
+    ]
+    assert len({key, *others}) == 5

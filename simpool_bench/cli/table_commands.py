@@ -187,7 +187,7 @@ def datasets_list() -> None:
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (data, models, suite, figures).")] = Path("demo_out"),
     small: Annotated[bool, typer.Option("--small", help="A quick setting (few images, one epoch): what CI runs.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the demo data and training.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the demo data and training.")] = 0,
     device: DeviceOpt = "cpu",
 ) -> None:
     """Everything end to end on demo data the tool makes itself: data, two trained tiny ViTs, evaluated (classify, localize, discover), compared and drawn.

@@ -181,7 +181,8 @@ def build_demo_data(
         ``force`` is false, nothing is written.
     """
     k = len(DEMO_CLASSES)
-    for name, v, least in (("n_train", n_train, k), ("n_test", n_test, k), ("n_discovery", n_discovery, 1), ("image_size", image_size, 32)):
+    sizes = (("n_train", n_train, k), ("n_test", n_test, k), ("n_discovery", n_discovery, 1), ("image_size", image_size, 32))
+    for name, v, least in (("seed", seed, 0), *sizes):  # numpy's seed sequences take no negative integer
         if isinstance(v, bool) or not isinstance(v, int) or v < least:
             raise SimpoolBenchError(f"demo data: {name}={v!r} must be an integer >= {least}")
     root = Path(root)
