@@ -446,7 +446,7 @@ def from_maps(
 
     store = MapStore.open(maps)
     if protocol is None and kind in ("localize", "discover"):
-        protocol = _stored_protocol(kind, maps, kwargs)
+        protocol = _stored_protocol(kind, maps, kwargs, store.manifest)
     if kind == "localize":
         outcome = tasks.localize_stored(store, records, **kwargs)
         method = None
@@ -460,11 +460,14 @@ def from_maps(
     )
 
 
-def _stored_protocol(kind: str, maps: Path, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _stored_protocol(kind: str, maps: Path, kwargs: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
     """The protocol record of ``from_maps`` called without one: the spec's defaults with the
-    parameters ``kwargs`` give."""
+    parameters ``kwargs`` give; a CAM store's ``cam_target`` where none is given (the CAMs are of
+    the class they were extracted for)."""
     data = DataSpec(str(kwargs.get("dataset", "")))
     given = {k: v for k, v in kwargs.items() if v is not None}
+    if (manifest.get("provenance") or {}).get("attn_source") == "cam" and manifest.get("cam_target") in ("gt", "pred"):
+        given.setdefault("cam_target", manifest["cam_target"])
     if kind == "localize":
         return protocol_of(LocalizeSpec(data, maps=maps, **{k: given[k] for k in ("interval", "v1", "cam_target") if k in given}))
     return protocol_of(DiscoverSpec(data, maps=maps, **{k: given[k] for k in ("mass", "lost_compat") if k in given}))

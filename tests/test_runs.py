@@ -148,17 +148,24 @@ def test_every_protocol_field_of_a_spec_reaches_the_task(wired, monkeypatch):
 
 
 def test_from_maps_without_a_protocol_records_the_parameters_it_was_given():
-    """``api.from_maps`` called without ``protocol``: the spec's defaults with the given values."""
+    """``api.from_maps`` called without ``protocol``: the spec's defaults with the given values; a
+    CAM store's own ``cam_target`` where none is given (it recorded 'gt' for CAMs of the predicted
+    class)."""
     from simpool_bench.runs import _stored_protocol
 
+    attn = {"cam_target": "gt", "provenance": {"attn_source": "simpool"}}
     given = {"dataset": "cub", "split": "test", "interval": 0.01, "v1": True, "cam_target": "pred", "allow_nonfinite": False}
-    assert _stored_protocol("localize", Path("m"), given) == {
+    assert _stored_protocol("localize", Path("m"), given, attn) == {
         "task": "localize", "interval": 0.01, "v1": True, "cam_target": "pred", "image_size": 224,
     }  # fmt: skip
-    assert _stored_protocol("localize", Path("m"), {"dataset": "cub"}) == {
+    assert _stored_protocol("localize", Path("m"), {"dataset": "cub"}, attn) == {
         "task": "localize", "interval": 0.001, "v1": False, "cam_target": "gt", "image_size": 224,
     }  # fmt: skip
-    assert _stored_protocol("discover", Path("m"), {"dataset": "voc07", "mass": 0.3, "lost_compat": True, "split": "trainval"}) == {
+    cams = {"cam_target": "pred", "provenance": {"attn_source": "cam"}}
+    assert _stored_protocol("localize", Path("m"), {"dataset": "cub"}, cams)["cam_target"] == "pred"
+    assert _stored_protocol("localize", Path("m"), {"dataset": "cub"}, {**cams, "cam_target": "gt"})["cam_target"] == "gt"
+    assert _stored_protocol("localize", Path("m"), {"dataset": "cub"}, {**attn, "cam_target": "pred"})["cam_target"] == "gt"
+    assert _stored_protocol("discover", Path("m"), {"dataset": "voc07", "mass": 0.3, "lost_compat": True, "split": "trainval"}, attn) == {
         "task": "discover", "method": "attn", "mass": 0.3, "lost_compat": True, "k_patches": None, "no_hard": False,
     }  # fmt: skip
 
