@@ -66,6 +66,11 @@ def protocol_for(dataset: str) -> str:
     return DATASET_PROTOCOL[dataset]
 
 
+def holds_cams(manifest: dict[str, Any]) -> bool:
+    """Whether a store's maps are CAMs (of the class its ``cam_target`` names), from its manifest."""
+    return (manifest.get("provenance") or {}).get("attn_source") == "cam"
+
+
 def ids_sha256(records: Sequence[Record]) -> str:
     """sha256 of the image ids in order (what a reader checks it reads the maps of its images)."""
     return hashlib.sha256("\n".join(r.image_id for r in records).encode()).hexdigest()

@@ -466,7 +466,9 @@ def _stored_protocol(kind: str, maps: Path, kwargs: dict[str, Any], manifest: di
     the class they were extracted for)."""
     data = DataSpec(str(kwargs.get("dataset", "")))
     given = {k: v for k, v in kwargs.items() if v is not None}
-    if (manifest.get("provenance") or {}).get("attn_source") == "cam" and manifest.get("cam_target") in ("gt", "pred"):
+    from .map_store import holds_cams
+
+    if holds_cams(manifest) and manifest.get("cam_target") in ("gt", "pred"):
         given.setdefault("cam_target", manifest["cam_target"])
     if kind == "localize":
         return protocol_of(LocalizeSpec(data, maps=maps, **{k: given[k] for k in ("interval", "v1", "cam_target") if k in given}))

@@ -257,3 +257,27 @@ def test_formats_skip_empty_entries_and_a_wrong_engine_is_one_error(tmp_path):
     with pytest.raises(SimpoolBenchError) as err:
         api.run_discover(spec, "cpu")  # type: ignore[arg-type]
     assert str(err.value) == "run_discover: engine: expected EngineConfig, got builtins.str"
+
+
+def test_a_cam_store_is_scored_only_with_its_own_cam_target():
+    """Stored CAMs are of the class they were extracted for: localize_stored refuses another
+    cam_target, and only a store whose provenance says 'cam' counts as one (map_store.holds_cams)."""
+    import numpy as np
+
+    from simpool_bench.data.records import Record
+    from simpool_bench.map_store import holds_cams
+    from simpool_bench.tasks.wsol import localize_stored
+
+    class CamStore:
+        root = Path("cams")
+        manifest = {"cam_target": "pred", "provenance": {"attn_source": "cam"}}
+
+        def check_records(self, *args, **kwargs):
+            pass
+
+    records = [Record("a.jpg", Path("a.jpg"), 0, 8, 8, np.array([[0.0, 0.0, 4.0, 4.0]]))]
+    with pytest.raises(SimpoolBenchError) as err:
+        localize_stored(CamStore(), records, cam_target="gt")
+    assert str(err.value) == "--maps cams: CAMs extracted with --cam-target pred, not gt"
+    assert holds_cams(CamStore.manifest)
+    assert not holds_cams({"provenance": None}) and not holds_cams({"provenance": {"attn_source": "simpool"}}) and not holds_cams({})

@@ -338,8 +338,10 @@ def localize_stored(
     maps were extracted from, when the rows name another (``--data-label``; default ``dataset``)."""
     task = WsolTask(records, dataset, split, interval, v1)
     store.check_records(records, protocol="localize", dataset=store_dataset or dataset)
+    from ..map_store import holds_cams
+
     stored_target = store.manifest.get("cam_target")
-    if cam_target is not None and (store.manifest.get("provenance") or {}).get("attn_source") == "cam" and cam_target != stored_target:
+    if cam_target is not None and holds_cams(store.manifest) and cam_target != stored_target:
         raise SimpoolBenchError(f"--maps {store.root}: CAMs extracted with --cam-target {stored_target}, not {cam_target}")
     use_cls = bool(store.manifest.get("has_classifier")) and bool((task.labels >= 0).all())
     accs = task.accumulators()
