@@ -119,6 +119,41 @@ def test_a_real_folder_listed_before_a_link_to_it_is_read_there(tmp_path):
     assert files == [root / "c" / "a" / "x.png", root / "c" / "a" / "deep" / "y.png"] and skipped == [root / "c" / "b"]
 
 
+def test_a_link_listed_before_the_real_folder_is_the_one_skipped(tmp_path):
+    """'c/a' (a link) and 'c/b' (the real folder): the link's name comes first in ImageFolder's order,
+    yet the real folder is read where it lies and the link is skipped and named (the walk read
+    c/a/x.png and named the real c/b as a symlink not followed)."""
+    root = tmp_path / "tree"
+    _image(root / "c" / "b" / "x.png")
+    _image(root / "c" / "b" / "deep" / "y.png")
+    os.symlink(root / "c" / "b", root / "c" / "a")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        records, _ = read_image_folder(root)
+    assert [r.image_id for r in records] == ["c/b/x.png", "c/b/deep/y.png"]
+    msgs = _data_warnings(rec)
+    assert len(msgs) == 1 and "1 folder symlink(s) not followed" in msgs[0] and f"(first: {root / 'c' / 'a'})" in msgs[0]
+    files, skipped = walk_files(root / "c", lambda n: True)
+    assert files == [root / "c" / "b" / "x.png", root / "c" / "b" / "deep" / "y.png"] and skipped == [root / "c" / "a"]
+
+
+def test_a_link_into_a_later_class_leaves_its_images_to_that_class(tmp_path):
+    """ant/link -> bee/sub: bee/sub's images keep bee's label (where they lie), read once; only the
+    link is skipped. ant keeps its own image. (They were labelled ant, and bee/sub reported as a link.)"""
+    root = tmp_path / "tree"
+    _image(root / "ant" / "0.png")
+    _image(root / "bee" / "1.png")
+    _image(root / "bee" / "sub" / "2.png")
+    os.symlink(root / "bee" / "sub", root / "ant" / "link")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        records, classes = read_image_folder(root)
+    assert classes == ["ant", "bee"]
+    assert [(r.image_id, r.label) for r in records] == [("ant/0.png", 0), ("bee/1.png", 1), ("bee/sub/2.png", 1)]
+    msgs = _data_warnings(rec)
+    assert len(msgs) == 1 and f"(first: {root / 'ant' / 'link'})" in msgs[0]
+
+
 def test_missing_split_is_an_error_not_classes(tmp_path, ckpt):
     for c in ("ant", "bee"):
         _image(tmp_path / "data" / "val" / c / "0.png")

@@ -4,8 +4,9 @@ per-class subsets (SimPool's ImageNet-20%).
 Class order and file order follow torchvision's ``ImageFolder`` (what DINO/SimPool's k-NN uses):
 class folders sorted by name, then files of each class from ``sorted(os.walk(class_dir))`` and
 ``sorted(filenames)``, keeping the extensions in ``IMG_EXTENSIONS``. Folder symlinks are followed as
-ImageFolder follows them, except one that loops or leads to a folder already read (ImageFolder would
-count its images again): it is skipped and counted in one ``DataWarning``. timm's own reader
+ImageFolder follows them, except one that loops or leads to a folder read elsewhere (ImageFolder would
+count its images again): it is skipped and counted in one ``DataWarning``. A real folder is read where
+it lies (a link into a class folder, even another class's, is the one skipped). timm's own reader
 (``find_images_and_targets``, what ``validate.py`` and ``train.py`` read) indexes the same class
 folders in ``natural_key`` order instead: ``in_timm_class_order``.
 """
@@ -60,10 +61,11 @@ def read_image_folder(root: str | Path) -> tuple[list[Record], list[str]]:
     records: list[Record] = []
     empty: list[str] = []
     seen = {os.path.realpath(root / cls) for cls in classes}
+    roots = set(seen)  # the trees read: a link into one of them is left for the walk of that tree
     prefixes: dict[Path, str] = {}  # each folder's id prefix, worked out once (ImageNet train: 1.28M files in 1000 folders)
     skipped: list[Path] = []
     for label, cls in enumerate(classes):
-        paths, links = walk_files(root / cls, _is_image, seen)
+        paths, links = walk_files(root / cls, _is_image, seen, roots)
         skipped += links
         records += [Record(_relative_id(p, root, prefixes), p, label) for p in paths]
         if not paths:
@@ -71,7 +73,7 @@ def read_image_folder(root: str | Path) -> tuple[list[Record], list[str]]:
     if skipped:
         warn_data(
             f"image folder {root}: {len(skipped)} folder symlink(s) not followed because they loop or lead to a "
-            f"folder already read (first: {skipped[0]}); each image is counted once"
+            f"folder read elsewhere (first: {skipped[0]}); each image is counted once"
         )
     if empty:
         raise SimpoolBenchError(

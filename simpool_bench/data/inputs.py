@@ -76,19 +76,22 @@ def join_inside(root: Path, rel: str, where: str) -> Path:
     return root / rel
 
 
-def walk_files(root: Path, keep: Callable[[str], bool], seen: set[str] | None = None) -> tuple[list[Path], list[Path]]:
+def walk_files(
+    root: Path, keep: Callable[[str], bool], seen: set[str] | None = None, roots: set[str] | None = None
+) -> tuple[list[Path], list[Path]]:
     """Files under ``root`` whose name ``keep`` accepts, in torchvision ``ImageFolder``'s order
-    (``sorted(os.walk(root, followlinks=True))``, then ``sorted(filenames)``), each real folder read once,
-    at its first place in that order.
+    (``sorted(os.walk(root, followlinks=True))``, then ``sorted(filenames)``), each real folder read once.
 
-    A folder symlink is followed, as ImageFolder does, unless its target is an ancestor (a loop) or
-    a folder already read or in ``seen`` (real paths; updated): ImageFolder would read those images
-    again, or go round a loop until the OS refuses. Folders are visited in ImageFolder's order (by
-    path), so a real folder listed before a link to it is read there and the link is the one
+    A folder symlink is followed, as ImageFolder does, unless it would read a folder twice: its
+    target is a folder already read or in ``seen`` (real paths; updated), an ancestor (a loop), or
+    lies inside one of the walked trees ``roots`` (real paths of every tree the caller walks, e.g.
+    all class folders; default ``root``'s own), where the walk reads it under its own path. So a
+    real folder is always read where it lies, whichever name sorts first, and only links are
     skipped. Returns ``(files, skipped_links)``.
     """
     seen = set() if seen is None else seen
     seen.add(os.path.realpath(root))
+    inside = tuple(r.rstrip(os.sep) + os.sep for r in (roots if roots is not None else {os.path.realpath(root)}))
     skipped: list[Path] = []
     listing: list[tuple[str, list[str]]] = []
     heap: list[tuple[str, str]] = [(str(root), "")]  # (folder, its parent's real path; "" for root)
@@ -96,7 +99,11 @@ def walk_files(root: Path, keep: Callable[[str], bool], seen: set[str] | None = 
         folder, parent_real = heapq.heappop(heap)  # the smallest path first: ImageFolder's order
         real = os.path.realpath(folder)
         if parent_real:
-            if real in seen or (parent_real + os.sep).startswith(real.rstrip(os.sep) + os.sep):
+            if (
+                real in seen
+                or (parent_real + os.sep).startswith(real.rstrip(os.sep) + os.sep)
+                or (os.path.islink(folder) and (real + os.sep).startswith(inside))
+            ):
                 skipped.append(Path(folder))
                 continue
             seen.add(real)

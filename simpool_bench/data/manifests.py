@@ -271,7 +271,8 @@ def _verify_split(split: str, spec: dict[str, Any], resolve, report: VerifyRepor
         try:
             classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
             seen = {os.path.realpath(folder / c) for c in classes}  # each folder counted once, as read_image_folder reads it
-            n_img = sum(len(walk_files(folder / c, lambda f: f.lower().endswith(_IMG_EXT), seen)[0]) for c in classes)
+            roots = set(seen)
+            n_img = sum(len(walk_files(folder / c, lambda f: f.lower().endswith(_IMG_EXT), seen, roots)[0]) for c in classes)
         except OSError as err:
             report.problems.append(f"split {split}: cannot read {err.filename or folder}: {err.strerror or err}")
             return
