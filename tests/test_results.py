@@ -364,9 +364,9 @@ def test_export_formats_any_case_and_aliases(tmp_path):
     assert set(paths) == {"csv", "parquet", "md", "latex", "json", R.RUN_MANIFEST}
 
 
-@pytest.mark.parametrize("name", ["results.manifest.json", "sub/per_class.csv", "results.csv"])
+@pytest.mark.parametrize("name", ["results.manifest.json", "sub/per_class.csv", "results.csv", "", ".", "..", "a\x00b"])
 def test_write_run_refuses_an_extra_file_name_it_cannot_take(tmp_path, name):
-    with pytest.raises(SimpoolBenchError, match=rf"write_run: extra file name '{name}' is taken or not a plain file name"):
+    with pytest.raises(SimpoolBenchError, match=rf"write_run: extra file name {re.escape(repr(name))} is taken or not a plain file name"):
         R.write_run(_run(), tmp_path / "out", extra={name: b"x"})
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
@@ -377,6 +377,21 @@ def test_manifest_of_a_table_of_several_runs_names_no_run(tmp_path):
     manifest = json.loads((tmp_path / R.RUN_MANIFEST).read_text())
     assert manifest["run_id"] is None and manifest["state"] == "complete"
     pd.testing.assert_frame_equal(R.read_run(tmp_path / "results.csv"), two)  # read by the file's sha256
+
+
+@pytest.mark.parametrize("name", ["results.manifest.json", "results.csv", "results.parquet", "results.md", "", ".", "..", "sub/x.csv"])
+def test_add_run_file_refuses_a_results_file_or_a_path(tmp_path, name):
+    """add_run_file replaces no file of write_run's (it replaced results.csv and listed the new
+    sha256, so readers trusted a table write_run never wrote) and takes only a plain file name
+    ('sub/x.csv' was written into a sub-folder; '', '.' and '..' failed as "cannot write <folder>")."""
+    R.write_run(_run(), tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    with pytest.raises(
+        SimpoolBenchError, match=rf"add_run_file: file name '{re.escape(name)}' is a results file of write_run or not a plain file name"
+    ):
+        R.add_run_file(tmp_path / "run", name, b"x")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_add_run_file_lists_the_file_in_the_manifest(tmp_path):

@@ -96,7 +96,7 @@ def write_run(
     }
     files: dict[str, Any] = {EXPORT_FILES[f]: writers[f]() for f in wanted}
     for name, data in (extra or {}).items():
-        if name in files or name == RUN_MANIFEST or Path(name).name != name:
+        if name in files or name == RUN_MANIFEST or not _plain_file_name(name):
             raise SimpoolBenchError(f"write_run: extra file name {name!r} is taken or not a plain file name")
         files[name] = data
     run_ids = sorted({str(v) for v in df["run_id"].dropna()}) if "run_id" in df.columns else []
@@ -129,6 +129,11 @@ def write_run(
     return {**by_format, **{name: out / name for name in (extra or {})}, RUN_MANIFEST: out / RUN_MANIFEST}
 
 
+def _plain_file_name(name: Any) -> bool:
+    """``name`` names a file of the folder itself: a non-empty string, no folder part, not '.' or '..'."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "\x00" not in name and Path(name).name == name
+
+
 def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode("utf-8")
 
@@ -140,7 +145,11 @@ def _run_file_names(out: Path) -> set[str]:
 
 def add_run_file(out_dir: str | os.PathLike, name: str, data: bytes) -> Path:
     """Write one more file into a run folder (atomically) and list it in the folder's complete
-    manifest, if it has one (a file replaced but not yet listed is refused by readers, never trusted)."""
+    manifest, if it has one (a file replaced but not yet listed is refused by readers, never trusted).
+    ``name`` is a plain file name other than those ``write_run`` writes (the results files and the
+    manifest, which only a whole ``write_run`` replaces)."""
+    if not _plain_file_name(name) or name == RUN_MANIFEST or name in EXPORT_FILES.values():
+        raise SimpoolBenchError(f"add_run_file: file name {name!r} is a results file of write_run or not a plain file name")
     out = Path(out_dir)
     path = atomic_write(out / name, data)
     man = out / RUN_MANIFEST
