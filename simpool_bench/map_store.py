@@ -72,8 +72,13 @@ def holds_cams(manifest: dict[str, Any]) -> bool:
 
 
 def ids_sha256(records: Sequence[Record]) -> str:
-    """sha256 of the image ids in order (what a reader checks it reads the maps of its images)."""
-    return hashlib.sha256("\n".join(r.image_id for r in records).encode()).hexdigest()
+    """sha256 of the image ids in order (what a reader checks it reads the maps of its images): of
+    the ids joined by newlines, or, where an id holds a newline itself (a file name may), of a NUL
+    byte and their JSON list, so that ids split otherwise never share a digest."""
+    ids = [r.image_id for r in records]
+    if any("\n" in i for i in ids):
+        return hashlib.sha256(b"\x00" + json.dumps(ids).encode()).hexdigest()
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------ one shard

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -676,3 +677,20 @@ def test_the_extract_key_changes_with_every_setting_that_changes_the_maps(tmp_pa
         _extract_key(model, records, cfg, info, **{**base, "dtype": "float32"}),
     ]
     assert len({key, *others}) == 5
+
+
+def test_ids_digest_tells_apart_ids_split_at_a_newline():
+    """Ids holding newlines (a file name may) are digested so that ['a\\nb', 'c'] and ['a', 'b\\nc']
+    differ (both were sha256('a\\nb\\nc'), so a store of one was read as the other's maps); ids
+    without newlines keep the newline-joined digest that stores already written hold."""
+    import hashlib
+
+    from simpool_bench.data.records import Record
+    from simpool_bench.map_store import ids_sha256
+
+    def recs(*ids):
+        return [Record(i, Path(i), -1) for i in ids]
+
+    assert ids_sha256(recs("a\nb", "c")) != ids_sha256(recs("a", "b\nc"))
+    assert ids_sha256(recs("a\nb", "c")) == hashlib.sha256(b'\x00["a\\nb", "c"]').hexdigest()
+    assert ids_sha256(recs("x/1.jpg", "y/2.jpg")) == hashlib.sha256(b"x/1.jpg\ny/2.jpg").hexdigest()
