@@ -3,8 +3,9 @@ and ``torchvision:NAME``; weights from a local file or the local Hugging Face ca
 
 * ``--pretrained`` takes timm's pretrained weights of the name (its tag, or timm's default tag)
   from the Hugging Face cache (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``).
-  With ``HF_HUB_OFFLINE=1`` and no cached copy the run stops with one error naming the repository
-  and the cache; online, timm downloads it into that cache. ``--pretrained-file FILE`` reads the
+  With ``HF_HUB_OFFLINE=1``, or no connection to the Hub (one probe, at most 5 s), and no cached
+  copy the run stops with one error naming the repository and the cache; online, timm downloads it
+  into that cache. ``--pretrained-file FILE`` reads the
   weights from FILE instead (a timm ``model.safetensors`` / ``pytorch_model.bin``), through timm's
   own loading (its key filters, class-count adaptation), never touching the network.
 * ``hf-hub:ORG/NAME`` reads the repository's ``config.json`` (architecture, model arguments,
@@ -101,12 +102,50 @@ def _offline_error(what: str, repo: str) -> SimpoolBenchError:
     )
 
 
+#: Seconds to wait for a TCP connection to the Hub before calling it unreachable.
+HUB_PROBE_TIMEOUT_S = 5.0
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub (``HF_ENDPOINT``, default https://huggingface.co) cannot be reached
+    now, or None where it can or a proxy is set (the proxy decides). One TCP connection, at most
+    ``HUB_PROBE_TIMEOUT_S``: without it, an offline machine (a cluster's compute node) waits through
+    huggingface_hub's retries, about 30 s a file, before the same error."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(v) for v in _PROXY_VARS):
+        return None
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = url.hostname or "huggingface.co"
+    try:
+        port = url.port or (80 if url.scheme == "http" else 443)
+    except ValueError:  # a malformed port: leave it to huggingface_hub's own error
+        return None
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        return f"{host}:{port} cannot be reached ({e.strerror or type(e).__name__})"
+    return None
+
+
+def _unreachable_error(what: str, repo: str, why: str) -> SimpoolBenchError:
+    return SimpoolBenchError(
+        f"{what}: no cached copy of Hugging Face repository {repo!r} in {hf_cache_dir()}, and {why}; "
+        f"fetch it once on a machine with network into that cache, or pass --pretrained-file FILE"
+    )
+
+
 def _hf_config(repo: str) -> Path:
     path = cached_hf_file(repo, ("config.json",))
     if path is not None:
         return path
     if hf_offline():
         raise _offline_error(f"--model {HF_PREFIX}{repo}", repo)
+    why = hub_unreachable()
+    if why is not None:
+        raise _unreachable_error(f"--model {HF_PREFIX}{repo}", repo, why)
     from huggingface_hub import hf_hub_download
 
     name, rev = _split_revision(repo)
@@ -222,6 +261,9 @@ def locate_pretrained(name: ModelName, pretrained_cfg: dict[str, Any], pretraine
         return Pretrained(cached, f"hf-hub:{repo}", {"file": str(cached), "source": ""})
     if hf_offline():
         raise _offline_error(f"--pretrained {name.given}", repo)
+    why = hub_unreachable()
+    if why is not None:
+        raise _unreachable_error(f"--pretrained {name.given}", repo, why)
     return Pretrained(None, f"hf-hub:{repo}", {})
 
 

@@ -530,3 +530,71 @@ def test_a_missing_pretrained_file_is_one_error_before_timm_reads_anything(tmp_p
     with pytest.raises(SimpoolBenchError, match=rf"^--pretrained-file {missing}: no such file$"):
         locate_pretrained(resolve_name("torchvision:resnet18"), {}, missing)
     assert not any(hf_cache.iterdir())
+
+
+@pytest.fixture
+def online_no_cache(tmp_path, monkeypatch):
+    """An empty cache, HF_HUB_OFFLINE unset, no proxy; returns the probe's calls, the Hub faked unreachable."""
+    import socket
+
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "HF_ENDPOINT"):
+        monkeypatch.delenv(v, raising=False)
+    calls: list = []
+
+    def no_route(address, timeout=None):
+        calls.append((address, timeout))
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", no_route)
+    return calls
+
+
+def test_an_unreachable_hub_is_one_error_without_huggingface_hubs_retries(online_no_cache, monkeypatch):
+    """Online (HF_HUB_OFFLINE unset), nothing cached and no route to the Hub: one probe, then one
+    error naming repository, cache and cause. It waited through huggingface_hub's 5 retries per file
+    (60 s for timm's two weight names) and 20 'Retrying in' lines, then gave the same error."""
+    import huggingface_hub
+
+    def no_download(*a, **k):
+        raise AssertionError("huggingface_hub was asked to download")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", no_download)
+    with pytest.raises(
+        SimpoolBenchError,
+        match=r"^--pretrained deit_tiny_patch16_224: no cached copy of Hugging Face repository 'timm/deit_tiny_patch16_224.fb_in1k' "
+        r"in .*hf, and huggingface.co:443 cannot be reached \(Name or service not known\); .*--pretrained-file FILE$",
+    ):
+        build_model("deit_tiny_patch16_224", pool=None, pretrained=True)
+    with pytest.raises(SimpoolBenchError, match=r"^--model hf-hub:someone/nothing: .*'someone/nothing'.*cannot be reached"):
+        build_model("hf-hub:someone/nothing", pool=None, pretrained=True)
+    assert online_no_cache == [(("huggingface.co", 443), 5.0)] * 2
+
+
+def test_the_hub_probe_asks_hf_endpoint_and_leaves_a_proxy_to_decide(online_no_cache, monkeypatch):
+    import socket
+
+    from simpool_bench.weights import hub_unreachable
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.lan:8080/hf")
+    assert hub_unreachable() == "mirror.lan:8080 cannot be reached (Name or service not known)"
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
+    assert hub_unreachable() == "hub.example:443 cannot be reached (Name or service not known)"
+    assert online_no_cache == [(("mirror.lan", 8080), 5.0), (("hub.example", 443), 5.0)]
+    monkeypatch.setenv("https_proxy", "http://proxy:3128")
+    assert hub_unreachable() is None and len(online_no_cache) == 2  # not probed: the proxy decides
+
+    class Open:
+        closed = False
+
+        def close(self):
+            Open.closed = True
+
+    monkeypatch.delenv("https_proxy")
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout=None: Open())
+    assert hub_unreachable() is None and Open.closed
