@@ -67,7 +67,8 @@ def _make_coco(tmp_path: Path, seed: int = 0):
 
 
 def _lost_reference(data: dict, list_file: Path):
-    """LOST: select_coco_20k (ids from the list, annotations in json order) and extract_gt_COCO."""
+    """LOST: select_coco_20k (ids from the list, annotations in json order) and extract_gt_COCO, per
+    image in list order (LOST's CocoDetection then visits the images by id; see read_coco20k)."""
     sel = [s.replace("\n", "") for s in list_file.read_text().splitlines(keepends=True)]
     im20k = [int(s.split("_")[-1].split(".")[0]) for s in sel]
     out = []

@@ -131,7 +131,9 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
         list_file: LOST's ``coco_20k_filenames.txt``.
         check_images: fail when listed images are missing from ``image_dir``.
 
-    Records come in list order; ``image_id`` is the json's ``file_name``, ``label`` -1, size the
+    Records come in list order (LOST's loop, torchvision's ``CocoDetection`` over the selected json,
+    visits them by image id instead: every box and the CorLoc are the same, only the order of the
+    per-image rows differs); ``image_id`` is the json's ``file_name``, ``label`` -1, size the
     image file's with ``check_images`` (LOST works on the decoded image; a json size that differs is
     counted in one ``DataWarning``), else the json's; boxes (K, 4) in LOST's convention (see the module docstring).
 
