@@ -19,6 +19,7 @@ from PIL import Image
 from simpool_bench.data.imagenet import read_image_folder
 from simpool_bench.data.images import ImageTooLarge, load_rgb
 from simpool_bench.data.inputs import DataWarning, walk_files
+from simpool_bench.errors import SimpoolBenchError
 
 from conftest import build_tiny_checkpoint, build_voc_dataset, build_wsol_dataset, invoke_cli, said
 
@@ -152,6 +153,20 @@ def test_a_link_into_a_later_class_leaves_its_images_to_that_class(tmp_path):
     assert [(r.image_id, r.label) for r in records] == [("ant/0.png", 0), ("bee/1.png", 1), ("bee/sub/2.png", 1)]
     msgs = _data_warnings(rec)
     assert len(msgs) == 1 and f"(first: {root / 'ant' / 'link'})" in msgs[0]
+
+
+def test_a_class_of_only_a_link_into_another_class_is_empty_and_says_why(tmp_path):
+    """ant/ holds only a link to bee/sub, whose images are bee's: ant is an empty class, and the
+    error names the link that was not followed (not only 'has no image files')."""
+    root = tmp_path / "tree"
+    _image(root / "bee" / "sub" / "2.png")
+    (root / "ant").mkdir()
+    os.symlink(root / "bee" / "sub", root / "ant" / "link")
+    with warnings.catch_warnings(record=True), pytest.raises(SimpoolBenchError) as err:
+        warnings.simplefilter("always")
+        read_image_folder(root)
+    assert str(err.value).startswith(f"image folder {root}: class folder 'ant' has no image files (1 such folder(s); ")
+    assert str(err.value).endswith(f"; its folder symlink {root / 'ant' / 'link'} leads to a folder read elsewhere")
 
 
 def test_missing_split_is_an_error_not_classes(tmp_path, ckpt):
@@ -562,7 +577,6 @@ def test_huge_image_in_voc_skipped_and_counted_or_strict_error(tmp_path, ckpt):
 def test_other_readers_refuse_ids_outside_and_drop_the_bom(tmp_path):
     from simpool_bench.data.imagenet import read_flat_folder
     from simpool_bench.data.voc import read_voc
-    from simpool_bench.errors import SimpoolBenchError
 
     voc = build_voc_dataset(tmp_path / "VOC2007", n=3)
     split = voc / "ImageSets" / "Main" / "trainval.txt"

@@ -64,21 +64,25 @@ def read_image_folder(root: str | Path) -> tuple[list[Record], list[str]]:
     roots = set(seen)  # the trees read: a link into one of them is left for the walk of that tree
     prefixes: dict[Path, str] = {}  # each folder's id prefix, worked out once (ImageNet train: 1.28M files in 1000 folders)
     skipped: list[Path] = []
+    linked: dict[str, Path] = {}  # an empty class's first link not followed
     for label, cls in enumerate(classes):
         paths, links = walk_files(root / cls, _is_image, seen, roots)
         skipped += links
         records += [Record(_relative_id(p, root, prefixes), p, label) for p in paths]
         if not paths:
             empty.append(cls)
+            if links:
+                linked[cls] = links[0]
     if skipped:
         warn_data(
             f"image folder {root}: {len(skipped)} folder symlink(s) not followed because they loop or lead to a "
             f"folder read elsewhere (first: {skipped[0]}); each image is counted once"
         )
     if empty:
+        why = f"; its folder symlink {linked[empty[0]]} leads to a folder read elsewhere" if empty[0] in linked else ""
         raise SimpoolBenchError(
             f"image folder {root}: class folder {empty[0]!r} has no image files "
-            f"({len(empty)} such folder(s); extensions {', '.join(IMG_EXTENSIONS)})"
+            f"({len(empty)} such folder(s); extensions {', '.join(IMG_EXTENSIONS)}){why}"
         )
     return records, classes
 
