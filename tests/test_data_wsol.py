@@ -432,6 +432,34 @@ def test_a_zero_image_size_is_refused(tmp_path):
     assert str(exc.value) == f"{meta / 'image_sizes.txt'}:1: image size 0x{truth[0][3]} is not positive"
 
 
+def test_an_image_size_larger_than_any_image_file_is_refused(tmp_path):
+    """A size (and a box within it) of 10**400 pixels: the box array raised OverflowError (int too
+    large to convert to float), a traceback; a size past 2**31 - 1 is now refused at its line."""
+    meta, root, truth = _make_split(tmp_path)
+    image_id, _, _, h, _ = truth[0]
+    big = 10**400
+    _rewrite(meta / "image_sizes.txt", lambda ls: [f"{image_id},{big},{h}"] + ls[1:])
+    _rewrite(meta / "localization.txt", lambda ls: ls + [f"{image_id},0,0,{big},{h}"])
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_wsol_metadata(meta, root)
+    assert str(exc.value) == (
+        f"{meta / 'image_sizes.txt'}:1: image size {big}x{h} is over 2147483647 pixels a side, more than an image file holds"
+    )
+    _rewrite(meta / "image_sizes.txt", lambda ls: [f"{image_id},2147483647,{h}"] + ls[1:])  # the largest a PNG can be: read
+    _rewrite(meta / "localization.txt", lambda ls: ls[:-1])
+    assert read_wsol_metadata(meta, root, check_images=False)[0].width == 2147483647
+
+
+def test_read_cub_native_box_whose_far_corner_overflows_names_its_line(tmp_path):
+    """x and width both finite (1e308) but x + width infinite: int() of it raised OverflowError."""
+    root, rows = _make_cub(tmp_path)
+    n = next(r[0] for r in rows if r[3] == 0)
+    _rewrite(root / "bounding_boxes.txt", lambda ls: [f"{n} 1e308 0 1e308 1" if line.split()[0] == str(n) else line for line in ls])
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_cub_native(root, "test")
+    assert str(exc.value) == f"{root / 'bounding_boxes.txt'}:{n}: box 1e+308 0 1e+308 1 of image {n}: x + width or y + height is not finite"
+
+
 def test_cub_fractional_box_truncates_the_sums():
     """int() of x + w, not int(x) + int(w): the far corner of (10.6, 5.5, 20.6, 7.7) is (31.2, 13.2) -> (31, 13)."""
     assert cub_box_to_wsol(10.6, 5.5, 20.6, 7.7) == (10, 5, 31, 13)

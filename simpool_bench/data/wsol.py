@@ -13,6 +13,7 @@ Two layouts:
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +29,8 @@ from .records import Record
 WSOL_METADATA_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
 CUB_NATIVE_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt")
 CUB_SPLITS = {"train": 1, "test": 0}  # value of is_training_image in train_test_split.txt
+#: The largest width or height an image file can have (PNG's limit, 2**31 - 1; JPEG's is 65535).
+MAX_SIDE = 2**31 - 1
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
@@ -121,8 +124,9 @@ def read_wsol_metadata(metadata_dir: str | Path, image_root: str | Path, check_i
     Raises:
         SimpoolBenchError: a missing metadata file; a line that does not parse (file:line); an id
             listed twice, absolute or leading out of ``image_root``, or without a label, a size or a
-            box; two different labels or sizes for one id; a box outside its image; with
-            ``check_images``, ids whose image file is missing (the first one and the count).
+            box; two different labels or sizes for one id; a size not positive or over ``MAX_SIDE``;
+            a box outside its image; with ``check_images``, ids whose image file is missing (the
+            first one and the count).
 
     Warns (``DataWarning``, once, counted): label or size lines repeated with the same value;
     with ``check_images``, image files whose size differs from ``image_sizes.txt`` (the boxes
@@ -165,6 +169,8 @@ def read_wsol_metadata(metadata_dir: str | Path, image_root: str | Path, check_i
         image_id, w, h = _fields(sizes_f, n, line, 2, int, "'id,width,height' with integers")
         if w <= 0 or h <= 0:
             raise SimpoolBenchError(f"{sizes_f}:{n}: image size {w}x{h} is not positive")
+        if max(w, h) > MAX_SIDE:  # (a box within it would not convert to a float64 array)
+            raise SimpoolBenchError(f"{sizes_f}:{n}: image size {w}x{h} is over {MAX_SIDE} pixels a side, more than an image file holds")
         rows.append((n, image_id, (w, h)))
     sizes: dict[str, tuple[int, int]] = _unique(sizes_f, rows, "size")
 
@@ -216,7 +222,8 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
         SimpoolBenchError: unknown split, a missing file, a line that does not parse (file:line),
             an image without a label, split entry or box, or with two different ones, a path
             leading out of ``images/``, no image in ``split`` (``train_test_split.txt`` named), a
-            missing or unreadable image, a box outside its image (``bounding_boxes.txt:line``).
+            missing or unreadable image, a box outside its image or whose x + width or y + height is
+            not finite (``bounding_boxes.txt:line``).
 
     Warns (``DataWarning``, once per file, counted): lines repeated with the same value.
     """
@@ -242,7 +249,12 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
             continue
         if labels[num] < 1:
             raise SimpoolBenchError(f"{labels_f}: image {num} has class {labels[num]}; CUB classes are 1-based")
-        box = np.asarray([cub_box_to_wsol(*boxes[num])], dtype=np.float64)
+        x, y, w, h = boxes[num]
+        if not (math.isfinite(x + w) and math.isfinite(y + h)):  # each is finite (_finite), a sum may not be
+            raise SimpoolBenchError(
+                f"{boxes_f}:{box_line[num]}: box {x:g} {y:g} {w:g} {h:g} of image {num}: x + width or y + height is not finite"
+            )
+        box = np.asarray([cub_box_to_wsol(x, y, w, h)], dtype=np.float64)
         path = join_inside(root / "images", rel, f"{images_f} (image {num})")
         records.append(Record(rel, path, labels[num] - 1, 0, 0, box))
         nums.append(num)
