@@ -231,6 +231,8 @@ def test_read_voc_missing_images_and_annotations(tmp_path):
         ("<annotation><object><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax></bndbox></object></annotation>", "no <bndbox>/<ymax>"),
         ("<notvoc/>", "root element"),
         ('<!DOCTYPE a [<!ENTITY e "x">]><annotation>&e;</annotation>', "malformed"),  # entities refused (defusedxml)
+        # an encoding Python does not know: expat's LookupError was a traceback
+        ('<?xml version="1.0" encoding="bogus"?><annotation/>', ": unknown encoding: bogus in its <?xml ...?> declaration"),
     ],
 )
 def test_read_voc_malformed_xml_named(tmp_path, xml, match):

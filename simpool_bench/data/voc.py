@@ -82,6 +82,8 @@ def parse_voc_annotation(xml: str | Path, no_hard: bool = False, integer_coords:
         root = SafeET.parse(xml).getroot()
     except (ParseError, DefusedXmlException) as exc:
         raise SimpoolBenchError(f"malformed VOC annotation {xml}: {exc}") from None
+    except LookupError as exc:  # expat's answer to <?xml ... encoding="bogus"?>
+        raise SimpoolBenchError(f"malformed VOC annotation {xml}: {exc} in its <?xml ...?> declaration") from None
     if root.tag != "annotation":
         raise SimpoolBenchError(f"malformed VOC annotation {xml}: root element is <{root.tag}>, expected <annotation>")
     size = root.find("size")
