@@ -378,3 +378,34 @@ def test_a_boolean_in_a_bbox_is_refused(tmp_path):
         f"{ann_file}: annotation id {ann['id']} (image {ann['image_id']}) has bbox [True, 0, 3, 4]; "
         "expected [x, y, width, height], four finite numbers, width and height >= 0"
     )
+
+
+@pytest.mark.parametrize(
+    "bbox, expected",
+    [
+        # math.isfinite(10**400) raised OverflowError (int too large to convert to float)
+        ([10**400, 0, 3, 4], "expected [x, y, width, height], four finite numbers, width and height >= 0"),
+        # each value finite, x + w not: int(round(inf)) raised OverflowError
+        ([1e308, 0, 1e308, 4], "expected x + width and y + height finite"),
+        ([0, 1e308, 3, 1e308], "expected x + width and y + height finite"),
+    ],
+)
+def test_a_bbox_past_float_range_is_named_not_a_traceback(tmp_path, bbox, expected):
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    listed = {image_id_from_name(n) for n in list_file.read_text().split()}
+    ann = next(a for a in data["annotations"] if a["image_id"] in listed and not a["iscrowd"])
+    ann["bbox"] = bbox
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, ann_file, list_file)
+    said = repr(bbox) if len(repr(bbox)) <= 80 else repr(bbox)[:80] + "…"
+    assert str(exc.value) == f"{ann_file}: annotation id {ann['id']} (image {ann['image_id']}) has bbox {said}; {expected}"
+
+
+def test_a_json_nested_too_deep_is_named(tmp_path):
+    """json's decoder raised RecursionError on 100,000 nested arrays: a traceback."""
+    image_dir, ann_file, list_file, _ = _make_coco(tmp_path)
+    ann_file.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, ann_file, list_file)
+    assert str(exc.value) == f"COCO annotation file {ann_file}: not a COCO instances json (nested too deep to parse)"
