@@ -277,6 +277,13 @@ def test_read_flat_folder_kaggle_loc_csv(tmp_path):
         ("\n# only a comment\n", "no entries"),
         ("a.jpg 1\nb.jpg -1\n", r"labels\.txt:2: label '-1'; expected a class index >= 0 or a class name$"),
         ("a.jpg -2\nb.jpg -1\n", r"labels\.txt:1: label '-2'; expected a class index >= 0"),  # not two class names
+        # the class list "0".."max" of a label 10**22 never finished (a hang), one of 5000 digits was a ValueError
+        (
+            "a.jpg 1\nb.jpg 10000000000000000000000\n",
+            r"labels\.txt:2: label '10000000000000000000000' is over 999,999; expected a class index",
+        ),
+        ("a.jpg 1\nb.jpg " + "9" * 5000 + "\n", r"labels\.txt:2: label '9{80}…' is over 999,999"),
+        ("a.jpg 1\nb.jpg 1000000\n", r"labels\.txt:2: label '1000000' is over 999,999"),
     ],
 )
 def test_read_flat_folder_errors(tmp_path, content, match):
@@ -507,3 +514,13 @@ def test_image_dataset_failure_names_the_file_when_it_loads_on_a_second_read(tmp
     assert ds.failure(0) == f"image {path} did not load"
     path.write_bytes(b"not an image")
     assert ds.failure(0).startswith(f"cannot decode image {path}: UnidentifiedImageError")
+
+
+def test_read_flat_folder_largest_class_index_reads(tmp_path):
+    """MAX_CLASS_INDEX itself is a class index: its 1,000,000 class names are built."""
+    root = _flat(tmp_path, ["a.jpg", "b.jpg"])
+    lf = tmp_path / "labels.txt"
+    lf.write_text("a.jpg 999999\nb.jpg 3\n")
+    records, classes = read_flat_folder(root, lf)
+    assert [r.label for r in records] == [999_999, 3]
+    assert len(classes) == 1_000_000 and classes[-1] == "999999"
