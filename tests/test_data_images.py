@@ -186,6 +186,18 @@ def test_read_image_folder_matches_torchvision(tmp_path):
     assert all(r.width == 0 and r.height == 0 and r.boxes.shape == (0, 4) for r in records)
 
 
+def test_read_image_folder_a_file_link_to_itself_is_listed_as_torchvision_lists_it(tmp_path):
+    """``n01/loop.jpg -> loop.jpg``: is_dir() raised OSError (too many levels of symbolic links), a
+    traceback; os.walk takes such an entry as a file, so ImageFolder lists it (its decoding then fails,
+    per image)."""
+    _tree(tmp_path)
+    (tmp_path / "n01" / "loop.jpg").symlink_to("loop.jpg")
+    records, classes = read_image_folder(tmp_path)
+    ref = tv_datasets.ImageFolder(str(tmp_path), loader=lambda p: p)
+    assert [(str(r.path), r.label) for r in records] == [(p, t) for p, t in ref.samples]
+    assert "n01/loop.jpg" in [r.image_id for r in records]
+
+
 def test_read_image_folder_ids_are_the_paths_relative_to_the_root(tmp_path):
     """Ids (worked out once per folder) are ``path.relative_to(root).as_posix()``: nested folders,
     a followed folder link, names with spaces, a backslash, non-ASCII letters."""

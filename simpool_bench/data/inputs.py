@@ -106,7 +106,11 @@ def walk_files(root: Path, keep: Callable[[str], bool], seen: set[str] | None = 
             continue  # an unreadable folder: os.walk skips it too
         names = []
         for e in entries:
-            if e.is_dir():  # is_dir follows symlinks, as os.walk(followlinks=True) does
+            try:
+                is_dir = e.is_dir()  # follows symlinks, as os.walk(followlinks=True) does
+            except OSError:  # a link to itself (ELOOP): os.walk takes it as a file, so ImageFolder lists it
+                is_dir = False
+            if is_dir:
                 heapq.heappush(heap, (os.path.join(folder, e.name), real))
             else:
                 names.append(e.name)
