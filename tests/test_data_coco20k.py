@@ -409,3 +409,19 @@ def test_a_json_nested_too_deep_is_named(tmp_path):
     with pytest.raises(SimpoolBenchError) as exc:
         read_coco20k(image_dir, ann_file, list_file)
     assert str(exc.value) == f"COCO annotation file {ann_file}: not a COCO instances json (nested too deep to parse)"
+
+
+def test_an_image_name_too_long_for_the_file_system_is_named_as_missing(tmp_path):
+    """A file name of 300 characters (list and json agreeing): Path.is_file() raised OSError (File name too long)."""
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    lines = list_file.read_text().split()
+    i = image_id_from_name(lines[0])
+    long_name = "COCO_train2014_" + "0" * 300 + f"{i}.jpg"
+    next(img for img in data["images"] if img["id"] == i)["file_name"] = long_name
+    ann_file.write_text(json.dumps(data))
+    list_file.write_text("\n".join([f"train2014/{long_name}", *lines[1:]]) + "\n")
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, ann_file, list_file)
+    assert str(exc.value) == (
+        f"COCO20k: image {image_dir / long_name} cannot be looked up (File name too long) (1 of {len(lines)} listed images missing)"
+    )

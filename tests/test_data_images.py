@@ -536,3 +536,16 @@ def test_read_flat_folder_largest_class_index_reads(tmp_path):
     records, classes = read_flat_folder(root, lf)
     assert [r.label for r in records] == [999_999, 3]
     assert len(classes) == 1_000_000 and classes[-1] == "999999"
+
+
+def test_read_flat_folder_a_name_too_long_for_the_file_system_is_named_as_missing(tmp_path):
+    """A label-file name of 300 characters: Path.is_file() raised OSError (File name too long)."""
+    root = _flat(tmp_path, ["a.jpg"])
+    lf = tmp_path / "labels.txt"
+    long_name = "b" * 300 + ".jpg"
+    lf.write_text(f"a.jpg 0\n{long_name} 1\n")
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_flat_folder(root, lf)
+    assert str(exc.value) == (
+        f"label file {lf}: image {root / long_name} cannot be looked up (File name too long) (1 of 2 listed images missing)"
+    )

@@ -413,3 +413,15 @@ def test_an_empty_split_file_is_refused(tmp_path):
     with pytest.raises(SimpoolBenchError) as exc:
         read_voc(root)
     assert str(exc.value) == f"{split}: no image ids"
+
+
+def test_an_id_too_long_for_the_file_system_is_named_as_missing(tmp_path):
+    """A split line of 300 characters: Path.is_file() raised OSError (File name too long)."""
+    root = _make_voc(tmp_path, n=4)
+    split = root / "ImageSets/Main/trainval.txt"
+    long_id = "a" * 300
+    split.write_text(split.read_text() + long_id + "\n")
+    xml = root / "Annotations" / f"{long_id}.xml"
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_voc(root)
+    assert str(exc.value) == f"{split}: annotation {xml} cannot be looked up (File name too long) (1 of 5 listed annotations missing)"

@@ -172,6 +172,20 @@ def test_missing_images_first_and_count(tmp_path):
         read_wsol_metadata(tmp_path / "nometa", root)
 
 
+def test_an_image_id_too_long_for_the_file_system_is_named_as_missing(tmp_path):
+    """An id of 300 characters in all four files: Path.is_file() raised OSError (File name too long)."""
+    meta, root, truth = _make_split(tmp_path)
+    long_id = "c" * 300 + ".jpg"
+    for name, line in (("image_ids.txt", long_id), ("class_labels.txt", f"{long_id},0"), ("image_sizes.txt", f"{long_id},9,9")):
+        _rewrite(meta / name, lambda ls, line=line: ls + [line])
+    _rewrite(meta / "localization.txt", lambda ls: ls + [f"{long_id},0,0,9,9"])
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_wsol_metadata(meta, root)
+    assert str(exc.value) == (
+        f"wsol metadata {meta}: image {root / long_id} cannot be looked up (File name too long) (1 of 13 images missing)"
+    )
+
+
 # ------------------------------------------------------------------------------------- real metadata
 REAL_SPLITS = {"CUB/test": 5794, "CUB/train": 5994, "CUB/val": 1000, "ILSVRC/test": 50000, "ILSVRC/val": 10000}
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import SimpoolBenchError
 from .images import sizes_from_files
-from .inputs import clip, join_inside, not_found, read_lines
+from .inputs import clip, is_file, join_inside, not_found, read_lines
 from .records import Record
 
 COCO20K_IMAGES = 19817
@@ -206,7 +206,7 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
             )
         )
     if check_images:
-        missing = [r for r in records if not r.path.is_file()]
+        missing = [r for r in records if not is_file(r.path)]
         if missing:
             hint = f"; {image_dir} should be the train2014 folder itself" if (image_dir / "train2014").is_dir() else ""
             raise SimpoolBenchError(

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SimpoolBenchError
-from .inputs import clip, join_inside, not_found, read_lines, walk_files, warn_data
+from .inputs import clip, is_file, join_inside, not_found, read_lines, walk_files, warn_data
 from .records import Record
 
 # torchvision.datasets.folder.IMG_EXTENSIONS (lower case, compared case-insensitively).
@@ -189,7 +189,7 @@ def read_flat_folder(root: str | Path, label_file: str | Path, check_images: boo
 
 
 def _check_exist(records: Sequence[Record], what: str) -> None:
-    missing = [r for r in records if not r.path.is_file()]
+    missing = [r for r in records if not is_file(r.path)]
     if missing:
         raise SimpoolBenchError(
             f"{what}: image {missing[0].path} {not_found(missing[0].path)} ({len(missing)} of {len(records)} listed images missing)"

@@ -39,9 +39,22 @@ def clip(text: str, limit: int = 80) -> str:
 
 
 def not_found(path: Path) -> str:
-    """Why a file the data names cannot be read, for an error line: "not found", or "is a folder, not
-    a file" where a folder stands in its place."""
-    return "is a folder, not a file" if path.is_dir() else "not found"
+    """Why a file the data names cannot be read, for an error line: "not found", "is a folder, not
+    a file" where a folder stands in its place, or why the OS cannot look it up ("File name too long")."""
+    try:
+        return "is a folder, not a file" if path.is_dir() else "not found"
+    except OSError as err:
+        return f"cannot be looked up ({err.strerror or err})"
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()`` for a file the data names, False where the OS cannot look it up at all (a
+    listed id too long for the file system, ENAMETOOLONG): the reader then names it as missing
+    (``not_found`` says why), not an OSError."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def read_text(path: str | Path) -> str:

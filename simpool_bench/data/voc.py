@@ -24,7 +24,7 @@ from defusedxml import DefusedXmlException
 
 from ..errors import SimpoolBenchError
 from .images import sizes_from_files
-from .inputs import clip, join_inside, not_found, read_lines, warn_data
+from .inputs import clip, is_file, join_inside, not_found, read_lines, warn_data
 from .records import Record
 
 VOC_SPLITS_DIR = Path("ImageSets") / "Main"
@@ -181,7 +181,7 @@ def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False, i
         raise SimpoolBenchError(f"{split_file}: no image ids")
 
     for folder, suffix, what in ((ann_dir, ".xml", "annotation"), (img_dir, ".jpg", "image")):
-        missing = [i for i in ids if not (folder / f"{i}{suffix}").is_file()]
+        missing = [i for i in ids if not is_file(folder / f"{i}{suffix}")]
         if missing:
             raise SimpoolBenchError(
                 f"{split_file}: {what} {folder / (missing[0] + suffix)} {not_found(folder / (missing[0] + suffix))} ({len(missing)} of {len(ids)} listed {what}s missing)"

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import SimpoolBenchError
 from .images import header_size, warn_size_differences
-from .inputs import join_inside, not_found, read_lines, warn_data
+from .inputs import is_file, join_inside, not_found, read_lines, warn_data
 from .records import Record
 
 WSOL_METADATA_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
@@ -104,10 +104,10 @@ def _check_box(box: Sequence[float], width: int, height: int, where: str, what: 
 def _check_images(records: list[Record], where: str, root: Path | None = None) -> None:
     """Every image is there; when none is and ``root/images`` (a CUB_200_2011 folder given for its
     images/) holds the first, the error says which ``--data`` was meant."""
-    missing = [r for r in records if not r.path.is_file()]
+    missing = [r for r in records if not is_file(r.path)]
     if missing:
         hint = ""
-        if root is not None and len(missing) == len(records) and (root / "images" / records[0].image_id).is_file():
+        if root is not None and len(missing) == len(records) and is_file(root / "images" / records[0].image_id):
             hint = f"; did you mean --data {root / 'images'}?"
         raise SimpoolBenchError(
             f"{where}: image {missing[0].path} {not_found(missing[0].path)} ({len(missing)} of {len(records)} images missing){hint}"
