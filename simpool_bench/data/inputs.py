@@ -16,6 +16,10 @@ from ..errors import SimpoolBenchError
 #: 1024**3 // 4 // 3 = 89,478,485 pixels, e.g. 9459 x 9459), over which PIL warns.
 DEFAULT_MAX_PIXELS = 89_478_485
 
+#: The largest width or height an image file can have (PNG's limit, 2**31 - 1; JPEG's is 65535): a
+#: larger size in the metadata is a mistake (and past float64's range, a traceback).
+MAX_SIDE = 2**31 - 1
+
 
 class DataWarning(UserWarning):
     """An input problem the reference tool lets pass; we go on as it does, and say so once, counted."""

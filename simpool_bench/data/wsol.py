@@ -23,14 +23,12 @@ import numpy as np
 
 from ..errors import SimpoolBenchError
 from .images import header_size, warn_size_differences
-from .inputs import is_file, join_inside, not_found, read_lines, warn_data
+from .inputs import MAX_SIDE, is_file, join_inside, not_found, read_lines, warn_data
 from .records import Record
 
 WSOL_METADATA_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
 CUB_NATIVE_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt")
 CUB_SPLITS = {"train": 1, "test": 0}  # value of is_training_image in train_test_split.txt
-#: The largest width or height an image file can have (PNG's limit, 2**31 - 1; JPEG's is 65535).
-MAX_SIDE = 2**31 - 1
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
