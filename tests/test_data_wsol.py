@@ -419,7 +419,18 @@ def test_the_metadata_folder_names_the_split(tmp_path, make_wsol_dataset):
 
 
 @pytest.mark.parametrize(
-    "label, match", [("3.7", r"class_labels\.txt:13: expected 'id,label' with an integer label"), ("-1", "negative class label -1")]
+    "label, match",
+    [
+        ("3.7", r"class_labels\.txt:13: expected 'id,label' with an integer label"),
+        ("-1", "negative class label -1"),
+        # 10**30 was an OverflowError in localize's int64 label array; 2**63 became a negative label there
+        (
+            "1" + "0" * 30,
+            r"class_labels\.txt:13: class label 1000000000000000000000000000000 is over 999,999; expected a 0-based class index$",
+        ),
+        (str(2**63), r"class_labels\.txt:13: class label 9223372036854775808 is over 999,999"),
+        ("1000000", r"class_labels\.txt:13: class label 1000000 is over 999,999"),
+    ],
 )
 def test_a_fractional_or_negative_class_label_is_refused(tmp_path, label, match):
     # wsolevaluation reads labels with int(): '3.7' is not a label (not 3), and labels are 0-based (-1 is none)
@@ -487,3 +498,23 @@ def test_read_cub_native_class_zero_is_refused(tmp_path):
     with pytest.raises(SimpoolBenchError) as exc:
         read_cub_native(root, "test")
     assert str(exc.value) == f"{root / 'image_class_labels.txt'}: image {n} has class 0; CUB classes are 1-based"
+
+
+def test_the_largest_class_label_reads(tmp_path):
+    meta, root, truth = _make_split(tmp_path)
+    _rewrite(meta / "class_labels.txt", lambda ls: [f"{truth[0][0]},999999"] + ls[1:])
+    assert read_wsol_metadata(meta, root)[0].label == 999_999
+
+
+def test_read_cub_native_class_past_the_largest_is_refused(tmp_path):
+    """A class of 31 digits was kept as the label, an OverflowError in localize's int64 label array."""
+    root, rows = _make_cub(tmp_path)
+    n = next(r[0] for r in rows if r[3] == 0)
+    for cls, label in (("1" + "0" * 30, None), ("1000001", None), ("1000000", 999_999)):
+        _rewrite(root / "image_class_labels.txt", lambda ls, cls=cls: [f"{n} {cls}" if line.split()[0] == str(n) else line for line in ls])
+        if label is not None:
+            assert next(r for r in read_cub_native(root, "test") if r.image_id == rows[n - 1][1]).label == label
+            continue
+        with pytest.raises(SimpoolBenchError) as exc:
+            read_cub_native(root, "test")
+        assert str(exc.value) == f"{root / 'image_class_labels.txt'}: image {n} has class {cls}; expected a class id up to 1,000,000"

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SimpoolBenchError
-from .inputs import clip, is_file, join_inside, not_found, read_lines, walk_files, warn_data
+from .inputs import MAX_CLASS_INDEX, clip, is_file, join_inside, not_found, read_lines, walk_files, warn_data
 from .records import Record
 
 # torchvision.datasets.folder.IMG_EXTENSIONS (lower case, compared case-insensitively).
@@ -30,9 +30,6 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 # SimPool's "ImageNet-20%": the first 260 ImageFolder images of every class (``--subset 260``).
 IMAGENET_20PCT_PER_CLASS = 260
-
-# The largest class index a label file may hold (its classes are "0".."max"; ImageNet-21k has 21,843).
-MAX_CLASS_INDEX = 999_999
 
 # First-line field names taken as a CSV header in a label file.
 _HEADER_WORDS = {"filename", "file", "file_name", "image", "image_id", "imageid", "path", "name", "id"}

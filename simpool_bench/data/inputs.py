@@ -20,6 +20,10 @@ DEFAULT_MAX_PIXELS = 89_478_485
 #: larger size in the metadata is a mistake (and past float64's range, a traceback).
 MAX_SIDE = 2**31 - 1
 
+#: The largest class index (0-based) a label file may hold: ImageNet-21k has 21,843 classes; a flat
+#: folder's integer labels make the class names "0".."max", and a label past int64 does not go in an array.
+MAX_CLASS_INDEX = 999_999
+
 
 class DataWarning(UserWarning):
     """An input problem the reference tool lets pass; we go on as it does, and say so once, counted."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import SimpoolBenchError
 from .images import header_size, warn_size_differences
-from .inputs import MAX_SIDE, is_file, join_inside, not_found, read_lines, warn_data
+from .inputs import MAX_CLASS_INDEX, MAX_SIDE, clip, is_file, join_inside, not_found, read_lines, warn_data
 from .records import Record
 
 WSOL_METADATA_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
@@ -159,6 +159,10 @@ def read_wsol_metadata(metadata_dir: str | Path, image_root: str | Path, check_i
         image_id, label = _fields(labels_f, n, line, 1, int, "'id,label' with an integer label")
         if label < 0:
             raise SimpoolBenchError(f"{labels_f}:{n}: negative class label {label}")
+        if label > MAX_CLASS_INDEX:  # (10**30 was an OverflowError in localize's label array, 2**63 a negative label)
+            raise SimpoolBenchError(
+                f"{labels_f}:{n}: class label {clip(str(label))} is over {MAX_CLASS_INDEX:,}; expected a 0-based class index"
+            )
         rows.append((n, image_id, label))
     labels: dict[str, int] = _unique(labels_f, rows, "class label")
 
@@ -247,6 +251,10 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
             continue
         if labels[num] < 1:
             raise SimpoolBenchError(f"{labels_f}: image {num} has class {labels[num]}; CUB classes are 1-based")
+        if labels[num] > MAX_CLASS_INDEX + 1:
+            raise SimpoolBenchError(
+                f"{labels_f}: image {num} has class {clip(str(labels[num]))}; expected a class id up to {MAX_CLASS_INDEX + 1:,}"
+            )
         x, y, w, h = boxes[num]
         if not (math.isfinite(x + w) and math.isfinite(y + h)):  # each is finite (_finite), a sum may not be
             raise SimpoolBenchError(
