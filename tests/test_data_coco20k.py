@@ -425,3 +425,20 @@ def test_an_image_name_too_long_for_the_file_system_is_named_as_missing(tmp_path
     assert str(exc.value) == (
         f"COCO20k: image {image_dir / long_name} cannot be looked up (File name too long) (1 of {len(lines)} listed images missing)"
     )
+
+
+@pytest.mark.parametrize("value", [10**400, 2**31, 1e300])
+def test_image_width_larger_than_any_image_file_is_named(tmp_path, value):
+    """A width of 10**400 was kept where the image does not decode: discover's int64 size array
+    raised OverflowError on it."""
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    listed = image_id_from_name(list_file.read_text().split()[2])
+    next(img for img in data["images"] if img["id"] == listed)["width"] = value
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, ann_file, list_file, check_images=False)
+    said = repr(value) if len(repr(value)) <= 80 else repr(value)[:80] + "…"
+    assert str(exc.value) == (f"COCO annotation file {ann_file}: image id {listed} has 'width' {said}; expected at most 2147483647 pixels")
+    next(img for img in data["images"] if img["id"] == listed)["width"] = 2**31 - 1  # the largest an image file can have
+    ann_file.write_text(json.dumps(data))
+    assert any(r.width == 2**31 - 1 for r in read_coco20k(image_dir, ann_file, list_file, check_images=False))

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import SimpoolBenchError
 from .images import sizes_from_files
-from .inputs import clip, is_file, join_inside, not_found, read_lines
+from .inputs import MAX_SIDE, clip, is_file, join_inside, not_found, read_lines
 from .records import Record
 
 COCO20K_IMAGES = 19817
@@ -91,6 +91,10 @@ def _image_size(info: dict, key: str, image_id: int, annotation_file: Path) -> i
     if size < 1:
         got = f"has no {key!r}" if value is None else f"has {key!r} {clip(repr(value))}"
         raise SimpoolBenchError(f"COCO annotation file {annotation_file}: image id {image_id} {got}; expected a positive integer (pixels)")
+    if size > MAX_SIDE:  # kept where the image does not decode: past int64 in the per-image table
+        raise SimpoolBenchError(
+            f"COCO annotation file {annotation_file}: image id {image_id} has {key!r} {clip(repr(value))}; expected at most {MAX_SIDE} pixels"
+        )
     return size
 
 
