@@ -76,6 +76,18 @@ def test_unknown_name_and_missing_folder():
         list_manifests("/nowhere")
 
 
+def test_a_name_with_a_folder_in_it_is_unknown_not_a_file_outside_the_manifests(tmp_path):
+    """NAME '../outside' read <manifests>/../outside.json, a file outside the manifests folder."""
+    mdir = tmp_path / "manifests"
+    _write_manifest(mdir, {"name": "a", "splits": {}})
+    (tmp_path / "outside.json").write_text(json.dumps({"name": "outside", "splits": {}}))
+    for name in ("../outside", "sub/a", str(tmp_path / "outside")):
+        with pytest.raises(SimpoolBenchError) as exc:
+            load_manifest(name, mdir)
+        assert str(exc.value) == f"unknown dataset {name!r}: expected one of a"
+    assert load_manifest("a", mdir)["name"] == "a"
+
+
 def test_bad_manifest(tmp_path):
     (tmp_path / "x.json").write_text("{")
     with pytest.raises(SimpoolBenchError, match=r"x\.json: invalid JSON"):

@@ -71,7 +71,7 @@ def load_manifest(name: str, directory: str | Path | None = None) -> dict[str, A
     """The manifest of dataset ``name`` (see the module docstring for its fields)."""
     d = _manifest_dir(directory)
     path = d / f"{name}.json"
-    if not path.is_file():
+    if path.parent != d or not path.is_file():  # a NAME with a folder in it ("../tests/x") names no manifest of d
         raise SimpoolBenchError(f"unknown dataset {name!r}: expected one of {', '.join(list_manifests(d))}")
     try:
         manifest = json.loads(path.read_text())
