@@ -379,3 +379,67 @@ def test_a_boolean_in_a_bbox_is_refused(tmp_path):
         f"{ann_file}: annotation id {ann['id']} (image {ann['image_id']}) has bbox [True, 0, 3, 4]; "
         "expected [x, y, width, height], four finite numbers, width and height >= 0"
     )
+
+
+@pytest.mark.parametrize(
+    "bbox, expected",
+    [
+        # math.isfinite(10**400) raised OverflowError (int too large to convert to float)
+        ([10**400, 0, 3, 4], "expected [x, y, width, height], four finite numbers, width and height >= 0"),
+        # each value finite, x + w not: int(round(inf)) raised OverflowError
+        ([1e308, 0, 1e308, 4], "expected x + width and y + height finite"),
+        ([0, 1e308, 3, 1e308], "expected x + width and y + height finite"),
+    ],
+)
+def test_a_bbox_past_float_range_is_named_not_a_traceback(tmp_path, bbox, expected):
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    listed = {image_id_from_name(n) for n in list_file.read_text().split()}
+    ann = next(a for a in data["annotations"] if a["image_id"] in listed and not a["iscrowd"])
+    ann["bbox"] = bbox
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, ann_file, list_file)
+    said = repr(bbox) if len(repr(bbox)) <= 80 else repr(bbox)[:80] + "…"
+    assert str(exc.value) == f"{ann_file}: annotation id {ann['id']} (image {ann['image_id']}) has bbox {said}; {expected}"
+
+
+def test_a_json_nested_too_deep_is_named(tmp_path):
+    """json's decoder raised RecursionError on 100,000 nested arrays: a traceback."""
+    image_dir, ann_file, list_file, _ = _make_coco(tmp_path)
+    ann_file.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, ann_file, list_file)
+    assert str(exc.value) == f"COCO annotation file {ann_file}: not a COCO instances json (nested too deep to parse)"
+
+
+def test_an_image_name_too_long_for_the_file_system_is_named_as_missing(tmp_path):
+    """A file name of 300 characters (list and json agreeing): Path.is_file() raised OSError (File name too long)."""
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    lines = list_file.read_text().split()
+    i = image_id_from_name(lines[0])
+    long_name = "COCO_train2014_" + "0" * 300 + f"{i}.jpg"
+    next(img for img in data["images"] if img["id"] == i)["file_name"] = long_name
+    ann_file.write_text(json.dumps(data))
+    list_file.write_text("\n".join([f"train2014/{long_name}", *lines[1:]]) + "\n")
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, ann_file, list_file)
+    assert str(exc.value) == (
+        f"COCO20k: image {image_dir / long_name} cannot be looked up (File name too long) (1 of {len(lines)} listed images missing)"
+    )
+
+
+@pytest.mark.parametrize("value", [10**400, 2**31, 1e300])
+def test_image_width_larger_than_any_image_file_is_named(tmp_path, value):
+    """A width of 10**400 was kept where the image does not decode: discover's int64 size array
+    raised OverflowError on it."""
+    image_dir, ann_file, list_file, data = _make_coco(tmp_path)
+    listed = image_id_from_name(list_file.read_text().split()[2])
+    next(img for img in data["images"] if img["id"] == listed)["width"] = value
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_coco20k(image_dir, ann_file, list_file, check_images=False)
+    said = repr(value) if len(repr(value)) <= 80 else repr(value)[:80] + "…"
+    assert str(exc.value) == (f"COCO annotation file {ann_file}: image id {listed} has 'width' {said}; expected at most 2147483647 pixels")
+    next(img for img in data["images"] if img["id"] == listed)["width"] = 2**31 - 1  # the largest an image file can have
+    ann_file.write_text(json.dumps(data))
+    assert any(r.width == 2**31 - 1 for r in read_coco20k(image_dir, ann_file, list_file, check_images=False))

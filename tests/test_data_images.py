@@ -186,6 +186,18 @@ def test_read_image_folder_matches_torchvision(tmp_path):
     assert all(r.width == 0 and r.height == 0 and r.boxes.shape == (0, 4) for r in records)
 
 
+def test_read_image_folder_a_file_link_to_itself_is_listed_as_torchvision_lists_it(tmp_path):
+    """``n01/loop.jpg -> loop.jpg``: is_dir() raised OSError (too many levels of symbolic links), a
+    traceback; os.walk takes such an entry as a file, so ImageFolder lists it (its decoding then fails,
+    per image)."""
+    _tree(tmp_path)
+    (tmp_path / "n01" / "loop.jpg").symlink_to("loop.jpg")
+    records, classes = read_image_folder(tmp_path)
+    ref = tv_datasets.ImageFolder(str(tmp_path), loader=lambda p: p)
+    assert [(str(r.path), r.label) for r in records] == [(p, t) for p, t in ref.samples]
+    assert "n01/loop.jpg" in [r.image_id for r in records]
+
+
 def test_read_image_folder_ids_are_the_paths_relative_to_the_root(tmp_path):
     """Ids (worked out once per folder) are ``path.relative_to(root).as_posix()``: nested folders,
     a followed folder link, names with spaces, a backslash, non-ASCII letters."""
@@ -277,6 +289,13 @@ def test_read_flat_folder_kaggle_loc_csv(tmp_path):
         ("\n# only a comment\n", "no entries"),
         ("a.jpg 1\nb.jpg -1\n", r"labels\.txt:2: label '-1'; expected a class index >= 0 or a class name$"),
         ("a.jpg -2\nb.jpg -1\n", r"labels\.txt:1: label '-2'; expected a class index >= 0"),  # not two class names
+        # the class list "0".."max" of a label 10**22 never finished (a hang), one of 5000 digits was a ValueError
+        (
+            "a.jpg 1\nb.jpg 10000000000000000000000\n",
+            r"labels\.txt:2: label '10000000000000000000000' is over 999,999; expected a class index",
+        ),
+        ("a.jpg 1\nb.jpg " + "9" * 5000 + "\n", r"labels\.txt:2: label '9{80}…' is over 999,999"),
+        ("a.jpg 1\nb.jpg 1000000\n", r"labels\.txt:2: label '1000000' is over 999,999"),
     ],
 )
 def test_read_flat_folder_errors(tmp_path, content, match):
@@ -507,3 +526,26 @@ def test_image_dataset_failure_names_the_file_when_it_loads_on_a_second_read(tmp
     assert ds.failure(0) == f"image {path} did not load"
     path.write_bytes(b"not an image")
     assert ds.failure(0).startswith(f"cannot decode image {path}: UnidentifiedImageError")
+
+
+def test_read_flat_folder_largest_class_index_reads(tmp_path):
+    """MAX_CLASS_INDEX itself is a class index: its 1,000,000 class names are built."""
+    root = _flat(tmp_path, ["a.jpg", "b.jpg"])
+    lf = tmp_path / "labels.txt"
+    lf.write_text("a.jpg 999999\nb.jpg 3\n")
+    records, classes = read_flat_folder(root, lf)
+    assert [r.label for r in records] == [999_999, 3]
+    assert len(classes) == 1_000_000 and classes[-1] == "999999"
+
+
+def test_read_flat_folder_a_name_too_long_for_the_file_system_is_named_as_missing(tmp_path):
+    """A label-file name of 300 characters: Path.is_file() raised OSError (File name too long)."""
+    root = _flat(tmp_path, ["a.jpg"])
+    lf = tmp_path / "labels.txt"
+    long_name = "b" * 300 + ".jpg"
+    lf.write_text(f"a.jpg 0\n{long_name} 1\n")
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_flat_folder(root, lf)
+    assert str(exc.value) == (
+        f"label file {lf}: image {root / long_name} cannot be looked up (File name too long) (1 of 2 listed images missing)"
+    )

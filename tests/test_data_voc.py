@@ -231,6 +231,8 @@ def test_read_voc_missing_images_and_annotations(tmp_path):
         ("<annotation><object><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax></bndbox></object></annotation>", "no <bndbox>/<ymax>"),
         ("<notvoc/>", "root element"),
         ('<!DOCTYPE a [<!ENTITY e "x">]><annotation>&e;</annotation>', "malformed"),  # entities refused (defusedxml)
+        # an encoding Python does not know: expat's LookupError was a traceback
+        ('<?xml version="1.0" encoding="bogus"?><annotation/>', ": unknown encoding: bogus in its <?xml ...?> declaration"),
     ],
 )
 def test_read_voc_malformed_xml_named(tmp_path, xml, match):
@@ -411,3 +413,54 @@ def test_an_empty_split_file_is_refused(tmp_path):
     with pytest.raises(SimpoolBenchError) as exc:
         read_voc(root)
     assert str(exc.value) == f"{split}: no image ids"
+
+
+def test_an_id_too_long_for_the_file_system_is_named_as_missing(tmp_path):
+    """A split line of 300 characters: Path.is_file() raised OSError (File name too long)."""
+    root = _make_voc(tmp_path, n=4)
+    split = root / "ImageSets/Main/trainval.txt"
+    long_id = "a" * 300
+    split.write_text(split.read_text() + long_id + "\n")
+    xml = root / "Annotations" / f"{long_id}.xml"
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_voc(root)
+    assert str(exc.value) == f"{split}: annotation {xml} cannot be looked up (File name too long) (1 of 5 listed annotations missing)"
+
+
+@pytest.mark.parametrize("integer_coords", [False, True])
+@pytest.mark.parametrize(
+    "xmin, xmax, said", [("1", "9" * 400, "xmin=1, ymin=1, xmax=inf"), ("-" + "9" * 400, "4", "xmin=-inf, ymin=1, xmax=4")]
+)
+def test_an_integer_coordinate_past_float_range_is_not_finite(tmp_path, integer_coords, xmin, xmax, said):
+    """<xmax> of 400 digits: float(int(text)) raised OverflowError (int too large to convert to float)."""
+    root = _make_voc(tmp_path, n=3)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    xml = root / "Annotations" / f"{ids[0]}.xml"
+    xml.write_text(_annotation_xml(ids[0], 20, 10, [_object_xml("dog", (xmin, 1, xmax, 5), 0, 0, False)]))
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_voc(root, integer_coords=integer_coords)
+    assert str(exc.value) == f"VOC annotation {xml}: box ({said}, ymax=5) is not four finite numbers"
+
+
+@pytest.mark.parametrize("value", ["9" * 400, "1e300", "2147483648"])
+def test_a_size_larger_than_any_image_file_is_refused(tmp_path, value):
+    """A <width> of 400 digits, kept where the image does not decode, was compared with the boxes
+    past float64's range: OverflowError in warn_boxes_outside."""
+    root = _make_voc(tmp_path, n=3)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    xml = root / "Annotations" / f"{ids[0]}.xml"
+    xml.write_text(_annotation_xml(ids[0], value, 10, [_object_xml("dog", (1, 1, 4, 5), 0, 0, False)]))
+    (root / "JPEGImages" / f"{ids[0]}.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_voc(root)
+    shown = value if len(value) <= 80 else value[:80] + "…"
+    assert str(exc.value) == f"malformed VOC annotation {xml}: <size>/<width> is {shown!r}; expected at most 2147483647 pixels"
+
+
+def test_the_largest_size_an_image_file_can_have_reads(tmp_path):
+    root = _make_voc(tmp_path, n=3)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    xml = root / "Annotations" / f"{ids[0]}.xml"
+    xml.write_text(_annotation_xml(ids[0], "2147483647", 10, [_object_xml("dog", (1, 1, 4, 5), 0, 0, False)]))
+    (root / "JPEGImages" / f"{ids[0]}.jpg").write_bytes(b"not a jpeg")  # the size stays the annotation's
+    assert read_voc(root)[0].width == 2147483647

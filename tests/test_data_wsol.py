@@ -172,6 +172,20 @@ def test_missing_images_first_and_count(tmp_path):
         read_wsol_metadata(tmp_path / "nometa", root)
 
 
+def test_an_image_id_too_long_for_the_file_system_is_named_as_missing(tmp_path):
+    """An id of 300 characters in all four files: Path.is_file() raised OSError (File name too long)."""
+    meta, root, truth = _make_split(tmp_path)
+    long_id = "c" * 300 + ".jpg"
+    for name, line in (("image_ids.txt", long_id), ("class_labels.txt", f"{long_id},0"), ("image_sizes.txt", f"{long_id},9,9")):
+        _rewrite(meta / name, lambda ls, line=line: ls + [line])
+    _rewrite(meta / "localization.txt", lambda ls: ls + [f"{long_id},0,0,9,9"])
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_wsol_metadata(meta, root)
+    assert str(exc.value) == (
+        f"wsol metadata {meta}: image {root / long_id} cannot be looked up (File name too long) (1 of 13 images missing)"
+    )
+
+
 # ------------------------------------------------------------------------------------- real metadata
 REAL_SPLITS = {"CUB/test": 5794, "CUB/train": 5994, "CUB/val": 1000, "ILSVRC/test": 50000, "ILSVRC/val": 10000}
 
@@ -405,7 +419,18 @@ def test_the_metadata_folder_names_the_split(tmp_path, make_wsol_dataset):
 
 
 @pytest.mark.parametrize(
-    "label, match", [("3.7", r"class_labels\.txt:13: expected 'id,label' with an integer label"), ("-1", "negative class label -1")]
+    "label, match",
+    [
+        ("3.7", r"class_labels\.txt:13: expected 'id,label' with an integer label"),
+        ("-1", "negative class label -1"),
+        # 10**30 was an OverflowError in localize's int64 label array; 2**63 became a negative label there
+        (
+            "1" + "0" * 30,
+            r"class_labels\.txt:13: class label 1000000000000000000000000000000 is over 999,999; expected a 0-based class index$",
+        ),
+        (str(2**63), r"class_labels\.txt:13: class label 9223372036854775808 is over 999,999"),
+        ("1000000", r"class_labels\.txt:13: class label 1000000 is over 999,999"),
+    ],
 )
 def test_a_fractional_or_negative_class_label_is_refused(tmp_path, label, match):
     # wsolevaluation reads labels with int(): '3.7' is not a label (not 3), and labels are 0-based (-1 is none)
@@ -432,6 +457,34 @@ def test_a_zero_image_size_is_refused(tmp_path):
     assert str(exc.value) == f"{meta / 'image_sizes.txt'}:1: image size 0x{truth[0][3]} is not positive"
 
 
+def test_an_image_size_larger_than_any_image_file_is_refused(tmp_path):
+    """A size (and a box within it) of 10**400 pixels: the box array raised OverflowError (int too
+    large to convert to float), a traceback; a size past 2**31 - 1 is now refused at its line."""
+    meta, root, truth = _make_split(tmp_path)
+    image_id, _, _, h, _ = truth[0]
+    big = 10**400
+    _rewrite(meta / "image_sizes.txt", lambda ls: [f"{image_id},{big},{h}"] + ls[1:])
+    _rewrite(meta / "localization.txt", lambda ls: ls + [f"{image_id},0,0,{big},{h}"])
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_wsol_metadata(meta, root)
+    assert str(exc.value) == (
+        f"{meta / 'image_sizes.txt'}:1: image size {big}x{h} is over 2147483647 pixels a side, more than an image file holds"
+    )
+    _rewrite(meta / "image_sizes.txt", lambda ls: [f"{image_id},2147483647,{h}"] + ls[1:])  # the largest a PNG can be: read
+    _rewrite(meta / "localization.txt", lambda ls: ls[:-1])
+    assert read_wsol_metadata(meta, root, check_images=False)[0].width == 2147483647
+
+
+def test_read_cub_native_box_whose_far_corner_overflows_names_its_line(tmp_path):
+    """x and width both finite (1e308) but x + width infinite: int() of it raised OverflowError."""
+    root, rows = _make_cub(tmp_path)
+    n = next(r[0] for r in rows if r[3] == 0)
+    _rewrite(root / "bounding_boxes.txt", lambda ls: [f"{n} 1e308 0 1e308 1" if line.split()[0] == str(n) else line for line in ls])
+    with pytest.raises(SimpoolBenchError) as exc:
+        read_cub_native(root, "test")
+    assert str(exc.value) == f"{root / 'bounding_boxes.txt'}:{n}: box 1e+308 0 1e+308 1 of image {n}: x + width or y + height is not finite"
+
+
 def test_cub_fractional_box_truncates_the_sums():
     """int() of x + w, not int(x) + int(w): the far corner of (10.6, 5.5, 20.6, 7.7) is (31.2, 13.2) -> (31, 13)."""
     assert cub_box_to_wsol(10.6, 5.5, 20.6, 7.7) == (10, 5, 31, 13)
@@ -445,3 +498,23 @@ def test_read_cub_native_class_zero_is_refused(tmp_path):
     with pytest.raises(SimpoolBenchError) as exc:
         read_cub_native(root, "test")
     assert str(exc.value) == f"{root / 'image_class_labels.txt'}: image {n} has class 0; CUB classes are 1-based"
+
+
+def test_the_largest_class_label_reads(tmp_path):
+    meta, root, truth = _make_split(tmp_path)
+    _rewrite(meta / "class_labels.txt", lambda ls: [f"{truth[0][0]},999999"] + ls[1:])
+    assert read_wsol_metadata(meta, root)[0].label == 999_999
+
+
+def test_read_cub_native_class_past_the_largest_is_refused(tmp_path):
+    """A class of 31 digits was kept as the label, an OverflowError in localize's int64 label array."""
+    root, rows = _make_cub(tmp_path)
+    n = next(r[0] for r in rows if r[3] == 0)
+    for cls, label in (("1" + "0" * 30, None), ("1000001", None), ("1000000", 999_999)):
+        _rewrite(root / "image_class_labels.txt", lambda ls, cls=cls: [f"{n} {cls}" if line.split()[0] == str(n) else line for line in ls])
+        if label is not None:
+            assert next(r for r in read_cub_native(root, "test") if r.image_id == rows[n - 1][1]).label == label
+            continue
+        with pytest.raises(SimpoolBenchError) as exc:
+            read_cub_native(root, "test")
+        assert str(exc.value) == f"{root / 'image_class_labels.txt'}: image {n} has class {cls}; expected a class id up to 1,000,000"

@@ -76,6 +76,18 @@ def test_unknown_name_and_missing_folder():
         list_manifests("/nowhere")
 
 
+def test_a_name_with_a_folder_in_it_is_unknown_not_a_file_outside_the_manifests(tmp_path):
+    """NAME '../outside' read <manifests>/../outside.json, a file outside the manifests folder."""
+    mdir = tmp_path / "manifests"
+    _write_manifest(mdir, {"name": "a", "splits": {}})
+    (tmp_path / "outside.json").write_text(json.dumps({"name": "outside", "splits": {}}))
+    for name in ("../outside", "sub/a", str(tmp_path / "outside")):
+        with pytest.raises(SimpoolBenchError) as exc:
+            load_manifest(name, mdir)
+        assert str(exc.value) == f"unknown dataset {name!r}: expected one of a"
+    assert load_manifest("a", mdir)["name"] == "a"
+
+
 def test_bad_manifest(tmp_path):
     (tmp_path / "x.json").write_text("{")
     with pytest.raises(SimpoolBenchError, match=r"x\.json: invalid JSON"):
@@ -603,3 +615,15 @@ def test_verify_metadata_paths_default_to_path_metadata(tmp_path):
     (root / "a.jpg").touch()
     report = verify_dataset("w", root, directory=mdir)
     assert report.ok and report.checked[0] == f"file {root / 'metadata' / 'ids.txt'}", report.summary()
+
+
+def test_verify_an_id_too_long_for_the_file_system_is_a_problem_not_a_traceback(tmp_path):
+    """A list line of 300 characters names a file the OS refuses to look up (ENAMETOOLONG): is_file()
+    raised OSError out of verify_dataset, which reports problems with the data and goes on."""
+    root = tmp_path / "VOC2007"
+    ids = _voc_tree(root, 5011)
+    long_id = "a" * 300
+    (root / "ImageSets/Main/trainval.txt").write_text("\n".join([*ids[:-1], long_id]) + "\n")
+    report = verify_dataset("voc07", root)
+    assert report.problems == [f"split trainval: cannot check {root / 'JPEGImages' / (long_id + '.jpg')}: File name too long"]
+    assert "split trainval: 5011 images listed" in report.checked

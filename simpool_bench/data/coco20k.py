@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import SimpoolBenchError
 from .images import sizes_from_files
-from .inputs import clip, join_inside, not_found, read_lines
+from .inputs import MAX_SIDE, clip, is_file, join_inside, not_found, read_lines
 from .records import Record
 
 COCO20K_IMAGES = 19817
@@ -33,17 +33,27 @@ def coco_box_to_lost(bbox: list[float]) -> tuple[int, int, int, int]:
     return int(round(x)), int(round(y)), int(round(x + w)), int(round(y + h))
 
 
-def _valid_bbox(ann: object) -> bool:
-    """A COCO annotation whose ``bbox`` is four finite numbers (``[x, y, w, h]``), ``w, h >= 0``
-    (a negative size is an inverted box, never a real one)."""
+_BBOX_EXPECTED = "expected [x, y, width, height], four finite numbers, width and height >= 0"
+
+
+def _bbox_problem(ann: object) -> str | None:
+    """None for a COCO annotation whose ``bbox`` is four finite numbers (``[x, y, w, h]``), ``w, h >= 0``
+    (a negative size is an inverted box, never a real one), ``x + w`` and ``y + h`` finite; else
+    what was expected."""
     bbox = ann.get("bbox") if isinstance(ann, dict) else None
-    return (
-        isinstance(bbox, (list, tuple))
-        and len(bbox) == 4
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
-        and bbox[2] >= 0
-        and bbox[3] >= 0
-    )
+    if not (
+        isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+    ):
+        return _BBOX_EXPECTED
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except OverflowError:  # a json integer past float64's range (10**400)
+        return _BBOX_EXPECTED
+    if not (all(math.isfinite(v) for v in (x, y, w, h)) and w >= 0 and h >= 0):
+        return _BBOX_EXPECTED
+    if not (math.isfinite(x + w) and math.isfinite(y + h)):  # 1e308 + 1e308
+        return "expected x + width and y + height finite"
+    return None
 
 
 def image_id_from_name(name: str) -> int:
@@ -61,6 +71,8 @@ def _load_coco(annotation_file: Path):
         raise SimpoolBenchError(
             f"COCO annotation file {annotation_file}: not a COCO instances json ({type(exc).__name__}: {exc})"
         ) from None
+    except RecursionError:  # json's decoder on arrays or objects nested thousands deep
+        raise SimpoolBenchError(f"COCO annotation file {annotation_file}: not a COCO instances json (nested too deep to parse)") from None
 
 
 def _image_size(info: dict, key: str, image_id: int, annotation_file: Path) -> int:
@@ -79,6 +91,10 @@ def _image_size(info: dict, key: str, image_id: int, annotation_file: Path) -> i
     if size < 1:
         got = f"has no {key!r}" if value is None else f"has {key!r} {clip(repr(value))}"
         raise SimpoolBenchError(f"COCO annotation file {annotation_file}: image id {image_id} {got}; expected a positive integer (pixels)")
+    if size > MAX_SIDE:  # kept where the image does not decode: past int64 in the per-image table
+        raise SimpoolBenchError(
+            f"COCO annotation file {annotation_file}: image id {image_id} has {key!r} {clip(repr(value))}; expected at most {MAX_SIDE} pixels"
+        )
     return size
 
 
@@ -143,8 +159,8 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
             ``image_info`` file), or that holds none of the listed images, or list entries not in it
             (the first one and the count), or whose ``file_name`` differs or leads out of
             ``image_dir``, or whose ``width``/``height`` is not a positive integer (the image id
-            named); an annotation whose ``bbox`` is not four finite numbers with width and height >= 0 (its id named);
-            missing images.
+            named); an annotation whose ``bbox`` is not four finite numbers with width and height >= 0,
+            or whose x + width or y + height overflows (its id named); missing images.
     """
     image_dir, annotation_file, list_file = Path(image_dir), Path(annotation_file), Path(list_file)
     if not image_dir.is_dir():
@@ -178,12 +194,12 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
                 f"{list_file}:{n}: {name} is image id {image_id}, whose file_name in {annotation_file} is {file_name!r}"
             )
         anns = [a for a in coco.imgToAnns.get(image_id, []) if a.get("iscrowd", 0) != 1]
-        bad = next((a for a in anns if not _valid_bbox(a)), None)
-        if bad is not None:
-            raise SimpoolBenchError(
-                f"{annotation_file}: annotation id {bad.get('id')!r} (image {image_id}) has bbox {bad.get('bbox')!r}; "
-                "expected [x, y, width, height], four finite numbers, width and height >= 0"
-            )
+        for a in anns:
+            problem = _bbox_problem(a)
+            if problem is not None:
+                raise SimpoolBenchError(
+                    f"{annotation_file}: annotation id {a.get('id')!r} (image {image_id}) has bbox {clip(repr(a.get('bbox')))}; {problem}"
+                )
         boxes = [coco_box_to_lost(a["bbox"]) for a in anns]
         records.append(
             Record(
@@ -196,7 +212,7 @@ def read_coco20k(image_dir: str | Path, annotation_file: str | Path, list_file: 
             )
         )
     if check_images:
-        missing = [r for r in records if not r.path.is_file()]
+        missing = [r for r in records if not is_file(r.path)]
         if missing:
             hint = f"; {image_dir} should be the train2014 folder itself" if (image_dir / "train2014").is_dir() else ""
             raise SimpoolBenchError(

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SimpoolBenchError
-from .inputs import join_inside, not_found, read_lines, walk_files, warn_data
+from .inputs import MAX_CLASS_INDEX, clip, is_file, join_inside, not_found, read_lines, walk_files, warn_data
 from .records import Record
 
 # torchvision.datasets.folder.IMG_EXTENSIONS (lower case, compared case-insensitively).
@@ -123,7 +123,7 @@ def read_flat_folder(root: str | Path, label_file: str | Path, check_images: boo
     Kaggle's ``LOC_val_solution.csv`` (header ``ImageId,PredictionString``) is read as
     ``<ImageId>.JPEG`` labelled with the first WordNet id of its prediction string.
     Labels are either all non-negative integers (used as they are; class names are then
-    ``"0".."max"``; a negative one is an error) or all class names (e.g. WordNet ids; mapped to their index in sorted order,
+    ``"0".."max"``; a negative one, or one over ``MAX_CLASS_INDEX``, is an error) or all class names (e.g. WordNet ids; mapped to their index in sorted order,
     which gives ImageFolder's indices for ImageNet synsets). Mixing the two is an error.
 
     Returns:
@@ -167,6 +167,12 @@ def read_flat_folder(root: str | Path, label_file: str | Path, check_images: boo
         raise SimpoolBenchError(f"{label_file}:{negative[1]}: label {negative[0]!r}; expected a class index >= 0 or a class name")
     numeric = [lab.isdecimal() for _, lab, _ in entries]  # what int() reads (isdigit() also takes "²")
     if all(numeric):
+        huge = next(((lab, n) for _, lab, n in entries if len(lab) > 4000 or int(lab) > MAX_CLASS_INDEX), None)
+        if huge is not None:  # the class list is "0".."max": 10**22 never finished building it
+            raise SimpoolBenchError(
+                f"{label_file}:{huge[1]}: label {clip(huge[0])!r} is over {MAX_CLASS_INDEX:,}; expected a class index "
+                "(ImageNet's are 0..999) or a class name"
+            )
         ids = [int(lab) for _, lab, _ in entries]
         classes = [str(c) for c in range(max(ids) + 1)]
     elif not any(numeric):
@@ -186,7 +192,7 @@ def read_flat_folder(root: str | Path, label_file: str | Path, check_images: boo
 
 
 def _check_exist(records: Sequence[Record], what: str) -> None:
-    missing = [r for r in records if not r.path.is_file()]
+    missing = [r for r in records if not is_file(r.path)]
     if missing:
         raise SimpoolBenchError(
             f"{what}: image {missing[0].path} {not_found(missing[0].path)} ({len(missing)} of {len(records)} listed images missing)"

@@ -16,6 +16,14 @@ from ..errors import SimpoolBenchError
 #: 1024**3 // 4 // 3 = 89,478,485 pixels, e.g. 9459 x 9459), over which PIL warns.
 DEFAULT_MAX_PIXELS = 89_478_485
 
+#: The largest width or height an image file can have (PNG's limit, 2**31 - 1; JPEG's is 65535): a
+#: larger size in the metadata is a mistake (and past float64's range, a traceback).
+MAX_SIDE = 2**31 - 1
+
+#: The largest class index (0-based) a label file may hold: ImageNet-21k has 21,843 classes; a flat
+#: folder's integer labels make the class names "0".."max", and a label past int64 does not go in an array.
+MAX_CLASS_INDEX = 999_999
+
 
 class DataWarning(UserWarning):
     """An input problem the reference tool lets pass; we go on as it does, and say so once, counted."""
@@ -39,9 +47,22 @@ def clip(text: str, limit: int = 80) -> str:
 
 
 def not_found(path: Path) -> str:
-    """Why a file the data names cannot be read, for an error line: "not found", or "is a folder, not
-    a file" where a folder stands in its place."""
-    return "is a folder, not a file" if path.is_dir() else "not found"
+    """Why a file the data names cannot be read, for an error line: "not found", "is a folder, not
+    a file" where a folder stands in its place, or why the OS cannot look it up ("File name too long")."""
+    try:
+        return "is a folder, not a file" if path.is_dir() else "not found"
+    except OSError as err:
+        return f"cannot be looked up ({err.strerror or err})"
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()`` for a file the data names, False where the OS cannot look it up at all (a
+    listed id too long for the file system, ENAMETOOLONG): the reader then names it as missing
+    (``not_found`` says why), not an OSError."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def read_text(path: str | Path) -> str:
@@ -113,7 +134,11 @@ def walk_files(
             continue  # an unreadable folder: os.walk skips it too
         names = []
         for e in entries:
-            if e.is_dir():  # is_dir follows symlinks, as os.walk(followlinks=True) does
+            try:
+                is_dir = e.is_dir()  # follows symlinks, as os.walk(followlinks=True) does
+            except OSError:  # a link to itself (ELOOP): os.walk takes it as a file, so ImageFolder lists it
+                is_dir = False
+            if is_dir:
                 heapq.heappush(heap, (os.path.join(folder, e.name), real))
             else:
                 names.append(e.name)

@@ -71,7 +71,7 @@ def load_manifest(name: str, directory: str | Path | None = None) -> dict[str, A
     """The manifest of dataset ``name`` (see the module docstring for its fields)."""
     d = _manifest_dir(directory)
     path = d / f"{name}.json"
-    if not path.is_file():
+    if path.parent != d or not path.is_file():  # a NAME with a folder in it ("../tests/x") names no manifest of d
         raise SimpoolBenchError(f"unknown dataset {name!r}: expected one of {', '.join(list_manifests(d))}")
     try:
         manifest = json.loads(path.read_text())
@@ -311,7 +311,11 @@ def _verify_split(split: str, spec: dict[str, Any], resolve, report: VerifyRepor
             )
         paths = [resolve(t.replace("{id}", i)) for t in spec.get("files", []) for i in ids]
     _count(report, split, len(ids), expected, "images listed")
-    missing = [p for p in paths if not p.is_file()]
+    try:
+        missing = [p for p in paths if not p.is_file()]
+    except OSError as err:  # an id too long for the file system (ENAMETOOLONG), a folder denied: a problem, not a traceback
+        report.problems.append(f"split {split}: cannot check {err.filename or 'a listed file'}: {err.strerror or err}")
+        return
     if missing:
         report.problems.append(f"split {split}: {len(missing)} of {len(paths)} listed files missing, first {missing[0]}")
     elif paths:

@@ -24,7 +24,7 @@ from defusedxml import DefusedXmlException
 
 from ..errors import SimpoolBenchError
 from .images import sizes_from_files
-from .inputs import clip, join_inside, not_found, read_lines, warn_data
+from .inputs import MAX_SIDE, clip, is_file, join_inside, not_found, read_lines, warn_data
 from .records import Record
 
 VOC_SPLITS_DIR = Path("ImageSets") / "Main"
@@ -43,6 +43,8 @@ def _coord(text: str | None, tag: str, xml: Path, integer_coords: bool = False) 
         raise SimpoolBenchError(f"malformed VOC annotation {xml}: an <object> has no <bndbox>/<{tag}>")
     try:
         return float(int(text))
+    except OverflowError:  # an integer past float64's range ("9" * 400): refused as not finite
+        return -math.inf if text.startswith("-") else math.inf
     except ValueError:
         try:
             value = float(text)
@@ -58,7 +60,7 @@ def _size(text: str | None, tag: str, xml: Path) -> int:
     if not text:
         return 0
     try:
-        return int(text)
+        return _side(int(text), text, tag, xml)
     except ValueError:
         try:
             value = float(text)
@@ -66,7 +68,15 @@ def _size(text: str | None, tag: str, xml: Path) -> int:
             value = float("nan")
     if not value.is_integer():
         raise SimpoolBenchError(f"malformed VOC annotation {xml}: <size>/<{tag}> is {clip(text)!r}; expected a whole number of pixels")
-    return int(value)
+    return _side(int(value), text, tag, xml)
+
+
+def _side(value: int, text: str, tag: str, xml: Path) -> int:
+    """A ``<size>`` value up to ``MAX_SIDE`` (a larger one, kept where the image does not decode,
+    compared with the boxes past float64's range: an OverflowError)."""
+    if value > MAX_SIDE:
+        raise SimpoolBenchError(f"malformed VOC annotation {xml}: <size>/<{tag}> is {clip(text)!r}; expected at most {MAX_SIDE} pixels")
+    return value
 
 
 def parse_voc_annotation(xml: str | Path, no_hard: bool = False, integer_coords: bool = False) -> tuple[int, int, np.ndarray]:
@@ -82,6 +92,8 @@ def parse_voc_annotation(xml: str | Path, no_hard: bool = False, integer_coords:
         root = SafeET.parse(xml).getroot()
     except (ParseError, DefusedXmlException) as exc:
         raise SimpoolBenchError(f"malformed VOC annotation {xml}: {exc}") from None
+    except LookupError as exc:  # expat's answer to <?xml ... encoding="bogus"?>
+        raise SimpoolBenchError(f"malformed VOC annotation {xml}: {exc} in its <?xml ...?> declaration") from None
     if root.tag != "annotation":
         raise SimpoolBenchError(f"malformed VOC annotation {xml}: root element is <{root.tag}>, expected <annotation>")
     size = root.find("size")
@@ -143,7 +155,8 @@ def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False, i
     Raises:
         SimpoolBenchError: a missing ``Annotations``/``JPEGImages`` folder or split file (the path
             named), listed images or annotations that are missing (the first and the count),
-            malformed XML (the file named), an inverted or non-finite box (the file named), with
+            malformed XML (the file named), a <size> not a whole number up to ``MAX_SIDE``, an inverted or
+            non-finite box (the file named), with
             ``integer_coords`` a fractional coordinate (the file, tag and value named).
     """
     root = Path(root)
@@ -179,7 +192,7 @@ def read_voc(root: str | Path, split: str = "trainval", no_hard: bool = False, i
         raise SimpoolBenchError(f"{split_file}: no image ids")
 
     for folder, suffix, what in ((ann_dir, ".xml", "annotation"), (img_dir, ".jpg", "image")):
-        missing = [i for i in ids if not (folder / f"{i}{suffix}").is_file()]
+        missing = [i for i in ids if not is_file(folder / f"{i}{suffix}")]
         if missing:
             raise SimpoolBenchError(
                 f"{split_file}: {what} {folder / (missing[0] + suffix)} {not_found(folder / (missing[0] + suffix))} ({len(missing)} of {len(ids)} listed {what}s missing)"

@@ -13,6 +13,7 @@ Two layouts:
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 
 from ..errors import SimpoolBenchError
 from .images import header_size, warn_size_differences
-from .inputs import join_inside, not_found, read_lines, warn_data
+from .inputs import MAX_CLASS_INDEX, MAX_SIDE, clip, is_file, join_inside, not_found, read_lines, warn_data
 from .records import Record
 
 WSOL_METADATA_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
@@ -101,10 +102,10 @@ def _check_box(box: Sequence[float], width: int, height: int, where: str, what: 
 def _check_images(records: list[Record], where: str, root: Path | None = None) -> None:
     """Every image is there; when none is and ``root/images`` (a CUB_200_2011 folder given for its
     images/) holds the first, the error says which ``--data`` was meant."""
-    missing = [r for r in records if not r.path.is_file()]
+    missing = [r for r in records if not is_file(r.path)]
     if missing:
         hint = ""
-        if root is not None and len(missing) == len(records) and (root / "images" / records[0].image_id).is_file():
+        if root is not None and len(missing) == len(records) and is_file(root / "images" / records[0].image_id):
             hint = f"; did you mean --data {root / 'images'}?"
         raise SimpoolBenchError(
             f"{where}: image {missing[0].path} {not_found(missing[0].path)} ({len(missing)} of {len(records)} images missing){hint}"
@@ -121,8 +122,9 @@ def read_wsol_metadata(metadata_dir: str | Path, image_root: str | Path, check_i
     Raises:
         SimpoolBenchError: a missing metadata file; a line that does not parse (file:line); an id
             listed twice, absolute or leading out of ``image_root``, or without a label, a size or a
-            box; two different labels or sizes for one id; a box outside its image; with
-            ``check_images``, ids whose image file is missing (the first one and the count).
+            box; two different labels or sizes for one id; a size not positive or over ``MAX_SIDE``;
+            a box outside its image; with ``check_images``, ids whose image file is missing (the
+            first one and the count).
 
     Warns (``DataWarning``, once, counted): label or size lines repeated with the same value;
     with ``check_images``, image files whose size differs from ``image_sizes.txt`` (the boxes
@@ -157,6 +159,10 @@ def read_wsol_metadata(metadata_dir: str | Path, image_root: str | Path, check_i
         image_id, label = _fields(labels_f, n, line, 1, int, "'id,label' with an integer label")
         if label < 0:
             raise SimpoolBenchError(f"{labels_f}:{n}: negative class label {label}")
+        if label > MAX_CLASS_INDEX:  # (10**30 was an OverflowError in localize's label array, 2**63 a negative label)
+            raise SimpoolBenchError(
+                f"{labels_f}:{n}: class label {clip(str(label))} is over {MAX_CLASS_INDEX:,}; expected a 0-based class index"
+            )
         rows.append((n, image_id, label))
     labels: dict[str, int] = _unique(labels_f, rows, "class label")
 
@@ -165,6 +171,8 @@ def read_wsol_metadata(metadata_dir: str | Path, image_root: str | Path, check_i
         image_id, w, h = _fields(sizes_f, n, line, 2, int, "'id,width,height' with integers")
         if w <= 0 or h <= 0:
             raise SimpoolBenchError(f"{sizes_f}:{n}: image size {w}x{h} is not positive")
+        if max(w, h) > MAX_SIDE:  # (a box within it would not convert to a float64 array)
+            raise SimpoolBenchError(f"{sizes_f}:{n}: image size {w}x{h} is over {MAX_SIDE} pixels a side, more than an image file holds")
         rows.append((n, image_id, (w, h)))
     sizes: dict[str, tuple[int, int]] = _unique(sizes_f, rows, "size")
 
@@ -216,7 +224,8 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
         SimpoolBenchError: unknown split, a missing file, a line that does not parse (file:line),
             an image without a label, split entry or box, or with two different ones, a path
             leading out of ``images/``, no image in ``split`` (``train_test_split.txt`` named), a
-            missing or unreadable image, a box outside its image (``bounding_boxes.txt:line``).
+            missing or unreadable image, a box outside its image or whose x + width or y + height is
+            not finite (``bounding_boxes.txt:line``).
 
     Warns (``DataWarning``, once per file, counted): lines repeated with the same value.
     """
@@ -242,7 +251,16 @@ def read_cub_native(root: str | Path, split: str = "test") -> list[Record]:
             continue
         if labels[num] < 1:
             raise SimpoolBenchError(f"{labels_f}: image {num} has class {labels[num]}; CUB classes are 1-based")
-        box = np.asarray([cub_box_to_wsol(*boxes[num])], dtype=np.float64)
+        if labels[num] > MAX_CLASS_INDEX + 1:
+            raise SimpoolBenchError(
+                f"{labels_f}: image {num} has class {clip(str(labels[num]))}; expected a class id up to {MAX_CLASS_INDEX + 1:,}"
+            )
+        x, y, w, h = boxes[num]
+        if not (math.isfinite(x + w) and math.isfinite(y + h)):  # each is finite (_finite), a sum may not be
+            raise SimpoolBenchError(
+                f"{boxes_f}:{box_line[num]}: box {x:g} {y:g} {w:g} {h:g} of image {num}: x + width or y + height is not finite"
+            )
+        box = np.asarray([cub_box_to_wsol(x, y, w, h)], dtype=np.float64)
         path = join_inside(root / "images", rel, f"{images_f} (image {num})")
         records.append(Record(rel, path, labels[num] - 1, 0, 0, box))
         nums.append(num)
