@@ -723,3 +723,19 @@ def test_demo_negative_seed_is_one_line(tmp_path):
     out = tmp_path / "demo_out"
     _one_error(invoke_cli("demo", "--small", "--seed", "-1", "--out", out), "--seed", "greater than or equal to 0")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "text", ["a\x0cb\nc\x1dd\r\ne\x85f\u2028g\rh", "one\n", "one\n\n", "", "\n", "x\r\n\r\ny", "tail\r", "a\u2029b\x0bc\x1ed\x1ce"]
+)
+def test_read_lines_splits_as_the_references_readlines(tmp_path, text):
+    """read_lines splits where ``open(path).readlines()`` does (what wsolevaluation, LOST and
+    torchvision's VOC read lists with), not at form feeds, \\x1c-\\x1e, NEL or U+2028/9, which
+    str.splitlines also breaks at: an id holding one was read as two lines."""
+    from simpool_bench.data.inputs import read_lines
+
+    path = tmp_path / "list.txt"
+    path.write_bytes(text.encode("utf-8"))
+    with open(path, encoding="utf-8") as f:
+        reference = [line.replace("\n", "") for line in f.readlines()]
+    assert read_lines(path) == reference

@@ -79,8 +79,12 @@ def read_text(path: str | Path) -> str:
 
 
 def read_lines(path: str | Path) -> list[str]:
-    """``read_text(path).splitlines()``."""
-    return read_text(path).splitlines()
+    """The lines of ``read_text(path)`` as the reference tools' ``open(path).readlines()`` splits them
+    (universal newlines: ``\n``, ``\r\n`` and ``\r``), line ends dropped. ``str.splitlines`` would
+    also split at form feeds, ``\x1c``-``\x1e``, NEL and the Unicode line separators, which a
+    reference reads as part of an id."""
+    lines = read_text(path).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def join_inside(root: Path, rel: str, where: str) -> Path:
