@@ -693,6 +693,28 @@ def test_a_key_that_is_not_a_string_is_named(tmp_path):
         load_checkpoint(tmp_path / "nested.pth")
 
 
+def test_a_tensor_without_dense_values_is_named(tmp_path):
+    """A meta tensor (no values: a state dict saved from a model built on the meta device) or a
+    sparse one: ``inspect`` raised torch's RuntimeError/NotImplementedError counting NaNs, a run
+    torch's multi-line load_state_dict RuntimeError. Now one error naming the file and the entry."""
+    arch = "vit_small_patch16_224"
+    sd = tiny(arch, 20, pool="simpool", num_classes=3).state_dict()
+    cases = {
+        "meta.pth": ({**sd, "blocks.0.attn.qkv.weight": torch.empty(96, 32, device="meta")}, "on the meta device (no values)"),
+        "sparse.pth": ({**sd, "head.weight": sd["head.weight"].to_sparse()}, "sparse (torch.sparse_coo)"),
+    }
+    for name, (weights, kind) in cases.items():
+        torch.save({"state_dict": weights, "epoch": 1}, tmp_path / name)
+        key = next(k for k, v in weights.items() if v.is_meta or v.is_sparse)
+        expected = f"checkpoint {tmp_path / name}: state_dict entry {key!r} is a tensor {kind}, expected a dense tensor of values"
+        for fn in (load_checkpoint, inspect_checkpoint):
+            with pytest.raises(SimpoolBenchError) as e:
+                fn(tmp_path / name)
+            assert str(e.value) == expected
+        res = invoke_cli("inspect", tmp_path / name)
+        assert res.exit_code == 2 and res.output.count("\n") == 1 and said(res) == f"error: {expected}", res.output
+
+
 @pytest.mark.parametrize("trust", [False, True])
 def test_a_file_that_is_not_a_torch_save_file_says_what_it_starts_with(tmp_path, trust):
     """An HTML page saved under the checkpoint's name (a failed download) or any other text: one

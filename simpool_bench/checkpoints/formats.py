@@ -76,6 +76,14 @@ def _tensor_dict(sd: Any, path: Path, where: str) -> dict[str, torch.Tensor]:
         )
     if not sd:
         raise SimpoolBenchError(f"checkpoint {path}: {where} is empty")
+    odd = [k for k, v in sd.items() if v.is_meta or v.is_quantized or v.layout != torch.strided]
+    if odd:  # torch's load_state_dict fails on them with a multi-line RuntimeError; a meta tensor holds no values
+        k, v = odd[0], sd[odd[0]]
+        kind = "on the meta device (no values)" if v.is_meta else f"quantized ({v.dtype})" if v.is_quantized else f"sparse ({v.layout})"
+        raise SimpoolBenchError(
+            f"checkpoint {path}: {where} entry {k!r} is a tensor {kind}, expected a dense tensor of values"
+            + (f" ({len(odd)} such entries)" if len(odd) > 1 else "")
+        )
     return dict(sd)
 
 
