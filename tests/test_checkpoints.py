@@ -783,6 +783,51 @@ def test_shape_and_class_count_mismatch(tmp_path):
         load_into(wide, c)
 
 
+@pytest.mark.parametrize(
+    "arch, key",
+    [
+        ("vit_small_patch16_224", "patch_embed.proj.weight"),
+        ("vit_small_patch16_224", "head.weight"),
+        ("resnet18", "layer1.0.conv1.weight"),
+        ("convnext_tiny", "stem.0.weight"),
+    ],
+)
+def test_a_scalar_where_the_shapes_tell_the_model_is_a_shape_mismatch(tmp_path, arch, key):
+    """A 0-d tensor under a key whose shape names the architecture or the class count: loading
+    raised IndexError (tuple index out of range) while guessing them; now the file loads and the
+    model it is loaded into names the key and both shapes."""
+    m = tiny(arch, 21, pool="gap", num_classes=3)
+    sd = {**m.state_dict(), key: torch.tensor(0.5)}
+    torch.save(sd, tmp_path / "scalar.pth")
+    c = load_checkpoint(tmp_path / "scalar.pth")
+    assert c.num_classes == (None if key == "head.weight" else 3)
+    model = build_model(arch, pool="gap", num_classes=3, **TINY[arch])
+    shape = tuple(model.state_dict()[key].shape)
+    with pytest.raises(SimpoolBenchError) as e:
+        load_into(model, c)
+    assert (
+        str(e.value)
+        == f"{tmp_path / 'scalar.pth'} (state-dict) does not fit the model {arch}: 1 shape mismatches [{key}: file () vs model {shape}]"
+    )
+
+
+def test_a_classifier_of_another_width_is_not_called_a_class_count_mismatch(tmp_path):
+    """A head whose rows match the model but not its inputs (here transposed: 32 rows of 3) was
+    "class-count mismatch: the checkpoint has 32 classes, the model ... was built with 32 classes;
+    pass --num-classes 32", advice that cannot help; it is a shape mismatch of that key."""
+    arch = "vit_small_patch16_224"
+    sd = tiny(arch, 22, pool="gap", num_classes=3).state_dict()
+    torch.save({**sd, "head.weight": sd["head.weight"].t().contiguous()}, tmp_path / "t.pth")
+    c = load_checkpoint(tmp_path / "t.pth")
+    assert c.num_classes == 32
+    with pytest.raises(SimpoolBenchError) as e:
+        rebuild(arch, c, arch=arch)
+    msg = str(e.value)
+    assert msg.endswith(
+        "does not fit the model vit_small_patch16_224: 2 shape mismatches [head.weight: file (32, 3) vs model (32, 32), head.bias: file (3,) vs model (32,)]"
+    ), msg
+
+
 def test_classifier_file_read_as_dino_names_the_variant_not_num_classes(tmp_path):
     """A supervised ResNet with a 3-class fc run with --variant dino (a feature model, which
     --num-classes does not change): the error said "pass --num-classes 3", which failed the same way."""

@@ -187,6 +187,8 @@ def infer_arch(sd: Mapping[str, Any]) -> str | None:
     name: str | None = None
     if fam == "vit":
         w = sd["patch_embed.proj.weight"]
+        if w.ndim != 4:  # not a conv weight: nothing to tell (load_into names the shape)
+            return None
         dim, patch = int(w.shape[0]), int(w.shape[-1])
         depth = len({int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
         size = VIT_WIDTHS.get((dim, depth))
@@ -201,14 +203,14 @@ def infer_arch(sd: Mapping[str, Any]) -> str | None:
         blocks = _count_indices(sd, r"layer(\d)\.(\d+)\.")
         depths = tuple(len(blocks.get(i, ())) for i in (1, 2, 3, 4))
         first, last = sd.get("layer1.0.conv1.weight"), sd.get("layer4.0.conv1.weight")
-        if first is not None and last is not None and (int(first.shape[0]), int(last.shape[0])) == (64, 512):
+        if first is not None and last is not None and first.ndim and last.ndim and (int(first.shape[0]), int(last.shape[0])) == (64, 512):
             name = RESNET_DEPTHS.get((bottleneck, depths))
     elif fam == "convnext":
         blocks = _count_indices(sd, r"stages\.(\d)\.blocks\.(\d+)\.")
         depths = tuple(len(blocks.get(i, ())) for i in (0, 1, 2, 3))
-        width = int(sd["stem.0.weight"].shape[0])
-        last = sd.get("stages.3.blocks.0.conv_dw.weight")
-        if last is not None and int(last.shape[0]) == 8 * width:
+        stem, last = sd["stem.0.weight"], sd.get("stages.3.blocks.0.conv_dw.weight")
+        if stem.ndim and last is not None and last.ndim and int(last.shape[0]) == 8 * int(stem.shape[0]):
+            width = int(stem.shape[0])
             name = CONVNEXT_DEPTHS.get((width, depths))
     return name if name and timm.is_model(name) else None
 

@@ -100,7 +100,7 @@ def _reconcile(facts: FileFacts, fmt: str, family: str | None) -> tuple[str | No
     if facts.arch is not None and family is not None and family_of_arch(facts.arch) not in (None, family):
         notes.append(f"the file names {facts.arch} ({facts.arch_source}) but its keys are a {family} layout")
     num_classes = None
-    if family is not None and CLASSIFIER_WEIGHT[family] in sd:
+    if family is not None and CLASSIFIER_WEIGHT[family] in sd and sd[CLASSIFIER_WEIGHT[family]].ndim:
         num_classes = int(sd[CLASSIFIER_WEIGHT[family]].shape[0])
     if fmt == "official-dino" and pool == "simpool" and family == "vit":
         notes.append("official DINO SimPool ViT: its npatch=tokens-1 position interpolation is reproduced by default (dino_pos_quirk)")
@@ -181,9 +181,13 @@ def load_into(model: torch.nn.Module, ckpt: LoadedCheckpoint) -> None:
     head_w = CLASSIFIER_WEIGHT.get(fam or "", "")
     head_keys = {head_w, head_w[: -len("weight")] + "bias"} if head_w else set()
     problems = set(missing) | set(unexpected) | set(shapes)
-    if head_keys and problems and problems <= head_keys:
-        n_file = int(sd[head_w].shape[0]) if head_w in sd else 0
-        n_model = int(expected[head_w].shape[0]) if head_w in expected else 0
+    file_w, model_w = (sd.get(head_w), expected.get(head_w)) if head_w else (None, None)
+    n_file = int(file_w.shape[0]) if file_w is not None and file_w.ndim else 0
+    n_model = int(model_w.shape[0]) if model_w is not None and model_w.ndim else 0
+    # a class-count mismatch: the heads differ in their number of rows only (or one side has none),
+    # not e.g. a head of another width, transposed or a scalar (listed as shape mismatches below)
+    same_inputs = file_w is None or model_w is None or (file_w.ndim == model_w.ndim and file_w.shape[1:] == model_w.shape[1:])
+    if head_keys and problems and problems <= head_keys and n_file != n_model and same_inputs:
         if n_file and getattr(model, "variant", None) == "dino":  # a DINO feature model: --num-classes does not apply
             raise SimpoolBenchError(
                 f"{what}: class-count mismatch: the checkpoint has {n_file} classes, the model {model_name} is a dino "
