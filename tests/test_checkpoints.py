@@ -477,6 +477,31 @@ def test_dino_args_name_the_model_main_dino_builds(tmp_path):
     assert c.state_dict.keys() == sd.keys()
 
 
+def test_dino_patch_size_that_is_not_an_integer_is_named(tmp_path):
+    """``args.patch_size`` None or text raised TypeError/ValueError from int(); 16.5 became patch16."""
+    sd = tiny("vit_small_patch16_224", 23, pool="simpool", gamma=1.25, variant="dino").state_dict()
+    path = tmp_path / "checkpoint.pth"
+    for patch in (None, "sixteen", 16.5, True):
+        write_dino_checkpoint(path, dino_args(patch_size=patch), sd, sd, 32, teacher_ddp=False, use_bn=False)
+        with pytest.raises(SimpoolBenchError) as e:
+            load_checkpoint(path)
+        assert str(e.value) == f"checkpoint {path} args: patch_size {patch!r} is not an integer (main_dino.py's --patch_size, e.g. 16)"
+    write_dino_checkpoint(path, dino_args(patch_size=8), sd, sd, 32, teacher_ddp=False, use_bn=False)
+    assert load_checkpoint(path).arch == "vit_small_patch8_224"
+
+
+def test_model_kwargs_key_that_is_not_a_string_is_named(tmp_path):
+    """An int key in ``args.model_kwargs`` raised TypeError ('<' not supported between int and str)."""
+
+    def int_key(obj):
+        obj["args"].model_kwargs[3] = 1
+
+    bad = _edited_tiny_checkpoint(tmp_path, "intkw.pth.tar", int_key)
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(bad)
+    assert str(e.value) == f"checkpoint {bad}: args.model_kwargs key 3 is a int, expected a string (a timm argument name)"
+
+
 def test_what_a_file_records_is_checked_against_its_keys_and_the_known_values(tmp_path):
     """gamma 0 (sp.py would take the 0th root) and inf are refused where the file is read, naming it;
     'none' and an empty value mean no gamma, as --gamma none does. A variant the tool does not know

@@ -34,11 +34,18 @@ _BUILD_OWN_ARGS: frozenset[str] = (frozenset(inspect.signature(build_model).para
 }
 
 
-def _dino_arch(args: Any) -> str | None:
+def _dino_arch(args: Any, p: Path) -> str | None:
     """timm name for DINO ``args.arch`` (+ ``args.patch_size`` for ViTs): vit_small -> vit_small_patch16_224."""
     arch = str(getattr(args, "arch", "") or "").replace("deit", "vit")
     if re.fullmatch(r"vit_(tiny|small|base|large)", arch):
-        return f"{arch}_patch{int(getattr(args, 'patch_size', 16))}_224"
+        patch = getattr(args, "patch_size", 16)
+        try:
+            size = int(patch)
+        except (TypeError, ValueError):
+            size = None
+        if size is None or isinstance(patch, bool) or (isinstance(patch, float) and patch != size):
+            raise SimpoolBenchError(f"checkpoint {p} args: patch_size {patch!r} is not an integer (main_dino.py's --patch_size, e.g. 16)")
+        return f"{arch}_patch{size}_224"
     return arch or None
 
 
@@ -225,7 +232,7 @@ def read_official_dino(obj: Any, meta: dict[str, str] | None, p: Path, prefer: s
     facts.variant, facts.variant_known = "dino", True
     args = obj.get("args")
     if args is not None:
-        facts.arch, facts.arch_source = _dino_arch(args), "args.arch"
+        facts.arch, facts.arch_source = _dino_arch(args, p), "args.arch"
         mode = getattr(args, "mode", None)
         if mode is not None:
             facts.pool = DINO_MODE_TO_POOL.get(str(mode))
@@ -266,6 +273,11 @@ def read_official_supervised(obj: Any, meta: dict[str, str] | None, p: Path, pre
         facts.notes.append(f"train.py validated it with {shown} (args); runs use the model's pretrained config unless flags say otherwise")
     extra = getattr(args, "model_kwargs", None)
     if isinstance(extra, Mapping) and extra:
+        key = next((k for k in extra if not isinstance(k, str)), None)
+        if key is not None:  # timm's create_model(**args.model_kwargs) fails on it too, with a TypeError
+            raise SimpoolBenchError(
+                f"checkpoint {p}: args.model_kwargs key {key!r} is a {type(key).__name__}, expected a string (a timm argument name)"
+            )
         facts.model_kwargs = {k: v for k, v in extra.items() if k not in _BUILD_OWN_ARGS}
         dropped = sorted(set(extra) - set(facts.model_kwargs))
         facts.notes.append(
