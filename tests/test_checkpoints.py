@@ -917,6 +917,27 @@ def test_model_kwargs_timm_rejects_are_one_error_naming_the_file(tmp_path):
     assert msg.endswith("rejected by timm vit_tiny_patch16_224: dim should be divisible by num_heads")
 
 
+@pytest.mark.parametrize(
+    "name, value, reason",
+    [
+        ("embed_dim", -4, "Trying to create tensor with negative dimension -4: [-4, 3, 16, 16]"),  # torch's RuntimeError
+        ("num_heads", 0, "integer modulo by zero"),  # timm's ZeroDivisionError
+        ("img_size", "big", "img_size 'big': expected an int or (height, width)"),  # was int('b'): ValueError
+    ],
+)
+def test_model_kwargs_timm_fails_on_are_one_error_naming_the_file(tmp_path, name, value, reason):
+    """args.model_kwargs that make timm's constructor raise something other than TypeError,
+    AssertionError or ValueError (or an img_size that is no size) gave a traceback."""
+
+    def edit(obj):
+        obj["args"].model_kwargs[name] = value
+
+    bad = _edited_tiny_checkpoint(tmp_path, "badkw.pth.tar", edit)
+    msg = _classify_error(tmp_path, "--checkpoint", bad)
+    assert msg.startswith(f"error: {bad}: args.model_kwargs {{") and f"{name!r}: {value!r}" in msg, msg
+    assert msg.endswith(f"rejected by timm vit_tiny_patch16_224: {reason}"), msg
+
+
 def test_weights_entry_that_is_none_is_named(tmp_path):
     def no_weights(obj):
         obj["state_dict"] = None
