@@ -9,6 +9,7 @@ and loaded into a fresh model, which must reproduce the source model's outputs e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -703,6 +704,34 @@ def test_missing_unreadable_and_foreign_files(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(2), "step": 3}, "epoch": 1}, tmp_path / "nontensor.pth")
     with pytest.raises(SimpoolBenchError, match="entry 'step' is a int, expected a tensor"):
         load_checkpoint(tmp_path / "nontensor.pth")
+
+
+def test_a_named_pipe_or_device_is_refused_at_once(tmp_path):
+    """A FIFO given as the checkpoint: opening it waited for a writer, forever (here a thread keeps
+    opening its write end so that the old behaviour ends, reading nothing, instead of hanging)."""
+    import threading
+
+    fifo = tmp_path / "ckpt.pth"
+    os.mkfifo(fifo)
+    stop = threading.Event()
+
+    def unblock() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):  # ENXIO: nobody reads it
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=unblock, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(SimpoolBenchError) as e:
+            load_checkpoint(fifo)
+    finally:
+        stop.set()
+        thread.join()
+    assert str(e.value) == f"checkpoint {fifo}: not a regular file (a pipe, socket or device), expected a checkpoint file"
+    with pytest.raises(SimpoolBenchError, match=r"^checkpoint /dev/null: not a regular file \(a pipe, socket or device\)"):
+        load_checkpoint("/dev/null")
 
 
 def test_a_key_that_is_not_a_string_is_named(tmp_path):

@@ -31,6 +31,8 @@ def check_checkpoint_file(path: str | Path) -> Path:
         raise SimpoolBenchError(f"checkpoint {p}: no such file")
     if p.is_dir():
         raise SimpoolBenchError(f"checkpoint {p}: is a directory, expected a checkpoint file")
+    if not p.is_file():  # opening a named pipe waits for a writer (forever); a pipe cannot be read twice
+        raise SimpoolBenchError(f"checkpoint {p}: not a regular file (a pipe, socket or device), expected a checkpoint file")
     try:
         with open(p, "rb"):
             pass
