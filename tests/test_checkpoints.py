@@ -556,6 +556,24 @@ def test_train_py_validation_size_is_the_one_timm_resolves_from_its_args(tmp_pat
         assert load_checkpoint(tmp_path / "t.pth.tar").train_eval["input_size"] == expected, kw
 
 
+def test_train_py_args_that_are_not_finite_are_left_out(tmp_path, capsys):
+    """``args.img_size`` inf raised OverflowError (int(inf)); a NaN mean or crop_pct became a warning
+    advising ``--mean nan,nan,nan --crop-pct nan``, flags every run refuses. Such values say nothing."""
+    from simpool_bench.api import ModelOptions, load_model
+
+    arch = "vit_small_patch16_224"
+    net = tiny(arch, 24, pool="simpool", gamma=1.25, num_classes=3)
+    path = tmp_path / "t.pth.tar"
+    nan, inf = float("nan"), float("inf")
+    for kw in (dict(img_size=inf), dict(input_size=[3, inf, inf]), dict(mean=[nan] * 3, std=[0.2, inf, 0.2], crop_pct=nan)):
+        write_timm_train_checkpoint(path, timm_train_args(num_classes=3, model_kwargs=TINY[arch], **kw), net, None)
+        assert load_checkpoint(path).train_eval == {}, kw
+        load_model(ModelOptions(checkpoint=path))
+        assert capsys.readouterr().err == "", kw
+    write_timm_train_checkpoint(path, timm_train_args(num_classes=3, model_kwargs=TINY[arch], mean=[0.4] * 3, crop_pct=nan), net, None)
+    assert load_checkpoint(path).train_eval == {"mean": (0.4, 0.4, 0.4)}
+
+
 def to_fb_convnext(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """timm ConvNeXt keys -> the facebookresearch/ConvNeXt names of the official DINO ConvNeXt."""
     out = {}

@@ -170,7 +170,8 @@ class FileFacts:
 def _train_eval_config(args: Any) -> dict[str, Any]:
     """The preprocessing timm ``train.py`` validated with, as its ``resolve_data_config(vars(args))``
     takes it from the arguments: ``input_size`` (else ``img_size``), ``interpolation`` (when not
-    empty), ``mean``, ``std``, ``crop_pct`` (when not None). Values of another type are left out."""
+    empty), ``mean``, ``std``, ``crop_pct`` (when not None). Values of another type, and numbers that
+    are not finite (NaN, inf: no preprocessing, and flags no run takes), are left out."""
     out: dict[str, Any] = {}
     try:
         size, img = getattr(args, "input_size", None), getattr(args, "img_size", None)
@@ -178,7 +179,7 @@ def _train_eval_config(args: Any) -> dict[str, Any]:
             out["input_size"] = tuple(int(v) for v in size)
         elif img is not None:
             out["input_size"] = (3, int(img), int(img))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         pass
     if isinstance(getattr(args, "interpolation", None), str) and args.interpolation:
         out["interpolation"] = args.interpolation
@@ -194,7 +195,8 @@ def _train_eval_config(args: Any) -> dict[str, Any]:
             out["crop_pct"] = float(args.crop_pct)
     except (TypeError, ValueError):
         pass
-    return out
+    finite = {k: v for k, v in out.items() if k == "interpolation" or all(map(math.isfinite, v if isinstance(v, tuple) else (v,)))}
+    return finite
 
 
 def _file_gamma(facts: FileFacts, args: Any, p: Path) -> None:
