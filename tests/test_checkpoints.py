@@ -765,6 +765,26 @@ def test_a_key_that_is_not_a_string_is_named(tmp_path):
         load_checkpoint(tmp_path / "nested.pth")
 
 
+def test_a_bare_state_dict_with_an_entry_that_is_no_tensor_names_it(tmp_path):
+    """A bare state dict with one entry that is not a tensor was "not a checkpoint format this tool
+    knows: it holds a dict with entries cls_token, pos_embed, ..." (which entry?), an empty dict
+    "a dict with entries " (nothing)."""
+    sd = tiny("resnet18", 25, pool="gap", num_classes=3).state_dict()
+    torch.save({**sd, "layer1.0.conv1.weight": 0.5}, tmp_path / "one.pth")
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(tmp_path / "one.pth")
+    assert str(e.value) == f"checkpoint {tmp_path / 'one.pth'}: the file entry 'layer1.0.conv1.weight' is a float, expected a tensor"
+    torch.save({}, tmp_path / "empty.pth")
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(tmp_path / "empty.pth")
+    assert str(e.value) == f"checkpoint {tmp_path / 'empty.pth'}: holds an empty dict, expected a state dict (parameter names and tensors)"
+    torch.save({"epoch": 3, "note": "no weights"}, tmp_path / "other.pth")  # no tensor at all: still an unknown format
+    with pytest.raises(
+        SimpoolBenchError, match=r"other\.pth: not a checkpoint format this tool knows: it holds a dict with entries epoch, note \("
+    ):
+        load_checkpoint(tmp_path / "other.pth")
+
+
 def test_a_tensor_without_dense_values_is_named(tmp_path):
     """A meta tensor (no values: a state dict saved from a model built on the meta device) or a
     sparse one: ``inspect`` raised torch's RuntimeError/NotImplementedError counting NaNs, a run

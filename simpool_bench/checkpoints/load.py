@@ -12,7 +12,7 @@ import torch
 
 from ..errors import SimpoolBenchError
 from ..files import sha256_file
-from .formats import READERS, FileFacts, _detect, _is_tensor_mapping
+from .formats import READERS, FileFacts, _detect, _is_tensor_mapping, _tensor_dict
 from .keys import (
     CLASSIFIER_WEIGHT,
     DINO_BACKBONE_PREFIX,
@@ -38,6 +38,10 @@ def _read_file(p: Path, format: str | None, trust: bool) -> tuple[Any, dict[str,
 
 
 def _unknown_format(p: Path, obj: Any) -> SimpoolBenchError:
+    if isinstance(obj, Mapping) and not obj:
+        return SimpoolBenchError(f"checkpoint {p}: holds an empty dict, expected a state dict (parameter names and tensors)")
+    if isinstance(obj, Mapping) and any(isinstance(v, torch.Tensor) for v in obj.values()):
+        _tensor_dict(obj, p, "the file")  # a state dict with other entries: raises, naming the first of them
     what = f"a dict with entries {', '.join(map(str, list(obj)[:8]))}" if isinstance(obj, Mapping) else f"a {type(obj).__name__}"
     return SimpoolBenchError(
         f"checkpoint {p}: not a checkpoint format this tool knows: it holds {what} (expected a state dict, a timm "
