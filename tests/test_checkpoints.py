@@ -669,6 +669,22 @@ def test_timm_simpool_keys(tmp_path, arch, ours, theirs, layer):
         torch.testing.assert_close(ours_out, timm_layer.eval()(x), rtol=1e-5, atol=1e-5)
 
 
+def test_timm_and_official_simpool_names_together_are_refused(tmp_path):
+    """A state dict holding SimPool's weights under both timm's names (norm, q, k) and the official
+    ones (norm_patches, wq, wk): the renaming replaced the official tensors with the timm ones and the
+    file loaded strictly, silently; which set is meant cannot be told."""
+    arch = "vit_small_patch16_224"
+    sd = tiny(arch, 26, pool="simpool", gamma=None, num_classes=5).state_dict()
+    both = {**sd, **{k: -v for k, v in as_timm_simpool(sd, "gp.pool.", "gp.pool.").items() if k not in sd}}
+    torch.save(both, tmp_path / "both.pth")
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(tmp_path / "both.pth")
+    assert str(e.value) == (
+        f"checkpoint {tmp_path / 'both.pth'}: holds both 'gp.pool.norm.weight' (a timm SimPool1d/2d name) and "
+        "'gp.pool.norm_patches.weight', the official name it maps to; expected one of them"
+    )
+
+
 # ------------------------------------------------------------------------------------------ plain / safetensors
 def test_plain_state_dict_needs_arch_flag(tmp_path):
     arch = "vit_small_patch16_224"

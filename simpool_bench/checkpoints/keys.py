@@ -143,6 +143,11 @@ def rename_timm_simpool(sd: Mapping[str, Any], family: str | None, variant: str,
                 moved[k] = f"{target}{TIMM_SIMPOOL_RENAMES[head]}.{tail}"
             elif head in ("q_norm", "k_norm") and target != p:
                 moved[k] = f"{target}{rest}"
+        clash = next(((old, new) for old, new in moved.items() if new in out and new not in moved), None)
+        if clash is not None:  # renaming would silently replace the weights already under the official name
+            raise SimpoolBenchError(
+                f"holds both {clash[0]!r} (a timm SimPool1d/2d name) and {clash[1]!r}, the official name it maps to; expected one of them"
+            )
         for old, new in moved.items():
             out[new] = out.pop(old)
         where = f" (moved {p or '<root>'} -> {target})" if target != p else ""

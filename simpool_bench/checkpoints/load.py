@@ -64,7 +64,10 @@ def _to_our_layout(facts: FileFacts, fmt: str, forced: bool, p: Path) -> tuple[s
             facts.variant, facts.variant_known = "dino", True
         elif any(k.startswith(("gp.pool.", "global_pool.pool.", "head.global_pool.pool.")) for k in facts.sd):
             facts.variant, facts.variant_known = "supervised", True
-    facts.sd, renamed = rename_timm_simpool(facts.sd, family, facts.variant, rules)
+    try:
+        facts.sd, renamed = rename_timm_simpool(facts.sd, family, facts.variant, rules)
+    except SimpoolBenchError as e:
+        raise SimpoolBenchError(f"checkpoint {p}: {e}") from None
     if renamed:
         facts.model_kwargs["simpool_eps"] = TIMM_SIMPOOL_NORM_EPS
         facts.notes.append(
