@@ -612,6 +612,21 @@ def test_official_dino_convnext_facebook_layout(tmp_path):
     assert same_outputs(_rebuild_as(arch, c), teacher, arch)
 
 
+def test_convnext_weight_under_both_layouts_is_refused(tmp_path):
+    """A ConvNeXt state dict holding a weight under its facebookresearch name and under timm's
+    (downsample_layers.0.0.weight and stem.0.weight): mapping the names kept whichever came last and
+    the file loaded strictly, silently."""
+    sd = tiny("convnext_tiny", 27, pool="simpool", gamma=2.0, variant="dino").state_dict()
+    fb = to_fb_convnext(sd)
+    torch.save({**fb, "stem.0.weight": torch.zeros_like(sd["stem.0.weight"])}, tmp_path / "both.pth")
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(tmp_path / "both.pth")
+    assert str(e.value) == (
+        f"checkpoint {tmp_path / 'both.pth'}: holds both 'downsample_layers.0.0.weight' and 'stem.0.weight', which are the same "
+        "ConvNeXt weight 'stem.0.weight' in timm's names; expected one of them"
+    )
+
+
 def test_official_dino_cls_baseline(tmp_path):
     arch = "vit_small_patch16_224"
     teacher = tiny(arch, 9, pool="cls", variant="dino")

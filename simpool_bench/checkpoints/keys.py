@@ -93,6 +93,7 @@ def convnext_fb_to_timm(sd: Mapping[str, Any], rules: list[str]) -> dict[str, An
     if "downsample_layers.0.0.weight" not in sd:
         return dict(sd)
     out: dict[str, Any] = {}
+    source: dict[str, str] = {}
     for k, v in sd.items():
         n = k
         if n.startswith("downsample_layers.0."):
@@ -104,7 +105,11 @@ def convnext_fb_to_timm(sd: Mapping[str, Any], rules: list[str]) -> dict[str, An
             n = "head." + n
         elif n.startswith("head.") and not n.startswith("head.norm."):
             n = "head.fc." + n[len("head.") :]
-        out[n] = v
+        if n in out:  # one would silently replace the other
+            raise SimpoolBenchError(
+                f"holds both {source[n]!r} and {k!r}, which are the same ConvNeXt weight {n!r} in timm's names; expected one of them"
+            )
+        out[n], source[n] = v, k
     rules.append("ConvNeXt facebookresearch layout -> timm (downsample_layers/stages/dwconv/pwconv/norm/head)")
     return out
 

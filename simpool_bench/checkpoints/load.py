@@ -57,7 +57,10 @@ def _to_our_layout(facts: FileFacts, fmt: str, forced: bool, p: Path) -> tuple[s
     if fmt != "official-dino" and any(k.startswith(DINO_BACKBONE_PREFIX) for k in facts.sd):
         facts.sd = split_dino_backbone(facts.sd, rules)  # a DINO teacher/student dict saved on its own
         facts.variant, facts.variant_known = "dino", True
-    facts.sd = convnext_fb_to_timm(facts.sd, rules)
+    try:
+        facts.sd = convnext_fb_to_timm(facts.sd, rules)
+    except SimpoolBenchError as e:
+        raise SimpoolBenchError(f"checkpoint {p}: {e}") from None
     family = family_of_keys(facts.sd)
     if not facts.variant_known:  # the SimPool prefix tells the layout: simpool.* is DINO, the others supervised
         if any(k.startswith("simpool.") for k in facts.sd):
