@@ -267,6 +267,9 @@ def load_torchvision_weights(net: Any, path: Path, what: str) -> None:
         raise SimpoolBenchError(f"{what}: not a readable PyTorch weights file ({type(e).__name__})") from None
     if not isinstance(sd, dict):
         raise SimpoolBenchError(f"{what}: holds a {type(sd).__name__}, expected a state dict")
+    key = next((k for k in sd if not isinstance(k, str)), None)
+    if key is not None:  # torch's load_state_dict fails on it with an AttributeError
+        raise SimpoolBenchError(f"{what}: key {key!r} is a {type(key).__name__}, expected a string (a parameter name)")
     if not int(getattr(net, "num_classes", 0)):  # features only: no classifier (a classifier of other size must fit)
         sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
     try:

@@ -339,6 +339,29 @@ def test_unreadable_pretrained_file_is_one_error_naming_the_flag(tmp_path, hf_ca
     )
 
 
+def test_pretrained_file_holding_a_list_an_int_key_or_a_non_tensor_is_one_error(tmp_path, hf_cache):
+    """timm's loader raises AttributeError on a file holding a list, an int key or (resnet18's first
+    conv) a value that is not a tensor, and torch's load_state_dict on an int key of a torchvision
+    file: tracebacks, now one error naming the flag and the file."""
+    vit = _random_sd("vit_tiny_patch16_224", 7, **SMALL)
+    resnet = timm.create_model("resnet18", num_classes=1000).state_dict()
+    cases = [
+        ("vit_tiny_patch16_224", SMALL, "list.pth", [vit]),
+        ("vit_tiny_patch16_224", SMALL, "intkey.pth", {**vit, 5: torch.zeros(1)}),
+        ("resnet18", {}, "text.pth", {**resnet, "conv1.weight": "x"}),
+    ]
+    for arch, kw, name, obj in cases:
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(SimpoolBenchError) as e:
+            build_model(arch, pool=None, num_classes=None, pretrained_file=str(tmp_path / name), **kw)
+        msg = str(e.value)
+        assert msg.startswith(f"--pretrained-file {tmp_path / name}: timm could not load it into {arch} (AttributeError: "), msg
+    torch.save({**resnet, 5: torch.zeros(1)}, tmp_path / "tv.pth")
+    with pytest.raises(SimpoolBenchError) as e:
+        build_model("torchvision:resnet18", pool="gap", num_classes=None, pretrained_file=str(tmp_path / "tv.pth"))
+    assert str(e.value) == f"--pretrained-file {tmp_path / 'tv.pth'}: key 5 is a int, expected a string (a parameter name)"
+
+
 def test_pretrained_file_that_is_text_or_cut_short_says_what_it_is(tmp_path, hf_cache):
     """--pretrained-file given a text file, or a torch.save file cut short: what the file is, as
     --checkpoint says it, not timm's 'KeyError: 101'."""

@@ -50,8 +50,19 @@ DINO_EVAL_DATA_CONFIG: dict[str, Any] = {
 # timm arguments that build_model decides itself.
 _RESERVED_TIMM_KWARGS = ("pretrained", "num_classes", "global_pool", "class_token", "fc_norm")
 # What timm raises when it cannot read or load a pretrained weight file (a truncated file, a pickle
-# it refuses, a state dict of another model, an unreadable safetensors header).
-_WEIGHT_LOAD_ERRORS = (RuntimeError, OSError, ValueError, KeyError, AssertionError, EOFError, pickle.UnpicklingError, SafetensorError)
+# it refuses, a state dict of another model, an unreadable safetensors header; AttributeError: a
+# file holding a list, an int key or a value that is not a tensor).
+_WEIGHT_LOAD_ERRORS = (
+    RuntimeError,
+    OSError,
+    ValueError,
+    KeyError,
+    AssertionError,
+    EOFError,
+    AttributeError,
+    pickle.UnpicklingError,
+    SafetensorError,
+)
 # What a timm model's constructor raises for arguments it rejects (an unknown keyword, a failed
 # check such as "dim should be divisible by num_heads", a negative width: torch's RuntimeError,
 # num_heads 0: ZeroDivisionError).
