@@ -1081,6 +1081,27 @@ def test_a_zip_cut_short_or_of_other_files_is_said_to_be_one(tmp_path, trust):
     assert load_checkpoint(whole).format == "state-dict"
 
 
+@pytest.mark.parametrize("trust", [False, True])
+def test_a_zip_with_a_damaged_directory_is_said_to_be_one(tmp_path, trust):
+    """A torch.save zip with a byte of its central directory changed (a file name that is no longer
+    UTF-8): wording torch's failure, zipfile raised UnicodeDecodeError, a traceback."""
+    import struct
+
+    path = tmp_path / "damaged.pth"
+    torch.save({"w": torch.zeros(1000)}, path)
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")  # the first central-directory entry: its name starts 46 bytes in
+    assert struct.unpack("<H", data[entry + 8 : entry + 10])[0] & 0x800  # torch.save marks its names UTF-8
+    data[entry + 47] = 0xC8  # 'archive/...' -> 'a\xc8chive/...'
+    path.write_bytes(bytes(data))
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(path, trust=trust)
+    assert str(e.value) == (
+        f"checkpoint {path}: a damaged zip archive (UnicodeDecodeError: 'utf-8' codec can't decode byte 0xc8 in position 1: "
+        "invalid continuation byte), not a readable checkpoint: fetch it again"
+    )
+
+
 def test_pickle_under_a_safetensors_name_is_said_to_be_one(tmp_path):
     """torch.save's file named .safetensors (torch.load, too, reads that name as safetensors) or
     forced with --format safetensors: safetensors' error, and what the file really is."""

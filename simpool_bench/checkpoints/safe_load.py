@@ -120,6 +120,8 @@ def _zip_problem(path: Path) -> str | None:
         return f"a zip archive cut short at {size} bytes (no central directory), not a whole checkpoint: an interrupted download or copy? fetch it again"
     except OSError:
         return None
+    except Exception as e:  # noqa: BLE001 - e.g. UnicodeDecodeError: a file name in its directory that is not UTF-8
+        return f"a damaged zip archive ({type(e).__name__}: {_first_line(e, 100)}), not a readable checkpoint: fetch it again"
     if any(n.endswith("data.pkl") for n in names):
         return None
     shown = ", ".join(names[:3]) + (f", ... ({len(names)} files)" if len(names) > 3 else "")
