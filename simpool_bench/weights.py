@@ -18,6 +18,7 @@ and ``torchvision:NAME``; weights from a local file or the local Hugging Face ca
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -193,13 +194,55 @@ def resolve_name(name: str) -> ModelName:
         repo = name.split(":", 1)[1]
         from timm.models._hub import _parse_model_cfg, load_cfg_from_json
 
-        cfg = load_cfg_from_json(_hf_config(repo))
+        path = _hf_config(repo)
+        try:
+            cfg = load_cfg_from_json(path)
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            raise SimpoolBenchError(f"--model {name}: its config.json ({path}) is not JSON text ({_one_line(e)})") from None
+        check_hf_config(cfg, f"--model {name}: its config.json ({path})")
         try:
             pretrained_cfg, arch, model_args = _parse_model_cfg(cfg, {"hf_hub_id": repo, "source": "hf-hub"})
         except (KeyError, TypeError) as e:
             raise SimpoolBenchError(f"--model {name}: its config.json is not a timm model config (missing {e})") from None
         return ModelName(name, arch, "hf-hub", model_args=dict(model_args or {}), pretrained_cfg=dict(pretrained_cfg))
     return ModelName(name, name)
+
+
+def _one_line(e: BaseException, limit: int = 120) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:limit]}"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# The entries of a timm config.json that timm and build_model read, and what each must be.
+_HF_CONFIG_TYPES: dict[str, tuple[Any, str]] = {
+    "architecture": (lambda v: isinstance(v, str), "a timm model name"),
+    "num_classes": (_is_int, "an integer"),
+    "model_args": (lambda v: isinstance(v, dict), "an object of timm arguments"),
+    "pretrained_cfg": (lambda v: isinstance(v, dict), "an object (timm's pretrained config)"),
+}
+_HF_PRETRAINED_CFG_TYPES: dict[str, tuple[Any, str]] = {
+    "num_classes": (_is_int, "an integer"),
+    "input_size": (lambda v: isinstance(v, list) and len(v) == 3 and all(map(_is_int, v)), "[channels, height, width] integers"),
+}
+
+
+def check_hf_config(cfg: Any, what: str) -> None:
+    """A Hub ``config.json`` whose entries are not what timm and ``build_model`` read (a JSON list, an
+    architecture that is a number, ``model_args`` that is a list...): one error naming the entry,
+    not timm's AttributeError or an int() failure later. ``what`` names the file."""
+    if not isinstance(cfg, dict):
+        raise SimpoolBenchError(f"{what} holds a JSON {type(cfg).__name__}, expected an object (a timm model config)")
+    pretrained = cfg.get("pretrained_cfg", cfg)  # timm's legacy configs are one object
+    for where, entries, types in (("", cfg, _HF_CONFIG_TYPES), ("pretrained_cfg.", pretrained, _HF_PRETRAINED_CFG_TYPES)):
+        if not isinstance(entries, dict):
+            continue
+        for key, (ok, expected) in types.items():
+            if key in entries and not ok(entries[key]):
+                raise SimpoolBenchError(f"{what}: {where}{key} is {json.dumps(entries[key])[:80]}, expected {expected}")
 
 
 def _torchvision_file(name: ModelName) -> Path:
@@ -309,6 +352,9 @@ def load_torchvision_weights(net: Any, path: Path, what: str) -> None:
         raise SimpoolBenchError(f"{what}: not a readable PyTorch weights file ({type(e).__name__})") from None
     if not isinstance(sd, dict):
         raise SimpoolBenchError(f"{what}: holds a {type(sd).__name__}, expected a state dict")
+    key = next((k for k in sd if not isinstance(k, str)), None)
+    if key is not None:  # torch's load_state_dict fails on it with an AttributeError
+        raise SimpoolBenchError(f"{what}: key {key!r} is a {type(key).__name__}, expected a string (a parameter name)")
     if not int(getattr(net, "num_classes", 0)):  # features only: no classifier (a classifier of other size must fit)
         sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
     try:

@@ -9,6 +9,7 @@ and loaded into a fresh model, which must reproduce the source model's outputs e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -477,6 +478,31 @@ def test_dino_args_name_the_model_main_dino_builds(tmp_path):
     assert c.state_dict.keys() == sd.keys()
 
 
+def test_dino_patch_size_that_is_not_an_integer_is_named(tmp_path):
+    """``args.patch_size`` None or text raised TypeError/ValueError from int(); 16.5 became patch16."""
+    sd = tiny("vit_small_patch16_224", 23, pool="simpool", gamma=1.25, variant="dino").state_dict()
+    path = tmp_path / "checkpoint.pth"
+    for patch in (None, "sixteen", 16.5, True):
+        write_dino_checkpoint(path, dino_args(patch_size=patch), sd, sd, 32, teacher_ddp=False, use_bn=False)
+        with pytest.raises(SimpoolBenchError) as e:
+            load_checkpoint(path)
+        assert str(e.value) == f"checkpoint {path} args: patch_size {patch!r} is not an integer (main_dino.py's --patch_size, e.g. 16)"
+    write_dino_checkpoint(path, dino_args(patch_size=8), sd, sd, 32, teacher_ddp=False, use_bn=False)
+    assert load_checkpoint(path).arch == "vit_small_patch8_224"
+
+
+def test_model_kwargs_key_that_is_not_a_string_is_named(tmp_path):
+    """An int key in ``args.model_kwargs`` raised TypeError ('<' not supported between int and str)."""
+
+    def int_key(obj):
+        obj["args"].model_kwargs[3] = 1
+
+    bad = _edited_tiny_checkpoint(tmp_path, "intkw.pth.tar", int_key)
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(bad)
+    assert str(e.value) == f"checkpoint {bad}: args.model_kwargs key 3 is a int, expected a string (a timm argument name)"
+
+
 def test_what_a_file_records_is_checked_against_its_keys_and_the_known_values(tmp_path):
     """gamma 0 (sp.py would take the 0th root) and inf are refused where the file is read, naming it;
     'none' and an empty value mean no gamma, as --gamma none does. A variant the tool does not know
@@ -530,6 +556,24 @@ def test_train_py_validation_size_is_the_one_timm_resolves_from_its_args(tmp_pat
         assert load_checkpoint(tmp_path / "t.pth.tar").train_eval["input_size"] == expected, kw
 
 
+def test_train_py_args_that_are_not_finite_are_left_out(tmp_path, capsys):
+    """``args.img_size`` inf raised OverflowError (int(inf)); a NaN mean or crop_pct became a warning
+    advising ``--mean nan,nan,nan --crop-pct nan``, flags every run refuses. Such values say nothing."""
+    from simpool_bench.api import ModelOptions, load_model
+
+    arch = "vit_small_patch16_224"
+    net = tiny(arch, 24, pool="simpool", gamma=1.25, num_classes=3)
+    path = tmp_path / "t.pth.tar"
+    nan, inf = float("nan"), float("inf")
+    for kw in (dict(img_size=inf), dict(input_size=[3, inf, inf]), dict(mean=[nan] * 3, std=[0.2, inf, 0.2], crop_pct=nan)):
+        write_timm_train_checkpoint(path, timm_train_args(num_classes=3, model_kwargs=TINY[arch], **kw), net, None)
+        assert load_checkpoint(path).train_eval == {}, kw
+        load_model(ModelOptions(checkpoint=path))
+        assert capsys.readouterr().err == "", kw
+    write_timm_train_checkpoint(path, timm_train_args(num_classes=3, model_kwargs=TINY[arch], mean=[0.4] * 3, crop_pct=nan), net, None)
+    assert load_checkpoint(path).train_eval == {"mean": (0.4, 0.4, 0.4)}
+
+
 def to_fb_convnext(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """timm ConvNeXt keys -> the facebookresearch/ConvNeXt names of the official DINO ConvNeXt."""
     out = {}
@@ -566,6 +610,21 @@ def test_official_dino_convnext_facebook_layout(tmp_path):
     assert c.format == "official-dino" and c.arch == "convnext_small"
     assert any("ConvNeXt facebookresearch layout" in r for r in c.key_mapping)
     assert same_outputs(_rebuild_as(arch, c), teacher, arch)
+
+
+def test_convnext_weight_under_both_layouts_is_refused(tmp_path):
+    """A ConvNeXt state dict holding a weight under its facebookresearch name and under timm's
+    (downsample_layers.0.0.weight and stem.0.weight): mapping the names kept whichever came last and
+    the file loaded strictly, silently."""
+    sd = tiny("convnext_tiny", 27, pool="simpool", gamma=2.0, variant="dino").state_dict()
+    fb = to_fb_convnext(sd)
+    torch.save({**fb, "stem.0.weight": torch.zeros_like(sd["stem.0.weight"])}, tmp_path / "both.pth")
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(tmp_path / "both.pth")
+    assert str(e.value) == (
+        f"checkpoint {tmp_path / 'both.pth'}: holds both 'downsample_layers.0.0.weight' and 'stem.0.weight', which are the same "
+        "ConvNeXt weight 'stem.0.weight' in timm's names; expected one of them"
+    )
 
 
 def test_official_dino_cls_baseline(tmp_path):
@@ -625,6 +684,22 @@ def test_timm_simpool_keys(tmp_path, arch, ours, theirs, layer):
         torch.testing.assert_close(ours_out, timm_layer.eval()(x), rtol=1e-5, atol=1e-5)
 
 
+def test_timm_and_official_simpool_names_together_are_refused(tmp_path):
+    """A state dict holding SimPool's weights under both timm's names (norm, q, k) and the official
+    ones (norm_patches, wq, wk): the renaming replaced the official tensors with the timm ones and the
+    file loaded strictly, silently; which set is meant cannot be told."""
+    arch = "vit_small_patch16_224"
+    sd = tiny(arch, 26, pool="simpool", gamma=None, num_classes=5).state_dict()
+    both = {**sd, **{k: -v for k, v in as_timm_simpool(sd, "gp.pool.", "gp.pool.").items() if k not in sd}}
+    torch.save(both, tmp_path / "both.pth")
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(tmp_path / "both.pth")
+    assert str(e.value) == (
+        f"checkpoint {tmp_path / 'both.pth'}: holds both 'gp.pool.norm.weight' (a timm SimPool1d/2d name) and "
+        "'gp.pool.norm_patches.weight', the official name it maps to; expected one of them"
+    )
+
+
 # ------------------------------------------------------------------------------------------ plain / safetensors
 def test_plain_state_dict_needs_arch_flag(tmp_path):
     arch = "vit_small_patch16_224"
@@ -680,6 +755,34 @@ def test_missing_unreadable_and_foreign_files(tmp_path):
         load_checkpoint(tmp_path / "nontensor.pth")
 
 
+def test_a_named_pipe_or_device_is_refused_at_once(tmp_path):
+    """A FIFO given as the checkpoint: opening it waited for a writer, forever (here a thread keeps
+    opening its write end so that the old behaviour ends, reading nothing, instead of hanging)."""
+    import threading
+
+    fifo = tmp_path / "ckpt.pth"
+    os.mkfifo(fifo)
+    stop = threading.Event()
+
+    def unblock() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):  # ENXIO: nobody reads it
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=unblock, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(SimpoolBenchError) as e:
+            load_checkpoint(fifo)
+    finally:
+        stop.set()
+        thread.join()
+    assert str(e.value) == f"checkpoint {fifo}: not a regular file (a pipe, socket or device), expected a checkpoint file"
+    with pytest.raises(SimpoolBenchError, match=r"^checkpoint /dev/null: not a regular file \(a pipe, socket or device\)"):
+        load_checkpoint("/dev/null")
+
+
 def test_a_key_that_is_not_a_string_is_named(tmp_path):
     """State-dict keys are strings: an int key (at the top or inside ``state_dict``) is one error
     naming the file and the key, not an AttributeError traceback or "a Tensor, expected a tensor"."""
@@ -691,6 +794,48 @@ def test_a_key_that_is_not_a_string_is_named(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(2), 3: torch.zeros(1)}, "epoch": 1}, tmp_path / "nested.pth")
     with pytest.raises(SimpoolBenchError, match=r"nested\.pth: state_dict key 3 is a int, expected a string \(a parameter name\)$"):
         load_checkpoint(tmp_path / "nested.pth")
+
+
+def test_a_bare_state_dict_with_an_entry_that_is_no_tensor_names_it(tmp_path):
+    """A bare state dict with one entry that is not a tensor was "not a checkpoint format this tool
+    knows: it holds a dict with entries cls_token, pos_embed, ..." (which entry?), an empty dict
+    "a dict with entries " (nothing)."""
+    sd = tiny("resnet18", 25, pool="gap", num_classes=3).state_dict()
+    torch.save({**sd, "layer1.0.conv1.weight": 0.5}, tmp_path / "one.pth")
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(tmp_path / "one.pth")
+    assert str(e.value) == f"checkpoint {tmp_path / 'one.pth'}: the file entry 'layer1.0.conv1.weight' is a float, expected a tensor"
+    torch.save({}, tmp_path / "empty.pth")
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(tmp_path / "empty.pth")
+    assert str(e.value) == f"checkpoint {tmp_path / 'empty.pth'}: holds an empty dict, expected a state dict (parameter names and tensors)"
+    torch.save({"epoch": 3, "note": "no weights"}, tmp_path / "other.pth")  # no tensor at all: still an unknown format
+    with pytest.raises(
+        SimpoolBenchError, match=r"other\.pth: not a checkpoint format this tool knows: it holds a dict with entries epoch, note \("
+    ):
+        load_checkpoint(tmp_path / "other.pth")
+
+
+def test_a_tensor_without_dense_values_is_named(tmp_path):
+    """A meta tensor (no values: a state dict saved from a model built on the meta device) or a
+    sparse one: ``inspect`` raised torch's RuntimeError/NotImplementedError counting NaNs, a run
+    torch's multi-line load_state_dict RuntimeError. Now one error naming the file and the entry."""
+    arch = "vit_small_patch16_224"
+    sd = tiny(arch, 20, pool="simpool", num_classes=3).state_dict()
+    cases = {
+        "meta.pth": ({**sd, "blocks.0.attn.qkv.weight": torch.empty(96, 32, device="meta")}, "on the meta device (no values)"),
+        "sparse.pth": ({**sd, "head.weight": sd["head.weight"].to_sparse()}, "sparse (torch.sparse_coo)"),
+    }
+    for name, (weights, kind) in cases.items():
+        torch.save({"state_dict": weights, "epoch": 1}, tmp_path / name)
+        key = next(k for k, v in weights.items() if v.is_meta or v.is_sparse)
+        expected = f"checkpoint {tmp_path / name}: state_dict entry {key!r} is a tensor {kind}, expected a dense tensor of values"
+        for fn in (load_checkpoint, inspect_checkpoint):
+            with pytest.raises(SimpoolBenchError) as e:
+                fn(tmp_path / name)
+            assert str(e.value) == expected
+        res = invoke_cli("inspect", tmp_path / name)
+        assert res.exit_code == 2 and res.output.count("\n") == 1 and said(res) == f"error: {expected}", res.output
 
 
 @pytest.mark.parametrize("trust", [False, True])
@@ -761,6 +906,51 @@ def test_shape_and_class_count_mismatch(tmp_path):
         load_into(wide, c)
 
 
+@pytest.mark.parametrize(
+    "arch, key",
+    [
+        ("vit_small_patch16_224", "patch_embed.proj.weight"),
+        ("vit_small_patch16_224", "head.weight"),
+        ("resnet18", "layer1.0.conv1.weight"),
+        ("convnext_tiny", "stem.0.weight"),
+    ],
+)
+def test_a_scalar_where_the_shapes_tell_the_model_is_a_shape_mismatch(tmp_path, arch, key):
+    """A 0-d tensor under a key whose shape names the architecture or the class count: loading
+    raised IndexError (tuple index out of range) while guessing them; now the file loads and the
+    model it is loaded into names the key and both shapes."""
+    m = tiny(arch, 21, pool="gap", num_classes=3)
+    sd = {**m.state_dict(), key: torch.tensor(0.5)}
+    torch.save(sd, tmp_path / "scalar.pth")
+    c = load_checkpoint(tmp_path / "scalar.pth")
+    assert c.num_classes == (None if key == "head.weight" else 3)
+    model = build_model(arch, pool="gap", num_classes=3, **TINY[arch])
+    shape = tuple(model.state_dict()[key].shape)
+    with pytest.raises(SimpoolBenchError) as e:
+        load_into(model, c)
+    assert (
+        str(e.value)
+        == f"{tmp_path / 'scalar.pth'} (state-dict) does not fit the model {arch}: 1 shape mismatches [{key}: file () vs model {shape}]"
+    )
+
+
+def test_a_classifier_of_another_width_is_not_called_a_class_count_mismatch(tmp_path):
+    """A head whose rows match the model but not its inputs (here transposed: 32 rows of 3) was
+    "class-count mismatch: the checkpoint has 32 classes, the model ... was built with 32 classes;
+    pass --num-classes 32", advice that cannot help; it is a shape mismatch of that key."""
+    arch = "vit_small_patch16_224"
+    sd = tiny(arch, 22, pool="gap", num_classes=3).state_dict()
+    torch.save({**sd, "head.weight": sd["head.weight"].t().contiguous()}, tmp_path / "t.pth")
+    c = load_checkpoint(tmp_path / "t.pth")
+    assert c.num_classes == 32
+    with pytest.raises(SimpoolBenchError) as e:
+        rebuild(arch, c, arch=arch)
+    msg = str(e.value)
+    assert msg.endswith(
+        "does not fit the model vit_small_patch16_224: 2 shape mismatches [head.weight: file (32, 3) vs model (32, 32), head.bias: file (3,) vs model (32,)]"
+    ), msg
+
+
 def test_classifier_file_read_as_dino_names_the_variant_not_num_classes(tmp_path):
     """A supervised ResNet with a 3-class fc run with --variant dino (a feature model, which
     --num-classes does not change): the error said "pass --num-classes 3", which failed the same way."""
@@ -825,6 +1015,27 @@ def test_model_kwargs_timm_rejects_are_one_error_naming_the_file(tmp_path):
     assert msg.endswith("rejected by timm vit_tiny_patch16_224: dim should be divisible by num_heads")
 
 
+@pytest.mark.parametrize(
+    "name, value, reason",
+    [
+        ("embed_dim", -4, "Trying to create tensor with negative dimension -4: [-4, 3, 16, 16]"),  # torch's RuntimeError
+        ("num_heads", 0, "integer modulo by zero"),  # timm's ZeroDivisionError
+        ("img_size", "big", "img_size 'big': expected an int or (height, width)"),  # was int('b'): ValueError
+    ],
+)
+def test_model_kwargs_timm_fails_on_are_one_error_naming_the_file(tmp_path, name, value, reason):
+    """args.model_kwargs that make timm's constructor raise something other than TypeError,
+    AssertionError or ValueError (or an img_size that is no size) gave a traceback."""
+
+    def edit(obj):
+        obj["args"].model_kwargs[name] = value
+
+    bad = _edited_tiny_checkpoint(tmp_path, "badkw.pth.tar", edit)
+    msg = _classify_error(tmp_path, "--checkpoint", bad)
+    assert msg.startswith(f"error: {bad}: args.model_kwargs {{") and f"{name!r}: {value!r}" in msg, msg
+    assert msg.endswith(f"rejected by timm vit_tiny_patch16_224: {reason}"), msg
+
+
 def test_weights_entry_that_is_none_is_named(tmp_path):
     def no_weights(obj):
         obj["state_dict"] = None
@@ -868,6 +1079,27 @@ def test_a_zip_cut_short_or_of_other_files_is_said_to_be_one(tmp_path, trust):
         assert msg.endswith("a zip archive of README.txt, not a checkpoint torch.save wrote: extract the checkpoint from it"), msg
         assert "PyTorch pickle" not in msg
     assert load_checkpoint(whole).format == "state-dict"
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_a_zip_with_a_damaged_directory_is_said_to_be_one(tmp_path, trust):
+    """A torch.save zip with a byte of its central directory changed (a file name that is no longer
+    UTF-8): wording torch's failure, zipfile raised UnicodeDecodeError, a traceback."""
+    import struct
+
+    path = tmp_path / "damaged.pth"
+    torch.save({"w": torch.zeros(1000)}, path)
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")  # the first central-directory entry: its name starts 46 bytes in
+    assert struct.unpack("<H", data[entry + 8 : entry + 10])[0] & 0x800  # torch.save marks its names UTF-8
+    data[entry + 47] = 0xC8  # 'archive/...' -> 'a\xc8chive/...'
+    path.write_bytes(bytes(data))
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(path, trust=trust)
+    assert str(e.value) == (
+        f"checkpoint {path}: a damaged zip archive (UnicodeDecodeError: 'utf-8' codec can't decode byte 0xc8 in position 1: "
+        "invalid continuation byte), not a readable checkpoint: fetch it again"
+    )
 
 
 def test_pickle_under_a_safetensors_name_is_said_to_be_one(tmp_path):

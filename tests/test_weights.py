@@ -169,6 +169,37 @@ def test_hf_hub_name_reads_config_and_weights_from_the_cache(hf_cache):
     assert over.data_config["std"] == (0.25, 0.25, 0.25)
 
 
+def test_hf_hub_config_that_is_not_a_timm_config_is_one_error_naming_the_entry(hf_cache):
+    """A cached config.json that is not JSON (cut short, UTF-16), or whose entries timm reads are of
+    another type: JSONDecodeError, UnicodeDecodeError, AttributeError (timm's) or ValueError (int() of
+    the input size or class count) tracebacks; now one error naming the file and the entry."""
+    good = {"architecture": "vit_tiny_patch16_224", "num_classes": 4, "model_args": SMALL, "pretrained_cfg": {"input_size": [3, 224, 224]}}
+    cases = {
+        "cut": (
+            b'{"architecture": "vit_t',
+            "is not JSON text (JSONDecodeError: Unterminated string starting at: line 1 column 18 (char 17))",
+        ),
+        "utf16": ('{"architecture": 1}'.encode("utf-16"), "is not JSON text (UnicodeDecodeError: "),
+        "list": ([good], "holds a JSON list, expected an object (a timm model config)"),
+        "arch": ({**good, "architecture": 5}, ": architecture is 5, expected a timm model name"),
+        "args": ({**good, "model_args": [2]}, ": model_args is [2], expected an object of timm arguments"),
+        "classes": ({**good, "num_classes": "4"}, ': num_classes is "4", expected an integer'),
+        "size": (
+            {**good, "pretrained_cfg": {"input_size": "224"}},
+            ': pretrained_cfg.input_size is "224", expected [channels, height, width] integers',
+        ),
+    }
+    for repo, (content, what) in cases.items():
+        fake_repo(hf_cache, f"lab/{repo}", {})
+        path = hf_cache / f"models--lab--{repo}" / "snapshots" / SNAPSHOT / "config.json"
+        path.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+        with pytest.raises(SimpoolBenchError) as e:
+            build_model(f"hf-hub:lab/{repo}", pool=None, num_classes=None)
+        assert str(e.value).startswith(f"--model hf-hub:lab/{repo}: its config.json ({path}) {what}".replace(") :", "):")), str(e.value)
+    fake_repo(hf_cache, "lab/good", {"config.json": good})
+    assert build_model("hf-hub:lab/good", pool=None, num_classes=None).num_classes == 4
+
+
 def test_pretrained_file_and_torchvision_names(tmp_path, hf_cache, monkeypatch):
     sd = _random_sd("deit_tiny_patch16_224", 2, **SMALL)
     f = tmp_path / "deit.safetensors"
@@ -337,6 +368,29 @@ def test_unreadable_pretrained_file_is_one_error_naming_the_flag(tmp_path, hf_ca
     assert res.exit_code == 2 and said(res).startswith(
         f"error: --pretrained-file {tmp_path / 'tv.pth'}: not a readable PyTorch weights file"
     )
+
+
+def test_pretrained_file_holding_a_list_an_int_key_or_a_non_tensor_is_one_error(tmp_path, hf_cache):
+    """timm's loader raises AttributeError on a file holding a list, an int key or (resnet18's first
+    conv) a value that is not a tensor, and torch's load_state_dict on an int key of a torchvision
+    file: tracebacks, now one error naming the flag and the file."""
+    vit = _random_sd("vit_tiny_patch16_224", 7, **SMALL)
+    resnet = timm.create_model("resnet18", num_classes=1000).state_dict()
+    cases = [
+        ("vit_tiny_patch16_224", SMALL, "list.pth", [vit]),
+        ("vit_tiny_patch16_224", SMALL, "intkey.pth", {**vit, 5: torch.zeros(1)}),
+        ("resnet18", {}, "text.pth", {**resnet, "conv1.weight": "x"}),
+    ]
+    for arch, kw, name, obj in cases:
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(SimpoolBenchError) as e:
+            build_model(arch, pool=None, num_classes=None, pretrained_file=str(tmp_path / name), **kw)
+        msg = str(e.value)
+        assert msg.startswith(f"--pretrained-file {tmp_path / name}: timm could not load it into {arch} (AttributeError: "), msg
+    torch.save({**resnet, 5: torch.zeros(1)}, tmp_path / "tv.pth")
+    with pytest.raises(SimpoolBenchError) as e:
+        build_model("torchvision:resnet18", pool="gap", num_classes=None, pretrained_file=str(tmp_path / "tv.pth"))
+    assert str(e.value) == f"--pretrained-file {tmp_path / 'tv.pth'}: key 5 is a int, expected a string (a parameter name)"
 
 
 def test_pretrained_file_that_is_text_or_cut_short_says_what_it_is(tmp_path, hf_cache):

@@ -34,11 +34,18 @@ _BUILD_OWN_ARGS: frozenset[str] = (frozenset(inspect.signature(build_model).para
 }
 
 
-def _dino_arch(args: Any) -> str | None:
+def _dino_arch(args: Any, p: Path) -> str | None:
     """timm name for DINO ``args.arch`` (+ ``args.patch_size`` for ViTs): vit_small -> vit_small_patch16_224."""
     arch = str(getattr(args, "arch", "") or "").replace("deit", "vit")
     if re.fullmatch(r"vit_(tiny|small|base|large)", arch):
-        return f"{arch}_patch{int(getattr(args, 'patch_size', 16))}_224"
+        patch = getattr(args, "patch_size", 16)
+        try:
+            size = int(patch)
+        except (TypeError, ValueError):
+            size = None
+        if size is None or isinstance(patch, bool) or (isinstance(patch, float) and patch != size):
+            raise SimpoolBenchError(f"checkpoint {p} args: patch_size {patch!r} is not an integer (main_dino.py's --patch_size, e.g. 16)")
+        return f"{arch}_patch{size}_224"
     return arch or None
 
 
@@ -76,6 +83,14 @@ def _tensor_dict(sd: Any, path: Path, where: str) -> dict[str, torch.Tensor]:
         )
     if not sd:
         raise SimpoolBenchError(f"checkpoint {path}: {where} is empty")
+    odd = [k for k, v in sd.items() if v.is_meta or v.is_quantized or v.layout != torch.strided]
+    if odd:  # torch's load_state_dict fails on them with a multi-line RuntimeError; a meta tensor holds no values
+        k, v = odd[0], sd[odd[0]]
+        kind = "on the meta device (no values)" if v.is_meta else f"quantized ({v.dtype})" if v.is_quantized else f"sparse ({v.layout})"
+        raise SimpoolBenchError(
+            f"checkpoint {path}: {where} entry {k!r} is a tensor {kind}, expected a dense tensor of values"
+            + (f" ({len(odd)} such entries)" if len(odd) > 1 else "")
+        )
     return dict(sd)
 
 
@@ -155,7 +170,8 @@ class FileFacts:
 def _train_eval_config(args: Any) -> dict[str, Any]:
     """The preprocessing timm ``train.py`` validated with, as its ``resolve_data_config(vars(args))``
     takes it from the arguments: ``input_size`` (else ``img_size``), ``interpolation`` (when not
-    empty), ``mean``, ``std``, ``crop_pct`` (when not None). Values of another type are left out."""
+    empty), ``mean``, ``std``, ``crop_pct`` (when not None). Values of another type, and numbers that
+    are not finite (NaN, inf: no preprocessing, and flags no run takes), are left out."""
     out: dict[str, Any] = {}
     try:
         size, img = getattr(args, "input_size", None), getattr(args, "img_size", None)
@@ -163,7 +179,7 @@ def _train_eval_config(args: Any) -> dict[str, Any]:
             out["input_size"] = tuple(int(v) for v in size)
         elif img is not None:
             out["input_size"] = (3, int(img), int(img))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         pass
     if isinstance(getattr(args, "interpolation", None), str) and args.interpolation:
         out["interpolation"] = args.interpolation
@@ -179,7 +195,8 @@ def _train_eval_config(args: Any) -> dict[str, Any]:
             out["crop_pct"] = float(args.crop_pct)
     except (TypeError, ValueError):
         pass
-    return out
+    finite = {k: v for k, v in out.items() if k == "interpolation" or all(map(math.isfinite, v if isinstance(v, tuple) else (v,)))}
+    return finite
 
 
 def _file_gamma(facts: FileFacts, args: Any, p: Path) -> None:
@@ -217,7 +234,7 @@ def read_official_dino(obj: Any, meta: dict[str, str] | None, p: Path, prefer: s
     facts.variant, facts.variant_known = "dino", True
     args = obj.get("args")
     if args is not None:
-        facts.arch, facts.arch_source = _dino_arch(args), "args.arch"
+        facts.arch, facts.arch_source = _dino_arch(args, p), "args.arch"
         mode = getattr(args, "mode", None)
         if mode is not None:
             facts.pool = DINO_MODE_TO_POOL.get(str(mode))
@@ -258,6 +275,11 @@ def read_official_supervised(obj: Any, meta: dict[str, str] | None, p: Path, pre
         facts.notes.append(f"train.py validated it with {shown} (args); runs use the model's pretrained config unless flags say otherwise")
     extra = getattr(args, "model_kwargs", None)
     if isinstance(extra, Mapping) and extra:
+        key = next((k for k in extra if not isinstance(k, str)), None)
+        if key is not None:  # timm's create_model(**args.model_kwargs) fails on it too, with a TypeError
+            raise SimpoolBenchError(
+                f"checkpoint {p}: args.model_kwargs key {key!r} is a {type(key).__name__}, expected a string (a timm argument name)"
+            )
         facts.model_kwargs = {k: v for k, v in extra.items() if k not in _BUILD_OWN_ARGS}
         dropped = sorted(set(extra) - set(facts.model_kwargs))
         facts.notes.append(

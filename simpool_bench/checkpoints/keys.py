@@ -93,6 +93,7 @@ def convnext_fb_to_timm(sd: Mapping[str, Any], rules: list[str]) -> dict[str, An
     if "downsample_layers.0.0.weight" not in sd:
         return dict(sd)
     out: dict[str, Any] = {}
+    source: dict[str, str] = {}
     for k, v in sd.items():
         n = k
         if n.startswith("downsample_layers.0."):
@@ -104,7 +105,11 @@ def convnext_fb_to_timm(sd: Mapping[str, Any], rules: list[str]) -> dict[str, An
             n = "head." + n
         elif n.startswith("head.") and not n.startswith("head.norm."):
             n = "head.fc." + n[len("head.") :]
-        out[n] = v
+        if n in out:  # one would silently replace the other
+            raise SimpoolBenchError(
+                f"holds both {source[n]!r} and {k!r}, which are the same ConvNeXt weight {n!r} in timm's names; expected one of them"
+            )
+        out[n], source[n] = v, k
     rules.append("ConvNeXt facebookresearch layout -> timm (downsample_layers/stages/dwconv/pwconv/norm/head)")
     return out
 
@@ -143,6 +148,11 @@ def rename_timm_simpool(sd: Mapping[str, Any], family: str | None, variant: str,
                 moved[k] = f"{target}{TIMM_SIMPOOL_RENAMES[head]}.{tail}"
             elif head in ("q_norm", "k_norm") and target != p:
                 moved[k] = f"{target}{rest}"
+        clash = next(((old, new) for old, new in moved.items() if new in out and new not in moved), None)
+        if clash is not None:  # renaming would silently replace the weights already under the official name
+            raise SimpoolBenchError(
+                f"holds both {clash[0]!r} (a timm SimPool1d/2d name) and {clash[1]!r}, the official name it maps to; expected one of them"
+            )
         for old, new in moved.items():
             out[new] = out.pop(old)
         where = f" (moved {p or '<root>'} -> {target})" if target != p else ""
@@ -187,6 +197,8 @@ def infer_arch(sd: Mapping[str, Any]) -> str | None:
     name: str | None = None
     if fam == "vit":
         w = sd["patch_embed.proj.weight"]
+        if w.ndim != 4:  # not a conv weight: nothing to tell (load_into names the shape)
+            return None
         dim, patch = int(w.shape[0]), int(w.shape[-1])
         depth = len({int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
         size = VIT_WIDTHS.get((dim, depth))
@@ -201,14 +213,14 @@ def infer_arch(sd: Mapping[str, Any]) -> str | None:
         blocks = _count_indices(sd, r"layer(\d)\.(\d+)\.")
         depths = tuple(len(blocks.get(i, ())) for i in (1, 2, 3, 4))
         first, last = sd.get("layer1.0.conv1.weight"), sd.get("layer4.0.conv1.weight")
-        if first is not None and last is not None and (int(first.shape[0]), int(last.shape[0])) == (64, 512):
+        if first is not None and last is not None and first.ndim and last.ndim and (int(first.shape[0]), int(last.shape[0])) == (64, 512):
             name = RESNET_DEPTHS.get((bottleneck, depths))
     elif fam == "convnext":
         blocks = _count_indices(sd, r"stages\.(\d)\.blocks\.(\d+)\.")
         depths = tuple(len(blocks.get(i, ())) for i in (0, 1, 2, 3))
-        width = int(sd["stem.0.weight"].shape[0])
-        last = sd.get("stages.3.blocks.0.conv_dw.weight")
-        if last is not None and int(last.shape[0]) == 8 * width:
+        stem, last = sd["stem.0.weight"], sd.get("stages.3.blocks.0.conv_dw.weight")
+        if stem.ndim and last is not None and last.ndim and int(last.shape[0]) == 8 * int(stem.shape[0]):
+            width = int(stem.shape[0])
             name = CONVNEXT_DEPTHS.get((width, depths))
     return name if name and timm.is_model(name) else None
 

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import SimpoolBenchError
 from ..files import sha256_file
-from .formats import READERS, FileFacts, _detect, _is_tensor_mapping
+from .formats import READERS, FileFacts, _detect, _is_tensor_mapping, _tensor_dict
 from .keys import (
     CLASSIFIER_WEIGHT,
     DINO_BACKBONE_PREFIX,
@@ -38,6 +38,10 @@ def _read_file(p: Path, format: str | None, trust: bool) -> tuple[Any, dict[str,
 
 
 def _unknown_format(p: Path, obj: Any) -> SimpoolBenchError:
+    if isinstance(obj, Mapping) and not obj:
+        return SimpoolBenchError(f"checkpoint {p}: holds an empty dict, expected a state dict (parameter names and tensors)")
+    if isinstance(obj, Mapping) and any(isinstance(v, torch.Tensor) for v in obj.values()):
+        _tensor_dict(obj, p, "the file")  # a state dict with other entries: raises, naming the first of them
     what = f"a dict with entries {', '.join(map(str, list(obj)[:8]))}" if isinstance(obj, Mapping) else f"a {type(obj).__name__}"
     return SimpoolBenchError(
         f"checkpoint {p}: not a checkpoint format this tool knows: it holds {what} (expected a state dict, a timm "
@@ -53,14 +57,20 @@ def _to_our_layout(facts: FileFacts, fmt: str, forced: bool, p: Path) -> tuple[s
     if fmt != "official-dino" and any(k.startswith(DINO_BACKBONE_PREFIX) for k in facts.sd):
         facts.sd = split_dino_backbone(facts.sd, rules)  # a DINO teacher/student dict saved on its own
         facts.variant, facts.variant_known = "dino", True
-    facts.sd = convnext_fb_to_timm(facts.sd, rules)
+    try:
+        facts.sd = convnext_fb_to_timm(facts.sd, rules)
+    except SimpoolBenchError as e:
+        raise SimpoolBenchError(f"checkpoint {p}: {e}") from None
     family = family_of_keys(facts.sd)
     if not facts.variant_known:  # the SimPool prefix tells the layout: simpool.* is DINO, the others supervised
         if any(k.startswith("simpool.") for k in facts.sd):
             facts.variant, facts.variant_known = "dino", True
         elif any(k.startswith(("gp.pool.", "global_pool.pool.", "head.global_pool.pool.")) for k in facts.sd):
             facts.variant, facts.variant_known = "supervised", True
-    facts.sd, renamed = rename_timm_simpool(facts.sd, family, facts.variant, rules)
+    try:
+        facts.sd, renamed = rename_timm_simpool(facts.sd, family, facts.variant, rules)
+    except SimpoolBenchError as e:
+        raise SimpoolBenchError(f"checkpoint {p}: {e}") from None
     if renamed:
         facts.model_kwargs["simpool_eps"] = TIMM_SIMPOOL_NORM_EPS
         facts.notes.append(
@@ -100,7 +110,7 @@ def _reconcile(facts: FileFacts, fmt: str, family: str | None) -> tuple[str | No
     if facts.arch is not None and family is not None and family_of_arch(facts.arch) not in (None, family):
         notes.append(f"the file names {facts.arch} ({facts.arch_source}) but its keys are a {family} layout")
     num_classes = None
-    if family is not None and CLASSIFIER_WEIGHT[family] in sd:
+    if family is not None and CLASSIFIER_WEIGHT[family] in sd and sd[CLASSIFIER_WEIGHT[family]].ndim:
         num_classes = int(sd[CLASSIFIER_WEIGHT[family]].shape[0])
     if fmt == "official-dino" and pool == "simpool" and family == "vit":
         notes.append("official DINO SimPool ViT: its npatch=tokens-1 position interpolation is reproduced by default (dino_pos_quirk)")
@@ -181,9 +191,13 @@ def load_into(model: torch.nn.Module, ckpt: LoadedCheckpoint) -> None:
     head_w = CLASSIFIER_WEIGHT.get(fam or "", "")
     head_keys = {head_w, head_w[: -len("weight")] + "bias"} if head_w else set()
     problems = set(missing) | set(unexpected) | set(shapes)
-    if head_keys and problems and problems <= head_keys:
-        n_file = int(sd[head_w].shape[0]) if head_w in sd else 0
-        n_model = int(expected[head_w].shape[0]) if head_w in expected else 0
+    file_w, model_w = (sd.get(head_w), expected.get(head_w)) if head_w else (None, None)
+    n_file = int(file_w.shape[0]) if file_w is not None and file_w.ndim else 0
+    n_model = int(model_w.shape[0]) if model_w is not None and model_w.ndim else 0
+    # a class-count mismatch: the heads differ in their number of rows only (or one side has none),
+    # not e.g. a head of another width, transposed or a scalar (listed as shape mismatches below)
+    same_inputs = file_w is None or model_w is None or (file_w.ndim == model_w.ndim and file_w.shape[1:] == model_w.shape[1:])
+    if head_keys and problems and problems <= head_keys and n_file != n_model and same_inputs:
         if n_file and getattr(model, "variant", None) == "dino":  # a DINO feature model: --num-classes does not apply
             raise SimpoolBenchError(
                 f"{what}: class-count mismatch: the checkpoint has {n_file} classes, the model {model_name} is a dino "

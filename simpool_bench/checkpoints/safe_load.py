@@ -31,6 +31,8 @@ def check_checkpoint_file(path: str | Path) -> Path:
         raise SimpoolBenchError(f"checkpoint {p}: no such file")
     if p.is_dir():
         raise SimpoolBenchError(f"checkpoint {p}: is a directory, expected a checkpoint file")
+    if not p.is_file():  # opening a named pipe waits for a writer (forever); a pipe cannot be read twice
+        raise SimpoolBenchError(f"checkpoint {p}: not a regular file (a pipe, socket or device), expected a checkpoint file")
     try:
         with open(p, "rb"):
             pass
@@ -118,6 +120,8 @@ def _zip_problem(path: Path) -> str | None:
         return f"a zip archive cut short at {size} bytes (no central directory), not a whole checkpoint: an interrupted download or copy? fetch it again"
     except OSError:
         return None
+    except Exception as e:  # noqa: BLE001 - e.g. UnicodeDecodeError: a file name in its directory that is not UTF-8
+        return f"a damaged zip archive ({type(e).__name__}: {_first_line(e, 100)}), not a readable checkpoint: fetch it again"
     if any(n.endswith("data.pkl") for n in names):
         return None
     shown = ", ".join(names[:3]) + (f", ... ({len(names)} files)" if len(names) > 3 else "")

@@ -50,11 +50,23 @@ DINO_EVAL_DATA_CONFIG: dict[str, Any] = {
 # timm arguments that build_model decides itself.
 _RESERVED_TIMM_KWARGS = ("pretrained", "num_classes", "global_pool", "class_token", "fc_norm")
 # What timm raises when it cannot read or load a pretrained weight file (a truncated file, a pickle
-# it refuses, a state dict of another model, an unreadable safetensors header).
-_WEIGHT_LOAD_ERRORS = (RuntimeError, OSError, ValueError, KeyError, AssertionError, EOFError, pickle.UnpicklingError, SafetensorError)
+# it refuses, a state dict of another model, an unreadable safetensors header; AttributeError: a
+# file holding a list, an int key or a value that is not a tensor).
+_WEIGHT_LOAD_ERRORS = (
+    RuntimeError,
+    OSError,
+    ValueError,
+    KeyError,
+    AssertionError,
+    EOFError,
+    AttributeError,
+    pickle.UnpicklingError,
+    SafetensorError,
+)
 # What a timm model's constructor raises for arguments it rejects (an unknown keyword, a failed
-# check such as "dim should be divisible by num_heads").
-_ARGUMENT_ERRORS = (TypeError, AssertionError, ValueError)
+# check such as "dim should be divisible by num_heads", a negative width: torch's RuntimeError,
+# num_heads 0: ZeroDivisionError).
+_ARGUMENT_ERRORS = (TypeError, AssertionError, ValueError, RuntimeError, ArithmeticError)
 
 
 class TimmArgumentsError(SimpoolBenchError):
@@ -246,7 +258,11 @@ class _ModelBuild:
         self.check_options()
         n_classes = self.classifier_outputs()
         img_size = self.img_size if self.img_size is not None else self.default_size()
-        self.size = (img_size, img_size) if isinstance(img_size, int) else tuple(int(s) for s in img_size)
+        try:
+            self.size = (img_size, img_size) if isinstance(img_size, int) else tuple(int(s) for s in img_size)
+        except (TypeError, ValueError):  # e.g. a checkpoint's args.model_kwargs img_size 'big'
+            why = ValueError(f"img_size {img_size!r}: expected an int or (height, width)")
+            raise TimmArgumentsError(self.arch, self.timm_kwargs, why) from None
         net, where = self.create_net(n_classes)
         if self.pool is None:
             self.pool = _native_pool(net, self.family)
@@ -396,10 +412,10 @@ class _ModelBuild:
             raise TimmArgumentsError(arch, self.timm_kwargs, e) from None
         except SimpoolBenchError:
             raise
-        except _WEIGHT_LOAD_ERRORS as e:
-            if pretrained:
+        except (*_WEIGHT_LOAD_ERRORS, ArithmeticError) as e:
+            if pretrained and isinstance(e, _WEIGHT_LOAD_ERRORS):
                 raise self.weights_error(where, e) from None
-            if isinstance(e, _ARGUMENT_ERRORS):  # random weights: only the arguments can be at fault
+            if not pretrained and isinstance(e, _ARGUMENT_ERRORS):  # random weights: only the arguments can be at fault
                 raise TimmArgumentsError(arch, self.timm_kwargs, e) from None
             raise
         if missing:  # features only (no classifier): timm loaded the rest non-strictly
