@@ -337,6 +337,7 @@ def test_rerun_resumes_each_entry_and_the_gate_exit_codes(tiny, tmp_path):
     t = read_run(f / "results.parquet")
     t.loc[t["metric"] == "top1", "value"] += 5.0
     (f / "results.parquet").unlink()
+    (f / "results.manifest.json").unlink()  # a hand-made baseline (with it, the edited table is refused)
     t.to_csv(f / "results.csv", index=False)
     res = _run(ok, base, "--baseline", worse, "--no-github", "--summary", tmp_path / "summary.md")
     assert res.exit_code == 1, res.output
