@@ -134,6 +134,32 @@ class MapShard:
         )
 
 
+def _payload_problem(p: dict[str, Any], span: range, dtype: torch.dtype) -> str | None:
+    """What makes a shard payload one ``MapShard.from_payload`` cannot read as the maps of the
+    images in ``span`` in the store's ``dtype`` (None: none): a missing or non-tensor field, maps
+    of another dtype, shapes that are not (n, 2) or do not add up to the maps, per-image fields of
+    another length, indices outside the shard."""
+    tensors = ("indices", "shapes", "maps", "preds", "failed")
+    bad = [k for k in tensors if not isinstance(p.get(k), torch.Tensor)]
+    if bad or not isinstance(p.get("ids"), list) or not (p.get("features") is None or isinstance(p["features"], torch.Tensor)):
+        return f"field {(bad or ['ids or features'])[0]!r} missing or of another type"
+    idx, shapes, n = p["indices"], p["shapes"], len(p["ids"])
+    if shapes.ndim != 2 or shapes.shape[1] != 2 or shapes.dtype.is_floating_point or bool((shapes < 0).any()):
+        return "shapes is not an (n, 2) integer tensor"
+    if p["maps"].numel() and p["maps"].dtype != dtype:
+        return f"maps of dtype {p['maps'].dtype}, the store's is {dtype}"
+    if p["maps"].ndim != 1 or int(shapes.prod(dim=1).sum()) != p["maps"].numel():
+        return "maps do not hold the sizes shapes gives"
+    if not (idx.ndim == p["preds"].ndim == p["failed"].ndim == 1) or not (len(idx) == len(shapes) == len(p["preds"]) == n):
+        return "indices, ids, shapes and preds of different lengths"
+    if p["features"] is not None and (p["features"].ndim != 2 or len(p["features"]) != n):
+        return "features is not one row per image"
+    inside = [int(i) for i in torch.cat([idx, p["failed"]]).tolist()]
+    if any(i not in span for i in inside) or len(set(inside)) != len(inside):
+        return f"indices outside the shard's images {span.start} to {span.stop - 1}, or one twice"
+    return None
+
+
 # ------------------------------------------------------------------------------------ the store
 def make_manifest(
     records: Sequence[Record],
@@ -291,7 +317,14 @@ class MapStore:
             return state, None
         if not isinstance(payload, dict) or payload.get("key") != self.manifest["key"] or payload.get("shard") != shard:
             return "corrupt", None
+        if _payload_problem(payload, self._span(shard), self.dtype) is not None:  # its checksum matches a content no extract writes
+            return "corrupt", None
         return "ok", payload
+
+    def _span(self, shard: int) -> range:
+        """The dataset indices of shard ``shard``."""
+        start = shard * self.shard_size
+        return range(start, min(start + self.shard_size, self.n_images))
 
     def status(self, shard: int) -> str:
         """'ok', 'missing' or 'corrupt' (checksum mismatch, unreadable, or another run's shard)."""

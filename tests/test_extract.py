@@ -392,6 +392,44 @@ def test_a_shard_file_under_another_shard_number_or_of_another_run_is_refused(tm
     assert other.status(0) == "corrupt"
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda p: p.update(shapes=p["shapes"] * 2), id="shapes-beyond-the-maps"),
+        pytest.param(lambda p: p.update(shapes=p["shapes"][:, 0]), id="shapes-1d"),
+        pytest.param(lambda p: p.update(maps=p["maps"][:-1]), id="maps-short"),
+        pytest.param(lambda p: p.update(maps=p["maps"].to(torch.int64)), id="maps-of-another-dtype"),
+        pytest.param(lambda p: p.update(maps=[1.0, 2.0]), id="maps-a-list"),
+        pytest.param(lambda p: p.update(preds=None), id="preds-none"),
+        pytest.param(lambda p: p.update(preds=p["preds"][:1]), id="preds-short"),
+        pytest.param(lambda p: p.update(indices=p["indices"] + 2), id="indices-of-shard-1"),
+        pytest.param(lambda p: p.update(indices=torch.zeros_like(p["indices"])), id="index-twice"),
+        pytest.param(lambda p: p.update(failed="0"), id="failed-a-string"),
+        pytest.param(lambda p: p.update(features=torch.zeros(1, 3)), id="features-of-one-image"),
+        pytest.param(lambda p: p.pop("shapes"), id="no-shapes"),
+    ],
+)
+def test_a_shard_whose_checksum_holds_but_whose_content_is_no_extracts_is_refused(tmp_path, damage):
+    """A shard file whose sha256 beside it matches (rewritten with it) but whose fields do not fit
+    together (shapes vs maps, one entry per image, indices of its own shard, the store's dtype) is
+    refused like a corrupt one, naming the file, never read (a numpy error, or maps of other
+    images); its status is "corrupt", which extract recomputes."""
+    import hashlib
+    import io
+
+    store = _tiny_store(tmp_path, "k")
+    path = store.shard_path(0)
+    payload = torch.load(path, weights_only=True)
+    damage(payload)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    path.write_bytes(buf.getvalue())
+    store.checksum_path(0).write_text(hashlib.sha256(buf.getvalue()).hexdigest() + "\n")
+    assert store.status(0) == "corrupt"
+    with pytest.raises(SimpoolBenchError, match=r"maps_000000\.pt: checksum mismatch or unreadable: refused"):
+        store.read([0])
+
+
 @pytest.mark.parametrize("has_classifier", [False, True])
 def test_stored_maps_of_a_model_without_classifier_give_no_top1_loc(tmp_path, has_classifier):
     """Top-1 Loc needs the model's predictions: a store of a model without a classifier (its
