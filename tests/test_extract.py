@@ -602,6 +602,46 @@ def test_a_store_of_another_schema_or_with_a_shard_missing_is_refused_naming_the
         MapStore.open(store.root)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("n_images", "4", "'n_images' is '4'; expected an integer >= 1"),
+        ("shard_size", 0, "'shard_size' is 0; expected an integer >= 1"),
+        ("dtype", "float64", "'dtype' is 'float64'; expected one of float16, float32"),
+        ("dtype", ["float32"], "'dtype' is \\['float32'\\]; expected one of float16, float32"),
+        ("protocol", None, "'protocol' is None; expected one of localize, discover"),
+        ("stride", 1e400, "'stride' is inf; expected an integer >= 0"),
+        ("has_classifier", 0, "'has_classifier' is 0; expected true or false"),
+        ("provenance", [], "'provenance' is \\[\\]; expected an object"),
+        ("key", ..., "no 'key'; expected a non-empty string"),
+    ],
+)
+def test_a_hand_edited_map_store_manifest_is_one_error_naming_the_key(tmp_path, key, value, problem):
+    """The manifest fields readers compute with (image count, shard size, dtype, protocol, stride,
+    classifier, key) are checked when the store is opened: a damaged value is one error naming
+    the manifest and the key, never a KeyError/ValueError/ZeroDivisionError while scoring."""
+    store = _tiny_store(tmp_path, "k")
+    path = store.root / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if value is ...:
+        del manifest[key]
+    else:
+        manifest[key] = value
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(SimpoolBenchError, match=rf"manifest\.json: {problem}, as `simpool-bench extract` writes it"):
+        MapStore.open(store.root)
+
+
+def test_a_shard_size_edited_in_the_manifest_refuses_the_shards_rather_than_dropping_images(tmp_path):
+    """With another shard size each shard file would stand for other images (shard 0 of size 4:
+    images 0 to 3, of which it holds 0 and 1): refused, never read as two images that failed."""
+    store = _tiny_store(tmp_path, "k")
+    path = store.root / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "shard_size": 4}))
+    with pytest.raises(SimpoolBenchError, match=r"maps_000000\.pt: checksum mismatch or unreadable: refused"):
+        MapStore.open(store.root).read([0])
+
+
 def test_stored_maps_are_refused_for_ids_that_differ_only_where_they_join(tmp_path):
     """The store's ids digest keeps each id apart: ids 'ab', 'c' are not the ids 'a', 'bc' (the
     same characters in order), and the same number of other ids is refused too."""
