@@ -139,6 +139,66 @@ class MapShard:
         )
 
 
+def _is_int(v: Any, least: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+#: What readers take from a store's manifest: key -> (check, what it must be).
+_MANIFEST_FIELDS: dict[str, tuple[Any, str]] = {
+    "key": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "protocol": (lambda v: v in PROTOCOLS, f"one of {', '.join(PROTOCOLS)}"),
+    "n_images": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "ids_sha256": (lambda v: isinstance(v, str), "a string"),
+    "shard_size": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "dtype": (lambda v: isinstance(v, str) and v in MAP_DTYPES, f"one of {', '.join(MAP_DTYPES)}"),
+    "stride": (lambda v: _is_int(v, 0) and v < 2**31, "an integer >= 0"),
+    "dataset": (lambda v: v is None or isinstance(v, str), "a string"),
+    "split": (lambda v: v is None or isinstance(v, str), "a string"),
+    "has_classifier": (lambda v: isinstance(v, bool), "true or false"),
+    "provenance": (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def _manifest_problem(m: dict[str, Any]) -> str | None:
+    """The first field of a map-store manifest that is missing or not what ``make_manifest`` writes (None: none)."""
+    for key, (ok, what) in _MANIFEST_FIELDS.items():
+        if key not in m:
+            return f"no {key!r}; expected {what}"
+        try:
+            good = bool(ok(m[key]))
+        except TypeError:  # an unhashable value for a choice
+            good = False
+        if not good:
+            return f"{key!r} is {m[key]!r}; expected {what}"
+    return None
+
+
+def _payload_problem(p: dict[str, Any], span: range, dtype: torch.dtype) -> str | None:
+    """What makes a shard payload one ``MapShard.from_payload`` cannot read as the maps of the
+    images in ``span`` in the store's ``dtype`` (None: none): a missing or non-tensor field, maps
+    of another dtype, shapes that are not (n, 2) or do not add up to the maps, per-image fields of
+    another length, indices outside the shard."""
+    tensors = ("indices", "shapes", "maps", "preds", "failed")
+    bad = [k for k in tensors if not isinstance(p.get(k), torch.Tensor)]
+    if bad or not isinstance(p.get("ids"), list) or not (p.get("features") is None or isinstance(p["features"], torch.Tensor)):
+        return f"field {(bad or ['ids or features'])[0]!r} missing or of another type"
+    idx, shapes, n = p["indices"], p["shapes"], len(p["ids"])
+    if shapes.ndim != 2 or shapes.shape[1] != 2 or shapes.dtype.is_floating_point or bool((shapes < 0).any()):
+        return "shapes is not an (n, 2) integer tensor"
+    if p["maps"].numel() and p["maps"].dtype != dtype:
+        return f"maps of dtype {p['maps'].dtype}, the store's is {dtype}"
+    if p["maps"].ndim != 1 or int(shapes.prod(dim=1).sum()) != p["maps"].numel():
+        return "maps do not hold the sizes shapes gives"
+    if not (idx.ndim == p["preds"].ndim == p["failed"].ndim == 1) or not (len(idx) == len(shapes) == len(p["preds"]) == n):
+        return "indices, ids, shapes and preds of different lengths"
+    if p["features"] is not None and (p["features"].ndim != 2 or len(p["features"]) != n):
+        return "features is not one row per image"
+    inside = sorted(int(i) for i in torch.cat([idx, p["failed"]]).tolist())
+    if inside != list(span):  # each image of the shard once, decoded or failed (another shard size: other images)
+        return f"indices are not the shard's images {span.start} to {span.stop - 1}, each once"
+    return None
+
+
 # ------------------------------------------------------------------------------------ the store
 def make_manifest(
     records: Sequence[Record],
@@ -206,6 +266,9 @@ class MapStore:
             raise SimpoolBenchError(
                 f"{path}: map-store schema {manifest.get('schema') if isinstance(manifest, dict) else '?'}, expected {MAP_STORE_SCHEMA}"
             )
+        problem = _manifest_problem(manifest)
+        if problem is not None:
+            raise SimpoolBenchError(f"{path}: {problem}, as `simpool-bench extract` writes it (a damaged or hand-edited manifest)")
         return cls(root, manifest)
 
     @classmethod
@@ -296,7 +359,14 @@ class MapStore:
             return state, None
         if not isinstance(payload, dict) or payload.get("key") != self.manifest["key"] or payload.get("shard") != shard:
             return "corrupt", None
+        if _payload_problem(payload, self._span(shard), self.dtype) is not None:  # its checksum matches a content no extract writes
+            return "corrupt", None
         return "ok", payload
+
+    def _span(self, shard: int) -> range:
+        """The dataset indices of shard ``shard``."""
+        start = shard * self.shard_size
+        return range(start, min(start + self.shard_size, self.n_images))
 
     def status(self, shard: int) -> str:
         """'ok', 'missing' or 'corrupt' (checksum mismatch, unreadable, or another run's shard)."""

@@ -215,6 +215,9 @@ def read_per_image(path: str | Path) -> tuple[pd.DataFrame, Path]:
         p = found[0]
     if not p.is_file():
         raise SimpoolBenchError(f"--per-image {p}: no such file or folder")
+    from .results import verify_run_file
+
+    verify_run_file(p)  # a half-written folder's, another write's or an edited table is never ranked by
     try:
         # ids as written ("000005" stays a string, "NA" an id); an empty cell is a missing value
         frame = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p, dtype={"id": str}, keep_default_na=False, na_values=[""])

@@ -209,13 +209,21 @@ def _path(value: Any, root: Path, check: PathCheck) -> Path:
     return p
 
 
+def _float(value: int | float) -> float:
+    """A TOML number as a float; an integer beyond the float range (TOML's own are 64-bit, tomllib's are not) is a problem."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise _Bad(f"an integer of {len(str(abs(value)))} digits: expected a number within the float range") from None
+
+
 def _convert(key: str, value: Any, ann: str, root: Path, check: PathCheck) -> Any:
     """A TOML value checked against a dataclass field's annotation (a string: ``from __future__``)."""
     if key == "gamma":  # a number, or "none" (the plain attention-weighted mean)
         if isinstance(value, str) and value.lower() == "none":
             return None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _float(value)
         raise _Bad(f'{value!r}: expected a number or "none"')
     kinds = [k.strip() for k in ann.split("|") if k.strip() != "None"]
     for kind in kinds:
@@ -227,7 +235,7 @@ def _convert(key: str, value: Any, ann: str, root: Path, check: PathCheck) -> An
             test, what = _RANGES.get(key.split("[")[0], (lambda v: True, ""))
             if not test(value):
                 raise _Bad(f"{value!r}: expected {what}")
-            return value if kind == "int" else float(value)
+            return value if kind == "int" else _float(value)
         if kind == "str" and isinstance(value, str):
             if key in _CHOICES and value not in _CHOICES[key]:
                 raise _Bad(f"{value!r}: expected one of {', '.join(_CHOICES[key])}")

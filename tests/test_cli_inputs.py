@@ -739,3 +739,25 @@ def test_read_lines_splits_as_the_references_readlines(tmp_path, text):
     with open(path, encoding="utf-8") as f:
         reference = [line.replace("\n", "") for line in f.readlines()]
     assert read_lines(path) == reference
+
+
+@pytest.mark.parametrize("name", ["results.parquet", "results.manifest.json", "boxacc_curve.csv"])
+def test_a_folder_under_a_run_file_name_in_out_is_one_line_before_the_run(tmp_path, monkeypatch, name):
+    """--out holding a folder named as a file the run writes (results.parquet/, ...): one error
+    before any image is read; the run found it only when writing its results, which were lost."""
+    import simpool_bench.readers
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was read before --out was checked")
+
+    monkeypatch.setattr(simpool_bench.readers, "read_localization_data", no_data)
+    out = tmp_path / "out"
+    (out / name).mkdir(parents=True)
+    wsol = build_wsol_dataset(tmp_path / "wsol", n=2)
+    res = invoke_cli(
+        "localize", "--baseline", "center-gaussian", "--dataset", "cub", "--data", wsol.image_root,
+        "--metadata", wsol.metadata, "--out", out, "--device", "cpu",
+    )  # fmt: skip
+    line = _one_error(res)
+    assert line == f"error: --out {out}: {name} is a folder; expected the file a run writes there (move the folder away)"
+    assert sorted(p.name for p in out.iterdir()) == [name]

@@ -393,6 +393,44 @@ def test_a_shard_file_under_another_shard_number_or_of_another_run_is_refused(tm
     assert other.status(0) == "corrupt"
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda p: p.update(shapes=p["shapes"] * 2), id="shapes-beyond-the-maps"),
+        pytest.param(lambda p: p.update(shapes=p["shapes"][:, 0]), id="shapes-1d"),
+        pytest.param(lambda p: p.update(maps=p["maps"][:-1]), id="maps-short"),
+        pytest.param(lambda p: p.update(maps=p["maps"].to(torch.int64)), id="maps-of-another-dtype"),
+        pytest.param(lambda p: p.update(maps=[1.0, 2.0]), id="maps-a-list"),
+        pytest.param(lambda p: p.update(preds=None), id="preds-none"),
+        pytest.param(lambda p: p.update(preds=p["preds"][:1]), id="preds-short"),
+        pytest.param(lambda p: p.update(indices=p["indices"] + 2), id="indices-of-shard-1"),
+        pytest.param(lambda p: p.update(indices=torch.zeros_like(p["indices"])), id="index-twice"),
+        pytest.param(lambda p: p.update(failed="0"), id="failed-a-string"),
+        pytest.param(lambda p: p.update(features=torch.zeros(1, 3)), id="features-of-one-image"),
+        pytest.param(lambda p: p.pop("shapes"), id="no-shapes"),
+    ],
+)
+def test_a_shard_whose_checksum_holds_but_whose_content_is_no_extracts_is_refused(tmp_path, damage):
+    """A shard file whose sha256 beside it matches (rewritten with it) but whose fields do not fit
+    together (shapes vs maps, one entry per image, indices of its own shard, the store's dtype) is
+    refused like a corrupt one, naming the file, never read (a numpy error, or maps of other
+    images); its status is "corrupt", which extract recomputes."""
+    import hashlib
+    import io
+
+    store = _tiny_store(tmp_path, "k")
+    path = store.shard_path(0)
+    payload = torch.load(path, weights_only=True)
+    damage(payload)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    path.write_bytes(buf.getvalue())
+    store.checksum_path(0).write_text(hashlib.sha256(buf.getvalue()).hexdigest() + "\n")
+    assert store.status(0) == "corrupt"
+    with pytest.raises(SimpoolBenchError, match=r"maps_000000\.pt: checksum mismatch or unreadable: refused"):
+        store.read([0])
+
+
 @pytest.mark.parametrize("has_classifier", [False, True])
 def test_stored_maps_of_a_model_without_classifier_give_no_top1_loc(tmp_path, has_classifier):
     """Top-1 Loc needs the model's predictions: a store of a model without a classifier (its
@@ -563,6 +601,46 @@ def test_a_store_of_another_schema_or_with_a_shard_missing_is_refused_naming_the
     (store.root / "manifest.json").write_text(json.dumps({**manifest, "schema": 2}))
     with pytest.raises(SimpoolBenchError, match=r"manifest\.json: map-store schema 2, expected 1"):
         MapStore.open(store.root)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("n_images", "4", "'n_images' is '4'; expected an integer >= 1"),
+        ("shard_size", 0, "'shard_size' is 0; expected an integer >= 1"),
+        ("dtype", "float64", "'dtype' is 'float64'; expected one of float16, float32"),
+        ("dtype", ["float32"], "'dtype' is \\['float32'\\]; expected one of float16, float32"),
+        ("protocol", None, "'protocol' is None; expected one of localize, discover"),
+        ("stride", 1e400, "'stride' is inf; expected an integer >= 0"),
+        ("has_classifier", 0, "'has_classifier' is 0; expected true or false"),
+        ("provenance", [], "'provenance' is \\[\\]; expected an object"),
+        ("key", ..., "no 'key'; expected a non-empty string"),
+    ],
+)
+def test_a_hand_edited_map_store_manifest_is_one_error_naming_the_key(tmp_path, key, value, problem):
+    """The manifest fields readers compute with (image count, shard size, dtype, protocol, stride,
+    classifier, key) are checked when the store is opened: a damaged value is one error naming
+    the manifest and the key, never a KeyError/ValueError/ZeroDivisionError while scoring."""
+    store = _tiny_store(tmp_path, "k")
+    path = store.root / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if value is ...:
+        del manifest[key]
+    else:
+        manifest[key] = value
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(SimpoolBenchError, match=rf"manifest\.json: {problem}, as `simpool-bench extract` writes it"):
+        MapStore.open(store.root)
+
+
+def test_a_shard_size_edited_in_the_manifest_refuses_the_shards_rather_than_dropping_images(tmp_path):
+    """With another shard size each shard file would stand for other images (shard 0 of size 4:
+    images 0 to 3, of which it holds 0 and 1): refused, never read as two images that failed."""
+    store = _tiny_store(tmp_path, "k")
+    path = store.root / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "shard_size": 4}))
+    with pytest.raises(SimpoolBenchError, match=r"maps_000000\.pt: checksum mismatch or unreadable: refused"):
+        MapStore.open(store.root).read([0])
 
 
 def test_stored_maps_are_refused_for_ids_that_differ_only_where_they_join(tmp_path):

@@ -207,6 +207,8 @@ def test_load_tolerances(tmp_path):
         ('top1 = "small"', r"tol\.toml: tolerance 'top1' = 'small'"),
         ("top1 = true", r"tol\.toml: tolerance 'top1' = True"),
         ("top1 = nan", r"tol\.toml: tolerance 'top1' = nan"),
+        ("top1 = 1" + "0" * 400, r"tol\.toml: tolerance 'top1': an integer of 401 digits; write inf for a metric not gated"),
+        ("top1 = -1" + "0" * 400, r"tol\.toml: tolerance 'top1': an integer of 401 digits"),
         ("[tolerances]\ntop1 = 1\n[other]\nx = 1", r"tol\.toml: 'tolerances' must be the only table"),
     ],
 )

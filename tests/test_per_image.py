@@ -475,3 +475,26 @@ def test_read_per_image_errors_name_the_file(tmp_path):
         rank_ids(frame, ["a", "b"], "best", 1, source="RUN")
     with pytest.raises(SimpoolBenchError, match="--select 'first': ranking by per-image records takes best or worst"):
         rank_ids(frame, ["a", "b"], "first", 1)
+
+
+def test_read_per_image_refuses_an_edited_or_half_written_runs_table(tmp_path):
+    """--per-image reads a run folder's per_image table only as its results.manifest.json records
+    it: an IoU changed after the run (it would re-rank the images) or a folder whose write did not
+    finish is one error naming the file; a copy without the manifest is read as it is."""
+    from simpool_bench import results as R
+    from simpool_bench.per_image import parquet_bytes, read_per_image
+
+    from results_helpers import _run
+
+    frame = pd.DataFrame({"index": [0, 1], "id": ["a", "b"], "iou": [0.25, 0.75]})
+    R.write_run(_run(), tmp_path, extra={"per_image.parquet": parquet_bytes(frame)})
+    assert read_per_image(tmp_path)[0]["iou"].tolist() == [0.25, 0.75]
+    (tmp_path / "per_image.parquet").write_bytes(parquet_bytes(frame.assign(iou=[0.9, 0.75])))
+    with pytest.raises(SimpoolBenchError, match=r"per_image\.parquet: not a file of run run0"):
+        read_per_image(tmp_path)
+    man = tmp_path / R.RUN_MANIFEST
+    man.write_text(json.dumps({"schema": 1, "state": "writing", "run_id": "run0"}))
+    with pytest.raises(SimpoolBenchError, match=r"a results write did not finish \(results\.manifest\.json says 'writing'\)"):
+        read_per_image(tmp_path / "per_image.parquet")
+    man.unlink()  # a hand-made copy
+    assert rank_ids(read_per_image(tmp_path)[0], ["a", "b"], "best", 1) == ["a"]

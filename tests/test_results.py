@@ -194,11 +194,66 @@ def test_read_run_rejects_other_schema_version(tmp_path, fmt, version, word):
 
 def test_read_run_names_bad_value(tmp_path):
     p = R.write_run(_run(), tmp_path)["csv"]
+    (tmp_path / R.RUN_MANIFEST).unlink()  # a hand-edited copy
     text = p.read_text().splitlines()
     text[2] = text[2].replace("80.125", "eighty")
     p.write_text("\n".join(text) + "\n")
     with pytest.raises(SimpoolBenchError, match=r"results.csv: column 'value' row 1 \(line 3\): 'eighty' is not a number"):
         R.read_run(p)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_a_table_edited_after_its_run_wrote_it_is_refused_while_the_manifest_lists_it(tmp_path, fmt):
+    """A value changed in a run's table (its run_id kept) no longer matches the sha256 the manifest
+    records: refused, naming the file, never read as the run's numbers; without the manifest (a
+    hand-made copy) the edit is read as it is."""
+    paths = R.write_run(_run(), tmp_path, formats=("json",))
+    p = paths[fmt]
+    edited = R.read_run(p).copy()
+    edited.loc[edited["metric"] == "top1_loc", "value"] = 99.0
+    if fmt == "parquet":
+        edited.to_parquet(p, index=False)
+    elif fmt == "csv":
+        p.write_text(edited.to_csv(index=False))
+    else:
+        p.write_bytes(R.store._json_bytes(edited))
+    with pytest.raises(
+        SimpoolBenchError,
+        match=rf"results\.{fmt}: changed since run run0 wrote it \(its sha256 is not the one results\.manifest\.json records\)",
+    ):
+        R.read_run(p)
+    with pytest.raises(SimpoolBenchError, match=rf"results\.{fmt}: changed since run run0"):
+        R.check(p, paths["csv"])
+    (tmp_path / R.RUN_MANIFEST).unlink()
+    back = R.read_run(p)
+    assert back.loc[back["metric"] == "top1_loc", "value"].tolist() == [99.0]
+
+
+@pytest.mark.parametrize("run_id", [["run0"], {"id": "run0"}, 7])
+def test_a_manifest_whose_run_id_is_not_a_string_is_one_error(tmp_path, run_id):
+    p = R.write_run(_run(), tmp_path)["csv"]
+    man = tmp_path / R.RUN_MANIFEST
+    m = json.loads(man.read_text())
+    m["run_id"] = run_id
+    man.write_text(json.dumps(m))
+    with pytest.raises(SimpoolBenchError, match=rf"results\.manifest\.json: 'run_id' is {re.escape(repr(run_id))}; expected a string"):
+        R.read_run(p)
+
+
+@pytest.mark.parametrize("cell", ["99999999999999999999999", "-9223372036854775809", "1e30"])
+def test_an_integer_cell_beyond_64_bits_is_one_error(tmp_path, cell):
+    p = R.write_run(_run(), tmp_path)["csv"]
+    (tmp_path / R.RUN_MANIFEST).unlink()  # a hand-edited copy
+    df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    df.loc[1, "iou_threshold"] = cell
+    p.write_text(df.to_csv(index=False))
+    with pytest.raises(SimpoolBenchError, match=rf"results\.csv: column 'iou_threshold' row 1 \(line 3\): '{cell}' is out of range"):
+        R.read_run(p)
+    df.loc[1, "iou_threshold"] = "9223372036854775807"  # the largest Int64 is read (and refused as a threshold, not as a number)
+    p.write_text(df.to_csv(index=False))
+    with pytest.raises(SimpoolBenchError) as err:
+        R.read_run(p)
+    assert "out of range" not in str(err.value) and "9223372036854775807" in str(err.value)
 
 
 def test_sha256_file_matches_hashlib(tmp_path):

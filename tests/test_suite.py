@@ -337,6 +337,7 @@ def test_rerun_resumes_each_entry_and_the_gate_exit_codes(tiny, tmp_path):
     t = read_run(f / "results.parquet")
     t.loc[t["metric"] == "top1", "value"] += 5.0
     (f / "results.parquet").unlink()
+    (f / "results.manifest.json").unlink()  # a hand-made baseline (with it, the edited table is refused)
     t.to_csv(f / "results.csv", index=False)
     res = _run(ok, base, "--baseline", worse, "--no-github", "--summary", tmp_path / "summary.md")
     assert res.exit_code == 1, res.output
@@ -491,6 +492,15 @@ def _parse(text: str, root: Path = Path("/suites"), check_paths: bool | str = Fa
         (CKPT + "gamma = true\n" + CLASSIFY, "[[checkpoints]] #1 ('A'): key 'gamma': True: expected a number or \"none\""),
         (CKPT + CLASSIFY + "subset = 2.5\n", f"{WHERE_C}: key 'subset': 2.5: expected an integer"),
         (CKPT + CLASSIFY + "knn_temperature = 0\n", f"{WHERE_C}: key 'knn_temperature': 0: expected a number > 0"),
+        # tomllib reads integers of any length; one beyond the float range is a problem, not an OverflowError
+        (
+            CKPT + "gamma = 1" + "0" * 400 + "\n" + CLASSIFY,
+            "[[checkpoints]] #1 ('A'): key 'gamma': an integer of 401 digits: expected a number within the float range",
+        ),
+        (
+            CKPT + CLASSIFY + "knn_temperature = 1" + "0" * 400 + "\n",
+            f"{WHERE_C}: key 'knn_temperature': an integer of 401 digits: expected a number within the float range",
+        ),
         (CKPT + CLASSIFY + "knn_subset = 0\n", f"{WHERE_C}: key 'knn_subset': 0: expected an integer >= 1"),
         (CKPT + CLASSIFY + "knn_k = [20, 0]\n", f"{WHERE_C}: key 'knn_k': 0: expected an integer >= 1"),
         # the spec's own check across the list: no k at all, or one k twice (two equal rows)

@@ -425,6 +425,11 @@ def check_out_folder(out: str | Path) -> None:
     if Path(out).exists() and not Path(out).is_dir():
         raise SimpoolBenchError(f"--out {out}: a file is there; expected a folder (made when missing)")
     check_makeable(out)
+    from ..results.table import EXPORT_FILES, RUN_EXTRA_FILES, RUN_MANIFEST
+
+    for name in (*EXPORT_FILES.values(), *RUN_EXTRA_FILES, RUN_MANIFEST):  # else the results are computed, then cannot be written
+        if (Path(out) / name).is_dir():
+            raise SimpoolBenchError(f"--out {out}: {name} is a folder; expected the file a run writes there (move the folder away)")
 
 
 def parse_gamma(value: str | None) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
@@ -215,6 +216,10 @@ def _validate_tolerances(tol: Mapping[str, Any], source: str) -> dict[str, float
                     raise SimpoolBenchError(f"{source}: tolerance key {key!r}: the k after '@' must be a positive integer")
             elif iou and not (iou.isdigit() and 0 < int(iou) <= 100):
                 raise SimpoolBenchError(f"{source}: tolerance key {key!r}: IoU threshold after '@' must be an integer in (0, 100]")
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > sys.float_info.max:  # float(v): OverflowError
+            raise SimpoolBenchError(
+                f"{source}: tolerance {key!r}: an integer of {len(str(abs(v)))} digits; write inf for a metric not gated"
+            )
         if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
             raise SimpoolBenchError(f"{source}: tolerance {key!r} = {v!r}; expected a non-negative number (absolute, in the metric's unit)")
         out[str(key)] = float(v)

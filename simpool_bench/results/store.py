@@ -168,7 +168,8 @@ def add_run_file(out_dir: str | os.PathLike, name: str, data: bytes) -> Path:
 def verify_run_file(path: str | os.PathLike, run_ids: Iterable[Any] | None = None) -> None:
     """Refuse ``path`` when its folder's ``results.manifest.json`` says a write did not finish, does
     not list the file, or the file is of another write: a table whose ``run_ids`` (its run_id
-    column, when given) differ from the manifest's run, any other file whose sha256 differs. A
+    column, when given) differ from the manifest's run, any other file whose sha256 differs; or the
+    file was changed since (a table of the run whose cells were edited: its sha256 differs too). A
     folder without a manifest is accepted (older versions, hand-made baselines)."""
     path = Path(path)
     man = path.parent / RUN_MANIFEST
@@ -180,21 +181,30 @@ def verify_run_file(path: str | os.PathLike, run_ids: Iterable[Any] | None = Non
         state, files, run_id = m["state"], dict(m.get("files") or {}), m.get("run_id")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise SimpoolBenchError(f"{man}: not a readable results manifest ({type(e).__name__}); {hint}") from None
+    for key, value in (("state", state), ("run_id", run_id)):
+        if value is not None and not isinstance(value, str):
+            raise SimpoolBenchError(f"{man}: '{key}' is {value!r}; expected a string, as simpool-bench writes it; {hint}")
     if state != "complete":
         raise SimpoolBenchError(
             f"{path.parent}: a results write did not finish ({RUN_MANIFEST} says {state!r}): its files may mix two runs; {hint}"
         )
     ids = None if run_ids is None else {str(v) for v in run_ids if not _is_na(v)}
+    unchanged = path.name in files and files[path.name] == sha256_file(path)
     if path.name not in files:
         same = False
     elif ids is not None and run_id is not None:
         same = ids == {run_id}
     else:
-        same = files[path.name] == sha256_file(path)
+        same = unchanged
     if not same:
         raise SimpoolBenchError(
             f"{path}: not a file of run {run_id}, the run {RUN_MANIFEST} records (another write "
             f"left it): the folder mixes results of different writes; {hint}"
+        )
+    if not unchanged:  # a table of this run whose cells were changed after it was written
+        raise SimpoolBenchError(
+            f"{path}: changed since run {run_id} wrote it (its sha256 is not the one {RUN_MANIFEST} records): "
+            f"its numbers are not the run's; {hint}"
         )
 
 

@@ -281,14 +281,19 @@ def _to_int(x: Any) -> Any:
     if isinstance(x, str):
         x = x.strip()
         try:
-            return int(x)
+            x = int(x)
         except ValueError:
             x = float(x)
-    if isinstance(x, (float, np.floating)):
-        if not float(x).is_integer():
-            raise ValueError(repr(x))
-        return int(x)
-    return int(x)
+    if isinstance(x, (float, np.floating)) and not float(x).is_integer():
+        raise ValueError(repr(x))
+    n = int(x)
+    if not -(2**63) <= n < 2**63:  # an Int64 column holds no more (pandas would raise OverflowError)
+        raise _OutOfRange(repr(x))
+    return n
+
+
+class _OutOfRange(ValueError):
+    """An integer cell beyond the 64-bit range of the table's integer columns."""
 
 
 def _to_bool(x: Any) -> Any:
@@ -331,6 +336,10 @@ def _coerce(df: pd.DataFrame, source: str) -> pd.DataFrame:
             for i, v in enumerate(values):
                 try:
                     converted.append(conv(v))
+                except _OutOfRange:
+                    raise SimpoolBenchError(
+                        f"{source}: column '{col}' {_row(source, i)}: {v!r} is out of range; expected an integer of at most 19 digits"
+                    ) from None
                 except (TypeError, ValueError):
                     raise SimpoolBenchError(f"{source}: column '{col}' {_row(source, i)}: {v!r} is not {_EXPECTED[dtype]}") from None
             out[col] = np.asarray(converted, dtype=np.float64) if dtype == "float64" else pd.array(converted, dtype=dtype)
