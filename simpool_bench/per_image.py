@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
+from .data.inputs import clip
 from .errors import SimpoolBenchError
 from .metrics.base import Accumulator
 
@@ -232,16 +233,24 @@ def read_per_image(path: str | Path) -> tuple[pd.DataFrame, Path]:
 def rank_ids(frame: pd.DataFrame, ids: Sequence[str], how: str, n: int, source: str = "--per-image") -> list[str]:
     """The ``n`` image ids of ``ids`` (the dataset's, in order) with the best (``how='best'``) or
     worst IoU in ``frame``; images without an IoU there (failed, non-finite) are left out; ties
-    keep dataset order."""
+    keep dataset order. An IoU cell that is text, not a number or empty, is an error naming its row."""
     if how not in ("best", "worst"):
         raise SimpoolBenchError(f"--select {how!r}: ranking by per-image records takes best or worst")
     known = set(ids)
     foreign = [str(x) for x in frame["id"] if str(x) not in known]
     if foreign:
         raise SimpoolBenchError(f"{source}: image {foreign[0]!r} is not in the dataset (records of another dataset or split?)")
-    iou = dict(zip(frame["id"].astype(str), pd.to_numeric(frame["iou"], errors="coerce").astype("float64")))
+    values = pd.to_numeric(frame["iou"], errors="coerce").astype("float64")
+    text = frame["iou"].astype(str).str.strip()
+    damaged = values.isna() & frame["iou"].notna() & (text != "") & (text.str.lower() != "nan")
+    if damaged.any():  # an empty cell is a failed image; a word is damage, never an image to leave out
+        row = int(np.flatnonzero(damaged.to_numpy())[0])
+        raise SimpoolBenchError(
+            f"{source}: row {row + 1} (image {str(frame['id'].iloc[row])!r}): iou {clip(text.iloc[row])!r} is not a number"
+        )
+    iou = dict(zip(frame["id"].astype(str), values))
     pos = {x: i for i, x in reversed(list(enumerate(ids)))}
-    scored = [x for x in pos if x in iou and not np.isnan(iou[x])]
+    scored = [x for x in pos if x in iou and np.isfinite(iou[x])]
     if not scored:
         raise SimpoolBenchError(f"{source}: no image has an IoU to rank by")
     sign = -1.0 if how == "best" else 1.0

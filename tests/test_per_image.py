@@ -365,6 +365,20 @@ def test_rank_ids_orders_by_iou_then_dataset_order():
         rank_ids(pd.DataFrame({"id": ["z"], "iou": [1.0]}), ["a"], "best", 1)
 
 
+def test_rank_ids_names_an_iou_cell_that_is_not_a_number():
+    """A word in the iou column is damage, named with its row; it was read as NaN and the image
+    silently left out as if it had failed. Empty and 'nan' cells are failed images, and an
+    infinite IoU (no IoU can be) is left out with them, not ranked first."""
+    ids = ["a", "b", "c", "d"]
+    frame = pd.DataFrame({"id": ids, "iou": ["0.5", "", "0.2", "nan"]})
+    assert rank_ids(frame, ids, "best", 4) == ["a", "c"]
+    frame = pd.DataFrame({"id": ids, "iou": [0.5, np.inf, 0.2, None]})
+    assert rank_ids(frame, ids, "best", 4) == ["a", "c"]
+    frame = pd.DataFrame({"id": ids, "iou": ["0.5", "0.9", " high ", "0.1"]})
+    with pytest.raises(SimpoolBenchError, match=r"^run/per_image.csv: row 3 \(image 'c'\): iou 'high' is not a number$"):
+        rank_ids(frame, ids, "best", 2, source="run/per_image.csv")
+
+
 def test_visualize_select_worst_reads_per_image(world, localized, stores, tmp_path):
     run = localized[1]
     frame = pd.read_parquet(run / "per_image.parquet")
