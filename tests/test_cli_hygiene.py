@@ -3,6 +3,7 @@ provenance flag), progress lines in logs, ``--version`` and ``-q/--quiet``; on g
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -274,3 +275,43 @@ def test_data_is_a_required_option_of_the_run_commands(command):
     assert "[required]" in " ".join(invoke_cli(command, "--help").output.split()[:60])
     res = invoke_cli(command, "--device", "cpu")
     assert res.exit_code == 2 and said(res) == f"error: simpool-bench {command}: Missing option '--data' / '-d'. (see --help)", res.output
+
+
+# ------------------------------------------------------------------- flag fuzzing: odd values
+def _one_error_line(res, *needles: str) -> str:
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in res.output, res.output
+    for needle in needles:
+        assert needle in " ".join(res.output.split()), (needle, res.output)
+    return lines[0]
+
+
+@pytest.mark.parametrize("workers", [str(10**30), "1025"])
+def test_workers_beyond_the_most_is_one_error_line_not_a_fork_storm(data, tmp_path, workers):
+    # before: every value >= 0 was taken and DataLoader started that many processes (10**30: it
+    # forked until the machine ran out of processes)
+    args = [a for a in _args("classify", data, tmp_path / "out") if a not in ("-j", "0")]
+    res = invoke_cli(*args, "--checkpoint", data["ckpt"], "--workers", workers, "--out", tmp_path / "out")
+    _one_error_line(res, "--workers", "less than or equal to 1024")
+    assert not (tmp_path / "out").exists()
+
+
+def test_workers_beyond_the_batches_start_one_process_per_batch(data, tmp_path, monkeypatch):
+    from simpool_bench.engine import runner
+
+    asked: list[int] = []
+    real = runner.DataLoader
+
+    def loader(*args, num_workers=0, prefetch_factor=None, **kwargs):
+        asked.append(num_workers)
+        return real(*args, num_workers=0, **kwargs)  # decode here: the test counts, it starts nothing
+
+    monkeypatch.setattr(runner, "DataLoader", loader)
+    monkeypatch.setattr(runner, "usable_workers", lambda n: n)
+    args = [a for a in _args("classify", data, tmp_path) if a not in ("-j", "0")]
+    res = invoke_cli(*args, "--checkpoint", data["ckpt"], "--batch-size", "2", "--workers", "1024")
+    assert res.exit_code == 0, res.output
+    n_images = sum(1 for p in data["folder"].rglob("*.jpg"))
+    assert asked == [math.ceil(n_images / 2)]  # 5 images, batches of 2: 3 batches, 3 workers (not 1024)
+
