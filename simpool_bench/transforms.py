@@ -90,6 +90,11 @@ def eval_transform(cfg: dict[str, Any], prefetcher: bool = False) -> T.Compose:
     return transform
 
 
+# The largest --resize and --crop: an image side PIL can make (10**30 overflowed inside PIL's resize,
+# a traceback) and, squared, about 1e9 pixels, far beyond any evaluation protocol.
+MAX_SIDE = 32768
+
+
 def classification_config(
     data_config: dict[str, Any],
     resize: int | None = None,
@@ -101,8 +106,8 @@ def classification_config(
     """The data config ``classification_transform`` builds from: the model's, with the overrides."""
     cfg = dict(data_config)
     for flag, value in (("--resize", resize), ("--crop", crop)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise SimpoolBenchError(f"{flag} {value!r}: expected a whole number of pixels >= 1")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE):
+            raise SimpoolBenchError(f"{flag} {value!r}: expected a whole number of pixels >= 1 and <= {MAX_SIDE}")
     if interpolation is not None:
         if interpolation not in _INTERPOLATIONS:
             raise SimpoolBenchError(f"--interpolation {interpolation!r}: expected one of {', '.join(_INTERPOLATIONS)}")

@@ -315,3 +315,11 @@ def test_workers_beyond_the_batches_start_one_process_per_batch(data, tmp_path, 
     n_images = sum(1 for p in data["folder"].rglob("*.jpg"))
     assert asked == [math.ceil(n_images / 2)]  # 5 images, batches of 2: 3 batches, 3 workers (not 1024)
 
+
+@pytest.mark.parametrize("flag", ["--resize", "--crop"])
+def test_a_resize_or_crop_no_image_can_have_is_one_error_line(data, tmp_path, flag):
+    # before: 10**30 reached PIL's resize, an OverflowError traceback after the model had loaded
+    huge = str(10**30)
+    res = invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], flag, huge, "--out", tmp_path / "out")
+    _one_error_line(res, f"{flag} {huge}: expected a whole number of pixels >= 1 and <= 32768")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
