@@ -323,3 +323,10 @@ def test_a_resize_or_crop_no_image_can_have_is_one_error_line(data, tmp_path, fl
     res = invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], flag, huge, "--out", tmp_path / "out")
     _one_error_line(res, f"{flag} {huge}: expected a whole number of pixels >= 1 and <= 32768")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_an_empty_device_is_one_error_line_not_auto(data, tmp_path):
+    # before: --device '' ran as --device auto (a GPU where there is one), while ' ' was refused
+    res = invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--device", "", "--out", tmp_path / "out")
+    _one_error_line(res, "--device '' is not a device name (expected auto, cpu, cuda, cuda:N, mps)")
+    assert not (tmp_path / "out").exists()

@@ -70,7 +70,7 @@ class EngineConfig:
 
 def resolve_device(name: str) -> torch.device:
     """Turn a ``--device`` value into a torch.device, with a clear error when it is not there."""
-    name = (name or "auto").lower()
+    name = "auto" if name is None else name.lower()  # "" is a mistake (an unset variable), not auto
     if name == "auto":
         if torch.cuda.is_available():
             local = int(os.environ.get("LOCAL_RANK", 0))
