@@ -330,3 +330,35 @@ def test_an_empty_device_is_one_error_line_not_auto(data, tmp_path):
     res = invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--device", "", "--out", tmp_path / "out")
     _one_error_line(res, "--device '' is not a device name (expected auto, cpu, cuda, cuda:N, mps)")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "command, flag",
+    [
+        ("classify", "--out"),
+        ("classify", "--data"),
+        ("discover", "--checkpoint"),
+        ("inspect", "checkpoint"),
+        ("compare", "runs"),
+        ("check", "--baseline"),
+    ],
+)
+def test_an_empty_path_is_one_error_line_not_the_current_folder(data, tmp_path, monkeypatch, command, flag):
+    # before: typer made Path('') of it, the current folder: --out '' wrote the run's files there
+    # (the output said 'wrote ./'), --data '' read it
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    run = tmp_path / "run"
+    if command in ("compare", "check"):
+        assert invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--out", run).exit_code == 0
+    args = {
+        "classify": [*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"]],
+        "discover": [*_args("discover", data, tmp_path), "--checkpoint", data["ckpt"]],
+        "inspect": ["inspect"],
+        "compare": ["compare", run],
+        "check": ["check", run],
+    }[command]
+    res = invoke_cli(*args, *([flag] if flag.startswith("--") else []), "")
+    _one_error_line(res, f"Invalid value for '{flag}'", "'' is not a path (for the current folder, write .)")
+    assert list(here.iterdir()) == []
