@@ -362,3 +362,11 @@ def test_an_empty_path_is_one_error_line_not_the_current_folder(data, tmp_path, 
     res = invoke_cli(*args, *([flag] if flag.startswith("--") else []), "")
     _one_error_line(res, f"Invalid value for '{flag}'", "'' is not a path (for the current folder, write .)")
     assert list(here.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["localize", "discover"])
+def test_an_empty_data_label_is_one_error_line_as_a_blank_one_is(data, tmp_path, command):
+    # before: '' was read as "not given" and the table said --dataset's name, while ' ' was refused
+    res = invoke_cli(*_args(command, data, tmp_path), "--checkpoint", data["ckpt"], "--data-label", "", "--out", tmp_path / "out")
+    _one_error_line(res, "--data-label '': expected a name without spaces around it or line breaks")
+    assert not (tmp_path / "out").exists()

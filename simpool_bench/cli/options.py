@@ -590,7 +590,7 @@ class Parsed:
             annotations=g("annotations"),
             list_file=g("list_file"),
             no_hard=g("no_hard", False),
-            label=g("data_label") or None,
+            label=g("data_label"),
         )
         return DataSpec(**{**fields, **override})
 
