@@ -370,3 +370,19 @@ def test_an_empty_data_label_is_one_error_line_as_a_blank_one_is(data, tmp_path,
     res = invoke_cli(*_args(command, data, tmp_path), "--checkpoint", data["ckpt"], "--data-label", "", "--out", tmp_path / "out")
     _one_error_line(res, "--data-label '': expected a name without spaces around it or line breaks")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["classify", "discover"])
+@pytest.mark.parametrize("where", ["absolute", "up"])
+def test_a_split_that_is_a_path_outside_data_is_one_error_line(data, tmp_path, command, where):
+    # before: the run read data / '/abs/folder', i.e. /abs/folder itself (Path's join), as the
+    # split (classify: an ImageFolder; discover: ImageSets/Main/<split>.txt); '..' climbed out of
+    # --data the same way. Both point at real data here, so that only the new check refuses them.
+    if command == "classify":
+        split = str(data["folder"]) if where == "absolute" else f"../{data['folder'].name}"
+    else:
+        listed = data["voc"] / "ImageSets" / "Main" / "trainval"
+        split = str(listed) if where == "absolute" else f"../../../{data['voc'].name}/ImageSets/Main/trainval"
+    res = invoke_cli(*_args(command, data, tmp_path), "--checkpoint", data["ckpt"], "--split", split, "--out", tmp_path / "out")
+    _one_error_line(res, f"--split {split!r}: expected a split name under --data (e.g. val, test), not a path outside it")
+    assert not (tmp_path / "out").exists()
