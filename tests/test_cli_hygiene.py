@@ -386,3 +386,40 @@ def test_a_split_that_is_a_path_outside_data_is_one_error_line(data, tmp_path, c
     res = invoke_cli(*_args(command, data, tmp_path), "--checkpoint", data["ckpt"], "--split", split, "--out", tmp_path / "out")
     _one_error_line(res, f"--split {split!r}: expected a split name under --data (e.g. val, test), not a path outside it")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "command, dataset, flags, named",
+    [
+        ("extract", "voc07", ["--metadata", "META"], "--metadata"),
+        ("visualize", "voc07", ["--metadata", "META"], "--metadata"),
+        ("extract", "cub", ["--no-hard"], "--no-hard"),
+        ("extract", "cub", ["--annotations", "CKPT", "--list", "CKPT"], "--annotations and --list"),
+        ("visualize", "folder", ["--metadata", "META", "--no-hard"], "--metadata and --no-hard"),
+    ],
+)
+def test_a_data_flag_the_dataset_does_not_read_is_one_error_line(data, tmp_path, command, dataset, flags, named):
+    # before: extract/visualize ran and ignored it (e.g. --dataset voc07 --metadata M: exit 0)
+    root = {"voc07": data["voc"], "cub": data["wsol"].image_root, "folder": data["folder"]}[dataset]
+    meta = ["--metadata", data["wsol"].metadata] if dataset == "cub" else []
+    given = [{"META": str(data["wsol"].metadata), "CKPT": str(data["ckpt"])}.get(f, f) for f in flags]
+    out = tmp_path / "out"
+    res = invoke_cli(
+        command,
+        "--dataset",
+        dataset,
+        "--data",
+        root,
+        *meta,
+        *given,
+        "--checkpoint",
+        data["ckpt"],
+        "--device",
+        "cpu",
+        "-j",
+        "0",
+        "--out",
+        out,
+    )
+    _one_error_line(res, f"{named}: --dataset {dataset} does not read {'them' if ' and ' in named else 'it'}; drop {named}")
+    assert not out.exists() or not any(out.iterdir())
