@@ -423,3 +423,21 @@ def test_a_data_flag_the_dataset_does_not_read_is_one_error_line(data, tmp_path,
     )
     _one_error_line(res, f"{named}: --dataset {dataset} does not read {'them' if ' and ' in named else 'it'}; drop {named}")
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("suffix", [".pth.tar", ".zip", ".xz"])
+def test_curves_of_a_file_named_as_an_archive_is_one_error_line(data, tmp_path, suffix):
+    # before: pandas guessed the compression from the name: tarfile.ReadError (or zipfile's,
+    # lzma's), a traceback; the same bytes under another name were one error line
+    path = tmp_path / f"curve{suffix}"
+    path.write_bytes(data["ckpt"].read_bytes()[:4096])
+    res = invoke_cli("visualize", "--curves", path, "--out", tmp_path / "out")
+    _one_error_line(res, f"{path}: not a readable CSV")
+
+
+def test_curves_of_a_damaged_csv_is_one_error_line(data, tmp_path):
+    # before: pandas' message (which ends in a line break) went into the error as it was: two lines
+    path = tmp_path / "boxacc_curve.csv"
+    path.write_text("threshold,boxacc_50\n0.1,2\n0.2,3,4\n")
+    res = invoke_cli("visualize", "--curves", path, "--out", tmp_path / "out")
+    _one_error_line(res, f"{path}: not a readable CSV (Error tokenizing data. C error: Expected 2 fields in line 3, saw 3)")
