@@ -340,12 +340,16 @@ def test_an_empty_device_is_one_error_line_not_auto(data, tmp_path):
         ("discover", "--checkpoint"),
         ("inspect", "checkpoint"),
         ("compare", "runs"),
+        ("compare", "--markdown"),
+        ("compare", "--csv"),
         ("check", "--baseline"),
+        ("check", "--summary"),
     ],
 )
 def test_an_empty_path_is_one_error_line_not_the_current_folder(data, tmp_path, monkeypatch, command, flag):
     # before: typer made Path('') of it, the current folder: --out '' wrote the run's files there
-    # (the output said 'wrote ./'), --data '' read it
+    # (the output said 'wrote ./'), --data '' read it; compare --markdown/--csv '' and check
+    # --summary '' ended in a traceback (ValueError: PosixPath('.') has an empty name)
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
@@ -357,8 +361,10 @@ def test_an_empty_path_is_one_error_line_not_the_current_folder(data, tmp_path, 
         "discover": [*_args("discover", data, tmp_path), "--checkpoint", data["ckpt"]],
         "inspect": ["inspect"],
         "compare": ["compare", run],
-        "check": ["check", run],
+        "check": ["check", run, *(["--baseline", run / "results.csv"] if flag == "--summary" else [])],
     }[command]
+    if flag in ("--markdown", "--csv"):
+        args.append(run)
     res = invoke_cli(*args, *([flag] if flag.startswith("--") else []), "")
     _one_error_line(res, f"Invalid value for '{flag}'", "'' is not a path (for the current folder, write .)")
     assert list(here.iterdir()) == []
