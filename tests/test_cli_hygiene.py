@@ -447,3 +447,13 @@ def test_curves_of_a_damaged_csv_is_one_error_line(data, tmp_path):
     path.write_text("threshold,boxacc_50\n0.1,2\n0.2,3,4\n")
     res = invoke_cli("visualize", "--curves", path, "--out", tmp_path / "out")
     _one_error_line(res, f"{path}: not a readable CSV (Error tokenizing data. C error: Expected 2 fields in line 3, saw 3)")
+
+
+@pytest.mark.parametrize("device", ["meta", "xla", "XPU"])
+def test_a_device_type_the_runs_cannot_use_is_one_error_line(data, tmp_path, device):
+    # before: torch.device() took the name, then the run failed inside torch: meta 'Cannot copy
+    # out of meta tensor' (NotImplementedError), xla 'PyTorch is not linked with support' (RuntimeError)
+    res = invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--device", device, "--out", tmp_path / "out")
+    _one_error_line(res, f"--device '{device.lower()}': not a device the runs use (expected auto, cpu, cuda, cuda:N, mps)")
+    assert not (tmp_path / "out").exists()
+

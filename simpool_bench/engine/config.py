@@ -80,6 +80,8 @@ def resolve_device(name: str) -> torch.device:
         dev = torch.device(name)
     except RuntimeError as err:
         raise SimpoolBenchError(f"--device {name!r} is not a device name (expected auto, cpu, cuda, cuda:N, mps)") from err
+    if dev.type not in ("cpu", "cuda", "mps"):  # meta, xla, xpu...: torch names them, the runs cannot use them
+        raise SimpoolBenchError(f"--device {name!r}: not a device the runs use (expected auto, cpu, cuda, cuda:N, mps)")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise SimpoolBenchError(f"--device {name} was asked for but no CUDA GPU is available here; use --device cpu")
