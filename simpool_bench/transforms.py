@@ -120,6 +120,12 @@ def classification_config(
         cfg["input_size"] = (3, crop, crop)
     if resize is not None:
         cfg["crop_pct"] = crop_pct_for(cfg["input_size"][-1], resize)
+    elif cfg.get("crop_pct") is not None and cfg["input_size"][-1] / cfg["crop_pct"] >= MAX_SIDE + 1:  # (0, 1] is checked before
+        side = cfg["input_size"][-1] / cfg["crop_pct"]  # 1e-300: an OverflowError in PIL's resize
+        raise SimpoolBenchError(
+            f"--crop-pct {cfg['crop_pct']:g}: resizes the short side to {side:.4g} pixels (crop {cfg['input_size'][-1]} / crop_pct); "
+            f"expected at most {MAX_SIDE} (a crop_pct >= {cfg['input_size'][-1] / (MAX_SIDE + 1):.3g})"
+        )
     return cfg
 
 

@@ -457,3 +457,18 @@ def test_a_device_type_the_runs_cannot_use_is_one_error_line(data, tmp_path, dev
     _one_error_line(res, f"--device '{device.lower()}': not a device the runs use (expected auto, cpu, cuda, cuda:N, mps)")
     assert not (tmp_path / "out").exists()
 
+
+def test_a_crop_pct_that_resizes_beyond_the_largest_side_is_one_error_line(data, tmp_path):
+    # before: (0, 1] was all that was checked: 1e-300 resized the short side to 3.2e301 pixels, an
+    # OverflowError in PIL's resize (a traceback)
+    crop = 32  # the tiny ViT's input size (conftest's TINY_VIT_KWARGS)
+    res = invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--crop-pct", "1e-300", "--out", tmp_path / "out")
+    _one_error_line(res, f"--crop-pct 1e-300: resizes the short side to {crop / 1e-300:.4g} pixels", "expected at most 32768")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    from simpool_bench.errors import SimpoolBenchError
+    from simpool_bench.transforms import classification_config
+
+    cfg = {"input_size": (3, crop, crop), "crop_pct": crop / 32768, "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    assert classification_config(cfg)["crop_pct"] == crop / 32768  # a 32768-pixel short side: taken
+    with pytest.raises(SimpoolBenchError, match=r"resizes the short side to 3\.277e\+04 pixels"):
+        classification_config({**cfg, "crop_pct": crop / 32770})
