@@ -472,3 +472,25 @@ def test_a_crop_pct_that_resizes_beyond_the_largest_side_is_one_error_line(data,
     assert classification_config(cfg)["crop_pct"] == crop / 32768  # a 32768-pixel short side: taken
     with pytest.raises(SimpoolBenchError, match=r"resizes the short side to 3\.277e\+04 pixels"):
         classification_config({**cfg, "crop_pct": crop / 32770})
+
+
+def test_compare_and_check_never_write_over_what_they_read_or_one_output_over_another(data, tmp_path):
+    # before: compare RUN --csv RUN/results.csv replaced the run's results with the comparison
+    # table (exit 0; the run then failed its manifest check), check --summary RUN/results.parquet
+    # the same, and --markdown X --latex X wrote X twice, keeping only the LaTeX
+    run = tmp_path / "run"
+    assert invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--out", run).exit_code == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    res = invoke_cli("compare", run, "--csv", run / "results.csv")
+    _one_error_line(res, f"--csv {run / 'results.csv'}: a results file this command reads ({run}); write it elsewhere")
+    res = invoke_cli("compare", tmp_path, "--markdown", run / "results.json")  # a folder of run folders
+    _one_error_line(res, f"--markdown {run / 'results.json'}: a results file this command reads ({tmp_path})")
+    res = invoke_cli("check", run, "--baseline", run / "results.csv", "--summary", run / "results.parquet", "--no-github")
+    _one_error_line(res, f"--summary {run / 'results.parquet'}: a results file this command reads ({run})")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    same = tmp_path / "table.txt"
+    res = invoke_cli("compare", run, "--markdown", same, "--latex", same)
+    _one_error_line(res, f"--markdown and --latex are both {same}: give each its own file")
+    assert not same.exists()
+    res = invoke_cli("compare", run, "--markdown", run / "table.md")  # another name in a run folder: written
+    assert res.exit_code == 0 and (run / "table.md").read_text().startswith("|")
