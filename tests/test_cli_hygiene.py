@@ -8,6 +8,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import typer
@@ -494,3 +495,15 @@ def test_compare_and_check_never_write_over_what_they_read_or_one_output_over_an
     assert not same.exists()
     res = invoke_cli("compare", run, "--markdown", run / "table.md")  # another name in a run folder: written
     assert res.exit_code == 0 and (run / "table.md").read_text().startswith("|")
+
+
+@pytest.mark.parametrize("interval", ["1e-9", "0.00009"])
+def test_an_interval_of_more_thresholds_than_a_run_can_make_is_one_error_line(data, tmp_path, interval):
+    # before: any step in (0, 1) was taken: 1e-9 built np.arange(0, 1, 1e-9) (8 GB) and a contour
+    # search per threshold and image, a run that never ended
+    step = float(interval)
+    n = len(np.arange(0, 1, step)) if step > 1e-6 else math.ceil(1 / step)  # (np.arange of 1e-9: 8 GB)
+    assert n > 10_000
+    res = invoke_cli(*_args("localize", data, tmp_path), "--checkpoint", data["ckpt"], "--interval", interval, "--out", tmp_path / "out")
+    _one_error_line(res, f"--interval {step:g}: {n:,} thresholds; expected a step >= 0.0001 (wsolevaluation: 0.001 or 0.01)")
+    assert not (tmp_path / "out").exists()
