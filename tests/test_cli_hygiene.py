@@ -507,3 +507,22 @@ def test_an_interval_of_more_thresholds_than_a_run_can_make_is_one_error_line(da
     res = invoke_cli(*_args("localize", data, tmp_path), "--checkpoint", data["ckpt"], "--interval", interval, "--out", tmp_path / "out")
     _one_error_line(res, f"--interval {step:g}: {n:,} thresholds; expected a step >= 0.0001 (wsolevaluation: 0.001 or 0.01)")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_dist_timeout_no_process_group_can_take_is_one_error_line(data, tmp_path, monkeypatch):
+    # before: only > 0 was checked; under torchrun 1e30 s overflowed the process group's
+    # timedelta ('OverflowError: Python int too large to convert to C int'), a traceback
+    import datetime
+
+    with pytest.raises(OverflowError):
+        datetime.timedelta(seconds=1e30)
+    res = invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--dist-timeout", "1e30", "--out", tmp_path / "out")
+    _one_error_line(res, "--dist-timeout=1e+30: expected a number of seconds > 0 and <= 1e+09 (default 600)")
+    assert not (tmp_path / "out").exists()
+    from simpool_bench.engine.distributed import dist_timeout_s
+    from simpool_bench.errors import SimpoolBenchError
+
+    monkeypatch.setenv("SIMPOOL_BENCH_DIST_TIMEOUT", "1e30")  # what torchrun's ranks read without the flag
+    with pytest.raises(SimpoolBenchError, match=r"SIMPOOL_BENCH_DIST_TIMEOUT='1e30': expected a number of seconds > 0 and <= 1e\+09"):
+        dist_timeout_s()
+    assert dist_timeout_s(1e9) == 1e9  # the longest is still taken
