@@ -526,3 +526,28 @@ def test_a_dist_timeout_no_process_group_can_take_is_one_error_line(data, tmp_pa
     with pytest.raises(SimpoolBenchError, match=r"SIMPOOL_BENCH_DIST_TIMEOUT='1e30': expected a number of seconds > 0 and <= 1e\+09"):
         dist_timeout_s()
     assert dist_timeout_s(1e9) == 1e9  # the longest is still taken
+
+
+def test_visualize_lost_compat_with_method_lost_is_one_error_line_as_in_discover(data, tmp_path):
+    # before: visualize --method lost --lost-compat drew LOST's boxes and ignored --lost-compat
+    # (dino_seg's defaults are for the attention-map box); discover already refused it
+    args = (
+        "--dataset",
+        "voc07",
+        "--data",
+        data["voc"],
+        "--checkpoint",
+        data["ckpt"],
+        "--device",
+        "cpu",
+        "-j",
+        "0",
+        "--method",
+        "lost",
+        "--lost-compat",
+    )
+    expected = "--lost-compat is not used by this run: only --method attn takes LOST dino_seg's defaults"
+    _one_error_line(invoke_cli("discover", *args), expected)
+    res = invoke_cli("visualize", *args, "--out", tmp_path / "out")
+    _one_error_line(res, expected)
+    assert not (tmp_path / "out").exists()

@@ -135,6 +135,8 @@ def visualize(
     refuse_given(ctx, _UNUSED_BY_VISUALIZE[protocol_for(p["dataset"])])
     if method != "lost":
         refuse_given(ctx, {"k_patches": UNUSED_BECAUSE["k_patches"]})
+    else:  # LOST's own box and seed: dino_seg's defaults are for the attention-map box (as discover says)
+        refuse_given(ctx, {"lost_compat": UNUSED_BECAUSE["lost_compat"]})
     if threshold_from:
         refuse_given(ctx, {"threshold": "--threshold-from gives each column's threshold"})
     elif per_image is not None:
