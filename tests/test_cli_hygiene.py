@@ -551,3 +551,17 @@ def test_visualize_lost_compat_with_method_lost_is_one_error_line_as_in_discover
     res = invoke_cli("visualize", *args, "--out", tmp_path / "out")
     _one_error_line(res, expected)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["", ",", "simpool,,rollout", "simpool,simpool"])
+def test_visualize_attn_source_list_with_an_empty_or_repeated_name_is_one_error_line(data, tmp_path, value):
+    # before: '' drew the default source, 'simpool,,rollout' dropped the empty name, 'simpool,simpool'
+    # drew one column twice (all exit 0), and ',' said 'no model or map store to draw'
+    res = invoke_cli(*_args("visualize", data, tmp_path / "out"), "--checkpoint", data["ckpt"], "--n", "1", "--attn-source", value)
+    _one_error_line(res, f"--attn-source {value!r}: expected distinct map sources separated by commas, e.g. simpool,rollout")
+    assert not (tmp_path / "out").exists()
+    ok = invoke_cli(
+        *_args("visualize", data, tmp_path / "ok"), "--checkpoint", data["ckpt"], "--n", "1", "--attn-source", "simpool,rollout"
+    )
+    assert ok.exit_code == 0, ok.output
+    assert sorted(pd.read_csv(tmp_path / "ok" / "selection.csv")["column"].unique()) == ["tiny: rollout", "tiny: simpool"]
