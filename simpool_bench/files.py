@@ -24,9 +24,13 @@ from .errors import SimpoolBenchError
 def read_toml(path: str | os.PathLike, what: str) -> dict[str, Any]:
     """A TOML file's document; a missing, unreadable or invalid file is one error naming ``what``
     (e.g. 'suite file') and ``path``."""
+    import stat
     import tomllib
 
     try:
+        mode = os.stat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # open() of a FIFO with no writer waits forever
+            raise SimpoolBenchError(f"{what} {path}: not a regular file (a pipe, socket or device), expected a TOML file")
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:

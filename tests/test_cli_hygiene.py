@@ -565,3 +565,38 @@ def test_visualize_attn_source_list_with_an_empty_or_repeated_name_is_one_error_
     )
     assert ok.exit_code == 0, ok.output
     assert sorted(pd.read_csv(tmp_path / "ok" / "selection.csv")["column"].unique()) == ["tiny: rollout", "tiny: simpool"]
+
+
+@pytest.mark.parametrize("command", ["suite validate", "check --tolerances"])
+def test_a_toml_file_that_is_a_fifo_is_one_error_line_not_a_hang(data, tmp_path, command):
+    # before: open() of the FIFO waited for a writer forever (the sweep killed it after 20 s); here a
+    # thread writes to it after 10 s, so that without the check the test fails instead of hanging
+    import os
+    import threading
+    import time
+
+    fifo = tmp_path / "plan.toml"
+    os.mkfifo(fifo)
+    stop = threading.Event()
+
+    def writer() -> None:
+        if stop.wait(10):
+            return
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # fails (ENXIO) when no one is reading
+        except OSError:
+            return
+        os.write(fd, b"x = 1\n")
+        os.close(fd)
+
+    threading.Thread(target=writer, daemon=True).start()
+    start = time.monotonic()
+    if command == "suite validate":
+        res, what = invoke_cli("suite", "validate", fifo), "suite file"
+    else:
+        run = tmp_path / "run"
+        assert invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--out", run).exit_code == 0
+        res, what = invoke_cli("check", run, "--baseline", run / "results.csv", "--tolerances", fifo, "--no-github"), "tolerances file"
+    stop.set()
+    _one_error_line(res, f"{what} {fifo}: not a regular file (a pipe, socket or device), expected a TOML file")
+    assert time.monotonic() - start < 10
