@@ -600,3 +600,23 @@ def test_a_toml_file_that_is_a_fifo_is_one_error_line_not_a_hang(data, tmp_path,
     stop.set()
     _one_error_line(res, f"{what} {fifo}: not a regular file (a pipe, socket or device), expected a TOML file")
     assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize("flag", ["--markdown", "--summary"])
+def test_an_output_file_that_is_a_fifo_is_one_error_line_and_stays_a_fifo(data, tmp_path, flag):
+    # before: atomic_write renamed a regular file over it: a FIFO (or, for root, /dev/null or
+    # /dev/stdout: --summary /dev/stdout) was replaced by a file, exit 0
+    import os
+    import stat
+
+    fifo = tmp_path / "table.md"
+    os.mkfifo(fifo)
+    run = tmp_path / "run"
+    assert invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--out", run).exit_code == 0
+    if flag == "--markdown":
+        res = invoke_cli("compare", run, "--markdown", fifo)
+    else:
+        res = invoke_cli("check", run, "--baseline", run / "results.csv", "--summary", fifo, "--no-github")
+    _one_error_line(res, f"cannot write {fifo}: not a regular file (a pipe, socket or device); give the path of a file")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "table.md"]  # no temporary file left

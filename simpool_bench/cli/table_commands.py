@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from ..console import console, err_console, note, say
 from ..errors import SimpoolBenchError
-from ..files import atomic_write
+from ..files import atomic_write, check_file_target
 from .options import DeviceOpt, FormatOpt, PreferOpt, TrustOpt, check_out_folder
 
 
@@ -114,6 +114,7 @@ def _outputs_apart(outputs: tuple[tuple[str, Path | None], ...], inputs: list[Pa
         if where in seen:
             raise SimpoolBenchError(f"{seen[where]} and {flag} are both {path}: give each its own file")
         seen[where] = flag
+        check_file_target(path)  # before the table, not after it is printed
         for given in inputs:
             source = Path(given).resolve()
             if where == source or (source.is_dir() and where.is_relative_to(source) and where.name in _READ_NAMES):
