@@ -13,6 +13,7 @@ import errno
 import hashlib
 import io
 import os
+import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,9 @@ def read_toml(path: str | os.PathLike, what: str) -> dict[str, Any]:
     import tomllib
 
     try:
+        mode = os.stat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # open() of a FIFO with no writer waits forever
+            raise SimpoolBenchError(f"{what} {path}: not a regular file (a pipe, socket or device), expected a TOML file")
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
@@ -134,8 +138,21 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], Non
     """Write ``path`` atomically: all of ``data`` or, on any failure, the old file untouched and no
     temporary file left (a SimpoolBenchError names the file and the reason)."""
     path = Path(path)
+    check_file_target(path)
     commit(write_temp(path, data), path)
     return path
+
+
+def check_file_target(path: str | os.PathLike) -> None:
+    """``path`` is a file ``atomic_write`` may replace (or nothing yet): not a pipe, socket or
+    device, where the rename would put a regular file in place of /dev/null, /dev/stdout or a FIFO
+    (as root it does)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # not there (or not reachable: write_temp says why)
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise SimpoolBenchError(f"cannot write {path}: not a regular file (a pipe, socket or device); give the path of a file")
 
 
 def save_checksummed(path: Path, payload: Any) -> None:

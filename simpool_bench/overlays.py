@@ -446,9 +446,9 @@ def read_curve(run: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[in
     """(thresholds (T,), BoxAcc (T, J), IoU thresholds (J,)) of a localize run's boxacc_curve.csv."""
     path = _curve_file(Path(run))
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, compression=None)  # plain text as localize writes it, whatever the name ends with (.tar: a TarError)
     except (OSError, ValueError) as err:
-        raise SimpoolBenchError(f"{path}: not a readable CSV ({err})") from None
+        raise SimpoolBenchError(f"{path}: not a readable CSV ({' '.join(str(err).split())})") from None  # pandas' own ends in a line break
     cols = [c for c in df.columns if c.startswith("boxacc_")]
     if "threshold" not in df.columns or not cols:
         raise SimpoolBenchError(f"{path}: expected columns threshold, boxacc_30, boxacc_50, ... (got {', '.join(map(str, df.columns))})")

@@ -223,6 +223,21 @@ def read_map_data(
     coco20k as ``discover`` does, or ``folder``: every image under ``data``."""
     record = registry_dataset(dataset)
     split = split or record.default_split
+    # a file this dataset's reader does not read: an error, not a run that ignores it
+    # (voc07 --annotations/--list and coco20k --no-hard: read_discovery_data says so)
+    unread = {"folder": ("--metadata", "--annotations", "--list", "--no-hard"), "wsol": ("--annotations", "--list", "--no-hard")}.get(
+        record.reader, ("--metadata",)
+    )
+    given = [
+        flag
+        for flag, value in (("--metadata", metadata), ("--annotations", annotations), ("--list", list_file), ("--no-hard", no_hard or None))
+        if value is not None
+    ]
+    ignored = [flag for flag in given if flag in unread]
+    if ignored:
+        raise SimpoolBenchError(
+            f"{' and '.join(ignored)}: --dataset {dataset} does not read {'it' if len(ignored) == 1 else 'them'}; drop {' and '.join(ignored)}"
+        )
     if record.reader == "folder":
         return read_image_files(data)
     if record.reader == "wsol":

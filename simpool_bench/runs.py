@@ -11,6 +11,7 @@ protocol parameters and the engine settings (see ``runkey``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -55,6 +56,8 @@ from .specs import (
 #: The files a run writes besides results.csv, results.parquet and per_image.parquet, unless told
 #: otherwise (as the CLI's default; "csv" also writes per_image.csv).
 DEFAULT_FORMATS = ("json",)
+#: The finest --interval: 10,000 score-map thresholds (wsolevaluation uses 0.001 and 0.01).
+MIN_INTERVAL = 1e-4
 
 
 def expect(value: Any, kind: type, what: str) -> None:
@@ -203,6 +206,11 @@ def _check_localize(spec: LocalizeSpec) -> None:
         )
     if spec.interval <= 0 or spec.interval >= 1:
         raise SimpoolBenchError(f"--interval {spec.interval}: expected a step in (0, 1), e.g. 0.001 or 0.01")
+    if spec.interval < MIN_INTERVAL:  # each threshold is a contour search per image: 1e-9 ran for days, 8 GB of thresholds
+        raise SimpoolBenchError(
+            f"--interval {spec.interval:g}: {math.ceil(1 / spec.interval):,} thresholds; expected a step >= {MIN_INTERVAL:g} "
+            "(wsolevaluation: 0.001 or 0.01)"
+        )
     from .metrics.boxacc import cam_thresholds  # (imports OpenCV: not at start-up, which discover --method center keeps light)
 
     cam_thresholds(spec.interval)  # a NaN or float32 step: refused before the data is read, not by the run's accumulator

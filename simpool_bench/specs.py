@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from .errors import SimpoolBenchError
@@ -105,6 +105,9 @@ class DataSpec:
                     f"{flag} {value!r}: expected a name without spaces around it or line breaks"
                     + (f" ({value.strip()!r}?)" if value.strip() and "\n" not in value else "")
                 )
+        # a split is read under --data (data/<split>, ImageSets/Main/<split>.txt): a path there left it
+        if isinstance(self.split, str) and (PurePath(self.split).is_absolute() or ".." in PurePath(self.split).parts):
+            raise SimpoolBenchError(f"--split {self.split!r}: expected a split name under --data (e.g. val, test), not a path outside it")
         _at_least_one(self, "subset")  # 0 read as "no subset" (every image)
 
     @property

@@ -90,6 +90,11 @@ def eval_transform(cfg: dict[str, Any], prefetcher: bool = False) -> T.Compose:
     return transform
 
 
+# The largest --resize and --crop: an image side PIL can make (10**30 overflowed inside PIL's resize,
+# a traceback) and, squared, about 1e9 pixels, far beyond any evaluation protocol.
+MAX_SIDE = 32768
+
+
 def classification_config(
     data_config: dict[str, Any],
     resize: int | None = None,
@@ -101,8 +106,8 @@ def classification_config(
     """The data config ``classification_transform`` builds from: the model's, with the overrides."""
     cfg = dict(data_config)
     for flag, value in (("--resize", resize), ("--crop", crop)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise SimpoolBenchError(f"{flag} {value!r}: expected a whole number of pixels >= 1")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE):
+            raise SimpoolBenchError(f"{flag} {value!r}: expected a whole number of pixels >= 1 and <= {MAX_SIDE}")
     if interpolation is not None:
         if interpolation not in _INTERPOLATIONS:
             raise SimpoolBenchError(f"--interpolation {interpolation!r}: expected one of {', '.join(_INTERPOLATIONS)}")
@@ -115,6 +120,12 @@ def classification_config(
         cfg["input_size"] = (3, crop, crop)
     if resize is not None:
         cfg["crop_pct"] = crop_pct_for(cfg["input_size"][-1], resize)
+    elif cfg.get("crop_pct") is not None and cfg["input_size"][-1] / cfg["crop_pct"] >= MAX_SIDE + 1:  # (0, 1] is checked before
+        side = cfg["input_size"][-1] / cfg["crop_pct"]  # 1e-300: an OverflowError in PIL's resize
+        raise SimpoolBenchError(
+            f"--crop-pct {cfg['crop_pct']:g}: resizes the short side to {side:.4g} pixels (crop {cfg['input_size'][-1]} / crop_pct); "
+            f"expected at most {MAX_SIDE} (a crop_pct >= {cfg['input_size'][-1] / (MAX_SIDE + 1):.3g})"
+        )
     return cfg
 
 

@@ -3,10 +3,12 @@ provenance flag), progress lines in logs, ``--version`` and ``-q/--quiet``; on g
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import typer
@@ -274,3 +276,347 @@ def test_data_is_a_required_option_of_the_run_commands(command):
     assert "[required]" in " ".join(invoke_cli(command, "--help").output.split()[:60])
     res = invoke_cli(command, "--device", "cpu")
     assert res.exit_code == 2 and said(res) == f"error: simpool-bench {command}: Missing option '--data' / '-d'. (see --help)", res.output
+
+
+# ------------------------------------------------------------------- flag fuzzing: odd values
+def _one_error_line(res, *needles: str) -> str:
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in res.output, res.output
+    for needle in needles:
+        assert needle in " ".join(res.output.split()), (needle, res.output)
+    return lines[0]
+
+
+@pytest.mark.parametrize("workers", [str(10**30), "1025"])
+def test_workers_beyond_the_most_is_one_error_line_not_a_fork_storm(data, tmp_path, workers):
+    # before: every value >= 0 was taken and DataLoader started that many processes (10**30: it
+    # forked until the machine ran out of processes)
+    args = [a for a in _args("classify", data, tmp_path / "out") if a not in ("-j", "0")]
+    res = invoke_cli(*args, "--checkpoint", data["ckpt"], "--workers", workers, "--out", tmp_path / "out")
+    _one_error_line(res, "--workers", "less than or equal to 1024")
+    assert not (tmp_path / "out").exists()
+
+
+def test_workers_beyond_the_batches_start_one_process_per_batch(data, tmp_path, monkeypatch):
+    from simpool_bench.engine import runner
+
+    asked: list[int] = []
+    real = runner.DataLoader
+
+    def loader(*args, num_workers=0, prefetch_factor=None, **kwargs):
+        asked.append(num_workers)
+        return real(*args, num_workers=0, **kwargs)  # decode here: the test counts, it starts nothing
+
+    monkeypatch.setattr(runner, "DataLoader", loader)
+    monkeypatch.setattr(runner, "usable_workers", lambda n: n)
+    args = [a for a in _args("classify", data, tmp_path) if a not in ("-j", "0")]
+    res = invoke_cli(*args, "--checkpoint", data["ckpt"], "--batch-size", "2", "--workers", "1024")
+    assert res.exit_code == 0, res.output
+    n_images = sum(1 for p in data["folder"].rglob("*.jpg"))
+    assert asked == [math.ceil(n_images / 2)]  # 5 images, batches of 2: 3 batches, 3 workers (not 1024)
+
+
+@pytest.mark.parametrize("flag", ["--resize", "--crop"])
+def test_a_resize_or_crop_no_image_can_have_is_one_error_line(data, tmp_path, flag):
+    # before: 10**30 reached PIL's resize, an OverflowError traceback after the model had loaded
+    huge = str(10**30)
+    res = invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], flag, huge, "--out", tmp_path / "out")
+    _one_error_line(res, f"{flag} {huge}: expected a whole number of pixels >= 1 and <= 32768")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_an_empty_device_is_one_error_line_not_auto(data, tmp_path):
+    # before: --device '' ran as --device auto (a GPU where there is one), while ' ' was refused
+    res = invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--device", "", "--out", tmp_path / "out")
+    _one_error_line(res, "--device '' is not a device name (expected auto, cpu, cuda, cuda:N, mps)")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "command, flag",
+    [
+        ("classify", "--out"),
+        ("classify", "--data"),
+        ("discover", "--checkpoint"),
+        ("inspect", "checkpoint"),
+        ("compare", "runs"),
+        ("compare", "--markdown"),
+        ("compare", "--csv"),
+        ("check", "--baseline"),
+        ("check", "--summary"),
+    ],
+)
+def test_an_empty_path_is_one_error_line_not_the_current_folder(data, tmp_path, monkeypatch, command, flag):
+    # before: typer made Path('') of it, the current folder: --out '' wrote the run's files there
+    # (the output said 'wrote ./'), --data '' read it; compare --markdown/--csv '' and check
+    # --summary '' ended in a traceback (ValueError: PosixPath('.') has an empty name)
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    run = tmp_path / "run"
+    if command in ("compare", "check"):
+        assert invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--out", run).exit_code == 0
+    args = {
+        "classify": [*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"]],
+        "discover": [*_args("discover", data, tmp_path), "--checkpoint", data["ckpt"]],
+        "inspect": ["inspect"],
+        "compare": ["compare", run],
+        "check": ["check", run, *(["--baseline", run / "results.csv"] if flag == "--summary" else [])],
+    }[command]
+    if flag in ("--markdown", "--csv"):
+        args.append(run)
+    res = invoke_cli(*args, *([flag] if flag.startswith("--") else []), "")
+    _one_error_line(res, f"Invalid value for '{flag}'", "'' is not a path (for the current folder, write .)")
+    assert list(here.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["localize", "discover"])
+def test_an_empty_data_label_is_one_error_line_as_a_blank_one_is(data, tmp_path, command):
+    # before: '' was read as "not given" and the table said --dataset's name, while ' ' was refused
+    res = invoke_cli(*_args(command, data, tmp_path), "--checkpoint", data["ckpt"], "--data-label", "", "--out", tmp_path / "out")
+    _one_error_line(res, "--data-label '': expected a name without spaces around it or line breaks")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["classify", "discover"])
+@pytest.mark.parametrize("where", ["absolute", "up"])
+def test_a_split_that_is_a_path_outside_data_is_one_error_line(data, tmp_path, command, where):
+    # before: the run read data / '/abs/folder', i.e. /abs/folder itself (Path's join), as the
+    # split (classify: an ImageFolder; discover: ImageSets/Main/<split>.txt); '..' climbed out of
+    # --data the same way. Both point at real data here, so that only the new check refuses them.
+    if command == "classify":
+        split = str(data["folder"]) if where == "absolute" else f"../{data['folder'].name}"
+    else:
+        listed = data["voc"] / "ImageSets" / "Main" / "trainval"
+        split = str(listed) if where == "absolute" else f"../../../{data['voc'].name}/ImageSets/Main/trainval"
+    res = invoke_cli(*_args(command, data, tmp_path), "--checkpoint", data["ckpt"], "--split", split, "--out", tmp_path / "out")
+    _one_error_line(res, f"--split {split!r}: expected a split name under --data (e.g. val, test), not a path outside it")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "command, dataset, flags, named",
+    [
+        ("extract", "voc07", ["--metadata", "META"], "--metadata"),
+        ("visualize", "voc07", ["--metadata", "META"], "--metadata"),
+        ("extract", "cub", ["--no-hard"], "--no-hard"),
+        ("extract", "cub", ["--annotations", "CKPT", "--list", "CKPT"], "--annotations and --list"),
+        ("visualize", "folder", ["--metadata", "META", "--no-hard"], "--metadata and --no-hard"),
+    ],
+)
+def test_a_data_flag_the_dataset_does_not_read_is_one_error_line(data, tmp_path, command, dataset, flags, named):
+    # before: extract/visualize ran and ignored it (e.g. --dataset voc07 --metadata M: exit 0)
+    root = {"voc07": data["voc"], "cub": data["wsol"].image_root, "folder": data["folder"]}[dataset]
+    meta = ["--metadata", data["wsol"].metadata] if dataset == "cub" else []
+    given = [{"META": str(data["wsol"].metadata), "CKPT": str(data["ckpt"])}.get(f, f) for f in flags]
+    out = tmp_path / "out"
+    res = invoke_cli(
+        command,
+        "--dataset",
+        dataset,
+        "--data",
+        root,
+        *meta,
+        *given,
+        "--checkpoint",
+        data["ckpt"],
+        "--device",
+        "cpu",
+        "-j",
+        "0",
+        "--out",
+        out,
+    )
+    _one_error_line(res, f"{named}: --dataset {dataset} does not read {'them' if ' and ' in named else 'it'}; drop {named}")
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("suffix", [".pth.tar", ".zip", ".xz"])
+def test_curves_of_a_file_named_as_an_archive_is_one_error_line(data, tmp_path, suffix):
+    # before: pandas guessed the compression from the name: tarfile.ReadError (or zipfile's,
+    # lzma's), a traceback; the same bytes under another name were one error line
+    path = tmp_path / f"curve{suffix}"
+    path.write_bytes(data["ckpt"].read_bytes()[:4096])
+    res = invoke_cli("visualize", "--curves", path, "--out", tmp_path / "out")
+    _one_error_line(res, f"{path}: not a readable CSV")
+
+
+def test_curves_of_a_damaged_csv_is_one_error_line(data, tmp_path):
+    # before: pandas' message (which ends in a line break) went into the error as it was: two lines
+    path = tmp_path / "boxacc_curve.csv"
+    path.write_text("threshold,boxacc_50\n0.1,2\n0.2,3,4\n")
+    res = invoke_cli("visualize", "--curves", path, "--out", tmp_path / "out")
+    _one_error_line(res, f"{path}: not a readable CSV (Error tokenizing data. C error: Expected 2 fields in line 3, saw 3)")
+
+
+@pytest.mark.parametrize("device", ["meta", "xla", "XPU"])
+def test_a_device_type_the_runs_cannot_use_is_one_error_line(data, tmp_path, device):
+    # before: torch.device() took the name, then the run failed inside torch: meta 'Cannot copy
+    # out of meta tensor' (NotImplementedError), xla 'PyTorch is not linked with support' (RuntimeError)
+    res = invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--device", device, "--out", tmp_path / "out")
+    _one_error_line(res, f"--device '{device.lower()}': not a device the runs use (expected auto, cpu, cuda, cuda:N, mps)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_crop_pct_that_resizes_beyond_the_largest_side_is_one_error_line(data, tmp_path):
+    # before: (0, 1] was all that was checked: 1e-300 resized the short side to 3.2e301 pixels, an
+    # OverflowError in PIL's resize (a traceback)
+    crop = 32  # the tiny ViT's input size (conftest's TINY_VIT_KWARGS)
+    res = invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--crop-pct", "1e-300", "--out", tmp_path / "out")
+    _one_error_line(res, f"--crop-pct 1e-300: resizes the short side to {crop / 1e-300:.4g} pixels", "expected at most 32768")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    from simpool_bench.errors import SimpoolBenchError
+    from simpool_bench.transforms import classification_config
+
+    cfg = {"input_size": (3, crop, crop), "crop_pct": crop / 32768, "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    assert classification_config(cfg)["crop_pct"] == crop / 32768  # a 32768-pixel short side: taken
+    with pytest.raises(SimpoolBenchError, match=r"resizes the short side to 3\.277e\+04 pixels"):
+        classification_config({**cfg, "crop_pct": crop / 32770})
+
+
+def test_compare_and_check_never_write_over_what_they_read_or_one_output_over_another(data, tmp_path):
+    # before: compare RUN --csv RUN/results.csv replaced the run's results with the comparison
+    # table (exit 0; the run then failed its manifest check), check --summary RUN/results.parquet
+    # the same, and --markdown X --latex X wrote X twice, keeping only the LaTeX
+    run = tmp_path / "run"
+    assert invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--out", run).exit_code == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    res = invoke_cli("compare", run, "--csv", run / "results.csv")
+    _one_error_line(res, f"--csv {run / 'results.csv'}: a results file this command reads ({run}); write it elsewhere")
+    res = invoke_cli("compare", tmp_path, "--markdown", run / "results.json")  # a folder of run folders
+    _one_error_line(res, f"--markdown {run / 'results.json'}: a results file this command reads ({tmp_path})")
+    res = invoke_cli("check", run, "--baseline", run / "results.csv", "--summary", run / "results.parquet", "--no-github")
+    _one_error_line(res, f"--summary {run / 'results.parquet'}: a results file this command reads ({run})")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    same = tmp_path / "table.txt"
+    res = invoke_cli("compare", run, "--markdown", same, "--latex", same)
+    _one_error_line(res, f"--markdown and --latex are both {same}: give each its own file")
+    assert not same.exists()
+    res = invoke_cli("compare", run, "--markdown", run / "table.md")  # another name in a run folder: written
+    assert res.exit_code == 0 and (run / "table.md").read_text().startswith("|")
+
+
+@pytest.mark.parametrize("interval", ["1e-9", "0.00009"])
+def test_an_interval_of_more_thresholds_than_a_run_can_make_is_one_error_line(data, tmp_path, interval):
+    # before: any step in (0, 1) was taken: 1e-9 built np.arange(0, 1, 1e-9) (8 GB) and a contour
+    # search per threshold and image, a run that never ended
+    step = float(interval)
+    n = len(np.arange(0, 1, step)) if step > 1e-6 else math.ceil(1 / step)  # (np.arange of 1e-9: 8 GB)
+    assert n > 10_000
+    res = invoke_cli(*_args("localize", data, tmp_path), "--checkpoint", data["ckpt"], "--interval", interval, "--out", tmp_path / "out")
+    _one_error_line(res, f"--interval {step:g}: {n:,} thresholds; expected a step >= 0.0001 (wsolevaluation: 0.001 or 0.01)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dist_timeout_no_process_group_can_take_is_one_error_line(data, tmp_path, monkeypatch):
+    # before: only > 0 was checked; under torchrun 1e30 s overflowed the process group's
+    # timedelta ('OverflowError: Python int too large to convert to C int'), a traceback
+    import datetime
+
+    with pytest.raises(OverflowError):
+        datetime.timedelta(seconds=1e30)
+    res = invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--dist-timeout", "1e30", "--out", tmp_path / "out")
+    _one_error_line(res, "--dist-timeout=1e+30: expected a number of seconds > 0 and <= 1e+09 (default 600)")
+    assert not (tmp_path / "out").exists()
+    from simpool_bench.engine.distributed import dist_timeout_s
+    from simpool_bench.errors import SimpoolBenchError
+
+    monkeypatch.setenv("SIMPOOL_BENCH_DIST_TIMEOUT", "1e30")  # what torchrun's ranks read without the flag
+    with pytest.raises(SimpoolBenchError, match=r"SIMPOOL_BENCH_DIST_TIMEOUT='1e30': expected a number of seconds > 0 and <= 1e\+09"):
+        dist_timeout_s()
+    assert dist_timeout_s(1e9) == 1e9  # the longest is still taken
+
+
+def test_visualize_lost_compat_with_method_lost_is_one_error_line_as_in_discover(data, tmp_path):
+    # before: visualize --method lost --lost-compat drew LOST's boxes and ignored --lost-compat
+    # (dino_seg's defaults are for the attention-map box); discover already refused it
+    args = (
+        "--dataset",
+        "voc07",
+        "--data",
+        data["voc"],
+        "--checkpoint",
+        data["ckpt"],
+        "--device",
+        "cpu",
+        "-j",
+        "0",
+        "--method",
+        "lost",
+        "--lost-compat",
+    )
+    expected = "--lost-compat is not used by this run: only --method attn takes LOST dino_seg's defaults"
+    _one_error_line(invoke_cli("discover", *args), expected)
+    res = invoke_cli("visualize", *args, "--out", tmp_path / "out")
+    _one_error_line(res, expected)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["", ",", "simpool,,rollout", "simpool,simpool"])
+def test_visualize_attn_source_list_with_an_empty_or_repeated_name_is_one_error_line(data, tmp_path, value):
+    # before: '' drew the default source, 'simpool,,rollout' dropped the empty name, 'simpool,simpool'
+    # drew one column twice (all exit 0), and ',' said 'no model or map store to draw'
+    res = invoke_cli(*_args("visualize", data, tmp_path / "out"), "--checkpoint", data["ckpt"], "--n", "1", "--attn-source", value)
+    _one_error_line(res, f"--attn-source {value!r}: expected distinct map sources separated by commas, e.g. simpool,rollout")
+    assert not (tmp_path / "out").exists()
+    ok = invoke_cli(
+        *_args("visualize", data, tmp_path / "ok"), "--checkpoint", data["ckpt"], "--n", "1", "--attn-source", "simpool,rollout"
+    )
+    assert ok.exit_code == 0, ok.output
+    assert sorted(pd.read_csv(tmp_path / "ok" / "selection.csv")["column"].unique()) == ["tiny: rollout", "tiny: simpool"]
+
+
+@pytest.mark.parametrize("command", ["suite validate", "check --tolerances"])
+def test_a_toml_file_that_is_a_fifo_is_one_error_line_not_a_hang(data, tmp_path, command):
+    # before: open() of the FIFO waited for a writer forever (the sweep killed it after 20 s); here a
+    # thread writes to it after 10 s, so that without the check the test fails instead of hanging
+    import os
+    import threading
+    import time
+
+    fifo = tmp_path / "plan.toml"
+    os.mkfifo(fifo)
+    stop = threading.Event()
+
+    def writer() -> None:
+        if stop.wait(10):
+            return
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # fails (ENXIO) when no one is reading
+        except OSError:
+            return
+        os.write(fd, b"x = 1\n")
+        os.close(fd)
+
+    threading.Thread(target=writer, daemon=True).start()
+    start = time.monotonic()
+    if command == "suite validate":
+        res, what = invoke_cli("suite", "validate", fifo), "suite file"
+    else:
+        run = tmp_path / "run"
+        assert invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--out", run).exit_code == 0
+        res, what = invoke_cli("check", run, "--baseline", run / "results.csv", "--tolerances", fifo, "--no-github"), "tolerances file"
+    stop.set()
+    _one_error_line(res, f"{what} {fifo}: not a regular file (a pipe, socket or device), expected a TOML file")
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize("flag", ["--markdown", "--summary"])
+def test_an_output_file_that_is_a_fifo_is_one_error_line_and_stays_a_fifo(data, tmp_path, flag):
+    # before: atomic_write renamed a regular file over it: a FIFO (or, for root, /dev/null or
+    # /dev/stdout: --summary /dev/stdout) was replaced by a file, exit 0
+    import os
+    import stat
+
+    fifo = tmp_path / "table.md"
+    os.mkfifo(fifo)
+    run = tmp_path / "run"
+    assert invoke_cli(*_args("classify", data, tmp_path), "--checkpoint", data["ckpt"], "--out", run).exit_code == 0
+    if flag == "--markdown":
+        res = invoke_cli("compare", run, "--markdown", fifo)
+    else:
+        res = invoke_cli("check", run, "--baseline", run / "results.csv", "--summary", fifo, "--no-github")
+    _one_error_line(res, f"cannot write {fifo}: not a regular file (a pipe, socket or device); give the path of a file")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "table.md"]  # no temporary file left

@@ -573,6 +573,28 @@ def test_huge_image_in_voc_skipped_and_counted_or_strict_error(tmp_path, ckpt):
     assert 1 < over < len(ids) and _value(low, "n_failed") == over
 
 
+def test_classify_with_every_image_over_max_pixels_counts_them_all_as_failed(tmp_path, ckpt):
+    # before: per_image's top-5 column came back 1-D with no image decoded, an IndexError traceback
+    root = tmp_path / "data" / "val"
+    sizes = {"ant": [(40, 36), (41, 36)], "bee": [(40, 37)], "cat": [(42, 36), (40, 38)]}
+    for c, shapes in sizes.items():
+        for i, size in enumerate(shapes):
+            _image(root / c / f"{i}.png", size=size)
+    n = sum(len(v) for v in sizes.values())
+    assert min(w * h for v in sizes.values() for w, h in v) > 1000
+    out = tmp_path / "out"
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        res = invoke_cli(
+            "classify", "--data", tmp_path / "data", "--checkpoint", ckpt, "--device", "cpu", "-j", "0", "--max-pixels", 1000, "--out", out
+        )
+    assert res.exit_code == 0, res.output
+    assert (_value(out, "n_images"), _value(out, "n_failed")) == (0, n)
+    assert math.isnan(_value(out, "top1")) and math.isnan(_value(out, "top5"))
+    per = pd.read_parquet(out / "per_image.parquet")
+    assert len(per) == n and per["failed"].all() and per["pred"].isna().all() and per["hit_top1"].isna().all()
+
+
 # ------------------------------------------------------------------------------ the other readers
 def test_other_readers_refuse_ids_outside_and_drop_the_bom(tmp_path):
     from simpool_bench.data.imagenet import read_flat_folder

@@ -16,8 +16,10 @@ import os
 import signal
 import sys
 import threading
+import typing
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -59,11 +61,36 @@ def _flags_without_a_type(params: list[Any]) -> list[Any]:
     return params
 
 
+def _names_a_path(annotation: Any) -> bool:
+    """``Path``, ``Optional[Path]``, ``list[Path]``..."""
+    return annotation is Path or any(_names_a_path(a) for a in typing.get_args(annotation))
+
+
+def _empty_paths_refused(params: list[Any]) -> list[Any]:
+    """``params`` whose path options and arguments refuse an empty value: ``Path('')`` is the
+    current folder, so ``--out ''`` (an unset shell variable) wrote the run there, ``--data ''``
+    read it."""
+    for param in params:
+        descriptor = getattr(param, "type_descriptor", None)
+        if getattr(param, "_refuses_empty_path", False) or descriptor is None or not _names_a_path(descriptor.annotation):
+            continue
+
+        def process_value(ctx: Any, value: Any, _process: Callable[..., Any] = param.process_value, _param: Any = param) -> Any:
+            if any(v == "" for v in (value if isinstance(value, (list, tuple)) else [value])):
+                raise typer.BadParameter("'' is not a path (for the current folder, write .)", ctx=ctx, param=_param)
+            return _process(ctx, value)
+
+        param.process_value = process_value
+        param._refuses_empty_path = True
+    return params
+
+
 class _FlagCommand(TyperCommand):
-    """A command whose --help shows its flags without a type (``_flags_without_a_type``)."""
+    """A command whose --help shows its flags without a type (``_flags_without_a_type``) and whose
+    path options refuse an empty value (``_empty_paths_refused``)."""
 
     def get_params(self, ctx: Any) -> list[Any]:
-        return _flags_without_a_type(super().get_params(ctx))
+        return _empty_paths_refused(_flags_without_a_type(super().get_params(ctx)))
 
 
 class _FlagGroup(TyperGroup):

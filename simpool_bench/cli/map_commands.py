@@ -135,6 +135,8 @@ def visualize(
     refuse_given(ctx, _UNUSED_BY_VISUALIZE[protocol_for(p["dataset"])])
     if method != "lost":
         refuse_given(ctx, {"k_patches": UNUSED_BECAUSE["k_patches"]})
+    else:  # LOST's own box and seed: dino_seg's defaults are for the attention-map box (as discover says)
+        refuse_given(ctx, {"lost_compat": UNUSED_BECAUSE["lost_compat"]})
     if threshold_from:
         refuse_given(ctx, {"threshold": "--threshold-from gives each column's threshold"})
     elif per_image is not None:
@@ -143,6 +145,7 @@ def visualize(
         )
     if method not in ("attn", "lost"):  # flags are checked before any figure is written
         raise SimpoolBenchError(f"--method {method!r}: expected attn or lost")
+    _attn_sources(p["attn_source"])
     if p["ids"] is not None and not _id_list(p["ids"]):
         raise SimpoolBenchError(f"--ids {p['ids']!r}: expected comma-separated image ids, e.g. 2007_000027,2007_000032")
     written: list[Path] = []
@@ -232,6 +235,19 @@ def _overlays(p: Parsed) -> list[Path]:
     return [path for path in (res.figure, res.png, res.selection) if path is not None]
 
 
+def _attn_sources(value: str | None) -> list[str | None]:
+    """``--attn-source``: one column per name, in order (not given: the model's default source)."""
+    if value is None:
+        return [None]
+    names = [a.strip() for a in value.split(",")]
+    if not all(names) or len(set(names)) != len(names):  # '', ',', 'simpool,,cls': a dropped name; 'cls,cls': one column twice
+        raise SimpoolBenchError(
+            f"--attn-source {value!r}: expected distinct map sources separated by commas, e.g. simpool,rollout "
+            "(simpool, cls, cam, map, rollout, gradcam)"
+        )
+    return list(names)
+
+
 def _id_list(ids: str) -> list[str]:
     """``--ids``: the comma-separated image ids, spaces around each dropped."""
     return [s.strip() for s in ids.split(",") if s.strip()]
@@ -259,8 +275,7 @@ def _model_sources(p: Parsed, records: list, protocol: str, config: Any) -> list
     from ..loading import load_model
     from ..tasks import use_lost_head
 
-    attn_source = p["attn_source"]
-    attn_list = [a.strip() for a in attn_source.split(",") if a.strip()] if attn_source else [None]
+    attn_list = _attn_sources(p["attn_source"])
     opts = p.model(checkpoint=None, attn_source=None)
     sources = []
     for ck in _checkpoints(p):

@@ -168,13 +168,17 @@ RolloutDiscardOpt = Annotated[
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.", rich_help_panel="Run")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.", rich_help_panel="Run")]
+# The most --workers takes: each is a process, started whether or not it gets a batch (10**30 went
+# on forking until the machine ran out of processes).
+MAX_WORKERS = 1024
 WorkersOpt = Annotated[
     Optional[int],
     typer.Option(
         "--workers",
         "-j",
         min=0,
-        help="DataLoader workers decoding images (default: min(8, cores); 0: in the main process).",
+        max=MAX_WORKERS,
+        help=f"DataLoader workers decoding images (default: min(8, cores); 0: in the main process; at most {MAX_WORKERS}).",
         rich_help_panel="Run",
         show_default=False,
     ),
@@ -591,7 +595,7 @@ class Parsed:
             annotations=g("annotations"),
             list_file=g("list_file"),
             no_hard=g("no_hard", False),
-            label=g("data_label") or None,
+            label=g("data_label"),
         )
         return DataSpec(**{**fields, **override})
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from ..console import console, err_console, note, say
 from ..errors import SimpoolBenchError
-from ..files import atomic_write
+from ..files import atomic_write, check_file_target
 from .options import DeviceOpt, FormatOpt, PreferOpt, TrustOpt, check_out_folder
 
 
@@ -82,6 +82,7 @@ def compare(
     """Side-by-side table of runs, checkpoints or labels, with deltas against a reference row."""
     from .. import results as R
 
+    _outputs_apart((("--markdown", markdown), ("--latex", latex), ("--csv", csv)), list(runs))
     lab = [s.strip() for s in labels.split(",")] if labels else None
     table = R.compare(runs, reference=R.parse_reference(reference), labels=lab, by=by.value, metrics=metrics)
     for item in table.attrs.get("unmatched", []):
@@ -96,6 +97,28 @@ def compare(
     console.print(R.compare_console_table(table, width=console.width))
     for path in written:
         say(f"wrote {path}")
+
+
+#: The files compare and check read in a run folder (or a folder of run folders).
+_READ_NAMES = ("results.parquet", "results.csv", "results.json", "results.manifest.json", "all_results.csv")
+
+
+def _outputs_apart(outputs: tuple[tuple[str, Path | None], ...], inputs: list[Path]) -> None:
+    """Each output file its own, and none of them a file the command reads: written first, it
+    would replace a run's results (``compare RUN --csv RUN/results.csv``) or another output."""
+    seen: dict[Path, str] = {}
+    for flag, path in outputs:
+        if path is None:
+            continue
+        where = Path(path).resolve()
+        if where in seen:
+            raise SimpoolBenchError(f"{seen[where]} and {flag} are both {path}: give each its own file")
+        seen[where] = flag
+        check_file_target(path)  # before the table, not after it is printed
+        for given in inputs:
+            source = Path(given).resolve()
+            if where == source or (source.is_dir() and where.is_relative_to(source) and where.name in _READ_NAMES):
+                raise SimpoolBenchError(f"{flag} {path}: a results file this command reads ({given}); write it elsewhere")
 
 
 def _result_file(path: Path) -> Path:
@@ -132,6 +155,7 @@ def check(
     unless accepted with --allow-protocol-change."""
     from .. import results as R
 
+    _outputs_apart((("--summary", summary),), [run, baseline, *([tolerances] if tolerances is not None else [])])
     tols = dict(R.load_tolerances(tolerances)) if tolerances is not None else {}
     tols.update(R.parse_tolerance(item) for item in tol or [])  # a typo names its --tol, not "tolerances"
     try:

@@ -70,7 +70,7 @@ class EngineConfig:
 
 def resolve_device(name: str) -> torch.device:
     """Turn a ``--device`` value into a torch.device, with a clear error when it is not there."""
-    name = (name or "auto").lower()
+    name = "auto" if name is None else name.lower()  # "" is a mistake (an unset variable), not auto
     if name == "auto":
         if torch.cuda.is_available():
             local = int(os.environ.get("LOCAL_RANK", 0))
@@ -80,6 +80,8 @@ def resolve_device(name: str) -> torch.device:
         dev = torch.device(name)
     except RuntimeError as err:
         raise SimpoolBenchError(f"--device {name!r} is not a device name (expected auto, cpu, cuda, cuda:N, mps)") from err
+    if dev.type not in ("cpu", "cuda", "mps"):  # meta, xla, xpu...: torch names them, the runs cannot use them
+        raise SimpoolBenchError(f"--device {name!r}: not a device the runs use (expected auto, cpu, cuda, cuda:N, mps)")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise SimpoolBenchError(f"--device {name} was asked for but no CUDA GPU is available here; use --device cpu")

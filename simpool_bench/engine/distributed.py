@@ -30,6 +30,8 @@ from ..errors import SimpoolBenchError
 #: Seconds a collective (or joining the group) may wait for the other ranks before failing.
 DIST_TIMEOUT_ENV = "SIMPOOL_BENCH_DIST_TIMEOUT"
 DEFAULT_DIST_TIMEOUT_S = 600.0
+#: The longest timeout: about 31 years (1e30 s overflowed the group's timedelta under torchrun, a traceback).
+MAX_DIST_TIMEOUT_S = 1e9
 #: Test-only fault injection: ``RANK`` or ``RANK:exit`` makes that rank exit (code 17) after its
 #: first finished shard; ``RANK:hang`` makes it sleep forever instead.
 FAULT_ENV = "SIMPOOL_BENCH_FAULT"
@@ -58,9 +60,11 @@ def dist_timeout_s(value: float | str | None = None) -> float:
         seconds = float(raw)
     except (TypeError, ValueError):
         seconds = float("nan")
-    if not (math.isfinite(seconds) and seconds > 0):
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_DIST_TIMEOUT_S):
         name = DIST_TIMEOUT_ENV if value is None else "--dist-timeout"
-        raise SimpoolBenchError(f"{name}={raw!r}: expected a number of seconds > 0 (default {DEFAULT_DIST_TIMEOUT_S:g})")
+        raise SimpoolBenchError(
+            f"{name}={raw!r}: expected a number of seconds > 0 and <= {MAX_DIST_TIMEOUT_S:g} (default {DEFAULT_DIST_TIMEOUT_S:g})"
+        )
     return seconds
 
 

@@ -231,7 +231,8 @@ class EvalRunner:
         """Compute the planned batches (decode, forward, metric step), saving each finished shard."""
         config = self.config
         self.cuda = self.device.type == "cuda"
-        workers = usable_workers(config.workers) if self.n_todo > 0 else 0  # 0 where workers cannot start
+        # 0 where workers cannot start; never more than there are batches (a worker without one only starts and stops)
+        workers = usable_workers(min(config.workers, len(self.batch_plan))) if self.n_todo > 0 else 0
         dataset, self.on_device = self._hand_over()
         loader = DataLoader(
             dataset,

@@ -148,7 +148,8 @@ class ClassificationTask:
         frame = base_frame(records, split, idx, state["nonfinite"])
         frame["label"] = self.targets.numpy().astype(np.int64)
         if "top" in state:
-            top, lab = state["top"], self.targets.numpy()[idx]
+            # (n, TOP_K) rows; with no image decoded, no row came and the column is 1-D
+            top, lab = state["top"].reshape(len(idx), TOP_K), self.targets.numpy()[idx]
             frame["pred"] = scatter(n, idx, top[:, 0], "Int64").where(~frame["nonfinite"])
             frame["top5"] = scatter_lists(n, idx, [None if bad else t[t >= 0] for t, bad in zip(top, state["nonfinite"])])
             frame["hit_top1"] = scatter(n, idx, top[:, 0] == lab, "boolean")
