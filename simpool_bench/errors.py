@@ -12,11 +12,13 @@ class SimpoolBenchError(Exception):
 
 
 def one_line(err: BaseException) -> str:
-    """The user's message of ``err``: a DataLoader worker re-raises it in the main process wrapped in
-    "Caught ... in DataLoader worker process N" and the worker's traceback; keep only the message."""
+    """The user's message of ``err`` on one line: a DataLoader worker re-raises it in the main process
+    wrapped in "Caught ... in DataLoader worker process N" and the worker's traceback, of which only
+    the message is kept; a message of several lines (a library's error quoted in ours) has its
+    lines stripped and joined by spaces."""
     text = str(err)
     if "Original Traceback" not in text:
-        return text
+        return " ".join(line.strip() for line in text.splitlines() if line.strip())
     last = text.rstrip().splitlines()[-1]
     kind = type(err)
     for prefix in (f"{kind.__module__}.{kind.__qualname__}: ", f"{kind.__qualname__}: "):  # traceback qualifies the name

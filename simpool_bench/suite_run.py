@@ -106,7 +106,7 @@ def run_suite(
             except KeyboardInterrupt:
                 raise
             except SimpoolBenchError as err:
-                outcome = EntryOutcome(entry, "failed", folder, message=_joined(one_line(err)))
+                outcome = EntryOutcome(entry, "failed", folder, message=one_line(err))
             except OSError as err:
                 where = f"{err.filename}: " if err.filename else ""
                 outcome = EntryOutcome(entry, "failed", folder, message=_joined(where + (err.strerror or str(err))))

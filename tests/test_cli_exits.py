@@ -32,6 +32,11 @@ def _run(raised: BaseException):
     "raised, code, output",
     [
         (SimpoolBenchError("--x 3: expected y"), 2, "error: --x 3: expected y\n"),
+        (  # a library's multi-line error quoted in ours: one line (it printed as two)
+            SimpoolBenchError("f.csv: not a table (ParserError: Error tokenizing data.\n  C error: Expected 2 fields)\n"),
+            2,
+            "error: f.csv: not a table (ParserError: Error tokenizing data. C error: Expected 2 fields)\n",
+        ),
         (FileNotFoundError(errno.ENOENT, "No such file or directory", "/no/f.pth"), 2, "error: /no/f.pth: No such file or directory\n"),
         (OSError(errno.ENOSPC, "No space left on device", "/out/results.csv"), 2, "error: /out/results.csv: No space left on device\n"),
         (OSError(errno.EIO, "Input/output error"), 2, "error: Input/output error\n"),
