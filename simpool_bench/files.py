@@ -27,10 +27,9 @@ def read_toml(path: str | os.PathLike, what: str) -> dict[str, Any]:
     (e.g. 'suite file') and ``path``."""
     import tomllib
 
+    if is_special_file(path):  # open() of a FIFO with no writer waits forever
+        raise SimpoolBenchError(f"{what} {path}: not a regular file (a pipe, socket or device), expected a TOML file")
     try:
-        mode = os.stat(path).st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # open() of a FIFO with no writer waits forever
-            raise SimpoolBenchError(f"{what} {path}: not a regular file (a pipe, socket or device), expected a TOML file")
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
@@ -147,12 +146,18 @@ def check_file_target(path: str | os.PathLike) -> None:
     """``path`` is a file ``atomic_write`` may replace (or nothing yet): not a pipe, socket or
     device, where the rename would put a regular file in place of /dev/null, /dev/stdout or a FIFO
     (as root it does)."""
+    if is_special_file(path):
+        raise SimpoolBenchError(f"cannot write {path}: not a regular file (a pipe, socket or device); give the path of a file")
+
+
+def is_special_file(path: str | os.PathLike) -> bool:
+    """``path`` is there and is neither a regular file nor a folder: a pipe, socket or device (False
+    where it is missing or cannot be looked up: opening it says why)."""
     try:
         mode = os.stat(path).st_mode
-    except OSError:  # not there (or not reachable: write_temp says why)
-        return
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise SimpoolBenchError(f"cannot write {path}: not a regular file (a pipe, socket or device); give the path of a file")
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def save_checksummed(path: Path, payload: Any) -> None:
