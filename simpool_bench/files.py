@@ -160,6 +160,44 @@ def is_special_file(path: str | os.PathLike) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def damaged_zip_entry(path: str | os.PathLike) -> str | None:
+    """Why a zip archive (the layout ``torch.save`` writes) is damaged: the first entry whose bytes
+    fail the CRC-32 its directory records, or that cannot be read; None when every entry passes, or
+    when the file is not a readable zip archive (its reader says why). ``torch.load`` never checks
+    the CRCs: a byte changed in a tensor's data loads as a wrong weight, silently."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                return None
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                try:
+                    with z.open(info) as entry:
+                        while entry.read(1 << 24):
+                            pass
+                except (zipfile.BadZipFile, EOFError) as e:
+                    if str(e).startswith("Bad CRC-32"):
+                        return f"damaged: its entry {info.filename!r} fails its CRC-32 check (its bytes are not those written: {_FAULTY}); fetch it again"
+                    return (
+                        f"damaged: its entry {info.filename!r} cannot be read ({' '.join(str(e).split())[:120]}: {_FAULTY}); fetch it again"
+                    )
+    except Exception:  # noqa: BLE001 - no directory, an unknown compression, unreadable: left to the file's reader
+        return None
+    return None
+
+
+_FAULTY = "a faulty download, copy or disk?"
+
+
+def check_zip_entries(path: str | os.PathLike, what: str) -> None:
+    """One error naming ``what`` when ``path`` is a damaged zip archive (``damaged_zip_entry``)."""
+    problem = damaged_zip_entry(path)
+    if problem is not None:
+        raise SimpoolBenchError(f"{what}: {problem}")
+
+
 def save_checksummed(path: Path, payload: Any) -> None:
     """``torch.save`` ``payload`` to ``path`` atomically, then its sha256 beside it. The old checksum
     goes first, so an interruption anywhere leaves a file that ``load_checksummed`` rejects."""

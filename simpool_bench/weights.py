@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SimpoolBenchError
+from .files import check_zip_entries
 
 HF_PREFIX = "hf-hub:"
 TV_PREFIX = "torchvision:"
@@ -291,9 +292,11 @@ def locate_pretrained(name: ModelName, pretrained_cfg: dict[str, Any], pretraine
         p = Path(pretrained_file)
         if not p.is_file():
             raise SimpoolBenchError(f"--pretrained-file {p}: no such file")
+        check_zip_entries(p, f"--pretrained-file {p}")
         return Pretrained(p, str(p), {"file": str(p), "source": ""}, name.source == "torchvision")
     if name.source == "torchvision":
         p = _torchvision_file(name)
+        check_zip_entries(p, f"--pretrained {name.given}: {p}")
         return Pretrained(p, f"torchvision:{p.name}", {}, True)
     repo = pretrained_cfg.get("hf_hub_id")
     if not repo:
@@ -301,6 +304,7 @@ def locate_pretrained(name: ModelName, pretrained_cfg: dict[str, Any], pretraine
     files = _hub_weight_files(pretrained_cfg.get("hf_hub_filename"))
     cached = cached_hf_file(repo, files)
     if cached is not None:
+        check_zip_entries(cached, f"--pretrained {name.given}: cached file {cached}")
         return Pretrained(cached, f"hf-hub:{repo}", {"file": str(cached), "source": ""})
     if hf_offline():
         raise _offline_error(f"--pretrained {name.given}", repo)

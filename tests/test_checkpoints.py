@@ -14,6 +14,8 @@ import hashlib
 import os
 import pathlib
 import pickle
+import struct
+import zipfile
 
 import pytest
 import timm
@@ -1517,4 +1519,63 @@ def test_a_train_py_file_validated_with_other_preprocessing_says_so(tmp_path, ca
     assert any(
         n.startswith("train.py validated it with interpolation bilinear, mean (0.5, 0.5, 0.5), crop_pct 0.95")
         for n in inspect_checkpoint(tuned)["notes"]
+    )
+
+
+def _entry_data_start(data: bytes, info: zipfile.ZipInfo) -> int:
+    """Where an entry's bytes begin: after its local header (30 bytes, then its name and extra field)."""
+    name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)
+    return info.header_offset + 30 + name_len + extra_len
+
+
+def _with_one_weight_byte_changed(src: pathlib.Path, dst: pathlib.Path) -> str:
+    """``src`` with one bit flipped in the middle of its largest tensor's bytes, written to ``dst``;
+    the name of that zip entry."""
+    data = bytearray(src.read_bytes())
+    with zipfile.ZipFile(src) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data[_entry_data_start(data, info) + info.file_size // 2] ^= 0x01
+    dst.write_bytes(bytes(data))
+    return info.filename
+
+
+def _damaged(entry: str) -> str:
+    return f"damaged: its entry {entry!r} fails its CRC-32 check (its bytes are not those written: a faulty download, copy or disk?); fetch it again"
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_a_weight_byte_changed_after_saving_is_refused_not_loaded(tmp_path, trust):
+    """``torch.load`` never checks the CRC-32 its zip records for each entry: a checkpoint with one
+    byte of a weight changed (a faulty copy, download or disk) loaded that wrong weight without a
+    word. The CRC-32s are now checked before anything is read."""
+    src, _ = build_tiny_checkpoint(tmp_path / "tiny.pth.tar")
+    bad = tmp_path / "flipped.pth.tar"
+    entry = _with_one_weight_byte_changed(src, bad)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        before = torch.load(src, map_location="cpu", weights_only=True)["state_dict"]
+        after = torch.load(bad, map_location="cpu", weights_only=True)["state_dict"]
+    assert [k for k in before if not torch.equal(before[k], after[k])] != []  # torch.load alone: a wrong weight
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(bad, trust=trust)
+    assert str(e.value) == f"checkpoint {bad}: {_damaged(entry)}"
+    loaded = load_checkpoint(src, trust=trust)  # the file as saved still loads, every weight its own
+    assert all(torch.equal(loaded.state_dict[k], v) for k, v in before.items())
+    assert _classify_error(tmp_path, "--checkpoint", bad) == f"error: checkpoint {bad}: {_damaged(entry)}"
+
+
+def test_a_zip_entry_whose_local_header_was_changed_is_damaged(tmp_path):
+    """A local header that no longer matches the zip's directory (its name changed) cannot be
+    checked: one line saying the file is damaged, not the reader's detail."""
+    src, _ = build_tiny_checkpoint(tmp_path / "tiny.pth.tar")
+    data = bytearray(src.read_bytes())
+    with zipfile.ZipFile(src) as z:
+        info = z.getinfo("tiny.pth/data.pkl")
+    data[info.header_offset + 30] ^= 0x20  # the first letter of the entry's name: 't' -> 'T'
+    bad = tmp_path / "renamed.pth.tar"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(SimpoolBenchError) as e:
+        load_checkpoint(bad)
+    assert str(e.value) == (
+        f"checkpoint {bad}: damaged: its entry 'tiny.pth/data.pkl' cannot be read (File name in directory 'tiny.pth/data.pkl' "
+        "and header b'Tiny.pth/data.pkl' differ.: a faulty download, copy or disk?); fetch it again"
     )

@@ -652,3 +652,34 @@ def test_the_hub_probe_asks_hf_endpoint_and_leaves_a_proxy_to_decide(online_no_c
     monkeypatch.delenv("https_proxy")
     monkeypatch.setattr(socket, "create_connection", lambda address, timeout=None: Open())
     assert hub_unreachable() is None and Open.closed
+
+
+def test_pretrained_file_with_a_changed_weight_byte_is_refused(tmp_path, hf_cache):
+    """A --pretrained-file (read by timm's torch.load, which never checks the zip's CRC-32s) with
+    one byte of a weight changed loaded that wrong weight silently; now one line naming the entry.
+    A torchvision: name's file alike."""
+    import zipfile
+
+    for arch, f in (("vit_tiny_patch16_224", tmp_path / "vit.pth"), ("torchvision:resnet18", tmp_path / "resnet18-f37072fd.pth")):
+        torch.save(_random_sd(arch.split(":")[-1], 9, **(SMALL if arch.startswith("vit") else {})), f)
+        data = bytearray(f.read_bytes())
+        with zipfile.ZipFile(f) as z:
+            info = max(z.infolist(), key=lambda i: i.file_size)
+        name_len, extra_len = (
+            int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little"),
+            int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little"),
+        )
+        data[info.header_offset + 30 + name_len + extra_len + 7] ^= 0x80
+        f.write_bytes(bytes(data))
+        with pytest.raises(SimpoolBenchError) as e:
+            build_model(
+                arch,
+                pool="gap" if "resnet" in arch else "cls",
+                num_classes=0,
+                pretrained_file=str(f),
+                **(SMALL if arch.startswith("vit") else {}),
+            )
+        assert str(e.value) == (
+            f"--pretrained-file {f}: damaged: its entry {info.filename!r} fails its CRC-32 check "
+            "(its bytes are not those written: a faulty download, copy or disk?); fetch it again"
+        )

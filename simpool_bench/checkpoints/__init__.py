@@ -37,7 +37,8 @@ backbone (the facebookresearch ConvNeXt names of the DINO ConvNeXt are mapped to
 (supervised ConvNeXt) and ``simpool.`` (every DINO model), as ``models.build_model`` lays them out.
 
 Pickles are read with ``torch.load(weights_only=True)`` and only :data:`SAFE_GLOBALS` allowed;
-anything else needs an explicit ``trust=True`` (CLI ``--trust-checkpoint``).
+anything else needs an explicit ``trust=True`` (CLI ``--trust-checkpoint``). A zip checkpoint's
+entries are checked against their CRC-32s first (``files.damaged_zip_entry``).
 
 Modules: ``safe_load`` (the only unpickling), ``formats`` (one reader per format), ``keys`` (our
 layout, key maps, what keys tell), ``loaded`` (``LoadedCheckpoint``), ``load`` (``load_checkpoint``,

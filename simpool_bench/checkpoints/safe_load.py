@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import SimpoolBenchError
+from ..files import check_zip_entries
 
 TRUST_FLAG = "--trust-checkpoint"
 
@@ -129,7 +130,9 @@ def _zip_problem(path: Path) -> str | None:
 
 
 def _torch_load(path: Path, trust: bool) -> Any:
-    """``torch.load`` on CPU: restricted unpickling with :data:`SAFE_GLOBALS`, or full when trusted."""
+    """``torch.load`` on CPU: restricted unpickling with :data:`SAFE_GLOBALS`, or full when trusted;
+    a zip checkpoint's entries are first checked against their CRC-32s (``torch.load`` does not)."""
+    check_zip_entries(path, f"checkpoint {path}")
     if trust:
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
