@@ -245,21 +245,34 @@ def warn_random_init(arch: str) -> None:
     )
 
 
+#: What ``--mean`` and ``--std`` may be: the mean of pixels read as 0..1 lies in [0, 1]; a std of 1
+#: (with mean 0: no normalisation) is the largest in use, and one under 0.001 blows 0..1 pixels up
+#: past 1000 (1e-45 gave infinities that looked like NaN weights).
+NORMALISE_RANGES: dict[str, tuple[float, float]] = {"mean": (0.0, 1.0), "std": (0.001, 1.0)}
+
+
 def data_overrides(options: ModelOptions) -> dict[str, Any]:
     """The data-config entries the user set (``--mean``, ``--std``, ``--crop-pct``, ``--interpolation``),
     checked; they win over the model's pretrained config."""
     out: dict[str, Any] = {}
-    for name in ("mean", "std"):
+    for name, (low, high) in NORMALISE_RANGES.items():
         v = getattr(options, name)
         if v is None:
             continue
-        expected = f"expected 3 numbers (R,G,B){', all > 0' if name == 'std' else ''}"
+        expected = f"expected 3 numbers (R,G,B), each in [{low:g}, {high:g}]"
         try:
             v = tuple(float(x) for x in v)
         except (TypeError, ValueError):  # ('a', 'b', 'c'), (None, ...): a ValueError from float()
             raise SimpoolBenchError(f"--{name} {v!r}: {expected}") from None
-        if len(v) not in (1, 3) or not all(math.isfinite(x) for x in v) or (name == "std" and any(x <= 0 for x in v)):
-            raise SimpoolBenchError(f"--{name} {','.join(map(str, v))}: {expected}")
+        if len(v) not in (1, 3) or not all(low <= x <= high for x in v):  # NaN fails too
+            given = ",".join(map(str, v))
+            if len(v) in (1, 3) and all(math.isfinite(x) and x > 1 and low <= x / 255 <= high for x in v) and max(v) >= 10:  # 0..255 values
+                scaled = ",".join(f"{x / 255:.6g}" for x in v)
+                raise SimpoolBenchError(
+                    f"--{name} {given}: {expected}: pixels are read as 0..1 (ToTensor), so 0..255 values are "
+                    f"255 times too large: --{name} {scaled}"
+                )
+            raise SimpoolBenchError(f"--{name} {given}: {expected} (pixels are read as 0..1, ToTensor)")
         out[name] = v * 3 if len(v) == 1 else v
     if options.crop_pct is not None:
         if not 0.0 < float(options.crop_pct) <= 1.0:

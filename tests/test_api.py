@@ -448,8 +448,11 @@ def test_preprocessing_options_are_checked_and_one_value_stands_for_three(tmp_pa
         "interpolation": "nearest",
     }
     for kw, msg in [
-        (dict(std=(0.2, 0.0, 0.2)), r"--std 0\.2,0\.0,0\.2: expected 3 numbers \(R,G,B\), all > 0$"),
-        (dict(mean=(float("inf"), 0.5, 0.5)), r"--mean inf,0\.5,0\.5: expected 3 numbers \(R,G,B\)$"),
+        (
+            dict(std=(0.2, 0.0, 0.2)),
+            r"--std 0\.2,0\.0,0\.2: expected 3 numbers \(R,G,B\), each in \[0\.001, 1\] \(pixels are read as 0\.\.1, ToTensor\)$",
+        ),
+        (dict(mean=(float("inf"), 0.5, 0.5)), r"--mean inf,0\.5,0\.5: expected 3 numbers \(R,G,B\), each in \[0, 1\] \(pixels"),
         (dict(crop_pct=1.5), r"--crop-pct 1\.5: expected a fraction in \(0, 1\]$"),
         (dict(interpolation="lanczos"), r"--interpolation 'lanczos': expected bilinear, bicubic or nearest$"),
     ]:
@@ -475,8 +478,11 @@ def test_model_options_that_cannot_mean_one_run_are_one_error_each(tmp_path):
         (dict(pretrained=True), r"^--random-init and --checkpoint/--pretrained/--pretrained-file: give weights or ask"),
         (dict(pretrained_file=tmp_path), r"^--random-init and --checkpoint/--pretrained/--pretrained-file"),
         (dict(random_init=False, pretrained_file=missing), rf"^--pretrained-file {missing}: no such file$"),
-        (dict(mean=(0.5, 0.5)), r"^--mean 0\.5,0\.5: expected 3 numbers \(R,G,B\)$"),
-        (dict(std=(0.2, 0.2, 0.2, 0.2)), r"^--std 0\.2,0\.2,0\.2,0\.2: expected 3 numbers \(R,G,B\), all > 0$"),
+        (
+            dict(mean=(0.5, 0.5)),
+            r"^--mean 0\.5,0\.5: expected 3 numbers \(R,G,B\), each in \[0, 1\] \(pixels are read as 0\.\.1, ToTensor\)$",
+        ),
+        (dict(std=(0.2, 0.2, 0.2, 0.2)), r"^--std 0\.2,0\.2,0\.2,0\.2: expected 3 numbers \(R,G,B\), each in \[0\.001, 1\]"),
         (dict(crop_pct=0.0), r"^--crop-pct 0\.0: expected a fraction in \(0, 1\]$"),
     ]:
         with pytest.raises(api.SimpoolBenchError, match=msg):
@@ -484,6 +490,52 @@ def test_model_options_that_cannot_mean_one_run_are_one_error_each(tmp_path):
     given = tmp_path / "w.safetensors"
     given.write_bytes(b"weights")  # there: weights enough for the options (its content is read later)
     check_model_options(opts(random_init=False, pretrained_file=given))
+
+
+def test_mean_and_std_outside_what_0_to_1_pixels_allow_are_refused_naming_the_flag(tmp_path):
+    """``--mean 1e30`` or ``--std 1e-45`` ran, and failed with an error blaming the weights ("may hold
+    NaN") or drew NaN maps; ImageNet's 0..255 values (123.675, ...) ran on 0..1 pixels as a model
+    fed numbers near -500. Pixels are read as 0..1, so a mean lies in [0, 1]; a std in [0.001, 1].
+    0..255 values are named with their /255 equivalents."""
+    import pytest
+
+    from simpool_bench.loading import data_overrides
+
+    from conftest import build_image_folder, invoke_cli
+
+    def opts(**kw):
+        return api.ModelOptions(arch="resnet18", random_init=True, **kw)
+
+    for kw in (dict(mean=(0.0, 1.0, 0.5), std=(0.001, 1.0, 0.5)), dict(mean=(0.0,), std=(1.0,))):  # the bounds themselves
+        assert data_overrides(opts(**kw))["std"] == (kw["std"] * 3 if len(kw["std"]) == 1 else kw["std"])
+    expected = {"mean": "expected 3 numbers (R,G,B), each in [0, 1]", "std": "expected 3 numbers (R,G,B), each in [0.001, 1]"}
+    for name, values in [
+        ("mean", (1e30, 0.5, 0.5)),
+        ("mean", (-0.01, 0.5, 0.5)),
+        ("mean", (float("nan"),)),
+        ("std", (1e-45, 0.2, 0.2)),
+        ("std", (0.0009, 0.2, 0.2)),
+        ("std", (1.5,)),
+        ("std", (-0.2, 0.2, 0.2)),
+    ]:
+        given = ",".join(map(str, values))
+        with pytest.raises(api.SimpoolBenchError) as e:
+            data_overrides(opts(**{name: values}))
+        assert str(e.value) == f"--{name} {given}: {expected[name]} (pixels are read as 0..1, ToTensor)"
+    with pytest.raises(api.SimpoolBenchError) as e:
+        data_overrides(opts(mean=(123.675, 116.28, 103.53)))
+    assert str(e.value) == (
+        "--mean 123.675,116.28,103.53: expected 3 numbers (R,G,B), each in [0, 1]: pixels are read as 0..1 (ToTensor), "
+        "so 0..255 values are 255 times too large: --mean 0.485,0.456,0.406"
+    )
+    with pytest.raises(api.SimpoolBenchError) as e:
+        data_overrides(opts(std=(58.395, 57.12, 57.375)))
+    assert str(e.value).endswith("so 0..255 values are 255 times too large: --std 0.229,0.224,0.225")
+    folder = build_image_folder(tmp_path / "imgs", counts=(1, 1))
+    res = invoke_cli("classify", "--model", "resnet18", "--random-init", "--std", "1e-45", "--data", folder, "--device", "cpu")
+    assert res.exit_code == 2 and res.output.strip().splitlines() == [
+        "error: --std 1e-45: expected 3 numbers (R,G,B), each in [0.001, 1] (pixels are read as 0..1, ToTensor)"
+    ], res.output
 
 
 def test_random_init_model_is_built_as_the_options_say():
