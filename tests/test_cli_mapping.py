@@ -242,6 +242,10 @@ def test_visualize_defaults_and_discovery_values(drawn, tmp_path):
         (["--per-image", "run"], "--per-image ranks images: use it with --select best or --select worst"),
         (["--method", "box"], "--method 'box': expected attn or lost"),
         (["--ids", " ,, "], "--ids ' ,, ': expected comma-separated image ids"),  # it drew the first --n images
+        (
+            ["--ids", "b.png, a.png,b.png,a.png"],
+            "--ids 'b.png, a.png,b.png,a.png': a.png, b.png named twice; expected distinct",
+        ),  # drawn twice
         (["--dataset", "voc07", "--k-patches", "5"], "--k-patches is not used by this run: only --method lost expands a seed"),
         (["--k-patches", "5"], "--k-patches is not used by this run: LOST's seed expansion applies to VOC/COCO discovery"),
         (["--dataset", "voc07", "--threshold", "0.3"], "--threshold is not used by this run: VOC/COCO boxes keep a fraction of"),
@@ -255,7 +259,7 @@ def test_visualize_flags_that_do_not_fit_are_one_line(drawn, tmp_path, flags, sa
     assert not drawn
 
 
-@pytest.mark.parametrize("flags", [["--method", "box"], ["--ids", ","]])
+@pytest.mark.parametrize("flags", [["--method", "box"], ["--ids", ","], ["--ids", "a,a"]])
 def test_visualize_checks_its_flags_before_it_writes_the_curves(drawn, tmp_path, flags):
     """A typo in an overlay flag fails before ``--curves`` writes its figure (it wrote it, then failed)."""
     curve = tmp_path / "run"

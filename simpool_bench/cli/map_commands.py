@@ -146,8 +146,8 @@ def visualize(
     if method not in ("attn", "lost"):  # flags are checked before any figure is written
         raise SimpoolBenchError(f"--method {method!r}: expected attn or lost")
     _attn_sources(p["attn_source"])
-    if p["ids"] is not None and not _id_list(p["ids"]):
-        raise SimpoolBenchError(f"--ids {p['ids']!r}: expected comma-separated image ids, e.g. 2007_000027,2007_000032")
+    if p["ids"] is not None:
+        _id_list(p["ids"])
     written: list[Path] = []
     if curves:
         written.append(V.plot_curves(list(curves), Path(out) / V.CURVES_PNG))
@@ -249,8 +249,15 @@ def _attn_sources(value: str | None) -> list[str | None]:
 
 
 def _id_list(ids: str) -> list[str]:
-    """``--ids``: the comma-separated image ids, spaces around each dropped."""
-    return [s.strip() for s in ids.split(",") if s.strip()]
+    """``--ids``: the comma-separated image ids, spaces around each dropped; none, or one named twice
+    (a figure row drawn twice), is an error."""
+    names = [s.strip() for s in ids.split(",") if s.strip()]
+    if not names:
+        raise SimpoolBenchError(f"--ids {ids!r}: expected comma-separated image ids, e.g. 2007_000027,2007_000032")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SimpoolBenchError(f"--ids {ids!r}: {', '.join(twice)} named twice; expected distinct image ids (one figure row each)")
+    return names
 
 
 def _ranked_ids(p: Parsed, records: list) -> tuple[list[str], Path]:
