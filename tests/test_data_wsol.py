@@ -93,6 +93,17 @@ def test_a_folder_in_place_of_a_file_is_named_as_a_folder(tmp_path):
         read_wsol_metadata(meta, root)
 
 
+def test_a_pipe_in_place_of_a_file_is_named_as_one(tmp_path):
+    """A FIFO where the metadata names a file (or an image) was reported as "not found"; it is there."""
+    import os
+
+    meta, root, _ = _make_split(tmp_path)
+    (meta / "class_labels.txt").unlink()
+    os.mkfifo(meta / "class_labels.txt")
+    with pytest.raises(SimpoolBenchError, match=r"metadata file .*class_labels\.txt is a pipe, socket or device, not a file$"):
+        read_wsol_metadata(meta, root)
+
+
 @pytest.mark.parametrize(
     "name, line, match",
     [

@@ -48,9 +48,12 @@ def clip(text: str, limit: int = 80) -> str:
 
 def not_found(path: Path) -> str:
     """Why a file the data names cannot be read, for an error line: "not found", "is a folder, not
-    a file" where a folder stands in its place, or why the OS cannot look it up ("File name too long")."""
+    a file" (or a pipe, socket or device) where one stands in its place, or why the OS cannot look it
+    up ("File name too long")."""
     try:
-        return "is a folder, not a file" if path.is_dir() else "not found"
+        if path.is_dir():
+            return "is a folder, not a file"
+        return "is a pipe, socket or device, not a file" if path.exists() else "not found"
     except OSError as err:
         return f"cannot be looked up ({err.strerror or err})"
 
