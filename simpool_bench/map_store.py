@@ -4,7 +4,8 @@ read them back without the model.
 A map store is a folder::
 
     manifest.json        what the maps are: protocol, dataset, image ids (their sha256), shard
-                         size, dtype, grid, the model's provenance and the extraction's run key
+                         size, dtype, grid, the model's provenance and the extraction's run key,
+                         and the sha256 of all that (``manifest_sha256``)
     maps_000012.pt       shard 12: dataset indices and image ids of the images that decoded, their
                          maps (flattened, with each map's (h, w)), top-1 predictions, optional
                          pooled features, and the indices of the images that did not decode
@@ -12,6 +13,9 @@ A map store is a folder::
 
 A shard whose checksum does not match (or that is missing) is recomputed by ``extract_maps`` and
 refused by every reader, with a message naming the file: a stored map is never trusted unchecked.
+A manifest whose content no longer matches its ``manifest_sha256`` (damaged, or edited by hand) is
+refused when the store is opened; one without the entry (written before it existed, or with it
+deleted on purpose) is read as it is.
 
 Protocols (how images reach the model, as the evaluation that will read the maps):
 - ``localize``: wsolevaluation, every image resized to 224x224; all maps share the model's grid.
@@ -137,6 +141,17 @@ class MapShard:
             None if feats is None else feats.numpy(),
             p["failed"].numpy(),
         )
+
+
+#: The manifest's own checksum: the sha256 of its other entries (``manifest_digest``).
+MANIFEST_DIGEST = "manifest_sha256"
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of a manifest's entries other than :data:`MANIFEST_DIGEST`, as sorted-key JSON (what
+    ``json.loads`` of the written file gives back, entry for entry)."""
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _is_int(v: Any, least: int) -> bool:
@@ -266,6 +281,11 @@ class MapStore:
             raise SimpoolBenchError(
                 f"{path}: map-store schema {manifest.get('schema') if isinstance(manifest, dict) else '?'}, expected {MAP_STORE_SCHEMA}"
             )
+        if MANIFEST_DIGEST in manifest and manifest[MANIFEST_DIGEST] != manifest_digest(manifest):
+            raise SimpoolBenchError(
+                f"{path}: changed after `simpool-bench extract` wrote it (its content does not match its {MANIFEST_DIGEST}): "
+                f"a damaged or hand-edited manifest; extract the maps again, or delete its {MANIFEST_DIGEST!r} entry to read it as it is"
+            )
         problem = _manifest_problem(manifest)
         if problem is not None:
             raise SimpoolBenchError(f"{path}: {problem}, as `simpool-bench extract` writes it (a damaged or hand-edited manifest)")
@@ -300,6 +320,7 @@ class MapStore:
                     f"or --no-resume to replace them"
                 )
             make_dir(root)
+            manifest = {**manifest, MANIFEST_DIGEST: manifest_digest(manifest)}
             atomic_write(old, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
             return cls(root, manifest)
         finally:

@@ -620,10 +620,13 @@ def test_a_store_of_another_schema_or_with_a_shard_missing_is_refused_naming_the
 def test_a_hand_edited_map_store_manifest_is_one_error_naming_the_key(tmp_path, key, value, problem):
     """The manifest fields readers compute with (image count, shard size, dtype, protocol, stride,
     classifier, key) are checked when the store is opened: a damaged value is one error naming
-    the manifest and the key, never a KeyError/ValueError/ZeroDivisionError while scoring."""
+    the manifest and the key, never a KeyError/ValueError/ZeroDivisionError while scoring. (With
+    its ``manifest_sha256`` kept, the edit itself is the error; these manifests lack the entry, as
+    stores written before it did, or with it deleted to read an edit as it is.)"""
     store = _tiny_store(tmp_path, "k")
     path = store.root / "manifest.json"
     manifest = json.loads(path.read_text())
+    del manifest["manifest_sha256"]
     if value is ...:
         del manifest[key]
     else:
@@ -638,9 +641,47 @@ def test_a_shard_size_edited_in_the_manifest_refuses_the_shards_rather_than_drop
     images 0 to 3, of which it holds 0 and 1): refused, never read as two images that failed."""
     store = _tiny_store(tmp_path, "k")
     path = store.root / "manifest.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "shard_size": 4}))
+    edited = {k: v for k, v in json.loads(path.read_text()).items() if k != "manifest_sha256"}  # read as it is
+    path.write_text(json.dumps({**edited, "shard_size": 4}))
     with pytest.raises(SimpoolBenchError, match=r"maps_000000\.pt: checksum mismatch or unreadable: refused"):
         MapStore.open(store.root).read([0])
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("has_classifier", True),
+        ("cam_target", "pred"),
+        ("stride", 8),
+        ("shard_size", 4),
+        ("split", "train"),
+        ("provenance", {"arch": "resnet18"}),
+    ],
+)
+def test_a_manifest_value_changed_to_another_valid_one_is_refused(tmp_path, key, value):
+    """A manifest entry edited to another value extract could have written (a store with no
+    classifier marked as having one, CAMs of the GT marked as of the prediction, another grid) was
+    read as true: nothing checked the manifest itself. Its ``manifest_sha256`` (the sha256 of its
+    other entries as sorted-key JSON) is now checked when the store is opened; deleting that entry
+    reads the manifest as it is."""
+    import hashlib
+
+    store = _tiny_store(tmp_path, "k")
+    path = store.root / "manifest.json"
+    written = json.loads(path.read_text())
+    body = {k: v for k, v in written.items() if k != "manifest_sha256"}
+    assert written["manifest_sha256"] == hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    assert MapStore.open(store.root).manifest == written  # as written: read
+    assert written[key] != value
+    path.write_text(json.dumps({**written, key: value}, indent=2))
+    with pytest.raises(SimpoolBenchError) as e:
+        MapStore.open(store.root)
+    assert str(e.value) == (
+        f"{path}: changed after `simpool-bench extract` wrote it (its content does not match its manifest_sha256): a damaged or "
+        "hand-edited manifest; extract the maps again, or delete its 'manifest_sha256' entry to read it as it is"
+    )
+    path.write_text(json.dumps({**body, key: value}))
+    assert MapStore.open(store.root).manifest[key] == value
 
 
 def test_stored_maps_are_refused_for_ids_that_differ_only_where_they_join(tmp_path):
