@@ -270,7 +270,7 @@ def data_overrides(options: ModelOptions) -> dict[str, Any]:
                 scaled = ",".join(f"{x / 255:.6g}" for x in v)
                 raise SimpoolBenchError(
                     f"--{name} {given}: {expected}: pixels are read as 0..1 (ToTensor), so 0..255 values are "
-                    f"255 times too large: --{name} {scaled}"
+                    f"255 times too large: {scaled} is their 0..1 equivalent"
                 )
             raise SimpoolBenchError(f"--{name} {given}: {expected} (pixels are read as 0..1, ToTensor)")
         out[name] = v * 3 if len(v) == 1 else v

@@ -526,11 +526,11 @@ def test_mean_and_std_outside_what_0_to_1_pixels_allow_are_refused_naming_the_fl
         data_overrides(opts(mean=(123.675, 116.28, 103.53)))
     assert str(e.value) == (
         "--mean 123.675,116.28,103.53: expected 3 numbers (R,G,B), each in [0, 1]: pixels are read as 0..1 (ToTensor), "
-        "so 0..255 values are 255 times too large: --mean 0.485,0.456,0.406"
+        "so 0..255 values are 255 times too large: 0.485,0.456,0.406 is their 0..1 equivalent"
     )
     with pytest.raises(api.SimpoolBenchError) as e:
         data_overrides(opts(std=(58.395, 57.12, 57.375)))
-    assert str(e.value).endswith("so 0..255 values are 255 times too large: --std 0.229,0.224,0.225")
+    assert str(e.value).endswith("so 0..255 values are 255 times too large: 0.229,0.224,0.225 is their 0..1 equivalent")
     folder = build_image_folder(tmp_path / "imgs", counts=(1, 1))
     res = invoke_cli("classify", "--model", "resnet18", "--random-init", "--std", "1e-45", "--data", folder, "--device", "cpu")
     assert res.exit_code == 2 and res.output.strip().splitlines() == [

@@ -572,12 +572,16 @@ def test_model_values_the_run_would_refuse_are_problems_of_the_suite_file():
     where = "[[checkpoints]] #1 ('A')"
     bad = 'mean = [0.5, 0.5]\nstd = [0.2, 0, 0.2]\ninterpolation = "lanczos"\n'
     expected = [
-        f"{where}: key 'mean': 0.5,0.5: expected 3 numbers (R,G,B)",
-        f"{where}: key 'std': 0.2,0.0,0.2: expected 3 numbers (R,G,B), all > 0",
+        f"{where}: key 'mean': 0.5,0.5: expected 3 numbers (R,G,B), each in [0, 1] (pixels are read as 0..1, ToTensor)",
+        f"{where}: key 'std': 0.2,0.0,0.2: expected 3 numbers (R,G,B), each in [0.001, 1] (pixels are read as 0..1, ToTensor)",
         f"{where}: key 'interpolation': 'lanczos': expected bilinear, bicubic or nearest",
     ]
     assert _parse(CKPT + bad + CLASSIFY) == expected
     assert not isinstance(_parse(CKPT + "mean = [0.5]\nstd = [0.5, 0.25, 0.5]\n" + CLASSIFY), list)  # one value stands for all three
+    assert _parse(CKPT + "mean = [123.675, 116.28, 103.53]\n" + CLASSIFY) == [  # 0..255 values
+        f"{where}: key 'mean': 123.675,116.28,103.53: expected 3 numbers (R,G,B), each in [0, 1]: pixels are read as 0..1 "
+        "(ToTensor), so 0..255 values are 255 times too large: 0.485,0.456,0.406 is their 0..1 equivalent"
+    ]
 
     typo = CKPT + 'model = "resnet181"\n' + CLASSIFY
     assert not isinstance(_parse(typo), list)  # types and names only: no timm import
