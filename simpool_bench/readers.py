@@ -162,13 +162,28 @@ def read_discovery_data(
             raise SimpoolBenchError("--no-hard: VOC's difficult/truncated flags; COCO20k has none (LOST's --no_hard is for VOC)")
         missing = [need for need, value in ((ANNOTATIONS_NEED, annotations), (LIST_NEED, list_file)) if value is None]
         if missing:
-            raise SimpoolBenchError(f"coco20k needs {' and '.join(missing)} (missing)")
+            found = [f"{need.split()[0]} {hint}" for need in missing if (hint := _coco_file_near(Path(data), need.split()[1])) is not None]
+            seen = f"; found beside --data: pass {' '.join(found)}" if found else ""
+            raise SimpoolBenchError(f"coco20k needs {' and '.join(missing)} (missing){seen}")
         return read_coco20k(data, annotations, list_file)  # type: ignore[arg-type]
     raise SimpoolBenchError(f"--dataset {dataset!r}: expected voc07, voc12 or coco20k")
 
 
 ANNOTATIONS_NEED = "--annotations instances_train2014.json"
 LIST_NEED = "--list coco_20k_filenames.txt"
+
+
+def _coco_file_near(data: Path, name: str) -> Path | None:
+    """COCO20k's file ``name`` where the COCO and LOST layouts keep it, near the train2014 folder
+    ``data``: in it, beside it, or in an ``annotations`` folder of it, its parent or grandparent
+    (COCO/annotations/ beside COCO/images/train2014/); None when in none of those places."""
+    from .data.inputs import is_file
+
+    for base in (data, data.parent, data.parent.parent, data.parent.parent.parent):
+        for where in (base / "annotations" / name, base / name):
+            if is_file(where):
+                return where
+    return None
 
 
 def _same_voc_year(dataset: str, data: Path) -> None:

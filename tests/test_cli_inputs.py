@@ -454,6 +454,30 @@ def test_coco20k_flag_missing_or_a_folder_is_named(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_coco20k_files_left_out_are_named_where_the_coco_layouts_keep_them(tmp_path):
+    """``--annotations``/``--list`` left out while the files lie where COCO and LOST keep them
+    (COCO/annotations/instances_train2014.json beside COCO/images/train2014/, the 20k list further
+    up): the error names the files found, as the flags to pass."""
+    coco = tmp_path / "datasets" / "COCO"
+    image_dir, ann_file, list_file = _coco(coco / "images", [1, 2, 3, 4])
+    assert image_dir == coco / "images" / "train2014"
+    (coco / "annotations").mkdir()
+    ann_file = ann_file.rename(coco / "annotations" / "instances_train2014.json")
+    list_file = list_file.rename(tmp_path / "datasets" / "coco_20k_filenames.txt")
+    base = ["discover", "--dataset", "coco20k", "--data", image_dir, "--method", "center", "--out", tmp_path / "out"]
+    line = _one_error(invoke_cli(*base))
+    assert line == (
+        "error: coco20k needs --annotations instances_train2014.json and --list coco_20k_filenames.txt (missing); "
+        f"found beside --data: pass --annotations {ann_file} --list {list_file}"
+    ), line
+    line = _one_error(invoke_cli(*base, "--annotations", ann_file))
+    assert line == f"error: coco20k needs --list coco_20k_filenames.txt (missing); found beside --data: pass --list {list_file}", line
+    list_file.unlink()
+    line = _one_error(invoke_cli(*base, "--annotations", ann_file))
+    assert line == "error: coco20k needs --list coco_20k_filenames.txt (missing)", line
+    assert not (tmp_path / "out").exists()
+
+
 def test_voc_flags_that_it_would_ignore_and_the_other_years_folder_are_errors(tmp_path):
     """VOC with COCO20k's --annotations/--list (silently ignored before), and VOC2007's folder given
     as voc12 (recorded as voc12 before): one error each saying what to pass."""
