@@ -142,9 +142,15 @@ def write_suite_files(suite: Suite, report: SuiteReport) -> None:
     from .results import compare_to_latex, compare_to_markdown
 
     ok = [o for o in report.outcomes if o.status == "ok" and o.table is not None]
-    if not ok or dist_rank() != 0:  # under torchrun, rank 0 writes
+    if dist_rank() != 0:  # under torchrun, rank 0 writes
         return
     out = report.out
+    if not ok:  # nothing ran: an earlier run's files must not stand as this run's
+        for name in (ALL_RESULTS, "compare.md", "compare.tex"):
+            (out / name).unlink(missing_ok=True)
+        for stale in sorted((out / "per_image").glob("*.parquet")) if (out / "per_image").is_dir() else []:
+            stale.unlink()
+        return
     tables = [o.table.assign(label=o.entry.checkpoint.label, entry=o.entry.evaluation.name) for o in ok]  # type: ignore[union-attr]
     all_results = pd.concat(tables, ignore_index=True)
     report.files["all_results"] = atomic_write(out / ALL_RESULTS, all_results.to_csv(index=False).encode())

@@ -504,7 +504,9 @@ def test_read_per_image_refuses_an_edited_or_half_written_runs_table(tmp_path):
     R.write_run(_run(), tmp_path, extra={"per_image.parquet": parquet_bytes(frame)})
     assert read_per_image(tmp_path)[0]["iou"].tolist() == [0.25, 0.75]
     (tmp_path / "per_image.parquet").write_bytes(parquet_bytes(frame.assign(iou=[0.9, 0.75])))
-    with pytest.raises(SimpoolBenchError, match=r"per_image\.parquet: not a file of run run0"):
+    with pytest.raises(
+        SimpoolBenchError, match=r"per_image\.parquet: not the file run run0 wrote .*: changed since, or left by another write"
+    ):
         read_per_image(tmp_path)
     man = tmp_path / R.RUN_MANIFEST
     man.write_text(json.dumps({"schema": 1, "state": "writing", "run_id": "run0"}))

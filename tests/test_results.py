@@ -202,6 +202,18 @@ def test_read_run_names_bad_value(tmp_path):
         R.read_run(p)
 
 
+def test_an_edited_file_without_run_ids_is_not_called_another_writes(tmp_path):
+    """A file of the run that holds no run_id column (boxacc_curve.csv, per_image.parquet) edited
+    after the run: the sha256 the manifest records cannot say whether it was edited or left by
+    another write, so the error names both, not 'the folder mixes results of different writes'."""
+    paths = R.write_run(_run(), tmp_path, extra={"boxacc_curve.csv": b"threshold,boxacc_50\n0.5,40.0\n"})
+    paths["boxacc_curve.csv"].write_bytes(b"threshold,boxacc_50\n0.5,41.0\n")
+    with pytest.raises(SimpoolBenchError) as e:
+        R.store.verify_run_file(paths["boxacc_curve.csv"])
+    assert "boxacc_curve.csv: not the file run run0 wrote (its sha256 is not the one results.manifest.json records)" in str(e.value)
+    assert "changed since, or left by another write" in str(e.value) and "mixes results of different writes" not in str(e.value)
+
+
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
 def test_a_table_edited_after_its_run_wrote_it_is_refused_while_the_manifest_lists_it(tmp_path, fmt):
     """A value changed in a run's table (its run_id kept) no longer matches the sha256 the manifest

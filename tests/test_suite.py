@@ -463,6 +463,32 @@ def test_per_image_copies_are_those_of_this_runs_all_results(tiny, tmp_path, mon
     assert (out / "tiny-simpool" / "discover-voc07" / "per_image.parquet").is_file()  # the original is kept
 
 
+def test_a_rerun_in_which_every_entry_fails_leaves_no_earlier_suite_files(tiny, tmp_path, monkeypatch):
+    """all_results.csv, compare.md/.tex and per_image/ hold exactly the entries that succeeded in
+    this run: when none did, an earlier run's copies are removed, not left to read as this run's
+    (the entry folders keep their own tables)."""
+    from simpool_bench import runs
+    from simpool_bench.engine import EngineConfig
+    from simpool_bench.suite_run import run_suite
+
+    _, _, ok = tiny
+    out = tmp_path / "out"
+    config = EngineConfig(device="cpu", batch_size=4, workers=0, shard_size=4, progress=False)
+    assert not run_suite(load_suite(ok), out, config).failed
+    assert (out / "all_results.csv").is_file() and any((out / "per_image").iterdir())
+
+    def broken(*args, **kwargs):
+        raise SimpoolBenchError("the data went away")
+
+    monkeypatch.setattr(runs, "run_classify", broken)
+    monkeypatch.setattr(runs, "run_discover", broken)
+    again = run_suite(load_suite(ok), out, config)
+    assert len(again.failed) == len(again.outcomes) == 3
+    assert not (out / "all_results.csv").exists() and not (out / "compare.md").exists() and not (out / "compare.tex").exists()
+    assert list((out / "per_image").iterdir()) == []
+    assert (out / "tiny-simpool" / "discover-voc07" / "per_image.parquet").is_file()  # the entry folder keeps its own
+
+
 # ------------------------------------------------------------------- parsing, value by value
 CKPT = '[[checkpoints]]\nlabel = "A"\ncheckpoint = "a.pth"\n'
 CLASSIFY = '[[evaluations]]\ntask = "classify"\ndataset = "imagenet"\ndata = "in"\n'

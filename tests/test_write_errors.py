@@ -173,7 +173,7 @@ def test_a_file_of_another_write_is_refused(setup, tmp_path):
     assert f"error: {a / 'results.csv'}: not a file of run" in line and "mixes results of different writes" in line
     (a / "boxacc_curve.csv").write_text("threshold,boxacc_30\n0.5,1.0\n")
     line = _one_error(invoke("visualize", "--curves", a, "--out", tmp_path / "viz"))
-    assert f"{a / 'boxacc_curve.csv'}: not a file of run" in line
+    assert f"{a / 'boxacc_curve.csv'}: not the file run" in line and "left by another write" in line
     (a / results.RUN_MANIFEST).unlink()  # the escape hatch the message names
     assert invoke("compare", a / "results.csv", b).exit_code == 0
 

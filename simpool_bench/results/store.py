@@ -196,6 +196,11 @@ def verify_run_file(path: str | os.PathLike, run_ids: Iterable[Any] | None = Non
         same = ids == {run_id}
     else:
         same = unchanged
+    if not same and ids is None and path.name in files:  # no run_id column: edited or another write's
+        raise SimpoolBenchError(
+            f"{path}: not the file run {run_id} wrote (its sha256 is not the one {RUN_MANIFEST} records): "
+            f"changed since, or left by another write; {hint}"
+        )
     if not same:
         raise SimpoolBenchError(
             f"{path}: not a file of run {run_id}, the run {RUN_MANIFEST} records (another write "
