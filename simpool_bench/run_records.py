@@ -75,7 +75,7 @@ def provenance(
         n_images=n_images,
         data_sha256=data_sha256,
         device=str(resolve_device(config.device)),
-        amp=config.amp,
+        amp=config.amp if model is not None else "off",  # no model ran: --amp changed nothing
     )
 
 

@@ -226,3 +226,16 @@ def test_every_batch_reaches_step_once_with_host_outputs_and_exact_shard_merges(
     assert int(res.accumulators["topk"].total) == 10 and int(res.accumulators["topk"].correct[0]) == 4  # 0, 3, 6, 9
     assert res.shards_total == 3 and res.n_images == 10 and res.n_failed == 0
     assert res.extras["images_per_s"] > 0 and 0 <= res.extras["data_wait_s"] <= res.extras["loop_s"]
+
+
+def test_a_run_without_a_model_records_amp_off(tiny, tmp_path, make_wsol_dataset):
+    """``--amp bf16`` on a no-model baseline changed nothing, yet the table recorded ``amp=bf16``
+    (a stored-maps run recorded ``off``); a run without a model records ``off``, a model run its amp."""
+    wsol = make_wsol_dataset(tmp_path / "wsol", n=4, seed=5)
+    data = api.DataSpec("cub", data=wsol.image_root, metadata=wsol.metadata)
+    config = EngineConfig(device="cpu", batch_size=2, amp="bf16", workers=0, progress=False)
+    baseline = api.run_localize(api.LocalizeSpec(data, baseline="center-gaussian"), config)
+    assert set(baseline.table["amp"]) == {"off"}
+    ckpt = tiny[1]
+    model = api.run_localize(api.LocalizeSpec(data, model=api.ModelOptions(checkpoint=ckpt)), config)
+    assert set(model.table["amp"]) == {"bf16"}
