@@ -583,3 +583,26 @@ def test_spec_names_ks_and_weights_a_run_would_misread_are_one_error(tmp_path, m
     spec = api.LocalizeSpec(api.DataSpec("cub", data=tmp_path), model=weights, maps=tmp_path)
     with pytest.raises(api.SimpoolBenchError, match=r"^--maps needs no model: drop --model/--checkpoint/--pretrained/--baseline$"):
         api.run_localize(spec, api.EngineConfig(device="cpu", progress=False))
+
+
+def test_numpy_integers_the_classify_spec_takes_run_as_the_same_ints(tmp_path, one_thread):
+    """Found by a sweep of the API: ClassifySpec takes a numpy integer for ``knn_k``, ``resize`` and
+    ``crop`` (its fields take any whole number), but ``knn_k=np.int64(3)`` was a TypeError ('not
+    iterable') in the run and ``resize=np.int64(40)`` was refused as not 'a whole number of pixels'."""
+    from simpool_bench.transforms import classification_config
+
+    from conftest import build_image_folder
+
+    data = api.DataSpec("imagenet", data=build_image_folder(tmp_path / "data", counts=(2, 2, 2)))
+    model = api.ModelOptions(arch="vit_tiny_patch16_224", num_classes=3, img_size=64, random_init=True)
+    engine = api.EngineConfig(device="cpu", batch_size=4, workers=0, progress=False)
+
+    def knn_rows(k):
+        table = api.run_classify(api.ClassifySpec(data, model=model, knn_train=data.data, knn_k=k), engine).table
+        return table[table.metric.str.startswith("knn")][["metric", "k", "value"]].values.tolist()
+
+    assert knn_rows(np.int64(3)) == knn_rows(3) and [row[1] for row in knn_rows(3)] == [3, 3]
+    cfg = {"input_size": (3, 64, 64), "crop_pct": 0.875, "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    given = classification_config(cfg, np.int64(40), np.int64(32))
+    assert given == classification_config(cfg, 40, 32) and given["input_size"] == (3, 32, 32)
+    assert type(given["input_size"][-1]) is int
