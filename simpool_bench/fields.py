@@ -30,6 +30,13 @@ def check_fields(obj: Any) -> None:
             raise SimpoolBenchError(f"{type(obj).__name__}.{f.name} = {_shown(value)}: expected {_described(hint)}")
 
 
+def check_argument(value: Any, hint: Any, what: str) -> None:
+    """One error naming ``what`` when ``value`` is not what the annotation ``hint`` takes (as
+    ``check_fields`` checks a field): the readers' own arguments, which no spec checked."""
+    if not _accepts(value, hint):
+        raise SimpoolBenchError(f"{what} = {_shown(value)}: expected {_described(hint)}")
+
+
 _HINTS: dict[type, dict[str, Any]] = {}
 
 

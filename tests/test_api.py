@@ -606,3 +606,41 @@ def test_numpy_integers_the_classify_spec_takes_run_as_the_same_ints(tmp_path, o
     given = classification_config(cfg, np.int64(40), np.int64(32))
     assert given == classification_config(cfg, 40, 32) and given["input_size"] == (3, 32, 32)
     assert type(given["input_size"][-1]) is int
+
+
+def test_readers_name_an_option_argument_of_the_wrong_kind(tmp_path):
+    """Found by a sweep of the API: the readers' arguments besides ``data`` were not checked:
+    read_classification_data(subset=0) read every image (subset=True one per class, subset=1.5 was
+    a TypeError), split=1 a TypeError from pathlib; read_localization_data(None, ...) an
+    AttributeError ('upper'), metadata=0 a TypeError; read_discovery_data(no_hard='False') dropped
+    the hard objects (a true string)."""
+    import pytest
+
+    from conftest import build_image_folder, build_voc_dataset
+
+    folder = build_image_folder(tmp_path / "folder", counts=(2, 2))
+    voc = build_voc_dataset(tmp_path / "voc", n=3)
+    assert len(api.read_classification_data(folder, subset=1).records) == 2  # one per class, as asked
+    for call, expected in (
+        (
+            lambda: api.read_classification_data(folder, subset=0),
+            "read_classification_data: subset = 0: expected an integer >= 1 (the first N images per class) or None",
+        ),
+        (lambda: api.read_classification_data(folder, subset=True), "read_classification_data: subset = True: expected int or None"),
+        (lambda: api.read_classification_data(folder, subset=1.5), "read_classification_data: subset = 1.5: expected int or None"),
+        (lambda: api.read_classification_data(folder, split=1), "read_classification_data: split = 1: expected str or None"),
+        (
+            lambda: api.read_classification_data(folder, labels=3),
+            "read_classification_data: labels = 3: expected a path (str or Path) or None",
+        ),
+        (lambda: api.read_localization_data(None, folder), "read_localization_data: dataset = None: expected str"),
+        (
+            lambda: api.read_localization_data("cub", folder, 0),
+            "read_localization_data: metadata = 0: expected a path (str or Path) or None",
+        ),
+        (lambda: api.read_discovery_data("voc07", voc, no_hard="False"), "read_discovery_data: no_hard = 'False': expected bool"),
+        (lambda: api.read_discovery_data("voc07", voc, split=None), "read_discovery_data: split = None: expected str"),
+    ):
+        with pytest.raises(api.SimpoolBenchError) as err:
+            call()  # type: ignore[arg-type]
+        assert str(err.value) == expected
