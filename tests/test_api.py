@@ -644,3 +644,27 @@ def test_readers_name_an_option_argument_of_the_wrong_kind(tmp_path):
         with pytest.raises(api.SimpoolBenchError) as err:
             call()  # type: ignore[arg-type]
         assert str(err.value) == expected
+
+
+def test_model_options_a_model_without_checkpoint_would_ignore_or_misread_are_one_error():
+    """Found by a sweep of the API: ``format`` without a checkpoint was ignored without a word (as
+    ``prefer`` is refused there); an empty ``pool``/``variant`` ran as the default (SimPool,
+    supervised) and an empty ``pos_interp`` as 'dino', DINO's position interpolation."""
+    import pytest
+
+    from simpool_bench.loading import check_model_options
+
+    vit = dict(arch="vit_tiny_patch16_224", img_size=32, random_init=True)
+    for kw, expected in (
+        (
+            dict(format="official-dino"),
+            "--format 'official-dino': it forces the format of a --checkpoint file, and this run has none; drop --format",
+        ),
+        (dict(pool=""), "--pool '': expected a name, or None for the checkpoint's or the default"),
+        (dict(variant=""), "--variant '': expected a name, or None for the checkpoint's or the default"),
+        (dict(pos_interp=""), "ModelOptions.pos_interp '': expected a name, or None for the checkpoint's or the default"),
+    ):
+        with pytest.raises(api.SimpoolBenchError) as err:
+            api.load_model(api.ModelOptions(**vit, **kw))
+        assert str(err.value) == expected
+    check_model_options(api.ModelOptions(**vit, pool="cls", variant="supervised", pos_interp="timm"))  # names: fine
