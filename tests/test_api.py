@@ -668,3 +668,15 @@ def test_model_options_a_model_without_checkpoint_would_ignore_or_misread_are_on
             api.load_model(api.ModelOptions(**vit, **kw))
         assert str(err.value) == expected
     check_model_options(api.ModelOptions(**vit, pool="cls", variant="supervised", pos_interp="timm"))  # names: fine
+
+
+def test_a_vit_img_size_under_its_patch_size_is_one_error():
+    """Found by a sweep of the API: ``img_size=3`` of a patch-16 ViT built a model with an empty
+    position grid, which failed in its first forward with a RuntimeError from timm's reshape."""
+    import pytest
+
+    vit = dict(arch="vit_tiny_patch16_224", random_init=True)
+    with pytest.raises(api.SimpoolBenchError) as err:
+        api.load_model(api.ModelOptions(**vit, img_size=3))
+    assert str(err.value) == "vit_tiny_patch16_224: img_size 3x3 is smaller than the patch size 16; expected at least 16 pixels a side"
+    assert api.load_model(api.ModelOptions(**vit, img_size=16))[0].pos_grid == (1, 1)  # one patch: fine
