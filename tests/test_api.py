@@ -680,3 +680,37 @@ def test_a_vit_img_size_under_its_patch_size_is_one_error():
         api.load_model(api.ModelOptions(**vit, img_size=3))
     assert str(err.value) == "vit_tiny_patch16_224: img_size 3x3 is smaller than the patch size 16; expected at least 16 pixels a side"
     assert api.load_model(api.ModelOptions(**vit, img_size=16))[0].pos_grid == (1, 1)  # one patch: fine
+
+
+def test_an_empty_str_is_no_path(tmp_path, make_wsol_dataset, monkeypatch):
+    """Found by a sweep of the API: a path given as '' is Path('.'): ``EngineConfig(resume_dir='')``
+    kept its shards in the current folder, ``out=''`` wrote the run's files there and
+    ``read_classification_data('')`` read it as the data set."""
+    import pytest
+
+    wsol = make_wsol_dataset(tmp_path / "wsol", n=3)
+    spec = api.LocalizeSpec(api.DataSpec("cub", data=wsol.image_root, metadata=wsol.metadata), baseline="center-gaussian")
+    engine = api.EngineConfig(device="cpu", workers=0, progress=False)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for call, expected in (
+        (
+            lambda: api.EngineConfig(resume_dir=""),
+            "EngineConfig.resume_dir = '': expected a path (str or Path) or None (not an empty str: '.' is the current folder)",
+        ),
+        (
+            lambda: api.DataSpec("cub", data=""),
+            "DataSpec.data = '': expected a path (str or Path) or None (not an empty str: '.' is the current folder)",
+        ),
+        (
+            lambda: api.run_localize(spec, engine, out=""),
+            "run_localize: out: expected a folder (str or Path) or None, got an empty str ('.' is the current folder)",
+        ),
+        (lambda: api.read_classification_data(""), "--data: expected a folder (str or Path), got an empty str ('.' is the current folder)"),
+    ):
+        with pytest.raises(api.SimpoolBenchError) as err:
+            call()
+        assert str(err.value) == expected
+    assert list(here.iterdir()) == []  # nothing written where the caller stands
+    assert api.EngineConfig(resume_dir=".").resume_dir == "."  # the current folder, said so: taken
