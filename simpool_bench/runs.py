@@ -56,7 +56,8 @@ from .specs import (
 #: The files a run writes besides results.csv, results.parquet and per_image.parquet, unless told
 #: otherwise (as the CLI's default; "csv" also writes per_image.csv).
 DEFAULT_FORMATS = ("json",)
-#: The finest --interval: 10,000 score-map thresholds (wsolevaluation uses 0.001 and 0.01).
+#: The finest --interval: 10,000 score-map thresholds (wsolevaluation uses 0.001 and 0.01); ``metrics.boxacc``'s
+#: accumulator refuses a finer one too (not imported here: OpenCV).
 MIN_INTERVAL = 1e-4
 
 

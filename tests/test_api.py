@@ -714,3 +714,17 @@ def test_an_empty_str_is_no_path(tmp_path, make_wsol_dataset, monkeypatch):
         assert str(err.value) == expected
     assert list(here.iterdir()) == []  # nothing written where the caller stands
     assert api.EngineConfig(resume_dir=".").resume_dir == "."  # the current folder, said so: taken
+
+
+def test_box_accumulator_refuses_a_step_finer_than_a_run_takes():
+    """Found by a sweep of the API: ``BoxAccumulator(interval=1e-300)`` was a ValueError from numpy
+    ('Maximum allowed size exceeded') and 1e-9 asked for 8 GB of thresholds; localize refuses a step
+    under 1e-4 before it builds one, the accumulator now does too."""
+    import pytest
+
+    with pytest.raises(api.SimpoolBenchError) as err:
+        api.BoxAccumulator(interval=1e-300)
+    assert str(err.value) == "interval 1e-300: 1e+300 thresholds; expected a step >= 0.0001 (wsolevaluation: 0.001 or 0.01)"
+    with pytest.raises(api.SimpoolBenchError, match=r"^interval 1e-09: 1e\+09 thresholds; expected a step >= 0.0001"):
+        api.BoxAccumulator(interval=1e-9)
+    assert len(api.BoxAccumulator(interval=1e-4).thresholds) == 10_000  # the finest step: taken
