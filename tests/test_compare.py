@@ -235,3 +235,16 @@ def test_compare_console_keeps_a_row_per_run_that_just_fits_or_is_narrower():
     runs = [_run({"top1": 80.0 + i}, run_id=str(i)) for i in range(5)]
     cmp = R.compare(runs, labels=[f"a long label of run {i}" for i in range(5)])
     assert R.compare_console_table(cmp, width=20).row_count == 5
+
+
+def test_compare_reference_of_another_kind_is_one_error():
+    """Found by a sweep of the API: ``reference=Path(...)`` (a run's folder, not its row) was a
+    TypeError from the range check, ``reference=True`` picked row 1 and ``reference=1.0`` a float row."""
+    from pathlib import Path
+
+    runs = [_run({"top1": 80.0}, model="m_a", run_id="a"), _run({"top1": 81.0}, model="m_b", run_id="b")]
+    for ref, kind in ((Path("run_a"), "pathlib.PosixPath"), (True, "builtins.bool"), (1.0, "builtins.float")):
+        with pytest.raises(SimpoolBenchError) as err:
+            R.compare(runs, reference=ref, labels=["A", "B"])
+        assert str(err.value) == f"compare: reference {ref!r}: expected a row index (int), a row label (str) or None, got {kind}"
+    assert R.compare(runs, reference=1, labels=["A", "B"]).attrs["reference"] == "B"

@@ -18,6 +18,7 @@ first), and within a dataset the metrics in ``metrics`` order (else the catalog'
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -330,6 +331,11 @@ def _reference_index(reference: int | str | None, labels: list[str]) -> int | No
         if reference in labels:
             return labels.index(reference)
         raise SimpoolBenchError(f"compare: reference row {reference!r} does not exist; rows: {', '.join(labels)}")
+    if isinstance(reference, bool) or not isinstance(reference, numbers.Integral):  # a Path: a TypeError; 1.0 a float row
+        raise SimpoolBenchError(
+            f"compare: reference {reference!r}: expected a row index (int), a row label (str) or None, "
+            f"got {type(reference).__module__}.{type(reference).__qualname__}"
+        )
     if not -len(labels) <= reference < len(labels):
         raise SimpoolBenchError(f"compare: reference run {reference} does not exist ({len(labels)} rows)")
     return reference % len(labels)
