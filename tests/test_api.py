@@ -728,3 +728,18 @@ def test_box_accumulator_refuses_a_step_finer_than_a_run_takes():
     with pytest.raises(api.SimpoolBenchError, match=r"^interval 1e-09: 1e\+09 thresholds; expected a step >= 0.0001"):
         api.BoxAccumulator(interval=1e-9)
     assert len(api.BoxAccumulator(interval=1e-4).thresholds) == 10_000  # the finest step: taken
+
+
+def test_from_maps_names_a_maps_argument_or_kind_of_the_wrong_kind(tmp_path):
+    """Found by a sweep of the API: ``from_maps('localize', 0, records)`` was a TypeError from
+    pathlib, and an unknown ``kind`` was told only once the store had been opened (a folder that is
+    no store: an error about the store, not the kind)."""
+    import pytest
+
+    for call, expected in (
+        (lambda: api.from_maps("localize", 0, []), "from_maps: maps: expected the map store's folder (str or Path), got builtins.int"),
+        (lambda: api.from_maps("localise", tmp_path, []), "from_maps: kind 'localise', expected localize or discover"),
+    ):
+        with pytest.raises(api.SimpoolBenchError) as err:
+            call()  # type: ignore[arg-type]
+        assert str(err.value) == expected
