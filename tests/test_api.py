@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 
 import numpy as np
@@ -743,3 +744,20 @@ def test_from_maps_names_a_maps_argument_or_kind_of_the_wrong_kind(tmp_path):
         with pytest.raises(api.SimpoolBenchError) as err:
             call()  # type: ignore[arg-type]
         assert str(err.value) == expected
+
+
+def test_a_knn_temperature_whose_weights_overflow_is_one_error(tmp_path, one_thread):
+    """Found by a sweep of the API: ``knn_temperature=1e-300`` made DINO's exp(similarity / T)
+    weights infinite, their votes NaN, and the run reported k-NN top-1 0.0 for every k."""
+    import pytest
+
+    from conftest import build_image_folder
+
+    data = api.DataSpec("imagenet", data=build_image_folder(tmp_path / "data", counts=(2, 2, 2)))
+    model = api.ModelOptions(arch="vit_tiny_patch16_224", num_classes=3, img_size=64, random_init=True)
+    engine = api.EngineConfig(device="cpu", batch_size=4, workers=0, progress=False)
+    spec = api.ClassifySpec(data, model=model, knn_train=data.data, knn_k=(1, 2), knn_temperature=1e-300)
+    with pytest.raises(api.SimpoolBenchError, match=r"^--knn-temperature 1e-300: exp\(similarity / T\) overflows \(similarity 1\)"):
+        api.run_classify(spec, engine)
+    table = api.run_classify(dataclasses.replace(spec, knn_temperature=0.07), engine).table
+    assert table.loc[table.metric == "knn_top1", "value"].tolist() == [100.0, 100.0]  # the bank is the test set: each finds itself
