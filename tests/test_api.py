@@ -761,3 +761,28 @@ def test_a_knn_temperature_whose_weights_overflow_is_one_error(tmp_path, one_thr
         api.run_classify(spec, engine)
     table = api.run_classify(dataclasses.replace(spec, knn_temperature=0.07), engine).table
     assert table.loc[table.metric == "knn_top1", "value"].tolist() == [100.0, 100.0]  # the bank is the test set: each finds itself
+
+
+def test_accumulators_name_maps_or_boxes_of_the_wrong_kind():
+    """Found by a sweep of the API: ``BoxAccumulator().update(0.5, ...)`` (or None) was a TypeError
+    ('not iterable'), and gt_boxes given as a 0-d tensor a TypeError from len() in both accumulators."""
+    import pytest
+    import torch
+
+    for call, expected in (
+        (
+            lambda: api.BoxAccumulator().update(0.5, []),
+            "score_maps: expected a (B, h, w) array or tensor, or a sequence of (h, w) maps, got builtins.float",
+        ),
+        (
+            lambda: api.BoxAccumulator().update(np.zeros((1, 8, 8)), torch.tensor(3)),
+            "gt_boxes: expected a sequence of (K, 4) box arrays, one per score map, got torch.Tensor of 0 dimensions",
+        ),
+        (
+            lambda: api.CorLocAccumulator().update(np.array([[1, 2, 3, 4]]), torch.tensor(3.0)),
+            "gt_boxes: expected a sequence of (K, 4) box arrays, one per predicted box, got torch.Tensor of 0 dimensions",
+        ),
+    ):
+        with pytest.raises(api.SimpoolBenchError) as err:
+            call()
+        assert str(err.value) == expected

@@ -407,6 +407,9 @@ class BoxAccumulator(Accumulator):
                 raise SimpoolBenchError(f"score_maps: tensor of shape {tuple(score_maps.shape)}, expected (B, h, w)")
         elif isinstance(score_maps, np.ndarray) and score_maps.ndim != 3:
             raise SimpoolBenchError(f"score_maps: array of shape {score_maps.shape}, expected (B, h, w)")
+        elif isinstance(score_maps, (str, bytes, dict)) or not hasattr(score_maps, "__iter__"):  # 0.5, None: a TypeError
+            kind = f"{type(score_maps).__module__}.{type(score_maps).__qualname__}"
+            raise SimpoolBenchError(f"score_maps: expected a (B, h, w) array or tensor, or a sequence of (h, w) maps, got {kind}")
         maps = [_as_float64_map(m, i) for i, m in enumerate(score_maps)]
         n = len(maps)
         size = self.image_size
