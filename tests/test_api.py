@@ -786,3 +786,19 @@ def test_accumulators_name_maps_or_boxes_of_the_wrong_kind():
         with pytest.raises(api.SimpoolBenchError) as err:
             call()
         assert str(err.value) == expected
+
+
+def test_box_resizing_refuses_a_size_whose_scale_overflows():
+    """Found by a sweep of the API: ``resize_boxes_wsol(box, 1e-300, 375)`` scaled x by 224 / 1e-300
+    (inf) and returned int64's minimum, -9223372036854775808, as the box's x0 and x1."""
+    import pytest
+
+    box = np.array([[10, 20, 300, 200]])
+    with pytest.raises(api.SimpoolBenchError) as err:
+        api.resize_boxes_wsol(box, 1e-300, 375)
+    assert str(err.value) == (
+        "resize_boxes_wsol: width 1e-300, height 375: the boxes scaled by size / width and size / height overflow; "
+        "expected the image's size in pixels (e.g. 500, 375)"
+    )
+    assert api.resize_boxes_wsol(box, 500, 375).tolist() == [[4, 11, 134, 119]]  # unchanged
+    assert api.resize_boxes_wsol(np.array([10, 20, 300, 200]), 500.0, 375.0).dtype == np.int64
