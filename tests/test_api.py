@@ -802,3 +802,19 @@ def test_box_resizing_refuses_a_size_whose_scale_overflows():
     )
     assert api.resize_boxes_wsol(box, 500, 375).tolist() == [[4, 11, 134, 119]]  # unchanged
     assert api.resize_boxes_wsol(np.array([10, 20, 300, 200]), 500.0, 375.0).dtype == np.int64
+
+
+def test_classify_default_split_is_a_split_name_under_data(tmp_path):
+    """Found by a sweep of the API: ``ClassifySpec.default_split`` was not checked as ``DataSpec.split``
+    is: '..' read the folder above --data as the image folder, '' and ' val' silently read --data."""
+    import pytest
+
+    data = api.DataSpec("imagenet", data=tmp_path)
+    for bad in ("..", "", " val", "/abs/val"):
+        with pytest.raises(api.SimpoolBenchError) as err:
+            api.ClassifySpec(data, default_split=bad)
+        assert str(err.value) == (
+            f"ClassifySpec.default_split = {bad!r}: expected a split name under --data (e.g. val), without spaces around it, "
+            "not a path outside it"
+        )
+    assert api.ClassifySpec(data, default_split="val").default_split == "val"
