@@ -3,7 +3,7 @@ the wrong kind is one ``SimpoolBenchError`` naming the field and what it takes, 
 deep inside a run, nor a value read in another meaning (the string ``'False'`` is a true bool).
 
 The field annotations say what a field takes. Checked: ``bool``, ``int`` (no bool), ``float`` (any
-real number, no bool), ``str``, ``Path`` (a ``str`` or any path-like), tuples (a tuple or a list;
+real number, no bool), ``str``, ``Path`` (a non-empty ``str`` or any path-like), tuples (a tuple or a list;
 the items are the run's to check), dataclasses (that class), ``None`` and unions of these.
 Anything else (``Any``, callables) is not checked."""
 
@@ -27,7 +27,17 @@ def check_fields(obj: Any) -> None:
         hint = hints.get(f.name)
         value = getattr(obj, f.name)
         if hint is not None and not _accepts(value, hint):
-            raise SimpoolBenchError(f"{type(obj).__name__}.{f.name} = {_shown(value)}: expected {_described(hint)}")
+            empty = (
+                " (not an empty str: '.' is the current folder)" if isinstance(value, str) and value == "" and _accepts(".", hint) else ""
+            )
+            raise SimpoolBenchError(f"{type(obj).__name__}.{f.name} = {_shown(value)}: expected {_described(hint)}{empty}")
+
+
+def check_argument(value: Any, hint: Any, what: str) -> None:
+    """One error naming ``what`` when ``value`` is not what the annotation ``hint`` takes (as
+    ``check_fields`` checks a field): the readers' own arguments, which no spec checked."""
+    if not _accepts(value, hint):
+        raise SimpoolBenchError(f"{what} = {_shown(value)}: expected {_described(hint)}")
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -62,8 +72,8 @@ def _accepts(value: Any, hint: Any) -> bool:
         return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
-    if hint is Path:
-        return isinstance(value, (str, os.PathLike))
+    if hint is Path:  # '' is Path('.'): resume_dir='' wrote the shards into the current folder
+        return isinstance(value, os.PathLike) or (isinstance(value, str) and value != "")
     if typing.get_origin(hint) is tuple:
         return isinstance(value, (tuple, list))
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
@@ -96,7 +106,8 @@ def path_argument(value: Any, what: str, expected: str, none_too: bool = False) 
     """``value`` (a str or path-like) as a Path; anything else (None, a number, a DataFrame) is one
     error naming ``what`` and the ``expected`` path (a folder, a results file...), not a TypeError
     from pathlib. ``none_too``: the message says None is taken too (the caller lets it through)."""
-    if not isinstance(value, (str, os.PathLike)):
-        kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    empty = isinstance(value, str) and value == ""  # '' is Path('.'): out='' wrote into the current folder
+    if not isinstance(value, (str, os.PathLike)) or empty:
+        kind = "an empty str ('.' is the current folder)" if empty else f"{type(value).__module__}.{type(value).__qualname__}"
         raise SimpoolBenchError(f"{what}: expected {expected} (str or Path){' or None' if none_too else ''}, got {kind}")
     return Path(value)

@@ -138,6 +138,13 @@ def check_model_options(options: ModelOptions) -> None:
         raise SimpoolBenchError(
             f"--prefer {options.prefer}: it chooses the weights inside a --checkpoint file, and this run has none; drop --prefer"
         )
+    if options.checkpoint is None and options.format is not None:  # it forces the reader of a checkpoint file
+        raise SimpoolBenchError(
+            f"--format {options.format!r}: it forces the format of a --checkpoint file, and this run has none; drop --format"
+        )
+    for name, flag in (("pool", "--pool"), ("variant", "--variant"), ("pos_interp", "ModelOptions.pos_interp")):
+        if getattr(options, name) == "":  # read as not given: '' ran as the default (pos_interp '' as 'dino')
+            raise SimpoolBenchError(f"{flag} '': expected a name, or None for the checkpoint's or the default")
     if options.checkpoint is not None:
         check_checkpoint_file(options.checkpoint)
     elif options.arch is None:

@@ -14,7 +14,7 @@ from .data.records import Record
 from .data.voc import read_voc
 from .data.wsol import read_cub_native, read_wsol_metadata
 from .errors import SimpoolBenchError
-from .fields import path_argument
+from .fields import check_argument, path_argument
 from .registry import DATASETS, default_split
 from .registry import dataset as registry_dataset
 from .specs import DataSpec
@@ -45,6 +45,18 @@ def read_classification_data(
     ``data/default_split`` when it exists, else ``data`` (an error when its folders are all named
     as splits: ``train``, ``test``, ...)."""
     data = path_argument(data, "--data", "a folder")
+    for arg, passed, kind in (
+        ("split", split, str | None),
+        ("labels", labels, Path | None),
+        ("metadata", metadata, Path | None),
+        ("subset", subset, int | None),
+        ("default_split", default_split, str | None),
+    ):
+        check_argument(passed, kind, f"read_classification_data: {arg}")
+    if subset is not None and subset < 1:  # 0 read every image
+        raise SimpoolBenchError(
+            f"read_classification_data: subset = {subset!r}: expected an integer >= 1 (the first N images per class) or None"
+        )
     if not data.exists():
         raise SimpoolBenchError(f"--data {data}: no such directory")
     classes: list[str] | None = None
@@ -115,6 +127,8 @@ def read_localization_data(dataset: str, data: Path, metadata: Path | None = Non
     """Records with GT boxes for localize: wsolevaluation metadata, or CUB-200-2011's native files
     when ``metadata`` is not given and ``data`` holds ``images.txt``."""
     data = path_argument(data, "--data", "a folder")
+    for arg, passed, kind in (("dataset", dataset, str), ("metadata", metadata, Path | None), ("split", split, str)):
+        check_argument(passed, kind, f"read_localization_data: {arg}")
     if not data.is_dir():
         raise SimpoolBenchError(f"--data {data}: {'a file, expected a folder' if data.exists() else 'no such directory'}")
     if metadata is not None:
@@ -148,6 +162,14 @@ def read_discovery_data(
     VOC box coordinate while reading, naming the XML file; ``read_map_data`` (extract, visualize)
     reads them as floats."""
     data = path_argument(data, "--data", "a folder")
+    for arg, passed, kind in (
+        ("dataset", dataset, str),
+        ("split", split, str),
+        ("no_hard", no_hard, bool),  # the string 'False' is true
+        ("annotations", annotations, Path | None),
+        ("list_file", list_file, Path | None),
+    ):
+        check_argument(passed, kind, f"read_discovery_data: {arg}")
     if dataset in ("voc07", "voc12"):
         given = [flag for flag, value in (("--annotations", annotations), ("--list", list_file)) if value is not None]
         if given:

@@ -56,7 +56,8 @@ from .specs import (
 #: The files a run writes besides results.csv, results.parquet and per_image.parquet, unless told
 #: otherwise (as the CLI's default; "csv" also writes per_image.csv).
 DEFAULT_FORMATS = ("json",)
-#: The finest --interval: 10,000 score-map thresholds (wsolevaluation uses 0.001 and 0.01).
+#: The finest --interval: 10,000 score-map thresholds (wsolevaluation uses 0.001 and 0.01); ``metrics.boxacc``'s
+#: accumulator refuses a finer one too (not imported here: OpenCV).
 MIN_INTERVAL = 1e-4
 
 
@@ -452,17 +453,17 @@ def from_maps(
     this run's ``protocol`` record (default: ``specs.protocol_of`` of the parameters in ``kwargs``)."""
     from .map_store import MapStore
 
-    store = MapStore.open(maps)
+    if not isinstance(kind, str) or kind not in ("localize", "discover"):  # before the store is opened
+        raise SimpoolBenchError(f"from_maps: kind {kind!r}, expected localize or discover")
+    store = MapStore.open(path_argument(maps, "from_maps: maps", "the map store's folder"))  # 0 was a TypeError from pathlib
     if protocol is None and kind in ("localize", "discover"):
         protocol = _stored_protocol(kind, maps, kwargs, store.manifest)
     if kind == "localize":
         outcome = tasks.localize_stored(store, records, **kwargs)
         method = None
-    elif kind == "discover":
+    else:
         outcome = tasks.discover_stored(store, records, **kwargs)
         method = "attn"
-    else:
-        raise SimpoolBenchError(f"from_maps: kind {kind!r}, expected localize or discover")
     return outcome, stored_provenance(
         store, n_images=outcome.n_images, method=method, protocol=protocol, data_sha256=records_sha256(records)
     )

@@ -143,6 +143,12 @@ class ClassifySpec:
     def __post_init__(self) -> None:
         check_fields(self)
         _at_least_one(self, "knn_subset")  # 0 read as "no subset" (the whole bank)
+        d = PurePath(self.default_split)  # read as data/default_split: '..' read the folder above --data, '' or ' val' none
+        if not self.default_split.strip() or self.default_split != self.default_split.strip() or d.is_absolute() or ".." in d.parts:
+            raise SimpoolBenchError(
+                f"ClassifySpec.default_split = {self.default_split!r}: expected a split name under --data (e.g. val), "
+                "without spaces around it, not a path outside it"
+            )
         ks = self.knn_k if isinstance(self.knn_k, (tuple, list)) else (self.knn_k,)
         whole = all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in ks)  # int(1.5) was k=1
         if not ks or not whole or min(ks) < 1 or len(set(ks)) != len(ks):  # () gave no k-NN row; (10, 10) two equal rows

@@ -9,6 +9,7 @@ Classification normalises the pixels one of two ways, which differ by about one 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -106,8 +107,10 @@ def classification_config(
     """The data config ``classification_transform`` builds from: the model's, with the overrides."""
     cfg = dict(data_config)
     for flag, value in (("--resize", resize), ("--crop", crop)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= MAX_SIDE):
             raise SimpoolBenchError(f"{flag} {value!r}: expected a whole number of pixels >= 1 and <= {MAX_SIDE}")
+    resize = None if resize is None else int(resize)  # a numpy integer (ClassifySpec takes one) as the int the config records
+    crop = None if crop is None else int(crop)
     if interpolation is not None:
         if interpolation not in _INTERPOLATIONS:
             raise SimpoolBenchError(f"--interpolation {interpolation!r}: expected one of {', '.join(_INTERPOLATIONS)}")

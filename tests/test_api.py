@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 
 import numpy as np
@@ -583,3 +584,237 @@ def test_spec_names_ks_and_weights_a_run_would_misread_are_one_error(tmp_path, m
     spec = api.LocalizeSpec(api.DataSpec("cub", data=tmp_path), model=weights, maps=tmp_path)
     with pytest.raises(api.SimpoolBenchError, match=r"^--maps needs no model: drop --model/--checkpoint/--pretrained/--baseline$"):
         api.run_localize(spec, api.EngineConfig(device="cpu", progress=False))
+
+
+def test_numpy_integers_the_classify_spec_takes_run_as_the_same_ints(tmp_path, one_thread):
+    """Found by a sweep of the API: ClassifySpec takes a numpy integer for ``knn_k``, ``resize`` and
+    ``crop`` (its fields take any whole number), but ``knn_k=np.int64(3)`` was a TypeError ('not
+    iterable') in the run and ``resize=np.int64(40)`` was refused as not 'a whole number of pixels'."""
+    from simpool_bench.transforms import classification_config
+
+    from conftest import build_image_folder
+
+    data = api.DataSpec("imagenet", data=build_image_folder(tmp_path / "data", counts=(2, 2, 2)))
+    model = api.ModelOptions(arch="vit_tiny_patch16_224", num_classes=3, img_size=64, random_init=True)
+    engine = api.EngineConfig(device="cpu", batch_size=4, workers=0, progress=False)
+
+    def knn_rows(k):
+        table = api.run_classify(api.ClassifySpec(data, model=model, knn_train=data.data, knn_k=k), engine).table
+        return table[table.metric.str.startswith("knn")][["metric", "k", "value"]].values.tolist()
+
+    assert knn_rows(np.int64(3)) == knn_rows(3) and [row[1] for row in knn_rows(3)] == [3, 3]
+    cfg = {"input_size": (3, 64, 64), "crop_pct": 0.875, "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    given = classification_config(cfg, np.int64(40), np.int64(32))
+    assert given == classification_config(cfg, 40, 32) and given["input_size"] == (3, 32, 32)
+    assert type(given["input_size"][-1]) is int
+
+
+def test_readers_name_an_option_argument_of_the_wrong_kind(tmp_path):
+    """Found by a sweep of the API: the readers' arguments besides ``data`` were not checked:
+    read_classification_data(subset=0) read every image (subset=True one per class, subset=1.5 was
+    a TypeError), split=1 a TypeError from pathlib; read_localization_data(None, ...) an
+    AttributeError ('upper'), metadata=0 a TypeError; read_discovery_data(no_hard='False') dropped
+    the hard objects (a true string)."""
+    import pytest
+
+    from conftest import build_image_folder, build_voc_dataset
+
+    folder = build_image_folder(tmp_path / "folder", counts=(2, 2))
+    voc = build_voc_dataset(tmp_path / "voc", n=3)
+    assert len(api.read_classification_data(folder, subset=1).records) == 2  # one per class, as asked
+    for call, expected in (
+        (
+            lambda: api.read_classification_data(folder, subset=0),
+            "read_classification_data: subset = 0: expected an integer >= 1 (the first N images per class) or None",
+        ),
+        (lambda: api.read_classification_data(folder, subset=True), "read_classification_data: subset = True: expected int or None"),
+        (lambda: api.read_classification_data(folder, subset=1.5), "read_classification_data: subset = 1.5: expected int or None"),
+        (lambda: api.read_classification_data(folder, split=1), "read_classification_data: split = 1: expected str or None"),
+        (
+            lambda: api.read_classification_data(folder, labels=3),
+            "read_classification_data: labels = 3: expected a path (str or Path) or None",
+        ),
+        (lambda: api.read_localization_data(None, folder), "read_localization_data: dataset = None: expected str"),
+        (
+            lambda: api.read_localization_data("cub", folder, 0),
+            "read_localization_data: metadata = 0: expected a path (str or Path) or None",
+        ),
+        (lambda: api.read_discovery_data("voc07", voc, no_hard="False"), "read_discovery_data: no_hard = 'False': expected bool"),
+        (lambda: api.read_discovery_data("voc07", voc, split=None), "read_discovery_data: split = None: expected str"),
+    ):
+        with pytest.raises(api.SimpoolBenchError) as err:
+            call()  # type: ignore[arg-type]
+        assert str(err.value) == expected
+
+
+def test_model_options_a_model_without_checkpoint_would_ignore_or_misread_are_one_error():
+    """Found by a sweep of the API: ``format`` without a checkpoint was ignored without a word (as
+    ``prefer`` is refused there); an empty ``pool``/``variant`` ran as the default (SimPool,
+    supervised) and an empty ``pos_interp`` as 'dino', DINO's position interpolation."""
+    import pytest
+
+    from simpool_bench.loading import check_model_options
+
+    vit = dict(arch="vit_tiny_patch16_224", img_size=32, random_init=True)
+    for kw, expected in (
+        (
+            dict(format="official-dino"),
+            "--format 'official-dino': it forces the format of a --checkpoint file, and this run has none; drop --format",
+        ),
+        (dict(pool=""), "--pool '': expected a name, or None for the checkpoint's or the default"),
+        (dict(variant=""), "--variant '': expected a name, or None for the checkpoint's or the default"),
+        (dict(pos_interp=""), "ModelOptions.pos_interp '': expected a name, or None for the checkpoint's or the default"),
+    ):
+        with pytest.raises(api.SimpoolBenchError) as err:
+            api.load_model(api.ModelOptions(**vit, **kw))
+        assert str(err.value) == expected
+    check_model_options(api.ModelOptions(**vit, pool="cls", variant="supervised", pos_interp="timm"))  # names: fine
+
+
+def test_a_vit_img_size_under_its_patch_size_is_one_error():
+    """Found by a sweep of the API: ``img_size=3`` of a patch-16 ViT built a model with an empty
+    position grid, which failed in its first forward with a RuntimeError from timm's reshape."""
+    import pytest
+
+    vit = dict(arch="vit_tiny_patch16_224", random_init=True)
+    with pytest.raises(api.SimpoolBenchError) as err:
+        api.load_model(api.ModelOptions(**vit, img_size=3))
+    assert str(err.value) == "vit_tiny_patch16_224: img_size 3x3 is smaller than the patch size 16; expected at least 16 pixels a side"
+    assert api.load_model(api.ModelOptions(**vit, img_size=16))[0].pos_grid == (1, 1)  # one patch: fine
+
+
+def test_an_empty_str_is_no_path(tmp_path, make_wsol_dataset, monkeypatch):
+    """Found by a sweep of the API: a path given as '' is Path('.'): ``EngineConfig(resume_dir='')``
+    kept its shards in the current folder, ``out=''`` wrote the run's files there and
+    ``read_classification_data('')`` read it as the data set."""
+    import pytest
+
+    wsol = make_wsol_dataset(tmp_path / "wsol", n=3)
+    spec = api.LocalizeSpec(api.DataSpec("cub", data=wsol.image_root, metadata=wsol.metadata), baseline="center-gaussian")
+    engine = api.EngineConfig(device="cpu", workers=0, progress=False)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for call, expected in (
+        (
+            lambda: api.EngineConfig(resume_dir=""),
+            "EngineConfig.resume_dir = '': expected a path (str or Path) or None (not an empty str: '.' is the current folder)",
+        ),
+        (
+            lambda: api.DataSpec("cub", data=""),
+            "DataSpec.data = '': expected a path (str or Path) or None (not an empty str: '.' is the current folder)",
+        ),
+        (
+            lambda: api.run_localize(spec, engine, out=""),
+            "run_localize: out: expected a folder (str or Path) or None, got an empty str ('.' is the current folder)",
+        ),
+        (lambda: api.read_classification_data(""), "--data: expected a folder (str or Path), got an empty str ('.' is the current folder)"),
+    ):
+        with pytest.raises(api.SimpoolBenchError) as err:
+            call()
+        assert str(err.value) == expected
+    assert list(here.iterdir()) == []  # nothing written where the caller stands
+    assert api.EngineConfig(resume_dir=".").resume_dir == "."  # the current folder, said so: taken
+
+
+def test_box_accumulator_refuses_a_step_finer_than_a_run_takes():
+    """Found by a sweep of the API: ``BoxAccumulator(interval=1e-300)`` was a ValueError from numpy
+    ('Maximum allowed size exceeded') and 1e-9 asked for 8 GB of thresholds; localize refuses a step
+    under 1e-4 before it builds one, the accumulator now does too."""
+    import pytest
+
+    with pytest.raises(api.SimpoolBenchError) as err:
+        api.BoxAccumulator(interval=1e-300)
+    assert str(err.value) == "interval 1e-300: 1e+300 thresholds; expected a step >= 0.0001 (wsolevaluation: 0.001 or 0.01)"
+    with pytest.raises(api.SimpoolBenchError, match=r"^interval 1e-09: 1e\+09 thresholds; expected a step >= 0.0001"):
+        api.BoxAccumulator(interval=1e-9)
+    assert len(api.BoxAccumulator(interval=1e-4).thresholds) == 10_000  # the finest step: taken
+
+
+def test_from_maps_names_a_maps_argument_or_kind_of_the_wrong_kind(tmp_path):
+    """Found by a sweep of the API: ``from_maps('localize', 0, records)`` was a TypeError from
+    pathlib, and an unknown ``kind`` was told only once the store had been opened (a folder that is
+    no store: an error about the store, not the kind)."""
+    import pytest
+
+    for call, expected in (
+        (lambda: api.from_maps("localize", 0, []), "from_maps: maps: expected the map store's folder (str or Path), got builtins.int"),
+        (lambda: api.from_maps("localise", tmp_path, []), "from_maps: kind 'localise', expected localize or discover"),
+    ):
+        with pytest.raises(api.SimpoolBenchError) as err:
+            call()  # type: ignore[arg-type]
+        assert str(err.value) == expected
+
+
+def test_a_knn_temperature_whose_weights_overflow_is_one_error(tmp_path, one_thread):
+    """Found by a sweep of the API: ``knn_temperature=1e-300`` made DINO's exp(similarity / T)
+    weights infinite, their votes NaN, and the run reported k-NN top-1 0.0 for every k."""
+    import pytest
+
+    from conftest import build_image_folder
+
+    data = api.DataSpec("imagenet", data=build_image_folder(tmp_path / "data", counts=(2, 2, 2)))
+    model = api.ModelOptions(arch="vit_tiny_patch16_224", num_classes=3, img_size=64, random_init=True)
+    engine = api.EngineConfig(device="cpu", batch_size=4, workers=0, progress=False)
+    spec = api.ClassifySpec(data, model=model, knn_train=data.data, knn_k=(1, 2), knn_temperature=1e-300)
+    with pytest.raises(api.SimpoolBenchError, match=r"^--knn-temperature 1e-300: exp\(similarity / T\) overflows \(similarity 1\)"):
+        api.run_classify(spec, engine)
+    table = api.run_classify(dataclasses.replace(spec, knn_temperature=0.07), engine).table
+    assert table.loc[table.metric == "knn_top1", "value"].tolist() == [100.0, 100.0]  # the bank is the test set: each finds itself
+
+
+def test_accumulators_name_maps_or_boxes_of_the_wrong_kind():
+    """Found by a sweep of the API: ``BoxAccumulator().update(0.5, ...)`` (or None) was a TypeError
+    ('not iterable'), and gt_boxes given as a 0-d tensor a TypeError from len() in both accumulators."""
+    import pytest
+    import torch
+
+    for call, expected in (
+        (
+            lambda: api.BoxAccumulator().update(0.5, []),
+            "score_maps: expected a (B, h, w) array or tensor, or a sequence of (h, w) maps, got builtins.float",
+        ),
+        (
+            lambda: api.BoxAccumulator().update(np.zeros((1, 8, 8)), torch.tensor(3)),
+            "gt_boxes: expected a sequence of (K, 4) box arrays, one per score map, got torch.Tensor of 0 dimensions",
+        ),
+        (
+            lambda: api.CorLocAccumulator().update(np.array([[1, 2, 3, 4]]), torch.tensor(3.0)),
+            "gt_boxes: expected a sequence of (K, 4) box arrays, one per predicted box, got torch.Tensor of 0 dimensions",
+        ),
+    ):
+        with pytest.raises(api.SimpoolBenchError) as err:
+            call()
+        assert str(err.value) == expected
+
+
+def test_box_resizing_refuses_a_size_whose_scale_overflows():
+    """Found by a sweep of the API: ``resize_boxes_wsol(box, 1e-300, 375)`` scaled x by 224 / 1e-300
+    (inf) and returned int64's minimum, -9223372036854775808, as the box's x0 and x1."""
+    import pytest
+
+    box = np.array([[10, 20, 300, 200]])
+    with pytest.raises(api.SimpoolBenchError) as err:
+        api.resize_boxes_wsol(box, 1e-300, 375)
+    assert str(err.value) == (
+        "resize_boxes_wsol: width 1e-300, height 375: the boxes scaled by size / width and size / height overflow; "
+        "expected the image's size in pixels (e.g. 500, 375)"
+    )
+    assert api.resize_boxes_wsol(box, 500, 375).tolist() == [[4, 11, 134, 119]]  # unchanged
+    assert api.resize_boxes_wsol(np.array([10, 20, 300, 200]), 500.0, 375.0).dtype == np.int64
+
+
+def test_classify_default_split_is_a_split_name_under_data(tmp_path):
+    """Found by a sweep of the API: ``ClassifySpec.default_split`` was not checked as ``DataSpec.split``
+    is: '..' read the folder above --data as the image folder, '' and ' val' silently read --data."""
+    import pytest
+
+    data = api.DataSpec("imagenet", data=tmp_path)
+    for bad in ("..", "", " val", "/abs/val"):
+        with pytest.raises(api.SimpoolBenchError) as err:
+            api.ClassifySpec(data, default_split=bad)
+        assert str(err.value) == (
+            f"ClassifySpec.default_split = {bad!r}: expected a split name under --data (e.g. val), without spaces around it, "
+            "not a path outside it"
+        )
+    assert api.ClassifySpec(data, default_split="val").default_split == "val"

@@ -235,3 +235,33 @@ def test_compare_console_keeps_a_row_per_run_that_just_fits_or_is_narrower():
     runs = [_run({"top1": 80.0 + i}, run_id=str(i)) for i in range(5)]
     cmp = R.compare(runs, labels=[f"a long label of run {i}" for i in range(5)])
     assert R.compare_console_table(cmp, width=20).row_count == 5
+
+
+def test_compare_reference_of_another_kind_is_one_error():
+    """Found by a sweep of the API: ``reference=Path(...)`` (a run's folder, not its row) was a
+    TypeError from the range check, ``reference=True`` picked row 1 and ``reference=1.0`` a float row."""
+    from pathlib import Path
+
+    runs = [_run({"top1": 80.0}, model="m_a", run_id="a"), _run({"top1": 81.0}, model="m_b", run_id="b")]
+    for ref, kind in ((Path("run_a"), "pathlib.PosixPath"), (True, "builtins.bool"), (1.0, "builtins.float")):
+        with pytest.raises(SimpoolBenchError) as err:
+            R.compare(runs, reference=ref, labels=["A", "B"])
+        assert str(err.value) == f"compare: reference {ref!r}: expected a row index (int), a row label (str) or None, got {kind}"
+    assert R.compare(runs, reference=1, labels=["A", "B"]).attrs["reference"] == "B"
+
+
+def test_compare_labels_and_metrics_of_another_kind_are_one_error():
+    """Found by a sweep of the API: ``labels='AB'`` named two rows 'A' and 'B' (a str read as its
+    characters), ``labels=3`` was a TypeError ('no len()'); ``metrics=3`` a TypeError and
+    ``metrics=[1, 2]`` an AttributeError ('strip')."""
+    runs = [_run({"top1": 80.0}, model="m_a", run_id="a"), _run({"top1": 81.0}, model="m_b", run_id="b")]
+    for kwargs, expected in (
+        ({"labels": "AB"}, "compare: labels 'AB': expected a list of str (one per row; by label: one per input) or None"),
+        ({"labels": 3}, "compare: labels 3: expected a list of str (one per row; by label: one per input) or None"),
+        ({"metrics": 3}, "--metrics 3: expected a comma list or a sequence of metric names (str), e.g. 'top1,maxboxacc@50'"),
+        ({"metrics": [1, 2]}, "--metrics [1, 2]: expected a comma list or a sequence of metric names (str), e.g. 'top1,maxboxacc@50'"),
+    ):
+        with pytest.raises(SimpoolBenchError) as err:
+            R.compare(runs, **kwargs)
+        assert str(err.value) == expected
+    assert list(R.compare(runs, labels=["A", "B"], metrics=["top1"]).index) == ["A", "B"]

@@ -30,8 +30,9 @@ def image_count(n: Any) -> int:
 def check_box_sequence(gt_boxes: Any, per: str) -> None:
     """``gt_boxes`` of ``update``: a sequence (list, tuple, array) of (K, 4) box arrays, one ``per``
     map or box; None, a generator, a str or a dict is one error, not a TypeError from ``len``."""
-    if not hasattr(gt_boxes, "__len__") or not hasattr(gt_boxes, "__getitem__") or isinstance(gt_boxes, (str, bytes, dict)):
-        kind = f"{type(gt_boxes).__module__}.{type(gt_boxes).__qualname__}"
+    scalar = getattr(gt_boxes, "ndim", None) == 0  # a 0-d tensor or array: a TypeError from len()
+    if not hasattr(gt_boxes, "__len__") or not hasattr(gt_boxes, "__getitem__") or isinstance(gt_boxes, (str, bytes, dict)) or scalar:
+        kind = f"{type(gt_boxes).__module__}.{type(gt_boxes).__qualname__}" + (" of 0 dimensions" if scalar else "")
         raise SimpoolBenchError(f"gt_boxes: expected a sequence of (K, 4) box arrays, one per {per}, got {kind}")
 
 

@@ -47,6 +47,11 @@ TOP1_LOC_IOU = 50
 """IoU threshold (percent) of Top-1 Loc and GT-known Loc (the classic localisation accuracies)."""
 
 
+#: The finest step (``runs.MIN_INTERVAL``, which localize refuses first): 10,000 thresholds; 1e-9 was
+#: 8 GB of them, 1e-300 a ValueError from numpy.
+MIN_INTERVAL = 1e-4
+
+
 def cam_thresholds(interval: float = WSOL_CAM_CURVE_INTERVAL) -> np.ndarray:
     """Score-map thresholds of wsolevaluation: ``np.arange(0, 1, interval)``."""
     if isinstance(interval, np.floating) and not isinstance(interval, float):  # np.float32(0.01) is 0.0099999998: 101 thresholds
@@ -56,6 +61,10 @@ def cam_thresholds(interval: float = WSOL_CAM_CURVE_INTERVAL) -> np.ndarray:
         )
     if not (isinstance(interval, (int, float)) and not isinstance(interval, bool) and 0 < interval < 1):
         raise SimpoolBenchError(f"interval {interval!r}: expected a number in (0, 1), e.g. 0.001")
+    if interval < MIN_INTERVAL:
+        raise SimpoolBenchError(
+            f"interval {interval!r}: {1 / interval:.3g} thresholds; expected a step >= {MIN_INTERVAL:g} (wsolevaluation: 0.001 or 0.01)"
+        )
     return np.arange(0, 1, interval)
 
 
@@ -398,6 +407,9 @@ class BoxAccumulator(Accumulator):
                 raise SimpoolBenchError(f"score_maps: tensor of shape {tuple(score_maps.shape)}, expected (B, h, w)")
         elif isinstance(score_maps, np.ndarray) and score_maps.ndim != 3:
             raise SimpoolBenchError(f"score_maps: array of shape {score_maps.shape}, expected (B, h, w)")
+        elif isinstance(score_maps, (str, bytes, dict)) or not hasattr(score_maps, "__iter__"):  # 0.5, None: a TypeError
+            kind = f"{type(score_maps).__module__}.{type(score_maps).__qualname__}"
+            raise SimpoolBenchError(f"score_maps: expected a (B, h, w) array or tensor, or a sequence of (h, w) maps, got {kind}")
         maps = [_as_float64_map(m, i) for i, m in enumerate(score_maps)]
         n = len(maps)
         size = self.image_size

@@ -71,9 +71,11 @@ def resize_boxes_wsol(boxes: np.ndarray, width: int, height: int, size: int = 22
                 f"resize_boxes_wsol: {name} {value!r}: expected a positive number of pixels"
                 + (", or one per box" if name != "size" else "")
             )
-    out = np.empty(b.shape, dtype=np.int64)
-    out[:, 0] = (b[:, 0] * size / width).astype(np.int64)
-    out[:, 2] = (b[:, 2] * size / width).astype(np.int64)
-    out[:, 1] = (b[:, 1] * size / height).astype(np.int64)
-    out[:, 3] = (b[:, 3] * size / height).astype(np.int64)
-    return out
+    with np.errstate(over="ignore"):
+        scaled = [b[:, 0] * size / width, b[:, 1] * size / height, b[:, 2] * size / width, b[:, 3] * size / height]
+    if not all((np.abs(c) < 2.0**62).all() for c in scaled):  # width 1e-300: inf, cast to int64's minimum without a word
+        raise SimpoolBenchError(
+            f"resize_boxes_wsol: width {width!r}, height {height!r}: the boxes scaled by size / width and size / height "
+            "overflow; expected the image's size in pixels (e.g. 500, 375)"
+        )
+    return np.stack([c.astype(np.int64) for c in scaled], axis=1)

@@ -90,6 +90,11 @@ def knn_votes(similarity: torch.Tensor, train_labels: torch.Tensor, k: int, T: f
     retrieval_one_hot = torch.zeros(batch_size * k, num_classes, device=similarity.device)
     retrieval_one_hot.scatter_(1, retrieved_neighbors.view(-1, 1), 1)
     distances_transform = distances.clone().div_(T).exp_()
+    if not bool(torch.isfinite(distances_transform).all()):  # inf weights: inf * 0 votes are NaN, every image a miss
+        raise SimpoolBenchError(
+            f"--knn-temperature {T:g}: exp(similarity / T) overflows (similarity {distances.max().item():.3g}); "
+            "expected a larger temperature (DINO: 0.07)"
+        )
     return torch.sum(torch.mul(retrieval_one_hot.view(batch_size, -1, num_classes), distances_transform.view(batch_size, -1, 1)), 1)
 
 

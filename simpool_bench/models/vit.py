@@ -83,6 +83,11 @@ class ViTBenchModel(BenchModel):
             raise SimpoolBenchError(f"{self.arch}: non-square patches {ph}x{pw} are not supported")
         self.stride = int(ph)
         self.pos_grid = tuple(net.patch_embed.grid_size)
+        if min(self.pos_grid) < 1:  # img_size 8 of a patch-16 ViT: no position to embed (a RuntimeError in the forward)
+            size = "x".join(str(int(s)) for s in net.patch_embed.img_size)
+            raise SimpoolBenchError(
+                f"{self.arch}: img_size {size} is smaller than the patch size {ph}; expected at least {ph} pixels a side"
+            )
         self.no_embed_class = bool(getattr(net, "no_embed_class", False))
         self.prefix_names = [n for n in ("cls_token", "dist_token", "reg_token") if isinstance(getattr(net, n, None), nn.Parameter)]
         self.num_prefix_tokens = int(getattr(net, "num_prefix_tokens", len(self.prefix_names)))

@@ -18,6 +18,7 @@ first), and within a dataset the metrics in ``metrics`` order (else the catalog'
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ class MetricSelector:
 def parse_metrics(spec: str | Sequence[str]) -> tuple[MetricSelector, ...]:
     """``"top1,maxboxacc@50,knn_top1@20"`` (or a list of items) as selectors; a name the catalog
     (``metrics.catalog``) does not know -> SimpoolBenchError listing the known names."""
+    if not isinstance(spec, str) and not (isinstance(spec, Sequence) and all(isinstance(s, str) for s in spec)):  # 3: a TypeError
+        raise SimpoolBenchError(f"--metrics {spec!r}: expected a comma list or a sequence of metric names (str), e.g. 'top1,maxboxacc@50'")
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     out: list[MetricSelector] = []
     for item in (s.strip() for s in items):
@@ -225,6 +228,10 @@ def compare(
         )
     if len(runs) == 0:
         raise SimpoolBenchError("compare needs at least one run")
+    if labels is not None and (isinstance(labels, str) or not isinstance(labels, Sequence) or not all(isinstance(x, str) for x in labels)):
+        raise SimpoolBenchError(  # 'AB' labelled two rows 'A' and 'B'; 3 was a TypeError
+            f"compare: labels {labels!r}: expected a list of str (one per row; by label: one per input) or None"
+        )
     selectors = parse_metrics(metrics) if metrics is not None else None
     if by == "label" and labels is not None and len(labels) != len(runs):
         raise SimpoolBenchError(f"compare --by label: {len(labels)} labels given for {len(runs)} inputs")
@@ -330,6 +337,11 @@ def _reference_index(reference: int | str | None, labels: list[str]) -> int | No
         if reference in labels:
             return labels.index(reference)
         raise SimpoolBenchError(f"compare: reference row {reference!r} does not exist; rows: {', '.join(labels)}")
+    if isinstance(reference, bool) or not isinstance(reference, numbers.Integral):  # a Path: a TypeError; 1.0 a float row
+        raise SimpoolBenchError(
+            f"compare: reference {reference!r}: expected a row index (int), a row label (str) or None, "
+            f"got {type(reference).__module__}.{type(reference).__qualname__}"
+        )
     if not -len(labels) <= reference < len(labels):
         raise SimpoolBenchError(f"compare: reference run {reference} does not exist ({len(labels)} rows)")
     return reference % len(labels)

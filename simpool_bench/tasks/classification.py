@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -216,7 +217,7 @@ def classify(
     has_head = _check_labels(model, labels, records, knn_train is not None)
     n_cls = num_classes or (int(model.num_classes) if has_head else int(labels.max()) + 1)
     bank = None
-    ks = (knn_k,) if isinstance(knn_k, int) else tuple(knn_k)
+    ks = (int(knn_k),) if isinstance(knn_k, numbers.Integral) else tuple(cast(Sequence[int], knn_k))  # numpy's too
     if knn_train is not None:
         require(knn_train, "k-NN train")
         ks = check_ks(ks, len(knn_train), "the k-NN train split")  # before extracting
