@@ -597,8 +597,11 @@ def test_huge_image_in_voc_skipped_and_counted_or_strict_error(tmp_path, ckpt):
     assert 1 < over < len(ids) and _value(low, "n_failed") == over
 
 
-def test_classify_with_every_image_over_max_pixels_counts_them_all_as_failed(tmp_path, ckpt):
-    # before: per_image's top-5 column came back 1-D with no image decoded, an IndexError traceback
+def test_a_run_with_every_image_over_max_pixels_is_one_error_not_a_table_of_nan(tmp_path, ckpt):
+    """No image decoded: classify once gave an IndexError traceback (per_image's top-5 column came
+    back 1-D), then a table of NaN with exit 0, as discover did; localize failed on "BoxAccumulator.compute:
+    no image was accumulated", naming neither the cause nor the flag. Each is now one error saying
+    that none of the N images could be evaluated and why, and writes nothing."""
     root = tmp_path / "data" / "val"
     sizes = {"ant": [(40, 36), (41, 36)], "bee": [(40, 37)], "cat": [(42, 36), (40, 38)]}
     for c, shapes in sizes.items():
@@ -612,11 +615,37 @@ def test_classify_with_every_image_over_max_pixels_counts_them_all_as_failed(tmp
         res = invoke_cli(
             "classify", "--data", tmp_path / "data", "--checkpoint", ckpt, "--device", "cpu", "-j", "0", "--max-pixels", 1000, "--out", out
         )
-    assert res.exit_code == 0, res.output
-    assert (_value(out, "n_images"), _value(out, "n_failed")) == (0, n)
-    assert math.isnan(_value(out, "top1")) and math.isnan(_value(out, "top5"))
-    per = pd.read_parquet(out / "per_image.parquet")
-    assert len(per) == n and per["failed"].all() and per["pred"].isna().all() and per["hit_top1"].isna().all()
+    said_ = (
+        f"error: none of the {n} images could be evaluated: every one failed to decode or was over --max-pixels 1,000 "
+        "(each named in a warning); nothing to score"
+    )
+    assert res.exit_code == 2 and res.output.strip().splitlines()[-1] == said_, res.output
+    assert not (out / "results.csv").exists()
+    wsol = build_wsol_dataset(tmp_path / "wsol", n=4)
+    voc = build_voc_dataset(tmp_path / "voc" / "VOC2007", n=3)
+    for command, data in (
+        ("localize", ("--dataset", "cub", "--data", wsol.image_root, "--metadata", wsol.metadata)),
+        ("discover", ("--data", voc, "--method", "lost")),
+    ):
+        out = tmp_path / command
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            res = invoke_cli(command, *data, "--checkpoint", ckpt, "--device", "cpu", "-j", "0", "--max-pixels", 10, "--out", out)
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 2 and lines[-1].startswith("error: none of the ") and "--max-pixels 10 " in lines[-1], res.output
+        assert "Traceback" not in res.output and not (out / "results.csv").exists()
+    store, out = tmp_path / "maps", tmp_path / "from_maps"
+    wsol_flags = ("--dataset", "cub", "--data", wsol.image_root, "--metadata", wsol.metadata)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        res = invoke_cli("extract", *wsol_flags, "--checkpoint", ckpt, "--device", "cpu", "-j", "0", "--max-pixels", 10, "--out", store)
+    assert res.exit_code == 0, res.output  # a store of 4 failed images
+    res = invoke_cli("localize", *wsol_flags, "--maps", store, "--out", out)
+    assert res.exit_code == 2 and res.output.strip().splitlines()[-1] == (
+        "error: none of the 4 images could be evaluated: every one failed to decode when extract stored the maps "
+        "(it named each in a warning); nothing to score"
+    ), res.output
+    assert not (out / "results.csv").exists()
 
 
 # ------------------------------------------------------------------------------ the other readers

@@ -23,7 +23,7 @@ from ..metrics.knn import check_chunks, check_ks
 from ..per_image import PerImageAccumulator, base_frame, scatter, scatter_lists
 from ..registry import DINO_KNN
 from . import knn_bank
-from .common import Outcome, engine_extras, no_resume, require, row
+from .common import Outcome, decode_failures, engine_extras, no_resume, require, require_evaluated, row
 
 if TYPE_CHECKING:
     from ..models.base import BenchModel
@@ -239,6 +239,7 @@ def classify(
             "knn": bank is not None,  # k-NN shards keep test features: any k, T and bank can reuse them
         },
     )
+    require_evaluated(res.n_images, res.n_failed, decode_failures(config))
     n_bad = res.accumulators["nonfinite"].compute()
     check_nonfinite(n_bad, res.n_images, "logits or features", config.allow_nonfinite)
     rows, extras = task.rows(res, dataset, split, len(records))

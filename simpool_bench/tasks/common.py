@@ -39,6 +39,23 @@ def require(records: Sequence[Record], what: str) -> None:
         raise SimpoolBenchError(f"the {what} dataset is empty: no image was found")
 
 
+def require_evaluated(n_images: int, n_failed: int, why: str) -> None:
+    """A run in which no image decoded (``n_images`` 0, ``n_failed`` > 0) has nothing to score: one
+    error saying so and ``why`` they failed, not a table of NaN (classify, discover) or an
+    accumulator's "no image was accumulated" (localize)."""
+    if n_images == 0 and n_failed > 0:
+        raise SimpoolBenchError(f"none of the {n_failed:,} images could be evaluated: {why}; nothing to score")
+
+
+def decode_failures(config: EngineConfig) -> str:
+    """Why the images of a model run failed, for ``require_evaluated``."""
+    return f"every one failed to decode or was over --max-pixels {config.max_pixels:,} (each named in a warning)"
+
+
+#: Why the images of a map store failed, for ``require_evaluated``.
+STORED_FAILURES = "every one failed to decode when extract stored the maps (it named each in a warning)"
+
+
 def engine_extras(res: EvalResult) -> dict[str, Any]:
     """The engine's shard counts and its loop's time (``loop_s``; of it ``data_wait_s`` waiting for
     decoded images, ``step_s`` in the metric steps and ``warm_up_s`` loading the metrics' kernels

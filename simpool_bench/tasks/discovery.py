@@ -34,7 +34,7 @@ from ..metrics.corloc import CorLocAccumulator, lost_iou_pairs
 from ..per_image import PerImageAccumulator, base_frame, box_lists, scatter, scatter_lists
 from ..registry import LOST
 from ..transforms import discovery_transform, padded_size
-from .common import Outcome, engine_extras, require, row
+from .common import STORED_FAILURES, Outcome, decode_failures, engine_extras, require, require_evaluated, row
 
 DISCOVER_METHODS = LOST.methods
 if TYPE_CHECKING:
@@ -288,6 +288,7 @@ def discover(
         order=size_order(pad_keys),
         params={"method": method, "mass": mass, "lost_compat": lost_compat, "k_patches": k_patches},
     )
+    require_evaluated(res.n_images, res.n_failed, decode_failures(config))
     n_bad = res.accumulators["nonfinite"].compute()
     check_nonfinite(n_bad, res.n_images, "maps" if method == "attn" else "keys", config.allow_nonfinite)
     rows, extras = task.rows(res.accumulators)
@@ -328,6 +329,7 @@ def discover_stored(
             idx = shard.indices[members]
             attn = torch.from_numpy(np.stack([shard.maps[j].astype(np.float32) for j in members]))
             task.score(accs, task.map_boxes(attn, task.sizes[idx], stride), idx)
+    require_evaluated(int(accs["corloc"].total), n_failed, STORED_FAILURES)
     n_bad = accs["nonfinite"].compute()
     check_nonfinite(n_bad, int(accs["corloc"].total), f"maps in {store.root}", allow_nonfinite)
     rows, extras = task.rows(accs)

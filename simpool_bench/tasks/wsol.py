@@ -25,7 +25,7 @@ from ..metrics.boxes import iou_wsol, resize_boxes_wsol
 from ..per_image import PerImageAccumulator, base_frame, box_lists, pack_hits, packed_bit, scatter, scatter_lists
 from ..registry import WSOL
 from ..transforms import wsol_transform
-from .common import Outcome, engine_extras, require, row
+from .common import STORED_FAILURES, Outcome, decode_failures, engine_extras, require, require_evaluated, row
 
 if TYPE_CHECKING:
     from ..models.base import BenchModel
@@ -308,6 +308,7 @@ def localize(
         description=f"localize {dataset}",
         params={"interval": interval, "v1": v1, "cam_target": cam_target},
     )
+    require_evaluated(res.n_images, res.n_failed, decode_failures(config))
     n_bad = res.accumulators["nonfinite"].compute()
     check_nonfinite(n_bad, res.n_images, "maps", config.allow_nonfinite)
     rows, extras = task.rows(res.accumulators)
@@ -354,6 +355,7 @@ def localize_stored(
         n_ok += len(maps)
         correct = shard.preds == task.labels[shard.indices] if use_cls else None
         task.score(accs, maps, shard.indices, finite_rows(maps), correct, use_cls)
+    require_evaluated(n_ok, n_failed, STORED_FAILURES)
     n_bad = accs["nonfinite"].compute()
     check_nonfinite(n_bad, n_ok, f"maps in {store.root}", allow_nonfinite)
     rows, extras = task.rows(accs)
