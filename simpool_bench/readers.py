@@ -212,7 +212,7 @@ def _same_voc_year(dataset: str, data: Path) -> None:
     """``--data`` named VOC2007 or VOC2012 (as VOCdevkit has them) for the other year's dataset:
     the table would record the wrong data set under the wrong name."""
     m = re.fullmatch(r"VOC(\d{4})", data.name)
-    if m and m.group(1)[2:] != dataset[-2:]:
+    if m and m.group(1)[2:] != dataset[-2:] and data.is_dir():  # a folder that is not there: read_voc says so
         sibling = data.with_name(f"VOC20{dataset[-2:]}")  # the dataset's own folder beside it
         raise SimpoolBenchError(
             f"--data {data} is VOC{m.group(1)} but --dataset is {dataset}: pass --dataset voc{m.group(1)[2:]}"

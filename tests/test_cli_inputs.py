@@ -495,6 +495,8 @@ def test_voc_flags_that_it_would_ignore_and_the_other_years_folder_are_errors(tm
     _one_error(invoke_cli(*base, "--dataset", "voc12"), f"pass --dataset voc07, or --data {voc.parent / 'VOC2012'}")
     assert not out.exists()
     assert invoke_cli(*base, "--dataset", "voc07").exit_code == 0  # the matching year runs
+    missing = tmp_path / "nowhere" / "VOC2012"  # not there: said so, not "pass --dataset voc12"
+    _one_error(invoke_cli("discover", "--data", missing, "--method", "center", "--out", out), f"VOC folder {missing}: no such directory")
 
 
 def test_a_recorded_name_with_spaces_around_it_is_refused_before_the_run(tmp_path, ckpt):
