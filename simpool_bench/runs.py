@@ -36,7 +36,7 @@ from .readers import (
     refuse_split_folders_as_classes,
     split_of,
 )
-from .registry import DATASETS, LOCALIZE_DATASETS, WSOL
+from .registry import DATASETS, LOCALIZE_DATASETS, MIN_INTERVAL, WSOL
 from .results import Provenance
 from .results.table import EXPORT_FILES
 from .run_records import finish_run, map_transform_record, per_image_of, provenance, stored_provenance
@@ -56,9 +56,6 @@ from .specs import (
 #: The files a run writes besides results.csv, results.parquet and per_image.parquet, unless told
 #: otherwise (as the CLI's default; "csv" also writes per_image.csv).
 DEFAULT_FORMATS = ("json",)
-#: The finest --interval: 10,000 score-map thresholds (wsolevaluation uses 0.001 and 0.01); ``metrics.boxacc``'s
-#: accumulator refuses a finer one too (not imported here: OpenCV).
-MIN_INTERVAL = 1e-4
 
 
 def expect(value: Any, kind: type, what: str) -> None:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import SimpoolBenchError
+from ..registry import MIN_INTERVAL
 from ..transforms import WSOL_IMAGE_SIZE
 from ..workers import cpu_count
 from .base import Accumulator, check_box_sequence, image_count
@@ -45,11 +46,6 @@ WSOL_CAM_CURVE_INTERVAL = 0.001
 ``evaluation.py`` defaults to 0.01."""
 TOP1_LOC_IOU = 50
 """IoU threshold (percent) of Top-1 Loc and GT-known Loc (the classic localisation accuracies)."""
-
-
-#: The finest step (``runs.MIN_INTERVAL``, which localize refuses first): 10,000 thresholds; 1e-9 was
-#: 8 GB of them, 1e-300 a ValueError from numpy.
-MIN_INTERVAL = 1e-4
 
 
 def cam_thresholds(interval: float = WSOL_CAM_CURVE_INTERVAL) -> np.ndarray:
