@@ -145,16 +145,15 @@ def write_suite_files(suite: Suite, report: SuiteReport) -> None:
     if dist_rank() != 0:  # under torchrun, rank 0 writes
         return
     out = report.out
+    copies = out / "per_image"
     if not ok:  # nothing ran: an earlier run's files must not stand as this run's
         for name in (ALL_RESULTS, "compare.md", "compare.tex"):
             (out / name).unlink(missing_ok=True)
-        for stale in sorted((out / "per_image").glob("*.parquet")) if (out / "per_image").is_dir() else []:
-            stale.unlink()
+        _remove_stale_copies(copies, report.files)
         return
     tables = [o.table.assign(label=o.entry.checkpoint.label, entry=o.entry.evaluation.name) for o in ok]  # type: ignore[union-attr]
     all_results = pd.concat(tables, ignore_index=True)
     report.files["all_results"] = atomic_write(out / ALL_RESULTS, all_results.to_csv(index=False).encode())
-    copies = out / "per_image"
     for o in ok:
         src = o.folder / PER_IMAGE_PARQUET
         if src.is_file():
@@ -162,9 +161,7 @@ def write_suite_files(suite: Suite, report: SuiteReport) -> None:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dest)
             report.files[f"per_image/{dest.name}"] = dest
-    for stale in sorted(copies.glob("*.parquet")) if copies.is_dir() else []:
-        if f"per_image/{stale.name}" not in report.files:  # a copy of an earlier run's entry (failed now, or gone from
-            stale.unlink()  # the plan) beside this run's all_results.csv; its entry folder keeps the original
+    _remove_stale_copies(copies, report.files)
     per_label: dict[str, list[pd.DataFrame]] = {}
     for o in ok:
         per_label.setdefault(o.entry.checkpoint.label, []).append(o.table)  # type: ignore[arg-type]
@@ -172,6 +169,14 @@ def write_suite_files(suite: Suite, report: SuiteReport) -> None:
     report.files["compare_md"] = atomic_write(out / "compare.md", compare_to_markdown(table).encode())
     report.files["compare_tex"] = atomic_write(out / "compare.tex", compare_to_latex(table).encode())
     report.compare = table
+
+
+def _remove_stale_copies(copies: Path, written: Mapping[str, Path]) -> None:
+    """Delete the per-image copies in ``copies`` that this run did not write (``written``): an
+    earlier run's entry that failed now or left the plan; its entry folder keeps the original."""
+    for stale in sorted(copies.glob("*.parquet")) if copies.is_dir() else []:
+        if f"per_image/{stale.name}" not in written:
+            stale.unlink()
 
 
 def compare_table(per_label: Mapping[str, Sequence[pd.DataFrame]], reference: str, metrics: Sequence[str] | None) -> pd.DataFrame:
