@@ -620,3 +620,34 @@ def test_an_output_file_that_is_a_fifo_is_one_error_line_and_stays_a_fifo(data, 
     _one_error_line(res, f"cannot write {fifo}: not a regular file (a pipe, socket or device); give the path of a file")
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "table.md"]  # no temporary file left
+
+
+def test_visualize_gives_cls_head_and_rollout_flags_to_their_own_column_only(data, tmp_path):
+    """--attn-source simpool,rollout --rollout-fusion max: the rollout column takes the flag, the
+    simpool column (which refuses it, as build_model refuses a flag its source does not use) is
+    built without it; a flag that no column takes is one error line, before any data are read."""
+    from simpool_bench.cli.map_commands import _column_options
+    from simpool_bench.specs import ModelOptions
+
+    opts = ModelOptions(arch="vit_tiny_patch16_224", cls_head=2, rollout_fusion="max", rollout_discard=0.5)
+    got = [(o.attn_source, o.cls_head, o.rollout_fusion, o.rollout_discard) for o in _column_options(opts, ["simpool", "cls", "rollout"])]
+    assert got == [("simpool", None, "mean", 0.0), ("cls", 2, "mean", 0.0), ("rollout", None, "max", 0.5)]
+    assert [(o.attn_source, o.cls_head) for o in _column_options(opts, ["cls"])] == [("cls", 2)]  # one column: as given
+
+    base = (*_args("visualize", data, tmp_path / "out"), "--checkpoint", data["ckpt"], "--n", "1")
+    ok_args = (*_args("visualize", data, tmp_path / "ok"), "--checkpoint", data["ckpt"], "--n", "1")
+    ok = invoke_cli(*ok_args, "--attn-source", "simpool,rollout", "--rollout-fusion", "max")
+    assert ok.exit_code == 0, ok.output
+    for flags, expected in (
+        (
+            ("--attn-source", "simpool,cls", "--rollout-discard", "0.5"),
+            "--rollout-fusion/--rollout-discard applies to an --attn-source rollout column; --attn-source simpool,cls has none",
+        ),
+        (
+            ("--attn-source", "simpool,rollout", "--cls-head", "0"),
+            "--cls-head applies to an --attn-source cls column; --attn-source simpool,rollout has none",
+        ),
+        (("--attn-source", "simpool", "--rollout-fusion", "min"), "--rollout-fusion min applies to --attn-source rollout, not 'simpool'"),
+    ):
+        _one_error_line(invoke_cli(*base, *flags), expected)
+        assert not (tmp_path / "out").exists()

@@ -545,6 +545,13 @@ def test_model_moves_as_one():
         ((VIT,), dict(attn_source="grad"), "--attn-source 'grad'"),
         ((VIT,), dict(pool="cls", cls_head=3), "--cls-head 3: out of range, the last block has 3 heads \\(0 to 2\\)"),
         ((VIT,), dict(cls_head=0), "--cls-head applies to --attn-source cls, not .simpool."),
+        ((VIT,), dict(rollout_fusion="max"), "^--rollout-fusion max applies to --attn-source rollout, not 'simpool'$"),
+        ((VIT,), dict(pool="cls", rollout_discard=0.5), "^--rollout-discard 0.5 applies to --attn-source rollout, not 'cls'$"),
+        (
+            ("resnet18",),
+            dict(pool="gap", rollout_fusion="min", rollout_discard=0.1),
+            "^--rollout-fusion min and --rollout-discard 0.1 apply to --attn-source rollout, not 'cam'$",
+        ),
         ((VIT,), dict(global_pool="avg"), "global_pool"),
         ((VIT,), dict(bogus_arg=1), "timm rejected"),
     ],

@@ -189,6 +189,8 @@ def _overlays(p: Parsed) -> list[Path]:
     opts = p.model(checkpoint=None, attn_source=None)
     for ck in _checkpoints(p):  # a typo in a flag is one error before the data are read
         check_before_data(config, replace(opts, checkpoint=ck))
+    if p["method"] != "lost":
+        _column_options(opts, _attn_sources(p["attn_source"]))
     records = read_data(p.data())
     sources = _model_sources(p, records, protocol, config) + _store_sources(p, records, protocol)
     labels, threshold_from = list(p["label"] or []), list(p["threshold_from"] or [])
@@ -248,6 +250,34 @@ def _attn_sources(value: str | None) -> list[str | None]:
     return list(names)
 
 
+def _column_options(opts: Any, attn_list: list[str | None]) -> list[Any]:
+    """Each --attn-source column's model options: with several columns, --cls-head goes to the cls
+    column only and the --rollout-* flags to the rollout column only (a flag no column takes is an
+    error); a single column keeps them all (``build_model`` refuses one its source does not take)."""
+    from ..map_sources import DEFAULT_DISCARD_RATIO, DEFAULT_HEAD_FUSION
+
+    if len(attn_list) < 2:
+        return [replace(opts, attn_source=src) for src in attn_list]
+    rollout_given = (opts.rollout_fusion, opts.rollout_discard) != (DEFAULT_HEAD_FUSION, DEFAULT_DISCARD_RATIO)
+    for given, source, flags in (
+        (opts.cls_head is not None, "cls", "--cls-head"),
+        (rollout_given, "rollout", "--rollout-fusion/--rollout-discard"),
+    ):
+        if given and source not in attn_list:
+            raise SimpoolBenchError(
+                f"{flags} applies to an --attn-source {source} column; --attn-source {','.join(map(str, attn_list))} has none"
+            )
+    columns = []
+    for src in attn_list:
+        column = replace(opts, attn_source=src)
+        if src != "cls":
+            column = replace(column, cls_head=None)
+        if src != "rollout":
+            column = replace(column, rollout_fusion=DEFAULT_HEAD_FUSION, rollout_discard=DEFAULT_DISCARD_RATIO)
+        columns.append(column)
+    return columns
+
+
 def _id_list(ids: str) -> list[str]:
     """``--ids``: the comma-separated image ids, spaces around each dropped; none, or one named twice
     (a figure row drawn twice), is an error."""
@@ -291,8 +321,8 @@ def _model_sources(p: Parsed, records: list, protocol: str, config: Any) -> list
             name = Path(ck).name.split(".")[0] if ck is not None else net.arch
             sources.append(V.lost_source(net, records, config, k_patches=p["k_patches"], label=f"{name} (LOST)"))
             continue
-        for src in attn_list:
-            net, _ = load_model(replace(opts, checkpoint=ck, attn_source=src))
+        for column in _column_options(replace(opts, checkpoint=ck), attn_list):
+            net, _ = load_model(column)
             if p["lost_compat"] and protocol == "discover":
                 use_lost_head(net)
             name = Path(ck).name.split(".")[0] if ck is not None else net.arch

@@ -475,6 +475,17 @@ class _ModelBuild:
         source = _resolve_attn_source(self.attn_source, family, pool, n_classes > 0, has_cls)
         if self.cls_head is not None and source != "cls":
             raise SimpoolBenchError(f"--cls-head applies to --attn-source cls, not {source!r}")
+        rollout_set = [
+            f"{flag} {value}"
+            for flag, value, default in (
+                ("--rollout-fusion", self.rollout_fusion, DEFAULT_HEAD_FUSION),
+                ("--rollout-discard", self.rollout_discard, DEFAULT_DISCARD_RATIO),
+            )
+            if value != default
+        ]
+        if rollout_set and source != "rollout":  # it would change nothing, and the table would not record it
+            verb = "applies" if len(rollout_set) == 1 else "apply"
+            raise SimpoolBenchError(f"{' and '.join(rollout_set)} {verb} to --attn-source rollout, not {source!r}")
         return gamma_value, source
 
     def data_config(self, net: nn.Module) -> dict[str, Any]:
