@@ -92,7 +92,7 @@ def compute_maps(
     transform = map_transform(model, protocol)
     return evaluate(
         model,
-        ImageDataset(subset, transform, warn=not config.strict, max_pixels=config.max_pixels),
+        ImageDataset(subset, transform, max_pixels=config.max_pixels),
         dict,
         step,
         replace(config, resume_dir=None),

@@ -181,7 +181,7 @@ def lost_source(
         if len(subset):
             evaluate(
                 model,
-                ImageDataset(subset, map_transform(model, "discover"), warn=not config.strict),
+                ImageDataset(subset, map_transform(model, "discover")),
                 dict,
                 step,
                 replace(config, resume_dir=None),

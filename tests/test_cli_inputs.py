@@ -619,7 +619,7 @@ def test_a_run_with_every_image_over_max_pixels_is_one_error_not_a_table_of_nan(
         )
     said_ = (
         f"error: none of the {n} images could be evaluated: every one failed to decode or was over --max-pixels 1,000 "
-        "(each named in a warning); nothing to score"
+        "(warnings name up to 10 of them); nothing to score"
     )
     assert res.exit_code == 2 and res.output.strip().splitlines()[-1] == said_, res.output
     assert not (out / "results.csv").exists()
@@ -645,7 +645,7 @@ def test_a_run_with_every_image_over_max_pixels_is_one_error_not_a_table_of_nan(
     res = invoke_cli("localize", *wsol_flags, "--maps", store, "--out", out)
     assert res.exit_code == 2 and res.output.strip().splitlines()[-1] == (
         "error: none of the 4 images could be evaluated: every one failed to decode when extract stored the maps "
-        "(it named each in a warning); nothing to score"
+        "(its warnings named up to 10 of them); nothing to score"
     ), res.output
     assert not (out / "results.csv").exists()
 

@@ -314,3 +314,40 @@ def test_an_image_of_another_shape_in_its_batch_is_named_by_its_file(workers):
     with pytest.raises(SimpoolBenchError) as err:
         evaluate(torch.nn.Identity(), _OneWider(4), make, step, config)
     assert one_line(err.value).startswith("image /nonexistent/img2.jpg decoded to shape (2,), another image of its batch to (1,)")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_failed_images_are_named_up_to_ten_then_counted_in_one_line(tmp_path, capfd, workers):
+    """13 files that do not decode among 16: the main process names the first 10 (why each failed,
+    read again from its file) and ends with one line counting the other 3; the decoding workers
+    print nothing of their own (before, each printed a line per image: 120 lines for 120 images)."""
+    import warnings
+
+    from PIL import Image
+
+    from simpool_bench.data.images import ImageDataset
+    from simpool_bench.data.records import Record
+    from simpool_bench.engine import EngineConfig, evaluate
+    from simpool_bench.registry import NAMED_FAILURES
+
+    records = []
+    for i in range(16):
+        path = tmp_path / f"img{i:02d}.png"
+        if i in (0, 7, 12):
+            Image.new("RGB", (5, 4), (i, 0, 0)).save(path)
+        else:
+            path.write_bytes(b"not an image %d" % i)
+        records.append(Record(path.name, path, 0, 5, 4))
+    make, step = _seen_counts(16)
+    config = EngineConfig(device="cpu", batch_size=4, workers=workers, progress=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        res = evaluate(torch.nn.Identity(), ImageDataset(records, None), make, step, config)
+    assert (res.n_failed, res.n_images) == (13, 3)
+    lines = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
+    assert NAMED_FAILURES == 10 and len(lines) == 11
+    broken = [r.path for i, r in enumerate(records) if i not in (0, 7, 12)]
+    for line, path in zip(lines[:10], broken[:10]):
+        assert line.startswith(f"cannot decode image {path}") and line.endswith("; counted as failed and skipped")
+    assert lines[10].startswith("3 more images failed to decode or were refused, 13 in all: counted as failed and skipped")
+    assert "counted as failed" not in capfd.readouterr().err  # nothing from the workers

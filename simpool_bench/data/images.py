@@ -125,8 +125,8 @@ class ImageDataset(torch.utils.data.Dataset):
         records: image metadata (only ``path``, ``width`` and ``height`` are used here).
         transform: PIL image -> tensor; ``None`` means ``torchvision.transforms.ToTensor()``.
         strict: raise instead of warning on an image that does not decode.
-        warn: warn about an image that does not decode (off when the caller fails on it anyway,
-            as the engine does under ``--strict``).
+        warn: warn about an image that does not decode, in the process that decodes it (the
+            engine turns it off: it names the first ``NAMED_FAILURES`` of a run and counts the rest).
         max_pixels: the pixel limit (``--max-pixels``); ``None``: PIL's own.
         decode: ``(path, max_pixels)`` -> what ``transform`` takes (default :func:`load_rgb`;
             ``data.decode`` has a faster JPEG path for transforms that start with ``ToTensor``).
@@ -192,7 +192,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def failure(self, i: int) -> str:
         """Why item ``i`` did not load (its file is read again), for a one-line error."""
         try:
-            load_rgb(self.records[i].path, self.max_pixels)
+            self.decode(self.records[i].path, self.max_pixels)
         except SimpoolBenchError as exc:
             return str(exc)
         return f"image {self.records[i].path} did not load"

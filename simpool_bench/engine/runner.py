@@ -11,9 +11,11 @@ forward pass (one host sync per batch, never per image).
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import time
+import warnings
 from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -25,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import SimpoolBenchError
 from ..metrics.base import Accumulator
+from ..registry import NAMED_FAILURES
 from ..workers import usable_workers
 from .batching import Batch, FailureCounter, ListBatchSampler, chunk_batches, collate_with_failures, to_host
 from .config import EngineConfig, autocast, resolve_device
@@ -92,6 +95,15 @@ def _describe(dataset: Dataset, i: int) -> str:
     return f"#{i}"
 
 
+def _without_own_warnings(dataset: Dataset) -> Dataset:
+    """The dataset without its own warning per failed image (``ImageDataset.warn``, printed by each
+    worker): the runner names failures itself, the first ``NAMED_FAILURES`` of them."""
+    if getattr(dataset, "warn", None) is True:
+        dataset = copy.copy(dataset)
+        dataset.warn = False  # type: ignore[attr-defined]
+    return dataset
+
+
 def _progress(enabled: bool, total: int, description: str) -> ProgressLike | None:
     """The loop's progress (``console.start_progress``: a bar, plain lines in logs, nothing under --quiet)."""
     if not enabled:
@@ -134,6 +146,7 @@ class EvalRunner:
         self.prog: Any = None
         self.on_device: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.monitor: RankMonitor | None = None
+        self.n_named = self.n_unnamed = 0
 
     def run(self) -> EvalResult:
         """Evaluate: the accumulators merged over every shard (and every rank), and counts."""
@@ -260,6 +273,7 @@ class EvalRunner:
                 self.prog.stop()
             if self.monitor is not None:
                 self.monitor.close()
+        self._unnamed_failures_warning()
         self._data_bound_hint()
 
     def _hand_over(self) -> tuple[Dataset, Callable[[torch.Tensor], torch.Tensor] | None]:
@@ -271,7 +285,8 @@ class EvalRunner:
             wanted = self.device.type != "cpu"
         split = getattr(self.dataset, "deferred_normalize", None)
         got = split() if wanted and callable(split) else None
-        return (self.dataset, None) if got is None else got
+        dataset, on_device = (self.dataset, None) if got is None else got
+        return _without_own_warnings(dataset), on_device
 
     def _run_batches(self, loader: DataLoader) -> None:
         """The batch loop; on a GPU, batch ``i``'s step runs while batch ``i + 1`` is computed."""
@@ -288,6 +303,7 @@ class EvalRunner:
             images, idx, ok = next(batches)
             self.wait_s += time.perf_counter() - t0
             self._check_strict(idx, ok)
+            self._name_failures(idx, ok)
             images, output = self._forward_batch(images, idx)
             ready = None
             if self.cuda:
@@ -307,6 +323,30 @@ class EvalRunner:
             failure = getattr(self.dataset, "failure", None)
             why = failure(bad) if callable(failure) else f"image {_describe(self.dataset, bad)} does not decode"
             raise SimpoolBenchError(f"{why} (--strict fails on it; without it, it is skipped and counted)")
+
+    def _name_failures(self, idx: torch.Tensor, ok: torch.Tensor) -> None:
+        """One warning per image that did not decode, for the first ``NAMED_FAILURES`` of the run;
+        the others are counted (``_unnamed_failures_warning`` says how many at the end)."""
+        if bool(ok.all()):
+            return
+        failure = getattr(self.dataset, "failure", None)
+        for bad in idx[~ok].tolist():
+            if self.n_named >= NAMED_FAILURES:
+                self.n_unnamed += 1
+                continue
+            why = failure(bad) if callable(failure) else f"image {_describe(self.dataset, bad)} does not decode"
+            warnings.warn(f"{why}; counted as failed and skipped", RuntimeWarning, stacklevel=2)
+            self.n_named += 1
+
+    def _unnamed_failures_warning(self) -> None:
+        if self.n_unnamed:
+            warnings.warn(
+                f"{self.n_unnamed} more images failed to decode or were refused, {self.n_named + self.n_unnamed} in all: "
+                f"counted as failed and skipped (only the first {NAMED_FAILURES} are named; a run's per-image table "
+                "marks every one in its `failed` column)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def _forward_batch(self, images: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """The batch on the device and the model's output (host copies); running out of memory is a hint."""

@@ -66,12 +66,7 @@ def _extract(model: BenchModel, records: Sequence[Record], transform: Callable, 
                 feats[int(i)] = batch.output.features[j].float().cpu()
 
     evaluate(
-        model,
-        ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels),
-        dict,
-        step,
-        no_resume(config),
-        description="memory bank",
+        model, ImageDataset(records, transform, max_pixels=config.max_pixels), dict, step, no_resume(config), description="memory bank"
     )
     order = sorted(feats)
     local = torch.stack([feats[i] for i in order]) if order else torch.zeros(0, int(model.num_features))
@@ -228,7 +223,7 @@ def classify(
     task = ClassificationTask(torch.as_tensor(labels), n_cls, has_head, bank, ks, knn_temperature, knn_chunks)
     res = evaluate(
         model,
-        ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels),
+        ImageDataset(records, transform, max_pixels=config.max_pixels),
         task.accumulators,
         task.step,
         config,

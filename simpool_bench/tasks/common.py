@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SimpoolBenchError
+from ..registry import NAMED_FAILURES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,11 +50,11 @@ def require_evaluated(n_images: int, n_failed: int, why: str) -> None:
 
 def decode_failures(config: EngineConfig) -> str:
     """Why the images of a model run failed, for ``require_evaluated``."""
-    return f"every one failed to decode or was over --max-pixels {config.max_pixels:,} (each named in a warning)"
+    return f"every one failed to decode or was over --max-pixels {config.max_pixels:,} (warnings name up to {NAMED_FAILURES} of them)"
 
 
 #: Why the images of a map store failed, for ``require_evaluated``.
-STORED_FAILURES = "every one failed to decode when extract stored the maps (it named each in a warning)"
+STORED_FAILURES = f"every one failed to decode when extract stored the maps (its warnings named up to {NAMED_FAILURES} of them)"
 
 
 def engine_extras(res: EvalResult) -> dict[str, Any]:

@@ -277,7 +277,7 @@ def discover(
 
     res = evaluate(
         model,
-        ImageDataset(records, transform, warn=not config.strict, max_pixels=config.max_pixels, decode=load_rgb_array),
+        ImageDataset(records, transform, max_pixels=config.max_pixels, decode=load_rgb_array),
         task.accumulators,
         task.model_step(stride),
         config,

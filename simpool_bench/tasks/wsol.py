@@ -296,7 +296,7 @@ def localize(
             f"the metadata's class labels go up to {int(task.labels.max())} but the model has {n_classes} classes "
             "(checkpoint and dataset disagree on the class count; Top-1 Loc would count those images as misclassified)"
         )
-    data = ImageDataset(records, task.transform(model, mean, std), warn=not config.strict, max_pixels=config.max_pixels)
+    data = ImageDataset(records, task.transform(model, mean, std), max_pixels=config.max_pixels)
     res = evaluate(
         model,
         data,
