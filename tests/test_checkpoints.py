@@ -29,6 +29,7 @@ from simpool_bench.checkpoints import (
     infer_arch,
     infer_pool,
     inspect_checkpoint,
+    is_dino_backbone,
     load_checkpoint,
     load_into,
     resolve_spec,
@@ -1579,3 +1580,45 @@ def test_a_zip_entry_whose_local_header_was_changed_is_damaged(tmp_path):
         f"checkpoint {bad}: damaged: its entry 'tiny.pth/data.pkl' cannot be read (File name in directory 'tiny.pth/data.pkl' "
         "and header b'Tiny.pth/data.pkl' differ.: a faulty download, copy or disk?); fetch it again"
     )
+
+
+def test_a_backbone_prefix_means_dino_only_with_dinos_head_or_a_bare_dino_backbone_inside(tmp_path):
+    """``backbone.*`` was always read as DINO's MultiCropWrapper (variant dino, head.* dropped). A
+    supervised classifier saved as some wrapper's ``backbone`` then lost its timm transform and
+    model code, and a linear head beside it was dropped as "DINO head keys". Now: DINO's head
+    beside it (head.mlp.*, head.last_layer.*) or a bare DINO backbone inside (no classifier) is
+    DINO, as before; anything else keeps the variant its keys give, with a note."""
+    arch = "vit_small_patch16_224"
+    sup = tiny(arch, 3, pool="cls", num_classes=5)  # a supervised ViT with its classifier (head.weight)
+    path = tmp_path / "wrapped_supervised.pth"
+    torch.save({f"backbone.{k}": v for k, v in sup.state_dict().items()}, path)
+    c = load_checkpoint(path)
+    assert (c.variant, c.num_classes, c.key_mapping) == ("supervised", 5, ["stripped backbone."])
+    assert c.notes == [
+        "backbone.* without DINO's head beside it: read as the model its keys give, not as DINO (--variant dino reads it so)"
+    ]
+    assert same_outputs(rebuild(arch, c, arch=arch), sup, arch)  # the classifier and timm's model code, as saved
+    assert resolve_spec(c, arch=arch, variant="dino")[3] == "dino"  # the way out the note names
+
+    body = tiny(arch, 4, pool="cls", num_classes=0)
+    g = torch.Generator().manual_seed(0)
+    linear = {"head.weight": torch.randn(5, 32, generator=g), "head.bias": torch.randn(5, generator=g)}
+    path = tmp_path / "backbone_and_linear.pth"
+    torch.save({**{f"backbone.{k}": v for k, v in body.state_dict().items()}, **linear}, path)
+    c = load_checkpoint(path)
+    assert (c.variant, c.num_classes) == ("supervised", None)
+    assert c.key_mapping == ["stripped backbone.", "dropped 2 other non-backbone keys"]  # before: "2 DINO head keys"
+    assert (
+        c.notes[0]
+        == "head.weight, head.bias beside backbone.*: not DINO's head (head.mlp, head.last_layer), and not read (only the backbone is)"
+    )
+
+    dino = tiny(arch, 5, pool="cls", variant="dino")  # a bare DINO backbone: DINO with or without its head beside it
+    assert is_dino_backbone(dino.state_dict())
+    for name, extra in (("bare", {}), ("with_head", {f"head.{k}": v for k, v in dino_head(32, False, 6).items()})):
+        path = tmp_path / f"dino_{name}.pth"
+        torch.save({**{f"backbone.{k}": v for k, v in dino.state_dict().items()}, **extra}, path)
+        c = load_checkpoint(path)
+        assert (c.variant, c.num_classes, c.notes) == ("dino", None, [])
+        assert c.key_mapping == ["stripped backbone."] + ([f"dropped {len(extra)} DINO head keys (head.*)"] if extra else [])
+        assert same_outputs(rebuild(arch, c, arch=arch), dino, arch)

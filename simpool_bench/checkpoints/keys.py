@@ -16,6 +16,9 @@ from ..models import model_family
 WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
 DINO_BACKBONE_PREFIX = "backbone."
 DINO_HEAD_PREFIX = "head."
+#: The names of DINO's projection head (``DINOHead``: ``mlp`` and the weight-normed ``last_layer``)
+#: beside the backbone in its ``MultiCropWrapper``.
+DINO_HEAD_NAMES = ("head.mlp.", "head.mlp.weight", "head.mlp.bias", "head.last_layer.")
 
 # Where SimPool sits in our (official) layout, per architecture family and variant.
 SIMPOOL_PREFIX: dict[tuple[str, str], str] = {
@@ -82,9 +85,10 @@ def split_dino_backbone(sd: Mapping[str, Any], rules: list[str]) -> dict[str, An
     dropped = [k for k in sd if not k.startswith(DINO_BACKBONE_PREFIX)]
     rules.append("stripped backbone.")
     if dropped:
-        n_head = sum(k.startswith(DINO_HEAD_PREFIX) for k in dropped)
+        n_head = sum(k.startswith(DINO_HEAD_NAMES) for k in dropped)
         others = len(dropped) - n_head
-        rules.append(f"dropped {n_head} DINO head keys (head.*)" + (f" and {others} other non-backbone keys" if others else ""))
+        parts = ([f"{n_head} DINO head keys (head.*)"] if n_head else []) + ([f"{others} other non-backbone keys"] if others else [])
+        rules.append("dropped " + " and ".join(parts))
     return out
 
 

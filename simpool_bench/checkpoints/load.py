@@ -16,6 +16,7 @@ from .formats import READERS, FileFacts, _detect, _is_tensor_mapping, _tensor_di
 from .keys import (
     CLASSIFIER_WEIGHT,
     DINO_BACKBONE_PREFIX,
+    DINO_HEAD_NAMES,
     TIMM_SIMPOOL_NORM_EPS,
     _beta_key,
     convnext_fb_to_timm,
@@ -23,6 +24,7 @@ from .keys import (
     family_of_keys,
     infer_arch,
     infer_pool,
+    is_dino_backbone,
     rename_timm_simpool,
     split_dino_backbone,
 )
@@ -49,14 +51,33 @@ def _unknown_format(p: Path, obj: Any) -> SimpoolBenchError:
     )
 
 
+def _split_backbone(facts: FileFacts, p: Path) -> None:
+    """A state dict under ``backbone.``: DINO's teacher/student saved on its own (DINO's head beside
+    it, or a bare DINO backbone inside) is read as variant ``dino``; any other (a classifier model
+    saved as some wrapper's ``backbone``) keeps the variant its keys give, and ``head.*`` keys beside
+    it that are not DINO's head are dropped with a note naming them (they are not read)."""
+    sd = facts.sd
+    dino_head = any(k.startswith(DINO_HEAD_NAMES) for k in sd)
+    beside = [k for k in sd if not k.startswith(DINO_BACKBONE_PREFIX) and not k.startswith(DINO_HEAD_NAMES)]
+    facts.sd = split_dino_backbone(sd, facts.rules)
+    if dino_head or (not beside and is_dino_backbone(facts.sd)):
+        facts.variant, facts.variant_known = "dino", True
+        return
+    if beside:
+        shown = ", ".join(beside[:4]) + (f", ... ({len(beside)} in all)" if len(beside) > 4 else "")
+        facts.notes.append(f"{shown} beside backbone.*: not DINO's head (head.mlp, head.last_layer), and not read (only the backbone is)")
+    facts.notes.append(
+        "backbone.* without DINO's head beside it: read as the model its keys give, not as DINO (--variant dino reads it so)"
+    )
+
+
 def _to_our_layout(facts: FileFacts, fmt: str, forced: bool, p: Path) -> tuple[str, str | None]:
     """Map ``facts.sd`` to our layout (DINO backbone split, ConvNeXt names, timm SimPool names) and
     settle the variant from the SimPool prefix where the file did not state it; returns the format
     (a plain state dict with timm SimPool names is ``timm-simpool``) and the family of the keys."""
     rules = facts.rules
     if fmt != "official-dino" and any(k.startswith(DINO_BACKBONE_PREFIX) for k in facts.sd):
-        facts.sd = split_dino_backbone(facts.sd, rules)  # a DINO teacher/student dict saved on its own
-        facts.variant, facts.variant_known = "dino", True
+        _split_backbone(facts, p)
     try:
         facts.sd = convnext_fb_to_timm(facts.sd, rules)
     except SimpoolBenchError as e:
