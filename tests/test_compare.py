@@ -114,6 +114,28 @@ def test_compare_errors():
     assert len(set(labs)) == 2 and labs[0].endswith("#0")
 
 
+def test_mixed_data_names_the_columns_two_runs_of_different_data_fill_and_never_counts():
+    """A k-NN run's data_sha256 covers its memory bank, so it differs from a plain run's on the same
+    val images: before, compare warned "not comparable" for the whole dataset/split even where the
+    two runs share no column (top1 beside knn_top1). Only a column both fill is a mix, the counts
+    (n_images, n_failed) aside; the line names the columns."""
+    from simpool_bench.metrics.catalog import RUN_METRICS
+
+    val, val_and_bank = "a" * 64, "b" * 64
+    plain = R.make_table(_rows({"top1": 80.0, "top5": 95.0, "n_images": 50}, "imagenet", "val"), _prov(run_id="p", data_sha256=val))
+    knn = R.make_table(_rows({"knn_top1": {20: 70.0}, "n_images": 50}, "imagenet", "val"), _prov(run_id="k", data_sha256=val_and_bank))
+    assert {m.name for m in RUN_METRICS} == {"n_images", "n_failed"}
+    assert R.compare([plain, knn]).attrs["mixed_data"] == []
+    both = R.make_table(
+        _rows({"top1": 79.0, "top5": 94.0, "knn_top1": {20: 71.0}, "n_images": 50}, "imagenet", "val"),
+        _prov(run_id="kb", data_sha256=val_and_bank),
+    )
+    assert R.compare([plain, knn, both]).attrs["mixed_data"] == [
+        f"imagenet/val: the runs are of different data (data_sha256 {val[:12]} in run 0, run_id p; data_sha256 {val_and_bank[:12]} in run 2, run_id kb): "
+        "their values in top1, top5 are not comparable"
+    ]
+
+
 def test_compare_says_when_a_column_holds_runs_of_different_data(tmp_path):
     """Two runs recorded as cub/test on different data (another image list, an edited box): compare
     still shows them, with one warning line naming the column, both data_sha256 and both files."""

@@ -217,7 +217,8 @@ def compare(
     catalog names, ``name@N`` for one IoU threshold or k (``parse_metrics``); default all.
     ``attrs``: 'reference' (its label), 'by', 'show_split' (a dataset holds several splits, or
     by run), 'unmatched' (the ``metrics`` items no input has), 'mixed_data' (one line per
-    dataset/split whose rows come from runs of different ``data_sha256``: not comparable)."""
+    dataset/split whose columns hold values of runs of different ``data_sha256``, naming them: not
+    comparable; the counts aside)."""
     if by not in BY_CHOICES:
         raise SimpoolBenchError(f"compare: by={by!r}; expected one of {', '.join(BY_CHOICES)}")
     if isinstance(runs, (str, os.PathLike, pd.DataFrame)):  # one input (a str is not a list of its characters)
@@ -243,7 +244,7 @@ def compare(
     groups: dict[tuple, str] = {}  # group key -> default label, in first-appearance order
     cells: dict[tuple, dict[tuple, tuple[float, tuple, str]]] = {}  # group -> cell key -> (value, origin, source)
     datasets: list[tuple[str, str]] = []
-    data_of: dict[tuple[str, str], dict[str, str]] = {}  # dataset/split -> data_sha256 -> the first input with it
+    data_of: dict[tuple, dict[str, str]] = {}  # column -> data_sha256 -> the first input with it
     matched: set[MetricSelector] = set()
     for j, run in enumerate(all_runs):
         df = run.table
@@ -270,10 +271,10 @@ def compare(
             ds = (str(row["dataset"]), str(row["split"]))
             if ds not in datasets:
                 datasets.append(ds)
-            sha = _cell(df, r, "data_sha256")
-            if sha:
-                data_of.setdefault(ds, {}).setdefault(str(sha), where)
             key = (ds, row["metric"], iou, k)
+            sha = _cell(df, r, "data_sha256")
+            if sha and row["metric"] not in _COUNTS:
+                data_of.setdefault(key, {}).setdefault(str(sha), where)
             value = float(df["value"].iat[r])
             seen = cells.setdefault(gkey, {}).get(key)
             if seen is not None and not (seen[1] == origin and (seen[0] == value or np.isnan(seen[0]) and np.isnan(value))):
@@ -319,15 +320,36 @@ def compare(
         by=by,
         show_split=by == "run" or any(len(s) > 1 for s in splits.values()),
         unmatched=[str(s) for s in selectors if s not in matched] if selectors is not None else [],
-        mixed_data=[
-            f"{d}/{sp}: the runs are of different data ("
-            + "; ".join(f"data_sha256 {sha[:12]} in {where}" for sha, where in shas.items())
-            + "): their values in this column are not comparable"
-            for (d, sp), shas in data_of.items()
-            if len(shas) > 1
-        ],
+        mixed_data=_mixed_data(data_of, [c for c in keys if c in data_of]),
     )
     return out
+
+
+#: Counts every run has (its images, failed, non-finite): they differ with the data, and say so themselves.
+_COUNTS = frozenset(m.name for m in (*catalog.RUN_METRICS, *catalog.NONFINITE_METRICS))
+
+
+def _mixed_data(data_of: dict[tuple, dict[str, str]], columns: list[tuple]) -> list[str]:
+    """One line per dataset/split whose columns hold values of runs of different ``data_sha256``,
+    naming those columns: a column that one run alone fills (a k-NN run's ``knn_top1`` beside a
+    plain run's ``top1``: its data digest covers its memory bank too) is no mix."""
+    by_split: dict[tuple[str, str], tuple[list[str], dict[str, str]]] = {}
+    for c in columns:
+        shas = data_of[c]
+        if len(shas) > 1:
+            names, seen = by_split.setdefault(c[0], ([], {}))
+            names.append(cell_name(*c[1:]))
+            for sha, where in shas.items():
+                seen.setdefault(sha, where)
+    lines = []
+    for (d, sp), (names, shas) in by_split.items():
+        shown = ", ".join(names[:4]) + (f", ... ({len(names)} columns)" if len(names) > 4 else "")
+        lines.append(
+            f"{d}/{sp}: the runs are of different data ("
+            + "; ".join(f"data_sha256 {sha[:12]} in {where}" for sha, where in shas.items())
+            + f"): their values in {shown} are not comparable"
+        )
+    return lines
 
 
 def _reference_index(reference: int | str | None, labels: list[str]) -> int | None:
