@@ -51,7 +51,7 @@ def _unknown_format(p: Path, obj: Any) -> SimpoolBenchError:
     )
 
 
-def _split_backbone(facts: FileFacts, p: Path) -> None:
+def _split_backbone(facts: FileFacts) -> None:
     """A state dict under ``backbone.``: DINO's teacher/student saved on its own (DINO's head beside
     it, or a bare DINO backbone inside) is read as variant ``dino``; any other (a classifier model
     saved as some wrapper's ``backbone``) keeps the variant its keys give, and ``head.*`` keys beside
@@ -77,7 +77,7 @@ def _to_our_layout(facts: FileFacts, fmt: str, forced: bool, p: Path) -> tuple[s
     (a plain state dict with timm SimPool names is ``timm-simpool``) and the family of the keys."""
     rules = facts.rules
     if fmt != "official-dino" and any(k.startswith(DINO_BACKBONE_PREFIX) for k in facts.sd):
-        _split_backbone(facts, p)
+        _split_backbone(facts)
     try:
         facts.sd = convnext_fb_to_timm(facts.sd, rules)
     except SimpoolBenchError as e:
