@@ -351,3 +351,7 @@ def test_failed_images_are_named_up_to_ten_then_counted_in_one_line(tmp_path, ca
         assert line.startswith(f"cannot decode image {path}") and line.endswith("; counted as failed and skipped")
     assert lines[10].startswith("3 more images failed to decode or were refused, 13 in all: counted as failed and skipped")
     assert "counted as failed" not in capfd.readouterr().err  # nothing from the workers
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        evaluate(torch.nn.Identity(), ImageDataset(records, None, warn=False), make, step, config)
+    assert [w for w in seen if issubclass(w.category, RuntimeWarning)] == []  # a dataset built not to warn stays silent

@@ -125,8 +125,8 @@ class ImageDataset(torch.utils.data.Dataset):
         records: image metadata (only ``path``, ``width`` and ``height`` are used here).
         transform: PIL image -> tensor; ``None`` means ``torchvision.transforms.ToTensor()``.
         strict: raise instead of warning on an image that does not decode.
-        warn: warn about an image that does not decode, in the process that decodes it (the
-            engine turns it off: it names the first ``NAMED_FAILURES`` of a run and counts the rest).
+        warn: warn about an image that does not decode (run by the engine, its main process
+            names the first ``NAMED_FAILURES`` of a run and counts the rest; False: silent there too).
         max_pixels: the pixel limit (``--max-pixels``); ``None``: PIL's own.
         decode: ``(path, max_pixels)`` -> what ``transform`` takes (default :func:`load_rgb`;
             ``data.decode`` has a faster JPEG path for transforms that start with ``ToTensor``).

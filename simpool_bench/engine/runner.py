@@ -326,8 +326,9 @@ class EvalRunner:
 
     def _name_failures(self, idx: torch.Tensor, ok: torch.Tensor) -> None:
         """One warning per image that did not decode, for the first ``NAMED_FAILURES`` of the run;
-        the others are counted (``_unnamed_failures_warning`` says how many at the end)."""
-        if bool(ok.all()):
+        the others are counted (``_unnamed_failures_warning`` says how many at the end). A dataset
+        built not to warn (``ImageDataset(warn=False)``) stays silent."""
+        if bool(ok.all()) or getattr(self.dataset, "warn", True) is False:
             return
         failure = getattr(self.dataset, "failure", None)
         for bad in idx[~ok].tolist():
