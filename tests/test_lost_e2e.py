@@ -329,19 +329,11 @@ def test_discover_coco20k_equals_main_lost(lost_case, monkeypatch, tmp_path, met
     assert 0 < want_corloc < 100 or method == "attn"
 
 
-# The other DINO ViTs main_lost.py runs (``--arch vit_small --patch_size 8``, ``--arch vit_base
-# --patch_size 16|8``): (arch, patch size, the file names DINO publishes it under (LOST's
-# networks.get_model downloads the first), the timm model discover must read off the file alone
-# (no --model): a bare backbone, the weight seed: one under which timm's position resampling
-# gives other boxes than DINO's, see test_arch_case_is_not_degenerate; ViT-S/8 seed 0 does not).
-ARCH_CASES = [
-    ("vit_small", 8, ("dino_deitsmall8_300ep_pretrain.pth", "dino_deitsmall8_pretrain.pth"), "vit_small_patch8_224", 3),
-    ("vit_base", 16, ("dino_vitbase16_pretrain.pth",), "vit_base_patch16_224", 0),
-    ("vit_base", 8, ("dino_vitbase8_pretrain.pth",), "vit_base_patch8_224", 0),
-]
 # Small odd sizes (no side a multiple of 8), grids from 4x3 (stride 16) to 21x16 patches (stride 8:
-# beyond k = 100 and the 16 elements of a stable CPU sort), greyscale and CMYK, blobs on noise and
-# twins on the model's patch grid (tied degrees: LOST's box is the left or the right one).
+# beyond k = 100 and the 16 elements of a stable CPU sort), all resampling the position grid down,
+# greyscale and CMYK, blobs on noise and twins on the model's patch grid (tied degrees: LOST's box
+# is the left or the right one). ``ARCH_UPSAMPLED``: a grid beyond the trained one (16x15 at stride
+# 16, 32x30 at stride 8), left out for ViT-B/8 (960 tokens through ViT-B: seconds a pass on 2 cores).
 ARCH_IMAGES = [
     (61, 45, "RGB", None, "blobs"),
     (83, 50, "L", None, "twins"),
@@ -350,16 +342,35 @@ ARCH_IMAGES = [
     (163, 123, "RGB", None, "twins"),
     (99, 77, "RGB", None, "blobs"),
 ]
+ARCH_UPSAMPLED = [(249, 233, "RGB", None, "twins")]
+# The other DINO ViTs main_lost.py runs (``--arch vit_small --patch_size 8``, ``--arch vit_base
+# --patch_size 16|8``): (arch, patch size, the file names DINO publishes it under (LOST's
+# networks.get_model downloads the first), the timm model discover must read off the file alone
+# (no --model): a bare backbone, the weight seed: one under which timm's position resampling
+# gives other boxes than DINO's, see test_arch_case_is_not_degenerate; ViT-S/8 seed 0 does not,
+# the images).
+ARCH_CASES = [
+    (
+        "vit_small",
+        8,
+        ("dino_deitsmall8_300ep_pretrain.pth", "dino_deitsmall8_pretrain.pth"),
+        "vit_small_patch8_224",
+        3,
+        ARCH_IMAGES + ARCH_UPSAMPLED,
+    ),
+    ("vit_base", 16, ("dino_vitbase16_pretrain.pth",), "vit_base_patch16_224", 0, ARCH_IMAGES + ARCH_UPSAMPLED),
+    ("vit_base", 8, ("dino_vitbase8_pretrain.pth",), "vit_base_patch8_224", 0, ARCH_IMAGES),
+]
 
 
 @pytest.fixture(scope="module", params=ARCH_CASES, ids=lambda c: f"{c[0]}-{c[1]}")
 def lost_arch_case(request, tmp_path_factory):
-    """``lost_case`` for another DINO ViT: the VOC folder of ``ARCH_IMAGES``, the backbone file(s),
+    """``lost_case`` for another DINO ViT: the VOC folder of its images, the backbone file(s),
     LOST's own predictions (``networks.get_model(arch, patch_size)``, ``main_lost`` with that
     ``--patch_size``) for both methods, the timm name, and what LOST needs to run again."""
-    arch, patch, names, timm_name, seed = request.param
+    arch, patch, names, timm_name, seed, images = request.param
     root = tmp_path_factory.mktemp(f"lost_{arch}{patch}")
-    voc = build_voc(root, images=ARCH_IMAGES, wrong_sizes={}, patch=patch)
+    voc = build_voc(root, images=images, wrong_sizes={}, patch=patch)
     sd = seeded_dino_vit(arch, patch, seed)
     files = [root / n for n in names]
     for f in files:
@@ -371,7 +382,7 @@ def lost_arch_case(request, tmp_path_factory):
         "lost": ref.main_lost(dataset, model, device, patch_size=patch),
         "attn": ref.main_lost(dataset, model, device, patch_size=patch, dinoseg=True, dinoseg_head=4),
     }
-    yield voc, files, expected, timm_name, (model, dataset, device, patch)
+    yield voc, files, expected, timm_name, (model, dataset, device, patch, images)
     for f in files:  # ViT-B weights are 344 MB a file: not left in pytest's kept temp folders
         f.unlink()
 
@@ -398,10 +409,10 @@ def test_arch_case_is_not_degenerate(lost_arch_case, monkeypatch):
     model code both share; which one moves depends on the arch)."""
     from timm.layers import resample_abs_pos_embed
 
-    _, _, expected, _, (model, dataset, device, patch) = lost_arch_case
+    _, _, expected, _, (model, dataset, device, patch, images) = lost_arch_case
     lost_boxes, attn_boxes = expected["lost"][0], expected["attn"][0]
     assert len({tuple(b) for b in lost_boxes.values()}) > 3
-    assert sum(b.tolist() != [0, 0, w, h] for b, (w, h, *_) in zip(lost_boxes.values(), ARCH_IMAGES)) >= 2
+    assert sum(b.tolist() != [0, 0, w, h] for b, (w, h, *_) in zip(lost_boxes.values(), images)) >= 2
     assert any(lost_boxes[k].tolist() != attn_boxes[k].tolist() for k in lost_boxes)
     assert any(0 < c < 100 for c in (expected["lost"][1], expected["attn"][1]))
 
