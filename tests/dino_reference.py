@@ -179,3 +179,18 @@ def vit_small(patch_size=16, depth=12, **kwargs):
         norm_layer=partial(nn.LayerNorm, eps=1e-6),
         **kwargs,
     )
+
+
+def vit_base(patch_size=16, depth=12, **kwargs):
+    """DINO ``vit_base``: width 768, 12 heads, MLP ratio 4, qkv bias, LayerNorm eps 1e-6 (``depth``
+    exposed as in ``vit_small``)."""
+    return VisionTransformer(
+        patch_size=patch_size,
+        embed_dim=768,
+        depth=depth,
+        num_heads=12,
+        mlp_ratio=4,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        **kwargs,
+    )

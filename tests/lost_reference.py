@@ -215,6 +215,21 @@ def get_model_vit_small(state_dict, device, patch_size=16, depth=12):
     return model
 
 
+def get_model(arch, state_dict, device, patch_size=16):
+    """LOST ``networks.get_model`` for a ViT ``--arch`` (``vit_small``, ``vit_base``) and
+    ``--patch_size``: ``vits.__dict__[arch](patch_size=patch_size, num_classes=0)`` (DINO's), the
+    backbone state dict LOST downloads for that pair (here: given) loaded strictly, eval, on ``device``."""
+    import dino_reference as vits
+
+    model = vits.__dict__[arch](patch_size=patch_size, num_classes=0)
+    for p in model.parameters():
+        p.requires_grad = False
+    model.load_state_dict(state_dict, strict=True)
+    model.eval()
+    model.to(device)
+    return model
+
+
 def main_lost(dataset, model, device, patch_size=16, dinoseg=False, dinoseg_head=4, k_patches=100, no_hard=False, coco=False):
     """The per-image loop of LOST ``main_lost.py`` (ViT, ``--which_features k``), line for line:
     returns ({image name: pred box}, corloc in percent). ``coco``: COCO20k (``lost_coco20k_dataset``),

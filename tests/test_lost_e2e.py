@@ -8,7 +8,9 @@ The reference is ``lost_reference.main_lost`` (LOST ``main_lost.py``'s per-image
 with simpool_bench. COCO20k goes through LOST's COCO path (``select_coco_20k``, torchvision
 ``CocoDetection``, ``extract_gt_COCO``) the same way (``test_discover_coco20k_equals_main_lost``). The weights are saved as DINO publishes them (a bare backbone state dict) and as
 a DINO training checkpoint (teacher/student); both must give LOST's every box and CorLoc, for
-``--method lost`` and for ``--method attn --lost-compat``. The reference runs on the device LOST
+``--method lost`` and for ``--method attn --lost-compat``. The other DINO ViTs main_lost.py runs
+(ViT-S/8, ViT-B/16, ViT-B/8: ``test_discover_other_archs_equal_main_lost``) are bare backbone files
+under DINO's own names, on small images of odd sizes. The reference runs on the device LOST
 picks (CUDA when available), which is also ``--device auto``'s.
 
 The case is built to tell LOST's behaviour from its look-alikes (``test_case_catches_each_departure_from_lost``
@@ -93,9 +95,9 @@ def _twins(w: int, h: int, patch: int = 16) -> tuple[np.ndarray, list]:
     return arr, boxes
 
 
-def _image(rng: np.random.Generator, w: int, h: int, mode: str, orientation: int | None, kind: str) -> tuple[bytes, list]:
-    """A JPEG of the given kind, and its VOC boxes (1-based, inclusive)."""
-    arr, boxes = _blobs(rng, w, h) if kind == "blobs" else _twins(w, h)
+def _image(rng: np.random.Generator, w: int, h: int, mode: str, orientation: int | None, kind: str, patch: int = 16) -> tuple[bytes, list]:
+    """A JPEG of the given kind (twins on a ``patch`` grid), and its VOC boxes (1-based, inclusive)."""
+    arr, boxes = _blobs(rng, w, h) if kind == "blobs" else _twins(w, h, patch)
     im = Image.fromarray(arr).convert(mode)
     buf = io.BytesIO()
     kw = {}
@@ -112,17 +114,17 @@ def _image(rng: np.random.Generator, w: int, h: int, mode: str, orientation: int
 WRONG_SIZES = {0: (137, 95), 7: (220, 64), 12: (300, 240)}
 
 
-def build_voc(root: Path, seed: int = 0) -> Path:
-    """``root/VOCdevkit/VOC2007`` (the layout torchvision's VOCDetection reads), some ``<size>``s
-    wrong (``WRONG_SIZES``); returns the VOC2007 folder."""
+def build_voc(root: Path, seed: int = 0, images: list = IMAGES, wrong_sizes: dict = WRONG_SIZES, patch: int = 16) -> Path:
+    """``root/VOCdevkit/VOC2007`` (the layout torchvision's VOCDetection reads) of ``images``, some
+    ``<size>``s wrong (``wrong_sizes``), twins on a ``patch`` grid; returns the VOC2007 folder."""
     rng = np.random.default_rng(seed)
     voc = root / "VOCdevkit" / "VOC2007"
     for d in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (voc / d).mkdir(parents=True, exist_ok=True)
     ids = []
-    for i, (w, h, mode, orient, kind) in enumerate(IMAGES):
+    for i, (w, h, mode, orient, kind) in enumerate(images):
         image_id = f"{2007_000100 + i:06d}"
-        data, boxes = _image(rng, w, h, mode, orient, kind)
+        data, boxes = _image(rng, w, h, mode, orient, kind, patch)
         (voc / "JPEGImages" / f"{image_id}.jpg").write_bytes(data)
         objects = "".join(
             f"<object><name>thing</name><truncated>0</truncated><difficult>{int(j == 1)}</difficult>"
@@ -130,8 +132,8 @@ def build_voc(root: Path, seed: int = 0) -> Path:
             for j, (x0, y0, x1, y1) in enumerate(boxes)
         )
         (voc / "Annotations" / f"{image_id}.xml").write_text(
-            f"<annotation><filename>{image_id}.jpg</filename><size><width>{WRONG_SIZES.get(i, (w, h))[0]}</width>"
-            f"<height>{WRONG_SIZES.get(i, (w, h))[1]}</height>"
+            f"<annotation><filename>{image_id}.jpg</filename><size><width>{wrong_sizes.get(i, (w, h))[0]}</width>"
+            f"<height>{wrong_sizes.get(i, (w, h))[1]}</height>"
             f"<depth>3</depth></size>{objects}</annotation>"
         )
         ids.append(image_id)
@@ -152,22 +154,31 @@ def smooth_position_field(g: torch.Generator, side: int, dim: int, waves: int = 
 
 
 def seeded_dino_vits16(seed: int = 0) -> dict[str, torch.Tensor]:
-    """A DINO ViT-S/16 state dict (DINO's own model, full depth) with seeded weights under which
-    both the image content and the position drive the keys: smooth position embeddings (std 0.5)
-    as large as the patch embeddings of the images (patch projection std 0.02), so that how they
-    are resampled to each grid changes boxes, as with trained DINO weights."""
+    """A DINO ViT-S/16 state dict (``seeded_dino_vit``)."""
+    return seeded_dino_vit("vit_small", 16, seed)
+
+
+def seeded_dino_vit(arch: str, patch_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A DINO ``arch``/``patch_size`` state dict (DINO's own model, full depth, trained at 224: a
+    (224 / patch)^2 position grid) with seeded weights under which both the image content and the
+    position drive the keys: smooth position embeddings (std 0.5) as large as the patch embeddings
+    of the images (patch projection std 0.02 at patch 16, times 16 / patch: the same embedding size
+    from fewer pixels), so that how they are resampled to each grid changes boxes, as with trained
+    DINO weights. Block weights: std 0.03 at ViT-S's width 384, times 384 / width (ViT-B's blocks
+    at 0.03 swamp the embeddings: LOST then boxes every image whole)."""
     torch.manual_seed(seed)
-    model = dino_reference.vit_small(patch_size=16)
+    model = dino_reference.__dict__[arch](patch_size=patch_size)
     g = torch.Generator().manual_seed(seed)
+    block_std = 0.03 * (384 / model.embed_dim)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name == "pos_embed":
-                p[:, 1:] = smooth_position_field(g, 14, p.shape[-1]) * 0.5
+                p[:, 1:] = smooth_position_field(g, 224 // patch_size, p.shape[-1]) * 0.5
                 p[:, :1] = torch.randn(1, 1, p.shape[-1], generator=g) * 0.5
             elif name == "cls_token":
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
             elif p.ndim > 1:
-                p.copy_(torch.randn(p.shape, generator=g) * (0.02 if name.startswith("patch_embed") else 0.03))
+                p.copy_(torch.randn(p.shape, generator=g) * (0.02 * (16 / patch_size) if name.startswith("patch_embed") else block_std))
             elif name.endswith("bias"):
                 p.zero_()
             else:
@@ -316,6 +327,105 @@ def test_discover_coco20k_equals_main_lost(lost_case, monkeypatch, tmp_path, met
     assert boxes == {k: [int(v) for v in b] for k, b in want_boxes.items()}
     assert corloc == pytest.approx(want_corloc, abs=1e-9)
     assert 0 < want_corloc < 100 or method == "attn"
+
+
+# Small odd sizes (no side a multiple of 8), grids from 4x3 (stride 16) to 21x16 patches (stride 8:
+# beyond k = 100 and the 16 elements of a stable CPU sort), all resampling the position grid down,
+# greyscale and CMYK, blobs on noise and twins on the model's patch grid (tied degrees: LOST's box
+# is the left or the right one). ``ARCH_UPSAMPLED``: a grid beyond the trained one (16x15 at stride
+# 16, 32x30 at stride 8), left out for ViT-B/8 (960 tokens through ViT-B: seconds a pass on 2 cores).
+ARCH_IMAGES = [
+    (61, 45, "RGB", None, "blobs"),
+    (83, 50, "L", None, "twins"),
+    (75, 101, "CMYK", None, "twins"),
+    (131, 99, "RGB", None, "twins"),
+    (163, 123, "RGB", None, "twins"),
+    (99, 77, "RGB", None, "blobs"),
+]
+ARCH_UPSAMPLED = [(249, 233, "RGB", None, "twins")]
+# The other DINO ViTs main_lost.py runs (``--arch vit_small --patch_size 8``, ``--arch vit_base
+# --patch_size 16|8``): (arch, patch size, the file names DINO publishes it under (LOST's
+# networks.get_model downloads the first), the timm model discover must read off the file alone
+# (no --model): a bare backbone, the weight seed: one under which timm's position resampling
+# gives other boxes than DINO's, see test_arch_case_is_not_degenerate; ViT-S/8 seed 0 does not,
+# the images).
+ARCH_CASES = [
+    (
+        "vit_small",
+        8,
+        ("dino_deitsmall8_300ep_pretrain.pth", "dino_deitsmall8_pretrain.pth"),
+        "vit_small_patch8_224",
+        3,
+        ARCH_IMAGES + ARCH_UPSAMPLED,
+    ),
+    ("vit_base", 16, ("dino_vitbase16_pretrain.pth",), "vit_base_patch16_224", 0, ARCH_IMAGES + ARCH_UPSAMPLED),
+    ("vit_base", 8, ("dino_vitbase8_pretrain.pth",), "vit_base_patch8_224", 0, ARCH_IMAGES),
+]
+
+
+@pytest.fixture(scope="module", params=ARCH_CASES, ids=lambda c: f"{c[0]}-{c[1]}")
+def lost_arch_case(request, tmp_path_factory):
+    """``lost_case`` for another DINO ViT: the VOC folder of its images, the backbone file(s),
+    LOST's own predictions (``networks.get_model(arch, patch_size)``, ``main_lost`` with that
+    ``--patch_size``) for both methods, the timm name, and what LOST needs to run again."""
+    arch, patch, names, timm_name, seed, images = request.param
+    root = tmp_path_factory.mktemp(f"lost_{arch}{patch}")
+    voc = build_voc(root, images=images, wrong_sizes={}, patch=patch)
+    sd = seeded_dino_vit(arch, patch, seed)
+    files = [root / n for n in names]
+    for f in files:
+        torch.save(sd, f)
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    model = ref.get_model(arch, torch.load(files[0], map_location="cpu", weights_only=True), device, patch_size=patch)
+    dataset = ref.lost_voc_dataset(root)
+    expected = {
+        "lost": ref.main_lost(dataset, model, device, patch_size=patch),
+        "attn": ref.main_lost(dataset, model, device, patch_size=patch, dinoseg=True, dinoseg_head=4),
+    }
+    yield voc, files, expected, timm_name, (model, dataset, device, patch, images)
+    for f in files:  # ViT-B weights are 344 MB a file: not left in pytest's kept temp folders
+        f.unlink()
+
+
+@pytest.mark.parametrize("method", ["lost", "attn"])
+def test_discover_other_archs_equal_main_lost(lost_arch_case, monkeypatch, tmp_path, method):
+    """ViT-S/8, ViT-B/16, ViT-B/8 backbone files as DINO publishes them: ``discover`` (arch and
+    patch size from the file alone) gives LOST's every box and CorLoc for both LOST modes (the
+    ViT-S/8 weights under both of DINO's names: one per mode)."""
+    voc, files, expected, timm_name, _ = lost_arch_case
+    flags = ("--method", "lost") if method == "lost" else ("--method", "attn", "--lost-compat")
+    ckpt = files[-1] if method == "attn" else files[0]
+    boxes, corloc = run_discover(monkeypatch, tmp_path, voc, ckpt, *flags)
+    assert (pd.read_csv(tmp_path / "out" / "results.csv").model == timm_name).all()
+    want_boxes, want_corloc = expected[method]
+    assert boxes == {k: [int(v) for v in b] for k, b in want_boxes.items()}
+    assert corloc == pytest.approx(want_corloc, abs=1e-9)
+
+
+def test_arch_case_is_not_degenerate(lost_arch_case, monkeypatch):
+    """Each arch's case boxes: distinct boxes, LOST boxing less than the whole image in two images at
+    least, CorLoc strictly between 0 and 100 for one method at least, the two methods disagreeing somewhere, and DINO's position interpolation telling: LOST's
+    own pipeline with timm's resampling instead gives other boxes for one method at least (the
+    model code both share; which one moves depends on the arch)."""
+    from timm.layers import resample_abs_pos_embed
+
+    _, _, expected, _, (model, dataset, device, patch, images) = lost_arch_case
+    lost_boxes, attn_boxes = expected["lost"][0], expected["attn"][0]
+    assert len({tuple(b) for b in lost_boxes.values()}) > 3
+    assert sum(b.tolist() != [0, 0, w, h] for b, (w, h, *_) in zip(lost_boxes.values(), images)) >= 2
+    assert any(lost_boxes[k].tolist() != attn_boxes[k].tolist() for k in lost_boxes)
+    assert any(0 < c < 100 for c in (expected["lost"][1], expected["attn"][1]))
+
+    def timm_positions(x, w, h):
+        side = 224 // patch
+        return resample_abs_pos_embed(model.pos_embed, new_size=(w // patch, h // patch), old_size=(side, side), num_prefix_tokens=1)
+
+    def changed(method: str) -> bool:
+        got = ref.main_lost(dataset, model, device, patch_size=patch, dinoseg=method == "attn", dinoseg_head=4)[0]
+        return any(b.tolist() != got[k].tolist() for k, b in expected[method][0].items())
+
+    monkeypatch.setattr(model, "interpolate_pos_encoding", timm_positions)
+    assert changed("lost") or changed("attn")
 
 
 def test_case_is_not_degenerate(lost_case):
