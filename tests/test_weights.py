@@ -169,6 +169,29 @@ def test_hf_hub_name_reads_config_and_weights_from_the_cache(hf_cache):
     assert over.data_config["std"] == (0.25, 0.25, 0.25)
 
 
+def test_hf_hub_config_of_timms_own_writer_builds_and_takes_validate_pys_config(hf_cache, monkeypatch):
+    """A repository pushed by timm itself: ``save_config_for_hf`` writes ``num_classes`` in
+    ``model_args`` too, which build_model passed to timm beside its own (a TypeError: "got multiple
+    values for keyword argument 'num_classes'"). It builds, with the file's weights and the data config
+    of timm's validate.py for the same name (its test-time size, 288, and crop)."""
+    from timm.data import resolve_data_config
+    from timm.models._hub import save_config_for_hf
+
+    net = timm.create_model("resnet18.a1_in1k", pretrained=False, num_classes=5)
+    fake_repo(hf_cache, "lab/r18", {"model.safetensors": net.state_dict()})
+    save_config_for_hf(net, str(next((hf_cache / "models--lab--r18" / "snapshots").iterdir()) / "config.json"))
+    cfg = json.loads(next((hf_cache / "models--lab--r18" / "snapshots").iterdir()).joinpath("config.json").read_text())
+    assert cfg.get("model_args", {}).get("num_classes", 5) == 5  # what timm writes (older timm: no model_args)
+    m = build_model("hf-hub:lab/r18", pool=None, num_classes=None, pretrained=True)
+    assert m.num_classes == 5 and all(torch.equal(m.state_dict()[k], v) for k, v in net.state_dict().items())
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # as read at its import: timm's reading stays offline
+    ref = timm.create_model("hf-hub:lab/r18", pretrained=False, cache_dir=str(hf_cache))  # the same config.json, read by timm
+    validate_py = {k: tuple(v) if isinstance(v, list) else v for k, v in resolve_data_config({}, model=ref, use_test_size=True).items()}
+    assert {k: m.data_config[k] for k in validate_py} == validate_py and validate_py["input_size"] == (3, 288, 288)
+
+
 def test_hf_hub_config_that_is_not_a_timm_config_is_one_error_naming_the_entry(hf_cache):
     """A cached config.json that is not JSON (cut short, UTF-16), or whose entries timm reads are of
     another type: JSONDecodeError, UnicodeDecodeError, AttributeError (timm's) or ValueError (int() of
