@@ -169,6 +169,29 @@ def test_hf_hub_name_reads_config_and_weights_from_the_cache(hf_cache):
     assert over.data_config["std"] == (0.25, 0.25, 0.25)
 
 
+def test_hf_hub_config_of_timms_own_writer_builds_and_takes_validate_pys_config(hf_cache, monkeypatch):
+    """A repository pushed by timm itself: ``save_config_for_hf`` writes ``num_classes`` in
+    ``model_args`` too, which build_model passed to timm beside its own (a TypeError: "got multiple
+    values for keyword argument 'num_classes'"). It builds, with the file's weights and the data config
+    of timm's validate.py for the same name (its test-time size, 288, and crop)."""
+    from timm.data import resolve_data_config
+    from timm.models._hub import save_config_for_hf
+
+    net = timm.create_model("resnet18.a1_in1k", pretrained=False, num_classes=5)
+    fake_repo(hf_cache, "lab/r18", {"model.safetensors": net.state_dict()})
+    save_config_for_hf(net, str(next((hf_cache / "models--lab--r18" / "snapshots").iterdir()) / "config.json"))
+    cfg = json.loads(next((hf_cache / "models--lab--r18" / "snapshots").iterdir()).joinpath("config.json").read_text())
+    assert cfg.get("model_args", {}).get("num_classes", 5) == 5  # what timm writes (older timm: no model_args)
+    m = build_model("hf-hub:lab/r18", pool=None, num_classes=None, pretrained=True)
+    assert m.num_classes == 5 and all(torch.equal(m.state_dict()[k], v) for k, v in net.state_dict().items())
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # as read at its import: timm's reading stays offline
+    ref = timm.create_model("hf-hub:lab/r18", pretrained=False, cache_dir=str(hf_cache))  # the same config.json, read by timm
+    validate_py = {k: tuple(v) if isinstance(v, list) else v for k, v in resolve_data_config({}, model=ref, use_test_size=True).items()}
+    assert {k: m.data_config[k] for k in validate_py} == validate_py and validate_py["input_size"] == (3, 288, 288)
+
+
 def test_hf_hub_config_that_is_not_a_timm_config_is_one_error_naming_the_entry(hf_cache):
     """A cached config.json that is not JSON (cut short, UTF-16), or whose entries timm reads are of
     another type: JSONDecodeError, UnicodeDecodeError, AttributeError (timm's) or ValueError (int() of
@@ -571,6 +594,132 @@ def test_torchvision_names_take_torchvisions_own_evaluation_transform(arch):
     assert cfg["mean"] == tuple(t.mean) and cfg["std"] == tuple(t.std)
     assert cfg["input_size"] == (3, t.crop_size[0], t.crop_size[0]) and cfg["interpolation"] == t.interpolation.value
     assert cfg["crop_pct"] == pytest.approx(t.crop_size[0] / t.resize_size[0])
+
+
+def _odd_images(root) -> None:
+    """One class folder of the images a dataset holds: odd sizes (1 pixel wide or high), greyscale,
+    RGBA, a palette with a transparent index and a JPEG; ``root/a/*``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    d = root / "a"
+    d.mkdir(parents=True)
+    for name, (w, h) in {"wide.png": (97, 61), "tall.png": (61, 97), "one_wide.png": (1, 40), "one_high.jpg": (40, 1)}.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(d / name)
+    Image.fromarray(rng.integers(0, 256, (29, 53), dtype=np.uint8)).save(d / "grey.png")
+    Image.fromarray(rng.integers(0, 256, (50, 31, 4), dtype=np.uint8), "RGBA").save(d / "rgba.png")
+    palette = Image.fromarray(rng.integers(0, 256, (33, 45), dtype=np.uint8)).convert("P")
+    palette.putpalette(rng.integers(0, 256, 768, dtype=np.uint8).tolist())
+    palette.save(d / "palette.png", transparency=3)
+
+
+def _classify_transform(monkeypatch, root, model: str, prefetcher: bool):
+    """The transform ``run_classify`` builds for ``--model MODEL --pretrained [--prefetcher]`` (caught
+    where it is handed to ``tasks.classify``)."""
+    from simpool_bench import api, runs
+
+    class Caught(Exception):
+        pass
+
+    def catch(net, records, transform, *args, **kwargs):
+        raise Caught(transform)
+
+    monkeypatch.setattr(runs.tasks, "classify", catch)
+    spec = api.ClassifySpec(api.DataSpec("imagenet", data=root), api.ModelOptions(arch=model, pretrained=True), prefetcher=prefetcher)
+    with pytest.raises(Caught) as caught:
+        api.run_classify(spec, api.EngineConfig(device="cpu", progress=False))
+    return caught.value.args[0]
+
+
+def _validate_py_inputs(root, arch: str, prefetcher: bool) -> dict:
+    """timm's validate.py with its defaults: the data config of the tag (``use_test_size``), its
+    ImageDataset (RGB) and create_loader, with or without the prefetcher; file name -> model input."""
+    from pathlib import Path
+
+    from timm.data import create_dataset, create_loader, resolve_data_config
+
+    with torch.device("meta"):  # the config only: no weights, no memory
+        model = timm.create_model(arch, pretrained=False)
+    try:
+        from timm.data import resolve_input_data_config  # validate.py's (newer timm)
+
+        config = resolve_input_data_config(model, {}, use_test_size=True)
+    except ImportError:
+        config = resolve_data_config({}, model=model, use_test_size=True)
+    dataset = create_dataset(root=str(root), name="", split="validation", input_img_mode="RGB")
+    loader = create_loader(
+        dataset,
+        input_size=config["input_size"],
+        batch_size=1,
+        use_prefetcher=prefetcher,
+        interpolation=config["interpolation"],
+        mean=config["mean"],
+        std=config["std"],
+        num_workers=0,
+        crop_pct=config["crop_pct"],
+        crop_mode=config["crop_mode"],
+        device=torch.device("cpu"),
+        img_dtype=torch.float32,
+    )
+    return {Path(f).name: x[0] for f, (x, _) in zip(dataset.filenames(), loader)}
+
+
+def _torchvision_inputs(root, arch: str) -> dict:
+    """torchvision's reference evaluation: ImageFolder with the DEFAULT weights' own transforms()."""
+    from pathlib import Path
+
+    from torchvision.datasets import ImageFolder
+    from torchvision.models import get_model_weights
+
+    dataset = ImageFolder(str(root), transform=get_model_weights(arch).DEFAULT.transforms())
+    return {Path(p).name: dataset[i][0] for i, (p, _) in enumerate(dataset.samples)}
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "vit_tiny_patch16_224.augreg_in21k_ft_in1k",  # ViT: crop_pct 0.9, bicubic, mean/std 0.5
+        "deit_tiny_patch16_224.fb_in1k",  # DeiT: crop_pct 0.9, ImageNet mean/std
+        "convnext_atto.d2_in1k",  # test_input_size 288 (trained at 224), test crop_pct 0.95
+        "efficientnet_b1.ra4_e3600_r240_in1k",  # test size 288, crop_pct 1.0, mean/std 0.5
+        "convnextv2_nano.fcmae_ft_in22k_in1k_384",  # crop_mode squash at 384
+        "resnet18.tv_in1k",  # bilinear
+        "torchvision:resnet50",  # torchvision's IMAGENET1K_V2: resize 232, crop 224, bilinear
+    ],
+)
+def test_classify_feeds_the_pixels_of_the_peers_own_evaluation(tmp_path, hf_cache, monkeypatch, model):
+    """``classify --model M --pretrained`` (and ``--prefetcher``) hands the model exactly the floats of
+    timm's validate.py with its defaults (its ImageDataset, create_loader, PrefetchLoader or not), or of
+    torchvision's ImageFolder with the weights' ``transforms()``, bit for bit, on odd images: one config
+    kind each (the sweep over every supported timm tag found 92 configs, all alike)."""
+    from simpool_bench.api import read_classification_data
+    from simpool_bench.data.images import ImageDataset
+
+    root = tmp_path / "val"
+    _odd_images(root)
+    arch = model.removeprefix("torchvision:")
+    sd = timm.create_model(arch, pretrained=False).state_dict()
+    if model.startswith("torchvision:"):
+        from torchvision.models import get_model_weights
+
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+        torch.save(sd, tmp_path / "torch" / "hub" / "checkpoints" / os.path.basename(get_model_weights(arch).DEFAULT.url))
+    else:
+        fake_repo(hf_cache, timm.models.get_pretrained_cfg(arch).hf_hub_id, {"model.safetensors": sd})
+    records = read_classification_data(root).records
+    for prefetcher in (False, True) if not model.startswith("torchvision:") else (False,):
+        want = _torchvision_inputs(root, arch) if model.startswith("torchvision:") else _validate_py_inputs(root, arch, prefetcher)
+        transform = _classify_transform(monkeypatch, root, model, prefetcher)
+        dataset = ImageDataset(records, transform, strict=True)
+        host, on_device = dataset.deferred_normalize()  # the engine's uint8 hand-over
+        assert len(records) == len(want) == 7
+        for i, r in enumerate(records):
+            expected = want[os.path.basename(r.path)]
+            for got in (dataset[i][0], on_device(host[i][0][None])[0]):
+                assert got.dtype == torch.float32 and got.shape == expected.shape
+                assert torch.equal(got.view(torch.int32), expected.view(torch.int32)), (model, prefetcher, r.path)
 
 
 def test_a_missing_pretrained_file_is_one_error_before_timm_reads_anything(tmp_path, hf_cache):

@@ -365,7 +365,10 @@ class _ModelBuild:
 
     def timm_arguments(self) -> dict[str, Any]:
         """``timm.create_model`` keywords: the name's, the caller's, the input size and the pooling."""
-        kw: dict[str, Any] = {**self.name.model_args, **self.timm_kwargs}
+        # an hf-hub config.json's num_classes (timm's save_config_for_hf writes it in model_args too)
+        # is its pretrained config's: build_model passes its own (classifier_outputs)
+        model_args = {k: v for k, v in self.name.model_args.items() if k != "num_classes"}
+        kw: dict[str, Any] = {**model_args, **self.timm_kwargs}
         if self.family == "vit":
             kw["img_size"] = self.size
             kw.setdefault("dynamic_img_size", True)
