@@ -47,6 +47,7 @@ class ModelName:
     model_args: timm arguments from an hf-hub config.json.
     pretrained_cfg: the hf-hub repository's pretrained config (timm's), or None.
     data_config: data-config overrides (torchvision transforms), or {}.
+    weights_url: torchvision: the URL of the weights whose transform ``data_config`` is.
     """
 
     given: str
@@ -55,6 +56,7 @@ class ModelName:
     model_args: dict[str, Any] = field(default_factory=dict)
     pretrained_cfg: dict[str, Any] | None = None
     data_config: dict[str, Any] = field(default_factory=dict)
+    weights_url: str | None = None
 
 
 def hf_offline() -> bool:
@@ -157,12 +159,15 @@ def _hf_config(repo: str) -> Path:
         raise SimpoolBenchError(f"--model {HF_PREFIX}{repo}: cannot fetch its config.json ({type(e).__name__}: {e})") from None
 
 
-def _torchvision_name(name: str) -> ModelName:
+def _torchvision_name(name: str, pretrained_file: str | os.PathLike | None = None) -> ModelName:
+    """``torchvision:ARCH[.WEIGHTS]``: the weights named (e.g. ``resnet50.IMAGENET1K_V1``), else those
+    whose file ``pretrained_file`` is by torchvision's own file name (``resnet50-0676ba61.pth``),
+    else the model's DEFAULT weights; their evaluation transform is the data config."""
     import timm
 
     from .transforms import crop_pct_for
 
-    arch = name[len(TV_PREFIX) :]
+    arch, _, tag = name[len(TV_PREFIX) :].partition(".")
     if not (arch.startswith(("resnet", "resnext", "wide_resnet")) and timm.is_model(arch)):
         raise SimpoolBenchError(
             f"--model {name}: only torchvision ResNets/ResNeXts (e.g. torchvision:resnet50), whose layout is timm's, are "
@@ -171,9 +176,17 @@ def _torchvision_name(name: str) -> ModelName:
     try:
         from torchvision.models import get_model_weights
 
-        w = get_model_weights(arch).DEFAULT
+        weights = get_model_weights(arch)
     except (ValueError, KeyError):
         raise SimpoolBenchError(f"--model {name}: torchvision has no model {arch!r}") from None
+    tags = [t for t in weights.__members__ if t != "DEFAULT"]
+    if tag:
+        if tag not in weights.__members__:
+            raise SimpoolBenchError(f"--model {name}: torchvision's {arch} has no weights {tag!r}; it has {', '.join(tags)}")
+        w = weights[tag]
+    else:
+        file_name = Path(pretrained_file).name if pretrained_file is not None else None
+        w = next((weights[t] for t in tags if os.path.basename(weights[t].url) == file_name), weights.DEFAULT)
     kw = dict(getattr(w.transforms, "keywords", {}) or {})
     crop, resize = int(kw.get("crop_size", 224)), int(kw.get("resize_size", 256))
     interp = getattr(kw.get("interpolation"), "value", "bilinear")
@@ -184,13 +197,14 @@ def _torchvision_name(name: str) -> ModelName:
         "mean": tuple(kw.get("mean", (0.485, 0.456, 0.406))),
         "std": tuple(kw.get("std", (0.229, 0.224, 0.225))),
     }
-    return ModelName(name, arch, "torchvision", data_config=data)
+    return ModelName(name, arch, "torchvision", data_config=data, weights_url=w.url)
 
 
-def resolve_name(name: str) -> ModelName:
-    """What ``--model NAME`` is: a timm name, ``hf-hub:ORG/NAME`` or ``torchvision:NAME``."""
+def resolve_name(name: str, pretrained_file: str | os.PathLike | None = None) -> ModelName:
+    """What ``--model NAME`` is: a timm name, ``hf-hub:ORG/NAME`` or ``torchvision:NAME[.WEIGHTS]``
+    (``pretrained_file``: the ``--pretrained-file`` a torchvision name's transform may follow)."""
     if name.startswith(TV_PREFIX):
-        return _torchvision_name(name)
+        return _torchvision_name(name, pretrained_file)
     if name.startswith(HF_PREFIX) or name.startswith("hf_hub:"):
         repo = name.split(":", 1)[1]
         from timm.models._hub import _parse_model_cfg, load_cfg_from_json
@@ -248,9 +262,8 @@ def check_hf_config(cfg: Any, what: str) -> None:
 
 def _torchvision_file(name: ModelName) -> Path:
     import torch
-    from torchvision.models import get_model_weights
 
-    url = get_model_weights(name.arch).DEFAULT.url
+    url = str(name.weights_url)
     path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
     if not path.is_file():
         raise SimpoolBenchError(

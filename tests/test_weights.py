@@ -614,9 +614,9 @@ def _odd_images(root) -> None:
     palette.save(d / "palette.png", transparency=3)
 
 
-def _classify_transform(monkeypatch, root, model: str, prefetcher: bool):
-    """The transform ``run_classify`` builds for ``--model MODEL --pretrained [--prefetcher]`` (caught
-    where it is handed to ``tasks.classify``)."""
+def _classify_transform(monkeypatch, root, model: str, prefetcher: bool, pretrained_file=None):
+    """The transform ``run_classify`` builds for ``--model MODEL --pretrained [--prefetcher]`` (or
+    ``--pretrained-file``; caught where it is handed to ``tasks.classify``)."""
     from simpool_bench import api, runs
 
     class Caught(Exception):
@@ -626,7 +626,8 @@ def _classify_transform(monkeypatch, root, model: str, prefetcher: bool):
         raise Caught(transform)
 
     monkeypatch.setattr(runs.tasks, "classify", catch)
-    spec = api.ClassifySpec(api.DataSpec("imagenet", data=root), api.ModelOptions(arch=model, pretrained=True), prefetcher=prefetcher)
+    weights = api.ModelOptions(arch=model, pretrained=pretrained_file is None, pretrained_file=pretrained_file)
+    spec = api.ClassifySpec(api.DataSpec("imagenet", data=root), weights, prefetcher=prefetcher)
     with pytest.raises(Caught) as caught:
         api.run_classify(spec, api.EngineConfig(device="cpu", progress=False))
     return caught.value.args[0]
@@ -665,14 +666,13 @@ def _validate_py_inputs(root, arch: str, prefetcher: bool) -> dict:
     return {Path(f).name: x[0] for f, (x, _) in zip(dataset.filenames(), loader)}
 
 
-def _torchvision_inputs(root, arch: str) -> dict:
-    """torchvision's reference evaluation: ImageFolder with the DEFAULT weights' own transforms()."""
+def _torchvision_inputs(root, weights) -> dict:
+    """torchvision's reference evaluation: ImageFolder with the weights' own transforms()."""
     from pathlib import Path
 
     from torchvision.datasets import ImageFolder
-    from torchvision.models import get_model_weights
 
-    dataset = ImageFolder(str(root), transform=get_model_weights(arch).DEFAULT.transforms())
+    dataset = ImageFolder(str(root), transform=weights.transforms())
     return {Path(p).name: dataset[i][0] for i, (p, _) in enumerate(dataset.samples)}
 
 
@@ -686,6 +686,7 @@ def _torchvision_inputs(root, arch: str) -> dict:
         "convnextv2_nano.fcmae_ft_in22k_in1k_384",  # crop_mode squash at 384
         "resnet18.tv_in1k",  # bilinear
         "torchvision:resnet50",  # torchvision's IMAGENET1K_V2: resize 232, crop 224, bilinear
+        "torchvision:resnet50.IMAGENET1K_V1",  # the weights named: resize 256 (its own file, resnet50-0676ba61.pth)
     ],
 )
 def test_classify_feeds_the_pixels_of_the_peers_own_evaluation(tmp_path, hf_cache, monkeypatch, model):
@@ -698,19 +699,22 @@ def test_classify_feeds_the_pixels_of_the_peers_own_evaluation(tmp_path, hf_cach
 
     root = tmp_path / "val"
     _odd_images(root)
-    arch = model.removeprefix("torchvision:")
+    tv = model.startswith("torchvision:")
+    arch, _, tv_tag = model.removeprefix("torchvision:").partition(".") if tv else (model, "", "")
     sd = timm.create_model(arch, pretrained=False).state_dict()
-    if model.startswith("torchvision:"):
+    tv_weights = None
+    if tv:
         from torchvision.models import get_model_weights
 
+        tv_weights = get_model_weights(arch)[tv_tag or "DEFAULT"]
         monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
         (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
-        torch.save(sd, tmp_path / "torch" / "hub" / "checkpoints" / os.path.basename(get_model_weights(arch).DEFAULT.url))
+        torch.save(sd, tmp_path / "torch" / "hub" / "checkpoints" / os.path.basename(tv_weights.url))  # only this file
     else:
         fake_repo(hf_cache, timm.models.get_pretrained_cfg(arch).hf_hub_id, {"model.safetensors": sd})
     records = read_classification_data(root).records
-    for prefetcher in (False, True) if not model.startswith("torchvision:") else (False,):
-        want = _torchvision_inputs(root, arch) if model.startswith("torchvision:") else _validate_py_inputs(root, arch, prefetcher)
+    for prefetcher in (False, True) if not tv else (False,):
+        want = _torchvision_inputs(root, tv_weights) if tv else _validate_py_inputs(root, arch, prefetcher)
         transform = _classify_transform(monkeypatch, root, model, prefetcher)
         dataset = ImageDataset(records, transform, strict=True)
         host, on_device = dataset.deferred_normalize()  # the engine's uint8 hand-over
@@ -720,6 +724,41 @@ def test_classify_feeds_the_pixels_of_the_peers_own_evaluation(tmp_path, hf_cach
             for got in (dataset[i][0], on_device(host[i][0][None])[0]):
                 assert got.dtype == torch.float32 and got.shape == expected.shape
                 assert torch.equal(got.view(torch.int32), expected.view(torch.int32)), (model, prefetcher, r.path)
+
+
+def test_a_torchvision_weight_file_takes_the_transform_of_the_weights_it_is(tmp_path, monkeypatch):
+    """``--model torchvision:resnet50 --pretrained-file resnet50-0676ba61.pth``: a file under the
+    name torchvision gives IMAGENET1K_V1's weights is evaluated as torchvision evaluates them
+    (resize 256; before, the DEFAULT V2's 232 for any file), bit for bit; a file of another name
+    keeps the DEFAULT weights' transform; ``torchvision:NAME.WEIGHTS`` names the weights, and an
+    unknown one is one error listing them."""
+    from torchvision.models import get_model_weights
+
+    from simpool_bench.data.images import ImageDataset
+    from simpool_bench.readers import read_classification_data
+
+    root = tmp_path / "val"
+    _odd_images(root)
+    records = read_classification_data(root).records
+    sd = timm.create_model("resnet50", pretrained=False).state_dict()
+    v1, v2 = get_model_weights("resnet50").IMAGENET1K_V1, get_model_weights("resnet50").DEFAULT
+    assert (v1.transforms().resize_size, v2.transforms().resize_size) == ([256], [232])
+    for file_name, weights in ((os.path.basename(v1.url), v1), ("my_resnet50.pth", v2)):
+        f = tmp_path / file_name
+        torch.save(sd, f)
+        want = _torchvision_inputs(root, weights)
+        transform = _classify_transform(monkeypatch, root, "torchvision:resnet50", False, pretrained_file=f)
+        for i, r in enumerate(records):
+            got = ImageDataset(records, transform, strict=True)[i][0]
+            assert torch.equal(got.view(torch.int32), want[os.path.basename(r.path)].view(torch.int32)), (file_name, r.path)
+    assert resolve_name("torchvision:resnet50.IMAGENET1K_V1").data_config["crop_pct"] == 224 / 256
+    assert resolve_name("torchvision:resnet50").weights_url == v2.url
+    with pytest.raises(SimpoolBenchError) as err:
+        resolve_name("torchvision:resnet50.IMAGENET1K_V3")
+    assert (
+        str(err.value)
+        == "--model torchvision:resnet50.IMAGENET1K_V3: torchvision's resnet50 has no weights 'IMAGENET1K_V3'; it has IMAGENET1K_V1, IMAGENET1K_V2"
+    )
 
 
 def test_a_missing_pretrained_file_is_one_error_before_timm_reads_anything(tmp_path, hf_cache):

@@ -252,7 +252,7 @@ class _ModelBuild:
 
     def run(self) -> BenchModel:
         """Check, create the timm model, check its pooling, wrap it in its family's BenchModel."""
-        self.name = resolve_name(self.arch)
+        self.name = resolve_name(self.arch, self.pretrained_file)
         self.family = model_family(self.name.arch)
         self.pretrained = bool(self.pretrained or self.pretrained_file is not None)
         self.check_options()
