@@ -202,26 +202,17 @@ def extract_gt_coco(targets, remove_iscrowd=True):
 
 
 def get_model_vit_small(state_dict, device, patch_size=16, depth=12):
-    """LOST ``networks.get_model`` for ``vit_small``: DINO's ViT, num_classes=0, the backbone state
-    dict loaded strictly, eval, on ``device``."""
-    import dino_reference as vits
-
-    model = vits.vit_small(patch_size=patch_size, depth=depth, num_classes=0)
-    for p in model.parameters():
-        p.requires_grad = False
-    model.load_state_dict(state_dict, strict=True)
-    model.eval()
-    model.to(device)
-    return model
+    """LOST ``networks.get_model`` for ``vit_small`` (``depth``: a shallower copy of the same layout)."""
+    return get_model("vit_small", state_dict, device, patch_size, depth=depth)
 
 
-def get_model(arch, state_dict, device, patch_size=16):
+def get_model(arch, state_dict, device, patch_size=16, **kw):
     """LOST ``networks.get_model`` for a ViT ``--arch`` (``vit_small``, ``vit_base``) and
     ``--patch_size``: ``vits.__dict__[arch](patch_size=patch_size, num_classes=0)`` (DINO's), the
     backbone state dict LOST downloads for that pair (here: given) loaded strictly, eval, on ``device``."""
     import dino_reference as vits
 
-    model = vits.__dict__[arch](patch_size=patch_size, num_classes=0)
+    model = vits.__dict__[arch](patch_size=patch_size, num_classes=0, **kw)
     for p in model.parameters():
         p.requires_grad = False
     model.load_state_dict(state_dict, strict=True)
