@@ -59,14 +59,13 @@ WSOL = WsolProtocol()
 #: The finest score-map threshold step localize and ``BoxAccumulator`` take: 10,000 thresholds
 #: (wsolevaluation uses 0.001 and 0.01; 1e-9 was 8 GB of thresholds and days of contour searches).
 MIN_INTERVAL = 1e-4
-
-#: Images that failed to decode (or were over --max-pixels) named one warning each in a run; the
-#: rest are counted in one line (the engine's runner).
-NAMED_FAILURES = 10
 LOST = LostProtocol()
 DINO_KNN = KnnProtocol()
 #: The split classify reads (a sub-folder of --data when there is one) and records by default.
 CLASSIFY_DEFAULT_SPLIT = "val"
+#: Images that failed to decode (or were over --max-pixels) named one warning each in a run; the
+#: rest are counted in one line (the engine's runner).
+NAMED_FAILURES = 10
 
 
 @dataclass(frozen=True)
