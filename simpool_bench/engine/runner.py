@@ -319,10 +319,13 @@ class EvalRunner:
     def _check_strict(self, idx: torch.Tensor, ok: torch.Tensor) -> None:
         """Under ``strict``, an image that did not decode stops the run."""
         if self.config.strict and not bool(ok.all()):
-            bad = int(idx[~ok][0])
-            failure = getattr(self.dataset, "failure", None)
-            why = failure(bad) if callable(failure) else f"image {_describe(self.dataset, bad)} does not decode"
+            why = self._why_failed(int(idx[~ok][0]))
             raise SimpoolBenchError(f"{why} (--strict fails on it; without it, it is skipped and counted)")
+
+    def _why_failed(self, i: int) -> str:
+        """Why item ``i`` did not decode: ``dataset.failure(i)`` (its file read again), else its file named."""
+        failure = getattr(self.dataset, "failure", None)
+        return failure(i) if callable(failure) else f"image {_describe(self.dataset, i)} does not decode"
 
     def _name_failures(self, idx: torch.Tensor, ok: torch.Tensor) -> None:
         """One warning per image that did not decode, for the first ``NAMED_FAILURES`` of the run;
@@ -330,13 +333,11 @@ class EvalRunner:
         built not to warn (``ImageDataset(warn=False)``) stays silent."""
         if bool(ok.all()) or getattr(self.dataset, "warn", True) is False:
             return
-        failure = getattr(self.dataset, "failure", None)
         for bad in idx[~ok].tolist():
             if self.n_named >= NAMED_FAILURES:
                 self.n_unnamed += 1
                 continue
-            why = failure(bad) if callable(failure) else f"image {_describe(self.dataset, bad)} does not decode"
-            warnings.warn(f"{why}; counted as failed and skipped", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"{self._why_failed(bad)}; counted as failed and skipped", RuntimeWarning, stacklevel=2)
             self.n_named += 1
 
     def _unnamed_failures_warning(self) -> None:
