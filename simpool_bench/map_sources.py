@@ -45,6 +45,18 @@ DEFAULT_HEAD_FUSION = "mean"
 DEFAULT_DISCARD_RATIO = 0.0
 
 
+def rollout_flags_given(head_fusion: str, discard_ratio: float) -> list[str]:
+    """The rollout flags set to other than their defaults, as ``--flag value`` (empty: none)."""
+    return [
+        f"{flag} {value}"
+        for flag, value, default in (
+            ("--rollout-fusion", head_fusion, DEFAULT_HEAD_FUSION),
+            ("--rollout-discard", discard_ratio, DEFAULT_DISCARD_RATIO),
+        )
+        if value != default
+    ]
+
+
 def check_rollout_options(head_fusion: str, discard_ratio: float) -> None:
     """Raise a SimpoolBenchError unless the rollout options are valid."""
     if head_fusion not in HEAD_FUSIONS:

@@ -254,11 +254,11 @@ def _column_options(opts: Any, attn_list: list[str | None]) -> list[Any]:
     """Each --attn-source column's model options: with several columns, --cls-head goes to the cls
     column only and the --rollout-* flags to the rollout column only (a flag no column takes is an
     error); a single column keeps them all (``build_model`` refuses one its source does not take)."""
-    from ..map_sources import DEFAULT_DISCARD_RATIO, DEFAULT_HEAD_FUSION
+    from ..map_sources import DEFAULT_DISCARD_RATIO, DEFAULT_HEAD_FUSION, rollout_flags_given
 
     if len(attn_list) < 2:
         return [replace(opts, attn_source=src) for src in attn_list]
-    rollout_given = (opts.rollout_fusion, opts.rollout_discard) != (DEFAULT_HEAD_FUSION, DEFAULT_DISCARD_RATIO)
+    rollout_given = bool(rollout_flags_given(opts.rollout_fusion, opts.rollout_discard))
     for given, source, flags in (
         (opts.cls_head is not None, "cls", "--cls-head"),
         (rollout_given, "rollout", "--rollout-fusion/--rollout-discard"),

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import SimpoolBenchError
 from ..families import EXAMPLE_ARCHS, FAMILIES, MAP_SOURCES, POOLS, source_applies
-from ..map_sources import DEFAULT_DISCARD_RATIO, DEFAULT_HEAD_FUSION, check_rollout_options
+from ..map_sources import DEFAULT_DISCARD_RATIO, DEFAULT_HEAD_FUSION, check_rollout_options, rollout_flags_given
 from ..pooling import MIN_SCOPES, SIMPOOL_NORM_EPS
 from ..unset import UNSET
 from ..weights import Pretrained, hf_cache_dir, load_torchvision_weights, locate_pretrained, resolve_name, timm_missing_keys
@@ -478,14 +478,7 @@ class _ModelBuild:
         source = _resolve_attn_source(self.attn_source, family, pool, n_classes > 0, has_cls)
         if self.cls_head is not None and source != "cls":
             raise SimpoolBenchError(f"--cls-head applies to --attn-source cls, not {source!r}")
-        rollout_set = [
-            f"{flag} {value}"
-            for flag, value, default in (
-                ("--rollout-fusion", self.rollout_fusion, DEFAULT_HEAD_FUSION),
-                ("--rollout-discard", self.rollout_discard, DEFAULT_DISCARD_RATIO),
-            )
-            if value != default
-        ]
+        rollout_set = rollout_flags_given(self.rollout_fusion, self.rollout_discard)
         if rollout_set and source != "rollout":  # it would change nothing, and the table would not record it
             verb = "applies" if len(rollout_set) == 1 else "apply"
             raise SimpoolBenchError(f"{' and '.join(rollout_set)} {verb} to --attn-source rollout, not {source!r}")
