@@ -107,6 +107,12 @@ def classification_split(
 SPLIT_FOLDER_NAMES = frozenset({"train", "val", "valid", "validation", "test", "trainval", "eval"})
 
 
+def _holds_a_folder(folder: Path) -> bool:
+    """Whether ``folder`` has a sub-folder (the listing closed even when one is found early)."""
+    with os.scandir(folder) as entries:
+        return any(e.is_dir() for e in entries)
+
+
 def refuse_split_folders_as_classes(data: Path, flag: str = "--data") -> None:
     """``data`` read as an ImageFolder whose every class folder is named as a split (``train``,
     ``val``, ``test``, ...) and holds folders itself: the data set's root was given, and its splits
@@ -115,7 +121,7 @@ def refuse_split_folders_as_classes(data: Path, flag: str = "--data") -> None:
     subs = sorted(e.name for e in os.scandir(data) if e.is_dir() and not e.name.startswith(".")) if data.is_dir() else []
     if not subs or any(s.lower() not in SPLIT_FOLDER_NAMES for s in subs):
         return
-    if not any(e.is_dir() for s in subs for e in os.scandir(data / s)):
+    if not any(_holds_a_folder(data / s) for s in subs):
         return
     order = ("val", "validation", "valid", "test", "eval") if flag == "--data" else ("train", "trainval")
     pick = next((s for o in order for s in subs if s.lower() == o), subs[0])

@@ -178,6 +178,24 @@ def test_missing_split_is_an_error_not_classes(tmp_path, ckpt):
     assert not out.exists()
 
 
+def test_split_folder_check_closes_its_folder_listings(tmp_path):
+    """The check for split folders read as classes stops at the first sub-folder it finds; the
+    listing it stops in is closed, not left to the garbage collector (a ResourceWarning)."""
+    from simpool_bench.errors import SimpoolBenchError
+    from simpool_bench.readers import refuse_split_folders_as_classes
+
+    for split in ("test", "train"):
+        for c in ("ant", "bee", "cat"):
+            _image(tmp_path / "data" / split / c / "0.png")
+    (tmp_path / "classes" / "ant").mkdir(parents=True)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(SimpoolBenchError, match="are splits, not classes"):
+            refuse_split_folders_as_classes(tmp_path / "data")
+        refuse_split_folders_as_classes(tmp_path / "classes")
+    assert [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)] == []
+
+
 def test_data_root_holding_split_folders_is_an_error_not_classes(tmp_path, ckpt):
     """--data one level too high (its folders train/ and test/, no val/ for the default split):
     the splits would be scored as two classes; one error naming them and the --split to pass.

@@ -349,8 +349,22 @@ def test_failed_images_are_named_up_to_ten_then_counted_in_one_line(tmp_path, ca
     broken = [r.path for i, r in enumerate(records) if i not in (0, 7, 12)]
     for line, path in zip(lines[:10], broken[:10]):
         assert line.startswith(f"cannot decode image {path}") and line.endswith("; counted as failed and skipped")
-    assert lines[10].startswith("3 more images failed to decode or were refused, 13 in all: counted as failed and skipped")
+    assert lines[10] == (
+        "3 more images failed to decode or were refused, 13 in all: counted as failed and skipped (only the first 10 "
+        "are named; the per-image table (per_image.parquet under --out) marks every one in its `failed` column)"
+    )
     assert "counted as failed" not in capfd.readouterr().err  # nothing from the workers
+    broken_only = [r for i, r in enumerate(records) if i not in (0, 7, 12)]
+    with warnings.catch_warnings(record=True) as seen:  # none decodes: the run ends in an error, no table to point to
+        warnings.simplefilter("always")
+        res = evaluate(torch.nn.Identity(), ImageDataset(broken_only, None), make, step, config)
+    assert (res.n_failed, res.n_images) == (13, 0)
+    lines = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
+    assert len(lines) == 11
+    assert (
+        lines[10]
+        == "3 more images failed to decode or were refused, 13 in all: counted as failed and skipped (only the first 10 are named)"
+    )
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         evaluate(torch.nn.Identity(), ImageDataset(records, None, warn=False), make, step, config)

@@ -341,14 +341,19 @@ class EvalRunner:
             self.n_named += 1
 
     def _unnamed_failures_warning(self) -> None:
-        if self.n_unnamed:
-            warnings.warn(
-                f"{self.n_unnamed} more images failed to decode or were refused, {self.n_named + self.n_unnamed} in all: "
-                f"counted as failed and skipped (only the first {NAMED_FAILURES} are named; a run's per-image table "
-                "marks every one in its `failed` column)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        """One line counting the failures not named; it points to the per-image table unless every
+        image of the run failed (such a run ends in an error and writes no table)."""
+        if not self.n_unnamed:
+            return
+        failed = self.n_named + self.n_unnamed
+        every_one = failed == self.n_todo and not self.resumed and self.world == 1
+        table = "" if every_one else "; the per-image table (per_image.parquet under --out) marks every one in its `failed` column"
+        warnings.warn(
+            f"{self.n_unnamed} more images failed to decode or were refused, {failed} in all: "
+            f"counted as failed and skipped (only the first {NAMED_FAILURES} are named{table})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     def _forward_batch(self, images: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """The batch on the device and the model's output (host copies); running out of memory is a hint."""
