@@ -61,6 +61,11 @@ def ckpt(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------ item 6: folders
+def _image_size(path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size
+
+
 def _image(path, size=(40, 36), value=0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, (value, 2 * value % 256, 3 * value % 256)).save(path)
@@ -608,7 +613,7 @@ def test_huge_image_in_voc_skipped_and_counted_or_strict_error(tmp_path, ckpt):
     limit = 2500
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        over = sum(1 for i in ids if math.prod(Image.open(voc / "JPEGImages" / f"{i}.jpg").size) > limit)
+        over = sum(1 for i in ids if math.prod(_image_size(voc / "JPEGImages" / f"{i}.jpg")) > limit)
     low = tmp_path / "low"
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")

@@ -195,7 +195,8 @@ def test_discover_no_hard_drops_hard_objects_and_all_hard_images_as_lost(tmp_pat
         [(True, 0, 0), (False, 0, 1)],  # kept, hit
     ]
     for image_id, objects in zip(ids, plan):
-        w, h = Image.open(voc / "JPEGImages" / f"{image_id}.jpg").size
+        with Image.open(voc / "JPEGImages" / f"{image_id}.jpg") as im:
+            w, h = im.size
         centre = (w // 4 + 1, h // 4 + 1, w - w // 4, h - h // 4)  # VOC's 1-based inclusive pixels
         corner = (1, 1, 3, 3)  # IoU 0 with the centred box
         xml = "".join(

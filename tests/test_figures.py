@@ -33,9 +33,12 @@ def _inputs(n=2, m=2):
 
 def test_formats_resolution_and_captions(tmp_path):
     args = _inputs()
-    a = Image.open(paper_figure(*args, tmp_path / "a.png", dpi=100))
-    b = Image.open(paper_figure(*args, tmp_path / "b.png", dpi=200))
-    assert abs(b.size[0] - 2 * a.size[0]) <= 2 and abs(b.size[1] - 2 * a.size[1]) <= 2
+    with (
+        Image.open(paper_figure(*args, tmp_path / "a.png", dpi=100)) as a,
+        Image.open(paper_figure(*args, tmp_path / "b.png", dpi=200)) as b,
+    ):
+        a_size, b_size = a.size, b.size
+    assert abs(b_size[0] - 2 * a_size[0]) <= 2 and abs(b_size[1] - 2 * a_size[1]) <= 2
     pdf = paper_figure(*args, tmp_path / "f.pdf", fmt="pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and b"/FontFile2" in pdf and b"/Type3" not in pdf  # TrueType text, editable
     svg = paper_figure(*args, tmp_path / "f.svg", fmt="svg").read_text()

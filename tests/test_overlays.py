@@ -371,8 +371,9 @@ def test_two_checkpoints_side_by_side_best_images(tmp_path):
     ref_b = [_oracle_best_box(maps_b[j], gts[i], 0.3) for j, i in enumerate(best)]
     np.testing.assert_allclose(b_rows["iou"], [iou for _, iou in ref_b], rtol=0, atol=1e-12)
     assert b_rows[["x0", "y0", "x1", "y1"]].values.tolist() == [box.tolist() for box, _ in ref_b]
-    png = Image.open(out / "overlays.png")
-    assert png.size == (V.PAD + 3 * (S + V.PAD), V.TITLE_HEIGHT + V.PAD + 3 * (S + V.PAD))
+    with Image.open(out / "overlays.png") as png:
+        size = png.size
+    assert size == (V.PAD + 3 * (S + V.PAD), V.TITLE_HEIGHT + V.PAD + 3 * (S + V.PAD))
 
 
 def test_curves_of_several_runs(hand, tmp_path):

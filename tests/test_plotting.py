@@ -137,7 +137,8 @@ def test_boxacc_curves(tmp_path):
     for color in ((31, 119, 180), (255, 127, 14)):
         assert (np.abs(png.astype(int) - color).sum(-1) < 10).sum() > 200
     out = V.boxacc_curves({"one IoU": (t, acc[:, 1])}, tmp_path / "d.png", figsize=(4, 3), dpi=50)
-    assert Image.open(out).size == (200, 150)
+    with Image.open(out) as im:
+        assert im.size == (200, 150)
     with pytest.raises(SimpoolBenchError, match="curve 'bad'"):
         V.boxacc_curves({"bad": (t, acc[:-1])}, tmp_path / "e.png")
     with pytest.raises(SimpoolBenchError, match="no curves"):
