@@ -673,6 +673,39 @@ def test_a_run_with_every_image_over_max_pixels_is_one_error_not_a_table_of_nan(
     assert not (out / "results.csv").exists()
 
 
+def test_the_failure_count_line_points_to_the_per_image_table_where_a_command_writes_one(tmp_path, ckpt):
+    """12 of 14 images do not decode: localize names 10, then counts the other 2 in one line that
+    points to its per-image table (which marks all 12); extract, which writes no such table (its
+    store keeps them), and a run in which every image fails (an error, no table) end that line
+    after "only the first 10 are named"."""
+    wsol = build_wsol_dataset(tmp_path / "wsol", n=14)
+    ids = (wsol.metadata / "image_ids.txt").read_text().split()
+    for image_id in ids[2:]:
+        (wsol.image_root / image_id).write_bytes(b"not a JPEG")
+    flags = ("--dataset", "cub", "--data", wsol.image_root, "--metadata", wsol.metadata, "--checkpoint", ckpt, "--device", "cpu", "-j", "0")
+    counted = "2 more images failed to decode or were refused, 12 in all: counted as failed and skipped (only the first 10 are named"
+
+    def count_line(*args) -> str:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            res = invoke_cli(*args)
+        lines = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
+        assert len(lines) == 11 and all("counted as failed and skipped" in ln for ln in lines), (res.output, lines)
+        return lines[10]
+
+    out = tmp_path / "localize"
+    assert count_line("localize", *flags, "--out", out) == counted + (
+        "; the per-image table (per_image.parquet under --out) marks every one in its `failed` column)"
+    )
+    per_image = pd.read_parquet(out / "per_image.parquet")
+    assert sorted(per_image.loc[per_image["failed"], "id"]) == sorted(ids[2:])
+    assert count_line("extract", *flags, "--out", tmp_path / "maps") == counted + ")"
+    for image_id in ids[:2]:
+        (wsol.image_root / image_id).write_bytes(b"not a JPEG either")
+    counted = "4 more images failed to decode or were refused, 14 in all: counted as failed and skipped (only the first 10 are named"
+    assert count_line("localize", *flags, "--out", tmp_path / "none") == counted + ")"
+
+
 # ------------------------------------------------------------------------------ the other readers
 def test_other_readers_refuse_ids_outside_and_drop_the_bom(tmp_path):
     from simpool_bench.data.imagenet import read_flat_folder

@@ -342,29 +342,23 @@ def test_failed_images_are_named_up_to_ten_then_counted_in_one_line(tmp_path, ca
     config = EngineConfig(device="cpu", batch_size=4, workers=workers, progress=False)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        res = evaluate(torch.nn.Identity(), ImageDataset(records, None), make, step, config)
+        res = evaluate(torch.nn.Identity(), ImageDataset(records, None), make, step, config, failures_listed="the list marks them")
     assert (res.n_failed, res.n_images) == (13, 3)
     lines = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
     assert NAMED_FAILURES == 10 and len(lines) == 11
     broken = [r.path for i, r in enumerate(records) if i not in (0, 7, 12)]
     for line, path in zip(lines[:10], broken[:10]):
         assert line.startswith(f"cannot decode image {path}") and line.endswith("; counted as failed and skipped")
-    assert lines[10] == (
-        "3 more images failed to decode or were refused, 13 in all: counted as failed and skipped (only the first 10 "
-        "are named; the per-image table (per_image.parquet under --out) marks every one in its `failed` column)"
-    )
+    counted = "3 more images failed to decode or were refused, 13 in all: counted as failed and skipped (only the first 10 are named"
+    assert lines[10] == counted + "; the list marks them)"
     assert "counted as failed" not in capfd.readouterr().err  # nothing from the workers
     broken_only = [r for i, r in enumerate(records) if i not in (0, 7, 12)]
-    with warnings.catch_warnings(record=True) as seen:  # none decodes: the run ends in an error, no table to point to
-        warnings.simplefilter("always")
-        res = evaluate(torch.nn.Identity(), ImageDataset(broken_only, None), make, step, config)
-    assert (res.n_failed, res.n_images) == (13, 0)
-    lines = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
-    assert len(lines) == 11
-    assert (
-        lines[10]
-        == "3 more images failed to decode or were refused, 13 in all: counted as failed and skipped (only the first 10 are named)"
-    )
+    for dataset, listed in ((ImageDataset(broken_only, None), "the list marks them"), (ImageDataset(records, None), None)):
+        with warnings.catch_warnings(record=True) as seen:  # none decodes (the run ends in an error, listing none), or no list
+            warnings.simplefilter("always")
+            evaluate(torch.nn.Identity(), dataset, make, step, config, failures_listed=listed)
+        lines = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
+        assert len(lines) == 11 and lines[10] == counted + ")"
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         evaluate(torch.nn.Identity(), ImageDataset(records, None, warn=False), make, step, config)

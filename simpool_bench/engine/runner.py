@@ -133,8 +133,10 @@ class EvalRunner:
         description: str = "evaluating",
         params: dict[str, Any] | None = None,
         order: Sequence[int] | None = None,
+        failures_listed: str | None = None,
     ) -> None:
         self.model, self.dataset, self.config = model, dataset, config
+        self.failures_listed = failures_listed
         self.make_accumulators, self.step = make_accumulators, step
         self.forward: Forward = forward or (lambda m, x, idx: m(x))
         self.batches_for = batches_for or (lambda r: chunk_batches(r, config.batch_size))
@@ -341,16 +343,17 @@ class EvalRunner:
             self.n_named += 1
 
     def _unnamed_failures_warning(self) -> None:
-        """One line counting the failures not named; it points to the per-image table unless every
-        image of the run failed (such a run ends in an error and writes no table)."""
+        """One line counting the failures not named; it says where every one is listed
+        (``failures_listed``) unless every image of the run failed (such a run ends in an error and
+        lists none)."""
         if not self.n_unnamed:
             return
         failed = self.n_named + self.n_unnamed
         every_one = failed == self.n_todo and not self.resumed and self.world == 1
-        table = "" if every_one else "; the per-image table (per_image.parquet under --out) marks every one in its `failed` column"
+        listed = f"; {self.failures_listed}" if self.failures_listed and not every_one else ""
         warnings.warn(
             f"{self.n_unnamed} more images failed to decode or were refused, {failed} in all: "
-            f"counted as failed and skipped (only the first {NAMED_FAILURES} are named{table})",
+            f"counted as failed and skipped (only the first {NAMED_FAILURES} are named{listed})",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -443,6 +446,7 @@ def evaluate(
     description: str = "evaluating",
     params: dict[str, Any] | None = None,
     order: Sequence[int] | None = None,
+    failures_listed: str | None = None,
 ) -> EvalResult:
     """Run ``model`` over ``dataset`` shard by shard, feeding each batch to ``step``.
 
@@ -458,6 +462,10 @@ def evaluate(
         params: what the numbers depend on besides model, data and transform (resume key).
         order: shards are consecutive chunks of this permutation of the indices (default: 0..n-1);
             a stored shard is reused only under the same order.
+        failures_listed: where the run lists every image that failed (the task's output), for the
+            line that counts the failures beyond the first ``NAMED_FAILURES``; None: nowhere.
     Returns the accumulators merged over every shard (and every rank), and counts.
     """
-    return EvalRunner(model, dataset, make_accumulators, step, config, forward, batches_for, key, description, params, order).run()
+    return EvalRunner(
+        model, dataset, make_accumulators, step, config, forward, batches_for, key, description, params, order, failures_listed
+    ).run()

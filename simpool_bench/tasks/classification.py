@@ -23,7 +23,7 @@ from ..metrics.knn import check_chunks, check_ks
 from ..per_image import PerImageAccumulator, base_frame, scatter, scatter_lists
 from ..registry import DINO_KNN
 from . import knn_bank
-from .common import Outcome, decode_failures, engine_extras, no_resume, require, require_evaluated, row
+from .common import PER_IMAGE_FAILURES, Outcome, decode_failures, engine_extras, no_resume, require, require_evaluated, row
 
 if TYPE_CHECKING:
     from ..models.base import BenchModel
@@ -229,6 +229,7 @@ def classify(
         config,
         key=key,
         description=f"classify {dataset}",
+        failures_listed=PER_IMAGE_FAILURES,
         params={
             "num_classes": n_cls,
             "knn": bank is not None,  # k-NN shards keep test features: any k, T and bank can reuse them

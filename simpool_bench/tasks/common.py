@@ -53,6 +53,10 @@ def decode_failures(config: EngineConfig) -> str:
     return f"every one failed to decode or was over --max-pixels {config.max_pixels:,} (warnings name up to {NAMED_FAILURES} of them)"
 
 
+#: Where a scoring run (classify, localize, discover) lists every image that failed, for the engine's
+#: line counting the failures it does not name (``evaluate(failures_listed=...)``).
+PER_IMAGE_FAILURES = "the per-image table (per_image.parquet under --out) marks every one in its `failed` column"
+
 #: Why the images of a map store failed, for ``require_evaluated``.
 STORED_FAILURES = f"every one failed to decode when extract stored the maps (its warnings named up to {NAMED_FAILURES} of them)"
 

@@ -34,7 +34,7 @@ from ..metrics.corloc import CorLocAccumulator, lost_iou_pairs
 from ..per_image import PerImageAccumulator, base_frame, box_lists, scatter, scatter_lists
 from ..registry import LOST
 from ..transforms import discovery_transform, padded_size
-from .common import STORED_FAILURES, Outcome, decode_failures, engine_extras, require, require_evaluated, row
+from .common import PER_IMAGE_FAILURES, STORED_FAILURES, Outcome, decode_failures, engine_extras, require, require_evaluated, row
 
 DISCOVER_METHODS = LOST.methods
 if TYPE_CHECKING:
@@ -285,6 +285,7 @@ def discover(
         batches_for=lambda r: bucket_batches(r, pad_keys, config.batch_size),
         key=key,
         description=f"discover {dataset}",
+        failures_listed=PER_IMAGE_FAILURES,
         order=size_order(pad_keys),
         params={"method": method, "mass": mass, "lost_compat": lost_compat, "k_patches": k_patches},
     )

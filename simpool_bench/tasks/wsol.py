@@ -25,7 +25,7 @@ from ..metrics.boxes import iou_wsol, resize_boxes_wsol
 from ..per_image import PerImageAccumulator, base_frame, box_lists, pack_hits, packed_bit, scatter, scatter_lists
 from ..registry import WSOL
 from ..transforms import wsol_transform
-from .common import STORED_FAILURES, Outcome, decode_failures, engine_extras, require, require_evaluated, row
+from .common import PER_IMAGE_FAILURES, STORED_FAILURES, Outcome, decode_failures, engine_extras, require, require_evaluated, row
 
 if TYPE_CHECKING:
     from ..models.base import BenchModel
@@ -306,6 +306,7 @@ def localize(
         forward=task.forward(),
         key=key,
         description=f"localize {dataset}",
+        failures_listed=PER_IMAGE_FAILURES,
         params={"interval": interval, "v1": v1, "cam_target": cam_target},
     )
     require_evaluated(res.n_images, res.n_failed, decode_failures(config))
