@@ -136,11 +136,11 @@ class EvalRunner:
         failures_listed: str | None = None,
     ) -> None:
         self.model, self.dataset, self.config = model, dataset, config
-        self.failures_listed = failures_listed
         self.make_accumulators, self.step = make_accumulators, step
         self.forward: Forward = forward or (lambda m, x, idx: m(x))
         self.batches_for = batches_for or (lambda r: chunk_batches(r, config.batch_size))
         self.key, self.description, self.params, self.order = key, description, params, order
+        self.failures_listed = failures_listed
         self.rank, self.world = dist_rank(), dist_world()
         self.store: ShardStore | None = None
         self.resumed = 0
