@@ -171,6 +171,27 @@ def make_tiny_checkpoint():
 
 
 # ----------------------------------------------------------------------------------- CLI helpers
+def validate_py_loader(dataset: Any, config: dict, batch_size: int, prefetcher: bool) -> Any:
+    """timm's ``create_loader`` as validate.py calls it for a data config (on the CPU, float32
+    batches, no workers), with or without its PrefetchLoader."""
+    from timm.data import create_loader
+
+    return create_loader(
+        dataset,
+        input_size=config["input_size"],
+        batch_size=batch_size,
+        use_prefetcher=prefetcher,
+        interpolation=config["interpolation"],
+        mean=config["mean"],
+        std=config["std"],
+        num_workers=0,
+        crop_pct=config["crop_pct"],
+        crop_mode=config.get("crop_mode", "center"),
+        device=torch.device("cpu"),
+        img_dtype=torch.float32,
+    )
+
+
 def invoke_cli(*args: Any):
     """Run ``simpool-bench ARGS`` in process (arguments str()-ed); exceptions propagate."""
     from simpool_bench.cli import app

@@ -114,29 +114,15 @@ def test_classify_with_prefetcher_is_timms_validate_default(tmp_path, on_device)
     bit for bit, every image's top-5 and the top-1/top-5 counts."""
     import timm
     from timm.data import ImageDataset as TimmImageDataset
-    from timm.data import create_loader
 
-    from conftest import TINY_VIT_ARCH, TINY_VIT_KWARGS
+    from conftest import TINY_VIT_ARCH, TINY_VIT_KWARGS, validate_py_loader
 
     root = build_image_folder(tmp_path / "val", counts=(4, 3, 4), size=(37, 29), seed=11)
     ckpt, ours = build_tiny_checkpoint(tmp_path / "tiny.pth.tar", pool="gap", num_classes=3, seed=5)
     net = timm.create_model(TINY_VIT_ARCH, pretrained=False, num_classes=3, global_pool="avg", **TINY_VIT_KWARGS).eval()
     net.load_state_dict(ours.state_dict())
     cfg = dict(ours.data_config)
-    loader = create_loader(
-        TimmImageDataset(str(root)),
-        input_size=cfg["input_size"],
-        batch_size=5,
-        use_prefetcher=True,
-        interpolation=cfg["interpolation"],
-        mean=cfg["mean"],
-        std=cfg["std"],
-        num_workers=0,
-        crop_pct=cfg["crop_pct"],
-        crop_mode=cfg.get("crop_mode", "center"),
-        device=torch.device("cpu"),
-        img_dtype=torch.float32,
-    )
+    loader = validate_py_loader(TimmImageDataset(str(root)), cfg, batch_size=5, prefetcher=True)
     inputs, top5, hits = [], [], np.zeros(2, dtype=np.int64)
     with torch.no_grad():
         for images, target in loader:

@@ -638,7 +638,9 @@ def _validate_py_inputs(root, arch: str, prefetcher: bool) -> dict:
     ImageDataset (RGB) and create_loader, with or without the prefetcher; file name -> model input."""
     from pathlib import Path
 
-    from timm.data import create_dataset, create_loader, resolve_data_config
+    from timm.data import create_dataset, resolve_data_config
+
+    from conftest import validate_py_loader
 
     with torch.device("meta"):  # the config only: no weights, no memory
         model = timm.create_model(arch, pretrained=False)
@@ -649,20 +651,7 @@ def _validate_py_inputs(root, arch: str, prefetcher: bool) -> dict:
     except ImportError:
         config = resolve_data_config({}, model=model, use_test_size=True)
     dataset = create_dataset(root=str(root), name="", split="validation", input_img_mode="RGB")
-    loader = create_loader(
-        dataset,
-        input_size=config["input_size"],
-        batch_size=1,
-        use_prefetcher=prefetcher,
-        interpolation=config["interpolation"],
-        mean=config["mean"],
-        std=config["std"],
-        num_workers=0,
-        crop_pct=config["crop_pct"],
-        crop_mode=config["crop_mode"],
-        device=torch.device("cpu"),
-        img_dtype=torch.float32,
-    )
+    loader = validate_py_loader(dataset, config, batch_size=1, prefetcher=prefetcher)
     return {Path(f).name: x[0] for f, (x, _) in zip(dataset.filenames(), loader)}
 
 
