@@ -34,11 +34,13 @@ def provenance(
     protocol: Mapping[str, Any] | None = None,
     transform: Mapping[str, Any] | None = None,
     data_sha256: str | None = None,
+    knn_data_sha256: str | None = None,
 ) -> Provenance:
     """The run's provenance (what produced these numbers); ``image_size`` None = full resolution;
     ``protocol`` and ``transform``: the records of ``specs.protocol_of`` and ``transforms.transform_record``.
     ``random_init``: the model ran without weights (no checkpoint, no pretrained weights).
-    ``data_sha256``: ``data.records.records_sha256`` of the evaluated records."""
+    ``data_sha256``: ``data.records.records_sha256`` of the evaluated records; ``knn_data_sha256``:
+    of the evaluated records, then the k-NN memory bank's (a run with k-NN rows)."""
     from .engine import resolve_device
 
     wfile = getattr(model, "weights_file", None) if model is not None else None
@@ -74,6 +76,7 @@ def provenance(
         image_size=image_size,
         n_images=n_images,
         data_sha256=data_sha256,
+        knn_data_sha256=knn_data_sha256,
         device=str(resolve_device(config.device)),
         amp=config.amp if model is not None else "off",  # no model ran: --amp changed nothing
     )
@@ -140,7 +143,17 @@ def finish_run(
 
 
 #: What a run measured: a folder whose results differ in one of these held another run's results.
-RUN_IDENTITY: tuple[str, ...] = ("dataset", "split", "checkpoint_sha256", "model", "pool", "attn_source", "method", "data_sha256")
+RUN_IDENTITY: tuple[str, ...] = (
+    "dataset",
+    "split",
+    "checkpoint_sha256",
+    "model",
+    "pool",
+    "attn_source",
+    "method",
+    "data_sha256",
+    "knn_data_sha256",
+)
 
 
 def _other_run_in(out: Path, table: pd.DataFrame) -> str:
@@ -210,7 +223,7 @@ def stored_provenance(
     manifest: its transform and random_init too, where recorded), with this run's id, date,
     command line and ``protocol`` record."""
     known = dict(store.manifest.get("provenance") or {})
-    for k in ("run_id", "date", "command", "n_images", "data_sha256", "method", "schema_version", "protocol"):
+    for k in ("run_id", "date", "command", "n_images", "data_sha256", "knn_data_sha256", "method", "schema_version", "protocol"):
         known.pop(k, None)
     known = {k: v for k, v in known.items() if k in Provenance.__dataclass_fields__}
     if protocol is not None:

@@ -145,9 +145,16 @@ def run_classify(
     )
     size = cfg.get("input_size", (3, 0, 0))[-1]  # the crop: --crop, else the model's
     used = transform_record(transform, cfg["mean"], cfg["std"], cfg.get("crop_pct", 0.875))
-    data = records_sha256(records) if bank is None else records_sha256(records, bank)
     prov = provenance(
-        net, ckpt, engine, image_size=int(size), n_images=outcome.n_images, protocol=protocol_of(spec), transform=used, data_sha256=data
+        net,
+        ckpt,
+        engine,
+        image_size=int(size),
+        n_images=outcome.n_images,
+        protocol=protocol_of(spec),
+        transform=used,
+        data_sha256=records_sha256(records),
+        knn_data_sha256=None if bank is None else records_sha256(records, bank),
     )
     return _result(outcome, prov, out, formats, per_class=spec.per_class, classes=classes)
 

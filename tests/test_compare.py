@@ -115,24 +115,40 @@ def test_compare_errors():
 
 
 def test_mixed_data_names_the_columns_two_runs_of_different_data_fill_and_never_counts():
-    """A k-NN run's data_sha256 covers its memory bank, so it differs from a plain run's on the same
-    val images: before, compare warned "not comparable" for the whole dataset/split even where the
-    two runs share no column (top1 beside knn_top1). Only a column both fill is a mix, the counts
-    (n_images, n_failed) aside; the line names the columns."""
+    """Only a column two runs of different data fill is a mix, the counts (n_images, n_failed) aside;
+    the line names the columns. A k-NN row is of its knn_data_sha256 (the evaluation images, then the
+    memory bank), any other row of its data_sha256 (the images): a k-NN run's top1 beside a plain
+    run's on the same images is no mix (schema 4 kept one digest, of both, and called it one), its
+    knn_top1 beside that of a run on another bank is."""
     from simpool_bench.metrics.catalog import RUN_METRICS
 
-    val, val_and_bank = "a" * 64, "b" * 64
+    val, bank, other_bank, other_val = "a" * 64, "b" * 64, "c" * 64, "d" * 64
     plain = R.make_table(_rows({"top1": 80.0, "top5": 95.0, "n_images": 50}, "imagenet", "val"), _prov(run_id="p", data_sha256=val))
-    knn = R.make_table(_rows({"knn_top1": {20: 70.0}, "n_images": 50}, "imagenet", "val"), _prov(run_id="k", data_sha256=val_and_bank))
+
+    def knn(run_id: str, images: str, knn_data: str) -> pd.DataFrame:
+        rows = _rows({"top1": 79.0, "top5": 94.0, "knn_top1": {20: 71.0}, "n_images": 50}, "imagenet", "val")
+        for r in rows:
+            if r["metric"] == "knn_top1":
+                r["k"], r["iou_threshold"] = r["iou_threshold"], None
+        return R.make_table(rows, _prov(run_id=run_id, data_sha256=images, knn_data_sha256=knn_data))
+
     assert {m.name for m in RUN_METRICS} == {"n_images", "n_failed"}
-    assert R.compare([plain, knn]).attrs["mixed_data"] == []
-    both = R.make_table(
-        _rows({"top1": 79.0, "top5": 94.0, "knn_top1": {20: 71.0}, "n_images": 50}, "imagenet", "val"),
-        _prov(run_id="kb", data_sha256=val_and_bank),
-    )
-    assert R.compare([plain, knn, both]).attrs["mixed_data"] == [
-        f"imagenet/val: the runs are of different data (data_sha256 {val[:12]} in run 0, run_id p; data_sha256 {val_and_bank[:12]} in run 2, run_id kb): "
-        "their values in top1, top5 are not comparable"
+    assert R.compare([plain, knn("k", val, bank)]).attrs["mixed_data"] == []
+    assert R.compare([plain, knn("k", val, bank), knn("k2", val, bank)]).attrs["mixed_data"] == []
+    assert R.compare([plain, knn("k", val, bank), knn("o", val, other_bank)]).attrs["mixed_data"] == [
+        f"imagenet/val: the runs are of different data (knn_data_sha256 {bank[:12]} in run 1, run_id k; "
+        f"knn_data_sha256 {other_bank[:12]} in run 2, run_id o): their values in knn_top1@20 are not comparable"
+    ]
+    assert R.compare([knn("k", val, bank), plain, knn("v", other_val, other_bank)]).attrs["mixed_data"] == [
+        f"imagenet/val: the runs are of different data (data_sha256 {val[:12]} in run 0, run_id k; data_sha256 {other_val[:12]} in run 2, run_id v; "
+        f"knn_data_sha256 {bank[:12]} in run 0, run_id k; knn_data_sha256 {other_bank[:12]} in run 2, run_id v): "
+        "their values in top1, top5, knn_top1@20 are not comparable"
+    ]
+    # a k-NN row of a table without knn_data_sha256 (hand-made) is of its data_sha256
+    bare = knn("h", val, bank).drop(columns=["knn_data_sha256"])
+    assert R.compare([bare, knn("k", val, bank)]).attrs["mixed_data"] == [
+        f"imagenet/val: the runs are of different data (data_sha256 {val[:12]} in run 0, run_id h; "
+        f"knn_data_sha256 {bank[:12]} in run 1, run_id k): their values in knn_top1@20 are not comparable"
     ]
 
 

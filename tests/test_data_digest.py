@@ -188,8 +188,8 @@ def test_localize_on_other_than_the_published_data_says_so_once(tmp_path):
 
 
 def test_digest_covers_a_knn_bank():
-    # README: data_sha256 covers "a k-NN run's bank too": the same evaluation images with an edited
-    # bank label, or with no bank, are other data
+    # README: knn_data_sha256 is of "its evaluated images, then its memory bank": the same evaluation
+    # images with an edited bank label, or with no bank, are other data
     evals = _records([[1, 2, 30, 20]], [0])
     bank = _records([[0, 0, 51, 40], [5, 5, 9, 9]], [1, 2])
     edited = [bank[0], Record(bank[1].image_id, bank[1].path, 0, bank[1].width, bank[1].height, bank[1].boxes)]

@@ -380,7 +380,8 @@ def test_tolerance_bounds_iou_100_and_zero_accepted(tmp_path):
 
 
 # README: "any provenance field that differs (model, pool, gamma, min-scope, attention source, CLS
-# head, position resize, method, image size, image count, the data's data_sha256, random init)";
+# head, position resize, method, image size, image count, the data's data_sha256 and knn_data_sha256,
+# random init)";
 # each changed alone fails with exactly its own provenance-mismatch row, and passes when accepted.
 _PROVENANCE_CHANGES = {
     "model": ("vit_small_patch16_224", "vit_base_patch16_224"),
@@ -394,6 +395,7 @@ _PROVENANCE_CHANGES = {
     "image_size": (224, 448),
     "n_images": (5794, 5793),
     "data_sha256": ("a" * 64, "b" * 64),
+    "knn_data_sha256": ("c" * 64, "d" * 64),
     "random_init": (False, True),
 }
 
@@ -406,6 +408,74 @@ def test_each_readme_provenance_field_changed_alone_is_a_mismatch(name):
     rep = R.check(run, base)
     assert [r.metric for r in rep.by_status("provenance-mismatch")] == [f"provenance:{name}"] and not rep.passed
     assert R.check(run, base, allow_protocol_change=(name,)).passed
+
+
+def test_the_readme_provenance_fields_are_those_check_compares():
+    from simpool_bench.results.gate import CHECK_PROVENANCE_FIELDS
+
+    assert set(_PROVENANCE_CHANGES) == set(CHECK_PROVENANCE_FIELDS)
+
+
+def _classify(knn: dict | None, top1: float = 80.0, **prov) -> pd.DataFrame:
+    """A classify table; with ``knn`` (its protocol's k-NN parameters) a knn_top1 row at k 20 too."""
+    rows = _rows({"top1": top1, "n_images": 50}, "imagenet", "val")
+    protocol = {"task": "classify", "knn_train": None, "knn_k": None, "knn_temperature": None, "knn_chunks": None, "knn_subset": None}
+    if knn is not None:
+        rows.append({"dataset": "imagenet", "split": "val", "metric": "knn_top1", "k": 20, "value": 70.0})
+        protocol.update(knn)
+    return R.make_table(rows, _prov(n_images=50, protocol=json.dumps(protocol, sort_keys=True), **prov))
+
+
+_BANK = {"knn_train": "/data/train", "knn_k": [20], "knn_temperature": 0.07, "knn_chunks": 100}
+
+
+def test_a_plain_baseline_gates_no_knn_parameter_and_the_bank_is_gated_by_its_data_not_its_path():
+    """The k-NN parameters change a run's k-NN rows alone: against a baseline without k-NN rows they
+    are noted, not gated. The bank's folder is a path on one machine: where the baseline records the
+    bank's data (knn_data_sha256) it is gated by them; a baseline without (schema 3) still gates the path."""
+    images, bank = "a" * 64, "b" * 64
+    run = _classify(_BANK, data_sha256=images, knn_data_sha256=bank)
+    rep = R.check(run, _classify(None, data_sha256=images))
+    assert rep.passed and [r.status for r in rep.rows] == ["ok", "ok"]
+    assert rep.notes[0] == (
+        "k-NN parameters not gated (`imagenet/val`: the baseline has no k-NN rows): knn_chunks: run 100, baseline null; "
+        "knn_k: run [20], baseline null; knn_temperature: run 0.07, baseline null; knn_train: run /data/train, baseline null"
+    )
+
+    moved = _classify({**_BANK, "knn_train": "/mnt/imagenet/train"}, data_sha256=images, knn_data_sha256=bank)
+    rep = R.check(moved, run)
+    assert rep.passed and {r.status for r in rep.rows} == {"ok"}
+    assert rep.notes == [
+        "k-NN bank at another path (`imagenet/val`): run /mnt/imagenet/train, baseline /data/train; its data are gated by knn_data_sha256"
+    ]
+    rep = R.check(moved, _classify(_BANK, data_sha256=images))  # the baseline does not record the bank's data
+    assert [(r.metric, r.status) for r in rep.rows if r.status != "ok"] == [("protocol:knn_train", "protocol-mismatch")]
+    rep = R.check(_classify({**_BANK, "knn_k": [10]}, data_sha256=images, knn_data_sha256=bank), run)  # other parameters stay gated
+    assert [(r.metric, r.status) for r in rep.rows if r.status != "ok"] == [("protocol:knn_k", "protocol-mismatch")]
+    rep = R.check(_classify(None, data_sha256=images), run)  # a run without the bank the baseline had
+    assert {(r.metric, r.status) for r in rep.rows if r.status != "ok"} == {
+        ("provenance:knn_data_sha256", "provenance-mismatch"),
+        *((f"protocol:{name}", "protocol-mismatch") for name in _BANK),
+        ("knn_top1", "missing"),
+    }
+
+
+def test_a_schema_4_knn_baseline_is_gated_on_the_same_data_as_before(tmp_path):
+    """A schema-4 k-NN baseline's one data_sha256 (images, then bank) reads as its knn_data_sha256: a
+    run on the same images and bank passes, one on another bank is a provenance mismatch."""
+    from simpool_bench.data.records import Record, records_sha256
+
+    images = [Record(f"v{i}", f"v{i}.jpg", i % 2, 8, 8) for i in range(4)]
+    bank = [Record(f"t{i}", f"t{i}.jpg", i % 2, 8, 8) for i in range(6)]
+    old = _classify(_BANK, data_sha256=records_sha256(images, bank), knn_data_sha256=None).drop(columns=["knn_data_sha256"])
+    old["schema_version"] = 4
+    old.to_csv(tmp_path / "baseline.csv", index=False)
+    same = _classify(_BANK, data_sha256=records_sha256(images), knn_data_sha256=records_sha256(images, bank))
+    rep = R.check(same, tmp_path / "baseline.csv")
+    assert rep.passed and {r.status for r in rep.rows} == {"ok"}
+    other = _classify(_BANK, data_sha256=records_sha256(images), knn_data_sha256=records_sha256(images, bank[:-1]))
+    rep = R.check(other, tmp_path / "baseline.csv")
+    assert [(r.metric, r.status) for r in rep.rows if r.status != "ok"] == [("provenance:knn_data_sha256", "provenance-mismatch")]
 
 
 def test_a_run_with_two_values_of_a_provenance_field_is_a_mismatch():

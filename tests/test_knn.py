@@ -547,15 +547,56 @@ def test_top5_below_five_neighbours_counts_only_the_k_voted_ranks_as_dino():
     assert (ranks[:, :5] == test_y[:, None]).any(dim=1).all()  # a 5-wide narrow would count every image
 
 
-def test_a_knn_runs_data_sha256_covers_its_bank(tiny_knn, tmp_path):
-    # README: data_sha256 is of "every image's id, label, size and ground-truth boxes in order, and a
-    # k-NN run's bank too": the evaluation records, then the bank's (records_sha256's two groups)
+def test_a_knn_run_records_its_images_and_its_bank_apart(tiny_knn, tmp_path):
+    # README: data_sha256 is of the evaluated images in every run; a k-NN run's knn_data_sha256 of those
+    # images, then its bank (records_sha256's two groups). A k-NN run's top1 beside a plain run's on the
+    # same images is then the same data for compare and check (schema 4 called it other data); its
+    # k-NN rows beside those of a run on another bank are not. check gates the bank by its data, not
+    # by its folder's path, and a plain baseline gates no k-NN parameter
     from simpool_bench.data.records import records_sha256
     from simpool_bench.readers import read_classification_data
 
     d = tiny_knn
-    out = tmp_path / "run"
-    res = invoke_cli("classify", "--data", d["test"], "--knn-train", d["train"], "--knn-k", "2", "--checkpoint", d["ckpt"], "--device", "cpu", "-j", "0", "--out", out)  # fmt: skip
+    other_bank, moved_bank = tmp_path / "other_bank", tmp_path / "moved_bank"
+    shutil.copytree(d["train"], other_bank)
+    shutil.copytree(d["train"], moved_bank)  # the same bank in another folder (another machine)
+    sorted(p for p in other_bank.rglob("*") if p.is_file())[0].unlink()  # one image fewer (class folders kept)
+    common = ("--data", d["test"], "--checkpoint", d["ckpt"], "--device", "cpu", "-j", "0")
+    runs = {}
+    for name, bank in (("plain", None), ("knn", d["train"]), ("other", other_bank), ("moved", moved_bank)):
+        knn = () if bank is None else ("--knn-train", bank, "--knn-k", "2")
+        res = invoke_cli("classify", *common, *knn, "--out", tmp_path / name)
+        assert res.exit_code == 0, res.output
+        runs[name] = R.read_run(tmp_path / name)
+    test = read_classification_data(d["test"]).records
+    banks = {name: read_classification_data(folder).records for name, folder in (("knn", d["train"]), ("other", other_bank))}
+    banks["moved"] = banks["knn"]
+    assert len(banks["other"]) == len(banks["knn"]) - 1
+    for name, table in runs.items():
+        assert set(table["data_sha256"]) == {records_sha256(test)}, name
+        knn_data = {None} if name == "plain" else {records_sha256(test, banks[name])}
+        assert {None if pd.isna(v) else v for v in table["knn_data_sha256"]} == knn_data, name
+    assert "top1" in set(runs["plain"]["metric"]) & set(runs["knn"]["metric"])  # a column both runs fill
+
+    assert R.compare([runs["plain"], runs["knn"]]).attrs["mixed_data"] == []
+    rep = R.check(runs["knn"], runs["plain"])
+    assert rep.passed and [r.metric for r in rep.rows if r.status != "ok"] == []
+    assert any(n.startswith("k-NN parameters not gated (`") and "knn_train: run " in n for n in rep.notes), rep.notes
+
+    rep = R.check(runs["moved"], runs["knn"])
+    assert rep.passed and [r.metric for r in rep.rows if r.status != "ok"] == []
+    assert any(n.startswith("k-NN bank at another path (`") and str(moved_bank) in n for n in rep.notes), rep.notes
+
+    ds = f"{runs['knn']['dataset'].iat[0]}/{runs['knn']['split'].iat[0]}"
+    (line,) = R.compare([tmp_path / "knn", tmp_path / "other"]).attrs["mixed_data"]
+    digests = [records_sha256(test, banks[name])[:12] for name in ("knn", "other")]
+    assert line.startswith(f"{ds}: the runs are of different data (knn_data_sha256 {digests[0]} in {tmp_path / 'knn'}, run_id ")
+    assert f"; knn_data_sha256 {digests[1]} in {tmp_path / 'other'}, run_id " in line
+    assert line.endswith("): their values in knn_top1@2, knn_top5@2 are not comparable")
+    rep = R.check(runs["other"], runs["knn"])
+    assert [r.metric for r in rep.rows if r.status in ("provenance-mismatch", "protocol-mismatch")] == ["provenance:knn_data_sha256"]
+    assert not rep.passed
+    # the same command on another bank into the k-NN run's folder: another run, whose results replace it
+    res = invoke_cli("classify", *common, "--knn-train", other_bank, "--knn-k", "2", "--out", tmp_path / "knn")
     assert res.exit_code == 0, res.output
-    test, bank = read_classification_data(d["test"]).records, read_classification_data(d["train"]).records
-    assert set(R.read_run(out)["data_sha256"]) == {records_sha256(test, bank)} != {records_sha256(test)}
+    assert f"held the results of another run (knn_data_sha256 {digests[0]} -> {digests[1]}); they are replaced" in said(res)

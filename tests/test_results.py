@@ -287,7 +287,7 @@ def test_stored_provenance_takes_this_schema_version_and_new_columns():
     )
     prov = stored_provenance(store, n_images=3, method="attn")
     row = prov.as_row()
-    assert row["schema_version"] == R.SCHEMA_VERSION == 4
+    assert row["schema_version"] == R.SCHEMA_VERSION == 5
     assert row["attn_source"] == "cls" and row["cls_head"] is None and row["pos_interp"] is None
     assert list(row) == list(R.PROVENANCE_COLUMNS)
 
@@ -310,13 +310,13 @@ def _knn_run() -> pd.DataFrame:
     rows = _rows({"top1": 76.5})
     rows += [{"dataset": "in1k", "split": "val", "metric": "knn_top1", "k": k, "value": v} for k, v in ((10, 70.25), (20, float("nan")))]
     rows[0].update(dataset="in1k", split="val")
-    prov = _prov(gamma=2.0, checkpoint_sha256="a" * 64, data_sha256="f" * 64, cls_head=4, pos_interp="dino")
+    prov = _prov(gamma=2.0, checkpoint_sha256="a" * 64, data_sha256="f" * 64, knn_data_sha256="e" * 64, cls_head=4, pos_interp="dino")
     return R.make_table(rows, prov)
 
 
 PROVENANCE = (
     "model vit_small_patch16_224; pool simpool; gamma 2; min-scope sample; attention simpool; head 4; positions dino; "
-    "image size 224; images 5794; data sha256 ffffffffffff; device cpu; "
+    "image size 224; images 5794; data sha256 ffffffffffff; k-NN data sha256 eeeeeeeeeeee; device cpu; "
     "checkpoint ckpt/vits_simpool.pth.tar, sha256 aaaaaaaaaaaa, format official-supervised; "
     "simpool-bench 0.1.0, torch 2.x, timm 1.x; run run0, 2025-01-02T03:04:05+00:00"
 )
@@ -417,6 +417,36 @@ def test_a_schema_2_table_reads_with_the_later_columns(tmp_path):
         assert back[["k", "protocol", "transform", "data_sha256"]].isna().all().all()
 
 
+def _schema_4_csv(table: pd.DataFrame, path) -> None:
+    """``table`` as a schema-4 results.csv: no knn_data_sha256 column, schema_version 4."""
+    old = table.drop(columns=["knn_data_sha256"])
+    old["schema_version"] = 4
+    old.to_csv(path, index=False)
+
+
+def test_a_schema_4_knn_table_reads_its_one_digest_as_the_knn_rows_data(tmp_path):
+    """Schema 4 kept one data_sha256 per run, of a k-NN run's images and bank together: that is what
+    knn_data_sha256 holds now, so it is read there, and data_sha256 (of the images alone) reads empty.
+    A schema-4 table without k-NN rows keeps its data_sha256 and reads no knn_data_sha256."""
+    both, images = "b" * 64, "a" * 64
+    rows = _rows({"top1": 76.5}, "in1k", "val") + [{"dataset": "in1k", "split": "val", "metric": "knn_top1", "k": 20, "value": 70.0}]
+    _schema_4_csv(R.make_table(rows, _prov(data_sha256=both)), tmp_path / "knn.csv")
+    back = R.read_run(tmp_path / "knn.csv")
+    assert back["data_sha256"].isna().all() and back["knn_data_sha256"].tolist() == [both, both]
+    assert back["schema_version"].tolist() == [4, 4] and list(back.columns) == list(R.COLUMNS)
+
+    _schema_4_csv(R.make_table(_rows({"top1": 76.5}, "in1k", "val"), _prov(data_sha256=images)), tmp_path / "plain.csv")
+    back = R.read_run(tmp_path / "plain.csv")
+    assert back["data_sha256"].tolist() == [images] and back["knn_data_sha256"].isna().all()
+
+    # several runs in one file (an all_results.csv): only the k-NN run's digest moves
+    two = pd.concat([R.read_run(tmp_path / "plain.csv").assign(run_id="p"), R.read_run(tmp_path / "knn.csv").assign(run_id="k")])
+    two["data_sha256"] = [images, both, both]
+    _schema_4_csv(two, tmp_path / "all_results.csv")
+    back = R.read_run(tmp_path / "all_results.csv")
+    assert back["data_sha256"].fillna("").tolist() == [images, "", ""] and back["knn_data_sha256"].fillna("").tolist() == ["", both, both]
+
+
 # ----------------------------------------------- formats, extra files, the manifest, schema_version
 def test_export_formats_any_case_and_aliases(tmp_path):
     paths = R.write_run(_run(), tmp_path, formats=("MD", "tex", "Json"))
@@ -472,8 +502,8 @@ def test_add_run_file_lists_the_file_in_the_manifest(tmp_path):
 @pytest.mark.parametrize(
     "edit, match",
     [
-        (lambda t: t.replace(",4\n", ",1\n"), r"older results schema version 1; this simpool-bench reads versions 2 to 4"),
-        (lambda t: t[: t.rindex(",4\n")] + ",3\n", r"mixed or empty schema_version values \['3', '4'\]"),
+        (lambda t: t.replace(",5\n", ",1\n"), r"older results schema version 1; this simpool-bench reads versions 2 to 5"),
+        (lambda t: t[: t.rindex(",5\n")] + ",3\n", r"mixed or empty schema_version values \['3', '5'\]"),
         (lambda t: t.splitlines()[0] + "\n", r"results.csv: the table has no rows"),
     ],
     ids=["schema-1", "mixed", "header-only"],

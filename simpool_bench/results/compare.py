@@ -32,7 +32,7 @@ from ..errors import SimpoolBenchError
 from ..fields import path_argument
 from ..metrics import catalog
 from .store import RESULTS_PATH, _as_table, read_run
-from .table import EXPORT_FILES, KEY_COLUMNS, KNOWN_METRICS, RECORD_FILES, _is_na, _py, _to_int, metric_key
+from .table import EXPORT_FILES, KEY_COLUMNS, KNN_METRIC_NAMES, KNOWN_METRICS, RECORD_FILES, _is_na, _py, _to_int, metric_key
 
 By = Literal["run", "checkpoint", "label"]
 BY_CHOICES: tuple[str, ...] = ("run", "checkpoint", "label")
@@ -217,8 +217,8 @@ def compare(
     catalog names, ``name@N`` for one IoU threshold or k (``parse_metrics``); default all.
     ``attrs``: 'reference' (its label), 'by', 'show_split' (a dataset holds several splits, or
     by run), 'unmatched' (the ``metrics`` items no input has), 'mixed_data' (one line per
-    dataset/split whose columns hold values of runs of different ``data_sha256``, naming them: not
-    comparable; the counts aside)."""
+    dataset/split whose columns hold values of runs of different data, naming them: not
+    comparable; the counts aside; k-NN rows are of their ``knn_data_sha256``, the others of ``data_sha256``)."""
     if by not in BY_CHOICES:
         raise SimpoolBenchError(f"compare: by={by!r}; expected one of {', '.join(BY_CHOICES)}")
     if isinstance(runs, (str, os.PathLike, pd.DataFrame)):  # one input (a str is not a list of its characters)
@@ -244,7 +244,7 @@ def compare(
     groups: dict[tuple, str] = {}  # group key -> default label, in first-appearance order
     cells: dict[tuple, dict[tuple, tuple[float, tuple, str]]] = {}  # group -> cell key -> (value, origin, source)
     datasets: list[tuple[str, str]] = []
-    data_of: dict[tuple, dict[str, str]] = {}  # column -> data_sha256 -> the first input with it
+    data_of: dict[tuple, dict[tuple[str, str], str]] = {}  # column -> (digest column, digest) -> the first input with it
     matched: set[MetricSelector] = set()
     for j, run in enumerate(all_runs):
         df = run.table
@@ -272,9 +272,9 @@ def compare(
             if ds not in datasets:
                 datasets.append(ds)
             key = (ds, row["metric"], iou, k)
-            sha = _cell(df, r, "data_sha256")
-            if sha and row["metric"] not in _COUNTS:
-                data_of.setdefault(key, {}).setdefault(str(sha), where)
+            digest = _data_digest(df, r)
+            if digest is not None and row["metric"] not in _COUNTS:
+                data_of.setdefault(key, {}).setdefault(digest, where)
             value = float(df["value"].iat[r])
             seen = cells.setdefault(gkey, {}).get(key)
             if seen is not None and not (seen[1] == origin and (seen[0] == value or np.isnan(seen[0]) and np.isnan(value))):
@@ -329,11 +329,23 @@ def compare(
 _COUNTS = frozenset(m.name for m in (*catalog.RUN_METRICS, *catalog.NONFINITE_METRICS))
 
 
-def _mixed_data(data_of: dict[tuple, dict[str, str]], columns: list[tuple]) -> list[str]:
-    """One line per dataset/split whose columns hold values of runs of different ``data_sha256``,
-    naming those columns: a column that one run alone fills (a k-NN run's ``knn_top1`` beside a
-    plain run's ``top1``: its data digest covers its memory bank too) is no mix."""
-    by_split: dict[tuple[str, str], tuple[list[str], dict[str, str]]] = {}
+def _data_digest(df: pd.DataFrame, r: int) -> tuple[str, str] | None:
+    """The data row ``r`` of a table is of, as (column, digest): a k-NN row's ``knn_data_sha256``
+    (its evaluation images, then its memory bank), any other row's ``data_sha256`` (the evaluation
+    images); a k-NN row without the first (a hand-made table) gives the second. None: not recorded."""
+    if df["metric"].iat[r] in KNN_METRIC_NAMES:
+        knn = _cell(df, r, "knn_data_sha256")
+        if knn:
+            return "knn_data_sha256", str(knn)
+    sha = _cell(df, r, "data_sha256")
+    return ("data_sha256", str(sha)) if sha else None
+
+
+def _mixed_data(data_of: dict[tuple, dict[tuple[str, str], str]], columns: list[tuple]) -> list[str]:
+    """One line per dataset/split whose columns hold values of runs of different data (``_data_digest``),
+    naming those columns. A k-NN run's ``top1`` beside a plain run's on the same images is no mix:
+    only its ``knn_*`` rows are of its memory bank too."""
+    by_split: dict[tuple[str, str], tuple[list[str], dict[tuple[str, str], str]]] = {}
     for c in columns:
         shas = data_of[c]
         if len(shas) > 1:
@@ -346,7 +358,7 @@ def _mixed_data(data_of: dict[tuple, dict[str, str]], columns: list[tuple]) -> l
         shown = ", ".join(names[:4]) + (f", ... ({len(names)} columns)" if len(names) > 4 else "")
         lines.append(
             f"{d}/{sp}: the runs are of different data ("
-            + "; ".join(f"data_sha256 {sha[:12]} in {where}" for sha, where in shas.items())
+            + "; ".join(f"{column} {sha[:12]} in {where}" for (column, sha), where in shas.items())
             + f"): their values in {shown} are not comparable"
         )
     return lines

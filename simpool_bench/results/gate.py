@@ -9,7 +9,9 @@ score: reported, never "best", and gated only if a finite tolerance is given).
 A run must also share the baseline's protocol and transform records, parameter by parameter
 (``results.protocols``): a difference is a 'protocol-mismatch' naming the parameter and both
 values, unless accepted by name (``allow_protocol_change``, the CLI's ``--allow-protocol-change``).
-A baseline without records (schema 2, hand-made) is noted, not failed.
+A baseline without records (schema 2, hand-made) is noted, not failed. The k-NN parameters are
+noted, not gated, against a baseline without k-NN rows, and so is the bank's folder where the
+baseline records the bank's data (``knn_data_sha256``, a provenance field).
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from ..fields import path_argument
 from ..files import read_toml
 from ..metrics import catalog
 from ..metrics.catalog import Direction
-from .protocols import PROTOCOL_PARAMETERS, has_record, parameter_changes
+from .protocols import KNN_PARAMETERS, PROTOCOL_PARAMETERS, has_bank, has_record, parameter_changes
 from .render import _md_cell, format_delta, format_value
 from .store import _as_table
-from .table import KNOWN_METRICS, _fmt_iou, _is_na, _py, metric_key
+from .table import KNN_METRIC_NAMES, KNOWN_METRICS, _fmt_iou, _is_na, _py, metric_key
 
 METRIC_DIRECTIONS: dict[str, Direction] = {m.name: m.direction for m in catalog.METRICS}
 """Which way is better, per metric of the catalog; a metric not listed is higher-is-better."""
@@ -53,6 +55,7 @@ CHECK_PROVENANCE_FIELDS: tuple[str, ...] = (
     "image_size",
     "n_images",
     "data_sha256",
+    "knn_data_sha256",
     "random_init",
 )
 """Provenance a run must share with the baseline (where the baseline records it); the protocol
@@ -446,15 +449,29 @@ def _validate_allowed(names: Sequence[str], provenance_fields: Sequence[str]) ->
 
 def _protocol_rows(d: str, s: str, rsel: pd.DataFrame, bsel: pd.DataFrame, allowed: frozenset[str], notes: list[str]) -> list[CheckRow]:
     """'protocol-mismatch' rows of one dataset/split for every differing parameter not in
-    ``allowed`` (whose changes go to ``notes``); none when the baseline has no protocol record."""
+    ``allowed`` (whose changes go to ``notes``); none when the baseline has no protocol record.
+    Two k-NN changes are noted, not gated: any k-NN parameter where the baseline has no k-NN rows
+    (no gated value depends on it), and the bank's path (``knn_train``) where both ran a bank and the
+    baseline records its data (``knn_data_sha256``, a provenance field: the bank's content is gated,
+    not the folder it lies in on one machine)."""
     if not has_record(bsel):
         return []
-    rows = []
+    knn_rows = bool(bsel["metric"].isin(KNN_METRIC_NAMES).any())
+    bank_digest = "knn_data_sha256" in bsel.columns and bool(bsel["knn_data_sha256"].notna().any())
+    rows, unused = [], []
     for c in parameter_changes(rsel, bsel):
-        if c.name in allowed:
+        if c.record == "protocol" and c.name in KNN_PARAMETERS and not knn_rows:
+            unused.append(f"{c.name}: run {c.run}, baseline {c.baseline}")
+        elif c.record == "protocol" and c.name == "knn_train" and bank_digest and has_bank(rsel) and has_bank(bsel):
+            notes.append(
+                f"k-NN bank at another path (`{d}/{s}`): run {c.run}, baseline {c.baseline}; its data are gated by knn_data_sha256"
+            )
+        elif c.name in allowed:
             notes.append(f"accepted {c.record} change (`{d}/{s}`) {c.name}: run {c.run}, baseline {c.baseline}")
         else:
             rows.append(CheckRow(d, s, f"{c.record}:{c.name}", None, c.baseline, c.run, None, None, "protocol-mismatch"))
+    if unused:
+        notes.append(f"k-NN parameters not gated (`{d}/{s}`: the baseline has no k-NN rows): " + "; ".join(unused))
     return rows
 
 

@@ -51,6 +51,8 @@ PROTOCOL_PARAMETERS: tuple[str, ...] = (
     "std",
     "normalize",
 )
+#: The protocol parameters of a k-NN memory bank: they change a run's k-NN rows alone.
+KNN_PARAMETERS: tuple[str, ...] = ("knn_train", "knn_k", "knn_temperature", "knn_chunks", "knn_subset")
 #: Parameters recorded since a later version, with the value a record from before ran with:
 #: ``normalize`` (``transforms.transform_record``), before ``--prefetcher``, was ToTensor's;
 #: ``knn_chunks``, before ``--knn-chunks``, DINO's 100 where the run had a k-NN bank, else unused.
@@ -104,6 +106,11 @@ def _records(sel: pd.DataFrame, column: str) -> list[dict[str, Any]]:
 def has_record(sel: pd.DataFrame) -> bool:
     """Whether the rows ``sel`` record their protocol (a schema 3 table of the tool does, on every row)."""
     return "protocol" in sel.columns and bool(sel["protocol"].notna().any())
+
+
+def has_bank(sel: pd.DataFrame) -> bool:
+    """Whether every protocol record of the rows ``sel`` names a k-NN memory bank (``knn_train``)."""
+    return all(r.get("knn_train") is not None for r in _records(sel, "protocol"))
 
 
 def parameter_changes(run: pd.DataFrame, baseline: pd.DataFrame) -> list[ParameterChange]:

@@ -96,6 +96,7 @@ def _provenance_line(df: pd.DataFrame) -> str:
         ("image size", p.image_size),
         ("images", p.n_images),
         ("data sha256", p.data_sha256[:12] if p.data_sha256 else None),
+        ("k-NN data sha256", p.knn_data_sha256[:12] if p.knn_data_sha256 else None),
         ("device", p.device),
     ):
         if v is not None:

@@ -30,13 +30,17 @@ from ..errors import SimpoolBenchError
 from ..files import sha256_file
 from ..metrics import catalog
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Version of the results table layout; bump on any change of columns or their meaning.
 2: ``attn_options``, ``weights``, ``data_config``, ``cls_head`` and ``pos_interp`` provenance columns.
 3: the ``k`` key column (the k of a k-NN row); ``protocol``, ``transform`` (JSON objects, sorted keys) and
 ``random_init`` provenance columns. Version-2 tables are read with these columns empty.
 4: the ``data_sha256`` provenance column (``data.records.records_sha256`` of the evaluated data);
-older tables are read with it empty."""
+older tables are read with it empty.
+5: ``knn_data_sha256``, the data of a run's k-NN rows (its evaluation images, then its memory bank:
+``records_sha256(records, bank)``); ``data_sha256`` is of the evaluation images alone in every run.
+In a schema-4 table with k-NN rows, ``data_sha256`` held what ``knn_data_sha256`` holds now: it is
+read there, and ``data_sha256`` reads empty (``upgrade_table``)."""
 #: The oldest schema ``read_run`` still reads; the columns added since (``ADDED_COLUMNS``) read as empty.
 OLDEST_READABLE_SCHEMA = 2
 
@@ -63,6 +67,7 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
     "image_size",
     "n_images",
     "data_sha256",
+    "knn_data_sha256",
     "tool_version",
     "torch_version",
     "timm_version",
@@ -75,7 +80,7 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
 COLUMNS: tuple[str, ...] = METRIC_COLUMNS + PROVENANCE_COLUMNS
 KEY_COLUMNS: tuple[str, ...] = ("dataset", "split", "metric", "iou_threshold", "k")
 #: Columns a table of an older schema may lack; ``upgrade_table`` adds them empty.
-ADDED_COLUMNS: dict[int, tuple[str, ...]] = {3: ("k", "protocol", "transform", "random_init"), 4: ("data_sha256",)}
+ADDED_COLUMNS: dict[int, tuple[str, ...]] = {3: ("k", "protocol", "transform", "random_init"), 4: ("data_sha256",), 5: ("knn_data_sha256",)}
 
 _FLOAT_COLUMNS = frozenset({"value", "gamma"})
 _INT_COLUMNS = frozenset({"iou_threshold", "k", "cls_head", "image_size", "n_images", "schema_version"})
@@ -92,6 +97,8 @@ RUN_EXTRA_FILES = ("boxacc_curve.csv", "per_class.csv", "per_image.parquet", "pe
 _FORMAT_ALIASES = {"markdown": "md", "tex": "latex", "pq": "parquet"}
 #: Metric names of the catalog (``metrics.catalog``), in display order. Others are allowed in a table.
 KNOWN_METRICS: tuple[str, ...] = tuple(m.name for m in catalog.METRICS)
+#: The metrics of a k-NN memory bank: ``knn_data_sha256`` is their data.
+KNN_METRIC_NAMES = frozenset(m.name for m in catalog.KNN_METRICS)
 _METRIC_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -116,7 +123,9 @@ class Provenance:
     the command and its ``task`` (``specs.protocol_of``); ``transform``: the image transform the
     run used (resize, crop, crop_pct, interpolation, mean, std; None without a model); both JSON
     objects with sorted keys (``as_json``). ``random_init``: a model ran without any weights.
-    ``data_sha256``: the evaluated data's ids, labels, sizes and boxes (``records_sha256``)."""
+    ``data_sha256``: the evaluated images' ids, labels, sizes and boxes (``records_sha256``);
+    ``knn_data_sha256``: a k-NN run's evaluated images, then its memory bank (the data of its
+    ``knn_*`` rows; None without a bank)."""
 
     model: str
     pool: str
@@ -138,6 +147,7 @@ class Provenance:
     image_size: int | None = None
     n_images: int | None = None
     data_sha256: str | None = None
+    knn_data_sha256: str | None = None
     device: str | None = None
     amp: str | None = None
     run_id: str | None = None
@@ -415,13 +425,29 @@ REQUIRED_METRIC_COLUMNS: tuple[str, ...] = tuple(c for c in METRIC_COLUMNS if c 
 
 def upgrade_table(raw: pd.DataFrame, version: int) -> pd.DataFrame:
     """A raw table of schema ``version`` with the columns later versions added, empty (k: None),
-    except ``random_init``, which a schema-2 table gives by its ``checkpoint_format`` ('random-init');
-    its ``schema_version`` column still says what it was written with."""
+    except ``random_init``, which a schema-2 table gives by its ``checkpoint_format`` ('random-init'),
+    and ``knn_data_sha256``, which a schema-4 table with k-NN rows gives by its ``data_sha256`` (then
+    read empty: it covered the memory bank too); its ``schema_version`` column still says what it
+    was written with."""
     raw = raw.copy()
     for v in range(version + 1, SCHEMA_VERSION + 1):
         for col in ADDED_COLUMNS.get(v, ()):
             if col == "random_init" and col not in raw.columns and "checkpoint_format" in raw.columns:
                 raw[col] = [None if _is_na(f) else f == "random-init" for f in raw["checkpoint_format"]]
+            elif col == "knn_data_sha256" and col not in raw.columns and "data_sha256" in raw.columns:
+                knn = _rows_of_knn_runs(raw)
+                raw[col] = raw["data_sha256"].astype(object).where(knn, None)
+                raw["data_sha256"] = raw["data_sha256"].astype(object).where(~knn, None)
             elif col not in raw.columns:
                 raw[col] = None
     return raw
+
+
+def _rows_of_knn_runs(raw: pd.DataFrame) -> pd.Series:
+    """Which rows of a raw table belong to a run with k-NN rows (``knn_top1``/``knn_top5``): its runs
+    told apart by ``run_id`` (an all_results.csv holds several), else the whole table is one."""
+    is_knn = raw["metric"].map(lambda m: str(m).strip() in KNN_METRIC_NAMES) if "metric" in raw.columns else pd.Series(False, raw.index)
+    if "run_id" not in raw.columns:
+        return pd.Series(bool(is_knn.any()), raw.index)
+    runs = raw["run_id"].astype(object).where(raw["run_id"].notna(), "")
+    return runs.isin(set(runs[is_knn]))
