@@ -189,6 +189,37 @@ def test_metrics_suffixes_select_an_iou_threshold_or_a_k():
     assert R.compare([plain], metrics="knn_top1@10", reference=None).attrs["unmatched"] == ["knn_top1@10"]
 
 
+def test_one_checkpoints_plain_and_knn_runs_fill_one_row_where_they_agree_on_the_same_data():
+    """A plain classify run and a k-NN run of the same checkpoint on the same images both give top1:
+    the same value on the same data is one cell (no pick to make); another value, or the same value on
+    other data, is still an error naming both runs."""
+    images, bank, other = "a" * 64, "b" * 64, "c" * 64
+    plain = _table(R.metric_rows("imagenet", "val", {"top1": 80.0, "n_images": 50}), run_id="p", data_sha256=images)
+    knn = _with_k(
+        _table(
+            R.metric_rows("imagenet", "val", {"top1": 80.0, "knn_top1": 70.0, "n_images": 50}),
+            run_id="k",
+            data_sha256=images,
+            knn_data_sha256=bank,
+        ),
+        20,
+    )
+    cmp = R.compare([plain, knn], by="checkpoint", reference=None)
+    assert len(cmp) == 1 and [c[2] for c in cmp.columns] == ["top1", "knn_top1@20", "n_images"]
+    assert cmp.iloc[0].tolist() == [80.0, 70.0, 50.0] and cmp.attrs["mixed_data"] == []
+    moved = knn.assign(run_id="m")
+    moved.loc[moved["metric"] == "top1", "value"] = 80.5
+    with pytest.raises(
+        SimpoolBenchError, match=r"gets two values for imagenet/val top1: 80 \(run 0, run_id p\) and 80.5 \(run 1, run_id m\); compare"
+    ):
+        R.compare([plain, moved], by="checkpoint")
+    elsewhere = plain.assign(run_id="o", data_sha256=other)
+    with pytest.raises(
+        SimpoolBenchError, match=r"top1: 80 \(run 0, run_id p\) and 80 \(run 1, run_id o\), on other data; compare them --by run"
+    ):
+        R.compare([plain, elsewhere], by="checkpoint")
+
+
 def test_metrics_errors_and_conflicts(demo_runs, tmp_path):
     folders, _, _ = demo_runs
     res = invoke_cli("compare", *folders, "--metrics", "top1,maxboxaccv2")

@@ -11,7 +11,8 @@ of run folders. Every input is split into runs by ``run_id``. The rows are then:
 - ``by="label"``: one per label: ``labels`` name the inputs, else a ``label`` column, else the
   run's own label (model/pool [checkpoint file]).
 
-A row that gets two different runs' values for the same cell is an error (never a silent pick).
+A row that gets two different runs' values for the same cell is an error (never a silent pick),
+unless both runs give the same value on the same data (a k-NN run's ``top1`` beside a plain run's).
 Columns: datasets in order of appearance (with ``metrics``: those of the first metric asked for
 first), and within a dataset the metrics in ``metrics`` order (else the catalog's), IoU and k ascending.
 """
@@ -242,7 +243,9 @@ def compare(
     all_runs = _split_runs(inputs)
 
     groups: dict[tuple, str] = {}  # group key -> default label, in first-appearance order
-    cells: dict[tuple, dict[tuple, tuple[float, tuple, str]]] = {}  # group -> cell key -> (value, origin, source)
+    cells: dict[
+        tuple, dict[tuple, tuple[float, tuple, str, tuple[str, str] | None]]
+    ] = {}  # group -> cell key -> (value, origin, source, data)
     datasets: list[tuple[str, str]] = []
     data_of: dict[tuple, dict[tuple[str, str], str]] = {}  # column -> (digest column, digest) -> the first input with it
     matched: set[MetricSelector] = set()
@@ -277,12 +280,16 @@ def compare(
                 data_of.setdefault(key, {}).setdefault(digest, where)
             value = float(df["value"].iat[r])
             seen = cells.setdefault(gkey, {}).get(key)
-            if seen is not None and not (seen[1] == origin and (seen[0] == value or np.isnan(seen[0]) and np.isnan(value))):
-                raise SimpoolBenchError(
-                    f"compare --by {by}: row {glabel!r} gets two values for {ds[0]}/{ds[1]} {cell_name(row['metric'], iou, k)}: "
-                    f"{seen[0]:g} ({seen[2]}) and {value:g} ({where}); compare them --by run, or leave one out"
-                )
-            cells[gkey][key] = (value, origin, where)
+            if seen is not None:
+                same_value = seen[0] == value or np.isnan(seen[0]) and np.isnan(value)
+                if not (same_value and (seen[1] == origin or (digest is not None and seen[3] == digest))):
+                    raise SimpoolBenchError(
+                        f"compare --by {by}: row {glabel!r} gets two values for {ds[0]}/{ds[1]} {cell_name(row['metric'], iou, k)}: "
+                        f"{seen[0]:g} ({seen[2]}) and {value:g} ({where})"
+                        + (", on other data" if same_value else "")
+                        + "; compare them --by run, or leave one out"
+                    )
+            cells[gkey][key] = (value, origin, where, digest)
 
     row_keys = list(groups)
     if by != "label" and labels is not None:
