@@ -187,26 +187,32 @@ def seeded_dino_vit(arch: str, patch_size: int, seed: int = 0) -> dict[str, torc
 
 
 def save_dino_files(sd: dict[str, torch.Tensor], folder: Path) -> tuple[Path, Path]:
-    """The weights as DINO publishes them (bare backbone) and as ``main_dino.py`` saves a training
-    checkpoint (teacher/student MultiCropWrapper dicts with ``backbone.``/``head.``, the student
-    under DDP's ``module.``, with other weights than the teacher)."""
+    """The ViT-S/16 weights as DINO publishes them (bare backbone) and as a training checkpoint
+    (``save_dino_training``)."""
     backbone = folder / "dino_deitsmall16_pretrain.pth"
     torch.save(sd, backbone)
+    return backbone, save_dino_training(sd, folder / "checkpoint.pth", "vit_small", 16)
+
+
+def save_dino_training(sd: dict[str, torch.Tensor], path: Path, arch: str, patch_size: int) -> Path:
+    """``sd`` as ``main_dino.py`` saves a training checkpoint of ``--arch arch --patch_size
+    patch_size``: teacher/student MultiCropWrapper dicts with ``backbone.``/``head.``, the student
+    under DDP's ``module.``, with other weights than the teacher (``sd``)."""
+    width = sd["cls_token"].shape[-1]
     head = {
-        "head.mlp.0.weight": torch.randn(32, 384),
+        "head.mlp.0.weight": torch.randn(32, width),
         "head.mlp.0.bias": torch.zeros(32),
         "head.last_layer.weight_g": torch.ones(64, 1),
         "head.last_layer.weight_v": torch.randn(64, 32),
     }
     teacher = {**{f"backbone.{k}": v for k, v in sd.items()}, **head}
     student = {f"module.{k}": v + 0.01 for k, v in teacher.items()}
-    args = argparse.Namespace(arch="vit_small", patch_size=16, out_dim=64, norm_last_layer=True)
-    training = folder / "checkpoint.pth"
+    args = argparse.Namespace(arch=arch, patch_size=patch_size, out_dim=64, norm_last_layer=True)
     torch.save(
         {"student": student, "teacher": teacher, "optimizer": {}, "epoch": 100, "args": args, "dino_loss": {"center": torch.zeros(1, 64)}},
-        training,
+        path,
     )
-    return backbone, training
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -359,7 +365,7 @@ ARCH_CASES = [
         ARCH_IMAGES + ARCH_UPSAMPLED,
     ),
     ("vit_base", 16, ("dino_vitbase16_pretrain.pth",), "vit_base_patch16_224", 0, ARCH_IMAGES + ARCH_UPSAMPLED),
-    ("vit_base", 8, ("dino_vitbase8_pretrain.pth",), "vit_base_patch8_224", 0, ARCH_IMAGES),
+    ("vit_base", 8, ("dino_vitbase8_pretrain.pth",), "vit_base_patch8_224", 0, ARCH_IMAGES + ARCH_UPSAMPLED),
 ]
 
 
@@ -398,6 +404,26 @@ def test_discover_other_archs_equal_main_lost(lost_arch_case, monkeypatch, tmp_p
     boxes, corloc = run_discover(monkeypatch, tmp_path, voc, ckpt, *flags)
     assert (pd.read_csv(tmp_path / "out" / "results.csv").model == timm_name).all()
     want_boxes, want_corloc = expected[method]
+    assert boxes == {k: [int(v) for v in b] for k, b in want_boxes.items()}
+    assert corloc == pytest.approx(want_corloc, abs=1e-9)
+
+
+def test_discover_other_archs_from_dino_training_checkpoints_equal_main_lost(lost_arch_case, monkeypatch, tmp_path):
+    """The same weights as ``main_dino.py``'s training checkpoint of that arch (teacher/student, the
+    student's weights other): ``discover`` reads the teacher, arch and patch size off the file, and
+    gives LOST's every box and CorLoc on the published backbone."""
+    voc, files, expected, timm_name, (model, *_rest) = lost_arch_case
+    arch, patch = next((c[0], c[1]) for c in ARCH_CASES if c[3] == timm_name)
+    sd = torch.load(files[0], map_location="cpu", weights_only=True)
+    training = save_dino_training(sd, tmp_path / "checkpoint.pth", arch, patch)
+    del sd
+    try:
+        boxes, corloc = run_discover(monkeypatch, tmp_path, voc, training, "--method", "lost")
+        table = pd.read_csv(tmp_path / "out" / "results.csv")
+    finally:
+        training.unlink()  # ViT-B: teacher and student, 690 MB
+    assert (table.model == timm_name).all() and (table.checkpoint_format == "official-dino").all()
+    want_boxes, want_corloc = expected["lost"]
     assert boxes == {k: [int(v) for v in b] for k, b in want_boxes.items()}
     assert corloc == pytest.approx(want_corloc, abs=1e-9)
 
