@@ -122,6 +122,10 @@ def run_classify(
     records, classes = read_classification_data(d.data, d.split, d.labels, d.metadata, d.subset, default_split=spec.default_split)
     split = classification_split(d.data, d.split, d.labels, d.metadata, spec.default_split) or spec.default_split  # the folder read
     bank = _knn_bank_records(spec, classes)  # read before the model loads: a wrong bank folder fails at once
+    # the data as read (labels in the folders' sorted order): the same folders give the same digests
+    # whether a head relabels them in timm's class order below or not
+    data_sha256 = records_sha256(records)
+    knn_data_sha256 = None if bank is None else records_sha256(records, bank)
     net, ckpt = load_model(_with_interpolation(spec))
     if getattr(net, "num_classes", 0) > 0 and classes is not None and d.labels is None and d.metadata is None:
         # a head's logits are scored as timm's validate.py reads the class folders (natural_key order)
@@ -153,8 +157,8 @@ def run_classify(
         n_images=outcome.n_images,
         protocol=protocol_of(spec),
         transform=used,
-        data_sha256=records_sha256(records),
-        knn_data_sha256=None if bank is None else records_sha256(records, bank),
+        data_sha256=data_sha256,
+        knn_data_sha256=knn_data_sha256,
     )
     return _result(outcome, prov, out, formats, per_class=spec.per_class, classes=classes)
 

@@ -600,3 +600,31 @@ def test_a_knn_run_records_its_images_and_its_bank_apart(tiny_knn, tmp_path):
     res = invoke_cli("classify", *common, "--knn-train", other_bank, "--knn-k", "2", "--out", tmp_path / "knn")
     assert res.exit_code == 0, res.output
     assert f"held the results of another run (knn_data_sha256 {digests[0]} -> {digests[1]}); they are replaced" in said(res)
+
+
+def test_the_data_digests_are_of_the_folders_as_read_whether_a_head_relabels_them_or_not(tmp_path, make_tiny_checkpoint):
+    # a head's logits are scored in timm's natural class order (c9 before c10), which relabels the
+    # records; a headless backbone keeps the folders' sorted order (c10 before c9). Both runs read the
+    # same folders: one data_sha256 and one knn_data_sha256, of the records as read
+    from PIL import Image
+
+    from simpool_bench.data.records import records_sha256
+    from simpool_bench.readers import read_classification_data
+
+    for root in ("val", "bank"):
+        for name in ("c10", "c9"):
+            (tmp_path / root / name).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (40 + i, 36), (120, 30, 200)).save(tmp_path / root / name / f"{i}.jpg")
+    tables = {}
+    for name, classes in (("head", 2), ("backbone", 0)):
+        ckpt = make_tiny_checkpoint(tmp_path / f"{name}.pth.tar", num_classes=classes)[0]
+        res = invoke_cli("classify", "--data", tmp_path / "val", "--knn-train", tmp_path / "bank", "--knn-k", "2", "--checkpoint", ckpt, "--num-classes", classes, "--device", "cpu", "-j", "0", "--out", tmp_path / name)  # fmt: skip
+        assert res.exit_code == 0, res.output
+        tables[name] = R.read_run(tmp_path / name)
+    assert "top1" in set(tables["head"]["metric"]) and "top1" not in set(tables["backbone"]["metric"])
+    val, bank = read_classification_data(tmp_path / "val").records, read_classification_data(tmp_path / "bank").records
+    assert [r.label for r in val] == [0, 0, 1, 1] and val[0].path.parent.name == "c10"  # as read: sorted order
+    for table in tables.values():
+        assert set(table["data_sha256"]) == {records_sha256(val)} and set(table["knn_data_sha256"]) == {records_sha256(val, bank)}
+    assert R.compare([tables["head"], tables["backbone"]]).attrs["mixed_data"] == []

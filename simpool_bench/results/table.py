@@ -38,7 +38,8 @@ SCHEMA_VERSION = 5
 4: the ``data_sha256`` provenance column (``data.records.records_sha256`` of the evaluated data);
 older tables are read with it empty.
 5: ``knn_data_sha256``, the data of a run's k-NN rows (its evaluation images, then its memory bank:
-``records_sha256(records, bank)``); ``data_sha256`` is of the evaluation images alone in every run.
+``records_sha256(records, bank)``); ``data_sha256`` is of the evaluation images alone in every run,
+and both are of the records as read (before a head relabels them in timm's class order).
 In a schema-4 table with k-NN rows, ``data_sha256`` held what ``knn_data_sha256`` holds now: it is
 read there, and ``data_sha256`` reads empty (``upgrade_table``)."""
 #: The oldest schema ``read_run`` still reads; the columns added since (``ADDED_COLUMNS``) read as empty.
