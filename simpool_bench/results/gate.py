@@ -65,7 +65,6 @@ and transform records are compared parameter by parameter (``results.protocols``
 #: dataset/split but none of these has counted 0 there.
 ZERO_WHEN_ABSENT: tuple[str, ...] = ("n_failed", "n_nonfinite")
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
-_KNN_METRICS = frozenset(m.name for m in catalog.KNN_METRICS)  # keyed by k: a tolerance 'knn_top1@200' is valid
 _EPS = 1e-9
 
 Status = Literal["ok", "regressed", "improved", "missing", "provenance-mismatch", "protocol-mismatch"]
@@ -214,7 +213,7 @@ def _validate_tolerances(tol: Mapping[str, Any], source: str) -> dict[str, float
                     f"{source}: unknown metric {key!r} in tolerances; expected 'default' or one of "
                     f"{', '.join(KNOWN_METRICS)} (optionally '@IOU', e.g. 'maxboxacc@70', or '@K' for k-NN, e.g. 'knn_top1@20')"
                 )
-            if iou and metric in _KNN_METRICS:
+            if iou and metric in KNN_METRIC_NAMES:  # keyed by k: a tolerance 'knn_top1@200' is valid
                 if not (iou.isdigit() and int(iou) > 0):
                     raise SimpoolBenchError(f"{source}: tolerance key {key!r}: the k after '@' must be a positive integer")
             elif iou and not (iou.isdigit() and 0 < int(iou) <= 100):
