@@ -49,3 +49,14 @@ LOC = {
 
 def _run(values: dict = LOC, **kw) -> pd.DataFrame:
     return R.make_table(_rows(values), _prov(**kw))
+
+
+def _with_k(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The table with a ``k`` key column (schema 3): k on k-NN rows, empty elsewhere."""
+    df = df.copy()
+    vals = pd.array([k if m.startswith("knn_") else None for m in df["metric"]], dtype="Int64")
+    if "k" in df.columns:
+        df["k"] = vals
+    else:
+        df.insert(df.columns.get_loc("iou_threshold") + 1, "k", vals)
+    return df

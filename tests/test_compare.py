@@ -13,7 +13,7 @@ from rich.console import Console
 from simpool_bench import results as R
 from simpool_bench.errors import SimpoolBenchError
 
-from results_helpers import _prov, _rows, _run
+from results_helpers import _prov, _rows, _run, _with_k
 
 
 # --------------------------------------------------------------------------------------- compare
@@ -126,11 +126,8 @@ def test_mixed_data_names_the_columns_two_runs_of_different_data_fill_and_never_
     plain = R.make_table(_rows({"top1": 80.0, "top5": 95.0, "n_images": 50}, "imagenet", "val"), _prov(run_id="p", data_sha256=val))
 
     def knn(run_id: str, images: str, knn_data: str) -> pd.DataFrame:
-        rows = _rows({"top1": 79.0, "top5": 94.0, "knn_top1": {20: 71.0}, "n_images": 50}, "imagenet", "val")
-        for r in rows:
-            if r["metric"] == "knn_top1":
-                r["k"], r["iou_threshold"] = r["iou_threshold"], None
-        return R.make_table(rows, _prov(run_id=run_id, data_sha256=images, knn_data_sha256=knn_data))
+        rows = _rows({"top1": 79.0, "top5": 94.0, "knn_top1": 71.0, "n_images": 50}, "imagenet", "val")
+        return _with_k(R.make_table(rows, _prov(run_id=run_id, data_sha256=images, knn_data_sha256=knn_data)), 20)
 
     assert {m.name for m in RUN_METRICS} == {"n_images", "n_failed"}
     assert R.compare([plain, knn("k", val, bank)]).attrs["mixed_data"] == []

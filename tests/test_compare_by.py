@@ -14,24 +14,13 @@ from simpool_bench import results as R
 from simpool_bench.errors import SimpoolBenchError
 
 from conftest import invoke_cli, said
-from results_helpers import _prov
+from results_helpers import _prov, _with_k
 
 LABELS = ["ViT-demo SimPool", "ViT-demo CLS", "no-model baseline"]
 
 
 def _table(rows: list[dict], **prov) -> pd.DataFrame:
     return R.make_table(rows, _prov(**prov))
-
-
-def _with_k(df: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The table with a ``k`` key column (schema 3): k on k-NN rows, empty elsewhere."""
-    df = df.copy()
-    vals = pd.array([k if m.startswith("knn_") else None for m in df["metric"]], dtype="Int64")
-    if "k" in df.columns:
-        df["k"] = vals
-    else:
-        df.insert(df.columns.get_loc("iou_threshold") + 1, "k", vals)
-    return df
 
 
 def _demo_runs(rng: np.random.Generator) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, float]]]:
