@@ -200,6 +200,11 @@ def _metric_order(metric: str, selectors: Sequence[MetricSelector] | None) -> in
 
 
 # ------------------------------------------------------------------------------------ compare
+#: A cell's value, the run it came from (its origin and the input it was read from) and its data
+#: (``_data_digest``: two runs agree on a cell only with the same value on the same data).
+_Cell = tuple[float, tuple, str, "tuple[str, str] | None"]
+
+
 def compare(
     runs: Sequence[pd.DataFrame | str | os.PathLike] | pd.DataFrame | str | os.PathLike,
     reference: int | str | None = 0,
@@ -243,9 +248,7 @@ def compare(
     all_runs = _split_runs(inputs)
 
     groups: dict[tuple, str] = {}  # group key -> default label, in first-appearance order
-    cells: dict[
-        tuple, dict[tuple, tuple[float, tuple, str, tuple[str, str] | None]]
-    ] = {}  # group -> cell key -> (value, origin, source, data)
+    cells: dict[tuple, dict[tuple, _Cell]] = {}  # group -> cell key -> its value and where it came from
     datasets: list[tuple[str, str]] = []
     data_of: dict[tuple, dict[tuple[str, str], str]] = {}  # column -> (digest column, digest) -> the first input with it
     matched: set[MetricSelector] = set()
