@@ -147,24 +147,29 @@ def transform_record(
     transform: Any, mean: Sequence[float] | None = None, std: Sequence[float] | None = None, crop_pct: float | None = None
 ) -> dict[str, Any]:
     """The ``transform`` provenance record of an image transform: ``resize`` and ``interpolation``
-    (of its resize step), ``crop`` (its crop size), ``crop_pct``, ``mean``, ``std`` and ``normalize``
-    (``to-tensor`` or ``timm-prefetcher``); None where it has no such step. ``mean``/``std`` default
-    to its Normalize step's (give them for timm's transforms, which keep them as float32 tensors)."""
+    (of its resize step), ``crop`` (its crop size), ``crop_pct``, ``crop_mode`` (timm's, read off
+    the steps: see :func:`crop_mode_of`), ``mean``, ``std`` and ``normalize`` (``to-tensor`` or
+    ``timm-prefetcher``); None where it has no such step. ``mean``/``std`` default to its Normalize
+    step's (give them for timm's transforms, which keep them as float32 tensors)."""
     record: dict[str, Any] = {
         "resize": None,
         "crop": None,
         "crop_pct": None if crop_pct is None else float(crop_pct),
+        "crop_mode": None,
         "interpolation": None,
         "normalize": TO_TENSOR,
     }
+    resize_step = None
     for step in getattr(transform, "transforms", ()):
         name, size = type(step).__name__, getattr(step, "size", None)
         if "Resize" in name and size is not None:
+            resize_step = step
             record["resize"] = [int(v) for v in size] if isinstance(size, (tuple, list)) else int(size)
             mode = getattr(step, "interpolation", None)
             record["interpolation"] = None if mode is None else str(getattr(mode, "value", mode))
         elif "Crop" in name and size is not None:
             record["crop"] = [int(v) for v in size] if isinstance(size, (tuple, list)) else int(size)
+            record["crop_mode"] = crop_mode_of(resize_step, step)
         elif name == "Normalize":
             mean = step.mean if mean is None else mean
             std = step.std if std is None else std
@@ -177,6 +182,20 @@ def transform_record(
     record["mean"] = [float(v) for v in mean]
     record["std"] = [float(v) for v in std]
     return record
+
+
+def crop_mode_of(resize_step: Any, crop_step: Any) -> str:
+    """timm's eval ``crop_mode`` of a resize step then a crop step (``transforms_imagenet_eval``):
+    ``border`` (``ResizeKeepRatio`` of the longest side, then ``CenterCropOrPad`` with the mean's
+    fill), ``squash`` (``Resize`` of both sides, then ``CenterCrop``) or ``center`` (the short side,
+    ``Resize(int)``, or ``ResizeKeepRatio`` of the shortest side at a non-square size): what the
+    resize record alone cannot tell apart (``[s, s]`` for squash and border alike)."""
+    if type(crop_step).__name__ == "CenterCropOrPad" or float(getattr(resize_step, "longest", 0.0) or 0.0) > 0:
+        return "border"
+    size = getattr(resize_step, "size", None)
+    if resize_step is None or type(resize_step).__name__ == "ResizeKeepRatio" or not isinstance(size, (tuple, list)) or len(size) == 1:
+        return "center"
+    return "squash"
 
 
 def wsol_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, size: int = WSOL_IMAGE_SIZE) -> T.Compose:

@@ -155,6 +155,7 @@ def test_transform_record_of_each_protocol():
         "resize": math.floor(224 / 0.875),  # timm: scale_size = floor(img_size / crop_pct)
         "crop": [224, 224],
         "crop_pct": 0.875,
+        "crop_mode": "center",
         "interpolation": "bicubic",
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
@@ -164,13 +165,15 @@ def test_transform_record_of_each_protocol():
         "resize": [224, 224],
         "crop": None,
         "crop_pct": None,
+        "crop_mode": None,
         "interpolation": "bilinear",
         "mean": [0.5, 0.5, 0.5],
         "std": [0.25, 0.25, 0.25],
         "normalize": "to-tensor",
     }
     rec = transform_record(discovery_transform(16))
-    assert (rec["resize"], rec["crop"], rec["interpolation"], rec["mean"], rec["normalize"]) == (
+    assert (rec["resize"], rec["crop"], rec["crop_mode"], rec["interpolation"], rec["mean"], rec["normalize"]) == (
+        None,
         None,
         None,
         None,
@@ -182,6 +185,37 @@ def test_transform_record_of_each_protocol():
 
     for default in (rec, transform_record(wsol_transform())):
         assert (default["mean"], default["std"]) == (list(IMAGENET_DEFAULT_MEAN), list(IMAGENET_DEFAULT_STD))
+
+
+def test_transform_record_tells_each_timm_crop_mode_apart():
+    """timm's three eval crop modes, at a square and a non-square size: squash and border resize to
+    the same ``[s, s]`` (center and squash to the same ``[h, w]`` off the square), so only
+    ``crop_mode`` tells their records apart. Each record names the mode the images went through:
+    timm's own ``create_transform`` of that mode, whose pixels differ from the other modes'."""
+    import numpy as np
+    import timm.data
+    import torch
+    from PIL import Image
+
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (60, 90, 3), dtype=np.uint8))
+    resize_of = {}
+    for size in ((32, 32), (24, 40)):
+        pixels = {}
+        for mode in ("center", "squash", "border"):
+            cfg = {**CFG, "input_size": (3, *size), "crop_pct": 0.8, "interpolation": "bilinear", "crop_mode": mode}
+            tf = classification_transform(cfg)
+            rec = transform_record(tf, CFG["mean"], CFG["std"], 0.8)
+            assert (rec["crop_mode"], rec["crop"]) == (mode, list(size)), (mode, size)
+            resize_of[mode, size] = rec["resize"]
+            timm_tf = timm.data.create_transform(**cfg, is_training=False)
+            pixels[mode] = tf(image)
+            assert torch.equal(pixels[mode], timm_tf(image)), (mode, size)
+        for a, b in (("center", "squash"), ("center", "border"), ("squash", "border")):
+            assert not torch.equal(pixels[a], pixels[b]), (a, b, size)
+    # the collisions crop_mode resolves: timm's floor(size / crop_pct) on both sides, the same resize record
+    assert resize_of["squash", (32, 32)] == resize_of["border", (32, 32)] == [40, 40]
+    assert resize_of["center", (32, 32)] == 40
+    assert resize_of["squash", (24, 40)] == resize_of["center", (24, 40)] == resize_of["border", (24, 40)] == [30, 50]
 
 
 def test_transform_overrides_are_the_torchvision_steps_they_name():
@@ -272,6 +306,7 @@ def test_every_run_kind_fills_protocol_transform_and_random_init(tmp_path, make_
         "resize": 40,
         "crop": [32, 32],
         "crop_pct": 32 / 40,
+        "crop_mode": "center",
         "interpolation": cfg["interpolation"],
         "mean": list(cfg["mean"]),
         "std": list(cfg["std"]),
@@ -384,6 +419,29 @@ def test_rows_of_several_protocols_differ_from_one():
     (change,) = parameter_changes(run, run)  # two values on each side: never one protocol
     assert (change.run, change.baseline) == ("0.6 | 0.7", "0.6 | 0.7")
     assert has_record(_records([None, {"mass": 0.6}])) and not has_record(_records([None, None]))
+
+
+def test_a_record_from_before_crop_mode_reads_as_the_mode_it_ran_with():
+    """A transform record without ``crop_mode`` (before it was recorded) gates as the mode its
+    resize implies: none for wsolevaluation's and LOST's (no crop), ``center`` for timm's
+    short-side resize, ``squash`` for a resize of both sides (the mode timm tags use; ``border``,
+    which no tag uses, recorded the same resize and now shows as a change)."""
+    from simpool_bench.results.protocols import parameter_changes
+
+    def record(tf, crop_pct=None) -> dict:
+        return transform_record(tf, CFG["mean"], CFG["std"], crop_pct)
+
+    def changes(run: dict, base: dict) -> list[tuple]:
+        return [(c.name, c.run, c.baseline) for c in parameter_changes(_records([{}], run), _records([{}], base))]
+
+    new = {mode: record(classification_transform({**CFG, "crop_mode": mode}), 0.875) for mode in ("center", "squash", "border")}
+    new["wsol"], new["lost"] = record(wsol_transform()), record(discovery_transform(16))
+    old = {name: {k: v for k, v in rec.items() if k != "crop_mode"} for name, rec in new.items()}
+    assert [new[n]["crop_mode"] for n in new] == ["center", "squash", "border", None, None]
+    for name in ("center", "squash", "wsol", "lost"):
+        assert changes(new[name], old[name]) == [] and changes(old[name], new[name]) == [], name
+    assert changes(new["border"], old["border"]) == [("crop_mode", "border", "squash")]
+    assert changes(new["center"], old["squash"]) == [("crop_mode", "center", "squash"), ("resize", "256", "[256, 256]")]
 
 
 def test_a_table_without_a_record_lacks_even_the_parameters_recorded_later():

@@ -46,6 +46,7 @@ PROTOCOL_PARAMETERS: tuple[str, ...] = (
     "resize",
     "crop",
     "crop_pct",
+    "crop_mode",
     "interpolation",
     "mean",
     "std",
@@ -53,13 +54,30 @@ PROTOCOL_PARAMETERS: tuple[str, ...] = (
 )
 #: The protocol parameters of a k-NN memory bank: they change a run's k-NN rows alone.
 KNN_PARAMETERS: tuple[str, ...] = ("knn_train", "knn_k", "knn_temperature", "knn_chunks", "knn_subset")
+
+
+def _old_crop_mode(record: dict[str, Any]) -> str | None:
+    """The timm ``crop_mode`` of a transform record from before it was recorded, read off its
+    resize: none without a crop (wsolevaluation's, LOST's), ``center`` for a short-side resize (a
+    whole number), ``squash`` for a resize to both sides, the one a timm tag uses (a record of
+    ``border``, which no tag uses, or of ``center`` at a non-square size, read the same then)."""
+    if record.get("crop") is None:
+        return None
+    resize = record.get("resize")
+    return "center" if not isinstance(resize, list) or len(resize) == 1 else "squash"
+
+
 #: Parameters recorded since a later version, with the value a record from before ran with:
 #: ``normalize`` (``transforms.transform_record``), before ``--prefetcher``, was ToTensor's;
-#: ``knn_chunks``, before ``--knn-chunks``, DINO's 100 where the run had a k-NN bank, else unused.
+#: ``knn_chunks``, before ``--knn-chunks``, DINO's 100 where the run had a k-NN bank, else unused;
+#: ``crop_mode``: see :func:`_old_crop_mode`.
 RECORDED_SINCE: dict[str, Callable[[dict[str, Any]], Any]] = {
     "normalize": lambda record: "to-tensor",
     "knn_chunks": lambda record: DINO_KNN.chunks if record.get("knn_train") is not None else None,
+    "crop_mode": _old_crop_mode,
 }
+
+
 _ABSENT = object()
 
 

@@ -122,7 +122,7 @@ class Provenance:
     ``'timm'``, ``'dino'`` (DINO's ``interpolate_pos_encoding``) or ``'dino-quirk'`` (the official
     SimPool DINO code's ``npatch`` slip); None for CNNs. ``protocol``: every protocol parameter of
     the command and its ``task`` (``specs.protocol_of``); ``transform``: the image transform the
-    run used (resize, crop, crop_pct, interpolation, mean, std; None without a model); both JSON
+    run used (resize, crop, crop_pct, crop_mode, interpolation, mean, std, normalize; None without a model); both JSON
     objects with sorted keys (``as_json``). ``random_init``: a model ran without any weights.
     ``data_sha256``: the evaluated images' ids, labels, sizes and boxes (``records_sha256``);
     ``knn_data_sha256``: a k-NN run's evaluated images, then its memory bank (the data of its
