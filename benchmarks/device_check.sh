@@ -10,8 +10,9 @@
 #           identical numbers asserted
 #   handover benchmarks/hand_over.py --device cuda: uint8 batches normalised on the GPU against
 #           float32 batches from the workers (localize, classify), identical numbers asserted
-#   warmup  benchmarks/warm_up.py --device cuda: localize with the kernels loaded while the first
-#           images decode against loaded by the first metric step (fresh processes)
+#   warmup  benchmarks/warm_up.py --device cuda: localize with the kernels loaded in a thread while
+#           the first images decode and go forward, against loaded in line and by the first metric
+#           step (fresh processes)
 #   tests   the GPU tests (tests/test_cuda.py, tests/test_lost_e2e.py on CUDA, tests/test_decode.py)
 #   demo    the demo suite on CUDA (needs a demo_out/ made by `make demo` here), compared with the
 #           CPU's all_results.csv

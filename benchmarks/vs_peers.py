@@ -225,7 +225,7 @@ def task_wsol(records: list[Record], workers: int, batch_size: int, device: str)
         "MaxBoxAcc@30/50/70 "
         + "/".join(f"{peer[i]:.2f}" for i in ious)
         + f" and BoxAcc at all {len(thresholds)} thresholds identical; ours: {ours_s:.2f} s = batch loop {loop_s:.2f} s (of it {wait_s:.2f} s waiting for images,"
-        + f" {warm_s:.2f} s loading the kernels while the first images decode, {step_s:.2f} s in metric steps)"
+        + f" {warm_s:.2f} s waiting for the kernels, which load in a thread meanwhile, {step_s:.2f} s in metric steps)"
         + f" + {ours_s - loop_s:.2f} s outside it ({out.extras['per_image_s']:.2f} s of it the per-image boxes);"
         + f" CPU per image: main process {1e3 * main_cpu / len(records):.2f} ms,"
         + f" decoding workers {1e3 * workers_cpu / len(records):.2f} ms",

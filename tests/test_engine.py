@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -152,7 +155,7 @@ class _SignalsDecoding(torch.utils.data.Dataset):
 
 def test_metrics_warm_up_once_while_the_workers_decode_and_not_when_all_is_resumed(tmp_path):
     """``Accumulator.warm_up`` runs once per run, after the workers started decoding and before the
-    first batch is taken; a run with nothing left to compute does not call it."""
+    first metric step; a run with nothing left to compute does not call it."""
     import multiprocessing
 
     from simpool_bench.engine import EngineConfig, evaluate
@@ -188,6 +191,92 @@ def test_metrics_warm_up_once_while_the_workers_decode_and_not_when_all_is_resum
     log.clear()
     res = evaluate(torch.nn.Identity(), _SignalsDecoding(started), lambda: {"spy": Spy()}, step, config, key="k")
     assert res.shards_resumed == 2 and log == [] and res.accumulators["spy"].compute() == 8
+
+
+class _WarmUpSpy:
+    """An accumulator factory whose ``warm_up`` runs ``body`` and logs which thread ran it."""
+
+    def __init__(self, body) -> None:
+        from simpool_bench.metrics.base import Accumulator
+
+        log: list[tuple] = []
+        self.log = log
+
+        class Spy(Accumulator):
+            def __init__(self) -> None:
+                super().__init__()
+                self.add_state("n", torch.zeros((), dtype=torch.int64))
+
+            def warm_up(self) -> None:
+                log.append(("warm_up", threading.current_thread() is threading.main_thread()))
+                body()
+                log.append(("warmed", None))
+
+            def update(self, k: int) -> None:
+                log.append(("step", k))
+                self.n += k
+
+            def compute(self) -> int:
+                return int(self.n)
+
+        self.spy_type = Spy
+
+    def __call__(self) -> dict:
+        return {"spy": self.spy_type()}
+
+
+def test_metrics_warm_up_runs_beside_the_forward_passes_and_the_first_step_waits_for_it():
+    """The warm-up runs in a thread of its own while the main thread takes batches and runs their
+    forward passes (here it waits for the second forward pass, which in line would never come);
+    no metric step runs before it has finished, and ``warm_up_s`` is the time the loop waited."""
+    from simpool_bench.engine import EngineConfig, evaluate
+
+    second_forward = threading.Event()
+    calls: list[int] = []
+
+    def body() -> None:
+        assert second_forward.wait(timeout=60), "the forward passes did not run while the kernels loaded"
+        time.sleep(0.3)
+
+    def forward(model, x, idx):
+        calls.append(len(idx))
+        if len(calls) == 2:
+            second_forward.set()
+        return x
+
+    spy = _WarmUpSpy(body)
+    res = evaluate(
+        torch.nn.Identity(),
+        _SignalsDecoding(multiprocessing.Event()),
+        spy,
+        lambda b, a: a["spy"].update(len(b.indices)),
+        EngineConfig(device="cpu", batch_size=3, workers=0, progress=False),
+        forward=forward,
+    )
+    assert spy.log[:2] == [("warm_up", False), ("warmed", None)]  # not the main thread; done before any step
+    assert spy.log[2:] == [("step", 3), ("step", 3), ("step", 2)]
+    assert res.accumulators["spy"].compute() == 8
+    assert 0.25 <= res.extras["warm_up_s"] <= res.extras["loop_s"]  # the first step waited for the sleep
+
+
+def test_an_error_in_the_metrics_warm_up_stops_the_run_before_any_step():
+    """What the warm-up raises (e.g. a kernel that does not load) is raised by ``evaluate`` itself,
+    before any metric step; a user's mistake stays a one-line ``SimpoolBenchError``."""
+    from simpool_bench.engine import EngineConfig, evaluate
+
+    def body() -> None:
+        raise SimpoolBenchError("the kernels did not load")
+
+    spy = _WarmUpSpy(body)
+    with pytest.raises(SimpoolBenchError, match="the kernels did not load"):
+        evaluate(
+            torch.nn.Identity(),
+            _SignalsDecoding(multiprocessing.Event()),
+            spy,
+            lambda b, a: a["spy"].update(len(b.indices)),
+            EngineConfig(device="cpu", batch_size=3, workers=0, progress=False),
+        )
+    assert spy.log == [("warm_up", False)]
 
 
 class _Indexed(torch.utils.data.Dataset):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence, Sized
@@ -49,7 +50,8 @@ class EvalResult:
     """What ``evaluate`` returns: merged accumulators plus bookkeeping.
 
     ``extras``: ``data_wait_s`` (this rank's time blocked on image decoding), ``step_s`` (in the
-    metric steps), ``warm_up_s`` (in the metrics' ``warm_up`` while the first images decode),
+    metric steps), ``warm_up_s`` (waiting for the metrics' ``warm_up``, which runs in a thread while
+    the first images decode and the first batches go forward),
     ``loop_s`` (this rank's time in the batch loop, all three included) and ``images_per_s``
     (this rank's computed images / loop_s)."""
 
@@ -295,11 +297,8 @@ class EvalRunner:
         pending: tuple | None = None
         t_start = time.perf_counter()
         batches = iter(loader)  # the workers start decoding the first batches now
-        if self.batch_plan:  # meanwhile, the metrics load what their first update needs
-            t0 = time.perf_counter()
-            for acc in self.part.values():
-                acc.warm_up()
-            self.warm_up_s = time.perf_counter() - t0
+        # meanwhile, in a thread, the metrics load what their first update needs
+        warming = _WarmUp(list(self.part.values())) if self.batch_plan else None
         for i in range(len(self.batch_plan)):
             t0 = time.perf_counter()
             images, idx, ok = next(batches)
@@ -312,11 +311,18 @@ class EvalRunner:
                 ready = torch.cuda.Event()
                 ready.record()
             if pending is not None:
+                self._await(warming)
                 self._finish(*pending)
             pending = (i, idx, ok, images, output, ready)
         if pending is not None:
+            self._await(warming)
             self._finish(*pending)
         self.loop_s = time.perf_counter() - t_start
+
+    def _await(self, warming: _WarmUp | None) -> None:
+        """Before a metric step: the metrics' warm-up done (the time waited for it, ``warm_up_s``)."""
+        if warming is not None and not warming.done:
+            self.warm_up_s += warming.wait()
 
     def _check_strict(self, idx: torch.Tensor, ok: torch.Tensor) -> None:
         """Under ``strict``, an image that did not decode stops the run."""
@@ -432,6 +438,35 @@ class EvalRunner:
             "images_per_s": (self.n_todo / loop_s) if loop_s > 0 else float("nan"),
         }
         return EvalResult(total, _size(self.dataset) - n_failed, n_failed, len(self.shards), self.resumed, extras)
+
+
+class _WarmUp:
+    """The accumulators' ``warm_up`` (loading the MaxBoxAcc kernels: about half a second) in a
+    thread, so that it overlaps the decoding of the first images and the first forward passes
+    (on a GPU, its own first-call set-up); ``wait`` joins it before the first metric step and
+    raises what it raised."""
+
+    def __init__(self, accumulators: Sequence[Accumulator]) -> None:
+        self.done = False
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(accumulators,), name="simpool-bench-warm-up", daemon=True)
+        self.thread.start()
+
+    def _run(self, accumulators: Sequence[Accumulator]) -> None:
+        try:
+            for acc in accumulators:
+                acc.warm_up()
+        except BaseException as err:  # raised in the loop, by wait
+            self.error = err
+
+    def wait(self) -> float:
+        """Block until the warm-up has finished; the seconds waited."""
+        t0 = time.perf_counter()
+        self.thread.join()
+        self.done = True
+        if self.error is not None:
+            raise self.error
+        return time.perf_counter() - t0
 
 
 def evaluate(

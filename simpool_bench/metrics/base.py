@@ -97,8 +97,9 @@ class Accumulator:
 
     def warm_up(self) -> None:
         """Load or compile whatever the first ``update`` needs. The engine calls it once per run,
-        after the decoding workers have started, so that this cost overlaps with decoding. The
-        default does nothing."""
+        in a thread started after the decoding workers, so that this cost overlaps with decoding
+        and the first forward passes, and waits for it before the first ``update``. The default
+        does nothing."""
 
     def update(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract; may return per-sample values
         raise NotImplementedError

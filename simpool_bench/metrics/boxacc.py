@@ -445,7 +445,7 @@ class BoxAccumulator(Accumulator):
 
     def warm_up(self) -> None:
         """Import numba and load the kernels from numba's disk cache (compile them on a first-ever
-        run), as the first ``update`` would: the engine calls this while the first images decode."""
+        run), as the first ``update`` would: the engine calls this in a thread while the first images decode."""
         compile_kernels()
 
     def add_misses(self, n: int, with_cls: bool = False) -> None:

@@ -63,8 +63,8 @@ STORED_FAILURES = f"every one failed to decode when extract stored the maps (its
 
 def engine_extras(res: EvalResult) -> dict[str, Any]:
     """The engine's shard counts and its loop's time (``loop_s``; of it ``data_wait_s`` waiting for
-    decoded images, ``step_s`` in the metric steps and ``warm_up_s`` loading the metrics' kernels
-    while the first images decode), kept in the outcome's extras."""
+    decoded images, ``step_s`` in the metric steps and ``warm_up_s`` waiting for the metrics' kernels,
+    which load in a thread while the first images decode), kept in the outcome's extras."""
     return {
         "shards_total": res.shards_total,
         "shards_resumed": res.shards_resumed,
