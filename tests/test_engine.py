@@ -279,6 +279,50 @@ def test_an_error_in_the_metrics_warm_up_stops_the_run_before_any_step():
     assert spy.log == [("warm_up", False)]
 
 
+class _DecodeFails(torch.utils.data.Dataset):
+    """64 tiny images; decoding item ``bad`` raises (a dataset bug, not a failed image)."""
+
+    def __init__(self, bad: int) -> None:
+        self.bad = bad
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, i: int):
+        if i == self.bad:
+            raise ValueError(f"item {i} is broken")
+        return torch.zeros(3, 4, 4), i, True
+
+
+def _raise(error: BaseException):
+    def fail(*args) -> None:
+        raise error
+
+    return fail
+
+
+@pytest.mark.parametrize("where", ["a metric step", "Ctrl-C in a forward pass", "a worker's decoding"])
+def test_a_run_that_stops_on_an_error_stops_its_decoding_workers_while_the_error_is_kept(where):
+    """An error (or Ctrl-C) in the loop stops the decoding workers at once, though the error, kept
+    as an interactive session keeps the last one, still holds the loop's frames."""
+    from simpool_bench.engine import EngineConfig, evaluate
+
+    before = {p.pid for p in multiprocessing.active_children()}
+    step, forward, bad = (lambda b, a: None), None, -1
+    if where == "a metric step":
+        step, error = _raise(RuntimeError("boom")), RuntimeError
+    elif where == "Ctrl-C in a forward pass":
+        forward, error = _raise(KeyboardInterrupt()), KeyboardInterrupt
+    else:
+        bad, error = 9, ValueError
+    config = EngineConfig(device="cpu", batch_size=4, workers=2, progress=False)
+    with pytest.raises(error) as kept:
+        evaluate(torch.nn.Identity(), _DecodeFails(bad), dict, step, config, forward=forward)
+    assert kept.tb is not None  # the traceback, and with it the loop's frames, is still held
+    alive = [p for p in multiprocessing.active_children() if p.pid not in before]
+    assert alive == []
+
+
 class _Indexed(torch.utils.data.Dataset):
     """Item ``i`` is the one-value image ``[i]``; its records give ``evaluate`` a derived resume key."""
 

@@ -17,7 +17,7 @@ import hashlib
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence, Sized
+from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -293,11 +293,19 @@ class EvalRunner:
         return _without_own_warnings(dataset), on_device
 
     def _run_batches(self, loader: DataLoader) -> None:
-        """The batch loop; on a GPU, batch ``i``'s step runs while batch ``i + 1`` is computed."""
-        pending: tuple | None = None
+        """The batch loop (``_compute``) over the loader's batches; its workers stop when it ends."""
         t_start = time.perf_counter()
         batches = iter(loader)  # the workers start decoding the first batches now
-        # meanwhile, in a thread, the metrics load what their first update needs
+        try:
+            self._compute(batches)
+            self.loop_s = time.perf_counter() - t_start
+        finally:
+            _stop_workers(batches)
+
+    def _compute(self, batches: Iterator) -> None:
+        """Decode, forward, metric step; on a GPU, batch ``i``'s step runs while batch ``i + 1`` is computed."""
+        pending: tuple | None = None
+        # while the workers decode, in a thread, the metrics load what their first update needs
         warming = _WarmUp(list(self.part.values())) if self.batch_plan else None
         for i in range(len(self.batch_plan)):
             t0 = time.perf_counter()
@@ -317,7 +325,6 @@ class EvalRunner:
         if pending is not None:
             self._await(warming)
             self._finish(*pending)
-        self.loop_s = time.perf_counter() - t_start
 
     def _await(self, warming: _WarmUp | None) -> None:
         """Before a metric step: the metrics' warm-up done (the time waited for it, ``warm_up_s``)."""
@@ -438,6 +445,17 @@ class EvalRunner:
             "images_per_s": (self.n_todo / loop_s) if loop_s > 0 else float("nan"),
         }
         return EvalResult(total, _size(self.dataset) - n_failed, n_failed, len(self.shards), self.resumed, extras)
+
+
+def _stop_workers(batches: Iterator) -> None:
+    """Stop a DataLoader iterator's decoding workers (and free their batches in shared memory).
+    Collecting the iterator would, but a run that stops on an error or Ctrl-C keeps it alive in
+    the traceback's frames for as long as the error is kept (an interactive session keeps the last
+    one), and with it every worker. PyTorch has no public call for this: its iterator's own
+    ``_shutdown_workers`` (which may be called again), where it has one."""
+    stop = getattr(batches, "_shutdown_workers", None)
+    if callable(stop):
+        stop()
 
 
 class _WarmUp:
