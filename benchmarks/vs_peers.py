@@ -26,6 +26,7 @@ what is left is each side's host work (decoding, maps, boxes), the CPU's stand-i
 forward costs next to nothing.
 
     python benchmarks/vs_peers.py                 # --images 24: a couple of minutes on 2 cores
+    python benchmarks/vs_peers.py --tasks timm --reps 5   # medians of 5 runs of both sides
     python benchmarks/vs_peers.py --images 96 --tasks lost,wsol
     python benchmarks/vs_peers.py --device cuda --images 512   # both sides on the GPU (fp32)
     python benchmarks/vs_peers.py --tasks wsol --images 512 --free-model   # host sides only
@@ -37,6 +38,7 @@ import argparse
 import cProfile
 import os
 import pstats
+import statistics
 import sys
 import tempfile
 import time
@@ -315,6 +317,12 @@ def main() -> None:
         "--workers", type=int, default=None, help="DataLoader workers on both sides (default min(8, cores); 0 where workers cannot start)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--reps",
+        type=int,
+        default=1,
+        help="run each task's pair this many times and print the median times (at 24 images, timm's loop and ours are one batch each: one forward pass, whose time varies by 10-20%% from run to run)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda: both sides run there (fp32, as the peers do)")
     p.add_argument(
         "--profile",
@@ -329,6 +337,8 @@ def main() -> None:
         help="localization only: both sides' forward replaced by a stored output (the hosts' sides alone, as on a GPU much faster than them)",
     )
     args = p.parse_args()
+    if args.reps < 1:
+        p.error(f"--reps {args.reps}: expected 1 or more")
     PROFILE.update(wsol=args.profile is not None, sort=args.profile or "tottime")
     FREE_MODEL["wsol"] = args.free_model
     workers = resolve_workers(args.workers)  # the engine's own fallback
@@ -353,10 +363,16 @@ def main() -> None:
         for name in args.tasks.split(","):
             title, fn, bs = TASKS[name]
             recs = voc if name == "lost" else labelled
-            peer_s, ours_s, what = fn(recs, workers, bs, args.device)
+            times = []
+            for _ in range(args.reps):  # both sides, numbers asserted, each time
+                peer_s, ours_s, what = fn(recs, workers, bs, args.device)
+                times.append((peer_s, ours_s))
+            peer_s, ours_s = (statistics.median(t) for t in zip(*times))
+            ratios = sorted(p / o for p, o in times)
+            spread = f", median of {args.reps}: ratios {ratios[0]:.2f}-{ratios[-1]:.2f}" if args.reps > 1 else ""
             print(
                 f"{title:34s} peer {len(recs) / peer_s:7.2f} img/s  simpool-bench {len(recs) / ours_s:7.2f} img/s  "
-                f"ratio {peer_s / ours_s:.1f}x  ({what}; load {os.getloadavg()[0]:.2f})",
+                f"ratio {peer_s / ours_s:.1f}x  ({what}; load {os.getloadavg()[0]:.2f}{spread})",
                 flush=True,
             )
 
