@@ -368,8 +368,10 @@ def main() -> None:
                 peer_s, ours_s, what = fn(recs, workers, bs, args.device)
                 times.append((peer_s, ours_s))
             peer_s, ours_s = (statistics.median(t) for t in zip(*times))
-            ratios = sorted(p / o for p, o in times)
-            spread = f", median of {args.reps}: ratios {ratios[0]:.2f}-{ratios[-1]:.2f}" if args.reps > 1 else ""
+            ratios = sorted(peer / ours for peer, ours in times)
+            spread = (
+                f"; median of {args.reps}: ratios {ratios[0]:.2f}-{ratios[-1]:.2f}, the details the last run's" if args.reps > 1 else ""
+            )
             print(
                 f"{title:34s} peer {len(recs) / peer_s:7.2f} img/s  simpool-bench {len(recs) / ours_s:7.2f} img/s  "
                 f"ratio {peer_s / ours_s:.1f}x  ({what}; load {os.getloadavg()[0]:.2f}{spread})",
