@@ -156,8 +156,6 @@ class _SignalsDecoding(torch.utils.data.Dataset):
 def test_metrics_warm_up_once_while_the_workers_decode_and_not_when_all_is_resumed(tmp_path):
     """``Accumulator.warm_up`` runs once per run, after the workers started decoding and before the
     first metric step; a run with nothing left to compute does not call it."""
-    import multiprocessing
-
     from simpool_bench.engine import EngineConfig, evaluate
     from simpool_bench.metrics.base import Accumulator
 
